@@ -1,0 +1,2 @@
+//! The `jembatan` command
+fn main() {}

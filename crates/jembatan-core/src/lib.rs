@@ -1,0 +1,18 @@
+//! Domain types shared by every Jembatan crate: agency and dataset ids,
+//! certificate identities, structured filters and denial reasons.
+//!
+//! Wire types from `jembatan-proto` are converted here with `TryFrom`,
+//! validating as they go; a failed conversion names the offending field.
+
+pub mod denial;
+pub mod error;
+pub mod filter;
+pub mod identity;
+pub mod ids;
+pub mod limits;
+
+pub use denial::{Denial, DenialCode};
+pub use error::{ErrorCode, InvalidArgument};
+pub use filter::{Filter, Operator, Predicate, Scalar};
+pub use identity::{Identity, Role};
+pub use ids::{AgencyId, DatasetId, FieldName};

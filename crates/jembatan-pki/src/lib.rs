@@ -1,0 +1,369 @@
+//! Development PKI and mTLS plumbing.
+//!
+//! `Ca` creates a certificate authority and issues role certificates whose
+//! URI subject alternative name carries the holder's [`Identity`]
+//! (`spiffe://jembatan/<role>[/<agency>]`). [`TlsFiles`] turns a CA,
+//! certificate and key on disk into tonic server and client TLS configs,
+//! and [`peer_identity`] reads the caller's identity from the verified
+//! client certificate of a request — the only place identity comes from.
+
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use jembatan_core::{Identity, Role};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use serde::Deserialize;
+use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
+use tonic::{Request, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{path} is not a usable certificate: {message}")]
+    BadCertificate { path: PathBuf, message: String },
+    #[error("{0} already exists; refusing to overwrite an existing CA")]
+    Exists(PathBuf),
+}
+
+/// Paths of the PEM files a service presents and trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The CA certificate every peer must chain to.
+    pub ca: PathBuf,
+    /// This service's certificate.
+    pub cert: PathBuf,
+    /// This service's private key.
+    pub key: PathBuf,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
+    fs::read(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
+    let err = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(err)?;
+    }
+    fs::write(path, data).map_err(err)?;
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    Ok(())
+}
+
+impl TlsFiles {
+    /// Resolves relative paths against `base` (the directory of the config
+    /// file that named them).
+    pub fn relative_to(&self, base: &Path) -> TlsFiles {
+        TlsFiles {
+            ca: base.join(&self.ca),
+            cert: base.join(&self.cert),
+            key: base.join(&self.key),
+        }
+    }
+
+    /// The identity in this service's own certificate.
+    pub fn identity(&self) -> Result<Identity, PkiError> {
+        let pem = read(&self.cert)?;
+        identity_from_pem(&pem).map_err(|message| PkiError::BadCertificate {
+            path: self.cert.clone(),
+            message,
+        })
+    }
+
+    /// Server TLS that requires a client certificate chaining to the CA.
+    pub fn server_config(&self) -> Result<ServerTlsConfig, PkiError> {
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert)?, read(&self.key)?);
+        Ok(ServerTlsConfig::new()
+            .identity(identity)
+            .client_ca_root(Certificate::from_pem(read(&self.ca)?))
+            .client_auth_optional(false))
+    }
+
+    /// Client TLS presenting this certificate and trusting only the CA.
+    /// `domain` is the name the server's certificate must carry.
+    pub fn client_config(&self, domain: &str) -> Result<ClientTlsConfig, PkiError> {
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert)?, read(&self.key)?);
+        Ok(ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca)?))
+            .identity(identity)
+            .domain_name(domain))
+    }
+}
+
+/// Reads the identity URI from a PEM certificate.
+pub fn identity_from_pem(pem: &[u8]) -> Result<Identity, String> {
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+    identity_from_der(&pem.contents)
+}
+
+/// Reads the identity URI from a DER certificate.
+pub fn identity_from_der(der: &[u8]) -> Result<Identity, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("bad subject alternative names: {e}"))?
+        .ok_or("certificate has no subject alternative names")?;
+    let mut found = None;
+    for name in &san.value.general_names {
+        if let x509_parser::extensions::GeneralName::URI(uri) = name
+            && let Some(id) = Identity::from_uri(uri)
+        {
+            if found.is_some() {
+                return Err("certificate carries more than one jembatan identity".into());
+            }
+            found = Some(id);
+        }
+    }
+    found.ok_or_else(|| "certificate carries no spiffe://jembatan/... identity".into())
+}
+
+/// The authenticated identity of a request's caller, from its verified
+/// client certificate. `Unauthenticated` when there is none or it carries
+/// no Jembatan identity.
+pub fn peer_identity<T>(request: &Request<T>) -> Result<Identity, Status> {
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    identity_from_der(leaf.as_ref())
+        .map_err(|m| Status::unauthenticated(format!("client certificate rejected: {m}")))
+}
+
+/// A certificate authority on disk: `ca.pem` and `ca-key.pem` in a directory.
+pub struct Ca {
+    dir: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+}
+
+/// A certificate and key issued by [`Ca::issue`], in PEM.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Ca {
+    pub fn cert_path(dir: &Path) -> PathBuf {
+        dir.join("ca.pem")
+    }
+
+    fn key_path(dir: &Path) -> PathBuf {
+        dir.join("ca-key.pem")
+    }
+
+    /// Creates a new CA in `dir`; refuses to overwrite an existing one.
+    pub fn create(dir: &Path, name: &str) -> Result<Ca, PkiError> {
+        let cert_path = Self::cert_path(dir);
+        if cert_path.exists() {
+            return Err(PkiError::Exists(cert_path));
+        }
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        dn.push(DnType::OrganizationName, "Jembatan");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
+        let cert = params.self_signed(&key)?;
+        let cert_pem = cert.pem();
+        write(&cert_path, &cert_pem, false)?;
+        write(&Self::key_path(dir), &key.serialize_pem(), true)?;
+        Ok(Ca {
+            dir: dir.to_owned(),
+            issuer: Issuer::new(params, key),
+            cert_pem,
+        })
+    }
+
+    /// Loads the CA in `dir`.
+    pub fn load(dir: &Path) -> Result<Ca, PkiError> {
+        let cert_path = Self::cert_path(dir);
+        let cert_pem =
+            String::from_utf8(read(&cert_path)?).map_err(|_| PkiError::BadCertificate {
+                path: cert_path.clone(),
+                message: "not UTF-8 PEM".into(),
+            })?;
+        let key_path = Self::key_path(dir);
+        let key_pem =
+            String::from_utf8(read(&key_path)?).map_err(|_| PkiError::BadCertificate {
+                path: key_path.clone(),
+                message: "not UTF-8 PEM".into(),
+            })?;
+        let key = KeyPair::from_pem(&key_pem)?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| PkiError::BadCertificate {
+                path: cert_path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Ca {
+            dir: dir.to_owned(),
+            issuer,
+            cert_pem,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issues a certificate for `identity`, valid for `days`. `hosts` are
+    /// the DNS names and IP addresses a server certificate answers to.
+    pub fn issue(
+        &self,
+        identity: &Identity,
+        hosts: &[String],
+        days: i64,
+    ) -> Result<Issued, PkiError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            identity
+                .agency
+                .as_ref()
+                .map(|a| format!("{} {a}", identity.role))
+                .unwrap_or_else(|| identity.role.to_string()),
+        );
+        dn.push(DnType::OrganizationName, "Jembatan");
+        params.distinguished_name = dn;
+        params
+            .subject_alt_names
+            .push(SanType::URI(identity.uri().try_into()?));
+        for host in hosts {
+            let san = match host.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(host.clone().try_into()?),
+            };
+            params.subject_alt_names.push(san);
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues a certificate and writes it as `<dir>/<name>.pem` and
+    /// `<dir>/<name>-key.pem`; returns the TLS files for it.
+    pub fn issue_to(
+        &self,
+        identity: &Identity,
+        hosts: &[String],
+        days: i64,
+        name: &str,
+    ) -> Result<TlsFiles, PkiError> {
+        let issued = self.issue(identity, hosts, days)?;
+        let files = TlsFiles {
+            ca: Self::cert_path(&self.dir),
+            cert: self.dir.join(format!("{name}.pem")),
+            key: self.dir.join(format!("{name}-key.pem")),
+        };
+        write(&files.cert, &issued.cert_pem, false)?;
+        write(&files.key, &issued.key_pem, true)?;
+        Ok(files)
+    }
+}
+
+/// The file name `jembatan pki` gives an identity's certificate, e.g.
+/// `agency-dinsos` or `broker`.
+pub fn default_name(identity: &Identity) -> String {
+    match &identity.agency {
+        Some(a) => format!("{}-{a}", identity.role),
+        None => identity.role.to_string(),
+    }
+}
+
+/// Hosts a loopback development server certificate answers to.
+pub fn loopback_hosts() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+}
+
+/// Creates a development PKI in `dir`: a CA, and one certificate for each
+/// identity (server roles get loopback host names). Returns the files by
+/// identity.
+pub fn dev_pki(dir: &Path, identities: &[Identity]) -> Result<Vec<(Identity, TlsFiles)>, PkiError> {
+    let ca = Ca::create(dir, "Jembatan development CA")?;
+    identities
+        .iter()
+        .map(|id| {
+            let hosts = if matches!(id.role, Role::Broker | Role::Adapter) {
+                loopback_hosts()
+            } else {
+                Vec::new()
+            };
+            let files = ca.issue_to(id, &hosts, 825, &default_name(id))?;
+            Ok((id.clone(), files))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificate_carries_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::create(dir.path(), "test CA").unwrap();
+        let id = Identity::agency("dinsos".parse().unwrap());
+        let files = ca.issue_to(&id, &[], 1, "x").unwrap();
+        assert_eq!(files.identity().unwrap(), id);
+        // a reloaded CA issues certificates too
+        let ca = Ca::load(dir.path()).unwrap();
+        let b = Identity::new(Role::Broker, None).unwrap();
+        let issued = ca.issue(&b, &loopback_hosts(), 1).unwrap();
+        assert_eq!(identity_from_pem(issued.cert_pem.as_bytes()).unwrap(), b);
+        assert!(matches!(
+            Ca::create(dir.path(), "again"),
+            Err(PkiError::Exists(_))
+        ));
+    }
+}

@@ -1,0 +1,17 @@
+//! Generated types and gRPC services of the `jembatan.v1` protocol.
+//!
+//! Prost types are wire types, not domain types: `jembatan-core` converts
+//! them at the edge with `TryFrom`, validating as it goes.
+
+#![allow(unreachable_pub)] // generated code decides its own visibility
+#![allow(clippy::large_enum_variant)] // generated oneofs
+#![allow(clippy::doc_lazy_continuation)] // generated from proto comments
+
+pub mod v1 {
+    tonic::include_proto!("jembatan.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every `jembatan.v1` proto, for server
+/// reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/jembatan_descriptor.bin"));
