@@ -1,11 +1,11 @@
 //! Why an exchange was refused: one machine-readable code plus words.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use jembatan_proto::v1 as pb;
 
 /// The term of an agreement (or other rule) that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DenialCode {
     NoAgreement,
@@ -60,13 +60,14 @@ impl DenialCode {
 }
 
 /// One failed term, with words a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Denial {
     pub code: DenialCode,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement_id: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
 }
 

@@ -4,6 +4,8 @@
 //! Wire types from `jembatan-proto` are converted here with `TryFrom`,
 //! validating as they go; a failed conversion names the offending field.
 
+pub mod agreement;
+pub mod audit;
 pub mod denial;
 pub mod error;
 pub mod filter;
@@ -11,6 +13,8 @@ pub mod identity;
 pub mod ids;
 pub mod limits;
 
+pub use agreement::{Agreement, AgreementStatus};
+pub use audit::{AuditEntry, Decision, EntryKind, ExchangeStatus};
 pub use denial::{Denial, DenialCode};
 pub use error::{ErrorCode, InvalidArgument};
 pub use filter::{Filter, Operator, Predicate, Scalar};

@@ -1,1 +1,308 @@
-//! placeholder
+//! The broker's store: agencies, datasets, agreements and the audit log.
+//!
+//! One URL picks the backend: a file path or `sqlite:` URL for the embedded
+//! default, `postgres://` when several broker replicas share one store.
+//! Both run the same SQL through sqlx's `Any` driver; only the migrations
+//! and the appender's lock differ.
+
+mod audit;
+
+use std::str::FromStr;
+
+use jembatan_core::agreement::format_instant;
+use jembatan_core::{AgencyId, Agreement, DatasetId};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
+
+pub use audit::{AuditLog, StoredEntry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store URL {0:?} is not supported: use a file path, sqlite:PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("store database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store holds an unreadable {what}: {message}")]
+    Corrupt { what: String, message: String },
+    #[error("audit log unavailable: {0}")]
+    AuditUnavailable(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A registered agency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agency {
+    pub id: AgencyId,
+    pub name: String,
+    /// Where its adapter listens (`https://host:port`), if it provides data.
+    pub adapter_endpoint: Option<String>,
+}
+
+/// A registered dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataset {
+    pub id: DatasetId,
+    /// The field lookups use, if the dataset offers lookups.
+    pub key_field: Option<String>,
+    pub description: String,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn now() -> String {
+    format_instant(&chrono::Utc::now())
+}
+
+/// Normalizes a store location to a sqlx URL.
+fn normalize_url(url: &str) -> Result<(String, Backend), StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((url.to_owned(), Backend::Postgres));
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        if path.is_empty() {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = if path.contains("mode=") {
+            format!("sqlite://{path}")
+        } else {
+            format!("sqlite://{path}{sep}mode=rwc")
+        };
+        return Ok((url, Backend::Sqlite));
+    }
+    if url.contains("://") || url.is_empty() {
+        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    }
+    Ok((format!("sqlite://{url}?mode=rwc"), Backend::Sqlite))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `url` and runs migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = normalize_url(url)?;
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Durable commits: an audit entry acknowledged is on disk.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    /// A plain connection pool on a PostgreSQL server, for administrative
+    /// statements such as creating databases (tests and `jembatan bench`).
+    pub async fn admin_pool(url: &str) -> Result<AnyPool, StoreError> {
+        sqlx::any::install_default_drivers();
+        Ok(AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(url)
+            .await?)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn upsert_agency(&self, agency: &Agency) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agencies (id, name, adapter_endpoint, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                 adapter_endpoint = excluded.adapter_endpoint, updated_at = excluded.updated_at",
+        )
+        .bind(agency.id.as_str())
+        .bind(&agency.name)
+        .bind(agency.adapter_endpoint.as_deref())
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn agency(&self, id: &AgencyId) -> Result<Option<Agency>, StoreError> {
+        let row = sqlx::query("SELECT id, name, adapter_endpoint FROM agencies WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Agency {
+                id: parse(&r.try_get::<String, _>(0)?, "agency id")?,
+                name: r.try_get(1)?,
+                adapter_endpoint: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn upsert_dataset(&self, dataset: &Dataset) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO datasets (id, provider, key_field, description, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET key_field = excluded.key_field,
+                 description = excluded.description, updated_at = excluded.updated_at",
+        )
+        .bind(dataset.id.as_str())
+        .bind(dataset.id.agency().as_str())
+        .bind(dataset.key_field.as_deref())
+        .bind(&dataset.description)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn dataset(&self, id: &DatasetId) -> Result<Option<Dataset>, StoreError> {
+        let row = sqlx::query("SELECT id, key_field, description FROM datasets WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Dataset {
+                id: parse(&r.try_get::<String, _>(0)?, "dataset id")?,
+                key_field: r.try_get(1)?,
+                description: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores an agreement, replacing one with the same id.
+    pub async fn upsert_agreement(&self, agreement: &Agreement) -> Result<(), StoreError> {
+        let document = serde_json::to_string(agreement).map_err(|e| StoreError::Corrupt {
+            what: format!("agreement {}", agreement.id),
+            message: e.to_string(),
+        })?;
+        sqlx::query(
+            "INSERT INTO agreements (id, provider, consumer, dataset, status, document, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET provider = excluded.provider,
+                 consumer = excluded.consumer, dataset = excluded.dataset,
+                 status = excluded.status, document = excluded.document,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(&agreement.id)
+        .bind(agreement.provider.as_str())
+        .bind(agreement.consumer.as_str())
+        .bind(agreement.dataset.as_str())
+        .bind(agreement.status.as_str())
+        .bind(document)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every agreement (in any status) between `consumer` and `dataset`'s provider
+    /// for `dataset`, ordered by id.
+    pub async fn agreements_for(
+        &self,
+        consumer: &AgencyId,
+        dataset: &DatasetId,
+    ) -> Result<Vec<Agreement>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT document FROM agreements WHERE consumer = $1 AND dataset = $2 ORDER BY id",
+        )
+        .bind(consumer.as_str())
+        .bind(dataset.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(agreement_from_row).collect()
+    }
+
+    pub async fn agreement(&self, id: &str) -> Result<Option<Agreement>, StoreError> {
+        let row = sqlx::query("SELECT document FROM agreements WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(agreement_from_row).transpose()
+    }
+
+    pub async fn agreements(&self) -> Result<Vec<Agreement>, StoreError> {
+        let rows = sqlx::query("SELECT document FROM agreements ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(agreement_from_row).collect()
+    }
+}
+
+fn agreement_from_row(row: &sqlx::any::AnyRow) -> Result<Agreement, StoreError> {
+    let doc: String = row.try_get(0)?;
+    serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt {
+        what: "agreement".into(),
+        message: e.to_string(),
+    })
+}
+
+fn parse<T: FromStr>(s: &str, what: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        what: what.into(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let cases = [
+            ("broker.db", Some("sqlite://broker.db?mode=rwc")),
+            (
+                "/tmp/x/broker.db",
+                Some("sqlite:///tmp/x/broker.db?mode=rwc"),
+            ),
+            ("sqlite:broker.db", Some("sqlite://broker.db?mode=rwc")),
+            (
+                "sqlite://broker.db?mode=ro",
+                Some("sqlite://broker.db?mode=ro"),
+            ),
+            ("postgres://u@h/db", Some("postgres://u@h/db")),
+            ("mysql://root@h/db", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            let got = normalize_url(input).ok().map(|(u, _)| u);
+            assert_eq!(got.as_deref(), want, "{input}");
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The audit entry: one record per exchange event, with canonical bytes
+//! that can become a Merkle leaf.
+//!
+//! An exchange writes a *decision* entry (allow or deny) before any record
+//! leaves the broker, and, when it was allowed, a *completion* entry when
+//! its stream ends. Entries hold metadata and hashes, never payloads;
+//! lookup keys appear only as keyed hashes.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::denial::Denial;
+
+/// Version of the entry format, written into every entry.
+pub const ENTRY_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// The broker's decision, written before any record is released.
+    Decision,
+    /// The end of an allowed exchange: rows, bytes, payload hash, status.
+    Completion,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Decision => "decision",
+            EntryKind::Completion => "completion",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// Where an exchange stands (decision entries) or how it ended (completion
+/// entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExchangeStatus {
+    /// Allowed; records may follow. A decision entry with no completion
+    /// entry is an exchange that never finished (the broker died).
+    Started,
+    /// Refused by policy.
+    Denied,
+    /// Refused before policy: the request itself was malformed.
+    Invalid,
+    /// Every record was delivered.
+    Ok,
+    /// The exchange broke (adapter, validation, or internal error).
+    Failed,
+    /// The consumer went away before the end.
+    Cancelled,
+}
+
+impl ExchangeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeStatus::Started => "started",
+            ExchangeStatus::Denied => "denied",
+            ExchangeStatus::Invalid => "invalid",
+            ExchangeStatus::Ok => "ok",
+            ExchangeStatus::Failed => "failed",
+            ExchangeStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One audit log entry. Field order is the canonical order: the canonical
+/// bytes are this struct serialized as compact JSON (see `docs/audit.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    /// Entry format version.
+    pub v: u32,
+    pub kind: EntryKind,
+    pub exchange_id: String,
+    /// RFC 3339 UTC with microseconds.
+    pub time: String,
+    /// `query` or `lookup`.
+    pub operation: String,
+    /// The caller, as its certificate names it (`agency:dinsos`).
+    pub caller: String,
+    /// The consumer agency (from the certificate), when the caller is one.
+    pub consumer: Option<String>,
+    pub provider: Option<String>,
+    pub dataset: Option<String>,
+    pub purpose: Option<String>,
+    /// Fields requested (decision) or delivered (completion).
+    pub fields: Vec<String>,
+    /// The consumer's filter, as JSON.
+    pub filter: Option<serde_json::Value>,
+    /// Keyed hash (HMAC-SHA-256, hex) of a lookup key; never the key itself.
+    pub subject_hash: Option<String>,
+    pub limit: Option<u64>,
+    pub agreement_id: Option<String>,
+    /// SHA-256 of the agreement's terms as they stood at the decision.
+    pub agreement_terms_sha256: Option<String>,
+    pub decision: Decision,
+    pub reasons: Vec<Denial>,
+    pub status: ExchangeStatus,
+    pub rows: u64,
+    pub bytes: u64,
+    /// SHA-256 of the records returned (each record's JSON plus `\n`).
+    pub payload_sha256: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// What went wrong, in words, for failed and invalid exchanges.
+    pub error: Option<String>,
+    /// W3C trace id of the exchange, when traced.
+    pub trace_id: Option<String>,
+}
+
+impl AuditEntry {
+    /// The canonical bytes: compact JSON in field order.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        // Serializing plain data to a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses canonical bytes back, checking they are canonical.
+    pub fn from_canonical(bytes: &[u8]) -> Result<AuditEntry, String> {
+        let entry: AuditEntry =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an audit entry: {e}"))?;
+        if entry.canonical_bytes() != bytes {
+            return Err("entry bytes are not in canonical form".into());
+        }
+        Ok(entry)
+    }
+
+    /// Lowercase hex SHA-256 of the canonical bytes.
+    pub fn sha256(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+}

@@ -1,0 +1,188 @@
+//! The audit log's append path (group commit) and read path.
+//!
+//! Appends go through one task per broker process that gathers waiting
+//! entries into a batch and writes them in one transaction, so the durable
+//! commit is paid once per batch, not once per entry. Sequence numbers
+//! (leaf indices) are assigned inside that transaction under a lock —
+//! SQLite's write lock, or a PostgreSQL advisory lock shared by every
+//! replica — so the log stays gap-free and totally ordered.
+
+use jembatan_core::AuditEntry;
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Backend, Store, StoreError};
+
+/// Advisory lock key that serializes appenders across broker replicas.
+const APPEND_LOCK_KEY: i64 = 0x6a65_6d62_6174; // "jembat"
+/// Most entries written in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// An entry as stored, with its place on the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEntry {
+    pub seq: u64,
+    pub entry: AuditEntry,
+    pub canonical: Vec<u8>,
+    pub entry_sha256: String,
+}
+
+struct Pending {
+    entry: AuditEntry,
+    reply: oneshot::Sender<Result<StoredEntry, String>>,
+}
+
+/// Handle to the audit log's appender; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    store: Store,
+    tx: mpsc::Sender<Pending>,
+}
+
+impl AuditLog {
+    /// Starts the appender task for `store`.
+    pub fn start(store: Store) -> AuditLog {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run_appender(store.clone(), rx));
+        AuditLog { store, tx }
+    }
+
+    /// Appends an entry and returns once it is durably committed, with its
+    /// sequence number. An error means the entry is not on the log.
+    pub async fn append(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { entry, reply })
+            .await
+            .map_err(|_| StoreError::AuditUnavailable("appender stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::AuditUnavailable("appender stopped".into()))?
+            .map_err(StoreError::AuditUnavailable)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Entries with `seq >= from`, at most `limit`, in order.
+    pub async fn entries(&self, from: u64, limit: u64) -> Result<Vec<StoredEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, entry, entry_sha256 FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(to_i64(from))
+        .bind(to_i64(limit))
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Every entry of one exchange, in order.
+    pub async fn exchange(&self, exchange_id: &str) -> Result<Vec<StoredEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, entry, entry_sha256 FROM audit_log WHERE exchange_id = $1 ORDER BY seq",
+        )
+        .bind(exchange_id)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Number of entries on the log.
+    pub async fn size(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(self.store.pool())
+            .await?
+            .try_get(0)?;
+        Ok(n.max(0) as u64)
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEntry, StoreError> {
+    let seq: i64 = row.try_get(0)?;
+    let canonical: Vec<u8> = row.try_get(1)?;
+    let entry_sha256: String = row.try_get(2)?;
+    let entry = AuditEntry::from_canonical(&canonical).map_err(|message| StoreError::Corrupt {
+        what: format!("audit entry {seq}"),
+        message,
+    })?;
+    Ok(StoredEntry {
+        seq: seq.max(0) as u64,
+        entry,
+        canonical,
+        entry_sha256,
+    })
+}
+
+async fn run_appender(store: Store, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match write_batch(&store, &batch).await {
+            Ok(stored) => {
+                for (pending, stored) in batch.drain(..).zip(stored) {
+                    let _ = pending.reply.send(Ok(stored));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, entries = batch.len(), "audit append failed");
+                let message = err.to_string();
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry>, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    if store.backend() == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let next: i64 = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_log")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let mut stored = Vec::with_capacity(batch.len());
+    for (i, pending) in batch.iter().enumerate() {
+        let e = &pending.entry;
+        let seq = next + i as i64;
+        let canonical = e.canonical_bytes();
+        let entry_sha256 = AuditEntry::sha256(&canonical);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, exchange_id, kind, recorded_at, caller, consumer,
+                 provider, dataset, purpose, decision, status, subject_hash, entry, entry_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(seq)
+        .bind(&e.exchange_id)
+        .bind(e.kind.as_str())
+        .bind(&e.time)
+        .bind(&e.caller)
+        .bind(e.consumer.as_deref())
+        .bind(e.provider.as_deref())
+        .bind(e.dataset.as_deref())
+        .bind(e.purpose.as_deref())
+        .bind(e.decision.as_str())
+        .bind(e.status.as_str())
+        .bind(e.subject_hash.as_deref())
+        .bind(canonical.clone())
+        .bind(&entry_sha256)
+        .execute(&mut *tx)
+        .await?;
+        stored.push(StoredEntry {
+            seq: seq as u64,
+            entry: e.clone(),
+            canonical,
+            entry_sha256,
+        });
+    }
+    tx.commit().await?;
+    Ok(stored)
+}
