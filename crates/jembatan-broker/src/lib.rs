@@ -1,1 +1,145 @@
-//! placeholder
+//! The Jembatan broker: authenticates callers by certificate, enforces
+//! data-sharing agreements (deny by default), relays records from the
+//! provider's adapter to the consumer, and writes every exchange to the
+//! audit log — the allow decision durably before the first record leaves.
+
+pub mod config;
+mod exchange;
+pub mod policy;
+mod relay;
+mod server;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jembatan_pki::TlsFiles;
+use jembatan_store::{Agency, AuditLog, Dataset, Store, StoreError};
+
+pub use config::BrokerConfig;
+pub use exchange::ExchangeService;
+pub use server::serve;
+
+/// Trailer (streams) or header (unary) carrying the binary-encoded
+/// `Receipt` of an exchange.
+pub const RECEIPT_METADATA_KEY: &str = "jembatan-receipt-bin";
+/// Trailer carrying the binary-encoded `DenialDetails` of a refused exchange.
+pub const DENIAL_METADATA_KEY: &str = "jembatan-denial-bin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker config {path}: {message}")]
+    Config { path: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] jembatan_pki::PkiError),
+    #[error("cannot read or create the audit key {path}: {message}")]
+    AuditKey { path: String, message: String },
+    #[error("broker server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("broker certificate must carry the broker identity, not {0}")]
+    NotBroker(String),
+}
+
+/// A running broker's shared state.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    pub(crate) inner: Arc<exchange::State>,
+}
+
+impl Broker {
+    /// Opens the store, applies the agencies, datasets and agreements the
+    /// config declares, and starts the audit appender.
+    pub async fn start(config: &BrokerConfig) -> Result<Broker, BrokerError> {
+        let identity = config.tls.identity()?;
+        if identity.role != jembatan_core::Role::Broker {
+            return Err(BrokerError::NotBroker(identity.to_string()));
+        }
+        let store = Store::connect(&config.store).await?;
+        for a in &config.agencies {
+            store
+                .upsert_agency(&Agency {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                    adapter_endpoint: a.adapter.clone(),
+                })
+                .await?;
+        }
+        for d in &config.datasets {
+            store
+                .upsert_dataset(&Dataset {
+                    id: d.id.clone(),
+                    key_field: d.key.as_ref().map(|k| k.to_string()),
+                    description: d.description.clone(),
+                })
+                .await?;
+        }
+        for a in &config.agreements {
+            store.upsert_agreement(a).await?;
+        }
+        let audit_key = load_or_create_key(&config.audit_key)?;
+        let audit = AuditLog::start(store.clone());
+        let adapters = relay::AdapterPool::new(config.tls.clone());
+        Ok(Broker {
+            inner: Arc::new(exchange::State {
+                store,
+                audit,
+                adapters,
+                audit_key,
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    pub fn exchange_service(&self) -> ExchangeService {
+        ExchangeService::new(self.inner.clone())
+    }
+}
+
+/// Reads the audit HMAC key (hex), creating a random one (mode 0600) when
+/// the file does not exist yet.
+fn load_or_create_key(path: &Path) -> Result<Vec<u8>, BrokerError> {
+    let err = |message: String| BrokerError::AuditKey {
+        path: path.display().to_string(),
+        message,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = hex::decode(text.trim()).map_err(|e| err(format!("not hex: {e}")))?;
+            if key.len() < 32 {
+                return Err(err(format!(
+                    "key has {} bytes; at least 32 are needed",
+                    key.len()
+                )));
+            }
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+            }
+            std::fs::write(path, hex::encode(key) + "\n").map_err(|e| err(e.to_string()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            Ok(key.to_vec())
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// The TLS files of the broker, for callers that build their own servers.
+pub fn tls_files(config: &BrokerConfig) -> &TlsFiles {
+    &config.tls
+}

@@ -1,0 +1,117 @@
+//! The broker's TOML config.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use jembatan_core::{AgencyId, Agreement, DatasetId, FieldName};
+use jembatan_pki::TlsFiles;
+use serde::Deserialize;
+
+use crate::BrokerError;
+
+/// Broker configuration. Relative paths are resolved against the config
+/// file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Config format version; must be 1.
+    pub version: u32,
+    /// Address the Exchange service listens on.
+    pub listen: SocketAddr,
+    /// Store location: a file path or `sqlite:PATH` (embedded default), or
+    /// `postgres://...`.
+    pub store: String,
+    /// File holding the secret (hex) that keys the hashes of lookup keys
+    /// on the audit log; created on first start.
+    pub audit_key: PathBuf,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub agencies: Vec<AgencyConfig>,
+    #[serde(default)]
+    pub datasets: Vec<DatasetConfig>,
+    /// Agreements applied to the store at start (replacing same-id ones).
+    #[serde(default)]
+    pub agreements: Vec<Agreement>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyConfig {
+    pub id: AgencyId,
+    pub name: String,
+    /// The agency's adapter, `https://host:port`, when it provides data.
+    #[serde(default)]
+    pub adapter: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    pub id: DatasetId,
+    /// Field that lookups use, if the dataset offers lookups.
+    #[serde(default)]
+    pub key: Option<FieldName>,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl BrokerConfig {
+    pub fn load(path: &Path) -> Result<BrokerConfig, BrokerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| BrokerError::Config {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        BrokerConfig::from_toml(&text, base).map_err(|message| BrokerError::Config {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and checks a config; relative paths are taken from `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<BrokerConfig, String> {
+        let mut config: BrokerConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        if config.version != 1 {
+            return Err(format!(
+                "version {} is not supported (expected 1)",
+                config.version
+            ));
+        }
+        config.tls = config.tls.relative_to(base);
+        config.audit_key = base.join(&config.audit_key);
+        if !config.store.contains("://") && !config.store.starts_with("sqlite:") {
+            config.store = base.join(&config.store).display().to_string();
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &config.agencies {
+            if !seen.insert(a.id.clone()) {
+                return Err(format!("agency {} is declared twice", a.id));
+            }
+            if let Some(url) = &a.adapter
+                && !url.starts_with("https://")
+            {
+                return Err(format!(
+                    "agency {}: adapter {url:?} must be an https:// URL (plaintext is refused)",
+                    a.id
+                ));
+            }
+        }
+        for d in &config.datasets {
+            if !seen.contains(&d.id.agency()) {
+                return Err(format!(
+                    "dataset {}: its provider {} is not among the agencies",
+                    d.id,
+                    d.id.agency()
+                ));
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for a in &config.agreements {
+            a.validate().map_err(|e| e.to_string())?;
+            if !ids.insert(a.id.clone()) {
+                return Err(format!("agreement {} is declared twice", a.id));
+            }
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,496 @@
+//! The `Exchange` service: identity from the certificate, request
+//! validation, agreement evaluation and the durable decision entry.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hmac::{Hmac, Mac};
+use jembatan_core::agreement::format_instant;
+use jembatan_core::limits::{MAX_FIELDS, MAX_STRING_BYTES};
+use jembatan_core::{
+    AgencyId, AuditEntry, DatasetId, Decision, Denial, DenialCode, EntryKind, ExchangeStatus,
+    FieldName, Filter, Identity, InvalidArgument, Role, Scalar,
+};
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::exchange_server::Exchange;
+use jembatan_store::{AuditLog, Store};
+use prost::Message;
+use sha2::Sha256;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use crate::DENIAL_METADATA_KEY;
+use crate::policy;
+use crate::relay::{self, AdapterPool};
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) store: Store,
+    pub(crate) audit: AuditLog,
+    pub(crate) adapters: AdapterPool,
+    pub(crate) audit_key: Vec<u8>,
+}
+
+/// The gRPC `Exchange` service.
+#[derive(Debug, Clone)]
+pub struct ExchangeService {
+    state: Arc<State>,
+}
+
+impl ExchangeService {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+/// What the consumer asked, before validation.
+pub(crate) struct Ask {
+    pub(crate) operation: &'static str,
+    pub(crate) dataset: String,
+    pub(crate) target_schema: String,
+    pub(crate) purpose: String,
+    pub(crate) fields: Vec<String>,
+    pub(crate) filter: Option<pb::Filter>,
+    pub(crate) limit: u64,
+    pub(crate) key: Option<pb::Scalar>,
+}
+
+/// Everything known about an exchange so far; becomes audit entries.
+#[derive(Debug, Clone)]
+pub(crate) struct Facts {
+    pub(crate) exchange_id: String,
+    pub(crate) started: Instant,
+    pub(crate) operation: &'static str,
+    pub(crate) caller: String,
+    pub(crate) consumer: Option<AgencyId>,
+    pub(crate) dataset: Option<String>,
+    pub(crate) purpose: Option<String>,
+    pub(crate) fields: Vec<String>,
+    pub(crate) filter: Option<serde_json::Value>,
+    pub(crate) subject_hash: Option<String>,
+    pub(crate) limit: Option<u64>,
+    pub(crate) agreement: Option<(String, String)>,
+}
+
+impl Facts {
+    pub(crate) fn entry(
+        &self,
+        kind: EntryKind,
+        decision: Decision,
+        status: ExchangeStatus,
+    ) -> AuditEntry {
+        let provider = self
+            .dataset
+            .as_deref()
+            .and_then(|d| d.parse::<DatasetId>().ok())
+            .map(|d| d.agency().to_string());
+        AuditEntry {
+            v: jembatan_core::audit::ENTRY_FORMAT_VERSION,
+            kind,
+            exchange_id: self.exchange_id.clone(),
+            time: format_instant(&chrono::Utc::now()),
+            operation: self.operation.to_owned(),
+            caller: self.caller.clone(),
+            consumer: self.consumer.as_ref().map(|c| c.to_string()),
+            provider,
+            dataset: self.dataset.clone(),
+            purpose: self.purpose.clone(),
+            fields: self.fields.clone(),
+            filter: self.filter.clone(),
+            subject_hash: self.subject_hash.clone(),
+            limit: self.limit,
+            agreement_id: self.agreement.as_ref().map(|a| a.0.clone()),
+            agreement_terms_sha256: self.agreement.as_ref().map(|a| a.1.clone()),
+            decision,
+            reasons: Vec::new(),
+            status,
+            rows: 0,
+            bytes: 0,
+            payload_sha256: None,
+            duration_ms: None,
+            error: None,
+            trace_id: None,
+        }
+    }
+
+    pub(crate) fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// An allowed exchange whose decision entry is durable.
+#[derive(Debug)]
+pub(crate) struct Allowed {
+    pub(crate) facts: Facts,
+    pub(crate) provider: AgencyId,
+    pub(crate) dataset: DatasetId,
+    pub(crate) decision_seq: u64,
+    pub(crate) fetch: pb::FetchRequest,
+}
+
+/// The parsed, validated request.
+struct Parsed {
+    dataset: DatasetId,
+    fields: Vec<FieldName>,
+    filter: Option<Filter>,
+    key: Option<Scalar>,
+}
+
+fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
+    let dataset: DatasetId = ask.dataset.parse()?;
+    if ask.purpose.trim().is_empty() {
+        return Err(InvalidArgument::new("purpose", "purpose is required"));
+    }
+    if ask.purpose.len() > 256 {
+        return Err(InvalidArgument::new(
+            "purpose",
+            "purpose is longer than 256 bytes",
+        ));
+    }
+    if ask.fields.len() > MAX_FIELDS {
+        return Err(InvalidArgument::new(
+            "fields",
+            format!(
+                "{} fields exceed the limit max_fields = {MAX_FIELDS}",
+                ask.fields.len()
+            ),
+        ));
+    }
+    let mut fields = Vec::with_capacity(ask.fields.len());
+    for f in &ask.fields {
+        let f: FieldName = f.parse().map_err(|e: InvalidArgument| e.within("fields"))?;
+        if fields.contains(&f) {
+            return Err(InvalidArgument::new(
+                "fields",
+                format!("field {f} is named twice"),
+            ));
+        }
+        fields.push(f);
+    }
+    if !ask.target_schema.is_empty() {
+        let own = ask
+            .target_schema
+            .split_once('@')
+            .is_some_and(|(d, _)| d == dataset.as_str());
+        if !own {
+            return Err(InvalidArgument::new(
+                "target_schema",
+                format!(
+                    "no mapping from {dataset} to {} is registered; ask for the provider's own schema",
+                    jembatan_core::ids::truncate(&ask.target_schema, 128)
+                ),
+            ));
+        }
+    }
+    let filter = ask.filter.as_ref().map(Filter::try_from).transpose()?;
+    let key = match &ask.key {
+        Some(k) => {
+            let k = Scalar::try_from(k).map_err(|e| e.within("key"))?;
+            if let Scalar::String(s) = &k
+                && (s.is_empty() || s.len() > MAX_STRING_BYTES)
+            {
+                return Err(InvalidArgument::new("key", "key is empty"));
+            }
+            Some(k)
+        }
+        None if ask.operation == "lookup" => {
+            return Err(InvalidArgument::new("key", "a lookup needs a key"));
+        }
+        None => None,
+    };
+    Ok(Parsed {
+        dataset,
+        fields,
+        filter,
+        key,
+    })
+}
+
+impl State {
+    /// Keyed hash of a lookup key: what the audit log keeps instead of it.
+    fn subject_hash(&self, dataset: &str, key: &Scalar) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.audit_key)
+            .expect("HMAC accepts keys of any length");
+        mac.update(dataset.as_bytes());
+        mac.update(&[0]);
+        let text = match key {
+            Scalar::String(s) => s.clone(),
+            other => other.to_json().to_string(),
+        };
+        mac.update(text.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Appends an entry, failing closed: no durable entry, no exchange.
+    pub(crate) async fn record(&self, entry: AuditEntry) -> Result<u64, Status> {
+        match self.audit.append(entry).await {
+            Ok(stored) => Ok(stored.seq),
+            Err(err) => {
+                tracing::error!(error = %err, "audit log write failed; refusing the exchange");
+                Err(Status::unavailable(
+                    "the audit log cannot be written; the exchange is refused",
+                ))
+            }
+        }
+    }
+
+    /// Authenticates, validates and evaluates a request and writes its
+    /// decision entry. Returns the allowed exchange, or the status to send.
+    pub(crate) async fn decide(
+        &self,
+        identity: Result<Identity, Status>,
+        ask: Ask,
+    ) -> Result<Allowed, Status> {
+        let mut facts = Facts {
+            exchange_id: uuid::Uuid::now_v7().to_string(),
+            started: Instant::now(),
+            operation: ask.operation,
+            caller: "unauthenticated".into(),
+            consumer: None,
+            dataset: Some(jembatan_core::ids::truncate(&ask.dataset, 160).to_owned()),
+            purpose: Some(jembatan_core::ids::truncate(&ask.purpose, 256).to_owned()),
+            fields: ask
+                .fields
+                .iter()
+                .take(MAX_FIELDS)
+                .map(|f| jembatan_core::ids::truncate(f, 128).to_owned())
+                .collect(),
+            filter: None,
+            subject_hash: None,
+            limit: (ask.limit > 0).then_some(ask.limit),
+            agreement: None,
+        };
+        let identity = match identity {
+            Ok(id) => id,
+            Err(status) => {
+                let mut e =
+                    facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+                e.error = Some(status.message().to_owned());
+                self.record(e).await?;
+                return Err(status);
+            }
+        };
+        facts.caller = identity.to_string();
+        let consumer = match (identity.role, &identity.agency) {
+            (Role::Agency, Some(agency)) => agency.clone(),
+            _ => {
+                let denial = Denial::new(
+                    DenialCode::RoleNotAllowed,
+                    format!(
+                        "exchanges are for agency certificates; this certificate's role is {}",
+                        identity.role
+                    ),
+                );
+                return Err(self.deny(&facts, vec![denial]).await);
+            }
+        };
+        facts.consumer = Some(consumer.clone());
+
+        let parsed = match parse(&ask) {
+            Ok(p) => p,
+            Err(err) => {
+                let mut e =
+                    facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+                e.error = Some(err.to_string());
+                self.record(e).await?;
+                return Err(err.into());
+            }
+        };
+        facts.filter = parsed
+            .filter
+            .as_ref()
+            .and_then(|f| serde_json::to_value(f).ok());
+        if let Some(key) = &parsed.key {
+            facts.subject_hash = Some(self.subject_hash(parsed.dataset.as_str(), key));
+        }
+
+        let dataset = match self.store.dataset(&parsed.dataset).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                let denial = Denial::new(
+                    DenialCode::UnknownDataset,
+                    format!("there is no dataset {}", parsed.dataset),
+                );
+                return Err(self.deny(&facts, vec![denial]).await);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "store read failed");
+                return Err(Status::unavailable("the broker store is unavailable"));
+            }
+        };
+
+        let key_filter = match (&parsed.key, &dataset.key_field) {
+            (None, _) => None,
+            (Some(key), Some(field)) => {
+                let field: FieldName = field
+                    .parse()
+                    .map_err(|_| Status::internal("bad key field"))?;
+                Some(Filter::Predicate(
+                    jembatan_core::Predicate::new(
+                        field,
+                        jembatan_core::Operator::Eq,
+                        Some(key.clone()),
+                        vec![],
+                    )
+                    .map_err(Status::from)?,
+                ))
+            }
+            (Some(_), None) => {
+                let msg = format!(
+                    "dataset {} offers no lookups (it has no key field)",
+                    dataset.id
+                );
+                let mut e =
+                    facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+                e.error = Some(msg.clone());
+                self.record(e).await?;
+                return Err(Status::failed_precondition(msg));
+            }
+        };
+
+        let agreements = self
+            .store
+            .agreements_for(&consumer, &parsed.dataset)
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "store read failed");
+                Status::unavailable("the broker store is unavailable")
+            })?;
+        let mut filter_fields = parsed
+            .filter
+            .as_ref()
+            .map(|f| f.fields())
+            .unwrap_or_default();
+        if let Some(Filter::Predicate(p)) = &key_filter {
+            filter_fields.insert(&p.field);
+        }
+        let request = policy::Request {
+            consumer: &consumer,
+            dataset: &parsed.dataset,
+            purpose: &ask.purpose,
+            fields: &parsed.fields,
+            filter_fields,
+            now: chrono::Utc::now(),
+        };
+        let grant = match policy::evaluate(&request, &agreements) {
+            Ok(grant) => grant,
+            Err(denials) => {
+                if let Some(id) = denials.iter().find_map(|d| d.agreement_id.clone())
+                    && let Some(a) = agreements.iter().find(|a| a.id == id)
+                {
+                    facts.agreement = Some((a.id.clone(), a.terms_sha256()));
+                }
+                return Err(self.deny(&facts, denials).await);
+            }
+        };
+        facts.agreement = Some((grant.agreement.id.clone(), grant.agreement.terms_sha256()));
+        facts.fields = grant.fields.iter().map(|f| f.to_string()).collect();
+        let decision_seq = self
+            .record(facts.entry(
+                EntryKind::Decision,
+                Decision::Allow,
+                ExchangeStatus::Started,
+            ))
+            .await?;
+
+        let filter = Filter::and(
+            grant
+                .agreement
+                .row_filter
+                .iter()
+                .cloned()
+                .chain(parsed.filter.clone())
+                .chain(key_filter),
+        );
+        let limit = if parsed.key.is_some() { 2 } else { ask.limit };
+        let fetch = pb::FetchRequest {
+            exchange_id: facts.exchange_id.clone(),
+            dataset: parsed.dataset.to_string(),
+            columns: facts.fields.clone(),
+            filter: filter.as_ref().map(Filter::to_proto),
+            limit,
+            batch_size: 0,
+            consumer: consumer.to_string(),
+            purpose: ask.purpose.clone(),
+        };
+        Ok(Allowed {
+            provider: parsed.dataset.agency(),
+            dataset: parsed.dataset,
+            facts,
+            decision_seq,
+            fetch,
+        })
+    }
+
+    /// Records a denial and builds the `PermissionDenied` status for it.
+    async fn deny(&self, facts: &Facts, reasons: Vec<Denial>) -> Status {
+        let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Denied);
+        e.reasons = reasons.clone();
+        let seq = match self.record(e).await {
+            Ok(seq) => seq,
+            Err(status) => return status,
+        };
+        let words: Vec<String> = reasons
+            .iter()
+            .map(|r| format!("{}: {}", r.code.as_str(), r.message))
+            .collect();
+        let details = pb::DenialDetails {
+            exchange_id: facts.exchange_id.clone(),
+            reasons: reasons.iter().map(Denial::to_proto).collect(),
+            entry_seq: seq,
+        };
+        let mut status =
+            Status::permission_denied(format!("exchange denied: {}", words.join("; ")));
+        status.metadata_mut().insert_bin(
+            DENIAL_METADATA_KEY,
+            MetadataValue::from_bytes(&details.encode_to_vec()),
+        );
+        status
+    }
+}
+
+#[tonic::async_trait]
+impl Exchange for ExchangeService {
+    type QueryStream = ReceiverStream<Result<pb::QueryResponse, Status>>;
+
+    async fn query(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<Self::QueryStream>, Status> {
+        let identity = jembatan_pki::peer_identity(&request);
+        let req = request.into_inner();
+        let ask = Ask {
+            operation: "query",
+            dataset: req.dataset,
+            target_schema: req.target_schema,
+            purpose: req.purpose,
+            fields: req.fields,
+            filter: req.filter,
+            limit: req.limit,
+            key: None,
+        };
+        let allowed = self.state.decide(identity, ask).await?;
+        relay::query(self.state.clone(), allowed).await
+    }
+
+    async fn lookup(
+        &self,
+        request: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        let identity = jembatan_pki::peer_identity(&request);
+        let req = request.into_inner();
+        let ask = Ask {
+            operation: "lookup",
+            dataset: req.dataset,
+            target_schema: req.target_schema,
+            purpose: req.purpose,
+            fields: req.fields,
+            filter: None,
+            limit: 0,
+            key: Some(req.key.unwrap_or_default()),
+        };
+        let allowed = self.state.decide(identity, ask).await?;
+        relay::lookup(self.state.clone(), allowed).await
+    }
+}

@@ -1,0 +1,387 @@
+//! Relaying records from the provider's adapter to the consumer: checks
+//! each record against the grant, hashes what is delivered, writes the
+//! completion entry and hands out the receipt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jembatan_core::{Decision, EntryKind, ExchangeStatus};
+use jembatan_pki::TlsFiles;
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::adapter_client::AdapterClient;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status, Streaming};
+
+use crate::RECEIPT_METADATA_KEY;
+use crate::exchange::{Allowed, State};
+
+/// Most bytes of one record the broker accepts from an adapter.
+const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Lazily connected channels to the adapters, one per provider agency.
+#[derive(Debug)]
+pub(crate) struct AdapterPool {
+    tls: TlsFiles,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl AdapterPool {
+    pub(crate) fn new(tls: TlsFiles) -> Self {
+        Self {
+            tls,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channel(&self, endpoint: &str) -> Result<Channel, Status> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| Status::internal("adapter pool poisoned"))?;
+        if let Some(c) = channels.get(endpoint) {
+            return Ok(c.clone());
+        }
+        let host = endpoint
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split('/').next())
+            .map(|authority| {
+                if let Some(v6) = authority.strip_prefix('[') {
+                    v6.split(']').next().unwrap_or_default().to_owned()
+                } else {
+                    authority
+                        .rsplit_once(':')
+                        .map_or(authority, |(h, _)| h)
+                        .to_owned()
+                }
+            })
+            .ok_or_else(|| Status::internal("adapter endpoint is not https"))?;
+        let tls = self.tls.client_config(&host).map_err(|err| {
+            tracing::error!(error = %err, "broker TLS files unusable");
+            Status::internal("broker TLS configuration error")
+        })?;
+        let channel = Endpoint::from_shared(endpoint.to_owned())
+            .and_then(|e| e.tls_config(tls))
+            .map_err(|err| {
+                tracing::error!(error = %err, endpoint, "bad adapter endpoint");
+                Status::internal("bad adapter endpoint")
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .connect_lazy();
+        channels.insert(endpoint.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Outcome of relaying records.
+struct Tally {
+    rows: u64,
+    bytes: u64,
+    hasher: Sha256,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            rows: 0,
+            bytes: 0,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Checks one record from the adapter: a JSON object holding only
+    /// granted fields. Counts and hashes it.
+    fn admit(&mut self, record: &str, allowed: &Allowed) -> Result<(), String> {
+        if record.len() > MAX_RECORD_BYTES {
+            return Err(format!("adapter sent a record of {} bytes", record.len()));
+        }
+        let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(record)
+            .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
+        if let Some(extra) = value
+            .keys()
+            .find(|k| !allowed.fetch.columns.iter().any(|c| c == *k))
+        {
+            return Err(format!(
+                "adapter sent field {:?} outside the grant",
+                jembatan_core::ids::truncate(extra, 64)
+            ));
+        }
+        self.rows += 1;
+        self.bytes += record.len() as u64 + 1;
+        self.hasher.update(record.as_bytes());
+        self.hasher.update(b"\n");
+        Ok(())
+    }
+}
+
+/// Opens the adapter's `Fetch` stream for an allowed exchange. Failure is
+/// recorded as the exchange's completion.
+async fn open_fetch(
+    state: &State,
+    allowed: &Allowed,
+) -> Result<(Streaming<pb::FetchResponse>, AdapterClient<Channel>), Status> {
+    let endpoint = match state.store.agency(&allowed.provider).await {
+        Ok(Some(agency)) => agency.adapter_endpoint,
+        Ok(None) => None,
+        Err(err) => {
+            tracing::error!(error = %err, "store read failed");
+            None
+        }
+    };
+    let result: Result<_, Status> = async {
+        let endpoint = endpoint.ok_or_else(|| {
+            Status::unavailable(format!(
+                "provider {} has no adapter registered",
+                allowed.provider
+            ))
+        })?;
+        let mut client = AdapterClient::new(state.adapters.channel(&endpoint)?)
+            .max_decoding_message_size(16 << 20);
+        let stream = client
+            .fetch(allowed.fetch.clone())
+            .await
+            .map_err(|s| adapter_status(&allowed.provider.to_string(), s))?
+            .into_inner();
+        Ok((stream, client))
+    }
+    .await;
+    if let Err(status) = &result {
+        finish(
+            state,
+            allowed,
+            &Tally::new(),
+            ExchangeStatus::Failed,
+            Some(status.message().to_owned()),
+        )
+        .await?;
+    }
+    result
+}
+
+/// Maps an adapter's error to what the consumer sees: the adapter's
+/// refusal is passed on, transport trouble is `Unavailable`.
+fn adapter_status(provider: &str, status: Status) -> Status {
+    match status.code() {
+        Code::PermissionDenied | Code::InvalidArgument => Status::new(
+            status.code(),
+            format!(
+                "provider {provider}'s adapter refused: {}",
+                status.message()
+            ),
+        ),
+        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled => {
+            tracing::warn!(provider, error = %status, "adapter unreachable");
+            Status::unavailable(format!("provider {provider}'s adapter is unreachable"))
+        }
+        _ => {
+            tracing::warn!(provider, error = %status, "adapter failed");
+            Status::unavailable(format!("provider {provider}'s adapter failed"))
+        }
+    }
+}
+
+/// Writes the completion entry and builds the receipt. The receipt exists
+/// only if the entry is durable.
+async fn finish(
+    state: &State,
+    allowed: &Allowed,
+    tally: &Tally,
+    status: ExchangeStatus,
+    error: Option<String>,
+) -> Result<pb::Receipt, Status> {
+    let payload_sha256 = hex::encode(tally.hasher.clone().finalize());
+    let mut entry = allowed
+        .facts
+        .entry(EntryKind::Completion, Decision::Allow, status);
+    entry.rows = tally.rows;
+    entry.bytes = tally.bytes;
+    entry.payload_sha256 = Some(payload_sha256.clone());
+    entry.duration_ms = Some(allowed.facts.elapsed_ms());
+    entry.error = error;
+    let stored = state.audit.append(entry).await.map_err(|err| {
+        tracing::error!(error = %err, "audit completion write failed");
+        Status::unavailable("the audit log cannot be written; no receipt can be issued")
+    })?;
+    let now = chrono::Utc::now();
+    Ok(pb::Receipt {
+        exchange_id: allowed.facts.exchange_id.clone(),
+        entry_seq: stored.seq,
+        decision_seq: allowed.decision_seq,
+        payload_sha256,
+        rows: tally.rows,
+        bytes: tally.bytes,
+        completed_at: Some(prost_types::Timestamp {
+            seconds: now.timestamp(),
+            nanos: i32::try_from(now.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+        entry_sha256: stored.entry_sha256,
+    })
+}
+
+fn insert_receipt(md: &mut MetadataMap, receipt: &pb::Receipt) {
+    md.insert_bin(
+        RECEIPT_METADATA_KEY,
+        MetadataValue::from_bytes(&receipt.encode_to_vec()),
+    );
+}
+
+/// Tells the provider's adapter the receipt, for its own log. Best effort.
+fn acknowledge(mut client: AdapterClient<Channel>, allowed: &Allowed, receipt: pb::Receipt) {
+    let request = pb::AcknowledgeRequest {
+        dataset: allowed.dataset.to_string(),
+        consumer: allowed.fetch.consumer.clone(),
+        receipt: Some(receipt),
+    };
+    tokio::spawn(async move {
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(Duration::from_secs(10));
+        if let Err(err) = client.acknowledge(request).await {
+            tracing::warn!(error = %err, "adapter did not take the receipt");
+        }
+    });
+}
+
+/// Streams an allowed query to the consumer.
+pub(crate) async fn query(
+    state: Arc<State>,
+    allowed: Allowed,
+) -> Result<Response<ReceiverStream<Result<pb::QueryResponse, Status>>>, Status> {
+    let (mut stream, client) = open_fetch(&state, &allowed).await?;
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut tally = Tally::new();
+        let outcome: Result<(), (ExchangeStatus, Status)> = loop {
+            let next = tokio::select! {
+                next = stream.message() => next,
+                () = tx.closed() => break Err((ExchangeStatus::Cancelled, Status::cancelled("consumer went away"))),
+            };
+            match next {
+                Ok(Some(msg)) => {
+                    let batch = msg.batch.unwrap_or_default();
+                    if let Some(err) = batch
+                        .records
+                        .iter()
+                        .find_map(|r| tally.admit(r, &allowed).err())
+                    {
+                        tracing::warn!(provider = %allowed.provider, error = %err, "adapter sent a bad record");
+                        break Err((
+                            ExchangeStatus::Failed,
+                            Status::internal(format!("the exchange was stopped: {err}")),
+                        ));
+                    }
+                    let limit = allowed.fetch.limit;
+                    if limit > 0 && tally.rows > limit {
+                        break Err((
+                            ExchangeStatus::Failed,
+                            Status::internal(
+                                "the exchange was stopped: adapter exceeded the limit",
+                            ),
+                        ));
+                    }
+                    let item = pb::query_response::Item::Batch(batch);
+                    if tx
+                        .send(Ok(pb::QueryResponse { item: Some(item) }))
+                        .await
+                        .is_err()
+                    {
+                        break Err((
+                            ExchangeStatus::Cancelled,
+                            Status::cancelled("consumer went away"),
+                        ));
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(status) => {
+                    break Err((
+                        ExchangeStatus::Failed,
+                        adapter_status(&allowed.provider.to_string(), status),
+                    ));
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => match finish(&state, &allowed, &tally, ExchangeStatus::Ok, None).await {
+                Ok(receipt) => {
+                    let mut md = MetadataMap::new();
+                    insert_receipt(&mut md, &receipt);
+                    let item = pb::query_response::Item::Receipt(receipt.clone());
+                    let _ = tx.send(Ok(pb::QueryResponse { item: Some(item) })).await;
+                    let _ = tx.send(Err(Status::with_metadata(Code::Ok, "", md))).await;
+                    acknowledge(client, &allowed, receipt);
+                }
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                }
+            },
+            Err((how, status)) => {
+                let error = Some(status.message().to_owned());
+                let result = finish(&state, &allowed, &tally, how, error).await;
+                let status = match result {
+                    Ok(receipt) => {
+                        let mut s = status;
+                        insert_receipt(s.metadata_mut(), &receipt);
+                        acknowledge(client, &allowed, receipt);
+                        s
+                    }
+                    Err(s) => s,
+                };
+                let _ = tx.send(Err(status)).await;
+            }
+        }
+    });
+    Ok(Response::new(ReceiverStream::new(rx)))
+}
+
+/// Answers an allowed lookup.
+pub(crate) async fn lookup(
+    state: Arc<State>,
+    allowed: Allowed,
+) -> Result<Response<pb::LookupResponse>, Status> {
+    let (mut stream, client) = open_fetch(&state, &allowed).await?;
+    let mut tally = Tally::new();
+    let mut records = Vec::new();
+    let outcome = loop {
+        match stream.message().await {
+            Ok(Some(msg)) => {
+                let batch = msg.batch.unwrap_or_default().records;
+                if let Some(err) = batch.iter().find_map(|r| tally.admit(r, &allowed).err()) {
+                    break Err(Status::internal(format!("the exchange was stopped: {err}")));
+                }
+                records.extend(batch);
+                if records.len() > 1 {
+                    break Err(Status::internal(
+                        "the exchange was stopped: the dataset's key matched more than one record",
+                    ));
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(adapter_status(&allowed.provider.to_string(), status)),
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            let receipt = finish(&state, &allowed, &tally, ExchangeStatus::Ok, None).await?;
+            let found = !records.is_empty();
+            let mut response = Response::new(pb::LookupResponse {
+                found,
+                record: records.pop().unwrap_or_default(),
+                receipt: Some(receipt.clone()),
+            });
+            insert_receipt(response.metadata_mut(), &receipt);
+            acknowledge(client, &allowed, receipt);
+            Ok(response)
+        }
+        Err(status) => {
+            let error = Some(status.message().to_owned());
+            finish(&state, &allowed, &tally, ExchangeStatus::Failed, error).await?;
+            Err(status)
+        }
+    }
+}

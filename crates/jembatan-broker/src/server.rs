@@ -1,0 +1,48 @@
+//! The broker's gRPC server: Exchange, health and reflection over mTLS.
+
+use std::future::Future;
+use std::time::Duration;
+
+use jembatan_proto::v1::exchange_server::ExchangeServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Server, ServerTlsConfig};
+
+use crate::{Broker, BrokerError};
+
+/// Most bytes of one request message the broker decodes.
+pub(crate) const MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// Serves the broker on `listener` until `shutdown` completes.
+pub async fn serve(
+    broker: Broker,
+    listener: TcpListener,
+    tls: ServerTlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BrokerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ExchangeServer<crate::ExchangeService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(jembatan_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| BrokerError::Config {
+            path: "reflection".into(),
+            message: e.to_string(),
+        })?;
+    let exchange =
+        ExchangeServer::new(broker.exchange_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
+    Server::builder()
+        .tls_config(tls)?
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .concurrency_limit_per_connection(256)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(exchange)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
