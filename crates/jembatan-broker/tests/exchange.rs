@@ -1,0 +1,778 @@
+//! End-to-end exchanges in process on 127.0.0.1:0: a provider's SQLite
+//! database behind a real adapter, the broker, and consumers, all with
+//! certificates from a development CA.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jembatan_adapter::{Adapter, AdapterConfig, LogEntry, read_receipt_log};
+use jembatan_broker::{Broker, BrokerConfig, DENIAL_METADATA_KEY, RECEIPT_METADATA_KEY};
+use jembatan_core::{Decision, EntryKind, ExchangeStatus, Identity, Role};
+use jembatan_pki::TlsFiles;
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::adapter_client::AdapterClient;
+use jembatan_proto::v1::exchange_client::ExchangeClient;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+const ROWS: usize = 60;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    broker: Broker,
+    broker_port: u16,
+    adapter_port: u16,
+    files: HashMap<String, TlsFiles>,
+    receipt_log: PathBuf,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn ident(role: Role, agency: Option<&str>) -> Identity {
+    Identity::new(role, agency.map(|a| a.parse().unwrap())).unwrap()
+}
+
+async fn make_db(path: &Path) {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL, agama TEXT,
+         kecamatan TEXT NOT NULL, status TEXT NOT NULL, ibu TEXT)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for i in 0..ROWS {
+        let kec = if i % 3 == 0 { "15.07.01" } else { "15.07.02" };
+        let status = if i % 10 == 9 { "MENINGGAL" } else { "HIDUP" };
+        sqlx::query("INSERT INTO penduduk VALUES (?, ?, 'ISLAM', ?, ?, 'SITI')")
+            .bind(format!("15070{i:011}"))
+            .bind(format!("WARGA {i}"))
+            .bind(kec)
+            .bind(status)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+}
+
+async fn harness() -> Harness {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    make_db(&dir.join("prov.db")).await;
+    let ids = [
+        ("broker", ident(Role::Broker, None)),
+        ("adapter", ident(Role::Adapter, Some("prov"))),
+        ("dinsos", ident(Role::Agency, Some("dinsos"))),
+        ("dinkes", ident(Role::Agency, Some("dinkes"))),
+        ("bpn", ident(Role::Agency, Some("bpn"))),
+        ("lpse", ident(Role::Agency, Some("lpse"))),
+        ("kominfo", ident(Role::Agency, Some("kominfo"))),
+        ("auditor", ident(Role::Auditor, None)),
+    ];
+    let all: Vec<Identity> = ids.iter().map(|(_, i)| i.clone()).collect();
+    let issued = jembatan_pki::dev_pki(&dir.join("certs"), &all).unwrap();
+    let files: HashMap<String, TlsFiles> = ids
+        .iter()
+        .map(|(n, i)| {
+            let f = issued.iter().find(|(x, _)| x == i).unwrap().1.clone();
+            (n.to_string(), f)
+        })
+        .collect();
+
+    let (stop, stop_rx) = watch::channel(false);
+    let shutdown = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let adapter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let adapter_port = adapter_listener.local_addr().unwrap().port();
+    let a = &files["adapter"];
+    let adapter_toml = format!(
+        r#"
+version = 1
+agency = "prov"
+database = "sqlite://{db}"
+listen = "127.0.0.1:{adapter_port}"
+receipt_log = "receipts.jsonl"
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+[[datasets]]
+name = "penduduk"
+table = "penduduk"
+key = "nik"
+columns = ["nik", "nama", "agama", "kecamatan", "status"]
+"#,
+        db = dir.join("prov.db").display(),
+        ca = a.ca.display(),
+        cert = a.cert.display(),
+        key = a.key.display()
+    );
+    let config = AdapterConfig::from_toml(&adapter_toml, &dir).unwrap();
+    let receipt_log = config.receipt_log.clone();
+    let adapter = Arc::new(Adapter::connect(&config).await.unwrap());
+    tokio::spawn(jembatan_adapter::serve(
+        adapter,
+        adapter_listener,
+        config.tls.server_config().unwrap(),
+        shutdown(),
+    ));
+
+    let b = &files["broker"];
+    let agreement = |id: &str, consumer: &str, status: &str, from: &str, until: &str| {
+        format!(
+            r#"
+[[agreements]]
+id = "{id}"
+provider = "prov"
+consumer = "{consumer}"
+dataset = "prov.penduduk"
+fields = ["nik", "nama", "kecamatan", "status"]
+purpose = "bansos"
+valid_from = "{from}"
+valid_until = "{until}"
+row_filter = {{ field = "status", op = "eq", value = "HIDUP" }}
+status = "{status}"
+"#
+        )
+    };
+    let broker_toml = format!(
+        r#"
+version = 1
+listen = "127.0.0.1:0"
+store = "broker.db"
+audit_key = "audit.key"
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+[[agencies]]
+id = "prov"
+name = "Provider"
+adapter = "https://127.0.0.1:{adapter_port}"
+[[agencies]]
+id = "ghost"
+name = "Provider without adapter"
+[[datasets]]
+id = "prov.penduduk"
+key = "nik"
+[[datasets]]
+id = "ghost.data"
+{a1}{a2}{a3}{a4}{a5}
+[[agreements]]
+id = "ghost-1"
+provider = "ghost"
+consumer = "dinsos"
+dataset = "ghost.data"
+fields = ["x"]
+purpose = "bansos"
+valid_from = "2020-01-01"
+status = "approved"
+"#,
+        ca = b.ca.display(),
+        cert = b.cert.display(),
+        key = b.key.display(),
+        a1 = agreement("ok-1", "dinsos", "approved", "2020-01-01", "2099-01-01"),
+        a2 = agreement(
+            "expired-1",
+            "dinkes",
+            "approved",
+            "2020-01-01",
+            "2021-01-01"
+        ),
+        a3 = agreement("revoked-1", "bpn", "revoked", "2020-01-01", "2099-01-01"),
+        a4 = agreement("proposed-1", "lpse", "proposed", "2020-01-01", "2099-01-01"),
+        a5 = agreement(
+            "future-1",
+            "kominfo",
+            "approved",
+            "2098-01-01",
+            "2099-01-01"
+        ),
+    );
+    let config = BrokerConfig::from_toml(&broker_toml, &dir).unwrap();
+    let broker = Broker::start(&config).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broker_port = listener.local_addr().unwrap().port();
+    tokio::spawn(jembatan_broker::serve(
+        broker.clone(),
+        listener,
+        config.tls.server_config().unwrap(),
+        shutdown(),
+    ));
+    Harness {
+        _dir: tmp,
+        dir,
+        broker,
+        broker_port,
+        adapter_port,
+        files,
+        receipt_log,
+        stop,
+    }
+}
+
+async fn channel(port: u16, files: &TlsFiles) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(files.client_config("localhost").unwrap())
+        .unwrap()
+        .connect()
+        .await
+}
+
+impl Harness {
+    async fn consumer(&self, who: &str) -> ExchangeClient<Channel> {
+        ExchangeClient::new(channel(self.broker_port, &self.files[who]).await.unwrap())
+    }
+
+    fn served(&self) -> usize {
+        if !self.receipt_log.exists() {
+            return 0;
+        }
+        read_receipt_log(&self.receipt_log)
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, LogEntry::Served(_)))
+            .count()
+    }
+}
+
+fn query(fields: &[&str], filter: Option<pb::Filter>) -> pb::QueryRequest {
+    pb::QueryRequest {
+        dataset: "prov.penduduk".into(),
+        purpose: "bansos".into(),
+        fields: fields.iter().map(|s| s.to_string()).collect(),
+        filter,
+        ..Default::default()
+    }
+}
+
+fn eq(field: &str, value: &str) -> pb::Filter {
+    pb::Filter {
+        kind: Some(pb::filter::Kind::Predicate(pb::Predicate {
+            field: field.into(),
+            op: pb::Operator::Eq as i32,
+            value: Some(pb::Scalar {
+                kind: Some(pb::scalar::Kind::StringValue(value.into())),
+            }),
+            values: vec![],
+        })),
+    }
+}
+
+struct Outcome {
+    records: Vec<serde_json::Map<String, serde_json::Value>>,
+    raw: Vec<String>,
+    receipt: Option<pb::Receipt>,
+    trailer_receipt: Option<pb::Receipt>,
+}
+
+async fn run_query(
+    client: &mut ExchangeClient<Channel>,
+    req: pb::QueryRequest,
+) -> Result<Outcome, tonic::Status> {
+    let mut stream = client.query(req).await?.into_inner();
+    let mut out = Outcome {
+        records: vec![],
+        raw: vec![],
+        receipt: None,
+        trailer_receipt: None,
+    };
+    while let Some(msg) = stream.message().await? {
+        match msg.item.unwrap() {
+            pb::query_response::Item::Batch(b) => {
+                for r in b.records {
+                    out.records.push(serde_json::from_str(&r).unwrap());
+                    out.raw.push(r);
+                }
+            }
+            pb::query_response::Item::Receipt(r) => out.receipt = Some(r),
+        }
+    }
+    let trailers = stream.trailers().await?.unwrap_or_default();
+    out.trailer_receipt = trailers
+        .get_bin(RECEIPT_METADATA_KEY)
+        .map(|v| pb::Receipt::decode(v.to_bytes().unwrap()).unwrap());
+    Ok(out)
+}
+
+fn denial(status: &tonic::Status) -> pb::DenialDetails {
+    let bytes = status
+        .metadata()
+        .get_bin(DENIAL_METADATA_KEY)
+        .expect("denial trailer")
+        .to_bytes()
+        .unwrap();
+    pb::DenialDetails::decode(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn allowed_query_streams_granted_fields_under_the_row_filter_with_a_receipt() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    let out = run_query(
+        &mut c,
+        query(
+            &["nik", "nama", "status"],
+            Some(eq("kecamatan", "15.07.01")),
+        ),
+    )
+    .await
+    .unwrap();
+    // kecamatan 15.07.01 is every third row; the agreement's row filter drops MENINGGAL
+    let want = (0..ROWS).filter(|i| i % 3 == 0 && i % 10 != 9).count();
+    assert_eq!(out.records.len(), want);
+    for r in &out.records {
+        let keys: Vec<&str> = r.keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        for k in ["nik", "nama", "status"] {
+            assert!(r.contains_key(k));
+        }
+        assert_eq!(r["status"], "HIDUP");
+    }
+    let receipt = out.receipt.expect("receipt message");
+    assert_eq!(out.trailer_receipt.as_ref(), Some(&receipt));
+    assert_eq!(receipt.rows, want as u64);
+    let mut hasher = Sha256::new();
+    for r in &out.raw {
+        hasher.update(r.as_bytes());
+        hasher.update(b"\n");
+    }
+    assert_eq!(receipt.payload_sha256, hex::encode(hasher.finalize()));
+
+    // the log holds the allow decision, then the completion
+    let entries = h
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    let (d, c) = (&entries[0], &entries[1]);
+    assert_eq!(
+        (d.entry.kind, d.entry.decision, d.entry.status),
+        (
+            EntryKind::Decision,
+            Decision::Allow,
+            ExchangeStatus::Started
+        )
+    );
+    assert_eq!(
+        (c.entry.kind, c.entry.status),
+        (EntryKind::Completion, ExchangeStatus::Ok)
+    );
+    assert_eq!(d.seq, receipt.decision_seq);
+    assert_eq!(c.seq, receipt.entry_seq);
+    assert!(d.seq < c.seq);
+    assert_eq!(c.entry.rows, want as u64);
+    assert_eq!(
+        c.entry.payload_sha256.as_deref(),
+        Some(receipt.payload_sha256.as_str())
+    );
+    assert_eq!(c.entry_sha256, receipt.entry_sha256);
+    assert_eq!(d.entry.caller, "agency:dinsos");
+    assert_eq!(d.entry.agreement_id.as_deref(), Some("ok-1"));
+    assert!(d.entry.agreement_terms_sha256.is_some());
+    assert_eq!(d.entry.fields, vec!["nik", "nama", "status"]);
+    assert!(d.entry.filter.is_some());
+    assert_eq!(h.served(), 1);
+}
+
+#[tokio::test]
+async fn default_fields_are_the_granted_ones() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    let out = run_query(&mut c, query(&[], None)).await.unwrap();
+    assert_eq!(out.records.len(), (0..ROWS).filter(|i| i % 10 != 9).count());
+    let keys: Vec<&String> = out.records[0].keys().collect();
+    assert_eq!(
+        keys.len(),
+        4,
+        "agama is whitelisted at the adapter but not granted: {keys:?}"
+    );
+    assert!(!out.records[0].contains_key("agama"));
+}
+
+#[tokio::test]
+async fn every_denial_reason_is_refused_explained_and_audited() {
+    let h = harness().await;
+    let cases: Vec<(&str, &str, pb::QueryRequest, &str)> = vec![
+        (
+            "no agreement for dataset",
+            "dinsos",
+            pb::QueryRequest {
+                dataset: "ghost.nothing".into(),
+                ..query(&["nik"], None)
+            },
+            "unknown_dataset",
+        ),
+        (
+            "wrong purpose",
+            "dinsos",
+            pb::QueryRequest {
+                purpose: "kampanye".into(),
+                ..query(&["nik"], None)
+            },
+            "wrong_purpose",
+        ),
+        (
+            "field not granted",
+            "dinsos",
+            query(&["nik", "agama"], None),
+            "field_not_granted",
+        ),
+        (
+            "filter on a field not granted",
+            "dinsos",
+            query(&["nik"], Some(eq("agama", "ISLAM"))),
+            "filter_field_not_granted",
+        ),
+        ("expired", "dinkes", query(&["nik"], None), "expired"),
+        ("revoked", "bpn", query(&["nik"], None), "revoked"),
+        (
+            "not approved",
+            "lpse",
+            query(&["nik"], None),
+            "not_approved",
+        ),
+        (
+            "not yet valid",
+            "kominfo",
+            query(&["nik"], None),
+            "not_yet_valid",
+        ),
+        (
+            "auditor is no consumer",
+            "auditor",
+            query(&["nik"], None),
+            "role_not_allowed",
+        ),
+    ];
+    for (name, who, req, code) in cases {
+        let mut c = h.consumer(who).await;
+        let status = run_query(&mut c, req)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name}: allowed"));
+        assert_eq!(status.code(), Code::PermissionDenied, "{name}: {status:?}");
+        assert!(
+            status.message().contains(code),
+            "{name}: {}",
+            status.message()
+        );
+        let details = denial(&status);
+        assert_eq!(details.reasons[0].reason, code, "{name}");
+        assert!(!details.reasons[0].message.is_empty());
+        let entries = h
+            .broker
+            .audit()
+            .exchange(&details.exchange_id)
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1, "{name}");
+        let e = &entries[0];
+        assert_eq!(e.seq, details.entry_seq);
+        assert_eq!(
+            (e.entry.decision, e.entry.status),
+            (Decision::Deny, ExchangeStatus::Denied),
+            "{name}"
+        );
+        assert_eq!(e.entry.reasons[0].code.as_str(), code, "{name}");
+    }
+    // a denial never reaches the provider
+    assert_eq!(h.served(), 0);
+    // no agreement at all: dinkes has none for ghost.data
+    let mut c = h.consumer("dinkes").await;
+    let status = run_query(
+        &mut c,
+        pb::QueryRequest {
+            dataset: "ghost.data".into(),
+            ..query(&["x"], None)
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(denial(&status).reasons[0].reason, "no_agreement");
+}
+
+#[tokio::test]
+async fn identity_comes_from_the_certificate() {
+    let h = harness().await;
+    // the same request succeeds for dinsos and is refused for dinkes: nothing in it names the consumer
+    let mut ok = h.consumer("dinsos").await;
+    assert!(run_query(&mut ok, query(&["nik"], None)).await.is_ok());
+    let mut other = h.consumer("dinkes").await;
+    let status = run_query(&mut other, query(&["nik"], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let e = &h
+        .broker
+        .audit()
+        .exchange(&denial(&status).exchange_id)
+        .await
+        .unwrap()[0];
+    assert_eq!(e.entry.caller, "agency:dinkes");
+    assert_eq!(e.entry.consumer.as_deref(), Some("dinkes"));
+}
+
+#[tokio::test]
+async fn certificates_from_another_ca_are_rejected() {
+    let h = harness().await;
+    let other = tempfile::tempdir().unwrap();
+    let issued =
+        jembatan_pki::dev_pki(other.path(), &[ident(Role::Agency, Some("dinsos"))]).unwrap();
+    let mut foreign = issued[0].1.clone();
+    // trust the real CA, present a certificate it never issued
+    foreign.ca = h.files["dinsos"].ca.clone();
+    let result = match channel(h.broker_port, &foreign).await {
+        Err(e) => Err(e.to_string()),
+        Ok(ch) => run_query(&mut ExchangeClient::new(ch), query(&["nik"], None))
+            .await
+            .map(|_| ())
+            .map_err(|s| s.to_string()),
+    };
+    assert!(result.is_err(), "a foreign certificate was accepted");
+    assert_eq!(h.served(), 0);
+}
+
+#[tokio::test]
+async fn adapter_serves_only_the_broker_and_only_its_whitelist() {
+    let h = harness().await;
+    let fetch = |columns: &[&str]| pb::FetchRequest {
+        exchange_id: "x".into(),
+        dataset: "prov.penduduk".into(),
+        columns: columns.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    // an agency going around the broker is refused
+    let mut agency = AdapterClient::new(channel(h.adapter_port, &h.files["dinsos"]).await.unwrap());
+    let status = agency.fetch(fetch(&["nik"])).await.err().unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // even the broker cannot get a column off the whitelist
+    let mut broker = AdapterClient::new(channel(h.adapter_port, &h.files["broker"]).await.unwrap());
+    let status = broker.fetch(fetch(&["nik", "ibu"])).await.err().unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("ibu"), "{}", status.message());
+    let status = broker
+        .fetch(pb::FetchRequest {
+            dataset: "prov.rahasia".into(),
+            ..fetch(&["nik"])
+        })
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+}
+
+#[tokio::test]
+async fn lookup_finds_one_record_and_logs_only_a_keyed_hash_of_the_key() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    let nik = format!("15070{:011}", 3);
+    let resp = c
+        .lookup(pb::LookupRequest {
+            dataset: "prov.penduduk".into(),
+            purpose: "bansos".into(),
+            fields: vec!["nik".into(), "nama".into()],
+            key: Some(pb::Scalar {
+                kind: Some(pb::scalar::Kind::StringValue(nik.clone())),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(resp.metadata().get_bin(RECEIPT_METADATA_KEY).is_some());
+    let resp = resp.into_inner();
+    assert!(resp.found);
+    let rec: serde_json::Value = serde_json::from_str(&resp.record).unwrap();
+    assert_eq!(rec, serde_json::json!({"nik": nik, "nama": "WARGA 3"}));
+    let receipt = resp.receipt.unwrap();
+    assert_eq!(receipt.rows, 1);
+    let entries = h
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    for e in &entries {
+        let text = String::from_utf8(e.canonical.clone()).unwrap();
+        assert!(
+            !text.contains(&nik),
+            "the NIK is on the log in clear: {text}"
+        );
+        assert_eq!(e.entry.subject_hash.as_ref().map(String::len), Some(64));
+    }
+    // a deceased resident is outside the agreement's row filter: not found
+    let dead = format!("15070{:011}", 9);
+    let resp = c
+        .lookup(pb::LookupRequest {
+            dataset: "prov.penduduk".into(),
+            purpose: "bansos".into(),
+            key: Some(pb::Scalar {
+                kind: Some(pb::scalar::Kind::StringValue(dead)),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!resp.found);
+    assert_eq!(resp.receipt.unwrap().rows, 0);
+}
+
+#[tokio::test]
+async fn unwritable_audit_log_refuses_the_exchange_before_any_record_leaves() {
+    let h = harness().await;
+    sqlx::query("CREATE TRIGGER full BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        .execute(h.broker.store().pool())
+        .await
+        .unwrap();
+    let mut c = h.consumer("dinsos").await;
+    let status = run_query(&mut c, query(&["nik"], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("audit log"),
+        "{}",
+        status.message()
+    );
+    // denials fail closed too
+    let mut d = h.consumer("dinkes").await;
+    let status = run_query(&mut d, query(&["nik"], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(h.served(), 0, "the adapter was asked for data");
+    assert_eq!(h.broker.audit().size().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn no_receipt_when_the_completion_cannot_be_written() {
+    let h = harness().await;
+    sqlx::query(
+        "CREATE TRIGGER full BEFORE INSERT ON audit_log WHEN NEW.kind = 'completion'
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(h.broker.store().pool())
+    .await
+    .unwrap();
+    let mut c = h.consumer("dinsos").await;
+    let status = run_query(&mut c, query(&["nik"], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // the decision entry is there and shows an exchange that never completed
+    let entries = h.broker.audit().entries(0, 10).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].entry.status, ExchangeStatus::Started);
+}
+
+#[tokio::test]
+async fn invalid_requests_are_rejected_and_audited() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    let cases = vec![
+        (
+            "bad dataset id",
+            pb::QueryRequest {
+                dataset: "penduduk".into(),
+                ..query(&["nik"], None)
+            },
+            "dataset",
+        ),
+        (
+            "no purpose",
+            pb::QueryRequest {
+                purpose: " ".into(),
+                ..query(&["nik"], None)
+            },
+            "purpose",
+        ),
+        (
+            "injected field",
+            query(&["nik\" FROM penduduk; --"], None),
+            "field",
+        ),
+        ("duplicate field", query(&["nik", "nik"], None), "twice"),
+        (
+            "unknown target schema",
+            pb::QueryRequest {
+                target_schema: "dinsos.warga@1".into(),
+                ..query(&["nik"], None)
+            },
+            "no mapping",
+        ),
+    ];
+    for (name, req, want) in cases {
+        let status = run_query(&mut c, req).await.err().unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+        assert!(
+            status.message().contains(want),
+            "{name}: {}",
+            status.message()
+        );
+    }
+    let entries = h.broker.audit().entries(0, 100).await.unwrap();
+    assert_eq!(entries.len(), 5);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.entry.status == ExchangeStatus::Invalid && e.entry.error.is_some())
+    );
+    assert_eq!(h.served(), 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_adapter_fails_the_exchange_on_the_log() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    let status = run_query(
+        &mut c,
+        pb::QueryRequest {
+            dataset: "ghost.data".into(),
+            ..query(&["x"], None)
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let entries = h.broker.audit().entries(0, 10).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1].entry.status, ExchangeStatus::Failed);
+    assert!(
+        entries[1]
+            .entry
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no adapter")
+    );
+    let _ = &h.dir;
+}
