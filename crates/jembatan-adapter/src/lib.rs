@@ -1,1 +1,35 @@
-//! placeholder
+//! The Jembatan adapter: serves whitelisted tables of one agency's database
+//! to the broker, and nothing else.
+//!
+//! An adapter runs at a provider agency next to its database. Its
+//! configuration ([`AdapterConfig`]) names the database and a whitelist of
+//! datasets: a table, the columns it may expose, an optional key column and
+//! an optional fixed row filter. [`Adapter::connect`] checks the whitelist
+//! against the live schema and refuses to start when anything is missing;
+//! [`serve`] then offers the `jembatan.v1.Adapter` gRPC service over mutual
+//! TLS to the broker's certificate only.
+//!
+//! **The adapter never serves anything off its whitelist, whatever the
+//! broker asks**: every request is re-checked here, SQL is built only from
+//! whitelisted identifiers, and every value is bound as a parameter.
+
+mod adapter;
+mod config;
+mod db;
+mod error;
+mod init;
+mod kind;
+mod receipts;
+mod server;
+mod sql;
+mod typed;
+
+pub use adapter::{Adapter, ColumnInfo, DatasetInfo, FetchStream, MAX_BATCH_BYTES, MAX_BATCH_SIZE};
+pub use config::{AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DatasetConfig};
+pub use error::AdapterError;
+pub use init::introspect;
+pub use kind::ColumnKind;
+pub use receipts::{
+    AckedReceipt, FetchStatus, LogEntry, ReceiptEntry, ServedEntry, read_receipt_log,
+};
+pub use server::{AdapterService, serve};

@@ -114,7 +114,7 @@ impl Tally {
             ));
         }
         self.rows += 1;
-        self.bytes += record.len() as u64 + 1;
+        self.bytes += record.len() as u64;
         self.hasher.update(record.as_bytes());
         self.hasher.update(b"\n");
         Ok(())

@@ -1,0 +1,558 @@
+//! The adapter itself: the whitelist checked against the live schema, and
+//! the Describe / Fetch / Acknowledge operations behind the gRPC service.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::pin::pin;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use jembatan_core::ids::truncate;
+use jembatan_core::limits::MAX_FIELDS;
+use jembatan_core::{AgencyId, DatasetId, FieldName, Filter};
+use jembatan_proto::v1 as pb;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::config::AdapterConfig;
+use crate::db::{self, ColumnType, Db, OutColumn};
+use crate::error::AdapterError;
+use crate::kind::ColumnKind;
+use crate::receipts::{
+    self, AckedReceipt, FetchStatus, LogEntry, ReceiptEntry, ReceiptLog, ServedEntry,
+};
+use crate::sql::{self, ColRef, Cond, Select};
+use crate::typed::typed_filter;
+
+/// Most records in one batch, whatever the request asks.
+pub const MAX_BATCH_SIZE: u32 = 10_000;
+/// A batch is closed early once its records exceed this many bytes.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Batches buffered between the database cursor and the gRPC stream; a
+/// slow broker fills them and the cursor waits.
+const CHANNEL_CAPACITY: usize = 4;
+/// Longest request string (exchange id, consumer, purpose) the receipt log keeps.
+const MAX_LOGGED_STRING: usize = 256;
+
+/// The stream of batches a fetch returns.
+pub type FetchStream = ReceiverStream<Result<pb::FetchResponse, Status>>;
+
+/// An exposed column as the live database describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub kind: ColumnKind,
+    /// The database's own type name.
+    pub db_type: String,
+    pub nullable: bool,
+    pub(crate) ty: ColumnType,
+}
+
+/// A whitelisted dataset, checked against the live schema.
+#[derive(Debug, Clone)]
+pub struct DatasetInfo {
+    pub id: DatasetId,
+    pub schema: Option<String>,
+    pub table: String,
+    pub key: Option<FieldName>,
+    /// Exposed columns in configuration order.
+    pub columns: Vec<ColumnInfo>,
+    row_filter: Option<Cond>,
+}
+
+impl DatasetInfo {
+    fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    fn describe(&self) -> pb::DatasetDescription {
+        pb::DatasetDescription {
+            dataset: self.id.to_string(),
+            columns: self
+                .columns
+                .iter()
+                .map(|c| pb::ColumnDescription {
+                    name: c.name.clone(),
+                    kind: c.kind.to_proto() as i32,
+                    db_type: c.db_type.clone(),
+                    nullable: c.nullable,
+                })
+                .collect(),
+            key_column: self.key.as_ref().map(|k| k.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// An adapter connected to its database, with a verified whitelist.
+#[derive(Debug)]
+pub struct Adapter {
+    agency: AgencyId,
+    db: Db,
+    datasets: Vec<Arc<DatasetInfo>>,
+    batch_size: u32,
+    log: ReceiptLog,
+}
+
+fn table_label(schema: Option<&str>, table: &str) -> String {
+    match schema {
+        Some(s) => format!("{s:?}.{table:?}"),
+        None => format!("{table:?}"),
+    }
+}
+
+impl Adapter {
+    /// Opens the database, checks every whitelisted table and column
+    /// against the live schema (refusing to start with one message naming
+    /// every problem) and opens the receipt log.
+    pub async fn connect(config: &AdapterConfig) -> Result<Adapter, AdapterError> {
+        let db = Db::open(&config.database).await?;
+        match Self::check(&db, config).await {
+            Ok(datasets) => {
+                let log = match ReceiptLog::open(&config.receipt_log).await {
+                    Ok(log) => log,
+                    Err(e) => {
+                        db.close().await;
+                        return Err(e);
+                    }
+                };
+                tracing::info!(
+                    agency = %config.agency,
+                    datasets = datasets.len(),
+                    backend = config.backend().as_str(),
+                    "adapter whitelist matches the database"
+                );
+                Ok(Adapter {
+                    agency: config.agency.clone(),
+                    db,
+                    datasets,
+                    batch_size: config.batch_size,
+                    log,
+                })
+            }
+            Err(e) => {
+                db.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn check(db: &Db, config: &AdapterConfig) -> Result<Vec<Arc<DatasetInfo>>, AdapterError> {
+        let dialect = db.dialect();
+        let mut problems = Vec::new();
+        let mut datasets = Vec::new();
+        for d in &config.datasets {
+            let id = d
+                .id(&config.agency)
+                .map_err(|message| AdapterError::Config {
+                    origin: "adapter config".into(),
+                    message,
+                })?;
+            let live = db::table_columns(db, d.schema.as_deref(), &d.table).await?;
+            let table = table_label(d.schema.as_deref(), &d.table);
+            if live.is_empty() {
+                problems.push(format!("dataset {}: no table {table}", d.name));
+                continue;
+            }
+            let live: HashMap<&str, &db::TableColumn> =
+                live.iter().map(|c| (c.name.as_str(), c)).collect();
+            let mut needed: Vec<&str> = d.columns.iter().map(FieldName::as_str).collect();
+            if let Some(f) = &d.row_filter {
+                for field in f.fields() {
+                    if !needed.contains(&field.as_str()) {
+                        needed.push(field.as_str());
+                    }
+                }
+            }
+            let before = problems.len();
+            for name in &needed {
+                match live.get(name) {
+                    None => problems.push(format!(
+                        "dataset {}: table {table} has no column {name:?}",
+                        d.name
+                    )),
+                    Some(c) if c.mapping.is_none() => problems.push(format!(
+                        "dataset {}: column {name:?} of table {table} has type {}, which the adapter cannot serve",
+                        d.name, c.db_type
+                    )),
+                    Some(_) => {}
+                }
+            }
+            if problems.len() > before {
+                continue;
+            }
+            let types: HashMap<&str, ColumnType> = live
+                .iter()
+                .filter_map(|(n, c)| Some((*n, c.mapping?)))
+                .collect();
+            let row_filter = match &d.row_filter {
+                None => None,
+                Some(f) => match typed_filter(f, dialect, &|n| types.get(n).copied()) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        problems.push(format!("dataset {}: row_filter: {}", d.name, e.message));
+                        continue;
+                    }
+                },
+            };
+            let columns = d
+                .columns
+                .iter()
+                .filter_map(|name| {
+                    let c = live.get(name.as_str())?;
+                    let ty = c.mapping?;
+                    Some(ColumnInfo {
+                        name: c.name.clone(),
+                        kind: ty.kind,
+                        db_type: c.db_type.clone(),
+                        nullable: c.nullable,
+                        ty,
+                    })
+                })
+                .collect();
+            datasets.push(Arc::new(DatasetInfo {
+                id,
+                schema: d.schema.clone(),
+                table: d.table.clone(),
+                key: d.key.clone(),
+                columns,
+                row_filter,
+            }));
+        }
+        if problems.is_empty() {
+            Ok(datasets)
+        } else {
+            Err(AdapterError::Whitelist(problems.join("; ")))
+        }
+    }
+
+    pub fn agency(&self) -> &AgencyId {
+        &self.agency
+    }
+
+    /// The whitelisted datasets, in configuration order.
+    pub fn datasets(&self) -> impl Iterator<Item = &DatasetInfo> {
+        self.datasets.iter().map(|d| d.as_ref())
+    }
+
+    /// Where this adapter appends its receipt log (see
+    /// [`crate::read_receipt_log`]).
+    pub fn receipt_log_path(&self) -> &Path {
+        self.log.path()
+    }
+
+    /// Closes the database pool.
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+
+    /// The datasets this adapter exposes.
+    pub fn describe(&self) -> pb::DescribeResponse {
+        pb::DescribeResponse {
+            agency: self.agency.to_string(),
+            datasets: self.datasets.iter().map(|d| d.describe()).collect(),
+        }
+    }
+
+    fn dataset(&self, requested: &str) -> Result<&Arc<DatasetInfo>, Status> {
+        self.datasets
+            .iter()
+            .find(|d| d.id.as_str() == requested)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "dataset {:?} is not on the whitelist of this adapter (agency {})",
+                    truncate(requested, 128),
+                    self.agency
+                ))
+            })
+    }
+
+    /// Checks a fetch request against the whitelist and renders its SQL.
+    fn plan(&self, req: &pb::FetchRequest) -> Result<Plan, Status> {
+        let dataset = self.dataset(&req.dataset)?.clone();
+        if req.columns.is_empty() {
+            return Err(Status::invalid_argument(
+                "invalid columns: at least one column is required",
+            ));
+        }
+        if req.columns.len() > MAX_FIELDS {
+            return Err(Status::invalid_argument(format!(
+                "invalid columns: {} columns exceed the limit max_fields = {MAX_FIELDS}",
+                req.columns.len()
+            )));
+        }
+        let off_list: BTreeSet<String> = req
+            .columns
+            .iter()
+            .filter(|c| dataset.column(c).is_none())
+            .map(|c| format!("{:?}", truncate(c, 64)))
+            .collect();
+        if !off_list.is_empty() {
+            return Err(Status::permission_denied(format!(
+                "columns not on the whitelist of dataset {}: {}",
+                dataset.id,
+                off_list.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for c in &req.columns {
+            if !seen.insert(c.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "invalid columns: column {c:?} is requested more than once"
+                )));
+            }
+        }
+        let filter = req
+            .filter
+            .as_ref()
+            .map(Filter::try_from)
+            .transpose()
+            .map_err(Status::from)?;
+        let dialect = self.db.dialect();
+        let filter = match &filter {
+            None => None,
+            Some(f) => {
+                let off_list: Vec<String> = f
+                    .fields()
+                    .into_iter()
+                    .filter(|n| dataset.column(n.as_str()).is_none())
+                    .map(|n| format!("{:?}", n.as_str()))
+                    .collect();
+                if !off_list.is_empty() {
+                    return Err(Status::permission_denied(format!(
+                        "filter names fields not on the whitelist of dataset {}: {}",
+                        dataset.id,
+                        off_list.join(", ")
+                    )));
+                }
+                Some(
+                    typed_filter(f, dialect, &|n| dataset.column(n).map(|c| c.ty))
+                        .map_err(Status::from)?,
+                )
+            }
+        };
+        let (cols, out): (Vec<ColRef>, Vec<OutColumn>) = req
+            .columns
+            .iter()
+            .filter_map(|name| dataset.column(name))
+            .map(|c| {
+                (
+                    ColRef {
+                        name: c.name.clone(),
+                        cast_to_text: c.ty.cast_to_text || c.ty.read_as_text,
+                    },
+                    OutColumn {
+                        name: c.name.clone(),
+                        decoder: c.ty.decoder,
+                    },
+                )
+            })
+            .unzip();
+        let rendered = sql::render(
+            dialect,
+            &Select {
+                schema: dataset.schema.as_deref(),
+                table: &dataset.table,
+                columns: &cols,
+                row_filter: dataset.row_filter.as_ref(),
+                filter: filter.as_ref(),
+                order_by: dataset.key.as_ref().map(FieldName::as_str),
+                limit: (req.limit > 0).then_some(req.limit),
+            },
+        );
+        let batch_size = match req.batch_size {
+            0 => self.batch_size,
+            n => n.min(MAX_BATCH_SIZE),
+        } as usize;
+        Ok(Plan {
+            dataset,
+            rendered,
+            out: out.into(),
+            batch_size,
+        })
+    }
+
+    /// Streams the rows a fetch asks for, after checking it against the
+    /// whitelist. The caller is responsible for authenticating the broker
+    /// (the gRPC service does). When the stream ends, fails or is dropped,
+    /// a `served` line is appended to the receipt log.
+    pub fn fetch(self: &Arc<Self>, req: pb::FetchRequest) -> Result<FetchStream, Status> {
+        let plan = match self.plan(&req) {
+            Ok(p) => p,
+            Err(status) => {
+                tracing::warn!(
+                    dataset = %truncate(&req.dataset, 128),
+                    exchange_id = %truncate(&req.exchange_id, 64),
+                    code = ?status.code(),
+                    reason = %status.message(),
+                    "fetch refused"
+                );
+                return Err(status);
+            }
+        };
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let adapter = Arc::clone(self);
+        tokio::spawn(async move {
+            let entry = adapter.produce(plan, &req, tx).await;
+            if let Err(e) = adapter.log.append(&LogEntry::Served(entry)).await {
+                tracing::error!(path = %adapter.log.path().display(), error = %e, "cannot append to the receipt log");
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    async fn produce(
+        &self,
+        plan: Plan,
+        req: &pb::FetchRequest,
+        tx: mpsc::Sender<Result<pb::FetchResponse, Status>>,
+    ) -> ServedEntry {
+        let Plan {
+            dataset,
+            rendered,
+            out,
+            batch_size,
+        } = plan;
+        let mut sent = Sent::default();
+        let mut batch: Vec<String> = Vec::with_capacity(batch_size.min(1024));
+        let mut batch_bytes = 0usize;
+        let status = {
+            let mut records = pin!(db::records(self.db.clone(), rendered, out));
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = tx.closed() => break FetchStatus::Cancelled,
+                    next = records.next() => next,
+                };
+                match next {
+                    Some(Ok(record)) => {
+                        batch_bytes += record.len();
+                        batch.push(record);
+                        if batch.len() >= batch_size || batch_bytes >= MAX_BATCH_BYTES {
+                            batch_bytes = 0;
+                            if !sent.send(&tx, std::mem::take(&mut batch)).await {
+                                break FetchStatus::Cancelled;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(
+                            dataset = %dataset.id,
+                            exchange_id = %truncate(&req.exchange_id, 64),
+                            error = %e,
+                            "database error while reading dataset"
+                        );
+                        let status = Status::internal(format!(
+                            "database error while reading dataset {}",
+                            dataset.id
+                        ));
+                        // the broker may already be gone; the log records the failure either way
+                        let _ = tx.send(Err(status)).await;
+                        break FetchStatus::Failed;
+                    }
+                    None => {
+                        if !batch.is_empty() && !sent.send(&tx, std::mem::take(&mut batch)).await {
+                            break FetchStatus::Cancelled;
+                        }
+                        break FetchStatus::Ok;
+                    }
+                }
+            }
+        };
+        tracing::info!(
+            dataset = %dataset.id,
+            exchange_id = %truncate(&req.exchange_id, 64),
+            consumer = %truncate(&req.consumer, 64),
+            rows = sent.rows,
+            bytes = sent.bytes,
+            status = ?status,
+            "fetch finished"
+        );
+        ServedEntry {
+            time: receipts::now(),
+            exchange_id: truncate(&req.exchange_id, MAX_LOGGED_STRING).to_owned(),
+            dataset: dataset.id.to_string(),
+            consumer: truncate(&req.consumer, MAX_LOGGED_STRING).to_owned(),
+            purpose: truncate(&req.purpose, MAX_LOGGED_STRING).to_owned(),
+            columns: req.columns.clone(),
+            rows: sent.rows,
+            bytes: sent.bytes,
+            payload_sha256: hex::encode(sent.hasher.finalize()),
+            status,
+        }
+    }
+
+    /// Records the broker's receipt for an exchange this adapter served.
+    pub async fn acknowledge(
+        &self,
+        req: pb::AcknowledgeRequest,
+    ) -> Result<pb::AcknowledgeResponse, Status> {
+        let dataset = self.dataset(&req.dataset)?;
+        let Some(receipt) = &req.receipt else {
+            return Err(Status::invalid_argument(
+                "invalid receipt: no receipt given",
+            ));
+        };
+        let entry = LogEntry::Receipt(ReceiptEntry {
+            time: receipts::now(),
+            dataset: dataset.id.to_string(),
+            consumer: truncate(&req.consumer, MAX_LOGGED_STRING).to_owned(),
+            receipt: AckedReceipt::from(receipt),
+        });
+        self.log.append(&entry).await.map_err(|e| {
+            tracing::error!(path = %self.log.path().display(), error = %e, "cannot append to the receipt log");
+            Status::internal("cannot record the receipt")
+        })?;
+        tracing::info!(
+            dataset = %dataset.id,
+            exchange_id = %truncate(&receipt.exchange_id, 64),
+            "receipt recorded"
+        );
+        Ok(pb::AcknowledgeResponse {})
+    }
+}
+
+/// A checked fetch: the dataset, its SQL and how to read the rows.
+struct Plan {
+    dataset: Arc<DatasetInfo>,
+    rendered: sql::Rendered,
+    out: Arc<[OutColumn]>,
+    batch_size: usize,
+}
+
+/// What has been handed to the transport so far.
+#[derive(Default)]
+struct Sent {
+    hasher: Sha256,
+    rows: u64,
+    bytes: u64,
+}
+
+impl Sent {
+    /// Sends a batch; `false` when the receiver is gone (nothing counted).
+    async fn send(
+        &mut self,
+        tx: &mpsc::Sender<Result<pb::FetchResponse, Status>>,
+        records: Vec<String>,
+    ) -> bool {
+        let mut hasher = self.hasher.clone();
+        let mut bytes = 0u64;
+        for r in &records {
+            hasher.update(r.as_bytes());
+            hasher.update(b"\n");
+            bytes += r.len() as u64;
+        }
+        let rows = records.len() as u64;
+        let batch = pb::FetchResponse {
+            batch: Some(pb::RecordBatch { records }),
+        };
+        if tx.send(Ok(batch)).await.is_err() {
+            return false;
+        }
+        self.hasher = hasher;
+        self.rows += rows;
+        self.bytes += bytes;
+        true
+    }
+}

@@ -1,0 +1,433 @@
+//! Adapter configuration: the TOML file naming the database, the TLS files
+//! and the whitelist of datasets.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use jembatan_core::{AgencyId, DatasetId, FieldName, Filter};
+use jembatan_pki::TlsFiles;
+use serde::Deserialize;
+
+use crate::adapter::MAX_BATCH_SIZE;
+use crate::error::AdapterError;
+
+/// Records per batch when neither the config nor the request chooses.
+pub const DEFAULT_BATCH_SIZE: u32 = 500;
+
+/// The database backend, chosen by the URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:` URLs.
+    Sqlite,
+    /// `postgres://` and `postgresql://` URLs.
+    Postgres,
+    /// `mysql://` URLs (MariaDB and MySQL).
+    MySql,
+}
+
+impl Backend {
+    /// The backend a database URL names, if it is one the adapter supports.
+    pub fn from_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else if url.starts_with("mysql://") {
+            Some(Backend::MySql)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+        }
+    }
+}
+
+/// A validated adapter configuration with every path resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterConfig {
+    pub agency: AgencyId,
+    /// sqlx database URL; a relative SQLite path is resolved against the
+    /// config file's directory.
+    pub database: String,
+    pub listen: SocketAddr,
+    pub receipt_log: PathBuf,
+    pub batch_size: u32,
+    pub tls: TlsFiles,
+    pub datasets: Vec<DatasetConfig>,
+}
+
+/// One whitelisted dataset: a table and the columns it may expose.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// Dataset name; the dataset id is `<agency>.<name>`.
+    pub name: String,
+    /// Table (or view) name, without schema.
+    pub table: String,
+    /// PostgreSQL schema of the table; the connection's current schema
+    /// when absent. Not allowed for other backends.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// Column lookups use; must be one of `columns`.
+    #[serde(default)]
+    pub key: Option<FieldName>,
+    /// Exposed columns, in the order `Describe` lists them.
+    pub columns: Vec<FieldName>,
+    /// Fixed filter ANDed to every fetch; may name columns of the table
+    /// that are not exposed.
+    #[serde(default)]
+    pub row_filter: Option<Filter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: u32,
+    agency: AgencyId,
+    database: String,
+    listen: SocketAddr,
+    receipt_log: PathBuf,
+    #[serde(default)]
+    batch_size: Option<u32>,
+    tls: TlsFiles,
+    #[serde(default)]
+    datasets: Vec<DatasetConfig>,
+}
+
+impl AdapterConfig {
+    /// Reads and validates the config file at `path`; relative paths in it
+    /// are resolved against its directory.
+    pub fn load(path: &Path) -> Result<AdapterConfig, AdapterError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AdapterError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, &format!("adapter config {}", path.display()))
+    }
+
+    /// Parses and validates config text; relative paths are resolved
+    /// against `base_dir`.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<AdapterConfig, AdapterError> {
+        Self::parse(text, base_dir, "adapter config")
+    }
+
+    fn parse(text: &str, base: &Path, origin: &str) -> Result<AdapterConfig, AdapterError> {
+        let err = |message: String| AdapterError::Config {
+            origin: origin.to_owned(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().trim_end().to_owned();
+            err(match line {
+                Some(line) => format!("{message} (line {line})"),
+                None => message,
+            })
+        })?;
+        if raw.version != 1 {
+            return Err(err(format!(
+                "version {} is not supported; this adapter reads version = 1",
+                raw.version
+            )));
+        }
+        let Some(backend) = Backend::from_url(&raw.database) else {
+            return Err(err(format!(
+                "database URL must start with sqlite:, postgres://, postgresql:// or mysql://; got {:?}",
+                crate::error::redact_url(&raw.database)
+            )));
+        };
+        let batch_size = raw.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
+            return Err(err(format!(
+                "batch_size must be between 1 and {MAX_BATCH_SIZE}; got {batch_size}"
+            )));
+        }
+        let mut problems = Vec::new();
+        let mut names = BTreeSet::new();
+        for d in &raw.datasets {
+            if let Err(m) = d.check(&raw.agency, backend) {
+                problems.push(format!("dataset {:?}: {m}", d.name));
+            }
+            if !names.insert(d.name.as_str()) {
+                problems.push(format!("dataset {:?} is listed more than once", d.name));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(err(problems.join("; ")));
+        }
+        Ok(AdapterConfig {
+            agency: raw.agency,
+            database: resolve_database_url(&raw.database, base),
+            listen: raw.listen,
+            receipt_log: base.join(&raw.receipt_log),
+            batch_size,
+            tls: raw.tls.relative_to(base),
+            datasets: raw.datasets,
+        })
+    }
+
+    /// The backend the database URL names.
+    pub fn backend(&self) -> Backend {
+        // validated in `parse`; SQLite is the fallback for hand-built configs
+        Backend::from_url(&self.database).unwrap_or(Backend::Sqlite)
+    }
+}
+
+impl DatasetConfig {
+    /// The dataset id, `<agency>.<name>`.
+    pub fn id(&self, agency: &AgencyId) -> Result<DatasetId, String> {
+        DatasetId::new(agency, &self.name).map_err(|e| e.message)
+    }
+
+    fn check(&self, agency: &AgencyId, backend: Backend) -> Result<(), String> {
+        self.id(agency)?;
+        check_db_name("table", &self.table)?;
+        if self.table.contains('.') {
+            return Err(format!(
+                "table {:?} contains '.'; name the table alone and put a PostgreSQL schema in `schema`",
+                self.table
+            ));
+        }
+        if let Some(schema) = &self.schema {
+            if backend != Backend::Postgres {
+                return Err(format!(
+                    "`schema` is supported only for PostgreSQL; this database is {}",
+                    backend.as_str()
+                ));
+            }
+            check_db_name("schema", schema)?;
+        }
+        if self.columns.is_empty() {
+            return Err("columns is empty; list at least one column to expose".into());
+        }
+        let mut seen = BTreeSet::new();
+        for c in &self.columns {
+            if !seen.insert(c) {
+                return Err(format!("column \"{c}\" is listed more than once"));
+            }
+        }
+        if let Some(key) = &self.key
+            && !seen.contains(key)
+        {
+            return Err(format!("key \"{key}\" is not among columns"));
+        }
+        Ok(())
+    }
+}
+
+fn check_db_name(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if s.contains('\0') {
+        return Err(format!("{what} contains a NUL byte"));
+    }
+    if s.len() > 128 {
+        return Err(format!("{what} is longer than 128 bytes"));
+    }
+    Ok(())
+}
+
+/// Resolves a relative SQLite file path against `base`; other URLs are
+/// returned unchanged.
+fn resolve_database_url(url: &str, base: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_owned();
+    };
+    let (path, query) = match rest.find('?') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if path.is_empty() || path == ":memory:" || Path::new(path).is_absolute() {
+        return url.to_owned();
+    }
+    format!("sqlite://{}{query}", base.join(path).display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+version = 1
+agency = "disdukcapil"
+database = "sqlite://siak.db"
+listen = "127.0.0.1:7101"
+receipt_log = "receipts.jsonl"
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/adapter-disdukcapil.pem"
+key = "certs/adapter-disdukcapil-key.pem"
+
+[[datasets]]
+name = "penduduk"
+table = "penduduk"
+key = "nik"
+columns = ["nik", "nama_lengkap", "tgl_lahir"]
+row_filter = { field = "status", op = "eq", value = "HIDUP" }
+"#;
+
+    #[test]
+    fn good_config_resolves_paths() {
+        let c = AdapterConfig::from_toml(GOOD, Path::new("/etc/jembatan")).unwrap();
+        assert_eq!(c.database, "sqlite:///etc/jembatan/siak.db");
+        assert_eq!(c.receipt_log, Path::new("/etc/jembatan/receipts.jsonl"));
+        assert_eq!(c.tls.ca, Path::new("/etc/jembatan/certs/ca.pem"));
+        assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(c.backend(), Backend::Sqlite);
+        assert_eq!(c.datasets.len(), 1);
+        assert_eq!(
+            c.datasets[0].id(&c.agency).unwrap().as_str(),
+            "disdukcapil.penduduk"
+        );
+        assert!(c.datasets[0].row_filter.is_some());
+    }
+
+    #[test]
+    fn database_urls_resolve() {
+        let base = Path::new("/srv/a");
+        let cases = [
+            ("sqlite://siak.db", "sqlite:///srv/a/siak.db"),
+            ("sqlite:siak.db?mode=ro", "sqlite:///srv/a/siak.db?mode=ro"),
+            ("sqlite:///var/siak.db", "sqlite:///var/siak.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(resolve_database_url(url, base), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn config_errors_name_the_problem() {
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "misspelled key",
+                GOOD.replace("columns =", "colums ="),
+                "unknown field `colums`, expected one of",
+            ),
+            (
+                "missing columns",
+                GOOD.replace("columns = [\"nik\", \"nama_lengkap\", \"tgl_lahir\"]", ""),
+                "missing field `columns`",
+            ),
+            (
+                "version 2",
+                GOOD.replace("version = 1", "version = 2"),
+                "version 2 is not supported",
+            ),
+            (
+                "no version",
+                GOOD.replace("version = 1", ""),
+                "missing field `version`",
+            ),
+            (
+                "key not in columns",
+                GOOD.replace("key = \"nik\"", "key = \"nkk\""),
+                "key \"nkk\" is not among columns",
+            ),
+            (
+                "empty columns",
+                GOOD.replace("[\"nik\", \"nama_lengkap\", \"tgl_lahir\"]", "[]"),
+                "columns is empty",
+            ),
+            (
+                "duplicate column",
+                GOOD.replace("\"tgl_lahir\"]", "\"nik\"]"),
+                "column \"nik\" is listed more than once",
+            ),
+            (
+                "duplicate dataset",
+                format!(
+                    "{GOOD}\n[[datasets]]\nname = \"penduduk\"\ntable = \"x\"\ncolumns = [\"a\"]\n"
+                ),
+                "dataset \"penduduk\" is listed more than once",
+            ),
+            (
+                "schema.table",
+                GOOD.replace("table = \"penduduk\"", "table = \"public.penduduk\""),
+                "contains '.'",
+            ),
+            (
+                "schema on sqlite",
+                GOOD.replace(
+                    "table = \"penduduk\"",
+                    "table = \"penduduk\"\nschema = \"public\"",
+                ),
+                "`schema` is supported only for PostgreSQL",
+            ),
+            (
+                "bad scheme",
+                GOOD.replace("sqlite://siak.db", "oracle://x"),
+                "database URL must start with",
+            ),
+            (
+                "bad agency",
+                GOOD.replace("\"disdukcapil\"", "\"Dukcapil\""),
+                "must start with a lowercase ASCII letter",
+            ),
+            (
+                "bad dataset name",
+                GOOD.replace("name = \"penduduk\"", "name = \"pen duduk\""),
+                "dataset name",
+            ),
+            (
+                "bad column name",
+                GOOD.replace("\"tgl_lahir\"", "\"tgl lahir\""),
+                "field name",
+            ),
+            (
+                "bad row filter",
+                GOOD.replace("op = \"eq\"", "op = \"like\""),
+                "a filter is",
+            ),
+            (
+                "batch size",
+                GOOD.replace("receipt_log =", "batch_size = 0\nreceipt_log ="),
+                "batch_size must be between 1 and 10000",
+            ),
+            (
+                "unknown tls key",
+                GOOD.replace("[tls]", "[tls]\npassword = \"x\""),
+                "unknown field `password`",
+            ),
+        ];
+        for (name, text, want) in cases {
+            let err = AdapterConfig::from_toml(&text, Path::new("/x"))
+                .expect_err(name)
+                .to_string();
+            assert!(err.starts_with("adapter config: "), "{name}: {err}");
+            assert!(err.contains(want), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("adapter.toml");
+        std::fs::write(&path, GOOD.replace("columns =", "colums =")).unwrap();
+        let err = AdapterConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "adapter config {}: unknown field `colums`, expected one of",
+                path.display()
+            )),
+            "{err}"
+        );
+        assert!(err.ends_with("(line 17)"), "{err}");
+    }
+}

@@ -1,0 +1,866 @@
+//! Database access per backend: opening pools, reading the live schema,
+//! mapping column types to JSON kinds, binding values and turning rows
+//! into JSON records.
+//!
+//! Each backend keeps its own pool type (no `sqlx::Any`, which loses
+//! types), so every column is decoded with the Rust type its database
+//! type calls for.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Executor as _, Row as _, TypeInfo as _, ValueRef as _};
+
+use crate::config::Backend;
+use crate::error::{AdapterError, redact_url};
+use crate::kind::ColumnKind;
+use crate::sql::{BindValue, Dialect, Rendered};
+
+/// Connections per pool.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// An open database, one pool type per backend.
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+impl Db {
+    /// Opens a pool for the URL's backend. SQLite files must exist.
+    pub(crate) async fn open(url: &str) -> Result<Db, AdapterError> {
+        let connect_err = |source| AdapterError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        let Some(backend) = Backend::from_url(url) else {
+            return Err(AdapterError::Config {
+                origin: "database URL".into(),
+                message: format!(
+                    "{:?} must start with sqlite:, postgres://, postgresql:// or mysql://",
+                    redact_url(url)
+                ),
+            });
+        };
+        Ok(match backend {
+            Backend::Sqlite => {
+                let opts = SqliteConnectOptions::from_str(url)
+                    .map_err(connect_err)?
+                    .create_if_missing(false);
+                Db::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(MAX_CONNECTIONS)
+                        .connect_with(opts)
+                        .await
+                        .map_err(connect_err)?,
+                )
+            }
+            Backend::Postgres => Db::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .connect(url)
+                    .await
+                    .map_err(connect_err)?,
+            ),
+            Backend::MySql => {
+                let opts = MySqlConnectOptions::from_str(url).map_err(connect_err)?;
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // prefix matches write their ESCAPE character as '\\'
+                            conn.execute(
+                                "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'NO_BACKSLASH_ESCAPES', '')",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await
+                    .map_err(connect_err)?;
+                Db::MySql(pool)
+            }
+        })
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self {
+            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Postgres(_) => Dialect::Postgres,
+            Db::MySql(_) => Dialect::MySql,
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+            Db::MySql(p) => p.close().await,
+        }
+    }
+}
+
+/// How a column's values are read from a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decoder {
+    /// SQLite: by the stored value's runtime type.
+    SqliteDynamic,
+    /// SQLite column declared JSON: TEXT parsed as JSON, else as stored.
+    SqliteJson,
+    I16,
+    I32,
+    I64,
+    U64,
+    F32,
+    F64,
+    Bool,
+    Date,
+    DateTime,
+    DateTimeUtc,
+    Time,
+    Text,
+    Bytes,
+    /// A native JSON type (PostgreSQL json / jsonb).
+    Json,
+    /// JSON stored as text (MariaDB JSON, MySQL JSON).
+    JsonText,
+    Uuid,
+}
+
+/// A column's JSON kind and how to read and compare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ColumnType {
+    pub(crate) kind: ColumnKind,
+    pub(crate) decoder: Decoder,
+    /// Read and compare as text (types without a native decoding).
+    pub(crate) cast_to_text: bool,
+    /// Read as text but compare natively (PostgreSQL numeric: its text
+    /// form keeps every digit, beyond what a Rust decimal holds).
+    pub(crate) read_as_text: bool,
+}
+
+const fn ty(kind: ColumnKind, decoder: Decoder) -> ColumnType {
+    ColumnType {
+        kind,
+        decoder,
+        cast_to_text: false,
+        read_as_text: false,
+    }
+}
+
+const fn text_cast() -> ColumnType {
+    ColumnType {
+        kind: ColumnKind::String,
+        decoder: Decoder::Text,
+        cast_to_text: true,
+        read_as_text: false,
+    }
+}
+
+/// Maps a SQLite declared type (its affinity rules, plus the date, time,
+/// boolean, decimal and JSON names SQLite itself ignores).
+pub(crate) fn map_sqlite(declared: &str) -> ColumnType {
+    use ColumnKind as K;
+    let d = declared.to_ascii_uppercase();
+    let has = |s: &str| d.contains(s);
+    let kind = if has("BOOL") {
+        K::Boolean
+    } else if has("DATETIME") || has("TIMESTAMP") {
+        K::DateTime
+    } else if has("DATE") {
+        K::Date
+    } else if has("TIME") {
+        K::Time
+    } else if has("DECIMAL") || has("NUMERIC") || has("MONEY") {
+        K::Decimal
+    } else if has("JSON") {
+        return ty(K::Json, Decoder::SqliteJson);
+    } else if has("INT") {
+        K::Integer
+    } else if has("CHAR") || has("CLOB") || has("TEXT") || has("UUID") || d.trim().is_empty() {
+        K::String
+    } else if has("BLOB") {
+        K::Bytes
+    } else {
+        K::Number
+    };
+    ty(kind, Decoder::SqliteDynamic)
+}
+
+/// Maps a PostgreSQL column (`information_schema.columns.data_type`, the
+/// `udt_name`, and `pg_type.typtype`); `None` when unsupported.
+pub(crate) fn map_postgres(data_type: &str, udt_name: &str, typtype: &str) -> Option<ColumnType> {
+    use ColumnKind as K;
+    Some(match data_type {
+        "smallint" => ty(K::Integer, Decoder::I16),
+        "integer" => ty(K::Integer, Decoder::I32),
+        "bigint" => ty(K::Integer, Decoder::I64),
+        "real" => ty(K::Number, Decoder::F32),
+        "double precision" => ty(K::Number, Decoder::F64),
+        "numeric" => ColumnType {
+            read_as_text: true,
+            ..ty(K::Decimal, Decoder::Text)
+        },
+        "boolean" => ty(K::Boolean, Decoder::Bool),
+        "date" => ty(K::Date, Decoder::Date),
+        "timestamp without time zone" => ty(K::DateTime, Decoder::DateTime),
+        "timestamp with time zone" => ty(K::DateTime, Decoder::DateTimeUtc),
+        "time without time zone" => ty(K::Time, Decoder::Time),
+        "text" | "character varying" | "character" | "name" => ty(K::String, Decoder::Text),
+        "bytea" => ty(K::Bytes, Decoder::Bytes),
+        "json" | "jsonb" => ty(K::Json, Decoder::Json),
+        "uuid" => ty(K::String, Decoder::Uuid),
+        "interval" | "inet" | "cidr" | "macaddr" | "macaddr8" | "xml" | "bit" | "bit varying" => {
+            text_cast()
+        }
+        "USER-DEFINED" if typtype == "e" || udt_name == "citext" => text_cast(),
+        _ => return None,
+    })
+}
+
+/// Maps a MariaDB / MySQL column (`DATA_TYPE`, `COLUMN_TYPE`, and whether
+/// a `json_valid` check marks a MariaDB JSON column); `None` when
+/// unsupported.
+pub(crate) fn map_mysql(data_type: &str, column_type: &str, is_json: bool) -> Option<ColumnType> {
+    use ColumnKind as K;
+    let unsigned = column_type.contains("unsigned");
+    Some(match data_type {
+        "tinyint" if column_type.starts_with("tinyint(1)") => ty(K::Boolean, Decoder::Bool),
+        "bool" | "boolean" => ty(K::Boolean, Decoder::Bool),
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" if unsigned => {
+            ty(K::Integer, Decoder::U64)
+        }
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" => {
+            ty(K::Integer, Decoder::I64)
+        }
+        // DECIMAL travels as text in MariaDB's protocol: read it as sent
+        "decimal" | "numeric" => ty(K::Decimal, Decoder::Text),
+        "float" => ty(K::Number, Decoder::F32),
+        "double" | "real" | "double precision" => ty(K::Number, Decoder::F64),
+        "date" => ty(K::Date, Decoder::Date),
+        "datetime" => ty(K::DateTime, Decoder::DateTime),
+        "timestamp" => ty(K::DateTime, Decoder::DateTimeUtc),
+        "time" => ty(K::Time, Decoder::Time),
+        "json" => ty(K::Json, Decoder::JsonText),
+        "longtext" | "text" | "mediumtext" | "tinytext" if is_json => {
+            ty(K::Json, Decoder::JsonText)
+        }
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set" => {
+            ty(K::String, Decoder::Text)
+        }
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+            ty(K::Bytes, Decoder::Bytes)
+        }
+        "uuid" | "inet4" | "inet6" => text_cast(),
+        _ => return None,
+    })
+}
+
+/// A column of a live table.
+#[derive(Debug, Clone)]
+pub(crate) struct TableColumn {
+    pub(crate) name: String,
+    pub(crate) db_type: String,
+    pub(crate) nullable: bool,
+    pub(crate) primary_key: bool,
+    /// `None` when the adapter cannot serve this type.
+    pub(crate) mapping: Option<ColumnType>,
+}
+
+/// A table (or view) of the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableName {
+    /// PostgreSQL schema, when it is not the connection's current schema.
+    pub(crate) schema: Option<String>,
+    pub(crate) name: String,
+}
+
+fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> AdapterError {
+    let context = context.into();
+    move |source| AdapterError::Database { context, source }
+}
+
+/// The columns of a table in table order; empty when there is no such table.
+pub(crate) async fn table_columns(
+    db: &Db,
+    schema: Option<&str>,
+    table: &str,
+) -> Result<Vec<TableColumn>, AdapterError> {
+    let ctx = format!("reading the columns of table {table:?}");
+    match db {
+        Db::Sqlite(pool) => {
+            let rows = sqlx::query(
+                "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1) ORDER BY cid",
+            )
+            .bind(table)
+            .fetch_all(pool)
+            .await
+            .map_err(db_err(ctx.clone()))?;
+            rows.iter()
+                .map(|r| {
+                    let declared: String = r.try_get(1)?;
+                    Ok(TableColumn {
+                        name: r.try_get(0)?,
+                        nullable: r.try_get::<i64, _>(2)? == 0,
+                        primary_key: r.try_get::<i64, _>(3)? > 0,
+                        mapping: Some(map_sqlite(&declared)),
+                        db_type: declared,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db_err(ctx))
+        }
+        Db::Postgres(pool) => {
+            let rows = sqlx::query(
+                "SELECT c.column_name::text, c.data_type::text, c.udt_name::text, \
+                   (c.is_nullable::text = 'YES') AS nullable, \
+                   COALESCE((SELECT t.typtype::text FROM pg_catalog.pg_type t \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+                     WHERE t.typname = c.udt_name AND n.nspname = c.udt_schema), '') AS typtype, \
+                   EXISTS (SELECT 1 FROM information_schema.table_constraints tc \
+                     JOIN information_schema.key_column_usage k \
+                       ON k.constraint_schema = tc.constraint_schema \
+                      AND k.constraint_name = tc.constraint_name \
+                      AND k.table_name = tc.table_name \
+                     WHERE tc.constraint_type = 'PRIMARY KEY' \
+                       AND tc.table_schema = c.table_schema AND tc.table_name = c.table_name \
+                       AND k.column_name = c.column_name) AS pk \
+                 FROM information_schema.columns c \
+                 WHERE c.table_schema = COALESCE($1::text, current_schema()::text) \
+                   AND c.table_name = $2 \
+                 ORDER BY c.ordinal_position",
+            )
+            .bind(schema)
+            .bind(table)
+            .fetch_all(pool)
+            .await
+            .map_err(db_err(ctx.clone()))?;
+            rows.iter()
+                .map(|r| {
+                    let data_type: String = r.try_get(1)?;
+                    let udt: String = r.try_get(2)?;
+                    let typtype: String = r.try_get(4)?;
+                    let db_type = if matches!(data_type.as_str(), "USER-DEFINED" | "ARRAY") {
+                        udt.clone()
+                    } else {
+                        data_type.clone()
+                    };
+                    Ok(TableColumn {
+                        name: r.try_get(0)?,
+                        nullable: r.try_get(3)?,
+                        primary_key: r.try_get(5)?,
+                        mapping: map_postgres(&data_type, &udt, &typtype),
+                        db_type,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db_err(ctx))
+        }
+        Db::MySql(pool) => {
+            let rows = sqlx::query(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY \
+                 FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
+                 ORDER BY ORDINAL_POSITION",
+            )
+            .bind(table)
+            .fetch_all(pool)
+            .await
+            .map_err(db_err(ctx.clone()))?;
+            let json_columns = mariadb_json_columns(pool, table).await;
+            rows.iter()
+                .map(|r| {
+                    let name: String = r.try_get_unchecked(0)?;
+                    let data_type = r.try_get_unchecked::<String, _>(1)?.to_ascii_lowercase();
+                    let column_type = r.try_get_unchecked::<String, _>(2)?.to_ascii_lowercase();
+                    let nullable: String = r.try_get_unchecked(3)?;
+                    let key: String = r.try_get_unchecked(4)?;
+                    let is_json = json_columns.iter().any(|c| c == &name);
+                    Ok(TableColumn {
+                        mapping: map_mysql(&data_type, &column_type, is_json),
+                        db_type: if is_json { "json".into() } else { column_type },
+                        nullable: nullable == "YES",
+                        primary_key: key == "PRI",
+                        name,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db_err(ctx))
+        }
+    }
+}
+
+/// MariaDB stores JSON as LONGTEXT with a `json_valid(col)` check; finds
+/// those columns. Errors (e.g. MySQL, which lacks the `TABLE_NAME` column
+/// there and has a real JSON type) mean none.
+async fn mariadb_json_columns(pool: &MySqlPool, table: &str) -> Vec<String> {
+    let rows = sqlx::query(
+        "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+         WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await;
+    let Ok(rows) = rows else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|r| r.try_get_unchecked::<String, _>(0).ok())
+        .filter_map(|clause| {
+            let inner = clause
+                .trim()
+                .strip_prefix("json_valid(`")?
+                .strip_suffix("`)")?;
+            Some(inner.replace("``", "`"))
+        })
+        .collect()
+}
+
+/// Every user table and view, sorted by name. Skips SQLite internals and
+/// sqlx's migration table.
+pub(crate) async fn list_tables(db: &Db) -> Result<Vec<TableName>, AdapterError> {
+    let ctx = "listing tables";
+    let mut tables = match db {
+        Db::Sqlite(pool) => {
+            let rows = sqlx::query(
+                "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') \
+                 AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(db_err(ctx))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(TableName {
+                        schema: None,
+                        name: r.try_get(0)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(db_err(ctx))?
+        }
+        Db::Postgres(pool) => {
+            let rows = sqlx::query(
+                "SELECT table_schema::text, table_name::text, \
+                   (table_schema::text = current_schema()::text) AS current \
+                 FROM information_schema.tables \
+                 WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
+                   AND table_schema NOT LIKE 'pg\\_%' \
+                   AND table_type IN ('BASE TABLE', 'VIEW')",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(db_err(ctx))?;
+            rows.iter()
+                .map(|r| {
+                    let current: bool = r.try_get(2)?;
+                    Ok(TableName {
+                        schema: if current { None } else { Some(r.try_get(0)?) },
+                        name: r.try_get(1)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(db_err(ctx))?
+        }
+        Db::MySql(pool) => {
+            let rows = sqlx::query(
+                "SELECT TABLE_NAME FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'VIEW')",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(db_err(ctx))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(TableName {
+                        schema: None,
+                        name: r.try_get_unchecked(0)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(db_err(ctx))?
+        }
+    };
+    tables.retain(|t| t.name != "_sqlx_migrations");
+    tables.sort_by(|a, b| (&a.name, &a.schema).cmp(&(&b.name, &b.schema)));
+    Ok(tables)
+}
+
+/// Why a row could not become a record. The detail is for the log only.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordError {
+    #[error("{0}")]
+    Database(#[from] sqlx::Error),
+    #[error("column {column:?}: {message}")]
+    Value { column: String, message: String },
+}
+
+/// A column as it is read into records: its JSON key and decoder.
+#[derive(Debug, Clone)]
+pub(crate) struct OutColumn {
+    pub(crate) name: String,
+    pub(crate) decoder: Decoder,
+}
+
+type Q<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
+
+fn bind_sqlite(mut q: Q<'static, sqlx::Sqlite>, binds: Vec<BindValue>) -> Q<'static, sqlx::Sqlite> {
+    for b in binds {
+        q = match b {
+            BindValue::Bool(v) => q.bind(v),
+            BindValue::Int(v) => q.bind(v),
+            BindValue::Float(v) => q.bind(v),
+            BindValue::Text(v) => q.bind(v),
+            // SQLite compares text with NUMERIC-affinity columns numerically
+            BindValue::Decimal(v) => q.bind(v.to_string()),
+            BindValue::Date(v) => q.bind(v),
+            BindValue::DateTime(v) => q.bind(v),
+            BindValue::DateTimeUtc(v) => q.bind(v),
+            BindValue::Time(v) => q.bind(v),
+            BindValue::Uuid(v) => q.bind(v.to_string()),
+        };
+    }
+    q
+}
+
+fn bind_postgres(
+    mut q: Q<'static, sqlx::Postgres>,
+    binds: Vec<BindValue>,
+) -> Q<'static, sqlx::Postgres> {
+    for b in binds {
+        q = match b {
+            BindValue::Bool(v) => q.bind(v),
+            BindValue::Int(v) => q.bind(v),
+            BindValue::Float(v) => q.bind(v),
+            BindValue::Text(v) => q.bind(v),
+            BindValue::Decimal(v) => q.bind(v),
+            BindValue::Date(v) => q.bind(v),
+            BindValue::DateTime(v) => q.bind(v),
+            BindValue::DateTimeUtc(v) => q.bind(v),
+            BindValue::Time(v) => q.bind(v),
+            BindValue::Uuid(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+fn bind_mysql(mut q: Q<'static, sqlx::MySql>, binds: Vec<BindValue>) -> Q<'static, sqlx::MySql> {
+    for b in binds {
+        q = match b {
+            BindValue::Bool(v) => q.bind(v),
+            BindValue::Int(v) => q.bind(v),
+            BindValue::Float(v) => q.bind(v),
+            BindValue::Text(v) => q.bind(v),
+            BindValue::Decimal(v) => q.bind(v),
+            BindValue::Date(v) => q.bind(v),
+            BindValue::DateTime(v) => q.bind(v),
+            BindValue::DateTimeUtc(v) => q.bind(v),
+            BindValue::Time(v) => q.bind(v),
+            BindValue::Uuid(v) => q.bind(v.to_string()),
+        };
+    }
+    q
+}
+
+/// Streams the query's rows as JSON record texts, keys in `columns` order.
+/// The stream owns its pool handle; dropping it stops reading.
+pub(crate) fn records(
+    db: Db,
+    query: Rendered,
+    columns: Arc<[OutColumn]>,
+) -> impl Stream<Item = Result<String, RecordError>> + Send + 'static {
+    async_stream::stream! {
+        let Rendered { sql, binds } = query;
+        match db {
+            Db::Sqlite(pool) => {
+                let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), binds);
+                let mut rows = q.fetch(&pool);
+                while let Some(row) = rows.next().await {
+                    yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| sqlite_value(&r, i, d)));
+                }
+            }
+            Db::Postgres(pool) => {
+                let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
+                let mut rows = q.fetch(&pool);
+                while let Some(row) = rows.next().await {
+                    yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| pg_value(&r, i, d)));
+                }
+            }
+            Db::MySql(pool) => {
+                let q = bind_mysql(sqlx::query(AssertSqlSafe(sql)), binds);
+                let mut rows = q.fetch(&pool);
+                while let Some(row) = rows.next().await {
+                    yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| mysql_value(&r, i, d)));
+                }
+            }
+        }
+    }
+}
+
+/// Writes one record as a JSON object, keys in column order.
+fn record(
+    columns: &[OutColumn],
+    mut value: impl FnMut(usize, Decoder) -> Result<Value, ValueError>,
+) -> Result<String, RecordError> {
+    let mut out = String::with_capacity(64 * columns.len());
+    out.push('{');
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // some driver decodings panic on out-of-range values (e.g. PostgreSQL
+        // 'infinity' dates); such a value fails the fetch instead
+        let v = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| value(i, c.decoder)))
+            .unwrap_or_else(|_| {
+                Err(ValueError::Other(
+                    "the driver could not decode the value (out of range)".into(),
+                ))
+            });
+        let v = v.map_err(|e| match e {
+            ValueError::Db(e) => RecordError::Value {
+                column: c.name.clone(),
+                message: e.to_string(),
+            },
+            ValueError::Other(message) => RecordError::Value {
+                column: c.name.clone(),
+                message,
+            },
+        })?;
+        // serializing a String or a Value cannot fail
+        out.push_str(&Value::String(c.name.clone()).to_string());
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out.push('}');
+    Ok(out)
+}
+
+enum ValueError {
+    Db(sqlx::Error),
+    Other(String),
+}
+
+impl From<sqlx::Error> for ValueError {
+    fn from(e: sqlx::Error) -> Self {
+        ValueError::Db(e)
+    }
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+    v.map(f).unwrap_or(Value::Null)
+}
+
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// f32 through its shortest decimal form, so 0.1f32 reads 0.1, not
+/// 0.10000000149011612.
+fn float32(f: f32) -> Value {
+    f.to_string()
+        .parse::<f64>()
+        .map(float)
+        .unwrap_or(Value::Null)
+}
+
+fn frac(nanos: u32) -> &'static str {
+    if nanos == 0 { "" } else { "%.6f" }
+}
+
+pub(crate) fn fmt_date(d: NaiveDate) -> Value {
+    Value::String(d.format("%Y-%m-%d").to_string())
+}
+
+pub(crate) fn fmt_datetime(d: NaiveDateTime) -> Value {
+    let f = format!("%Y-%m-%dT%H:%M:%S{}", frac(d.nanosecond()));
+    Value::String(d.format(&f).to_string())
+}
+
+pub(crate) fn fmt_datetime_utc(d: DateTime<Utc>) -> Value {
+    let f = format!("%Y-%m-%dT%H:%M:%S{}Z", frac(d.nanosecond()));
+    Value::String(d.format(&f).to_string())
+}
+
+pub(crate) fn fmt_time(t: NaiveTime) -> Value {
+    let f = format!("%H:%M:%S{}", frac(t.nanosecond()));
+    Value::String(t.format(&f).to_string())
+}
+
+fn b64(bytes: Vec<u8>) -> Value {
+    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn json_text(s: String) -> Result<Value, ValueError> {
+    serde_json::from_str(&s).map_err(|e| ValueError::Other(format!("stored JSON is invalid: {e}")))
+}
+
+fn sqlite_value(row: &SqliteRow, i: usize, d: Decoder) -> Result<Value, ValueError> {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let storage = raw.type_info().name().to_owned();
+    Ok(match storage.as_str() {
+        "INTEGER" => Value::from(row.try_get_unchecked::<i64, _>(i)?),
+        "REAL" => float(row.try_get_unchecked::<f64, _>(i)?),
+        "BLOB" => b64(row.try_get_unchecked::<Vec<u8>, _>(i)?),
+        _ => {
+            let s: String = row.try_get_unchecked(i)?;
+            if d == Decoder::SqliteJson {
+                serde_json::from_str(&s).unwrap_or(Value::String(s))
+            } else {
+                Value::String(s)
+            }
+        }
+    })
+}
+
+fn pg_value(row: &PgRow, i: usize, d: Decoder) -> Result<Value, ValueError> {
+    Ok(match d {
+        Decoder::I16 => opt(row.try_get::<Option<i16>, _>(i)?, Value::from),
+        Decoder::I32 => opt(row.try_get::<Option<i32>, _>(i)?, Value::from),
+        Decoder::I64 => opt(row.try_get::<Option<i64>, _>(i)?, Value::from),
+        Decoder::U64 => opt(row.try_get::<Option<i64>, _>(i)?, Value::from),
+        Decoder::F32 => opt(row.try_get::<Option<f32>, _>(i)?, float32),
+        Decoder::F64 => opt(row.try_get::<Option<f64>, _>(i)?, float),
+        Decoder::Bool => opt(row.try_get::<Option<bool>, _>(i)?, Value::Bool),
+        Decoder::Date => opt(row.try_get::<Option<NaiveDate>, _>(i)?, fmt_date),
+        Decoder::DateTime => opt(row.try_get::<Option<NaiveDateTime>, _>(i)?, fmt_datetime),
+        Decoder::DateTimeUtc => opt(
+            row.try_get::<Option<DateTime<Utc>>, _>(i)?,
+            fmt_datetime_utc,
+        ),
+        Decoder::Time => opt(row.try_get::<Option<NaiveTime>, _>(i)?, fmt_time),
+        Decoder::Text | Decoder::SqliteDynamic => {
+            opt(row.try_get::<Option<String>, _>(i)?, Value::String)
+        }
+        Decoder::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, b64),
+        Decoder::Json => row.try_get::<Option<Value>, _>(i)?.unwrap_or(Value::Null),
+        Decoder::JsonText | Decoder::SqliteJson => match row.try_get::<Option<String>, _>(i)? {
+            Some(s) => json_text(s)?,
+            None => Value::Null,
+        },
+        Decoder::Uuid => opt(row.try_get::<Option<uuid::Uuid>, _>(i)?, |u| {
+            Value::String(u.to_string())
+        }),
+    })
+}
+
+fn mysql_value(row: &MySqlRow, i: usize, d: Decoder) -> Result<Value, ValueError> {
+    if row.try_get_raw(i)?.is_null() {
+        return Ok(Value::Null);
+    }
+    Ok(match d {
+        Decoder::I16 | Decoder::I32 | Decoder::I64 => {
+            Value::from(row.try_get_unchecked::<i64, _>(i)?)
+        }
+        Decoder::U64 => Value::from(row.try_get_unchecked::<u64, _>(i)?),
+        Decoder::F32 => float32(row.try_get_unchecked::<f32, _>(i)?),
+        Decoder::F64 => float(row.try_get_unchecked::<f64, _>(i)?),
+        Decoder::Bool => Value::Bool(row.try_get_unchecked::<i64, _>(i)? != 0),
+        Decoder::Date => fmt_date(row.try_get_unchecked::<NaiveDate, _>(i)?),
+        Decoder::DateTime => fmt_datetime(row.try_get_unchecked::<NaiveDateTime, _>(i)?),
+        Decoder::DateTimeUtc => fmt_datetime_utc(row.try_get_unchecked::<DateTime<Utc>, _>(i)?),
+        Decoder::Time => fmt_time(row.try_get_unchecked::<NaiveTime, _>(i)?),
+        Decoder::Text | Decoder::SqliteDynamic | Decoder::Uuid => {
+            Value::String(row.try_get_unchecked::<String, _>(i)?)
+        }
+        Decoder::Bytes => b64(row.try_get_unchecked::<Vec<u8>, _>(i)?),
+        Decoder::Json | Decoder::JsonText | Decoder::SqliteJson => {
+            json_text(row.try_get_unchecked::<String, _>(i)?)?
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ColumnKind as K;
+
+    #[test]
+    fn sqlite_declared_types() {
+        let cases = [
+            ("INTEGER", K::Integer),
+            ("bigint", K::Integer),
+            ("TEXT", K::String),
+            ("VARCHAR(16)", K::String),
+            ("", K::String),
+            ("BLOB", K::Bytes),
+            ("REAL", K::Number),
+            ("DOUBLE PRECISION", K::Number),
+            ("DATE", K::Date),
+            ("DATETIME", K::DateTime),
+            ("TIMESTAMP", K::DateTime),
+            ("TIME", K::Time),
+            ("BOOLEAN", K::Boolean),
+            ("DECIMAL(15,2)", K::Decimal),
+            ("NUMERIC", K::Decimal),
+            ("JSON", K::Json),
+        ];
+        for (declared, want) in cases {
+            assert_eq!(map_sqlite(declared).kind, want, "{declared:?}");
+        }
+    }
+
+    #[test]
+    fn mysql_types() {
+        let cases = [
+            ("tinyint", "tinyint(1)", false, Some(K::Boolean)),
+            ("tinyint", "tinyint(4)", false, Some(K::Integer)),
+            ("bigint", "bigint(20) unsigned", false, Some(K::Integer)),
+            ("decimal", "decimal(15,2)", false, Some(K::Decimal)),
+            ("timestamp", "timestamp", false, Some(K::DateTime)),
+            ("longtext", "longtext", true, Some(K::Json)),
+            ("longtext", "longtext", false, Some(K::String)),
+            ("enum", "enum('a','b')", false, Some(K::String)),
+            ("geometry", "geometry", false, None),
+        ];
+        for (dt, ct, json, want) in cases {
+            assert_eq!(map_mysql(dt, ct, json).map(|t| t.kind), want, "{ct}");
+        }
+        assert_eq!(
+            map_mysql("bigint", "bigint unsigned", false).map(|t| t.decoder),
+            Some(Decoder::U64)
+        );
+    }
+
+    #[test]
+    fn postgres_types() {
+        assert_eq!(map_postgres("USER-DEFINED", "mood", "e"), Some(text_cast()));
+        assert_eq!(map_postgres("USER-DEFINED", "geometry", "b"), None);
+        assert_eq!(map_postgres("ARRAY", "_int4", "b"), None);
+        assert_eq!(
+            map_postgres("timestamp with time zone", "timestamptz", "b").map(|t| t.decoder),
+            Some(Decoder::DateTimeUtc)
+        );
+    }
+
+    #[test]
+    fn temporal_formats() {
+        let d = NaiveDate::from_ymd_opt(2020, 1, 31).unwrap();
+        let t = NaiveTime::from_hms_micro_opt(7, 5, 9, 120).unwrap();
+        assert_eq!(fmt_date(d), "2020-01-31");
+        assert_eq!(fmt_time(t), "07:05:09.000120");
+        assert_eq!(
+            fmt_datetime(d.and_hms_opt(1, 2, 3).unwrap()),
+            "2020-01-31T01:02:03"
+        );
+        assert_eq!(
+            fmt_datetime_utc(d.and_time(t).and_utc()),
+            "2020-01-31T07:05:09.000120Z"
+        );
+        assert_eq!(float32(0.1), serde_json::json!(0.1));
+        assert_eq!(float(f64::NAN), Value::Null);
+    }
+}

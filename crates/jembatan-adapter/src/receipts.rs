@@ -1,0 +1,212 @@
+//! The adapter's own receipt log: one JSON line per fetch it served and per
+//! receipt the broker acknowledged, so an agency can see what left its
+//! database without trusting the broker.
+
+use std::path::{Path, PathBuf};
+
+use jembatan_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use crate::error::AdapterError;
+
+/// One line of the receipt log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LogEntry {
+    /// A fetch this adapter served (whether it finished, failed or was cancelled).
+    Served(ServedEntry),
+    /// A receipt the broker acknowledged for an exchange.
+    Receipt(ReceiptEntry),
+}
+
+/// How a fetch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchStatus {
+    /// Every row was handed to the transport.
+    Ok,
+    /// A database or decoding error ended the stream.
+    Failed,
+    /// The broker went away before the end.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServedEntry {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub exchange_id: String,
+    pub dataset: String,
+    pub consumer: String,
+    pub purpose: String,
+    pub columns: Vec<String>,
+    /// Records handed to the transport.
+    pub rows: u64,
+    /// Bytes of those records' JSON text (without separators).
+    pub bytes: u64,
+    /// Lowercase hex SHA-256 of each record's JSON text followed by one
+    /// newline byte, in the order sent.
+    pub payload_sha256: String,
+    pub status: FetchStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptEntry {
+    pub time: String,
+    pub dataset: String,
+    pub consumer: String,
+    pub receipt: AckedReceipt,
+}
+
+/// The fields of a `jembatan.v1.Receipt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckedReceipt {
+    pub exchange_id: String,
+    pub entry_seq: u64,
+    pub decision_seq: u64,
+    pub payload_sha256: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// RFC 3339, when the broker set it.
+    pub completed_at: Option<String>,
+    pub entry_sha256: String,
+}
+
+impl From<&pb::Receipt> for AckedReceipt {
+    fn from(r: &pb::Receipt) -> Self {
+        AckedReceipt {
+            exchange_id: r.exchange_id.clone(),
+            entry_seq: r.entry_seq,
+            decision_seq: r.decision_seq,
+            payload_sha256: r.payload_sha256.clone(),
+            rows: r.rows,
+            bytes: r.bytes,
+            completed_at: r.completed_at.as_ref().and_then(|t| {
+                let nanos = u32::try_from(t.nanos).ok()?;
+                chrono::DateTime::from_timestamp(t.seconds, nanos)
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            }),
+            entry_sha256: r.entry_sha256.clone(),
+        }
+    }
+}
+
+/// The current time as the log writes it.
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// An append-only JSON Lines file; writes are serialized and each line is
+/// synced to disk before `append` returns.
+#[derive(Debug)]
+pub(crate) struct ReceiptLog {
+    path: PathBuf,
+    file: Mutex<tokio::fs::File>,
+}
+
+impl ReceiptLog {
+    pub(crate) async fn open(path: &Path) -> Result<ReceiptLog, AdapterError> {
+        let err = |source| AdapterError::ReceiptLog {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(parent).await.map_err(err)?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+            .map_err(err)?;
+        Ok(ReceiptLog {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) async fn append(&self, entry: &LogEntry) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut file = self.file.lock().await;
+        file.write_all(&line).await?;
+        file.flush().await?;
+        file.sync_data().await
+    }
+}
+
+/// Reads every entry of a receipt log.
+pub fn read_receipt_log(path: &Path) -> Result<Vec<LogEntry>, AdapterError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AdapterError::ReceiptLog {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| AdapterError::ReceiptLogFormat {
+                path: path.to_owned(),
+                line: i + 1,
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_round_trip_as_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/receipts.jsonl");
+        let log = ReceiptLog::open(&path).await.unwrap();
+        let served = LogEntry::Served(ServedEntry {
+            time: now(),
+            exchange_id: "e1".into(),
+            dataset: "a.b".into(),
+            consumer: "dinsos".into(),
+            purpose: "bansos".into(),
+            columns: vec!["nik".into()],
+            rows: 2,
+            bytes: 30,
+            payload_sha256: "00".into(),
+            status: FetchStatus::Cancelled,
+        });
+        let receipt = LogEntry::Receipt(ReceiptEntry {
+            time: now(),
+            dataset: "a.b".into(),
+            consumer: "dinsos".into(),
+            receipt: AckedReceipt::from(&pb::Receipt {
+                exchange_id: "e1".into(),
+                entry_seq: 7,
+                completed_at: Some(prost_types::Timestamp {
+                    seconds: 1_600_000_000,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+        });
+        log.append(&served).await.unwrap();
+        log.append(&receipt).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["kind"], "served");
+        assert_eq!(first["status"], "cancelled");
+        let second: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(second["kind"], "receipt");
+        assert_eq!(second["receipt"]["entry_seq"], 7);
+        assert_eq!(second["receipt"]["completed_at"], "2020-09-13T12:26:40Z");
+        assert_eq!(read_receipt_log(&path).unwrap(), vec![served, receipt]);
+    }
+}

@@ -1,0 +1,339 @@
+//! Test databases: a fresh, isolated namespace per test on SQLite,
+//! PostgreSQL or MariaDB, and helpers to build adapters and read fetches.
+
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use jembatan_adapter::{Adapter, AdapterConfig, DatasetConfig};
+use jembatan_proto::v1 as pb;
+use sqlx::{AssertSqlSafe, Executor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+/// An isolated database namespace that lives for one test.
+pub struct TestDb {
+    pub kind: Kind,
+    /// URL the adapter connects with.
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    admin_url: String,
+    namespace: String,
+    dropped: bool,
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+impl TestDb {
+    /// A fresh namespace, or `None` (after printing why) when the backend's
+    /// URL is not set.
+    pub async fn new(kind: Kind) -> Option<TestDb> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match kind {
+            Kind::Sqlite => {
+                let path = dir.path().join("test.db");
+                let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true);
+                let pool = sqlx::SqlitePool::connect_with(opts)
+                    .await
+                    .expect("create sqlite");
+                pool.close().await;
+                Some(TestDb {
+                    kind,
+                    url: format!("sqlite://{}", path.display()),
+                    dir,
+                    admin_url: String::new(),
+                    namespace: String::new(),
+                    dropped: true,
+                })
+            }
+            Kind::Postgres => {
+                let Ok(admin_url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+                    println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+                    return None;
+                };
+                let schema = unique("jembatan_t_");
+                let pool = sqlx::PgPool::connect(&admin_url)
+                    .await
+                    .expect("connect postgres");
+                pool.execute(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .await
+                    .expect("create schema");
+                pool.close().await;
+                let sep = if admin_url.contains('?') { '&' } else { '?' };
+                Some(TestDb {
+                    kind,
+                    url: format!("{admin_url}{sep}options=-c%20search_path%3D{schema}"),
+                    dir,
+                    admin_url,
+                    namespace: schema,
+                    dropped: false,
+                })
+            }
+            Kind::MySql => {
+                let Ok(admin_url) = std::env::var("JEMBATAN_TEST_MYSQL_URL") else {
+                    println!("skipped: no MariaDB (set JEMBATAN_TEST_MYSQL_URL)");
+                    return None;
+                };
+                let name = unique("jembatan_t_");
+                let pool = sqlx::MySqlPool::connect(&admin_url)
+                    .await
+                    .expect("connect mariadb");
+                pool.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .expect("create database");
+                pool.close().await;
+                let scheme_end = admin_url.find("://").expect("url scheme") + 3;
+                let path_start = admin_url[scheme_end..]
+                    .find('/')
+                    .map(|i| i + scheme_end)
+                    .unwrap_or(admin_url.len());
+                let query = admin_url[path_start..]
+                    .find('?')
+                    .map(|i| &admin_url[path_start + i..])
+                    .unwrap_or("");
+                Some(TestDb {
+                    kind,
+                    url: format!("{}/{name}{query}", &admin_url[..path_start]),
+                    dir,
+                    admin_url,
+                    namespace: name,
+                    dropped: false,
+                })
+            }
+        }
+    }
+
+    /// Runs statements (separated by `;` at line ends) in the namespace.
+    pub async fn exec(&self, sql: &str) {
+        for stmt in sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+            let r = match self.kind {
+                Kind::Sqlite => {
+                    let pool = self.sqlite().await;
+                    let r = pool
+                        .execute(AssertSqlSafe(stmt.to_owned()))
+                        .await
+                        .map(|_| ());
+                    pool.close().await;
+                    r
+                }
+                Kind::Postgres => {
+                    let pool = sqlx::PgPool::connect(&self.url).await.expect("connect");
+                    let r = pool
+                        .execute(AssertSqlSafe(stmt.to_owned()))
+                        .await
+                        .map(|_| ());
+                    pool.close().await;
+                    r
+                }
+                Kind::MySql => {
+                    let pool = sqlx::MySqlPool::connect(&self.url).await.expect("connect");
+                    let r = pool
+                        .execute(AssertSqlSafe(stmt.to_owned()))
+                        .await
+                        .map(|_| ());
+                    pool.close().await;
+                    r
+                }
+            };
+            r.unwrap_or_else(|e| panic!("{stmt}: {e}"));
+        }
+    }
+
+    pub async fn sqlite(&self) -> sqlx::SqlitePool {
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&self.url).expect("url");
+        sqlx::SqlitePool::connect_with(opts)
+            .await
+            .expect("connect sqlite")
+    }
+
+    /// Counts the rows of a table, straight from the database.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match self.kind {
+            Kind::Sqlite => {
+                let pool = self.sqlite().await;
+                let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+                pool.close().await;
+                n
+            }
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.expect("connect");
+                let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+                pool.close().await;
+                n
+            }
+            Kind::MySql => {
+                let pool = sqlx::MySqlPool::connect(&self.url).await.expect("connect");
+                let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+                pool.close().await;
+                n
+            }
+        }
+    }
+
+    /// Drops the namespace.
+    pub async fn drop_namespace(mut self) {
+        drop_namespace(self.kind, &self.admin_url, &self.namespace).await;
+        self.dropped = true;
+    }
+
+    pub fn receipt_log(&self) -> PathBuf {
+        self.dir.path().join("receipts.jsonl")
+    }
+
+    /// A config for agency `disdukcapil` over this database.
+    pub fn config(&self, datasets: &str) -> AdapterConfig {
+        let text = format!(
+            r#"
+version = 1
+agency = "disdukcapil"
+database = "{}"
+listen = "127.0.0.1:0"
+receipt_log = "receipts.jsonl"
+batch_size = 100
+
+[tls]
+ca = "ca.pem"
+cert = "adapter.pem"
+key = "adapter-key.pem"
+
+{datasets}
+"#,
+            self.url
+        );
+        AdapterConfig::from_toml(&text, self.dir.path()).expect("test config")
+    }
+
+    pub async fn adapter(&self, datasets: &str) -> Arc<Adapter> {
+        Arc::new(
+            Adapter::connect(&self.config(datasets))
+                .await
+                .expect("adapter starts"),
+        )
+    }
+}
+
+pub fn dataset(name: &str) -> DatasetConfig {
+    DatasetConfig {
+        name: name.into(),
+        table: name.into(),
+        schema: None,
+        key: None,
+        columns: Vec::new(),
+        row_filter: None,
+    }
+}
+
+/// A fetch request for `disdukcapil.<dataset>`.
+pub fn fetch(
+    dataset: &str,
+    columns: &[&str],
+    filter: Option<serde_json::Value>,
+) -> pb::FetchRequest {
+    pb::FetchRequest {
+        exchange_id: uuid::Uuid::new_v4().to_string(),
+        dataset: format!("disdukcapil.{dataset}"),
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        filter: filter.map(|f| {
+            serde_json::from_value::<jembatan_core::Filter>(f)
+                .expect("test filter")
+                .to_proto()
+        }),
+        limit: 0,
+        batch_size: 0,
+        consumer: "dinsos".into(),
+        purpose: "verifikasi bansos".into(),
+    }
+}
+
+/// Runs a fetch to the end; returns the batches' records.
+pub async fn run(
+    adapter: &Arc<Adapter>,
+    req: pb::FetchRequest,
+) -> Result<Vec<Vec<String>>, tonic::Status> {
+    let mut stream = adapter.fetch(req)?;
+    let mut batches = Vec::new();
+    while let Some(item) = stream.next().await {
+        batches.push(item?.batch.expect("batch").records);
+    }
+    Ok(batches)
+}
+
+/// Runs a fetch and returns all records flattened.
+pub async fn records(adapter: &Arc<Adapter>, req: pb::FetchRequest) -> Vec<String> {
+    run(adapter, req).await.expect("fetch succeeds").concat()
+}
+
+/// Waits until the receipt log has `n` entries.
+pub async fn log_entries(path: &Path, n: usize) -> Vec<jembatan_adapter::LogEntry> {
+    for _ in 0..200 {
+        if let Ok(entries) = jembatan_adapter::read_receipt_log(path)
+            && entries.len() >= n
+        {
+            return entries;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("receipt log {} never reached {n} entries", path.display());
+}
+
+async fn drop_namespace(kind: Kind, admin_url: &str, namespace: &str) {
+    match kind {
+        Kind::Sqlite => {}
+        Kind::Postgres => {
+            let pool = sqlx::PgPool::connect(admin_url).await.expect("connect");
+            pool.execute(AssertSqlSafe(format!("DROP SCHEMA {namespace} CASCADE")))
+                .await
+                .expect("drop schema");
+            pool.close().await;
+        }
+        Kind::MySql => {
+            let pool = sqlx::MySqlPool::connect(admin_url).await.expect("connect");
+            pool.execute(AssertSqlSafe(format!("DROP DATABASE {namespace}")))
+                .await
+                .expect("drop database");
+            pool.close().await;
+        }
+    }
+}
+
+impl Drop for TestDb {
+    /// A test that panicked before `drop_namespace` still cleans up.
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let (kind, admin_url, namespace) =
+            (self.kind, self.admin_url.clone(), self.namespace.clone());
+        let cleanup = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_namespace(kind, &admin_url, &namespace));
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
