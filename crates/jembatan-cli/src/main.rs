@@ -1,2 +1,279 @@
-//! The `jembatan` command
-fn main() {}
+//! The `jembatan` command: demo, broker, adapter and PKI.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use jembatan_core::{AgencyId, Identity, Role};
+use tokio::net::TcpListener;
+
+/// Jembatan: a cross-agency data-exchange bus with agreements and an audit log.
+#[derive(Debug, Parser)]
+#[command(name = "jembatan", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole system in this process on loopback with synthetic
+    /// agency data, and show allowed, denied and audited exchanges.
+    Demo(DemoArgs),
+    /// Run the broker.
+    Broker {
+        /// Broker config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run an agency's adapter, or write a starting config for one.
+    Adapter(AdapterArgs),
+    /// Development PKI: a CA and role certificates.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Keep the databases, broker store, configs and certificates in DIR
+    /// (a new or empty directory).
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// Residents in the synthetic population registry.
+    #[arg(long, default_value_t = 100_000)]
+    residents: usize,
+    /// Seed of the synthetic data.
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AdapterArgs {
+    #[command(subcommand)]
+    command: Option<AdapterCommand>,
+    /// Adapter config file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdapterCommand {
+    /// Introspect a database and write a commented adapter config that
+    /// lists every table and column, all disabled (deny by default).
+    Init {
+        /// Database URL: sqlite://FILE, postgres://..., mysql://...
+        #[arg(long)]
+        database: String,
+        /// Where to write the config; standard output when absent.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create a CA in DIR (ca.pem, ca-key.pem).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "Jembatan CA")]
+        name: String,
+    },
+    /// Issue a certificate from the CA in DIR for a role (and agency).
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// broker, adapter, agency, integrator, auditor or operator.
+        #[arg(long)]
+        role: String,
+        /// The agency id (for adapter, agency and integrator).
+        #[arg(long)]
+        agency: Option<String>,
+        /// DNS names or IP addresses a server certificate answers to
+        /// (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// File name stem; default `<role>[-<agency>]`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 397)]
+        days: i64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo(args) => demo(args).await,
+        Command::Broker { config } => broker(config).await,
+        Command::Adapter(args) => match (args.command, args.config) {
+            (Some(AdapterCommand::Init { database, output }), _) => {
+                adapter_init(database, output).await
+            }
+            (None, Some(config)) => adapter(config).await,
+            (None, None) => {
+                bail!("give --config FILE to run an adapter, or `adapter init --database URL`")
+            }
+        },
+        Command::Pki { command } => pki(command),
+    }
+}
+
+async fn demo(args: DemoArgs) -> Result<()> {
+    let options = jembatan_demo::scenario::DemoOptions {
+        keep: args.keep,
+        data: jembatan_demo::data::DataOptions {
+            seed: args.seed,
+            residents: args.residents,
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    jembatan_demo::scenario::run(&options, &mut out).await?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    eprintln!("shutting down");
+}
+
+async fn broker(path: PathBuf) -> Result<()> {
+    let config = jembatan_broker::BrokerConfig::load(&path)?;
+    let broker = jembatan_broker::Broker::start(&config).await?;
+    let tls = config.tls.server_config()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    eprintln!(
+        "broker listening on {} (store {})",
+        config.listen, config.store
+    );
+    jembatan_broker::serve(broker.clone(), listener, tls, shutdown_signal()).await?;
+    broker.store().close().await;
+    Ok(())
+}
+
+async fn adapter(path: PathBuf) -> Result<()> {
+    let config = jembatan_adapter::AdapterConfig::load(&path)?;
+    let adapter = std::sync::Arc::new(jembatan_adapter::Adapter::connect(&config).await?);
+    let tls = config.tls.server_config()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    eprintln!(
+        "adapter of {} listening on {} ({} datasets)",
+        config.agency,
+        config.listen,
+        config.datasets.len()
+    );
+    jembatan_adapter::serve(adapter, listener, tls, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn adapter_init(database: String, output: Option<PathBuf>) -> Result<()> {
+    let text = jembatan_adapter::introspect(&database).await?;
+    match output {
+        Some(path) => {
+            if path.exists() {
+                bail!("{} exists; refusing to overwrite it", path.display());
+            }
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "wrote {}: every table and column is listed and disabled; uncomment what your agreements name",
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn pki(command: PkiCommand) -> Result<()> {
+    match command {
+        PkiCommand::Init { dir, name } => {
+            jembatan_pki::Ca::create(&dir, &name)?;
+            println!("created CA {}", jembatan_pki::Ca::cert_path(&dir).display());
+        }
+        PkiCommand::Issue {
+            dir,
+            role,
+            agency,
+            hosts,
+            name,
+            days,
+        } => {
+            let role = Role::parse(&role).with_context(|| {
+                format!("unknown role {role:?}: broker, adapter, agency, integrator, auditor or operator")
+            })?;
+            let agency: Option<AgencyId> = agency.map(|a| a.parse()).transpose()?;
+            let identity = Identity::new(role, agency).map_err(anyhow::Error::msg)?;
+            if !(1..=3650).contains(&days) {
+                bail!("--days must be between 1 and 3650");
+            }
+            let ca = jembatan_pki::Ca::load(&dir)?;
+            let name = name.unwrap_or_else(|| jembatan_pki::default_name(&identity));
+            let files = ca.issue_to(&identity, &hosts, days, &name)?;
+            println!(
+                "issued {} for {}\n  certificate {}\n  key         {}",
+                identity,
+                identity.uri(),
+                files.cert.display(),
+                files.key.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,928 @@
+//! The demo scenario: the regency's offices exchanging data through one
+//! broker and their own adapters, all in this process on loopback.
+//!
+//! It generates the agencies' databases, a development PKI, adapter and
+//! broker configs (written to disk, then loaded like an operator's), starts
+//! everything, runs exchanges drawn from how these offices need each other
+//! — allowed, denied for each reason — and prints the audit log.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jembatan_adapter::{Adapter, AdapterConfig};
+use jembatan_broker::{Broker, BrokerConfig};
+use jembatan_core::{Identity, Role};
+use jembatan_pki::TlsFiles;
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::exchange_client::ExchangeClient;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::data::{DataOptions, Generated, generate_with_examples};
+
+/// How to run the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Keep databases, store, configs and certificates in this directory
+    /// (created; must be empty). Without it, a temporary directory is used
+    /// and removed at the end.
+    pub keep: Option<PathBuf>,
+    pub data: DataOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0} exists and is not empty; choose a new directory for --keep")]
+    NotEmpty(PathBuf),
+    #[error("demo: {0}")]
+    Step(String),
+}
+
+fn step<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> DemoError + '_ {
+    move |e| DemoError::Step(format!("{what}: {e}"))
+}
+
+/// What happened, for callers that check the demo (tests).
+#[derive(Debug, Clone, Default)]
+pub struct DemoReport {
+    pub allowed: usize,
+    pub denied: Vec<(String, String)>,
+    pub audit_entries: u64,
+    pub rows_delivered: u64,
+    pub dir: Option<PathBuf>,
+}
+
+/// Providers whose adapters the demo runs: agency → datasets
+/// (name, table, key, exposed columns, row filter TOML).
+const ADAPTERS: &[(&str, &[(&str, &str, Option<&str>, &[&str], Option<&str>)])] = &[
+    (
+        "disdukcapil",
+        &[
+            (
+                "penduduk",
+                "penduduk",
+                Some("nik"),
+                &[
+                    "nik",
+                    "no_kk",
+                    "nama_lengkap",
+                    "tempat_lahir",
+                    "tgl_lahir",
+                    "jenis_kelamin",
+                    "agama",
+                    "pekerjaan",
+                    "kode_desa",
+                    "kode_kecamatan",
+                    "status",
+                ],
+                None,
+            ),
+            (
+                "keluarga",
+                "keluarga",
+                Some("no_kk"),
+                &[
+                    "no_kk",
+                    "nik_kepala_keluarga",
+                    "kode_desa",
+                    "kode_kecamatan",
+                    "jumlah_anggota",
+                ],
+                None,
+            ),
+        ],
+    ),
+    (
+        "dpmptsp",
+        &[(
+            "izin_usaha",
+            "izin_usaha",
+            Some("nomor_izin"),
+            &[
+                "nomor_izin",
+                "nib",
+                "nama_usaha",
+                "jenis_izin",
+                "kbli",
+                "tanggal_terbit",
+                "berlaku_sampai",
+                "status",
+            ],
+            None,
+        )],
+    ),
+    (
+        "dinsos",
+        &[(
+            "penerima_bansos",
+            "penerima_bansos",
+            None,
+            &[
+                "nik",
+                "program",
+                "tahun",
+                "nominal",
+                "kode_kecamatan",
+                "status",
+            ],
+            Some(r#"{ field = "status", op = "ne", value = "DIUSULKAN" }"#),
+        )],
+    ),
+];
+
+/// Consumers that get a certificate.
+const CONSUMERS: &[&str] = &["dpmptsp", "lpse", "bpn", "dinsos", "dinkes", "diskominfo"];
+
+struct AgreementSpec {
+    id: &'static str,
+    consumer: &'static str,
+    dataset: &'static str,
+    fields: &'static [&'static str],
+    purpose: &'static str,
+    /// Days from now: (from, until).
+    window: (i64, i64),
+    row_filter: Option<&'static str>,
+}
+
+const PURPOSE_LICENCE: &str = "verifikasi identitas pemohon izin usaha";
+const PURPOSE_TENDER: &str = "verifikasi izin usaha peserta tender";
+const PURPOSE_LAND: &str = "verifikasi pemilik hak atas tanah";
+const PURPOSE_DTKS: &str = "pemutakhiran data terpadu kesejahteraan sosial";
+const PURPOSE_COMPLAINT: &str = "verifikasi identitas pelapor pengaduan";
+
+const AGREEMENTS: &[AgreementSpec] = &[
+    AgreementSpec {
+        id: "pks-2026-001-dpmptsp-penduduk",
+        consumer: "dpmptsp",
+        dataset: "disdukcapil.penduduk",
+        fields: &[
+            "nik",
+            "nama_lengkap",
+            "tgl_lahir",
+            "jenis_kelamin",
+            "kode_kecamatan",
+            "status",
+        ],
+        purpose: PURPOSE_LICENCE,
+        window: (-200, 500),
+        row_filter: None,
+    },
+    AgreementSpec {
+        id: "pks-2026-002-lpse-izin",
+        consumer: "lpse",
+        dataset: "dpmptsp.izin_usaha",
+        fields: &[
+            "nomor_izin",
+            "nama_usaha",
+            "jenis_izin",
+            "tanggal_terbit",
+            "berlaku_sampai",
+            "status",
+        ],
+        purpose: PURPOSE_TENDER,
+        window: (-100, 600),
+        row_filter: None,
+    },
+    AgreementSpec {
+        id: "pks-2026-003-bpn-penduduk",
+        consumer: "bpn",
+        dataset: "disdukcapil.penduduk",
+        fields: &["nik", "nama_lengkap", "status"],
+        purpose: PURPOSE_LAND,
+        window: (-300, 400),
+        row_filter: None,
+    },
+    AgreementSpec {
+        id: "pks-2026-004-dinsos-penduduk",
+        consumer: "dinsos",
+        dataset: "disdukcapil.penduduk",
+        fields: &[
+            "nik",
+            "no_kk",
+            "nama_lengkap",
+            "tgl_lahir",
+            "jenis_kelamin",
+            "kode_desa",
+            "kode_kecamatan",
+            "status",
+        ],
+        purpose: PURPOSE_DTKS,
+        window: (-60, 300),
+        row_filter: Some(r#"{ field = "status", op = "eq", value = "HIDUP" }"#),
+    },
+    AgreementSpec {
+        id: "pks-2024-017-diskominfo-penduduk",
+        consumer: "diskominfo",
+        dataset: "disdukcapil.penduduk",
+        fields: &["nik", "nama_lengkap"],
+        purpose: PURPOSE_COMPLAINT,
+        window: (-760, -30),
+        row_filter: None,
+    },
+];
+
+/// A TOML string literal.
+fn q(s: &str) -> String {
+    toml_string(s)
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| q(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn tls_toml(files: &TlsFiles, base: &Path) -> String {
+    let rel = |p: &Path| p.strip_prefix(base).unwrap_or(p).display().to_string();
+    format!(
+        "[tls]\nca = {}\ncert = {}\nkey = {}\n",
+        q(&rel(&files.ca)),
+        q(&rel(&files.cert)),
+        q(&rel(&files.key))
+    )
+}
+
+fn adapter_toml(
+    agency: &str,
+    db_url: &str,
+    port: u16,
+    tls: &TlsFiles,
+    base: &Path,
+    datasets: &[(&str, &str, Option<&str>, &[&str], Option<&str>)],
+) -> String {
+    let mut s = format!(
+        "# Adapter of {agency}, generated by `jembatan demo`.\nversion = 1\nagency = {}\ndatabase = {}\nlisten = \"127.0.0.1:{port}\"\nreceipt_log = {}\n\n{}",
+        q(agency),
+        q(db_url),
+        q(&format!("receipts-{agency}.jsonl")),
+        tls_toml(tls, base)
+    );
+    for (name, table, key, columns, row_filter) in datasets {
+        let _ = write!(
+            s,
+            "\n[[datasets]]\nname = {}\ntable = {}\ncolumns = {}\n",
+            q(name),
+            q(table),
+            list(columns)
+        );
+        if let Some(k) = key {
+            let _ = writeln!(s, "key = {}", q(k));
+        }
+        if let Some(f) = row_filter {
+            let _ = writeln!(s, "row_filter = {f}");
+        }
+    }
+    s
+}
+
+fn broker_toml(port: u16, tls: &TlsFiles, base: &Path, adapter_ports: &[(&str, u16)]) -> String {
+    let now = chrono::Utc::now();
+    let day = |d: i64| jembatan_core::agreement::format_instant(&(now + chrono::Duration::days(d)));
+    let mut s = format!(
+        "# Broker, generated by `jembatan demo`.\nversion = 1\nlisten = \"127.0.0.1:{port}\"\nstore = \"broker.db\"\naudit_key = \"audit-hmac.key\"\n\n{}",
+        tls_toml(tls, base)
+    );
+    for (id, name) in crate::data::AGENCIES {
+        let _ = write!(s, "\n[[agencies]]\nid = {}\nname = {}\n", q(id), q(name));
+        if let Some((_, p)) = adapter_ports.iter().find(|(a, _)| **a == *id) {
+            let _ = writeln!(s, "adapter = \"https://127.0.0.1:{p}\"");
+        }
+    }
+    for (agency, datasets) in ADAPTERS {
+        for (name, _, key, _, _) in *datasets {
+            let _ = write!(
+                s,
+                "\n[[datasets]]\nid = {}\n",
+                q(&format!("{agency}.{name}"))
+            );
+            if let Some(k) = key {
+                let _ = writeln!(s, "key = {}", q(k));
+            }
+        }
+    }
+    for a in AGREEMENTS {
+        let provider = a.dataset.split('.').next().unwrap_or_default();
+        let _ = write!(
+            s,
+            "\n[[agreements]]\nid = {}\nprovider = {}\nconsumer = {}\ndataset = {}\nfields = {}\npurpose = {}\nvalid_from = {}\nvalid_until = {}\nstatus = \"approved\"\n",
+            q(a.id),
+            q(provider),
+            q(a.consumer),
+            q(a.dataset),
+            list(a.fields),
+            q(a.purpose),
+            q(&day(a.window.0)),
+            q(&day(a.window.1)),
+        );
+        if let Some(f) = a.row_filter {
+            let _ = writeln!(s, "row_filter = {f}");
+        }
+    }
+    s
+}
+
+async fn client(port: u16, files: &TlsFiles) -> Result<ExchangeClient<Channel>, DemoError> {
+    let tls = files
+        .client_config("localhost")
+        .map_err(step("client TLS"))?;
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .map_err(step("broker endpoint"))?
+        .tls_config(tls)
+        .map_err(step("client TLS"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(step("connect to broker"))?;
+    Ok(ExchangeClient::new(channel))
+}
+
+fn key(s: &str) -> Option<pb::Scalar> {
+    Some(pb::Scalar {
+        kind: Some(pb::scalar::Kind::StringValue(s.to_owned())),
+    })
+}
+
+fn eq(field: &str, value: &str) -> pb::Filter {
+    pb::Filter {
+        kind: Some(pb::filter::Kind::Predicate(pb::Predicate {
+            field: field.into(),
+            op: pb::Operator::Eq as i32,
+            value: key(value),
+            values: vec![],
+        })),
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(16)]
+}
+
+/// Prints a record's fields on one indented line.
+fn show_record(out: &mut impl Write, record: &str) -> std::io::Result<()> {
+    let parsed: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(record).unwrap_or_default();
+    let fields: Vec<String> = parsed
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    writeln!(out, "      {}", fields.join("  "))
+}
+
+struct Scenario<'a, W: Write> {
+    out: &'a mut W,
+    report: DemoReport,
+}
+
+impl<W: Write> Scenario<'_, W> {
+    async fn lookup(
+        &mut self,
+        title: &str,
+        client: &mut ExchangeClient<Channel>,
+        request: pb::LookupRequest,
+    ) -> Result<(), DemoError> {
+        writeln!(self.out, "\n▶ {title}").map_err(step("write output"))?;
+        writeln!(
+            self.out,
+            "    Lookup {} key={} purpose={:?}",
+            request.dataset,
+            match request.key.as_ref().and_then(|k| k.kind.clone()) {
+                Some(pb::scalar::Kind::StringValue(s)) => s,
+                other => format!("{other:?}"),
+            },
+            request.purpose
+        )
+        .map_err(step("write output"))?;
+        match client.lookup(request).await {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                self.report.allowed += 1;
+                if resp.found {
+                    writeln!(self.out, "    ✔ allowed — record found:")
+                        .map_err(step("write output"))?;
+                    show_record(self.out, &resp.record).map_err(step("write output"))?;
+                } else {
+                    writeln!(self.out, "    ✔ allowed — no such record")
+                        .map_err(step("write output"))?;
+                }
+                if let Some(r) = resp.receipt {
+                    self.report.rows_delivered += r.rows;
+                    writeln!(
+                        self.out,
+                        "    receipt: exchange {} · audit entries #{} (decision) and #{} (completion) · payload sha256 {}…",
+                        r.exchange_id, r.decision_seq, r.entry_seq, short(&r.payload_sha256)
+                    )
+                    .map_err(step("write output"))?;
+                }
+            }
+            Err(status) => self.denied(status)?,
+        }
+        Ok(())
+    }
+
+    async fn query(
+        &mut self,
+        title: &str,
+        client: &mut ExchangeClient<Channel>,
+        request: pb::QueryRequest,
+    ) -> Result<(), DemoError> {
+        writeln!(self.out, "\n▶ {title}").map_err(step("write output"))?;
+        writeln!(
+            self.out,
+            "    Query {} fields=[{}] purpose={:?}",
+            request.dataset,
+            request.fields.join(", "),
+            request.purpose
+        )
+        .map_err(step("write output"))?;
+        let mut stream = match client.query(request).await {
+            Ok(s) => s.into_inner(),
+            Err(status) => return self.denied(status),
+        };
+        let (mut rows, mut batches, mut first) = (0u64, 0u64, Vec::new());
+        loop {
+            match stream.message().await {
+                Ok(Some(msg)) => match msg.item {
+                    Some(pb::query_response::Item::Batch(b)) => {
+                        batches += 1;
+                        rows += b.records.len() as u64;
+                        if first.len() < 3 {
+                            first.extend(b.records.into_iter().take(3 - first.len()));
+                        }
+                    }
+                    Some(pb::query_response::Item::Receipt(r)) => {
+                        self.report.allowed += 1;
+                        self.report.rows_delivered += r.rows;
+                        writeln!(
+                            self.out,
+                            "    ✔ allowed — {rows} records in {batches} batches, first three:"
+                        )
+                        .map_err(step("write output"))?;
+                        for rec in &first {
+                            show_record(self.out, rec).map_err(step("write output"))?;
+                        }
+                        writeln!(
+                            self.out,
+                            "    receipt: exchange {} · audit entries #{} and #{} · {} rows, {} bytes, payload sha256 {}…",
+                            r.exchange_id, r.decision_seq, r.entry_seq, r.rows, r.bytes, short(&r.payload_sha256)
+                        )
+                        .map_err(step("write output"))?;
+                    }
+                    None => {}
+                },
+                Ok(None) => break,
+                Err(status) => return self.denied(status),
+            }
+        }
+        Ok(())
+    }
+
+    fn denied(&mut self, status: tonic::Status) -> Result<(), DemoError> {
+        let details = status
+            .metadata()
+            .get_bin(jembatan_broker::DENIAL_METADATA_KEY)
+            .and_then(|v| v.to_bytes().ok())
+            .and_then(|b| <pb::DenialDetails as prost::Message>::decode(b).ok());
+        writeln!(self.out, "    ✘ {:?}: {}", status.code(), status.message())
+            .map_err(step("write output"))?;
+        if let Some(d) = details {
+            let codes: Vec<String> = d.reasons.iter().map(|r| r.reason.clone()).collect();
+            writeln!(
+                self.out,
+                "    reason codes: [{}] · denial recorded as audit entry #{}",
+                codes.join(", "),
+                d.entry_seq
+            )
+            .map_err(step("write output"))?;
+            self.report
+                .denied
+                .push((codes.join(","), status.message().to_owned()));
+        } else {
+            self.report
+                .denied
+                .push((format!("{:?}", status.code()), status.message().to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the whole demo, writing its story to `out`.
+pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoReport, DemoError> {
+    let started = Instant::now();
+    let temp;
+    let dir: PathBuf = match &options.keep {
+        Some(dir) => {
+            if dir.exists()
+                && std::fs::read_dir(dir)
+                    .map_err(step("read --keep directory"))?
+                    .next()
+                    .is_some()
+            {
+                return Err(DemoError::NotEmpty(dir.clone()));
+            }
+            std::fs::create_dir_all(dir).map_err(step("create --keep directory"))?;
+            std::path::absolute(dir).map_err(step("resolve --keep directory"))?
+        }
+        None => {
+            temp = tempfile::tempdir().map_err(step("create a temporary directory"))?;
+            temp.path().to_owned()
+        }
+    };
+    let w = step::<std::io::Error>;
+    writeln!(
+        out,
+        "Jembatan demo — Kabupaten Tanjung Jabung Timur, Jambi (Kemendagri 15.07)"
+    )
+    .map_err(w("write output"))?;
+    writeln!(
+        out,
+        "═══════════════════════════════════════════════════════════════════════"
+    )
+    .map_err(w("write output"))?;
+
+    // 1. The agencies' own databases.
+    let t = Instant::now();
+    let generated: Generated = generate_with_examples(&dir.join("data"), &options.data)
+        .await
+        .map_err(step("generate agency databases"))?;
+    writeln!(
+        out,
+        "\nAgency databases (synthetic, seed {}, {:.1}s):",
+        options.data.seed,
+        t.elapsed().as_secs_f64()
+    )
+    .map_err(w("write output"))?;
+    for db in &generated.databases {
+        let tables: Vec<String> = db
+            .tables
+            .iter()
+            .map(|t| format!("{} {}", t.name, t.rows))
+            .collect();
+        writeln!(
+            out,
+            "  {:<12} {:<60} {}",
+            db.agency,
+            db.name,
+            tables.join(", ")
+        )
+        .map_err(w("write output"))?;
+    }
+
+    // 2. Development PKI: identities travel in certificates.
+    let certs = dir.join("certs");
+    let mut identities = vec![Identity::new(Role::Broker, None).map_err(DemoError::Step)?];
+    for (agency, _) in ADAPTERS {
+        identities.push(
+            Identity::new(
+                Role::Adapter,
+                Some(agency.parse().map_err(step("agency id"))?),
+            )
+            .map_err(DemoError::Step)?,
+        );
+    }
+    for c in CONSUMERS {
+        identities.push(Identity::agency(c.parse().map_err(step("agency id"))?));
+    }
+    let issued =
+        jembatan_pki::dev_pki(&certs, &identities).map_err(step("create development PKI"))?;
+    let files_of = |id: &Identity| -> Result<TlsFiles, DemoError> {
+        issued
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, f)| f.clone())
+            .ok_or_else(|| DemoError::Step(format!("no certificate for {id}")))
+    };
+    writeln!(
+        out,
+        "\nDevelopment PKI: {} certificates under {} (identity in the URI SAN, e.g. {})",
+        issued.len(),
+        certs.display(),
+        identities[0].uri()
+    )
+    .map_err(w("write output"))?;
+
+    // 3. Adapters, one per providing agency, each with its whitelist.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut tasks = Vec::new();
+    let mut adapter_ports = Vec::new();
+    for (agency, datasets) in ADAPTERS {
+        let db = generated
+            .database(agency)
+            .ok_or_else(|| DemoError::Step(format!("no database for {agency}")))?;
+        let id = Identity::new(
+            Role::Adapter,
+            Some(agency.parse().map_err(step("agency id"))?),
+        )
+        .map_err(DemoError::Step)?;
+        let tls = files_of(&id)?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(step("bind adapter"))?;
+        let port = listener
+            .local_addr()
+            .map_err(step("adapter address"))?
+            .port();
+        let text = adapter_toml(agency, &db.url, port, &tls, &dir, datasets);
+        let path = dir.join(format!("adapter-{agency}.toml"));
+        std::fs::write(&path, &text).map_err(step("write adapter config"))?;
+        let config = AdapterConfig::load(&path).map_err(step("load adapter config"))?;
+        let adapter = Arc::new(
+            Adapter::connect(&config)
+                .await
+                .map_err(step("start adapter"))?,
+        );
+        let server_tls = config.tls.server_config().map_err(step("adapter TLS"))?;
+        tasks.push(tokio::spawn({
+            let shutdown = shutdown();
+            async move {
+                jembatan_adapter::serve(adapter, listener, server_tls, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }));
+        writeln!(
+            out,
+            "Adapter {agency:<12} on 127.0.0.1:{port}, whitelist: {}",
+            datasets
+                .iter()
+                .map(|d| format!("{}.{} ({} columns)", agency, d.0, d.3.len()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .map_err(w("write output"))?;
+        adapter_ports.push((*agency, port));
+    }
+
+    // 4. The broker, with agencies, datasets and agreements from its config.
+    let broker_files = files_of(&identities[0])?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(step("bind broker"))?;
+    let broker_port = listener
+        .local_addr()
+        .map_err(step("broker address"))?
+        .port();
+    let broker_path = dir.join("broker.toml");
+    std::fs::write(
+        &broker_path,
+        broker_toml(broker_port, &broker_files, &dir, &adapter_ports),
+    )
+    .map_err(step("write broker config"))?;
+    let config = BrokerConfig::load(&broker_path).map_err(step("load broker config"))?;
+    let broker = Broker::start(&config).await.map_err(step("start broker"))?;
+    let server_tls = config.tls.server_config().map_err(step("broker TLS"))?;
+    tasks.push(tokio::spawn({
+        let broker = broker.clone();
+        let shutdown = shutdown();
+        async move {
+            jembatan_broker::serve(broker, listener, server_tls, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }));
+    writeln!(
+        out,
+        "Broker on 127.0.0.1:{broker_port}, store {}, {} agreements",
+        config.store,
+        AGREEMENTS.len()
+    )
+    .map_err(w("write output"))?;
+    for a in AGREEMENTS {
+        writeln!(
+            out,
+            "  agreement {:<34} {:<10} ← {:<22} for {:?}",
+            a.id, a.consumer, a.dataset, a.purpose
+        )
+        .map_err(w("write output"))?;
+    }
+
+    // 5. The exchanges.
+    let mut clients = std::collections::HashMap::new();
+    for c in CONSUMERS {
+        let files = files_of(&Identity::agency(c.parse().map_err(step("agency id"))?))?;
+        clients.insert(*c, client(broker_port, &files).await?);
+    }
+    let client_of = |c: &str| {
+        clients
+            .get(c)
+            .cloned()
+            .ok_or_else(|| DemoError::Step(format!("no client {c}")))
+    };
+    let ex = &generated.examples;
+    let mut s = Scenario {
+        out: &mut *out,
+        report: DemoReport::default(),
+    };
+    writeln!(s.out, "\nExchanges\n─────────").map_err(w("write output"))?;
+
+    s.lookup(
+        "DPMPTSP (perizinan online) checks a licence applicant's identity with the population registry",
+        &mut client_of("dpmptsp")?,
+        pb::LookupRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: PURPOSE_LICENCE.into(),
+            fields: vec!["nik".into(), "nama_lengkap".into(), "tgl_lahir".into(), "jenis_kelamin".into(), "status".into()],
+            key: key(&ex.licence_owner_nik),
+            ..Default::default()
+        },
+    )
+    .await?;
+    s.lookup(
+        "LPSE (e-procurement) checks a winning bidder's business licence with DPMPTSP",
+        &mut client_of("lpse")?,
+        pb::LookupRequest {
+            dataset: "dpmptsp.izin_usaha".into(),
+            purpose: PURPOSE_TENDER.into(),
+            key: key(&ex.bidder_licence_number),
+            ..Default::default()
+        },
+    )
+    .await?;
+    s.lookup(
+        "LPSE checks a licence number another bidder cited — DPMPTSP never issued it",
+        &mut client_of("lpse")?,
+        pb::LookupRequest {
+            dataset: "dpmptsp.izin_usaha".into(),
+            purpose: PURPOSE_TENDER.into(),
+            key: key(&ex.unregistered_licence_number),
+            ..Default::default()
+        },
+    )
+    .await?;
+    s.lookup(
+        "The land office (LARASITA) checks a certificate holder with the population registry",
+        &mut client_of("bpn")?,
+        pb::LookupRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: PURPOSE_LAND.into(),
+            key: key(&ex.land_owner_nik),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let district = &ex.district_code;
+    s.query(
+        &format!("Dinas Sosial lists the living residents of district {district} to update its welfare data (agreement adds status = HIDUP)"),
+        &mut client_of("dinsos")?,
+        pb::QueryRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: PURPOSE_DTKS.into(),
+            fields: vec!["nik".into(), "no_kk".into(), "nama_lengkap".into(), "tgl_lahir".into(), "jenis_kelamin".into(), "kode_desa".into()],
+            filter: Some(eq("kode_kecamatan", district)),
+            ..Default::default()
+        },
+    )
+    .await?;
+    s.query(
+        "Dinas Kesehatan asks for the population registry — it has no agreement",
+        &mut client_of("dinkes")?,
+        pb::QueryRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: "pendataan sasaran imunisasi".into(),
+            fields: vec!["nik".into(), "nama_lengkap".into(), "tgl_lahir".into()],
+            ..Default::default()
+        },
+    )
+    .await?;
+    s.query(
+        "Dinas Sosial also asks for religion and occupation — fields its agreement does not grant",
+        &mut client_of("dinsos")?,
+        pb::QueryRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: PURPOSE_DTKS.into(),
+            fields: vec![
+                "nik".into(),
+                "nama_lengkap".into(),
+                "agama".into(),
+                "pekerjaan".into(),
+            ],
+            filter: Some(eq("kode_kecamatan", district)),
+            ..Default::default()
+        },
+    )
+    .await?;
+    s.lookup(
+        "Diskominfo's SMS complaint centre checks a sender's NIK — its agreement expired last month",
+        &mut client_of("diskominfo")?,
+        pb::LookupRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: PURPOSE_COMPLAINT.into(),
+            key: key(&ex.resident_nik),
+            ..Default::default()
+        },
+    )
+    .await?;
+    s.lookup(
+        "DPMPTSP asks the registry for a purpose its agreement does not cover",
+        &mut client_of("dpmptsp")?,
+        pb::LookupRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: "promosi layanan perizinan".into(),
+            key: key(&ex.resident_nik),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut report = s.report;
+
+    // 6. The audit log.
+    let entries = broker
+        .audit()
+        .entries(0, 10_000)
+        .await
+        .map_err(step("read audit log"))?;
+    report.audit_entries = entries.len() as u64;
+    writeln!(
+        out,
+        "\nAudit log ({} entries; lookup keys appear only as keyed hashes)\n─────────",
+        entries.len()
+    )
+    .map_err(w("write output"))?;
+    writeln!(
+        out,
+        "{:>4}  {:<10} {:<17} {:<22} {:<6} {:<9} {:>6}  {}",
+        "seq", "kind", "caller", "dataset", "dec.", "status", "rows", "reason / agreement"
+    )
+    .map_err(w("write output"))?;
+    for e in &entries {
+        let e_ = &e.entry;
+        let why = if e_.reasons.is_empty() {
+            e_.agreement_id.clone().unwrap_or_default()
+        } else {
+            e_.reasons
+                .iter()
+                .map(|r| r.code.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        writeln!(
+            out,
+            "{:>4}  {:<10} {:<17} {:<22} {:<6} {:<9} {:>6}  {}",
+            e.seq,
+            e_.kind.as_str(),
+            e_.caller,
+            e_.dataset.as_deref().unwrap_or("-"),
+            e_.decision.as_str(),
+            e_.status.as_str(),
+            e_.rows,
+            why
+        )
+        .map_err(w("write output"))?;
+    }
+
+    // 7. Shut down.
+    drop(clients);
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(10), t).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(DemoError::Step(format!("server failed: {e}"))),
+            Ok(Err(e)) => return Err(DemoError::Step(format!("server task failed: {e}"))),
+            Err(_) => return Err(DemoError::Step("a server did not shut down in 10 s".into())),
+        }
+    }
+    broker.store().close().await;
+    writeln!(
+        out,
+        "\nDone in {:.1}s: {} exchanges allowed, {} denied, {} audit entries.",
+        started.elapsed().as_secs_f64(),
+        report.allowed,
+        report.denied.len(),
+        report.audit_entries
+    )
+    .map_err(w("write output"))?;
+    if options.keep.is_some() {
+        writeln!(out, "Kept in {}:\n  broker store  {}\n  broker config {}\n  adapter configs, databases (data/), certificates (certs/), adapter receipt logs",
+            dir.display(), dir.join("broker.db").display(), broker_path.display()).map_err(w("write output"))?;
+        report.dir = Some(dir);
+    }
+    Ok(report)
+}
