@@ -178,6 +178,16 @@ mod tests {
         .unwrap()
     }
 
+    /// name, agreements, purpose, fields, filter fields, expected agreement or denial codes
+    type Case<'a> = (
+        &'a str,
+        Vec<Agreement>,
+        &'a str,
+        Vec<FieldName>,
+        Vec<FieldName>,
+        Result<&'a str, Vec<DenialCode>>,
+    );
+
     fn f(names: &[&str]) -> Vec<FieldName> {
         names.iter().map(|n| n.parse().unwrap()).collect()
     }
@@ -186,14 +196,7 @@ mod tests {
     fn table() {
         let now: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
         let ok = agreement("a1", "approved", "bansos", Some("2027-01-01"));
-        let cases: Vec<(
-            &str,
-            Vec<Agreement>,
-            &str,
-            Vec<FieldName>,
-            Vec<FieldName>,
-            Result<&str, Vec<DenialCode>>,
-        )> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 "allowed",
                 vec![ok.clone()],
