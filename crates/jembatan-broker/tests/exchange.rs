@@ -69,6 +69,10 @@ async fn make_db(path: &Path) {
 }
 
 async fn harness() -> Harness {
+    harness_with_store("broker.db").await
+}
+
+async fn harness_with_store(store: &str) -> Harness {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     make_db(&dir.join("prov.db")).await;
@@ -157,7 +161,7 @@ status = "{status}"
         r#"
 version = 1
 listen = "127.0.0.1:0"
-store = "broker.db"
+store = "{store}"
 audit_key = "audit.key"
 [tls]
 ca = "{ca}"
@@ -775,4 +779,51 @@ async fn an_unreachable_adapter_fails_the_exchange_on_the_log() {
             .contains("no adapter")
     );
     let _ = &h.dir;
+}
+
+#[tokio::test]
+async fn exchanges_work_on_a_postgres_store() {
+    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+        return;
+    };
+    let admin = jembatan_store::Store::admin_pool(&url).await.unwrap();
+    let name = format!("jembatan_e2e_{}", std::process::id());
+    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let h = harness_with_store(&format!("{base}/{name}")).await;
+    let mut c = h.consumer("dinsos").await;
+    let out = run_query(&mut c, query(&["nik"], None)).await.unwrap();
+    assert_eq!(out.records.len(), (0..ROWS).filter(|i| i % 10 != 9).count());
+    let mut d = h.consumer("dinkes").await;
+    let status = run_query(&mut d, query(&["nik"], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let entries = h.broker.audit().entries(0, 10).await.unwrap();
+    let kinds: Vec<(u64, ExchangeStatus)> =
+        entries.iter().map(|e| (e.seq, e.entry.status)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (0, ExchangeStatus::Started),
+            (1, ExchangeStatus::Ok),
+            (2, ExchangeStatus::Denied)
+        ]
+    );
+    h.broker.store().close().await;
+    drop(h);
+    sqlx::query(sqlx::AssertSqlSafe(drop_db))
+        .execute(&admin)
+        .await
+        .unwrap();
 }
