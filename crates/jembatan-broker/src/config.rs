@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use jembatan_core::{AgencyId, Agreement, DatasetId, FieldName};
 use jembatan_pki::TlsFiles;
@@ -24,6 +25,21 @@ pub struct BrokerConfig {
     /// File holding the secret (hex) that keys the hashes of lookup keys
     /// on the audit log; created on first start.
     pub audit_key: PathBuf,
+    /// File holding the C2SP signer key (`PRIVATE+KEY+<origin>+...`) that
+    /// signs the audit log's checkpoints; created on first start (mode
+    /// 0600) with `<file>.pub` holding the verifier key.
+    #[serde(default = "default_checkpoint_key")]
+    pub checkpoint_key: PathBuf,
+    /// The audit log's identity: the first line of its checkpoints and the
+    /// name of the checkpoint key.
+    #[serde(default = "default_log_origin")]
+    pub log_origin: String,
+    /// Sign a checkpoint after this many new entries...
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// ...or after this long, whichever comes first (`"10s"`, `"1m"`).
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
     pub tls: TlsFiles,
     #[serde(default)]
     pub agencies: Vec<AgencyConfig>,
@@ -32,6 +48,22 @@ pub struct BrokerConfig {
     /// Agreements applied to the store at start (replacing same-id ones).
     #[serde(default)]
     pub agreements: Vec<Agreement>,
+}
+
+fn default_checkpoint_key() -> PathBuf {
+    PathBuf::from("checkpoint.key")
+}
+
+fn default_log_origin() -> String {
+    "jembatan.local/audit-log".into()
+}
+
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +111,19 @@ impl BrokerConfig {
         }
         config.tls = config.tls.relative_to(base);
         config.audit_key = base.join(&config.audit_key);
+        config.checkpoint_key = base.join(&config.checkpoint_key);
+        if !jembatan_tlog::note::is_valid_key_name(&config.log_origin) {
+            return Err(format!(
+                "log_origin {:?} must be non-empty, without spaces or '+'",
+                config.log_origin
+            ));
+        }
+        if config.checkpoint_every == 0 {
+            return Err("checkpoint_every must be at least 1".into());
+        }
+        if config.checkpoint_interval.is_zero() {
+            return Err("checkpoint_interval must be longer than 0s".into());
+        }
         if !config.store.contains("://") && !config.store.starts_with("sqlite:") {
             config.store = base.join(&config.store).display().to_string();
         }

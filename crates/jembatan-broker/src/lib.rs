@@ -3,6 +3,7 @@
 //! provider's adapter to the consumer, and writes every exchange to the
 //! audit log — the allow decision durably before the first record leaves.
 
+mod checkpoint;
 pub mod config;
 mod exchange;
 pub mod policy;
@@ -14,6 +15,9 @@ use std::sync::Arc;
 
 use jembatan_pki::TlsFiles;
 use jembatan_store::{Agency, AuditLog, Dataset, Store, StoreError};
+use jembatan_tlog::note::Verifier;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 pub use config::BrokerConfig;
 pub use exchange::ExchangeService;
@@ -35,6 +39,10 @@ pub enum BrokerError {
     Pki(#[from] jembatan_pki::PkiError),
     #[error("cannot read or create the audit key {path}: {message}")]
     AuditKey { path: String, message: String },
+    #[error("cannot read or create the checkpoint key {path}: {message}")]
+    CheckpointKey { path: String, message: String },
+    #[error("audit log checkpoints: {0}")]
+    Checkpoint(String),
     #[error("broker server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("broker certificate must carry the broker identity, not {0}")]
@@ -45,6 +53,15 @@ pub enum BrokerError {
 #[derive(Debug, Clone)]
 pub struct Broker {
     pub(crate) inner: Arc<exchange::State>,
+    checkpoints: Arc<Checkpoints>,
+}
+
+/// The checkpointer and its periodic task.
+#[derive(Debug)]
+struct Checkpoints {
+    checkpointer: Arc<Mutex<checkpoint::Checkpointer>>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    verifier: Verifier,
 }
 
 impl Broker {
@@ -78,7 +95,18 @@ impl Broker {
             store.upsert_agreement(a).await?;
         }
         let audit_key = load_or_create_key(&config.audit_key)?;
+        let signer = checkpoint::load_or_create_signer(&config.checkpoint_key, &config.log_origin)?;
+        let verifier = signer.verifier();
+        let checkpointer = Arc::new(Mutex::new(
+            checkpoint::Checkpointer::open(store.clone(), signer).await?,
+        ));
         let audit = AuditLog::start(store.clone());
+        let task = tokio::spawn(checkpoint::run(
+            checkpointer.clone(),
+            config.checkpoint_every,
+            config.checkpoint_interval,
+            audit.appended(),
+        ));
         let adapters = relay::AdapterPool::new(config.tls.clone());
         Ok(Broker {
             inner: Arc::new(exchange::State {
@@ -87,7 +115,41 @@ impl Broker {
                 adapters,
                 audit_key,
             }),
+            checkpoints: Arc::new(Checkpoints {
+                checkpointer,
+                task: std::sync::Mutex::new(Some(task)),
+                verifier,
+            }),
         })
+    }
+
+    /// Signs and stores a checkpoint of the log's current size if it grew
+    /// since the latest one; returns the size checkpointed, if any.
+    pub async fn checkpoint_now(&self) -> Result<Option<u64>, BrokerError> {
+        self.checkpoints
+            .checkpointer
+            .lock()
+            .await
+            .checkpoint()
+            .await
+    }
+
+    /// The key that verifies this broker's checkpoints.
+    pub fn checkpoint_verifier(&self) -> &Verifier {
+        &self.checkpoints.verifier
+    }
+
+    /// Stops signing periodically, signs a final checkpoint and closes the
+    /// store. Call it once the server has stopped.
+    pub async fn shutdown(&self) -> Result<(), BrokerError> {
+        if let Ok(mut task) = self.checkpoints.task.lock()
+            && let Some(task) = task.take()
+        {
+            task.abort();
+        }
+        let result = self.checkpoint_now().await;
+        self.inner.store.close().await;
+        result.map(|_| ())
     }
 
     pub fn store(&self) -> &Store {

@@ -1,4 +1,6 @@
-//! The `jembatan` command: demo, broker, adapter and PKI.
+//! The `jembatan` command: demo, broker, adapter, PKI and audit log tools.
+
+mod audit;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,6 +36,11 @@ enum Command {
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+    /// Audit log tools: verify offline, export, inclusion proofs, tail.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
 }
 
@@ -128,7 +135,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -136,8 +143,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let done = match cli.command {
+        // audit commands report their own errors, with their own exit codes
+        Command::Audit { command } => return Ok(audit::run(command).await),
         Command::Demo(args) => demo(args).await,
         Command::Broker { config } => broker(config).await,
         Command::Adapter(args) => match (args.command, args.config) {
@@ -150,7 +159,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Pki { command } => pki(command),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 async fn demo(args: DemoArgs) -> Result<()> {
@@ -200,8 +210,11 @@ async fn broker(path: PathBuf) -> Result<()> {
         "broker listening on {} (store {})",
         config.listen, config.store
     );
-    jembatan_broker::serve(broker.clone(), listener, tls, shutdown_signal()).await?;
-    broker.store().close().await;
+    let served = jembatan_broker::serve(broker.clone(), listener, tls, shutdown_signal()).await;
+    // sign the final checkpoint even when the server failed
+    let closed = broker.shutdown().await;
+    served?;
+    closed?;
     Ok(())
 }
 

@@ -100,6 +100,7 @@ fn demo_runs_end_to_end_and_keeps_its_files() {
     ] {
         assert!(keep.join(file).exists(), "{file} was not kept");
     }
+    audit_tools_work_on_the_kept_store(&keep, &stdout);
     // --keep refuses a non-empty directory
     let out = jembatan()
         .args(["demo", "--keep"])
@@ -161,4 +162,141 @@ async fn adapter_init_lists_every_column_disabled() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// `jembatan audit` on the store a demo run kept: verify (exit 0, and 1
+/// once tampered with), proofs that verify, exports, tail, exit 2 on usage
+/// errors.
+fn audit_tools_work_on_the_kept_store(keep: &std::path::Path, demo_stdout: &str) {
+    let store = keep.join("broker.db");
+    let public_key = keep.join("checkpoint.key.pub");
+    assert!(public_key.exists(), "the public key was not kept");
+    let command = format!(
+        "jembatan audit verify --store {} --public-key {}",
+        store.display(),
+        public_key.display()
+    );
+    assert!(demo_stdout.contains(&command), "{demo_stdout}");
+    let run = |args: &[&str]| {
+        let out = jembatan().arg("audit").args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let store_arg = store.to_str().unwrap();
+    let key_arg = public_key.to_str().unwrap();
+
+    let (code, stdout, stderr) = run(&["verify", "--store", store_arg, "--public-key", key_arg]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(words[0], "verified", "{stdout}");
+    let size: u64 = words[1].parse().unwrap();
+    assert!(size > 10, "{stdout}");
+    let checkpoints: u64 = words[words.len() - 2].parse().unwrap();
+    assert!(checkpoints >= 1, "{stdout}");
+
+    // an inclusion proof against the latest checkpoint verifies
+    let (code, stdout, stderr) = run(&["proof", "--store", store_arg, "--index", "3"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let proof: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(proof["index"], 3);
+    assert_eq!(proof["size"], size);
+    let hash = |v: &serde_json::Value| -> [u8; 32] {
+        hex::decode(v.as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let path: Vec<[u8; 32]> = proof["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(hash)
+        .collect();
+    let root = hash(&proof["root"]);
+    let leaf = hash(&proof["leaf_hash"]);
+    jembatan_tlog::merkle::verify_inclusion(&leaf, 3, size, &path, &root).unwrap();
+    // ...and the wrong leaf does not
+    assert!(jembatan_tlog::merkle::verify_inclusion(&leaf, 4, size, &path, &root).is_err());
+    let verifier: jembatan_tlog::note::Verifier = std::fs::read_to_string(&public_key)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let checkpoint =
+        jembatan_tlog::note::Checkpoint::open(proof["checkpoint"].as_str().unwrap(), &verifier)
+            .unwrap();
+    assert_eq!((checkpoint.size, checkpoint.root), (size, root));
+
+    // exports: one line per entry; the leaf hash is that of the canonical bytes
+    let (code, stdout, stderr) = run(&["export", "--store", store_arg]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, size);
+    assert_eq!(lines[3]["leaf_hash"], proof["leaf_hash"]);
+    assert_eq!(lines[3]["seq"], 3);
+    assert!(lines[3]["entry"]["exchange_id"].is_string());
+    let (code, stdout, stderr) = run(&["export", "--store", store_arg, "--format", "csv"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows.len() as u64, size + 1);
+    assert!(rows[0].starts_with("seq,time,kind,caller,"), "{}", rows[0]);
+    assert!(rows[4].starts_with("3,") && rows[4].ends_with(proof["leaf_hash"].as_str().unwrap()));
+    let (code, stdout, _) = run(&["tail", "--store", store_arg, "-n", "2"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+
+    // usage errors and stores that do not exist: exit 2, nothing created
+    let missing = keep.join("missing.db");
+    let (code, _, stderr) = run(&[
+        "verify",
+        "--store",
+        missing.to_str().unwrap(),
+        "--public-key",
+        key_arg,
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(!missing.exists());
+    let (code, _, stderr) = run(&["proof", "--store", store_arg, "--index", &size.to_string()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, _, stderr) = run(&["proof", "--store", store_arg, "--index", "0", "--size", "1"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no checkpoint at size 1"), "{stderr}");
+
+    // a rogue edit of a copy of the store: exit 1 naming the entry
+    let copy = keep.join("tampered.db");
+    std::fs::copy(&store, &copy).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = format!("sqlite://{}", copy.display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        for sql in [
+            "DROP TRIGGER audit_log_no_update",
+            "UPDATE audit_log SET status = 'tampered' WHERE seq = 2",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    });
+    let (code, stdout, stderr) = run(&[
+        "verify",
+        "--store",
+        copy.to_str().unwrap(),
+        "--public-key",
+        key_arg,
+    ]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("entry 2: stored bytes do not match the indexed column status"),
+        "{stderr}"
+    );
 }

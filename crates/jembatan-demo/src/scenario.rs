@@ -918,7 +918,11 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
             Err(_) => return Err(DemoError::Step("a server did not shut down in 10 s".into())),
         }
     }
-    broker.store().close().await;
+    // The final checkpoint covers every entry of the run.
+    broker
+        .shutdown()
+        .await
+        .map_err(step("sign the final checkpoint"))?;
     writeln!(
         out,
         "\nDone in {:.1}s: {} exchanges allowed, {} denied, {} audit entries.",
@@ -929,8 +933,17 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
     )
     .map_err(w("write output"))?;
     if options.keep.is_some() {
-        writeln!(out, "Kept in {}:\n  broker store  {}\n  broker config {}\n  adapter configs, databases (data/), certificates (certs/), adapter receipt logs",
-            dir.display(), dir.join("broker.db").display(), broker_path.display()).map_err(w("write output"))?;
+        let store = dir.join("broker.db");
+        let public_key = dir.join("checkpoint.key.pub");
+        writeln!(out, "Kept in {}:\n  broker store    {}\n  broker config   {}\n  checkpoint key  {} (public; the private key is {})\n  adapter configs, databases (data/), certificates (certs/), adapter receipt logs",
+            dir.display(), store.display(), broker_path.display(), public_key.display(), config.checkpoint_key.display()).map_err(w("write output"))?;
+        writeln!(
+            out,
+            "Verify the audit log offline:\n  jembatan audit verify --store {} --public-key {}",
+            store.display(),
+            public_key.display()
+        )
+        .map_err(w("write output"))?;
         report.dir = Some(dir);
     }
     Ok(report)

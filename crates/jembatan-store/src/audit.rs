@@ -9,7 +9,9 @@
 
 use jembatan_core::AuditEntry;
 use sqlx::Row;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Backend, Store, StoreError};
 
@@ -37,14 +39,26 @@ struct Pending {
 pub struct AuditLog {
     store: Store,
     tx: mpsc::Sender<Pending>,
+    appended: Arc<watch::Sender<u64>>,
 }
 
 impl AuditLog {
     /// Starts the appender task for `store`.
     pub fn start(store: Store) -> AuditLog {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run_appender(store.clone(), rx));
-        AuditLog { store, tx }
+        let appended = Arc::new(watch::Sender::new(0));
+        tokio::spawn(run_appender(store.clone(), rx, appended.clone()));
+        AuditLog {
+            store,
+            tx,
+            appended,
+        }
+    }
+
+    /// Watches the log size as of this process's latest committed append
+    /// (0 before the first one); other replicas' appends are not seen here.
+    pub fn appended(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     /// Appends an entry and returns once it is durably committed, with its
@@ -117,11 +131,23 @@ fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEntry, StoreError> {
     })
 }
 
-async fn run_appender(store: Store, mut rx: mpsc::Receiver<Pending>) {
+async fn run_appender(
+    store: Store,
+    mut rx: mpsc::Receiver<Pending>,
+    appended: Arc<watch::Sender<u64>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         match write_batch(&store, &batch).await {
             Ok(stored) => {
+                if let Some(last) = stored.last() {
+                    let size = last.seq + 1;
+                    appended.send_if_modified(|n| {
+                        let grew = size > *n;
+                        *n = (*n).max(size);
+                        grew
+                    });
+                }
                 for (pending, stored) in batch.drain(..).zip(stored) {
                     let _ = pending.reply.send(Ok(stored));
                 }

@@ -6,6 +6,8 @@
 //! and the appender's lock differ.
 
 mod audit;
+mod checkpoints;
+pub mod verify;
 
 use std::str::FromStr;
 
@@ -15,6 +17,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use audit::{AuditLog, StoredEntry};
+pub use checkpoints::{RawEntry, StoredCheckpoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -28,6 +31,8 @@ pub enum StoreError {
     Corrupt { what: String, message: String },
     #[error("audit log unavailable: {0}")]
     AuditUnavailable(String),
+    #[error("store {0} does not exist")]
+    Missing(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +121,23 @@ impl Store {
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
         Ok(Store { pool, backend })
+    }
+
+    /// Opens an existing store and runs migrations, refusing to create a
+    /// new empty one: a SQLite file must already exist.
+    pub async fn open_existing(url: &str) -> Result<Store, StoreError> {
+        if let (sqlite_url, Backend::Sqlite) = normalize_url(url)? {
+            let path = sqlite_url
+                .strip_prefix("sqlite://")
+                .unwrap_or(&sqlite_url)
+                .split('?')
+                .next()
+                .unwrap_or_default();
+            if !std::path::Path::new(path).is_file() {
+                return Err(StoreError::Missing(path.to_owned()));
+            }
+        }
+        Store::connect(url).await
     }
 
     /// A plain connection pool on a PostgreSQL server, for administrative

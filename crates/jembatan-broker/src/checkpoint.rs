@@ -1,0 +1,198 @@
+//! Signed checkpoints of the audit log's Merkle tree.
+//!
+//! At start the broker recomputes the tree from the stored entries and
+//! refuses to run if the latest stored checkpoint does not match it. Then a
+//! task keeps the tree's compact range in memory, picks up new entries
+//! (including those other replicas append to a shared store) by reading
+//! `seq >= size` in order, and signs and stores a checkpoint of the current
+//! size every `checkpoint_every` entries or `checkpoint_interval`,
+//! whichever comes first, and once more at shutdown.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jembatan_store::Store;
+use jembatan_store::verify::{catch_up, check_checkpoint};
+use jembatan_tlog::merkle::CompactRange;
+use jembatan_tlog::note::{Checkpoint, Signer, Verifier};
+use tokio::sync::{Mutex, watch};
+
+use crate::BrokerError;
+
+/// The tree as this broker knows it, and the key that signs it.
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    store: Store,
+    signer: Signer,
+    range: CompactRange,
+    /// Size of the latest stored checkpoint.
+    latest: u64,
+}
+
+fn failed(message: String) -> BrokerError {
+    BrokerError::Checkpoint(message)
+}
+
+impl Checkpointer {
+    /// Rebuilds the tree from the store and checks the latest stored
+    /// checkpoint against it.
+    pub(crate) async fn open(store: Store, signer: Signer) -> Result<Self, BrokerError> {
+        let mut range = CompactRange::new();
+        let latest = store.latest_checkpoint().await?;
+        if let Some(c) = &latest {
+            catch_up(&store, &mut range, Some(c.size))
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            if range.size() < c.size {
+                return Err(failed(format!(
+                    "checkpoint at size {}: the log has only {} entries",
+                    c.size,
+                    range.size()
+                )));
+            }
+            check_checkpoint(c, &range.root(), &signer.verifier())
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        catch_up(&store, &mut range, None)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Checkpointer {
+            store,
+            signer,
+            range,
+            latest: latest.map_or(0, |c| c.size),
+        })
+    }
+
+    /// Picks up new entries and, if the tree grew past the latest stored
+    /// checkpoint, signs and stores a checkpoint of its size. Returns the
+    /// size checkpointed, if any.
+    pub(crate) async fn checkpoint(&mut self) -> Result<Option<u64>, BrokerError> {
+        catch_up(&self.store, &mut self.range, None)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if let Some(c) = self.store.latest_checkpoint().await? {
+            self.latest = self.latest.max(c.size);
+        }
+        let size = self.range.size();
+        if size <= self.latest {
+            return Ok(None);
+        }
+        let root = self.range.root();
+        let note = Checkpoint::new(self.signer.name(), size, root)
+            .sign(&self.signer)
+            .map_err(|e| failed(format!("cannot sign the checkpoint at size {size}: {e}")))?;
+        let stored = self
+            .store
+            .add_checkpoint(size, &hex::encode(root), &note)
+            .await?;
+        self.latest = size;
+        if stored {
+            tracing::debug!(size, "checkpoint stored");
+            Ok(Some(size))
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub(crate) fn latest(&self) -> u64 {
+        self.latest
+    }
+}
+
+/// Signs checkpoints every `every` appended entries or `interval`.
+pub(crate) async fn run(
+    checkpointer: Arc<Mutex<Checkpointer>>,
+    every: u64,
+    interval: Duration,
+    mut appended: watch::Receiver<u64>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = appended.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let size = *appended.borrow_and_update();
+                if size < checkpointer.lock().await.latest().saturating_add(every) {
+                    continue;
+                }
+            }
+        }
+        if let Err(err) = checkpointer.lock().await.checkpoint().await {
+            tracing::error!(error = %err, "checkpoint failed");
+        }
+        tick.reset();
+    }
+}
+
+/// `<file>.pub`, beside the key file.
+pub(crate) fn public_key_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// Reads the checkpoint signer key, creating one named `origin` (mode 0600,
+/// with `<file>.pub` holding the verifier key) when the file does not exist.
+pub(crate) fn load_or_create_signer(path: &Path, origin: &str) -> Result<Signer, BrokerError> {
+    let err = |message: String| BrokerError::CheckpointKey {
+        path: path.display().to_string(),
+        message,
+    };
+    let signer = match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let signer =
+                Signer::from_key_string(text.trim()).map_err(|e| err(format!("not a key: {e}")))?;
+            if signer.name() != origin {
+                return Err(err(format!(
+                    "key is named {:?} but log_origin is {origin:?}",
+                    signer.name()
+                )));
+            }
+            signer
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let signer =
+                Signer::generate(origin, &mut rand::rng()).map_err(|e| err(e.to_string()))?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+            }
+            write_private(path, &(signer.to_key_string() + "\n"))
+                .map_err(|e| err(e.to_string()))?;
+            signer
+        }
+        Err(e) => return Err(err(e.to_string())),
+    };
+    let public = public_key_path(path);
+    if !public.exists() {
+        let verifier: Verifier = signer.verifier();
+        std::fs::write(&public, verifier.to_key_string() + "\n").map_err(|e| {
+            BrokerError::CheckpointKey {
+                path: public.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+    }
+    Ok(signer)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}

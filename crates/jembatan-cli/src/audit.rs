@@ -1,0 +1,317 @@
+//! `jembatan audit`: verify the audit log offline against its signed
+//! checkpoints, export it, prove an entry's inclusion, show its tail.
+//!
+//! Exit codes: 0 success, 1 the log failed verification (or a proof cannot
+//! be made from it), 2 usage errors and unreadable stores or keys.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Subcommand, ValueEnum};
+use jembatan_core::AuditEntry;
+use jembatan_store::verify::{VerifyError, leaf_hashes, verify};
+use jembatan_store::{RawEntry, Store};
+use jembatan_tlog::merkle::{self, leaf_hash};
+use jembatan_tlog::note::Verifier;
+
+/// Entries read per page.
+const PAGE: u64 = 1000;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Verify every entry and checkpoint of the log with the checkpoint
+    /// public key; exit 1 naming the first problem.
+    Verify {
+        /// The broker store: a SQLite file path or sqlite:PATH, or postgres://...
+        #[arg(long)]
+        store: String,
+        /// File holding the checkpoint verifier key (`checkpoint.key.pub`).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+    },
+    /// Write every entry to standard output.
+    Export {
+        #[arg(long)]
+        store: String,
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+    },
+    /// Print the inclusion proof of one entry in a checkpointed tree (JSON).
+    Proof {
+        #[arg(long)]
+        store: String,
+        /// The entry's seq (leaf index).
+        #[arg(long)]
+        index: u64,
+        /// Tree size of the checkpoint to prove against; the latest when absent.
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Show the latest entries.
+    Tail {
+        #[arg(long)]
+        store: String,
+        /// How many entries.
+        #[arg(short = 'n', long = "lines", default_value_t = 20)]
+        lines: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    Jsonl,
+    Csv,
+}
+
+/// How a command failed, which decides the exit code.
+enum Failure {
+    /// The log is not what its checkpoints say (exit 1).
+    Log(anyhow::Error),
+    /// Usage errors, unreachable stores, unreadable keys (exit 2).
+    Usage(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Self {
+        Failure::Usage(err)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Self {
+        Failure::Usage(anyhow!("cannot write the output: {err}"))
+    }
+}
+
+pub(crate) async fn run(command: AuditCommand) -> ExitCode {
+    let result = match command {
+        AuditCommand::Verify { store, public_key } => verify_log(&store, &public_key).await,
+        AuditCommand::Export { store, format } => export(&store, format).await,
+        AuditCommand::Proof { store, index, size } => proof(&store, index, size).await,
+        AuditCommand::Tail { store, lines } => tail(&store, lines).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Log(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn open(url: &str) -> Result<Store, Failure> {
+    Ok(Store::open_existing(url)
+        .await
+        .with_context(|| format!("cannot open the store {url}"))?)
+}
+
+fn store_error(err: VerifyError) -> Failure {
+    match err {
+        VerifyError::Store(e) => Failure::Usage(anyhow!("cannot read the store: {e}")),
+        other => Failure::Log(anyhow!("verification failed: {other}")),
+    }
+}
+
+async fn verify_log(url: &str, public_key: &PathBuf) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(public_key)
+        .with_context(|| format!("cannot read the public key {}", public_key.display()))?;
+    let verifier: Verifier = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} is not a verifier key", public_key.display()))?;
+    let store = open(url).await?;
+    let result = verify(&store, &verifier).await;
+    store.close().await;
+    let report = result.map_err(store_error)?;
+    println!(
+        "verified {} entries, root {}, {} checkpoints",
+        report.size,
+        report.root_hex(),
+        report.checkpoints
+    );
+    Ok(())
+}
+
+async fn export(url: &str, format: Format) -> Result<(), Failure> {
+    let store = open(url).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if format == Format::Csv {
+        writeln!(
+            out,
+            "seq,time,kind,caller,consumer,provider,dataset,purpose,decision,status,rows,bytes,payload_sha256,reasons,leaf_hash"
+        )?;
+    }
+    let mut from = 0;
+    loop {
+        let page = store
+            .raw_entries(from, PAGE)
+            .await
+            .context("cannot read the store")?;
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        for row in &page {
+            match format {
+                Format::Jsonl => writeln!(out, "{}", jsonl(row)?)?,
+                Format::Csv => writeln!(out, "{}", csv(row)?)?,
+            }
+        }
+    }
+    out.flush()?;
+    store.close().await;
+    Ok(())
+}
+
+fn parse(row: &RawEntry) -> Result<AuditEntry, Failure> {
+    serde_json::from_slice(&row.entry)
+        .map_err(|e| Failure::Log(anyhow!("entry {}: not an audit entry: {e}", row.seq)))
+}
+
+fn jsonl(row: &RawEntry) -> Result<String, Failure> {
+    let entry: serde_json::Value = serde_json::from_slice(&row.entry)
+        .map_err(|e| Failure::Log(anyhow!("entry {}: not JSON: {e}", row.seq)))?;
+    Ok(serde_json::json!({
+        "seq": row.seq,
+        "leaf_hash": hex::encode(leaf_hash(&row.entry)),
+        "entry_sha256": row.entry_sha256,
+        "canonical": STANDARD.encode(&row.entry),
+        "entry": entry,
+    })
+    .to_string())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn csv(row: &RawEntry) -> Result<String, Failure> {
+    let e = parse(row)?;
+    let reasons = e
+        .reasons
+        .iter()
+        .map(|r| r.code.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
+    let fields = [
+        row.seq.to_string(),
+        e.time,
+        e.kind.as_str().to_owned(),
+        e.caller,
+        e.consumer.unwrap_or_default(),
+        e.provider.unwrap_or_default(),
+        e.dataset.unwrap_or_default(),
+        e.purpose.unwrap_or_default(),
+        e.decision.as_str().to_owned(),
+        e.status.as_str().to_owned(),
+        e.rows.to_string(),
+        e.bytes.to_string(),
+        e.payload_sha256.unwrap_or_default(),
+        reasons,
+        hex::encode(leaf_hash(&row.entry)),
+    ];
+    Ok(fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+async fn proof(url: &str, index: u64, size: Option<u64>) -> Result<(), Failure> {
+    let store = open(url).await?;
+    let checkpoint = match size {
+        Some(size) => store
+            .checkpoint_at(size)
+            .await
+            .context("cannot read the store")?
+            .ok_or_else(|| anyhow!("no checkpoint at size {size}"))?,
+        None => store
+            .latest_checkpoint()
+            .await
+            .context("cannot read the store")?
+            .ok_or_else(|| anyhow!("the log has no checkpoint yet"))?,
+    };
+    let size = checkpoint.size;
+    if index >= size {
+        return Err(Failure::Usage(anyhow!(
+            "index {index} is not below the checkpoint's size {size}"
+        )));
+    }
+    let leaves = leaf_hashes(&store, size).await.map_err(store_error)?;
+    store.close().await;
+    if (leaves.len() as u64) < size {
+        return Err(Failure::Log(anyhow!(
+            "checkpoint at size {size}: the log has only {} entries",
+            leaves.len()
+        )));
+    }
+    let root = merkle::root(&leaves);
+    if hex::encode(root) != checkpoint.root_hash {
+        return Err(Failure::Log(anyhow!(
+            "checkpoint at size {size}: root does not match the entries"
+        )));
+    }
+    let proof = merkle::inclusion_proof(&leaves, index, size)
+        .map_err(|e| Failure::Usage(anyhow!("cannot prove entry {index}: {e}")))?;
+    let leaf = leaves
+        .get(usize::try_from(index).unwrap_or(usize::MAX))
+        .ok_or_else(|| anyhow!("entry {index} is not on the log"))?;
+    let out = serde_json::json!({
+        "index": index,
+        "size": size,
+        "leaf_hash": hex::encode(leaf),
+        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        "root": hex::encode(root),
+        "checkpoint": checkpoint.note,
+    });
+    let text = serde_json::to_string_pretty(&out)
+        .map_err(|e| Failure::Usage(anyhow!("cannot encode the proof: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+async fn tail(url: &str, lines: u64) -> Result<(), Failure> {
+    let store = open(url).await?;
+    let size = store
+        .audit_log_size()
+        .await
+        .context("cannot read the store")?;
+    let rows = store
+        .raw_entries(size.saturating_sub(lines), lines)
+        .await
+        .context("cannot read the store")?;
+    store.close().await;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:>6}  {:<27} {:<10} {:<17} {:<24} {:<6} {:<9} {:>6}  exchange",
+        "seq", "time", "kind", "caller", "dataset", "dec.", "status", "rows"
+    )?;
+    for row in &rows {
+        let e = parse(row)?;
+        writeln!(
+            out,
+            "{:>6}  {:<27} {:<10} {:<17} {:<24} {:<6} {:<9} {:>6}  {}",
+            row.seq,
+            e.time,
+            e.kind.as_str(),
+            e.caller,
+            e.dataset.as_deref().unwrap_or("-"),
+            e.decision.as_str(),
+            e.status.as_str(),
+            e.rows,
+            e.exchange_id
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+-- Signed checkpoints of the audit log's Merkle tree, PostgreSQL.
+-- size is the tree size (number of entries) the note commits to; root_hash
+-- is its root in lowercase hex; note is the signed C2SP checkpoint note.
+CREATE TABLE checkpoints (
+    size       BIGINT PRIMARY KEY,
+    root_hash  TEXT NOT NULL,
+    note       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+
+CREATE FUNCTION checkpoints_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'checkpoints are append-only';
+END;
+$$;
+CREATE TRIGGER checkpoints_no_update BEFORE UPDATE OR DELETE ON checkpoints
+    FOR EACH ROW EXECUTE FUNCTION checkpoints_append_only();

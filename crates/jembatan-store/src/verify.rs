@@ -1,0 +1,281 @@
+//! Offline verification of the audit log against its signed checkpoints.
+//!
+//! Entry `seq` is leaf `seq` of an RFC 6962 Merkle tree whose leaf hash is
+//! `SHA-256(0x00 || canonical entry bytes)`. [`verify`] streams every stored
+//! entry in order and checks that the log is gap-free from 0, that each
+//! entry's bytes are canonical and agree with `entry_sha256` and with the
+//! indexed columns, and that every stored checkpoint is signed by the
+//! expected key and commits to the root recomputed from the entries at its
+//! size. Since every checkpoint is compared with a prefix of the same leaf
+//! sequence, checkpoints that verify are also consistent with each other.
+//! The first problem found is reported, naming the entry or checkpoint.
+
+use jembatan_core::AuditEntry;
+use jembatan_tlog::merkle::{CompactRange, Hash, leaf_hash};
+use jembatan_tlog::note::{Checkpoint, Verifier};
+
+use crate::{RawEntry, Store, StoreError, StoredCheckpoint};
+
+/// Entries read per page while streaming the log.
+const PAGE: u64 = 1000;
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries verified (the tree size).
+    pub size: u64,
+    /// Root of the tree of all entries.
+    pub root: Hash,
+    /// Checkpoints verified.
+    pub checkpoints: usize,
+}
+
+impl VerifyReport {
+    /// The root in lowercase hex.
+    pub fn root_hex(&self) -> String {
+        hex::encode(self.root)
+    }
+}
+
+/// The first problem found on the log.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot read the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("entry {missing} missing: {}", describe_jump(*.missing, *.found))]
+    MissingEntry { missing: u64, found: u64 },
+    #[error("entry {seq}: stored bytes are not a canonical entry: {message}")]
+    NotCanonical { seq: u64, message: String },
+    #[error("entry {seq}: stored entry_sha256 does not match the entry bytes")]
+    EntryHash { seq: u64 },
+    #[error("entry {seq}: stored bytes do not match the indexed column {column}")]
+    Column { seq: u64, column: &'static str },
+    #[error("entry {seq}: the tree is full")]
+    TreeFull { seq: u64 },
+    #[error("checkpoint at size {size}: sizes do not increase after size {previous}")]
+    CheckpointOrder { size: u64, previous: u64 },
+    #[error("checkpoint at size {size}: the log has only {log_size} entries")]
+    CheckpointBeyondLog { size: u64, log_size: u64 },
+    #[error("checkpoint at size {size}: signature does not verify with key {key}: {message}")]
+    CheckpointSignature {
+        size: u64,
+        key: String,
+        message: String,
+    },
+    #[error("checkpoint at size {size}: {message}")]
+    CheckpointNote { size: u64, message: String },
+    #[error("checkpoint at size {size}: root does not match the entries")]
+    CheckpointRoot { size: u64 },
+}
+
+fn describe_jump(missing: u64, found: u64) -> String {
+    match missing.checked_sub(1) {
+        Some(previous) => format!("seq jumps from {previous} to {found}"),
+        None => format!("the log starts at seq {found}"),
+    }
+}
+
+impl VerifyError {
+    /// The entry seq or checkpoint size the error names, if any.
+    pub fn position(&self) -> Option<u64> {
+        match self {
+            VerifyError::Store(_) => None,
+            VerifyError::MissingEntry { missing: n, .. }
+            | VerifyError::NotCanonical { seq: n, .. }
+            | VerifyError::EntryHash { seq: n }
+            | VerifyError::Column { seq: n, .. }
+            | VerifyError::TreeFull { seq: n }
+            | VerifyError::CheckpointOrder { size: n, .. }
+            | VerifyError::CheckpointBeyondLog { size: n, .. }
+            | VerifyError::CheckpointSignature { size: n, .. }
+            | VerifyError::CheckpointNote { size: n, .. }
+            | VerifyError::CheckpointRoot { size: n } => Some(*n),
+        }
+    }
+}
+
+/// Extends `range` with the leaves of the stored entries from
+/// `range.size()` on, up to `stop_at` entries in all (or to the end of the
+/// log), calling `check` on each row first. Fails on a gap in `seq`.
+async fn extend(
+    store: &Store,
+    range: &mut CompactRange,
+    stop_at: Option<u64>,
+    mut check: impl FnMut(&RawEntry) -> Result<(), VerifyError>,
+) -> Result<(), VerifyError> {
+    loop {
+        let from = range.size();
+        let limit = match stop_at {
+            Some(stop) if stop <= from => return Ok(()),
+            Some(stop) => (stop - from).min(PAGE),
+            None => PAGE,
+        };
+        let page = store.raw_entries(from, limit).await?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for row in &page {
+            let expected = range.size();
+            if row.seq != expected {
+                return Err(VerifyError::MissingEntry {
+                    missing: expected,
+                    found: row.seq,
+                });
+            }
+            check(row)?;
+            range
+                .push(leaf_hash(&row.entry))
+                .map_err(|_| VerifyError::TreeFull { seq: row.seq })?;
+        }
+    }
+}
+
+/// Extends `range` with the leaves of every stored entry from `range.size()`
+/// on (possibly appended by another replica), up to `stop_at` entries in
+/// all when given. Checks only that `seq` is gap-free; see [`verify`] for
+/// the full check.
+pub async fn catch_up(
+    store: &Store,
+    range: &mut CompactRange,
+    stop_at: Option<u64>,
+) -> Result<(), VerifyError> {
+    extend(store, range, stop_at, |_| Ok(())).await
+}
+
+/// The leaf hashes of the first `size` entries, for serving proofs.
+pub async fn leaf_hashes(store: &Store, size: u64) -> Result<Vec<Hash>, VerifyError> {
+    let mut leaves = Vec::new();
+    let mut from = 0;
+    while from < size {
+        let page = store.raw_entries(from, (size - from).min(PAGE)).await?;
+        if page.is_empty() {
+            break;
+        }
+        for row in page {
+            if row.seq != from {
+                return Err(VerifyError::MissingEntry {
+                    missing: from,
+                    found: row.seq,
+                });
+            }
+            leaves.push(leaf_hash(&row.entry));
+            from += 1;
+        }
+    }
+    Ok(leaves)
+}
+
+/// Checks one stored row: canonical bytes, `entry_sha256`, indexed columns.
+pub fn check_entry(row: &RawEntry) -> Result<(), VerifyError> {
+    let seq = row.seq;
+    let e = AuditEntry::from_canonical(&row.entry)
+        .map_err(|message| VerifyError::NotCanonical { seq, message })?;
+    if AuditEntry::sha256(&row.entry) != row.entry_sha256 {
+        return Err(VerifyError::EntryHash { seq });
+    }
+    let columns: [(&'static str, Option<&str>, Option<&str>); 11] = [
+        (
+            "exchange_id",
+            Some(row.exchange_id.as_str()),
+            Some(e.exchange_id.as_str()),
+        ),
+        ("kind", Some(row.kind.as_str()), Some(e.kind.as_str())),
+        (
+            "recorded_at",
+            Some(row.recorded_at.as_str()),
+            Some(e.time.as_str()),
+        ),
+        ("caller", Some(row.caller.as_str()), Some(e.caller.as_str())),
+        ("consumer", row.consumer.as_deref(), e.consumer.as_deref()),
+        ("provider", row.provider.as_deref(), e.provider.as_deref()),
+        ("dataset", row.dataset.as_deref(), e.dataset.as_deref()),
+        ("purpose", row.purpose.as_deref(), e.purpose.as_deref()),
+        (
+            "decision",
+            Some(row.decision.as_str()),
+            Some(e.decision.as_str()),
+        ),
+        ("status", Some(row.status.as_str()), Some(e.status.as_str())),
+        (
+            "subject_hash",
+            row.subject_hash.as_deref(),
+            e.subject_hash.as_deref(),
+        ),
+    ];
+    for (column, stored, from_bytes) in columns {
+        if stored != from_bytes {
+            return Err(VerifyError::Column { seq, column });
+        }
+    }
+    Ok(())
+}
+
+/// Checks one stored checkpoint against the root recomputed at its size.
+pub fn check_checkpoint(
+    checkpoint: &StoredCheckpoint,
+    root: &Hash,
+    verifier: &Verifier,
+) -> Result<(), VerifyError> {
+    let size = checkpoint.size;
+    let opened = Checkpoint::open(&checkpoint.note, verifier).map_err(|e| {
+        VerifyError::CheckpointSignature {
+            size,
+            key: verifier.to_key_string(),
+            message: e.to_string(),
+        }
+    })?;
+    if opened.origin != verifier.name() {
+        return Err(VerifyError::CheckpointNote {
+            size,
+            message: format!(
+                "note names origin {:?}, expected {:?}",
+                opened.origin,
+                verifier.name()
+            ),
+        });
+    }
+    if opened.size != size {
+        return Err(VerifyError::CheckpointNote {
+            size,
+            message: format!("note is for size {}", opened.size),
+        });
+    }
+    if opened.root != *root || checkpoint.root_hash != hex::encode(root) {
+        return Err(VerifyError::CheckpointRoot { size });
+    }
+    Ok(())
+}
+
+/// Verifies the whole log and every checkpoint; see the module docs.
+pub async fn verify(store: &Store, verifier: &Verifier) -> Result<VerifyReport, VerifyError> {
+    let checkpoints = store.checkpoints().await?;
+    let mut previous: Option<u64> = None;
+    for c in &checkpoints {
+        if let Some(previous) = previous
+            && c.size <= previous
+        {
+            return Err(VerifyError::CheckpointOrder {
+                size: c.size,
+                previous,
+            });
+        }
+        previous = Some(c.size);
+    }
+    let mut range = CompactRange::new();
+    for c in &checkpoints {
+        extend(store, &mut range, Some(c.size), check_entry).await?;
+        if range.size() < c.size {
+            return Err(VerifyError::CheckpointBeyondLog {
+                size: c.size,
+                log_size: range.size(),
+            });
+        }
+        check_checkpoint(c, &range.root(), verifier)?;
+    }
+    extend(store, &mut range, None, check_entry).await?;
+    Ok(VerifyReport {
+        size: range.size(),
+        root: range.root(),
+        checkpoints: checkpoints.len(),
+    })
+}
