@@ -32,6 +32,19 @@ pub(crate) struct State {
     pub(crate) audit_key: Vec<u8>,
 }
 
+/// The keyed hash the audit log keeps instead of a lookup key:
+/// lowercase hex HMAC-SHA-256, keyed with the broker's audit key, of
+/// `dataset || 0x00 || key`. A key that is not a string is hashed as its
+/// JSON text (`42`, `true`).
+pub fn subject_hash(audit_key: &[u8], dataset: &str, key: &str) -> String {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(audit_key).expect("HMAC accepts keys of any length");
+    mac.update(dataset.as_bytes());
+    mac.update(&[0]);
+    mac.update(key.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// The gRPC `Exchange` service.
 #[derive(Debug, Clone)]
 pub struct ExchangeService {
@@ -210,16 +223,11 @@ fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
 impl State {
     /// Keyed hash of a lookup key: what the audit log keeps instead of it.
     fn subject_hash(&self, dataset: &str, key: &Scalar) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.audit_key)
-            .expect("HMAC accepts keys of any length");
-        mac.update(dataset.as_bytes());
-        mac.update(&[0]);
         let text = match key {
             Scalar::String(s) => s.clone(),
             other => other.to_json().to_string(),
         };
-        mac.update(text.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        subject_hash(&self.audit_key, dataset, &text)
     }
 
     /// Appends an entry, failing closed: no durable entry, no exchange.

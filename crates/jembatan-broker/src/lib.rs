@@ -3,6 +3,7 @@
 //! provider's adapter to the consumer, and writes every exchange to the
 //! audit log — the allow decision durably before the first record leaves.
 
+mod audit_service;
 mod checkpoint;
 pub mod config;
 mod exchange;
@@ -19,8 +20,9 @@ use jembatan_tlog::note::Verifier;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+pub use audit_service::AuditService;
 pub use config::BrokerConfig;
-pub use exchange::ExchangeService;
+pub use exchange::{ExchangeService, subject_hash};
 pub use server::serve;
 
 /// Trailer (streams) or header (unary) carrying the binary-encoded
@@ -39,6 +41,8 @@ pub enum BrokerError {
     Pki(#[from] jembatan_pki::PkiError),
     #[error("cannot read or create the audit key {path}: {message}")]
     AuditKey { path: String, message: String },
+    #[error("cannot read the audit key {path}: {message}")]
+    AuditKeyRead { path: String, message: String },
     #[error("cannot read or create the checkpoint key {path}: {message}")]
     CheckpointKey { path: String, message: String },
     #[error("audit log checkpoints: {0}")]
@@ -54,6 +58,7 @@ pub enum BrokerError {
 pub struct Broker {
     pub(crate) inner: Arc<exchange::State>,
     checkpoints: Arc<Checkpoints>,
+    audit_service: AuditService,
 }
 
 /// The checkpointer and its periodic task.
@@ -108,6 +113,7 @@ impl Broker {
             audit.appended(),
         ));
         let adapters = relay::AdapterPool::new(config.tls.clone());
+        let audit_service = AuditService::new(store.clone());
         Ok(Broker {
             inner: Arc::new(exchange::State {
                 store,
@@ -120,6 +126,7 @@ impl Broker {
                 task: std::sync::Mutex::new(Some(task)),
                 verifier,
             }),
+            audit_service,
         })
     }
 
@@ -163,6 +170,40 @@ impl Broker {
     pub fn exchange_service(&self) -> ExchangeService {
         ExchangeService::new(self.inner.clone())
     }
+
+    /// The `Audit` service; its clones share one cache of leaf hashes.
+    pub fn audit_service(&self) -> AuditService {
+        self.audit_service.clone()
+    }
+}
+
+/// Reads the audit HMAC key (hex) without ever creating one, for tools
+/// that recompute subject hashes offline.
+pub fn read_audit_key(path: &Path) -> Result<Vec<u8>, BrokerError> {
+    let err = |message: String| BrokerError::AuditKeyRead {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    parse_audit_key(path, &text).map_err(|e| match e {
+        BrokerError::AuditKey { message, .. } => err(message),
+        other => other,
+    })
+}
+
+fn parse_audit_key(path: &Path, text: &str) -> Result<Vec<u8>, BrokerError> {
+    let err = |message: String| BrokerError::AuditKey {
+        path: path.display().to_string(),
+        message,
+    };
+    let key = hex::decode(text.trim()).map_err(|e| err(format!("not hex: {e}")))?;
+    if key.len() < 32 {
+        return Err(err(format!(
+            "key has {} bytes; at least 32 are needed",
+            key.len()
+        )));
+    }
+    Ok(key)
 }
 
 /// Reads the audit HMAC key (hex), creating a random one (mode 0600) when
@@ -173,16 +214,7 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>, BrokerError> {
         message,
     };
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let key = hex::decode(text.trim()).map_err(|e| err(format!("not hex: {e}")))?;
-            if key.len() < 32 {
-                return Err(err(format!(
-                    "key has {} bytes; at least 32 are needed",
-                    key.len()
-                )));
-            }
-            Ok(key)
-        }
+        Ok(text) => parse_audit_key(path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key: [u8; 32] = rand::random();
             if let Some(parent) = path.parent() {

@@ -1,8 +1,9 @@
-//! The broker's gRPC server: Exchange, health and reflection over mTLS.
+//! The broker's gRPC server: Exchange, Audit, health and reflection over mTLS.
 
 use std::future::Future;
 use std::time::Duration;
 
+use jembatan_proto::v1::audit_server::AuditServer;
 use jembatan_proto::v1::exchange_server::ExchangeServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -24,6 +25,9 @@ pub async fn serve(
     health
         .set_serving::<ExchangeServer<crate::ExchangeService>>()
         .await;
+    health
+        .set_serving::<AuditServer<crate::AuditService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(jembatan_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -34,6 +38,8 @@ pub async fn serve(
         })?;
     let exchange =
         ExchangeServer::new(broker.exchange_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let audit =
+        AuditServer::new(broker.audit_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
     Server::builder()
         .tls_config(tls)?
         .tcp_nodelay(true)
@@ -42,6 +48,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(exchange)
+        .add_service(audit)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

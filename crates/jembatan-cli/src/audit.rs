@@ -1,8 +1,12 @@
 //! `jembatan audit`: verify the audit log offline against its signed
-//! checkpoints, export it, prove an entry's inclusion, show its tail.
+//! checkpoints, export it, prove an entry's inclusion, show its tail, list
+//! who looked a key up, and crosscheck an adapter's receipt log.
 //!
 //! Exit codes: 0 success, 1 the log failed verification (or a proof cannot
-//! be made from it), 2 usage errors and unreadable stores or keys.
+//! be made from it, or a receipt log disagrees with it), 2 usage errors and
+//! unreadable stores, keys or receipt logs.
+
+mod crosscheck;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use clap::{Subcommand, ValueEnum};
 use jembatan_core::AuditEntry;
 use jembatan_store::verify::{VerifyError, leaf_hashes, verify};
-use jembatan_store::{RawEntry, Store};
+use jembatan_store::{EntryQuery, RawEntry, Store};
 use jembatan_tlog::merkle::{self, leaf_hash};
 use jembatan_tlog::note::Verifier;
 
@@ -59,6 +63,30 @@ pub(crate) enum AuditCommand {
         #[arg(short = 'n', long = "lines", default_value_t = 20)]
         lines: u64,
     },
+    /// List every entry of the lookups of one key (say, a resident's NIK):
+    /// who looked it up, when, why, and what the broker decided.
+    WhoAccessed {
+        #[arg(long)]
+        store: String,
+        /// The broker's audit HMAC key file (`audit_key` in its config).
+        #[arg(long, value_name = "FILE")]
+        audit_key: PathBuf,
+        /// The dataset looked up, `<agency>.<dataset>`.
+        #[arg(long)]
+        dataset: String,
+        /// The lookup key, as the consumer sent it.
+        #[arg(long)]
+        key: String,
+    },
+    /// Compare an adapter's receipt log with the broker's log; exit 1
+    /// naming every exchange on which they disagree.
+    Crosscheck {
+        #[arg(long)]
+        store: String,
+        /// The adapter's receipt log (`receipt_log` in its config).
+        #[arg(long, value_name = "FILE")]
+        receipts: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +121,13 @@ pub(crate) async fn run(command: AuditCommand) -> ExitCode {
         AuditCommand::Export { store, format } => export(&store, format).await,
         AuditCommand::Proof { store, index, size } => proof(&store, index, size).await,
         AuditCommand::Tail { store, lines } => tail(&store, lines).await,
+        AuditCommand::WhoAccessed {
+            store,
+            audit_key,
+            dataset,
+            key,
+        } => who_accessed(&store, &audit_key, &dataset, &key).await,
+        AuditCommand::Crosscheck { store, receipts } => crosscheck(&store, &receipts).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -314,4 +349,99 @@ async fn tail(url: &str, lines: u64) -> Result<(), Failure> {
         )?;
     }
     Ok(())
+}
+
+async fn who_accessed(
+    url: &str,
+    audit_key: &std::path::Path,
+    dataset: &str,
+    key: &str,
+) -> Result<(), Failure> {
+    let dataset: jembatan_core::DatasetId = dataset
+        .parse()
+        .map_err(|e| anyhow!("--dataset {dataset:?}: {e}"))?;
+    let audit_key = jembatan_broker::read_audit_key(audit_key).map_err(anyhow::Error::from)?;
+    let hash = jembatan_broker::subject_hash(&audit_key, dataset.as_str(), key);
+    let store = open(url).await?;
+    let mut query = EntryQuery {
+        subject_hash: Some(hash.clone()),
+        ..EntryQuery::default()
+    };
+    let mut rows = Vec::new();
+    loop {
+        let page = store
+            .query_entries(&query, PAGE)
+            .await
+            .context("cannot read the store")?;
+        let Some(last) = page.last() else { break };
+        query.from_seq = last.seq + 1;
+        rows.extend(page);
+    }
+    store.close().await;
+    let mut out = std::io::stdout().lock();
+    if rows.is_empty() {
+        writeln!(
+            out,
+            "no entries: nobody looked this key up in {dataset} (subject hash {hash})"
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{} entries for this key in {dataset} (subject hash {hash})",
+        rows.len()
+    )?;
+    writeln!(
+        out,
+        "{:>6}  {:<27} {:<10} {:<14} {:<6} {:<9} {:>4}  {:<36}  purpose",
+        "seq", "time", "kind", "consumer", "dec.", "status", "rows", "exchange"
+    )?;
+    for row in &rows {
+        let e = parse(row)?;
+        writeln!(
+            out,
+            "{:>6}  {:<27} {:<10} {:<14} {:<6} {:<9} {:>4}  {:<36}  {}",
+            row.seq,
+            e.time,
+            e.kind.as_str(),
+            e.consumer.as_deref().unwrap_or("-"),
+            e.decision.as_str(),
+            e.status.as_str(),
+            e.rows,
+            e.exchange_id,
+            e.purpose.as_deref().unwrap_or("-"),
+        )?;
+    }
+    Ok(())
+}
+
+async fn crosscheck(url: &str, receipts: &std::path::Path) -> Result<(), Failure> {
+    let lines = jembatan_adapter::read_receipt_log(receipts).map_err(anyhow::Error::from)?;
+    let store = open(url).await?;
+    let result = crosscheck::crosscheck(&store, &lines).await;
+    store.close().await;
+    let report = result.context("cannot read the store")?;
+    let mut out = std::io::stdout().lock();
+    for finding in &report.mismatches {
+        writeln!(out, "{finding}")?;
+    }
+    let checked = format!(
+        "{} served fetches and {} receipts in {}",
+        report.served,
+        report.receipts,
+        receipts.display()
+    );
+    if report.mismatches.is_empty() {
+        writeln!(
+            out,
+            "crosschecked {checked}: all agree with the broker's log"
+        )?;
+        Ok(())
+    } else {
+        let n = report.mismatches.len();
+        let plural = if n == 1 { "" } else { "es" };
+        Err(Failure::Log(anyhow!(
+            "{n} mismatch{plural} between {checked} and the broker's log"
+        )))
+    }
 }

@@ -37,7 +37,8 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
-    /// Audit log tools: verify offline, export, inclusion proofs, tail.
+    /// Audit log tools: verify offline, export, inclusion proofs, tail,
+    /// who looked a key up, crosscheck an adapter's receipt log.
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,

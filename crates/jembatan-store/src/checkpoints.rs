@@ -138,44 +138,50 @@ impl Store {
     /// Audit log rows with `seq >= from`, at most `limit`, in order, as
     /// stored (nothing parsed). Page through the log with it.
     pub async fn raw_entries(&self, from: u64, limit: u64) -> Result<Vec<RawEntry>, StoreError> {
-        // SQLite would hand back an entry rewritten as TEXT as text: read it
-        // as bytes whatever its storage class, so the tree sees what is there.
-        let sql = match self.backend() {
-            Backend::Sqlite => {
-                "SELECT seq, exchange_id, kind, recorded_at, caller, consumer, provider, dataset,
-                     purpose, decision, status, subject_hash, CAST(entry AS BLOB), entry_sha256
-                 FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2"
-            }
-            Backend::Postgres => {
-                "SELECT seq, exchange_id, kind, recorded_at, caller, consumer, provider, dataset,
-                     purpose, decision, status, subject_hash, entry, entry_sha256
-                 FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2"
-            }
-        };
-        let rows = sqlx::query(sql)
+        let sql = format!(
+            "SELECT {} FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            raw_columns(self.backend())
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_i64(from))
             .bind(to_i64(limit))
             .fetch_all(self.pool())
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RawEntry {
-                    seq: to_u64(r.try_get(0)?, "audit entry seq")?,
-                    exchange_id: r.try_get(1)?,
-                    kind: r.try_get(2)?,
-                    recorded_at: r.try_get(3)?,
-                    caller: r.try_get(4)?,
-                    consumer: r.try_get(5)?,
-                    provider: r.try_get(6)?,
-                    dataset: r.try_get(7)?,
-                    purpose: r.try_get(8)?,
-                    decision: r.try_get(9)?,
-                    status: r.try_get(10)?,
-                    subject_hash: r.try_get(11)?,
-                    entry: r.try_get(12)?,
-                    entry_sha256: r.try_get(13)?,
-                })
-            })
-            .collect()
+        rows.iter().map(raw_entry_from_row).collect()
     }
+}
+
+/// The columns of a [`RawEntry`], in the order [`raw_entry_from_row`] reads.
+pub(crate) fn raw_columns(backend: Backend) -> &'static str {
+    match backend {
+        // SQLite would hand back an entry rewritten as TEXT as text: read it
+        // as bytes whatever its storage class, so the tree sees what is there.
+        Backend::Sqlite => {
+            "seq, exchange_id, kind, recorded_at, caller, consumer, provider, dataset,
+             purpose, decision, status, subject_hash, CAST(entry AS BLOB), entry_sha256"
+        }
+        Backend::Postgres => {
+            "seq, exchange_id, kind, recorded_at, caller, consumer, provider, dataset,
+             purpose, decision, status, subject_hash, entry, entry_sha256"
+        }
+    }
+}
+
+pub(crate) fn raw_entry_from_row(r: &sqlx::any::AnyRow) -> Result<RawEntry, StoreError> {
+    Ok(RawEntry {
+        seq: to_u64(r.try_get(0)?, "audit entry seq")?,
+        exchange_id: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        recorded_at: r.try_get(3)?,
+        caller: r.try_get(4)?,
+        consumer: r.try_get(5)?,
+        provider: r.try_get(6)?,
+        dataset: r.try_get(7)?,
+        purpose: r.try_get(8)?,
+        decision: r.try_get(9)?,
+        status: r.try_get(10)?,
+        subject_hash: r.try_get(11)?,
+        entry: r.try_get(12)?,
+        entry_sha256: r.try_get(13)?,
+    })
 }

@@ -7,6 +7,7 @@
 
 mod audit;
 mod checkpoints;
+mod query;
 pub mod verify;
 
 use std::str::FromStr;
@@ -18,6 +19,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use audit::{AuditLog, StoredEntry};
 pub use checkpoints::{RawEntry, StoredCheckpoint};
+pub use query::EntryQuery;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

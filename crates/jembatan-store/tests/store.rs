@@ -1,7 +1,7 @@
 //! Store tests on SQLite and, when `JEMBATAN_TEST_POSTGRES_URL` is set, PostgreSQL.
 
 use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
-use jembatan_store::{AuditLog, Store};
+use jembatan_store::{AuditLog, EntryQuery, Store};
 
 fn entry(exchange: &str, kind: EntryKind) -> AuditEntry {
     AuditEntry {
@@ -177,4 +177,161 @@ async fn postgres_appends_are_gap_free_across_replicas() {
 fn replace_db(url: &str, db: &str) -> String {
     let (base, _) = url.rsplit_once('/').unwrap();
     format!("{base}/{db}")
+}
+
+/// Appends six entries with different consumers, decisions, times and
+/// subjects, then checks every filter of `query_entries` on `store`.
+async fn filtered_queries_match_every_filter(store: Store) {
+    let log = AuditLog::start(store.clone());
+    let variants = [
+        (
+            "dinsos",
+            Decision::Allow,
+            ExchangeStatus::Started,
+            "01",
+            None,
+        ),
+        ("dinsos", Decision::Allow, ExchangeStatus::Ok, "02", None),
+        (
+            "dinkes",
+            Decision::Deny,
+            ExchangeStatus::Denied,
+            "03",
+            Some("aa"),
+        ),
+        (
+            "bpn",
+            Decision::Deny,
+            ExchangeStatus::Denied,
+            "04",
+            Some("bb"),
+        ),
+        (
+            "dinsos",
+            Decision::Deny,
+            ExchangeStatus::Invalid,
+            "05",
+            Some("aa"),
+        ),
+        (
+            "disdukcapil",
+            Decision::Allow,
+            ExchangeStatus::Ok,
+            "06",
+            None,
+        ),
+    ];
+    for (i, (consumer, decision, status, day, subject)) in variants.into_iter().enumerate() {
+        let mut e = entry(&format!("q{i}"), EntryKind::Decision);
+        e.consumer = Some(consumer.into());
+        e.caller = format!("agency:{consumer}");
+        e.decision = decision;
+        e.status = status;
+        e.time = format!("2026-01-{day}T00:00:00.000000Z");
+        e.subject_hash = subject.map(|s| s.repeat(32));
+        if consumer == "disdukcapil" {
+            e.provider = Some("dukcapil2".into());
+        }
+        log.append(e).await.unwrap();
+    }
+    let seqs = |query: EntryQuery, limit: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .query_entries(&query, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<u64>>()
+        }
+    };
+    let all = EntryQuery::default();
+    assert_eq!(seqs(all.clone(), 100).await, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(seqs(all.clone(), 2).await, [0, 1]);
+    let from_seq = EntryQuery {
+        from_seq: 4,
+        ..all.clone()
+    };
+    assert_eq!(seqs(from_seq, 100).await, [4, 5]);
+    let denials = EntryQuery {
+        decision: Some("deny".into()),
+        ..all.clone()
+    };
+    assert_eq!(seqs(denials, 100).await, [2, 3, 4]);
+    // consumer or provider
+    let dinsos = EntryQuery {
+        agency: Some("dinsos".into()),
+        ..all.clone()
+    };
+    assert_eq!(seqs(dinsos, 100).await, [0, 1, 4]);
+    let provider = EntryQuery {
+        agency: Some("disdukcapil".into()),
+        ..all.clone()
+    };
+    assert_eq!(seqs(provider, 100).await, [0, 1, 2, 3, 4, 5]);
+    let status = EntryQuery {
+        status: Some("denied".into()),
+        agency: Some("bpn".into()),
+        ..all.clone()
+    };
+    assert_eq!(seqs(status, 100).await, [3]);
+    let window = EntryQuery {
+        from: Some("2026-01-02T00:00:00.000000Z".into()),
+        until: Some("2026-01-05T00:00:00.000000Z".into()),
+        ..all.clone()
+    };
+    assert_eq!(seqs(window, 100).await, [1, 2, 3]);
+    let subject = EntryQuery {
+        subject_hash: Some("aa".repeat(32)),
+        ..all.clone()
+    };
+    assert_eq!(seqs(subject, 100).await, [2, 4]);
+    let exchange = EntryQuery {
+        exchange_id: Some("q3".into()),
+        dataset: Some("disdukcapil.penduduk".into()),
+        purpose: Some("p".into()),
+        ..all.clone()
+    };
+    assert_eq!(seqs(exchange, 100).await, [3]);
+    let nothing = EntryQuery {
+        purpose: Some("other".into()),
+        ..all
+    };
+    assert!(seqs(nothing, 100).await.is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_filtered_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(dir.path().join("q.db").to_str().unwrap())
+        .await
+        .unwrap();
+    filtered_queries_match_every_filter(store).await;
+}
+
+#[tokio::test]
+async fn postgres_filtered_queries() {
+    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+        return;
+    };
+    let admin = Store::admin_pool(&url).await.unwrap();
+    let name = format!("jembatan_query_{}", std::process::id());
+    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let store = Store::connect(&replace_db(&url, &name)).await.unwrap();
+    filtered_queries_match_every_filter(store.clone()).await;
+    store.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(drop_db))
+        .execute(&admin)
+        .await
+        .unwrap();
 }

@@ -1,0 +1,516 @@
+//! The `Audit` service: the exchange log, signed checkpoints and Merkle
+//! proofs for auditors, and only for auditors.
+//!
+//! Every call needs an auditor certificate. Entries come from the store a
+//! bounded page at a time. Proofs are made with `jembatan_tlog::merkle`
+//! over the leaf hashes of the stored entries, which this service reads
+//! once and keeps in memory (32 bytes per entry), and only up to the size
+//! of a stored checkpoint whose root they reproduce: a proof is never
+//! served for a tree no checkpoint signs, nor from leaves that do not match
+//! their checkpoint.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use jembatan_core::{AgencyId, DatasetId, InvalidArgument, Role};
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::audit_server::Audit;
+use jembatan_store::{EntryQuery, RawEntry, Store, StoredCheckpoint};
+use jembatan_tlog::merkle::{self, CompactRange, Hash, leaf_hash};
+use tokio::sync::RwLock;
+use tonic::{Request, Response, Status};
+
+/// Entries per page when the request does not say.
+pub(crate) const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Most entries per page.
+pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
+/// Entries read from the store at a time while filling the leaf cache.
+const LEAF_PAGE: u64 = 1000;
+
+const DECISIONS: [&str; 2] = ["allow", "deny"];
+const STATUSES: [&str; 6] = ["started", "denied", "invalid", "ok", "failed", "cancelled"];
+
+/// The gRPC `Audit` service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditService {
+    store: Store,
+    leaves: Arc<RwLock<Leaves>>,
+}
+
+/// Leaf hashes of the first entries of the log, each prefix checked against
+/// a signed checkpoint before it is used.
+#[derive(Debug, Default)]
+struct Leaves {
+    hashes: Vec<Hash>,
+    range: CompactRange,
+    /// Checkpoint sizes whose root these leaves were found to reproduce.
+    checked: BTreeSet<u64>,
+}
+
+impl Leaves {
+    fn len(&self) -> u64 {
+        self.hashes.len() as u64
+    }
+}
+
+fn unavailable(err: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %err, "audit store read failed");
+    Status::unavailable("the broker store is unavailable")
+}
+
+fn mismatch(size: u64) -> Status {
+    tracing::error!(size, "the audit log does not match a signed checkpoint");
+    Status::data_loss(format!(
+        "the stored log does not match its checkpoint at size {size}; run `jembatan audit verify`"
+    ))
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Status {
+    InvalidArgument::new(field, message).into()
+}
+
+/// Refuses every certificate but an auditor's.
+fn authorize<T>(request: &Request<T>) -> Result<(), Status> {
+    let identity = jembatan_pki::peer_identity(request)?;
+    if identity.role != Role::Auditor {
+        return Err(Status::permission_denied(format!(
+            "the Audit service is for auditor certificates; this certificate's role is {}",
+            identity.role
+        )));
+    }
+    tracing::debug!(%identity, "audit service call");
+    Ok(())
+}
+
+fn page_size(requested: u32) -> Result<u64, Status> {
+    match requested {
+        0 => Ok(u64::from(DEFAULT_PAGE_SIZE)),
+        n if n > MAX_PAGE_SIZE => Err(invalid(
+            "page_size",
+            format!("{n} is above the limit of {MAX_PAGE_SIZE} entries per page"),
+        )),
+        n => Ok(u64::from(n)),
+    }
+}
+
+fn page_token(token: &str) -> Result<u64, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token
+        .parse()
+        .map_err(|_| invalid("page_token", "not a token this service issued"))
+}
+
+/// A request time as stored times are written, rounded up to the
+/// microsecond (stored times have microseconds).
+fn instant(field: &str, t: &prost_types::Timestamp) -> Result<String, Status> {
+    let bad = || invalid(field, "not a valid time");
+    let nanos = u32::try_from(t.nanos).map_err(|_| bad())?;
+    let t = chrono::DateTime::from_timestamp(t.seconds, nanos).ok_or_else(bad)?;
+    let t = match nanos % 1000 {
+        0 => t,
+        rest => t + chrono::Duration::nanoseconds(i64::from(1000 - rest)),
+    };
+    Ok(jembatan_core::agreement::format_instant(&t))
+}
+
+fn optional(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Validates a `QueryEntriesRequest` into a store query and a page size.
+fn entry_query(req: pb::QueryEntriesRequest) -> Result<(EntryQuery, u64), Status> {
+    let agency = optional(req.agency)
+        .map(|a| {
+            a.parse::<AgencyId>()
+                .map(|a| a.to_string())
+                .map_err(|e: InvalidArgument| Status::from(e.within("agency")))
+        })
+        .transpose()?;
+    let dataset = optional(req.dataset)
+        .map(|d| {
+            d.parse::<DatasetId>()
+                .map(|d| d.to_string())
+                .map_err(|e: InvalidArgument| Status::from(e.within("dataset")))
+        })
+        .transpose()?;
+    let purpose = optional(req.purpose);
+    if purpose.as_ref().is_some_and(|p| p.len() > 256) {
+        return Err(invalid("purpose", "purpose is longer than 256 bytes"));
+    }
+    let decision = optional(req.decision);
+    if let Some(d) = &decision
+        && !DECISIONS.contains(&d.as_str())
+    {
+        return Err(invalid("decision", "must be allow or deny"));
+    }
+    let status = optional(req.status);
+    if let Some(s) = &status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return Err(invalid(
+            "status",
+            format!("must be one of {}", STATUSES.join(", ")),
+        ));
+    }
+    let from = req.from.as_ref().map(|t| instant("from", t)).transpose()?;
+    let until = req
+        .until
+        .as_ref()
+        .map(|t| instant("until", t))
+        .transpose()?;
+    if let (Some(from), Some(until)) = (&from, &until)
+        && until < from
+    {
+        return Err(invalid("until", "is before from"));
+    }
+    let query = EntryQuery {
+        agency,
+        dataset,
+        purpose,
+        decision,
+        status,
+        from,
+        until,
+        from_seq: page_token(&req.page_token)?,
+        ..EntryQuery::default()
+    };
+    Ok((query, page_size(req.page_size)?))
+}
+
+fn subject_query(req: pb::SubjectLookupRequest) -> Result<(EntryQuery, u64), Status> {
+    let hash = req.subject_hash.to_ascii_lowercase();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            "subject_hash",
+            "must be 64 hex digits (an HMAC-SHA-256)",
+        ));
+    }
+    let query = EntryQuery {
+        subject_hash: Some(hash),
+        from_seq: page_token(&req.page_token)?,
+        ..EntryQuery::default()
+    };
+    Ok((query, page_size(req.page_size)?))
+}
+
+fn checkpoint_to_proto(c: &StoredCheckpoint) -> Result<pb::Checkpoint, Status> {
+    let root_hash = hex::decode(&c.root_hash).map_err(|_| mismatch(c.size))?;
+    Ok(pb::Checkpoint {
+        note: c.note.clone(),
+        size: c.size,
+        root_hash,
+    })
+}
+
+type EntryStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::AuditEntry, Status>>>;
+
+impl AuditService {
+    pub(crate) fn new(store: Store) -> Self {
+        Self {
+            store,
+            leaves: Arc::new(RwLock::new(Leaves::default())),
+        }
+    }
+
+    /// One page of matching entries, the last carrying the next page's
+    /// token when more match.
+    async fn page(&self, query: EntryQuery, size: u64) -> Result<EntryStream, Status> {
+        let mut rows: Vec<RawEntry> = self
+            .store
+            .query_entries(&query, size + 1)
+            .await
+            .map_err(unavailable)?;
+        let next = if rows.len() as u64 > size {
+            rows.pop().map(|r| r.seq.to_string())
+        } else {
+            None
+        };
+        let mut entries: Vec<Result<pb::AuditEntry, Status>> = rows
+            .into_iter()
+            .map(|r| {
+                Ok(pb::AuditEntry {
+                    seq: r.seq,
+                    canonical: r.entry,
+                    entry_sha256: r.entry_sha256,
+                    next_page_token: String::new(),
+                })
+            })
+            .collect();
+        if let (Some(next), Some(Ok(last))) = (next, entries.last_mut()) {
+            last.next_page_token = next;
+        }
+        Ok(tokio_stream::iter(entries))
+    }
+
+    async fn latest(&self) -> Result<StoredCheckpoint, Status> {
+        self.store
+            .latest_checkpoint()
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| Status::not_found("no checkpoint has been signed yet"))
+    }
+
+    /// The stored checkpoint of `size` (0: the latest), or `InvalidArgument`
+    /// naming `field`.
+    async fn checkpoint(&self, field: &str, size: u64) -> Result<StoredCheckpoint, Status> {
+        let latest = self.latest().await?;
+        if size == 0 || size == latest.size {
+            return Ok(latest);
+        }
+        if size > latest.size {
+            return Err(invalid(
+                field,
+                format!(
+                    "{size} is beyond the latest checkpoint (size {})",
+                    latest.size
+                ),
+            ));
+        }
+        self.store
+            .checkpoint_at(size)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    format!("no checkpoint was signed at size {size}; ask for a checkpoint's size"),
+                )
+            })
+    }
+
+    /// Makes sure the cache holds the leaves of `checkpoint` and that they
+    /// reproduce its root.
+    async fn ensure(&self, checkpoint: &StoredCheckpoint) -> Result<(), Status> {
+        let size = checkpoint.size;
+        {
+            let leaves = self.leaves.read().await;
+            if leaves.checked.contains(&size) {
+                return Ok(());
+            }
+        }
+        let mut leaves = self.leaves.write().await;
+        if leaves.checked.contains(&size) {
+            return Ok(());
+        }
+        if leaves.len() >= size {
+            let from = usize::try_from(size).map_err(|_| mismatch(size))?;
+            let prefix = leaves.hashes.get(..from).ok_or_else(|| mismatch(size))?;
+            if hex::encode(merkle::root(prefix)) != checkpoint.root_hash {
+                return Err(mismatch(size));
+            }
+            leaves.checked.insert(size);
+            return Ok(());
+        }
+        // Read the missing leaves; keep them only if they reproduce the root.
+        let mut range = leaves.range.clone();
+        let mut read = Vec::new();
+        while range.size() < size {
+            let from = range.size();
+            let page = self
+                .store
+                .raw_entries(from, (size - from).min(LEAF_PAGE))
+                .await
+                .map_err(unavailable)?;
+            if page.is_empty() {
+                return Err(mismatch(size));
+            }
+            for row in page {
+                if row.seq != range.size() {
+                    return Err(mismatch(size));
+                }
+                let hash = leaf_hash(&row.entry);
+                range.push(hash).map_err(|_| mismatch(size))?;
+                read.push(hash);
+            }
+        }
+        if hex::encode(range.root()) != checkpoint.root_hash {
+            return Err(mismatch(size));
+        }
+        leaves.hashes.extend(read);
+        leaves.range = range;
+        leaves.checked.insert(size);
+        Ok(())
+    }
+}
+
+fn proof_failed(err: merkle::ProofError) -> Status {
+    tracing::error!(error = %err, "proof generation failed");
+    Status::internal("the proof could not be made")
+}
+
+#[tonic::async_trait]
+impl Audit for AuditService {
+    type QueryEntriesStream = EntryStream;
+    type SubjectLookupStream = EntryStream;
+
+    async fn query_entries(
+        &self,
+        request: Request<pb::QueryEntriesRequest>,
+    ) -> Result<Response<Self::QueryEntriesStream>, Status> {
+        authorize(&request)?;
+        let (query, size) = entry_query(request.into_inner())?;
+        Ok(Response::new(self.page(query, size).await?))
+    }
+
+    async fn latest_checkpoint(
+        &self,
+        request: Request<pb::LatestCheckpointRequest>,
+    ) -> Result<Response<pb::Checkpoint>, Status> {
+        authorize(&request)?;
+        Ok(Response::new(checkpoint_to_proto(&self.latest().await?)?))
+    }
+
+    async fn inclusion_proof(
+        &self,
+        request: Request<pb::InclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProofResponse>, Status> {
+        authorize(&request)?;
+        let req = request.into_inner();
+        let checkpoint = self.checkpoint("tree_size", req.tree_size).await?;
+        let size = checkpoint.size;
+        if req.index >= size {
+            return Err(invalid(
+                "index",
+                format!("{} is not below the tree size {size}", req.index),
+            ));
+        }
+        self.ensure(&checkpoint).await?;
+        let proof = {
+            let leaves = self.leaves.read().await;
+            merkle::inclusion_proof(&leaves.hashes, req.index, size).map_err(proof_failed)?
+        };
+        Ok(Response::new(pb::InclusionProofResponse {
+            index: req.index,
+            tree_size: size,
+            hashes: proof.iter().map(|h| h.to_vec()).collect(),
+            checkpoint: Some(checkpoint_to_proto(&checkpoint)?),
+        }))
+    }
+
+    async fn consistency_proof(
+        &self,
+        request: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProofResponse>, Status> {
+        authorize(&request)?;
+        let req = request.into_inner();
+        let new = self.checkpoint("new_size", req.new_size).await?;
+        if req.old_size > new.size {
+            return Err(invalid(
+                "old_size",
+                format!("{} is above the new size {}", req.old_size, new.size),
+            ));
+        }
+        let old = match req.old_size {
+            0 => None,
+            size => Some(self.checkpoint("old_size", size).await?),
+        };
+        self.ensure(&new).await?;
+        if let Some(old) = &old {
+            self.ensure(old).await?;
+        }
+        let proof = {
+            let leaves = self.leaves.read().await;
+            merkle::consistency_proof(&leaves.hashes, req.old_size, new.size)
+                .map_err(proof_failed)?
+        };
+        Ok(Response::new(pb::ConsistencyProofResponse {
+            hashes: proof.iter().map(|h| h.to_vec()).collect(),
+            old_checkpoint: old.as_ref().map(checkpoint_to_proto).transpose()?,
+            new_checkpoint: Some(checkpoint_to_proto(&new)?),
+        }))
+    }
+
+    async fn subject_lookup(
+        &self,
+        request: Request<pb::SubjectLookupRequest>,
+    ) -> Result<Response<Self::SubjectLookupStream>, Status> {
+        authorize(&request)?;
+        let (query, size) = subject_query(request.into_inner())?;
+        Ok(Response::new(self.page(query, size).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_validated_naming_the_field() {
+        let field_of = |r: Result<(EntryQuery, u64), Status>| {
+            let status = r.expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            status.message().to_owned()
+        };
+        let req = |f: fn(&mut pb::QueryEntriesRequest)| {
+            let mut r = pb::QueryEntriesRequest::default();
+            f(&mut r);
+            entry_query(r)
+        };
+        for (msg, want) in [
+            (field_of(req(|r| r.agency = "Bad Agency".into())), "agency"),
+            (field_of(req(|r| r.dataset = "nodot".into())), "dataset"),
+            (field_of(req(|r| r.decision = "maybe".into())), "decision"),
+            (field_of(req(|r| r.status = "done".into())), "status"),
+            (field_of(req(|r| r.purpose = "p".repeat(257))), "purpose"),
+            (field_of(req(|r| r.page_size = 1001)), "page_size"),
+            (field_of(req(|r| r.page_token = "x".into())), "page_token"),
+            (
+                field_of(req(|r| {
+                    r.from = Some(prost_types::Timestamp {
+                        seconds: 10,
+                        nanos: 0,
+                    });
+                    r.until = Some(prost_types::Timestamp {
+                        seconds: 5,
+                        nanos: 0,
+                    });
+                })),
+                "until",
+            ),
+            (
+                field_of(req(|r| {
+                    r.from = Some(prost_types::Timestamp {
+                        seconds: 0,
+                        nanos: -1,
+                    })
+                })),
+                "from",
+            ),
+            (
+                field_of(subject_query(pb::SubjectLookupRequest {
+                    subject_hash: "abc".into(),
+                    ..Default::default()
+                })),
+                "subject_hash",
+            ),
+        ] {
+            assert!(msg.contains(want), "{msg:?} does not name {want}");
+        }
+        let (q, size) = req(|r| {
+            r.agency = "dinsos".into();
+            r.decision = "deny".into();
+            r.page_token = "42".into();
+            r.from = Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: 1,
+            });
+        })
+        .unwrap();
+        assert_eq!(size, 100);
+        assert_eq!(q.agency.as_deref(), Some("dinsos"));
+        assert_eq!(q.decision.as_deref(), Some("deny"));
+        assert_eq!(q.from_seq, 42);
+        // rounded up to the microsecond: nothing before the instant matches
+        assert_eq!(q.from.as_deref(), Some("1970-01-01T00:00:00.000001Z"));
+        let (q, size) = subject_query(pb::SubjectLookupRequest {
+            subject_hash: "AB".repeat(32),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(size, 1000);
+        assert_eq!(q.subject_hash, Some("ab".repeat(32)));
+    }
+}

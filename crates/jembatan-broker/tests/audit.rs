@@ -1,0 +1,705 @@
+//! The `Audit` service end to end on 127.0.0.1:0: a provider's SQLite
+//! database behind a real adapter, the broker, consumers making exchanges,
+//! and an auditor reading the log, checkpoints and proofs — all with
+//! certificates from a development CA.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jembatan_adapter::{Adapter, AdapterConfig};
+use jembatan_broker::{Broker, BrokerConfig};
+use jembatan_core::{AuditEntry, Decision, Identity, Role};
+use jembatan_pki::TlsFiles;
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::audit_client::AuditClient;
+use jembatan_proto::v1::exchange_client::ExchangeClient;
+use jembatan_tlog::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
+use jembatan_tlog::note::{Checkpoint, Verifier};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+const ROWS: usize = 30;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    broker: Broker,
+    broker_port: u16,
+    files: HashMap<String, TlsFiles>,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn ident(role: Role, agency: Option<&str>) -> Identity {
+    Identity::new(role, agency.map(|a| a.parse().unwrap())).unwrap()
+}
+
+fn nik(i: usize) -> String {
+    format!("15070{i:011}")
+}
+
+async fn make_db(path: &Path) {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for i in 0..ROWS {
+        sqlx::query("INSERT INTO penduduk VALUES (?, ?)")
+            .bind(nik(i))
+            .bind(format!("WARGA {i}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+}
+
+/// A provider `prov` with one dataset, an agreement for `dinsos` only, and
+/// certificates for dinsos, dinkes, the broker, the adapter and an auditor.
+/// Checkpoints are signed only when a test asks.
+async fn harness() -> Harness {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    make_db(&dir.join("prov.db")).await;
+    let ids = [
+        ("broker", ident(Role::Broker, None)),
+        ("adapter", ident(Role::Adapter, Some("prov"))),
+        ("dinsos", ident(Role::Agency, Some("dinsos"))),
+        ("dinkes", ident(Role::Agency, Some("dinkes"))),
+        ("auditor", ident(Role::Auditor, None)),
+    ];
+    let all: Vec<Identity> = ids.iter().map(|(_, i)| i.clone()).collect();
+    let issued = jembatan_pki::dev_pki(&dir.join("certs"), &all).unwrap();
+    let files: HashMap<String, TlsFiles> = ids
+        .iter()
+        .map(|(n, i)| {
+            let f = issued.iter().find(|(x, _)| x == i).unwrap().1.clone();
+            (n.to_string(), f)
+        })
+        .collect();
+
+    let (stop, stop_rx) = watch::channel(false);
+    let shutdown = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let adapter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let adapter_port = adapter_listener.local_addr().unwrap().port();
+    let a = &files["adapter"];
+    let adapter_toml = format!(
+        r#"
+version = 1
+agency = "prov"
+database = "sqlite://{db}"
+listen = "127.0.0.1:{adapter_port}"
+receipt_log = "receipts.jsonl"
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+[[datasets]]
+name = "penduduk"
+table = "penduduk"
+key = "nik"
+columns = ["nik", "nama"]
+"#,
+        db = dir.join("prov.db").display(),
+        ca = a.ca.display(),
+        cert = a.cert.display(),
+        key = a.key.display()
+    );
+    let config = AdapterConfig::from_toml(&adapter_toml, &dir).unwrap();
+    let adapter = Arc::new(Adapter::connect(&config).await.unwrap());
+    tokio::spawn(jembatan_adapter::serve(
+        adapter,
+        adapter_listener,
+        config.tls.server_config().unwrap(),
+        shutdown(),
+    ));
+
+    let b = &files["broker"];
+    let broker_toml = format!(
+        r#"
+version = 1
+listen = "127.0.0.1:0"
+store = "broker.db"
+audit_key = "audit.key"
+checkpoint_every = 1000000
+checkpoint_interval = "1h"
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+[[agencies]]
+id = "prov"
+name = "Provider"
+adapter = "https://127.0.0.1:{adapter_port}"
+[[datasets]]
+id = "prov.penduduk"
+key = "nik"
+[[agreements]]
+id = "ok-1"
+provider = "prov"
+consumer = "dinsos"
+dataset = "prov.penduduk"
+fields = ["nik", "nama"]
+purpose = "bansos"
+valid_from = "2020-01-01"
+valid_until = "2099-01-01"
+status = "approved"
+"#,
+        ca = b.ca.display(),
+        cert = b.cert.display(),
+        key = b.key.display(),
+    );
+    let config = BrokerConfig::from_toml(&broker_toml, &dir).unwrap();
+    let broker = Broker::start(&config).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broker_port = listener.local_addr().unwrap().port();
+    tokio::spawn(jembatan_broker::serve(
+        broker.clone(),
+        listener,
+        config.tls.server_config().unwrap(),
+        shutdown(),
+    ));
+    Harness {
+        _dir: tmp,
+        dir,
+        broker,
+        broker_port,
+        files,
+        stop,
+    }
+}
+
+async fn channel(port: u16, files: &TlsFiles) -> Channel {
+    Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(files.client_config("localhost").unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+impl Harness {
+    async fn consumer(&self, who: &str) -> ExchangeClient<Channel> {
+        ExchangeClient::new(channel(self.broker_port, &self.files[who]).await)
+    }
+
+    async fn audit_client(&self, who: &str) -> AuditClient<Channel> {
+        AuditClient::new(channel(self.broker_port, &self.files[who]).await)
+    }
+
+    /// A query by `who`; true when allowed.
+    async fn query(&self, who: &str) -> bool {
+        let mut c = self.consumer(who).await;
+        let request = pb::QueryRequest {
+            dataset: "prov.penduduk".into(),
+            purpose: "bansos".into(),
+            fields: vec!["nik".into()],
+            ..Default::default()
+        };
+        match c.query(request).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                while stream.message().await.unwrap().is_some() {}
+                true
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+                false
+            }
+        }
+    }
+
+    /// A lookup of resident `i` by `who`; true when allowed.
+    async fn lookup(&self, who: &str, i: usize) -> bool {
+        let mut c = self.consumer(who).await;
+        let request = pb::LookupRequest {
+            dataset: "prov.penduduk".into(),
+            purpose: "bansos".into(),
+            fields: vec!["nik".into(), "nama".into()],
+            key: Some(pb::Scalar {
+                kind: Some(pb::scalar::Kind::StringValue(nik(i))),
+            }),
+            ..Default::default()
+        };
+        match c.lookup(request).await {
+            Ok(resp) => resp.into_inner().found,
+            Err(status) => {
+                assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+                false
+            }
+        }
+    }
+
+    fn verifier(&self) -> Verifier {
+        std::fs::read_to_string(self.dir.join("checkpoint.key.pub"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Every entry of a `QueryEntries` or `SubjectLookup` stream, and the page
+/// token the last one carries.
+async fn collect(
+    stream: Result<tonic::Response<tonic::Streaming<pb::AuditEntry>>, tonic::Status>,
+) -> (Vec<pb::AuditEntry>, String) {
+    let mut stream = stream.unwrap().into_inner();
+    let mut out = Vec::new();
+    while let Some(e) = stream.message().await.unwrap() {
+        out.push(e);
+    }
+    let token = out
+        .last()
+        .map(|e| e.next_page_token.clone())
+        .unwrap_or_default();
+    (out, token)
+}
+
+fn parsed(e: &pb::AuditEntry) -> AuditEntry {
+    AuditEntry::from_canonical(&e.canonical).unwrap()
+}
+
+fn seqs(entries: &[pb::AuditEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.seq).collect()
+}
+
+fn hashes(v: &[Vec<u8>]) -> Vec<Hash> {
+    v.iter().map(|h| h.as_slice().try_into().unwrap()).collect()
+}
+
+fn root(c: &pb::Checkpoint) -> Hash {
+    c.root_hash.as_slice().try_into().unwrap()
+}
+
+#[tokio::test]
+async fn auditor_queries_entries_with_filters_and_pages() {
+    let h = harness().await;
+    assert!(h.query("dinsos").await); // 0 started, 1 ok
+    assert!(!h.query("dinkes").await); // 2 denied
+    assert!(h.lookup("dinsos", 4).await); // 3 started, 4 ok
+    let mut a = h.audit_client("auditor").await;
+    let query = |f: fn(&mut pb::QueryEntriesRequest)| {
+        let mut r = pb::QueryEntriesRequest::default();
+        f(&mut r);
+        r
+    };
+
+    let (all, token) = collect(a.query_entries(query(|_| {})).await).await;
+    assert_eq!(seqs(&all), [0, 1, 2, 3, 4]);
+    assert!(token.is_empty());
+    for e in &all {
+        assert_eq!(e.entry_sha256, hex::encode(Sha256::digest(&e.canonical)));
+        assert_eq!(parsed(e).canonical_bytes(), e.canonical);
+    }
+
+    let (denials, _) = collect(a.query_entries(query(|r| r.decision = "deny".into())).await).await;
+    assert_eq!(seqs(&denials), [2]);
+    assert!(denials.iter().all(|e| parsed(e).decision == Decision::Deny));
+    let (dinkes, _) = collect(a.query_entries(query(|r| r.agency = "dinkes".into())).await).await;
+    assert_eq!(seqs(&dinkes), [2]);
+    assert_eq!(parsed(&dinkes[0]).consumer.as_deref(), Some("dinkes"));
+    let (dinsos, _) = collect(a.query_entries(query(|r| r.agency = "dinsos".into())).await).await;
+    assert_eq!(seqs(&dinsos), [0, 1, 3, 4]);
+    // the provider's agency matches every exchange with its datasets
+    let (prov, _) = collect(a.query_entries(query(|r| r.agency = "prov".into())).await).await;
+    assert_eq!(seqs(&prov), [0, 1, 2, 3, 4]);
+    let (ok, _) = collect(
+        a.query_entries(query(|r| {
+            r.status = "ok".into();
+            r.dataset = "prov.penduduk".into();
+            r.purpose = "bansos".into();
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(seqs(&ok), [1, 4]);
+    let (none, _) = collect(a.query_entries(query(|r| r.purpose = "other".into())).await).await;
+    assert!(none.is_empty());
+
+    // a time window around entry 2
+    let t = |e: &pb::AuditEntry| {
+        let time = jembatan_core::agreement::parse_instant(&parsed(e).time).unwrap();
+        prost_types::Timestamp {
+            seconds: time.timestamp(),
+            nanos: time.timestamp_subsec_nanos() as i32,
+        }
+    };
+    let window = pb::QueryEntriesRequest {
+        from: Some(t(&all[2])),
+        until: Some(t(&all[3])),
+        ..Default::default()
+    };
+    let (inside, _) = collect(a.query_entries(window).await).await;
+    assert_eq!(seqs(&inside), [2], "entries 2 and 3 share a microsecond?");
+
+    // pages of two, following the tokens
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let request = pb::QueryEntriesRequest {
+            page_size: 2,
+            page_token: token.clone(),
+            ..Default::default()
+        };
+        let (page, next) = collect(a.query_entries(request).await).await;
+        assert!(page.len() <= 2);
+        pages.push(seqs(&page));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(pages, [vec![0, 1], vec![2, 3], vec![4]]);
+    // the token carries filters' pages too
+    let request = pb::QueryEntriesRequest {
+        agency: "dinsos".into(),
+        page_size: 3,
+        ..Default::default()
+    };
+    let (page, next) = collect(a.query_entries(request).await).await;
+    assert_eq!(seqs(&page), [0, 1, 3]);
+    let request = pb::QueryEntriesRequest {
+        agency: "dinsos".into(),
+        page_size: 3,
+        page_token: next,
+        ..Default::default()
+    };
+    let (page, next) = collect(a.query_entries(request).await).await;
+    assert_eq!((seqs(&page), next.as_str()), (vec![4], ""));
+
+    // bad input names the field
+    for (request, field) in [
+        (query(|r| r.decision = "perhaps".into()), "decision"),
+        (query(|r| r.page_size = 5000), "page_size"),
+        (query(|r| r.page_token = "next please".into()), "page_token"),
+        (query(|r| r.agency = "Not An Agency".into()), "agency"),
+    ] {
+        let status = a.query_entries(request).await.err().unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{}", status.message());
+    }
+}
+
+#[tokio::test]
+async fn proofs_from_the_service_verify_against_signed_checkpoints() {
+    let h = harness().await;
+    let mut a = h.audit_client("auditor").await;
+    let status = a
+        .latest_checkpoint(pb::LatestCheckpointRequest {})
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    for _ in 0..3 {
+        assert!(h.query("dinsos").await);
+    }
+    assert!(!h.query("dinkes").await);
+    let first = h.broker.checkpoint_now().await.unwrap().unwrap();
+    assert_eq!(first, 7);
+    assert!(h.lookup("dinsos", 1).await);
+    assert!(h.query("dinsos").await);
+    assert!(!h.lookup("dinkes", 2).await);
+    let second = h.broker.checkpoint_now().await.unwrap().unwrap();
+    assert_eq!(second, 12);
+
+    let verifier = h.verifier();
+    let latest = a
+        .latest_checkpoint(pb::LatestCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let opened = Checkpoint::open(&latest.note, &verifier).unwrap();
+    assert_eq!((opened.size, opened.root), (second, root(&latest)));
+    assert_eq!(latest.size, second);
+
+    let (entries, _) = collect(a.query_entries(pb::QueryEntriesRequest::default()).await).await;
+    assert_eq!(entries.len() as u64, second);
+    let leaf = |i: u64| leaf_hash(&entries[i as usize].canonical);
+
+    // every entry against the latest checkpoint (tree_size 0)
+    for index in 0..second {
+        let resp = a
+            .inclusion_proof(pb::InclusionProofRequest {
+                index,
+                tree_size: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((resp.index, resp.tree_size), (index, second));
+        let checkpoint = resp.checkpoint.unwrap();
+        let opened = Checkpoint::open(&checkpoint.note, &verifier).unwrap();
+        assert_eq!(opened.root, root(&checkpoint));
+        let path = hashes(&resp.hashes);
+        verify_inclusion(&leaf(index), index, second, &path, &opened.root).unwrap();
+        // the proof is for this entry only
+        let other = (index + 1) % second;
+        assert!(verify_inclusion(&leaf(other), index, second, &path, &opened.root).is_err());
+    }
+    // ...and against the older checkpoint
+    let resp = a
+        .inclusion_proof(pb::InclusionProofRequest {
+            index: 5,
+            tree_size: first,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let checkpoint = resp.checkpoint.unwrap();
+    let opened = Checkpoint::open(&checkpoint.note, &verifier).unwrap();
+    assert_eq!(opened.size, first);
+    verify_inclusion(&leaf(5), 5, first, &hashes(&resp.hashes), &opened.root).unwrap();
+
+    // the two checkpoints are consistent
+    let resp = a
+        .consistency_proof(pb::ConsistencyProofRequest {
+            old_size: first,
+            new_size: second,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let old = Checkpoint::open(&resp.old_checkpoint.unwrap().note, &verifier).unwrap();
+    let new = Checkpoint::open(&resp.new_checkpoint.unwrap().note, &verifier).unwrap();
+    assert_eq!((old.size, new.size), (first, second));
+    let proof = hashes(&resp.hashes);
+    assert!(!proof.is_empty());
+    verify_consistency(first, second, &old.root, &new.root, &proof).unwrap();
+    assert!(verify_consistency(first, second, &new.root, &new.root, &proof).is_err());
+    // new_size 0 is the latest; old_size 0 needs no hashes
+    let resp = a
+        .consistency_proof(pb::ConsistencyProofRequest {
+            old_size: 0,
+            new_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.hashes.is_empty() && resp.old_checkpoint.is_none());
+    assert_eq!(resp.new_checkpoint.unwrap().size, second);
+
+    // sizes no checkpoint signs, and indices outside the tree, are refused
+    for (request, field) in [
+        (
+            pb::InclusionProofRequest {
+                index: 0,
+                tree_size: first + 1,
+            },
+            "tree_size",
+        ),
+        (
+            pb::InclusionProofRequest {
+                index: 0,
+                tree_size: second + 1,
+            },
+            "tree_size",
+        ),
+        (
+            pb::InclusionProofRequest {
+                index: first,
+                tree_size: first,
+            },
+            "index",
+        ),
+    ] {
+        let status = a.inclusion_proof(request).await.err().unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{}", status.message());
+    }
+    for (request, field) in [
+        (
+            pb::ConsistencyProofRequest {
+                old_size: second,
+                new_size: first,
+            },
+            "old_size",
+        ),
+        (
+            pb::ConsistencyProofRequest {
+                old_size: 3,
+                new_size: second,
+            },
+            "old_size",
+        ),
+        (
+            pb::ConsistencyProofRequest {
+                old_size: first,
+                new_size: 100,
+            },
+            "new_size",
+        ),
+    ] {
+        let status = a.consistency_proof(request).await.err().unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{}", status.message());
+    }
+}
+
+#[tokio::test]
+async fn no_proof_is_served_from_a_log_that_does_not_match_its_checkpoint() {
+    let h = harness().await;
+    assert!(h.query("dinsos").await);
+    assert!(!h.query("dinkes").await);
+    h.broker.checkpoint_now().await.unwrap().unwrap();
+    for sql in [
+        "DROP TRIGGER audit_log_no_update",
+        "UPDATE audit_log SET entry = CAST(REPLACE(CAST(entry AS TEXT), 'dinkes', 'dinsoz') AS BLOB) WHERE seq = 2",
+    ] {
+        sqlx::query(sql)
+            .execute(h.broker.store().pool())
+            .await
+            .unwrap();
+    }
+    let mut a = h.audit_client("auditor").await;
+    let status = a
+        .inclusion_proof(pb::InclusionProofRequest {
+            index: 0,
+            tree_size: 0,
+        })
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+    assert!(
+        status.message().contains("checkpoint at size 3"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn only_auditor_certificates_are_served() {
+    let h = harness().await;
+    assert!(h.query("dinsos").await);
+    h.broker.checkpoint_now().await.unwrap().unwrap();
+    for (who, role) in [
+        ("dinsos", "agency"),
+        ("broker", "broker"),
+        ("adapter", "adapter"),
+    ] {
+        let mut c = h.audit_client(who).await;
+        let refused = [
+            c.query_entries(pb::QueryEntriesRequest::default())
+                .await
+                .err(),
+            c.latest_checkpoint(pb::LatestCheckpointRequest {})
+                .await
+                .err(),
+            c.inclusion_proof(pb::InclusionProofRequest::default())
+                .await
+                .err(),
+            c.consistency_proof(pb::ConsistencyProofRequest::default())
+                .await
+                .err(),
+            c.subject_lookup(pb::SubjectLookupRequest {
+                subject_hash: "00".repeat(32),
+                ..Default::default()
+            })
+            .await
+            .err(),
+        ];
+        for status in refused {
+            let status = status.unwrap_or_else(|| panic!("{who} was served"));
+            assert_eq!(status.code(), Code::PermissionDenied, "{who}: {status:?}");
+            assert!(
+                status
+                    .message()
+                    .contains(&format!("this certificate's role is {role}")),
+                "{}",
+                status.message()
+            );
+        }
+    }
+    // the auditor is served
+    let mut a = h.audit_client("auditor").await;
+    assert!(
+        a.latest_checkpoint(pb::LatestCheckpointRequest {})
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn subject_lookup_finds_who_looked_a_resident_up() {
+    let h = harness().await;
+    assert!(h.lookup("dinsos", 7).await); // 0, 1
+    assert!(h.lookup("dinsos", 8).await); // 2, 3
+    assert!(!h.lookup("dinkes", 7).await); // 4
+    assert!(h.query("dinsos").await); // 5, 6: no subject
+    assert!(h.lookup("dinsos", 7).await); // 7, 8
+    let key = jembatan_broker::read_audit_key(&h.dir.join("audit.key")).unwrap();
+    let hash = jembatan_broker::subject_hash(&key, "prov.penduduk", &nik(7));
+    assert_eq!(hash.len(), 64);
+    let mut a = h.audit_client("auditor").await;
+    let lookup =
+        |subject_hash: String, page_size: u32, page_token: String| pb::SubjectLookupRequest {
+            subject_hash,
+            page_size,
+            page_token,
+        };
+    let (found, token) = collect(
+        a.subject_lookup(lookup(hash.clone(), 0, String::new()))
+            .await,
+    )
+    .await;
+    assert_eq!(seqs(&found), [0, 1, 4, 7, 8]);
+    assert!(token.is_empty());
+    let who: Vec<(Option<String>, Decision)> = found
+        .iter()
+        .map(|e| {
+            let e = parsed(e);
+            assert_eq!(e.subject_hash.as_deref(), Some(hash.as_str()));
+            (e.consumer, e.decision)
+        })
+        .collect();
+    assert_eq!(who[2], (Some("dinkes".into()), Decision::Deny));
+    // upper-case hex is the same hash; pages work as for QueryEntries
+    let (page, token) = collect(
+        a.subject_lookup(lookup(hash.to_uppercase(), 2, String::new()))
+            .await,
+    )
+    .await;
+    assert_eq!(seqs(&page), [0, 1]);
+    let (page, _) = collect(a.subject_lookup(lookup(hash.clone(), 2, token)).await).await;
+    assert_eq!(seqs(&page), [4, 7]);
+    // another resident, another dataset: another hash
+    let other = jembatan_broker::subject_hash(&key, "prov.penduduk", &nik(8));
+    let (found, _) = collect(a.subject_lookup(lookup(other, 0, String::new())).await).await;
+    assert_eq!(seqs(&found), [2, 3]);
+    let elsewhere = jembatan_broker::subject_hash(&key, "prov.other", &nik(7));
+    let (found, _) = collect(a.subject_lookup(lookup(elsewhere, 0, String::new())).await).await;
+    assert!(found.is_empty());
+    for bad in ["", "abc", &"zz".repeat(32), &"ab".repeat(33)] {
+        let status = a
+            .subject_lookup(lookup(bad.to_owned(), 0, String::new()))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}: {status:?}");
+        assert!(
+            status.message().contains("subject_hash"),
+            "{}",
+            status.message()
+        );
+    }
+}

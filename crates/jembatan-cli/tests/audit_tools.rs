@@ -1,0 +1,243 @@
+//! `jembatan audit who-accessed` and `jembatan audit crosscheck` on the
+//! files a demo run kept: the demo's lookups found by the resident's key,
+//! receipt logs that agree with the broker's log, and forged receipt logs
+//! refused naming the exchange.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+fn jembatan() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jembatan"))
+}
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = jembatan().arg("audit").args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn demo(keep: &Path) -> String {
+    let out = jembatan()
+        .args(["demo", "--residents", "2000", "--keep"])
+        .arg(keep)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The keys of the demo's lookups on the population registry, in order,
+/// with the purpose asked.
+fn registry_lookups(demo_stdout: &str) -> Vec<(String, String)> {
+    demo_stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Lookup disdukcapil.penduduk key="))
+        .map(|rest| {
+            let (key, purpose) = rest.split_once(" purpose=").unwrap();
+            (key.to_owned(), purpose.trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
+/// A copy of `from` with `extra` appended as JSON lines.
+fn forged(from: &Path, to: &Path, extra: &[serde_json::Value]) {
+    std::fs::copy(from, to).unwrap();
+    let mut file = std::fs::OpenOptions::new().append(true).open(to).unwrap();
+    for line in extra {
+        writeln!(file, "{line}").unwrap();
+    }
+}
+
+#[test]
+fn who_accessed_and_crosscheck_on_a_demo_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("demo");
+    let stdout = demo(&keep);
+    let store = keep.join("broker.db");
+    let store = store.to_str().unwrap();
+    let audit_key = keep.join("audit-hmac.key");
+    let audit_key = audit_key.to_str().unwrap();
+
+    // who looked the licence applicant up: DPMPTSP, allowed, one row
+    let lookups = registry_lookups(&stdout);
+    assert!(lookups.len() >= 4, "{stdout}");
+    let who = |key: &str| {
+        run(&[
+            "who-accessed",
+            "--store",
+            store,
+            "--audit-key",
+            audit_key,
+            "--dataset",
+            "disdukcapil.penduduk",
+            "--key",
+            key,
+        ])
+    };
+    let (code, out, err) = who(&lookups[0].0);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("2 entries for this key"), "{out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows[0][2..6], ["decision", "dpmptsp", "allow", "started"]);
+    assert_eq!(rows[1][2..7], ["completion", "dpmptsp", "allow", "ok", "1"]);
+    assert!(out.contains(&lookups[0].1), "{out}");
+    // the resident two agencies were refused: both denials, neither allowed
+    let (resident, _) = lookups.last().unwrap();
+    let (code, out, err) = who(resident);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for consumer in ["diskominfo", "dpmptsp"] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(consumer) && l.contains(" deny ") && l.contains("denied")),
+            "{consumer}: {out}"
+        );
+    }
+    assert!(!out.contains(" allow "), "{out}");
+    // a key nobody looked up, and the same key in another dataset
+    let (code, out, _) = who("1507000000000000");
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("no entries"), "{out}");
+    let (code, out, _) = run(&[
+        "who-accessed",
+        "--store",
+        store,
+        "--audit-key",
+        audit_key,
+        "--dataset",
+        "dinsos.penerima_bansos",
+        "--key",
+        &lookups[0].0,
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("no entries"), "{out}");
+    // the wrong key file finds nothing; a missing one is a usage error
+    let other_key = keep.join("other.key");
+    std::fs::write(&other_key, "11".repeat(32)).unwrap();
+    let (code, out, _) = run(&[
+        "who-accessed",
+        "--store",
+        store,
+        "--audit-key",
+        other_key.to_str().unwrap(),
+        "--dataset",
+        "disdukcapil.penduduk",
+        "--key",
+        &lookups[0].0,
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("no entries"), "{out}");
+    let missing = keep.join("missing.key");
+    let (code, _, err) = run(&[
+        "who-accessed",
+        "--store",
+        store,
+        "--audit-key",
+        missing.to_str().unwrap(),
+        "--dataset",
+        "disdukcapil.penduduk",
+        "--key",
+        "1",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot read the audit key"), "{err}");
+
+    // every adapter's receipt log agrees with the broker's log
+    let receipts = keep.join("receipts-disdukcapil.jsonl");
+    let crosscheck = |receipts: &Path| {
+        run(&[
+            "crosscheck",
+            "--store",
+            store,
+            "--receipts",
+            receipts.to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = crosscheck(&receipts);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("all agree with the broker's log"), "{out}");
+    let served: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(served >= 3, "{out}");
+    for agency in ["dpmptsp", "dinsos"] {
+        let (code, out, err) = crosscheck(&keep.join(format!("receipts-{agency}.jsonl")));
+        assert_eq!(code, Some(0), "{agency}: {out}{err}");
+    }
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&receipts)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first_served = lines.iter().find(|l| l["kind"] == "served").unwrap();
+    let first_receipt = lines.iter().find(|l| l["kind"] == "receipt").unwrap();
+
+    // a fetch the broker never logged
+    let ghost = "01a2ffff-0000-7000-8000-000000000000";
+    let mut line = first_served.clone();
+    line["exchange_id"] = ghost.into();
+    let copy = keep.join("receipts-forged.jsonl");
+    forged(&receipts, &copy, &[line]);
+    let (code, out, err) = crosscheck(&copy);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "exchange {ghost}: the broker's log has no completion entry"
+        )),
+        "{out}"
+    );
+    assert!(err.contains("1 mismatch between"), "{err}");
+
+    // more rows served than the broker logged, with another payload
+    let id = first_served["exchange_id"].as_str().unwrap();
+    let rows = first_served["rows"].as_u64().unwrap();
+    let mut line = first_served.clone();
+    line["rows"] = (rows + 1).into();
+    line["payload_sha256"] = "00".repeat(32).into();
+    // a receipt whose entry hash is not the logged entry's
+    let mut receipt = first_receipt.clone();
+    receipt["receipt"]["entry_sha256"] = "11".repeat(32).into();
+    let receipt_id = receipt["receipt"]["exchange_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    forged(&receipts, &copy, &[line, receipt]);
+    let (code, out, err) = crosscheck(&copy);
+    assert_eq!(code, Some(1), "{out}{err}");
+    for want in [
+        format!(
+            "exchange {id}: adapter served {} rows, broker logged {rows}",
+            rows + 1
+        ),
+        format!(
+            "exchange {id}: adapter's payload sha256 {}",
+            "00".repeat(32)
+        ),
+        format!("exchange {receipt_id}: receipt's entry_sha256 does not match entry"),
+    ] {
+        assert!(out.contains(&want), "{want:?} not in:\n{out}");
+    }
+    assert_eq!(out.lines().count(), 3, "{out}");
+
+    // an unreadable receipt log is a usage error
+    let bad = keep.join("receipts-bad.jsonl");
+    std::fs::write(&bad, "not json\n").unwrap();
+    let (code, _, err) = crosscheck(&bad);
+    assert_eq!(code, Some(2), "{err}");
+}
