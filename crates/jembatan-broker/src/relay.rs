@@ -96,29 +96,47 @@ impl Tally {
         }
     }
 
-    /// Checks one record from the adapter: a JSON object holding only
-    /// granted fields. Counts and hashes it.
-    fn admit(&mut self, record: &str, allowed: &Allowed) -> Result<(), String> {
-        if record.len() > MAX_RECORD_BYTES {
-            return Err(format!("adapter sent a record of {} bytes", record.len()));
+    /// Checks a batch from the adapter — every record a JSON object holding
+    /// only granted fields, the total within the limit — and only then
+    /// counts and hashes it: a batch is delivered whole or not at all, so
+    /// the tally is always what the consumer received.
+    fn admit_batch(&mut self, records: &[String], allowed: &Allowed) -> Result<(), String> {
+        for record in records {
+            check_record(record, allowed)?;
         }
-        let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(record)
-            .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
-        if let Some(extra) = value
-            .keys()
-            .find(|k| !allowed.fetch.columns.iter().any(|c| c == *k))
-        {
+        let limit = allowed.fetch.limit;
+        if limit > 0 && self.rows + records.len() as u64 > limit {
             return Err(format!(
-                "adapter sent field {:?} outside the grant",
-                jembatan_core::ids::truncate(extra, 64)
+                "adapter sent more than the limit of {limit} records"
             ));
         }
-        self.rows += 1;
-        self.bytes += record.len() as u64;
-        self.hasher.update(record.as_bytes());
-        self.hasher.update(b"\n");
+        for record in records {
+            self.rows += 1;
+            self.bytes += record.len() as u64;
+            self.hasher.update(record.as_bytes());
+            self.hasher.update(b"\n");
+        }
         Ok(())
     }
+}
+
+/// One record from the adapter must be a JSON object of granted fields.
+fn check_record(record: &str, allowed: &Allowed) -> Result<(), String> {
+    if record.len() > MAX_RECORD_BYTES {
+        return Err(format!("adapter sent a record of {} bytes", record.len()));
+    }
+    let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(record)
+        .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
+    if let Some(extra) = value
+        .keys()
+        .find(|k| !allowed.fetch.columns.iter().any(|c| c == *k))
+    {
+        return Err(format!(
+            "adapter sent field {:?} outside the grant",
+            jembatan_core::ids::truncate(extra, 64)
+        ));
+    }
+    Ok(())
 }
 
 /// Opens the adapter's `Fetch` stream for an allowed exchange. Failure is
@@ -265,24 +283,11 @@ pub(crate) async fn query(
             match next {
                 Ok(Some(msg)) => {
                     let batch = msg.batch.unwrap_or_default();
-                    if let Some(err) = batch
-                        .records
-                        .iter()
-                        .find_map(|r| tally.admit(r, &allowed).err())
-                    {
+                    if let Err(err) = tally.admit_batch(&batch.records, &allowed) {
                         tracing::warn!(provider = %allowed.provider, error = %err, "adapter sent a bad record");
                         break Err((
                             ExchangeStatus::Failed,
                             Status::internal(format!("the exchange was stopped: {err}")),
-                        ));
-                    }
-                    let limit = allowed.fetch.limit;
-                    if limit > 0 && tally.rows > limit {
-                        break Err((
-                            ExchangeStatus::Failed,
-                            Status::internal(
-                                "the exchange was stopped: adapter exceeded the limit",
-                            ),
                         ));
                     }
                     let item = pb::query_response::Item::Batch(batch);
@@ -351,7 +356,7 @@ pub(crate) async fn lookup(
         match stream.message().await {
             Ok(Some(msg)) => {
                 let batch = msg.batch.unwrap_or_default().records;
-                if let Some(err) = batch.iter().find_map(|r| tally.admit(r, &allowed).err()) {
+                if let Err(err) = tally.admit_batch(&batch, &allowed) {
                     break Err(Status::internal(format!("the exchange was stopped: {err}")));
                 }
                 records.extend(batch);
@@ -379,8 +384,16 @@ pub(crate) async fn lookup(
             Ok(response)
         }
         Err(status) => {
+            // nothing reached the consumer: the completion records no rows
             let error = Some(status.message().to_owned());
-            finish(&state, &allowed, &tally, ExchangeStatus::Failed, error).await?;
+            finish(
+                &state,
+                &allowed,
+                &Tally::new(),
+                ExchangeStatus::Failed,
+                error,
+            )
+            .await?;
             Err(status)
         }
     }

@@ -1,0 +1,252 @@
+//! A provider adapter that misbehaves — drops the stream mid-way, or sends
+//! fields outside the grant — is contained by the broker: the consumer gets
+//! a clear error, the exchange is logged as failed, and the log verifies.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use futures::Stream;
+use jembatan_broker::{Broker, BrokerConfig};
+use jembatan_core::{ExchangeStatus, Identity, Role};
+use jembatan_pki::TlsFiles;
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::adapter_server::{Adapter, AdapterServer};
+use jembatan_proto::v1::exchange_client::ExchangeClient;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Endpoint, Server};
+use tonic::{Code, Request, Response, Status};
+
+/// How the fake adapter misbehaves.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// One good batch, then the stream breaks.
+    DropMidStream,
+    /// Records carry a field the consumer was not granted.
+    ExtraField,
+    /// A record that is not a JSON object.
+    NotJson,
+}
+
+struct FakeAdapter {
+    fault: Fault,
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
+
+fn batch(records: Vec<String>) -> Result<pb::FetchResponse, Status> {
+    Ok(pb::FetchResponse {
+        batch: Some(pb::RecordBatch { records }),
+    })
+}
+
+#[tonic::async_trait]
+impl Adapter for FakeAdapter {
+    type FetchStream = FetchStream;
+
+    async fn describe(
+        &self,
+        _: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
+        Ok(Response::new(pb::DescribeResponse::default()))
+    }
+
+    async fn fetch(
+        &self,
+        _: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let good = |i: usize| format!(r#"{{"nik":"15070000000000{i:02}","nama":"WARGA {i}"}}"#);
+        let items: Vec<Result<pb::FetchResponse, Status>> = match self.fault {
+            Fault::DropMidStream => vec![
+                batch((0..10).map(good).collect()),
+                Err(Status::unavailable("connection reset by peer")),
+            ],
+            Fault::ExtraField => vec![batch(vec![
+                good(1),
+                r#"{"nik":"1507000000000002","nama":"X","nama_ibu":"SITI"}"#.to_owned(),
+            ])],
+            Fault::NotJson => vec![batch(vec!["nik=1507000000000001".to_owned()])],
+        };
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn acknowledge(
+        &self,
+        _: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        Ok(Response::new(pb::AcknowledgeResponse {}))
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    broker: Broker,
+    client: ExchangeClient<tonic::transport::Channel>,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn harness(fault: Fault) -> Harness {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let ids = [
+        Identity::new(Role::Broker, None).unwrap(),
+        Identity::new(Role::Adapter, Some("prov".parse().unwrap())).unwrap(),
+        Identity::agency("dinsos".parse().unwrap()),
+    ];
+    let issued = jembatan_pki::dev_pki(&dir.join("certs"), &ids).unwrap();
+    let files = |i: usize| -> TlsFiles { issued[i].1.clone() };
+    let (stop, rx) = watch::channel(false);
+    let shutdown = move || {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let adapter_port = listener.local_addr().unwrap().port();
+    let tls = files(1).server_config().unwrap();
+    tokio::spawn(
+        Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(AdapterServer::new(FakeAdapter { fault }))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown()),
+    );
+
+    let b = files(0);
+    let toml = format!(
+        r#"
+version = 1
+listen = "127.0.0.1:0"
+store = "broker.db"
+audit_key = "audit.key"
+[tls]
+ca = "{}"
+cert = "{}"
+key = "{}"
+[[agencies]]
+id = "prov"
+name = "Provider"
+adapter = "https://127.0.0.1:{adapter_port}"
+[[datasets]]
+id = "prov.penduduk"
+key = "nik"
+[[agreements]]
+id = "a1"
+provider = "prov"
+consumer = "dinsos"
+dataset = "prov.penduduk"
+fields = ["nik", "nama"]
+purpose = "bansos"
+valid_from = "2020-01-01"
+status = "approved"
+"#,
+        b.ca.display(),
+        b.cert.display(),
+        b.key.display()
+    );
+    let config = BrokerConfig::from_toml(&toml, &dir).unwrap();
+    let broker = Broker::start(&config).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(jembatan_broker::serve(
+        broker.clone(),
+        listener,
+        config.tls.server_config().unwrap(),
+        shutdown(),
+    ));
+    let consumer = files(2);
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(consumer.client_config("localhost").unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Harness {
+        _dir: tmp,
+        dir,
+        broker,
+        client: ExchangeClient::new(channel),
+        stop,
+    }
+}
+
+/// Runs a query to its end; returns the records received and how it ended.
+async fn run(h: &mut Harness) -> (usize, Result<(), Status>) {
+    let req = pb::QueryRequest {
+        dataset: "prov.penduduk".into(),
+        purpose: "bansos".into(),
+        fields: vec!["nik".into(), "nama".into()],
+        ..Default::default()
+    };
+    let mut stream = match h.client.query(req).await {
+        Ok(s) => s.into_inner(),
+        Err(status) => return (0, Err(status)),
+    };
+    let mut rows = 0;
+    loop {
+        match stream.message().await {
+            Ok(Some(msg)) => {
+                if let Some(pb::query_response::Item::Batch(b)) = msg.item {
+                    rows += b.records.len();
+                }
+            }
+            Ok(None) => return (rows, Ok(())),
+            Err(status) => return (rows, Err(status)),
+        }
+    }
+}
+
+async fn completion(h: &Harness) -> jembatan_core::AuditEntry {
+    let entries = h.broker.audit().entries(0, 10).await.unwrap();
+    assert_eq!(entries.len(), 2, "decision and completion");
+    assert_eq!(entries[0].entry.status, ExchangeStatus::Started);
+    entries[1].entry.clone()
+}
+
+#[tokio::test]
+async fn adapter_dropping_the_stream_fails_the_exchange_on_the_log() {
+    let mut h = harness(Fault::DropMidStream).await;
+    let (rows, end) = run(&mut h).await;
+    // the first batch was already delivered; the end is an error, never a receipt
+    assert_eq!(rows, 10);
+    let status = end.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let c = completion(&h).await;
+    assert_eq!(c.status, ExchangeStatus::Failed);
+    assert_eq!(
+        c.rows, 10,
+        "the log records what was delivered before the break"
+    );
+    assert!(c.error.as_deref().unwrap().contains("prov"));
+    let _ = &h.dir;
+}
+
+#[tokio::test]
+async fn records_outside_the_grant_are_never_delivered() {
+    for fault in [Fault::ExtraField, Fault::NotJson] {
+        let mut h = harness(fault).await;
+        let (rows, end) = run(&mut h).await;
+        assert_eq!(
+            rows, 0,
+            "a batch holding a bad record must not be forwarded"
+        );
+        let status = end.unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        assert!(status.message().contains("stopped"), "{}", status.message());
+        let c = completion(&h).await;
+        assert_eq!(c.status, ExchangeStatus::Failed);
+        assert_eq!(c.rows, 0);
+        assert!(c.error.is_some());
+    }
+}
