@@ -1,0 +1,152 @@
+//! A broker killed in the middle of an exchange leaves a log that still
+//! verifies and shows the exchange as started but never completed.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::exchange_client::ExchangeClient;
+use tonic::transport::Endpoint;
+
+fn jembatan() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jembatan"))
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(dir: &Path, args: &[&str]) -> Killed {
+    Killed(
+        jembatan()
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn listen_port(config: &Path) -> u16 {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text.lines().find(|l| l.starts_with("listen")).unwrap();
+    line.trim_end_matches('"')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn wait_for(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn broker_killed_mid_stream_leaves_a_verifiable_log_with_the_exchange_unfinished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = jembatan()
+        .args(["demo", "--residents", "20000", "--keep"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let _adapter = spawn(&dir, &["adapter", "--config", "adapter-disdukcapil.toml"]);
+    let mut broker = spawn(&dir, &["broker", "--config", "broker.toml"]);
+    wait_for(listen_port(&dir.join("adapter-disdukcapil.toml"))).await;
+    let port = listen_port(&dir.join("broker.toml"));
+    wait_for(port).await;
+
+    let certs = dir.join("certs");
+    let files = jembatan_pki::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("agency-dinsos.pem"),
+        key: certs.join("agency-dinsos-key.pem"),
+    };
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(files.client_config("localhost").unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ExchangeClient::new(channel);
+    let mut stream = client
+        .query(pb::QueryRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: "pemutakhiran data terpadu kesejahteraan sosial".into(),
+            fields: vec!["nik".into(), "nama_lengkap".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // take one batch, then kill the broker while the rest is still coming
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.item,
+        Some(pb::query_response::Item::Batch(_))
+    ));
+    broker.0.kill().unwrap();
+    broker.0.wait().unwrap();
+    assert!(
+        stream.message().await.is_err(),
+        "the stream must break, not end cleanly"
+    );
+
+    let out = jembatan()
+        .args(["audit", "verify", "--store"])
+        .arg(dir.join("broker.db"))
+        .arg("--public-key")
+        .arg(dir.join("checkpoint.key.pub"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = jembatan()
+        .args(["audit", "export", "--format", "jsonl", "--store"])
+        .arg(dir.join("broker.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = &entries.last().unwrap()["entry"];
+    assert_eq!(last["kind"], "decision");
+    assert_eq!(last["status"], "started");
+    assert_eq!(last["consumer"], "dinsos");
+    let id = last["exchange_id"].as_str().unwrap();
+    let completions = entries
+        .iter()
+        .filter(|e| e["entry"]["exchange_id"] == id && e["entry"]["kind"] == "completion")
+        .count();
+    assert_eq!(completions, 0, "the killed exchange shows as unfinished");
+}
