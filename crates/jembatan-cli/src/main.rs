@@ -43,6 +43,44 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Measure Jembatan against direct PostgreSQL reads in the same run
+    /// (bulk query, lookups, audit appends, memory); see docs/benchmarks.md.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Rows in the benchmark table [default: 1000000, 50000 with --quick].
+    #[arg(long)]
+    rows: Option<u64>,
+    /// PostgreSQL server; a schema and a database are created there and
+    /// dropped at the end.
+    #[arg(long, default_value = jembatan_bench::DEFAULT_PG_URL)]
+    pg: String,
+    /// Small and short, for smoke runs (well under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Duration of each timed phase [default: 10s, 2s with --quick].
+    #[arg(long, value_parser = jembatan_bench::parse_duration)]
+    duration: Option<std::time::Duration>,
+}
+
+impl BenchArgs {
+    async fn run(self) -> Result<()> {
+        let exe = std::env::current_exe().ok();
+        let options =
+            jembatan_bench::Options::new(self.rows, self.pg, self.quick, self.duration, exe);
+        let report = jembatan_bench::run(&options).await?;
+        if self.json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{report}");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +198,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::Pki { command } => pki(command),
+        Command::Bench(args) => args.run().await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

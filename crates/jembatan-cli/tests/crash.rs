@@ -61,7 +61,7 @@ async fn broker_killed_mid_stream_leaves_a_verifiable_log_with_the_exchange_unfi
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
     let out = jembatan()
-        .args(["demo", "--residents", "20000", "--keep"])
+        .args(["demo", "--residents", "30000", "--keep"])
         .arg(&dir)
         .output()
         .unwrap();
@@ -95,7 +95,9 @@ async fn broker_killed_mid_stream_leaves_a_verifiable_log_with_the_exchange_unfi
         .query(pb::QueryRequest {
             dataset: "disdukcapil.penduduk".into(),
             purpose: "pemutakhiran data terpadu kesejahteraan sosial".into(),
-            fields: vec!["nik".into(), "nama_lengkap".into()],
+            // every granted field: several MiB in all, more than the HTTP/2
+            // windows and socket buffers between broker and client can hold
+            fields: vec![],
             ..Default::default()
         })
         .await
@@ -109,10 +111,17 @@ async fn broker_killed_mid_stream_leaves_a_verifiable_log_with_the_exchange_unfi
     ));
     broker.0.kill().unwrap();
     broker.0.wait().unwrap();
-    assert!(
-        stream.message().await.is_err(),
-        "the stream must break, not end cleanly"
-    );
+    // whatever was already buffered may still arrive, but never a receipt
+    loop {
+        match stream.message().await {
+            Ok(Some(msg)) => assert!(
+                matches!(msg.item, Some(pb::query_response::Item::Batch(_))),
+                "a receipt arrived: the exchange completed before the kill"
+            ),
+            Ok(None) => panic!("the stream must break, not end cleanly"),
+            Err(_) => break,
+        }
+    }
 
     let out = jembatan()
         .args(["audit", "verify", "--store"])

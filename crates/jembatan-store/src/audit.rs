@@ -164,7 +164,7 @@ async fn run_appender(
 }
 
 async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry>, StoreError> {
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     if store.backend() == Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(APPEND_LOCK_KEY)

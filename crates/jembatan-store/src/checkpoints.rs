@@ -73,7 +73,7 @@ impl Store {
         root_hash: &str,
         note: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend() == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(CHECKPOINT_LOCK_KEY)

@@ -1,0 +1,154 @@
+//! B3: durable audit appends per second with many concurrent appenders,
+//! through `AuditLog` on a fresh SQLite store and a fresh PostgreSQL database.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
+use jembatan_store::{AuditLog, Store};
+use tokio::task::JoinSet;
+
+use crate::{AUDIT_APPENDERS, AuditFigures, BenchError};
+
+/// Appends made and how long they took.
+struct Appends {
+    count: u64,
+    seconds: f64,
+}
+
+impl Appends {
+    fn per_s(&self) -> f64 {
+        self.count as f64 / self.seconds.max(1e-9)
+    }
+}
+
+pub(crate) async fn run(
+    pg_url: &str,
+    dir: &Path,
+    duration: Duration,
+) -> Result<AuditFigures, BenchError> {
+    let path = dir.join("audit-bench.db");
+    let path = path
+        .to_str()
+        .ok_or_else(|| BenchError::Options("temporary directory is not UTF-8".into()))?;
+    let store = Store::connect(path).await?;
+    let sqlite = append_for(&store, duration).await;
+    store.close().await;
+    let sqlite = sqlite?;
+    let pg = on_fresh_pg_database(pg_url, duration).await?;
+    Ok(AuditFigures {
+        appenders: AUDIT_APPENDERS,
+        sqlite_appends: sqlite.count,
+        sqlite_per_s: sqlite.per_s(),
+        pg_appends: pg.count,
+        pg_per_s: pg.per_s(),
+    })
+}
+
+/// Creates a database, appends to its store, drops it (also on error).
+async fn on_fresh_pg_database(url: &str, duration: Duration) -> Result<Appends, BenchError> {
+    let admin = Store::admin_pool(url).await?;
+    let name = format!(
+        "jembatan_bench_audit_{}_{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await?;
+    let measured = async {
+        let store = Store::connect(&replace_db(url, &name)?).await?;
+        let appends = append_for(&store, duration).await;
+        store.close().await;
+        appends
+    }
+    .await;
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&admin)
+    .await;
+    admin.close().await;
+    let appends = measured?;
+    dropped?;
+    Ok(appends)
+}
+
+fn replace_db(url: &str, db: &str) -> Result<String, BenchError> {
+    let (base, rest) = url
+        .split_once("://")
+        .ok_or_else(|| BenchError::Options(format!("not a database URL: {url}")))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = path
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    Ok(format!("{base}://{authority}/{db}{query}"))
+}
+
+/// `AUDIT_APPENDERS` tasks appending until `duration` has passed; the count
+/// is checked against the log's size.
+async fn append_for(store: &Store, duration: Duration) -> Result<Appends, BenchError> {
+    let log = AuditLog::start(store.clone());
+    let before = log.size().await?;
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut set = JoinSet::new();
+    for task in 0..AUDIT_APPENDERS {
+        let log = log.clone();
+        set.spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                log.append(entry(&format!("bench-{task}-{n}"))).await?;
+                n += 1;
+            }
+            Ok::<u64, BenchError>(n)
+        });
+    }
+    let mut count = 0;
+    while let Some(joined) = set.join_next().await {
+        count += joined.map_err(|e| BenchError::Inconsistent(format!("appender task: {e}")))??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let after = log.size().await?;
+    if after - before != count {
+        return Err(BenchError::Inconsistent(format!(
+            "{count} appends acknowledged, the log grew by {}",
+            after - before
+        )));
+    }
+    Ok(Appends { count, seconds })
+}
+
+/// A decision entry shaped like the broker's for a lookup.
+fn entry(exchange_id: &str) -> AuditEntry {
+    AuditEntry {
+        v: 1,
+        kind: EntryKind::Decision,
+        exchange_id: exchange_id.into(),
+        time: chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
+        operation: "lookup".into(),
+        caller: "agency:dinsos".into(),
+        consumer: Some("dinsos".into()),
+        provider: Some("dukcapil".into()),
+        dataset: Some("dukcapil.penduduk".into()),
+        purpose: Some("bench".into()),
+        fields: vec!["nik".into(), "nama_lengkap".into(), "kode_desa".into()],
+        filter: None,
+        subject_hash: Some("0".repeat(64)),
+        limit: None,
+        agreement_id: Some("bench-1".into()),
+        agreement_terms_sha256: Some("0".repeat(64)),
+        decision: Decision::Allow,
+        reasons: vec![],
+        status: ExchangeStatus::Started,
+        rows: 0,
+        bytes: 0,
+        payload_sha256: None,
+        duration_ms: None,
+        error: None,
+        trace_id: None,
+    }
+}

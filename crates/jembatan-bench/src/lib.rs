@@ -1,0 +1,176 @@
+//! `jembatan bench`: Jembatan measured against direct database reads in the
+//! same run, so that ratios stay meaningful on a shared, noisy machine.
+//!
+//! One run sets up a fresh PostgreSQL schema holding a population-registry
+//! table, a development PKI, an adapter and a broker in process, and then
+//! measures:
+//!
+//! - B1 bulk: a full-table `Query` through broker ← adapter ← PostgreSQL,
+//!   against `COPY ... TO STDOUT` and a plain sqlx fetch of the same columns;
+//! - B2 lookups: audited `Lookup`s by random NIK with 1, 8 and 32 concurrent
+//!   clients, against prepared point queries with the same concurrency;
+//! - B3 audit: durable audit appends per second on SQLite and PostgreSQL;
+//! - B4 memory: peak RSS of a broker and an adapter run as child processes
+//!   while they stream 100k (and more) rows.
+//!
+//! Figures are never asserted; the report only checks that counts agree.
+
+mod audit;
+mod bulk;
+mod cluster;
+mod lookup;
+mod memory;
+mod population;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use report::{
+    AuditFigures, BulkFigures, LookupFigures, MAPPING, MemoryFigures, MemoryPoint, Report,
+};
+
+/// Rows in the table by default.
+pub const DEFAULT_ROWS: u64 = 1_000_000;
+/// Rows in the table with `--quick`.
+pub const QUICK_ROWS: u64 = 50_000;
+/// Duration of each timed phase by default.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// Duration of each timed phase with `--quick`.
+pub const QUICK_DURATION: Duration = Duration::from_secs(2);
+/// Default PostgreSQL server.
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Concurrency levels of the lookup figures.
+pub const LOOKUP_CONCURRENCY: [usize; 3] = [1, 8, 32];
+/// Concurrent appenders of the audit figures.
+pub const AUDIT_APPENDERS: usize = 64;
+
+/// What to run and how big.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rows in the `penduduk` table.
+    pub rows: u64,
+    /// PostgreSQL server (any database on it; a schema and a database are
+    /// created and dropped there).
+    pub pg_url: String,
+    /// Small and short, for smoke runs.
+    pub quick: bool,
+    /// Duration of each timed phase (lookups, audit appends).
+    pub duration: Duration,
+    /// The `jembatan` executable, to run broker and adapter as child
+    /// processes for the memory figures; `None` skips them.
+    pub exe: Option<PathBuf>,
+}
+
+impl Options {
+    /// Options with the defaults of `jembatan bench` for what is `None`.
+    pub fn new(
+        rows: Option<u64>,
+        pg_url: String,
+        quick: bool,
+        duration: Option<Duration>,
+        exe: Option<PathBuf>,
+    ) -> Options {
+        let (default_rows, default_duration) = if quick {
+            (QUICK_ROWS, QUICK_DURATION)
+        } else {
+            (DEFAULT_ROWS, DEFAULT_DURATION)
+        };
+        Options {
+            rows: rows.unwrap_or(default_rows),
+            pg_url,
+            quick,
+            duration: duration.unwrap_or(default_duration),
+            exe,
+        }
+    }
+}
+
+/// Parses a duration such as `10s`, `500ms` or `1m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Why a benchmark run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("invalid options: {0}")]
+    Options(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("broker store: {0}")]
+    Store(#[from] jembatan_store::StoreError),
+    #[error("development PKI: {0}")]
+    Pki(#[from] jembatan_pki::PkiError),
+    #[error("adapter: {0}")]
+    Adapter(#[from] jembatan_adapter::AdapterError),
+    #[error("broker: {0}")]
+    Broker(#[from] jembatan_broker::BrokerError),
+    #[error("connection: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("exchange refused or failed: {0}")]
+    Exchange(#[from] tonic::Status),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("child process: {0}")]
+    Child(String),
+    #[error("inconsistent result: {0}")]
+    Inconsistent(String),
+}
+
+/// Runs every benchmark and returns the figures. The PostgreSQL schema and
+/// database it creates are dropped before it returns, also on error.
+pub async fn run(options: &Options) -> Result<Report, BenchError> {
+    if options.rows == 0 {
+        return Err(BenchError::Options("--rows must be at least 1".into()));
+    }
+    if options.duration.is_zero() {
+        return Err(BenchError::Options("--duration must be positive".into()));
+    }
+    let started = std::time::Instant::now();
+    let tmp = tempfile::tempdir()?;
+    let population = population::Population::create(&options.pg_url, options.rows).await?;
+    let result = run_on(options, &population, tmp.path()).await;
+    let dropped = population.drop_schema().await;
+    let mut report = result?;
+    dropped?;
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn run_on(
+    options: &Options,
+    population: &population::Population,
+    dir: &std::path::Path,
+) -> Result<Report, BenchError> {
+    let mut report = Report::new(options);
+    let cluster = cluster::Cluster::start(population, dir).await?;
+    let measured = async {
+        progress(format_args!("B1 bulk: {} rows", options.rows));
+        report.bulk = Some(bulk::run(population, &cluster).await?);
+        for &c in &LOOKUP_CONCURRENCY {
+            progress(format_args!(
+                "B2 lookups: {c} concurrent clients, {:?} each way",
+                options.duration
+            ));
+            report
+                .lookups
+                .push(lookup::run(population, &cluster, c, options.duration).await?);
+        }
+        Ok::<(), BenchError>(())
+    }
+    .await;
+    cluster.stop().await;
+    measured?;
+    progress(format_args!(
+        "B3 audit: {AUDIT_APPENDERS} appenders, {:?} per store",
+        options.duration
+    ));
+    report.audit = Some(audit::run(&options.pg_url, dir, options.duration).await?);
+    report.memory = memory::run(options, population, dir).await?;
+    Ok(report)
+}
+
+fn progress(what: std::fmt::Arguments<'_>) {
+    eprintln!("bench: {what}");
+}

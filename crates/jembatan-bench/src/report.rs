@@ -1,0 +1,360 @@
+//! The figures of one run: a readable table and one flat JSON object.
+
+use std::fmt;
+
+use serde_json::{Map, Value, json};
+
+use crate::Options;
+
+/// What schema translation contributes: nothing yet.
+pub const MAPPING: &str = "not available in this build";
+
+/// B1: one full-table read each way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkFigures {
+    /// Records the broker streamed (checked against the receipt).
+    pub rows_streamed: u64,
+    /// Their JSON text length.
+    pub bytes_streamed: u64,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+    /// Lines `COPY ... TO STDOUT` produced.
+    pub direct_rows: u64,
+    pub direct_bytes: u64,
+    pub direct_seconds: f64,
+    pub direct_rows_per_s: f64,
+    /// Rows a plain sqlx fetch decoded.
+    pub fetch_rows: u64,
+    pub fetch_seconds: f64,
+    pub fetch_rows_per_s: f64,
+}
+
+/// B2 at one concurrency level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupFigures {
+    pub concurrency: usize,
+    /// Lookups completed (found, with a receipt).
+    pub lookups: u64,
+    /// Lookups the broker refused with `Unavailable` because the audit log
+    /// could not be written at that moment; not in `lookups` or `per_s`.
+    pub refused: u64,
+    pub per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub direct_lookups: u64,
+    pub direct_per_s: f64,
+    pub direct_p50_ms: f64,
+    pub direct_p99_ms: f64,
+    pub direct_p999_ms: f64,
+}
+
+/// B3.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditFigures {
+    pub appenders: usize,
+    pub sqlite_appends: u64,
+    pub sqlite_per_s: f64,
+    pub pg_appends: u64,
+    pub pg_per_s: f64,
+}
+
+/// B4 after streaming `rows` rows (peaks are over the processes' lives).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryPoint {
+    pub rows: u64,
+    pub broker_peak_rss_mib: f64,
+    pub adapter_peak_rss_mib: f64,
+}
+
+/// B4, or why it was not measured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemoryFigures {
+    Measured(Vec<MemoryPoint>),
+    Skipped(String),
+}
+
+/// Every figure of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// UTC time the run started, RFC 3339.
+    pub date: String,
+    pub rows: u64,
+    pub cores: usize,
+    pub quick: bool,
+    pub duration_s: f64,
+    pub elapsed_s: f64,
+    pub bulk: Option<BulkFigures>,
+    pub lookups: Vec<LookupFigures>,
+    pub audit: Option<AuditFigures>,
+    pub memory: MemoryFigures,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+impl Report {
+    pub(crate) fn new(options: &Options) -> Report {
+        Report {
+            date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            rows: options.rows,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            quick: options.quick,
+            duration_s: options.duration.as_secs_f64(),
+            elapsed_s: 0.0,
+            bulk: None,
+            lookups: Vec::new(),
+            audit: None,
+            memory: MemoryFigures::Skipped("not run".into()),
+        }
+    }
+
+    /// The lookup figures at `concurrency`, if measured.
+    pub fn lookup(&self, concurrency: usize) -> Option<&LookupFigures> {
+        self.lookups.iter().find(|l| l.concurrency == concurrency)
+    }
+
+    /// One flat JSON object; rates are per second, latencies milliseconds.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_owned(), v);
+        };
+        put("date", json!(self.date));
+        put("rows", json!(self.rows));
+        put("cores", json!(self.cores));
+        put("quick", json!(self.quick));
+        put("duration_s", json!(self.duration_s));
+        put("elapsed_s", json!(round(self.elapsed_s, 1)));
+        put("mapping", json!(MAPPING));
+        if let Some(b) = &self.bulk {
+            put("bulk_rows_streamed", json!(b.rows_streamed));
+            put("bulk_bytes_streamed", json!(b.bytes_streamed));
+            put("bulk_rows_per_s", json!(round(b.rows_per_s, 0)));
+            put("bulk_direct_rows", json!(b.direct_rows));
+            put("bulk_direct_bytes", json!(b.direct_bytes));
+            put(
+                "bulk_direct_rows_per_s",
+                json!(round(b.direct_rows_per_s, 0)),
+            );
+            put("bulk_fetch_rows", json!(b.fetch_rows));
+            put("bulk_fetch_rows_per_s", json!(round(b.fetch_rows_per_s, 0)));
+            put(
+                "bulk_ratio",
+                json!(round(ratio(b.rows_per_s, b.direct_rows_per_s), 4)),
+            );
+            put(
+                "bulk_fetch_ratio",
+                json!(round(ratio(b.rows_per_s, b.fetch_rows_per_s), 4)),
+            );
+        }
+        for l in &self.lookups {
+            let c = l.concurrency;
+            put(&format!("lookups_c{c}"), json!(l.lookups));
+            put(&format!("lookups_refused_c{c}"), json!(l.refused));
+            put(&format!("lookup_per_s_c{c}"), json!(round(l.per_s, 1)));
+            put(&format!("lookup_p50_ms_c{c}"), json!(round(l.p50_ms, 3)));
+            put(&format!("lookup_p99_ms_c{c}"), json!(round(l.p99_ms, 3)));
+            put(&format!("lookup_p999_ms_c{c}"), json!(round(l.p999_ms, 3)));
+            put(&format!("lookups_direct_c{c}"), json!(l.direct_lookups));
+            put(
+                &format!("lookup_direct_per_s_c{c}"),
+                json!(round(l.direct_per_s, 1)),
+            );
+            put(
+                &format!("lookup_direct_p50_ms_c{c}"),
+                json!(round(l.direct_p50_ms, 3)),
+            );
+            put(
+                &format!("lookup_direct_p99_ms_c{c}"),
+                json!(round(l.direct_p99_ms, 3)),
+            );
+            put(
+                &format!("lookup_direct_p999_ms_c{c}"),
+                json!(round(l.direct_p999_ms, 3)),
+            );
+            put(
+                &format!("lookup_ratio_c{c}"),
+                json!(round(ratio(l.per_s, l.direct_per_s), 4)),
+            );
+        }
+        if let Some(a) = &self.audit {
+            put("audit_appenders", json!(a.appenders));
+            put("audit_appends_sqlite", json!(a.sqlite_appends));
+            put(
+                "audit_appends_per_s_sqlite",
+                json!(round(a.sqlite_per_s, 1)),
+            );
+            put("audit_appends_pg", json!(a.pg_appends));
+            put("audit_appends_per_s_pg", json!(round(a.pg_per_s, 1)));
+        }
+        match &self.memory {
+            MemoryFigures::Measured(points) => {
+                for p in points {
+                    let n = rows_label(p.rows);
+                    put(
+                        &format!("broker_peak_rss_mib_{n}"),
+                        json!(round(p.broker_peak_rss_mib, 1)),
+                    );
+                    put(
+                        &format!("adapter_peak_rss_mib_{n}"),
+                        json!(round(p.adapter_peak_rss_mib, 1)),
+                    );
+                }
+            }
+            MemoryFigures::Skipped(why) => put("memory", json!(format!("skipped: {why}"))),
+        }
+        Value::Object(m)
+    }
+}
+
+/// `100k`, `1m`, `10m`, or the plain number.
+pub(crate) fn rows_label(rows: u64) -> String {
+    match rows {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}m", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+fn rate(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}/s")
+    } else {
+        format!("{x:.1}/s")
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Jembatan bench {}: {} rows, {} cores, {:.1} s per timed phase{}",
+            self.date,
+            self.rows,
+            self.cores,
+            self.duration_s,
+            if self.quick { " (quick)" } else { "" }
+        )?;
+        writeln!(f, "schema mapping: {MAPPING}")?;
+        let line = |f: &mut fmt::Formatter<'_>, a: &str, b: &str, c: &str, d: &str| {
+            writeln!(f, "{a:<34} {b:>14} {c:>14} {d:>8}")
+        };
+        writeln!(f)?;
+        line(f, "figure", "Jembatan", "baseline", "ratio")?;
+        line(
+            f,
+            &"-".repeat(34),
+            &"-".repeat(14),
+            &"-".repeat(14),
+            &"-".repeat(8),
+        )?;
+        if let Some(b) = &self.bulk {
+            line(
+                f,
+                "B1 bulk rows (vs COPY TO STDOUT)",
+                &rate(b.rows_per_s),
+                &rate(b.direct_rows_per_s),
+                &format!("{:.3}", ratio(b.rows_per_s, b.direct_rows_per_s)),
+            )?;
+            line(
+                f,
+                "B1 bulk rows (vs sqlx fetch)",
+                &rate(b.rows_per_s),
+                &rate(b.fetch_rows_per_s),
+                &format!("{:.3}", ratio(b.rows_per_s, b.fetch_rows_per_s)),
+            )?;
+        }
+        for l in &self.lookups {
+            let c = l.concurrency;
+            line(
+                f,
+                &format!("B2 lookups, {c} clients"),
+                &rate(l.per_s),
+                &rate(l.direct_per_s),
+                &format!("{:.3}", ratio(l.per_s, l.direct_per_s)),
+            )?;
+            if l.refused > 0 {
+                line(
+                    f,
+                    "   refused (audit unavailable)",
+                    &l.refused.to_string(),
+                    "",
+                    "",
+                )?;
+            }
+            for (q, a, b) in [
+                ("p50", l.p50_ms, l.direct_p50_ms),
+                ("p99", l.p99_ms, l.direct_p99_ms),
+                ("p999", l.p999_ms, l.direct_p999_ms),
+            ] {
+                line(
+                    f,
+                    &format!("   latency {q}, {c} clients"),
+                    &format!("{a:.2} ms"),
+                    &format!("{b:.2} ms"),
+                    &format!("{:.2}", ratio(a, b)),
+                )?;
+            }
+        }
+        if let Some(a) = &self.audit {
+            line(
+                f,
+                &format!("B3 audit appends, {} tasks", a.appenders),
+                "",
+                "",
+                "",
+            )?;
+            line(f, "   SQLite store", &rate(a.sqlite_per_s), "", "")?;
+            line(f, "   PostgreSQL store", &rate(a.pg_per_s), "", "")?;
+        }
+        match &self.memory {
+            MemoryFigures::Measured(points) => {
+                for p in points {
+                    line(
+                        f,
+                        &format!("B4 peak RSS after {} rows", rows_label(p.rows)),
+                        "",
+                        "",
+                        "",
+                    )?;
+                    line(
+                        f,
+                        "   broker",
+                        &format!("{:.1} MiB", p.broker_peak_rss_mib),
+                        "",
+                        "",
+                    )?;
+                    line(
+                        f,
+                        "   adapter",
+                        &format!("{:.1} MiB", p.adapter_peak_rss_mib),
+                        "",
+                        "",
+                    )?;
+                }
+            }
+            MemoryFigures::Skipped(why) => writeln!(f, "B4 peak RSS: skipped ({why})")?,
+        }
+        writeln!(f)?;
+        if let Some(b) = &self.bulk {
+            writeln!(
+                f,
+                "bulk: {} rows, {} bytes of JSON through the broker in {:.2} s; COPY {} bytes in {:.2} s; fetch {:.2} s",
+                b.rows_streamed,
+                b.bytes_streamed,
+                b.seconds,
+                b.direct_bytes,
+                b.direct_seconds,
+                b.fetch_seconds
+            )?;
+        }
+        writeln!(f, "total time {:.1} s", self.elapsed_s)
+    }
+}

@@ -1,0 +1,59 @@
+//! Runs the benchmark with tiny sizes against PostgreSQL (when
+//! `JEMBATAN_TEST_POSTGRES_URL` is set) and checks that its counts agree;
+//! timings are never asserted.
+
+use std::time::Duration;
+
+use jembatan_bench::{MemoryFigures, Options};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_run_reports_consistent_counts() {
+    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+        return;
+    };
+    let options = Options::new(
+        Some(2_000),
+        url,
+        true,
+        Some(Duration::from_millis(300)),
+        None,
+    );
+    let report = jembatan_bench::run(&options).await.unwrap();
+    println!("{report}");
+    assert_eq!(report.rows, 2_000);
+    let bulk = report.bulk.as_ref().expect("bulk figures");
+    assert_eq!(bulk.rows_streamed, 2_000);
+    assert_eq!(bulk.direct_rows, 2_000);
+    assert_eq!(bulk.fetch_rows, 2_000);
+    assert!(bulk.bytes_streamed > 0 && bulk.direct_bytes > 0);
+    for c in jembatan_bench::LOOKUP_CONCURRENCY {
+        let l = report.lookup(c).expect("lookup figures");
+        assert!(l.lookups > 0, "no lookups at {c}");
+        assert!(l.direct_lookups > 0, "no direct lookups at {c}");
+    }
+    let audit = report.audit.as_ref().expect("audit figures");
+    assert!(audit.sqlite_appends > 0);
+    assert!(audit.pg_appends > 0);
+    assert!(matches!(report.memory, MemoryFigures::Skipped(_)));
+    let json = report.to_json();
+    for key in [
+        "rows",
+        "cores",
+        "bulk_rows_per_s",
+        "bulk_direct_rows_per_s",
+        "bulk_fetch_rows_per_s",
+        "bulk_ratio",
+        "lookup_per_s_c1",
+        "lookup_per_s_c8",
+        "lookup_per_s_c32",
+        "lookup_direct_per_s_c32",
+        "lookup_ratio_c32",
+        "lookup_p99_ms_c32",
+        "audit_appends_per_s_sqlite",
+        "audit_appends_per_s_pg",
+    ] {
+        assert!(json.get(key).is_some(), "{key} missing from {json}");
+    }
+    assert_eq!(json["rows"], 2_000);
+}
