@@ -72,6 +72,10 @@ pub struct AckedReceipt {
     /// RFC 3339, when the broker set it.
     pub completed_at: Option<String>,
     pub entry_sha256: String,
+    /// RFC 6962 leaf hash of the completion entry (hex), for inclusion
+    /// proofs against the broker's signed checkpoints.
+    #[serde(default)]
+    pub leaf_hash: String,
 }
 
 impl From<&pb::Receipt> for AckedReceipt {
@@ -89,6 +93,7 @@ impl From<&pb::Receipt> for AckedReceipt {
                     .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
             }),
             entry_sha256: r.entry_sha256.clone(),
+            leaf_hash: r.leaf_hash.clone(),
         }
     }
 }

@@ -239,6 +239,7 @@ async fn finish(
             seconds: now.timestamp(),
             nanos: i32::try_from(now.timestamp_subsec_nanos()).unwrap_or(0),
         }),
+        leaf_hash: hex::encode(jembatan_tlog::merkle::leaf_hash(&stored.canonical)),
         entry_sha256: stored.entry_sha256,
     })
 }

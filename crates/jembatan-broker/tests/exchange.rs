@@ -392,6 +392,10 @@ async fn allowed_query_streams_granted_fields_under_the_row_filter_with_a_receip
         Some(receipt.payload_sha256.as_str())
     );
     assert_eq!(c.entry_sha256, receipt.entry_sha256);
+    assert_eq!(
+        receipt.leaf_hash,
+        hex::encode(jembatan_tlog::merkle::leaf_hash(&c.canonical))
+    );
     assert_eq!(d.entry.caller, "agency:dinsos");
     assert_eq!(d.entry.agreement_id.as_deref(), Some("ok-1"));
     assert!(d.entry.agreement_terms_sha256.is_some());

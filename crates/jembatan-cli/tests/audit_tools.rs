@@ -213,6 +213,12 @@ fn who_accessed_and_crosscheck_on_a_demo_run() {
     // a receipt whose entry hash is not the logged entry's
     let mut receipt = first_receipt.clone();
     receipt["receipt"]["entry_sha256"] = "11".repeat(32).into();
+    assert_eq!(
+        receipt["receipt"]["leaf_hash"].as_str().map(str::len),
+        Some(64),
+        "receipts carry the entry's leaf hash"
+    );
+    receipt["receipt"]["leaf_hash"] = "22".repeat(32).into();
     let receipt_id = receipt["receipt"]["exchange_id"]
         .as_str()
         .unwrap()
@@ -230,10 +236,11 @@ fn who_accessed_and_crosscheck_on_a_demo_run() {
             "00".repeat(32)
         ),
         format!("exchange {receipt_id}: receipt's entry_sha256 does not match entry"),
+        format!("exchange {receipt_id}: receipt's leaf_hash does not match entry"),
     ] {
         assert!(out.contains(&want), "{want:?} not in:\n{out}");
     }
-    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
 
     // an unreadable receipt log is a usage error
     let bad = keep.join("receipts-bad.jsonl");

@@ -140,6 +140,15 @@ fn check_receipt(r: &AckedReceipt, decision: &[RawEntry], completion: &[RawEntry
                     r.entry_seq
                 ));
             }
+            // receipts written before leaf hashes were issued carry none
+            if !r.leaf_hash.is_empty()
+                && hex::encode(jembatan_tlog::merkle::leaf_hash(&row.entry)) != r.leaf_hash
+            {
+                findings.push(format!(
+                    "exchange {id}: receipt's leaf_hash does not match entry {} on the broker's log",
+                    r.entry_seq
+                ));
+            }
             match parse(row) {
                 Err(finding) => findings.push(finding),
                 Ok(e) if e.exchange_id != *id || e.kind != EntryKind::Completion => {
