@@ -169,6 +169,7 @@ async fn only_the_broker_is_served_over_mtls() {
                 bytes: 78,
                 completed_at: None,
                 entry_sha256: "ab".repeat(32),
+                leaf_hash: "cd".repeat(32),
             }),
         })
         .await
@@ -182,6 +183,7 @@ async fn only_the_broker_is_served_over_mtls() {
     assert_eq!(receipt.receipt.exchange_id, exchange);
     assert_eq!(receipt.receipt.entry_seq, 42);
     assert_eq!(receipt.receipt.payload_sha256, payload);
+    assert_eq!(receipt.receipt.leaf_hash, "cd".repeat(32));
 
     // off-whitelist requests sent straight to the adapter by the broker
     let off: Vec<(&str, pb::FetchRequest, &str)> = vec![
