@@ -55,6 +55,33 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         size: Option<u64>,
     },
+    /// List the entries that match every filter given, oldest first.
+    Query {
+        /// The broker store: a SQLite file path or sqlite:PATH, or postgres://...
+        #[arg(long)]
+        store: String,
+        /// Entries whose consumer or provider is this agency.
+        #[arg(long)]
+        agency: Option<String>,
+        /// Dataset id, `<agency>.<dataset>`.
+        #[arg(long)]
+        dataset: Option<String>,
+        #[arg(long)]
+        purpose: Option<String>,
+        /// `allow` or `deny`.
+        #[arg(long, value_parser = ["allow", "deny"])]
+        decision: Option<String>,
+        #[arg(long, value_parser = ["started", "denied", "invalid", "ok", "failed", "cancelled"])]
+        status: Option<String>,
+        /// Entries at or after this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long, value_parser = instant)]
+        from: Option<String>,
+        /// Entries before this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long, value_parser = instant)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+    },
     /// Show the latest entries.
     Tail {
         #[arg(long)]
@@ -121,6 +148,29 @@ pub(crate) async fn run(command: AuditCommand) -> ExitCode {
         AuditCommand::Export { store, format } => export(&store, format).await,
         AuditCommand::Proof { store, index, size } => proof(&store, index, size).await,
         AuditCommand::Tail { store, lines } => tail(&store, lines).await,
+        AuditCommand::Query {
+            store,
+            agency,
+            dataset,
+            purpose,
+            decision,
+            status,
+            from,
+            until,
+            format,
+        } => {
+            let query = EntryQuery {
+                agency,
+                dataset,
+                purpose,
+                decision,
+                status,
+                from,
+                until,
+                ..EntryQuery::default()
+            };
+            query_log(&store, query, format).await
+        }
         AuditCommand::WhoAccessed {
             store,
             audit_key,
@@ -175,14 +225,43 @@ async fn verify_log(url: &str, public_key: &PathBuf) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A time argument, normalized to the form entries are stored with.
+fn instant(s: &str) -> Result<String, String> {
+    jembatan_core::agreement::parse_instant(s).map(|t| jembatan_core::agreement::format_instant(&t))
+}
+
+async fn query_log(url: &str, mut query: EntryQuery, format: Format) -> Result<(), Failure> {
+    let store = open(url).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if format == Format::Csv {
+        writeln!(out, "{CSV_HEADER}")?;
+    }
+    loop {
+        let page = store
+            .query_entries(&query, PAGE)
+            .await
+            .context("cannot read the store")?;
+        let Some(last) = page.last() else { break };
+        query.from_seq = last.seq + 1;
+        for row in &page {
+            match format {
+                Format::Jsonl => writeln!(out, "{}", jsonl(row)?)?,
+                Format::Csv => writeln!(out, "{}", csv(row)?)?,
+            }
+        }
+    }
+    out.flush()?;
+    store.close().await;
+    Ok(())
+}
+
+const CSV_HEADER: &str = "seq,time,kind,caller,consumer,provider,dataset,purpose,decision,status,rows,bytes,payload_sha256,reasons,leaf_hash";
+
 async fn export(url: &str, format: Format) -> Result<(), Failure> {
     let store = open(url).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if format == Format::Csv {
-        writeln!(
-            out,
-            "seq,time,kind,caller,consumer,provider,dataset,purpose,decision,status,rows,bytes,payload_sha256,reasons,leaf_hash"
-        )?;
+        writeln!(out, "{CSV_HEADER}")?;
     }
     let mut from = 0;
     loop {

@@ -248,3 +248,33 @@ fn who_accessed_and_crosscheck_on_a_demo_run() {
     let (code, _, err) = crosscheck(&bad);
     assert_eq!(code, Some(2), "{err}");
 }
+
+#[test]
+fn query_filters_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = tmp.path().join("demo");
+    demo(&keep);
+    let store = keep.join("broker.db");
+    let store = store.to_str().unwrap();
+    let lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["query", "--store", store];
+        all.extend_from_slice(args);
+        let (code, out, err) = run(&all);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let denials = lines(&["--decision", "deny"]);
+    assert_eq!(denials.len(), 4, "the demo's four denials");
+    assert!(denials.iter().all(|e| e["entry"]["decision"] == "deny"));
+    let lpse = lines(&["--agency", "lpse"]);
+    assert!(!lpse.is_empty());
+    assert!(lpse.iter().all(|e| e["entry"]["consumer"] == "lpse"));
+    let ok = lines(&["--status", "ok", "--dataset", "dpmptsp.izin_usaha"]);
+    assert_eq!(ok.len(), 2, "two licence lookups completed");
+    assert!(lines(&["--from", "2099-01-01"]).is_empty());
+    assert_eq!(lines(&["--until", "2099-01-01"]).len(), 14);
+    let (code, _, err) = run(&["query", "--store", store, "--from", "yesterday"]);
+    assert_eq!(code, Some(2), "{err}");
+}
