@@ -19,6 +19,11 @@ use crate::{Backend, Store, StoreError};
 const APPEND_LOCK_KEY: i64 = 0x6a65_6d62_6174; // "jembat"
 /// Most entries written in one transaction.
 const MAX_BATCH: usize = 1024;
+/// Columns of one audit_log row in the INSERT.
+const COLUMNS: usize = 14;
+/// Rows per INSERT statement (14 bind parameters each, well under the
+/// backends' limits).
+const ROWS_PER_INSERT: usize = 256;
 
 /// An entry as stored, with its place on the log.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,39 +180,60 @@ async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-    let mut stored = Vec::with_capacity(batch.len());
-    for (i, pending) in batch.iter().enumerate() {
-        let e = &pending.entry;
-        let seq = next + i as i64;
-        let canonical = e.canonical_bytes();
-        let entry_sha256 = AuditEntry::sha256(&canonical);
-        sqlx::query(
+    let stored: Vec<StoredEntry> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, pending)| {
+            let canonical = pending.entry.canonical_bytes();
+            StoredEntry {
+                seq: (next + i as i64) as u64,
+                entry_sha256: AuditEntry::sha256(&canonical),
+                entry: pending.entry.clone(),
+                canonical,
+            }
+        })
+        .collect();
+    // Multi-row INSERTs: one round trip per chunk, not per entry.
+    for chunk in stored.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::from(
             "INSERT INTO audit_log (seq, exchange_id, kind, recorded_at, caller, consumer,
                  provider, dataset, purpose, decision, status, subject_hash, entry, entry_sha256)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(seq)
-        .bind(&e.exchange_id)
-        .bind(e.kind.as_str())
-        .bind(&e.time)
-        .bind(&e.caller)
-        .bind(e.consumer.as_deref())
-        .bind(e.provider.as_deref())
-        .bind(e.dataset.as_deref())
-        .bind(e.purpose.as_deref())
-        .bind(e.decision.as_str())
-        .bind(e.status.as_str())
-        .bind(e.subject_hash.as_deref())
-        .bind(canonical.clone())
-        .bind(&entry_sha256)
-        .execute(&mut *tx)
-        .await?;
-        stored.push(StoredEntry {
-            seq: seq as u64,
-            entry: e.clone(),
-            canonical,
-            entry_sha256,
-        });
+             VALUES ",
+        );
+        for r in 0..chunk.len() {
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 0..COLUMNS {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", r * COLUMNS + c + 1));
+            }
+            sql.push(')');
+        }
+        // Only placeholders are interpolated; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for s in chunk {
+            let e = &s.entry;
+            q = q
+                .bind(s.seq as i64)
+                .bind(e.exchange_id.clone())
+                .bind(e.kind.as_str())
+                .bind(e.time.clone())
+                .bind(e.caller.clone())
+                .bind(e.consumer.clone())
+                .bind(e.provider.clone())
+                .bind(e.dataset.clone())
+                .bind(e.purpose.clone())
+                .bind(e.decision.as_str())
+                .bind(e.status.as_str())
+                .bind(e.subject_hash.clone())
+                .bind(s.canonical.clone())
+                .bind(s.entry_sha256.clone());
+        }
+        q.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(stored)
