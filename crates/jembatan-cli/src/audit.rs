@@ -257,30 +257,9 @@ async fn query_log(url: &str, mut query: EntryQuery, format: Format) -> Result<(
 
 const CSV_HEADER: &str = "seq,time,kind,caller,consumer,provider,dataset,purpose,decision,status,rows,bytes,payload_sha256,reasons,leaf_hash";
 
+/// Every entry: a query with no filter.
 async fn export(url: &str, format: Format) -> Result<(), Failure> {
-    let store = open(url).await?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if format == Format::Csv {
-        writeln!(out, "{CSV_HEADER}")?;
-    }
-    let mut from = 0;
-    loop {
-        let page = store
-            .raw_entries(from, PAGE)
-            .await
-            .context("cannot read the store")?;
-        let Some(last) = page.last() else { break };
-        from = last.seq + 1;
-        for row in &page {
-            match format {
-                Format::Jsonl => writeln!(out, "{}", jsonl(row)?)?,
-                Format::Csv => writeln!(out, "{}", csv(row)?)?,
-            }
-        }
-    }
-    out.flush()?;
-    store.close().await;
-    Ok(())
+    query_log(url, EntryQuery::default(), format).await
 }
 
 fn parse(row: &RawEntry) -> Result<AuditEntry, Failure> {
