@@ -831,3 +831,29 @@ async fn exchanges_work_on_a_postgres_store() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn plaintext_is_refused_by_broker_and_adapter() {
+    let h = harness().await;
+    for port in [h.broker_port, h.adapter_port] {
+        let attempt = async {
+            let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+                .unwrap()
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            ExchangeClient::new(channel)
+                .query(query(&["nik"], None))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.to_string())
+        };
+        let result = tokio::time::timeout(std::time::Duration::from_secs(10), attempt).await;
+        assert!(
+            !matches!(result, Ok(Ok(()))),
+            "a plaintext call to port {port} was answered"
+        );
+    }
+    assert_eq!(h.served(), 0);
+    assert_eq!(h.broker.audit().size().await.unwrap(), 0);
+}
