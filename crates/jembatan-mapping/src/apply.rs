@@ -1,0 +1,507 @@
+//! The execution engine: evaluates a checked mapping's rules against one
+//! source record. Errors describe the kind and size of an offending value,
+//! never its content (records hold personal data), except for short code
+//! values in `value_map` failures.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Number, Value};
+use sha2::Sha256;
+
+use jembatan_core::ids::truncate;
+use jembatan_core::{Operator, Scalar};
+
+use crate::doc::{CastTo, Concat, Cond, DateSpec, Expr, Op, Pipeline, Rule};
+use crate::path::FieldPath;
+
+/// Named secret keys for `hash` ops, supplied at run time.
+#[derive(Clone, Default)]
+pub struct Secrets(BTreeMap<String, Vec<u8>>);
+
+impl Secrets {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.0.insert(name.into(), key.into());
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(Vec::as_slice)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
+/// Lists the names only; keys never reach logs.
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// A record that could not be translated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rule {rule} ({target}): {reason}")]
+pub struct ApplyError {
+    /// 0-based index of the rule.
+    pub rule: usize,
+    /// The rule's target path (`fail` for a check rule).
+    pub target: String,
+    pub reason: String,
+}
+
+/// Evaluates `rules` against `record`.
+pub(crate) fn apply_rules(
+    rules: &[Rule],
+    record: &Map<String, Value>,
+    secrets: &Secrets,
+) -> Result<Value, ApplyError> {
+    let mut out = Map::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let err = |reason: String| ApplyError {
+            rule: i,
+            target: rule.label(),
+            reason,
+        };
+        match rule {
+            Rule::Fail { cond, message } => {
+                if eval_cond(cond, Ctx::Record(record)) == Some(true) {
+                    return Err(err(message.clone()));
+                }
+            }
+            Rule::Output { target, value } => {
+                let v = eval_pipeline(value, record, secrets).map_err(err)?;
+                insert(&mut out, target, v).map_err(err)?;
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// Writes `v` at `path`, creating intermediate objects; a missing value
+/// creates the objects but no field.
+fn insert(out: &mut Map<String, Value>, path: &FieldPath, v: Option<Value>) -> Result<(), String> {
+    let Some((last, parents)) = path.segments().split_last() else {
+        return Err("empty target path".into());
+    };
+    let mut obj = out;
+    for key in parents {
+        let slot = obj
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        obj = match slot {
+            Value::Object(m) => m,
+            _ => return Err(format!("target {key:?} is already a non-object value")),
+        };
+    }
+    if let Some(v) = v {
+        if obj.contains_key(last) {
+            return Err(format!("target {last:?} is already written"));
+        }
+        obj.insert(last.clone(), v);
+    }
+    Ok(())
+}
+
+/// Where condition paths are looked up.
+#[derive(Clone, Copy)]
+pub(crate) enum Ctx<'a> {
+    Record(&'a Map<String, Value>),
+    Value(&'a Value),
+}
+
+impl<'a> Ctx<'a> {
+    fn get(self, path: &FieldPath) -> Option<&'a Value> {
+        match self {
+            Ctx::Record(r) => path.lookup(r),
+            Ctx::Value(v) => path.lookup_value(v),
+        }
+    }
+}
+
+/// Three-valued evaluation with the semantics of `jembatan_core::Filter`.
+pub(crate) fn eval_cond(cond: &Cond, ctx: Ctx<'_>) -> Option<bool> {
+    match cond {
+        Cond::Not { not } => eval_cond(not, ctx).map(|b| !b),
+        Cond::All { all } => {
+            let mut unknown = false;
+            for c in all {
+                match eval_cond(c, ctx) {
+                    Some(false) => return Some(false),
+                    None => unknown = true,
+                    Some(true) => {}
+                }
+            }
+            if unknown { None } else { Some(true) }
+        }
+        Cond::Any { any } => {
+            let mut unknown = false;
+            for c in any {
+                match eval_cond(c, ctx) {
+                    Some(true) => return Some(true),
+                    None => unknown = true,
+                    Some(false) => {}
+                }
+            }
+            if unknown { None } else { Some(false) }
+        }
+        Cond::Pred {
+            field,
+            op,
+            value,
+            values,
+        } => {
+            let v = ctx.get(field).unwrap_or(&Value::Null);
+            eval_pred(v, *op, value.as_ref(), values)
+        }
+    }
+}
+
+fn eval_pred(v: &Value, op: Operator, value: Option<&Scalar>, values: &[Scalar]) -> Option<bool> {
+    match op {
+        Operator::IsNull => return Some(v.is_null()),
+        Operator::IsNotNull => return Some(!v.is_null()),
+        _ => {}
+    }
+    if v.is_null() {
+        return None;
+    }
+    match op {
+        Operator::In => {
+            let mut unknown = false;
+            for s in values {
+                match compare(v, s) {
+                    Some(Ordering::Equal) => return Some(true),
+                    None => unknown = true,
+                    _ => {}
+                }
+            }
+            if unknown { None } else { Some(false) }
+        }
+        Operator::Prefix => match (v, value?) {
+            (Value::String(f), Scalar::String(p)) => Some(f.starts_with(p.as_str())),
+            _ => None,
+        },
+        op => {
+            let ord = compare(v, value?)?;
+            Some(match op {
+                Operator::Eq => ord == Ordering::Equal,
+                Operator::Ne => ord != Ordering::Equal,
+                Operator::Lt => ord == Ordering::Less,
+                Operator::Le => ord != Ordering::Greater,
+                Operator::Gt => ord == Ordering::Greater,
+                _ => ord != Ordering::Less,
+            })
+        }
+    }
+}
+
+/// Compares a JSON value with a scalar; `None` when the kinds differ (the
+/// same rules as `jembatan_core::Filter`).
+pub(crate) fn compare(field: &Value, v: &Scalar) -> Option<Ordering> {
+    match (field, v) {
+        (Value::String(a), Scalar::String(b)) => Some(a.as_str().cmp(b.as_str())),
+        (Value::Bool(a), Scalar::Bool(b)) => Some(a.cmp(b)),
+        (Value::Number(n), Scalar::Int(b)) => match n.as_i64() {
+            Some(a) => Some(a.cmp(b)),
+            None => n.as_f64()?.partial_cmp(&(*b as f64)),
+        },
+        (Value::Number(n), Scalar::Float(b)) => n.as_f64()?.partial_cmp(b),
+        _ => None,
+    }
+}
+
+/// A value in flight: `None` is a missing value.
+type Flow = Option<Value>;
+
+fn eval_pipeline(
+    p: &Pipeline,
+    record: &Map<String, Value>,
+    secrets: &Secrets,
+) -> Result<Flow, String> {
+    let mut v = match &p.expr {
+        Expr::From(path) => path.lookup(record).cloned(),
+        Expr::Const(c) => Some(c.clone()),
+        Expr::Concat(c) => concat(c, record)?,
+        Expr::When {
+            cond,
+            then,
+            otherwise,
+        } => {
+            if eval_cond(cond, Ctx::Record(record)) == Some(true) {
+                eval_pipeline(then, record, secrets)?
+            } else if let Some(e) = otherwise {
+                eval_pipeline(e, record, secrets)?
+            } else {
+                None
+            }
+        }
+        Expr::Fail(message) => return Err(message.clone()),
+    };
+    for op in &p.ops {
+        v = apply_op(op, v, secrets)?;
+    }
+    if matches!(v, None | Some(Value::Null)) && p.default.is_some() {
+        v = p.default.clone();
+    }
+    Ok(v)
+}
+
+fn concat(c: &Concat, record: &Map<String, Value>) -> Result<Flow, String> {
+    let mut parts = Vec::with_capacity(c.from.len());
+    for path in &c.from {
+        match path.lookup(record) {
+            None | Some(Value::Null) => {}
+            Some(v) => parts.push(
+                scalar_text(v)
+                    .ok_or_else(|| format!("concat: {path} is {}, not a scalar", kind(v)))?,
+            ),
+        }
+    }
+    if parts.is_empty() {
+        return Ok(Some(Value::Null));
+    }
+    Ok(Some(Value::String(parts.join(&c.separator))))
+}
+
+/// The text of a scalar: strings as they are, numbers and booleans in
+/// their JSON form.
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("a string of {} characters", s.chars().count()),
+        other => kind(other).to_string(),
+    }
+}
+
+fn apply_op(op: &Op, v: Flow, secrets: &Secrets) -> Result<Flow, String> {
+    if let Op::Default(d) = op {
+        return Ok(match v {
+            None | Some(Value::Null) => Some(d.clone()),
+            some => some,
+        });
+    }
+    let v = match v {
+        None => return Ok(None),
+        Some(Value::Null) => return Ok(Some(Value::Null)),
+        Some(v) => v,
+    };
+    apply_op_value(op, v, secrets).map(Some)
+}
+
+fn apply_op_value(op: &Op, v: Value, secrets: &Secrets) -> Result<Value, String> {
+    match op {
+        Op::Default(_) => Ok(v),
+        Op::Cast(to) => cast(v, *to),
+        Op::Date(spec) => date(&v, spec, false),
+        Op::Datetime(spec) => date(&v, spec, true),
+        Op::ValueMap(m) => {
+            let key = scalar_text(&v)
+                .ok_or_else(|| format!("value_map: the value is {}, not a scalar", kind(&v)))?;
+            match m.map.get(&key) {
+                Some(out) => Ok(out.clone()),
+                None => match &m.default {
+                    Some(d) => Ok(d.clone()),
+                    None => Err(format!(
+                        "value_map: {:?} is not in the map",
+                        truncate(&key, 32)
+                    )),
+                },
+            }
+        }
+        Op::Split(s) => {
+            let text = want_str(&v, "split")?;
+            let parts: Vec<&str> = text.split(s.separator.as_str()).collect();
+            match s.part {
+                None => Ok(Value::Array(
+                    parts.into_iter().map(|p| Value::String(p.into())).collect(),
+                )),
+                Some(i) => {
+                    let len = parts.len() as i64;
+                    let idx = if i < 0 { len.saturating_add(i) } else { i };
+                    Ok(usize::try_from(idx)
+                        .ok()
+                        .and_then(|i| parts.get(i))
+                        .map(|p| Value::String((*p).into()))
+                        .unwrap_or(Value::Null))
+                }
+            }
+        }
+        Op::Mask(m) => {
+            let text = want_str(&v, "mask")?;
+            let n = text.chars().count();
+            let fill = m.char.chars().next().unwrap_or('*');
+            let out: String = text
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i < m.keep_first || i.saturating_add(m.keep_last) >= n {
+                        c
+                    } else {
+                        fill
+                    }
+                })
+                .collect();
+            Ok(Value::String(out))
+        }
+        Op::Hash(h) => {
+            let key = secrets
+                .get(&h.secret)
+                .ok_or_else(|| format!("secret {:?} was not supplied", h.secret))?;
+            let text = scalar_text(&v)
+                .ok_or_else(|| format!("hash: the value is {}, not a scalar", kind(&v)))?;
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+                .map_err(|_| format!("secret {:?} is not a usable key", h.secret))?;
+            mac.update(text.as_bytes());
+            Ok(Value::String(hex::encode(mac.finalize().into_bytes())))
+        }
+        Op::Trim => Ok(Value::String(want_str(&v, "trim")?.trim().to_owned())),
+        Op::Upper => Ok(Value::String(want_str(&v, "upper")?.to_uppercase())),
+        Op::Lower => Ok(Value::String(want_str(&v, "lower")?.to_lowercase())),
+        Op::Each(ops) => {
+            let Value::Array(items) = v else {
+                return Err(format!("each: the value is {}, not an array", kind(&v)));
+            };
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let mut e = Some(item);
+                for op in ops {
+                    e = apply_op(op, e, secrets).map_err(|r| format!("element {i}: {r}"))?;
+                }
+                out.push(e.unwrap_or(Value::Null));
+            }
+            Ok(Value::Array(out))
+        }
+        Op::Filter(cond) => {
+            let Value::Array(items) = v else {
+                return Err(format!("filter: the value is {}, not an array", kind(&v)));
+            };
+            Ok(Value::Array(
+                items
+                    .into_iter()
+                    .filter(|item| eval_cond(cond, Ctx::Value(item)) == Some(true))
+                    .collect(),
+            ))
+        }
+    }
+}
+
+fn want_str<'v>(v: &'v Value, op: &str) -> Result<&'v str, String> {
+    v.as_str()
+        .ok_or_else(|| format!("{op}: the value is {}, not a string", kind(v)))
+}
+
+fn cast(v: Value, to: CastTo) -> Result<Value, String> {
+    let fail = |v: &Value| format!("cannot cast {} to {}", describe(v), to.as_str());
+    match (to, &v) {
+        (CastTo::String, Value::String(_)) => Ok(v),
+        (CastTo::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
+        (CastTo::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+        (CastTo::Integer, Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| fail(&v)),
+        (CastTo::Integer, Value::Number(n)) => {
+            if n.is_i64() || n.is_u64() {
+                return Ok(v);
+            }
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63) => {
+                    Ok(Value::from(f as i64))
+                }
+                _ => Err(fail(&v)),
+            }
+        }
+        (CastTo::Integer, Value::Bool(b)) => Ok(Value::from(i64::from(*b))),
+        (CastTo::Number, Value::String(s)) => {
+            let t = s.trim();
+            if let Ok(i) = t.parse::<i64>() {
+                return Ok(Value::from(i));
+            }
+            t.parse::<f64>()
+                .ok()
+                .and_then(Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(|| fail(&v))
+        }
+        (CastTo::Number, Value::Number(_)) => Ok(v),
+        (CastTo::Number, Value::Bool(b)) => Ok(Value::from(i64::from(*b))),
+        (CastTo::Boolean, Value::Bool(_)) => Ok(v),
+        (CastTo::Boolean, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(fail(&v)),
+        },
+        (CastTo::Boolean, Value::Number(n)) => {
+            let f = n.as_f64();
+            if f == Some(0.0) {
+                Ok(Value::Bool(false))
+            } else if f == Some(1.0) {
+                Ok(Value::Bool(true))
+            } else {
+                Err(fail(&v))
+            }
+        }
+        _ => Err(fail(&v)),
+    }
+}
+
+fn date(v: &Value, spec: &DateSpec, with_time: bool) -> Result<Value, String> {
+    let op = if with_time { "datetime" } else { "date" };
+    let text = want_str(v, op)?;
+    let parse_fail = || {
+        format!(
+            "cannot parse {} as a {op} with format {:?}",
+            describe(v),
+            spec.parse
+        )
+    };
+    let mut out = String::new();
+    let written = if with_time {
+        if let Ok(dt) = DateTime::parse_from_str(text, &spec.parse) {
+            write!(out, "{}", dt.format(&spec.format))
+        } else {
+            let dt = NaiveDateTime::parse_from_str(text, &spec.parse).map_err(|_| parse_fail())?;
+            write!(out, "{}", dt.format(&spec.format))
+        }
+    } else {
+        let d = NaiveDate::parse_from_str(text, &spec.parse).map_err(|_| parse_fail())?;
+        write!(out, "{}", d.format(&spec.format))
+    };
+    written.map_err(|_| {
+        format!(
+            "format {:?} asks for fields a {op} value does not have",
+            spec.format
+        )
+    })?;
+    Ok(Value::String(out))
+}

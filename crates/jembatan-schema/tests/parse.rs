@@ -1,0 +1,153 @@
+//! Parsing and checking schema documents: errors with pointers, content ids, validation.
+
+use jembatan_schema::{Schema, canonical_json};
+use serde_json::json;
+
+fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+
+#[test]
+fn schema_is_shareable() {
+    assert_send_sync_clone::<Schema>();
+}
+
+#[test]
+fn invalid_json_is_refused_at_the_root() {
+    let e = Schema::parse(r#"{"type": "string""#).expect_err("invalid JSON");
+    assert_eq!(e.pointer, "");
+    assert!(e.message.contains("not valid JSON"), "{e}");
+    assert!(
+        e.to_string().starts_with("invalid schema: not valid JSON"),
+        "{e}"
+    );
+}
+
+#[test]
+fn meta_schema_errors_carry_the_pointer() {
+    let e = Schema::parse(r#"{"type": 5}"#).expect_err("bad type");
+    assert_eq!(e.pointer, "/type");
+    let e = Schema::parse(r#"{"properties": {"age": {"type": "strin"}}}"#).expect_err("bad type");
+    assert_eq!(e.pointer, "/properties/age/type");
+    assert!(
+        e.to_string()
+            .starts_with("invalid schema at /properties/age/type: "),
+        "{e}"
+    );
+    let e = Schema::parse(r#"{"minLength": -1}"#).expect_err("negative");
+    assert_eq!(e.pointer, "/minLength");
+    assert!(Schema::parse("42").is_err());
+}
+
+#[test]
+fn only_2020_12_is_accepted() {
+    assert!(
+        Schema::parse(
+            r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "string"}"#
+        )
+        .is_ok()
+    );
+    assert!(Schema::parse(r#"{"type": "string"}"#).is_ok());
+    let e = Schema::parse(
+        r#"{"$schema": "http://json-schema.org/draft-07/schema#", "type": "string"}"#,
+    )
+    .expect_err("draft 7");
+    assert_eq!(e.pointer, "/$schema");
+}
+
+#[test]
+fn remote_references_are_refused() {
+    for (doc, pointer) in [
+        (json!({"$ref": "https://example.com/person.json"}), "/$ref"),
+        (
+            json!({"properties": {"a": {"$ref": "other.json#/x"}}}),
+            "/properties/a/$ref",
+        ),
+        (
+            json!({"items": {"$dynamicRef": "https://example.com/x#meta"}}),
+            "/items/$dynamicRef",
+        ),
+    ] {
+        let e = Schema::from_value(doc.clone()).expect_err("remote ref");
+        assert_eq!(e.pointer, pointer, "{doc}");
+        assert!(e.message.contains("remote reference"), "{e}");
+    }
+}
+
+#[test]
+fn local_references_must_resolve() {
+    let e = Schema::from_value(json!({"properties": {"a": {"$ref": "#/$defs/missing"}}}))
+        .expect_err("dangling");
+    assert_eq!(e.pointer, "/properties/a/$ref");
+    assert!(
+        Schema::from_value(json!({"$defs": {"x": {"type": "string"}}, "$ref": "#/$defs/x"}))
+            .is_ok()
+    );
+    // a property literally named "$ref" is not a reference
+    assert!(Schema::from_value(json!({"properties": {"$ref": {"type": "string"}}})).is_ok());
+}
+
+#[test]
+fn same_content_gets_the_same_id() {
+    let a = Schema::parse(
+        r#"{"type": "object", "properties": {"b": {"type": "string"}, "a": {"maximum": 1.5}}}"#,
+    )
+    .expect("a");
+    let b = Schema::parse(
+        "{\n  \"properties\": {\n    \"a\": {\"maximum\": 1.5},\n    \"b\": {\"type\": \"string\"}\n  },\n  \"type\": \"object\"\n}",
+    )
+    .expect("b");
+    assert_eq!(a.id(), b.id());
+    assert_eq!(a, b);
+    assert!(a.id().starts_with("sha256:"));
+    assert_eq!(a.id().len(), "sha256:".len() + 64);
+    assert!(
+        a.id()["sha256:".len()..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
+    assert_eq!(
+        a.canonical(),
+        r#"{"properties":{"a":{"maximum":1.5},"b":{"type":"string"}},"type":"object"}"#
+    );
+    assert_eq!(canonical_json(a.value()), a.canonical());
+    let c = Schema::parse(
+        r#"{"type": "object", "properties": {"b": {"type": "string"}, "a": {"maximum": 2}}}"#,
+    )
+    .expect("c");
+    assert_ne!(a.id(), c.id());
+}
+
+#[test]
+fn validation_reports_instance_paths() {
+    let s = Schema::parse(
+        r#"{"type": "object", "required": ["age"], "properties": {"age": {"type": "integer", "minimum": 0}}}"#,
+    )
+    .expect("schema");
+    assert!(s.validate(&json!({"age": 3})).is_ok());
+    assert!(s.is_valid(&json!({"age": 0})));
+    let issues = s.validate(&json!({"age": -1})).expect_err("negative");
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].instance_path, "/age");
+    assert!(!issues[0].message.is_empty());
+    let issues = s.validate(&json!({})).expect_err("missing");
+    assert_eq!(issues[0].instance_path, "");
+}
+
+#[test]
+fn boolean_schemas() {
+    let t = Schema::parse("true").expect("true");
+    let f = Schema::parse("false").expect("false");
+    assert!(t.is_valid(&json!({"x": 1})));
+    assert!(!f.is_valid(&json!(null)));
+    assert_ne!(t.id(), f.id());
+}
+
+#[test]
+fn samples_are_valid_instances() {
+    let s = Schema::parse(
+        r#"{"type": "object", "required": ["id", "born"], "properties": {"id": {"type": "string", "pattern": "^[0-9]{16}$"}, "born": {"type": "string", "format": "date"}, "email": {"type": "string", "format": "email"}}}"#,
+    )
+    .expect("schema");
+    let samples = jembatan_schema::samples(&s);
+    assert!(!samples.is_empty());
+    assert!(samples.iter().all(|v| s.is_valid(v)));
+}
