@@ -76,6 +76,11 @@ pub struct AckedReceipt {
     /// proofs against the broker's signed checkpoints.
     #[serde(default)]
     pub leaf_hash: String,
+    /// The broker's latest signed checkpoint when it issued the receipt
+    /// (C2SP signed note), empty if it had signed none. Kept so the agency
+    /// can later show that the broker's log at that size has this root.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub checkpoint: String,
 }
 
 impl From<&pb::Receipt> for AckedReceipt {
@@ -94,6 +99,7 @@ impl From<&pb::Receipt> for AckedReceipt {
             }),
             entry_sha256: r.entry_sha256.clone(),
             leaf_hash: r.leaf_hash.clone(),
+            checkpoint: r.checkpoint.clone(),
         }
     }
 }

@@ -170,6 +170,7 @@ async fn only_the_broker_is_served_over_mtls() {
                 completed_at: None,
                 entry_sha256: "ab".repeat(32),
                 leaf_hash: "cd".repeat(32),
+                checkpoint: String::new(),
             }),
         })
         .await

@@ -29,6 +29,8 @@ pub(crate) struct Checkpointer {
     range: CompactRange,
     /// Size of the latest stored checkpoint.
     latest: u64,
+    /// The latest signed note, for receipts.
+    note: watch::Sender<Option<String>>,
 }
 
 fn failed(message: String) -> BrokerError {
@@ -62,6 +64,7 @@ impl Checkpointer {
             store,
             signer,
             range,
+            note: watch::Sender::new(latest.as_ref().map(|c| c.note.clone())),
             latest: latest.map_or(0, |c| c.size),
         })
     }
@@ -73,8 +76,12 @@ impl Checkpointer {
         catch_up(&self.store, &mut self.range, None)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        if let Some(c) = self.store.latest_checkpoint().await? {
-            self.latest = self.latest.max(c.size);
+        if let Some(c) = self.store.latest_checkpoint().await?
+            && c.size > self.latest
+        {
+            // another replica signed a larger one
+            self.latest = c.size;
+            self.note.send_replace(Some(c.note));
         }
         let size = self.range.size();
         if size <= self.latest {
@@ -90,6 +97,7 @@ impl Checkpointer {
             .await?;
         self.latest = size;
         if stored {
+            self.note.send_replace(Some(note));
             tracing::debug!(size, "checkpoint stored");
             Ok(Some(size))
         } else {
@@ -99,6 +107,11 @@ impl Checkpointer {
 
     pub(crate) fn latest(&self) -> u64 {
         self.latest
+    }
+
+    /// Follows the latest signed checkpoint note.
+    pub(crate) fn notes(&self) -> watch::Receiver<Option<String>> {
+        self.note.subscribe()
     }
 }
 

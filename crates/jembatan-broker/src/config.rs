@@ -48,6 +48,53 @@ pub struct BrokerConfig {
     /// Agreements applied to the store at start (replacing same-id ones).
     #[serde(default)]
     pub agreements: Vec<Agreement>,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+/// The schema registry's settings, and schemas and mappings to register
+/// at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Mode for datasets that set none (`BACKWARD`, `FULL_TRANSITIVE`, ...).
+    #[serde(default = "default_compatibility")]
+    pub default_compatibility: String,
+    /// Schemas registered at start, in order; one already registered is
+    /// found again, an incompatible one stops the broker from starting.
+    #[serde(default)]
+    pub schemas: Vec<SchemaFile>,
+    /// Mapping documents (TOML or JSON files) registered at start unless
+    /// the same version is already stored.
+    #[serde(default)]
+    pub mappings: Vec<PathBuf>,
+    /// Secrets named by mappings' `hash` operations: name -> file holding
+    /// the key in hex (at least 32 bytes), created on first start.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, PathBuf>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            default_compatibility: default_compatibility(),
+            schemas: Vec::new(),
+            mappings: Vec::new(),
+            secrets: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+fn default_compatibility() -> String {
+    "BACKWARD".into()
+}
+
+/// A schema file to register as a dataset's next version.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaFile {
+    pub dataset: DatasetId,
+    pub file: PathBuf,
 }
 
 fn default_checkpoint_key() -> PathBuf {
@@ -112,6 +159,20 @@ impl BrokerConfig {
         config.tls = config.tls.relative_to(base);
         config.audit_key = base.join(&config.audit_key);
         config.checkpoint_key = base.join(&config.checkpoint_key);
+        config
+            .registry
+            .default_compatibility
+            .parse::<jembatan_schema::CompatMode>()
+            .map_err(|e| format!("registry.default_compatibility: {e}"))?;
+        for s in &mut config.registry.schemas {
+            s.file = base.join(&s.file);
+        }
+        for m in &mut config.registry.mappings {
+            *m = base.join(&*m);
+        }
+        for path in config.registry.secrets.values_mut() {
+            *path = base.join(&*path);
+        }
         if !jembatan_tlog::note::is_valid_key_name(&config.log_origin) {
             return Err(format!(
                 "log_origin {:?} must be non-empty, without spaces or '+'",

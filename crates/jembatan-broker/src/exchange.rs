@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::DENIAL_METADATA_KEY;
 use crate::policy;
+use crate::registry::{Refusal, Registry, RegistryError, Translator};
 use crate::relay::{self, AdapterPool};
 
 #[derive(Debug)]
@@ -30,6 +31,9 @@ pub(crate) struct State {
     pub(crate) audit: AuditLog,
     pub(crate) adapters: AdapterPool,
     pub(crate) audit_key: Vec<u8>,
+    /// The latest signed checkpoint note, handed out with receipts.
+    pub(crate) checkpoint_notes: tokio::sync::watch::Receiver<Option<String>>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 /// The keyed hash the audit log keeps instead of a lookup key:
@@ -84,6 +88,7 @@ pub(crate) struct Facts {
     pub(crate) subject_hash: Option<String>,
     pub(crate) limit: Option<u64>,
     pub(crate) agreement: Option<(String, String)>,
+    pub(crate) translation: Option<jembatan_core::Translation>,
 }
 
 impl Facts {
@@ -115,12 +120,14 @@ impl Facts {
             limit: self.limit,
             agreement_id: self.agreement.as_ref().map(|a| a.0.clone()),
             agreement_terms_sha256: self.agreement.as_ref().map(|a| a.1.clone()),
+            translation: self.translation.clone(),
             decision,
             reasons: Vec::new(),
             status,
             rows: 0,
             bytes: 0,
             payload_sha256: None,
+            received: None,
             duration_ms: None,
             error: None,
             trace_id: None,
@@ -140,6 +147,20 @@ pub(crate) struct Allowed {
     pub(crate) dataset: DatasetId,
     pub(crate) decision_seq: u64,
     pub(crate) fetch: pb::FetchRequest,
+    /// How to translate the records, when the consumer asked for another schema.
+    pub(crate) translation: Option<Translation>,
+}
+
+/// A translated exchange: the translator, the part of the consumer's
+/// filter that could not be pushed to the adapter, the consumer's fields
+/// (target names) and its record limit.
+#[derive(Debug)]
+pub(crate) struct Translation {
+    pub(crate) translator: Arc<Translator>,
+    pub(crate) residual: Option<Filter>,
+    pub(crate) fields: Vec<String>,
+    /// Most records to deliver; 0 means no limit.
+    pub(crate) limit: u64,
 }
 
 /// The parsed, validated request.
@@ -180,21 +201,6 @@ fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
             ));
         }
         fields.push(f);
-    }
-    if !ask.target_schema.is_empty() {
-        let own = ask
-            .target_schema
-            .split_once('@')
-            .is_some_and(|(d, _)| d == dataset.as_str());
-        if !own {
-            return Err(InvalidArgument::new(
-                "target_schema",
-                format!(
-                    "no mapping from {dataset} to {} is registered; ask for the provider's own schema",
-                    jembatan_core::ids::truncate(&ask.target_schema, 128)
-                ),
-            ));
-        }
     }
     let filter = ask.filter.as_ref().map(Filter::try_from).transpose()?;
     let key = match &ask.key {
@@ -268,6 +274,7 @@ impl State {
             subject_hash: None,
             limit: (ask.limit > 0).then_some(ask.limit),
             agreement: None,
+            translation: None,
         };
         let identity = match identity {
             Ok(id) => id,
@@ -328,6 +335,84 @@ impl State {
             }
         };
 
+        // Another schema: the consumer's fields and filter are in its
+        // names; the provider is asked for the columns the mapping reads
+        // and for the part of the filter that maps back exactly.
+        let mut translation = None;
+        let (fields, consumer_filter) = if ask.target_schema.is_empty() {
+            (parsed.fields.clone(), parsed.filter.clone())
+        } else {
+            let translator = match self
+                .registry
+                .translator(&parsed.dataset, &ask.target_schema)
+                .await
+            {
+                Ok(Some(t)) => Some(t),
+                Ok(None) => None,
+                Err(Refusal::Denied(denial)) => {
+                    return Err(self.deny(&facts, vec![denial]).await);
+                }
+                Err(Refusal::Invalid(RegistryError::Store(err))) => {
+                    tracing::error!(error = %err, "registry read failed");
+                    return Err(Status::unavailable("the broker store is unavailable"));
+                }
+                Err(Refusal::Invalid(err)) => {
+                    return Err(self
+                        .invalid(
+                            &facts,
+                            InvalidArgument::new("target_schema", err.to_string()),
+                        )
+                        .await);
+                }
+            };
+            match translator {
+                None => (parsed.fields.clone(), parsed.filter.clone()),
+                Some(translator) => {
+                    let targets = translator.target_fields();
+                    let unknown = parsed
+                        .fields
+                        .iter()
+                        .map(|f| f.to_string())
+                        .chain(
+                            parsed
+                                .filter
+                                .iter()
+                                .flat_map(|f| f.fields())
+                                .map(|f| f.to_string()),
+                        )
+                        .find(|f| !targets.contains(f));
+                    if let Some(f) = unknown {
+                        let err = InvalidArgument::new(
+                            "fields",
+                            format!("field {f} is not in {}", translator.target),
+                        );
+                        return Err(self.invalid(&facts, err).await);
+                    }
+                    facts.translation = Some(translator.trail());
+                    let pushed = match &parsed.filter {
+                        Some(f) => translator.mapping.push_down(f),
+                        None => jembatan_mapping::PushDown {
+                            source: None,
+                            residual: None,
+                        },
+                    };
+                    let mut source_fields = Vec::new();
+                    for f in &translator.source_fields {
+                        source_fields.push(f.parse::<FieldName>().map_err(|_| {
+                            Status::internal("mapping reads a field with an invalid name")
+                        })?);
+                    }
+                    translation = Some(Translation {
+                        residual: pushed.residual,
+                        fields: parsed.fields.iter().map(|f| f.to_string()).collect(),
+                        limit: ask.limit,
+                        translator,
+                    });
+                    (source_fields, pushed.source)
+                }
+            }
+        };
+
         let key_filter = match (&parsed.key, &dataset.key_field) {
             (None, _) => None,
             (Some(key), Some(field)) => {
@@ -365,8 +450,7 @@ impl State {
                 tracing::error!(error = %err, "store read failed");
                 Status::unavailable("the broker store is unavailable")
             })?;
-        let mut filter_fields = parsed
-            .filter
+        let mut filter_fields = consumer_filter
             .as_ref()
             .map(|f| f.fields())
             .unwrap_or_default();
@@ -377,7 +461,7 @@ impl State {
             consumer: &consumer,
             dataset: &parsed.dataset,
             purpose: &ask.purpose,
-            fields: &parsed.fields,
+            fields: &fields,
             filter_fields,
             now: chrono::Utc::now(),
         };
@@ -408,10 +492,17 @@ impl State {
                 .row_filter
                 .iter()
                 .cloned()
-                .chain(parsed.filter.clone())
+                .chain(consumer_filter.clone())
                 .chain(key_filter),
         );
-        let limit = if parsed.key.is_some() { 2 } else { ask.limit };
+        let limit = if parsed.key.is_some() {
+            2
+        } else if translation.as_ref().is_some_and(|t| t.residual.is_some()) {
+            // the broker filters after translation and stops at the limit
+            0
+        } else {
+            ask.limit
+        };
         let fetch = pb::FetchRequest {
             exchange_id: facts.exchange_id.clone(),
             dataset: parsed.dataset.to_string(),
@@ -428,7 +519,18 @@ impl State {
             facts,
             decision_seq,
             fetch,
+            translation,
         })
+    }
+
+    /// Records an invalid request and builds its `InvalidArgument` status.
+    async fn invalid(&self, facts: &Facts, err: InvalidArgument) -> Status {
+        let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+        e.error = Some(err.to_string());
+        match self.record(e).await {
+            Ok(_) => err.into(),
+            Err(status) => status,
+        }
     }
 
     /// Records a denial and builds the `PermissionDenied` status for it.

@@ -8,6 +8,9 @@ mod checkpoint;
 pub mod config;
 mod exchange;
 pub mod policy;
+mod registry;
+mod registry_http;
+mod registry_service;
 mod relay;
 mod server;
 
@@ -23,6 +26,7 @@ use tokio::task::JoinHandle;
 pub use audit_service::AuditService;
 pub use config::BrokerConfig;
 pub use exchange::{ExchangeService, subject_hash};
+pub use registry_service::{RegistryService, incompatibility_to_proto, mode_to_proto};
 pub use server::serve;
 
 /// Trailer (streams) or header (unary) carrying the binary-encoded
@@ -30,6 +34,9 @@ pub use server::serve;
 pub const RECEIPT_METADATA_KEY: &str = "jembatan-receipt-bin";
 /// Trailer carrying the binary-encoded `DenialDetails` of a refused exchange.
 pub const DENIAL_METADATA_KEY: &str = "jembatan-denial-bin";
+/// Trailer carrying a binary-encoded `CheckCompatibilityResponse` when a
+/// schema registration is refused as incompatible.
+pub const INCOMPATIBILITY_METADATA_KEY: &str = "jembatan-incompatibility-bin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -51,6 +58,8 @@ pub enum BrokerError {
     Serve(#[from] tonic::transport::Error),
     #[error("broker certificate must carry the broker identity, not {0}")]
     NotBroker(String),
+    #[error("registry: {0}")]
+    Registry(String),
 }
 
 /// A running broker's shared state.
@@ -102,9 +111,9 @@ impl Broker {
         let audit_key = load_or_create_key(&config.audit_key)?;
         let signer = checkpoint::load_or_create_signer(&config.checkpoint_key, &config.log_origin)?;
         let verifier = signer.verifier();
-        let checkpointer = Arc::new(Mutex::new(
-            checkpoint::Checkpointer::open(store.clone(), signer).await?,
-        ));
+        let checkpointer = checkpoint::Checkpointer::open(store.clone(), signer).await?;
+        let checkpoint_notes = checkpointer.notes();
+        let checkpointer = Arc::new(Mutex::new(checkpointer));
         let audit = AuditLog::start(store.clone());
         let task = tokio::spawn(checkpoint::run(
             checkpointer.clone(),
@@ -114,12 +123,15 @@ impl Broker {
         ));
         let adapters = relay::AdapterPool::new(config.tls.clone());
         let audit_service = AuditService::new(store.clone());
+        let registry = Arc::new(start_registry(&store, &config.registry).await?);
         Ok(Broker {
             inner: Arc::new(exchange::State {
                 store,
                 audit,
                 adapters,
                 audit_key,
+                checkpoint_notes,
+                registry,
             }),
             checkpoints: Arc::new(Checkpoints {
                 checkpointer,
@@ -171,10 +183,63 @@ impl Broker {
         ExchangeService::new(self.inner.clone())
     }
 
+    /// The `Registry` service.
+    pub fn registry_service(&self) -> RegistryService {
+        RegistryService::new(self.inner.registry.clone())
+    }
+
+    /// The read-only HTTP/JSON view of the registry, served beside the
+    /// gRPC services on the same mTLS port.
+    pub fn registry_http(&self) -> tonic::service::Routes {
+        registry_http::routes(self.inner.registry.clone())
+    }
+
     /// The `Audit` service; its clones share one cache of leaf hashes.
     pub fn audit_service(&self) -> AuditService {
         self.audit_service.clone()
     }
+}
+
+/// Opens the registry and registers the schemas and mappings the config
+/// lists (each one already stored is found again, not duplicated).
+async fn start_registry(
+    store: &Store,
+    config: &config::RegistryConfig,
+) -> Result<registry::Registry, BrokerError> {
+    let fail = |m: String| BrokerError::Registry(m);
+    let mode = config
+        .default_compatibility
+        .parse()
+        .map_err(|e| fail(format!("default_compatibility: {e}")))?;
+    let mut secrets = jembatan_mapping::Secrets::new();
+    for (name, path) in &config.secrets {
+        secrets.insert(name, load_or_create_key(path)?);
+    }
+    let registry = registry::Registry::new(store.clone(), mode, secrets);
+    let by = jembatan_core::Identity {
+        role: jembatan_core::Role::Operator,
+        agency: None,
+    };
+    for s in &config.schemas {
+        let text = std::fs::read_to_string(&s.file)
+            .map_err(|e| fail(format!("cannot read {}: {e}", s.file.display())))?;
+        let (v, already) = registry
+            .seed_schema(&s.dataset, &text)
+            .await
+            .map_err(|e| fail(format!("{} ({}): {e}", s.dataset, s.file.display())))?;
+        if !already {
+            tracing::info!(dataset = %s.dataset, version = v.version, "schema from config registered");
+        }
+    }
+    for path in &config.mappings {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        registry
+            .seed_mapping(&by, &text)
+            .await
+            .map_err(|e| fail(format!("mapping {}: {e}", path.display())))?;
+    }
+    Ok(registry)
 }
 
 /// Reads the audit HMAC key (hex) without ever creating one, for tools

@@ -80,43 +80,101 @@ impl AdapterPool {
     }
 }
 
-/// Outcome of relaying records.
+/// Records counted and hashed: what was delivered to the consumer, and
+/// for translated exchanges also what the adapter sent.
 struct Tally {
     rows: u64,
     bytes: u64,
     hasher: Sha256,
+    received: Option<(u64, u64, Sha256)>,
+}
+
+/// What to do after a batch.
+enum Next {
+    /// Send these records and read on.
+    Send(Vec<String>),
+    /// Send these records; the consumer's limit is reached.
+    Last(Vec<String>),
 }
 
 impl Tally {
-    fn new() -> Self {
+    fn new(allowed: &Allowed) -> Self {
         Self {
             rows: 0,
             bytes: 0,
             hasher: Sha256::new(),
+            received: allowed.translation.as_ref().map(|_| (0, 0, Sha256::new())),
         }
     }
 
     /// Checks a batch from the adapter — every record a JSON object holding
-    /// only granted fields, the total within the limit — and only then
-    /// counts and hashes it: a batch is delivered whole or not at all, so
-    /// the tally is always what the consumer received.
-    fn admit_batch(&mut self, records: &[String], allowed: &Allowed) -> Result<(), String> {
-        for record in records {
+    /// only granted fields, the total within the limit — translates it when
+    /// the consumer asked for another schema, and only then counts and
+    /// hashes it: a batch is delivered whole or not at all, so the tally is
+    /// always what the consumer received.
+    fn admit_batch(&mut self, records: Vec<String>, allowed: &Allowed) -> Result<Next, String> {
+        for record in &records {
             check_record(record, allowed)?;
         }
         let limit = allowed.fetch.limit;
-        if limit > 0 && self.rows + records.len() as u64 > limit {
+        if limit > 0 && self.received_rows() + records.len() as u64 > limit {
             return Err(format!(
                 "adapter sent more than the limit of {limit} records"
             ));
         }
-        for record in records {
+        let (out, last) = match &allowed.translation {
+            None => (records, false),
+            Some(t) => {
+                if let Some((rows, bytes, hasher)) = &mut self.received {
+                    for record in &records {
+                        *rows += 1;
+                        *bytes += record.len() as u64;
+                        hasher.update(record.as_bytes());
+                        hasher.update(b"\n");
+                    }
+                }
+                let mut out = Vec::with_capacity(records.len());
+                let mut last = false;
+                for (i, record) in records.iter().enumerate() {
+                    let translated = t
+                        .translator
+                        .translate(record, t.residual.as_ref(), &t.fields)
+                        .map_err(|e| {
+                            format!(
+                                "record {}: {e}",
+                                self.received_rows() - records.len() as u64 + i as u64 + 1
+                            )
+                        })?;
+                    if let Some(r) = translated {
+                        out.push(r);
+                        if t.limit > 0 && self.rows + out.len() as u64 >= t.limit {
+                            last = true;
+                            break;
+                        }
+                    }
+                }
+                (out, last)
+            }
+        };
+        for record in &out {
             self.rows += 1;
             self.bytes += record.len() as u64;
             self.hasher.update(record.as_bytes());
             self.hasher.update(b"\n");
         }
-        Ok(())
+        Ok(if last {
+            Next::Last(out)
+        } else {
+            Next::Send(out)
+        })
+    }
+
+    /// Records received from the adapter so far.
+    fn received_rows(&self) -> u64 {
+        match &self.received {
+            Some((rows, _, _)) => *rows,
+            None => self.rows,
+        }
     }
 }
 
@@ -176,7 +234,7 @@ async fn open_fetch(
         finish(
             state,
             allowed,
-            &Tally::new(),
+            &Tally::new(allowed),
             ExchangeStatus::Failed,
             Some(status.message().to_owned()),
         )
@@ -223,6 +281,14 @@ async fn finish(
     entry.rows = tally.rows;
     entry.bytes = tally.bytes;
     entry.payload_sha256 = Some(payload_sha256.clone());
+    entry.received = tally
+        .received
+        .as_ref()
+        .map(|(rows, bytes, hasher)| jembatan_core::Received {
+            rows: *rows,
+            bytes: *bytes,
+            payload_sha256: hex::encode(hasher.clone().finalize()),
+        });
     entry.duration_ms = Some(allowed.facts.elapsed_ms());
     entry.error = error;
     let stored = state.audit.append(entry).await.map_err(|err| {
@@ -243,6 +309,7 @@ async fn finish(
         }),
         leaf_hash: hex::encode(jembatan_tlog::merkle::leaf_hash(&stored.canonical)),
         entry_sha256: stored.entry_sha256,
+        checkpoint: state.checkpoint_notes.borrow().clone().unwrap_or_default(),
     })
 }
 
@@ -277,7 +344,7 @@ pub(crate) async fn query(
     let (mut stream, client) = open_fetch(&state, &allowed).await?;
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
-        let mut tally = Tally::new();
+        let mut tally = Tally::new(&allowed);
         let outcome: Result<(), (ExchangeStatus, Status)> = loop {
             let next = tokio::select! {
                 next = stream.message() => next,
@@ -285,24 +352,33 @@ pub(crate) async fn query(
             };
             match next {
                 Ok(Some(msg)) => {
-                    let batch = msg.batch.unwrap_or_default();
-                    if let Err(err) = tally.admit_batch(&batch.records, &allowed) {
-                        tracing::warn!(provider = %allowed.provider, error = %err, "adapter sent a bad record");
-                        break Err((
-                            ExchangeStatus::Failed,
-                            Status::internal(format!("the exchange was stopped: {err}")),
-                        ));
+                    let records = msg.batch.unwrap_or_default().records;
+                    let (records, last) = match tally.admit_batch(records, &allowed) {
+                        Ok(Next::Send(r)) => (r, false),
+                        Ok(Next::Last(r)) => (r, true),
+                        Err(err) => {
+                            tracing::warn!(provider = %allowed.provider, error = %err, "adapter sent a bad record");
+                            break Err((
+                                ExchangeStatus::Failed,
+                                Status::internal(format!("the exchange was stopped: {err}")),
+                            ));
+                        }
+                    };
+                    if !records.is_empty() {
+                        let item = pb::query_response::Item::Batch(pb::RecordBatch { records });
+                        if tx
+                            .send(Ok(pb::QueryResponse { item: Some(item) }))
+                            .await
+                            .is_err()
+                        {
+                            break Err((
+                                ExchangeStatus::Cancelled,
+                                Status::cancelled("consumer went away"),
+                            ));
+                        }
                     }
-                    let item = pb::query_response::Item::Batch(batch);
-                    if tx
-                        .send(Ok(pb::QueryResponse { item: Some(item) }))
-                        .await
-                        .is_err()
-                    {
-                        break Err((
-                            ExchangeStatus::Cancelled,
-                            Status::cancelled("consumer went away"),
-                        ));
+                    if last {
+                        break Ok(());
                     }
                 }
                 Ok(None) => break Ok(()),
@@ -353,16 +429,18 @@ pub(crate) async fn lookup(
     allowed: Allowed,
 ) -> Result<Response<pb::LookupResponse>, Status> {
     let (mut stream, client) = open_fetch(&state, &allowed).await?;
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(&allowed);
     let mut records = Vec::new();
     let outcome = loop {
         match stream.message().await {
             Ok(Some(msg)) => {
                 let batch = msg.batch.unwrap_or_default().records;
-                if let Err(err) = tally.admit_batch(&batch, &allowed) {
-                    break Err(Status::internal(format!("the exchange was stopped: {err}")));
+                match tally.admit_batch(batch, &allowed) {
+                    Ok(Next::Send(r) | Next::Last(r)) => records.extend(r),
+                    Err(err) => {
+                        break Err(Status::internal(format!("the exchange was stopped: {err}")));
+                    }
                 }
-                records.extend(batch);
                 if records.len() > 1 {
                     break Err(Status::internal(
                         "the exchange was stopped: the dataset's key matched more than one record",
@@ -392,7 +470,7 @@ pub(crate) async fn lookup(
             finish(
                 &state,
                 &allowed,
-                &Tally::new(),
+                &Tally::new(&allowed),
                 ExchangeStatus::Failed,
                 error,
             )

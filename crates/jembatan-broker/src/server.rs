@@ -1,10 +1,12 @@
-//! The broker's gRPC server: Exchange, Audit, health and reflection over mTLS.
+//! The broker's server: Exchange, Audit, Registry, health and reflection
+//! over mTLS, and the registry's read-only HTTP/JSON view on the same port.
 
 use std::future::Future;
 use std::time::Duration;
 
 use jembatan_proto::v1::audit_server::AuditServer;
 use jembatan_proto::v1::exchange_server::ExchangeServer;
+use jembatan_proto::v1::registry_server::RegistryServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
@@ -28,6 +30,9 @@ pub async fn serve(
     health
         .set_serving::<AuditServer<crate::AuditService>>()
         .await;
+    health
+        .set_serving::<RegistryServer<crate::RegistryService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(jembatan_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -40,15 +45,23 @@ pub async fn serve(
         ExchangeServer::new(broker.exchange_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
     let audit =
         AuditServer::new(broker.audit_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
-    Server::builder()
-        .tls_config(tls)?
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .concurrency_limit_per_connection(256)
+    let registry =
+        RegistryServer::new(broker.registry_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let routes = broker
+        .registry_http()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(exchange)
         .add_service(audit)
+        .add_service(registry);
+    Server::builder()
+        .tls_config(tls)?
+        .tcp_nodelay(true)
+        // HTTP/1.1 too, for `curl` on the registry view
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .concurrency_limit_per_connection(256)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             // Nagle's algorithm would hold small responses back ~40 ms:
             // tonic's own tcp_nodelay setting does not reach incoming

@@ -68,6 +68,93 @@ async fn make_db(path: &Path) {
     pool.close().await;
 }
 
+/// The provider's schema, two consumer schemas and their mappings,
+/// registered at start.
+const REGISTRY_TOML: &str = r#"
+[registry]
+schemas = [
+  { dataset = "prov.penduduk", file = "schemas/prov.json" },
+  { dataset = "dinsos.orang", file = "schemas/orang.json" },
+  { dataset = "dinsos.iman", file = "schemas/iman.json" },
+]
+mappings = ["schemas/orang.toml", "schemas/iman.toml"]
+"#;
+
+fn write_registry_files(dir: &Path) {
+    let schemas = dir.join("schemas");
+    std::fs::create_dir_all(&schemas).unwrap();
+    let files = [
+        (
+            "prov.json",
+            r#"{"type": "object", "properties": {
+                "nik": {"type": "string", "pattern": "^[0-9]{16}$"},
+                "nama": {"type": "string"}, "agama": {"type": "string"},
+                "kecamatan": {"type": "string"},
+                "status": {"enum": ["HIDUP", "MENINGGAL", "PINDAH"]}},
+              "required": ["nik", "nama", "kecamatan", "status"],
+              "additionalProperties": false}"#,
+        ),
+        (
+            "orang.json",
+            r#"{"type": "object", "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"},
+                "district": {"type": "string"}, "masked": {"type": "string"},
+                "alive": {"type": "boolean"}},
+              "required": ["id", "name", "district"],
+              "additionalProperties": false}"#,
+        ),
+        (
+            "iman.json",
+            r#"{"type": "object", "properties": {
+                "id": {"type": "string"}, "religion": {"type": "string"}},
+              "required": ["id"], "additionalProperties": false}"#,
+        ),
+        (
+            "orang.toml",
+            r#"
+version = 1
+source = "prov.penduduk@1"
+target = "dinsos.orang@1"
+[[rule]]
+target = "id"
+from = "nik"
+[[rule]]
+target = "name"
+from = "nama"
+[[rule]]
+target = "district"
+from = "kecamatan"
+[[rule]]
+target = "masked"
+from = "nama"
+ops = [{ mask = { keep_last = 2 } }]
+[[rule]]
+target = "alive"
+when = { field = "status", op = "eq", value = "HIDUP" }
+then = { const = true }
+else = { const = false }
+"#,
+        ),
+        (
+            "iman.toml",
+            r#"
+version = 1
+source = "prov.penduduk@1"
+target = "dinsos.iman@1"
+[[rule]]
+target = "id"
+from = "nik"
+[[rule]]
+target = "religion"
+from = "agama"
+"#,
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(schemas.join(name), text).unwrap();
+    }
+}
+
 async fn harness() -> Harness {
     harness_with_store("broker.db").await
 }
@@ -85,6 +172,9 @@ async fn harness_with_store(store: &str) -> Harness {
         ("lpse", ident(Role::Agency, Some("lpse"))),
         ("kominfo", ident(Role::Agency, Some("kominfo"))),
         ("auditor", ident(Role::Auditor, None)),
+        ("integrator-dinsos", ident(Role::Integrator, Some("dinsos"))),
+        ("integrator-prov", ident(Role::Integrator, Some("prov"))),
+        ("operator", ident(Role::Operator, None)),
     ];
     let all: Vec<Identity> = ids.iter().map(|(_, i)| i.clone()).collect();
     let issued = jembatan_pki::dev_pki(&dir.join("certs"), &all).unwrap();
@@ -211,6 +301,8 @@ status = "approved"
             "2099-01-01"
         ),
     );
+    write_registry_files(&dir);
+    let broker_toml = format!("{broker_toml}{REGISTRY_TOML}");
     let config = BrokerConfig::from_toml(&broker_toml, &dir).unwrap();
     let broker = Broker::start(&config).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -734,7 +826,7 @@ async fn invalid_requests_are_rejected_and_audited() {
                 target_schema: "dinsos.warga@1".into(),
                 ..query(&["nik"], None)
             },
-            "no mapping",
+            "no schema dinsos.warga@1 is registered",
         ),
     ];
     for (name, req, want) in cases {
@@ -856,4 +948,478 @@ async fn plaintext_is_refused_by_broker_and_adapter() {
     }
     assert_eq!(h.served(), 0);
     assert_eq!(h.broker.audit().size().await.unwrap(), 0);
+}
+
+// ---- translation between schemas, and the registry ----
+
+fn translated(target: &str, fields: &[&str], filter: Option<pb::Filter>) -> pb::QueryRequest {
+    pb::QueryRequest {
+        target_schema: target.into(),
+        ..query(fields, filter)
+    }
+}
+
+fn predicate(field: &str, op: pb::Operator, value: &str) -> pb::Filter {
+    pb::Filter {
+        kind: Some(pb::filter::Kind::Predicate(pb::Predicate {
+            field: field.into(),
+            op: op as i32,
+            value: Some(pb::Scalar {
+                kind: Some(pb::scalar::Kind::StringValue(value.into())),
+            }),
+            values: vec![],
+        })),
+    }
+}
+
+fn all_of(filters: Vec<pb::Filter>) -> pb::Filter {
+    pb::Filter {
+        kind: Some(pb::filter::Kind::All(pb::FilterList { filters })),
+    }
+}
+
+/// `name` with all but its last two characters masked.
+fn masked(name: &str) -> String {
+    let n = name.chars().count();
+    name.chars()
+        .enumerate()
+        .map(|(i, c)| if i + 2 >= n { c } else { '*' })
+        .collect()
+}
+
+#[tokio::test]
+async fn records_arrive_in_the_consumers_own_schema() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    // `district` is a plain rename of `kecamatan`: pushed to the adapter
+    let out = run_query(
+        &mut c,
+        translated("dinsos.orang@1", &[], Some(eq("district", "15.07.01"))),
+    )
+    .await
+    .unwrap();
+    let want: Vec<usize> = (0..ROWS).filter(|i| i % 3 == 0 && i % 10 != 9).collect();
+    assert_eq!(out.records.len(), want.len());
+    for (r, i) in out.records.iter().zip(&want) {
+        let name = format!("WARGA {i}");
+        assert_eq!(r["id"], format!("15070{i:011}"));
+        assert_eq!(r["name"], name.as_str());
+        assert_eq!(r["district"], "15.07.01");
+        assert_eq!(r["masked"], masked(&name).as_str());
+        assert_eq!(r["alive"], true);
+        assert_eq!(r.len(), 5, "only mapped fields reach the consumer: {r:?}");
+    }
+    let receipt = out.receipt.unwrap();
+    assert_eq!(receipt.rows, want.len() as u64);
+    let mut hasher = Sha256::new();
+    for raw in &out.raw {
+        hasher.update(raw.as_bytes());
+        hasher.update(b"\n");
+    }
+    assert_eq!(receipt.payload_sha256, hex::encode(hasher.finalize()));
+
+    // the log names the schemas and the mapping; the completion also
+    // says what the adapter sent before translation
+    let entries = h
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    for e in &entries {
+        let t = e
+            .entry
+            .translation
+            .as_ref()
+            .expect("translation on the entry");
+        assert_eq!(t.source_schema, "prov.penduduk@1");
+        assert_eq!(t.target_schema, "dinsos.orang@1");
+        assert_eq!(t.mapping_version, 1);
+        assert!(
+            t.source_schema_id.starts_with("sha256:") && t.target_schema_id.starts_with("sha256:")
+        );
+    }
+    let decision = &entries[0].entry;
+    assert_eq!(
+        decision.fields,
+        ["kecamatan", "nama", "nik", "status"],
+        "the columns the mapping reads"
+    );
+    let completion = &entries[1].entry;
+    assert_eq!(completion.status, ExchangeStatus::Ok);
+    let received = completion.received.as_ref().expect("received tally");
+    assert_eq!(received.rows, want.len() as u64);
+    // what the adapter logged serving is what the broker logged receiving
+    let served = read_receipt_log(&h.receipt_log)
+        .unwrap()
+        .into_iter()
+        .find_map(|e| match e {
+            LogEntry::Served(s) if s.exchange_id == receipt.exchange_id => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(served.rows, received.rows);
+    assert_eq!(served.payload_sha256, received.payload_sha256);
+    assert_eq!(served.columns, ["kecamatan", "nama", "nik", "status"]);
+}
+
+#[tokio::test]
+async fn filters_the_mapping_cannot_push_down_apply_after_translation() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    // one record: `masked` is computed, so the filter runs in the broker
+    let out = run_query(
+        &mut c,
+        translated(
+            "dinsos.orang@1",
+            &["id", "masked"],
+            Some(predicate("masked", pb::Operator::Eq, "******13")),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.records.len(), 1);
+    assert_eq!(out.records[0]["id"], format!("15070{:011}", 13));
+    assert_eq!(
+        out.records[0].len(),
+        2,
+        "fields picked: {:?}",
+        out.records[0]
+    );
+    // a prefix on the computed field with a limit: the broker stops at 5
+    let mut req = translated(
+        "dinsos.orang@1",
+        &["id"],
+        Some(all_of(vec![
+            predicate("masked", pb::Operator::Prefix, "******"),
+            eq("district", "15.07.02"),
+        ])),
+    );
+    req.limit = 5;
+    let out = run_query(&mut c, req).await.unwrap();
+    let want: Vec<String> = (10..ROWS)
+        .filter(|i| i % 3 != 0 && i % 10 != 9)
+        .take(5)
+        .map(|i| format!("15070{i:011}"))
+        .collect();
+    let got: Vec<String> = out
+        .records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(out.receipt.unwrap().rows, 5);
+}
+
+#[tokio::test]
+async fn translation_refusals_are_reasoned_and_logged() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    // the mapping to dinsos.iman reads `agama`, which the agreement does not grant
+    let status = run_query(&mut c, translated("dinsos.iman@1", &[], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("agama"), "{}", status.message());
+    // a field the consumer's schema does not have
+    let status = run_query(&mut c, translated("dinsos.orang@1", &["religion"], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("religion is not in dinsos.orang@1"),
+        "{}",
+        status.message()
+    );
+
+    // a disabled target version is refused with its reason code
+    let mut registry = pb::registry_client::RegistryClient::new(
+        channel(h.broker_port, &h.files["integrator-dinsos"])
+            .await
+            .unwrap(),
+    );
+    registry
+        .set_version_state(pb::SetVersionStateRequest {
+            dataset: "dinsos.orang".into(),
+            version: 1,
+            state: pb::VersionState::Disabled as i32,
+        })
+        .await
+        .unwrap();
+    let status = run_query(&mut c, translated("dinsos.orang@1", &[], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let details = pb::DenialDetails::decode(
+        status
+            .metadata()
+            .get_bin(DENIAL_METADATA_KEY)
+            .unwrap()
+            .to_bytes()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(details.reasons[0].reason, "schema_version_disabled");
+    let entries = h.broker.audit().entries(0, 100).await.unwrap();
+    assert_eq!(entries.len(), 3, "every refusal is on the log");
+    assert!(entries.iter().all(|e| e.entry.decision == Decision::Deny));
+    assert_eq!(h.served(), 0, "nothing was fetched");
+}
+
+#[tokio::test]
+async fn the_registry_enforces_roles_compatibility_and_type_checks() {
+    let h = harness().await;
+    let client = |who: &str| {
+        let files = h.files[who].clone();
+        let port = h.broker_port;
+        async move { pb::registry_client::RegistryClient::new(channel(port, &files).await.unwrap()) }
+    };
+    // any federation certificate reads
+    let datasets = client("dinkes")
+        .await
+        .list_datasets(pb::ListDatasetsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .datasets;
+    let names: Vec<&str> = datasets.iter().map(|d| d.dataset.as_str()).collect();
+    assert_eq!(names, ["dinsos.iman", "dinsos.orang", "prov.penduduk"]);
+    assert!(datasets.iter().all(|d| d.latest_version == 1));
+
+    let v1 = client("dinsos")
+        .await
+        .get_schema(pb::GetSchemaRequest {
+            reference: "dinsos.orang@latest".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut doc: serde_json::Value = serde_json::from_str(&v1.schema_json).unwrap();
+    // an optional property on a closed model: backward compatible
+    doc["properties"]["note"] = serde_json::json!({"type": "string"});
+    let register = |who: &'static str, doc: String| {
+        let c = client(who);
+        async move {
+            c.await
+                .register_schema(pb::RegisterSchemaRequest {
+                    dataset: "dinsos.orang".into(),
+                    schema_json: doc,
+                })
+                .await
+        }
+    };
+    for who in ["dinsos", "integrator-prov", "auditor", "operator"] {
+        let status = register(who, doc.to_string()).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{who}: {status:?}");
+    }
+    let v2 = register("integrator-dinsos", doc.to_string())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v2.version.as_ref().unwrap().version, 2);
+    assert!(!v2.already_registered);
+    // the same content, keys in another order: the same version and id
+    let reordered = serde_json::to_string_pretty(&doc).unwrap();
+    let again = register("integrator-dinsos", reordered)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.already_registered);
+    assert_eq!(
+        again.version.unwrap().schema_id,
+        v2.version.unwrap().schema_id
+    );
+
+    // a new required property without a default breaks BACKWARD
+    let mut bad = doc.clone();
+    bad["properties"]["income"] = serde_json::json!({"type": "integer"});
+    bad["required"]
+        .as_array_mut()
+        .unwrap()
+        .push("income".into());
+    let status = register("integrator-dinsos", bad.to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let details = pb::CheckCompatibilityResponse::decode(
+        status
+            .metadata()
+            .get_bin(jembatan_broker::INCOMPATIBILITY_METADATA_KEY)
+            .unwrap()
+            .to_bytes()
+            .unwrap(),
+    )
+    .unwrap();
+    let reason = &details.incompatibilities[0];
+    assert_eq!(reason.kind, "required_added");
+    assert_eq!(reason.against_version, 2);
+    let example: serde_json::Value = serde_json::from_str(&reason.counterexample_json).unwrap();
+    assert!(
+        example.get("income").is_none(),
+        "old documents lack it: {example}"
+    );
+    // an invalid schema names the JSON pointer of the fault
+    let status = register("integrator-dinsos", r#"{"type": 5}"#.into())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("/type"), "{}", status.message());
+    let versions = client("dinsos")
+        .await
+        .list_versions(pb::ListVersionsRequest {
+            dataset: "dinsos.orang".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    assert_eq!(versions.len(), 2, "refused schemas are never stored");
+
+    // a mapping that cannot be right is never stored
+    let status = client("integrator-dinsos")
+        .await
+        .register_mapping(pb::RegisterMappingRequest {
+            document_json:
+                r#"{"version": 2, "source": "prov.penduduk@1", "target": "dinsos.orang@1",
+                "rule": [{"target": "id", "from": "nik_typo"}, {"target": "name", "from": "nama"},
+                         {"target": "district", "from": "kecamatan"}]}"#
+                    .into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("nik_typo"),
+        "{}",
+        status.message()
+    );
+    let status = client("dinsos")
+        .await
+        .register_mapping(pb::RegisterMappingRequest {
+            document_json:
+                r#"{"version": 2, "source": "prov.penduduk@1", "target": "dinsos.orang@1",
+                "rule": [{"target": "id", "from": "nik"}, {"target": "name", "from": "nama"},
+                         {"target": "district", "from": "kecamatan"}]}"#
+                    .into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let m = client("integrator-dinsos")
+        .await
+        .register_mapping(pb::RegisterMappingRequest {
+            document_json:
+                r#"{"version": 2, "source": "prov.penduduk@1", "target": "dinsos.orang@1",
+                "rule": [{"target": "id", "from": "nik"}, {"target": "name", "from": "nama"},
+                         {"target": "district", "from": "kecamatan"}]}"#
+                    .into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.version, 2);
+    // the exchange now uses version 2: no `masked`, no `alive`
+    let mut c = h.consumer("dinsos").await;
+    let out = run_query(
+        &mut c,
+        translated("dinsos.orang@1", &[], Some(eq("district", "15.07.01"))),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.records.iter().all(|r| r.len() == 3),
+        "{:?}",
+        out.records[0]
+    );
+    let entries = h
+        .broker
+        .audit()
+        .exchange(&out.receipt.unwrap().exchange_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        entries[0]
+            .entry
+            .translation
+            .as_ref()
+            .unwrap()
+            .mapping_version,
+        2
+    );
+}
+
+/// GET over the broker's mTLS port, HTTP/2 as `curl` would.
+async fn http_get(h: &Harness, who: &str, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let channel = channel(h.broker_port, &h.files[who]).await.unwrap();
+    let request =
+        tonic::codegen::http::Request::get(format!("https://localhost:{}{path}", h.broker_port))
+            .body(tonic::body::Body::empty())
+            .unwrap();
+    let response = channel.oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn the_registry_has_a_read_only_http_view() {
+    let h = harness().await;
+    let (status, body) = http_get(&h, "dinsos", "/registry/v1/datasets").await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["datasets"].as_array().unwrap().len(), 3);
+    assert_eq!(json["datasets"][1]["compatibility"], "BACKWARD");
+
+    let (status, body) = http_get(
+        &h,
+        "dinsos",
+        "/registry/v1/datasets/dinsos.orang/versions/latest",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["version"], 1);
+    let id = json["schema_id"].as_str().unwrap().to_owned();
+    assert_eq!(json["schema"]["required"][0], "id");
+
+    let (status, body) = http_get(&h, "auditor", &format!("/registry/v1/schemas/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let schema: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(schema["properties"]["id"]["type"], "string");
+
+    let (status, body) = http_get(
+        &h,
+        "dinsos",
+        "/registry/v1/mappings/prov.penduduk@1/dinsos.orang@1",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["document"]["target"], "dinsos.orang@1");
+
+    let (status, body) = http_get(
+        &h,
+        "dinsos",
+        "/registry/v1/datasets/dinsos.nothing/versions",
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("no schema is registered for dinsos.nothing"),
+        "{body}"
+    );
+    let (status, _) = http_get(&h, "adapter", "/registry/v1/datasets").await;
+    assert_eq!(status, 403);
+    // gRPC still answers on the same port
+    let (status, _) = http_get(&h, "dinsos", "/no/such/path").await;
+    assert_ne!(status, 200);
 }

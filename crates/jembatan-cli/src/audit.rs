@@ -113,6 +113,11 @@ pub(crate) enum AuditCommand {
         /// The adapter's receipt log (`receipt_log` in its config).
         #[arg(long, value_name = "FILE")]
         receipts: PathBuf,
+        /// The broker's checkpoint public key: the checkpoints on the
+        /// receipts must carry its signature. Without it they are only
+        /// parsed and compared with the log.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
     },
 }
 
@@ -177,7 +182,11 @@ pub(crate) async fn run(command: AuditCommand) -> ExitCode {
             dataset,
             key,
         } => who_accessed(&store, &audit_key, &dataset, &key).await,
-        AuditCommand::Crosscheck { store, receipts } => crosscheck(&store, &receipts).await,
+        AuditCommand::Crosscheck {
+            store,
+            receipts,
+            public_key,
+        } => crosscheck(&store, &receipts, public_key.as_deref()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,13 +214,18 @@ fn store_error(err: VerifyError) -> Failure {
     }
 }
 
-async fn verify_log(url: &str, public_key: &PathBuf) -> Result<(), Failure> {
-    let text = std::fs::read_to_string(public_key)
-        .with_context(|| format!("cannot read the public key {}", public_key.display()))?;
-    let verifier: Verifier = text
+/// Reads a checkpoint verifier key file.
+fn read_verifier(path: &std::path::Path) -> Result<Verifier, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the public key {}", path.display()))?;
+    Ok(text
         .trim()
         .parse()
-        .with_context(|| format!("{} is not a verifier key", public_key.display()))?;
+        .with_context(|| format!("{} is not a verifier key", path.display()))?)
+}
+
+async fn verify_log(url: &str, public_key: &std::path::Path) -> Result<(), Failure> {
+    let verifier = read_verifier(public_key)?;
     let store = open(url).await?;
     let result = verify(&store, &verifier).await;
     store.close().await;
@@ -473,10 +487,15 @@ async fn who_accessed(
     Ok(())
 }
 
-async fn crosscheck(url: &str, receipts: &std::path::Path) -> Result<(), Failure> {
+async fn crosscheck(
+    url: &str,
+    receipts: &std::path::Path,
+    public_key: Option<&std::path::Path>,
+) -> Result<(), Failure> {
     let lines = jembatan_adapter::read_receipt_log(receipts).map_err(anyhow::Error::from)?;
+    let verifier = public_key.map(read_verifier).transpose()?;
     let store = open(url).await?;
-    let result = crosscheck::crosscheck(&store, &lines).await;
+    let result = crosscheck::crosscheck(&store, &lines, verifier.as_ref()).await;
     store.close().await;
     let report = result.context("cannot read the store")?;
     let mut out = std::io::stdout().lock();
@@ -484,9 +503,10 @@ async fn crosscheck(url: &str, receipts: &std::path::Path) -> Result<(), Failure
         writeln!(out, "{finding}")?;
     }
     let checked = format!(
-        "{} served fetches and {} receipts in {}",
+        "{} served fetches, {} receipts and {} checkpoints in {}",
         report.served,
         report.receipts,
+        report.checkpoints,
         receipts.display()
     );
     if report.mismatches.is_empty() {

@@ -1,6 +1,7 @@
 //! The `jembatan` command: demo, broker, adapter, PKI and audit log tools.
 
 mod audit;
+mod schema;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,6 +43,22 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// The schema registry: register, list and check dataset schemas
+    /// (`check --old --new` works offline).
+    Schema {
+        #[command(subcommand)]
+        command: schema::SchemaCommand,
+        #[command(flatten)]
+        connection: schema::Connection,
+    },
+    /// Mappings between schemas: register, get, and dry-run on sample
+    /// records (`test` works offline).
+    Mapping {
+        #[command(subcommand)]
+        command: schema::MappingCommand,
+        #[command(flatten)]
+        connection: schema::Connection,
     },
     /// Measure Jembatan against direct PostgreSQL reads in the same run
     /// (bulk query, lookups, audit appends, memory); see docs/benchmarks.md.
@@ -186,6 +203,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let done = match cli.command {
         // audit commands report their own errors, with their own exit codes
         Command::Audit { command } => return Ok(audit::run(command).await),
+        Command::Schema {
+            command,
+            connection,
+        } => return Ok(schema::run_schema(command, &connection).await),
+        Command::Mapping {
+            command,
+            connection,
+        } => return Ok(schema::run_mapping(command, &connection).await),
         Command::Demo(args) => demo(args).await,
         Command::Broker { config } => broker(config).await,
         Command::Adapter(args) => match (args.command, args.config) {

@@ -242,6 +242,71 @@ fn who_accessed_and_crosscheck_on_a_demo_run() {
     }
     assert_eq!(out.lines().count(), 4, "{out}");
 
+    // receipts carry signed checkpoints; the log agrees with every one
+    let public_key = keep.join("checkpoint.key.pub");
+    let (code, out, err) = run(&[
+        "crosscheck",
+        "--store",
+        store,
+        "--receipts",
+        receipts.to_str().unwrap(),
+        "--public-key",
+        public_key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let checkpoints: u64 = out
+        .split(" receipts and ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no checkpoint count in {out}"));
+    assert!(checkpoints >= 1, "{out}");
+    // a receipt whose checkpoint has another root, signed by another key:
+    // found by the root alone, and by the signature given the key
+    let mut receipt = lines
+        .iter()
+        .find(|l| l["kind"] == "receipt" && l["receipt"]["checkpoint"].is_string())
+        .expect("a receipt with a checkpoint")
+        .clone();
+    let note = receipt["receipt"]["checkpoint"].as_str().unwrap();
+    let body = jembatan_tlog::note::Note::parse(note).unwrap();
+    let real = jembatan_tlog::note::Checkpoint::parse_body(body.text()).unwrap();
+    let rogue = jembatan_tlog::note::Signer::from_seed(&real.origin, &[9; 32]).unwrap();
+    let forged_note = jembatan_tlog::note::Checkpoint::new(real.origin.clone(), real.size, [7; 32])
+        .sign(&rogue)
+        .unwrap();
+    receipt["receipt"]["checkpoint"] = forged_note.into();
+    let forged_id = receipt["receipt"]["exchange_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    forged(&receipts, &copy, &[receipt]);
+    let (code, out, err) = crosscheck(&copy);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "exchange {forged_id}: the broker's log at size {} does not have the root of the checkpoint on the receipt",
+            real.size
+        )),
+        "{out}"
+    );
+    let (code, out, err) = run(&[
+        "crosscheck",
+        "--store",
+        store,
+        "--receipts",
+        copy.to_str().unwrap(),
+        "--public-key",
+        public_key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "exchange {forged_id}: the checkpoint on its receipt does not verify"
+        )),
+        "{out}"
+    );
+
     // an unreadable receipt log is a usage error
     let bad = keep.join("receipts-bad.jsonl");
     std::fs::write(&bad, "not json\n").unwrap();
@@ -274,7 +339,7 @@ fn query_filters_the_log() {
     let ok = lines(&["--status", "ok", "--dataset", "dpmptsp.izin_usaha"]);
     assert_eq!(ok.len(), 2, "two licence lookups completed");
     assert!(lines(&["--from", "2099-01-01"]).is_empty());
-    assert_eq!(lines(&["--until", "2099-01-01"]).len(), 14);
+    assert_eq!(lines(&["--until", "2099-01-01"]).len(), 16);
     let (code, _, err) = run(&["query", "--store", store, "--from", "yesterday"]);
     assert_eq!(code, Some(2), "{err}");
 }

@@ -86,6 +86,13 @@ fn demo_runs_end_to_end_and_keeps_its_files() {
         "expired",
         "wrong_purpose",
         "Audit log",
+        // a query translated into the consumer's schema
+        "as dinsos.warga@1",
+        "birth_date=",
+        "sex=F",
+        // an incompatible schema change, refused with its explanation
+        "required_added",
+        "counterexample",
     ] {
         assert!(
             stdout.contains(want),

@@ -111,6 +111,11 @@ pub struct AuditEntry {
     pub agreement_id: Option<String>,
     /// SHA-256 of the agreement's terms as they stood at the decision.
     pub agreement_terms_sha256: Option<String>,
+    /// The schemas and mapping records were translated with. Absent (not
+    /// `null`) when the consumer asked for the provider's own schema, so
+    /// entries written before translation existed keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translation: Option<Translation>,
     pub decision: Decision,
     pub reasons: Vec<Denial>,
     pub status: ExchangeStatus,
@@ -118,11 +123,41 @@ pub struct AuditEntry {
     pub bytes: u64,
     /// SHA-256 of the records returned (each record's JSON plus `\n`).
     pub payload_sha256: Option<String>,
+    /// For translated exchanges, what the provider's adapter sent before
+    /// translation (absent otherwise), to compare with its receipt log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<Received>,
     pub duration_ms: Option<u64>,
     /// What went wrong, in words, for failed and invalid exchanges.
     pub error: Option<String>,
     /// W3C trace id of the exchange, when traced.
     pub trace_id: Option<String>,
+}
+
+/// How an exchange's records were translated between schemas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Translation {
+    /// `<dataset>@<version>` the provider's records were validated against.
+    pub source_schema: String,
+    /// Content id (`sha256:...`) of that schema.
+    pub source_schema_id: String,
+    /// `<dataset>@<version>` the consumer asked for.
+    pub target_schema: String,
+    /// Content id of that schema.
+    pub target_schema_id: String,
+    /// Version of the mapping from source to target.
+    pub mapping_version: u32,
+}
+
+/// Records received from the provider's adapter, counted and hashed the
+/// same way as delivered ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Received {
+    pub rows: u64,
+    pub bytes: u64,
+    pub payload_sha256: String,
 }
 
 impl AuditEntry {

@@ -14,7 +14,7 @@ pub mod ids;
 pub mod limits;
 
 pub use agreement::{Agreement, AgreementStatus};
-pub use audit::{AuditEntry, Decision, EntryKind, ExchangeStatus};
+pub use audit::{AuditEntry, Decision, EntryKind, ExchangeStatus, Received, Translation};
 pub use denial::{Denial, DenialCode};
 pub use error::{ErrorCode, InvalidArgument};
 pub use filter::{Filter, Operator, Predicate, Scalar};

@@ -8,6 +8,7 @@
 mod audit;
 mod checkpoints;
 mod query;
+mod registry;
 pub mod verify;
 
 use std::str::FromStr;
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use audit::{AuditLog, StoredEntry};
 pub use checkpoints::{RawEntry, StoredCheckpoint};
 pub use query::EntryQuery;
+pub use registry::{RegistryDataset, StoredMapping, StoredSchemaVersion, VersionState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +37,8 @@ pub enum StoreError {
     AuditUnavailable(String),
     #[error("store {0} does not exist")]
     Missing(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

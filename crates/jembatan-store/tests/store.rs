@@ -21,12 +21,14 @@ fn entry(exchange: &str, kind: EntryKind) -> AuditEntry {
         limit: None,
         agreement_id: Some("a1".into()),
         agreement_terms_sha256: None,
+        translation: None,
         decision: Decision::Allow,
         reasons: vec![],
         status: ExchangeStatus::Started,
         rows: 0,
         bytes: 0,
         payload_sha256: None,
+        received: None,
         duration_ms: None,
         error: None,
         trace_id: None,
@@ -310,14 +312,15 @@ async fn sqlite_filtered_queries() {
     filtered_queries_match_every_filter(store).await;
 }
 
-#[tokio::test]
-async fn postgres_filtered_queries() {
+/// A store on a fresh PostgreSQL database, and the statement that drops
+/// it; `None` (after printing why) without a server.
+async fn fresh_postgres(prefix: &str) -> Option<(Store, sqlx::AnyPool, String)> {
     let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
         println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
-        return;
+        return None;
     };
     let admin = Store::admin_pool(&url).await.unwrap();
-    let name = format!("jembatan_query_{}", std::process::id());
+    let name = format!("{prefix}_{}", std::process::id());
     let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
     sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
         .execute(&admin)
@@ -328,10 +331,190 @@ async fn postgres_filtered_queries() {
         .await
         .unwrap();
     let store = Store::connect(&replace_db(&url, &name)).await.unwrap();
-    filtered_queries_match_every_filter(store.clone()).await;
+    Some((store, admin, drop_db))
+}
+
+async fn drop_postgres(store: Store, admin: sqlx::AnyPool, drop_db: String) {
     store.close().await;
     sqlx::query(sqlx::AssertSqlSafe(drop_db))
         .execute(&admin)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn postgres_filtered_queries() {
+    let Some((store, admin, drop_db)) = fresh_postgres("jembatan_query").await else {
+        return;
+    };
+    filtered_queries_match_every_filter(store.clone()).await;
+    drop_postgres(store, admin, drop_db).await;
+}
+
+/// Registry storage: versions numbered from 1, the same document shares one
+/// schema id row, stale registrations conflict, states and mappings round-trip.
+async fn registry_round_trips(store: Store) {
+    use jembatan_store::VersionState;
+    assert!(store.registry_datasets().await.unwrap().is_empty());
+    let v1 = store
+        .insert_schema_version(
+            "dinsos.warga",
+            1,
+            "sha256:aa",
+            "{\"type\":\"object\"}",
+            "integrator:dinsos",
+        )
+        .await
+        .unwrap();
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.state, VersionState::Active);
+    // a registration judged against version 0 again is stale now
+    let stale = store
+        .insert_schema_version("dinsos.warga", 1, "sha256:bb", "{}", "integrator:dinsos")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, jembatan_store::StoreError::Conflict(_)),
+        "{stale}"
+    );
+    store
+        .insert_schema_version("dinsos.warga", 2, "sha256:bb", "{}", "integrator:dinsos")
+        .await
+        .unwrap();
+    // same content under another dataset reuses the schema row
+    store
+        .insert_schema_version(
+            "dinkes.pasien",
+            1,
+            "sha256:aa",
+            "{\"type\":\"object\"}",
+            "integrator:dinkes",
+        )
+        .await
+        .unwrap();
+    let holders = store.versions_with_schema("sha256:aa").await.unwrap();
+    assert_eq!(holders.len(), 2);
+    assert_eq!(
+        store.schema_document("sha256:aa").await.unwrap().as_deref(),
+        Some("{\"type\":\"object\"}")
+    );
+    let latest = store
+        .schema_version("dinsos.warga", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (latest.version, latest.schema_id.as_str()),
+        (2, "sha256:bb")
+    );
+    assert!(
+        store
+            .schema_version("dinsos.warga", Some(3))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let all = store.schema_versions("dinsos.warga").await.unwrap();
+    assert_eq!(
+        all.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+
+    let disabled = store
+        .set_version_state("dinsos.warga", 1, VersionState::Disabled)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(disabled.state, VersionState::Disabled);
+    assert!(
+        store
+            .set_version_state("dinsos.warga", 9, VersionState::Disabled)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    store
+        .set_compatibility("dinsos.warga", Some("FULL"), true)
+        .await
+        .unwrap();
+    let datasets = store.registry_datasets().await.unwrap();
+    assert_eq!(datasets.len(), 2);
+    let warga = datasets
+        .iter()
+        .find(|d| d.dataset == "dinsos.warga")
+        .unwrap();
+    assert_eq!(warga.compatibility.as_deref(), Some("FULL"));
+    assert!(warga.optional_friendly);
+    assert_eq!(warga.latest_version, 2);
+
+    let m1 = store
+        .insert_mapping(
+            "disdukcapil.penduduk@1",
+            "dinsos.warga@2",
+            1,
+            "{\"v\":1}",
+            "integrator:dinsos",
+        )
+        .await
+        .unwrap();
+    let m2 = store
+        .insert_mapping(
+            "disdukcapil.penduduk@1",
+            "dinsos.warga@2",
+            2,
+            "{\"v\":2}",
+            "integrator:dinsos",
+        )
+        .await
+        .unwrap();
+    let stale = store
+        .insert_mapping(
+            "disdukcapil.penduduk@1",
+            "dinsos.warga@2",
+            2,
+            "{}",
+            "integrator:dinsos",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, jembatan_store::StoreError::Conflict(_)),
+        "{stale}"
+    );
+    assert_eq!((m1.version, m2.version), (1, 2));
+    let latest = store
+        .mapping("disdukcapil.penduduk@1", "dinsos.warga@2", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.document, "{\"v\":2}");
+    let first = store
+        .mapping("disdukcapil.penduduk@1", "dinsos.warga@2", Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.document, "{\"v\":1}");
+    let to = store.mappings_to("dinsos.warga@2").await.unwrap();
+    assert_eq!(to.len(), 1);
+    assert_eq!(to[0].version, 2);
+    assert_eq!(store.mappings().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn sqlite_registry_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(dir.path().join("r.db").to_str().unwrap())
+        .await
+        .unwrap();
+    registry_round_trips(store).await;
+}
+
+#[tokio::test]
+async fn postgres_registry_round_trips() {
+    let Some((store, admin, drop_db)) = fresh_postgres("jembatan_registry").await else {
+        return;
+    };
+    registry_round_trips(store.clone()).await;
+    drop_postgres(store, admin, drop_db).await;
 }

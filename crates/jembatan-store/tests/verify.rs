@@ -32,6 +32,7 @@ fn entry(i: usize) -> AuditEntry {
         limit: None,
         agreement_id: Some("a1".into()),
         agreement_terms_sha256: None,
+        translation: None,
         decision: if allowed {
             Decision::Allow
         } else {
@@ -46,6 +47,7 @@ fn entry(i: usize) -> AuditEntry {
         rows: i as u64,
         bytes: 10 * i as u64,
         payload_sha256: None,
+        received: None,
         duration_ms: None,
         error: None,
         trace_id: None,

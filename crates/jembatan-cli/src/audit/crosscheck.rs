@@ -4,15 +4,24 @@
 //!
 //! For every `served` line: the broker's log must hold the exchange's
 //! completion entry, for the same dataset and consumer, and when both sides
-//! finished `ok`, with the same rows, bytes and payload SHA-256 (when either
+//! finished `ok`, with the same rows, bytes and payload SHA-256 (for a
+//! translated exchange, those the broker logged as `received` before
+//! translation) (when either
 //! side did not finish, the broker cannot have logged more rows than the
 //! adapter served). For every `receipt` line: the entries it names must be
 //! on the log, be this exchange's decision and completion, hash to the
 //! receipt's `entry_sha256`, and agree with its rows and payload hash.
+//! Every signed checkpoint the receipts carried must parse (and verify,
+//! given the broker's public key), and the broker's log at that size must
+//! have that root: the broker cannot rewrite history it already committed
+//! to in front of the provider.
 
 use jembatan_adapter::{AckedReceipt, FetchStatus, LogEntry, ServedEntry};
 use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
+use jembatan_store::verify::{VerifyError, catch_up};
 use jembatan_store::{EntryQuery, RawEntry, Store, StoreError};
+use jembatan_tlog::merkle::CompactRange;
+use jembatan_tlog::note::{Checkpoint, Note, Verifier};
 
 /// Most entries one exchange may have on the log (a decision and a
 /// completion); more are read only to report them.
@@ -23,6 +32,8 @@ const ENTRIES_PER_EXCHANGE: u64 = 16;
 pub(super) struct Report {
     pub(super) served: u64,
     pub(super) receipts: u64,
+    /// Distinct signed checkpoints the receipts carried.
+    pub(super) checkpoints: u64,
     pub(super) mismatches: Vec<String>,
 }
 
@@ -36,7 +47,11 @@ fn parse(row: &RawEntry) -> Result<AuditEntry, String> {
 }
 
 /// Compares every line of a receipt log with the broker's log.
-pub(super) async fn crosscheck(store: &Store, lines: &[LogEntry]) -> Result<Report, StoreError> {
+pub(super) async fn crosscheck(
+    store: &Store,
+    lines: &[LogEntry],
+    verifier: Option<&Verifier>,
+) -> Result<Report, StoreError> {
     let mut report = Report::default();
     for line in lines {
         match line {
@@ -60,7 +75,78 @@ pub(super) async fn crosscheck(store: &Store, lines: &[LogEntry]) -> Result<Repo
             }
         }
     }
+    let (checked, findings) = check_checkpoints(store, lines, verifier).await?;
+    report.checkpoints = checked;
+    report.mismatches.extend(findings);
     Ok(report)
+}
+
+/// The checkpoints the receipts carried, against the broker's log: one
+/// pass over the log, recomputing the root at each checkpoint's size.
+async fn check_checkpoints(
+    store: &Store,
+    lines: &[LogEntry],
+    verifier: Option<&Verifier>,
+) -> Result<(u64, Vec<String>), StoreError> {
+    let mut findings = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut wanted: Vec<(Checkpoint, String)> = Vec::new();
+    for line in lines {
+        let LogEntry::Receipt(receipt) = line else {
+            continue;
+        };
+        let r = &receipt.receipt;
+        if r.checkpoint.is_empty() || !seen.insert(r.checkpoint.as_str()) {
+            continue;
+        }
+        let id = &r.exchange_id;
+        let parsed = match verifier {
+            Some(v) => Checkpoint::open(&r.checkpoint, v),
+            None => Note::parse(&r.checkpoint).and_then(|n| Checkpoint::parse_body(n.text())),
+        };
+        match parsed {
+            Ok(c) => wanted.push((c, id.clone())),
+            Err(e) => findings.push(format!(
+                "exchange {id}: the checkpoint on its receipt does not {}: {e}",
+                if verifier.is_some() {
+                    "verify"
+                } else {
+                    "parse"
+                }
+            )),
+        }
+    }
+    let checked = wanted.len() as u64;
+    wanted.sort_by_key(|(c, _)| c.size);
+    let mut range = CompactRange::new();
+    for (c, id) in wanted {
+        match catch_up(store, &mut range, Some(c.size)).await {
+            Ok(()) => {}
+            Err(VerifyError::Store(e)) => return Err(e),
+            Err(e) => {
+                findings.push(format!(
+                    "exchange {id}: cannot recompute the log up to the receipt's checkpoint at size {}: {e}",
+                    c.size
+                ));
+                break;
+            }
+        }
+        if range.size() < c.size {
+            findings.push(format!(
+                "exchange {id}: the receipt's checkpoint commits to {} entries; the broker's log has only {}",
+                c.size,
+                range.size()
+            ));
+            break;
+        }
+        if range.root() != c.root {
+            findings.push(format!(
+                "exchange {id}: the broker's log at size {} does not have the root of the checkpoint on the receipt",
+                c.size
+            ));
+        }
+    }
+    Ok((checked, findings))
 }
 
 /// The findings for one served fetch, given the exchange's entries.
@@ -93,31 +179,36 @@ fn check_served(served: &ServedEntry, rows: &[RawEntry]) -> Vec<String> {
             served.dataset, served.consumer
         ));
     }
+    // a translated exchange logs what it received from the adapter apart
+    // from what it delivered; the adapter's log is compared with the former
+    let (rows, bytes, logged) = match &e.received {
+        Some(r) => (r.rows, r.bytes, r.payload_sha256.as_str()),
+        None => (e.rows, e.bytes, e.payload_sha256.as_deref().unwrap_or("-")),
+    };
     let both_ok = served.status == FetchStatus::Ok && e.status == ExchangeStatus::Ok;
     if both_ok {
-        if served.rows != e.rows {
+        if served.rows != rows {
             findings.push(format!(
-                "exchange {id}: adapter served {} rows, broker logged {}",
-                served.rows, e.rows
+                "exchange {id}: adapter served {} rows, broker logged {rows}",
+                served.rows
             ));
         }
-        if served.bytes != e.bytes {
+        if served.bytes != bytes {
             findings.push(format!(
-                "exchange {id}: adapter served {} bytes, broker logged {}",
-                served.bytes, e.bytes
+                "exchange {id}: adapter served {} bytes, broker logged {bytes}",
+                served.bytes
             ));
         }
-        let logged = e.payload_sha256.as_deref().unwrap_or("-");
         if served.payload_sha256 != logged {
             findings.push(format!(
                 "exchange {id}: adapter's payload sha256 {} differs from the broker's {logged}",
                 served.payload_sha256
             ));
         }
-    } else if e.rows > served.rows {
+    } else if rows > served.rows {
         findings.push(format!(
-            "exchange {id}: broker logged {} rows, adapter served only {}",
-            e.rows, served.rows
+            "exchange {id}: broker logged {rows} rows, adapter served only {}",
+            served.rows
         ));
     }
     findings

@@ -1,0 +1,755 @@
+//! The schema registry: each dataset's JSON Schema versions, their
+//! compatibility rules, and the mappings that translate records between
+//! schemas — and, for the exchange, the [`Translator`] that applies one.
+//!
+//! Writes are judged here before anything is stored: a schema must be a
+//! valid 2020-12 document compatible with the dataset's earlier versions
+//! under its mode; a mapping must type-check against both schemas. The
+//! store only keeps what passed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use jembatan_core::{DatasetId, Denial, DenialCode, Filter, Identity, Role};
+use jembatan_mapping::{CheckedMapping, Format, Mapping, Secrets};
+use jembatan_schema::{CheckOptions, CompatMode, Incompatibility, Schema};
+use jembatan_store::{
+    RegistryDataset, Store, StoreError, StoredMapping, StoredSchemaVersion, VersionState,
+};
+use serde_json::{Map, Value};
+
+/// Why a registry call failed; the service turns it into a status.
+#[derive(Debug)]
+pub(crate) enum RegistryError {
+    /// Malformed input (`InvalidArgument`).
+    Invalid(String),
+    /// No such dataset, version or mapping (`NotFound`).
+    NotFound(String),
+    /// The caller's certificate may not do this (`PermissionDenied`).
+    Forbidden(String),
+    /// The schema breaks the dataset's compatibility mode (`FailedPrecondition`).
+    Incompatible {
+        mode: CompatMode,
+        reasons: Vec<Incompatibility>,
+    },
+    /// The mapping cannot be right (`FailedPrecondition`).
+    MappingRejected(Vec<String>),
+    /// Someone else registered first (`Aborted`; retry).
+    Conflict(String),
+    /// The store failed (`Unavailable`).
+    Store(StoreError),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict(m) => RegistryError::Conflict(m),
+            other => RegistryError::Store(other),
+        }
+    }
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryError::Invalid(m)
+            | RegistryError::NotFound(m)
+            | RegistryError::Forbidden(m)
+            | RegistryError::Conflict(m) => f.write_str(m),
+            RegistryError::Incompatible { mode, reasons } => {
+                write!(f, "schema is not {mode} compatible: ")?;
+                let lines: Vec<String> = reasons.iter().map(jembatan_schema::explain).collect();
+                f.write_str(&lines.join("; "))
+            }
+            RegistryError::MappingRejected(errors) => {
+                write!(f, "mapping rejected: {}", errors.join("; "))
+            }
+            RegistryError::Store(e) => write!(f, "the registry store is unavailable: {e}"),
+        }
+    }
+}
+
+/// A `<dataset>@<version>` reference; `version` `None` means `latest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SchemaRef {
+    pub(crate) dataset: DatasetId,
+    pub(crate) version: Option<u32>,
+}
+
+impl SchemaRef {
+    pub(crate) fn parse(text: &str) -> Result<SchemaRef, RegistryError> {
+        let shown = jembatan_core::ids::truncate(text, 128);
+        let (dataset, version) = text.split_once('@').ok_or_else(|| {
+            RegistryError::Invalid(format!(
+                "{shown:?} is not a schema reference: expected <agency>.<dataset>@<version>"
+            ))
+        })?;
+        let dataset: DatasetId = dataset
+            .parse()
+            .map_err(|e: jembatan_core::InvalidArgument| RegistryError::Invalid(e.to_string()))?;
+        let version = match version {
+            "latest" => None,
+            v => Some(v.parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                RegistryError::Invalid(format!(
+                    "{shown:?}: the version must be a number from 1, or `latest`"
+                ))
+            })?),
+        };
+        Ok(SchemaRef { dataset, version })
+    }
+}
+
+/// The registry, shared by the gRPC service, the HTTP view and exchanges.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    store: Store,
+    default_mode: CompatMode,
+    secrets: Secrets,
+    /// Compiled translators by (source, target, mapping version): versions
+    /// never change once stored, so entries never go stale.
+    translators: Mutex<HashMap<(String, String, u32), Arc<Translator>>>,
+}
+
+/// Whether `identity` may write `dataset`'s registry entries: an
+/// integrator of the dataset's agency.
+fn may_write(identity: &Identity, dataset: &DatasetId) -> bool {
+    identity.role == Role::Integrator && identity.agency.as_ref() == Some(&dataset.agency())
+}
+
+fn forbidden(identity: &Identity, what: &str) -> RegistryError {
+    RegistryError::Forbidden(format!("{what}; this certificate is {identity}"))
+}
+
+impl Registry {
+    pub(crate) fn new(store: Store, default_mode: CompatMode, secrets: Secrets) -> Self {
+        Self {
+            store,
+            default_mode,
+            secrets,
+            translators: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The mode and optional-friendly flag that apply to `dataset`.
+    fn mode_of(&self, info: Option<&RegistryDataset>) -> Result<(CompatMode, bool), RegistryError> {
+        let Some(info) = info else {
+            return Ok((self.default_mode, false));
+        };
+        let mode = match &info.compatibility {
+            None => self.default_mode,
+            Some(m) => m.parse().map_err(|_| {
+                RegistryError::Store(StoreError::Corrupt {
+                    what: format!("compatibility mode of {}", info.dataset),
+                    message: m.clone(),
+                })
+            })?,
+        };
+        Ok((mode, info.optional_friendly))
+    }
+
+    pub(crate) async fn datasets(
+        &self,
+    ) -> Result<Vec<(RegistryDataset, CompatMode)>, RegistryError> {
+        let mut out = Vec::new();
+        for d in self.store.registry_datasets().await? {
+            let (mode, _) = self.mode_of(Some(&d))?;
+            out.push((d, mode));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn versions(
+        &self,
+        dataset: &str,
+    ) -> Result<Vec<StoredSchemaVersion>, RegistryError> {
+        let dataset: DatasetId = parse_dataset(dataset)?;
+        let versions = self.store.schema_versions(dataset.as_str()).await?;
+        if versions.is_empty() {
+            return Err(RegistryError::NotFound(format!(
+                "no schema is registered for {dataset}"
+            )));
+        }
+        Ok(versions)
+    }
+
+    /// `<dataset>@<version>`, `<dataset>@latest` or a `sha256:` schema id.
+    pub(crate) async fn schema(
+        &self,
+        reference: &str,
+    ) -> Result<StoredSchemaVersion, RegistryError> {
+        if reference.starts_with("sha256:") {
+            let found = self.store.versions_with_schema(reference).await?;
+            return found.into_iter().next().ok_or_else(|| {
+                RegistryError::NotFound(format!(
+                    "no schema has the id {}",
+                    jembatan_core::ids::truncate(reference, 80)
+                ))
+            });
+        }
+        let r = SchemaRef::parse(reference)?;
+        self.store
+            .schema_version(r.dataset.as_str(), r.version)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no schema {reference}")))
+    }
+
+    /// Judges `schema_json` against the dataset's versions under `mode`
+    /// (or the dataset's own mode).
+    pub(crate) async fn check(
+        &self,
+        dataset: &str,
+        schema_json: &str,
+        mode: Option<(CompatMode, bool)>,
+    ) -> Result<
+        (
+            Schema,
+            Vec<Incompatibility>,
+            CompatMode,
+            Vec<StoredSchemaVersion>,
+        ),
+        RegistryError,
+    > {
+        let dataset = parse_dataset(dataset)?;
+        let schema = parse_schema(schema_json)?;
+        let info = self.store.registry_dataset(dataset.as_str()).await?;
+        let (mode, friendly) = match mode {
+            Some(m) => m,
+            None => self.mode_of(info.as_ref())?,
+        };
+        let versions = self.store.schema_versions(dataset.as_str()).await?;
+        let mut previous = Vec::with_capacity(versions.len());
+        for v in &versions {
+            let parsed = Schema::parse(&v.document).map_err(|e| {
+                RegistryError::Store(StoreError::Corrupt {
+                    what: format!("schema {}@{}", v.dataset, v.version),
+                    message: e.to_string(),
+                })
+            })?;
+            previous.push((v.version, parsed));
+        }
+        let options = CheckOptions {
+            optional_friendly: friendly,
+        };
+        let reasons = jembatan_schema::check(mode, &schema, &previous, &options);
+        Ok((schema, reasons, mode, versions))
+    }
+
+    /// Registers a schema as the dataset's next version, or finds the
+    /// version that already holds the same content.
+    pub(crate) async fn register_schema(
+        &self,
+        identity: &Identity,
+        dataset: &str,
+        schema_json: &str,
+    ) -> Result<(StoredSchemaVersion, bool), RegistryError> {
+        let id = parse_dataset(dataset)?;
+        if !may_write(identity, &id) {
+            return Err(forbidden(
+                identity,
+                &format!(
+                    "only an integrator of {} may register {id}'s schemas",
+                    id.agency()
+                ),
+            ));
+        }
+        self.seed_schema(&id, schema_json).await
+    }
+
+    /// Registers a schema without asking who: for the schemas in the
+    /// broker's own config. Compatibility is still enforced.
+    pub(crate) async fn seed_schema(
+        &self,
+        id: &DatasetId,
+        schema_json: &str,
+    ) -> Result<(StoredSchemaVersion, bool), RegistryError> {
+        let identity = "config";
+        let (schema, reasons, mode, versions) = self.check(id.as_str(), schema_json, None).await?;
+        if let Some(same) = versions.iter().rev().find(|v| v.schema_id == schema.id()) {
+            return Ok((same.clone(), true));
+        }
+        if !reasons.is_empty() {
+            return Err(RegistryError::Incompatible { mode, reasons });
+        }
+        let next = versions.last().map_or(1, |v| v.version + 1);
+        let document = jembatan_schema::canonical_json(schema.value());
+        let stored = self
+            .store
+            .insert_schema_version(id.as_str(), next, schema.id(), &document, identity)
+            .await?;
+        tracing::info!(dataset = %id, version = next, schema_id = schema.id(), "schema registered");
+        Ok((stored, false))
+    }
+
+    pub(crate) async fn set_compatibility(
+        &self,
+        identity: &Identity,
+        dataset: &str,
+        mode: Option<CompatMode>,
+        optional_friendly: bool,
+    ) -> Result<(), RegistryError> {
+        let id = parse_dataset(dataset)?;
+        if !may_write(identity, &id) && identity.role != Role::Operator {
+            return Err(forbidden(
+                identity,
+                &format!(
+                    "only an integrator of {} or an operator may set {id}'s compatibility",
+                    id.agency()
+                ),
+            ));
+        }
+        let text = mode.map(|m| m.to_string());
+        self.store
+            .set_compatibility(id.as_str(), text.as_deref(), optional_friendly)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_version_state(
+        &self,
+        identity: &Identity,
+        dataset: &str,
+        version: u32,
+        state: VersionState,
+    ) -> Result<StoredSchemaVersion, RegistryError> {
+        let id = parse_dataset(dataset)?;
+        if !may_write(identity, &id) && identity.role != Role::Operator {
+            return Err(forbidden(
+                identity,
+                &format!(
+                    "only an integrator of {} or an operator may change {id}'s versions",
+                    id.agency()
+                ),
+            ));
+        }
+        let stored = self
+            .store
+            .set_version_state(id.as_str(), version, state)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no schema {id}@{version}")))?;
+        tracing::info!(dataset = %id, version, state = %state, "schema version state changed");
+        Ok(stored)
+    }
+
+    /// Parses, type-checks and stores a mapping as the next version of its
+    /// (source, target) pair.
+    pub(crate) async fn register_mapping(
+        &self,
+        identity: &Identity,
+        document: &str,
+    ) -> Result<StoredMapping, RegistryError> {
+        let mapping = parse_mapping(document)?;
+        let source = SchemaRef::parse(mapping.source())?;
+        let target = SchemaRef::parse(mapping.target())?;
+        if !may_write(identity, &source.dataset) && !may_write(identity, &target.dataset) {
+            return Err(forbidden(
+                identity,
+                &format!(
+                    "only an integrator of {} or {} may register this mapping",
+                    source.dataset.agency(),
+                    target.dataset.agency()
+                ),
+            ));
+        }
+        self.store_mapping(identity, mapping, false).await
+    }
+
+    /// Registers a mapping from the broker's own config: a version already
+    /// stored with the same document is found again; one stored with
+    /// another document is an error.
+    pub(crate) async fn seed_mapping(
+        &self,
+        identity: &Identity,
+        document: &str,
+    ) -> Result<StoredMapping, RegistryError> {
+        let mapping = parse_mapping(document)?;
+        self.store_mapping(identity, mapping, true).await
+    }
+
+    async fn store_mapping(
+        &self,
+        identity: &Identity,
+        mapping: Mapping,
+        seeding: bool,
+    ) -> Result<StoredMapping, RegistryError> {
+        let source = SchemaRef::parse(mapping.source())?;
+        let target = SchemaRef::parse(mapping.target())?;
+        if source.version.is_none() || target.version.is_none() {
+            return Err(RegistryError::Invalid(
+                "a mapping names exact schema versions, not `latest`".into(),
+            ));
+        }
+        let (source_text, target_text) =
+            (mapping.source().to_string(), mapping.target().to_string());
+        if seeding
+            && let Some(stored) = self
+                .store
+                .mapping(&source_text, &target_text, Some(mapping.version()))
+                .await?
+        {
+            if stored.document == mapping.canonical_json() {
+                return Ok(stored);
+            }
+            return Err(RegistryError::Conflict(format!(
+                "{source_text} -> {target_text} version {} is already stored with another document; give the new one the next version",
+                mapping.version()
+            )));
+        }
+        let (source_schema, target_schema) = self.mapping_schemas(&source, &target).await?;
+        mapping
+            .check(source_schema.value(), target_schema.value())
+            .map_err(|errors| {
+                RegistryError::MappingRejected(errors.iter().map(|e| e.to_string()).collect())
+            })?;
+        let latest = self.store.mapping(&source_text, &target_text, None).await?;
+        let next = latest.map_or(1, |m| m.version + 1);
+        if mapping.version() != next {
+            return Err(RegistryError::Invalid(format!(
+                "the mapping declares version {}; the next version of {source_text} -> {target_text} is {next}",
+                mapping.version()
+            )));
+        }
+        let stored = self
+            .store
+            .insert_mapping(
+                &source_text,
+                &target_text,
+                next,
+                &mapping.canonical_json(),
+                &identity.to_string(),
+            )
+            .await?;
+        tracing::info!(source = %source_text, target = %target_text, version = next, "mapping registered");
+        Ok(stored)
+    }
+
+    async fn mapping_schemas(
+        &self,
+        source: &SchemaRef,
+        target: &SchemaRef,
+    ) -> Result<(Schema, Schema), RegistryError> {
+        let mut out = Vec::with_capacity(2);
+        for r in [source, target] {
+            let v = self
+                .store
+                .schema_version(r.dataset.as_str(), r.version)
+                .await?
+                .ok_or_else(|| {
+                    RegistryError::NotFound(format!(
+                        "no schema {}@{} is registered",
+                        r.dataset,
+                        r.version.unwrap_or_default()
+                    ))
+                })?;
+            out.push(stored_schema(&v)?);
+        }
+        let target = out.pop().expect("two schemas");
+        let source = out.pop().expect("two schemas");
+        Ok((source, target))
+    }
+
+    pub(crate) async fn mapping(
+        &self,
+        source: &str,
+        target: &str,
+        version: Option<u32>,
+    ) -> Result<StoredMapping, RegistryError> {
+        self.store
+            .mapping(source, target, version)
+            .await?
+            .ok_or_else(|| {
+                RegistryError::NotFound(match version {
+                    Some(v) => format!("no mapping {source} -> {target} version {v}"),
+                    None => format!("no mapping {source} -> {target} is registered"),
+                })
+            })
+    }
+
+    pub(crate) async fn mappings(&self) -> Result<Vec<StoredMapping>, RegistryError> {
+        Ok(self.store.mappings().await?)
+    }
+
+    /// How to serve `dataset`'s records in the schema `target`: `None`
+    /// when the consumer asked for the provider's own schema. A refusal is
+    /// either a denial (a disabled version) or invalid input.
+    pub(crate) async fn translator(
+        &self,
+        dataset: &DatasetId,
+        target: &str,
+    ) -> Result<Option<Arc<Translator>>, Refusal> {
+        let target_ref = SchemaRef::parse(target).map_err(Refusal::Invalid)?;
+        let target_version = self
+            .store
+            .schema_version(target_ref.dataset.as_str(), target_ref.version)
+            .await
+            .map_err(|e| Refusal::Invalid(e.into()))?
+            .ok_or_else(|| {
+                Refusal::Invalid(RegistryError::Invalid(format!(
+                    "no schema {} is registered",
+                    jembatan_core::ids::truncate(target, 128)
+                )))
+            })?;
+        let target_name = format!("{}@{}", target_version.dataset, target_version.version);
+        if target_version.state == VersionState::Disabled {
+            return Err(Refusal::Denied(Denial::new(
+                DenialCode::SchemaVersionDisabled,
+                format!("schema {target_name} is disabled"),
+            )));
+        }
+        if target_ref.dataset == *dataset {
+            // the provider's own schema: nothing to translate
+            return Ok(None);
+        }
+        let candidates = self
+            .store
+            .mappings_to(&target_name)
+            .await
+            .map_err(|e| Refusal::Invalid(e.into()))?;
+        let prefix = format!("{dataset}@");
+        let mut from_dataset: Vec<(u32, StoredMapping)> = candidates
+            .into_iter()
+            .filter_map(|m| {
+                let v = m.source.strip_prefix(&prefix)?.parse::<u32>().ok()?;
+                Some((v, m))
+            })
+            .collect();
+        if from_dataset.is_empty() {
+            return Err(Refusal::Invalid(RegistryError::Invalid(format!(
+                "no mapping from {dataset} to {target_name} is registered"
+            ))));
+        }
+        // the newest source version that is not disabled
+        from_dataset.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
+        let mut disabled = Vec::new();
+        for (v, m) in from_dataset {
+            let source = self
+                .store
+                .schema_version(dataset.as_str(), Some(v))
+                .await
+                .map_err(|e| Refusal::Invalid(e.into()))?;
+            let Some(source) = source else { continue };
+            if source.state == VersionState::Disabled {
+                disabled.push(format!("{dataset}@{v}"));
+                continue;
+            }
+            return self
+                .compile(&m, &source, &target_version)
+                .map(Some)
+                .map_err(Refusal::Invalid);
+        }
+        Err(Refusal::Denied(Denial::new(
+            DenialCode::SchemaVersionDisabled,
+            format!(
+                "every mapping to {target_name} reads a disabled schema version ({})",
+                disabled.join(", ")
+            ),
+        )))
+    }
+
+    fn compile(
+        &self,
+        stored: &StoredMapping,
+        source: &StoredSchemaVersion,
+        target: &StoredSchemaVersion,
+    ) -> Result<Arc<Translator>, RegistryError> {
+        let key = (stored.source.clone(), stored.target.clone(), stored.version);
+        if let Some(t) = self
+            .translators
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(t);
+        }
+        let corrupt = |message: String| {
+            RegistryError::Store(StoreError::Corrupt {
+                what: format!(
+                    "mapping {} -> {} v{}",
+                    stored.source, stored.target, stored.version
+                ),
+                message,
+            })
+        };
+        let mapping =
+            Mapping::parse(&stored.document, Format::Json).map_err(|e| corrupt(e.to_string()))?;
+        let source_schema = stored_schema(source)?;
+        let target_schema = stored_schema(target)?;
+        let checked = mapping
+            .check(source_schema.value(), target_schema.value())
+            .map_err(|errors| {
+                corrupt(
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })?;
+        if let Some(missing) = checked
+            .secret_names()
+            .iter()
+            .find(|name| self.secrets.get(name).is_none())
+        {
+            return Err(RegistryError::Invalid(format!(
+                "mapping {} -> {} needs the secret {missing:?}, which this broker does not hold",
+                stored.source, stored.target
+            )));
+        }
+        let source_fields = checked.source_fields();
+        let projected = project_required(source_schema.value(), &source_fields);
+        let source_check = Schema::from_value(projected).map_err(|e| corrupt(e.to_string()))?;
+        let translator = Arc::new(Translator {
+            source: format!("{}@{}", source.dataset, source.version),
+            source_schema_id: source.schema_id.clone(),
+            target: format!("{}@{}", target.dataset, target.version),
+            target_schema_id: target.schema_id.clone(),
+            mapping_version: stored.version,
+            source_fields,
+            source_check,
+            target_schema,
+            mapping: checked,
+            secrets: self.secrets.clone(),
+        });
+        if let Ok(mut cache) = self.translators.lock() {
+            cache.insert(key, translator.clone());
+        }
+        Ok(translator)
+    }
+}
+
+/// Why an exchange cannot be translated.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    Denied(Denial),
+    Invalid(RegistryError),
+}
+
+fn parse_dataset(text: &str) -> Result<DatasetId, RegistryError> {
+    text.parse()
+        .map_err(|e: jembatan_core::InvalidArgument| RegistryError::Invalid(e.to_string()))
+}
+
+/// A mapping document: JSON if it starts with `{`, TOML otherwise.
+fn parse_mapping(document: &str) -> Result<Mapping, RegistryError> {
+    let format = if document.trim_start().starts_with('{') {
+        Format::Json
+    } else {
+        Format::Toml
+    };
+    Mapping::parse(document, format)
+        .map_err(|e| RegistryError::Invalid(format!("mapping document: {e}")))
+}
+
+fn parse_schema(text: &str) -> Result<Schema, RegistryError> {
+    Schema::parse(text).map_err(|e| RegistryError::Invalid(e.to_string()))
+}
+
+fn stored_schema(v: &StoredSchemaVersion) -> Result<Schema, RegistryError> {
+    Schema::parse(&v.document).map_err(|e| {
+        RegistryError::Store(StoreError::Corrupt {
+            what: format!("schema {}@{}", v.dataset, v.version),
+            message: e.to_string(),
+        })
+    })
+}
+
+/// The source schema as it applies to the columns actually fetched: the
+/// top-level `required` list keeps only those columns, everything else
+/// (types, formats, enums of the fetched columns) stays as registered.
+fn project_required(schema: &Value, fetched: &BTreeSet<String>) -> Value {
+    let mut schema = schema.clone();
+    if let Some(Value::Array(required)) = schema.get_mut("required") {
+        required.retain(|r| r.as_str().is_some_and(|r| fetched.contains(r)));
+    }
+    schema
+}
+
+/// Translates one exchange's records: source validation, mapping, target
+/// validation, then the consumer's residual filter and field selection.
+#[derive(Debug)]
+pub(crate) struct Translator {
+    pub(crate) source: String,
+    pub(crate) source_schema_id: String,
+    pub(crate) target: String,
+    pub(crate) target_schema_id: String,
+    pub(crate) mapping_version: u32,
+    /// The provider columns the mapping reads.
+    pub(crate) source_fields: BTreeSet<String>,
+    source_check: Schema,
+    target_schema: Schema,
+    pub(crate) mapping: CheckedMapping,
+    secrets: Secrets,
+}
+
+impl Translator {
+    /// The audit trail of this translation.
+    pub(crate) fn trail(&self) -> jembatan_core::Translation {
+        jembatan_core::Translation {
+            source_schema: self.source.clone(),
+            source_schema_id: self.source_schema_id.clone(),
+            target_schema: self.target.clone(),
+            target_schema_id: self.target_schema_id.clone(),
+            mapping_version: self.mapping_version,
+        }
+    }
+
+    /// The target schema's top-level property names.
+    pub(crate) fn target_fields(&self) -> BTreeSet<String> {
+        self.target_schema
+            .value()
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Translates one provider record. `Ok(None)`: the residual filter
+    /// dropped it.
+    pub(crate) fn translate(
+        &self,
+        record: &str,
+        residual: Option<&Filter>,
+        fields: &[String],
+    ) -> Result<Option<String>, String> {
+        let value: Value = serde_json::from_str(record)
+            .map_err(|e| format!("provider record is not JSON: {e}"))?;
+        if let Err(issues) = self.source_check.validate(&value) {
+            return Err(format!(
+                "provider record does not match {}: {}",
+                self.source,
+                jembatan_schema::ValidationIssue::summary(&issues)
+            ));
+        }
+        let Value::Object(map) = value else {
+            return Err("provider record is not a JSON object".into());
+        };
+        // `apply` validates its output against the target schema: a
+        // record that does not match it is an error, never delivered
+        let out = self
+            .mapping
+            .apply(&map, &self.secrets)
+            .map_err(|e| format!("mapping {} -> {} failed: {e}", self.source, self.target))?;
+        let Value::Object(mut out) = out else {
+            return Err(format!(
+                "mapping to {} did not produce an object",
+                self.target
+            ));
+        };
+        if let Some(f) = residual
+            && !f.matches(&out)
+        {
+            return Ok(None);
+        }
+        if !fields.is_empty() {
+            let mut picked = Map::new();
+            for f in fields {
+                if let Some(v) = out.remove(f) {
+                    picked.insert(f.clone(), v);
+                }
+            }
+            out = picked;
+        }
+        serde_json::to_string(&out)
+            .map(Some)
+            .map_err(|e| format!("cannot encode the translated record: {e}"))
+    }
+}

@@ -1,0 +1,327 @@
+//! The gRPC `Registry` service over [`Registry`]: reads for any
+//! certificate of the federation, writes for the dataset agency's
+//! integrator (and, for modes and version states, an operator).
+
+use std::sync::Arc;
+
+use jembatan_core::Identity;
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::registry_server;
+use jembatan_schema::{CompatMode, Direction, Incompatibility};
+use jembatan_store::{StoredMapping, StoredSchemaVersion, VersionState};
+use tonic::{Request, Response, Status};
+
+use crate::registry::{Registry, RegistryError};
+
+/// The gRPC `Registry` service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RegistryService {
+    registry: Arc<Registry>,
+}
+
+impl RegistryService {
+    pub(crate) fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+}
+
+impl From<RegistryError> for Status {
+    fn from(err: RegistryError) -> Status {
+        let message = err.to_string();
+        match err {
+            RegistryError::Invalid(_) => Status::invalid_argument(message),
+            RegistryError::NotFound(_) => Status::not_found(message),
+            RegistryError::Forbidden(_) => Status::permission_denied(message),
+            RegistryError::Incompatible { .. } | RegistryError::MappingRejected(_) => {
+                Status::failed_precondition(message)
+            }
+            RegistryError::Conflict(_) => Status::aborted(message),
+            RegistryError::Store(e) => {
+                tracing::error!(error = %e, "registry store failed");
+                Status::unavailable("the registry store is unavailable")
+            }
+        }
+    }
+}
+
+/// Any certificate of the federation may read the registry; the adapter
+/// and broker roles have no business here.
+fn reader<T>(request: &Request<T>) -> Result<Identity, Status> {
+    let identity = jembatan_pki::peer_identity(request)?;
+    match identity.role {
+        jembatan_core::Role::Broker | jembatan_core::Role::Adapter => {
+            Err(Status::permission_denied(format!(
+                "the Registry service is not for {} certificates",
+                identity.role
+            )))
+        }
+        _ => Ok(identity),
+    }
+}
+
+pub fn mode_to_proto(mode: CompatMode) -> pb::CompatibilityMode {
+    use pb::CompatibilityMode as P;
+    match mode {
+        CompatMode::None => P::None,
+        CompatMode::Backward => P::Backward,
+        CompatMode::BackwardTransitive => P::BackwardTransitive,
+        CompatMode::Forward => P::Forward,
+        CompatMode::ForwardTransitive => P::ForwardTransitive,
+        CompatMode::Full => P::Full,
+        CompatMode::FullTransitive => P::FullTransitive,
+    }
+}
+
+/// `None` for UNSPECIFIED (the default mode).
+fn mode_from_proto(mode: i32) -> Result<Option<CompatMode>, Status> {
+    use pb::CompatibilityMode as P;
+    Ok(match P::try_from(mode) {
+        Ok(P::Unspecified) => None,
+        Ok(P::None) => Some(CompatMode::None),
+        Ok(P::Backward) => Some(CompatMode::Backward),
+        Ok(P::BackwardTransitive) => Some(CompatMode::BackwardTransitive),
+        Ok(P::Forward) => Some(CompatMode::Forward),
+        Ok(P::ForwardTransitive) => Some(CompatMode::ForwardTransitive),
+        Ok(P::Full) => Some(CompatMode::Full),
+        Ok(P::FullTransitive) => Some(CompatMode::FullTransitive),
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown compatibility mode {mode}"
+            )));
+        }
+    })
+}
+
+fn state_to_proto(state: VersionState) -> pb::VersionState {
+    match state {
+        VersionState::Active => pb::VersionState::Active,
+        VersionState::Deprecated => pb::VersionState::Deprecated,
+        VersionState::Disabled => pb::VersionState::Disabled,
+    }
+}
+
+fn timestamp(text: &str) -> Option<prost_types::Timestamp> {
+    let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    Some(prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    })
+}
+
+fn version_to_proto(v: StoredSchemaVersion) -> pb::SchemaVersion {
+    pb::SchemaVersion {
+        dataset: v.dataset,
+        version: v.version,
+        schema_id: v.schema_id,
+        schema_json: v.document,
+        state: state_to_proto(v.state) as i32,
+        registered_at: timestamp(&v.registered_at),
+    }
+}
+
+fn mapping_to_proto(m: StoredMapping) -> pb::Mapping {
+    pb::Mapping {
+        source: m.source,
+        target: m.target,
+        version: m.version,
+        document_json: m.document,
+        registered_at: timestamp(&m.registered_at),
+    }
+}
+
+pub fn incompatibility_to_proto(i: &Incompatibility) -> pb::Incompatibility {
+    pb::Incompatibility {
+        kind: i.kind.as_str().to_owned(),
+        path: i.path.clone(),
+        message: i.message.clone(),
+        counterexample_json: i
+            .counterexample
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        // backward: the old schema accepts it and the new one does not
+        accepted_by: match i.direction {
+            Direction::Backward => "old",
+            Direction::Forward => "new",
+        }
+        .to_owned(),
+        against_version: i.against_version.unwrap_or_default(),
+    }
+}
+
+#[tonic::async_trait]
+impl registry_server::Registry for RegistryService {
+    async fn list_datasets(
+        &self,
+        request: Request<pb::ListDatasetsRequest>,
+    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        reader(&request)?;
+        let datasets = self
+            .registry
+            .datasets()
+            .await?
+            .into_iter()
+            .map(|(d, mode)| pb::DatasetInfo {
+                dataset: d.dataset,
+                provider: String::new(),
+                compatibility: mode_to_proto(mode) as i32,
+                optional_friendly: d.optional_friendly,
+                latest_version: d.latest_version,
+            })
+            .map(|mut info| {
+                info.provider = info
+                    .dataset
+                    .split_once('.')
+                    .map(|(a, _)| a.to_owned())
+                    .unwrap_or_default();
+                info
+            })
+            .collect();
+        Ok(Response::new(pb::ListDatasetsResponse { datasets }))
+    }
+
+    async fn register_schema(
+        &self,
+        request: Request<pb::RegisterSchemaRequest>,
+    ) -> Result<Response<pb::RegisterSchemaResponse>, Status> {
+        let identity = jembatan_pki::peer_identity(&request)?;
+        let req = request.into_inner();
+        let (version, already) = self
+            .registry
+            .register_schema(&identity, &req.dataset, &req.schema_json)
+            .await
+            .map_err(registry_status)?;
+        Ok(Response::new(pb::RegisterSchemaResponse {
+            version: Some(version_to_proto(version)),
+            already_registered: already,
+        }))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<pb::GetSchemaRequest>,
+    ) -> Result<Response<pb::SchemaVersion>, Status> {
+        reader(&request)?;
+        let v = self
+            .registry
+            .schema(&request.into_inner().reference)
+            .await?;
+        Ok(Response::new(version_to_proto(v)))
+    }
+
+    async fn list_versions(
+        &self,
+        request: Request<pb::ListVersionsRequest>,
+    ) -> Result<Response<pb::ListVersionsResponse>, Status> {
+        reader(&request)?;
+        let versions = self
+            .registry
+            .versions(&request.into_inner().dataset)
+            .await?;
+        Ok(Response::new(pb::ListVersionsResponse {
+            versions: versions.into_iter().map(version_to_proto).collect(),
+        }))
+    }
+
+    async fn check_compatibility(
+        &self,
+        request: Request<pb::CheckCompatibilityRequest>,
+    ) -> Result<Response<pb::CheckCompatibilityResponse>, Status> {
+        reader(&request)?;
+        let req = request.into_inner();
+        let mode = mode_from_proto(req.mode)?.map(|m| (m, req.optional_friendly));
+        let (_, reasons, _, _) = self
+            .registry
+            .check(&req.dataset, &req.schema_json, mode)
+            .await?;
+        Ok(Response::new(pb::CheckCompatibilityResponse {
+            compatible: reasons.is_empty(),
+            incompatibilities: reasons.iter().map(incompatibility_to_proto).collect(),
+        }))
+    }
+
+    async fn set_compatibility(
+        &self,
+        request: Request<pb::SetCompatibilityRequest>,
+    ) -> Result<Response<pb::SetCompatibilityResponse>, Status> {
+        let identity = jembatan_pki::peer_identity(&request)?;
+        let req = request.into_inner();
+        let mode = mode_from_proto(req.mode)?;
+        self.registry
+            .set_compatibility(&identity, &req.dataset, mode, req.optional_friendly)
+            .await?;
+        Ok(Response::new(pb::SetCompatibilityResponse {}))
+    }
+
+    async fn set_version_state(
+        &self,
+        request: Request<pb::SetVersionStateRequest>,
+    ) -> Result<Response<pb::SchemaVersion>, Status> {
+        let identity = jembatan_pki::peer_identity(&request)?;
+        let req = request.into_inner();
+        let state = match pb::VersionState::try_from(req.state) {
+            Ok(pb::VersionState::Active) => VersionState::Active,
+            Ok(pb::VersionState::Deprecated) => VersionState::Deprecated,
+            Ok(pb::VersionState::Disabled) => VersionState::Disabled,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "state must be ACTIVE, DEPRECATED or DISABLED",
+                ));
+            }
+        };
+        let v = self
+            .registry
+            .set_version_state(&identity, &req.dataset, req.version, state)
+            .await?;
+        Ok(Response::new(version_to_proto(v)))
+    }
+
+    async fn register_mapping(
+        &self,
+        request: Request<pb::RegisterMappingRequest>,
+    ) -> Result<Response<pb::Mapping>, Status> {
+        let identity = jembatan_pki::peer_identity(&request)?;
+        let req = request.into_inner();
+        let m = self
+            .registry
+            .register_mapping(&identity, &req.document_json)
+            .await?;
+        Ok(Response::new(mapping_to_proto(m)))
+    }
+
+    async fn get_mapping(
+        &self,
+        request: Request<pb::GetMappingRequest>,
+    ) -> Result<Response<pb::Mapping>, Status> {
+        reader(&request)?;
+        let req = request.into_inner();
+        let version = (req.version > 0).then_some(req.version);
+        let m = self
+            .registry
+            .mapping(&req.source, &req.target, version)
+            .await?;
+        Ok(Response::new(mapping_to_proto(m)))
+    }
+}
+
+/// An incompatible schema also carries each reason as a structured
+/// `CheckCompatibilityResponse` in the `jembatan-incompatibility-bin`
+/// trailer, so clients need not parse the message.
+fn registry_status(err: RegistryError) -> Status {
+    let details = match &err {
+        RegistryError::Incompatible { reasons, .. } => Some(pb::CheckCompatibilityResponse {
+            compatible: false,
+            incompatibilities: reasons.iter().map(incompatibility_to_proto).collect(),
+        }),
+        _ => None,
+    };
+    let mut status = Status::from(err);
+    if let Some(details) = details {
+        use prost::Message;
+        status.metadata_mut().insert_bin(
+            crate::INCOMPATIBILITY_METADATA_KEY,
+            tonic::metadata::MetadataValue::from_bytes(&details.encode_to_vec()),
+        );
+    }
+    status
+}
