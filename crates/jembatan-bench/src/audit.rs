@@ -26,6 +26,7 @@ pub(crate) async fn run(
     pg_url: &str,
     dir: &Path,
     duration: Duration,
+    verify_entries: u64,
 ) -> Result<AuditFigures, BenchError> {
     let path = dir.join("audit-bench.db");
     let path = path
@@ -33,8 +34,13 @@ pub(crate) async fn run(
         .ok_or_else(|| BenchError::Options("temporary directory is not UTF-8".into()))?;
     let store = Store::connect(path).await?;
     let sqlite = append_for(&store, duration).await;
+    let verified = match &sqlite {
+        Ok(_) => Some(time_verify(&store, verify_entries).await),
+        Err(_) => None,
+    };
     store.close().await;
     let sqlite = sqlite?;
+    let (verify_entries, verify_seconds) = verified.transpose()?.unwrap_or_default();
     let pg = on_fresh_pg_database(pg_url, duration).await?;
     Ok(AuditFigures {
         appenders: AUDIT_APPENDERS,
@@ -42,7 +48,61 @@ pub(crate) async fn run(
         sqlite_per_s: sqlite.per_s(),
         pg_appends: pg.count,
         pg_per_s: pg.per_s(),
+        verify_entries,
+        verify_seconds,
     })
+}
+
+/// Fills the log to `entries` (many appenders, large group commits; not
+/// timed), signs a checkpoint of it, and times the offline verification:
+/// every entry re-read, checked canonical, re-hashed into the tree, and
+/// the checkpoint's signature and root checked.
+async fn time_verify(store: &Store, entries: u64) -> Result<(u64, f64), BenchError> {
+    const FILLERS: u64 = 2048;
+    let log = AuditLog::start(store.clone());
+    let have = log.size().await?;
+    if have < entries {
+        let missing = entries - have;
+        let mut set = JoinSet::new();
+        for task in 0..FILLERS {
+            let log = log.clone();
+            let share = missing / FILLERS + u64::from(task < missing % FILLERS);
+            set.spawn(async move {
+                for n in 0..share {
+                    log.append(entry(&format!("fill-{task}-{n}"))).await?;
+                }
+                Ok::<(), BenchError>(())
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            joined.map_err(|e| BenchError::Inconsistent(format!("filler task: {e}")))??;
+        }
+    }
+    let mut range = jembatan_tlog::merkle::CompactRange::new();
+    jembatan_store::verify::catch_up(store, &mut range, None)
+        .await
+        .map_err(|e| BenchError::Inconsistent(format!("cannot read the log back: {e}")))?;
+    let size = range.size();
+    let signer = jembatan_tlog::note::Signer::from_seed("bench.jembatan/audit-log", &[7; 32])
+        .map_err(|e| BenchError::Inconsistent(e.to_string()))?;
+    let note = jembatan_tlog::note::Checkpoint::new(signer.name(), size, range.root())
+        .sign(&signer)
+        .map_err(|e| BenchError::Inconsistent(e.to_string()))?;
+    store
+        .add_checkpoint(size, &hex::encode(range.root()), &note)
+        .await?;
+    let started = Instant::now();
+    let report = jembatan_store::verify::verify(store, &signer.verifier())
+        .await
+        .map_err(|e| BenchError::Inconsistent(format!("the bench log does not verify: {e}")))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if report.size != size {
+        return Err(BenchError::Inconsistent(format!(
+            "verified {} entries of {size}",
+            report.size
+        )));
+    }
+    Ok((size, seconds))
 }
 
 /// Creates a database, appends to its store, drops it (also on error).
@@ -141,12 +201,14 @@ fn entry(exchange_id: &str) -> AuditEntry {
         limit: None,
         agreement_id: Some("bench-1".into()),
         agreement_terms_sha256: Some("0".repeat(64)),
+        translation: None,
         decision: Decision::Allow,
         reasons: vec![],
         status: ExchangeStatus::Started,
         rows: 0,
         bytes: 0,
         payload_sha256: None,
+        received: None,
         duration_ms: None,
         error: None,
         trace_id: None,

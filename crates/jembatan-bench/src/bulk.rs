@@ -10,7 +10,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use tonic::transport::Channel;
 
-use crate::cluster::{Cluster, DATASET, PURPOSE};
+use crate::cluster::{Cluster, DATASET, PURPOSE, TARGET_SCHEMA};
 use crate::population::Population;
 use crate::{BenchError, BulkFigures};
 
@@ -36,8 +36,14 @@ pub(crate) async fn run(
     let copy = copy_out(population).await?;
     let fetch = fetch(population).await?;
     let mut client = cluster.consumer().await?;
-    let jembatan = query(&mut client, 0).await?;
-    for (what, read) in [("COPY", &copy), ("fetch", &fetch), ("Query", &jembatan)] {
+    let jembatan = query(&mut client, 0, Some(TARGET_SCHEMA)).await?;
+    let unmapped = query(&mut client, 0, None).await?;
+    for (what, read) in [
+        ("COPY", &copy),
+        ("fetch", &fetch),
+        ("Query", &jembatan),
+        ("Query without mapping", &unmapped),
+    ] {
         if read.rows != population.rows {
             return Err(BenchError::Inconsistent(format!(
                 "{what} returned {} rows of {}",
@@ -57,6 +63,8 @@ pub(crate) async fn run(
         fetch_rows: fetch.rows,
         fetch_seconds: fetch.seconds,
         fetch_rows_per_s: fetch.per_s(),
+        unmapped_rows_per_s: unmapped.per_s(),
+        unmapped_seconds: unmapped.seconds,
     })
 }
 
@@ -109,11 +117,13 @@ fn decoded_len(row: &PgRow) -> Result<u64, sqlx::Error> {
     Ok(len as u64)
 }
 
-/// A `Query` of every granted field; `limit` 0 is the whole table. Rows
-/// and bytes are the receipt's, checked against what arrived.
+/// A `Query` of every granted field, in the provider's schema or
+/// translated into `target`; `limit` 0 is the whole table. Rows and bytes
+/// are the receipt's, checked against what arrived.
 pub(crate) async fn query(
     client: &mut ExchangeClient<Channel>,
     limit: u64,
+    target: Option<&str>,
 ) -> Result<Read, BenchError> {
     let started = Instant::now();
     let mut stream = client
@@ -121,6 +131,7 @@ pub(crate) async fn query(
             dataset: DATASET.into(),
             purpose: PURPOSE.into(),
             limit,
+            target_schema: target.unwrap_or_default().into(),
             ..Default::default()
         })
         .await?

@@ -24,6 +24,126 @@ pub(crate) const CONSUMER: &str = "dinsos";
 pub(crate) const DATASET: &str = "dukcapil.penduduk";
 /// Purpose named by the agreement and every request.
 pub(crate) const PURPOSE: &str = "bench";
+/// The consumer's own schema, which B1 also reads the table in.
+pub(crate) const TARGET_SCHEMA: &str = "dinsos.warga@1";
+
+/// The provider's schema, the consumer's and the mapping between them,
+/// written under `<dir>/schemas` and registered by the broker at start.
+const REGISTRY_FILES: [(&str, &str); 3] = [
+    (
+        "penduduk.json",
+        r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "properties": {
+    "nik": {"type": "string", "pattern": "^[0-9]{16}$"},
+    "no_kk": {"type": "string", "pattern": "^[0-9]{16}$"},
+    "nama_lengkap": {"type": "string", "minLength": 1, "maxLength": 120},
+    "tempat_lahir": {"type": "string", "maxLength": 80},
+    "tgl_lahir": {"type": "string", "format": "date"},
+    "jenis_kelamin": {"enum": ["LAKI-LAKI", "PEREMPUAN"]},
+    "agama": {"type": "string", "maxLength": 40},
+    "pekerjaan": {"type": "string", "maxLength": 80},
+    "kode_desa": {"type": "string", "pattern": "^[0-9]{2}\\.[0-9]{2}\\.[0-9]{2}\\.[0-9]{4}$"},
+    "kode_kecamatan": {"type": "string", "pattern": "^[0-9]{2}\\.[0-9]{2}\\.[0-9]{2}$"},
+    "status": {"enum": ["HIDUP", "MENINGGAL", "PINDAH"]}
+  },
+  "required": ["nik", "no_kk", "nama_lengkap", "tempat_lahir", "tgl_lahir", "jenis_kelamin",
+               "agama", "pekerjaan", "kode_desa", "kode_kecamatan", "status"],
+  "additionalProperties": false
+}"#,
+    ),
+    (
+        "warga.json",
+        r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "properties": {
+    "nik": {"type": "string", "pattern": "^[0-9]{16}$"},
+    "family_card": {"type": "string", "pattern": "^[0-9]{16}$"},
+    "full_name": {"type": "string", "minLength": 1},
+    "birth_place": {"type": "string"},
+    "birth_date": {"type": "string", "format": "date"},
+    "sex": {"enum": ["M", "F"]},
+    "religion": {"type": "string"},
+    "occupation": {"type": "string"},
+    "district_code": {"type": "string"},
+    "address": {
+      "type": "object",
+      "properties": {"village_code": {"type": "string"}},
+      "required": ["village_code"],
+      "additionalProperties": false
+    },
+    "alive": {"type": "boolean"}
+  },
+  "required": ["nik", "full_name", "birth_date", "sex", "district_code", "address", "alive"],
+  "additionalProperties": false
+}"#,
+    ),
+    (
+        "penduduk-to-warga.toml",
+        r#"version = 1
+source = "dukcapil.penduduk@1"
+target = "dinsos.warga@1"
+[[rule]]
+target = "nik"
+from = "nik"
+[[rule]]
+target = "family_card"
+from = "no_kk"
+[[rule]]
+target = "full_name"
+from = "nama_lengkap"
+[[rule]]
+target = "birth_place"
+from = "tempat_lahir"
+[[rule]]
+target = "birth_date"
+from = "tgl_lahir"
+ops = [{ date = { parse = "%Y-%m-%d", format = "%Y-%m-%d" } }]
+[[rule]]
+target = "sex"
+from = "jenis_kelamin"
+ops = [{ value_map = { map = { "LAKI-LAKI" = "M", PEREMPUAN = "F" } } }]
+[[rule]]
+target = "religion"
+from = "agama"
+[[rule]]
+target = "occupation"
+from = "pekerjaan"
+[[rule]]
+target = "district_code"
+from = "kode_kecamatan"
+[[rule]]
+target = "address.village_code"
+from = "kode_desa"
+[[rule]]
+target = "alive"
+when = { field = "status", op = "eq", value = "HIDUP" }
+then = { const = true }
+else = { const = false }
+"#,
+    ),
+];
+
+const REGISTRY_TOML: &str = r#"
+[registry]
+schemas = [
+  { dataset = "dukcapil.penduduk", file = "schemas/penduduk.json" },
+  { dataset = "dinsos.warga", file = "schemas/warga.json" },
+]
+mappings = ["schemas/penduduk-to-warga.toml"]
+"#;
+
+/// Writes the registry's files under `<dir>/schemas`.
+pub(crate) fn write_registry_files(dir: &Path) -> Result<(), BenchError> {
+    let schemas = dir.join("schemas");
+    std::fs::create_dir_all(&schemas)?;
+    for (name, text) in REGISTRY_FILES {
+        std::fs::write(schemas.join(name), text)?;
+    }
+    Ok(())
+}
 
 /// Certificates of the broker, the adapter and the consumer.
 pub(crate) struct Certs {
@@ -144,7 +264,7 @@ purpose = "{PURPOSE}"
 valid_from = "2020-01-01"
 valid_until = "2099-01-01"
 status = "approved"
-"#,
+{REGISTRY_TOML}"#,
         store = dir.join("broker.db").display(),
         audit_key = dir.join("audit.key").display(),
         checkpoint_key = dir.join("checkpoint.key").display(),
@@ -193,6 +313,7 @@ impl Cluster {
             shutdown(),
         ));
 
+        write_registry_files(&dir)?;
         let text = broker_toml(0, adapter_port, &certs.broker, &dir);
         let config = BrokerConfig::from_toml(&text, &dir)
             .map_err(|e| BenchError::Options(format!("broker config: {e}")))?;

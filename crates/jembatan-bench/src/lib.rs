@@ -44,6 +44,10 @@ pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const LOOKUP_CONCURRENCY: [usize; 3] = [1, 8, 32];
 /// Concurrent appenders of the audit figures.
 pub const AUDIT_APPENDERS: usize = 64;
+/// Entries `jembatan audit verify` is timed on.
+pub const VERIFY_ENTRIES: u64 = 1_000_000;
+/// The same with `--quick`.
+pub const QUICK_VERIFY_ENTRIES: u64 = 20_000;
 
 /// What to run and how big.
 #[derive(Debug, Clone)]
@@ -166,7 +170,12 @@ async fn run_on(
         "B3 audit: {AUDIT_APPENDERS} appenders, {:?} per store",
         options.duration
     ));
-    report.audit = Some(audit::run(&options.pg_url, dir, options.duration).await?);
+    let verify_entries = if options.quick {
+        QUICK_VERIFY_ENTRIES
+    } else {
+        VERIFY_ENTRIES
+    };
+    report.audit = Some(audit::run(&options.pg_url, dir, options.duration, verify_entries).await?);
     report.memory = memory::run(options, population, dir).await?;
     Ok(report)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Certs, adapter_toml, broker_toml, consumer};
+use crate::cluster::{Certs, adapter_toml, broker_toml, consumer, write_registry_files};
 use crate::population::Population;
 use crate::{BenchError, MemoryFigures, MemoryPoint, Options};
 
@@ -123,6 +123,7 @@ pub(crate) async fn run(
         ),
     )?;
     let broker_config = dir.join("broker.toml");
+    write_registry_files(&dir)?;
     std::fs::write(
         &broker_config,
         broker_toml(broker_port, adapter_port, &certs.broker, &dir),
@@ -140,7 +141,7 @@ pub(crate) async fn run(
     let mut points = Vec::new();
     for rows in targets(options) {
         crate::progress(format_args!("B4 memory: streaming {rows} rows"));
-        let read = crate::bulk::query(&mut client, rows).await?;
+        let read = crate::bulk::query(&mut client, rows, None).await?;
         if read.rows != rows {
             return Err(BenchError::Inconsistent(format!(
                 "asked for {rows} rows, {} arrived",

@@ -35,6 +35,9 @@ async fn tiny_run_reports_consistent_counts() {
     let audit = report.audit.as_ref().expect("audit figures");
     assert!(audit.sqlite_appends > 0);
     assert!(audit.pg_appends > 0);
+    // the log of the quick run, filled to the quick size, verified whole
+    assert!(audit.verify_entries >= jembatan_bench::QUICK_VERIFY_ENTRIES);
+    assert!(audit.verify_seconds > 0.0);
     assert!(matches!(report.memory, MemoryFigures::Skipped(_)));
     let json = report.to_json();
     for key in [
@@ -52,6 +55,9 @@ async fn tiny_run_reports_consistent_counts() {
         "lookup_p99_ms_c32",
         "audit_appends_per_s_sqlite",
         "audit_appends_per_s_pg",
+        "bulk_unmapped_rows_per_s",
+        "verify_entries",
+        "verify_seconds",
     ] {
         assert!(json.get(key).is_some(), "{key} missing from {json}");
     }

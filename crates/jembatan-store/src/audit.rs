@@ -5,7 +5,8 @@
 //! commit is paid once per batch, not once per entry. Sequence numbers
 //! (leaf indices) are assigned inside that transaction under a lock —
 //! SQLite's write lock, or a PostgreSQL advisory lock shared by every
-//! replica — so the log stays gap-free and totally ordered.
+//! replica — so the log stays gap-free and totally ordered. On PostgreSQL
+//! the whole batch is one call of `jembatan_audit_append` (one round trip).
 
 use jembatan_core::AuditEntry;
 use sqlx::Row;
@@ -15,8 +16,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Backend, Store, StoreError};
 
-/// Advisory lock key that serializes appenders across broker replicas.
-const APPEND_LOCK_KEY: i64 = 0x6a65_6d62_6174; // "jembat"
 /// Most entries written in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Columns of one audit_log row in the INSERT.
@@ -168,19 +167,10 @@ async fn run_appender(
     }
 }
 
-async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry>, StoreError> {
-    let mut tx = store.begin_write().await?;
-    if store.backend() == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK_KEY)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let next: i64 = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_log")
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-    let stored: Vec<StoredEntry> = batch
+/// The batch's entries with their canonical bytes and hashes, numbered
+/// from `next`.
+fn number(batch: &[Pending], next: i64) -> Vec<StoredEntry> {
+    batch
         .iter()
         .enumerate()
         .map(|(i, pending)| {
@@ -192,7 +182,20 @@ async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry
                 canonical,
             }
         })
-        .collect();
+        .collect()
+}
+
+async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry>, StoreError> {
+    if store.backend() == Backend::Postgres {
+        return write_batch_pg(store, batch).await;
+    }
+    // SQLite: BEGIN IMMEDIATE holds the write lock from the first statement
+    let mut tx = store.begin_write().await?;
+    let next: i64 = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_log")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let stored = number(batch, next);
     // Multi-row INSERTs: one round trip per chunk, not per entry.
     for chunk in stored.chunks(ROWS_PER_INSERT) {
         let mut sql = String::from(
@@ -236,5 +239,44 @@ async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry
         q.execute(&mut *tx).await?;
     }
     tx.commit().await?;
+    Ok(stored)
+}
+
+/// PostgreSQL: the whole batch in one statement and one round trip, through
+/// `jembatan_audit_append` (migration 0004), which takes the appenders'
+/// advisory lock, numbers the entries after the latest one and inserts
+/// them; the statement's transaction has committed when it returns.
+async fn write_batch_pg(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry>, StoreError> {
+    use base64::Engine;
+    let mut stored = number(batch, 0);
+    let rows: Vec<serde_json::Value> = stored
+        .iter()
+        .map(|s| {
+            let e = &s.entry;
+            serde_json::json!({
+                "exchange_id": e.exchange_id,
+                "kind": e.kind.as_str(),
+                "recorded_at": e.time,
+                "caller": e.caller,
+                "consumer": e.consumer,
+                "provider": e.provider,
+                "dataset": e.dataset,
+                "purpose": e.purpose,
+                "decision": e.decision.as_str(),
+                "status": e.status.as_str(),
+                "subject_hash": e.subject_hash,
+                "entry": base64::engine::general_purpose::STANDARD.encode(&s.canonical),
+                "entry_sha256": s.entry_sha256,
+            })
+        })
+        .collect();
+    let base: i64 = sqlx::query("SELECT jembatan_audit_append($1::jsonb)")
+        .bind(serde_json::Value::Array(rows).to_string())
+        .fetch_one(store.pool())
+        .await?
+        .try_get(0)?;
+    for (i, s) in stored.iter_mut().enumerate() {
+        s.seq = (base + i as i64) as u64;
+    }
     Ok(stored)
 }

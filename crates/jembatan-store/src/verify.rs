@@ -17,7 +17,7 @@ use jembatan_tlog::note::{Checkpoint, Verifier};
 use crate::{RawEntry, Store, StoreError, StoredCheckpoint};
 
 /// Entries read per page while streaming the log.
-const PAGE: u64 = 1000;
+const PAGE: u64 = 2000;
 
 /// What a successful verification covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,35 +97,66 @@ impl VerifyError {
 /// Extends `range` with the leaves of the stored entries from
 /// `range.size()` on, up to `stop_at` entries in all (or to the end of the
 /// log), calling `check` on each row first. Fails on a gap in `seq`.
+///
+/// Pipelined: while one page is checked and hashed on a blocking thread,
+/// the next is read from the store, so reading and hashing share the
+/// machine's cores. Rows are still judged strictly in order, so the first
+/// bad entry is the one named.
 async fn extend(
     store: &Store,
     range: &mut CompactRange,
     stop_at: Option<u64>,
-    mut check: impl FnMut(&RawEntry) -> Result<(), VerifyError>,
+    check: fn(&RawEntry) -> Result<(), VerifyError>,
 ) -> Result<(), VerifyError> {
+    let page_limit = |from: u64| match stop_at {
+        Some(stop) if stop <= from => 0,
+        Some(stop) => (stop - from).min(PAGE),
+        None => PAGE,
+    };
+    let fetch = |from: u64| {
+        let store = store.clone();
+        let limit = page_limit(from);
+        tokio::spawn(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            store.raw_entries(from, limit).await
+        })
+    };
+    let joined = |e: tokio::task::JoinError| {
+        VerifyError::Store(StoreError::AuditUnavailable(format!(
+            "verification task failed: {e}"
+        )))
+    };
+    let mut next = fetch(range.size());
     loop {
-        let from = range.size();
-        let limit = match stop_at {
-            Some(stop) if stop <= from => return Ok(()),
-            Some(stop) => (stop - from).min(PAGE),
-            None => PAGE,
-        };
-        let page = store.raw_entries(from, limit).await?;
+        let page = next.await.map_err(joined)??;
         if page.is_empty() {
             return Ok(());
         }
-        for row in &page {
-            let expected = range.size();
-            if row.seq != expected {
-                return Err(VerifyError::MissingEntry {
-                    missing: expected,
-                    found: row.seq,
-                });
+        let from = range.size();
+        next = fetch(from + page.len() as u64);
+        let hashes = tokio::task::spawn_blocking(move || {
+            let mut hashes = Vec::with_capacity(page.len());
+            for (i, row) in page.iter().enumerate() {
+                let expected = from + i as u64;
+                if row.seq != expected {
+                    return Err(VerifyError::MissingEntry {
+                        missing: expected,
+                        found: row.seq,
+                    });
+                }
+                check(row)?;
+                hashes.push((row.seq, leaf_hash(&row.entry)));
             }
-            check(row)?;
+            Ok(hashes)
+        })
+        .await
+        .map_err(joined)??;
+        for (seq, hash) in hashes {
             range
-                .push(leaf_hash(&row.entry))
-                .map_err(|_| VerifyError::TreeFull { seq: row.seq })?;
+                .push(hash)
+                .map_err(|_| VerifyError::TreeFull { seq })?;
         }
     }
 }
