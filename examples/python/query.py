@@ -26,6 +26,11 @@ def main() -> None:
     ap.add_argument("--agency", default="dinsos")
     ap.add_argument("--broker", required=True, help="host:port of the broker")
     ap.add_argument("--district", default="15.07.01")
+    ap.add_argument(
+        "--own-schema",
+        action="store_true",
+        help="ask for the records in Dinas Sosial's own schema, dinsos.warga@1 (translated by the broker)",
+    )
     args = ap.parse_args()
 
     def read(name: str) -> bytes:
@@ -38,13 +43,17 @@ def main() -> None:
     )
     stub = exchange_pb2_grpc.ExchangeStub(grpc.secure_channel(args.broker, creds))
 
+    # In the consumer's own schema, fields and filters use its names
+    # (full_name, birth_date, district_code); the broker translates.
+    own = args.own_schema
     request = exchange_pb2.QueryRequest(
         dataset="disdukcapil.penduduk",
+        target_schema="dinsos.warga@1" if own else "",
         purpose="pemutakhiran data terpadu kesejahteraan sosial",
-        fields=["nik", "nama_lengkap", "tgl_lahir"],
+        fields=["nik", "full_name", "birth_date"] if own else ["nik", "nama_lengkap", "tgl_lahir"],
         filter=common_pb2.Filter(
             predicate=common_pb2.Predicate(
-                field="kode_kecamatan",
+                field="district_code" if own else "kode_kecamatan",
                 op=common_pb2.OPERATOR_EQ,
                 value=common_pb2.Scalar(string_value=args.district),
             )

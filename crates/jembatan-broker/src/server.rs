@@ -57,7 +57,8 @@ pub async fn serve(
     Server::builder()
         .tls_config(tls)?
         .tcp_nodelay(true)
-        // HTTP/1.1 too, for `curl` on the registry view
+        // HTTP/1.1 too, for registry-view clients that offer no TLS ALPN
+        // (ALPN itself offers h2 only)
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .concurrency_limit_per_connection(256)
