@@ -230,7 +230,14 @@ impl Registry {
         let options = CheckOptions {
             optional_friendly: friendly,
         };
-        let reasons = jembatan_schema::check(mode, &schema, &previous, &options);
+        // CPU work bounded by the checker's budgets, kept off the async
+        // workers that relay exchanges
+        let candidate = schema.clone();
+        let reasons = tokio::task::spawn_blocking(move || {
+            jembatan_schema::check(mode, &candidate, &previous, &options)
+        })
+        .await
+        .map_err(|e| RegistryError::Invalid(format!("the compatibility check failed: {e}")))?;
         Ok((schema, reasons, mode, versions))
     }
 

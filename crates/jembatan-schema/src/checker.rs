@@ -41,6 +41,9 @@ const SKIP_ONE_OF: u16 = 8;
 const MAX_CANDIDATES: usize = 16;
 const BUDGET: usize = 20_000;
 const MAX_DEPTH: usize = 48;
+/// Most distinct findings one comparison reports: enough to explain a
+/// change, and a bound on the validation work counterexamples cost.
+pub(crate) const MAX_FINDINGS: usize = 50;
 
 /// Keywords that constrain instances and that the engine compares.
 const ASSERTIONS: &[&str] = &[
@@ -275,6 +278,8 @@ pub(crate) struct Checker<'a> {
     visiting: HashSet<(usize, usize, u16, u16, u8)>,
     budget: usize,
     depth: usize,
+    /// Findings made so far; past [`MAX_FINDINGS`] the comparison stops.
+    found: std::cell::Cell<usize>,
     validators: HashMap<(Side, String), Option<jsonschema::Validator>>,
 }
 
@@ -295,6 +300,7 @@ impl<'a> Checker<'a> {
             visiting: HashSet::new(),
             budget: BUDGET,
             depth: 0,
+            found: std::cell::Cell::new(0),
             validators: HashMap::new(),
         }
     }
@@ -318,12 +324,14 @@ impl<'a> Checker<'a> {
         let found = self.subset(&s, &t);
         let mut merged: Vec<Finding> = Vec::new();
         for f in found {
+            let room = merged.len() < MAX_FINDINGS;
             match merged
                 .iter_mut()
                 .find(|e| e.kind == f.kind && e.path == f.path)
             {
                 Some(e) => e.candidates.extend(f.candidates),
-                None => merged.push(f),
+                None if room => merged.push(f),
+                None => {}
             }
         }
         for f in &mut merged {
@@ -379,6 +387,7 @@ impl<'a> Checker<'a> {
         message: String,
         mut candidates: Vec<Value>,
     ) -> Finding {
+        self.found.set(self.found.get() + 1);
         candidates.truncate(64);
         Finding {
             kind,
@@ -536,6 +545,16 @@ impl<'a> Checker<'a> {
     fn subset(&mut self, s: &Node<'a>, t: &Node<'a>) -> Vec<Finding> {
         if self.accepts_all(t) || s.is_false() {
             return Vec::new();
+        }
+        if self.found.get() >= MAX_FINDINGS {
+            // enough differences found; stopping must never read as
+            // "compatible", so what is left unexamined is not proven
+            return vec![self.finding(
+                ChangeKind::NotProvable,
+                t.ptr.clone(),
+                format!("not examined: the comparison stops after {MAX_FINDINGS} differences"),
+                Vec::new(),
+            )];
         }
         if self.budget == 0 || self.depth > MAX_DEPTH {
             return vec![self.finding(

@@ -55,7 +55,10 @@ pub use compat::{
     ChangeKind, CheckOptions, CompatMode, Direction, Incompatibility, UnknownCompatMode, check,
     check_pair, explain,
 };
-pub use schema::{DRAFT_2020_12, Schema, SchemaError, ValidationIssue, canonical_json, content_id};
+pub use schema::{
+    DRAFT_2020_12, MAX_SCHEMA_BYTES, MAX_SCHEMA_OBJECTS, Schema, SchemaError, ValidationIssue,
+    canonical_json, content_id,
+};
 
 /// Small instances of a schema: candidates built by the sample generator that
 /// the schema's validator accepts (possibly none for unusual schemas).

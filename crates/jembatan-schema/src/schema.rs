@@ -37,6 +37,21 @@ impl SchemaError {
     }
 }
 
+/// Longest schema document accepted, in bytes.
+pub const MAX_SCHEMA_BYTES: usize = 256 * 1024;
+/// Most JSON objects in one schema document. Agency datasets have tens of
+/// fields; the limit keeps compatibility checks, whose cost grows faster
+/// than the schema, to seconds.
+pub const MAX_SCHEMA_OBJECTS: usize = 1000;
+
+fn count_objects(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(count_objects).sum::<usize>(),
+        Value::Array(items) => items.iter().map(count_objects).sum(),
+        _ => 0,
+    }
+}
+
 /// One reason an instance does not validate.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValidationIssue {
@@ -114,6 +129,15 @@ impl Eq for Schema {}
 impl Schema {
     /// Parses and checks a schema document given as JSON text.
     pub fn parse(text: &str) -> Result<Self, SchemaError> {
+        if text.len() > MAX_SCHEMA_BYTES {
+            return Err(SchemaError::new(
+                "",
+                format!(
+                    "schema document is {} bytes; the limit is {MAX_SCHEMA_BYTES}",
+                    text.len()
+                ),
+            ));
+        }
         let value: Value = serde_json::from_str(text)
             .map_err(|e| SchemaError::new("", format!("not valid JSON: {e}")))?;
         Self::from_value(value)
@@ -122,6 +146,15 @@ impl Schema {
     /// Checks a schema document: 2020-12 dialect, valid against the
     /// meta-schema, local `$ref`s only, every reference resolvable.
     pub fn from_value(value: Value) -> Result<Self, SchemaError> {
+        let objects = count_objects(&value);
+        if objects > MAX_SCHEMA_OBJECTS {
+            return Err(SchemaError::new(
+                "",
+                format!(
+                    "schema has {objects} JSON objects (subschemas and their keywords); the limit is {MAX_SCHEMA_OBJECTS}"
+                ),
+            ));
+        }
         match &value {
             Value::Bool(_) => {}
             Value::Object(map) => {

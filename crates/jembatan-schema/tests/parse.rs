@@ -151,3 +151,20 @@ fn samples_are_valid_instances() {
     assert!(!samples.is_empty());
     assert!(samples.iter().all(|v| s.is_valid(v)));
 }
+
+#[test]
+fn oversized_schemas_are_refused_with_the_limit() {
+    let properties: serde_json::Map<String, serde_json::Value> = (0..1200)
+        .map(|i| (format!("p{i}"), serde_json::json!({"type": "string"})))
+        .collect();
+    let wide = serde_json::json!({"type": "object", "properties": properties});
+    let err = jembatan_schema::Schema::from_value(wide).unwrap_err();
+    assert_eq!(err.pointer, "");
+    assert!(err.message.contains("the limit is 1000"), "{err}");
+    let long = format!(
+        r#"{{"description": "{}"}}"#,
+        "x".repeat(jembatan_schema::MAX_SCHEMA_BYTES)
+    );
+    let err = jembatan_schema::Schema::parse(&long).unwrap_err();
+    assert!(err.message.contains("bytes; the limit is"), "{err}");
+}

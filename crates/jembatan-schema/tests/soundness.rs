@@ -294,3 +294,33 @@ fn random_pairs_exercise_both_outcomes() {
         "{with_example}/{findings}"
     );
 }
+
+/// A change to hundreds of properties is reported as a bounded list (the
+/// work the counterexamples cost is bounded with it), and stopping early
+/// never reads as compatible.
+#[test]
+fn huge_changes_report_a_bounded_list_and_stay_incompatible() {
+    let schema = |pattern: &str| {
+        let properties: serde_json::Map<String, serde_json::Value> = (0..300)
+            .map(|i| {
+                (
+                    format!("p{i}"),
+                    serde_json::json!({"type": "string", "pattern": pattern}),
+                )
+            })
+            .collect();
+        jembatan_schema::Schema::from_value(
+            serde_json::json!({"type": "object", "properties": properties}),
+        )
+        .unwrap()
+    };
+    let (old, new) = (schema("^a+$"), schema("^b+$"));
+    let reasons = jembatan_schema::check_pair(
+        &old,
+        &new,
+        jembatan_schema::Direction::Backward,
+        &jembatan_schema::CheckOptions::default(),
+    );
+    assert!(!reasons.is_empty(), "a narrowed pattern is incompatible");
+    assert!(reasons.len() <= 50, "{} findings", reasons.len());
+}
