@@ -301,8 +301,10 @@ impl Predicate {
     }
 }
 
-/// Compares a JSON value with a scalar; `None` when the kinds differ.
-fn compare(field: &serde_json::Value, v: &Scalar) -> Option<Ordering> {
+/// Compares a JSON value with a scalar; `None` when the kinds differ (a
+/// comparison a filter counts as unknown). Shared by everything that
+/// evaluates conditions on records, so they agree on every value.
+pub fn compare(field: &serde_json::Value, v: &Scalar) -> Option<Ordering> {
     use serde_json::Value as J;
     match (field, v) {
         (J::String(a), Scalar::String(b)) => Some(a.as_str().cmp(b.as_str())),

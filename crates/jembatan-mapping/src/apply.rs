@@ -205,20 +205,8 @@ fn eval_pred(v: &Value, op: Operator, value: Option<&Scalar>, values: &[Scalar])
     }
 }
 
-/// Compares a JSON value with a scalar; `None` when the kinds differ (the
-/// same rules as `jembatan_core::Filter`).
-pub(crate) fn compare(field: &Value, v: &Scalar) -> Option<Ordering> {
-    match (field, v) {
-        (Value::String(a), Scalar::String(b)) => Some(a.as_str().cmp(b.as_str())),
-        (Value::Bool(a), Scalar::Bool(b)) => Some(a.cmp(b)),
-        (Value::Number(n), Scalar::Int(b)) => match n.as_i64() {
-            Some(a) => Some(a.cmp(b)),
-            None => n.as_f64()?.partial_cmp(&(*b as f64)),
-        },
-        (Value::Number(n), Scalar::Float(b)) => n.as_f64()?.partial_cmp(b),
-        _ => None,
-    }
-}
+/// Compares a JSON value with a scalar exactly as `jembatan_core::Filter` does.
+pub(crate) use jembatan_core::filter::compare;
 
 /// A value in flight: `None` is a missing value.
 type Flow = Option<Value>;
