@@ -12,12 +12,6 @@ use clap::{Args, Parser, Subcommand};
 use jembatan_core::{AgencyId, Identity, Role};
 use tokio::net::TcpListener;
 
-/// mimalloc instead of the system allocator: the broker, the adapter and
-/// `audit verify` allocate per record from several threads, where glibc's
-/// malloc spent a quarter of `verify`'s time (perf).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Jembatan: a cross-agency data-exchange bus with agreements and an audit log.
 #[derive(Debug, Parser)]
 #[command(name = "jembatan", version, about, long_about = None)]
