@@ -709,16 +709,15 @@ impl Translator {
             .unwrap_or_default()
     }
 
-    /// Translates one provider record. `Ok(None)`: the residual filter
-    /// dropped it.
+    /// Translates one provider record, parsed and checked against the
+    /// grant by the relay. `Ok(None)`: the residual filter dropped it.
     pub(crate) fn translate(
         &self,
-        record: &str,
+        record: Map<String, Value>,
         residual: Option<&Filter>,
         fields: &[String],
     ) -> Result<Option<String>, String> {
-        let value: Value = serde_json::from_str(record)
-            .map_err(|e| format!("provider record is not JSON: {e}"))?;
+        let value = Value::Object(record);
         if let Err(issues) = self.source_check.validate(&value) {
             return Err(format!(
                 "provider record does not match {}: {}",

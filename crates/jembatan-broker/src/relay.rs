@@ -113,9 +113,20 @@ impl Tally {
     /// hashes it: a batch is delivered whole or not at all, so the tally is
     /// always what the consumer received.
     fn admit_batch(&mut self, records: Vec<String>, allowed: &Allowed) -> Result<Next, String> {
-        for record in &records {
-            check_record(record, allowed)?;
-        }
+        // A translated record is parsed once, here, and the parsed object
+        // is what the translator reads; otherwise only its keys are read.
+        let parsed = match &allowed.translation {
+            None => {
+                for record in &records {
+                    check_record(record, allowed)?;
+                }
+                Vec::new()
+            }
+            Some(_) => records
+                .iter()
+                .map(|r| parse_record(r, allowed))
+                .collect::<Result<Vec<_>, String>>()?,
+        };
         let limit = allowed.fetch.limit;
         if limit > 0 && self.received_rows() + records.len() as u64 > limit {
             return Err(format!(
@@ -135,7 +146,7 @@ impl Tally {
                 }
                 let mut out = Vec::with_capacity(records.len());
                 let mut last = false;
-                for (i, record) in records.iter().enumerate() {
+                for (i, record) in parsed.into_iter().enumerate() {
                     let translated = t
                         .translator
                         .translate(record, t.residual.as_ref(), &t.fields)
@@ -180,23 +191,46 @@ impl Tally {
 
 /// One record from the adapter must be a JSON object of granted fields.
 fn check_record(record: &str, allowed: &Allowed) -> Result<(), String> {
-    if record.len() > MAX_RECORD_BYTES {
-        return Err(format!("adapter sent a record of {} bytes", record.len()));
-    }
+    check_size(record)?;
     // Only the keys matter here: values are skipped, not built, and keys
     // borrow from the record (field names never need JSON escapes).
     let keys: std::collections::HashMap<&str, serde::de::IgnoredAny> = serde_json::from_str(record)
         .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
-    if let Some(extra) = keys
-        .keys()
-        .find(|k| !allowed.fetch.columns.iter().any(|c| c == *k))
-    {
-        return Err(format!(
-            "adapter sent field {:?} outside the grant",
-            jembatan_core::ids::truncate(extra, 64)
-        ));
+    check_keys(keys.keys().copied(), allowed)
+}
+
+/// The same checks as [`check_record`], keeping the parsed object for the
+/// translator.
+fn parse_record(
+    record: &str,
+    allowed: &Allowed,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    check_size(record)?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(record)
+        .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
+    check_keys(map.keys().map(String::as_str), allowed)?;
+    Ok(map)
+}
+
+fn check_size(record: &str) -> Result<(), String> {
+    if record.len() > MAX_RECORD_BYTES {
+        return Err(format!("adapter sent a record of {} bytes", record.len()));
     }
     Ok(())
+}
+
+/// Every key must be a column the exchange fetched (the grant).
+fn check_keys<'a>(
+    mut keys: impl Iterator<Item = &'a str>,
+    allowed: &Allowed,
+) -> Result<(), String> {
+    match keys.find(|k| !allowed.fetch.columns.iter().any(|c| c == k)) {
+        Some(extra) => Err(format!(
+            "adapter sent field {:?} outside the grant",
+            jembatan_core::ids::truncate(extra, 64)
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Opens the adapter's `Fetch` stream for an allowed exchange. Failure is

@@ -149,11 +149,35 @@ fields = ["nik", "nama"]
 purpose = "bansos"
 valid_from = "2020-01-01"
 status = "approved"
+[registry]
+schemas = [
+  {{ dataset = "prov.penduduk", file = "prov.json" }},
+  {{ dataset = "dinsos.orang", file = "orang.json" }},
+]
+mappings = ["orang.toml"]
 "#,
         b.ca.display(),
         b.cert.display(),
         b.key.display()
     );
+    // the same records can be asked for translated into dinsos.orang@1
+    for (name, text) in [
+        (
+            "prov.json",
+            r#"{"type": "object", "properties": {"nik": {"type": "string"}, "nama": {"type": "string"}}}"#,
+        ),
+        (
+            "orang.json",
+            r#"{"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}}}"#,
+        ),
+        (
+            "orang.toml",
+            "version = 1\nsource = \"prov.penduduk@1\"\ntarget = \"dinsos.orang@1\"\n\
+             [[rule]]\ntarget = \"id\"\nfrom = \"nik\"\n[[rule]]\ntarget = \"name\"\nfrom = \"nama\"\n",
+        ),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
     let config = BrokerConfig::from_toml(&toml, &dir).unwrap();
     let broker = Broker::start(&config).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -183,10 +207,21 @@ status = "approved"
 
 /// Runs a query to its end; returns the records received and how it ended.
 async fn run(h: &mut Harness) -> (usize, Result<(), Status>) {
+    run_as(h, "").await
+}
+
+/// The same in the schema `target` (`""`: the provider's own).
+async fn run_as(h: &mut Harness, target: &str) -> (usize, Result<(), Status>) {
+    let translated = !target.is_empty();
     let req = pb::QueryRequest {
         dataset: "prov.penduduk".into(),
+        target_schema: target.into(),
         purpose: "bansos".into(),
-        fields: vec!["nik".into(), "nama".into()],
+        fields: if translated {
+            vec![]
+        } else {
+            vec!["nik".into(), "nama".into()]
+        },
         ..Default::default()
     };
     let mut stream = match h.client.query(req).await {
@@ -234,9 +269,16 @@ async fn adapter_dropping_the_stream_fails_the_exchange_on_the_log() {
 
 #[tokio::test]
 async fn records_outside_the_grant_are_never_delivered() {
-    for fault in [Fault::ExtraField, Fault::NotJson] {
+    // also when the consumer asks for its own schema: the translator reads
+    // records only after the same checks
+    for (fault, target) in [
+        (Fault::ExtraField, ""),
+        (Fault::NotJson, ""),
+        (Fault::ExtraField, "dinsos.orang@1"),
+        (Fault::NotJson, "dinsos.orang@1"),
+    ] {
         let mut h = harness(fault).await;
-        let (rows, end) = run(&mut h).await;
+        let (rows, end) = run_as(&mut h, target).await;
         assert_eq!(
             rows, 0,
             "a batch holding a bad record must not be forwarded"
