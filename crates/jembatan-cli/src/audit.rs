@@ -22,6 +22,8 @@ use jembatan_store::{EntryQuery, RawEntry, Store};
 use jembatan_tlog::merkle::{self, leaf_hash};
 use jembatan_tlog::note::Verifier;
 
+use crate::failure::Failure;
+
 /// Entries read per page.
 const PAGE: u64 = 1000;
 
@@ -127,26 +129,6 @@ pub(crate) enum Format {
     Csv,
 }
 
-/// How a command failed, which decides the exit code.
-enum Failure {
-    /// The log is not what its checkpoints say (exit 1).
-    Log(anyhow::Error),
-    /// Usage errors, unreachable stores, unreadable keys (exit 2).
-    Usage(anyhow::Error),
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(err: anyhow::Error) -> Self {
-        Failure::Usage(err)
-    }
-}
-
-impl From<std::io::Error> for Failure {
-    fn from(err: std::io::Error) -> Self {
-        Failure::Usage(anyhow!("cannot write the output: {err}"))
-    }
-}
-
 pub(crate) async fn run(command: AuditCommand) -> ExitCode {
     let result = match command {
         AuditCommand::Verify { store, public_key } => verify_log(&store, &public_key).await,
@@ -188,17 +170,7 @@ pub(crate) async fn run(command: AuditCommand) -> ExitCode {
             public_key,
         } => crosscheck(&store, &receipts, public_key.as_deref()).await,
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Log(err)) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
-        }
-        Err(Failure::Usage(err)) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
-        }
-    }
+    crate::failure::exit(result)
 }
 
 async fn open(url: &str) -> Result<Store, Failure> {
@@ -210,7 +182,7 @@ async fn open(url: &str) -> Result<Store, Failure> {
 fn store_error(err: VerifyError) -> Failure {
     match err {
         VerifyError::Store(e) => Failure::Usage(anyhow!("cannot read the store: {e}")),
-        other => Failure::Log(anyhow!("verification failed: {other}")),
+        other => Failure::Refused(anyhow!("verification failed: {other}")),
     }
 }
 
@@ -278,12 +250,12 @@ async fn export(url: &str, format: Format) -> Result<(), Failure> {
 
 fn parse(row: &RawEntry) -> Result<AuditEntry, Failure> {
     serde_json::from_slice(&row.entry)
-        .map_err(|e| Failure::Log(anyhow!("entry {}: not an audit entry: {e}", row.seq)))
+        .map_err(|e| Failure::Refused(anyhow!("entry {}: not an audit entry: {e}", row.seq)))
 }
 
 fn jsonl(row: &RawEntry) -> Result<String, Failure> {
     let entry: serde_json::Value = serde_json::from_slice(&row.entry)
-        .map_err(|e| Failure::Log(anyhow!("entry {}: not JSON: {e}", row.seq)))?;
+        .map_err(|e| Failure::Refused(anyhow!("entry {}: not JSON: {e}", row.seq)))?;
     Ok(serde_json::json!({
         "seq": row.seq,
         "leaf_hash": hex::encode(leaf_hash(&row.entry)),
@@ -357,14 +329,14 @@ async fn proof(url: &str, index: u64, size: Option<u64>) -> Result<(), Failure> 
     let leaves = leaf_hashes(&store, size).await.map_err(store_error)?;
     store.close().await;
     if (leaves.len() as u64) < size {
-        return Err(Failure::Log(anyhow!(
+        return Err(Failure::Refused(anyhow!(
             "checkpoint at size {size}: the log has only {} entries",
             leaves.len()
         )));
     }
     let root = merkle::root(&leaves);
     if hex::encode(root) != checkpoint.root_hash {
-        return Err(Failure::Log(anyhow!(
+        return Err(Failure::Refused(anyhow!(
             "checkpoint at size {size}: root does not match the entries"
         )));
     }
@@ -518,7 +490,7 @@ async fn crosscheck(
     } else {
         let n = report.mismatches.len();
         let plural = if n == 1 { "" } else { "es" };
-        Err(Failure::Log(anyhow!(
+        Err(Failure::Refused(anyhow!(
             "{n} mismatch{plural} between {checked} and the broker's log"
         )))
     }

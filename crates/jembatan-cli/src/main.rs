@@ -1,6 +1,7 @@
 //! The `jembatan` command: demo, broker, adapter, PKI and audit log tools.
 
 mod audit;
+mod failure;
 mod schema;
 
 use std::io::Write;

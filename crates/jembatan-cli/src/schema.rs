@@ -11,46 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
+
+use crate::failure::{Failure, exit};
 use clap::{Args, Subcommand};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::registry_client::RegistryClient;
 use jembatan_schema::{CheckOptions, CompatMode, Schema};
 use tonic::transport::{Channel, Endpoint};
-
-/// How a command failed, which decides the exit code.
-enum Failure {
-    /// Incompatible, refused by the broker, or a mapping test failed (1).
-    Refused(anyhow::Error),
-    /// Usage errors, unreadable or invalid input, unreachable broker (2).
-    Usage(anyhow::Error),
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(err: anyhow::Error) -> Self {
-        Failure::Usage(err)
-    }
-}
-
-impl From<std::io::Error> for Failure {
-    fn from(err: std::io::Error) -> Self {
-        Failure::Usage(err.into())
-    }
-}
-
-fn exit(result: Result<(), Failure>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Refused(err)) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
-        }
-        Err(Failure::Usage(err)) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
-        }
-    }
-}
 
 /// Where the broker is and which certificate to call it with.
 #[derive(Debug, Args)]
