@@ -116,6 +116,19 @@ fn may_write(identity: &Identity, dataset: &DatasetId) -> bool {
     identity.role == Role::Integrator && identity.agency.as_ref() == Some(&dataset.agency())
 }
 
+/// Whether `identity` may read the registry: any certificate of the
+/// federation but the broker's and the adapters', which have no business
+/// there. The gRPC service and the HTTP view both ask this.
+pub(crate) fn check_reader(identity: &Identity) -> Result<(), RegistryError> {
+    match identity.role {
+        Role::Broker | Role::Adapter => Err(RegistryError::Forbidden(format!(
+            "the registry is not for {} certificates",
+            identity.role
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn forbidden(identity: &Identity, what: &str) -> RegistryError {
     RegistryError::Forbidden(format!("{what}; this certificate is {identity}"))
 }

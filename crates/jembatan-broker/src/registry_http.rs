@@ -25,7 +25,7 @@ use jembatan_store::{StoredMapping, StoredSchemaVersion};
 use serde_json::{Value, json};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, check_reader};
 
 type Shared = Arc<Registry>;
 
@@ -115,13 +115,8 @@ fn caller(extensions: &Extensions) -> Result<Identity, HttpError> {
             format!("client certificate rejected: {m}"),
         )
     })?;
-    match identity.role {
-        jembatan_core::Role::Broker | jembatan_core::Role::Adapter => Err(HttpError(
-            StatusCode::FORBIDDEN,
-            format!("the registry is not for {} certificates", identity.role),
-        )),
-        _ => Ok(identity),
-    }
+    check_reader(&identity)?;
+    Ok(identity)
 }
 
 fn parse_schema_text(v: &StoredSchemaVersion) -> Value {

@@ -11,7 +11,7 @@ use jembatan_schema::{CompatMode, Direction, Incompatibility};
 use jembatan_store::{StoredMapping, StoredSchemaVersion, VersionState};
 use tonic::{Request, Response, Status};
 
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, check_reader};
 
 /// The gRPC `Registry` service; cheap to clone.
 #[derive(Debug, Clone)]
@@ -44,19 +44,11 @@ impl From<RegistryError> for Status {
     }
 }
 
-/// Any certificate of the federation may read the registry; the adapter
-/// and broker roles have no business here.
+/// The caller, if it may read the registry.
 fn reader<T>(request: &Request<T>) -> Result<Identity, Status> {
     let identity = jembatan_pki::peer_identity(request)?;
-    match identity.role {
-        jembatan_core::Role::Broker | jembatan_core::Role::Adapter => {
-            Err(Status::permission_denied(format!(
-                "the Registry service is not for {} certificates",
-                identity.role
-            )))
-        }
-        _ => Ok(identity),
-    }
+    check_reader(&identity)?;
+    Ok(identity)
 }
 
 pub fn mode_to_proto(mode: CompatMode) -> pb::CompatibilityMode {

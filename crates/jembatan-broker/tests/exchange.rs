@@ -1190,6 +1190,13 @@ async fn the_registry_enforces_roles_compatibility_and_type_checks() {
         .datasets;
     let names: Vec<&str> = datasets.iter().map(|d| d.dataset.as_str()).collect();
     assert_eq!(names, ["dinsos.iman", "dinsos.orang", "prov.penduduk"]);
+    // ...but not an adapter's (nor the broker's) certificate
+    let status = client("adapter")
+        .await
+        .list_datasets(pb::ListDatasetsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(datasets.iter().all(|d| d.latest_version == 1));
 
     let v1 = client("dinsos")
