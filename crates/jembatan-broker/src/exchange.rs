@@ -368,7 +368,7 @@ impl State {
             match translator {
                 None => (parsed.fields.clone(), parsed.filter.clone()),
                 Some(translator) => {
-                    let targets = translator.target_fields();
+                    let targets = &translator.target_fields;
                     let unknown = parsed
                         .fields
                         .iter()

@@ -625,7 +625,12 @@ impl Registry {
             mapping_version: stored.version,
             source_fields,
             source_check,
-            target_schema,
+            target_fields: target_schema
+                .value()
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default(),
             mapping: checked,
             secrets: self.secrets.clone(),
         });
@@ -695,7 +700,9 @@ pub(crate) struct Translator {
     /// The provider columns the mapping reads.
     pub(crate) source_fields: BTreeSet<String>,
     source_check: Schema,
-    target_schema: Schema,
+    /// The target schema's top-level property names: what the consumer
+    /// may name in `fields` and filters.
+    pub(crate) target_fields: BTreeSet<String>,
     pub(crate) mapping: CheckedMapping,
     secrets: Secrets,
 }
@@ -710,16 +717,6 @@ impl Translator {
             target_schema_id: self.target_schema_id.clone(),
             mapping_version: self.mapping_version,
         }
-    }
-
-    /// The target schema's top-level property names.
-    pub(crate) fn target_fields(&self) -> BTreeSet<String> {
-        self.target_schema
-            .value()
-            .get("properties")
-            .and_then(Value::as_object)
-            .map(|p| p.keys().cloned().collect())
-            .unwrap_or_default()
     }
 
     /// Translates one provider record, parsed and checked against the
