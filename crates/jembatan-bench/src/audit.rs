@@ -212,5 +212,6 @@ fn entry(exchange_id: &str) -> AuditEntry {
         duration_ms: None,
         error: None,
         trace_id: None,
+        change: None,
     }
 }

@@ -28,7 +28,15 @@ pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
 const LEAF_PAGE: u64 = 1000;
 
 const DECISIONS: [&str; 2] = ["allow", "deny"];
-const STATUSES: [&str; 6] = ["started", "denied", "invalid", "ok", "failed", "cancelled"];
+const STATUSES: [&str; 7] = [
+    "started",
+    "denied",
+    "invalid",
+    "ok",
+    "failed",
+    "cancelled",
+    "stopped",
+];
 
 /// The gRPC `Audit` service; cheap to clone.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use jembatan_pki::TlsFiles;
 use serde::Deserialize;
 
 use crate::BrokerError;
+pub use crate::agreements::Purpose;
 
 /// Broker configuration. Relative paths are resolved against the config
 /// file's directory.
@@ -45,9 +46,25 @@ pub struct BrokerConfig {
     pub agencies: Vec<AgencyConfig>,
     #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
-    /// Agreements applied to the store at start (replacing same-id ones).
+    /// Agreements stored at start unless one with the same id is stored
+    /// already (the stored one wins: it may have been approved or revoked
+    /// since through the Agreements service).
     #[serde(default)]
     pub agreements: Vec<Agreement>,
+    /// The legal bases agreements may name as their purpose. Proposals
+    /// must name one; config agreements too, when any are listed.
+    #[serde(default)]
+    pub purposes: Vec<Purpose>,
+    /// Whether an operator approves agreements after their provider.
+    #[serde(default)]
+    pub operator_approval: bool,
+    /// How often the broker looks for agreements revoked through another
+    /// replica and for agreements whose window ended (`"1s"`).
+    #[serde(default = "default_agreement_watch", with = "humantime_serde")]
+    pub agreement_watch_interval: Duration,
+    /// Most exchanges one agency may have running at once on this broker.
+    #[serde(default = "default_max_streams_per_agency")]
+    pub max_streams_per_agency: usize,
     #[serde(default)]
     pub registry: RegistryConfig,
 }
@@ -95,6 +112,14 @@ fn default_compatibility() -> String {
 pub struct SchemaFile {
     pub dataset: DatasetId,
     pub file: PathBuf,
+}
+
+fn default_agreement_watch() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_max_streams_per_agency() -> usize {
+    64
 }
 
 fn default_checkpoint_key() -> PathBuf {
@@ -211,12 +236,40 @@ impl BrokerConfig {
                 ));
             }
         }
+        let mut purposes = std::collections::BTreeSet::new();
+        for p in &config.purposes {
+            if p.id.trim().is_empty() || p.id.len() > jembatan_core::agreement::MAX_PURPOSE_BYTES {
+                return Err(format!(
+                    "purpose {:?}: an id of 1 to {} bytes is required",
+                    p.id,
+                    jembatan_core::agreement::MAX_PURPOSE_BYTES
+                ));
+            }
+            if p.legal_basis.trim().is_empty() {
+                return Err(format!("purpose {}: legal_basis is empty", p.id));
+            }
+            if !purposes.insert(p.id.as_str()) {
+                return Err(format!("purpose {} is declared twice", p.id));
+            }
+        }
         let mut ids = std::collections::BTreeSet::new();
         for a in &config.agreements {
             a.validate().map_err(|e| e.to_string())?;
             if !ids.insert(a.id.clone()) {
                 return Err(format!("agreement {} is declared twice", a.id));
             }
+            if !purposes.is_empty() && !purposes.contains(a.purpose.as_str()) {
+                return Err(format!(
+                    "agreement {}: purpose {:?} is not among the registered purposes",
+                    a.id, a.purpose
+                ));
+            }
+        }
+        if config.max_streams_per_agency == 0 {
+            return Err("max_streams_per_agency must be at least 1".into());
+        }
+        if config.agreement_watch_interval.is_zero() {
+            return Err("agreement_watch_interval must be longer than 0s".into());
         }
         Ok(config)
     }

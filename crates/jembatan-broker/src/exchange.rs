@@ -8,12 +8,12 @@ use hmac::{Hmac, Mac};
 use jembatan_core::agreement::format_instant;
 use jembatan_core::limits::{MAX_FIELDS, MAX_STRING_BYTES};
 use jembatan_core::{
-    AgencyId, AuditEntry, DatasetId, Decision, Denial, DenialCode, EntryKind, ExchangeStatus,
-    FieldName, Filter, Identity, InvalidArgument, Role, Scalar,
+    AgencyId, Agreement, AuditEntry, DatasetId, Decision, Denial, DenialCode, EntryKind,
+    ExchangeStatus, FieldName, Filter, Identity, InvalidArgument, MaskRule, Operator, Role, Scalar,
 };
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_server::Exchange;
-use jembatan_store::{AuditLog, Store};
+use jembatan_store::{AuditLog, QuotaKind, Store};
 use prost::Message;
 use sha2::Sha256;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +21,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::DENIAL_METADATA_KEY;
+use crate::agreements::Lifecycle;
 use crate::policy;
 use crate::registry::{Refusal, Registry, RegistryError, Translator};
 use crate::relay::{self, AdapterPool};
@@ -34,7 +35,40 @@ pub(crate) struct State {
     /// The latest signed checkpoint note, handed out with receipts.
     pub(crate) checkpoint_notes: tokio::sync::watch::Receiver<Option<String>>,
     pub(crate) registry: Arc<Registry>,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) streams: StreamLimit,
 }
+
+/// Most exchanges one agency may have running at once on this broker.
+#[derive(Debug)]
+pub(crate) struct StreamLimit {
+    per_agency: usize,
+    running: std::sync::Mutex<std::collections::HashMap<AgencyId, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl StreamLimit {
+    pub(crate) fn new(per_agency: usize) -> Self {
+        Self {
+            per_agency,
+            running: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// A slot for one more exchange of `agency`, held until dropped.
+    fn try_acquire(&self, agency: &AgencyId) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut running = self.running.lock().ok()?;
+            running
+                .entry(agency.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_agency)))
+                .clone()
+        };
+        semaphore.try_acquire_owned().ok()
+    }
+}
+
+/// Most fields one lookup may ask to verify.
+pub(crate) const MAX_VERIFY_FIELDS: usize = 64;
 
 /// The keyed hash the audit log keeps instead of a lookup key:
 /// lowercase hex HMAC-SHA-256, keyed with the broker's audit key, of
@@ -71,6 +105,8 @@ pub(crate) struct Ask {
     pub(crate) filter: Option<pb::Filter>,
     pub(crate) limit: u64,
     pub(crate) key: Option<pb::Scalar>,
+    /// Values to verify (lookups): field -> the consumer's value.
+    pub(crate) verify: Vec<(String, pb::Scalar)>,
 }
 
 /// Everything known about an exchange so far; becomes audit entries.
@@ -131,6 +167,7 @@ impl Facts {
             duration_ms: None,
             error: None,
             trace_id: None,
+            change: None,
         }
     }
 
@@ -149,6 +186,23 @@ pub(crate) struct Allowed {
     pub(crate) fetch: pb::FetchRequest,
     /// How to translate the records, when the consumer asked for another schema.
     pub(crate) translation: Option<Translation>,
+    /// The agreement in force at the decision.
+    pub(crate) agreement: Agreement,
+    /// Masks to apply and values to verify, when the grant has any.
+    pub(crate) shape: Option<Shape>,
+    /// This exchange's slot among its agency's running exchanges.
+    pub(crate) _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What the broker changes in each record before it leaves: masked
+/// fields, and fields fetched only to verify a consumer's value, which are
+/// compared and dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
+    pub(crate) masks: Vec<(String, MaskRule)>,
+    pub(crate) verify: Vec<(String, Scalar)>,
+    /// Fetched fields that are not delivered.
+    pub(crate) drop: Vec<String>,
 }
 
 /// A translated exchange: the translator, the part of the consumer's
@@ -169,6 +223,7 @@ struct Parsed {
     fields: Vec<FieldName>,
     filter: Option<Filter>,
     key: Option<Scalar>,
+    verify: Vec<(FieldName, Scalar)>,
 }
 
 fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
@@ -218,11 +273,36 @@ fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
         }
         None => None,
     };
+    if ask.verify.len() > MAX_VERIFY_FIELDS {
+        return Err(InvalidArgument::new(
+            "verify",
+            format!(
+                "{} values to verify exceed the limit max_verify_fields = {MAX_VERIFY_FIELDS}",
+                ask.verify.len()
+            ),
+        ));
+    }
+    if !ask.verify.is_empty() && !ask.target_schema.is_empty() {
+        return Err(InvalidArgument::new(
+            "verify",
+            "values are verified in the provider's schema: leave target_schema empty to verify",
+        ));
+    }
+    let mut verify = Vec::with_capacity(ask.verify.len());
+    for (field, value) in &ask.verify {
+        let field: FieldName = field
+            .parse()
+            .map_err(|e: InvalidArgument| e.within("verify"))?;
+        let value = Scalar::try_from(value).map_err(|e| e.within(&format!("verify.{field}")))?;
+        verify.push((field, value));
+    }
+    verify.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(Parsed {
         dataset,
         fields,
         filter,
         key,
+        verify,
     })
 }
 
@@ -301,6 +381,16 @@ impl State {
             }
         };
         facts.consumer = Some(consumer.clone());
+        let Some(slot) = self.streams.try_acquire(&consumer) else {
+            let err = format!(
+                "agency {consumer} has {} exchanges running on this broker: the limit max_streams_per_agency",
+                self.streams.per_agency
+            );
+            let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+            e.error = Some(err.clone());
+            self.record(e).await?;
+            return Err(Status::resource_exhausted(err));
+        };
 
         let parsed = match parse(&ask) {
             Ok(p) => p,
@@ -450,20 +540,30 @@ impl State {
                 tracing::error!(error = %err, "store read failed");
                 Status::unavailable("the broker store is unavailable")
             })?;
-        let mut filter_fields = consumer_filter
+        let filter_uses: Vec<(&FieldName, Operator)> = consumer_filter
             .as_ref()
-            .map(|f| f.fields())
+            .map(|f| {
+                f.predicates()
+                    .into_iter()
+                    .map(|p| (&p.field, p.op))
+                    .collect()
+            })
             .unwrap_or_default();
-        if let Some(Filter::Predicate(p)) = &key_filter {
-            filter_fields.insert(&p.field);
-        }
+        let key = match &key_filter {
+            Some(Filter::Predicate(p)) => Some(&p.field),
+            _ => None,
+        };
+        let verify_fields: Vec<&FieldName> = parsed.verify.iter().map(|(f, _)| f).collect();
+        let now = chrono::Utc::now();
         let request = policy::Request {
             consumer: &consumer,
             dataset: &parsed.dataset,
             purpose: &ask.purpose,
             fields: &fields,
-            filter_fields,
-            now: chrono::Utc::now(),
+            filter_uses,
+            key,
+            verify: verify_fields.clone(),
+            now,
         };
         let grant = match policy::evaluate(&request, &agreements) {
             Ok(grant) => grant,
@@ -478,6 +578,31 @@ impl State {
         };
         facts.agreement = Some((grant.agreement.id.clone(), grant.agreement.terms_sha256()));
         facts.fields = grant.fields.iter().map(|f| f.to_string()).collect();
+        if let Some(denial) = self.admit_quota(&grant.agreement, now).await? {
+            return Err(self.deny(&facts, vec![denial]).await);
+        }
+        let fetch_fields = grant.fetch_fields(&verify_fields);
+        let shape = (!grant.masks.is_empty() || !parsed.verify.is_empty()).then(|| Shape {
+            masks: grant
+                .masks
+                .iter()
+                .map(|(f, m)| (f.to_string(), *m))
+                .collect(),
+            verify: parsed
+                .verify
+                .iter()
+                .map(|(f, v)| (f.to_string(), v.clone()))
+                .collect(),
+            drop: fetch_fields
+                .iter()
+                .filter(|f| !grant.fields.contains(f))
+                .map(|f| f.to_string())
+                .collect(),
+        });
+        // the decision names the fields verified, apart from those read
+        facts
+            .fields
+            .extend(parsed.verify.iter().map(|(f, _)| format!("verify:{f}")));
         let decision_seq = self
             .record(facts.entry(
                 EntryKind::Decision,
@@ -506,7 +631,7 @@ impl State {
         let fetch = pb::FetchRequest {
             exchange_id: facts.exchange_id.clone(),
             dataset: parsed.dataset.to_string(),
-            columns: facts.fields.clone(),
+            columns: fetch_fields.iter().map(|f| f.to_string()).collect(),
             filter: filter.as_ref().map(Filter::to_proto),
             limit,
             batch_size: 0,
@@ -520,7 +645,72 @@ impl State {
             decision_seq,
             fetch,
             translation,
+            agreement: grant.agreement,
+            shape,
+            _slot: slot,
         })
+    }
+
+    /// Checks an allowed request against its agreement's quotas and takes
+    /// one request from the per-minute quota. A denial takes nothing: the
+    /// daily rows are only read, and the request is taken last.
+    async fn admit_quota(
+        &self,
+        agreement: &Agreement,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Denial>, Status> {
+        let quota = agreement.quota;
+        let unavailable = |err: jembatan_store::StoreError| {
+            tracing::error!(error = %err, "quota store failed");
+            Status::unavailable("the broker store is unavailable")
+        };
+        if quota.rows_per_day > 0 {
+            let day = QuotaKind::RowsPerDay.window(now);
+            let used = self
+                .store
+                .quota_used(&agreement.id, QuotaKind::RowsPerDay, &day)
+                .await
+                .map_err(unavailable)?;
+            if used >= quota.rows_per_day {
+                return Ok(Some(
+                    Denial::new(
+                        DenialCode::QuotaExhausted,
+                        format!(
+                            "agreement {} allows {} rows per day and {used} were delivered today (UTC {day})",
+                            agreement.id, quota.rows_per_day
+                        ),
+                    )
+                    .agreement(&agreement.id),
+                ));
+            }
+        }
+        if quota.requests_per_minute > 0 {
+            let minute = QuotaKind::RequestsPerMinute.window(now);
+            let taken = self
+                .store
+                .take_quota(
+                    &agreement.id,
+                    QuotaKind::RequestsPerMinute,
+                    &minute,
+                    1,
+                    quota.requests_per_minute,
+                )
+                .await
+                .map_err(unavailable)?;
+            if !taken {
+                return Ok(Some(
+                    Denial::new(
+                        DenialCode::QuotaExhausted,
+                        format!(
+                            "agreement {} allows {} requests per minute, all taken in minute {minute} UTC",
+                            agreement.id, quota.requests_per_minute
+                        ),
+                    )
+                    .agreement(&agreement.id),
+                ));
+            }
+        }
+        Ok(None)
     }
 
     /// Records an invalid request and builds its `InvalidArgument` status.
@@ -579,6 +769,7 @@ impl Exchange for ExchangeService {
             filter: req.filter,
             limit: req.limit,
             key: None,
+            verify: Vec::new(),
         };
         let allowed = self.state.decide(identity, ask).await?;
         relay::query(self.state.clone(), allowed).await
@@ -599,6 +790,7 @@ impl Exchange for ExchangeService {
             filter: None,
             limit: 0,
             key: Some(req.key.unwrap_or_default()),
+            verify: req.verify.into_iter().collect(),
         };
         let allowed = self.state.decide(identity, ask).await?;
         relay::lookup(self.state.clone(), allowed).await

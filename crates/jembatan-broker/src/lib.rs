@@ -3,6 +3,7 @@
 //! provider's adapter to the consumer, and writes every exchange to the
 //! audit log — the allow decision durably before the first record leaves.
 
+mod agreements;
 mod audit_service;
 mod checkpoint;
 pub mod config;
@@ -23,6 +24,7 @@ use jembatan_tlog::note::Verifier;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+pub use agreements::AgreementsService;
 pub use audit_service::AuditService;
 pub use config::BrokerConfig;
 pub use exchange::{ExchangeService, subject_hash};
@@ -68,6 +70,8 @@ pub struct Broker {
     pub(crate) inner: Arc<exchange::State>,
     checkpoints: Arc<Checkpoints>,
     audit_service: AuditService,
+    /// The agreement watcher (expiry, changes made through other replicas).
+    watcher: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
 /// The checkpointer and its periodic task.
@@ -106,7 +110,15 @@ impl Broker {
                 .await?;
         }
         for a in &config.agreements {
-            store.upsert_agreement(a).await?;
+            if let Some(stored) = store.seed_agreement(a).await?
+                && stored != *a
+            {
+                tracing::warn!(
+                    agreement = %a.id,
+                    stored_status = %stored.status,
+                    "the config's agreement differs from the stored one, which stays in force; change agreements through the Agreements service"
+                );
+            }
         }
         let audit_key = load_or_create_key(&config.audit_key)?;
         let signer = checkpoint::load_or_create_signer(&config.checkpoint_key, &config.log_origin)?;
@@ -124,15 +136,28 @@ impl Broker {
         let adapters = relay::AdapterPool::new(config.tls.clone());
         let audit_service = AuditService::new(store.clone());
         let registry = Arc::new(start_registry(&store, &config.registry).await?);
+        let inner = Arc::new(exchange::State {
+            store,
+            audit,
+            adapters,
+            audit_key,
+            checkpoint_notes,
+            registry,
+            lifecycle: agreements::Lifecycle::new(config.operator_approval, &config.purposes),
+            streams: exchange::StreamLimit::new(config.max_streams_per_agency),
+        });
+        // agreements that ended while the broker was down are recorded
+        // as expired before it serves anything
+        let mut watcher = agreements::Watcher::default();
+        watcher.tick(&inner).await;
+        let watcher = tokio::spawn(agreements::watch(
+            inner.clone(),
+            watcher,
+            config.agreement_watch_interval,
+        ));
         Ok(Broker {
-            inner: Arc::new(exchange::State {
-                store,
-                audit,
-                adapters,
-                audit_key,
-                checkpoint_notes,
-                registry,
-            }),
+            inner,
+            watcher: Arc::new(std::sync::Mutex::new(Some(watcher))),
             checkpoints: Arc::new(Checkpoints {
                 checkpointer,
                 task: std::sync::Mutex::new(Some(task)),
@@ -161,6 +186,11 @@ impl Broker {
     /// Stops signing periodically, signs a final checkpoint and closes the
     /// store. Call it once the server has stopped.
     pub async fn shutdown(&self) -> Result<(), BrokerError> {
+        if let Ok(mut task) = self.watcher.lock()
+            && let Some(task) = task.take()
+        {
+            task.abort();
+        }
         if let Ok(mut task) = self.checkpoints.task.lock()
             && let Some(task) = task.take()
         {
@@ -181,6 +211,11 @@ impl Broker {
 
     pub fn exchange_service(&self) -> ExchangeService {
         ExchangeService::new(self.inner.clone())
+    }
+
+    /// The `Agreements` service.
+    pub fn agreements_service(&self) -> AgreementsService {
+        AgreementsService::new(self.inner.clone())
     }
 
     /// The `Registry` service.

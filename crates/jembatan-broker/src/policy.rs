@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use jembatan_core::{
-    AgencyId, Agreement, AgreementStatus, DatasetId, Denial, DenialCode, FieldName,
+    AccessMode, AgencyId, Agreement, AgreementStatus, DatasetId, Denial, DenialCode, FieldName,
+    MaskRule, Operator,
 };
 
 /// What the consumer asks for.
@@ -17,18 +18,42 @@ pub struct Request<'a> {
     pub consumer: &'a AgencyId,
     pub dataset: &'a DatasetId,
     pub purpose: &'a str,
-    /// Fields wanted; empty means every granted field.
+    /// Fields wanted; empty means every field whose value the agreement
+    /// returns (read or masked).
     pub fields: &'a [FieldName],
-    /// Fields the request filters on (including a lookup key).
-    pub filter_fields: BTreeSet<&'a FieldName>,
+    /// How the request filters: each predicate's field and operator.
+    pub filter_uses: Vec<(&'a FieldName, Operator)>,
+    /// A lookup's key field: any grant of it will do, since the consumer
+    /// sends the whole value.
+    pub key: Option<&'a FieldName>,
+    /// Fields whose values the consumer sends to be verified.
+    pub verify: Vec<&'a FieldName>,
     pub now: DateTime<Utc>,
 }
 
-/// An allowed request: the agreement in force and the fields to deliver.
+/// An allowed request: the agreement in force, the fields to deliver and
+/// how to shape them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grant {
     pub agreement: Agreement,
+    /// Fields delivered to the consumer.
     pub fields: Vec<FieldName>,
+    /// Delivered fields whose values are masked, with their rules.
+    pub masks: Vec<(FieldName, MaskRule)>,
+}
+
+impl Grant {
+    /// Fields to fetch from the adapter: the delivered ones plus the ones
+    /// to verify, which the broker compares and drops.
+    pub fn fetch_fields(&self, verify: &[&FieldName]) -> Vec<FieldName> {
+        let mut out = self.fields.clone();
+        for f in verify {
+            if !out.contains(f) {
+                out.push((*f).clone());
+            }
+        }
+        out
+    }
 }
 
 /// Finds the agreement that allows `request`, or explains why none does.
@@ -41,13 +66,21 @@ pub fn evaluate(request: &Request<'_>, agreements: &[Agreement]) -> Result<Grant
         let failed = failed_terms(request, agreement);
         if failed.is_empty() {
             let fields = if request.fields.is_empty() {
-                agreement.fields.clone()
+                agreement.returned_fields()
             } else {
                 request.fields.to_vec()
             };
+            let masks = fields
+                .iter()
+                .filter_map(|f| {
+                    let g = agreement.grant(f)?;
+                    Some((f.clone(), g.mask?))
+                })
+                .collect();
             return Ok(Grant {
                 agreement: agreement.clone(),
                 fields,
+                masks,
             });
         }
         if closest.as_ref().is_none_or(|c| failed.len() < c.len()) {
@@ -79,9 +112,20 @@ fn failed_terms(request: &Request<'_>, a: &Agreement) -> Vec<Denial> {
                 a.id
             ),
         )),
+        AgreementStatus::ProviderApproved => failed.push(deny(
+            DenialCode::NotApproved,
+            format!(
+                "agreement {} is approved by the provider but awaits an operator's approval",
+                a.id
+            ),
+        )),
         AgreementStatus::Revoked => failed.push(deny(
             DenialCode::Revoked,
             format!("agreement {} was revoked", a.id),
+        )),
+        AgreementStatus::Expired => failed.push(deny(
+            DenialCode::Expired,
+            format!("agreement {} has expired", a.id),
         )),
     }
     if request.now < a.valid_from {
@@ -96,6 +140,7 @@ fn failed_terms(request: &Request<'_>, a: &Agreement) -> Vec<Denial> {
     }
     if let Some(until) = a.valid_until
         && request.now >= until
+        && a.status != AgreementStatus::Expired
     {
         failed.push(deny(
             DenialCode::Expired,
@@ -117,11 +162,11 @@ fn failed_terms(request: &Request<'_>, a: &Agreement) -> Vec<Denial> {
             ),
         ));
     }
-    let granted: BTreeSet<&FieldName> = a.fields.iter().collect();
+    let mode = |f: &FieldName| a.grant(f).map(|g| g.mode);
     let missing: Vec<String> = request
         .fields
         .iter()
-        .filter(|f| !granted.contains(f))
+        .filter(|f| mode(f).is_none())
         .map(|f| f.to_string())
         .collect();
     if !missing.is_empty() {
@@ -137,13 +182,50 @@ fn failed_terms(request: &Request<'_>, a: &Agreement) -> Vec<Denial> {
             .fields(missing),
         );
     }
-    let hidden: Vec<String> = request
-        .filter_fields
+    let verify_only: Vec<String> = request
+        .fields
         .iter()
-        .filter(|f| !granted.contains(*f))
+        .filter(|f| mode(f) == Some(AccessMode::Verify))
         .map(|f| f.to_string())
         .collect();
+    if !verify_only.is_empty() {
+        failed.push(
+            deny(
+                DenialCode::FieldNotGranted,
+                format!(
+                    "agreement {} grants {} for verification only: send a value to verify instead of reading it",
+                    a.id,
+                    verify_only.join(", ")
+                ),
+            )
+            .fields(verify_only),
+        );
+    }
+    // Filters must not reveal more than the grant: a hidden field cannot
+    // be filtered on, a verify-only field only tested for equality with a
+    // value the consumer already has, and a masked field not at all (a
+    // range or prefix filter would uncover the masked part).
+    let mut hidden = BTreeSet::new();
+    let mut misused = BTreeSet::new();
+    if let Some(key) = request.key
+        && mode(key).is_none()
+    {
+        hidden.insert(key.to_string());
+    }
+    for (field, op) in &request.filter_uses {
+        match mode(field) {
+            None => {
+                hidden.insert(field.to_string());
+            }
+            Some(AccessMode::Read) => {}
+            Some(AccessMode::Verify) if *op == Operator::Eq => {}
+            Some(AccessMode::Verify | AccessMode::Masked) => {
+                misused.insert(format!("{field} ({})", op.as_str()));
+            }
+        }
+    }
     if !hidden.is_empty() {
+        let hidden: Vec<String> = hidden.into_iter().collect();
         failed.push(
             deny(
                 DenialCode::FilterFieldNotGranted,
@@ -154,6 +236,39 @@ fn failed_terms(request: &Request<'_>, a: &Agreement) -> Vec<Denial> {
                 ),
             )
             .fields(hidden),
+        );
+    }
+    if !misused.is_empty() {
+        let misused: Vec<String> = misused.into_iter().collect();
+        failed.push(
+            deny(
+                DenialCode::FilterFieldNotGranted,
+                format!(
+                    "agreement {} grants these filter fields only for verification (eq) or masked, which this filter goes beyond: {}",
+                    a.id,
+                    misused.join(", ")
+                ),
+            )
+            .fields(misused),
+        );
+    }
+    let unverifiable: Vec<String> = request
+        .verify
+        .iter()
+        .filter(|f| !matches!(mode(f), Some(AccessMode::Read | AccessMode::Verify)))
+        .map(|f| f.to_string())
+        .collect();
+    if !unverifiable.is_empty() {
+        failed.push(
+            deny(
+                DenialCode::FieldNotGranted,
+                format!(
+                    "agreement {} does not grant verification of {}",
+                    a.id,
+                    unverifiable.join(", ")
+                ),
+            )
+            .fields(unverifiable),
         );
     }
     failed
@@ -312,14 +427,16 @@ mod tests {
                 dataset: &dataset,
                 purpose,
                 fields: &fields,
-                filter_fields: filter_fields.iter().collect(),
+                filter_uses: filter_fields.iter().map(|f| (f, Operator::Ge)).collect(),
+                verify: vec![],
+                key: None,
                 now,
             };
             match (evaluate(&request, &agreements), want) {
                 (Ok(grant), Ok(id)) => {
                     assert_eq!(grant.agreement.id, id, "{name}");
                     let want_fields = if fields.is_empty() {
-                        grant.agreement.fields.clone()
+                        grant.agreement.returned_fields()
                     } else {
                         fields.clone()
                     };
@@ -346,10 +463,104 @@ mod tests {
             dataset: &dataset,
             purpose: "bansos",
             fields: &[],
-            filter_fields: BTreeSet::new(),
+            filter_uses: vec![],
+            verify: vec![],
+            key: None,
             now: Utc::now(),
         };
         let denials = evaluate(&request, &[a]).unwrap_err();
         assert_eq!(denials[0].code, DenialCode::NoAgreement);
+    }
+
+    #[test]
+    fn access_modes() {
+        let a: Agreement = serde_json::from_value(serde_json::json!({
+            "id": "m1", "provider": "disdukcapil", "consumer": "dinsos",
+            "dataset": "disdukcapil.penduduk",
+            "fields": [
+                "kode_kecamatan",
+                {"field": "nik", "mode": "masked", "mask": "keep_last:4"},
+                {"field": "nama_lengkap", "mode": "verify"}
+            ],
+            "purpose": "p", "valid_from": "2026-01-01", "status": "approved"
+        }))
+        .unwrap();
+        let consumer: AgencyId = "dinsos".parse().unwrap();
+        let dataset: DatasetId = "disdukcapil.penduduk".parse().unwrap();
+        let nik: FieldName = "nik".parse().unwrap();
+        let nama: FieldName = "nama_lengkap".parse().unwrap();
+        let kec: FieldName = "kode_kecamatan".parse().unwrap();
+        let ask = |fields: &'static [&'static str],
+                   uses: Vec<(&'static str, Operator)>,
+                   verify: Vec<&'static str>| {
+            let fields: Vec<FieldName> = fields.iter().map(|f| f.parse().unwrap()).collect();
+            let uses: Vec<(FieldName, Operator)> = uses
+                .into_iter()
+                .map(|(f, op)| (f.parse().unwrap(), op))
+                .collect();
+            let verify: Vec<FieldName> = verify.iter().map(|f| f.parse().unwrap()).collect();
+            let request = Request {
+                consumer: &consumer,
+                dataset: &dataset,
+                purpose: "p",
+                fields: &fields,
+                filter_uses: uses.iter().map(|(f, op)| (f, *op)).collect(),
+                verify: verify.iter().collect(),
+                key: None,
+                now: "2026-06-01T00:00:00Z".parse().unwrap(),
+            };
+            evaluate(&request, std::slice::from_ref(&a))
+                .map_err(|d| d.iter().map(|d| d.code).collect::<Vec<_>>())
+        };
+        // no fields named: the returned ones, the masked one with its rule
+        let g = ask(&[], vec![], vec![]).unwrap();
+        assert_eq!(g.fields, vec![kec.clone(), nik.clone()]);
+        assert_eq!(g.masks, vec![(nik.clone(), MaskRule::KeepLast(4))]);
+        assert_eq!(
+            g.fetch_fields(&[&nama]),
+            vec![kec.clone(), nik.clone(), nama.clone()]
+        );
+        // a verify-only field is never read
+        assert_eq!(
+            ask(&["nama_lengkap"], vec![], vec![]).unwrap_err(),
+            vec![DenialCode::FieldNotGranted]
+        );
+        // ...but may be verified, and filtered on with eq only
+        assert!(ask(&["kode_kecamatan"], vec![], vec!["nama_lengkap"]).is_ok());
+        assert!(
+            ask(
+                &["kode_kecamatan"],
+                vec![("nama_lengkap", Operator::Eq)],
+                vec![]
+            )
+            .is_ok()
+        );
+        for op in [Operator::Prefix, Operator::Ge, Operator::In, Operator::Ne] {
+            assert_eq!(
+                ask(&["kode_kecamatan"], vec![("nama_lengkap", op)], vec![]).unwrap_err(),
+                vec![DenialCode::FilterFieldNotGranted],
+                "{op:?}"
+            );
+        }
+        // a masked field is never filtered on nor verified
+        for op in [Operator::Eq, Operator::Prefix] {
+            assert_eq!(
+                ask(&["nik"], vec![("nik", op)], vec![]).unwrap_err(),
+                vec![DenialCode::FilterFieldNotGranted]
+            );
+        }
+        assert_eq!(
+            ask(&["kode_kecamatan"], vec![], vec!["nik"]).unwrap_err(),
+            vec![DenialCode::FieldNotGranted]
+        );
+        // read fields: anything
+        assert!(
+            ask(
+                &["kode_kecamatan"],
+                vec![("kode_kecamatan", Operator::Prefix)],
+                vec!["kode_kecamatan"]
+            )
+            .is_ok()
+        );
     }
 }

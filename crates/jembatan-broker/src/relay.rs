@@ -6,10 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jembatan_core::{Decision, EntryKind, ExchangeStatus};
+use std::collections::BTreeMap;
+
+use jembatan_core::{AgreementStatus, Decision, Denial, DenialCode, EntryKind, ExchangeStatus};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
+use jembatan_store::QuotaKind;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -19,7 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status, Streaming};
 
 use crate::RECEIPT_METADATA_KEY;
-use crate::exchange::{Allowed, State};
+use crate::exchange::{Allowed, Shape, State};
 
 /// Most bytes of one record the broker accepts from an adapter.
 const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -87,6 +90,8 @@ struct Tally {
     bytes: u64,
     hasher: Sha256,
     received: Option<(u64, u64, Sha256)>,
+    /// For a lookup with values to verify: whether each matched.
+    verified: BTreeMap<String, bool>,
 }
 
 /// What to do after a batch.
@@ -103,26 +108,51 @@ impl Tally {
             rows: 0,
             bytes: 0,
             hasher: Sha256::new(),
-            received: allowed.translation.as_ref().map(|_| (0, 0, Sha256::new())),
+            // what the adapter sent differs from what is delivered
+            received: (allowed.translation.is_some() || allowed.shape.is_some())
+                .then(|| (0, 0, Sha256::new())),
+            verified: BTreeMap::new(),
+        }
+    }
+
+    /// Counts and hashes records as delivered to the consumer.
+    fn deliver(&mut self, records: &[String]) {
+        for record in records {
+            self.rows += 1;
+            self.bytes += record.len() as u64;
+            self.hasher.update(record.as_bytes());
+            self.hasher.update(b"\n");
+        }
+    }
+
+    fn receive(&mut self, records: &[String]) {
+        if let Some((rows, bytes, hasher)) = &mut self.received {
+            for record in records {
+                *rows += 1;
+                *bytes += record.len() as u64;
+                hasher.update(record.as_bytes());
+                hasher.update(b"\n");
+            }
         }
     }
 
     /// Checks a batch from the adapter — every record a JSON object holding
-    /// only granted fields, the total within the limit — translates it when
-    /// the consumer asked for another schema, and only then counts and
-    /// hashes it: a batch is delivered whole or not at all, so the tally is
-    /// always what the consumer received.
+    /// only fetched fields, the total within the limit — and shapes
+    /// (masks, verifies) and translates it as the exchange requires. The
+    /// records returned are what may be delivered; the caller counts them
+    /// with [`Tally::deliver`] once it sends them, so the tally is always
+    /// what the consumer received.
     fn admit_batch(&mut self, records: Vec<String>, allowed: &Allowed) -> Result<Next, String> {
-        // A translated record is parsed once, here, and the parsed object
-        // is what the translator reads; otherwise only its keys are read.
-        let parsed = match &allowed.translation {
-            None => {
+        // A record the broker changes is parsed once, here; otherwise only
+        // its keys are read.
+        let parsed = match (&allowed.translation, &allowed.shape) {
+            (None, None) => {
                 for record in &records {
                     check_record(record, allowed)?;
                 }
                 Vec::new()
             }
-            Some(_) => records
+            _ => records
                 .iter()
                 .map(|r| parse_record(r, allowed))
                 .collect::<Result<Vec<_>, String>>()?,
@@ -133,29 +163,30 @@ impl Tally {
                 "adapter sent more than the limit of {limit} records"
             ));
         }
-        let (out, last) = match &allowed.translation {
-            None => (records, false),
-            Some(t) => {
-                if let Some((rows, bytes, hasher)) = &mut self.received {
-                    for record in &records {
-                        *rows += 1;
-                        *bytes += record.len() as u64;
-                        hasher.update(record.as_bytes());
-                        hasher.update(b"\n");
-                    }
-                }
+        let received_before = self.received_rows();
+        self.receive(&records);
+        Ok(match (&allowed.translation, &allowed.shape) {
+            (None, None) => Next::Send(records),
+            (None, Some(shape)) => Next::Send(
+                parsed
+                    .into_iter()
+                    .map(|mut record| {
+                        shape_record(&mut record, shape, &mut self.verified);
+                        serde_json::Value::Object(record).to_string()
+                    })
+                    .collect(),
+            ),
+            (Some(t), shape) => {
                 let mut out = Vec::with_capacity(records.len());
                 let mut last = false;
-                for (i, record) in parsed.into_iter().enumerate() {
+                for (i, mut record) in parsed.into_iter().enumerate() {
+                    if let Some(shape) = shape {
+                        shape_record(&mut record, shape, &mut self.verified);
+                    }
                     let translated = t
                         .translator
                         .translate(record, t.residual.as_ref(), &t.fields)
-                        .map_err(|e| {
-                            format!(
-                                "record {}: {e}",
-                                self.received_rows() - records.len() as u64 + i as u64 + 1
-                            )
-                        })?;
+                        .map_err(|e| format!("record {}: {e}", received_before + i as u64 + 1))?;
                     if let Some(r) = translated {
                         out.push(r);
                         if t.limit > 0 && self.rows + out.len() as u64 >= t.limit {
@@ -164,19 +195,12 @@ impl Tally {
                         }
                     }
                 }
-                (out, last)
+                if last {
+                    Next::Last(out)
+                } else {
+                    Next::Send(out)
+                }
             }
-        };
-        for record in &out {
-            self.rows += 1;
-            self.bytes += record.len() as u64;
-            self.hasher.update(record.as_bytes());
-            self.hasher.update(b"\n");
-        }
-        Ok(if last {
-            Next::Last(out)
-        } else {
-            Next::Send(out)
         })
     }
 
@@ -186,6 +210,29 @@ impl Tally {
             Some((rows, _, _)) => *rows,
             None => self.rows,
         }
+    }
+}
+
+/// Masks a record's masked fields, compares the values to verify, and
+/// drops the fields fetched only for verifying.
+fn shape_record(
+    record: &mut serde_json::Map<String, serde_json::Value>,
+    shape: &Shape,
+    verified: &mut BTreeMap<String, bool>,
+) {
+    for (field, rule) in &shape.masks {
+        if let Some(v) = record.get_mut(field) {
+            *v = rule.apply(v);
+        }
+    }
+    for (field, want) in &shape.verify {
+        let matched = record.get(field).is_some_and(|v| {
+            jembatan_core::filter::compare(v, want) == Some(std::cmp::Ordering::Equal)
+        });
+        verified.insert(field.clone(), matched);
+    }
+    for field in &shape.drop {
+        record.remove(field);
     }
 }
 
@@ -271,6 +318,7 @@ async fn open_fetch(
             &Tally::new(allowed),
             ExchangeStatus::Failed,
             Some(status.message().to_owned()),
+            Vec::new(),
         )
         .await?;
     }
@@ -307,11 +355,13 @@ async fn finish(
     tally: &Tally,
     status: ExchangeStatus,
     error: Option<String>,
+    reasons: Vec<Denial>,
 ) -> Result<pb::Receipt, Status> {
     let payload_sha256 = hex::encode(tally.hasher.clone().finalize());
     let mut entry = allowed
         .facts
         .entry(EntryKind::Completion, Decision::Allow, status);
+    entry.reasons = reasons;
     entry.rows = tally.rows;
     entry.bytes = tally.bytes;
     entry.payload_sha256 = Some(payload_sha256.clone());
@@ -370,46 +420,190 @@ fn acknowledge(mut client: AdapterClient<Channel>, allowed: &Allowed, receipt: p
     });
 }
 
+/// Why a running exchange ends before its records do.
+struct Stop {
+    how: ExchangeStatus,
+    status: Status,
+    reasons: Vec<Denial>,
+}
+
+impl Stop {
+    fn new(how: ExchangeStatus, status: Status) -> Self {
+        Self {
+            how,
+            status,
+            reasons: Vec::new(),
+        }
+    }
+
+    /// The agreement stopped being in force, or its quota ran out.
+    fn denied(code: DenialCode, status: Status, allowed: &Allowed) -> Self {
+        let reason = Denial::new(code, status.message()).agreement(&allowed.agreement.id);
+        Self {
+            how: ExchangeStatus::Stopped,
+            status,
+            reasons: vec![reason],
+        }
+    }
+}
+
+/// Takes up to `records.len()` rows of the agreement's daily quota and
+/// keeps only that many records. `Err` when the store cannot count.
+async fn charge_rows(
+    state: &State,
+    allowed: &Allowed,
+    records: &mut Vec<String>,
+) -> Result<bool, Stop> {
+    let per_day = allowed.agreement.quota.rows_per_day;
+    if per_day == 0 || records.is_empty() {
+        return Ok(true);
+    }
+    let day = QuotaKind::RowsPerDay.window(chrono::Utc::now());
+    let n = records.len() as u64;
+    let taken = state
+        .store
+        .take_quota_up_to(
+            &allowed.agreement.id,
+            QuotaKind::RowsPerDay,
+            &day,
+            n,
+            per_day,
+        )
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "quota store failed");
+            Stop::new(
+                ExchangeStatus::Failed,
+                Status::unavailable("the broker store is unavailable"),
+            )
+        })?;
+    records.truncate(usize::try_from(taken).unwrap_or(usize::MAX));
+    Ok(taken == n)
+}
+
+/// Why the agreement is no longer in force, if it is not.
+fn out_of_force(allowed: &Allowed, status: AgreementStatus) -> Option<Stop> {
+    let id = &allowed.agreement.id;
+    match status {
+        AgreementStatus::Approved => None,
+        AgreementStatus::Revoked => Some(Stop::denied(
+            DenialCode::Revoked,
+            Status::permission_denied(format!(
+                "agreement {id} was revoked while the exchange was running"
+            )),
+            allowed,
+        )),
+        AgreementStatus::Expired => Some(Stop::denied(
+            DenialCode::Expired,
+            Status::permission_denied(format!(
+                "agreement {id} expired while the exchange was running"
+            )),
+            allowed,
+        )),
+        AgreementStatus::Proposed | AgreementStatus::ProviderApproved => Some(Stop::denied(
+            DenialCode::NotApproved,
+            Status::permission_denied(format!("agreement {id} is no longer approved")),
+            allowed,
+        )),
+    }
+}
+
+/// Sleeps until the agreement's window ends (forever if it never does).
+async fn until_end(allowed: &Allowed) {
+    match allowed.agreement.valid_until {
+        Some(until) => {
+            let left = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Streams an allowed query to the consumer.
 pub(crate) async fn query(
     state: Arc<State>,
     allowed: Allowed,
 ) -> Result<Response<ReceiverStream<Result<pb::QueryResponse, Status>>>, Status> {
+    // subscribed before the first record, so no change is missed
+    let mut events = state.lifecycle.events.subscribe();
     let (mut stream, client) = open_fetch(&state, &allowed).await?;
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
         let mut tally = Tally::new(&allowed);
-        let outcome: Result<(), (ExchangeStatus, Status)> = loop {
+        let agreement_id = allowed.agreement.id.clone();
+        let outcome: Result<(), Stop> = loop {
+            // biased: a revocation or expiry is seen before the next batch
             let next = tokio::select! {
+                biased;
+                () = tx.closed() => break Err(Stop::new(ExchangeStatus::Cancelled, Status::cancelled("consumer went away"))),
+                () = until_end(&allowed) => {
+                    let status = Status::permission_denied(format!(
+                        "agreement {agreement_id} expired while the exchange was running"
+                    ));
+                    break Err(Stop::denied(DenialCode::Expired, status, &allowed));
+                }
+                event = events.recv() => {
+                    let status = match event {
+                        Ok(e) if e.id == agreement_id => Some(e.status),
+                        Ok(_) => None,
+                        // missed some: read the agreement itself
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            match state.store.agreement(&agreement_id).await {
+                                Ok(Some(a)) => Some(a.status),
+                                Ok(None) => Some(AgreementStatus::Revoked),
+                                Err(err) => {
+                                    tracing::error!(error = %err, "store read failed");
+                                    break Err(Stop::new(ExchangeStatus::Failed, Status::unavailable("the broker store is unavailable")));
+                                }
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+                    };
+                    if let Some(stop) = status.and_then(|s| out_of_force(&allowed, s)) {
+                        break Err(stop);
+                    }
+                    continue;
+                }
                 next = stream.message() => next,
-                () = tx.closed() => break Err((ExchangeStatus::Cancelled, Status::cancelled("consumer went away"))),
             };
             match next {
                 Ok(Some(msg)) => {
                     let records = msg.batch.unwrap_or_default().records;
-                    let (records, last) = match tally.admit_batch(records, &allowed) {
+                    let (mut records, last) = match tally.admit_batch(records, &allowed) {
                         Ok(Next::Send(r)) => (r, false),
                         Ok(Next::Last(r)) => (r, true),
                         Err(err) => {
                             tracing::warn!(provider = %allowed.provider, error = %err, "adapter sent a bad record");
-                            break Err((
+                            break Err(Stop::new(
                                 ExchangeStatus::Failed,
                                 Status::internal(format!("the exchange was stopped: {err}")),
                             ));
                         }
                     };
+                    let within_quota = match charge_rows(&state, &allowed, &mut records).await {
+                        Ok(all) => all,
+                        Err(stop) => break Err(stop),
+                    };
                     if !records.is_empty() {
+                        tally.deliver(&records);
                         let item = pb::query_response::Item::Batch(pb::RecordBatch { records });
                         if tx
                             .send(Ok(pb::QueryResponse { item: Some(item) }))
                             .await
                             .is_err()
                         {
-                            break Err((
+                            break Err(Stop::new(
                                 ExchangeStatus::Cancelled,
                                 Status::cancelled("consumer went away"),
                             ));
                         }
+                    }
+                    if !within_quota {
+                        let status = Status::resource_exhausted(format!(
+                            "agreement {} allows {} rows per day: the quota ran out after {} rows of this exchange",
+                            allowed.agreement.id, allowed.agreement.quota.rows_per_day, tally.rows
+                        ));
+                        break Err(Stop::denied(DenialCode::QuotaExhausted, status, &allowed));
                     }
                     if last {
                         break Ok(());
@@ -417,7 +611,7 @@ pub(crate) async fn query(
                 }
                 Ok(None) => break Ok(()),
                 Err(status) => {
-                    break Err((
+                    break Err(Stop::new(
                         ExchangeStatus::Failed,
                         adapter_status(&allowed.provider.to_string(), status),
                     ));
@@ -425,7 +619,16 @@ pub(crate) async fn query(
             }
         };
         match outcome {
-            Ok(()) => match finish(&state, &allowed, &tally, ExchangeStatus::Ok, None).await {
+            Ok(()) => match finish(
+                &state,
+                &allowed,
+                &tally,
+                ExchangeStatus::Ok,
+                None,
+                Vec::new(),
+            )
+            .await
+            {
                 Ok(receipt) => {
                     let mut md = MetadataMap::new();
                     insert_receipt(&mut md, &receipt);
@@ -438,12 +641,12 @@ pub(crate) async fn query(
                     let _ = tx.send(Err(status)).await;
                 }
             },
-            Err((how, status)) => {
-                let error = Some(status.message().to_owned());
-                let result = finish(&state, &allowed, &tally, how, error).await;
+            Err(stop) => {
+                let error = Some(stop.status.message().to_owned());
+                let result = finish(&state, &allowed, &tally, stop.how, error, stop.reasons).await;
                 let status = match result {
                     Ok(receipt) => {
-                        let mut s = status;
+                        let mut s = stop.status;
                         insert_receipt(s.metadata_mut(), &receipt);
                         acknowledge(client, &allowed, receipt);
                         s
@@ -465,51 +668,92 @@ pub(crate) async fn lookup(
     let (mut stream, client) = open_fetch(&state, &allowed).await?;
     let mut tally = Tally::new(&allowed);
     let mut records = Vec::new();
-    let outcome = loop {
+    let outcome: Result<(), Stop> = loop {
         match stream.message().await {
             Ok(Some(msg)) => {
                 let batch = msg.batch.unwrap_or_default().records;
                 match tally.admit_batch(batch, &allowed) {
                     Ok(Next::Send(r) | Next::Last(r)) => records.extend(r),
                     Err(err) => {
-                        break Err(Status::internal(format!("the exchange was stopped: {err}")));
+                        break Err(Stop::new(
+                            ExchangeStatus::Failed,
+                            Status::internal(format!("the exchange was stopped: {err}")),
+                        ));
                     }
                 }
                 if records.len() > 1 {
-                    break Err(Status::internal(
-                        "the exchange was stopped: the dataset's key matched more than one record",
+                    break Err(Stop::new(
+                        ExchangeStatus::Failed,
+                        Status::internal(
+                            "the exchange was stopped: the dataset's key matched more than one record",
+                        ),
                     ));
                 }
             }
             Ok(None) => break Ok(()),
-            Err(status) => break Err(adapter_status(&allowed.provider.to_string(), status)),
+            Err(status) => {
+                break Err(Stop::new(
+                    ExchangeStatus::Failed,
+                    adapter_status(&allowed.provider.to_string(), status),
+                ));
+            }
         }
+    };
+    let outcome = match outcome {
+        Ok(()) => match charge_rows(&state, &allowed, &mut records).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let status = Status::resource_exhausted(format!(
+                    "agreement {} allows {} rows per day and none are left today",
+                    allowed.agreement.id, allowed.agreement.quota.rows_per_day
+                ));
+                Err(Stop::denied(DenialCode::QuotaExhausted, status, &allowed))
+            }
+            Err(stop) => Err(stop),
+        },
+        Err(stop) => Err(stop),
     };
     match outcome {
         Ok(()) => {
-            let receipt = finish(&state, &allowed, &tally, ExchangeStatus::Ok, None).await?;
+            tally.deliver(&records);
+            let receipt = finish(
+                &state,
+                &allowed,
+                &tally,
+                ExchangeStatus::Ok,
+                None,
+                Vec::new(),
+            )
+            .await?;
             let found = !records.is_empty();
+            let verified = if found {
+                std::mem::take(&mut tally.verified).into_iter().collect()
+            } else {
+                Default::default()
+            };
             let mut response = Response::new(pb::LookupResponse {
                 found,
                 record: records.pop().unwrap_or_default(),
                 receipt: Some(receipt.clone()),
+                verified,
             });
             insert_receipt(response.metadata_mut(), &receipt);
             acknowledge(client, &allowed, receipt);
             Ok(response)
         }
-        Err(status) => {
+        Err(stop) => {
             // nothing reached the consumer: the completion records no rows
-            let error = Some(status.message().to_owned());
+            let error = Some(stop.status.message().to_owned());
             finish(
                 &state,
                 &allowed,
                 &Tally::new(&allowed),
-                ExchangeStatus::Failed,
+                stop.how,
                 error,
+                stop.reasons,
             )
             .await?;
-            Err(status)
+            Err(stop.status)
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use jembatan_proto::v1::agreements_server::AgreementsServer;
 use jembatan_proto::v1::audit_server::AuditServer;
 use jembatan_proto::v1::exchange_server::ExchangeServer;
 use jembatan_proto::v1::registry_server::RegistryServer;
@@ -33,6 +34,9 @@ pub async fn serve(
     health
         .set_serving::<RegistryServer<crate::RegistryService>>()
         .await;
+    health
+        .set_serving::<AgreementsServer<crate::AgreementsService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(jembatan_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -47,13 +51,16 @@ pub async fn serve(
         AuditServer::new(broker.audit_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
     let registry =
         RegistryServer::new(broker.registry_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let agreements = AgreementsServer::new(broker.agreements_service())
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
     let routes = broker
         .registry_http()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(exchange)
         .add_service(audit)
-        .add_service(registry);
+        .add_service(registry)
+        .add_service(agreements);
     Server::builder()
         .tls_config(tls)?
         .tcp_nodelay(true)

@@ -39,6 +39,7 @@ fn entry(i: u64) -> AuditEntry {
         duration_ms: None,
         error: None,
         trace_id: None,
+        change: None,
     }
 }
 

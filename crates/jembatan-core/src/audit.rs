@@ -21,6 +21,9 @@ pub enum EntryKind {
     Decision,
     /// The end of an allowed exchange: rows, bytes, payload hash, status.
     Completion,
+    /// A step in an agreement's lifecycle (proposed, approved, revoked,
+    /// expired), or a refused attempt at one.
+    Agreement,
 }
 
 impl EntryKind {
@@ -28,6 +31,7 @@ impl EntryKind {
         match self {
             EntryKind::Decision => "decision",
             EntryKind::Completion => "completion",
+            EntryKind::Agreement => "agreement",
         }
     }
 }
@@ -66,6 +70,10 @@ pub enum ExchangeStatus {
     Failed,
     /// The consumer went away before the end.
     Cancelled,
+    /// Stopped by the broker because the agreement stopped being in force
+    /// (revoked or expired) or its quota ran out while records flowed;
+    /// the entry's reasons say which.
+    Stopped,
 }
 
 impl ExchangeStatus {
@@ -77,6 +85,7 @@ impl ExchangeStatus {
             ExchangeStatus::Ok => "ok",
             ExchangeStatus::Failed => "failed",
             ExchangeStatus::Cancelled => "cancelled",
+            ExchangeStatus::Stopped => "stopped",
         }
     }
 }
@@ -123,8 +132,9 @@ pub struct AuditEntry {
     pub bytes: u64,
     /// SHA-256 of the records returned (each record's JSON plus `\n`).
     pub payload_sha256: Option<String>,
-    /// For translated exchanges, what the provider's adapter sent before
-    /// translation (absent otherwise), to compare with its receipt log.
+    /// For translated or masked exchanges, what the provider's adapter
+    /// sent before the broker changed it (absent otherwise), to compare
+    /// with its receipt log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received: Option<Received>,
     pub duration_ms: Option<u64>,
@@ -132,6 +142,24 @@ pub struct AuditEntry {
     pub error: Option<String>,
     /// W3C trace id of the exchange, when traced.
     pub trace_id: Option<String>,
+    /// For agreement entries: the lifecycle step. Absent on exchange
+    /// entries, so entries written before it existed keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<AgreementChange>,
+}
+
+/// One step in an agreement's lifecycle, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgreementChange {
+    /// `propose`, `approve`, `revoke` or `expire`.
+    pub action: String,
+    /// Status before the step (absent for a proposal).
+    pub from: Option<String>,
+    /// Status after the step; for a refused step, the status it stayed in.
+    pub to: Option<String>,
+    /// The reason a revocation gave, if any.
+    pub reason: Option<String>,
 }
 
 /// How an exchange's records were translated between schemas.

@@ -373,6 +373,23 @@ impl Filter {
         }
     }
 
+    /// Every predicate of the filter, in order.
+    pub fn predicates(&self) -> Vec<&Predicate> {
+        let mut out = Vec::new();
+        self.collect_predicates(&mut out);
+        out
+    }
+
+    fn collect_predicates<'a>(&'a self, out: &mut Vec<&'a Predicate>) {
+        match self {
+            Filter::Predicate(p) => out.push(p),
+            Filter::All(list) | Filter::Any(list) => {
+                list.iter().for_each(|f| f.collect_predicates(out))
+            }
+            Filter::Not(f) => f.collect_predicates(out),
+        }
+    }
+
     /// Every field the filter names.
     pub fn fields(&self) -> BTreeSet<&FieldName> {
         let mut out = BTreeSet::new();

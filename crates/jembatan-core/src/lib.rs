@@ -9,14 +9,18 @@ pub mod audit;
 pub mod denial;
 pub mod error;
 pub mod filter;
+pub mod grant;
 pub mod identity;
 pub mod ids;
 pub mod limits;
 
-pub use agreement::{Agreement, AgreementStatus};
-pub use audit::{AuditEntry, Decision, EntryKind, ExchangeStatus, Received, Translation};
+pub use agreement::{Action, Agreement, AgreementStatus, TransitionError};
+pub use audit::{
+    AgreementChange, AuditEntry, Decision, EntryKind, ExchangeStatus, Received, Translation,
+};
 pub use denial::{Denial, DenialCode};
 pub use error::{ErrorCode, InvalidArgument};
 pub use filter::{Filter, Operator, Predicate, Scalar};
+pub use grant::{AccessMode, FieldGrant, MaskRule, Quota};
 pub use identity::{Identity, Role};
 pub use ids::{AgencyId, DatasetId, FieldName};

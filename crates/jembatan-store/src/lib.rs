@@ -5,6 +5,7 @@
 //! Both run the same SQL through sqlx's `Any` driver; only the migrations
 //! and the appender's lock differ.
 
+mod agreements;
 mod audit;
 mod checkpoints;
 mod query;
@@ -14,10 +15,11 @@ pub mod verify;
 use std::str::FromStr;
 
 use jembatan_core::agreement::format_instant;
-use jembatan_core::{AgencyId, Agreement, DatasetId};
+use jembatan_core::{AgencyId, DatasetId};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use agreements::{AgreementFilter, QuotaKind, StatusChange};
 pub use audit::{AuditLog, StoredEntry};
 pub use checkpoints::{RawEntry, StoredCheckpoint};
 pub use query::EntryQuery;
@@ -241,72 +243,6 @@ impl Store {
         })
         .transpose()
     }
-
-    /// Stores an agreement, replacing one with the same id.
-    pub async fn upsert_agreement(&self, agreement: &Agreement) -> Result<(), StoreError> {
-        let document = serde_json::to_string(agreement).map_err(|e| StoreError::Corrupt {
-            what: format!("agreement {}", agreement.id),
-            message: e.to_string(),
-        })?;
-        sqlx::query(
-            "INSERT INTO agreements (id, provider, consumer, dataset, status, document, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (id) DO UPDATE SET provider = excluded.provider,
-                 consumer = excluded.consumer, dataset = excluded.dataset,
-                 status = excluded.status, document = excluded.document,
-                 updated_at = excluded.updated_at",
-        )
-        .bind(&agreement.id)
-        .bind(agreement.provider.as_str())
-        .bind(agreement.consumer.as_str())
-        .bind(agreement.dataset.as_str())
-        .bind(agreement.status.as_str())
-        .bind(document)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Every agreement (in any status) between `consumer` and `dataset`'s provider
-    /// for `dataset`, ordered by id.
-    pub async fn agreements_for(
-        &self,
-        consumer: &AgencyId,
-        dataset: &DatasetId,
-    ) -> Result<Vec<Agreement>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT document FROM agreements WHERE consumer = $1 AND dataset = $2 ORDER BY id",
-        )
-        .bind(consumer.as_str())
-        .bind(dataset.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(agreement_from_row).collect()
-    }
-
-    pub async fn agreement(&self, id: &str) -> Result<Option<Agreement>, StoreError> {
-        let row = sqlx::query("SELECT document FROM agreements WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(agreement_from_row).transpose()
-    }
-
-    pub async fn agreements(&self) -> Result<Vec<Agreement>, StoreError> {
-        let rows = sqlx::query("SELECT document FROM agreements ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(agreement_from_row).collect()
-    }
-}
-
-fn agreement_from_row(row: &sqlx::any::AnyRow) -> Result<Agreement, StoreError> {
-    let doc: String = row.try_get(0)?;
-    serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt {
-        what: "agreement".into(),
-        message: e.to_string(),
-    })
 }
 
 fn parse<T: FromStr>(s: &str, what: &str) -> Result<T, StoreError>

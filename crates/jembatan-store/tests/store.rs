@@ -32,6 +32,7 @@ fn entry(exchange: &str, kind: EntryKind) -> AuditEntry {
         duration_ms: None,
         error: None,
         trace_id: None,
+        change: None,
     }
 }
 
@@ -516,5 +517,147 @@ async fn postgres_registry_round_trips() {
         return;
     };
     registry_round_trips(store.clone()).await;
+    drop_postgres(store, admin, drop_db).await;
+}
+
+/// Agreements: ids are unique, status changes are compare-and-set, the
+/// change feed reports them; quota counters are taken atomically by
+/// concurrent callers, never past the limit.
+async fn agreements_and_quotas(store: Store) {
+    use jembatan_core::{Agreement, AgreementStatus};
+    use jembatan_store::{AgreementFilter, QuotaKind, StoreError};
+    let mut a: Agreement = serde_json::from_value(serde_json::json!({
+        "id": "a1", "provider": "prov", "consumer": "dinsos",
+        "dataset": "prov.penduduk", "fields": ["nik", {"field": "nama", "mode": "verify"}],
+        "purpose": "bansos", "valid_from": "2026-01-01", "status": "proposed",
+        "quota": {"rows_per_day": 10}
+    }))
+    .unwrap();
+    store.insert_agreement(&a).await.unwrap();
+    assert!(matches!(
+        store.insert_agreement(&a).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // seeding keeps what is stored
+    let mut seeded = a.clone();
+    seeded.purpose = "other".into();
+    assert_eq!(
+        store.seed_agreement(&seeded).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.agreement("a1").await.unwrap(), Some(a.clone()));
+
+    a.status = AgreementStatus::Approved;
+    store
+        .update_agreement(&a, AgreementStatus::Proposed)
+        .await
+        .unwrap();
+    // a second step from the same state loses
+    let mut stale = a.clone();
+    stale.status = AgreementStatus::Revoked;
+    assert!(matches!(
+        store
+            .update_agreement(&stale, AgreementStatus::Proposed)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let feed = store.agreement_changes("").await.unwrap();
+    assert_eq!(feed.len(), 1);
+    assert_eq!(feed[0].status, AgreementStatus::Approved);
+    assert!(store.agreement_changes("9999").await.unwrap().is_empty());
+    let approved = store
+        .list_agreements(&AgreementFilter {
+            status: Some(AgreementStatus::Approved),
+            consumer: Some("dinsos".parse().unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(approved, vec![a.clone()]);
+    assert!(
+        store
+            .list_agreements(&AgreementFilter {
+                provider: Some("dinsos".parse().unwrap()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // 20 concurrent takers of a limit of 7: exactly 7 succeed
+    let minute = "2026-11-28T05:00";
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .take_quota("a1", QuotaKind::RequestsPerMinute, minute, 1, 7)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut taken = 0;
+    for t in tasks {
+        taken += usize::from(t.await.unwrap());
+    }
+    assert_eq!(taken, 7);
+    assert_eq!(
+        store
+            .quota_used("a1", QuotaKind::RequestsPerMinute, minute)
+            .await
+            .unwrap(),
+        7
+    );
+    // rows: partial takes stop exactly at the limit
+    let day = "2026-11-28";
+    let mut got = Vec::new();
+    for n in [4, 4, 4, 4] {
+        got.push(
+            store
+                .take_quota_up_to("a1", QuotaKind::RowsPerDay, day, n, 10)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(got, vec![4, 4, 2, 0]);
+    // another window counts from zero; old windows are pruned
+    assert_eq!(
+        store
+            .take_quota_up_to("a1", QuotaKind::RowsPerDay, "2026-11-29", 3, 10)
+            .await
+            .unwrap(),
+        3
+    );
+    let pruned = store
+        .prune_quota_windows("2026-11-29", "2026-11-28T05:01")
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2);
+    assert_eq!(
+        store
+            .quota_used("a1", QuotaKind::RowsPerDay, "2026-11-29")
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn sqlite_agreements_and_quotas() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(dir.path().join("a.db").to_str().unwrap())
+        .await
+        .unwrap();
+    agreements_and_quotas(store).await;
+}
+
+#[tokio::test]
+async fn postgres_agreements_and_quotas() {
+    let Some((store, admin, drop_db)) = fresh_postgres("jembatan_quota").await else {
+        return;
+    };
+    agreements_and_quotas(store.clone()).await;
     drop_postgres(store, admin, drop_db).await;
 }

@@ -51,6 +51,7 @@ fn entry(i: usize) -> AuditEntry {
         duration_ms: None,
         error: None,
         trace_id: None,
+        change: None,
     }
 }
 

@@ -1,0 +1,750 @@
+//! The agreement lifecycle: the gRPC `Agreements` service, the audit
+//! entries of each step, and the watcher that expires agreements and
+//! tells running exchanges when one stops being in force.
+//!
+//! Every step is written to the audit log before it takes effect in the
+//! store, and refused attempts are written too. A status change is
+//! compare-and-set on the status the step started from, so concurrent
+//! steps (on this replica or another) cannot both apply.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jembatan_core::agreement::{MAX_REASON_BYTES, format_instant};
+use jembatan_core::{
+    AccessMode, Action, AgencyId, AgreementChange, AgreementStatus, AuditEntry, DatasetId,
+    Decision, EntryKind, ExchangeStatus, FieldGrant, FieldName, Filter, Identity, InvalidArgument,
+    MaskRule, Quota, Role, TransitionError,
+};
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::agreements_server;
+use jembatan_store::{AgreementFilter, StoreError};
+use tokio::sync::broadcast;
+use tonic::{Request, Response, Status};
+
+use crate::exchange::State;
+
+/// A registered purpose: the legal basis agreements may name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purpose {
+    /// What requests and agreements name (`verifikasi-bansos`).
+    pub id: String,
+    /// The legal basis, in words (`Permensos 3/2021 pasal 5`).
+    pub legal_basis: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A change of an agreement's status, as running exchanges hear of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StatusEvent {
+    pub(crate) id: String,
+    pub(crate) status: AgreementStatus,
+}
+
+/// The lifecycle settings and the channel status changes go out on.
+#[derive(Debug)]
+pub(crate) struct Lifecycle {
+    /// Whether an operator approves after the provider.
+    pub(crate) operator_approval: bool,
+    pub(crate) purposes: BTreeMap<String, Purpose>,
+    pub(crate) events: broadcast::Sender<StatusEvent>,
+}
+
+impl Lifecycle {
+    pub(crate) fn new(operator_approval: bool, purposes: &[Purpose]) -> Self {
+        Self {
+            operator_approval,
+            purposes: purposes.iter().map(|p| (p.id.clone(), p.clone())).collect(),
+            events: broadcast::channel(1024).0,
+        }
+    }
+
+    fn publish(&self, id: &str, status: AgreementStatus) {
+        // no receiver is fine: no exchange is running
+        let _ = self.events.send(StatusEvent {
+            id: id.to_owned(),
+            status,
+        });
+    }
+}
+
+/// The gRPC `Agreements` service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AgreementsService {
+    state: Arc<State>,
+}
+
+impl AgreementsService {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+fn store_unavailable(err: StoreError) -> Status {
+    tracing::error!(error = %err, "store failed");
+    Status::unavailable("the broker store is unavailable")
+}
+
+/// A lifecycle step (or an attempt at one), as the audit log records it.
+struct Step<'a> {
+    caller: &'a str,
+    action: Action,
+    /// The terms after the step (before it, when refused), when known.
+    agreement: Option<&'a jembatan_core::Agreement>,
+    id: &'a str,
+    from: Option<AgreementStatus>,
+    to: Option<AgreementStatus>,
+    reason: Option<String>,
+}
+
+/// The audit entry of a lifecycle step, or of a refused attempt at one
+/// (`refused`: how and why).
+fn step_entry(step: Step<'_>, refused: Option<(ExchangeStatus, String)>) -> AuditEntry {
+    let Step {
+        caller,
+        action,
+        agreement,
+        id,
+        from,
+        to,
+        reason,
+    } = step;
+    let (decision, status, error) = match refused {
+        None => (Decision::Allow, ExchangeStatus::Ok, None),
+        Some((status, message)) => (Decision::Deny, status, Some(message)),
+    };
+    AuditEntry {
+        v: jembatan_core::audit::ENTRY_FORMAT_VERSION,
+        kind: EntryKind::Agreement,
+        exchange_id: uuid::Uuid::now_v7().to_string(),
+        time: format_instant(&Utc::now()),
+        operation: format!("agreement.{action}"),
+        caller: caller.to_owned(),
+        consumer: agreement.map(|a| a.consumer.to_string()),
+        provider: agreement.map(|a| a.provider.to_string()),
+        dataset: agreement.map(|a| a.dataset.to_string()),
+        purpose: agreement.map(|a| a.purpose.clone()),
+        fields: agreement
+            .map(|a| a.fields.iter().map(|g| g.field.to_string()).collect())
+            .unwrap_or_default(),
+        filter: agreement
+            .and_then(|a| a.row_filter.as_ref())
+            .and_then(|f| serde_json::to_value(f).ok()),
+        subject_hash: None,
+        limit: None,
+        agreement_id: Some(jembatan_core::ids::truncate(id, 128).to_owned()),
+        agreement_terms_sha256: agreement.map(|a| a.terms_sha256()),
+        translation: None,
+        decision,
+        reasons: Vec::new(),
+        status,
+        rows: 0,
+        bytes: 0,
+        payload_sha256: None,
+        received: None,
+        duration_ms: None,
+        error,
+        trace_id: None,
+        change: Some(AgreementChange {
+            action: action.as_str().to_owned(),
+            from: from.map(|s| s.as_str().to_owned()),
+            to: to.map(|s| s.as_str().to_owned()),
+            reason,
+        }),
+    }
+}
+
+impl State {
+    /// Writes a refused step to the audit log and returns `status`.
+    async fn refuse_step(
+        &self,
+        caller: &str,
+        action: Action,
+        agreement: Option<&jembatan_core::Agreement>,
+        id: &str,
+        status: Status,
+    ) -> Status {
+        let how = if status.code() == tonic::Code::InvalidArgument {
+            ExchangeStatus::Invalid
+        } else {
+            ExchangeStatus::Denied
+        };
+        let at = agreement.map(|a| a.status);
+        let entry = step_entry(
+            Step {
+                caller,
+                action,
+                agreement,
+                id,
+                from: at,
+                to: at,
+                reason: None,
+            },
+            Some((how, status.message().to_owned())),
+        );
+        match self.record(entry).await {
+            Ok(_) => status,
+            Err(unavailable) => unavailable,
+        }
+    }
+
+    /// Applies `action` by `by` to agreement `id`: audit entry first, then
+    /// the compare-and-set in the store, then the event for running
+    /// exchanges.
+    pub(crate) async fn step(
+        &self,
+        by: &Identity,
+        action: Action,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<jembatan_core::Agreement, Status> {
+        let caller = by.to_string();
+        let Some(current) = self.store.agreement(id).await.map_err(store_unavailable)? else {
+            let status = Status::not_found(format!(
+                "there is no agreement {:?}",
+                jembatan_core::ids::truncate(id, 128)
+            ));
+            return Err(self.refuse_step(&caller, action, None, id, status).await);
+        };
+        let next =
+            match current.next_status(action, by, self.lifecycle.operator_approval, Utc::now()) {
+                Ok(next) => next,
+                Err(err) => {
+                    let status = match &err {
+                        TransitionError::NotAllowed(m) => Status::permission_denied(m.clone()),
+                        TransitionError::WrongState(m) => Status::failed_precondition(m.clone()),
+                    };
+                    return Err(self
+                        .refuse_step(&caller, action, Some(&current), id, status)
+                        .await);
+                }
+            };
+        let mut updated = current.clone();
+        updated.status = next;
+        self.record(step_entry(
+            Step {
+                caller: &caller,
+                action,
+                agreement: Some(&updated),
+                id,
+                from: Some(current.status),
+                to: Some(next),
+                reason,
+            },
+            None,
+        ))
+        .await?;
+        match self.store.update_agreement(&updated, current.status).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(message)) => {
+                // the step's entry is on the log; say it did not apply
+                let status = Status::aborted(format!(
+                    "{message}: it changed while this {action} was being applied; read it again"
+                ));
+                return Err(self
+                    .refuse_step(&caller, action, Some(&current), id, status)
+                    .await);
+            }
+            Err(err) => return Err(store_unavailable(err)),
+        }
+        tracing::info!(agreement = id, %action, from = %current.status, to = %next, by = %caller, "agreement changed");
+        self.lifecycle.publish(id, next);
+        Ok(updated)
+    }
+
+    /// Records and stores a new agreement proposed by `by`.
+    async fn propose(
+        &self,
+        by: &Identity,
+        terms: pb::Agreement,
+    ) -> Result<jembatan_core::Agreement, Status> {
+        let caller = by.to_string();
+        let wanted_id = jembatan_core::ids::truncate(&terms.id, 128).to_owned();
+        let agreement = match self.terms_from_proto(by, terms).await {
+            Ok(a) => a,
+            Err(status) => {
+                return Err(self
+                    .refuse_step(&caller, Action::Propose, None, &wanted_id, status)
+                    .await);
+            }
+        };
+        let admitted = match agreement.check_proposer(by) {
+            Err(err) => Err(Status::permission_denied(err.to_string())),
+            Ok(()) => match self.store.agreement(&agreement.id).await {
+                Ok(Some(_)) => Err(Status::already_exists(format!(
+                    "agreement {} already exists",
+                    agreement.id
+                ))),
+                Ok(None) => Ok(()),
+                Err(err) => return Err(store_unavailable(err)),
+            },
+        };
+        if let Err(status) = admitted {
+            return Err(self
+                .refuse_step(
+                    &caller,
+                    Action::Propose,
+                    Some(&agreement),
+                    &agreement.id,
+                    status,
+                )
+                .await);
+        }
+        self.record(step_entry(
+            Step {
+                caller: &caller,
+                action: Action::Propose,
+                agreement: Some(&agreement),
+                id: &agreement.id,
+                from: None,
+                to: Some(AgreementStatus::Proposed),
+                reason: None,
+            },
+            None,
+        ))
+        .await?;
+        match self.store.insert_agreement(&agreement).await {
+            Ok(()) => Ok(agreement),
+            Err(StoreError::Conflict(message)) => {
+                let status = Status::already_exists(message);
+                Err(self
+                    .refuse_step(
+                        &caller,
+                        Action::Propose,
+                        Some(&agreement),
+                        &agreement.id,
+                        status,
+                    )
+                    .await)
+            }
+            Err(err) => Err(store_unavailable(err)),
+        }
+    }
+
+    /// Builds a proposal's agreement from its wire terms, filling in what
+    /// the broker knows (consumer from the certificate, provider from the
+    /// dataset, a fresh id) and checking every term.
+    async fn terms_from_proto(
+        &self,
+        by: &Identity,
+        terms: pb::Agreement,
+    ) -> Result<jembatan_core::Agreement, Status> {
+        let bad = |field: &str, message: String| Status::from(InvalidArgument::new(field, message));
+        let dataset: DatasetId = terms
+            .dataset
+            .parse()
+            .map_err(|e: InvalidArgument| Status::from(e.within("dataset")))?;
+        if self
+            .store
+            .dataset(&dataset)
+            .await
+            .map_err(store_unavailable)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!("there is no dataset {dataset}")));
+        }
+        let consumer: AgencyId = if terms.consumer.is_empty() {
+            by.agency.clone().ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "agreements are proposed by the consuming agency's certificate, not a {} certificate",
+                    by.role
+                ))
+            })?
+        } else {
+            terms
+                .consumer
+                .parse()
+                .map_err(|e: InvalidArgument| Status::from(e.within("consumer")))?
+        };
+        let provider = dataset.agency();
+        if !terms.provider.is_empty() && terms.provider != provider.as_str() {
+            return Err(bad(
+                "provider",
+                format!(
+                    "dataset {dataset} is provided by {provider}, not {}",
+                    jembatan_core::ids::truncate(&terms.provider, 64)
+                ),
+            ));
+        }
+        let id = if terms.id.is_empty() {
+            format!("agr-{}", uuid::Uuid::now_v7().simple())
+        } else {
+            terms.id.clone()
+        };
+        let mut fields = Vec::with_capacity(terms.fields.len());
+        for (i, g) in terms.fields.iter().enumerate() {
+            let at = |e: InvalidArgument| Status::from(e.within(&format!("fields[{i}]")));
+            let field: FieldName = g.field.parse().map_err(at)?;
+            let mode = match pb::AccessMode::try_from(g.mode) {
+                Ok(pb::AccessMode::Unspecified | pb::AccessMode::Read) => AccessMode::Read,
+                Ok(pb::AccessMode::Verify) => AccessMode::Verify,
+                Ok(pb::AccessMode::Masked) => AccessMode::Masked,
+                Err(_) => {
+                    return Err(bad(
+                        &format!("fields[{i}].mode"),
+                        format!("unknown access mode {}", g.mode),
+                    ));
+                }
+            };
+            let mask = if g.mask.is_empty() {
+                None
+            } else {
+                Some(g.mask.parse::<MaskRule>().map_err(at)?)
+            };
+            fields.push(FieldGrant::new(field, mode, mask).map_err(at)?);
+        }
+        let time = |t: &Option<prost_types::Timestamp>| -> Option<DateTime<Utc>> {
+            t.as_ref().and_then(|t| {
+                DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            })
+        };
+        if terms.valid_from.is_some() && time(&terms.valid_from).is_none() {
+            return Err(bad("valid_from", "not a representable time".into()));
+        }
+        if terms.valid_until.is_some() && time(&terms.valid_until).is_none() {
+            return Err(bad("valid_until", "not a representable time".into()));
+        }
+        let now = Utc::now();
+        let valid_until = time(&terms.valid_until);
+        if valid_until.is_some_and(|t| t <= now) {
+            return Err(bad(
+                "valid_until",
+                "the agreement would end before it is approved".into(),
+            ));
+        }
+        let row_filter = terms
+            .row_filter
+            .as_ref()
+            .map(Filter::try_from)
+            .transpose()
+            .map_err(|e| Status::from(e.within("row_filter")))?;
+        if !self.lifecycle.purposes.contains_key(&terms.purpose) {
+            let known: Vec<&str> = self.lifecycle.purposes.keys().map(String::as_str).collect();
+            return Err(Status::failed_precondition(if known.is_empty() {
+                "this broker has no registered purposes, so no agreement can be proposed".to_owned()
+            } else {
+                format!(
+                    "purpose {:?} is not a registered legal basis (registered: {})",
+                    jembatan_core::ids::truncate(&terms.purpose, 64),
+                    known.join(", ")
+                )
+            }));
+        }
+        let quota = terms.quota.unwrap_or_default();
+        let agreement = jembatan_core::Agreement {
+            id,
+            provider,
+            consumer,
+            dataset,
+            fields,
+            purpose: terms.purpose,
+            valid_from: time(&terms.valid_from).unwrap_or(now),
+            valid_until,
+            row_filter,
+            quota: Quota {
+                rows_per_day: quota.rows_per_day,
+                requests_per_minute: quota.requests_per_minute,
+            },
+            status: AgreementStatus::Proposed,
+        };
+        agreement.validate().map_err(Status::from)?;
+        Ok(agreement)
+    }
+}
+
+/// An agreement as the wire shows it; an approved agreement past its end
+/// shows as expired even before the watcher records it.
+pub(crate) fn agreement_to_proto(
+    a: &jembatan_core::Agreement,
+    now: DateTime<Utc>,
+) -> pb::Agreement {
+    let ts = |t: &DateTime<Utc>| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    };
+    let status = match a.status {
+        _ if !a.status.is_final() && a.has_ended(now) => pb::AgreementStatus::Expired,
+        AgreementStatus::Proposed => pb::AgreementStatus::Proposed,
+        AgreementStatus::ProviderApproved => pb::AgreementStatus::ProviderApproved,
+        AgreementStatus::Approved => pb::AgreementStatus::Approved,
+        AgreementStatus::Revoked => pb::AgreementStatus::Revoked,
+        AgreementStatus::Expired => pb::AgreementStatus::Expired,
+    };
+    pb::Agreement {
+        id: a.id.clone(),
+        provider: a.provider.to_string(),
+        consumer: a.consumer.to_string(),
+        dataset: a.dataset.to_string(),
+        fields: a
+            .fields
+            .iter()
+            .map(|g| pb::FieldGrant {
+                field: g.field.to_string(),
+                mode: match g.mode {
+                    AccessMode::Read => pb::AccessMode::Read,
+                    AccessMode::Verify => pb::AccessMode::Verify,
+                    AccessMode::Masked => pb::AccessMode::Masked,
+                } as i32,
+                mask: g.mask.map(|m| m.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+        purpose: a.purpose.clone(),
+        valid_from: Some(ts(&a.valid_from)),
+        valid_until: a.valid_until.as_ref().map(ts),
+        row_filter: a.row_filter.as_ref().map(Filter::to_proto),
+        quota: (!a.quota.is_unlimited()).then_some(pb::Quota {
+            rows_per_day: a.quota.rows_per_day,
+            requests_per_minute: a.quota.requests_per_minute,
+        }),
+        status: status as i32,
+        terms_sha256: a.terms_sha256(),
+    }
+}
+
+fn status_from_proto(status: i32) -> Result<Option<AgreementStatus>, Status> {
+    Ok(match pb::AgreementStatus::try_from(status) {
+        Ok(pb::AgreementStatus::Unspecified) => None,
+        Ok(pb::AgreementStatus::Proposed) => Some(AgreementStatus::Proposed),
+        Ok(pb::AgreementStatus::ProviderApproved) => Some(AgreementStatus::ProviderApproved),
+        Ok(pb::AgreementStatus::Approved) => Some(AgreementStatus::Approved),
+        Ok(pb::AgreementStatus::Revoked) => Some(AgreementStatus::Revoked),
+        Ok(pb::AgreementStatus::Expired) => Some(AgreementStatus::Expired),
+        Err(_) => {
+            return Err(InvalidArgument::new("status", format!("unknown status {status}")).into());
+        }
+    })
+}
+
+/// Whether `by` may read agreement `a`: its two agencies (their agency
+/// and integrator certificates), operators and auditors.
+fn may_read(by: &Identity, a: &jembatan_core::Agreement) -> bool {
+    match by.role {
+        Role::Operator | Role::Auditor => true,
+        Role::Agency | Role::Integrator => by
+            .agency
+            .as_ref()
+            .is_some_and(|me| *me == a.provider || *me == a.consumer),
+        Role::Broker | Role::Adapter => false,
+    }
+}
+
+fn check_lister(by: &Identity) -> Result<(), Status> {
+    match by.role {
+        Role::Operator | Role::Auditor | Role::Agency | Role::Integrator => Ok(()),
+        role => Err(Status::permission_denied(format!(
+            "a {role} certificate cannot read agreements"
+        ))),
+    }
+}
+
+fn revoke_reason(reason: &str) -> Result<Option<String>, Status> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(InvalidArgument::new(
+            "reason",
+            format!("reason is longer than {MAX_REASON_BYTES} bytes"),
+        )
+        .into());
+    }
+    Ok((!reason.trim().is_empty()).then(|| reason.to_owned()))
+}
+
+#[tonic::async_trait]
+impl agreements_server::Agreements for AgreementsService {
+    async fn propose(
+        &self,
+        request: Request<pb::ProposeRequest>,
+    ) -> Result<Response<pb::Agreement>, Status> {
+        let by = jembatan_pki::peer_identity(&request)?;
+        let terms = request
+            .into_inner()
+            .agreement
+            .ok_or_else(|| Status::from(InvalidArgument::new("agreement", "terms are required")))?;
+        let a = self.state.propose(&by, terms).await?;
+        Ok(Response::new(agreement_to_proto(&a, Utc::now())))
+    }
+
+    async fn approve(
+        &self,
+        request: Request<pb::ApproveRequest>,
+    ) -> Result<Response<pb::Agreement>, Status> {
+        let by = jembatan_pki::peer_identity(&request)?;
+        let id = request.into_inner().id;
+        let a = self.state.step(&by, Action::Approve, &id, None).await?;
+        Ok(Response::new(agreement_to_proto(&a, Utc::now())))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::Agreement>, Status> {
+        let by = jembatan_pki::peer_identity(&request)?;
+        let req = request.into_inner();
+        let reason = match revoke_reason(&req.reason) {
+            Ok(r) => r,
+            Err(status) => {
+                return Err(self
+                    .state
+                    .refuse_step(&by.to_string(), Action::Revoke, None, &req.id, status)
+                    .await);
+            }
+        };
+        let a = self
+            .state
+            .step(&by, Action::Revoke, &req.id, reason)
+            .await?;
+        Ok(Response::new(agreement_to_proto(&a, Utc::now())))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetAgreementRequest>,
+    ) -> Result<Response<pb::Agreement>, Status> {
+        let by = jembatan_pki::peer_identity(&request)?;
+        check_lister(&by)?;
+        let id = request.into_inner().id;
+        let found = self
+            .state
+            .store
+            .agreement(&id)
+            .await
+            .map_err(store_unavailable)?;
+        match found {
+            // another agency's agreement reads as absent: its existence is
+            // not the caller's to know
+            Some(a) if may_read(&by, &a) => Ok(Response::new(agreement_to_proto(&a, Utc::now()))),
+            _ => Err(Status::not_found(format!(
+                "there is no agreement {:?} visible to {by}",
+                jembatan_core::ids::truncate(&id, 128)
+            ))),
+        }
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::ListAgreementsResponse>, Status> {
+        let by = jembatan_pki::peer_identity(&request)?;
+        check_lister(&by)?;
+        let req = request.into_inner();
+        let agency = |s: &str, field: &str| -> Result<Option<AgencyId>, Status> {
+            (!s.is_empty())
+                .then(|| {
+                    s.parse()
+                        .map_err(|e: InvalidArgument| e.within(field).into())
+                })
+                .transpose()
+        };
+        let filter = AgreementFilter {
+            provider: agency(&req.provider, "provider")?,
+            consumer: agency(&req.consumer, "consumer")?,
+            dataset: (!req.dataset.is_empty())
+                .then(|| {
+                    req.dataset
+                        .parse()
+                        .map_err(|e: InvalidArgument| Status::from(e.within("dataset")))
+                })
+                .transpose()?,
+            status: None,
+        };
+        let wanted = status_from_proto(req.status)?;
+        let now = Utc::now();
+        let agreements = self
+            .state
+            .store
+            .list_agreements(&filter)
+            .await
+            .map_err(store_unavailable)?
+            .into_iter()
+            .filter(|a| may_read(&by, a))
+            .map(|a| agreement_to_proto(&a, now))
+            .filter(|a| {
+                wanted.is_none_or(|w| status_from_proto(a.status).ok().flatten() == Some(w))
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgreementsResponse { agreements }))
+    }
+}
+
+/// Watches the store for agreements changed by other replicas (or by
+/// time) and tells running exchanges; expires agreements whose window
+/// ended, with an audit entry each; prunes old quota windows.
+#[derive(Debug, Default)]
+pub(crate) struct Watcher {
+    known: HashMap<String, AgreementStatus>,
+    /// The latest `updated_at` seen on the change feed.
+    since: String,
+    ticks: u64,
+}
+
+impl Watcher {
+    /// One round: the change feed, the expiry sweep, and now and then the
+    /// pruning of old quota counters.
+    pub(crate) async fn tick(&mut self, state: &State) {
+        let broker = Identity {
+            role: Role::Broker,
+            agency: None,
+        };
+        self.ticks += 1;
+        let now = Utc::now();
+        // changes made through another replica
+        match state.store.agreement_changes(&self.since).await {
+            Ok(changes) => {
+                let first = self.since.is_empty();
+                for c in changes {
+                    if self.known.insert(c.id.clone(), c.status) != Some(c.status) && !first {
+                        state.lifecycle.publish(&c.id, c.status);
+                    }
+                    // rows updated in the same microsecond as the last one
+                    // seen are read again next time: >= on the stamp
+                    self.since = self.since.clone().max(c.updated_at);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "agreement change feed failed"),
+        }
+        // agreements whose window ended
+        match state
+            .store
+            .list_agreements(&AgreementFilter::default())
+            .await
+        {
+            Ok(all) => {
+                for a in all
+                    .iter()
+                    .filter(|a| !a.status.is_final() && a.has_ended(now))
+                {
+                    match state.step(&broker, Action::Expire, &a.id, None).await {
+                        Ok(_) => tracing::info!(agreement = %a.id, "agreement expired"),
+                        Err(status) => {
+                            tracing::warn!(agreement = %a.id, error = %status, "could not record expiry")
+                        }
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "agreement expiry sweep failed"),
+        }
+        if self.ticks % 600 == 1 {
+            let day = jembatan_store::QuotaKind::RowsPerDay.window(now - chrono::Duration::days(2));
+            let minute = jembatan_store::QuotaKind::RequestsPerMinute
+                .window(now - chrono::Duration::minutes(2));
+            if let Err(err) = state.store.prune_quota_windows(&day, &minute).await {
+                tracing::warn!(error = %err, "pruning quota counters failed");
+            }
+        }
+    }
+}
+
+/// Runs `watcher` every `every` until aborted.
+pub(crate) async fn watch(state: Arc<State>, mut watcher: Watcher, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // the first tick completes at once; the caller already ran one round
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        watcher.tick(&state).await;
+    }
+}

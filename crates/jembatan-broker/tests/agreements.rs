@@ -1,0 +1,734 @@
+//! The agreement lifecycle end to end: the `Agreements` service, each step
+//! on the audit log, revocation and expiry stopping running exchanges,
+//! quotas shared by replicas, and the read / verify / masked access modes.
+
+mod support;
+
+use std::time::Duration;
+
+use jembatan_core::{Decision, EntryKind, ExchangeStatus};
+use jembatan_proto::v1 as pb;
+use support::{Federation, agreement_toml, denial_codes, eq, nik, query, run_query, string};
+use tonic::Code;
+
+fn terms(id: &str, fields: &[(&str, pb::AccessMode, &str)]) -> pb::ProposeRequest {
+    pb::ProposeRequest {
+        agreement: Some(pb::Agreement {
+            id: id.into(),
+            dataset: "prov.penduduk".into(),
+            purpose: "bansos".into(),
+            fields: fields
+                .iter()
+                .map(|(f, mode, mask)| pb::FieldGrant {
+                    field: f.to_string(),
+                    mode: *mode as i32,
+                    mask: mask.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn read(fields: &[&'static str]) -> Vec<(&'static str, pb::AccessMode, &'static str)> {
+    fields
+        .iter()
+        .map(|f| (*f, pb::AccessMode::Read, ""))
+        .collect()
+}
+
+/// The agreement entries of the log, as (operation, decision, from, to).
+async fn steps(
+    b: &support::BrokerHandle,
+    id: &str,
+) -> Vec<(String, Decision, Option<String>, Option<String>)> {
+    let size = b.broker.audit().size().await.unwrap();
+    b.broker
+        .audit()
+        .entries(0, size)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            e.entry.kind == EntryKind::Agreement && e.entry.agreement_id.as_deref() == Some(id)
+        })
+        .map(|e| {
+            let c = e.entry.change.clone().unwrap();
+            (e.entry.operation.clone(), e.entry.decision, c.from, c.to)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn lifecycle_through_the_service_with_every_step_audited() {
+    let f = Federation::start(30).await;
+    let b = f.broker(&f.broker_config("", "")).await;
+    let mut dinsos = b.agreements(&f, "dinsos").await;
+    let mut prov = b.agreements(&f, "prov").await;
+    let mut dinkes = b.agreements(&f, "dinkes").await;
+
+    let a = dinsos
+        .propose(terms("dinsos-1", &read(&["nik", "nama"])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, pb::AgreementStatus::Proposed as i32);
+    assert_eq!(
+        (a.provider.as_str(), a.consumer.as_str()),
+        ("prov", "dinsos")
+    );
+    assert_eq!(a.terms_sha256.len(), 64);
+
+    // proposed: no exchange yet
+    let mut ex = b.exchange(&f, "dinsos").await;
+    let out = run_query(&mut ex, query(&["nik"])).await;
+    let status = out.end.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(denial_codes(&status), vec!["not_approved"]);
+
+    // the consumer cannot approve its own proposal; a stranger cannot see it
+    let err = dinsos
+        .approve(pb::ApproveRequest {
+            id: "dinsos-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = dinkes
+        .get(pb::GetAgreementRequest {
+            id: "dinsos-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        dinkes
+            .list(pb::ListAgreementsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .agreements
+            .is_empty()
+    );
+
+    let a = prov
+        .approve(pb::ApproveRequest {
+            id: "dinsos-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, pb::AgreementStatus::Approved as i32);
+    let out = run_query(&mut ex, query(&["nik", "nama"])).await;
+    out.end.unwrap();
+    assert_eq!(out.records.len(), 30);
+
+    // approving twice is refused as a state error
+    let err = prov
+        .approve(pb::ApproveRequest {
+            id: "dinsos-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let listed = prov
+        .list(pb::ListAgreementsRequest {
+            status: pb::AgreementStatus::Approved as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agreements;
+    assert_eq!(listed.len(), 1);
+
+    let a = dinsos
+        .revoke(pb::RevokeRequest {
+            id: "dinsos-1".into(),
+            reason: "programme ended".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, pb::AgreementStatus::Revoked as i32);
+    let status = run_query(&mut ex, query(&["nik"])).await.end.unwrap_err();
+    assert_eq!(denial_codes(&status), vec!["revoked"]);
+    let err = prov
+        .approve(pb::ApproveRequest {
+            id: "dinsos-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let want: Vec<(&str, Decision, Option<&str>, Option<&str>)> = vec![
+        ("agreement.propose", Decision::Allow, None, Some("proposed")),
+        (
+            "agreement.approve",
+            Decision::Deny,
+            Some("proposed"),
+            Some("proposed"),
+        ),
+        (
+            "agreement.approve",
+            Decision::Allow,
+            Some("proposed"),
+            Some("approved"),
+        ),
+        (
+            "agreement.approve",
+            Decision::Deny,
+            Some("approved"),
+            Some("approved"),
+        ),
+        (
+            "agreement.revoke",
+            Decision::Allow,
+            Some("approved"),
+            Some("revoked"),
+        ),
+        (
+            "agreement.approve",
+            Decision::Deny,
+            Some("revoked"),
+            Some("revoked"),
+        ),
+    ];
+    let got = steps(&b, "dinsos-1").await;
+    let got: Vec<(&str, Decision, Option<&str>, Option<&str>)> = got
+        .iter()
+        .map(|(o, d, from, to)| (o.as_str(), *d, from.as_deref(), to.as_deref()))
+        .collect();
+    assert_eq!(got, want);
+    // the revocation's reason and caller are on the log
+    let size = b.broker.audit().size().await.unwrap();
+    let revoke = b
+        .broker
+        .audit()
+        .entries(0, size)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.entry.operation == "agreement.revoke")
+        .unwrap();
+    assert_eq!(revoke.entry.caller, "agency:dinsos");
+    assert_eq!(
+        revoke.entry.change.unwrap().reason.as_deref(),
+        Some("programme ended")
+    );
+}
+
+#[tokio::test]
+async fn operator_approval_when_the_deployment_requires_it() {
+    let f = Federation::start(10).await;
+    let b = f
+        .broker(&f.broker_config("operator_approval = true", ""))
+        .await;
+    let mut dinsos = b.agreements(&f, "dinsos").await;
+    let mut prov = b.agreements(&f, "prov").await;
+    let mut operator = b.agreements(&f, "operator").await;
+    dinsos
+        .propose(terms("op-1", &read(&["nik"])))
+        .await
+        .unwrap();
+    // an operator approves only after the provider
+    let err = operator
+        .approve(pb::ApproveRequest { id: "op-1".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let a = prov
+        .approve(pb::ApproveRequest { id: "op-1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, pb::AgreementStatus::ProviderApproved as i32);
+    let mut ex = b.exchange(&f, "dinsos").await;
+    let status = run_query(&mut ex, query(&["nik"])).await.end.unwrap_err();
+    assert_eq!(denial_codes(&status), vec!["not_approved"]);
+    let a = operator
+        .approve(pb::ApproveRequest { id: "op-1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, pb::AgreementStatus::Approved as i32);
+    run_query(&mut ex, query(&["nik"])).await.end.unwrap();
+}
+
+#[tokio::test]
+async fn proposals_with_bad_terms_are_refused_and_audited() {
+    let f = Federation::start(5).await;
+    let b = f.broker(&f.broker_config("", "")).await;
+    let mut dinsos = b.agreements(&f, "dinsos").await;
+    let mut auditor = b.agreements(&f, "auditor").await;
+    let before = b.broker.audit().size().await.unwrap();
+    let with = |edit: &dyn Fn(&mut pb::Agreement)| {
+        let mut t = terms("", &read(&["nik"]));
+        edit(t.agreement.as_mut().unwrap());
+        t
+    };
+    let cases: Vec<(&str, pb::ProposeRequest, Code, &str)> = vec![
+        (
+            "unregistered purpose",
+            with(&|a| a.purpose = "marketing".into()),
+            Code::FailedPrecondition,
+            "not a registered legal basis",
+        ),
+        (
+            "for another consumer",
+            with(&|a| a.consumer = "dinkes".into()),
+            Code::PermissionDenied,
+            "proposed by its consumer",
+        ),
+        (
+            "unknown dataset",
+            with(&|a| a.dataset = "prov.rahasia".into()),
+            Code::NotFound,
+            "no dataset",
+        ),
+        (
+            "wrong provider",
+            with(&|a| a.provider = "dinkes".into()),
+            Code::InvalidArgument,
+            "provided by prov",
+        ),
+        (
+            "masked without a rule",
+            terms("", &[("nik", pb::AccessMode::Masked, "")]),
+            Code::InvalidArgument,
+            "names no mask rule",
+        ),
+        (
+            "unknown mask",
+            terms("", &[("nik", pb::AccessMode::Masked, "all_but:3")]),
+            Code::InvalidArgument,
+            "unknown mask rule",
+        ),
+        (
+            "field twice",
+            terms("", &read(&["nik", "nik"])),
+            Code::InvalidArgument,
+            "granted twice",
+        ),
+        (
+            "no fields",
+            terms("", &[]),
+            Code::InvalidArgument,
+            "grants no fields",
+        ),
+        (
+            "bad id",
+            terms("a b'; --", &read(&["nik"])),
+            Code::InvalidArgument,
+            "agreement id",
+        ),
+        (
+            "bad field name",
+            terms("", &read(&["nik; DROP TABLE penduduk"])),
+            Code::InvalidArgument,
+            "fields[0]",
+        ),
+        (
+            "ends in the past",
+            with(&|a| {
+                a.valid_until = Some(prost_types::Timestamp {
+                    seconds: 1_600_000_000,
+                    nanos: 0,
+                })
+            }),
+            Code::InvalidArgument,
+            "end before",
+        ),
+    ];
+    let n = cases.len() as u64;
+    for (name, req, code, words) in cases {
+        let err = dinsos.propose(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{name}: {err:?}");
+        assert!(err.message().contains(words), "{name}: {}", err.message());
+    }
+    // auditors read but never propose
+    let err = auditor
+        .propose(terms("", &read(&["nik"])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // a duplicate id
+    dinsos
+        .propose(terms("dup-1", &read(&["nik"])))
+        .await
+        .unwrap();
+    let err = dinsos
+        .propose(terms("dup-1", &read(&["nik"])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+
+    // every refused attempt is a deny entry on the log; the one proposal an allow
+    let entries = b.broker.audit().entries(before, 1000).await.unwrap();
+    let denied = entries
+        .iter()
+        .filter(|e| e.entry.kind == EntryKind::Agreement && e.entry.decision == Decision::Deny)
+        .count() as u64;
+    let allowed = entries
+        .iter()
+        .filter(|e| e.entry.kind == EntryKind::Agreement && e.entry.decision == Decision::Allow)
+        .count();
+    assert_eq!(denied, n + 2);
+    assert_eq!(allowed, 1);
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e.entry.decision == Decision::Deny)
+            .all(|e| e.entry.error.as_deref().is_some_and(|m| !m.is_empty()))
+    );
+}
+
+/// Starts a query and reads its first batch, leaving the rest unread.
+async fn start_stream(
+    client: &mut jembatan_proto::v1::exchange_client::ExchangeClient<tonic::transport::Channel>,
+) -> (tonic::Streaming<pb::QueryResponse>, usize) {
+    let mut stream = client
+        .query(query(&["nik", "nama"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    let n = match first.item.unwrap() {
+        pb::query_response::Item::Batch(b) => b.records.len(),
+        other => panic!("expected a batch, got {other:?}"),
+    };
+    (stream, n)
+}
+
+/// Drains a stream, returning the records read and how it ended.
+async fn drain(
+    stream: &mut tonic::Streaming<pb::QueryResponse>,
+) -> (usize, Result<(), tonic::Status>) {
+    let mut n = 0;
+    loop {
+        match stream.message().await {
+            Ok(Some(m)) => {
+                if let Some(pb::query_response::Item::Batch(b)) = m.item {
+                    n += b.records.len();
+                }
+            }
+            Ok(None) => return (n, Ok(())),
+            Err(status) => return (n, Err(status)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn revocation_through_another_replica_stops_a_running_stream() {
+    const ROWS: usize = 30_000;
+    let f = Federation::start(ROWS).await;
+    let config = f.broker_config(
+        "",
+        &agreement_toml("long-1", "dinsos", r#"["nik", "nama"]"#, "approved", ""),
+    );
+    let a = f.broker(&config).await;
+    let b = f.broker(&config).await;
+    let mut ex = a.exchange(&f, "dinsos").await;
+    let (mut stream, first) = start_stream(&mut ex).await;
+    assert!(first > 0);
+
+    // the provider revokes through the other replica
+    b.agreements(&f, "prov")
+        .await
+        .revoke(pb::RevokeRequest {
+            id: "long-1".into(),
+            reason: "data breach at the consumer".into(),
+        })
+        .await
+        .unwrap();
+    // replica A hears of it through the store's change feed
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (rest, end) = drain(&mut stream).await;
+    let status = end.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("revoked"), "{}", status.message());
+    let delivered = first + rest;
+    assert!(delivered < ROWS, "the stream ran to its end: {delivered}");
+
+    let receipt = support::receipt_of(&status).expect("a receipt for what was delivered");
+    assert_eq!(receipt.rows, delivered as u64);
+    let entries = a
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    let done = &entries.last().unwrap().entry;
+    assert_eq!(done.kind, EntryKind::Completion);
+    assert_eq!(done.status, ExchangeStatus::Stopped);
+    assert_eq!(done.rows, delivered as u64);
+    assert_eq!(done.reasons[0].code.as_str(), "revoked");
+    assert_eq!(done.reasons[0].agreement_id.as_deref(), Some("long-1"));
+}
+
+#[tokio::test]
+async fn revocation_on_the_same_replica_stops_a_stream_without_waiting_for_the_feed() {
+    const ROWS: usize = 30_000;
+    let f = Federation::start(ROWS).await;
+    // a feed this slow never fires during the test: only the local event can stop it
+    let config = f.broker_config(
+        "agreement_watch_interval = \"1h\"",
+        &agreement_toml("long-2", "dinsos", r#"["nik", "nama"]"#, "approved", ""),
+    );
+    let a = f.broker(&config).await;
+    let mut ex = a.exchange(&f, "dinsos").await;
+    let (mut stream, first) = start_stream(&mut ex).await;
+    a.agreements(&f, "operator")
+        .await
+        .revoke(pb::RevokeRequest {
+            id: "long-2".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let (rest, end) = drain(&mut stream).await;
+    assert_eq!(end.unwrap_err().code(), Code::PermissionDenied);
+    assert!(first + rest < ROWS);
+}
+
+#[tokio::test]
+async fn expiry_stops_a_running_stream_and_is_recorded() {
+    const ROWS: usize = 30_000;
+    let f = Federation::start(ROWS).await;
+    let until = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let config = f.broker_config(
+        "",
+        &agreement_toml(
+            "short-1",
+            "dinsos",
+            r#"["nik", "nama"]"#,
+            "approved",
+            &format!(
+                "valid_until = \"{}\"",
+                jembatan_core::agreement::format_instant(&until)
+            ),
+        ),
+    );
+    let a = f.broker(&config).await;
+    let mut ex = a.exchange(&f, "dinsos").await;
+    let (mut stream, first) = start_stream(&mut ex).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (rest, end) = drain(&mut stream).await;
+    let status = end.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("expired"), "{}", status.message());
+    assert!(first + rest < ROWS);
+    // the watcher records the expiry as a lifecycle step
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = steps(&a, "short-1").await;
+    assert!(
+        got.iter().any(|(op, d, from, to)| op == "agreement.expire"
+            && *d == Decision::Allow
+            && from.as_deref() == Some("approved")
+            && to.as_deref() == Some("expired")),
+        "{got:?}"
+    );
+    let err = run_query(&mut ex, query(&["nik"])).await.end.unwrap_err();
+    assert_eq!(denial_codes(&err), vec!["expired"]);
+}
+
+#[tokio::test]
+async fn quotas_are_shared_by_replicas_survive_restarts_and_denials_take_nothing() {
+    let f = Federation::start(60).await;
+    let tables = format!(
+        "{}{}",
+        agreement_toml(
+            "rpm-1",
+            "dinsos",
+            r#"["nik", "nama"]"#,
+            "approved",
+            "quota = { requests_per_minute = 3 }"
+        ),
+        agreement_toml(
+            "rows-1",
+            "dinkes",
+            r#"["nik", "nama"]"#,
+            "approved",
+            "quota = { rows_per_day = 25 }"
+        ),
+    );
+    let config = f.broker_config("", &tables);
+    let a = f.broker(&config).await;
+    let b = f.broker(&config).await;
+    let mut on_a = a.exchange(&f, "dinsos").await;
+    let mut on_b = b.exchange(&f, "dinsos").await;
+
+    // a request denied for another reason takes no quota
+    let mut bad = query(&["nik", "tgl_lahir"]);
+    bad.purpose = "bansos".into();
+    let err = run_query(&mut on_a, bad).await.end.unwrap_err();
+    assert_eq!(denial_codes(&err), vec!["field_not_granted"]);
+
+    // the same minute may roll over mid-test: retry the count once
+    let mut outcomes = Vec::new();
+    for attempt in 0..2 {
+        outcomes.clear();
+        let minute = chrono::Utc::now().format("%H:%M").to_string();
+        for i in 0..4 {
+            let client = if i % 2 == 0 { &mut on_a } else { &mut on_b };
+            outcomes.push(run_query(client, query(&["nik"])).await.end);
+        }
+        if chrono::Utc::now().format("%H:%M").to_string() == minute || attempt == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(outcomes[..3].iter().all(Result::is_ok), "{outcomes:?}");
+    let err = outcomes[3].as_ref().unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(denial_codes(err), vec!["quota_exhausted"]);
+    assert!(
+        err.message().contains("3 requests per minute"),
+        "{}",
+        err.message()
+    );
+
+    // rows per day: the stream is cut at the quota and says so
+    let mut dinkes = a.exchange(&f, "dinkes").await;
+    let out = run_query(&mut dinkes, query(&["nik"])).await;
+    assert_eq!(out.records.len(), 25);
+    let status = out.end.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("25 rows per day"),
+        "{}",
+        status.message()
+    );
+    let receipt = out.receipt.expect("receipt");
+    let entries = a
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    let done = &entries.last().unwrap().entry;
+    assert_eq!((done.status, done.rows), (ExchangeStatus::Stopped, 25));
+    assert_eq!(done.reasons[0].code.as_str(), "quota_exhausted");
+
+    // used up, on every replica, and after a restart
+    let err = run_query(&mut b.exchange(&f, "dinkes").await, query(&["nik"]))
+        .await
+        .end
+        .unwrap_err();
+    assert_eq!(denial_codes(&err), vec!["quota_exhausted"]);
+    a.broker.shutdown().await.unwrap();
+    let c = f.broker(&config).await;
+    let err = run_query(&mut c.exchange(&f, "dinkes").await, query(&["nik"]))
+        .await
+        .end
+        .unwrap_err();
+    assert_eq!(denial_codes(&err), vec!["quota_exhausted"]);
+}
+
+#[tokio::test]
+async fn masked_fields_are_masked_and_verified_values_never_leave() {
+    let f = Federation::start(20).await;
+    let fields = r#"["kecamatan",
+        { field = "nik", mode = "masked", mask = "keep_last:4" },
+        { field = "tgl_lahir", mode = "masked", mask = "year" },
+        { field = "nama", mode = "verify" }]"#;
+    let b = f
+        .broker(&f.broker_config(
+            "",
+            &agreement_toml("modes-1", "dinsos", fields, "approved", ""),
+        ))
+        .await;
+    let mut ex = b.exchange(&f, "dinsos").await;
+
+    // a query gets the returned fields, masked; the verify-only one is absent
+    let out = run_query(&mut ex, query(&[])).await;
+    out.end.unwrap();
+    assert_eq!(out.records.len(), 20);
+    for r in &out.records {
+        let mut keys: Vec<&str> = r.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["kecamatan", "nik", "tgl_lahir"]);
+        let n = r["nik"].as_str().unwrap();
+        assert!(n.starts_with("************") && n.len() == 16, "{n}");
+        assert_eq!(r["tgl_lahir"].as_str().unwrap().len(), 4);
+    }
+    let receipt = out.receipt.unwrap();
+    let done = b
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    let done = &done.last().unwrap().entry;
+    // what the adapter sent differs from what was delivered: both are logged
+    let received = done.received.as_ref().expect("received tally");
+    assert_eq!(received.rows, 20);
+    assert_ne!(Some(&received.payload_sha256), done.payload_sha256.as_ref());
+
+    // the verify-only field is never read, nor filtered beyond equality
+    let err = run_query(&mut ex, query(&["nama"])).await.end.unwrap_err();
+    assert_eq!(denial_codes(&err), vec!["field_not_granted"]);
+    assert!(
+        err.message().contains("verification only"),
+        "{}",
+        err.message()
+    );
+    let mut prefix = query(&["kecamatan"]);
+    prefix.filter = Some(pb::Filter {
+        kind: Some(pb::filter::Kind::Predicate(pb::Predicate {
+            field: "nama".into(),
+            op: pb::Operator::Prefix as i32,
+            value: Some(string("WARGA 1")),
+            values: vec![],
+        })),
+    });
+    let err = run_query(&mut ex, prefix).await.end.unwrap_err();
+    assert_eq!(denial_codes(&err), vec!["filter_field_not_granted"]);
+    let mut exact = query(&["kecamatan"]);
+    exact.filter = Some(eq("nama", "WARGA 7"));
+    let out = run_query(&mut ex, exact).await;
+    out.end.unwrap();
+    assert_eq!(out.records.len(), 1);
+    // nor may a masked field be filtered on
+    let mut masked = query(&["kecamatan"]);
+    masked.filter = Some(eq("nik", &nik(7)));
+    let err = run_query(&mut ex, masked).await.end.unwrap_err();
+    assert_eq!(denial_codes(&err), vec!["filter_field_not_granted"]);
+
+    // a lookup verifies values: match / no match, the stored value stays
+    let lookup = |name: &str| pb::LookupRequest {
+        dataset: "prov.penduduk".into(),
+        purpose: "bansos".into(),
+        key: Some(string(&nik(7))),
+        verify: [("nama".to_string(), string(name))].into_iter().collect(),
+        ..Default::default()
+    };
+    let yes = ex.lookup(lookup("WARGA 7")).await.unwrap().into_inner();
+    assert!(yes.found);
+    assert_eq!(yes.verified.get("nama"), Some(&true));
+    assert!(!yes.record.contains("WARGA"), "{}", yes.record);
+    let record: serde_json::Value = serde_json::from_str(&yes.record).unwrap();
+    assert!(record.get("nama").is_none());
+    assert_eq!(record["nik"], "************0007");
+    let no = ex.lookup(lookup("WARGA 8")).await.unwrap().into_inner();
+    assert_eq!(no.verified.get("nama"), Some(&false));
+    assert!(!no.record.contains("WARGA"));
+    // the decision entry names the verified field
+    let receipt = no.receipt.unwrap();
+    let entries = b
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    assert!(entries[0].entry.fields.contains(&"verify:nama".to_string()));
+
+    // a masked field cannot be verified (it would uncover the masked part)
+    let mut bad = lookup("x");
+    bad.verify = [("tgl_lahir".to_string(), string("1957-08-17"))]
+        .into_iter()
+        .collect();
+    let err = ex.lookup(bad).await.unwrap_err();
+    assert_eq!(denial_codes(&err), vec!["field_not_granted"]);
+}
