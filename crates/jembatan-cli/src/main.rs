@@ -1,5 +1,6 @@
 //! The `jembatan` command: demo, broker, adapter, PKI and audit log tools.
 
+mod agreement;
 mod audit;
 mod failure;
 mod schema;
@@ -50,6 +51,13 @@ enum Command {
     Schema {
         #[command(subcommand)]
         command: schema::SchemaCommand,
+        #[command(flatten)]
+        connection: schema::Connection,
+    },
+    /// Data-sharing agreements: propose, approve, revoke, get, list.
+    Agreement {
+        #[command(subcommand)]
+        command: agreement::AgreementCommand,
         #[command(flatten)]
         connection: schema::Connection,
     },
@@ -212,6 +220,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command,
             connection,
         } => return Ok(schema::run_mapping(command, &connection).await),
+        Command::Agreement {
+            command,
+            connection,
+        } => return Ok(agreement::run(command, &connection).await),
         Command::Demo(args) => demo(args).await,
         Command::Broker { config } => broker(config).await,
         Command::Adapter(args) => match (args.command, args.config) {

@@ -39,6 +39,11 @@ pub(crate) struct Connection {
 
 impl Connection {
     async fn registry(&self) -> Result<RegistryClient<Channel>, Failure> {
+        Ok(RegistryClient::new(self.channel().await?))
+    }
+
+    /// An mTLS channel to the broker with this caller's certificate.
+    pub(crate) async fn channel(&self) -> Result<Channel, Failure> {
         let missing = |what: &str| {
             Failure::Usage(anyhow!(
                 "--{what} is needed to reach the broker (or set JEMBATAN_{})",
@@ -66,12 +71,12 @@ impl Connection {
             .connect()
             .await
             .with_context(|| format!("cannot reach the broker at {broker}"))?;
-        Ok(RegistryClient::new(channel))
+        Ok(channel)
     }
 }
 
 /// A refused call: the broker's own words; transport trouble is a usage error.
-fn call_failed(status: tonic::Status) -> Failure {
+pub(crate) fn call_failed(status: tonic::Status) -> Failure {
     use tonic::Code;
     let err = anyhow!("{}: {}", code_name(status.code()), status.message());
     match status.code() {
@@ -90,6 +95,8 @@ fn code_name(code: tonic::Code) -> &'static str {
         Code::PermissionDenied => "permission denied",
         Code::FailedPrecondition => "refused",
         Code::Aborted => "conflict",
+        Code::AlreadyExists => "already exists",
+        Code::ResourceExhausted => "limit reached",
         Code::Unavailable => "unavailable",
         Code::Unauthenticated => "unauthenticated",
         _ => "error",

@@ -17,6 +17,7 @@ use jembatan_broker::{Broker, BrokerConfig};
 use jembatan_core::{Identity, Role};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::agreements_client::AgreementsClient;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -55,6 +56,8 @@ pub struct DemoReport {
     pub rows_delivered: u64,
     /// Schema changes the registry refused as incompatible.
     pub schema_refusals: usize,
+    /// Agreement lifecycle steps taken through the Agreements service.
+    pub agreement_steps: usize,
     pub dir: Option<PathBuf>,
 }
 
@@ -192,6 +195,35 @@ const PURPOSE_TENDER: &str = "verifikasi izin usaha peserta tender";
 const PURPOSE_LAND: &str = "verifikasi pemilik hak atas tanah";
 const PURPOSE_DTKS: &str = "pemutakhiran data terpadu kesejahteraan sosial";
 const PURPOSE_COMPLAINT: &str = "verifikasi identitas pelapor pengaduan";
+const PURPOSE_IMMUNISATION: &str = "pendataan sasaran imunisasi";
+
+/// The legal bases agreements may name: (purpose, legal basis).
+const PURPOSES: &[(&str, &str)] = &[
+    (
+        PURPOSE_LICENCE,
+        "PP 5/2021 tentang Perizinan Berusaha Berbasis Risiko",
+    ),
+    (
+        PURPOSE_TENDER,
+        "Perpres 16/2018 tentang Pengadaan Barang/Jasa Pemerintah",
+    ),
+    (
+        PURPOSE_LAND,
+        "PP 18/2021 tentang Hak Pengelolaan dan Hak atas Tanah",
+    ),
+    (
+        PURPOSE_DTKS,
+        "Permensos 3/2021 tentang Pengelolaan Data Terpadu Kesejahteraan Sosial",
+    ),
+    (
+        PURPOSE_COMPLAINT,
+        "Perpres 76/2013 tentang Pengelolaan Pelayanan Publik",
+    ),
+    (
+        PURPOSE_IMMUNISATION,
+        "Permenkes 12/2017 tentang Penyelenggaraan Imunisasi",
+    ),
+];
 
 const AGREEMENTS: &[AgreementSpec] = &[
     AgreementSpec {
@@ -358,6 +390,14 @@ fn broker_toml(port: u16, tls: &TlsFiles, base: &Path, adapter_ports: &[(&str, u
                 let _ = writeln!(s, "key = {}", q(k));
             }
         }
+    }
+    for (id, basis) in PURPOSES {
+        let _ = write!(
+            s,
+            "\n[[purposes]]\nid = {}\nlegal_basis = {}\n",
+            q(id),
+            q(basis)
+        );
     }
     for a in AGREEMENTS {
         let provider = a.dataset.split('.').next().unwrap_or_default();
@@ -624,6 +664,155 @@ impl<W: Write> Scenario<'_, W> {
         Ok(())
     }
 
+    /// Dinas Kesehatan proposes an agreement, Disdukcapil approves it,
+    /// Dinas Kesehatan reads masked values and verifies a name it holds,
+    /// then revokes the agreement; each step is an audit entry.
+    async fn lifecycle(
+        &mut self,
+        port: u16,
+        dinkes: &TlsFiles,
+        registry_agency: &TlsFiles,
+        nik: &str,
+        name: &str,
+        village: &str,
+    ) -> Result<(), DemoError> {
+        let out = || step::<std::io::Error>("write output");
+        let mut proposer = AgreementsClient::new(channel(port, dinkes).await?);
+        let mut provider = AgreementsClient::new(channel(port, registry_agency).await?);
+        let grant = |field: &str, mode: pb::AccessMode, mask: &str| pb::FieldGrant {
+            field: field.into(),
+            mode: mode as i32,
+            mask: mask.into(),
+        };
+        writeln!(
+            self.out,
+            "\n▶ Dinas Kesehatan proposes an agreement for its immunisation register (Agreements.Propose)"
+        )
+        .map_err(out())?;
+        let proposed = proposer
+            .propose(pb::ProposeRequest {
+                agreement: Some(pb::Agreement {
+                    id: "pks-2026-005-dinkes-penduduk".into(),
+                    dataset: "disdukcapil.penduduk".into(),
+                    purpose: PURPOSE_IMMUNISATION.into(),
+                    fields: vec![
+                        grant("nik", pb::AccessMode::Masked, "keep_last:4"),
+                        grant("tgl_lahir", pb::AccessMode::Masked, "year"),
+                        grant("jenis_kelamin", pb::AccessMode::Read, ""),
+                        grant("kode_desa", pb::AccessMode::Read, ""),
+                        grant("nama_lengkap", pb::AccessMode::Verify, ""),
+                    ],
+                    quota: Some(pb::Quota {
+                        rows_per_day: 5_000,
+                        requests_per_minute: 60,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(step("propose an agreement"))?
+            .into_inner();
+        writeln!(
+            self.out,
+            "    ✔ {} proposed: nik masked keep_last:4 · tgl_lahir masked year · jenis_kelamin, kode_desa read · nama_lengkap verify only · 5000 rows/day, 60 requests/minute",
+            proposed.id
+        )
+        .map_err(out())?;
+        let mut consumer = client(port, dinkes).await?;
+        let request = pb::QueryRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: PURPOSE_IMMUNISATION.into(),
+            filter: Some(eq("kode_desa", village)),
+            limit: 3,
+            ..Default::default()
+        };
+        self.query(
+            "…and asks for data before Disdukcapil approved it",
+            &mut consumer,
+            request.clone(),
+        )
+        .await?;
+        let approved = provider
+            .approve(pb::ApproveRequest {
+                id: proposed.id.clone(),
+            })
+            .await
+            .map_err(step("approve the agreement"))?
+            .into_inner();
+        writeln!(
+            self.out,
+            "\n▶ Disdukcapil approves it (Agreements.Approve, with Disdukcapil's own certificate)\n    ✔ {} is {}",
+            approved.id,
+            if approved.status == pb::AgreementStatus::Approved as i32 { "approved" } else { "not approved" }
+        )
+        .map_err(out())?;
+        self.query(
+            "Dinas Kesehatan reads three residents of a village: NIK and birth date arrive masked",
+            &mut consumer,
+            request,
+        )
+        .await?;
+        let verify = |claimed: &str| pb::LookupRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: PURPOSE_IMMUNISATION.into(),
+            key: key(nik),
+            verify: [(
+                "nama_lengkap".to_owned(),
+                pb::Scalar {
+                    kind: Some(pb::scalar::Kind::StringValue(claimed.to_owned())),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        for (title, claimed) in [
+            (
+                "Dinas Kesehatan checks the name a mother gave at the clinic (verify: the registry's value never leaves)",
+                name.to_owned(),
+            ),
+            ("…and a misspelt one", format!("{name}X")),
+        ] {
+            writeln!(self.out, "\n▶ {title}").map_err(out())?;
+            match consumer.lookup(verify(&claimed)).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    self.report.allowed += 1;
+                    writeln!(
+                        self.out,
+                        "    ✔ nama_lengkap {:?}: {}",
+                        claimed,
+                        match r.verified.get("nama_lengkap") {
+                            Some(true) => "matches",
+                            Some(false) => "does not match",
+                            None => "not found",
+                        }
+                    )
+                    .map_err(out())?;
+                    show_record(self.out, &r.record).map_err(out())?;
+                }
+                Err(status) => self.denied(status)?,
+            }
+        }
+        let revoked = proposer
+            .revoke(pb::RevokeRequest {
+                id: proposed.id.clone(),
+                reason: "immunisation campaign finished".into(),
+            })
+            .await
+            .map_err(step("revoke the agreement"))?
+            .into_inner();
+        writeln!(
+            self.out,
+            "\n▶ Dinas Kesehatan revokes it when the campaign ends (Agreements.Revoke)\n    ✔ {} is {}",
+            revoked.id,
+            if revoked.status == pb::AgreementStatus::Revoked as i32 { "revoked" } else { "not revoked" }
+        )
+        .map_err(out())?;
+        self.report.agreement_steps += 3;
+        Ok(())
+    }
+
     fn denied(&mut self, status: tonic::Status) -> Result<(), DemoError> {
         let details = status
             .metadata()
@@ -736,6 +925,10 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
     )
     .map_err(DemoError::Step)?;
     identities.push(integrator.clone());
+    // the population registry's own agency certificate: it approves and
+    // revokes agreements over its datasets
+    let registry_agency = Identity::agency("disdukcapil".parse().map_err(step("agency id"))?);
+    identities.push(registry_agency.clone());
     let issued =
         jembatan_pki::dev_pki(&certs, &identities).map_err(step("create development PKI"))?;
     let files_of = |id: &Identity| -> Result<TlsFiles, DemoError> {
@@ -960,10 +1153,21 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
         &mut client_of("dinkes")?,
         pb::QueryRequest {
             dataset: "disdukcapil.penduduk".into(),
-            purpose: "pendataan sasaran imunisasi".into(),
+            purpose: PURPOSE_IMMUNISATION.into(),
             fields: vec!["nik".into(), "nama_lengkap".into(), "tgl_lahir".into()],
             ..Default::default()
         },
+    )
+    .await?;
+    s.lifecycle(
+        broker_port,
+        &files_of(&Identity::agency(
+            "dinkes".parse().map_err(step("agency id"))?,
+        ))?,
+        &files_of(&registry_agency)?,
+        &ex.resident_nik,
+        &ex.resident_name,
+        &ex.village_code,
     )
     .await?;
     s.query(

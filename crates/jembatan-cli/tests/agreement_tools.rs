@@ -1,0 +1,194 @@
+//! `jembatan agreement ...` against a broker started from a kept demo:
+//! each certificate may do only its own part of the lifecycle, and the
+//! exit codes say refused (1) from usage errors (2).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+fn jembatan() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jembatan"))
+}
+
+/// Kills the broker when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn listen_port(config: &Path) -> u16 {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("listen"))
+        .unwrap()
+        .to_owned();
+    line.trim_end_matches('"')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+struct Cli {
+    keep: PathBuf,
+    port: u16,
+}
+
+impl Cli {
+    /// Runs `jembatan agreement ARGS` with `who`'s certificate.
+    fn run(&self, who: &str, args: &[&str]) -> (Option<i32>, String, String) {
+        let certs = self.keep.join("certs");
+        let out = jembatan()
+            .arg("agreement")
+            .args(args)
+            .arg("--broker")
+            .arg(format!("https://localhost:{}", self.port))
+            .arg("--ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--cert")
+            .arg(certs.join(format!("{who}.pem")))
+            .arg("--key")
+            .arg(certs.join(format!("{who}-key.pem")))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[test]
+fn the_lifecycle_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("demo");
+    let out = jembatan()
+        .args(["demo", "--residents", "1000", "--keep"])
+        .arg(&keep)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = keep.join("broker.toml");
+    let port = listen_port(&config);
+    let _broker = Running(
+        jembatan()
+            .args(["broker", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the broker did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cli = Cli { keep, port };
+
+    // arguments are checked before the broker is called
+    let (code, _, err) = cli.run(
+        "agency-dinkes",
+        &[
+            "propose",
+            "--dataset",
+            "disdukcapil.penduduk",
+            "--purpose",
+            "pendataan sasaran imunisasi",
+            "--field",
+            "nik:masked",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("masked needs a rule"), "{err}");
+
+    let propose = [
+        "propose",
+        "--id",
+        "cli-1",
+        "--dataset",
+        "disdukcapil.penduduk",
+        "--purpose",
+        "pendataan sasaran imunisasi",
+        "--field",
+        "nik:masked:keep_last:4",
+        "--field",
+        "kode_desa",
+        "--field",
+        "nama_lengkap:verify",
+        "--valid-until",
+        "2099-01-01",
+        "--rows-per-day",
+        "100",
+    ];
+    let (code, out, err) = cli.run("agency-dinkes", &propose);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("agreement cli-1 (proposed)"), "{out}");
+    assert!(
+        out.contains("nik:masked:keep_last:4, kode_desa, nama_lengkap:verify"),
+        "{out}"
+    );
+    assert!(out.contains("100 rows/day"), "{out}");
+
+    // the same id again, an unregistered purpose: refused (exit 1)
+    let (code, _, err) = cli.run("agency-dinkes", &propose);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already exists"), "{err}");
+    let mut bad = propose.to_vec();
+    bad[2] = "cli-2";
+    bad[6] = "marketing";
+    let (code, _, err) = cli.run("agency-dinkes", &bad);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not a registered legal basis"), "{err}");
+
+    // only the provider approves
+    let (code, _, err) = cli.run("agency-dinkes", &["approve", "cli-1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("permission denied"), "{err}");
+    let (code, out, err) = cli.run("agency-disdukcapil", &["approve", "cli-1", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(json["status"], "approved");
+    assert_eq!(json["fields"][0]["mask"], "keep_last:4");
+    assert_eq!(json["quota"]["rows_per_day"], 100);
+
+    // another agency neither sees nor lists it
+    let (code, _, err) = cli.run("agency-bpn", &["get", "cli-1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not found"), "{err}");
+    let (code, out, _) = cli.run("agency-bpn", &["list"]);
+    assert_eq!(code, Some(0));
+    assert!(!out.contains("cli-1"), "{out}");
+    let (code, out, _) = cli.run("agency-disdukcapil", &["list", "--status", "approved"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cli-1") && l.contains("approved")),
+        "{out}"
+    );
+
+    let (code, out, err) = cli.run(
+        "agency-dinkes",
+        &["revoke", "cli-1", "--reason", "campaign finished"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("(revoked)"), "{out}");
+    let (code, _, err) = cli.run("agency-disdukcapil", &["revoke", "cli-1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already revoked"), "{err}");
+    let (code, _, err) = cli.run("agency-dinkes", &["list", "--status", "gone"]);
+    assert_eq!(code, Some(2), "{err}");
+}
