@@ -380,6 +380,25 @@ impl Agreement {
                 "agreement {id} already exists"
             ))),
             Action::Approve => {
+                // who may ever approve comes first: a stranger learns
+                // nothing of the agreement's state
+                if party != Some("provider") && !operator {
+                    return Err(TransitionError::NotAllowed(match party {
+                        Some(_) => format!(
+                            "agreement {id} is approved by its provider {}, not by its consumer",
+                            self.provider
+                        ),
+                        None => format!(
+                            "only agency {} (the provider){} may approve agreement {id}",
+                            self.provider,
+                            if operator_approval {
+                                " and an operator"
+                            } else {
+                                ""
+                            }
+                        ),
+                    }));
+                }
                 if self.status.is_final() {
                     return Err(TransitionError::WrongState(format!(
                         "agreement {id} is {} and cannot be approved",
@@ -394,38 +413,23 @@ impl Agreement {
                             .unwrap_or_default()
                     )));
                 }
-                match (self.status, party, operator) {
-                    (AgreementStatus::Proposed, Some("provider"), _) => Ok(if operator_approval {
+                match (self.status, operator) {
+                    (AgreementStatus::Proposed, false) => Ok(if operator_approval {
                         AgreementStatus::ProviderApproved
                     } else {
                         AgreementStatus::Approved
                     }),
-                    (AgreementStatus::ProviderApproved, _, true) => Ok(AgreementStatus::Approved),
-                    (AgreementStatus::Proposed, _, true) => {
-                        Err(TransitionError::WrongState(format!(
-                            "agreement {id} awaits the provider's approval before an operator's"
-                        )))
-                    }
-                    (AgreementStatus::ProviderApproved, Some("provider"), _) => {
+                    (AgreementStatus::ProviderApproved, true) => Ok(AgreementStatus::Approved),
+                    (AgreementStatus::Proposed, true) => Err(TransitionError::WrongState(format!(
+                        "agreement {id} awaits the provider's approval before an operator's"
+                    ))),
+                    (AgreementStatus::ProviderApproved, false) => {
                         Err(TransitionError::WrongState(format!(
                             "agreement {id} is already approved by the provider and awaits an operator"
                         )))
                     }
-                    (AgreementStatus::Approved, _, _) if party.is_some() || operator => Err(
-                        TransitionError::WrongState(format!("agreement {id} is already approved")),
-                    ),
-                    (_, Some("consumer"), _) => Err(TransitionError::NotAllowed(format!(
-                        "agreement {id} is approved by its provider {}, not by its consumer",
-                        self.provider
-                    ))),
-                    _ => Err(TransitionError::NotAllowed(format!(
-                        "only agency {} (the provider){} may approve agreement {id}",
-                        self.provider,
-                        if operator_approval {
-                            " and an operator"
-                        } else {
-                            ""
-                        }
+                    _ => Err(TransitionError::WrongState(format!(
+                        "agreement {id} is already approved"
                     ))),
                 }
             }
