@@ -99,6 +99,9 @@ fn in_list(n: usize) -> pb::Filter {
     }
 }
 
+/// The records a request gets, or the code and message text of its refusal.
+type Want = Result<usize, (Code, String)>;
+
 /// Each limit at its value is served; one over is refused naming it.
 #[tokio::test]
 async fn every_request_limit_is_enforced_at_its_bound() {
@@ -130,7 +133,7 @@ async fn every_request_limit_is_enforced_at_its_bound() {
     just_under.exchange_id = "x".repeat(MAX_REQUEST_BYTES - 1024);
 
     // (name, request, rows it gets, or the refusal)
-    let cases: Vec<(&str, pb::FetchRequest, Result<usize, (Code, String)>)> = vec![
+    let cases: Vec<(&str, pb::FetchRequest, Want)> = vec![
         ("max_fields columns", request(&all_refs, None), Ok(20)),
         (
             "max_fields + 1 columns",

@@ -271,6 +271,9 @@ fn in_list(n: usize) -> pb::Filter {
     )
 }
 
+/// The records a request gets, or the code and message text of its refusal.
+type Want = Result<usize, (Code, String)>;
+
 /// Records of a query, or its status.
 async fn run_query(
     client: &mut ExchangeClient<Channel>,
@@ -293,11 +296,11 @@ async fn query_limits_are_enforced_at_their_bounds_and_audited() {
     let fields_at_limit: Vec<String> = (0..MAX_FIELDS).map(|i| format!("f{i}")).collect();
     let fields_over: Vec<String> = (0..=MAX_FIELDS).map(|i| format!("f{i}")).collect();
     let long_ident = "a".repeat(MAX_IDENT_BYTES + 1);
-    let ok = |n: usize| -> Result<usize, (Code, String)> { Ok(n) };
+    let ok = |n: usize| -> Want { Ok(n) };
     let err =
         |code: Code, text: &str| -> Result<usize, (Code, String)> { Err((code, text.into())) };
 
-    let cases: Vec<(&str, pb::QueryRequest, Result<usize, (Code, String)>)> = vec![
+    let cases: Vec<(&str, pb::QueryRequest, Want)> = vec![
         (
             "max_fields fields: valid, then judged by the agreement",
             pb::QueryRequest {
