@@ -5,10 +5,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::pin::pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jembatan_core::ids::truncate;
-use jembatan_core::limits::MAX_FIELDS;
+use jembatan_core::limits::{MAX_FIELDS, MAX_IDENT_BYTES};
 use jembatan_core::{AgencyId, DatasetId, FieldName, Filter};
 use jembatan_proto::v1 as pb;
 use sha2::{Digest, Sha256};
@@ -17,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::config::AdapterConfig;
-use crate::db::{self, ColumnType, Db, OutColumn};
+use crate::db::{self, ColumnType, Db, OutColumn, QueryTime};
 use crate::error::AdapterError;
 use crate::kind::ColumnKind;
 use crate::receipts::{
@@ -35,6 +36,8 @@ pub const MAX_BATCH_BYTES: usize = 1 << 20;
 const CHANNEL_CAPACITY: usize = 4;
 /// Longest request string (exchange id, consumer, purpose) the receipt log keeps.
 const MAX_LOGGED_STRING: usize = 256;
+/// Longest dataset id: two identifiers and the dot between them.
+const MAX_DATASET_ID_BYTES: usize = 2 * MAX_IDENT_BYTES + 1;
 
 /// The stream of batches a fetch returns.
 pub type FetchStream = ReceiverStream<Result<pb::FetchResponse, Status>>;
@@ -92,6 +95,7 @@ pub struct Adapter {
     db: Db,
     datasets: Vec<Arc<DatasetInfo>>,
     batch_size: u32,
+    max_query_time: Duration,
     log: ReceiptLog,
 }
 
@@ -107,7 +111,7 @@ impl Adapter {
     /// against the live schema (refusing to start with one message naming
     /// every problem) and opens the receipt log.
     pub async fn connect(config: &AdapterConfig) -> Result<Adapter, AdapterError> {
-        let db = Db::open(&config.database).await?;
+        let db = Db::open(&config.database, config.max_query_time).await?;
         match Self::check(&db, config).await {
             Ok(datasets) => {
                 let log = match ReceiptLog::open(&config.receipt_log).await {
@@ -128,6 +132,7 @@ impl Adapter {
                     db,
                     datasets,
                     batch_size: config.batch_size,
+                    max_query_time: config.max_query_time,
                     log,
                 })
             }
@@ -256,6 +261,12 @@ impl Adapter {
     }
 
     fn dataset(&self, requested: &str) -> Result<&Arc<DatasetInfo>, Status> {
+        if requested.len() > MAX_DATASET_ID_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "invalid dataset: dataset id of {} bytes exceeds the limit max_ident_bytes = {MAX_IDENT_BYTES} (per part of <agency>.<dataset>)",
+                requested.len()
+            )));
+        }
         self.datasets
             .iter()
             .find(|d| d.id.as_str() == requested)
@@ -282,6 +293,12 @@ impl Adapter {
                 req.columns.len()
             )));
         }
+        if let Some(long) = req.columns.iter().find(|c| c.len() > MAX_IDENT_BYTES) {
+            return Err(Status::invalid_argument(format!(
+                "invalid columns: a column name of {} bytes exceeds the limit max_ident_bytes = {MAX_IDENT_BYTES}",
+                long.len()
+            )));
+        }
         let off_list: BTreeSet<String> = req
             .columns
             .iter()
@@ -303,10 +320,12 @@ impl Adapter {
                 )));
             }
         }
+        // the broker's filter: the agreement's row filter, the consumer's
+        // filter and a lookup key under one `all`
         let filter = req
             .filter
             .as_ref()
-            .map(Filter::try_from)
+            .map(Filter::from_forwarded_proto)
             .transpose()
             .map_err(Status::from)?;
         let dialect = self.db.dialect();
@@ -376,8 +395,25 @@ impl Adapter {
     /// Streams the rows a fetch asks for, after checking it against the
     /// whitelist. The caller is responsible for authenticating the broker
     /// (the gRPC service does). When the stream ends, fails or is dropped,
-    /// a `served` line is appended to the receipt log.
+    /// a `served` line is appended to the receipt log. The fetch may run
+    /// for the adapter's `max_query_time`.
     pub fn fetch(self: &Arc<Self>, req: pb::FetchRequest) -> Result<FetchStream, Status> {
+        self.fetch_within(req, None)
+    }
+
+    /// [`Adapter::fetch`] within the caller's deadline (`grpc-timeout`),
+    /// when it is shorter than the adapter's `max_query_time`. A fetch past
+    /// its deadline ends with `DeadlineExceeded` and its statement is
+    /// stopped in the database.
+    pub fn fetch_within(
+        self: &Arc<Self>,
+        req: pb::FetchRequest,
+        timeout: Option<Duration>,
+    ) -> Result<FetchStream, Status> {
+        let limit = match timeout {
+            Some(t) if t < self.max_query_time => TimeLimit::Caller(t),
+            _ => TimeLimit::Config(self.max_query_time),
+        };
         let plan = match self.plan(&req) {
             Ok(p) => p,
             Err(status) => {
@@ -394,7 +430,7 @@ impl Adapter {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let adapter = Arc::clone(self);
         tokio::spawn(async move {
-            let entry = adapter.produce(plan, &req, tx).await;
+            let entry = adapter.produce(plan, limit, &req, tx).await;
             if let Err(e) = adapter.log.append(&LogEntry::Served(entry)).await {
                 tracing::error!(path = %adapter.log.path().display(), error = %e, "cannot append to the receipt log");
             }
@@ -405,6 +441,7 @@ impl Adapter {
     async fn produce(
         &self,
         plan: Plan,
+        limit: TimeLimit,
         req: &pb::FetchRequest,
         tx: mpsc::Sender<Result<pb::FetchResponse, Status>>,
     ) -> ServedEntry {
@@ -414,15 +451,24 @@ impl Adapter {
             out,
             batch_size,
         } = plan;
+        let started = Instant::now();
+        let time = QueryTime {
+            deadline: started + limit.duration(),
+            statement_limit: match limit {
+                TimeLimit::Caller(t) => Some(t),
+                TimeLimit::Config(_) => None,
+            },
+        };
         let mut sent = Sent::default();
         let mut batch: Vec<String> = Vec::with_capacity(batch_size.min(1024));
         let mut batch_bytes = 0usize;
-        let status = {
-            let mut records = pin!(db::records(self.db.clone(), rendered, out));
+        // `None`: the database stopped the statement at its deadline
+        let read = async {
+            let mut records = pin!(db::records(self.db.clone(), rendered, out, time));
             loop {
                 let next = tokio::select! {
                     biased;
-                    _ = tx.closed() => break FetchStatus::Cancelled,
+                    _ = tx.closed() => return Some(FetchStatus::Cancelled),
                     next = records.next() => next,
                 };
                 match next {
@@ -432,11 +478,16 @@ impl Adapter {
                         if batch.len() >= batch_size || batch_bytes >= MAX_BATCH_BYTES {
                             batch_bytes = 0;
                             if !sent.send(&tx, std::mem::take(&mut batch)).await {
-                                break FetchStatus::Cancelled;
+                                return Some(FetchStatus::Cancelled);
                             }
                         }
                     }
                     Some(Err(e)) => {
+                        // the database may stop a statement at its limit a
+                        // moment before the adapter's own deadline fires
+                        if Instant::now() + DEADLINE_TOLERANCE >= time.deadline {
+                            return None;
+                        }
                         tracing::error!(
                             dataset = %dataset.id,
                             exchange_id = %truncate(&req.exchange_id, 64),
@@ -449,15 +500,31 @@ impl Adapter {
                         ));
                         // the broker may already be gone; the log records the failure either way
                         let _ = tx.send(Err(status)).await;
-                        break FetchStatus::Failed;
+                        return Some(FetchStatus::Failed);
                     }
                     None => {
                         if !batch.is_empty() && !sent.send(&tx, std::mem::take(&mut batch)).await {
-                            break FetchStatus::Cancelled;
+                            return Some(FetchStatus::Cancelled);
                         }
-                        break FetchStatus::Ok;
+                        return Some(FetchStatus::Ok);
                     }
                 }
+            }
+        };
+        let status = match tokio::time::timeout_at(time.deadline.into(), read).await {
+            Ok(Some(status)) => status,
+            Ok(None) | Err(_) => {
+                let message = limit.exceeded(&dataset.id);
+                tracing::warn!(
+                    dataset = %dataset.id,
+                    exchange_id = %truncate(&req.exchange_id, 64),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    reason = %message,
+                    "fetch stopped at its deadline"
+                );
+                // the broker may already be gone; the log records the failure either way
+                let _ = tx.send(Err(Status::deadline_exceeded(message))).await;
+                FetchStatus::Failed
             }
         };
         tracing::info!(
@@ -510,6 +577,41 @@ impl Adapter {
             "receipt recorded"
         );
         Ok(pb::AcknowledgeResponse {})
+    }
+}
+
+/// A database error this close to the deadline counts as the deadline:
+/// the database's own limit on the statement ends it at about that time.
+const DEADLINE_TOLERANCE: Duration = Duration::from_millis(50);
+
+/// Which limit bounds a fetch's time.
+#[derive(Debug, Clone, Copy)]
+enum TimeLimit {
+    /// The caller's deadline (`grpc-timeout`), shorter than `max_query_time`.
+    Caller(Duration),
+    /// The adapter's `max_query_time`.
+    Config(Duration),
+}
+
+impl TimeLimit {
+    fn duration(self) -> Duration {
+        match self {
+            TimeLimit::Caller(d) | TimeLimit::Config(d) => d,
+        }
+    }
+
+    /// The message of the `DeadlineExceeded` a fetch past this limit ends with.
+    fn exceeded(self, dataset: &DatasetId) -> String {
+        match self {
+            TimeLimit::Caller(d) => format!(
+                "the fetch of dataset {dataset} did not finish within the caller's deadline of {} (grpc-timeout); the query was stopped",
+                humantime::format_duration(d)
+            ),
+            TimeLimit::Config(d) => format!(
+                "the fetch of dataset {dataset} ran longer than the adapter's limit max_query_time = {}; the query was stopped",
+                humantime::format_duration(d)
+            ),
+        }
     }
 }
 

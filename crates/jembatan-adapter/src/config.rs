@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use jembatan_core::{AgencyId, DatasetId, FieldName, Filter};
 use jembatan_pki::TlsFiles;
@@ -14,6 +15,11 @@ use crate::error::AdapterError;
 
 /// Records per batch when neither the config nor the request chooses.
 pub const DEFAULT_BATCH_SIZE: u32 = 500;
+/// Longest a fetch may run, from the request to its last batch, when the
+/// config does not choose.
+pub const DEFAULT_MAX_QUERY_TIME: Duration = Duration::from_secs(10 * 60);
+/// The largest `max_query_time` a config may set.
+const MAX_MAX_QUERY_TIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The database backend, chosen by the URL scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +65,9 @@ pub struct AdapterConfig {
     pub listen: SocketAddr,
     pub receipt_log: PathBuf,
     pub batch_size: u32,
+    /// Longest a fetch may run, from the request to its last batch; a
+    /// caller's shorter deadline (`grpc-timeout`) takes precedence.
+    pub max_query_time: Duration,
     pub tls: TlsFiles,
     pub datasets: Vec<DatasetConfig>,
 }
@@ -96,6 +105,8 @@ struct RawConfig {
     receipt_log: PathBuf,
     #[serde(default)]
     batch_size: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    max_query_time: Option<Duration>,
     tls: TlsFiles,
     #[serde(default)]
     datasets: Vec<DatasetConfig>,
@@ -152,6 +163,13 @@ impl AdapterConfig {
                 "batch_size must be between 1 and {MAX_BATCH_SIZE}; got {batch_size}"
             )));
         }
+        let max_query_time = raw.max_query_time.unwrap_or(DEFAULT_MAX_QUERY_TIME);
+        if max_query_time < Duration::from_secs(1) || max_query_time > MAX_MAX_QUERY_TIME {
+            return Err(err(format!(
+                "max_query_time must be between 1s and 24h; got {}",
+                humantime::format_duration(max_query_time)
+            )));
+        }
         let mut problems = Vec::new();
         let mut names = BTreeSet::new();
         for d in &raw.datasets {
@@ -171,6 +189,7 @@ impl AdapterConfig {
             listen: raw.listen,
             receipt_log: base.join(&raw.receipt_log),
             batch_size,
+            max_query_time,
             tls: raw.tls.relative_to(base),
             datasets: raw.datasets,
         })
@@ -288,6 +307,13 @@ row_filter = { field = "status", op = "eq", value = "HIDUP" }
         assert_eq!(c.receipt_log, Path::new("/etc/jembatan/receipts.jsonl"));
         assert_eq!(c.tls.ca, Path::new("/etc/jembatan/certs/ca.pem"));
         assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(c.max_query_time, DEFAULT_MAX_QUERY_TIME);
+        let c = AdapterConfig::from_toml(
+            &GOOD.replace("receipt_log =", "max_query_time = \"90s\"\nreceipt_log ="),
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert_eq!(c.max_query_time, Duration::from_secs(90));
         assert_eq!(c.backend(), Backend::Sqlite);
         assert_eq!(c.datasets.len(), 1);
         assert_eq!(
@@ -399,6 +425,21 @@ row_filter = { field = "status", op = "eq", value = "HIDUP" }
                 "batch size",
                 GOOD.replace("receipt_log =", "batch_size = 0\nreceipt_log ="),
                 "batch_size must be between 1 and 10000",
+            ),
+            (
+                "max query time zero",
+                GOOD.replace("receipt_log =", "max_query_time = \"0s\"\nreceipt_log ="),
+                "max_query_time must be between 1s and 24h; got 0s",
+            ),
+            (
+                "max query time too long",
+                GOOD.replace("receipt_log =", "max_query_time = \"2days\"\nreceipt_log ="),
+                "max_query_time must be between 1s and 24h; got 2days",
+            ),
+            (
+                "max query time without unit",
+                GOOD.replace("receipt_log =", "max_query_time = \"30\"\nreceipt_log ="),
+                "invalid value: string \"30\", expected a duration (line 6)",
             ),
             (
                 "unknown tls key",

@@ -8,15 +8,17 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, Executor as _, Row as _, TypeInfo as _, ValueRef as _};
+use sqlx::{AssertSqlSafe, Connection as _, Executor as _, Row as _, TypeInfo as _, ValueRef as _};
 
 use crate::config::Backend;
 use crate::error::{AdapterError, redact_url};
@@ -25,18 +27,79 @@ use crate::sql::{BindValue, Dialect, Rendered};
 
 /// Connections per pool.
 const MAX_CONNECTIONS: u32 = 8;
+/// How much longer than the adapter's own deadline the database's limit
+/// on a statement is: the adapter stops the fetch and answers first, the
+/// database then stops the statement.
+const SERVER_LIMIT_SLACK: Duration = Duration::from_millis(250);
+/// SQLite virtual-machine steps between two checks of a query's deadline.
+const SQLITE_PROGRESS_STEPS: i32 = 10_000;
 
 /// An open database, one pool type per backend.
 #[derive(Debug, Clone)]
 pub(crate) enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
-    MySql(MySqlPool),
+    MySql(MySqlPool, MySqlFlavor),
+}
+
+/// MariaDB and MySQL name their statement time limits differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MySqlFlavor {
+    MariaDb,
+    MySql,
+}
+
+impl MySqlFlavor {
+    /// Sets the session's limit on every statement.
+    fn session_limit(self, limit: Duration) -> String {
+        match self {
+            MySqlFlavor::MariaDb => {
+                format!(
+                    "SET SESSION max_statement_time = {:.3}",
+                    limit.as_secs_f64()
+                )
+            }
+            MySqlFlavor::MySql => format!("SET SESSION max_execution_time = {}", millis(limit)),
+        }
+    }
+
+    /// `sql` (a SELECT) with its own time limit.
+    fn statement_limit(self, sql: &str, limit: Duration) -> String {
+        match self {
+            MySqlFlavor::MariaDb => format!(
+                "SET STATEMENT max_statement_time = {:.3} FOR {sql}",
+                limit.as_secs_f64()
+            ),
+            MySqlFlavor::MySql => match sql.strip_prefix("SELECT ") {
+                Some(rest) => format!("SELECT /*+ MAX_EXECUTION_TIME({}) */ {rest}", millis(limit)),
+                None => sql.to_owned(),
+            },
+        }
+    }
+}
+
+/// Whole milliseconds, at least 1 (0 means "no limit" to the databases).
+fn millis(d: Duration) -> u128 {
+    d.as_millis().max(1)
+}
+
+/// How long a query may run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueryTime {
+    /// When the adapter stops the fetch.
+    pub(crate) deadline: Instant,
+    /// Set when the caller's deadline is shorter than the session's
+    /// `max_query_time`: the statement then gets its own limit in the
+    /// database.
+    pub(crate) statement_limit: Option<Duration>,
 }
 
 impl Db {
     /// Opens a pool for the URL's backend. SQLite files must exist.
-    pub(crate) async fn open(url: &str) -> Result<Db, AdapterError> {
+    /// `max_query_time` becomes every session's statement time limit (with
+    /// a little slack, so the adapter's own deadline answers first); SQLite,
+    /// in process, checks each query's deadline as it runs.
+    pub(crate) async fn open(url: &str, max_query_time: Duration) -> Result<Db, AdapterError> {
         let connect_err = |source| AdapterError::Connect {
             url: redact_url(url),
             source,
@@ -58,36 +121,68 @@ impl Db {
                 Db::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(MAX_CONNECTIONS)
+                        .after_release(|conn, _meta| {
+                            Box::pin(async move {
+                                // the deadline check of the last query goes with it
+                                conn.lock_handle().await?.set_progress_handler(0, || true);
+                                Ok(true)
+                            })
+                        })
                         .connect_with(opts)
                         .await
                         .map_err(connect_err)?,
                 )
             }
-            Backend::Postgres => Db::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(MAX_CONNECTIONS)
-                    .connect(url)
-                    .await
-                    .map_err(connect_err)?,
-            ),
+            Backend::Postgres => {
+                let limit = millis(max_query_time + SERVER_LIMIT_SLACK);
+                let opts = PgConnectOptions::from_str(url)
+                    .map_err(connect_err)?
+                    .options([("statement_timeout", format!("{limit}ms"))]);
+                Db::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(MAX_CONNECTIONS)
+                        .connect_with(opts)
+                        .await
+                        .map_err(connect_err)?,
+                )
+            }
             Backend::MySql => {
                 let opts = MySqlConnectOptions::from_str(url).map_err(connect_err)?;
+                let flavor = {
+                    let mut conn = sqlx::MySqlConnection::connect_with(&opts)
+                        .await
+                        .map_err(connect_err)?;
+                    let version: String = sqlx::query_scalar("SELECT VERSION()")
+                        .fetch_one(&mut conn)
+                        .await
+                        .map_err(connect_err)?;
+                    // closing is a courtesy to the server; the version is known
+                    let _ = conn.close().await;
+                    if version.contains("MariaDB") {
+                        MySqlFlavor::MariaDb
+                    } else {
+                        MySqlFlavor::MySql
+                    }
+                };
+                let session_limit = flavor.session_limit(max_query_time + SERVER_LIMIT_SLACK);
                 let pool = MySqlPoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)
-                    .after_connect(|conn, _meta| {
+                    .after_connect(move |conn, _meta| {
+                        let session_limit = session_limit.clone();
                         Box::pin(async move {
                             // prefix matches write their ESCAPE character as '\\'
                             conn.execute(
                                 "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'NO_BACKSLASH_ESCAPES', '')",
                             )
                             .await?;
+                            conn.execute(AssertSqlSafe(session_limit)).await?;
                             Ok(())
                         })
                     })
                     .connect_with(opts)
                     .await
                     .map_err(connect_err)?;
-                Db::MySql(pool)
+                Db::MySql(pool, flavor)
             }
         })
     }
@@ -96,7 +191,7 @@ impl Db {
         match self {
             Db::Sqlite(_) => Dialect::Sqlite,
             Db::Postgres(_) => Dialect::Postgres,
-            Db::MySql(_) => Dialect::MySql,
+            Db::MySql(..) => Dialect::MySql,
         }
     }
 
@@ -104,7 +199,7 @@ impl Db {
         match self {
             Db::Sqlite(p) => p.close().await,
             Db::Postgres(p) => p.close().await,
-            Db::MySql(p) => p.close().await,
+            Db::MySql(p, _) => p.close().await,
         }
     }
 }
@@ -365,7 +460,7 @@ pub(crate) async fn table_columns(
                 .collect::<Result<_, sqlx::Error>>()
                 .map_err(db_err(ctx))
         }
-        Db::MySql(pool) => {
+        Db::MySql(pool, _) => {
             let rows = sqlx::query(
                 "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY \
                  FROM information_schema.COLUMNS \
@@ -471,7 +566,7 @@ pub(crate) async fn list_tables(db: &Db) -> Result<Vec<TableName>, AdapterError>
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(db_err(ctx))?
         }
-        Db::MySql(pool) => {
+        Db::MySql(pool, _) => {
             let rows = sqlx::query(
                 "SELECT TABLE_NAME FROM information_schema.TABLES \
                  WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'VIEW')",
@@ -571,32 +666,100 @@ fn bind_mysql(mut q: Q<'static, sqlx::MySql>, binds: Vec<BindValue>) -> Q<'stati
     q
 }
 
+/// Sets its flag when dropped: a query's stream going away stops the query.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Streams the query's rows as JSON record texts, keys in `columns` order.
-/// The stream owns its pool handle; dropping it stops reading.
+/// The stream owns its pool handle; dropping it stops reading, and the
+/// database stops the statement by `time` at the latest.
 pub(crate) fn records(
     db: Db,
     query: Rendered,
     columns: Arc<[OutColumn]>,
+    time: QueryTime,
 ) -> impl Stream<Item = Result<String, RecordError>> + Send + 'static {
     async_stream::stream! {
         let Rendered { sql, binds } = query;
         match db {
             Db::Sqlite(pool) => {
+                let mut conn = match pool.acquire().await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        yield Err(e.into());
+                        return;
+                    }
+                };
+                // SQLite runs in process: a progress handler interrupts the
+                // statement once the fetch is dropped or past its deadline
+                let stop = Arc::new(AtomicBool::new(false));
+                let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
+                let deadline = time.deadline + SERVER_LIMIT_SLACK;
+                match conn.lock_handle().await {
+                    Ok(mut handle) => handle.set_progress_handler(SQLITE_PROGRESS_STEPS, move || {
+                        !stop.load(Ordering::Relaxed) && Instant::now() < deadline
+                    }),
+                    Err(e) => {
+                        yield Err(e.into());
+                        return;
+                    }
+                }
                 let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), binds);
-                let mut rows = q.fetch(&pool);
+                let mut rows = q.fetch(&mut *conn);
                 while let Some(row) = rows.next().await {
                     yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| sqlite_value(&r, i, d)));
                 }
             }
-            Db::Postgres(pool) => {
-                let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
-                let mut rows = q.fetch(&pool);
-                while let Some(row) = rows.next().await {
-                    yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| pg_value(&r, i, d)));
+            Db::Postgres(pool) => match time.statement_limit {
+                None => {
+                    let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
+                    let mut rows = q.fetch(&pool);
+                    while let Some(row) = rows.next().await {
+                        yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| pg_value(&r, i, d)));
+                    }
                 }
-            }
-            Db::MySql(pool) => {
-                let q = bind_mysql(sqlx::query(AssertSqlSafe(sql)), binds);
+                Some(limit) => {
+                    // a shorter limit than the session's, for this statement only
+                    let mut tx = match pool.begin().await {
+                        Ok(tx) => tx,
+                        Err(e) => {
+                            yield Err(e.into());
+                            return;
+                        }
+                    };
+                    let set = sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+                        .bind(format!("{}ms", millis(limit + SERVER_LIMIT_SLACK)))
+                        .execute(&mut *tx)
+                        .await;
+                    if let Err(e) = set {
+                        yield Err(e.into());
+                        return;
+                    }
+                    {
+                        let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
+                        let mut rows = q.fetch(&mut *tx);
+                        while let Some(row) = rows.next().await {
+                            yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| pg_value(&r, i, d)));
+                        }
+                    }
+                    // the transaction only read; ending it cannot lose anything
+                    if let Err(e) = tx.rollback().await {
+                        yield Err(e.into());
+                    }
+                }
+            },
+            Db::MySql(pool, flavor) => {
+                let (sql, persistent) = match time.statement_limit {
+                    None => (sql, true),
+                    // each limit makes a different statement text: not worth caching
+                    Some(limit) => (flavor.statement_limit(&sql, limit + SERVER_LIMIT_SLACK), false),
+                };
+                let q = bind_mysql(sqlx::query(AssertSqlSafe(sql)).persistent(persistent), binds);
                 let mut rows = q.fetch(&pool);
                 while let Some(row) = rows.next().await {
                     yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| mysql_value(&r, i, d)));

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use jembatan_core::FieldName;
 
+use crate::config::DEFAULT_MAX_QUERY_TIME;
 use crate::db::{self, Db, TableColumn};
 use crate::error::AdapterError;
 
@@ -45,6 +46,9 @@ const HEADER: &str = "\
 # receipt_log  JSON Lines file where the adapter records every fetch it
 #              served and every receipt the broker acknowledged
 # batch_size   optional records per batch (default 500, at most 10000)
+# max_query_time  optional longest time a fetch may run, from the request
+#              to its last batch (default \"10m\", between 1s and 24h); a
+#              caller's shorter deadline takes precedence
 # [tls]        the CA certificate, this adapter's certificate and its key
 #              (PEM); only the broker's certificate may call the adapter
 # [[datasets]] one block per exposed table: dataset name, table, optional
@@ -64,7 +68,7 @@ const HEADER: &str = "\
 /// for it. The result parses as a valid configuration that exposes no
 /// dataset.
 pub async fn introspect(database_url: &str) -> Result<String, AdapterError> {
-    let db = Db::open(database_url).await?;
+    let db = Db::open(database_url, DEFAULT_MAX_QUERY_TIME).await?;
     let result = render(&db, database_url).await;
     db.close().await;
     result
@@ -81,6 +85,7 @@ async fn render(db: &Db, database_url: &str) -> Result<String, AdapterError> {
          listen = \"127.0.0.1:7101\"\n\
          receipt_log = \"receipts.jsonl\"\n\
          # batch_size = 500\n\
+         # max_query_time = \"10m\"\n\
          \n\
          [tls]\n\
          ca = \"certs/ca.pem\"\n\

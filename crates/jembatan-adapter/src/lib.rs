@@ -25,11 +25,13 @@ mod sql;
 mod typed;
 
 pub use adapter::{Adapter, ColumnInfo, DatasetInfo, FetchStream, MAX_BATCH_BYTES, MAX_BATCH_SIZE};
-pub use config::{AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DatasetConfig};
+pub use config::{
+    AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DEFAULT_MAX_QUERY_TIME, DatasetConfig,
+};
 pub use error::AdapterError;
 pub use init::introspect;
 pub use kind::ColumnKind;
 pub use receipts::{
     AckedReceipt, FetchStatus, LogEntry, ReceiptEntry, ServedEntry, read_receipt_log,
 };
-pub use server::{AdapterService, serve};
+pub use server::{AdapterService, MAX_REQUEST_BYTES, serve};

@@ -9,15 +9,18 @@ use jembatan_core::{Identity, Role};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_server::AdapterServer;
 use tokio::net::TcpListener;
+use tonic::metadata::MetadataMap;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
+use tower::util::MapResponseLayer;
 
 use crate::adapter::{Adapter, FetchStream};
 use crate::error::AdapterError;
 
-/// Largest request the adapter decodes.
-const MAX_DECODING_MESSAGE_SIZE: usize = 4 << 20;
+/// Largest request the adapter decodes; a larger one is refused with
+/// `ResourceExhausted` naming the limit `max_request_bytes`.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Concurrent requests per connection.
 const CONCURRENCY_PER_CONNECTION: usize = 64;
 
@@ -63,7 +66,10 @@ impl pb::adapter_server::Adapter for AdapterService {
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
         broker_only(&request, "fetch")?;
-        Ok(Response::new(self.adapter.fetch(request.into_inner())?))
+        let timeout = grpc_timeout(request.metadata());
+        Ok(Response::new(
+            self.adapter.fetch_within(request.into_inner(), timeout)?,
+        ))
     }
 
     async fn acknowledge(
@@ -75,6 +81,28 @@ impl pb::adapter_server::Adapter for AdapterService {
             self.adapter.acknowledge(request.into_inner()).await?,
         ))
     }
+}
+
+/// The caller's deadline from the `grpc-timeout` header: at most eight
+/// digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`). A malformed header is
+/// ignored, as tonic's own deadline handling does.
+fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let unit_at = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at(unit_at);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Serves the adapter on `listener` with mutual TLS until `shutdown`
@@ -96,7 +124,7 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| AdapterError::Reflection(e.to_string()))?;
     let service = AdapterServer::new(AdapterService::new(Arc::clone(&adapter)))
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, agency = %adapter.agency(), "adapter listening");
     }
@@ -106,6 +134,8 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_keepalive(Some(Duration::from_secs(60)))
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+        // requests that cannot be decoded are the caller's fault
+        .layer(MapResponseLayer::new(jembatan_proto::map_decode_errors))
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
@@ -119,4 +149,36 @@ pub async fn serve(
         .await?;
     tracing::info!("adapter stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_headers() {
+        let cases = [
+            ("1S", Some(Duration::from_secs(1))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("99999999u", Some(Duration::from_micros(99_999_999))),
+            ("5n", Some(Duration::from_nanos(5))),
+            ("123456789S", None),
+            ("S", None),
+            ("", None),
+            ("10s", None),
+            ("-1S", None),
+            ("1.5S", None),
+            ("１S", None),
+        ];
+        for (header, want) in cases {
+            let mut md = MetadataMap::new();
+            if let Ok(v) = header.parse() {
+                md.insert("grpc-timeout", v);
+            }
+            assert_eq!(grpc_timeout(&md), want, "{header:?}");
+        }
+        assert_eq!(grpc_timeout(&MetadataMap::new()), None);
+    }
 }

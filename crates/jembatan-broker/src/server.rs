@@ -11,11 +11,13 @@ use jembatan_proto::v1::registry_server::RegistryServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
+use tower::util::MapResponseLayer;
 
 use crate::{Broker, BrokerError};
 
-/// Most bytes of one request message the broker decodes.
-pub(crate) const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Most bytes of one request message the broker decodes; a larger one is
+/// refused with `ResourceExhausted` naming the limit `max_request_bytes`.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 
 /// Serves the broker on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -69,6 +71,8 @@ pub async fn serve(
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .concurrency_limit_per_connection(256)
+        // requests that cannot be decoded are the caller's fault
+        .layer(MapResponseLayer::new(jembatan_proto::map_decode_errors))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             // Nagle's algorithm would hold small responses back ~40 ms:

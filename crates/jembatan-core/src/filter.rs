@@ -15,7 +15,55 @@ use jembatan_proto::v1 as pb;
 
 use crate::error::InvalidArgument;
 use crate::ids::{FieldName, truncate};
-use crate::limits::{MAX_FILTER_DEPTH, MAX_FILTER_PREDICATES, MAX_IN_VALUES, MAX_STRING_BYTES};
+use crate::limits::{
+    MAX_FILTER_DEPTH, MAX_FILTER_PREDICATES, MAX_FORWARDED_FILTER_DEPTH,
+    MAX_FORWARDED_FILTER_PREDICATES, MAX_IN_VALUES, MAX_STRING_BYTES,
+};
+
+/// The depth and size a filter is held to, with the limits' names for
+/// messages.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    depth: (&'static str, usize),
+    predicates: (&'static str, usize),
+}
+
+/// A consumer's filter, and one built in code or config.
+const REQUEST: Bounds = Bounds {
+    depth: ("max_filter_depth", MAX_FILTER_DEPTH),
+    predicates: ("max_filter_predicates", MAX_FILTER_PREDICATES),
+};
+
+/// A filter the broker forwards to an adapter.
+const FORWARDED: Bounds = Bounds {
+    depth: ("max_forwarded_filter_depth", MAX_FORWARDED_FILTER_DEPTH),
+    predicates: (
+        "max_forwarded_filter_predicates",
+        MAX_FORWARDED_FILTER_PREDICATES,
+    ),
+};
+
+impl Bounds {
+    fn too_deep(&self, depth: usize) -> Option<InvalidArgument> {
+        let (name, max) = self.depth;
+        (depth > max).then(|| {
+            InvalidArgument::new(
+                "filter",
+                format!("nesting deeper than the limit {name} = {max}"),
+            )
+        })
+    }
+
+    fn too_many(&self, count: usize) -> Option<InvalidArgument> {
+        let (name, max) = self.predicates;
+        (count > max).then(|| {
+            InvalidArgument::new(
+                "filter",
+                format!("more predicates than the limit {name} = {max}"),
+            )
+        })
+    }
+}
 
 /// A filter or lookup value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -347,22 +395,14 @@ impl Filter {
     }
 
     fn walk_check(&self, depth: usize, count: &mut usize) -> Result<(), InvalidArgument> {
-        if depth > MAX_FILTER_DEPTH {
-            return Err(InvalidArgument::new(
-                "filter",
-                format!("nesting deeper than the limit max_filter_depth = {MAX_FILTER_DEPTH}"),
-            ));
+        if let Some(e) = REQUEST.too_deep(depth) {
+            return Err(e);
         }
         match self {
             Filter::Predicate(p) => {
                 *count += 1;
-                if *count > MAX_FILTER_PREDICATES {
-                    return Err(InvalidArgument::new(
-                        "filter",
-                        format!(
-                            "more predicates than the limit max_filter_predicates = {MAX_FILTER_PREDICATES}"
-                        ),
-                    ));
+                if let Some(e) = REQUEST.too_many(*count) {
+                    return Err(e);
                 }
                 p.validate().map_err(|e| e.within("filter"))
             }
@@ -464,35 +504,36 @@ impl Filter {
         pb::Filter { kind: Some(kind) }
     }
 
+    /// A filter the broker forwards to an adapter: the agreement's row
+    /// filter, the consumer's filter and a lookup key side by side under
+    /// one `all`, so one level deeper and with up to twice the predicates
+    /// (and one) of a consumer's filter. Every other limit is the same.
+    pub fn from_forwarded_proto(p: &pb::Filter) -> Result<Filter, InvalidArgument> {
+        Filter::from_proto_at(p, 1, &mut 0, &FORWARDED)
+    }
+
     fn from_proto_at(
         p: &pb::Filter,
         depth: usize,
         count: &mut usize,
+        bounds: &Bounds,
     ) -> Result<Filter, InvalidArgument> {
         use pb::filter::Kind;
-        if depth > MAX_FILTER_DEPTH {
-            return Err(InvalidArgument::new(
-                "filter",
-                format!("nesting deeper than the limit max_filter_depth = {MAX_FILTER_DEPTH}"),
-            ));
+        if let Some(e) = bounds.too_deep(depth) {
+            return Err(e);
         }
         let list = |l: &pb::FilterList, count: &mut usize| {
             l.filters
                 .iter()
-                .map(|f| Filter::from_proto_at(f, depth + 1, count))
+                .map(|f| Filter::from_proto_at(f, depth + 1, count, bounds))
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(match &p.kind {
             None => return Err(InvalidArgument::new("filter", "empty filter (no kind set)")),
             Some(Kind::Predicate(pred)) => {
                 *count += 1;
-                if *count > MAX_FILTER_PREDICATES {
-                    return Err(InvalidArgument::new(
-                        "filter",
-                        format!(
-                            "more predicates than the limit max_filter_predicates = {MAX_FILTER_PREDICATES}"
-                        ),
-                    ));
+                if let Some(e) = bounds.too_many(*count) {
+                    return Err(e);
                 }
                 let field: FieldName = pred
                     .field
@@ -517,9 +558,12 @@ impl Filter {
             }
             Some(Kind::All(l)) => Filter::All(list(l, count)?),
             Some(Kind::Any(l)) => Filter::Any(list(l, count)?),
-            Some(Kind::Not(f)) => {
-                Filter::Not(Box::new(Filter::from_proto_at(f, depth + 1, count)?))
-            }
+            Some(Kind::Not(f)) => Filter::Not(Box::new(Filter::from_proto_at(
+                f,
+                depth + 1,
+                count,
+                bounds,
+            )?)),
         })
     }
 }
@@ -527,7 +571,7 @@ impl Filter {
 impl TryFrom<&pb::Filter> for Filter {
     type Error = InvalidArgument;
     fn try_from(p: &pb::Filter) -> Result<Self, Self::Error> {
-        Filter::from_proto_at(p, 1, &mut 0)
+        Filter::from_proto_at(p, 1, &mut 0, &REQUEST)
     }
 }
 
@@ -672,6 +716,183 @@ mod tests {
         }
         let err = Filter::try_from(&f).unwrap_err();
         assert!(err.to_string().contains("max_filter_depth"), "{err}");
+    }
+
+    fn all_of(filters: Vec<pb::Filter>) -> pb::Filter {
+        pb::Filter {
+            kind: Some(pb::filter::Kind::All(pb::FilterList { filters })),
+        }
+    }
+
+    fn proto_pred(
+        field: &str,
+        op: pb::Operator,
+        value: Option<Scalar>,
+        values: Vec<Scalar>,
+    ) -> pb::Filter {
+        pb::Filter {
+            kind: Some(pb::filter::Kind::Predicate(pb::Predicate {
+                field: field.into(),
+                op: op as i32,
+                value: value.as_ref().map(Scalar::to_proto),
+                values: values.iter().map(Scalar::to_proto).collect(),
+            })),
+        }
+    }
+
+    /// Each limit at its value passes and one over fails naming the limit,
+    /// both for filters from requests (proto) and for filters built in
+    /// code or config (`validate`).
+    #[test]
+    fn limits_hold_at_their_bounds() {
+        use crate::limits::MAX_IDENT_BYTES;
+        let leaf = || proto_pred("a", pb::Operator::IsNull, None, vec![]);
+        let depth = |n: usize| {
+            let mut f = leaf();
+            for _ in 1..n {
+                f = all_of(vec![f]);
+            }
+            f
+        };
+        let predicates = |n: usize| all_of((0..n).map(|_| leaf()).collect());
+        let in_values = |n: usize| {
+            proto_pred(
+                "a",
+                pb::Operator::In,
+                None,
+                (0..n).map(|i| Scalar::Int(i as i64)).collect(),
+            )
+        };
+        let string = |s: String| proto_pred("a", pb::Operator::Eq, Some(Scalar::String(s)), vec![]);
+        let field = |n: usize| proto_pred(&"f".repeat(n), pb::Operator::IsNull, None, vec![]);
+        let cases: Vec<(&str, pb::Filter, Option<&str>)> = vec![
+            ("depth at the limit", depth(MAX_FILTER_DEPTH), None),
+            (
+                "depth over the limit",
+                depth(MAX_FILTER_DEPTH + 1),
+                Some("nesting deeper than the limit max_filter_depth = 16"),
+            ),
+            (
+                "predicates at the limit",
+                predicates(MAX_FILTER_PREDICATES),
+                None,
+            ),
+            (
+                "predicates over the limit",
+                predicates(MAX_FILTER_PREDICATES + 1),
+                Some("more predicates than the limit max_filter_predicates = 256"),
+            ),
+            ("in values at the limit", in_values(MAX_IN_VALUES), None),
+            (
+                "in values over the limit",
+                in_values(MAX_IN_VALUES + 1),
+                Some("1001 values exceed the limit max_in_values = 1000"),
+            ),
+            (
+                "string at the limit",
+                string("x".repeat(MAX_STRING_BYTES)),
+                None,
+            ),
+            (
+                "string over the limit",
+                string("x".repeat(MAX_STRING_BYTES + 1)),
+                Some("string of 4097 bytes exceeds the limit max_string_bytes = 4096"),
+            ),
+            (
+                "limit counts bytes, not characters",
+                string("é".repeat(MAX_STRING_BYTES / 2 + 1)),
+                Some("string of 4098 bytes exceeds the limit max_string_bytes"),
+            ),
+            ("field name at the limit", field(MAX_IDENT_BYTES), None),
+            (
+                "field name over the limit",
+                field(MAX_IDENT_BYTES + 1),
+                Some("field name is longer than 128 bytes (limit max_ident_bytes)"),
+            ),
+            (
+                "non-finite number",
+                proto_pred(
+                    "a",
+                    pb::Operator::Lt,
+                    Some(Scalar::Float(f64::INFINITY)),
+                    vec![],
+                ),
+                Some("number must be finite"),
+            ),
+        ];
+        for (name, p, want) in cases {
+            let got = Filter::try_from(&p);
+            match want {
+                None => {
+                    let f = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+                    f.validate()
+                        .unwrap_or_else(|e| panic!("{name}: validate: {e}"));
+                }
+                Some(want) => {
+                    let err = got.expect_err(name).to_string();
+                    assert!(err.contains(want), "{name}: {err}");
+                }
+            }
+        }
+
+        // filters built in code are held to the same limits
+        let p = || pred("a", Operator::IsNull, None);
+        let mut deep = p();
+        for _ in 0..MAX_FILTER_DEPTH {
+            deep = Filter::All(vec![deep]);
+        }
+        let err = deep.validate().unwrap_err().to_string();
+        assert!(err.contains("max_filter_depth"), "{err}");
+        let wide = Filter::Any((0..=MAX_FILTER_PREDICATES).map(|_| p()).collect());
+        let err = wide.validate().unwrap_err().to_string();
+        assert!(err.contains("max_filter_predicates"), "{err}");
+        assert!(
+            Filter::Any((0..MAX_FILTER_PREDICATES).map(|_| p()).collect())
+                .validate()
+                .is_ok()
+        );
+    }
+
+    /// What the broker forwards — the agreement's row filter, the
+    /// consumer's filter and a lookup key, each at its own limit, under one
+    /// `all` — is within the forwarded bounds, and only those.
+    #[test]
+    fn forwarded_filters_hold_a_row_filter_a_consumer_filter_and_a_key() {
+        let p = || pred("a", Operator::IsNull, None);
+        let deep = || {
+            let mut f = p();
+            for _ in 1..MAX_FILTER_DEPTH {
+                f = Filter::All(vec![f]);
+            }
+            f
+        };
+        let wide = || Filter::All((0..MAX_FILTER_PREDICATES).map(|_| p()).collect());
+        let key = pred("nik", Operator::Eq, Some(Scalar::String("1".into())));
+        for (name, row_filter, consumer) in
+            [("deepest", deep(), deep()), ("widest", wide(), wide())]
+        {
+            row_filter.validate().expect(name);
+            consumer.validate().expect(name);
+            let forwarded = Filter::and([row_filter, consumer, key.clone()])
+                .expect("three filters")
+                .to_proto();
+            let err = Filter::try_from(&forwarded).expect_err(name).to_string();
+            assert!(err.contains("limit max_filter_"), "{name}: {err}");
+            // one more level or predicate is over the forwarded limits
+            let more = Filter::All(vec![
+                Filter::from_forwarded_proto(&forwarded).expect("forwarded"),
+                p(),
+            ]);
+            let err = Filter::from_forwarded_proto(&more.to_proto())
+                .expect_err(name)
+                .to_string();
+            let want = if name == "deepest" {
+                "nesting deeper than the limit max_forwarded_filter_depth = 17"
+            } else {
+                "more predicates than the limit max_forwarded_filter_predicates = 513"
+            };
+            assert!(err.contains(want), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -235,6 +235,29 @@ mod tests {
     }
 
     #[test]
+    fn identifier_length_limit() {
+        use crate::limits::MAX_IDENT_BYTES;
+        let at = "a".repeat(MAX_IDENT_BYTES);
+        let over = "a".repeat(MAX_IDENT_BYTES + 1);
+        assert!(at.parse::<AgencyId>().is_ok());
+        assert!(at.parse::<FieldName>().is_ok());
+        assert!(format!("{at}.{at}").parse::<DatasetId>().is_ok());
+        let errors = [
+            over.parse::<AgencyId>().unwrap_err(),
+            over.parse::<FieldName>().unwrap_err(),
+            format!("{over}.a").parse::<DatasetId>().unwrap_err(),
+            format!("a.{over}").parse::<DatasetId>().unwrap_err(),
+        ];
+        for e in errors {
+            let e = e.to_string();
+            assert!(
+                e.contains("longer than 128 bytes (limit max_ident_bytes)"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn field_names() {
         for ok in ["nik", "nama_lengkap", "_x", "A1"] {
             assert!(ok.parse::<FieldName>().is_ok(), "{ok}");

@@ -4,6 +4,13 @@
 pub const MAX_FILTER_DEPTH: usize = 16;
 /// Most predicates in one filter.
 pub const MAX_FILTER_PREDICATES: usize = 256;
+/// Deepest nesting of a filter the broker forwards to an adapter: the
+/// agreement's row filter and the consumer's filter, each within
+/// `MAX_FILTER_DEPTH`, side by side under one `all`.
+pub const MAX_FORWARDED_FILTER_DEPTH: usize = MAX_FILTER_DEPTH + 1;
+/// Most predicates in a filter the broker forwards to an adapter: the
+/// agreement's row filter, the consumer's filter and a lookup key.
+pub const MAX_FORWARDED_FILTER_PREDICATES: usize = 2 * MAX_FILTER_PREDICATES + 1;
 /// Most values in one `IN` predicate.
 pub const MAX_IN_VALUES: usize = 1_000;
 /// Longest string value in a filter or lookup key, in bytes.

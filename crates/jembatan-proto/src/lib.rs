@@ -7,6 +7,10 @@
 #![allow(clippy::large_enum_variant)] // generated oneofs
 #![allow(clippy::doc_lazy_continuation)] // generated from proto comments
 
+mod status;
+
+pub use status::{decode_error_status, map_decode_errors};
+
 pub mod v1 {
     tonic::include_proto!("jembatan.v1");
 }

@@ -337,3 +337,180 @@ impl Drop for TestDb {
         let _ = cleanup.join();
     }
 }
+
+/// An adapter served over mutual TLS on 127.0.0.1:0, with the broker's
+/// certificate to call it.
+pub struct Served {
+    pub port: u16,
+    pub broker: jembatan_pki::TlsFiles,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), jembatan_adapter::AdapterError>>>,
+    _pki: tempfile::TempDir,
+}
+
+impl Served {
+    /// Starts the gRPC server of `adapter` (agency `disdukcapil`).
+    pub async fn start(adapter: Arc<Adapter>) -> Served {
+        use jembatan_core::{Identity, Role};
+        let pki = tempfile::tempdir().expect("tempdir");
+        let broker = Identity::new(Role::Broker, None).expect("broker");
+        let server_id = Identity::new(Role::Adapter, Some("disdukcapil".parse().expect("agency")))
+            .expect("adapter");
+        let files = jembatan_pki::dev_pki(pki.path(), &[broker.clone(), server_id.clone()])
+            .expect("dev pki");
+        let get = |id: &Identity| {
+            files
+                .iter()
+                .find(|(i, _)| i == id)
+                .expect("issued")
+                .1
+                .clone()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(jembatan_adapter::serve(
+            adapter,
+            listener,
+            get(&server_id).server_config().expect("server tls"),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Served {
+            port,
+            broker: get(&broker),
+            stop: Some(stop),
+            server: Some(server),
+            _pki: pki,
+        }
+    }
+
+    /// A channel with the broker's certificate.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", self.port))
+            .expect("endpoint")
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tls_config(self.broker.client_config("localhost").expect("client tls"))
+            .expect("tls config")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn client(
+        &self,
+    ) -> jembatan_proto::v1::adapter_client::AdapterClient<tonic::transport::Channel> {
+        jembatan_proto::v1::adapter_client::AdapterClient::new(self.channel().await)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(10), server)
+                .await
+                .expect("server stops")
+                .expect("server task")
+                .expect("server result");
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Runs a fetch over gRPC to the end; returns its records.
+pub async fn fetch_grpc(
+    client: &mut jembatan_proto::v1::adapter_client::AdapterClient<tonic::transport::Channel>,
+    req: impl tonic::IntoRequest<pb::FetchRequest>,
+) -> Result<Vec<String>, tonic::Status> {
+    let mut stream = client.fetch(req).await?.into_inner();
+    let mut records = Vec::new();
+    while let Some(msg) = stream.message().await? {
+        records.extend(msg.batch.expect("batch").records);
+    }
+    Ok(records)
+}
+
+/// A codec that sends request bytes as given, for requests no generated
+/// client would encode (invalid UTF-8 in a string field, garbage).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+#[derive(Debug)]
+pub struct RawEncoder;
+
+#[derive(Debug)]
+pub struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, Self::Error> {
+        use prost::bytes::Buf;
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// Sends raw bytes as a `Fetch` request and reads the stream to its end.
+/// Returns the number of response messages, or the status.
+pub async fn fetch_raw(
+    channel: tonic::transport::Channel,
+    body: Vec<u8>,
+) -> Result<usize, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/jembatan.v1.Adapter/Fetch");
+    let mut stream = grpc
+        .server_streaming(tonic::Request::new(body), path, RawCodec)
+        .await?
+        .into_inner();
+    let mut n = 0;
+    while stream.message().await?.is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
