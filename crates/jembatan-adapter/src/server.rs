@@ -1,17 +1,20 @@
 //! The `jembatan.v1.Adapter` gRPC service (broker only) and the server that
-//! offers it with health and reflection over mutual TLS.
+//! offers it with health and reflection over mutual TLS ([`ServerTls`]:
+//! certificate, key and revocation list reload from disk without a
+//! restart; a revoked broker certificate is refused at the handshake and
+//! on every request).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jembatan_core::{Identity, Role};
+use jembatan_pki::ServerTls;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_server::AdapterServer;
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use tower::util::MapResponseLayer;
 
@@ -111,7 +114,7 @@ fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
 pub async fn serve(
     adapter: Arc<Adapter>,
     listener: TcpListener,
-    tls: ServerTlsConfig,
+    tls: ServerTls,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdapterError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -129,23 +132,19 @@ pub async fn serve(
         tracing::info!(%addr, agency = %adapter.agency(), "adapter listening");
     }
     Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         // requests that cannot be decoded are the caller's fault
         .layer(MapResponseLayer::new(jembatan_proto::map_decode_errors))
+        .layer(tls.revocation_layer())
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(
-            // Nagle's algorithm would hold small responses back ~40 ms:
-            // tonic's own tcp_nodelay setting does not reach incoming
-            // streams, so it is set here.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        // the acceptor sets TCP_NODELAY and keepalive on every
+        // connection: tonic's own settings do not reach streams served
+        // from an incoming stream
+        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
         .await?;
     tracing::info!("adapter stopped");
     Ok(())

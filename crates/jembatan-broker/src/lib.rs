@@ -3,6 +3,7 @@
 //! provider's adapter to the consumer, and writes every exchange to the
 //! audit log — the allow decision durably before the first record leaves.
 
+mod adapters;
 mod agreements;
 mod audit_service;
 mod checkpoint;
@@ -133,7 +134,7 @@ impl Broker {
             config.checkpoint_interval,
             audit.appended(),
         ));
-        let adapters = relay::AdapterPool::new(config.tls.clone());
+        let adapters = relay::AdapterPool::new(&config.tls)?;
         let audit_service = AuditService::new(store.clone());
         let registry = Arc::new(start_registry(&store, &config.registry).await?);
         let inner = Arc::new(exchange::State {

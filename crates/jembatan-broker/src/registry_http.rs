@@ -23,7 +23,6 @@ use axum::routing::get;
 use jembatan_core::Identity;
 use jembatan_store::{StoredMapping, StoredSchemaVersion};
 use serde_json::{Value, json};
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::registry::{Registry, RegistryError, check_reader};
 
@@ -94,27 +93,8 @@ impl From<RegistryError> for HttpError {
 
 /// The caller's identity from its verified client certificate.
 fn caller(extensions: &Extensions) -> Result<Identity, HttpError> {
-    let certs = extensions
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|i| i.peer_certs())
-        .ok_or_else(|| {
-            HttpError(
-                StatusCode::UNAUTHORIZED,
-                "a client certificate is required".into(),
-            )
-        })?;
-    let leaf = certs.first().ok_or_else(|| {
-        HttpError(
-            StatusCode::UNAUTHORIZED,
-            "a client certificate is required".into(),
-        )
-    })?;
-    let identity = jembatan_pki::identity_from_der(leaf.as_ref()).map_err(|m| {
-        HttpError(
-            StatusCode::UNAUTHORIZED,
-            format!("client certificate rejected: {m}"),
-        )
-    })?;
+    let identity = jembatan_pki::peer_identity_in(extensions)
+        .map_err(|e| HttpError(StatusCode::UNAUTHORIZED, e.to_string()))?;
     check_reader(&identity)?;
     Ok(identity)
 }

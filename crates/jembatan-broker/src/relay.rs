@@ -2,14 +2,12 @@
 //! each record against the grant, hashes what is delivered, writes the
 //! completion entry and hands out the receipt.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::collections::BTreeMap;
 
 use jembatan_core::{AgreementStatus, Decision, Denial, DenialCode, EntryKind, ExchangeStatus};
-use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use jembatan_store::QuotaKind;
@@ -18,70 +16,15 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Response, Status, Streaming};
 
 use crate::RECEIPT_METADATA_KEY;
+pub(crate) use crate::adapters::AdapterPool;
 use crate::exchange::{Allowed, Shape, State};
 
 /// Most bytes of one record the broker accepts from an adapter.
 const MAX_RECORD_BYTES: usize = 1 << 20;
-
-/// Lazily connected channels to the adapters, one per provider agency.
-#[derive(Debug)]
-pub(crate) struct AdapterPool {
-    tls: TlsFiles,
-    channels: Mutex<HashMap<String, Channel>>,
-}
-
-impl AdapterPool {
-    pub(crate) fn new(tls: TlsFiles) -> Self {
-        Self {
-            tls,
-            channels: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn channel(&self, endpoint: &str) -> Result<Channel, Status> {
-        let mut channels = self
-            .channels
-            .lock()
-            .map_err(|_| Status::internal("adapter pool poisoned"))?;
-        if let Some(c) = channels.get(endpoint) {
-            return Ok(c.clone());
-        }
-        let host = endpoint
-            .strip_prefix("https://")
-            .and_then(|rest| rest.split('/').next())
-            .map(|authority| {
-                if let Some(v6) = authority.strip_prefix('[') {
-                    v6.split(']').next().unwrap_or_default().to_owned()
-                } else {
-                    authority
-                        .rsplit_once(':')
-                        .map_or(authority, |(h, _)| h)
-                        .to_owned()
-                }
-            })
-            .ok_or_else(|| Status::internal("adapter endpoint is not https"))?;
-        let tls = self.tls.client_config(&host).map_err(|err| {
-            tracing::error!(error = %err, "broker TLS files unusable");
-            Status::internal("broker TLS configuration error")
-        })?;
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .and_then(|e| e.tls_config(tls))
-            .map_err(|err| {
-                tracing::error!(error = %err, endpoint, "bad adapter endpoint");
-                Status::internal("bad adapter endpoint")
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect_lazy();
-        channels.insert(endpoint.to_owned(), channel.clone());
-        Ok(channel)
-    }
-}
 
 /// Records counted and hashed: what was delivered to the consumer, and
 /// for translated exchanges also what the adapter sent.
@@ -301,7 +244,7 @@ async fn open_fetch(
                 allowed.provider
             ))
         })?;
-        let mut client = AdapterClient::new(state.adapters.channel(&endpoint)?)
+        let mut client = AdapterClient::new(state.adapters.channel(&endpoint, &allowed.provider)?)
             .max_decoding_message_size(16 << 20);
         let stream = client
             .fetch(allowed.fetch.clone())
@@ -328,8 +271,14 @@ async fn open_fetch(
 /// Maps an adapter's error to what the consumer sees: the adapter's
 /// refusal is passed on, transport trouble is `Unavailable`.
 fn adapter_status(provider: &str, status: Status) -> Status {
+    if let Some(reason) = crate::adapters::wrong_identity(&status) {
+        tracing::warn!(provider, error = %status, "adapter failed the identity check");
+        return Status::unavailable(format!(
+            "provider {provider}'s adapter failed the identity check: {reason}"
+        ));
+    }
     match status.code() {
-        Code::PermissionDenied | Code::InvalidArgument => Status::new(
+        Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated => Status::new(
             status.code(),
             format!(
                 "provider {provider}'s adapter refused: {}",

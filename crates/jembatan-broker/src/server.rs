@@ -1,16 +1,19 @@
 //! The broker's server: Exchange, Audit, Registry, health and reflection
 //! over mTLS, and the registry's read-only HTTP/JSON view on the same port.
+//! TLS is [`ServerTls`]: certificate, key and revocation list reload from
+//! disk without a restart, and a revoked client certificate is refused at
+//! the handshake and on every request of a connection opened before.
 
 use std::future::Future;
 use std::time::Duration;
 
+use jembatan_pki::ServerTls;
 use jembatan_proto::v1::agreements_server::AgreementsServer;
 use jembatan_proto::v1::audit_server::AuditServer;
 use jembatan_proto::v1::exchange_server::ExchangeServer;
 use jembatan_proto::v1::registry_server::RegistryServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tower::util::MapResponseLayer;
 
 use crate::{Broker, BrokerError};
@@ -23,7 +26,7 @@ pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 pub async fn serve(
     broker: Broker,
     listener: TcpListener,
-    tls: ServerTlsConfig,
+    tls: ServerTls,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BrokerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -63,9 +66,10 @@ pub async fn serve(
         .add_service(audit)
         .add_service(registry)
         .add_service(agreements);
+    if tls.identity().role != jembatan_core::Role::Broker {
+        return Err(BrokerError::NotBroker(tls.identity().to_string()));
+    }
     Server::builder()
-        .tls_config(tls)?
-        .tcp_nodelay(true)
         // HTTP/1.1 too, for registry-view clients that offer no TLS ALPN
         // (ALPN itself offers h2 only)
         .accept_http1(true)
@@ -73,14 +77,11 @@ pub async fn serve(
         .concurrency_limit_per_connection(256)
         // requests that cannot be decoded are the caller's fault
         .layer(MapResponseLayer::new(jembatan_proto::map_decode_errors))
+        .layer(tls.revocation_layer())
         .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            // Nagle's algorithm would hold small responses back ~40 ms:
-            // tonic's own tcp_nodelay setting does not reach incoming
-            // streams, so it is set here.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        // the acceptor sets TCP_NODELAY on every connection: tonic's own
+        // setting does not reach streams served from an incoming stream
+        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
         .await?;
     Ok(())
 }

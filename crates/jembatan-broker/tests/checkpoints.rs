@@ -50,6 +50,7 @@ fn config(dir: &Path, extra: &str) -> BrokerConfig {
             ca: certs.join("ca.pem"),
             cert: certs.join("broker.pem"),
             key: certs.join("broker-key.pem"),
+            crl: None,
         }
     } else {
         let broker = Identity::new(Role::Broker, None).unwrap();

@@ -14,7 +14,6 @@ use jembatan_proto::v1::adapter_server::{Adapter, AdapterServer};
 use jembatan_proto::v1::exchange_client::ExchangeClient;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Endpoint, Server};
 use tonic::{Code, Request, Response, Status};
 
@@ -116,10 +115,8 @@ async fn harness(fault: Fault) -> Harness {
     let tls = files(1).server_config().unwrap();
     tokio::spawn(
         Server::builder()
-            .tls_config(tls)
-            .unwrap()
             .add_service(AdapterServer::new(FakeAdapter { fault }))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown()),
+            .serve_with_incoming_shutdown(tls.incoming(listener), shutdown()),
     );
 
     let b = files(0);

@@ -35,7 +35,7 @@ enum Command {
     },
     /// Run an agency's adapter, or write a starting config for one.
     Adapter(AdapterArgs),
-    /// Development PKI: a CA and role certificates.
+    /// Development PKI: a CA, role certificates and their revocation.
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
@@ -149,7 +149,8 @@ enum AdapterCommand {
 
 #[derive(Debug, Subcommand)]
 enum PkiCommand {
-    /// Create a CA in DIR (ca.pem, ca-key.pem).
+    /// Create a CA in DIR (ca.pem, ca-key.pem, and an empty revocation
+    /// list crl.pem).
     Init {
         #[arg(long)]
         dir: PathBuf,
@@ -177,6 +178,36 @@ enum PkiCommand {
         /// Days of validity.
         #[arg(long, default_value_t = 397)]
         days: i64,
+    },
+    /// Revoke a certificate: add it to the CA's revocation list (crl.pem
+    /// in the CA directory, re-signed by the CA). Brokers and adapters
+    /// whose `[tls] crl` names that file refuse it within seconds, on new
+    /// connections and on every request of open ones.
+    Revoke {
+        /// The CA directory (ca.pem, ca-key.pem, crl.pem).
+        #[arg(long, alias = "dir", value_name = "DIR")]
+        ca: PathBuf,
+        /// The certificate to revoke (PEM); it must be one this CA issued.
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "serial",
+            conflicts_with = "serial"
+        )]
+        cert: Option<PathBuf>,
+        /// The serial number to revoke, in hex (as `pki issue` prints it).
+        #[arg(long, value_name = "HEX")]
+        serial: Option<String>,
+        /// Why: unspecified, key-compromise, affiliation-changed,
+        /// superseded, cessation-of-operation or privilege-withdrawn.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// List the certificates on the CA's revocation list.
+    Revoked {
+        /// The CA directory.
+        #[arg(long, alias = "dir", value_name = "DIR")]
+        ca: PathBuf,
     },
 }
 
@@ -335,8 +366,13 @@ async fn adapter_init(database: String, output: Option<PathBuf>) -> Result<()> {
 fn pki(command: PkiCommand) -> Result<()> {
     match command {
         PkiCommand::Init { dir, name } => {
-            jembatan_pki::Ca::create(&dir, &name)?;
-            println!("created CA {}", jembatan_pki::Ca::cert_path(&dir).display());
+            let ca = jembatan_pki::Ca::create(&dir, &name)?;
+            ca.write_crl(&jembatan_pki::RevocationList::default())?;
+            println!(
+                "created CA {}\n  revocation list {}",
+                jembatan_pki::Ca::cert_path(&dir).display(),
+                jembatan_pki::Ca::crl_path(&dir).display()
+            );
         }
         PkiCommand::Issue {
             dir,
@@ -357,13 +393,77 @@ fn pki(command: PkiCommand) -> Result<()> {
             let ca = jembatan_pki::Ca::load(&dir)?;
             let name = name.unwrap_or_else(|| jembatan_pki::default_name(&identity));
             let files = ca.issue_to(&identity, &hosts, days, &name)?;
+            let serial = ca.serial_of_issued(&files.cert)?;
             println!(
-                "issued {} for {}\n  certificate {}\n  key         {}",
+                "issued {} for {}\n  serial      {serial}\n  certificate {}\n  key         {}",
                 identity,
                 identity.uri(),
                 files.cert.display(),
                 files.key.display()
             );
+        }
+        PkiCommand::Revoke {
+            ca,
+            cert,
+            serial,
+            reason,
+        } => {
+            let reason = jembatan_pki::Reason::parse(&reason).with_context(|| {
+                let all: Vec<&str> = jembatan_pki::Reason::ALL
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect();
+                format!("unknown reason {reason:?}: {}", all.join(", "))
+            })?;
+            let authority = jembatan_pki::Ca::load(&ca)?;
+            let (serial, what) = match (cert, serial) {
+                (Some(path), _) => {
+                    let serial = authority.serial_of_issued(&path)?;
+                    let pem = std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let who = jembatan_pki::identity_from_pem(&pem)
+                        .map(|id| id.to_string())
+                        .unwrap_or_else(|_| "no jembatan identity".into());
+                    (serial, format!(" ({who}, {})", path.display()))
+                }
+                (None, Some(hex)) => (
+                    jembatan_pki::Serial::parse(&hex).map_err(anyhow::Error::msg)?,
+                    String::new(),
+                ),
+                (None, None) => bail!("give --cert FILE or --serial HEX"),
+            };
+            let crl = jembatan_pki::Ca::crl_path(&ca);
+            match authority.revoke(&serial, reason)? {
+                jembatan_pki::RevokeOutcome::Revoked { number, listed } => println!(
+                    "revoked serial {serial}{what}: {reason}\n  revocation list {} (CRL number {number}, {listed} revoked)",
+                    crl.display()
+                ),
+                jembatan_pki::RevokeOutcome::AlreadyRevoked(entry) => println!(
+                    "serial {serial} was already revoked on {}; {} unchanged",
+                    entry.revoked_at.date(),
+                    crl.display()
+                ),
+            }
+        }
+        PkiCommand::Revoked { ca } => {
+            let authority = jembatan_pki::Ca::load(&ca)?;
+            let list = authority.revocation_list()?;
+            println!(
+                "{} (CRL number {}): {} revoked",
+                jembatan_pki::Ca::crl_path(&ca).display(),
+                list.number,
+                list.len()
+            );
+            for entry in list.entries.values() {
+                println!(
+                    "  {}  {}  {}",
+                    entry.serial,
+                    entry.revoked_at.date(),
+                    entry
+                        .reason_code
+                        .map_or("-", jembatan_pki::crl::reason_name)
+                );
+            }
         }
     }
     Ok(())

@@ -55,6 +55,7 @@ impl Connection {
             ca: self.ca.clone().ok_or_else(|| missing("ca"))?,
             cert: self.cert.clone().ok_or_else(|| missing("cert"))?,
             key: self.key.clone().ok_or_else(|| missing("key"))?,
+            crl: None,
         };
         let host = broker
             .strip_prefix("https://")

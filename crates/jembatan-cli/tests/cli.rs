@@ -65,6 +65,123 @@ fn pki_init_and_issue_write_certificates_carrying_the_identity() {
 }
 
 #[test]
+fn pki_revoke_keeps_a_ca_signed_revocation_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let run = |args: &[&str]| {
+        let out = jembatan().args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ca_arg = ca.to_str().unwrap();
+    let (ok, out, err) = run(&["pki", "init", "--dir", ca_arg]);
+    assert!(ok, "{err}");
+    assert!(out.contains("crl.pem"), "{out}");
+    let ca_der = jembatan_pki::Ca::load(&ca).unwrap().cert_der().unwrap();
+    let list = |path: &std::path::Path| jembatan_pki::RevocationList::load(path, &ca_der).unwrap();
+    assert!(list(&ca.join("crl.pem")).is_empty());
+
+    for agency in ["dinsos", "dinkes"] {
+        let (ok, out, err) = run(&[
+            "pki", "issue", "--dir", ca_arg, "--role", "agency", "--agency", agency,
+        ]);
+        assert!(ok && out.contains("serial"), "{out}{err}");
+    }
+    let cert = ca.join("agency-dinsos.pem");
+    let serial = jembatan_pki::Serial::of_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let (ok, out, err) = run(&[
+        "pki",
+        "revoke",
+        "--ca",
+        ca_arg,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--reason",
+        "key-compromise",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&serial.to_string()) && out.contains("agency:dinsos"),
+        "{out}"
+    );
+    let crl = list(&ca.join("crl.pem"));
+    assert!(crl.is_revoked(&serial));
+    assert_eq!(crl.entries[&serial].reason_code, Some(1));
+    assert_eq!(crl.number, 2, "the empty list of init was number 1");
+
+    // by serial; a second time changes nothing
+    let other = jembatan_pki::Serial::of_pem(&std::fs::read(ca.join("agency-dinkes.pem")).unwrap())
+        .unwrap();
+    let (ok, _, err) = run(&[
+        "pki",
+        "revoke",
+        "--ca",
+        ca_arg,
+        "--serial",
+        &other.to_string(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&[
+        "pki",
+        "revoke",
+        "--ca",
+        ca_arg,
+        "--serial",
+        &other.to_string(),
+    ]);
+    assert!(ok && out.contains("already revoked"), "{out}");
+    let crl = list(&ca.join("crl.pem"));
+    assert_eq!((crl.number, crl.len()), (3, 2));
+    let (ok, out, _) = run(&["pki", "revoked", "--ca", ca_arg]);
+    assert!(
+        ok && out.contains(&serial.to_string()) && out.contains("key-compromise"),
+        "{out}"
+    );
+
+    // bad input gets a clear error
+    let foreign = dir.path().join("foreign");
+    assert!(run(&["pki", "init", "--dir", foreign.to_str().unwrap()]).0);
+    assert!(
+        run(&[
+            "pki",
+            "issue",
+            "--dir",
+            foreign.to_str().unwrap(),
+            "--role",
+            "broker"
+        ])
+        .0
+    );
+    let foreign_cert = foreign.join("broker.pem");
+    for (args, want) in [
+        (
+            vec!["--cert", foreign_cert.to_str().unwrap()],
+            "not issued by this CA",
+        ),
+        (vec!["--serial", "xyz"], "not a certificate serial number"),
+        (
+            vec!["--serial", "01", "--reason", "boredom"],
+            "unknown reason",
+        ),
+        (vec![], "--cert"),
+    ] {
+        let mut all = vec!["pki", "revoke", "--ca", ca_arg];
+        all.extend(args.iter().copied());
+        let (ok, _, err) = run(&all);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(
+        list(&ca.join("crl.pem")).number,
+        3,
+        "refusals wrote nothing"
+    );
+}
+
+#[test]
 fn demo_runs_end_to_end_and_keeps_its_files() {
     let dir = tempfile::tempdir().unwrap();
     let keep = dir.path().join("demo");

@@ -82,6 +82,7 @@ async fn broker_killed_mid_stream_leaves_a_verifiable_log_with_the_exchange_unfi
         ca: certs.join("ca.pem"),
         cert: certs.join("agency-dinsos.pem"),
         key: certs.join("agency-dinsos-key.pem"),
+        crl: None,
     };
     let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
         .unwrap()

@@ -1,11 +1,18 @@
 //! Development PKI and mTLS plumbing.
 //!
-//! `Ca` creates a certificate authority and issues role certificates whose
+//! `Ca` creates a certificate authority, issues role certificates whose
 //! URI subject alternative name carries the holder's [`Identity`]
-//! (`spiffe://jembatan/<role>[/<agency>]`). [`TlsFiles`] turns a CA,
-//! certificate and key on disk into tonic server and client TLS configs,
-//! and [`peer_identity`] reads the caller's identity from the verified
-//! client certificate of a request — the only place identity comes from.
+//! (`spiffe://jembatan/<role>[/<agency>]`) and revokes them on its CRL
+//! (`crl`). [`TlsFiles`] turns a CA, certificate, key and revocation list
+//! on disk into a server's TLS ([`ServerTls`]) and a caller's
+//! ([`ClientTls`]), both reloading their files without a restart, and
+//! [`peer_identity`] reads the caller's identity from the verified client
+//! certificate of a request — the only place identity comes from.
+
+mod client;
+pub mod crl;
+mod live;
+mod server;
 
 use std::fs;
 use std::net::IpAddr;
@@ -16,9 +23,16 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
-use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic::{Request, Status};
+
+pub use client::{ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity};
+pub use crl::{Reason, RevocationList, RevokeOutcome, Serial};
+pub use live::RELOAD_INTERVAL;
+pub use server::{RevocationCheck, RevocationLayer, Revocations, ServerTls, TlsIncoming};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -38,6 +52,12 @@ pub enum PkiError {
     BadCertificate { path: PathBuf, message: String },
     #[error("{0} already exists; refusing to overwrite an existing CA")]
     Exists(PathBuf),
+    #[error("{path} is not a usable revocation list: {message}")]
+    BadCrl { path: PathBuf, message: String },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("endpoint {url:?} {message}")]
+    Endpoint { url: String, message: String },
 }
 
 /// Paths of the PEM files a service presents and trusts.
@@ -50,6 +70,10 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// This service's private key.
     pub key: PathBuf,
+    /// The CA's revocation list (`crl.pem`), when the service checks
+    /// peers against one; reloaded when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
@@ -57,6 +81,22 @@ fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Writes `data` beside `path` and renames it into place, so that a
+/// service watching `path` reads either the old file or the new one.
+fn write_atomic(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
+    let err = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    write(&tmp, data, private)?;
+    fs::rename(&tmp, path).map_err(err)
 }
 
 fn write(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
@@ -86,6 +126,7 @@ impl TlsFiles {
             ca: base.join(&self.ca),
             cert: base.join(&self.cert),
             key: base.join(&self.key),
+            crl: self.crl.as_ref().map(|crl| base.join(crl)),
         }
     }
 
@@ -98,17 +139,24 @@ impl TlsFiles {
         })
     }
 
-    /// Server TLS that requires a client certificate chaining to the CA.
-    pub fn server_config(&self) -> Result<ServerTlsConfig, PkiError> {
-        let identity = tonic::transport::Identity::from_pem(read(&self.cert)?, read(&self.key)?);
-        Ok(ServerTlsConfig::new()
-            .identity(identity)
-            .client_ca_root(Certificate::from_pem(read(&self.ca)?))
-            .client_auth_optional(false))
+    /// Server TLS that requires a client certificate chaining to the CA
+    /// and, when `crl` is set, not on the revocation list; certificate,
+    /// key and list are reloaded when their files change.
+    pub fn server_config(&self) -> Result<ServerTls, PkiError> {
+        ServerTls::load(self)
     }
 
-    /// Client TLS presenting this certificate and trusting only the CA.
-    /// `domain` is the name the server's certificate must carry.
+    /// TLS for calling other services with this certificate (reloaded
+    /// when it changes), requiring theirs to chain to the CA, name the
+    /// host, carry the expected identity and, when `crl` is set, not be
+    /// revoked.
+    pub fn client_tls(&self) -> Result<ClientTls, PkiError> {
+        ClientTls::load(self)
+    }
+
+    /// tonic client TLS presenting this certificate and trusting only the
+    /// CA, for tools and agency systems calling the broker. `domain` is
+    /// the name the server's certificate must carry.
     pub fn client_config(&self, domain: &str) -> Result<ClientTlsConfig, PkiError> {
         let identity = tonic::transport::Identity::from_pem(read(&self.cert)?, read(&self.key)?);
         Ok(ClientTlsConfig::new()
@@ -147,18 +195,53 @@ pub fn identity_from_der(der: &[u8]) -> Result<Identity, String> {
     found.ok_or_else(|| "certificate carries no spiffe://jembatan/... identity".into())
 }
 
+/// Why a caller has no identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    #[error("a client certificate is required")]
+    Missing,
+    #[error("client certificate {0} has been revoked")]
+    Revoked(Serial),
+    #[error("client certificate rejected: {0}")]
+    NoIdentity(String),
+}
+
 /// The authenticated identity of a request's caller, from its verified
-/// client certificate. `Unauthenticated` when there is none or it carries
-/// no Jembatan identity.
+/// client certificate. `Unauthenticated` when there is none, it carries
+/// no Jembatan identity, or the server's revocation list (see
+/// [`RevocationLayer`]) names it — however long ago its connection was
+/// opened.
 pub fn peer_identity<T>(request: &Request<T>) -> Result<Identity, Status> {
-    let certs = request
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    identity_from_der(leaf.as_ref())
-        .map_err(|m| Status::unauthenticated(format!("client certificate rejected: {m}")))
+    identity_of(
+        request.peer_certs().as_deref().map(Vec::as_slice),
+        request.extensions().get::<Revocations>(),
+    )
+    .map_err(|e| Status::unauthenticated(e.to_string()))
+}
+
+/// [`peer_identity`] for a plain HTTP request's extensions (the
+/// registry's HTTP view).
+pub fn peer_identity_in(
+    extensions: &tonic::codegen::http::Extensions,
+) -> Result<Identity, PeerError> {
+    let certs = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs());
+    identity_of(
+        certs.as_deref().map(Vec::as_slice),
+        extensions.get::<Revocations>(),
+    )
+}
+
+fn identity_of(
+    certs: Option<&[CertificateDer<'static>]>,
+    revocations: Option<&Revocations>,
+) -> Result<Identity, PeerError> {
+    let leaf = certs.and_then(|c| c.first()).ok_or(PeerError::Missing)?;
+    if let Some(serial) = revocations.and_then(|r| r.revoked(leaf)) {
+        return Err(PeerError::Revoked(serial));
+    }
+    identity_from_der(leaf.as_ref()).map_err(PeerError::NoIdentity)
 }
 
 /// A certificate authority on disk: `ca.pem` and `ca-key.pem` in a directory.
@@ -305,9 +388,12 @@ impl Ca {
             ca: Self::cert_path(&self.dir),
             cert: self.dir.join(format!("{name}.pem")),
             key: self.dir.join(format!("{name}-key.pem")),
+            crl: None,
         };
-        write(&files.cert, &issued.cert_pem, false)?;
-        write(&files.key, &issued.key_pem, true)?;
+        // each file replaced whole: a service reloading them never reads
+        // half of one (it waits until key and certificate match)
+        write_atomic(&files.key, &issued.key_pem, true)?;
+        write_atomic(&files.cert, &issued.cert_pem, false)?;
         Ok(files)
     }
 }

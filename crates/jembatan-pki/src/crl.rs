@@ -1,0 +1,492 @@
+//! Certificate revocation: the CA's revocation list (`crl.pem`, a standard
+//! X.509 CRL signed by the CA), how `jembatan pki revoke` maintains it,
+//! and how services load and check it.
+//!
+//! A list is only taken into force after its signature verifies with the
+//! CA's key, its issuer is the CA, and its CRL number is not lower than
+//! that of the list already in force — an older copy put back never
+//! un-revokes anything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams};
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::revocation_list::CertificateRevocationList;
+
+use crate::{Ca, PkiError, read, write_atomic};
+
+/// How long a newly signed list says it is current. Jembatan itself keeps
+/// a list in force until a newer one replaces it; the date is for other
+/// tools that read the file.
+const NEXT_UPDATE_DAYS: i64 = 365;
+
+/// A certificate serial number: the DER integer's magnitude, without
+/// leading zero bytes. Shown as lowercase hex.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Serial(Vec<u8>);
+
+impl Serial {
+    /// From the content bytes of a DER INTEGER.
+    pub fn from_der_integer(bytes: &[u8]) -> Serial {
+        let start = bytes
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(bytes.len().saturating_sub(1));
+        Serial(bytes[start..].to_vec())
+    }
+
+    /// Parses hex, with or without `:` separators or a `0x` prefix.
+    pub fn parse(text: &str) -> Result<Serial, String> {
+        let text = text.trim();
+        let digits: String = text
+            .strip_prefix("0x")
+            .unwrap_or(text)
+            .chars()
+            .filter(|c| *c != ':')
+            .collect();
+        if digits.is_empty() || digits.len() > 42 {
+            return Err(format!("{text:?} is not a certificate serial number (hex)"));
+        }
+        let padded = if digits.len() % 2 == 1 {
+            format!("0{digits}")
+        } else {
+            digits
+        };
+        let bytes = (0..padded.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&padded[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| format!("{text:?} is not a certificate serial number (hex)"))?;
+        Ok(Serial::from_der_integer(&bytes))
+    }
+
+    /// The serial of a DER certificate.
+    pub fn of_der(der: &[u8]) -> Result<Serial, String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        Ok(Serial::from_der_integer(cert.raw_serial()))
+    }
+
+    /// The serial of a PEM certificate.
+    pub fn of_pem(pem: &[u8]) -> Result<Serial, String> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
+            .map_err(|e| format!("not a PEM certificate: {e}"))?;
+        Serial::of_der(&pem.contents)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a certificate was revoked (RFC 5280 reason codes that apply to a
+/// Jembatan certificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Unspecified,
+    KeyCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    PrivilegeWithdrawn,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::Unspecified,
+        Reason::KeyCompromise,
+        Reason::AffiliationChanged,
+        Reason::Superseded,
+        Reason::CessationOfOperation,
+        Reason::PrivilegeWithdrawn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Unspecified => "unspecified",
+            Reason::KeyCompromise => "key-compromise",
+            Reason::AffiliationChanged => "affiliation-changed",
+            Reason::Superseded => "superseded",
+            Reason::CessationOfOperation => "cessation-of-operation",
+            Reason::PrivilegeWithdrawn => "privilege-withdrawn",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    fn to_rcgen(self) -> RevocationReason {
+        match self {
+            Reason::Unspecified => RevocationReason::Unspecified,
+            Reason::KeyCompromise => RevocationReason::KeyCompromise,
+            Reason::AffiliationChanged => RevocationReason::AffiliationChanged,
+            Reason::Superseded => RevocationReason::Superseded,
+            Reason::CessationOfOperation => RevocationReason::CessationOfOperation,
+            Reason::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of a revocation list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub serial: Serial,
+    pub revoked_at: OffsetDateTime,
+    /// The RFC 5280 reason code, when the entry carries one.
+    pub reason_code: Option<u8>,
+}
+
+/// A CA-verified revocation list, in force in a service or being edited
+/// by `jembatan pki revoke`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationList {
+    /// The CRL number; 0 for the empty list of a service without a CRL.
+    pub number: u64,
+    pub entries: BTreeMap<Serial, Revoked>,
+}
+
+impl RevocationList {
+    pub fn is_revoked(&self, serial: &Serial) -> bool {
+        self.entries.contains_key(serial)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Parses a PEM CRL and checks that `ca_der` (the CA certificate)
+    /// issued and signed it.
+    pub fn from_pem(pem: &[u8], ca_der: &[u8]) -> Result<RevocationList, String> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
+            .map_err(|e| format!("not a PEM revocation list: {e}"))?;
+        if pem.label != "X509 CRL" {
+            return Err(format!(
+                "holds a PEM {:?}, not an \"X509 CRL\" revocation list",
+                pem.label
+            ));
+        }
+        Self::from_der(&pem.contents, ca_der)
+    }
+
+    /// Parses a DER CRL and checks that `ca_der` issued and signed it.
+    pub fn from_der(der: &[u8], ca_der: &[u8]) -> Result<RevocationList, String> {
+        let (rest, crl) = x509_parser::parse_x509_crl(der)
+            .map_err(|e| format!("not an X.509 revocation list: {e}"))?;
+        if !rest.is_empty() {
+            return Err("trailing bytes after the revocation list".into());
+        }
+        let (_, ca) = x509_parser::parse_x509_certificate(ca_der)
+            .map_err(|e| format!("the CA certificate is unusable: {e}"))?;
+        verify_issued_by(&crl, &ca)?;
+        let number = match crl.crl_number() {
+            None => 0,
+            Some(n) => {
+                let bytes = n.to_bytes_be();
+                if bytes.len() > 8 {
+                    return Err("CRL number is larger than 64 bits".into());
+                }
+                bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+            }
+        };
+        let mut entries = BTreeMap::new();
+        for entry in crl.iter_revoked_certificates() {
+            let serial = Serial::from_der_integer(entry.raw_serial());
+            let revoked_at = OffsetDateTime::from_unix_timestamp(entry.revocation_date.timestamp())
+                .map_err(|e| format!("entry {serial}: bad revocation date: {e}"))?;
+            let reason_code = entry.reason_code().map(|(_, code)| code.0);
+            entries.insert(
+                serial.clone(),
+                Revoked {
+                    serial,
+                    revoked_at,
+                    reason_code,
+                },
+            );
+        }
+        Ok(RevocationList { number, entries })
+    }
+
+    /// Loads `path` and checks it against the CA certificate `ca_der`.
+    pub fn load(path: &Path, ca_der: &[u8]) -> Result<RevocationList, PkiError> {
+        let pem = read(path)?;
+        RevocationList::from_pem(&pem, ca_der).map_err(|message| PkiError::BadCrl {
+            path: path.to_owned(),
+            message,
+        })
+    }
+}
+
+fn verify_issued_by(
+    crl: &CertificateRevocationList<'_>,
+    ca: &X509Certificate<'_>,
+) -> Result<(), String> {
+    if crl.issuer().as_raw() != ca.subject().as_raw() {
+        return Err(format!(
+            "issued by \"{}\", not by the CA \"{}\"",
+            crl.issuer(),
+            ca.subject()
+        ));
+    }
+    crl.verify_signature(ca.public_key())
+        .map_err(|e| format!("its signature does not verify with the CA's key ({e})"))
+}
+
+/// What [`Ca::revoke`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The serial is now on the list, signed as CRL `number`.
+    Revoked { number: u64, listed: usize },
+    /// The serial was already on the list; nothing changed.
+    AlreadyRevoked(Revoked),
+}
+
+impl Ca {
+    /// The revocation list of the CA in `dir`.
+    pub fn crl_path(dir: &Path) -> PathBuf {
+        dir.join("crl.pem")
+    }
+
+    /// The CA certificate in DER.
+    pub fn cert_der(&self) -> Result<Vec<u8>, PkiError> {
+        pem_contents(self.cert_pem().as_bytes()).map_err(|message| PkiError::BadCertificate {
+            path: Self::cert_path(self.dir()),
+            message,
+        })
+    }
+
+    /// The CA's current revocation list; an empty one when `crl.pem` does
+    /// not exist yet.
+    pub fn revocation_list(&self) -> Result<RevocationList, PkiError> {
+        let path = Self::crl_path(self.dir());
+        if !path.exists() {
+            return Ok(RevocationList::default());
+        }
+        RevocationList::load(&path, &self.cert_der()?)
+    }
+
+    /// Signs `list` with the next CRL number and writes it to `crl.pem`
+    /// (atomically: services that watch the file never read half of it).
+    pub fn write_crl(&self, list: &RevocationList) -> Result<u64, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let number = list.number + 1;
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + time::Duration::days(NEXT_UPDATE_DAYS),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: list
+                .entries
+                .values()
+                .map(|r| RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(r.serial.as_bytes()),
+                    revocation_time: r.revoked_at,
+                    reason_code: r.reason_code.and_then(reason_from_code),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer)?;
+        write_atomic(&Self::crl_path(self.dir()), &crl.pem()?, false)?;
+        Ok(number)
+    }
+
+    /// Puts `serial` on the CA's revocation list and writes the newly
+    /// signed list.
+    pub fn revoke(&self, serial: &Serial, reason: Reason) -> Result<RevokeOutcome, PkiError> {
+        let mut list = self.revocation_list()?;
+        if let Some(existing) = list.entries.get(serial) {
+            return Ok(RevokeOutcome::AlreadyRevoked(existing.clone()));
+        }
+        // whole seconds: that is what the CRL's time fields keep
+        let now = OffsetDateTime::now_utc();
+        let revoked_at = now.replace_nanosecond(0).unwrap_or(now);
+        list.entries.insert(
+            serial.clone(),
+            Revoked {
+                serial: serial.clone(),
+                revoked_at,
+                reason_code: Some(reason.to_rcgen() as u8),
+            },
+        );
+        let number = self.write_crl(&list)?;
+        Ok(RevokeOutcome::Revoked {
+            number,
+            listed: list.len(),
+        })
+    }
+
+    /// The serial of a certificate this CA issued; refuses one it did not
+    /// issue (whose issuer or signature is another CA's).
+    pub fn serial_of_issued(&self, cert: &Path) -> Result<Serial, PkiError> {
+        let bad = |message: String| PkiError::BadCertificate {
+            path: cert.to_owned(),
+            message,
+        };
+        let der = pem_contents(&read(cert)?).map_err(bad)?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
+        let ca_der = self.cert_der()?;
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der)
+            .map_err(|e| bad(format!("the CA certificate is unusable: {e}")))?;
+        check_issued_by(&parsed, &ca).map_err(bad)?;
+        Ok(Serial::from_der_integer(parsed.raw_serial()))
+    }
+}
+
+/// Checks that `ca` issued and signed `cert`.
+pub(crate) fn check_issued_by(
+    cert: &X509Certificate<'_>,
+    ca: &X509Certificate<'_>,
+) -> Result<(), String> {
+    if cert.issuer().as_raw() != ca.subject().as_raw() {
+        return Err(format!(
+            "was not issued by this CA (its issuer is \"{}\", the CA is \"{}\")",
+            cert.issuer(),
+            ca.subject()
+        ));
+    }
+    cert.verify_signature(Some(ca.public_key())).map_err(|e| {
+        format!("was not issued by this CA (its signature does not verify with the CA's key: {e})")
+    })
+}
+
+/// The DER contents of a PEM certificate.
+pub(crate) fn pem_contents(pem: &[u8]) -> Result<Vec<u8>, String> {
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+    Ok(pem.contents)
+}
+
+fn reason_from_code(code: u8) -> Option<RevocationReason> {
+    Some(match code {
+        0 => RevocationReason::Unspecified,
+        1 => RevocationReason::KeyCompromise,
+        2 => RevocationReason::CaCompromise,
+        3 => RevocationReason::AffiliationChanged,
+        4 => RevocationReason::Superseded,
+        5 => RevocationReason::CessationOfOperation,
+        6 => RevocationReason::CertificateHold,
+        8 => RevocationReason::RemoveFromCrl,
+        9 => RevocationReason::PrivilegeWithdrawn,
+        10 => RevocationReason::AaCompromise,
+        _ => return None,
+    })
+}
+
+/// The name of an RFC 5280 reason code.
+pub fn reason_name(code: u8) -> &'static str {
+    match code {
+        0 => "unspecified",
+        1 => "key-compromise",
+        2 => "ca-compromise",
+        3 => "affiliation-changed",
+        4 => "superseded",
+        5 => "cessation-of-operation",
+        6 => "certificate-hold",
+        8 => "remove-from-crl",
+        9 => "privilege-withdrawn",
+        10 => "aa-compromise",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jembatan_core::{Identity, Role};
+
+    fn broker() -> Identity {
+        Identity::new(Role::Broker, None).unwrap()
+    }
+
+    #[test]
+    fn serials_parse_and_print_as_hex() {
+        let s = Serial::parse("00:1A:2b").unwrap();
+        assert_eq!(s.to_string(), "1a2b");
+        assert_eq!(Serial::parse("0x1a2b").unwrap(), s);
+        assert_eq!(Serial::parse("a2b").unwrap().to_string(), "0a2b");
+        assert!(Serial::parse("").is_err());
+        assert!(Serial::parse("xyz").is_err());
+    }
+
+    #[test]
+    fn revoking_signs_a_growing_list_the_ca_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::create(dir.path(), "test CA").unwrap();
+        let a = ca.issue_to(&broker(), &[], 1, "a").unwrap();
+        let b = ca.issue_to(&broker(), &[], 1, "b").unwrap();
+        let sa = ca.serial_of_issued(&a.cert).unwrap();
+        let sb = ca.serial_of_issued(&b.cert).unwrap();
+        assert_ne!(sa, sb);
+
+        assert_eq!(
+            ca.revoke(&sa, Reason::KeyCompromise).unwrap(),
+            RevokeOutcome::Revoked {
+                number: 1,
+                listed: 1
+            }
+        );
+        assert!(matches!(
+            ca.revoke(&sa, Reason::Superseded).unwrap(),
+            RevokeOutcome::AlreadyRevoked(_)
+        ));
+        assert_eq!(
+            ca.revoke(&sb, Reason::Superseded).unwrap(),
+            RevokeOutcome::Revoked {
+                number: 2,
+                listed: 2
+            }
+        );
+        let list =
+            RevocationList::load(&Ca::crl_path(dir.path()), &ca.cert_der().unwrap()).unwrap();
+        assert_eq!(list.number, 2);
+        assert!(list.is_revoked(&sa) && list.is_revoked(&sb));
+        assert_eq!(list.entries[&sa].reason_code, Some(1));
+        assert_eq!(list.entries[&sb].reason_code, Some(4));
+    }
+
+    #[test]
+    fn a_list_from_another_ca_or_altered_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::create(&dir.path().join("ca"), "test CA").unwrap();
+        let other = Ca::create(&dir.path().join("other"), "test CA").unwrap();
+        let issued = other.issue_to(&broker(), &[], 1, "x").unwrap();
+        let serial = other.serial_of_issued(&issued.cert).unwrap();
+        other.revoke(&serial, Reason::Unspecified).unwrap();
+        let foreign = std::fs::read(Ca::crl_path(other.dir())).unwrap();
+        // same name, other key: the signature gives it away
+        let err = RevocationList::from_pem(&foreign, &ca.cert_der().unwrap()).unwrap_err();
+        assert!(err.contains("signature"), "{err}");
+        // a certificate is not a list
+        let err = RevocationList::from_pem(ca.cert_pem().as_bytes(), &ca.cert_der().unwrap())
+            .unwrap_err();
+        assert!(err.contains("X509 CRL"), "{err}");
+        // the other CA's certificate is refused by this CA
+        let err = ca.serial_of_issued(&issued.cert).unwrap_err().to_string();
+        assert!(err.contains("signature"), "{err}");
+    }
+}
