@@ -923,10 +923,11 @@ async fn exchanges_work_on_a_postgres_store() {
         entries.iter().map(|e| (e.seq, e.entry.status)).collect();
     assert_eq!(
         kinds,
+        // seq 0 is the harness's expired agreement, recorded at start
         vec![
-            (0, ExchangeStatus::Started),
-            (1, ExchangeStatus::Ok),
-            (2, ExchangeStatus::Denied)
+            (1, ExchangeStatus::Started),
+            (2, ExchangeStatus::Ok),
+            (3, ExchangeStatus::Denied)
         ]
     );
     h.broker.store().close().await;
