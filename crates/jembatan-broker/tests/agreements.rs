@@ -732,3 +732,58 @@ async fn masked_fields_are_masked_and_verified_values_never_leave() {
     let err = ex.lookup(bad).await.unwrap_err();
     assert_eq!(denial_codes(&err), vec!["field_not_granted"]);
 }
+
+#[tokio::test]
+async fn an_agency_runs_at_most_its_share_of_streams_at_once() {
+    let f = Federation::start(30_000).await;
+    let config = f.broker_config(
+        "max_streams_per_agency = 2",
+        &agreement_toml("many-1", "dinsos", r#"["nik", "nama"]"#, "approved", ""),
+    );
+    let b = f.broker(&config).await;
+    // a connection each: held streams fill their connection's window
+    let mut one = b.exchange(&f, "dinsos").await;
+    let mut two = b.exchange(&f, "dinsos").await;
+    let (first, _) = start_stream(&mut one).await;
+    let (second, _) = start_stream(&mut two).await;
+    let mut ex = b.exchange(&f, "dinsos").await;
+    let err = run_query(&mut ex, query(&["nik"])).await.end.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("max_streams_per_agency"),
+        "{}",
+        err.message()
+    );
+    // the refusal is on the log
+    let size = b.broker.audit().size().await.unwrap();
+    let last = b.broker.audit().entries(size - 1, 1).await.unwrap();
+    assert_eq!(last[0].entry.status, ExchangeStatus::Invalid);
+    assert!(
+        last[0]
+            .entry
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("max_streams_per_agency")
+    );
+    // a slot frees when a stream ends
+    drop(first);
+    drop(second);
+    drop(one);
+    drop(two);
+    let started = std::time::Instant::now();
+    loop {
+        let out = run_query(&mut ex, query(&["nik"])).await;
+        match out.end {
+            Ok(()) => break,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "slots never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
