@@ -12,7 +12,7 @@ use jembatan_core::ids::truncate;
 use jembatan_core::limits::{MAX_FIELDS, MAX_IDENT_BYTES};
 use jembatan_core::{AgencyId, DatasetId, FieldName, Filter};
 use jembatan_proto::v1 as pb;
-use sha2::{Digest, Sha256};
+use ring::digest::{Context as Sha256, SHA256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -545,7 +545,7 @@ impl Adapter {
             columns: req.columns.clone(),
             rows: sent.rows,
             bytes: sent.bytes,
-            payload_sha256: hex::encode(sent.hasher.finalize()),
+            payload_sha256: hex::encode(sent.hasher.finish()),
             status,
         }
     }
@@ -624,11 +624,20 @@ struct Plan {
 }
 
 /// What has been handed to the transport so far.
-#[derive(Default)]
 struct Sent {
     hasher: Sha256,
     rows: u64,
     bytes: u64,
+}
+
+impl Default for Sent {
+    fn default() -> Sent {
+        Sent {
+            hasher: Sha256::new(&SHA256),
+            rows: 0,
+            bytes: 0,
+        }
+    }
 }
 
 impl Sent {

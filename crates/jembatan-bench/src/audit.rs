@@ -58,6 +58,29 @@ pub(crate) async fn run(
 /// every entry re-read, checked canonical, re-hashed into the tree, and
 /// the checkpoint's signature and root checked.
 async fn time_verify(store: &Store, entries: u64) -> Result<(u64, f64), BenchError> {
+    let (size, verifier) = fill_log(store, entries).await?;
+    let started = Instant::now();
+    let report = jembatan_store::verify::verify(store, &verifier)
+        .await
+        .map_err(|e| BenchError::Inconsistent(format!("the bench log does not verify: {e}")))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if report.size != size {
+        return Err(BenchError::Inconsistent(format!(
+            "verified {} entries of {size}",
+            report.size
+        )));
+    }
+    Ok((size, seconds))
+}
+
+/// Appends lookup-shaped entries to `store`'s log until it holds at least
+/// `entries`, then signs a checkpoint of the whole log with the bench's
+/// fixed key and stores it. Returns the log size and the key's verifier,
+/// so `jembatan audit verify` can be run (and profiled) on the result.
+pub async fn fill_log(
+    store: &Store,
+    entries: u64,
+) -> Result<(u64, jembatan_tlog::note::Verifier), BenchError> {
     const FILLERS: u64 = 2048;
     let log = AuditLog::start(store.clone());
     let have = log.size().await?;
@@ -91,18 +114,7 @@ async fn time_verify(store: &Store, entries: u64) -> Result<(u64, f64), BenchErr
     store
         .add_checkpoint(size, &hex::encode(range.root()), &note)
         .await?;
-    let started = Instant::now();
-    let report = jembatan_store::verify::verify(store, &signer.verifier())
-        .await
-        .map_err(|e| BenchError::Inconsistent(format!("the bench log does not verify: {e}")))?;
-    let seconds = started.elapsed().as_secs_f64();
-    if report.size != size {
-        return Err(BenchError::Inconsistent(format!(
-            "verified {} entries of {size}",
-            report.size
-        )));
-    }
-    Ok((size, seconds))
+    Ok((size, signer.verifier()))
 }
 
 /// Creates a database, appends to its store, drops it (also on error).

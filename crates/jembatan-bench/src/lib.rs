@@ -26,6 +26,7 @@ mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use audit::fill_log;
 pub use report::{
     AuditFigures, BulkFigures, LookupFigures, MAPPING, MemoryFigures, MemoryPoint, Report,
 };
@@ -49,6 +50,19 @@ pub const VERIFY_ENTRIES: u64 = 1_000_000;
 /// The same with `--quick`.
 pub const QUICK_VERIFY_ENTRIES: u64 = 20_000;
 
+/// One part of the benchmark, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// B1: full-table query against COPY and a plain fetch.
+    Bulk,
+    /// B2: audited lookups against prepared point queries.
+    Lookup,
+    /// B3: durable audit appends and `verify` of a large log.
+    Audit,
+    /// B4: broker and adapter peak RSS while streaming.
+    Memory,
+}
+
 /// What to run and how big.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -64,6 +78,8 @@ pub struct Options {
     /// The `jembatan` executable, to run broker and adapter as child
     /// processes for the memory figures; `None` skips them.
     pub exe: Option<PathBuf>,
+    /// The parts to run; empty means all.
+    pub only: Vec<Part>,
 }
 
 impl Options {
@@ -86,7 +102,13 @@ impl Options {
             quick,
             duration: duration.unwrap_or(default_duration),
             exe,
+            only: Vec::new(),
         }
+    }
+
+    /// Whether `part` is to run.
+    pub fn runs(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
     }
 }
 
@@ -133,25 +155,73 @@ pub async fn run(options: &Options) -> Result<Report, BenchError> {
     }
     let started = std::time::Instant::now();
     let tmp = tempfile::tempdir()?;
-    let population = population::Population::create(&options.pg_url, options.rows).await?;
-    let result = run_on(options, &population, tmp.path()).await;
-    let dropped = population.drop_schema().await;
-    let mut report = result?;
-    dropped?;
+    let mut report = if [Part::Bulk, Part::Lookup, Part::Memory]
+        .iter()
+        .any(|&p| options.runs(p))
+    {
+        let population = population::Population::create(&options.pg_url, options.rows).await?;
+        let result = run_on(options, Some(&population), tmp.path()).await;
+        let dropped = population.drop_schema().await;
+        let report = result?;
+        dropped?;
+        report
+    } else {
+        run_on(options, None, tmp.path()).await?
+    };
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
+/// The selected parts; `population` is there unless only B3 runs.
 async fn run_on(
     options: &Options,
-    population: &population::Population,
+    population: Option<&population::Population>,
     dir: &std::path::Path,
 ) -> Result<Report, BenchError> {
     let mut report = Report::new(options);
-    let cluster = cluster::Cluster::start(population, dir).await?;
-    let measured = async {
+    if let Some(population) = population
+        && (options.runs(Part::Bulk) || options.runs(Part::Lookup))
+    {
+        let cluster = cluster::Cluster::start(population, dir).await?;
+        let measured = in_cluster(options, population, &cluster, &mut report).await;
+        cluster.stop().await;
+        measured?;
+    }
+    if options.runs(Part::Audit) {
+        progress(format_args!(
+            "B3 audit: {AUDIT_APPENDERS} appenders, {:?} per store",
+            options.duration
+        ));
+        let verify_entries = if options.quick {
+            QUICK_VERIFY_ENTRIES
+        } else {
+            VERIFY_ENTRIES
+        };
+        report.audit =
+            Some(audit::run(&options.pg_url, dir, options.duration, verify_entries).await?);
+    }
+    report.memory = if let Some(population) = population
+        && options.runs(Part::Memory)
+    {
+        memory::run(options, population, dir).await?
+    } else {
+        MemoryFigures::Skipped("not selected with --only".into())
+    };
+    Ok(report)
+}
+
+/// B1 and B2, on the in-process broker and adapter.
+async fn in_cluster(
+    options: &Options,
+    population: &population::Population,
+    cluster: &cluster::Cluster,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    if options.runs(Part::Bulk) {
         progress(format_args!("B1 bulk: {} rows", options.rows));
-        report.bulk = Some(bulk::run(population, &cluster).await?);
+        report.bulk = Some(bulk::run(population, cluster).await?);
+    }
+    if options.runs(Part::Lookup) {
         for &c in &LOOKUP_CONCURRENCY {
             progress(format_args!(
                 "B2 lookups: {c} concurrent clients, {:?} each way",
@@ -159,25 +229,10 @@ async fn run_on(
             ));
             report
                 .lookups
-                .push(lookup::run(population, &cluster, c, options.duration).await?);
+                .push(lookup::run(population, cluster, c, options.duration).await?);
         }
-        Ok::<(), BenchError>(())
     }
-    .await;
-    cluster.stop().await;
-    measured?;
-    progress(format_args!(
-        "B3 audit: {AUDIT_APPENDERS} appenders, {:?} per store",
-        options.duration
-    ));
-    let verify_entries = if options.quick {
-        QUICK_VERIFY_ENTRIES
-    } else {
-        VERIFY_ENTRIES
-    };
-    report.audit = Some(audit::run(&options.pg_url, dir, options.duration, verify_entries).await?);
-    report.memory = memory::run(options, population, dir).await?;
-    Ok(report)
+    Ok(())
 }
 
 fn progress(what: std::fmt::Arguments<'_>) {

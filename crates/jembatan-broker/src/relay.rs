@@ -12,7 +12,7 @@ use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use jembatan_store::QuotaKind;
 use prost::Message;
-use sha2::{Digest, Sha256};
+use ring::digest::{Context as Sha256, SHA256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -50,10 +50,10 @@ impl Tally {
         Self {
             rows: 0,
             bytes: 0,
-            hasher: Sha256::new(),
+            hasher: Sha256::new(&SHA256),
             // what the adapter sent differs from what is delivered
             received: (allowed.translation.is_some() || allowed.shape.is_some())
-                .then(|| (0, 0, Sha256::new())),
+                .then(|| (0, 0, Sha256::new(&SHA256))),
             verified: BTreeMap::new(),
         }
     }
@@ -306,7 +306,7 @@ async fn finish(
     error: Option<String>,
     reasons: Vec<Denial>,
 ) -> Result<pb::Receipt, Status> {
-    let payload_sha256 = hex::encode(tally.hasher.clone().finalize());
+    let payload_sha256 = hex::encode(tally.hasher.clone().finish());
     let mut entry = allowed
         .facts
         .entry(EntryKind::Completion, Decision::Allow, status);
@@ -320,7 +320,7 @@ async fn finish(
         .map(|(rows, bytes, hasher)| jembatan_core::Received {
             rows: *rows,
             bytes: *bytes,
-            payload_sha256: hex::encode(hasher.clone().finalize()),
+            payload_sha256: hex::encode(hasher.clone().finish()),
         });
     entry.duration_ms = Some(allowed.facts.elapsed_ms());
     entry.error = error;

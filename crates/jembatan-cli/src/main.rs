@@ -92,13 +92,17 @@ struct BenchArgs {
     /// Duration of each timed phase [default: 10s, 2s with --quick].
     #[arg(long, value_parser = jembatan_bench::parse_duration)]
     duration: Option<std::time::Duration>,
+    /// Run only these parts (comma-separated) [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<jembatan_bench::Part>,
 }
 
 impl BenchArgs {
     async fn run(self) -> Result<()> {
         let exe = std::env::current_exe().ok();
-        let options =
+        let mut options =
             jembatan_bench::Options::new(self.rows, self.pg, self.quick, self.duration, exe);
+        options.only = self.only;
         let report = jembatan_bench::run(&options).await?;
         if self.json {
             println!("{}", report.to_json());

@@ -7,7 +7,6 @@
 //! lookup keys appear only as keyed hashes.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::denial::Denial;
 
@@ -207,6 +206,6 @@ impl AuditEntry {
 
     /// Lowercase hex SHA-256 of the canonical bytes.
     pub fn sha256(bytes: &[u8]) -> String {
-        hex::encode(Sha256::digest(bytes))
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
     }
 }

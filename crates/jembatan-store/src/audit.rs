@@ -33,8 +33,11 @@ pub struct StoredEntry {
     pub entry_sha256: String,
 }
 
+/// An entry waiting for the appender: serialized and hashed by the caller
+/// (so that work runs on every core, not in the one appender task), its
+/// `seq` assigned when its batch is written.
 struct Pending {
-    entry: AuditEntry,
+    stored: StoredEntry,
     reply: oneshot::Sender<Result<StoredEntry, String>>,
 }
 
@@ -69,8 +72,15 @@ impl AuditLog {
     /// sequence number. An error means the entry is not on the log.
     pub async fn append(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
         let (reply, rx) = oneshot::channel();
+        let canonical = entry.canonical_bytes();
+        let stored = StoredEntry {
+            seq: 0,
+            entry_sha256: AuditEntry::sha256(&canonical),
+            entry,
+            canonical,
+        };
         self.tx
-            .send(Pending { entry, reply })
+            .send(Pending { stored, reply })
             .await
             .map_err(|_| StoreError::AuditUnavailable("appender stopped".into()))?;
         rx.await
@@ -142,18 +152,18 @@ async fn run_appender(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match write_batch(&store, &batch).await {
-            Ok(stored) => {
-                if let Some(last) = stored.last() {
-                    let size = last.seq + 1;
+        match write_batch(&store, &mut batch).await {
+            Ok(()) => {
+                if let Some(last) = batch.last() {
+                    let size = last.stored.seq + 1;
                     appended.send_if_modified(|n| {
                         let grew = size > *n;
                         *n = (*n).max(size);
                         grew
                     });
                 }
-                for (pending, stored) in batch.drain(..).zip(stored) {
-                    let _ = pending.reply.send(Ok(stored));
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Ok(pending.stored));
                 }
             }
             Err(err) => {
@@ -167,25 +177,14 @@ async fn run_appender(
     }
 }
 
-/// The batch's entries with their canonical bytes and hashes, numbered
-/// from `next`.
-fn number(batch: &[Pending], next: i64) -> Vec<StoredEntry> {
-    batch
-        .iter()
-        .enumerate()
-        .map(|(i, pending)| {
-            let canonical = pending.entry.canonical_bytes();
-            StoredEntry {
-                seq: (next + i as i64) as u64,
-                entry_sha256: AuditEntry::sha256(&canonical),
-                entry: pending.entry.clone(),
-                canonical,
-            }
-        })
-        .collect()
+/// Numbers the batch's entries consecutively from `next`.
+fn number(batch: &mut [Pending], next: i64) {
+    for (i, pending) in batch.iter_mut().enumerate() {
+        pending.stored.seq = (next + i as i64) as u64;
+    }
 }
 
-async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry>, StoreError> {
+async fn write_batch(store: &Store, batch: &mut [Pending]) -> Result<(), StoreError> {
     if store.backend() == Backend::Postgres {
         return write_batch_pg(store, batch).await;
     }
@@ -195,9 +194,9 @@ async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-    let stored = number(batch, next);
+    number(batch, next);
     // Multi-row INSERTs: one round trip per chunk, not per entry.
-    for chunk in stored.chunks(ROWS_PER_INSERT) {
+    for chunk in batch.chunks(ROWS_PER_INSERT) {
         let mut sql = String::from(
             "INSERT INTO audit_log (seq, exchange_id, kind, recorded_at, caller, consumer,
                  provider, dataset, purpose, decision, status, subject_hash, entry, entry_sha256)
@@ -207,18 +206,21 @@ async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry
             if r > 0 {
                 sql.push_str(", ");
             }
+            // Anonymous `?` parameters: SQLite finds a numbered `$N` by a
+            // linear scan of the statement's names, so binding thousands
+            // of them costs time quadratic in their number.
             sql.push('(');
             for c in 0..COLUMNS {
                 if c > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("${}", r * COLUMNS + c + 1));
+                sql.push('?');
             }
             sql.push(')');
         }
         // Only placeholders are interpolated; every value is bound.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for s in chunk {
+        for Pending { stored: s, .. } in chunk {
             let e = &s.entry;
             q = q
                 .bind(s.seq as i64)
@@ -239,44 +241,62 @@ async fn write_batch(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry
         q.execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    Ok(stored)
+    Ok(())
+}
+
+/// One audit_log row as `jembatan_audit_append` reads it.
+#[derive(serde::Serialize)]
+struct PgRow<'a> {
+    exchange_id: &'a str,
+    kind: &'a str,
+    recorded_at: &'a str,
+    caller: &'a str,
+    consumer: Option<&'a str>,
+    provider: Option<&'a str>,
+    dataset: Option<&'a str>,
+    purpose: Option<&'a str>,
+    decision: &'a str,
+    status: &'a str,
+    subject_hash: Option<&'a str>,
+    /// The canonical entry bytes in base64.
+    entry: String,
+    entry_sha256: &'a str,
 }
 
 /// PostgreSQL: the whole batch in one statement and one round trip, through
-/// `jembatan_audit_append` (migration 0004), which takes the appenders'
-/// advisory lock, numbers the entries after the latest one and inserts
-/// them; the statement's transaction has committed when it returns.
-async fn write_batch_pg(store: &Store, batch: &[Pending]) -> Result<Vec<StoredEntry>, StoreError> {
+/// `jembatan_audit_append` (migrations 0004, 0006), which takes the
+/// appenders' advisory lock, numbers the entries after the latest one and
+/// inserts them; the statement's transaction has committed when it returns.
+async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), StoreError> {
     use base64::Engine;
-    let mut stored = number(batch, 0);
-    let rows: Vec<serde_json::Value> = stored
+    let rows: Vec<PgRow<'_>> = batch
         .iter()
-        .map(|s| {
+        .map(|Pending { stored: s, .. }| {
             let e = &s.entry;
-            serde_json::json!({
-                "exchange_id": e.exchange_id,
-                "kind": e.kind.as_str(),
-                "recorded_at": e.time,
-                "caller": e.caller,
-                "consumer": e.consumer,
-                "provider": e.provider,
-                "dataset": e.dataset,
-                "purpose": e.purpose,
-                "decision": e.decision.as_str(),
-                "status": e.status.as_str(),
-                "subject_hash": e.subject_hash,
-                "entry": base64::engine::general_purpose::STANDARD.encode(&s.canonical),
-                "entry_sha256": s.entry_sha256,
-            })
+            PgRow {
+                exchange_id: &e.exchange_id,
+                kind: e.kind.as_str(),
+                recorded_at: &e.time,
+                caller: &e.caller,
+                consumer: e.consumer.as_deref(),
+                provider: e.provider.as_deref(),
+                dataset: e.dataset.as_deref(),
+                purpose: e.purpose.as_deref(),
+                decision: e.decision.as_str(),
+                status: e.status.as_str(),
+                subject_hash: e.subject_hash.as_deref(),
+                entry: base64::engine::general_purpose::STANDARD.encode(&s.canonical),
+                entry_sha256: &s.entry_sha256,
+            }
         })
         .collect();
+    // Plain data with string keys: serializing cannot fail.
+    let json = serde_json::to_string(&rows).unwrap_or_default();
     let base: i64 = sqlx::query("SELECT jembatan_audit_append($1::jsonb)")
-        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(json)
         .fetch_one(store.pool())
         .await?
         .try_get(0)?;
-    for (i, s) in stored.iter_mut().enumerate() {
-        s.seq = (base + i as i64) as u64;
-    }
-    Ok(stored)
+    number(batch, base);
+    Ok(())
 }

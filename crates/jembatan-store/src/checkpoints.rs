@@ -149,6 +149,24 @@ impl Store {
             .await?;
         rows.iter().map(raw_entry_from_row).collect()
     }
+
+    /// Audit log rows with `from <= seq < to`, in order, as stored.
+    pub async fn raw_entries_between(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<RawEntry>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+            raw_columns(self.backend())
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_i64(from))
+            .bind(to_i64(to))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(raw_entry_from_row).collect()
+    }
 }
 
 /// The columns of a [`RawEntry`], in the order [`raw_entry_from_row`] reads.

@@ -17,7 +17,7 @@ use jembatan_tlog::note::{Checkpoint, Verifier};
 use crate::{RawEntry, Store, StoreError, StoredCheckpoint};
 
 /// Entries read per page while streaming the log.
-const PAGE: u64 = 2000;
+const PAGE: u64 = 4096;
 
 /// What a successful verification covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,67 +98,113 @@ impl VerifyError {
 /// `range.size()` on, up to `stop_at` entries in all (or to the end of the
 /// log), calling `check` on each row first. Fails on a gap in `seq`.
 ///
-/// Pipelined: while one page is checked and hashed on a blocking thread,
-/// the next is read from the store, so reading and hashing share the
-/// machine's cores. Rows are still judged strictly in order, so the first
-/// bad entry is the one named.
+/// Pipelined: pages are seq ranges read over several connections at once
+/// while earlier pages are checked and hashed on blocking threads, so
+/// reading and hashing use all the machine's cores. Rows are still judged
+/// strictly in order, so the first bad entry is the one named.
 async fn extend(
     store: &Store,
     range: &mut CompactRange,
     stop_at: Option<u64>,
     check: fn(&RawEntry) -> Result<(), VerifyError>,
 ) -> Result<(), VerifyError> {
-    let page_limit = |from: u64| match stop_at {
-        Some(stop) if stop <= from => 0,
-        Some(stop) => (stop - from).min(PAGE),
-        None => PAGE,
-    };
-    let fetch = |from: u64| {
-        let store = store.clone();
-        let limit = page_limit(from);
-        tokio::spawn(async move {
-            if limit == 0 {
-                return Ok(Vec::new());
-            }
-            store.raw_entries(from, limit).await
-        })
-    };
     let joined = |e: tokio::task::JoinError| {
         VerifyError::Store(StoreError::AuditUnavailable(format!(
             "verification task failed: {e}"
         )))
     };
-    let mut next = fetch(range.size());
+    let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    // Entries appended while a pass runs (by this or another replica) are
+    // taken by the next pass; a pass that finds nothing new ends it.
     loop {
-        let page = next.await.map_err(joined)??;
-        if page.is_empty() {
+        let mut end = store.audit_log_size().await?;
+        if let Some(stop) = stop_at {
+            end = end.min(stop);
+        }
+        if end <= range.size() {
             return Ok(());
         }
-        let from = range.size();
-        next = fetch(from + page.len() as u64);
-        let hashes = tokio::task::spawn_blocking(move || {
-            let mut hashes = Vec::with_capacity(page.len());
-            for (i, row) in page.iter().enumerate() {
-                let expected = from + i as u64;
-                if row.seq != expected {
-                    return Err(VerifyError::MissingEntry {
-                        missing: expected,
-                        found: row.seq,
-                    });
-                }
-                check(row)?;
-                hashes.push((row.seq, leaf_hash(&row.entry)));
+        let mut pages = std::collections::VecDeque::new();
+        let mut next_from = range.size();
+        loop {
+            while pages.len() < in_flight && next_from < end {
+                let (from, to) = (next_from, (next_from + PAGE).min(end));
+                let store = store.clone();
+                pages.push_back(tokio::spawn(async move {
+                    store.raw_entries_between(from, to).await
+                }));
+                next_from = to;
             }
-            Ok(hashes)
-        })
-        .await
-        .map_err(joined)??;
-        for (seq, hash) in hashes {
-            range
-                .push(hash)
-                .map_err(|_| VerifyError::TreeFull { seq })?;
+            let Some(page) = pages.pop_front() else {
+                break;
+            };
+            let page = page.await.map_err(joined)??;
+            if page.is_empty() {
+                // A gap as wide as the page: the next row names it.
+                continue;
+            }
+            let from = range.size();
+            let hashes = tokio::task::spawn_blocking(move || check_page(&page, from, check))
+                .await
+                .map_err(joined)??;
+            for (seq, hash) in hashes {
+                range
+                    .push(hash)
+                    .map_err(|_| VerifyError::TreeFull { seq })?;
+            }
         }
     }
+}
+
+/// Checks and hashes one page of rows that should start at `from`, split
+/// across the machine's cores. The first bad row in order is the one named.
+fn check_page(
+    page: &[RawEntry],
+    from: u64,
+    check: fn(&RawEntry) -> Result<(), VerifyError>,
+) -> Result<Vec<(u64, Hash)>, VerifyError> {
+    let hash_rows = |start: usize, rows: &[RawEntry]| {
+        let mut hashes = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let expected = from + (start + i) as u64;
+            if row.seq != expected {
+                return Err(VerifyError::MissingEntry {
+                    missing: expected,
+                    found: row.seq,
+                });
+            }
+            check(row)?;
+            hashes.push((row.seq, leaf_hash(&row.entry)));
+        }
+        Ok(hashes)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = page.len().div_ceil(threads).max(256);
+    if page.len() <= chunk {
+        return hash_rows(0, page);
+    }
+    let parts: Vec<Result<Vec<(u64, Hash)>, VerifyError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = page
+            .chunks(chunk)
+            .enumerate()
+            .skip(1)
+            .map(|(n, rows)| scope.spawn(move || hash_rows(n * chunk, rows)))
+            .collect();
+        let mut parts = vec![hash_rows(0, &page[..chunk])];
+        for worker in workers {
+            parts.push(worker.join().unwrap_or_else(|_| {
+                Err(VerifyError::Store(StoreError::AuditUnavailable(
+                    "a verification thread panicked".into(),
+                )))
+            }));
+        }
+        parts
+    });
+    let mut hashes = Vec::with_capacity(page.len());
+    for part in parts {
+        hashes.extend(part?);
+    }
+    Ok(hashes)
 }
 
 /// Extends `range` with the leaves of every stored entry from `range.size()`

@@ -26,7 +26,10 @@ pub use proof::{
 };
 pub use verify::{ProofError, root_from_inclusion, verify_consistency, verify_inclusion};
 
-use sha2::{Digest, Sha256};
+// ring's SHA-256 (assembly with AVX2/SHA extensions where the CPU has
+// them) hashes an audit entry about twice as fast as a portable one, and
+// `verify` hashes every entry of the log.
+use ring::digest::{Context, SHA256, digest};
 
 /// A SHA-256 digest: a leaf hash, an interior node hash or a tree root.
 pub type Hash = [u8; 32];
@@ -43,24 +46,30 @@ pub const NODE_PREFIX: u8 = 0x01;
 /// The root of the empty tree: `SHA-256("")`
 /// (`e3b0c442…7852b855`).
 pub fn empty_root() -> Hash {
-    Sha256::digest([]).into()
+    finish(digest(&SHA256, &[]))
+}
+
+fn finish(d: ring::digest::Digest) -> Hash {
+    let mut hash = [0; HASH_LEN];
+    hash.copy_from_slice(d.as_ref());
+    hash
 }
 
 /// The leaf hash of one log entry: `SHA-256(0x00 || entry)`.
 pub fn leaf_hash(entry: &[u8]) -> Hash {
-    let mut h = Sha256::new();
-    h.update([LEAF_PREFIX]);
+    let mut h = Context::new(&SHA256);
+    h.update(&[LEAF_PREFIX]);
     h.update(entry);
-    h.finalize().into()
+    finish(h.finish())
 }
 
 /// The hash of an interior node: `SHA-256(0x01 || left || right)`.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([NODE_PREFIX]);
+    let mut h = Context::new(&SHA256);
+    h.update(&[NODE_PREFIX]);
     h.update(left);
     h.update(right);
-    h.finalize().into()
+    finish(h.finish())
 }
 
 /// The Merkle tree hash (tree head) of a whole list of leaf hashes.
