@@ -192,8 +192,9 @@ fn filter(u: &mut Unstructured<'_>, depth: usize) -> Result<pb::Filter> {
 }
 
 fn list(u: &mut Unstructured<'_>, depth: usize) -> Result<pb::FilterList> {
-    // now and then one member repeated past the predicate limits
-    if u.ratio(1, 32)? {
+    // now and then one member repeated past the predicate limits (at the
+    // top only: repeats of repeats would grow without bound)
+    if depth == 1 && u.ratio(1, 32)? {
         let one = filter(u, depth + 1)?;
         let n = u.int_in_range(0..=MAX_FORWARDED_FILTER_PREDICATES + 2)?;
         return Ok(pb::FilterList {
