@@ -29,7 +29,11 @@ fn keys() -> &'static (Signer, Verifier) {
 fuzz_target!(|data: &[u8]| {
     let (signer, verifier) = keys();
     if let Ok(note) = Note::parse(data) {
-        assert_eq!(note.encode().as_bytes(), data, "a note does not encode back");
+        assert_eq!(
+            note.encode().as_bytes(),
+            data,
+            "a note does not encode back"
+        );
         for sig in note.signatures() {
             let _ = sig.to_line();
         }
@@ -49,7 +53,11 @@ fuzz_target!(|data: &[u8]| {
         let body = cp.to_body();
         let exact = data.ends_with(b"\n");
         if exact {
-            assert_eq!(body.as_bytes(), data, "a checkpoint body does not re-serialize");
+            assert_eq!(
+                body.as_bytes(),
+                data,
+                "a checkpoint body does not re-serialize"
+            );
         } else {
             assert_eq!(&body.as_bytes()[..body.len() - 1], data);
         }

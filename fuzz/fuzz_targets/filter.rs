@@ -54,20 +54,85 @@ const fn col(
 }
 
 const COLUMNS: &[Column<'static>] = &[
-    col("nik", "TEXT", ("text", "text", "b"), ("varchar", "varchar(16)", false)),
-    col("umur", "INTEGER", ("integer", "int4", "b"), ("int", "int(11)", false)),
-    col("jumlah", "BIGINT", ("bigint", "int8", "b"), ("bigint", "bigint(20) unsigned", false)),
-    col("tinggi", "REAL", ("double precision", "float8", "b"), ("double", "double", false)),
-    col("gaji", "DECIMAL(12,2)", ("numeric", "numeric", "b"), ("decimal", "decimal(12,2)", false)),
-    col("hidup", "BOOLEAN", ("boolean", "bool", "b"), ("tinyint", "tinyint(1)", false)),
-    col("tgl_lahir", "DATE", ("date", "date", "b"), ("date", "date", false)),
-    col("dibuat", "DATETIME", ("timestamp with time zone", "timestamptz", "b"), ("timestamp", "timestamp", false)),
-    col("diubah", "TIMESTAMP", ("timestamp without time zone", "timestamp", "b"), ("datetime", "datetime", false)),
-    col("jam", "TIME", ("time without time zone", "time", "b"), ("time", "time", false)),
+    col(
+        "nik",
+        "TEXT",
+        ("text", "text", "b"),
+        ("varchar", "varchar(16)", false),
+    ),
+    col(
+        "umur",
+        "INTEGER",
+        ("integer", "int4", "b"),
+        ("int", "int(11)", false),
+    ),
+    col(
+        "jumlah",
+        "BIGINT",
+        ("bigint", "int8", "b"),
+        ("bigint", "bigint(20) unsigned", false),
+    ),
+    col(
+        "tinggi",
+        "REAL",
+        ("double precision", "float8", "b"),
+        ("double", "double", false),
+    ),
+    col(
+        "gaji",
+        "DECIMAL(12,2)",
+        ("numeric", "numeric", "b"),
+        ("decimal", "decimal(12,2)", false),
+    ),
+    col(
+        "hidup",
+        "BOOLEAN",
+        ("boolean", "bool", "b"),
+        ("tinyint", "tinyint(1)", false),
+    ),
+    col(
+        "tgl_lahir",
+        "DATE",
+        ("date", "date", "b"),
+        ("date", "date", false),
+    ),
+    col(
+        "dibuat",
+        "DATETIME",
+        ("timestamp with time zone", "timestamptz", "b"),
+        ("timestamp", "timestamp", false),
+    ),
+    col(
+        "diubah",
+        "TIMESTAMP",
+        ("timestamp without time zone", "timestamp", "b"),
+        ("datetime", "datetime", false),
+    ),
+    col(
+        "jam",
+        "TIME",
+        ("time without time zone", "time", "b"),
+        ("time", "time", false),
+    ),
     col("id", "UUID", ("uuid", "uuid", "b"), ("uuid", "uuid", false)),
-    col("agama", "TEXT", ("USER-DEFINED", "agama", "e"), ("enum", "enum('ISLAM','KRISTEN')", false)),
-    col("foto", "BLOB", ("bytea", "bytea", "b"), ("blob", "blob", false)),
-    col("data", "JSON", ("jsonb", "jsonb", "b"), ("json", "json", false)),
+    col(
+        "agama",
+        "TEXT",
+        ("USER-DEFINED", "agama", "e"),
+        ("enum", "enum('ISLAM','KRISTEN')", false),
+    ),
+    col(
+        "foto",
+        "BLOB",
+        ("bytea", "bytea", "b"),
+        ("blob", "blob", false),
+    ),
+    col(
+        "data",
+        "JSON",
+        ("jsonb", "jsonb", "b"),
+        ("json", "json", false),
+    ),
 ];
 
 fn kind_of(field: &str) -> Kind {
@@ -236,7 +301,8 @@ fn check(proto: &pb::Filter) {
             Some(f),
             "the forwarded bounds are wider than the request bounds"
         );
-        f.validate().expect("a filter accepted from proto validates");
+        f.validate()
+            .expect("a filter accepted from proto validates");
         // proto round trip
         assert_eq!(&Filter::try_from(&f.to_proto()).expect("round trip"), f);
         // JSON (config form) round trip
@@ -352,7 +418,9 @@ fn check_sql(f: &Filter) {
             assert!(alone.is_err(), "the row filter made a filter acceptable");
             continue;
         };
-        let alone = alone.as_ref().expect("accepted with a row filter, refused alone");
+        let alone = alone
+            .as_ref()
+            .expect("accepted with a row filter, refused alone");
         placeholders_match(got);
         placeholders_match(alone);
         let want = want

@@ -18,7 +18,8 @@ use jembatan_mapping::{Format, Mapping, Secrets, compile_schema};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
-const PENDUDUK: &str = include_str!("../../crates/jembatan-mapping/tests/data/penduduk.schema.json");
+const PENDUDUK: &str =
+    include_str!("../../crates/jembatan-mapping/tests/data/penduduk.schema.json");
 const WARGA: &str = include_str!("../../crates/jembatan-mapping/tests/data/warga.schema.json");
 
 struct Pair {

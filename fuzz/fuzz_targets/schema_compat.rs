@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let old = Schema::parse(a);
-    let new = if a == b { old.clone() } else { Schema::parse(b) };
+    let new = if a == b {
+        old.clone()
+    } else {
+        Schema::parse(b)
+    };
     let (Ok(old), Ok(new)) = (old, new) else {
         return;
     };
@@ -53,8 +57,14 @@ fuzz_target!(|data: &[u8]| {
                         Direction::Backward => (&old, &new),
                         Direction::Forward => (&new, &old),
                     };
-                    assert!(writer.is_valid(doc), "counterexample {doc} refused by the writer");
-                    assert!(!reader.is_valid(doc), "counterexample {doc} accepted by the reader");
+                    assert!(
+                        writer.is_valid(doc),
+                        "counterexample {doc} refused by the writer"
+                    );
+                    assert!(
+                        !reader.is_valid(doc),
+                        "counterexample {doc} accepted by the reader"
+                    );
                 }
             }
         }
