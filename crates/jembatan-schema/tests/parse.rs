@@ -202,8 +202,9 @@ fn deep_nesting_is_an_error_or_checked_on_a_small_stack() {
                 }
             }
         }
-        // the deepest documents the JSON parser takes are checked, not refused
-        assert!(parsed >= shapes.len() * 3, "only {parsed} parsed");
+        // 64 and 120 levels are checked, not refused (serde_json refuses
+        // 128 levels and more)
+        assert!(parsed >= shapes.len() * 2, "only {parsed} parsed");
     };
     std::thread::Builder::new()
         .stack_size(2 << 20)
