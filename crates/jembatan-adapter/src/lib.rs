@@ -17,6 +17,9 @@ mod adapter;
 mod config;
 mod db;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod init;
 mod kind;
 mod receipts;

@@ -160,6 +160,11 @@ pub fn read_receipt_log(path: &Path) -> Result<Vec<LogEntry>, AdapterError> {
         path: path.to_owned(),
         source,
     })?;
+    parse_receipt_log(&text, path)
+}
+
+/// Parses the text of a receipt log; `path` only names the file in errors.
+pub(crate) fn parse_receipt_log(text: &str, path: &Path) -> Result<Vec<LogEntry>, AdapterError> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())

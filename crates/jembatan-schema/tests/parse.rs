@@ -168,3 +168,48 @@ fn oversized_schemas_are_refused_with_the_limit() {
     let err = jembatan_schema::Schema::parse(&long).unwrap_err();
     assert!(err.message.contains("bytes; the limit is"), "{err}");
 }
+
+/// Deeply nested documents — as deep as the JSON parser allows, and past
+/// it — are parsed, compared and sampled, or refused with an error, on a
+/// stack as small as a tokio worker's (2 MiB): never a stack overflow.
+#[test]
+fn deep_nesting_is_an_error_or_checked_on_a_small_stack() {
+    use jembatan_schema::{CheckOptions, Direction, check_pair, samples};
+    let run = || {
+        let mut parsed = 0;
+        let shapes = [
+            ("{\"items\":", "}", 1),
+            ("{\"not\":", "}", 1),
+            ("{\"properties\":{\"a\":", "}}", 2),
+            ("{\"allOf\":[", "]}", 2),
+            ("{\"anyOf\":[{\"type\":\"string\"},", "]}", 2),
+        ];
+        for (open, close, levels) in shapes {
+            for depth in [64, 120, 127, 128, 129, 400] {
+                let n = depth / levels;
+                let text = format!("{}{{}}{}", open.repeat(n), close.repeat(n));
+                match Schema::parse(&text) {
+                    Ok(s) => {
+                        for direction in [Direction::Backward, Direction::Forward] {
+                            assert!(
+                                check_pair(&s, &s, direction, &CheckOptions::default()).is_empty()
+                            );
+                        }
+                        let _ = samples(&s);
+                        parsed += 1;
+                    }
+                    Err(e) => assert!(!e.message.is_empty(), "{open} × {n}"),
+                }
+            }
+        }
+        // 64 and 120 levels are checked, not refused (serde_json refuses
+        // 128 levels and more)
+        assert!(parsed >= shapes.len() * 2, "only {parsed} parsed");
+    };
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(run)
+        .expect("thread")
+        .join()
+        .expect("no stack overflow");
+}

@@ -1,0 +1,124 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo feature `fuzzing`,
+//! off by default): the adapter's filter typing and SQL rendering, and its
+//! receipt-log parser, without a database or a file. Not a stable API.
+
+use std::path::Path;
+
+use jembatan_core::Filter;
+
+use crate::db::{ColumnType, map_mysql, map_postgres, map_sqlite};
+use crate::receipts::{LogEntry, parse_receipt_log};
+use crate::sql::{self, ColRef, Dialect, Select};
+use crate::typed::typed_filter;
+
+/// A whitelisted column and its type as each backend would describe it.
+#[derive(Debug, Clone, Copy)]
+pub struct Column<'a> {
+    pub name: &'a str,
+    /// SQLite declared type.
+    pub sqlite: &'a str,
+    /// PostgreSQL `data_type`, `udt_name` and `typtype`.
+    pub postgres: (&'a str, &'a str, &'a str),
+    /// MariaDB `DATA_TYPE`, `COLUMN_TYPE` and whether a `json_valid`
+    /// check marks it JSON.
+    pub mysql: (&'a str, &'a str, bool),
+}
+
+/// A whitelisted table.
+#[derive(Debug, Clone, Copy)]
+pub struct Table<'a> {
+    pub schema: Option<&'a str>,
+    pub table: &'a str,
+    /// Key column: the SELECT is ordered by it.
+    pub key: Option<&'a str>,
+    pub columns: &'a [Column<'a>],
+}
+
+/// A rendered SELECT: its text and its bind values (as `Debug` text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedSql {
+    pub dialect: &'static str,
+    pub sql: String,
+    pub binds: Vec<String>,
+}
+
+/// Types the row filter and the request filter against `table` and
+/// renders the SELECT of all its columns, for SQLite, PostgreSQL and
+/// MariaDB in that order, as a fetch does. `Err` holds why the adapter
+/// refuses the filter (or why a column type is unsupported).
+pub fn render(
+    table: &Table<'_>,
+    row_filter: Option<&Filter>,
+    filter: Option<&Filter>,
+    limit: Option<u64>,
+) -> Vec<Result<RenderedSql, String>> {
+    [
+        (Dialect::Sqlite, "sqlite"),
+        (Dialect::Postgres, "postgres"),
+        (Dialect::MySql, "mysql"),
+    ]
+    .into_iter()
+    .map(|(dialect, name)| render_one(table, dialect, name, row_filter, filter, limit))
+    .collect()
+}
+
+fn column_type(c: &Column<'_>, dialect: Dialect) -> Option<ColumnType> {
+    match dialect {
+        Dialect::Sqlite => Some(map_sqlite(c.sqlite)),
+        Dialect::Postgres => map_postgres(c.postgres.0, c.postgres.1, c.postgres.2),
+        Dialect::MySql => map_mysql(c.mysql.0, c.mysql.1, c.mysql.2),
+    }
+}
+
+fn render_one(
+    table: &Table<'_>,
+    dialect: Dialect,
+    name: &'static str,
+    row_filter: Option<&Filter>,
+    filter: Option<&Filter>,
+    limit: Option<u64>,
+) -> Result<RenderedSql, String> {
+    let mut types = Vec::with_capacity(table.columns.len());
+    for c in table.columns {
+        let ty = column_type(c, dialect)
+            .ok_or_else(|| format!("column {:?}: unsupported type on {name}", c.name))?;
+        types.push((c.name, ty));
+    }
+    let lookup = |n: &str| types.iter().find(|(c, _)| *c == n).map(|(_, t)| *t);
+    let typed = |f: Option<&Filter>| {
+        f.map(|f| typed_filter(f, dialect, &lookup))
+            .transpose()
+            .map_err(|e| e.to_string())
+    };
+    let row_filter = typed(row_filter)?;
+    let filter = typed(filter)?;
+    let cols: Vec<ColRef> = types
+        .iter()
+        .map(|(n, t)| ColRef {
+            name: (*n).to_owned(),
+            cast_to_text: t.cast_to_text || t.read_as_text,
+        })
+        .collect();
+    let rendered = sql::render(
+        dialect,
+        &Select {
+            schema: table.schema,
+            table: table.table,
+            columns: &cols,
+            row_filter: row_filter.as_ref(),
+            filter: filter.as_ref(),
+            order_by: table.key,
+            limit,
+        },
+    );
+    Ok(RenderedSql {
+        dialect: name,
+        sql: rendered.sql,
+        binds: rendered.binds.iter().map(|b| format!("{b:?}")).collect(),
+    })
+}
+
+/// Parses receipt-log text as [`crate::read_receipt_log`] parses the file.
+pub fn parse_receipt_log_text(text: &str) -> Result<Vec<LogEntry>, String> {
+    parse_receipt_log(text, Path::new("<fuzz input>")).map_err(|e| e.to_string())
+}
