@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use jembatan_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::AdapterError;
 
@@ -109,12 +109,19 @@ pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// An append-only JSON Lines file; writes are serialized and each line is
-/// synced to disk before `append` returns.
+/// Most lines written before one sync.
+const MAX_LINES_PER_SYNC: usize = 1024;
+
+type Pending = (Vec<u8>, oneshot::Sender<std::io::Result<()>>);
+
+/// An append-only JSON Lines file. Each line is synced to disk before
+/// `append` returns; lines appended concurrently share one write and one
+/// sync (group commit), so concurrent fetches do not queue behind each
+/// other's `fsync`.
 #[derive(Debug)]
 pub(crate) struct ReceiptLog {
     path: PathBuf,
-    file: Mutex<tokio::fs::File>,
+    tx: mpsc::Sender<Pending>,
 }
 
 impl ReceiptLog {
@@ -134,9 +141,11 @@ impl ReceiptLog {
             .open(path)
             .await
             .map_err(err)?;
+        let (tx, rx) = mpsc::channel(MAX_LINES_PER_SYNC);
+        tokio::spawn(write_lines(file, rx));
         Ok(ReceiptLog {
             path: path.to_owned(),
-            file: Mutex::new(file),
+            tx,
         })
     }
 
@@ -144,13 +153,39 @@ impl ReceiptLog {
         &self.path
     }
 
+    /// Appends one entry; returns once it is synced to disk.
     pub(crate) async fn append(&self, entry: &LogEntry) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let mut file = self.file.lock().await;
-        file.write_all(&line).await?;
-        file.flush().await?;
-        file.sync_data().await
+        let (done, synced) = oneshot::channel();
+        let stopped = || std::io::Error::other("the receipt log writer stopped");
+        self.tx.send((line, done)).await.map_err(|_| stopped())?;
+        synced.await.map_err(|_| stopped())?
+    }
+}
+
+/// The receipt log's writer: takes every line waiting, writes them in one
+/// go, syncs once, and answers each appender.
+async fn write_lines(mut file: tokio::fs::File, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_LINES_PER_SYNC);
+    let mut buf = Vec::new();
+    while rx.recv_many(&mut batch, MAX_LINES_PER_SYNC).await > 0 {
+        buf.clear();
+        for (line, _) in &batch {
+            buf.extend_from_slice(line);
+        }
+        let written = async {
+            file.write_all(&buf).await?;
+            file.flush().await?;
+            file.sync_data().await
+        }
+        .await;
+        for (_, done) in batch.drain(..) {
+            let _ = done.send(match &written {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            });
+        }
     }
 }
 
@@ -224,5 +259,50 @@ mod tests {
         assert_eq!(second["receipt"]["entry_seq"], 7);
         assert_eq!(second["receipt"]["completed_at"], "2020-09-13T12:26:40Z");
         assert_eq!(read_receipt_log(&path).unwrap(), vec![served, receipt]);
+    }
+
+    /// Concurrent appends share syncs but every one lands as its own whole
+    /// line, each acknowledged only after it is written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_each_land_as_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.jsonl");
+        let log = std::sync::Arc::new(ReceiptLog::open(&path).await.unwrap());
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..300u64 {
+            let log = log.clone();
+            tasks.spawn(async move {
+                let entry = LogEntry::Served(ServedEntry {
+                    time: now(),
+                    exchange_id: format!("e{n}"),
+                    dataset: "a.b".into(),
+                    consumer: "dinsos".into(),
+                    purpose: "bansos".into(),
+                    columns: vec!["nik".into(); (n % 7) as usize],
+                    rows: n,
+                    bytes: 30,
+                    payload_sha256: "00".into(),
+                    status: FetchStatus::Ok,
+                });
+                log.append(&entry).await.unwrap();
+                n
+            });
+        }
+        let mut acked = Vec::new();
+        while let Some(n) = tasks.join_next().await {
+            acked.push(n.unwrap());
+        }
+        let mut rows: Vec<u64> = read_receipt_log(&path)
+            .unwrap()
+            .into_iter()
+            .map(|e| match e {
+                LogEntry::Served(s) => s.rows,
+                LogEntry::Receipt(_) => panic!("only served entries were appended"),
+            })
+            .collect();
+        rows.sort_unstable();
+        acked.sort_unstable();
+        assert_eq!(rows, acked);
+        assert_eq!(rows, (0..300).collect::<Vec<_>>());
     }
 }
