@@ -145,33 +145,61 @@ fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEntry, StoreError> {
     })
 }
 
+/// Batches written at once. On PostgreSQL a second batch travels and is
+/// parsed while the first holds the appenders' lock and commits, then
+/// waits for the lock: numbering stays gap-free and in lock order. SQLite
+/// has one writer at a time in one process, so one batch.
+fn batches_in_flight(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 2,
+    }
+}
+
 async fn run_appender(
     store: Store,
     mut rx: mpsc::Receiver<Pending>,
     appended: Arc<watch::Sender<u64>>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match write_batch(&store, &mut batch).await {
-            Ok(()) => {
-                if let Some(last) = batch.last() {
-                    let size = last.stored.seq + 1;
-                    appended.send_if_modified(|n| {
-                        let grew = size > *n;
-                        *n = (*n).max(size);
-                        grew
-                    });
+    let limit = batches_in_flight(store.backend());
+    let mut writing = tokio::task::JoinSet::new();
+    loop {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        tokio::select! {
+            received = rx.recv_many(&mut batch, MAX_BATCH), if writing.len() < limit => {
+                if received == 0 {
+                    break;
                 }
-                for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Ok(pending.stored));
-                }
+                let (store, appended) = (store.clone(), appended.clone());
+                writing.spawn(async move { write_and_reply(&store, batch, &appended).await });
             }
-            Err(err) => {
-                tracing::error!(error = %err, entries = batch.len(), "audit append failed");
-                let message = err.to_string();
-                for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(message.clone()));
-                }
+            Some(_) = writing.join_next(), if !writing.is_empty() => {}
+        }
+    }
+    while writing.join_next().await.is_some() {}
+}
+
+/// Writes one batch and answers its appenders.
+async fn write_and_reply(store: &Store, mut batch: Vec<Pending>, appended: &watch::Sender<u64>) {
+    match write_batch(store, &mut batch).await {
+        Ok(()) => {
+            if let Some(last) = batch.last() {
+                let size = last.stored.seq + 1;
+                appended.send_if_modified(|n| {
+                    let grew = size > *n;
+                    *n = (*n).max(size);
+                    grew
+                });
+            }
+            for pending in batch {
+                let _ = pending.reply.send(Ok(pending.stored));
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, entries = batch.len(), "audit append failed");
+            let message = err.to_string();
+            for pending in batch {
+                let _ = pending.reply.send(Err(message.clone()));
             }
         }
     }

@@ -152,21 +152,31 @@ async fn postgres_appends_are_gap_free_across_replicas() {
     // two "replicas" append concurrently through their own appenders
     let (la, lb) = (AuditLog::start(a.clone()), AuditLog::start(b.clone()));
     let mut tasks = Vec::new();
-    for i in 0..100 {
+    for i in 0..400 {
         let log = if i % 2 == 0 { la.clone() } else { lb.clone() };
         tasks.push(tokio::spawn(async move {
-            log.append(entry(&format!("p{i}"), EntryKind::Decision))
+            let seq = log
+                .append(entry(&format!("p{i}"), EntryKind::Decision))
                 .await
                 .unwrap()
-                .seq
+                .seq;
+            (seq, format!("p{i}"))
         }));
     }
-    let mut seqs = Vec::new();
+    let mut acked = Vec::new();
     for t in tasks {
-        seqs.push(t.await.unwrap());
+        acked.push(t.await.unwrap());
     }
-    seqs.sort();
-    assert_eq!(seqs, (0..100).collect::<Vec<u64>>());
+    acked.sort();
+    let seqs: Vec<u64> = acked.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (0..400).collect::<Vec<u64>>());
+    // each appender was told the seq its own entry is stored at
+    let stored = la.entries(0, 400).await.unwrap();
+    let at: Vec<(u64, String)> = stored
+        .iter()
+        .map(|s| (s.seq, s.entry.exchange_id.clone()))
+        .collect();
+    assert_eq!(at, acked);
     a.close().await;
     b.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
