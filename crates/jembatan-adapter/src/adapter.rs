@@ -359,7 +359,7 @@ impl Adapter {
                 (
                     ColRef {
                         name: c.name.clone(),
-                        cast_to_text: c.ty.cast_to_text || c.ty.read_as_text,
+                        cast_to_text: c.ty.selected_as_text(),
                     },
                     OutColumn {
                         name: c.name.clone(),

@@ -243,6 +243,13 @@ pub(crate) struct ColumnType {
     pub(crate) read_as_text: bool,
 }
 
+impl ColumnType {
+    /// Whether the SELECT reads the column as text.
+    pub(crate) fn selected_as_text(&self) -> bool {
+        self.cast_to_text || self.read_as_text
+    }
+}
+
 const fn ty(kind: ColumnKind, decoder: Decoder) -> ColumnType {
     ColumnType {
         kind,

@@ -96,7 +96,7 @@ fn render_one(
         .iter()
         .map(|(n, t)| ColRef {
             name: (*n).to_owned(),
-            cast_to_text: t.cast_to_text || t.read_as_text,
+            cast_to_text: t.selected_as_text(),
         })
         .collect();
     let rendered = sql::render(

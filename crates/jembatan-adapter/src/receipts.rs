@@ -270,7 +270,7 @@ mod tests {
         let log = std::sync::Arc::new(ReceiptLog::open(&path).await.unwrap());
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..300u64 {
-            let log = log.clone();
+            let (log, path) = (log.clone(), path.clone());
             tasks.spawn(async move {
                 let entry = LogEntry::Served(ServedEntry {
                     time: now(),
@@ -285,6 +285,10 @@ mod tests {
                     status: FetchStatus::Ok,
                 });
                 log.append(&entry).await.unwrap();
+                // acknowledged: the line is already in the file
+                let text = tokio::fs::read_to_string(&path).await.unwrap();
+                let line = format!("\"exchange_id\":\"e{n}\",");
+                assert!(text.contains(&line), "e{n} acknowledged before written");
                 n
             });
         }

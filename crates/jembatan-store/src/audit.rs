@@ -164,7 +164,9 @@ async fn run_appender(
     let limit = batches_in_flight(store.backend());
     let mut writing = tokio::task::JoinSet::new();
     loop {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // grows to what arrives; nothing is allocated on turns that only
+        // collect a finished write
+        let mut batch = Vec::new();
         tokio::select! {
             received = rx.recv_many(&mut batch, MAX_BATCH), if writing.len() < limit => {
                 if received == 0 {

@@ -147,7 +147,8 @@ async fn extend(
             let hashes = tokio::task::spawn_blocking(move || check_page(&page, from, check))
                 .await
                 .map_err(joined)??;
-            for (seq, hash) in hashes {
+            for hash in hashes {
+                let seq = range.size();
                 range
                     .push(hash)
                     .map_err(|_| VerifyError::TreeFull { seq })?;
@@ -156,13 +157,14 @@ async fn extend(
     }
 }
 
-/// Checks and hashes one page of rows that should start at `from`, split
-/// across the machine's cores. The first bad row in order is the one named.
+/// Checks one page of rows that should start at `from` and returns their
+/// leaf hashes, split across the machine's cores. The first bad row in
+/// order is the one named.
 fn check_page(
     page: &[RawEntry],
     from: u64,
     check: fn(&RawEntry) -> Result<(), VerifyError>,
-) -> Result<Vec<(u64, Hash)>, VerifyError> {
+) -> Result<Vec<Hash>, VerifyError> {
     let hash_rows = |start: usize, rows: &[RawEntry]| {
         let mut hashes = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
@@ -174,7 +176,7 @@ fn check_page(
                 });
             }
             check(row)?;
-            hashes.push((row.seq, leaf_hash(&row.entry)));
+            hashes.push(leaf_hash(&row.entry));
         }
         Ok(hashes)
     };
@@ -183,7 +185,7 @@ fn check_page(
     if page.len() <= chunk {
         return hash_rows(0, page);
     }
-    let parts: Vec<Result<Vec<(u64, Hash)>, VerifyError>> = std::thread::scope(|scope| {
+    let parts: Vec<Result<Vec<Hash>, VerifyError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = page
             .chunks(chunk)
             .enumerate()
