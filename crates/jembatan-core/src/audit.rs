@@ -147,6 +147,26 @@ pub struct AuditEntry {
     pub change: Option<AgreementChange>,
 }
 
+/// A writer that accepts exactly the bytes it still holds, in order: what
+/// is written must be a prefix of what remains.
+struct Matching<'a>(&'a [u8]);
+
+impl std::io::Write for Matching<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.strip_prefix(buf) {
+            Some(rest) => {
+                self.0 = rest;
+                Ok(buf.len())
+            }
+            None => Err(std::io::Error::other("bytes differ")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One step in an agreement's lifecycle, as the audit log records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,10 +218,20 @@ impl AuditEntry {
     pub fn from_canonical(bytes: &[u8]) -> Result<AuditEntry, String> {
         let entry: AuditEntry =
             serde_json::from_slice(bytes).map_err(|e| format!("not an audit entry: {e}"))?;
-        if entry.canonical_bytes() != bytes {
+        // Serialize against the input instead of into a new buffer.
+        let mut rest = Matching(bytes);
+        if serde_json::to_writer(&mut rest, &entry).is_err() || !rest.0.is_empty() {
             return Err("entry bytes are not in canonical form".into());
         }
         Ok(entry)
+    }
+
+    /// Whether `hex` is the lowercase hex SHA-256 of `bytes`, as
+    /// [`AuditEntry::sha256`] writes it.
+    pub fn sha256_is(bytes: &[u8], hex: &str) -> bool {
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        let mut buffer = [0u8; 64];
+        hex::encode_to_slice(digest.as_ref(), &mut buffer).is_ok() && buffer == hex.as_bytes()
     }
 
     /// Lowercase hex SHA-256 of the canonical bytes.

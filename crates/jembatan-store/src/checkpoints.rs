@@ -25,7 +25,7 @@ pub struct StoredCheckpoint {
 
 /// An audit log row exactly as stored, before any parsing: what a verifier
 /// needs to check the indexed columns against the entry bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawEntry {
     pub seq: u64,
     pub exchange_id: String,

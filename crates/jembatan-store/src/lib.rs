@@ -72,6 +72,8 @@ pub struct Dataset {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite database file, for readers that bypass the pool.
+    sqlite_file: Option<std::sync::Arc<std::path::Path>>,
 }
 
 fn now() -> String {
@@ -128,7 +130,15 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        let sqlite_file = match backend {
+            Backend::Sqlite => sqlite_file(&pool).await?,
+            Backend::Postgres => None,
+        };
+        Ok(Store {
+            pool,
+            backend,
+            sqlite_file,
+        })
     }
 
     /// Opens an existing store and runs migrations, refusing to create a
@@ -176,6 +186,11 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The SQLite database file, when the store is one on disk.
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        self.sqlite_file.as_deref()
     }
 
     pub async fn close(&self) {
@@ -243,6 +258,24 @@ impl Store {
         })
         .transpose()
     }
+}
+
+/// The file SQLite itself opened for the main database, as it names it
+/// (None for an in-memory database).
+async fn sqlite_file(
+    pool: &AnyPool,
+) -> Result<Option<std::sync::Arc<std::path::Path>>, StoreError> {
+    let rows = sqlx::query("PRAGMA database_list").fetch_all(pool).await?;
+    for row in rows {
+        let name: String = row.try_get(1)?;
+        let file: Option<String> = row.try_get(2)?;
+        if name == "main" {
+            return Ok(file
+                .filter(|f| !f.is_empty())
+                .map(|f| std::path::Path::new(&f).into()));
+        }
+    }
+    Ok(None)
 }
 
 fn parse<T: FromStr>(s: &str, what: &str) -> Result<T, StoreError>

@@ -243,6 +243,22 @@ async fn an_edited_column_is_named() {
             5,
             "exchange_id",
         ),
+        // Values of another type, or text that is not UTF-8.
+        (
+            "UPDATE audit_log SET caller = X'6167656e6379' WHERE seq = 3",
+            3,
+            "caller",
+        ),
+        (
+            "UPDATE audit_log SET kind = CAST(X'ff' AS TEXT) WHERE seq = 11",
+            11,
+            "kind",
+        ),
+        (
+            "UPDATE audit_log SET consumer = 7 WHERE seq = 24",
+            24,
+            "consumer",
+        ),
     ] {
         let (_dir, store, verifier) = fixture().await;
         exec(&store, sql).await;
@@ -270,6 +286,20 @@ async fn a_deleted_entry_is_named() {
     )
     .await;
 
+    // Gaps at the end of the slices and pages the log is read in.
+    for (delete, want) in [
+        ("seq = 4", "entry 4 missing: seq jumps from 3 to 5"),
+        ("seq IN (8, 9)", "entry 8 missing: seq jumps from 7 to 10"),
+        (
+            "seq >= 12 AND seq < 20",
+            "entry 12 missing: seq jumps from 11 to 20",
+        ),
+    ] {
+        let (_dir, store, verifier) = fixture().await;
+        exec(&store, &format!("DELETE FROM audit_log WHERE {delete}")).await;
+        expect(&store, &verifier, want).await;
+    }
+
     // truncating the tail below a checkpoint
     let (_dir, store, verifier) = fixture().await;
     exec(&store, "DELETE FROM audit_log WHERE seq >= 15").await;
@@ -277,6 +307,22 @@ async fn a_deleted_entry_is_named() {
         &store,
         &verifier,
         "checkpoint at size 20: the log has only 15 entries",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_retyped_hash_is_named() {
+    let (_dir, store, verifier) = fixture().await;
+    exec(
+        &store,
+        "UPDATE audit_log SET entry_sha256 = X'00' WHERE seq = 13",
+    )
+    .await;
+    expect(
+        &store,
+        &verifier,
+        "entry 13: stored entry_sha256 does not match the entry bytes",
     )
     .await;
 }
