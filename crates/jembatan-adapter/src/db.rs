@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use futures::{Stream, StreamExt};
+use jembatan_core::record::RecordEncoder;
 use serde_json::Value;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -693,6 +694,7 @@ pub(crate) fn records(
 ) -> impl Stream<Item = Result<String, RecordError>> + Send + 'static {
     async_stream::stream! {
         let Rendered { sql, binds } = query;
+        let mut encoder = RecordEncoder::new(columns.iter().map(|c| c.name.as_str()));
         match db {
             Db::Sqlite(pool) => {
                 let mut conn = match pool.acquire().await {
@@ -719,7 +721,7 @@ pub(crate) fn records(
                 let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), binds);
                 let mut rows = q.fetch(&mut *conn);
                 while let Some(row) = rows.next().await {
-                    yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| sqlite_value(&r, i, d)));
+                    yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| sqlite_value(&r, i, d)));
                 }
             }
             Db::Postgres(pool) => match time.statement_limit {
@@ -727,7 +729,7 @@ pub(crate) fn records(
                     let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
                     let mut rows = q.fetch(&pool);
                     while let Some(row) = rows.next().await {
-                        yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| pg_value(&r, i, d)));
+                        yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| pg_value(&r, i, d)));
                     }
                 }
                 Some(limit) => {
@@ -751,7 +753,7 @@ pub(crate) fn records(
                         let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
                         let mut rows = q.fetch(&mut *tx);
                         while let Some(row) = rows.next().await {
-                            yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| pg_value(&r, i, d)));
+                            yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| pg_value(&r, i, d)));
                         }
                     }
                     // the transaction only read; ending it cannot lose anything
@@ -769,7 +771,7 @@ pub(crate) fn records(
                 let q = bind_mysql(sqlx::query(AssertSqlSafe(sql)).persistent(persistent), binds);
                 let mut rows = q.fetch(&pool);
                 while let Some(row) = rows.next().await {
-                    yield row.map_err(RecordError::from).and_then(|r| record(&columns, |i, d| mysql_value(&r, i, d)));
+                    yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| mysql_value(&r, i, d)));
                 }
             }
         }
@@ -778,15 +780,12 @@ pub(crate) fn records(
 
 /// Writes one record as a JSON object, keys in column order.
 fn record(
+    encoder: &mut RecordEncoder,
     columns: &[OutColumn],
     mut value: impl FnMut(usize, Decoder) -> Result<Value, ValueError>,
 ) -> Result<String, RecordError> {
-    let mut out = String::with_capacity(64 * columns.len());
-    out.push('{');
-    for (i, c) in columns.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    encoder.encode(|i| {
+        let c = &columns[i];
         // some driver decodings panic on out-of-range values (e.g. PostgreSQL
         // 'infinity' dates); such a value fails the fetch instead
         let v = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| value(i, c.decoder)))
@@ -795,7 +794,7 @@ fn record(
                     "the driver could not decode the value (out of range)".into(),
                 ))
             });
-        let v = v.map_err(|e| match e {
+        v.map_err(|e| match e {
             ValueError::Db(e) => RecordError::Value {
                 column: c.name.clone(),
                 message: e.to_string(),
@@ -804,14 +803,8 @@ fn record(
                 column: c.name.clone(),
                 message,
             },
-        })?;
-        // serializing a String or a Value cannot fail
-        out.push_str(&Value::String(c.name.clone()).to_string());
-        out.push(':');
-        out.push_str(&v.to_string());
-    }
-    out.push('}');
-    Ok(out)
+        })
+    })
 }
 
 enum ValueError {

@@ -182,11 +182,10 @@ fn shape_record(
 /// One record from the adapter must be a JSON object of granted fields.
 fn check_record(record: &str, allowed: &Allowed) -> Result<(), String> {
     check_size(record)?;
-    // Only the keys matter here: values are skipped, not built, and keys
-    // borrow from the record (field names never need JSON escapes).
-    let keys: std::collections::HashMap<&str, serde::de::IgnoredAny> = serde_json::from_str(record)
+    // Only the keys matter here.
+    let keys = jembatan_core::record::record_keys(record)
         .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
-    check_keys(keys.keys().copied(), allowed)
+    check_keys(keys.into_iter(), allowed)
 }
 
 /// The same checks as [`check_record`], keeping the parsed object for the
@@ -196,7 +195,7 @@ fn parse_record(
     allowed: &Allowed,
 ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     check_size(record)?;
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(record)
+    let map = jembatan_core::record::parse_record(record)
         .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
     check_keys(map.keys().map(String::as_str), allowed)?;
     Ok(map)

@@ -13,6 +13,7 @@ pub mod grant;
 pub mod identity;
 pub mod ids;
 pub mod limits;
+pub mod record;
 
 pub use agreement::{Action, Agreement, AgreementStatus, TransitionError};
 pub use audit::{
