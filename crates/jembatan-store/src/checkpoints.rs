@@ -142,16 +142,6 @@ impl Store {
             .await
     }
 
-    /// Audit log rows with `from <= seq < to`, in order, as stored.
-    pub async fn raw_entries_between(
-        &self,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<RawEntry>, StoreError> {
-        self.raw_entries_where("seq >= $1 AND seq < $2 ORDER BY seq", from, to)
-            .await
-    }
-
     /// Audit log rows matching `condition` (a fixed clause with two
     /// parameters, `a` and `b`), as stored.
     async fn raw_entries_where(

@@ -74,6 +74,9 @@ pub struct Store {
     backend: Backend,
     /// The SQLite database file, for readers that bypass the pool.
     sqlite_file: Option<std::sync::Arc<std::path::Path>>,
+    /// A typed pool on the same PostgreSQL database, connected on first
+    /// use, for reading the audit log without the `Any` layer's copies.
+    pg_reader: Option<sqlx::PgPool>,
 }
 
 fn now() -> String {
@@ -130,14 +133,24 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        let sqlite_file = match backend {
-            Backend::Sqlite => sqlite_file(&pool).await?,
-            Backend::Postgres => None,
+        let (sqlite_file, pg_reader) = match backend {
+            Backend::Sqlite => (sqlite_file(&pool).await?, None),
+            Backend::Postgres => (
+                None,
+                Some(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(4)
+                        .min_connections(0)
+                        .idle_timeout(std::time::Duration::from_secs(30))
+                        .connect_lazy(&url)?,
+                ),
+            ),
         };
         Ok(Store {
             pool,
             backend,
             sqlite_file,
+            pg_reader,
         })
     }
 
@@ -188,6 +201,11 @@ impl Store {
         &self.pool
     }
 
+    /// The typed PostgreSQL pool for reading the audit log, on PostgreSQL.
+    pub(crate) fn pg_reader(&self) -> Option<&sqlx::PgPool> {
+        self.pg_reader.as_ref()
+    }
+
     /// The SQLite database file, when the store is one on disk.
     pub fn sqlite_file(&self) -> Option<&std::path::Path> {
         self.sqlite_file.as_deref()
@@ -195,6 +213,9 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(reader) = &self.pg_reader {
+            reader.close().await;
+        }
     }
 
     pub async fn upsert_agency(&self, agency: &Agency) -> Result<(), StoreError> {

@@ -16,6 +16,7 @@ use jembatan_tlog::note::{Checkpoint, Verifier};
 
 use crate::{RawEntry, Store, StoreError, StoredCheckpoint};
 
+mod postgres;
 mod sqlite;
 
 /// Entries read per page while streaming the log.
@@ -100,10 +101,11 @@ impl VerifyError {
 /// `range.size()` on, up to `stop_at` entries in all (or to the end of the
 /// log), calling `check` on each row first. Fails on a gap in `seq`.
 ///
-/// A SQLite file is read directly on every core (see [`sqlite`]). Otherwise
-/// it is pipelined: pages are seq ranges read over several connections at
-/// once while earlier pages are checked and hashed on blocking threads, so
-/// reading and hashing use all the machine's cores. Rows are still judged
+/// A SQLite file is read directly on every core (see [`sqlite`]). On
+/// PostgreSQL it is pipelined: pages are seq ranges read over several
+/// connections of the typed pool at once while earlier pages are checked
+/// and hashed on blocking threads, so reading and hashing use all the
+/// machine's cores. Rows are still judged
 /// strictly in order, so the first bad entry is the one named.
 async fn extend(
     store: &Store,
@@ -139,14 +141,35 @@ async fn extend(
             }
             continue;
         }
+        let Some(reader) = store.pg_reader() else {
+            // An in-memory SQLite store: no file to open, read through the pool.
+            while range.size() < end {
+                let from = range.size();
+                let page = store.raw_entries(from, (end - from).min(PAGE)).await?;
+                if page.is_empty() {
+                    return Err(VerifyError::MissingEntry {
+                        missing: from,
+                        found: end,
+                    });
+                }
+                push_all(
+                    range,
+                    check_page(&page, from, check, |r, row| {
+                        row.clone_from(r);
+                        Ok(())
+                    })?,
+                )?;
+            }
+            continue;
+        };
         let mut pages = std::collections::VecDeque::new();
         let mut next_from = range.size();
         loop {
             while pages.len() < in_flight && next_from < end {
                 let (from, to) = (next_from, (next_from + PAGE).min(end));
-                let store = store.clone();
+                let reader = reader.clone();
                 pages.push_back(tokio::spawn(async move {
-                    store.raw_entries_between(from, to).await
+                    postgres::page(&reader, from, to).await
                 }));
                 next_from = to;
             }
@@ -159,9 +182,10 @@ async fn extend(
                 continue;
             }
             let from = range.size();
-            let hashes = tokio::task::spawn_blocking(move || check_page(&page, from, check))
-                .await
-                .map_err(joined)??;
+            let hashes =
+                tokio::task::spawn_blocking(move || check_page(&page, from, check, postgres::fill))
+                    .await
+                    .map_err(joined)??;
             push_all(range, hashes)?;
         }
     }
@@ -178,16 +202,20 @@ fn push_all(range: &mut CompactRange, hashes: Vec<Hash>) -> Result<(), VerifyErr
 }
 
 /// Checks one page of rows that should start at `from` and returns their
-/// leaf hashes, split across the machine's cores. The first bad row in
-/// order is the one named.
-fn check_page(
-    page: &[RawEntry],
+/// leaf hashes, split across the machine's cores. Each thread copies a
+/// row's values into one reused [`RawEntry`] with `fill` before checking
+/// it. The first bad row in order is the one named.
+fn check_page<R: Sync>(
+    page: &[R],
     from: u64,
     check: fn(&RawEntry) -> Result<(), VerifyError>,
+    fill: fn(&R, &mut RawEntry) -> Result<(), VerifyError>,
 ) -> Result<Vec<Hash>, VerifyError> {
-    let hash_rows = |start: usize, rows: &[RawEntry]| {
+    let hash_rows = |start: usize, rows: &[R]| {
         let mut hashes = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
+        let mut row = RawEntry::default();
+        for (i, r) in rows.iter().enumerate() {
+            fill(r, &mut row)?;
             let expected = from + (start + i) as u64;
             if row.seq != expected {
                 return Err(VerifyError::MissingEntry {
@@ -195,7 +223,7 @@ fn check_page(
                     found: row.seq,
                 });
             }
-            check(row)?;
+            check(&row)?;
             hashes.push(leaf_hash(&row.entry));
         }
         Ok(hashes)

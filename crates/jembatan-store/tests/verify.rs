@@ -461,6 +461,42 @@ async fn postgres_checkpoints_verify_and_never_shrink() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
+
+    // What a rogue operator could do with the triggers dropped is named,
+    // read through PostgreSQL's own reader.
+    exec(&store, "DROP TRIGGER audit_log_no_update ON audit_log").await;
+    exec(
+        &store,
+        "UPDATE audit_log SET purpose = 'other' WHERE seq = 7",
+    )
+    .await;
+    expect(
+        &store,
+        &key.verifier(),
+        "entry 7: stored bytes do not match the indexed column purpose",
+    )
+    .await;
+    exec(&store, "UPDATE audit_log SET purpose = NULL WHERE seq = 7").await;
+    let err = verify(&store, &key.verifier()).await.unwrap_err();
+    assert_eq!(err.position(), Some(7), "{err}");
+    exec(
+        &store,
+        "UPDATE audit_log SET entry = entry || '\\x20'::bytea WHERE seq = 3",
+    )
+    .await;
+    expect(
+        &store,
+        &key.verifier(),
+        "entry 3: stored bytes are not a canonical entry: entry bytes are not in canonical form",
+    )
+    .await;
+    exec(&store, "DELETE FROM audit_log WHERE seq IN (1, 2, 3)").await;
+    expect(
+        &store,
+        &key.verifier(),
+        "entry 1 missing: seq jumps from 0 to 4",
+    )
+    .await;
     store.close().await;
     exec_admin(&admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
 }
