@@ -138,25 +138,13 @@ impl Store {
     /// Audit log rows with `seq >= from`, at most `limit`, in order, as
     /// stored (nothing parsed). Page through the log with it.
     pub async fn raw_entries(&self, from: u64, limit: u64) -> Result<Vec<RawEntry>, StoreError> {
-        self.raw_entries_where("seq >= $1 ORDER BY seq LIMIT $2", from, limit)
-            .await
-    }
-
-    /// Audit log rows matching `condition` (a fixed clause with two
-    /// parameters, `a` and `b`), as stored.
-    async fn raw_entries_where(
-        &self,
-        condition: &'static str,
-        a: u64,
-        b: u64,
-    ) -> Result<Vec<RawEntry>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM audit_log WHERE {condition}",
+            "SELECT {} FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
             raw_columns(self.backend())
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(to_i64(a))
-            .bind(to_i64(b))
+            .bind(to_i64(from))
+            .bind(to_i64(limit))
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(raw_entry_from_row).collect()

@@ -207,7 +207,7 @@ impl Store {
     }
 
     /// The SQLite database file, when the store is one on disk.
-    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+    pub(crate) fn sqlite_file(&self) -> Option<&std::path::Path> {
         self.sqlite_file.as_deref()
     }
 
