@@ -33,15 +33,6 @@ impl RecordEncoder {
         RecordEncoder { prefixes, hint }
     }
 
-    /// Number of keys in each record.
-    pub fn len(&self) -> usize {
-        self.prefixes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.prefixes.is_empty()
-    }
-
     /// Encodes one record; `value(i)` gives the value of key `i`. The first
     /// error stops the record and is returned.
     pub fn encode<E>(

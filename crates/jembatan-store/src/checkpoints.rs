@@ -48,7 +48,7 @@ pub(crate) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn to_u64(n: i64, what: &str) -> Result<u64, StoreError> {
+pub(crate) fn to_u64(n: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| StoreError::Corrupt {
         what: what.into(),
         message: format!("negative number {n}"),

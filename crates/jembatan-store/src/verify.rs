@@ -104,14 +104,13 @@ impl VerifyError {
 /// A SQLite file is read directly on every core (see [`sqlite`]). On
 /// PostgreSQL it is pipelined: pages are seq ranges read over several
 /// connections of the typed pool at once while earlier pages are checked
-/// and hashed on blocking threads, so reading and hashing use all the
-/// machine's cores. Rows are still judged
+/// and hashed on every core (see [`postgres`]). Rows are still judged
 /// strictly in order, so the first bad entry is the one named.
 async fn extend(
     store: &Store,
     range: &mut CompactRange,
     stop_at: Option<u64>,
-    check: fn(&RawEntry) -> Result<(), VerifyError>,
+    check: Check,
 ) -> Result<(), VerifyError> {
     let joined = |e: tokio::task::JoinError| {
         VerifyError::Store(StoreError::AuditUnavailable(format!(
@@ -142,25 +141,9 @@ async fn extend(
             continue;
         }
         let Some(reader) = store.pg_reader() else {
-            // An in-memory SQLite store: no file to open, read through the pool.
-            while range.size() < end {
-                let from = range.size();
-                let page = store.raw_entries(from, (end - from).min(PAGE)).await?;
-                if page.is_empty() {
-                    return Err(VerifyError::MissingEntry {
-                        missing: from,
-                        found: end,
-                    });
-                }
-                push_all(
-                    range,
-                    check_page(&page, from, check, |r, row| {
-                        row.clone_from(r);
-                        Ok(())
-                    })?,
-                )?;
-            }
-            continue;
+            return Err(VerifyError::Store(StoreError::AuditUnavailable(
+                "an in-memory SQLite store has no file to read its log from".into(),
+            )));
         };
         let mut pages = std::collections::VecDeque::new();
         let mut next_from = range.size();
@@ -182,14 +165,16 @@ async fn extend(
                 continue;
             }
             let from = range.size();
-            let hashes =
-                tokio::task::spawn_blocking(move || check_page(&page, from, check, postgres::fill))
-                    .await
-                    .map_err(joined)??;
+            let hashes = tokio::task::spawn_blocking(move || postgres::leaves(&page, from, check))
+                .await
+                .map_err(joined)??;
             push_all(range, hashes)?;
         }
     }
 }
+
+/// The check each row gets before its leaf is hashed.
+type Check = fn(&RawEntry) -> Result<(), VerifyError>;
 
 fn push_all(range: &mut CompactRange, hashes: Vec<Hash>) -> Result<(), VerifyError> {
     for hash in hashes {
@@ -201,60 +186,132 @@ fn push_all(range: &mut CompactRange, hashes: Vec<Hash>) -> Result<(), VerifyErr
     Ok(())
 }
 
-/// Checks one page of rows that should start at `from` and returns their
-/// leaf hashes, split across the machine's cores. Each thread copies a
-/// row's values into one reused [`RawEntry`] with `fill` before checking
-/// it. The first bad row in order is the one named.
-fn check_page<R: Sync>(
-    page: &[R],
-    from: u64,
-    check: fn(&RawEntry) -> Result<(), VerifyError>,
-    fill: fn(&R, &mut RawEntry) -> Result<(), VerifyError>,
-) -> Result<Vec<Hash>, VerifyError> {
-    let hash_rows = |start: usize, rows: &[R]| {
-        let mut hashes = Vec::with_capacity(rows.len());
-        let mut row = RawEntry::default();
-        for (i, r) in rows.iter().enumerate() {
-            fill(r, &mut row)?;
-            let expected = from + (start + i) as u64;
-            if row.seq != expected {
-                return Err(VerifyError::MissingEntry {
-                    missing: expected,
-                    found: row.seq,
-                });
-            }
-            check(&row)?;
-            hashes.push(leaf_hash(&row.entry));
+/// Checks rows that must come in seq order from a given one and collects
+/// their leaf hashes. Each row is read into one reused [`RawEntry`], so a
+/// row costs no allocation before its check.
+struct Leaves {
+    check: Check,
+    expected: u64,
+    row: RawEntry,
+    hashes: Vec<Hash>,
+}
+
+impl Leaves {
+    fn new(from: u64, capacity: usize, check: Check) -> Leaves {
+        Leaves {
+            check,
+            expected: from,
+            row: RawEntry::default(),
+            hashes: Vec::with_capacity(capacity),
         }
-        Ok(hashes)
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = page.len().div_ceil(threads).max(256);
-    if page.len() <= chunk {
-        return hash_rows(0, page);
     }
-    let parts: Vec<Result<Vec<Hash>, VerifyError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = page
-            .chunks(chunk)
-            .enumerate()
-            .skip(1)
-            .map(|(n, rows)| scope.spawn(move || hash_rows(n * chunk, rows)))
-            .collect();
-        let mut parts = vec![hash_rows(0, &page[..chunk])];
-        for worker in workers {
-            parts.push(worker.join().unwrap_or_else(|_| {
+
+    /// Takes the row numbered `seq`, whose other values `fill` reads.
+    fn push(
+        &mut self,
+        seq: u64,
+        fill: impl FnOnce(&mut RawEntry) -> Result<(), VerifyError>,
+    ) -> Result<(), VerifyError> {
+        if seq != self.expected {
+            return Err(VerifyError::MissingEntry {
+                missing: self.expected,
+                found: seq,
+            });
+        }
+        self.row.seq = seq;
+        fill(&mut self.row)?;
+        (self.check)(&self.row)?;
+        self.hashes.push(leaf_hash(&self.row.entry));
+        self.expected += 1;
+        Ok(())
+    }
+}
+
+/// The indexed text columns of a [`RawEntry`], in [`crate::checkpoints::raw_columns`]
+/// order after `seq`.
+const TEXT_COLUMNS: [&str; 11] = [
+    "exchange_id",
+    "kind",
+    "recorded_at",
+    "caller",
+    "consumer",
+    "provider",
+    "dataset",
+    "purpose",
+    "decision",
+    "status",
+    "subject_hash",
+];
+
+/// Sets text column `i` of `row` (see [`TEXT_COLUMNS`]) to `value`, reusing
+/// its buffer. `None` is NULL, which only the optional columns may hold;
+/// in another the row cannot match its entry, and the column is named.
+fn set_text(row: &mut RawEntry, i: usize, value: Option<&str>) -> Result<(), VerifyError> {
+    let seq = row.seq;
+    match (text_slot(row, i), value) {
+        (Slot::Required(s), Some(text)) => set(s, text),
+        (Slot::Optional(s), Some(text)) => set(s.get_or_insert_with(String::new), text),
+        (Slot::Optional(s), None) => *s = None,
+        (Slot::Required(_), None) => {
+            return Err(VerifyError::Column {
+                seq,
+                column: TEXT_COLUMNS[i],
+            });
+        }
+    }
+    Ok(())
+}
+
+enum Slot<'a> {
+    Required(&'a mut String),
+    Optional(&'a mut Option<String>),
+}
+
+/// The field of `row` for `TEXT_COLUMNS[i]`.
+fn text_slot(row: &mut RawEntry, i: usize) -> Slot<'_> {
+    match i {
+        0 => Slot::Required(&mut row.exchange_id),
+        1 => Slot::Required(&mut row.kind),
+        2 => Slot::Required(&mut row.recorded_at),
+        3 => Slot::Required(&mut row.caller),
+        4 => Slot::Optional(&mut row.consumer),
+        5 => Slot::Optional(&mut row.provider),
+        6 => Slot::Optional(&mut row.dataset),
+        7 => Slot::Optional(&mut row.purpose),
+        8 => Slot::Required(&mut row.decision),
+        9 => Slot::Required(&mut row.status),
+        _ => Slot::Optional(&mut row.subject_hash),
+    }
+}
+
+fn set(slot: &mut String, text: &str) {
+    slot.clear();
+    slot.push_str(text);
+}
+
+/// Runs `work` on each part, one thread per part (the first on this one),
+/// and returns the results in the parts' order.
+fn on_cores<P: Send, T: Send>(
+    parts: Vec<P>,
+    work: impl Fn(P) -> Result<T, VerifyError> + Sync,
+) -> Vec<Result<T, VerifyError>> {
+    let mut parts = parts.into_iter();
+    let Some(first) = parts.next() else {
+        return Vec::new();
+    };
+    std::thread::scope(|scope| {
+        let work = &work;
+        let others: Vec<_> = parts.map(|p| scope.spawn(move || work(p))).collect();
+        let mut results = vec![work(first)];
+        for other in others {
+            results.push(other.join().unwrap_or_else(|_| {
                 Err(VerifyError::Store(StoreError::AuditUnavailable(
                     "a verification thread panicked".into(),
                 )))
             }));
         }
-        parts
-    });
-    let mut hashes = Vec::with_capacity(page.len());
-    for part in parts {
-        hashes.extend(part?);
-    }
-    Ok(hashes)
+        results
+    })
 }
 
 /// Extends `range` with the leaves of every stored entry from `range.size()`

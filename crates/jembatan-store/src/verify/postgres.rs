@@ -2,69 +2,70 @@
 //!
 //! Rows come through the store's typed pool and stay as sqlx's `PgRow`s
 //! (one buffer per row) until a checking thread borrows their values into
-//! one reused [`RawEntry`]: no `Any` conversion, no string per value.
+//! its reused [`RawEntry`]: no `Any` conversion, no string per value.
 
+use jembatan_tlog::merkle::Hash;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
-use super::VerifyError;
-use crate::{RawEntry, StoreError};
-
-const SELECT: &str = "SELECT seq, exchange_id, kind, recorded_at, caller, consumer, provider,
-        dataset, purpose, decision, status, subject_hash, entry, entry_sha256
-    FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq";
+use super::{Check, Leaves, TEXT_COLUMNS, VerifyError, on_cores, set_text};
+use crate::checkpoints::{raw_columns, to_i64, to_u64};
+use crate::{Backend, StoreError};
 
 /// The rows with `from <= seq < to`, in order.
 pub(super) async fn page(reader: &PgPool, from: u64, to: u64) -> Result<Vec<PgRow>, StoreError> {
-    Ok(sqlx::query(SELECT)
-        .bind(i64::try_from(from).unwrap_or(i64::MAX))
-        .bind(i64::try_from(to).unwrap_or(i64::MAX))
+    let sql = format!(
+        "SELECT {} FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+        raw_columns(Backend::Postgres)
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(to_i64(from))
+        .bind(to_i64(to))
         .fetch_all(reader)
         .await?)
 }
 
-/// Copies one row's values into `row`, reusing its buffers.
-pub(super) fn fill(r: &PgRow, row: &mut RawEntry) -> Result<(), VerifyError> {
-    let seq: i64 = r.try_get(0).map_err(StoreError::from)?;
-    row.seq = u64::try_from(seq).map_err(|_| {
-        VerifyError::Store(StoreError::Corrupt {
-            what: "audit entry seq".into(),
-            message: format!("negative number {seq}"),
-        })
-    })?;
-    let text = |i: usize| r.try_get::<Option<&str>, _>(i).map_err(StoreError::from);
-    set(&mut row.exchange_id, text(1)?);
-    set(&mut row.kind, text(2)?);
-    set(&mut row.recorded_at, text(3)?);
-    set(&mut row.caller, text(4)?);
-    set_optional(&mut row.consumer, text(5)?);
-    set_optional(&mut row.provider, text(6)?);
-    set_optional(&mut row.dataset, text(7)?);
-    set_optional(&mut row.purpose, text(8)?);
-    set(&mut row.decision, text(9)?);
-    set(&mut row.status, text(10)?);
-    set_optional(&mut row.subject_hash, text(11)?);
+/// Checks a page of rows that should start at `from` and returns their
+/// leaf hashes, split across the machine's cores. The first bad row in
+/// order is the one named.
+pub(super) fn leaves(page: &[PgRow], from: u64, check: Check) -> Result<Vec<Hash>, VerifyError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = page.len().div_ceil(threads).max(256);
+    let parts: Vec<(u64, &[PgRow])> = page
+        .chunks(chunk)
+        .enumerate()
+        .map(|(n, rows)| (from + (n * chunk) as u64, rows))
+        .collect();
+    let mut hashes = Vec::with_capacity(page.len());
+    for part in on_cores(parts, |(start, rows)| {
+        let mut leaves = Leaves::new(start, rows.len(), check);
+        for r in rows {
+            leaves.push(seq(r)?, |row| fill(r, row))?;
+        }
+        Ok(leaves.hashes)
+    }) {
+        hashes.extend(part?);
+    }
+    Ok(hashes)
+}
+
+fn seq(r: &PgRow) -> Result<u64, VerifyError> {
+    Ok(to_u64(
+        r.try_get(0).map_err(StoreError::from)?,
+        "audit entry seq",
+    )?)
+}
+
+/// Copies one row's values after `seq` into `row`, reusing its buffers.
+fn fill(r: &PgRow, row: &mut super::RawEntry) -> Result<(), VerifyError> {
+    for i in 0..TEXT_COLUMNS.len() {
+        let text: Option<&str> = r.try_get(i + 1).map_err(StoreError::from)?;
+        set_text(row, i, text)?;
+    }
     let entry: &[u8] = r.try_get(12).map_err(StoreError::from)?;
     row.entry.clear();
     row.entry.extend_from_slice(entry);
-    set(&mut row.entry_sha256, text(13)?);
+    let sha: &str = r.try_get(13).map_err(StoreError::from)?;
+    super::set(&mut row.entry_sha256, sha);
     Ok(())
-}
-
-/// The columns are NOT NULL; a NULL (impossible without changing the
-/// table) reads as empty text, which the entry cannot match.
-fn set(slot: &mut String, value: Option<&str>) {
-    slot.clear();
-    slot.push_str(value.unwrap_or_default());
-}
-
-fn set_optional(slot: &mut Option<String>, value: Option<&str>) {
-    match value {
-        Some(text) => {
-            let s = slot.get_or_insert_with(String::new);
-            s.clear();
-            s.push_str(text);
-        }
-        None => *slot = None,
-    }
 }
