@@ -37,6 +37,8 @@ pub(crate) struct State {
     pub(crate) registry: Arc<Registry>,
     pub(crate) lifecycle: Lifecycle,
     pub(crate) streams: StreamLimit,
+    /// Threads that check and translate the records of running queries.
+    pub(crate) workers: crate::admit::Workers,
 }
 
 /// Most exchanges one agency may have running at once on this broker.

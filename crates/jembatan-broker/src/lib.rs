@@ -4,6 +4,7 @@
 //! audit log — the allow decision durably before the first record leaves.
 
 mod adapters;
+mod admit;
 mod agreements;
 mod audit_service;
 mod checkpoint;
@@ -146,6 +147,7 @@ impl Broker {
             registry,
             lifecycle: agreements::Lifecycle::new(config.operator_approval, &config.purposes),
             streams: exchange::StreamLimit::new(config.max_streams_per_agency),
+            workers: admit::Workers::new(),
         });
         // agreements that ended while the broker was down are recorded
         // as expired before it serves anything

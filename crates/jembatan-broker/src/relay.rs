@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use jembatan_core::{AgreementStatus, Decision, Denial, DenialCode, EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
@@ -21,18 +21,23 @@ use tonic::{Code, Response, Status, Streaming};
 
 use crate::RECEIPT_METADATA_KEY;
 pub(crate) use crate::adapters::AdapterPool;
-use crate::exchange::{Allowed, Shape, State};
+use crate::admit::{Admit, Admitted, Pending, changes_records};
+use crate::exchange::{Allowed, State};
 
-/// Most bytes of one record the broker accepts from an adapter.
-const MAX_RECORD_BYTES: usize = 1 << 20;
+/// Batches of one query being admitted at once, on worker threads, while
+/// the relay reads on.
+const IN_FLIGHT: usize = 2;
 
 /// Records counted and hashed: what was delivered to the consumer, and
-/// for translated exchanges also what the adapter sent.
+/// what the adapter sent.
 struct Tally {
     rows: u64,
     bytes: u64,
     hasher: Sha256,
-    received: Option<(u64, u64, Sha256)>,
+    received_rows: u64,
+    received_bytes: u64,
+    /// Only when what the adapter sent differs from what is delivered.
+    received_hasher: Option<Sha256>,
     /// For a lookup with values to verify: whether each matched.
     verified: BTreeMap<String, bool>,
 }
@@ -51,9 +56,9 @@ impl Tally {
             rows: 0,
             bytes: 0,
             hasher: Sha256::new(&SHA256),
-            // what the adapter sent differs from what is delivered
-            received: (allowed.translation.is_some() || allowed.shape.is_some())
-                .then(|| (0, 0, Sha256::new(&SHA256))),
+            received_rows: 0,
+            received_bytes: 0,
+            received_hasher: changes_records(allowed).then(|| Sha256::new(&SHA256)),
             verified: BTreeMap::new(),
         }
     }
@@ -68,157 +73,60 @@ impl Tally {
         }
     }
 
-    fn receive(&mut self, records: &[String]) {
-        if let Some((rows, bytes, hasher)) = &mut self.received {
-            for record in records {
-                *rows += 1;
-                *bytes += record.len() as u64;
-                hasher.update(record.as_bytes());
-                hasher.update(b"\n");
-            }
-        }
-    }
-
-    /// Checks a batch from the adapter — every record a JSON object holding
-    /// only fetched fields, the total within the limit — and shapes
-    /// (masks, verifies) and translates it as the exchange requires. The
-    /// records returned are what may be delivered; the caller counts them
-    /// with [`Tally::deliver`] once it sends them, so the tally is always
-    /// what the consumer received.
-    fn admit_batch(&mut self, records: Vec<String>, allowed: &Allowed) -> Result<Next, String> {
-        // A record the broker changes is parsed once, here; otherwise only
-        // its keys are read.
-        let parsed = match (&allowed.translation, &allowed.shape) {
-            (None, None) => {
-                for record in &records {
-                    check_record(record, allowed)?;
-                }
-                Vec::new()
-            }
-            _ => records
-                .iter()
-                .map(|r| parse_record(r, allowed))
-                .collect::<Result<Vec<_>, String>>()?,
-        };
+    /// Counts (and, when records change, hashes) a batch as the adapter
+    /// sent it, after checking the adapter stays within the fetch's
+    /// limit. Returns the number of the batch's first record, from 1.
+    fn receive(&mut self, records: &[String], allowed: &Allowed) -> Result<u64, String> {
         let limit = allowed.fetch.limit;
-        if limit > 0 && self.received_rows() + records.len() as u64 > limit {
+        if limit > 0 && self.received_rows + records.len() as u64 > limit {
             return Err(format!(
                 "adapter sent more than the limit of {limit} records"
             ));
         }
-        let received_before = self.received_rows();
-        self.receive(&records);
-        Ok(match (&allowed.translation, &allowed.shape) {
-            (None, None) => Next::Send(records),
-            (None, Some(shape)) => Next::Send(
-                parsed
-                    .into_iter()
-                    .map(|mut record| {
-                        shape_record(&mut record, shape, &mut self.verified);
-                        serde_json::Value::Object(record).to_string()
-                    })
-                    .collect(),
-            ),
-            (Some(t), shape) => {
-                let mut out = Vec::with_capacity(records.len());
-                let mut last = false;
-                for (i, mut record) in parsed.into_iter().enumerate() {
-                    if let Some(shape) = shape {
-                        shape_record(&mut record, shape, &mut self.verified);
-                    }
-                    let translated = t
-                        .translator
-                        .translate(record, t.residual.as_ref(), &t.fields)
-                        .map_err(|e| format!("record {}: {e}", received_before + i as u64 + 1))?;
-                    if let Some(r) = translated {
-                        out.push(r);
-                        if t.limit > 0 && self.rows + out.len() as u64 >= t.limit {
-                            last = true;
-                            break;
-                        }
-                    }
-                }
-                if last {
-                    Next::Last(out)
-                } else {
-                    Next::Send(out)
-                }
+        let first = self.received_rows + 1;
+        for record in records {
+            self.received_rows += 1;
+            self.received_bytes += record.len() as u64;
+            if let Some(hasher) = &mut self.received_hasher {
+                hasher.update(record.as_bytes());
+                hasher.update(b"\n");
             }
-        })
+        }
+        Ok(first)
     }
 
-    /// Records received from the adapter so far.
-    fn received_rows(&self) -> u64 {
-        match &self.received {
-            Some((rows, _, _)) => *rows,
-            None => self.rows,
+    /// Takes an admitted batch, in order: the records returned are what
+    /// may be delivered; the caller counts them with [`Tally::deliver`]
+    /// once it sends them, so the tally is always what the consumer
+    /// received.
+    fn accept(&mut self, admitted: Admitted, allowed: &Allowed) -> Result<Next, String> {
+        let Admitted {
+            mut records,
+            verified,
+            failed,
+        } = admitted;
+        self.verified.extend(verified);
+        let limit = allowed.translation.as_ref().map_or(0, |t| t.limit);
+        if limit > 0 && self.rows + records.len() as u64 >= limit {
+            records
+                .truncate(usize::try_from(limit.saturating_sub(self.rows)).unwrap_or(usize::MAX));
+            return Ok(Next::Last(records));
+        }
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(Next::Send(records)),
         }
     }
-}
 
-/// Masks a record's masked fields, compares the values to verify, and
-/// drops the fields fetched only for verifying.
-fn shape_record(
-    record: &mut serde_json::Map<String, serde_json::Value>,
-    shape: &Shape,
-    verified: &mut BTreeMap<String, bool>,
-) {
-    for (field, rule) in &shape.masks {
-        if let Some(v) = record.get_mut(field) {
-            *v = rule.apply(v);
-        }
-    }
-    for (field, want) in &shape.verify {
-        let matched = record.get(field).is_some_and(|v| {
-            jembatan_core::filter::compare(v, want) == Some(std::cmp::Ordering::Equal)
-        });
-        verified.insert(field.clone(), matched);
-    }
-    for field in &shape.drop {
-        record.remove(field);
-    }
-}
-
-/// One record from the adapter must be a JSON object of granted fields.
-fn check_record(record: &str, allowed: &Allowed) -> Result<(), String> {
-    check_size(record)?;
-    // Only the keys matter here.
-    let keys = jembatan_core::record::record_keys(record)
-        .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
-    check_keys(keys.into_iter(), allowed)
-}
-
-/// The same checks as [`check_record`], keeping the parsed object for the
-/// translator.
-fn parse_record(
-    record: &str,
-    allowed: &Allowed,
-) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    check_size(record)?;
-    let map = jembatan_core::record::parse_record(record)
-        .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
-    check_keys(map.keys().map(String::as_str), allowed)?;
-    Ok(map)
-}
-
-fn check_size(record: &str) -> Result<(), String> {
-    if record.len() > MAX_RECORD_BYTES {
-        return Err(format!("adapter sent a record of {} bytes", record.len()));
-    }
-    Ok(())
-}
-
-/// Every key must be a column the exchange fetched (the grant).
-fn check_keys<'a>(
-    mut keys: impl Iterator<Item = &'a str>,
-    allowed: &Allowed,
-) -> Result<(), String> {
-    match keys.find(|k| !allowed.fetch.columns.iter().any(|c| c == k)) {
-        Some(extra) => Err(format!(
-            "adapter sent field {:?} outside the grant",
-            jembatan_core::ids::truncate(extra, 64)
-        )),
-        None => Ok(()),
+    /// What the adapter sent, when it differs from what was delivered.
+    fn received(&self) -> Option<jembatan_core::Received> {
+        self.received_hasher
+            .as_ref()
+            .map(|hasher| jembatan_core::Received {
+                rows: self.received_rows,
+                bytes: self.received_bytes,
+                payload_sha256: hex::encode(hasher.clone().finish()),
+            })
     }
 }
 
@@ -313,14 +221,7 @@ async fn finish(
     entry.rows = tally.rows;
     entry.bytes = tally.bytes;
     entry.payload_sha256 = Some(payload_sha256.clone());
-    entry.received = tally
-        .received
-        .as_ref()
-        .map(|(rows, bytes, hasher)| jembatan_core::Received {
-            rows: *rows,
-            bytes: *bytes,
-            payload_sha256: hex::encode(hasher.clone().finish()),
-        });
+    entry.received = tally.received();
     entry.duration_ms = Some(allowed.facts.elapsed_ms());
     entry.error = error;
     let stored = state.audit.append(entry).await.map_err(|err| {
@@ -467,6 +368,33 @@ async fn until_end(allowed: &Allowed) {
     }
 }
 
+/// What the relay loop of a query does next.
+enum Step {
+    /// A batch from the adapter, the end of its stream, or its error.
+    Read(Result<Option<pb::FetchResponse>, Status>),
+    /// The oldest batch being admitted is done.
+    Admitted(Result<Admitted, String>),
+}
+
+/// Waits for the oldest batch being admitted; never, if there is none.
+async fn oldest(pending: &mut VecDeque<Pending>) -> Result<Admitted, String> {
+    match pending.front_mut() {
+        Some(batch) => batch
+            .await
+            .map_err(|e| format!("admitting a batch failed: {e}"))?,
+        None => std::future::pending().await,
+    }
+}
+
+/// The adapter sent a record it must not have: the exchange fails.
+fn bad_record(allowed: &Allowed, err: &str) -> Stop {
+    tracing::warn!(provider = %allowed.provider, error = %err, "adapter sent a bad record");
+    Stop::new(
+        ExchangeStatus::Failed,
+        Status::internal(format!("the exchange was stopped: {err}")),
+    )
+}
+
 /// Streams an allowed query to the consumer.
 pub(crate) async fn query(
     state: Arc<State>,
@@ -476,12 +404,23 @@ pub(crate) async fn query(
     let mut events = state.lifecycle.events.subscribe();
     let (mut stream, client) = open_fetch(&state, &allowed).await?;
     let (tx, rx) = mpsc::channel(2);
+    let admit = Arc::new(Admit::new(&allowed));
     tokio::spawn(async move {
         let mut tally = Tally::new(&allowed);
         let agreement_id = allowed.agreement.id.clone();
+        // batches being admitted, oldest first; delivered in this order
+        let mut pending: VecDeque<Pending> = VecDeque::with_capacity(IN_FLIGHT);
+        // set when the adapter's stream ended; with why, if it broke: the
+        // batches admitted before the break are still delivered
+        let mut adapter_done = false;
+        let mut broke: Option<Stop> = None;
         let outcome: Result<(), Stop> = loop {
+            if adapter_done && pending.is_empty() {
+                break broke.take().map_or(Ok(()), Err);
+            }
+            let reading = !adapter_done && pending.len() < IN_FLIGHT;
             // biased: a revocation or expiry is seen before the next batch
-            let next = tokio::select! {
+            let step = tokio::select! {
                 biased;
                 () = tx.closed() => break Err(Stop::new(ExchangeStatus::Cancelled, Status::cancelled("consumer went away"))),
                 () = until_end(&allowed) => {
@@ -512,60 +451,76 @@ pub(crate) async fn query(
                     }
                     continue;
                 }
-                next = stream.message() => next,
+                admitted = oldest(&mut pending) => Step::Admitted(admitted),
+                next = stream.message(), if reading => Step::Read(next),
             };
-            match next {
-                Ok(Some(msg)) => {
+            let admitted = match step {
+                Step::Read(Ok(Some(msg))) => {
                     let records = msg.batch.unwrap_or_default().records;
-                    let (mut records, last) = match tally.admit_batch(records, &allowed) {
-                        Ok(Next::Send(r)) => (r, false),
-                        Ok(Next::Last(r)) => (r, true),
+                    match tally.receive(&records, &allowed) {
+                        Ok(first) => pending.push_back(state.workers.admit(&admit, records, first)),
                         Err(err) => {
-                            tracing::warn!(provider = %allowed.provider, error = %err, "adapter sent a bad record");
-                            break Err(Stop::new(
-                                ExchangeStatus::Failed,
-                                Status::internal(format!("the exchange was stopped: {err}")),
-                            ));
-                        }
-                    };
-                    let within_quota = match charge_rows(&state, &allowed, &mut records).await {
-                        Ok(all) => all,
-                        Err(stop) => break Err(stop),
-                    };
-                    if !records.is_empty() {
-                        tally.deliver(&records);
-                        let item = pb::query_response::Item::Batch(pb::RecordBatch { records });
-                        if tx
-                            .send(Ok(pb::QueryResponse { item: Some(item) }))
-                            .await
-                            .is_err()
-                        {
-                            break Err(Stop::new(
-                                ExchangeStatus::Cancelled,
-                                Status::cancelled("consumer went away"),
-                            ));
+                            adapter_done = true;
+                            broke = Some(bad_record(&allowed, &err));
                         }
                     }
-                    if !within_quota {
-                        let status = Status::resource_exhausted(format!(
-                            "agreement {} allows {} rows per day: the quota ran out after {} rows of this exchange",
-                            allowed.agreement.id, allowed.agreement.quota.rows_per_day, tally.rows
-                        ));
-                        break Err(Stop::denied(DenialCode::QuotaExhausted, status, &allowed));
-                    }
-                    if last {
-                        break Ok(());
-                    }
+                    continue;
                 }
-                Ok(None) => break Ok(()),
-                Err(status) => {
-                    break Err(Stop::new(
+                Step::Read(Ok(None)) => {
+                    adapter_done = true;
+                    continue;
+                }
+                Step::Read(Err(status)) => {
+                    adapter_done = true;
+                    broke = Some(Stop::new(
                         ExchangeStatus::Failed,
                         adapter_status(&allowed.provider.to_string(), status),
                     ));
+                    continue;
+                }
+                Step::Admitted(admitted) => {
+                    pending.pop_front();
+                    admitted
+                }
+            };
+            let (mut records, last) = match admitted.and_then(|a| tally.accept(a, &allowed)) {
+                Ok(Next::Send(r)) => (r, false),
+                Ok(Next::Last(r)) => (r, true),
+                Err(err) => break Err(bad_record(&allowed, &err)),
+            };
+            let within_quota = match charge_rows(&state, &allowed, &mut records).await {
+                Ok(all) => all,
+                Err(stop) => break Err(stop),
+            };
+            if !records.is_empty() {
+                tally.deliver(&records);
+                let item = pb::query_response::Item::Batch(pb::RecordBatch { records });
+                if tx
+                    .send(Ok(pb::QueryResponse { item: Some(item) }))
+                    .await
+                    .is_err()
+                {
+                    break Err(Stop::new(
+                        ExchangeStatus::Cancelled,
+                        Status::cancelled("consumer went away"),
+                    ));
                 }
             }
+            if !within_quota {
+                let status = Status::resource_exhausted(format!(
+                    "agreement {} allows {} rows per day: the quota ran out after {} rows of this exchange",
+                    allowed.agreement.id, allowed.agreement.quota.rows_per_day, tally.rows
+                ));
+                break Err(Stop::denied(DenialCode::QuotaExhausted, status, &allowed));
+            }
+            if last {
+                break Ok(());
+            }
         };
+        // batches still being admitted are not delivered
+        for batch in pending {
+            batch.abort();
+        }
         match outcome {
             Ok(()) => match finish(
                 &state,
@@ -614,13 +569,19 @@ pub(crate) async fn lookup(
     allowed: Allowed,
 ) -> Result<Response<pb::LookupResponse>, Status> {
     let (mut stream, client) = open_fetch(&state, &allowed).await?;
+    let admit = Admit::new(&allowed);
     let mut tally = Tally::new(&allowed);
     let mut records = Vec::new();
     let outcome: Result<(), Stop> = loop {
         match stream.message().await {
             Ok(Some(msg)) => {
                 let batch = msg.batch.unwrap_or_default().records;
-                match tally.admit_batch(batch, &allowed) {
+                // one record at most: admitted here, not on a worker
+                let admitted = tally
+                    .receive(&batch, &allowed)
+                    .and_then(|first| admit.batch(batch, first))
+                    .and_then(|a| tally.accept(a, &allowed));
+                match admitted {
                     Ok(Next::Send(r) | Next::Last(r)) => records.extend(r),
                     Err(err) => {
                         break Err(Stop::new(

@@ -204,6 +204,9 @@ agency = "prov"
 database = "sqlite://{db}"
 listen = "127.0.0.1:{adapter_port}"
 receipt_log = "receipts.jsonl"
+# small batches: every exchange spans several, so the broker admits
+# batches concurrently and must still deliver them in order
+batch_size = 4
 [tls]
 ca = "{ca}"
 cert = "{cert}"
