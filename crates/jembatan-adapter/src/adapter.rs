@@ -31,6 +31,8 @@ use crate::typed::typed_filter;
 pub const MAX_BATCH_SIZE: u32 = 10_000;
 /// A batch is closed early once its records exceed this many bytes.
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Most receipts one `AcknowledgeBatch` call may carry.
+pub const MAX_RECEIPTS_PER_BATCH: usize = 1024;
 /// Batches buffered between the database cursor and the gRPC stream; a
 /// slow broker fills them and the cursor waits.
 const CHANNEL_CAPACITY: usize = 4;
@@ -555,28 +557,74 @@ impl Adapter {
         &self,
         req: pb::AcknowledgeRequest,
     ) -> Result<pb::AcknowledgeResponse, Status> {
+        let entry = self.receipt_entry(&req)?;
+        self.append_receipts(&[entry]).await?;
+        Ok(pb::AcknowledgeResponse {})
+    }
+
+    /// Records several receipts with one write and one sync, in order.
+    /// A batch holding an invalid receipt is refused whole and nothing of
+    /// it is written.
+    pub async fn acknowledge_batch(
+        &self,
+        req: pb::AcknowledgeBatchRequest,
+    ) -> Result<pb::AcknowledgeResponse, Status> {
+        if req.receipts.len() > MAX_RECEIPTS_PER_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "invalid receipts: {} in one batch, at most {MAX_RECEIPTS_PER_BATCH}",
+                req.receipts.len()
+            )));
+        }
+        let entries = req
+            .receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                self.receipt_entry(r).map_err(|s| {
+                    Status::new(
+                        s.code(),
+                        format!("receipt {i} of the batch: {}", s.message()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        if !entries.is_empty() {
+            self.append_receipts(&entries).await?;
+        }
+        Ok(pb::AcknowledgeResponse {})
+    }
+
+    /// The log entry of one acknowledged receipt.
+    fn receipt_entry(&self, req: &pb::AcknowledgeRequest) -> Result<LogEntry, Status> {
         let dataset = self.dataset(&req.dataset)?;
         let Some(receipt) = &req.receipt else {
             return Err(Status::invalid_argument(
                 "invalid receipt: no receipt given",
             ));
         };
-        let entry = LogEntry::Receipt(ReceiptEntry {
+        Ok(LogEntry::Receipt(ReceiptEntry {
             time: receipts::now(),
             dataset: dataset.id.to_string(),
             consumer: truncate(&req.consumer, MAX_LOGGED_STRING).to_owned(),
             receipt: AckedReceipt::from(receipt),
-        });
-        self.log.append(&entry).await.map_err(|e| {
+        }))
+    }
+
+    async fn append_receipts(&self, entries: &[LogEntry]) -> Result<(), Status> {
+        self.log.append_all(entries).await.map_err(|e| {
             tracing::error!(path = %self.log.path().display(), error = %e, "cannot append to the receipt log");
             Status::internal("cannot record the receipt")
         })?;
-        tracing::info!(
-            dataset = %dataset.id,
-            exchange_id = %truncate(&receipt.exchange_id, 64),
-            "receipt recorded"
-        );
-        Ok(pb::AcknowledgeResponse {})
+        for entry in entries {
+            if let LogEntry::Receipt(r) = entry {
+                tracing::info!(
+                    dataset = %r.dataset,
+                    exchange_id = %truncate(&r.receipt.exchange_id, 64),
+                    "receipt recorded"
+                );
+            }
+        }
+        Ok(())
     }
 }
 

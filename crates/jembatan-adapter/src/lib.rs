@@ -27,7 +27,10 @@ mod server;
 mod sql;
 mod typed;
 
-pub use adapter::{Adapter, ColumnInfo, DatasetInfo, FetchStream, MAX_BATCH_BYTES, MAX_BATCH_SIZE};
+pub use adapter::{
+    Adapter, ColumnInfo, DatasetInfo, FetchStream, MAX_BATCH_BYTES, MAX_BATCH_SIZE,
+    MAX_RECEIPTS_PER_BATCH,
+};
 pub use config::{
     AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DEFAULT_MAX_QUERY_TIME, DatasetConfig,
 };

@@ -155,8 +155,17 @@ impl ReceiptLog {
 
     /// Appends one entry; returns once it is synced to disk.
     pub(crate) async fn append(&self, entry: &LogEntry) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        line.push(b'\n');
+        self.append_all(std::slice::from_ref(entry)).await
+    }
+
+    /// Appends entries as consecutive lines, written together; returns
+    /// once they are synced to disk.
+    pub(crate) async fn append_all(&self, entries: &[LogEntry]) -> std::io::Result<()> {
+        let mut line = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut line, entry).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+        }
         let (done, synced) = oneshot::channel();
         let stopped = || std::io::Error::other("the receipt log writer stopped");
         self.tx.send((line, done)).await.map_err(|_| stopped())?;

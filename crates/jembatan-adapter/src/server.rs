@@ -84,6 +84,16 @@ impl pb::adapter_server::Adapter for AdapterService {
             self.adapter.acknowledge(request.into_inner()).await?,
         ))
     }
+
+    async fn acknowledge_batch(
+        &self,
+        request: Request<pb::AcknowledgeBatchRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        broker_only(&request, "acknowledge")?;
+        Ok(Response::new(
+            self.adapter.acknowledge_batch(request.into_inner()).await?,
+        ))
+    }
 }
 
 /// The caller's deadline from the `grpc-timeout` header: at most eight

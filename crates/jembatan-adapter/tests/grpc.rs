@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Kind, TestDb, fetch, log_entries};
-use jembatan_adapter::{FetchStatus, LogEntry, serve};
+use jembatan_adapter::{FetchStatus, LogEntry, read_receipt_log, serve};
 use jembatan_core::{Identity, Role};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
@@ -186,6 +186,68 @@ async fn only_the_broker_is_served_over_mtls() {
     assert_eq!(receipt.receipt.payload_sha256, payload);
     assert_eq!(receipt.receipt.leaf_hash, "cd".repeat(32));
 
+    // receipts in a batch are recorded in order
+    let ack = |dataset: &str, seq: u64| pb::AcknowledgeRequest {
+        dataset: dataset.into(),
+        consumer: "dinsos".into(),
+        receipt: Some(pb::Receipt {
+            exchange_id: format!("batch-{seq}"),
+            entry_seq: seq,
+            ..Default::default()
+        }),
+    };
+    broker_client
+        .acknowledge_batch(pb::AcknowledgeBatchRequest {
+            receipts: vec![
+                ack("disdukcapil.penduduk", 50),
+                ack("disdukcapil.penduduk", 52),
+            ],
+        })
+        .await
+        .expect("acknowledge batch");
+    let entries = log_entries(&db.receipt_log(), 4).await;
+    let seqs: Vec<(String, u64)> = entries[2..]
+        .iter()
+        .map(|e| match e {
+            LogEntry::Receipt(r) => (r.receipt.exchange_id.clone(), r.receipt.entry_seq),
+            other => panic!("receipt entry expected, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        [("batch-50".to_owned(), 50), ("batch-52".to_owned(), 52)]
+    );
+    // a batch with a bad receipt is refused whole, naming it; nothing of
+    // it reaches the log
+    let status = broker_client
+        .acknowledge_batch(pb::AcknowledgeBatchRequest {
+            receipts: vec![
+                ack("disdukcapil.penduduk", 60),
+                ack("disdukcapil.keluarga", 61),
+            ],
+        })
+        .await
+        .expect_err("a receipt for an unknown dataset");
+    assert!(
+        status.message().starts_with("receipt 1 of the batch: "),
+        "{status:?}"
+    );
+    let status = broker_client
+        .acknowledge_batch(pb::AcknowledgeBatchRequest {
+            receipts: vec![
+                ack("disdukcapil.penduduk", 70);
+                jembatan_adapter::MAX_RECEIPTS_PER_BATCH + 1
+            ],
+        })
+        .await
+        .expect_err("too many receipts");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        read_receipt_log(&db.receipt_log()).unwrap().len(),
+        4,
+        "refused batches write nothing"
+    );
+
     // off-whitelist requests sent straight to the adapter by the broker
     let off: Vec<(&str, pb::FetchRequest, &str)> = vec![
         (
@@ -290,6 +352,14 @@ async fn only_the_broker_is_served_over_mtls() {
         .await
         .expect_err("acknowledge");
     assert_eq!(status.code(), Code::PermissionDenied);
+    let status = agency_client
+        .acknowledge_batch(pb::AcknowledgeBatchRequest {
+            receipts: vec![pb::AcknowledgeRequest::default()],
+        })
+        .await
+        .expect_err("acknowledge batch");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), want);
     // the adapter's own certificate is not the broker either
     let mut self_client = client(port, &get(&server_id)).await;
     let status = self_client
@@ -337,12 +407,13 @@ async fn only_the_broker_is_served_over_mtls() {
         "foreign CA must not trust the adapter"
     );
 
-    // nothing the refused callers asked for reached the receipt log
+    // nothing the refused callers asked for reached the receipt log: it
+    // holds the served fetch and the three receipts the broker gave
     assert_eq!(
         jembatan_adapter::read_receipt_log(&db.receipt_log())
             .expect("log")
             .len(),
-        2
+        4
     );
 
     let _ = stop.send(());

@@ -39,6 +39,8 @@ pub(crate) struct State {
     pub(crate) streams: StreamLimit,
     /// Threads that check and translate the records of running queries.
     pub(crate) workers: crate::admit::Workers,
+    /// Receipts on their way back to the providers' adapters.
+    pub(crate) acks: crate::acks::Acks,
 }
 
 /// Most exchanges one agency may have running at once on this broker.

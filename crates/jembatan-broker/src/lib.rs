@@ -3,6 +3,7 @@
 //! provider's adapter to the consumer, and writes every exchange to the
 //! audit log — the allow decision durably before the first record leaves.
 
+mod acks;
 mod adapters;
 mod admit;
 mod agreements;
@@ -148,6 +149,7 @@ impl Broker {
             lifecycle: agreements::Lifecycle::new(config.operator_approval, &config.purposes),
             streams: exchange::StreamLimit::new(config.max_streams_per_agency),
             workers: admit::Workers::new(),
+            acks: acks::Acks::default(),
         });
         // agreements that ended while the broker was down are recorded
         // as expired before it serves anything

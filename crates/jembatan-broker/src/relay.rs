@@ -3,7 +3,6 @@
 //! completion entry and hands out the receipt.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -254,19 +253,18 @@ fn insert_receipt(md: &mut MetadataMap, receipt: &pb::Receipt) {
 }
 
 /// Tells the provider's adapter the receipt, for its own log. Best effort.
-fn acknowledge(mut client: AdapterClient<Channel>, allowed: &Allowed, receipt: pb::Receipt) {
+fn acknowledge(
+    state: &State,
+    client: AdapterClient<Channel>,
+    allowed: &Allowed,
+    receipt: pb::Receipt,
+) {
     let request = pb::AcknowledgeRequest {
         dataset: allowed.dataset.to_string(),
         consumer: allowed.fetch.consumer.clone(),
         receipt: Some(receipt),
     };
-    tokio::spawn(async move {
-        let mut request = tonic::Request::new(request);
-        request.set_timeout(Duration::from_secs(10));
-        if let Err(err) = client.acknowledge(request).await {
-            tracing::warn!(error = %err, "adapter did not take the receipt");
-        }
-    });
+    state.acks.send(&allowed.provider, client, request);
 }
 
 /// Why a running exchange ends before its records do.
@@ -538,7 +536,7 @@ pub(crate) async fn query(
                     let item = pb::query_response::Item::Receipt(receipt.clone());
                     let _ = tx.send(Ok(pb::QueryResponse { item: Some(item) })).await;
                     let _ = tx.send(Err(Status::with_metadata(Code::Ok, "", md))).await;
-                    acknowledge(client, &allowed, receipt);
+                    acknowledge(&state, client, &allowed, receipt);
                 }
                 Err(status) => {
                     let _ = tx.send(Err(status)).await;
@@ -551,7 +549,7 @@ pub(crate) async fn query(
                     Ok(receipt) => {
                         let mut s = stop.status;
                         insert_receipt(s.metadata_mut(), &receipt);
-                        acknowledge(client, &allowed, receipt);
+                        acknowledge(&state, client, &allowed, receipt);
                         s
                     }
                     Err(s) => s,
@@ -647,7 +645,7 @@ pub(crate) async fn lookup(
                 verified,
             });
             insert_receipt(response.metadata_mut(), &receipt);
-            acknowledge(client, &allowed, receipt);
+            acknowledge(&state, client, &allowed, receipt);
             Ok(response)
         }
         Err(stop) => {

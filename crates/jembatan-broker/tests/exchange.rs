@@ -702,6 +702,62 @@ async fn adapter_serves_only_the_broker_and_only_its_whitelist() {
 }
 
 #[tokio::test]
+async fn every_receipt_reaches_the_adapters_log() {
+    // concurrent exchanges: their receipts go back to the adapter in
+    // batches, and each lands in its log exactly once
+    let h = harness().await;
+    let lookups = (0..24).map(|i| {
+        let h = &h;
+        async move {
+            let mut c = h.consumer("dinsos").await;
+            c.lookup(pb::LookupRequest {
+                dataset: "prov.penduduk".into(),
+                purpose: "bansos".into(),
+                fields: vec!["nik".into()],
+                key: Some(pb::Scalar {
+                    kind: Some(pb::scalar::Kind::StringValue(format!("15070{i:011}"))),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap()
+        }
+    });
+    let mut want: Vec<(String, u64, String)> = futures::future::join_all(lookups)
+        .await
+        .into_iter()
+        .map(|r| (r.exchange_id, r.entry_seq, r.payload_sha256))
+        .collect();
+    want.sort();
+    let logged = || -> Vec<(String, u64, String)> {
+        let mut got: Vec<_> = read_receipt_log(&h.receipt_log)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e {
+                LogEntry::Receipt(r) => Some((
+                    r.receipt.exchange_id,
+                    r.receipt.entry_seq,
+                    r.receipt.payload_sha256,
+                )),
+                _ => None,
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    for _ in 0..100 {
+        if logged().len() >= want.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(logged(), want);
+}
+
+#[tokio::test]
 async fn lookup_finds_one_record_and_logs_only_a_keyed_hash_of_the_key() {
     let h = harness().await;
     let mut c = h.consumer("dinsos").await;

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use futures::Stream;
 use jembatan_broker::{Broker, BrokerConfig};
@@ -28,8 +29,11 @@ enum Fault {
     NotJson,
 }
 
+/// An adapter from before `AcknowledgeBatch`: it takes receipts one call
+/// at a time, and keeps them here.
 struct FakeAdapter {
     fault: Fault,
+    acks: Arc<Mutex<Vec<pb::AcknowledgeRequest>>>,
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
@@ -72,9 +76,17 @@ impl Adapter for FakeAdapter {
 
     async fn acknowledge(
         &self,
-        _: Request<pb::AcknowledgeRequest>,
+        request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        self.acks.lock().unwrap().push(request.into_inner());
         Ok(Response::new(pb::AcknowledgeResponse {}))
+    }
+
+    async fn acknowledge_batch(
+        &self,
+        _: Request<pb::AcknowledgeBatchRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        Err(Status::unimplemented("AcknowledgeBatch"))
     }
 }
 
@@ -84,6 +96,8 @@ struct Harness {
     broker: Broker,
     client: ExchangeClient<tonic::transport::Channel>,
     stop: watch::Sender<bool>,
+    /// The receipts the fake adapter was given.
+    acks: Arc<Mutex<Vec<pb::AcknowledgeRequest>>>,
 }
 
 impl Drop for Harness {
@@ -110,12 +124,16 @@ async fn harness(fault: Fault) -> Harness {
         }
     };
 
+    let acks = Arc::new(Mutex::new(Vec::new()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let adapter_port = listener.local_addr().unwrap().port();
     let tls = files(1).server_config().unwrap();
     tokio::spawn(
         Server::builder()
-            .add_service(AdapterServer::new(FakeAdapter { fault }))
+            .add_service(AdapterServer::new(FakeAdapter {
+                fault,
+                acks: acks.clone(),
+            }))
             .serve_with_incoming_shutdown(tls.incoming(listener), shutdown()),
     );
 
@@ -199,6 +217,7 @@ mappings = ["orang.toml"]
         broker,
         client: ExchangeClient::new(channel),
         stop,
+        acks,
     }
 }
 
@@ -261,6 +280,21 @@ async fn adapter_dropping_the_stream_fails_the_exchange_on_the_log() {
         "the log records what was delivered before the break"
     );
     assert!(c.error.as_deref().unwrap().contains("prov"));
+    // the adapter knows no AcknowledgeBatch: the receipt still reaches it,
+    // in a call of its own
+    let entries = h.broker.audit().entries(0, 10).await.unwrap();
+    let exchange_id = entries[1].entry.exchange_id.clone();
+    let mut waited = 0;
+    while h.acks.lock().unwrap().is_empty() && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let acks = h.acks.lock().unwrap().clone();
+    assert_eq!(acks.len(), 1, "one receipt acknowledged");
+    let receipt = acks[0].receipt.as_ref().unwrap();
+    assert_eq!(receipt.exchange_id, exchange_id);
+    assert_eq!(receipt.rows, 10);
+    assert_eq!(acks[0].dataset, "prov.penduduk");
     let _ = &h.dir;
 }
 

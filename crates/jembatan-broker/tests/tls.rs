@@ -133,6 +133,13 @@ impl pb::adapter_server::Adapter for LabAdapter {
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
         Ok(Response::new(pb::AcknowledgeResponse {}))
     }
+
+    async fn acknowledge_batch(
+        &self,
+        _: Request<pb::AcknowledgeBatchRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        Ok(Response::new(pb::AcknowledgeResponse {}))
+    }
 }
 
 async fn cluster(setup: Setup) -> Cluster {
