@@ -3,9 +3,11 @@
 //! (masks, verifies) and translates it into the consumer's schema.
 //!
 //! This work is per record and independent of the records around it, so
-//! a running query hands each batch to a worker thread and reads the next
-//! batch meanwhile ([`Workers`]); everything that depends on order — the
-//! hashes, the counts, the limits, the quota — stays with the relay.
+//! a running query that shapes or translates its records hands each batch
+//! to a worker thread and reads the next batch meanwhile ([`Workers`]);
+//! records delivered as they came only have their keys read, at once.
+//! Everything that depends on order — the hashes, the counts, the limits,
+//! the quota — stays with the relay.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -181,8 +183,34 @@ pub(crate) struct Workers {
     slots: Arc<Semaphore>,
 }
 
-/// A batch being admitted on a worker thread.
-pub(crate) type Pending = JoinHandle<Result<Admitted, String>>;
+/// A batch handed to [`Workers::admit`].
+pub(crate) enum Pending {
+    /// Admitted already (taken once).
+    Done(Option<Result<Admitted, String>>),
+    /// Being admitted on a worker thread.
+    Running(JoinHandle<Result<Admitted, String>>),
+}
+
+impl Pending {
+    /// The batch's outcome, once it is there.
+    pub(crate) async fn outcome(&mut self) -> Result<Admitted, String> {
+        match self {
+            Pending::Done(done) => done
+                .take()
+                .unwrap_or_else(|| Err("a batch was taken twice".to_owned())),
+            Pending::Running(handle) => handle
+                .await
+                .map_err(|e| format!("admitting a batch failed: {e}"))?,
+        }
+    }
+
+    /// Stops a batch no longer wanted from waiting for a worker.
+    pub(crate) fn abort(&self) {
+        if let Pending::Running(handle) = self {
+            handle.abort();
+        }
+    }
+}
 
 impl Workers {
     pub(crate) fn new() -> Self {
@@ -192,11 +220,16 @@ impl Workers {
         }
     }
 
-    /// Starts admitting `records` on a worker thread.
+    /// Starts admitting `records` on a worker thread. Records that are
+    /// delivered as they came only have their keys read: that is done at
+    /// once, on the caller's thread, where the records already are.
     pub(crate) fn admit(&self, admit: &Arc<Admit>, records: Vec<String>, first: u64) -> Pending {
+        if !admit.changes_records() {
+            return Pending::Done(Some(admit.batch(records, first)));
+        }
         let slots = self.slots.clone();
         let admit = admit.clone();
-        tokio::spawn(async move {
+        Pending::Running(tokio::spawn(async move {
             let _slot = slots
                 .acquire_owned()
                 .await
@@ -204,6 +237,6 @@ impl Workers {
             tokio::task::spawn_blocking(move || admit.batch(records, first))
                 .await
                 .map_err(|e| format!("admitting a batch failed: {e}"))?
-        })
+        }))
     }
 }

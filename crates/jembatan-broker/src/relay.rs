@@ -377,9 +377,7 @@ enum Step {
 /// Waits for the oldest batch being admitted; never, if there is none.
 async fn oldest(pending: &mut VecDeque<Pending>) -> Result<Admitted, String> {
     match pending.front_mut() {
-        Some(batch) => batch
-            .await
-            .map_err(|e| format!("admitting a batch failed: {e}"))?,
+        Some(batch) => batch.outcome().await,
         None => std::future::pending().await,
     }
 }
