@@ -89,7 +89,7 @@ impl pb::adapter_server::Adapter for AdapterService {
         &self,
         request: Request<pb::AcknowledgeBatchRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
-        broker_only(&request, "acknowledge")?;
+        broker_only(&request, "acknowledge_batch")?;
         Ok(Response::new(
             self.adapter.acknowledge_batch(request.into_inner()).await?,
         ))

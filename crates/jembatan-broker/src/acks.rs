@@ -15,7 +15,6 @@ use jembatan_core::AgencyId;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -50,57 +49,64 @@ impl Acks {
             tracing::warn!(%provider, "receipt queues unavailable; the adapter is not told the receipt");
             return;
         };
-        let mut ack = Ack { request, client };
-        for _ in 0..2 {
-            let tx = queues.entry(provider.clone()).or_insert_with(|| {
+        let tx = match queues.get(provider) {
+            // a queue's task ends only with the runtime it ran on
+            Some(tx) if !tx.is_closed() => tx,
+            _ => {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 tokio::spawn(drain(provider.clone(), rx));
-                tx
-            });
-            match tx.try_send(ack) {
-                Ok(()) => return,
-                Err(TrySendError::Full(_)) => {
-                    tracing::warn!(%provider, "{QUEUE} receipts wait for the adapter; this one is not sent");
-                    return;
-                }
-                // the task ended (its runtime is gone): start another
-                Err(TrySendError::Closed(back)) => {
-                    queues.remove(provider);
-                    ack = back;
-                }
+                queues.entry(provider.clone()).insert_entry(tx).into_mut()
             }
+        };
+        if let Err(err) = tx.try_send(Ack { request, client }) {
+            tracing::warn!(%provider, error = %err, "the receipt is not sent to the adapter");
         }
     }
 }
 
 /// Sends `provider`'s receipts as they gather, oldest first.
 async fn drain(provider: AgencyId, mut rx: mpsc::Receiver<Ack>) {
-    let mut batch = Vec::with_capacity(PER_CALL);
-    while rx.recv_many(&mut batch, PER_CALL).await > 0 {
+    // whether the adapter takes AcknowledgeBatch; unknown until it answers
+    let mut batches: Option<bool> = None;
+    let mut waiting = Vec::with_capacity(PER_CALL);
+    while rx.recv_many(&mut waiting, PER_CALL).await > 0 {
         // the newest channel: the adapter's address may have changed
-        let Some(mut client) = batch.last().map(|a: &Ack| a.client.clone()) else {
+        let Some(mut client) = waiting.last().map(|a: &Ack| a.client.clone()) else {
             continue;
         };
-        let receipts: Vec<pb::AcknowledgeRequest> = batch.drain(..).map(|a| a.request).collect();
-        let n = receipts.len();
-        let mut request = tonic::Request::new(pb::AcknowledgeBatchRequest {
-            receipts: receipts.clone(),
-        });
-        request.set_timeout(CALL_TIMEOUT);
-        match client.acknowledge_batch(request).await {
-            Ok(_) => {}
-            // an adapter from before batches: one call each
-            Err(status) if status.code() == Code::Unimplemented => {
-                for receipt in receipts {
-                    let mut request = tonic::Request::new(receipt);
-                    request.set_timeout(CALL_TIMEOUT);
-                    if let Err(err) = client.acknowledge(request).await {
-                        tracing::warn!(%provider, error = %err, "adapter did not take the receipt");
-                    }
+        let mut receipts: Vec<pb::AcknowledgeRequest> =
+            waiting.drain(..).map(|a| a.request).collect();
+        if batches != Some(false) {
+            // kept only while a refusal would have to send them one by one
+            let kept = if batches.is_none() {
+                receipts.clone()
+            } else {
+                Vec::new()
+            };
+            let n = receipts.len();
+            let mut request = tonic::Request::new(pb::AcknowledgeBatchRequest { receipts });
+            request.set_timeout(CALL_TIMEOUT);
+            match client.acknowledge_batch(request).await {
+                Ok(_) => {
+                    batches = Some(true);
+                    continue;
+                }
+                // an adapter from before batches: one call each, from now on
+                Err(status) if batches.is_none() && status.code() == Code::Unimplemented => {
+                    batches = Some(false);
+                    receipts = kept;
+                }
+                Err(err) => {
+                    tracing::warn!(%provider, receipts = n, error = %err, "adapter did not take the receipts");
+                    continue;
                 }
             }
-            Err(err) => {
-                tracing::warn!(%provider, receipts = n, error = %err, "adapter did not take the receipts");
+        }
+        for receipt in receipts {
+            let mut request = tonic::Request::new(receipt);
+            request.set_timeout(CALL_TIMEOUT);
+            if let Err(err) = client.acknowledge(request).await {
+                tracing::warn!(%provider, error = %err, "adapter did not take the receipt");
             }
         }
     }

@@ -12,13 +12,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use jembatan_core::Filter;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::exchange::{Allowed, Shape};
-use crate::registry::Translator;
+use crate::exchange::{Shape, Translation};
 
 /// Most bytes of one record the broker accepts from an adapter.
 const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -29,20 +27,7 @@ pub(crate) struct Admit {
     /// The columns the adapter was asked for: the only keys a record may hold.
     columns: Vec<String>,
     shape: Option<Shape>,
-    translation: Option<Translate>,
-}
-
-#[derive(Debug)]
-struct Translate {
-    translator: Arc<Translator>,
-    residual: Option<Filter>,
-    fields: Vec<String>,
-}
-
-/// Whether the records an exchange delivers differ from what its adapter
-/// sends: translated, masked or with verified fields dropped.
-pub(crate) fn changes_records(allowed: &Allowed) -> bool {
-    allowed.translation.is_some() || allowed.shape.is_some()
+    translation: Option<Translation>,
 }
 
 /// One batch, admitted.
@@ -58,21 +43,27 @@ pub(crate) struct Admitted {
 }
 
 impl Admit {
-    pub(crate) fn new(allowed: &Allowed) -> Self {
+    pub(crate) fn new(
+        columns: Vec<String>,
+        shape: Option<Shape>,
+        translation: Option<Translation>,
+    ) -> Self {
         Self {
-            columns: allowed.fetch.columns.clone(),
-            shape: allowed.shape.clone(),
-            translation: allowed.translation.as_ref().map(|t| Translate {
-                translator: t.translator.clone(),
-                residual: t.residual.clone(),
-                fields: t.fields.clone(),
-            }),
+            columns,
+            shape,
+            translation,
         }
     }
 
-    /// Whether delivered records differ from what the adapter sent.
-    fn changes_records(&self) -> bool {
+    /// Whether delivered records differ from what the adapter sent:
+    /// translated, masked or with verified fields dropped.
+    pub(crate) fn changes_records(&self) -> bool {
         self.translation.is_some() || self.shape.is_some()
+    }
+
+    /// Most records a translated exchange delivers; 0 means no limit.
+    pub(crate) fn limit(&self) -> u64 {
+        self.translation.as_ref().map_or(0, |t| t.limit)
     }
 
     /// Admits one batch; `first` is the number of its first record in the
@@ -183,34 +174,9 @@ pub(crate) struct Workers {
     slots: Arc<Semaphore>,
 }
 
-/// A batch handed to [`Workers::admit`].
-pub(crate) enum Pending {
-    /// Admitted already (taken once).
-    Done(Option<Result<Admitted, String>>),
-    /// Being admitted on a worker thread.
-    Running(JoinHandle<Result<Admitted, String>>),
-}
-
-impl Pending {
-    /// The batch's outcome, once it is there.
-    pub(crate) async fn outcome(&mut self) -> Result<Admitted, String> {
-        match self {
-            Pending::Done(done) => done
-                .take()
-                .unwrap_or_else(|| Err("a batch was taken twice".to_owned())),
-            Pending::Running(handle) => handle
-                .await
-                .map_err(|e| format!("admitting a batch failed: {e}"))?,
-        }
-    }
-
-    /// Stops a batch no longer wanted from waiting for a worker.
-    pub(crate) fn abort(&self) {
-        if let Pending::Running(handle) = self {
-            handle.abort();
-        }
-    }
-}
+/// A batch being admitted on a worker thread. The outer `Err` is the
+/// broker's own failure (the worker could not run), not the adapter's.
+pub(crate) type Pending = JoinHandle<Result<Result<Admitted, String>, String>>;
 
 impl Workers {
     pub(crate) fn new() -> Self {
@@ -220,23 +186,16 @@ impl Workers {
         }
     }
 
-    /// Starts admitting `records` on a worker thread. Records that are
-    /// delivered as they came only have their keys read: that is done at
-    /// once, on the caller's thread, where the records already are.
+    /// Starts admitting `records` on a worker thread.
     pub(crate) fn admit(&self, admit: &Arc<Admit>, records: Vec<String>, first: u64) -> Pending {
-        if !admit.changes_records() {
-            return Pending::Done(Some(admit.batch(records, first)));
-        }
         let slots = self.slots.clone();
         let admit = admit.clone();
-        Pending::Running(tokio::spawn(async move {
-            let _slot = slots
-                .acquire_owned()
-                .await
-                .map_err(|_| "the broker is shutting down".to_owned())?;
+        tokio::spawn(async move {
+            // the semaphore is never closed
+            let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
             tokio::task::spawn_blocking(move || admit.batch(records, first))
                 .await
-                .map_err(|e| format!("admitting a batch failed: {e}"))?
-        }))
+                .map_err(|e| e.to_string())
+        })
     }
 }

@@ -188,12 +188,11 @@ pub(crate) struct Allowed {
     pub(crate) dataset: DatasetId,
     pub(crate) decision_seq: u64,
     pub(crate) fetch: pb::FetchRequest,
-    /// How to translate the records, when the consumer asked for another schema.
-    pub(crate) translation: Option<Translation>,
+    /// What is done to each record before it leaves: the grant's checks,
+    /// masks and verified values, translation into the consumer's schema.
+    pub(crate) admit: Arc<crate::admit::Admit>,
     /// The agreement in force at the decision.
     pub(crate) agreement: Agreement,
-    /// Masks to apply and values to verify, when the grant has any.
-    pub(crate) shape: Option<Shape>,
     /// This exchange's slot among its agency's running exchanges.
     pub(crate) _slot: tokio::sync::OwnedSemaphorePermit,
 }
@@ -201,7 +200,7 @@ pub(crate) struct Allowed {
 /// What the broker changes in each record before it leaves: masked
 /// fields, and fields fetched only to verify a consumer's value, which are
 /// compared and dropped.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Shape {
     pub(crate) masks: Vec<(String, MaskRule)>,
     pub(crate) verify: Vec<(String, Scalar)>,
@@ -647,10 +646,13 @@ impl State {
             dataset: parsed.dataset,
             facts,
             decision_seq,
+            admit: Arc::new(crate::admit::Admit::new(
+                fetch.columns.clone(),
+                shape,
+                translation,
+            )),
             fetch,
-            translation,
             agreement: grant.agreement,
-            shape,
             _slot: slot,
         })
     }

@@ -20,7 +20,7 @@ use tonic::{Code, Response, Status, Streaming};
 
 use crate::RECEIPT_METADATA_KEY;
 pub(crate) use crate::adapters::AdapterPool;
-use crate::admit::{Admit, Admitted, Pending, changes_records};
+use crate::admit::{Admitted, Pending};
 use crate::exchange::{Allowed, State};
 
 /// Batches of one query being admitted at once, on worker threads, while
@@ -57,7 +57,10 @@ impl Tally {
             hasher: Sha256::new(&SHA256),
             received_rows: 0,
             received_bytes: 0,
-            received_hasher: changes_records(allowed).then(|| Sha256::new(&SHA256)),
+            received_hasher: allowed
+                .admit
+                .changes_records()
+                .then(|| Sha256::new(&SHA256)),
             verified: BTreeMap::new(),
         }
     }
@@ -98,14 +101,14 @@ impl Tally {
     /// may be delivered; the caller counts them with [`Tally::deliver`]
     /// once it sends them, so the tally is always what the consumer
     /// received.
-    fn accept(&mut self, admitted: Admitted, allowed: &Allowed) -> Result<Next, String> {
+    /// `limit` is the most records the exchange delivers (0: no limit).
+    fn accept(&mut self, admitted: Admitted, limit: u64) -> Result<Next, String> {
         let Admitted {
             mut records,
             verified,
             failed,
         } = admitted;
         self.verified.extend(verified);
-        let limit = allowed.translation.as_ref().map_or(0, |t| t.limit);
         if limit > 0 && self.rows + records.len() as u64 >= limit {
             records
                 .truncate(usize::try_from(limit.saturating_sub(self.rows)).unwrap_or(usize::MAX));
@@ -372,12 +375,18 @@ enum Step {
     Read(Result<Option<pb::FetchResponse>, Status>),
     /// The oldest batch being admitted is done.
     Admitted(Result<Admitted, String>),
+    /// A worker failed to admit the oldest batch: the broker's fault.
+    Lost(String),
 }
 
 /// Waits for the oldest batch being admitted; never, if there is none.
-async fn oldest(pending: &mut VecDeque<Pending>) -> Result<Admitted, String> {
+async fn oldest(pending: &mut VecDeque<Pending>) -> Step {
     match pending.front_mut() {
-        Some(batch) => batch.outcome().await,
+        Some(batch) => match batch.await {
+            Ok(Ok(admitted)) => Step::Admitted(admitted),
+            Ok(Err(e)) => Step::Lost(e),
+            Err(e) => Step::Lost(e.to_string()),
+        },
         None => std::future::pending().await,
     }
 }
@@ -400,7 +409,6 @@ pub(crate) async fn query(
     let mut events = state.lifecycle.events.subscribe();
     let (mut stream, client) = open_fetch(&state, &allowed).await?;
     let (tx, rx) = mpsc::channel(2);
-    let admit = Arc::new(Admit::new(&allowed));
     tokio::spawn(async move {
         let mut tally = Tally::new(&allowed);
         let agreement_id = allowed.agreement.id.clone();
@@ -447,20 +455,28 @@ pub(crate) async fn query(
                     }
                     continue;
                 }
-                admitted = oldest(&mut pending) => Step::Admitted(admitted),
+                step = oldest(&mut pending) => step,
                 next = stream.message(), if reading => Step::Read(next),
             };
             let admitted = match step {
                 Step::Read(Ok(Some(msg))) => {
                     let records = msg.batch.unwrap_or_default().records;
-                    match tally.receive(&records, &allowed) {
-                        Ok(first) => pending.push_back(state.workers.admit(&admit, records, first)),
+                    let first = match tally.receive(&records, &allowed) {
+                        Ok(first) => first,
                         Err(err) => {
                             adapter_done = true;
                             broke = Some(bad_record(&allowed, &err));
+                            continue;
                         }
+                    };
+                    if !allowed.admit.changes_records() {
+                        // only the keys are read: at once, where the
+                        // records are (nothing is ever pending then)
+                        allowed.admit.batch(records, first)
+                    } else {
+                        pending.push_back(state.workers.admit(&allowed.admit, records, first));
+                        continue;
                     }
-                    continue;
                 }
                 Step::Read(Ok(None)) => {
                     adapter_done = true;
@@ -478,12 +494,22 @@ pub(crate) async fn query(
                     pending.pop_front();
                     admitted
                 }
+                Step::Lost(err) => {
+                    tracing::error!(error = %err, "a batch could not be admitted");
+                    break Err(Stop::new(
+                        ExchangeStatus::Failed,
+                        Status::internal(
+                            "the exchange was stopped: the broker could not check a batch",
+                        ),
+                    ));
+                }
             };
-            let (mut records, last) = match admitted.and_then(|a| tally.accept(a, &allowed)) {
-                Ok(Next::Send(r)) => (r, false),
-                Ok(Next::Last(r)) => (r, true),
-                Err(err) => break Err(bad_record(&allowed, &err)),
-            };
+            let (mut records, last) =
+                match admitted.and_then(|a| tally.accept(a, allowed.admit.limit())) {
+                    Ok(Next::Send(r)) => (r, false),
+                    Ok(Next::Last(r)) => (r, true),
+                    Err(err) => break Err(bad_record(&allowed, &err)),
+                };
             let within_quota = match charge_rows(&state, &allowed, &mut records).await {
                 Ok(all) => all,
                 Err(stop) => break Err(stop),
@@ -565,7 +591,6 @@ pub(crate) async fn lookup(
     allowed: Allowed,
 ) -> Result<Response<pb::LookupResponse>, Status> {
     let (mut stream, client) = open_fetch(&state, &allowed).await?;
-    let admit = Admit::new(&allowed);
     let mut tally = Tally::new(&allowed);
     let mut records = Vec::new();
     let outcome: Result<(), Stop> = loop {
@@ -575,8 +600,8 @@ pub(crate) async fn lookup(
                 // one record at most: admitted here, not on a worker
                 let admitted = tally
                     .receive(&batch, &allowed)
-                    .and_then(|first| admit.batch(batch, first))
-                    .and_then(|a| tally.accept(a, &allowed));
+                    .and_then(|first| allowed.admit.batch(batch, first))
+                    .and_then(|a| tally.accept(a, allowed.admit.limit()));
                 match admitted {
                     Ok(Next::Send(r) | Next::Last(r)) => records.extend(r),
                     Err(err) => {
@@ -660,5 +685,64 @@ pub(crate) async fn lookup(
             .await?;
             Err(stop.status)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally() -> Tally {
+        Tally {
+            rows: 0,
+            bytes: 0,
+            hasher: Sha256::new(&SHA256),
+            received_rows: 0,
+            received_bytes: 0,
+            received_hasher: None,
+            verified: BTreeMap::new(),
+        }
+    }
+
+    fn batch(n: usize, failed: Option<&str>) -> Admitted {
+        Admitted {
+            records: (0..n).map(|i| format!("{{\"i\":{i}}}")).collect(),
+            verified: BTreeMap::new(),
+            failed: failed.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_the_consumers_limit() {
+        let mut t = tally();
+        let Ok(Next::Send(first)) = t.accept(batch(4, None), 6) else {
+            panic!("under the limit: send and read on")
+        };
+        t.deliver(&first);
+        let Ok(Next::Last(second)) = t.accept(batch(4, None), 6) else {
+            panic!("the limit is reached in this batch")
+        };
+        assert_eq!(second, ["{\"i\":0}", "{\"i\":1}"]);
+        // no limit: everything goes
+        assert!(matches!(tally().accept(batch(4, None), 0), Ok(Next::Send(r)) if r.len() == 4));
+    }
+
+    #[test]
+    fn a_record_that_fails_after_the_limit_does_not_fail_the_exchange() {
+        // the consumer's limit is reached before the failing record: the
+        // records it wanted are delivered, as if the rest were never read
+        let Ok(Next::Last(records)) = tally().accept(batch(3, Some("record 4: bad")), 3) else {
+            panic!("the limit comes first")
+        };
+        assert_eq!(records.len(), 3);
+        // before the limit, the failure stops the exchange
+        assert_eq!(
+            tally().accept(batch(2, Some("record 3: bad")), 5).err(),
+            Some("record 3: bad".to_owned())
+        );
+        assert_eq!(
+            tally().accept(batch(2, Some("record 3: bad")), 0).err(),
+            Some("record 3: bad".to_owned())
+        );
     }
 }
