@@ -2,11 +2,11 @@
 //! receipt the broker acknowledged, so an agency can see what left its
 //! database without trusting the broker.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use jembatan_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::AdapterError;
@@ -140,7 +140,9 @@ impl ReceiptLog {
             .append(true)
             .open(path)
             .await
-            .map_err(err)?;
+            .map_err(err)?
+            .into_std()
+            .await;
         let (tx, rx) = mpsc::channel(MAX_LINES_PER_SYNC);
         tokio::spawn(write_lines(file, rx));
         Ok(ReceiptLog {
@@ -174,8 +176,10 @@ impl ReceiptLog {
 }
 
 /// The receipt log's writer: takes every line waiting, writes them in one
-/// go, syncs once, and answers each appender.
-async fn write_lines(mut file: tokio::fs::File, mut rx: mpsc::Receiver<Pending>) {
+/// go, syncs once, and answers each appender. The write and the sync run
+/// together on one blocking thread, one hand-over per batch.
+async fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<Pending>) {
+    let mut file = Some(file);
     let mut batch = Vec::with_capacity(MAX_LINES_PER_SYNC);
     let mut buf = Vec::new();
     while rx.recv_many(&mut batch, MAX_LINES_PER_SYNC).await > 0 {
@@ -183,12 +187,28 @@ async fn write_lines(mut file: tokio::fs::File, mut rx: mpsc::Receiver<Pending>)
         for (line, _) in &batch {
             buf.extend_from_slice(line);
         }
-        let written = async {
-            file.write_all(&buf).await?;
-            file.flush().await?;
-            file.sync_data().await
-        }
-        .await;
+        let written = match file.take() {
+            None => Err(std::io::Error::other("the receipt log file was lost")),
+            Some(mut f) => {
+                let job = tokio::task::spawn_blocking(move || {
+                    let r = f.write_all(&buf).and_then(|()| f.sync_data());
+                    (f, buf, r)
+                });
+                match job.await {
+                    Ok((f, b, r)) => {
+                        file = Some(f);
+                        buf = b;
+                        r
+                    }
+                    Err(e) => {
+                        buf = Vec::new();
+                        Err(std::io::Error::other(format!(
+                            "the receipt log writer failed: {e}"
+                        )))
+                    }
+                }
+            }
+        };
         for (_, done) in batch.drain(..) {
             let _ = done.send(match &written {
                 Ok(()) => Ok(()),
