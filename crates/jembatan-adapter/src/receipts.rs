@@ -144,7 +144,10 @@ impl ReceiptLog {
             .into_std()
             .await;
         let (tx, rx) = mpsc::channel(MAX_LINES_PER_SYNC);
-        tokio::spawn(write_lines(file, rx));
+        std::thread::Builder::new()
+            .name("receipt-log".into())
+            .spawn(move || write_lines(file, rx))
+            .map_err(err)?;
         Ok(ReceiptLog {
             path: path.to_owned(),
             tx,
@@ -175,40 +178,18 @@ impl ReceiptLog {
     }
 }
 
-/// The receipt log's writer: takes every line waiting, writes them in one
-/// go, syncs once, and answers each appender. The write and the sync run
-/// together on one blocking thread, one hand-over per batch.
-async fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<Pending>) {
-    let mut file = Some(file);
+/// The receipt log's writer, on a thread of its own: takes every line
+/// waiting, writes them in one go, syncs once, and answers each appender.
+/// It ends when the log is dropped.
+fn write_lines(mut file: std::fs::File, mut rx: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_LINES_PER_SYNC);
     let mut buf = Vec::new();
-    while rx.recv_many(&mut batch, MAX_LINES_PER_SYNC).await > 0 {
+    while rx.blocking_recv_many(&mut batch, MAX_LINES_PER_SYNC) > 0 {
         buf.clear();
         for (line, _) in &batch {
             buf.extend_from_slice(line);
         }
-        let written = match file.take() {
-            None => Err(std::io::Error::other("the receipt log file was lost")),
-            Some(mut f) => {
-                let job = tokio::task::spawn_blocking(move || {
-                    let r = f.write_all(&buf).and_then(|()| f.sync_data());
-                    (f, buf, r)
-                });
-                match job.await {
-                    Ok((f, b, r)) => {
-                        file = Some(f);
-                        buf = b;
-                        r
-                    }
-                    Err(e) => {
-                        buf = Vec::new();
-                        Err(std::io::Error::other(format!(
-                            "the receipt log writer failed: {e}"
-                        )))
-                    }
-                }
-            }
-        };
+        let written = file.write_all(&buf).and_then(|()| file.sync_data());
         for (_, done) in batch.drain(..) {
             let _ = done.send(match &written {
                 Ok(()) => Ok(()),

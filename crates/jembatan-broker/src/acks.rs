@@ -70,10 +70,9 @@ async fn drain(provider: AgencyId, mut rx: mpsc::Receiver<Ack>) {
     let mut batches: Option<bool> = None;
     let mut waiting = Vec::with_capacity(PER_CALL);
     while rx.recv_many(&mut waiting, PER_CALL).await > 0 {
-        // the newest channel: the adapter's address may have changed
-        let Some(mut client) = waiting.last().map(|a: &Ack| a.client.clone()) else {
-            continue;
-        };
+        // the newest channel (`recv_many` added at least one): the
+        // adapter's address may have changed
+        let mut client = waiting[waiting.len() - 1].client.clone();
         let mut receipts: Vec<pb::AcknowledgeRequest> =
             waiting.drain(..).map(|a| a.request).collect();
         if batches != Some(false) {
