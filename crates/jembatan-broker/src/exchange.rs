@@ -741,13 +741,25 @@ impl State {
             .iter()
             .map(|r| format!("{}: {}", r.code.as_str(), r.message))
             .collect();
+        // several candidate agreements: each one's failed terms are there
+        let examined: std::collections::BTreeSet<&str> = reasons
+            .iter()
+            .filter_map(|r| r.agreement_id.as_deref())
+            .collect();
+        let head = if examined.len() > 1 {
+            format!(
+                "exchange denied: none of the {} agreements examined allows it: ",
+                examined.len()
+            )
+        } else {
+            "exchange denied: ".to_owned()
+        };
         let details = pb::DenialDetails {
             exchange_id: facts.exchange_id.clone(),
             reasons: reasons.iter().map(Denial::to_proto).collect(),
             entry_seq: seq,
         };
-        let mut status =
-            Status::permission_denied(format!("exchange denied: {}", words.join("; ")));
+        let mut status = Status::permission_denied(format!("{head}{}", words.join("; ")));
         status.metadata_mut().insert_bin(
             DENIAL_METADATA_KEY,
             MetadataValue::from_bytes(&details.encode_to_vec()),

@@ -2,7 +2,8 @@
 //!
 //! A request is allowed when one agreement between the consumer and the
 //! dataset's provider satisfies every term at once. Otherwise the denial
-//! reports the failed terms of the agreement that came closest.
+//! reports the failed terms of every agreement that could have covered it
+//! (each term names its agreement), the closest agreement first.
 
 use std::collections::BTreeSet;
 
@@ -56,9 +57,18 @@ impl Grant {
     }
 }
 
-/// Finds the agreement that allows `request`, or explains why none does.
+/// Most agreements whose failed terms one denial reports: the closest
+/// ones, so that a consumer with a long history of agreements for one
+/// dataset still gets a denial of bounded size.
+pub const MAX_REPORTED_AGREEMENTS: usize = 16;
+
+/// Finds the agreement that allows `request`, or explains why none does:
+/// the failed terms of each candidate agreement (those between the
+/// consumer and the dataset), ordered by how close the agreement came
+/// (fewest failed terms first; ties keep the order given), at most
+/// [`MAX_REPORTED_AGREEMENTS`] agreements.
 pub fn evaluate(request: &Request<'_>, agreements: &[Agreement]) -> Result<Grant, Vec<Denial>> {
-    let mut closest: Option<Vec<Denial>> = None;
+    let mut candidates: Vec<Vec<Denial>> = Vec::new();
     for agreement in agreements
         .iter()
         .filter(|a| &a.consumer == request.consumer && &a.dataset == request.dataset)
@@ -83,12 +93,10 @@ pub fn evaluate(request: &Request<'_>, agreements: &[Agreement]) -> Result<Grant
                 masks,
             });
         }
-        if closest.as_ref().is_none_or(|c| failed.len() < c.len()) {
-            closest = Some(failed);
-        }
+        candidates.push(failed);
     }
-    Err(closest.unwrap_or_else(|| {
-        vec![Denial::new(
+    if candidates.is_empty() {
+        return Err(vec![Denial::new(
             DenialCode::NoAgreement,
             format!(
                 "no agreement lets {} read {} from {}",
@@ -96,8 +104,15 @@ pub fn evaluate(request: &Request<'_>, agreements: &[Agreement]) -> Result<Grant
                 request.dataset,
                 request.dataset.agency()
             ),
-        )]
-    }))
+        )]);
+    }
+    // stable: among equally close agreements the store's order stays
+    candidates.sort_by_key(Vec::len);
+    Err(candidates
+        .into_iter()
+        .take(MAX_REPORTED_AGREEMENTS)
+        .flatten()
+        .collect())
 }
 
 fn failed_terms(request: &Request<'_>, a: &Agreement) -> Vec<Denial> {
@@ -293,14 +308,15 @@ mod tests {
         .unwrap()
     }
 
-    /// name, agreements, purpose, fields, filter fields, expected agreement or denial codes
+    /// name, agreements, purpose, fields, filter fields, expected agreement
+    /// or denials (the agreement each names, "" for none, and its code)
     type Case<'a> = (
         &'a str,
         Vec<Agreement>,
         &'a str,
         Vec<FieldName>,
         Vec<FieldName>,
-        Result<&'a str, Vec<DenialCode>>,
+        Result<&'a str, Vec<(&'a str, DenialCode)>>,
     );
 
     fn f(names: &[&str]) -> Vec<FieldName> {
@@ -309,6 +325,7 @@ mod tests {
 
     #[test]
     fn table() {
+        use DenialCode::*;
         let now: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
         let ok = agreement("a1", "approved", "bansos", Some("2027-01-01"));
         let cases: Vec<Case<'_>> = vec![
@@ -334,7 +351,7 @@ mod tests {
                 "bansos",
                 f(&["nik"]),
                 vec![],
-                Err(vec![DenialCode::NoAgreement]),
+                Err(vec![("", NoAgreement)]),
             ),
             (
                 "wrong purpose",
@@ -342,7 +359,7 @@ mod tests {
                 "marketing",
                 f(&["nik"]),
                 vec![],
-                Err(vec![DenialCode::WrongPurpose]),
+                Err(vec![("a1", WrongPurpose)]),
             ),
             (
                 "field not granted",
@@ -350,7 +367,7 @@ mod tests {
                 "bansos",
                 f(&["nik", "nama_ibu"]),
                 vec![],
-                Err(vec![DenialCode::FieldNotGranted]),
+                Err(vec![("a1", FieldNotGranted)]),
             ),
             (
                 "filter on hidden field",
@@ -358,7 +375,7 @@ mod tests {
                 "bansos",
                 f(&["nik"]),
                 f(&["pekerjaan"]),
-                Err(vec![DenialCode::FilterFieldNotGranted]),
+                Err(vec![("a1", FilterFieldNotGranted)]),
             ),
             (
                 "expired",
@@ -366,7 +383,7 @@ mod tests {
                 "bansos",
                 f(&["nik"]),
                 vec![],
-                Err(vec![DenialCode::Expired]),
+                Err(vec![("a2", Expired)]),
             ),
             (
                 "revoked",
@@ -374,7 +391,7 @@ mod tests {
                 "bansos",
                 f(&["nik"]),
                 vec![],
-                Err(vec![DenialCode::Revoked]),
+                Err(vec![("a3", Revoked)]),
             ),
             (
                 "not approved",
@@ -382,7 +399,7 @@ mod tests {
                 "bansos",
                 f(&["nik"]),
                 vec![],
-                Err(vec![DenialCode::NotApproved]),
+                Err(vec![("a4", NotApproved)]),
             ),
             (
                 "several terms fail at once",
@@ -391,9 +408,9 @@ mod tests {
                 f(&["x"]),
                 vec![],
                 Err(vec![
-                    DenialCode::Revoked,
-                    DenialCode::WrongPurpose,
-                    DenialCode::FieldNotGranted,
+                    ("a5", Revoked),
+                    ("a5", WrongPurpose),
+                    ("a5", FieldNotGranted),
                 ]),
             ),
             (
@@ -408,7 +425,7 @@ mod tests {
                 Ok("a1"),
             ),
             (
-                "closest agreement is reported",
+                "every candidate reported, the closest first",
                 vec![
                     agreement("a6", "revoked", "other", None),
                     agreement("a7", "approved", "bansos", Some("2026-05-01")),
@@ -416,7 +433,45 @@ mod tests {
                 "bansos",
                 f(&["nik"]),
                 vec![],
-                Err(vec![DenialCode::Expired]),
+                Err(vec![("a7", Expired), ("a6", Revoked), ("a6", WrongPurpose)]),
+            ),
+            (
+                "a revoked older and an expired newer agreement, both reported",
+                vec![
+                    agreement("old", "revoked", "bansos", None),
+                    agreement("new", "approved", "bansos", Some("2026-05-01")),
+                ],
+                "bansos",
+                f(&["nik"]),
+                vec![],
+                Err(vec![("old", Revoked), ("new", Expired)]),
+            ),
+            (
+                "an expired agreement recorded as such reports expiry once",
+                vec![
+                    agreement("e1", "expired", "bansos", Some("2026-05-01")),
+                    agreement("p1", "proposed", "bansos", None),
+                ],
+                "bansos",
+                f(&["nik"]),
+                vec![],
+                Err(vec![("e1", Expired), ("p1", NotApproved)]),
+            ),
+            (
+                "each candidate fails on its own terms",
+                vec![
+                    agreement("w1", "approved", "kesehatan", None),
+                    agreement("n1", "approved", "bansos", None),
+                ],
+                "bansos",
+                f(&["nik", "nama_ibu"]),
+                vec![],
+                // n1 fails one term, w1 two: n1 comes first
+                Err(vec![
+                    ("n1", FieldNotGranted),
+                    ("w1", WrongPurpose),
+                    ("w1", FieldNotGranted),
+                ]),
             ),
         ];
         let consumer: AgencyId = "dinsos".parse().unwrap();
@@ -442,14 +497,53 @@ mod tests {
                     };
                     assert_eq!(grant.fields, want_fields, "{name}");
                 }
-                (Err(denials), Err(codes)) => {
-                    let got: Vec<DenialCode> = denials.iter().map(|d| d.code).collect();
-                    assert_eq!(got, codes, "{name}");
+                (Err(denials), Err(want)) => {
+                    let got: Vec<(&str, DenialCode)> = denials
+                        .iter()
+                        .map(|d| (d.agreement_id.as_deref().unwrap_or(""), d.code))
+                        .collect();
+                    assert_eq!(got, want, "{name}");
                     assert!(denials.iter().all(|d| !d.message.is_empty()), "{name}");
+                    for d in &denials {
+                        if let Some(id) = &d.agreement_id {
+                            assert!(d.message.contains(id.as_str()), "{name}: {}", d.message);
+                        }
+                    }
                 }
                 (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_denial_reports_at_most_the_closest_agreements() {
+        let consumer: AgencyId = "dinsos".parse().unwrap();
+        let dataset: DatasetId = "disdukcapil.penduduk".parse().unwrap();
+        // many revoked agreements with another purpose, then one that only expired
+        let mut agreements: Vec<Agreement> = (0..MAX_REPORTED_AGREEMENTS + 4)
+            .map(|i| agreement(&format!("old-{i:02}"), "revoked", "other", None))
+            .collect();
+        agreements.push(agreement("last", "approved", "bansos", Some("2026-05-01")));
+        let request = Request {
+            consumer: &consumer,
+            dataset: &dataset,
+            purpose: "bansos",
+            fields: &[],
+            filter_uses: vec![],
+            verify: vec![],
+            key: None,
+            now: "2026-06-01T00:00:00Z".parse().unwrap(),
+        };
+        let denials = evaluate(&request, &agreements).unwrap_err();
+        let ids: BTreeSet<&str> = denials
+            .iter()
+            .filter_map(|d| d.agreement_id.as_deref())
+            .collect();
+        assert_eq!(ids.len(), MAX_REPORTED_AGREEMENTS);
+        assert!(ids.contains("last"));
+        assert!(!ids.contains("old-19"));
+        assert_eq!(denials[0].agreement_id.as_deref(), Some("last"));
+        assert_eq!(denials[0].code, DenialCode::Expired);
     }
 
     #[test]

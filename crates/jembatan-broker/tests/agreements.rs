@@ -787,3 +787,63 @@ async fn an_agency_runs_at_most_its_share_of_streams_at_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_denial_reports_every_candidate_agreement() {
+    let f = Federation::start(5).await;
+    // an older agreement revoked, a newer one expired (recorded as such at
+    // start)
+    let tables = format!(
+        "{}{}",
+        agreement_toml("old-1", "dinsos", r#"["nik", "nama"]"#, "revoked", ""),
+        agreement_toml(
+            "new-1",
+            "dinsos",
+            r#"["nik", "nama"]"#,
+            "approved",
+            "valid_until = \"2021-01-01\""
+        )
+    );
+    let b = f.broker(&f.broker_config("", &tables)).await;
+    let mut ex = b.exchange(&f, "dinsos").await;
+    let status = run_query(&mut ex, query(&["nik"])).await.end.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let details = support::denial_details(&status);
+    let reasons: Vec<(&str, &str)> = details
+        .reasons
+        .iter()
+        .map(|r| (r.agreement_id.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(reasons, vec![("new-1", "expired"), ("old-1", "revoked")]);
+    for words in [
+        "none of the 2 agreements examined allows it",
+        "expired: agreement new-1 has expired",
+        "revoked: agreement old-1 was revoked",
+    ] {
+        assert!(status.message().contains(words), "{}", status.message());
+    }
+    // the audit entry holds them all
+    let entry = b
+        .broker
+        .audit()
+        .entries(details.entry_seq, 1)
+        .await
+        .unwrap()
+        .remove(0)
+        .entry;
+    assert_eq!(entry.decision, Decision::Deny);
+    let logged: Vec<(Option<&str>, jembatan_core::DenialCode)> = entry
+        .reasons
+        .iter()
+        .map(|r| (r.agreement_id.as_deref(), r.code))
+        .collect();
+    assert_eq!(
+        logged,
+        vec![
+            (Some("new-1"), jembatan_core::DenialCode::Expired),
+            (Some("old-1"), jembatan_core::DenialCode::Revoked),
+        ]
+    );
+    // the entry names the closest agreement
+    assert_eq!(entry.agreement_id.as_deref(), Some("new-1"));
+}

@@ -349,11 +349,19 @@ pub(crate) fn receipt_of(status: &tonic::Status) -> Option<pb::Receipt> {
 
 /// The denial codes a refused exchange's trailer carries.
 pub(crate) fn denial_codes(status: &tonic::Status) -> Vec<String> {
+    denial_details(status)
+        .reasons
+        .into_iter()
+        .map(|r| r.reason)
+        .collect()
+}
+
+/// A refused exchange's trailer; empty when it has none.
+pub(crate) fn denial_details(status: &tonic::Status) -> pb::DenialDetails {
     status
         .metadata()
         .get_bin(DENIAL_METADATA_KEY)
         .and_then(|v| v.to_bytes().ok())
         .map(|b| pb::DenialDetails::decode(b).unwrap())
-        .map(|d| d.reasons.into_iter().map(|r| r.reason).collect())
         .unwrap_or_default()
 }
