@@ -5,7 +5,9 @@
 //! Every step is written to the audit log before it takes effect in the
 //! store, and refused attempts are written too. A status change is
 //! compare-and-set on the status the step started from, so concurrent
-//! steps (on this replica or another) cannot both apply.
+//! steps (on this replica or another) cannot both apply; a step whose
+//! entry is on the log but whose store update then fails gets a second
+//! entry saying it did not take effect.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -192,6 +194,28 @@ impl State {
         }
     }
 
+    /// Records that a step whose entry (`entry`) is on the log did not take
+    /// effect in the store: an entry of its own, with the step's exchange
+    /// id and change, status `failed` and the reason. Returns `status`, or
+    /// `Unavailable` when even that entry cannot be written.
+    async fn step_failed(&self, entry: &AuditEntry, why: &str, status: Status) -> Status {
+        let mut failed = entry.clone();
+        failed.time = format_instant(&Utc::now());
+        failed.status = ExchangeStatus::Failed;
+        failed.error = Some(format!("the step did not take effect: {why}"));
+        tracing::warn!(
+            agreement = entry.agreement_id.as_deref().unwrap_or_default(),
+            operation = %entry.operation,
+            exchange_id = %entry.exchange_id,
+            reason = why,
+            "agreement step logged but not applied"
+        );
+        match self.record(failed).await {
+            Ok(_) => status,
+            Err(unavailable) => unavailable,
+        }
+    }
+
     /// Applies `action` by `by` to agreement `id`: audit entry first, then
     /// the compare-and-set in the store, then the event for running
     /// exchanges.
@@ -225,7 +249,7 @@ impl State {
             };
         let mut updated = current.clone();
         updated.status = next;
-        self.record(step_entry(
+        let entry = step_entry(
             Step {
                 caller: &caller,
                 action,
@@ -236,20 +260,23 @@ impl State {
                 reason,
             },
             None,
-        ))
-        .await?;
+        );
+        self.record(entry.clone()).await?;
+        // the step's entry is on the log: from here a store update that
+        // fails is recorded as the step's failure
         match self.store.update_agreement(&updated, current.status).await {
             Ok(()) => {}
             Err(StoreError::Conflict(message)) => {
-                // the step's entry is on the log; say it did not apply
-                let status = Status::aborted(format!(
-                    "{message}: it changed while this {action} was being applied; read it again"
-                ));
+                let why = format!("{message}: it changed while this {action} was being applied");
+                let status = Status::aborted(format!("{why}; read it again"));
+                return Err(self.step_failed(&entry, &why, status).await);
+            }
+            Err(err) => {
+                let status = store_unavailable(err);
                 return Err(self
-                    .refuse_step(&caller, action, Some(&current), id, status)
+                    .step_failed(&entry, "the broker store failed", status)
                     .await);
             }
-            Err(err) => return Err(store_unavailable(err)),
         }
         tracing::info!(agreement = id, %action, from = %current.status, to = %next, by = %caller, "agreement changed");
         self.lifecycle.publish(id, next);
@@ -294,7 +321,7 @@ impl State {
                 )
                 .await);
         }
-        self.record(step_entry(
+        let entry = step_entry(
             Step {
                 caller: &caller,
                 action: Action::Propose,
@@ -305,23 +332,20 @@ impl State {
                 reason: None,
             },
             None,
-        ))
-        .await?;
+        );
+        self.record(entry.clone()).await?;
         match self.store.insert_agreement(&agreement).await {
             Ok(()) => Ok(agreement),
             Err(StoreError::Conflict(message)) => {
-                let status = Status::already_exists(message);
+                let status = Status::already_exists(message.clone());
+                Err(self.step_failed(&entry, &message, status).await)
+            }
+            Err(err) => {
+                let status = store_unavailable(err);
                 Err(self
-                    .refuse_step(
-                        &caller,
-                        Action::Propose,
-                        Some(&agreement),
-                        &agreement.id,
-                        status,
-                    )
+                    .step_failed(&entry, "the broker store failed", status)
                     .await)
             }
-            Err(err) => Err(store_unavailable(err)),
         }
     }
 

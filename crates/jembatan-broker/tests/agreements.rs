@@ -788,6 +788,138 @@ async fn an_agency_runs_at_most_its_share_of_streams_at_once() {
     }
 }
 
+/// The agreement entries of the log for `id`, as (operation, status,
+/// exchange id, error).
+async fn step_entries(
+    b: &support::BrokerHandle,
+    id: &str,
+) -> Vec<(String, ExchangeStatus, String, Option<String>)> {
+    let size = b.broker.audit().size().await.unwrap();
+    b.broker
+        .audit()
+        .entries(0, size)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            e.entry.kind == EntryKind::Agreement && e.entry.agreement_id.as_deref() == Some(id)
+        })
+        .map(|e| {
+            (
+                e.entry.operation,
+                e.entry.status,
+                e.entry.exchange_id,
+                e.entry.error,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_logged_step_the_store_then_refuses_is_logged_as_failed() {
+    let f = Federation::start(5).await;
+    let b = f.broker(&f.broker_config("", "")).await;
+    let mut dinsos = b.agreements(&f, "dinsos").await;
+    let mut prov = b.agreements(&f, "prov").await;
+    dinsos.propose(terms("f-1", &read(&["nik"]))).await.unwrap();
+    // the store fails agreement updates after the step's entry is written
+    let store = sqlx::SqlitePool::connect(&format!("sqlite://{}", f.store))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER fault BEFORE UPDATE ON agreements BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+        .execute(&store)
+        .await
+        .unwrap();
+    let err = prov
+        .approve(pb::ApproveRequest { id: "f-1".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    // a lost race: the row changed under the step, nothing is updated
+    sqlx::query("DROP TRIGGER fault")
+        .execute(&store)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TRIGGER fault BEFORE UPDATE ON agreements BEGIN SELECT RAISE(IGNORE); END")
+        .execute(&store)
+        .await
+        .unwrap();
+    let err = prov
+        .approve(pb::ApproveRequest { id: "f-1".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    // proposals whose insert fails
+    sqlx::query(
+        "CREATE TRIGGER fault_insert BEFORE INSERT ON agreements BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .execute(&store)
+    .await
+    .unwrap();
+    let err = dinsos
+        .propose(terms("f-2", &read(&["nik"])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let err = dinsos
+        .get(pb::GetAgreementRequest { id: "f-2".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // each logged step that did not happen has its failure after it, under
+    // the same exchange id
+    let got = step_entries(&b, "f-1").await;
+    let shape: Vec<(&str, ExchangeStatus)> =
+        got.iter().map(|(o, s, _, _)| (o.as_str(), *s)).collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("agreement.propose", ExchangeStatus::Ok),
+            ("agreement.approve", ExchangeStatus::Ok),
+            ("agreement.approve", ExchangeStatus::Failed),
+            ("agreement.approve", ExchangeStatus::Ok),
+            ("agreement.approve", ExchangeStatus::Failed),
+        ]
+    );
+    for pair in [(1, 2), (3, 4)] {
+        assert_eq!(got[pair.0].2, got[pair.1].2, "{pair:?}");
+        let error = got[pair.1].3.as_deref().unwrap();
+        assert!(error.starts_with("the step did not take effect"), "{error}");
+    }
+    assert!(got[4].3.as_deref().unwrap().contains("no longer proposed"));
+    let got = step_entries(&b, "f-2").await;
+    let shape: Vec<(&str, ExchangeStatus)> =
+        got.iter().map(|(o, s, _, _)| (o.as_str(), *s)).collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("agreement.propose", ExchangeStatus::Ok),
+            ("agreement.propose", ExchangeStatus::Failed),
+        ]
+    );
+    assert_eq!(got[0].2, got[1].2);
+
+    // the store heals: the step is taken, once
+    sqlx::query("DROP TRIGGER fault")
+        .execute(&store)
+        .await
+        .unwrap();
+    sqlx::query("DROP TRIGGER fault_insert")
+        .execute(&store)
+        .await
+        .unwrap();
+    let a = prov
+        .approve(pb::ApproveRequest { id: "f-1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, pb::AgreementStatus::Approved as i32);
+    store.close().await;
+}
+
 #[tokio::test]
 async fn a_denial_reports_every_candidate_agreement() {
     let f = Federation::start(5).await;
