@@ -8,6 +8,8 @@
 //! steps (on this replica or another) cannot both apply; a step whose
 //! entry is on the log but whose store update then fails gets a second
 //! entry saying it did not take effect.
+//!
+//! Only registered agencies act (`members.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -216,6 +218,17 @@ impl State {
         }
     }
 
+    /// Refuses an approval the broker cannot stand behind: one whose
+    /// agencies are not both registered.
+    fn check_approval(&self, a: &jembatan_core::Agreement) -> Result<(), Status> {
+        for agency in [&a.consumer, &a.provider] {
+            self.members
+                .check(agency)
+                .map_err(|u| Status::failed_precondition(format!("{u}: it cannot be approved")))?;
+        }
+        Ok(())
+    }
+
     /// Applies `action` by `by` to agreement `id`: audit entry first, then
     /// the compare-and-set in the store, then the event for running
     /// exchanges.
@@ -227,6 +240,10 @@ impl State {
         reason: Option<String>,
     ) -> Result<jembatan_core::Agreement, Status> {
         let caller = by.to_string();
+        if let Err(unregistered) = self.members.check_identity(by) {
+            let status = Status::permission_denied(unregistered.to_string());
+            return Err(self.refuse_step(&caller, action, None, id, status).await);
+        }
         let Some(current) = self.store.agreement(id).await.map_err(store_unavailable)? else {
             let status = Status::not_found(format!(
                 "there is no agreement {:?}",
@@ -247,6 +264,13 @@ impl State {
                         .await);
                 }
             };
+        if action == Action::Approve
+            && let Err(status) = self.check_approval(&current)
+        {
+            return Err(self
+                .refuse_step(&caller, action, Some(&current), id, status)
+                .await);
+        }
         let mut updated = current.clone();
         updated.status = next;
         let entry = step_entry(
@@ -291,6 +315,12 @@ impl State {
     ) -> Result<jembatan_core::Agreement, Status> {
         let caller = by.to_string();
         let wanted_id = jembatan_core::ids::truncate(&terms.id, 128).to_owned();
+        if let Err(unregistered) = self.members.check_identity(by) {
+            let status = Status::permission_denied(unregistered.to_string());
+            return Err(self
+                .refuse_step(&caller, Action::Propose, None, &wanted_id, status)
+                .await);
+        }
         let agreement = match self.terms_from_proto(by, terms).await {
             Ok(a) => a,
             Err(status) => {
@@ -385,6 +415,11 @@ impl State {
                 .map_err(|e: InvalidArgument| Status::from(e.within("consumer")))?
         };
         let provider = dataset.agency();
+        for agency in [&consumer, &provider] {
+            self.members
+                .check(agency)
+                .map_err(|u| Status::failed_precondition(u.to_string()))?;
+        }
         if !terms.provider.is_empty() && terms.provider != provider.as_str() {
             return Err(bad(
                 "provider",

@@ -42,6 +42,10 @@ pub struct BrokerConfig {
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     pub checkpoint_interval: Duration,
     pub tls: TlsFiles,
+    /// The agencies registered with this broker. Only their certificates
+    /// exchange data, take agreement steps or write to the registry; a
+    /// certificate of any other agency is refused even when the
+    /// federation's CA issued it.
     #[serde(default)]
     pub agencies: Vec<AgencyConfig>,
     #[serde(default)]
@@ -257,6 +261,16 @@ impl BrokerConfig {
             a.validate().map_err(|e| e.to_string())?;
             if !ids.insert(a.id.clone()) {
                 return Err(format!("agreement {} is declared twice", a.id));
+            }
+            // only registered agencies act, so an agreement of another
+            // could never be used
+            for (side, agency) in [("consumer", &a.consumer), ("provider", &a.provider)] {
+                if !seen.contains(agency) {
+                    return Err(format!(
+                        "agreement {}: its {side} {agency} is not among the agencies",
+                        a.id
+                    ));
+                }
             }
             if !purposes.is_empty() && !purposes.contains(a.purpose.as_str()) {
                 return Err(format!(

@@ -35,6 +35,8 @@ pub(crate) struct State {
     /// The latest signed checkpoint note, handed out with receipts.
     pub(crate) checkpoint_notes: tokio::sync::watch::Receiver<Option<String>>,
     pub(crate) registry: Arc<Registry>,
+    /// The agencies registered with this broker; only they act.
+    pub(crate) members: crate::members::Members,
     pub(crate) lifecycle: Lifecycle,
     pub(crate) streams: StreamLimit,
     /// Threads that check and translate the records of running queries.
@@ -411,6 +413,12 @@ impl State {
             .and_then(|f| serde_json::to_value(f).ok());
         if let Some(key) = &parsed.key {
             facts.subject_hash = Some(self.subject_hash(parsed.dataset.as_str(), key));
+        }
+        // after the subject hash, so that "who looked this resident up?"
+        // also finds attempts by agencies that are not registered
+        if let Err(unregistered) = self.members.check(&consumer) {
+            let denial = Denial::new(DenialCode::UnregisteredAgency, unregistered.to_string());
+            return Err(self.deny(&facts, vec![denial]).await);
         }
 
         let dataset = match self.store.dataset(&parsed.dataset).await {

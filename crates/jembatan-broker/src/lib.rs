@@ -11,6 +11,7 @@ mod audit_service;
 mod checkpoint;
 pub mod config;
 mod exchange;
+mod members;
 pub mod policy;
 mod registry;
 mod registry_http;
@@ -138,7 +139,8 @@ impl Broker {
         ));
         let adapters = relay::AdapterPool::new(&config.tls)?;
         let audit_service = AuditService::new(store.clone());
-        let registry = Arc::new(start_registry(&store, &config.registry).await?);
+        let members = members::Members::new(config.agencies.iter().map(|a| a.id.clone()));
+        let registry = Arc::new(start_registry(&store, &config.registry, members.clone()).await?);
         let inner = Arc::new(exchange::State {
             store,
             audit,
@@ -146,6 +148,7 @@ impl Broker {
             audit_key,
             checkpoint_notes,
             registry,
+            members,
             lifecycle: agreements::Lifecycle::new(config.operator_approval, &config.purposes),
             streams: exchange::StreamLimit::new(config.max_streams_per_agency),
             workers: admit::Workers::new(),
@@ -245,6 +248,7 @@ impl Broker {
 async fn start_registry(
     store: &Store,
     config: &config::RegistryConfig,
+    members: members::Members,
 ) -> Result<registry::Registry, BrokerError> {
     let fail = |m: String| BrokerError::Registry(m);
     let mode = config
@@ -255,7 +259,7 @@ async fn start_registry(
     for (name, path) in &config.secrets {
         secrets.insert(name, load_or_create_key(path)?);
     }
-    let registry = registry::Registry::new(store.clone(), mode, secrets);
+    let registry = registry::Registry::new(store.clone(), mode, secrets, members);
     let by = jembatan_core::Identity {
         role: jembatan_core::Role::Operator,
         agency: None,

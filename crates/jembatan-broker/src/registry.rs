@@ -105,6 +105,8 @@ pub(crate) struct Registry {
     store: Store,
     default_mode: CompatMode,
     secrets: Secrets,
+    /// Only integrators of registered agencies write.
+    members: crate::members::Members,
     /// Compiled translators by (source, target, mapping version): versions
     /// never change once stored, so entries never go stale.
     translators: Mutex<HashMap<(String, String, u32), Arc<Translator>>>,
@@ -134,13 +136,27 @@ fn forbidden(identity: &Identity, what: &str) -> RegistryError {
 }
 
 impl Registry {
-    pub(crate) fn new(store: Store, default_mode: CompatMode, secrets: Secrets) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        default_mode: CompatMode,
+        secrets: Secrets,
+        members: crate::members::Members,
+    ) -> Self {
         Self {
             store,
             default_mode,
             secrets,
+            members,
             translators: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Refuses a write by a certificate of an agency not registered with
+    /// this broker, whatever its role.
+    fn check_member(&self, identity: &Identity) -> Result<(), RegistryError> {
+        self.members
+            .check_identity(identity)
+            .map_err(|unregistered| RegistryError::Forbidden(unregistered.to_string()))
     }
 
     /// The mode and optional-friendly flag that apply to `dataset`.
@@ -262,6 +278,7 @@ impl Registry {
         dataset: &str,
         schema_json: &str,
     ) -> Result<(StoredSchemaVersion, bool), RegistryError> {
+        self.check_member(identity)?;
         let id = parse_dataset(dataset)?;
         if !may_write(identity, &id) {
             return Err(forbidden(
@@ -307,6 +324,7 @@ impl Registry {
         mode: Option<CompatMode>,
         optional_friendly: bool,
     ) -> Result<(), RegistryError> {
+        self.check_member(identity)?;
         let id = parse_dataset(dataset)?;
         if !may_write(identity, &id) && identity.role != Role::Operator {
             return Err(forbidden(
@@ -331,6 +349,7 @@ impl Registry {
         version: u32,
         state: VersionState,
     ) -> Result<StoredSchemaVersion, RegistryError> {
+        self.check_member(identity)?;
         let id = parse_dataset(dataset)?;
         if !may_write(identity, &id) && identity.role != Role::Operator {
             return Err(forbidden(
@@ -357,6 +376,7 @@ impl Registry {
         identity: &Identity,
         document: &str,
     ) -> Result<StoredMapping, RegistryError> {
+        self.check_member(identity)?;
         let mapping = parse_mapping(document)?;
         let source = SchemaRef::parse(mapping.source())?;
         let target = SchemaRef::parse(mapping.target())?;

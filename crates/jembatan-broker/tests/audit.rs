@@ -148,6 +148,12 @@ key = "{key}"
 id = "prov"
 name = "Provider"
 adapter = "https://127.0.0.1:{adapter_port}"
+[[agencies]]
+id = "dinsos"
+name = "Dinas Sosial"
+[[agencies]]
+id = "dinkes"
+name = "Dinas Kesehatan"
 [[datasets]]
 id = "prov.penduduk"
 key = "nik"

@@ -267,6 +267,21 @@ adapter = "https://127.0.0.1:{adapter_port}"
 [[agencies]]
 id = "ghost"
 name = "Provider without adapter"
+[[agencies]]
+id = "dinsos"
+name = "Dinas Sosial"
+[[agencies]]
+id = "dinkes"
+name = "Dinas Kesehatan"
+[[agencies]]
+id = "bpn"
+name = "Badan Pertanahan"
+[[agencies]]
+id = "lpse"
+name = "Layanan Pengadaan"
+[[agencies]]
+id = "kominfo"
+name = "Dinas Kominfo"
 [[datasets]]
 id = "prov.penduduk"
 key = "nik"

@@ -152,6 +152,9 @@ key = "{}"
 id = "prov"
 name = "Provider"
 adapter = "https://127.0.0.1:{adapter_port}"
+[[agencies]]
+id = "dinsos"
+name = "Dinas Sosial"
 [[datasets]]
 id = "prov.penduduk"
 key = "nik"

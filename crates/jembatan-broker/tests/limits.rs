@@ -144,6 +144,9 @@ key = "{key}"
 id = "prov"
 name = "Provider"
 adapter = "https://127.0.0.1:{adapter_port}"
+[[agencies]]
+id = "dinsos"
+name = "Dinas Sosial"
 [[datasets]]
 id = "prov.penduduk"
 key = "nik"

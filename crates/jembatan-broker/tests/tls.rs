@@ -263,6 +263,12 @@ adapter = "https://127.0.0.1:{adapter_port}"
 id = "lab"
 name = "Probe provider"
 adapter = "https://localhost:{lab_port}"
+[[agencies]]
+id = "dinsos"
+name = "Dinas Sosial"
+[[agencies]]
+id = "dinkes"
+name = "Dinas Kesehatan"
 [[datasets]]
 id = "prov.penduduk"
 key = "nik"

@@ -20,6 +20,8 @@ pub enum DenialCode {
     SchemaVersionDisabled,
     RoleNotAllowed,
     FilterFieldNotGranted,
+    /// The caller's agency is not among the agencies the broker registers.
+    UnregisteredAgency,
 }
 
 impl DenialCode {
@@ -38,6 +40,7 @@ impl DenialCode {
             DenialCode::SchemaVersionDisabled => "schema_version_disabled",
             DenialCode::RoleNotAllowed => "role_not_allowed",
             DenialCode::FilterFieldNotGranted => "filter_field_not_granted",
+            DenialCode::UnregisteredAgency => "unregistered_agency",
         }
     }
 
@@ -55,6 +58,7 @@ impl DenialCode {
             DenialCode::SchemaVersionDisabled => pb::DenialCode::SchemaVersionDisabled,
             DenialCode::RoleNotAllowed => pb::DenialCode::RoleNotAllowed,
             DenialCode::FilterFieldNotGranted => pb::DenialCode::FilterFieldNotGranted,
+            DenialCode::UnregisteredAgency => pb::DenialCode::UnregisteredAgency,
         }
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 /// Every certificate the federation has, by name.
-pub(crate) const IDENTITIES: [(&str, Role, Option<&str>); 10] = [
+pub(crate) const IDENTITIES: [(&str, Role, Option<&str>); 12] = [
     ("broker", Role::Broker, None),
     ("adapter", Role::Adapter, Some("prov")),
     ("prov", Role::Agency, Some("prov")),
@@ -32,6 +32,9 @@ pub(crate) const IDENTITIES: [(&str, Role, Option<&str>); 10] = [
     ("integrator-prov", Role::Integrator, Some("prov")),
     ("integrator-dinsos", Role::Integrator, Some("dinsos")),
     ("adapter-dinsos", Role::Adapter, Some("dinsos")),
+    // an agency the CA certified but the broker does not register
+    ("luar", Role::Agency, Some("luar")),
+    ("integrator-luar", Role::Integrator, Some("luar")),
 ];
 
 pub(crate) struct Federation {
@@ -159,10 +162,21 @@ columns = ["nik", "nama", "tgl_lahir", "kecamatan", "status"]
         }
     }
 
-    /// The broker config: the provider, its dataset, two registered
-    /// purposes, plus `extra` TOML (settings first, then tables such as
-    /// `[[agreements]]`).
+    /// The broker config: the provider and two consumers (`dinsos`,
+    /// `dinkes`; `luar` is certified but not registered), the provider's
+    /// dataset, two registered purposes, plus `extra` TOML (settings
+    /// first, then tables such as `[[agreements]]`).
     pub(crate) fn broker_config(&self, settings: &str, tables: &str) -> BrokerConfig {
+        self.broker_config_with(settings, "", tables)
+    }
+
+    /// [`Federation::broker_config`] with more `[[agencies]]` tables.
+    pub(crate) fn broker_config_with(
+        &self,
+        settings: &str,
+        agencies: &str,
+        tables: &str,
+    ) -> BrokerConfig {
         let b = &self.files["broker"];
         let settings = if settings.contains("agreement_watch_interval") {
             settings.to_owned()
@@ -184,6 +198,13 @@ key = "{key}"
 id = "prov"
 name = "Provider"
 adapter = "https://127.0.0.1:{port}"
+[[agencies]]
+id = "dinsos"
+name = "Dinas Sosial"
+[[agencies]]
+id = "dinkes"
+name = "Dinas Kesehatan"
+{agencies}
 [[datasets]]
 id = "prov.penduduk"
 key = "nik"
