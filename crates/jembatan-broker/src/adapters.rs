@@ -71,3 +71,27 @@ pub(crate) fn wrong_identity(status: &Status) -> Option<&str> {
         .find(jembatan_pki::WRONG_IDENTITY)
         .map(|at| &message[at..])
 }
+
+/// Longest the broker waits for an adapter to describe its whitelist.
+pub(crate) const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl AdapterPool {
+    /// What `provider`'s adapter at `endpoint` serves: its whitelist of
+    /// datasets and columns (`Adapter.Describe`). The status says why
+    /// when it cannot be asked or does not answer in time.
+    pub(crate) async fn describe(
+        &self,
+        endpoint: &str,
+        provider: &AgencyId,
+    ) -> Result<jembatan_proto::v1::DescribeResponse, Status> {
+        let mut client = jembatan_proto::v1::adapter_client::AdapterClient::new(
+            self.channel(endpoint, provider)?,
+        );
+        let mut request = tonic::Request::new(jembatan_proto::v1::DescribeRequest {});
+        request.set_timeout(DESCRIBE_TIMEOUT);
+        let described = tokio::time::timeout(DESCRIBE_TIMEOUT, client.describe(request))
+            .await
+            .map_err(|_| Status::deadline_exceeded("the adapter did not answer in time"))??;
+        Ok(described.into_inner())
+    }
+}

@@ -9,9 +9,12 @@
 //! entry is on the log but whose store update then fails gets a second
 //! entry saying it did not take effect.
 //!
-//! Only registered agencies act (`members.rs`).
+//! Only registered agencies act (`members.rs`), and an agreement may name
+//! only columns its provider's adapter serves: the adapter's whitelist
+//! (`Adapter.Describe`) is asked at proposal and again at approval, where
+//! an adapter that cannot be asked refuses the approval (fail closed).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +94,14 @@ impl AgreementsService {
 fn store_unavailable(err: StoreError) -> Status {
     tracing::error!(error = %err, "store failed");
     Status::unavailable("the broker store is unavailable")
+}
+
+/// How an agreement's columns stand against its provider's whitelist.
+enum Whitelist {
+    /// The adapter serves every column the agreement names.
+    Served,
+    /// The adapter could not be asked; the status says why.
+    Unknown(Status),
 }
 
 /// A lifecycle step (or an attempt at one), as the audit log records it.
@@ -218,15 +229,97 @@ impl State {
         }
     }
 
+    /// Checks that the provider's adapter serves every column agreement
+    /// `a` names — its granted fields and its row filter's fields — as the
+    /// adapter's `Describe` tells. Refuses (`FailedPrecondition`) naming
+    /// the dataset, or each column, it does not serve; `Unknown` when the
+    /// adapter cannot be asked.
+    async fn check_whitelist(&self, a: &jembatan_core::Agreement) -> Result<Whitelist, Status> {
+        let endpoint = self
+            .store
+            .agency(&a.provider)
+            .await
+            .map_err(store_unavailable)?
+            .and_then(|agency| agency.adapter_endpoint);
+        let Some(endpoint) = endpoint else {
+            return Ok(Whitelist::Unknown(Status::failed_precondition(format!(
+                "provider {} has no adapter registered with this broker, so the agreement's columns cannot be checked against its whitelist",
+                a.provider
+            ))));
+        };
+        let described = match self.adapters.describe(&endpoint, &a.provider).await {
+            Ok(d) => d,
+            Err(status) => {
+                tracing::warn!(provider = %a.provider, error = %status, "adapter could not describe its whitelist");
+                return Ok(Whitelist::Unknown(Status::unavailable(format!(
+                    "provider {}'s adapter could not be asked for its whitelist",
+                    a.provider
+                ))));
+            }
+        };
+        let Some(dataset) = described
+            .datasets
+            .iter()
+            .find(|d| d.dataset == a.dataset.as_str())
+        else {
+            return Err(Status::failed_precondition(format!(
+                "provider {}'s adapter does not serve dataset {} (its whitelist has no such dataset)",
+                a.provider, a.dataset
+            )));
+        };
+        let served: BTreeSet<&str> = dataset.columns.iter().map(|c| c.name.as_str()).collect();
+        let granted: BTreeSet<&str> = a
+            .fields
+            .iter()
+            .map(|g| g.field.as_str())
+            .filter(|f| !served.contains(f))
+            .collect();
+        let filtered: BTreeSet<&str> = a
+            .row_filter
+            .iter()
+            .flat_map(|f| f.fields())
+            .map(|f| f.as_str())
+            .filter(|f| !served.contains(f))
+            .collect();
+        if granted.is_empty() && filtered.is_empty() {
+            return Ok(Whitelist::Served);
+        }
+        let list = |set: &BTreeSet<&str>| set.iter().copied().collect::<Vec<_>>().join(", ");
+        let mut parts = Vec::new();
+        if !granted.is_empty() {
+            parts.push(format!("granted column(s) {}", list(&granted)));
+        }
+        if !filtered.is_empty() {
+            parts.push(format!("row filter column(s) {}", list(&filtered)));
+        }
+        Err(Status::failed_precondition(format!(
+            "provider {}'s adapter does not whitelist the {} of {}; it serves {}",
+            a.provider,
+            parts.join(" and the "),
+            a.dataset,
+            list(&served)
+        )))
+    }
+
     /// Refuses an approval the broker cannot stand behind: one whose
-    /// agencies are not both registered.
-    fn check_approval(&self, a: &jembatan_core::Agreement) -> Result<(), Status> {
+    /// agencies are not both registered, or whose columns the provider's
+    /// adapter does not serve or cannot be asked about (fail closed).
+    async fn check_approval(&self, a: &jembatan_core::Agreement) -> Result<(), Status> {
         for agency in [&a.consumer, &a.provider] {
             self.members
                 .check(agency)
                 .map_err(|u| Status::failed_precondition(format!("{u}: it cannot be approved")))?;
         }
-        Ok(())
+        match self.check_whitelist(a).await? {
+            Whitelist::Served => Ok(()),
+            Whitelist::Unknown(status) => Err(Status::new(
+                status.code(),
+                format!(
+                    "{}; the approval is refused until the adapter confirms it serves every column the agreement names",
+                    status.message()
+                ),
+            )),
+        }
     }
 
     /// Applies `action` by `by` to agreement `id`: audit entry first, then
@@ -265,7 +358,7 @@ impl State {
                 }
             };
         if action == Action::Approve
-            && let Err(status) = self.check_approval(&current)
+            && let Err(status) = self.check_approval(&current).await
         {
             return Err(self
                 .refuse_step(&caller, action, Some(&current), id, status)
@@ -336,7 +429,15 @@ impl State {
                     "agreement {} already exists",
                     agreement.id
                 ))),
-                Ok(None) => Ok(()),
+                Ok(None) => match self.check_whitelist(&agreement).await {
+                    Ok(Whitelist::Served) => Ok(()),
+                    // a proposal grants nothing yet: its approval asks again
+                    Ok(Whitelist::Unknown(status)) => {
+                        tracing::warn!(agreement = %agreement.id, reason = status.message(), "proposal recorded without checking the provider's whitelist");
+                        Ok(())
+                    }
+                    Err(status) => Err(status),
+                },
                 Err(err) => return Err(store_unavailable(err)),
             },
         };

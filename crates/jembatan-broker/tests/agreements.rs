@@ -788,6 +788,160 @@ async fn an_agency_runs_at_most_its_share_of_streams_at_once() {
     }
 }
 
+#[tokio::test]
+async fn columns_off_the_adapters_whitelist_are_refused_at_proposal_and_approval() {
+    let f = Federation::start(5).await;
+    // a proposed agreement from the config is not checked when stored: the
+    // approval checks it
+    let tables = format!(
+        "[[datasets]]\nid = \"prov.lainnya\"\n{}",
+        agreement_toml("cfg-1", "dinsos", r#"["nik", "pekerjaan"]"#, "proposed", "")
+    );
+    let b = f.broker(&f.broker_config("", &tables)).await;
+    let mut dinsos = b.agreements(&f, "dinsos").await;
+    let mut prov = b.agreements(&f, "prov").await;
+    let before = b.broker.audit().size().await.unwrap();
+
+    let with_filter = {
+        let mut t = terms("wl-3", &read(&["nik"]));
+        t.agreement.as_mut().unwrap().row_filter = Some(eq("agama", "ISLAM"));
+        t
+    };
+    let on_other_dataset = {
+        let mut t = terms("wl-4", &read(&["nik"]));
+        t.agreement.as_mut().unwrap().dataset = "prov.lainnya".into();
+        t
+    };
+    let cases: Vec<(&str, pb::ProposeRequest, &[&str])> = vec![
+        (
+            "granted columns",
+            terms("wl-1", &read(&["nik", "pekerjaan", "nama_ibu"])),
+            &["granted column(s) nama_ibu, pekerjaan", "prov.penduduk"],
+        ),
+        (
+            "a verify-only column",
+            terms("wl-2", &[("golongan_darah", pb::AccessMode::Verify, "")]),
+            &["golongan_darah"],
+        ),
+        (
+            "a row filter column",
+            with_filter,
+            &["row filter column(s) agama"],
+        ),
+        (
+            "a dataset the adapter does not serve",
+            on_other_dataset,
+            &["does not serve dataset prov.lainnya"],
+        ),
+    ];
+    let n = cases.len();
+    for (name, req, words) in cases {
+        let err = dinsos.propose(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{name}: {err:?}");
+        for w in words {
+            assert!(err.message().contains(w), "{name}: {}", err.message());
+        }
+    }
+    // the whitelist is named, so the proposer can correct the terms
+    let err = dinsos
+        .propose(terms("wl-5", &read(&["nik", "pekerjaan"])))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("it serves kecamatan, nama, nik, status, tgl_lahir"),
+        "{}",
+        err.message()
+    );
+    for id in ["wl-1", "wl-2", "wl-3", "wl-4", "wl-5"] {
+        let err = dinsos
+            .get(pb::GetAgreementRequest { id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{id}");
+    }
+
+    // approving an agreement with a column off the whitelist is refused,
+    // naming it; the agreement stays proposed
+    let err = prov
+        .approve(pb::ApproveRequest { id: "cfg-1".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("pekerjaan"), "{}", err.message());
+    let a = prov
+        .get(pb::GetAgreementRequest { id: "cfg-1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, pb::AgreementStatus::Proposed as i32);
+
+    // whitelisted columns pass both steps
+    dinsos
+        .propose(terms("wl-ok", &read(&["nik", "nama"])))
+        .await
+        .unwrap();
+
+    // every refusal is on the log
+    let size = b.broker.audit().size().await.unwrap();
+    let refused: Vec<String> = b
+        .broker
+        .audit()
+        .entries(before, size - before)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.entry.kind == EntryKind::Agreement && e.entry.decision == Decision::Deny)
+        .map(|e| e.entry.error.unwrap_or_default())
+        .collect();
+    assert_eq!(refused.len(), n + 2, "{refused:?}");
+    assert!(
+        refused.iter().all(|e| e.contains("does not")),
+        "{refused:?}"
+    );
+
+    // an adapter that cannot be asked: a proposal is taken (its approval
+    // asks again), an approval is refused (fail closed)
+    let mut config = f.broker_config("", "");
+    config.agencies[0].adapter = Some("https://127.0.0.1:1".into());
+    let cut_off = f.broker(&config).await;
+    let mut dinsos = cut_off.agreements(&f, "dinsos").await;
+    let mut prov = cut_off.agreements(&f, "prov").await;
+    dinsos
+        .propose(terms("wl-later", &read(&["nik"])))
+        .await
+        .unwrap();
+    for id in ["wl-ok", "wl-later"] {
+        let err = prov
+            .approve(pb::ApproveRequest { id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{id}: {err:?}");
+        assert!(
+            err.message()
+                .contains("the approval is refused until the adapter confirms"),
+            "{}",
+            err.message()
+        );
+        let a = prov
+            .get(pb::GetAgreementRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(a.status, pb::AgreementStatus::Proposed as i32);
+    }
+    // with the adapter back, the approval goes through
+    let b = f.broker(&f.broker_config("", "")).await;
+    let a = b
+        .agreements(&f, "prov")
+        .await
+        .approve(pb::ApproveRequest { id: "wl-ok".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, pb::AgreementStatus::Approved as i32);
+}
+
 /// The agreement entries of the log for `id`, as (operation, status,
 /// exchange id, error).
 async fn step_entries(

@@ -81,6 +81,17 @@ fn the_lifecycle_from_the_command_line() {
     );
     let config = keep.join("broker.toml");
     let port = listen_port(&config);
+    // the provider's adapter: an approval asks it for its whitelist
+    let adapter_config = keep.join("adapter-disdukcapil.toml");
+    let adapter_port = listen_port(&adapter_config);
+    let _adapter = Running(
+        jembatan()
+            .args(["adapter", "--config"])
+            .arg(&adapter_config)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
     let _broker = Running(
         jembatan()
             .args(["broker", "--config"])
@@ -90,12 +101,14 @@ fn the_lifecycle_from_the_command_line() {
             .unwrap(),
     );
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the broker did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    for port in [adapter_port, port] {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the adapter or the broker did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     let cli = Cli { keep, port };
 
