@@ -36,6 +36,10 @@ pub const MAX_RECEIPTS_PER_BATCH: usize = 1024;
 /// Batches buffered between the database cursor and the gRPC stream; a
 /// slow broker fills them and the cursor waits.
 const CHANNEL_CAPACITY: usize = 4;
+/// A fetch of at most this many rows (a lookup: the broker asks for 2, to
+/// see a key that matches twice) may use the connections kept from bulk
+/// fetches.
+const SHORT_FETCH_ROWS: u64 = 2;
 /// Longest request string (exchange id, consumer, purpose) the receipt log keeps.
 const MAX_LOGGED_STRING: usize = 256;
 /// Longest dataset id: two identifiers and the dot between them.
@@ -98,7 +102,18 @@ pub struct Adapter {
     datasets: Vec<Arc<DatasetInfo>>,
     batch_size: u32,
     max_query_time: Duration,
+    /// Connections bulk fetches may hold at once: the pool but a quarter
+    /// (at least one), kept for lookups; `None` with a pool of one.
+    bulk: Option<Arc<tokio::sync::Semaphore>>,
     log: ReceiptLog,
+}
+
+/// Connections of a pool of `max_connections` that bulk fetches may hold:
+/// all but a quarter, and at least one kept for lookups, when there are
+/// two or more.
+pub(crate) fn bulk_connections(max_connections: u32) -> Option<usize> {
+    let pool = usize::try_from(max_connections).unwrap_or(usize::MAX);
+    (pool >= 2).then(|| pool - pool.div_ceil(4))
 }
 
 fn table_label(schema: Option<&str>, table: &str) -> String {
@@ -113,7 +128,12 @@ impl Adapter {
     /// against the live schema (refusing to start with one message naming
     /// every problem) and opens the receipt log.
     pub async fn connect(config: &AdapterConfig) -> Result<Adapter, AdapterError> {
-        let db = Db::open(&config.database, config.max_query_time).await?;
+        let db = Db::open(
+            &config.database,
+            config.max_query_time,
+            config.max_connections,
+        )
+        .await?;
         match Self::check(&db, config).await {
             Ok(datasets) => {
                 let log = match ReceiptLog::open(&config.receipt_log).await {
@@ -135,6 +155,8 @@ impl Adapter {
                     datasets,
                     batch_size: config.batch_size,
                     max_query_time: config.max_query_time,
+                    bulk: bulk_connections(config.max_connections)
+                        .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
                     log,
                 })
             }
@@ -464,8 +486,19 @@ impl Adapter {
         let mut sent = Sent::default();
         let mut batch: Vec<String> = Vec::with_capacity(batch_size.min(1024));
         let mut batch_bytes = 0usize;
+        let short = (1..=SHORT_FETCH_ROWS).contains(&req.limit);
         // `None`: the database stopped the statement at its deadline
         let read = async {
+            // a bulk fetch waits for a bulk connection, so that lookups
+            // never wait behind bulk fetches for one
+            let _bulk = match &self.bulk {
+                Some(bulk) if !short => tokio::select! {
+                    biased;
+                    _ = tx.closed() => return Some(FetchStatus::Cancelled),
+                    permit = Arc::clone(bulk).acquire_owned() => permit.ok(),
+                },
+                _ => None,
+            };
             let mut records = pin!(db::records(self.db.clone(), rendered, out, time));
             loop {
                 let next = tokio::select! {
@@ -713,5 +746,24 @@ impl Sent {
         self.rows += rows;
         self.bytes += bytes;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_quarter_of_the_pool_is_kept_for_lookups() {
+        let cases = [
+            (1, None),
+            (2, Some(1)),
+            (3, Some(2)),
+            (4, Some(3)),
+            (8, Some(6)),
+            (9, Some(6)),
+            (16, Some(12)),
+        ];
+        for (pool, bulk) in cases {
+            assert_eq!(super::bulk_connections(pool), bulk, "pool of {pool}");
+        }
     }
 }

@@ -18,6 +18,11 @@ pub const DEFAULT_BATCH_SIZE: u32 = 500;
 /// Longest a fetch may run, from the request to its last batch, when the
 /// config does not choose.
 pub const DEFAULT_MAX_QUERY_TIME: Duration = Duration::from_secs(10 * 60);
+/// Database connections the adapter keeps when the config does not say.
+/// Each running fetch holds one for as long as its rows stream.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+/// The most `max_connections` may be.
+pub const MAX_MAX_CONNECTIONS: u32 = 1024;
 /// The largest `max_query_time` a config may set.
 const MAX_MAX_QUERY_TIME: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -68,6 +73,9 @@ pub struct AdapterConfig {
     /// Longest a fetch may run, from the request to its last batch; a
     /// caller's shorter deadline (`grpc-timeout`) takes precedence.
     pub max_query_time: Duration,
+    /// Database connections in the adapter's pool: each running fetch
+    /// holds one until its last row is sent or it is cancelled.
+    pub max_connections: u32,
     pub tls: TlsFiles,
     pub datasets: Vec<DatasetConfig>,
 }
@@ -107,6 +115,8 @@ struct RawConfig {
     batch_size: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     max_query_time: Option<Duration>,
+    #[serde(default)]
+    max_connections: Option<u32>,
     tls: TlsFiles,
     #[serde(default)]
     datasets: Vec<DatasetConfig>,
@@ -170,6 +180,12 @@ impl AdapterConfig {
                 humantime::format_duration(max_query_time)
             )));
         }
+        let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 || max_connections > MAX_MAX_CONNECTIONS {
+            return Err(err(format!(
+                "max_connections must be between 1 and {MAX_MAX_CONNECTIONS}; got {max_connections}"
+            )));
+        }
         let mut problems = Vec::new();
         let mut names = BTreeSet::new();
         for d in &raw.datasets {
@@ -190,6 +206,7 @@ impl AdapterConfig {
             receipt_log: base.join(&raw.receipt_log),
             batch_size,
             max_query_time,
+            max_connections,
             tls: raw.tls.relative_to(base),
             datasets: raw.datasets,
         })
@@ -308,6 +325,13 @@ row_filter = { field = "status", op = "eq", value = "HIDUP" }
         assert_eq!(c.tls.ca, Path::new("/etc/jembatan/certs/ca.pem"));
         assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
         assert_eq!(c.max_query_time, DEFAULT_MAX_QUERY_TIME);
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let c = AdapterConfig::from_toml(
+            &GOOD.replace("receipt_log =", "max_connections = 32\nreceipt_log ="),
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert_eq!(c.max_connections, 32);
         let c = AdapterConfig::from_toml(
             &GOOD.replace("receipt_log =", "max_query_time = \"90s\"\nreceipt_log ="),
             Path::new("/x"),
@@ -395,6 +419,11 @@ row_filter = { field = "status", op = "eq", value = "HIDUP" }
                     "table = \"penduduk\"\nschema = \"public\"",
                 ),
                 "`schema` is supported only for PostgreSQL",
+            ),
+            (
+                "no connections",
+                GOOD.replace("receipt_log =", "max_connections = 0\nreceipt_log ="),
+                "max_connections must be between 1 and 1024; got 0",
             ),
             (
                 "bad scheme",

@@ -26,8 +26,6 @@ use crate::error::{AdapterError, redact_url};
 use crate::kind::ColumnKind;
 use crate::sql::{BindValue, Dialect, Rendered};
 
-/// Connections per pool.
-const MAX_CONNECTIONS: u32 = 8;
 /// How much longer than the adapter's own deadline the database's limit
 /// on a statement is: the adapter stops the fetch and answers first, the
 /// database then stops the statement.
@@ -99,8 +97,13 @@ impl Db {
     /// Opens a pool for the URL's backend. SQLite files must exist.
     /// `max_query_time` becomes every session's statement time limit (with
     /// a little slack, so the adapter's own deadline answers first); SQLite,
-    /// in process, checks each query's deadline as it runs.
-    pub(crate) async fn open(url: &str, max_query_time: Duration) -> Result<Db, AdapterError> {
+    /// in process, checks each query's deadline as it runs. The pool keeps
+    /// at most `max_connections` connections.
+    pub(crate) async fn open(
+        url: &str,
+        max_query_time: Duration,
+        max_connections: u32,
+    ) -> Result<Db, AdapterError> {
         let connect_err = |source| AdapterError::Connect {
             url: redact_url(url),
             source,
@@ -121,7 +124,7 @@ impl Db {
                     .create_if_missing(false);
                 Db::Sqlite(
                     SqlitePoolOptions::new()
-                        .max_connections(MAX_CONNECTIONS)
+                        .max_connections(max_connections)
                         .after_release(|conn, _meta| {
                             Box::pin(async move {
                                 // the deadline check of the last query goes with it
@@ -141,7 +144,7 @@ impl Db {
                     .options([("statement_timeout", format!("{limit}ms"))]);
                 Db::Postgres(
                     PgPoolOptions::new()
-                        .max_connections(MAX_CONNECTIONS)
+                        .max_connections(max_connections)
                         .connect_with(opts)
                         .await
                         .map_err(connect_err)?,
@@ -167,7 +170,7 @@ impl Db {
                 };
                 let session_limit = flavor.session_limit(max_query_time + SERVER_LIMIT_SLACK);
                 let pool = MySqlPoolOptions::new()
-                    .max_connections(MAX_CONNECTIONS)
+                    .max_connections(max_connections)
                     .after_connect(move |conn, _meta| {
                         let session_limit = session_limit.clone();
                         Box::pin(async move {

@@ -68,7 +68,7 @@ const HEADER: &str = "\
 /// for it. The result parses as a valid configuration that exposes no
 /// dataset.
 pub async fn introspect(database_url: &str) -> Result<String, AdapterError> {
-    let db = Db::open(database_url, DEFAULT_MAX_QUERY_TIME).await?;
+    let db = Db::open(database_url, DEFAULT_MAX_QUERY_TIME, 1).await?;
     let result = render(&db, database_url).await;
     db.close().await;
     result

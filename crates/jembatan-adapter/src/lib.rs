@@ -32,7 +32,8 @@ pub use adapter::{
     MAX_RECEIPTS_PER_BATCH,
 };
 pub use config::{
-    AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DEFAULT_MAX_QUERY_TIME, DatasetConfig,
+    AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUERY_TIME,
+    DatasetConfig, MAX_MAX_CONNECTIONS,
 };
 pub use error::AdapterError;
 pub use init::introspect;

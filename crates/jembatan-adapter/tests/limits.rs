@@ -2,7 +2,8 @@
 //! mutual TLS: message size, filter depth and size, `IN` lists, string and
 //! identifier lengths, number of columns, batch size, and time — the
 //! caller's deadline (`grpc-timeout`) and the adapter's `max_query_time`
-//! stop a slow query in the database itself, on every backend.
+//! stop a slow query in the database itself, on every backend; bulk
+//! fetches leave a quarter of the database pool to lookups.
 
 mod common;
 
@@ -619,4 +620,62 @@ async fn the_session_time_limit_is_set_on_the_database() {
         adapter.close().await;
         db.drop_namespace().await;
     }
+}
+
+#[tokio::test]
+async fn lookups_keep_connections_that_bulk_fetches_cannot_take() {
+    use futures::StreamExt;
+    let db = TestDb::new(Kind::Sqlite).await.expect("sqlite");
+    db.exec("CREATE TABLE t (nik TEXT PRIMARY KEY, nama TEXT)")
+        .await;
+    db.exec(
+        "INSERT INTO t WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 20000) \
+         SELECT printf('%06d', x), 'WARGA ' || x FROM n",
+    )
+    .await;
+    let mut config = db.config(
+        "[[datasets]]\nname = \"t\"\ntable = \"t\"\nkey = \"nik\"\ncolumns = [\"nik\", \"nama\"]\n",
+    );
+    // three connections for bulk fetches, one kept for lookups
+    config.max_connections = 4;
+    let adapter = Arc::new(Adapter::connect(&config).await.expect("adapter starts"));
+    let bulk = || common::fetch("t", &["nik", "nama"], None);
+    // three bulk fetches read one batch each and hold their connections
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = adapter.fetch(bulk()).unwrap();
+        stream.next().await.unwrap().unwrap();
+        held.push(stream);
+    }
+    // a fourth waits for one of them...
+    let mut waiting = adapter.fetch(bulk()).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), waiting.next())
+            .await
+            .is_err(),
+        "a bulk fetch past the bulk connections waits"
+    );
+    // ...while a lookup does not
+    let mut lookup = common::fetch(
+        "t",
+        &["nik"],
+        Some(serde_json::json!({"field": "nik", "op": "eq", "value": "000042"})),
+    );
+    lookup.limit = 2;
+    let started = Instant::now();
+    let found = tokio::time::timeout(Duration::from_secs(5), common::records(&adapter, lookup))
+        .await
+        .expect("the lookup is served beside the held fetches");
+    assert_eq!(found, [r#"{"nik":"000042"}"#]);
+    println!(
+        "lookup beside three held bulk fetches: {:?}",
+        started.elapsed()
+    );
+    // one held fetch let go, the waiting one gets its connection
+    drop(held.pop());
+    tokio::time::timeout(Duration::from_secs(5), waiting.next())
+        .await
+        .expect("the waiting fetch starts")
+        .unwrap()
+        .unwrap();
 }

@@ -69,6 +69,16 @@ pub struct BrokerConfig {
     /// Most exchanges one agency may have running at once on this broker.
     #[serde(default = "default_max_streams_per_agency")]
     pub max_streams_per_agency: usize,
+    /// Most query streams one consumer agency may have open at once
+    /// against one provider on this broker. Each holds one of the
+    /// provider adapter's database connections while it runs.
+    #[serde(default = "default_max_streams_per_provider")]
+    pub max_streams_per_provider: usize,
+    /// How long a query stream may wait for its consumer to take the next
+    /// batch (`"30s"`); a stream left unread longer is ended, logged
+    /// `cancelled`, and its adapter stream and database connection freed.
+    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    pub stall_timeout: Duration,
     #[serde(default)]
     pub registry: RegistryConfig,
 }
@@ -124,6 +134,25 @@ fn default_agreement_watch() -> Duration {
 
 fn default_max_streams_per_agency() -> usize {
     64
+}
+
+/// Most query streams a consumer may hold against one provider when the
+/// config does not say: well below an adapter's default pool of 8
+/// database connections, so that several consumers streaming at once
+/// leave connections for lookups.
+pub const DEFAULT_MAX_STREAMS_PER_PROVIDER: usize = 2;
+/// The most `max_streams_per_provider` may be.
+pub const MAX_STREAMS_PER_PROVIDER: usize = 64;
+/// How long a stream waits for its consumer to read, when the config does
+/// not say.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn default_max_streams_per_provider() -> usize {
+    DEFAULT_MAX_STREAMS_PER_PROVIDER
+}
+
+fn default_stall_timeout() -> Duration {
+    DEFAULT_STALL_TIMEOUT
 }
 
 fn default_checkpoint_key() -> PathBuf {
@@ -281,6 +310,15 @@ impl BrokerConfig {
         }
         if config.max_streams_per_agency == 0 {
             return Err("max_streams_per_agency must be at least 1".into());
+        }
+        if !(1..=MAX_STREAMS_PER_PROVIDER).contains(&config.max_streams_per_provider) {
+            return Err(format!(
+                "max_streams_per_provider must be between 1 and {MAX_STREAMS_PER_PROVIDER}; got {}",
+                config.max_streams_per_provider
+            ));
+        }
+        if config.stall_timeout.is_zero() {
+            return Err("stall_timeout must be longer than 0s".into());
         }
         if config.agreement_watch_interval.is_zero() {
             return Err("agreement_watch_interval must be longer than 0s".into());

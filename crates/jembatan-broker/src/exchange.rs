@@ -16,7 +16,6 @@ use jembatan_proto::v1::exchange_server::Exchange;
 use jembatan_store::{AuditLog, QuotaKind, Store};
 use prost::Message;
 use sha2::Sha256;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
@@ -39,6 +38,8 @@ pub(crate) struct State {
     pub(crate) members: crate::members::Members,
     pub(crate) lifecycle: Lifecycle,
     pub(crate) streams: StreamLimit,
+    /// Query streams per consumer and provider, and the stall timeout.
+    pub(crate) isolation: crate::isolation::Isolation,
     /// Threads that check and translate the records of running queries.
     pub(crate) workers: crate::admit::Workers,
     /// Receipts on their way back to the providers' adapters.
@@ -197,6 +198,10 @@ pub(crate) struct Allowed {
     pub(crate) agreement: Agreement,
     /// This exchange's slot among its agency's running exchanges.
     pub(crate) _slot: tokio::sync::OwnedSemaphorePermit,
+    /// A query's slot among its agency's streams against the provider.
+    pub(crate) _provider_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Writes the exchange's `cancelled` end if it is dropped unfinished.
+    pub(crate) end: relay::Unfinished,
 }
 
 /// What the broker changes in each record before it leaves: masked
@@ -420,6 +425,24 @@ impl State {
             let denial = Denial::new(DenialCode::UnregisteredAgency, unregistered.to_string());
             return Err(self.deny(&facts, vec![denial]).await);
         }
+        let provider = parsed.dataset.agency();
+        let provider_slot = match ask.operation {
+            "query" => match self.isolation.try_stream(&consumer, &provider) {
+                Some(slot) => Some(slot),
+                None => {
+                    let err = format!(
+                        "agency {consumer} has {} query streams open against provider {provider} on this broker: the limit max_streams_per_provider",
+                        self.isolation.streams_per_provider
+                    );
+                    let mut e =
+                        facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+                    e.error = Some(err.clone());
+                    self.record(e).await?;
+                    return Err(Status::resource_exhausted(err));
+                }
+            },
+            _ => None,
+        };
 
         let dataset = match self.store.dataset(&parsed.dataset).await {
             Ok(Some(d)) => d,
@@ -614,13 +637,7 @@ impl State {
         facts
             .fields
             .extend(parsed.verify.iter().map(|(f, _)| format!("verify:{f}")));
-        let decision_seq = self
-            .record(facts.entry(
-                EntryKind::Decision,
-                Decision::Allow,
-                ExchangeStatus::Started,
-            ))
-            .await?;
+        let (decision_seq, end) = relay::begin(&self.audit, &facts).await?;
 
         let filter = Filter::and(
             grant
@@ -650,7 +667,7 @@ impl State {
             purpose: ask.purpose.clone(),
         };
         Ok(Allowed {
-            provider: parsed.dataset.agency(),
+            provider,
             dataset: parsed.dataset,
             facts,
             decision_seq,
@@ -662,6 +679,8 @@ impl State {
             fetch,
             agreement: grant.agreement,
             _slot: slot,
+            _provider_slot: provider_slot,
+            end,
         })
     }
 
@@ -778,7 +797,7 @@ impl State {
 
 #[tonic::async_trait]
 impl Exchange for ExchangeService {
-    type QueryStream = ReceiverStream<Result<pb::QueryResponse, Status>>;
+    type QueryStream = relay::QueryStream;
 
     async fn query(
         &self,

@@ -11,6 +11,7 @@ mod audit_service;
 mod checkpoint;
 pub mod config;
 mod exchange;
+mod isolation;
 mod members;
 pub mod policy;
 mod registry;
@@ -33,6 +34,7 @@ pub use audit_service::AuditService;
 pub use config::BrokerConfig;
 pub use exchange::{ExchangeService, subject_hash};
 pub use registry_service::{RegistryService, incompatibility_to_proto, mode_to_proto};
+pub use relay::QueryStream;
 pub use server::{MAX_REQUEST_BYTES, serve};
 
 /// Trailer (streams) or header (unary) carrying the binary-encoded
@@ -137,7 +139,7 @@ impl Broker {
             config.checkpoint_interval,
             audit.appended(),
         ));
-        let adapters = relay::AdapterPool::new(&config.tls)?;
+        let adapters = relay::AdapterPool::new(&config.tls, config.max_streams_per_provider)?;
         let audit_service = AuditService::new(store.clone());
         let members = members::Members::new(config.agencies.iter().map(|a| a.id.clone()));
         let registry = Arc::new(start_registry(&store, &config.registry, members.clone()).await?);
@@ -151,6 +153,10 @@ impl Broker {
             members,
             lifecycle: agreements::Lifecycle::new(config.operator_approval, &config.purposes),
             streams: exchange::StreamLimit::new(config.max_streams_per_agency),
+            isolation: isolation::Isolation::new(
+                config.max_streams_per_provider,
+                config.stall_timeout,
+            ),
             workers: admit::Workers::new(),
             acks: acks::Acks::default(),
         });

@@ -1,18 +1,29 @@
 //! Relaying records from the provider's adapter to the consumer: checks
 //! each record against the grant, hashes what is delivered, writes the
 //! completion entry and hands out the receipt.
-
-use std::sync::Arc;
+//!
+//! Every allowed exchange ends on the log exactly once: the allow decision
+//! is written by a task of its own, which hands the exchange an
+//! [`Unfinished`] guard; completions are written by tasks of their own
+//! too, so that a handler dropped by the server (the consumer's deadline
+//! passed, or it went away) cannot cut a write in half, and a guard
+//! dropped before its completion was written writes a `cancelled` one.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use jembatan_core::{AgreementStatus, Decision, Denial, DenialCode, EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
-use jembatan_store::QuotaKind;
+use jembatan_store::{AuditLog, QuotaKind};
 use prost::Message;
 use ring::digest::{Context as Sha256, SHA256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
@@ -20,8 +31,9 @@ use tonic::{Code, Response, Status, Streaming};
 
 use crate::RECEIPT_METADATA_KEY;
 pub(crate) use crate::adapters::AdapterPool;
+use crate::adapters::Lane;
 use crate::admit::{Admitted, Pending};
-use crate::exchange::{Allowed, State};
+use crate::exchange::{Allowed, Facts, State};
 
 /// Batches of one query being admitted at once, on worker threads, while
 /// the relay reads on.
@@ -132,11 +144,173 @@ impl Tally {
     }
 }
 
+/// An allowed exchange whose completion entry is not written yet. Dropped
+/// armed — its handler dropped by the server because the consumer's
+/// deadline passed or the consumer went away, or its relay task ended
+/// without finishing — it writes the exchange's `cancelled` completion
+/// from a task of its own.
+#[derive(Debug)]
+pub(crate) struct Unfinished {
+    audit: AuditLog,
+    facts: Facts,
+    armed: AtomicBool,
+}
+
+impl Unfinished {
+    /// Disarms the guard; `true` the first time, for the one caller that
+    /// then writes the completion.
+    fn take(&self) -> bool {
+        self.armed.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !*self.armed.get_mut() {
+            return;
+        }
+        let mut entry = self.facts.entry(
+            EntryKind::Completion,
+            Decision::Allow,
+            ExchangeStatus::Cancelled,
+        );
+        entry.payload_sha256 = Some(hex::encode(Sha256::new(&SHA256).finish()));
+        entry.duration_ms = Some(self.facts.elapsed_ms());
+        entry.error = Some(
+            "the consumer went away before the exchange ended (its deadline passed or it cancelled the call)"
+                .to_owned(),
+        );
+        let audit = self.audit.clone();
+        let exchange_id = self.facts.exchange_id.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(err) = audit.append(entry).await {
+                        tracing::error!(error = %err, exchange_id, "audit completion write failed");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::error!(
+                    exchange_id,
+                    "no runtime left to record a cancelled exchange"
+                );
+            }
+        }
+    }
+}
+
+/// Writes an allow decision entry and returns its sequence number and the
+/// guard of the exchange's end, once the entry is durable. The write runs
+/// in a task of its own: if the handler is gone by then, the guard it
+/// would have received is dropped and writes the `cancelled` completion.
+pub(crate) async fn begin(audit: &AuditLog, facts: &Facts) -> Result<(u64, Unfinished), Status> {
+    let entry = facts.entry(
+        EntryKind::Decision,
+        Decision::Allow,
+        ExchangeStatus::Started,
+    );
+    let (reply, decided) = oneshot::channel();
+    let (audit, facts) = (audit.clone(), facts.clone());
+    tokio::spawn(async move {
+        let result = audit.append(entry).await.map(|stored| {
+            let end = Unfinished {
+                audit,
+                facts,
+                armed: AtomicBool::new(true),
+            };
+            (stored.seq, end)
+        });
+        // a handler gone by now drops the guard with the reply
+        let _ = reply.send(result);
+    });
+    match decided.await {
+        Ok(Ok(begun)) => Ok(begun),
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "audit log write failed; refusing the exchange");
+            Err(Status::unavailable(
+                "the audit log cannot be written; the exchange is refused",
+            ))
+        }
+        Err(_) => {
+            tracing::error!("the audit decision task ended without an answer");
+            Err(Status::unavailable(
+                "the audit log cannot be written; the exchange is refused",
+            ))
+        }
+    }
+}
+
+/// A query's stream to the consumer: the relay's messages in order, or —
+/// when the relay ends the stream because the consumer stopped reading —
+/// the end status as soon as the consumer reads again, ahead of the
+/// batches still queued (which the completion entry counts as sent).
+#[derive(Debug)]
+pub struct QueryStream {
+    messages: ReceiverStream<Result<pb::QueryResponse, Status>>,
+    cut: Option<oneshot::Receiver<Status>>,
+    ended: bool,
+}
+
+impl Stream for QueryStream {
+    type Item = Result<pb::QueryResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(cut) = &mut self.cut {
+            match Pin::new(cut).poll(cx) {
+                Poll::Ready(Ok(status)) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                // the relay ended without cutting
+                Poll::Ready(Err(_)) => self.cut = None,
+                Poll::Pending => {}
+            }
+        }
+        Pin::new(&mut self.messages).poll_next(cx)
+    }
+}
+
+/// Hands `message` to the consumer's stream once it has room; `Err` with
+/// the message when the consumer has gone away or has not made room
+/// within `stall`. What is counted as sent is counted in `sent`, after
+/// the room is there and before the message goes.
+async fn hand_over<T>(
+    tx: &mpsc::Sender<Result<pb::QueryResponse, Status>>,
+    stall: Duration,
+    message: T,
+    sent: impl FnOnce(&T),
+    wrap: impl FnOnce(T) -> Result<pb::QueryResponse, Status>,
+) -> Result<(), Handover> {
+    match tokio::time::timeout(stall, tx.reserve()).await {
+        Ok(Ok(permit)) => {
+            sent(&message);
+            permit.send(wrap(message));
+            Ok(())
+        }
+        Ok(Err(_)) => Err(Handover::Gone),
+        Err(_) => Err(Handover::Stalled),
+    }
+}
+
+/// Why a message could not be handed to the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    /// The consumer went away.
+    Gone,
+    /// The consumer did not read within the stall timeout.
+    Stalled,
+}
+
 /// Opens the adapter's `Fetch` stream for an allowed exchange. Failure is
 /// recorded as the exchange's completion.
 async fn open_fetch(
     state: &State,
     allowed: &Allowed,
+    lane: Lane,
 ) -> Result<(Streaming<pb::FetchResponse>, AdapterClient<Channel>), Status> {
     let endpoint = match state.store.agency(&allowed.provider).await {
         Ok(Some(agency)) => agency.adapter_endpoint,
@@ -153,8 +327,8 @@ async fn open_fetch(
                 allowed.provider
             ))
         })?;
-        let mut client = AdapterClient::new(state.adapters.channel(&endpoint, &allowed.provider)?)
-            .max_decoding_message_size(16 << 20);
+        let channel = state.adapters.channel(&endpoint, &allowed.provider, lane)?;
+        let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
         let stream = client
             .fetch(allowed.fetch.clone())
             .await
@@ -226,10 +400,26 @@ async fn finish(
     entry.received = tally.received();
     entry.duration_ms = Some(allowed.facts.elapsed_ms());
     entry.error = error;
-    let stored = state.audit.append(entry).await.map_err(|err| {
-        tracing::error!(error = %err, "audit completion write failed");
-        Status::unavailable("the audit log cannot be written; no receipt can be issued")
-    })?;
+    if !allowed.end.take() {
+        tracing::error!(exchange_id = %allowed.facts.exchange_id, "an exchange was to end twice");
+        return Err(Status::internal("the exchange has ended already"));
+    }
+    // in a task of its own: a caller dropped now cannot cut the write short
+    let audit = state.audit.clone();
+    let written = tokio::spawn(async move { audit.append(entry).await });
+    let unwritable =
+        || Status::unavailable("the audit log cannot be written; no receipt can be issued");
+    let stored = match written.await {
+        Ok(Ok(stored)) => stored,
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "audit completion write failed");
+            return Err(unwritable());
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "audit completion task failed");
+            return Err(unwritable());
+        }
+    };
     let now = chrono::Utc::now();
     Ok(pb::Receipt {
         exchange_id: allowed.facts.exchange_id.clone(),
@@ -275,6 +465,9 @@ struct Stop {
     how: ExchangeStatus,
     status: Status,
     reasons: Vec<Denial>,
+    /// The consumer stopped reading: its end status goes ahead of the
+    /// batches it has not taken.
+    cut: bool,
 }
 
 impl Stop {
@@ -283,7 +476,27 @@ impl Stop {
             how,
             status,
             reasons: Vec::new(),
+            cut: false,
         }
+    }
+
+    /// The consumer did not take a batch within the stall timeout.
+    fn stalled(stall: Duration) -> Self {
+        Self {
+            how: ExchangeStatus::Cancelled,
+            status: Status::cancelled(format!(
+                "the stream was ended: the consumer did not read for {stall:?} (the broker's stall_timeout)"
+            )),
+            reasons: Vec::new(),
+            cut: true,
+        }
+    }
+
+    fn gone() -> Self {
+        Self::new(
+            ExchangeStatus::Cancelled,
+            Status::cancelled("consumer went away"),
+        )
     }
 
     /// The agreement stopped being in force, or its quota ran out.
@@ -293,6 +506,7 @@ impl Stop {
             how: ExchangeStatus::Stopped,
             status,
             reasons: vec![reason],
+            cut: false,
         }
     }
 }
@@ -404,11 +618,16 @@ fn bad_record(allowed: &Allowed, err: &str) -> Stop {
 pub(crate) async fn query(
     state: Arc<State>,
     allowed: Allowed,
-) -> Result<Response<ReceiverStream<Result<pb::QueryResponse, Status>>>, Status> {
+) -> Result<Response<QueryStream>, Status> {
     // subscribed before the first record, so no change is missed
     let mut events = state.lifecycle.events.subscribe();
-    let (mut stream, client) = open_fetch(&state, &allowed).await?;
+    let Some(consumer) = allowed.facts.consumer.clone() else {
+        return Err(Status::internal("an allowed exchange without a consumer"));
+    };
+    let (mut stream, client) = open_fetch(&state, &allowed, Lane::Streams(consumer)).await?;
     let (tx, rx) = mpsc::channel(2);
+    let (cut, cut_rx) = oneshot::channel();
+    let stall = state.isolation.stall_timeout;
     tokio::spawn(async move {
         let mut tally = Tally::new(&allowed);
         let agreement_id = allowed.agreement.id.clone();
@@ -426,7 +645,7 @@ pub(crate) async fn query(
             // biased: a revocation or expiry is seen before the next batch
             let step = tokio::select! {
                 biased;
-                () = tx.closed() => break Err(Stop::new(ExchangeStatus::Cancelled, Status::cancelled("consumer went away"))),
+                () = tx.closed() => break Err(Stop::gone()),
                 () = until_end(&allowed) => {
                     let status = Status::permission_denied(format!(
                         "agreement {agreement_id} expired while the exchange was running"
@@ -515,17 +734,21 @@ pub(crate) async fn query(
                 Err(stop) => break Err(stop),
             };
             if !records.is_empty() {
-                tally.deliver(&records);
-                let item = pb::query_response::Item::Batch(pb::RecordBatch { records });
-                if tx
-                    .send(Ok(pb::QueryResponse { item: Some(item) }))
-                    .await
-                    .is_err()
-                {
-                    break Err(Stop::new(
-                        ExchangeStatus::Cancelled,
-                        Status::cancelled("consumer went away"),
-                    ));
+                let handed = hand_over(
+                    &tx,
+                    stall,
+                    records,
+                    |records| tally.deliver(records),
+                    |records| {
+                        let item = pb::query_response::Item::Batch(pb::RecordBatch { records });
+                        Ok(pb::QueryResponse { item: Some(item) })
+                    },
+                )
+                .await;
+                match handed {
+                    Ok(()) => {}
+                    Err(Handover::Gone) => break Err(Stop::gone()),
+                    Err(Handover::Stalled) => break Err(Stop::stalled(stall)),
                 }
             }
             if !within_quota {
@@ -558,12 +781,22 @@ pub(crate) async fn query(
                     let mut md = MetadataMap::new();
                     insert_receipt(&mut md, &receipt);
                     let item = pb::query_response::Item::Receipt(receipt.clone());
-                    let _ = tx.send(Ok(pb::QueryResponse { item: Some(item) })).await;
-                    let _ = tx.send(Err(Status::with_metadata(Code::Ok, "", md))).await;
+                    let message = pb::QueryResponse { item: Some(item) };
+                    let trailer = Status::with_metadata(Code::Ok, "", md);
+                    // every record was handed over and the completion is
+                    // durable: a consumer that does not take its receipt
+                    // finds it on the log, as the adapter does
+                    let handed = match hand_over(&tx, stall, message, |_| {}, Ok).await {
+                        Ok(()) => hand_over(&tx, stall, trailer, |_| {}, Err).await,
+                        Err(why) => Err(why),
+                    };
+                    if let Err(why) = handed {
+                        tracing::warn!(exchange_id = %allowed.facts.exchange_id, ?why, "the consumer did not take its receipt");
+                    }
                     acknowledge(&state, client, &allowed, receipt);
                 }
                 Err(status) => {
-                    let _ = tx.send(Err(status)).await;
+                    end_stream(&tx, cut, stall, status, false).await;
                 }
             },
             Err(stop) => {
@@ -578,11 +811,36 @@ pub(crate) async fn query(
                     }
                     Err(s) => s,
                 };
-                let _ = tx.send(Err(status)).await;
+                end_stream(&tx, cut, stall, status, stop.cut).await;
             }
         }
     });
-    Ok(Response::new(ReceiverStream::new(rx)))
+    Ok(Response::new(QueryStream {
+        messages: ReceiverStream::new(rx),
+        cut: Some(cut_rx),
+        ended: false,
+    }))
+}
+
+/// Ends a query's stream with `status`: behind the batches already
+/// handed over, or — `cut`, or when the consumer does not make room
+/// within `stall` — ahead of them.
+async fn end_stream(
+    tx: &mpsc::Sender<Result<pb::QueryResponse, Status>>,
+    cut: oneshot::Sender<Status>,
+    stall: Duration,
+    status: Status,
+    cut_now: bool,
+) {
+    if cut_now {
+        let _ = cut.send(status);
+        return;
+    }
+    // the status stays here until it is known whether the consumer took it
+    let (status, to_cut) = (status.clone(), status);
+    if let Err(Handover::Stalled) = hand_over(tx, stall, status, |_| {}, Err).await {
+        let _ = cut.send(to_cut);
+    }
 }
 
 /// Answers an allowed lookup.
@@ -590,7 +848,7 @@ pub(crate) async fn lookup(
     state: Arc<State>,
     allowed: Allowed,
 ) -> Result<Response<pb::LookupResponse>, Status> {
-    let (mut stream, client) = open_fetch(&state, &allowed).await?;
+    let (mut stream, client) = open_fetch(&state, &allowed, Lane::Calls).await?;
     let mut tally = Tally::new(&allowed);
     let mut records = Vec::new();
     let outcome: Result<(), Stop> = loop {

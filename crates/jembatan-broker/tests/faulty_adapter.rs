@@ -1,14 +1,17 @@
 //! A provider adapter that misbehaves — drops the stream mid-way, or sends
 //! fields outside the grant — is contained by the broker: the consumer gets
 //! a clear error, the exchange is logged as failed, and the log verifies.
+//! One that answers after the consumer's deadline leaves every exchange
+//! ended on the log, `cancelled`.
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::Stream;
 use jembatan_broker::{Broker, BrokerConfig};
-use jembatan_core::{ExchangeStatus, Identity, Role};
+use jembatan_core::{Decision, EntryKind, ExchangeStatus, Identity, Role};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_server::{Adapter, AdapterServer};
@@ -19,7 +22,7 @@ use tonic::transport::{Endpoint, Server};
 use tonic::{Code, Request, Response, Status};
 
 /// How the fake adapter misbehaves.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Fault {
     /// One good batch, then the stream breaks.
     DropMidStream,
@@ -27,6 +30,9 @@ enum Fault {
     ExtraField,
     /// A record that is not a JSON object.
     NotJson,
+    /// One good record, after a while: before the response's headers, and
+    /// then before its batch.
+    Slow(Duration, Duration),
 }
 
 /// An adapter from before `AcknowledgeBatch`: it takes receipts one call
@@ -70,6 +76,14 @@ impl Adapter for FakeAdapter {
                 r#"{"nik":"1507000000000002","nama":"X","nama_ibu":"SITI"}"#.to_owned(),
             ])],
             Fault::NotJson => vec![batch(vec!["nik=1507000000000001".to_owned()])],
+            Fault::Slow(headers, records) => {
+                tokio::time::sleep(headers).await;
+                let late = futures::stream::once(async move {
+                    tokio::time::sleep(records).await;
+                    batch(vec![good(1)])
+                });
+                return Ok(Response::new(Box::pin(late)));
+            }
         };
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
@@ -324,5 +338,73 @@ async fn records_outside_the_grant_are_never_delivered() {
         assert_eq!(c.status, ExchangeStatus::Failed);
         assert_eq!(c.rows, 0);
         assert!(c.error.is_some());
+    }
+}
+
+#[tokio::test]
+async fn lookups_past_their_deadline_end_on_the_log_cancelled() {
+    // the deadline passes while the broker waits for the adapter's
+    // headers, then while it waits for its batch
+    // margins wide enough for a loaded machine: the deadline passes only
+    // once the allow decision is written
+    let slow = Duration::from_millis(1500);
+    for fault in [
+        Fault::Slow(slow, Duration::ZERO),
+        Fault::Slow(Duration::ZERO, slow),
+    ] {
+        let mut h = harness(fault).await;
+        const LOOKUPS: usize = 4;
+        for _ in 0..LOOKUPS {
+            let mut request = Request::new(pb::LookupRequest {
+                dataset: "prov.penduduk".into(),
+                purpose: "bansos".into(),
+                fields: vec!["nik".into(), "nama".into()],
+                key: Some(pb::Scalar {
+                    kind: Some(pb::scalar::Kind::StringValue("1507000000000001".into())),
+                }),
+                ..Default::default()
+            });
+            request.set_timeout(Duration::from_millis(500));
+            let status = h.client.lookup(request).await.unwrap_err();
+            assert!(
+                matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+                "{status:?}"
+            );
+        }
+        // every allow decision gets its one end, written after the
+        // handler was dropped
+        for _ in 0..100 {
+            let entries = h.broker.audit().entries(0, 100).await.unwrap();
+            if entries.len() >= 2 * LOOKUPS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // nothing more comes later either
+        tokio::time::sleep(slow * 2).await;
+        let entries = h.broker.audit().entries(0, 100).await.unwrap();
+        let decisions: Vec<_> = entries
+            .iter()
+            .filter(|e| e.entry.kind == EntryKind::Decision)
+            .collect();
+        assert_eq!(decisions.len(), LOOKUPS);
+        for d in decisions {
+            assert_eq!(d.entry.decision, Decision::Allow);
+            let ends: Vec<_> = entries
+                .iter()
+                .filter(|e| {
+                    e.entry.kind == EntryKind::Completion
+                        && e.entry.exchange_id == d.entry.exchange_id
+                })
+                .collect();
+            assert_eq!(
+                ends.len(),
+                1,
+                "{fault:?}: one end for each decision: {entries:#?}"
+            );
+            assert_eq!(ends[0].entry.status, ExchangeStatus::Cancelled);
+            assert_eq!(ends[0].entry.rows, 0, "nothing reached the consumer");
+        }
+        assert_eq!(entries.len(), 2 * LOOKUPS);
     }
 }

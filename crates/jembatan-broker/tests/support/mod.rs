@@ -96,8 +96,20 @@ impl Federation {
     /// A provider with `rows` residents behind its adapter; no broker yet.
     pub(crate) async fn start(rows: usize) -> Federation {
         let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("prov.db");
+        make_db(&db, rows).await;
+        Federation::with_database(tmp, &format!("sqlite://{}", db.display()), rows).await
+    }
+
+    /// A provider whose adapter serves the table `penduduk` (`nik`, `nama`,
+    /// `tgl_lahir`, `kecamatan`, `status`; `rows` rows) of the database at
+    /// `database`; files go to `tmp`.
+    pub(crate) async fn with_database(
+        tmp: tempfile::TempDir,
+        database: &str,
+        rows: usize,
+    ) -> Federation {
         let dir = tmp.path().to_owned();
-        make_db(&dir.join("prov.db"), rows).await;
         let all: Vec<Identity> = IDENTITIES
             .iter()
             .map(|(_, role, agency)| {
@@ -121,7 +133,7 @@ impl Federation {
             r#"
 version = 1
 agency = "prov"
-database = "sqlite://{db}"
+database = "{database}"
 listen = "127.0.0.1:{adapter_port}"
 receipt_log = "receipts.jsonl"
 [tls]
@@ -134,7 +146,6 @@ table = "penduduk"
 key = "nik"
 columns = ["nik", "nama", "tgl_lahir", "kecamatan", "status"]
 "#,
-            db = dir.join("prov.db").display(),
             ca = a.ca.display(),
             cert = a.cert.display(),
             key = a.key.display()
