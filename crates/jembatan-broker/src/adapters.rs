@@ -139,7 +139,7 @@ impl AdapterPool {
         provider: &AgencyId,
     ) -> Result<jembatan_proto::v1::DescribeResponse, Status> {
         let mut client = jembatan_proto::v1::adapter_client::AdapterClient::new(
-            self.channel(endpoint, provider)?,
+            self.channel(endpoint, provider, Lane::Calls)?,
         );
         let mut request = tonic::Request::new(jembatan_proto::v1::DescribeRequest {});
         request.set_timeout(DESCRIBE_TIMEOUT);
