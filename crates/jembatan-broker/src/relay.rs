@@ -226,6 +226,7 @@ async fn finish(
     entry.received = tally.received();
     entry.duration_ms = Some(allowed.facts.elapsed_ms());
     entry.error = error;
+    allowed.facts.redact(&mut entry);
     let stored = state.audit.append(entry).await.map_err(|err| {
         tracing::error!(error = %err, "audit completion write failed");
         Status::unavailable("the audit log cannot be written; no receipt can be issued")
