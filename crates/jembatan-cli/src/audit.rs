@@ -98,8 +98,9 @@ pub(crate) enum AuditCommand {
         #[arg(short = 'n', long = "lines", default_value_t = 20)]
         lines: u64,
     },
-    /// List every entry of the lookups of one key (say, a resident's NIK):
-    /// who looked it up, when, why, and what the broker decided.
+    /// List every entry naming one key (say, a resident's NIK): the lookups
+    /// by it and the queries whose filter named it on a subject-key field
+    /// — who, when, why, and what the broker decided.
     WhoAccessed {
         #[arg(long)]
         store: String,
@@ -485,7 +486,7 @@ async fn who_accessed(
     if rows.is_empty() {
         writeln!(
             out,
-            "no entries: nobody looked this key up in {dataset} (subject hash {hash})"
+            "no entries: no lookup or filter named this key in {dataset} (subject hash {hash})"
         )?;
         return Ok(());
     }
@@ -496,17 +497,18 @@ async fn who_accessed(
     )?;
     writeln!(
         out,
-        "{:>6}  {:<27} {:<10} {:<14} {:<6} {:<9} {:>4}  {:<36}  purpose",
-        "seq", "time", "kind", "consumer", "dec.", "status", "rows", "exchange"
+        "{:>6}  {:<27} {:<10} {:<7} {:<14} {:<6} {:<9} {:>4}  {:<36}  purpose",
+        "seq", "time", "kind", "op", "consumer", "dec.", "status", "rows", "exchange"
     )?;
     for row in &rows {
         let e = parse(row)?;
         writeln!(
             out,
-            "{:>6}  {:<27} {:<10} {:<14} {:<6} {:<9} {:>4}  {:<36}  {}",
+            "{:>6}  {:<27} {:<10} {:<7} {:<14} {:<6} {:<9} {:>4}  {:<36}  {}",
             row.seq,
             e.time,
             e.kind.as_str(),
+            e.operation,
             e.consumer.as_deref().unwrap_or("-"),
             e.decision.as_str(),
             e.status.as_str(),

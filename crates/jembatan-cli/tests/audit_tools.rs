@@ -92,8 +92,14 @@ fn who_accessed_and_crosscheck_on_a_demo_run() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(rows.len(), 2, "{out}");
-    assert_eq!(rows[0][2..6], ["decision", "dpmptsp", "allow", "started"]);
-    assert_eq!(rows[1][2..7], ["completion", "dpmptsp", "allow", "ok", "1"]);
+    assert_eq!(
+        rows[0][2..7],
+        ["decision", "lookup", "dpmptsp", "allow", "started"]
+    );
+    assert_eq!(
+        rows[1][2..8],
+        ["completion", "lookup", "dpmptsp", "allow", "ok", "1"]
+    );
     assert!(out.contains(&lookups[0].1), "{out}");
     // the resident two agencies were refused: both denials, neither
     // allowed; the only allowed lookups are Dinas Kesehatan's two
