@@ -828,3 +828,62 @@ async fn purposes_are_validated_and_only_registered_ones_logged() {
         }
     }
 }
+
+/// Which fields are subject keys is the broker config's: the dataset's key
+/// always, more through `subject_keys`. A filter value on a subject key is
+/// its keyed hash (found by subject), on any other field its shape.
+#[tokio::test]
+async fn subject_keys_are_configured_per_dataset() {
+    let f = Federation::start(10).await;
+    let fields = r#"["nik", "kecamatan", "status"]"#;
+    for extra in [&[][..], &["kecamatan"][..]] {
+        let mut config = f.broker_config(
+            "",
+            &agreement_toml("subjects-1", "dinsos", fields, "approved", ""),
+        );
+        config.datasets[0].subject_keys = extra.iter().map(|f| f.parse().unwrap()).collect();
+        let b = f.broker(&config).await;
+        let mut ex = b.exchange(&f, "dinsos").await;
+        let before = b.broker.audit().size().await.unwrap();
+        let filter = all(vec![eq("kecamatan", "15.07.01"), eq("nik", &nik(3))]);
+        run_query(&mut ex, with_filter(&["nik"], filter))
+            .await
+            .end
+            .unwrap();
+        let decision = &b.broker.audit().entries(before, 1).await.unwrap()[0].entry;
+        let key = jembatan_broker::read_audit_key(&config.audit_key).unwrap();
+        let hash = |v: &str| jembatan_broker::subject_hash(&key, "prov.penduduk", v);
+        let kecamatan = if extra.is_empty() {
+            serde_json::json!({"type": "string", "len": 8})
+        } else {
+            serde_json::json!({"subject": hash("15.07.01")})
+        };
+        assert_eq!(
+            decision.filter,
+            Some(serde_json::json!({"all": [
+                {"field": "kecamatan", "op": "eq", "value": kecamatan},
+                {"field": "nik", "op": "eq", "value": {"subject": hash(&nik(3))}},
+            ]}))
+        );
+        let mut subjects = vec![hash(&nik(3))];
+        if !extra.is_empty() {
+            subjects.insert(0, hash("15.07.01"));
+        }
+        assert_eq!(decision.subjects, subjects);
+        let found = b
+            .broker
+            .store()
+            .query_entries(
+                &EntryQuery {
+                    subject_hash: Some(hash("15.07.01")),
+                    from_seq: before,
+                    ..Default::default()
+                },
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(found.len(), if extra.is_empty() { 0 } else { 2 });
+        b.broker.shutdown().await.unwrap();
+    }
+}
