@@ -287,3 +287,38 @@ impl AuditEntry {
         hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A format 1 entry as the broker wrote it, value in its filter.
+    const V1: &str = r#"{"v":1,"kind":"decision","exchange_id":"0190f0a0-0000-7000-8000-000000000001","time":"2026-01-01T00:00:00.000000Z","operation":"query","caller":"agency:dinsos","consumer":"dinsos","provider":"disdukcapil","dataset":"disdukcapil.penduduk","purpose":"bansos","fields":["nik","nama"],"filter":{"field":"umur","op":"ge","value":60},"subject_hash":null,"limit":10,"agreement_id":"agr-1","agreement_terms_sha256":"abababababababababababababababababababababababababababababababab","decision":"allow","reasons":[],"status":"started","rows":0,"bytes":0,"payload_sha256":null,"duration_ms":null,"error":null,"trace_id":null}"#;
+
+    #[test]
+    fn format_1_entries_keep_their_bytes_and_are_recognised() {
+        let entry = AuditEntry::from_canonical(V1.as_bytes()).unwrap();
+        assert_eq!(entry.v, 1);
+        assert_eq!(entry.canonical_bytes(), V1.as_bytes());
+        assert!(entry.holds_raw_filter_values());
+        assert!(entry.subjects.is_empty() && entry.unregistered_purpose.is_none());
+
+        // the same entry in format 2, its value a shape: new keys only
+        // when set, and not a raw filter
+        let mut v2 = entry.clone();
+        v2.v = ENTRY_FORMAT_VERSION;
+        v2.filter =
+            Some(serde_json::json!({"field": "umur", "op": "ge", "value": {"type": "int"}}));
+        let bytes = v2.canonical_bytes();
+        assert!(!v2.holds_raw_filter_values());
+        assert!(!String::from_utf8_lossy(&bytes).contains("subjects"));
+        v2.subjects = vec!["ab".repeat(32)];
+        v2.unregistered_purpose = Some(HashedText {
+            hmac: "cd".repeat(32),
+            len: 5,
+        });
+        let bytes = v2.canonical_bytes();
+        assert_eq!(AuditEntry::from_canonical(&bytes).unwrap(), v2);
+        assert_eq!(v2.all_subjects(), ["ab".repeat(32)]);
+    }
+}
