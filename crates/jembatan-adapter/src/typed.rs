@@ -117,10 +117,17 @@ pub(crate) fn coerce(
     dialect: Dialect,
 ) -> Result<BindValue, InvalidArgument> {
     let kind = ty.kind;
+    // the value itself is never quoted: the message reaches the
+    // adapter's log and the broker's audit log, which must not hold it
+    let given = match v {
+        Scalar::String(s) => format!("a string of {} bytes", s.len()),
+        Scalar::Int(_) => "an integer".to_owned(),
+        Scalar::Float(_) => "a number".to_owned(),
+        Scalar::Bool(_) => "a boolean".to_owned(),
+    };
     let wrong = |expected: &str| {
         invalid(format!(
-            "field {field} holds {kind} values; value {} is not {expected}",
-            v.describe()
+            "field {field} holds {kind} values; the value given ({given}) is not {expected}"
         ))
     };
     let sqlite = dialect == Dialect::Sqlite;

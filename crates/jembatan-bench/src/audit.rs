@@ -210,6 +210,8 @@ fn entry(exchange_id: &str) -> AuditEntry {
         fields: vec!["nik".into(), "nama_lengkap".into(), "kode_desa".into()],
         filter: None,
         subject_hash: Some("0".repeat(64)),
+        subjects: Vec::new(),
+        unregistered_purpose: None,
         limit: None,
         agreement_id: Some("bench-1".into()),
         agreement_terms_sha256: Some("0".repeat(64)),

@@ -150,6 +150,8 @@ fn step_entry(step: Step<'_>, refused: Option<(ExchangeStatus, String)>) -> Audi
             .and_then(|a| a.row_filter.as_ref())
             .and_then(|f| serde_json::to_value(f).ok()),
         subject_hash: None,
+        subjects: Vec::new(),
+        unregistered_purpose: None,
         limit: None,
         agreement_id: Some(jembatan_core::ids::truncate(id, 128).to_owned()),
         agreement_terms_sha256: agreement.map(|a| a.terms_sha256()),

@@ -188,8 +188,25 @@ pub struct DatasetConfig {
     /// Field that lookups use, if the dataset offers lookups.
     #[serde(default)]
     pub key: Option<FieldName>,
+    /// Further fields whose values identify a person (`no_kk`, `npwp`):
+    /// a filter value on one of them, like the key, reaches the audit log
+    /// only as its keyed hash, found by `audit who-accessed`. Values on
+    /// every other field are logged by their shape only.
+    #[serde(default)]
+    pub subject_keys: Vec<FieldName>,
     #[serde(default)]
     pub description: String,
+}
+
+impl DatasetConfig {
+    /// The fields whose values are subject keys: the key and `subject_keys`.
+    pub fn subject_fields(&self) -> std::collections::BTreeSet<String> {
+        self.key
+            .iter()
+            .chain(&self.subject_keys)
+            .map(|f| f.to_string())
+            .collect()
+    }
 }
 
 impl BrokerConfig {

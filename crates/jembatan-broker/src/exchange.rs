@@ -1,6 +1,7 @@
 //! The `Exchange` service: identity from the certificate, request
 //! validation, agreement evaluation and the durable decision entry.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +31,10 @@ pub(crate) struct State {
     pub(crate) store: Store,
     pub(crate) audit: AuditLog,
     pub(crate) adapters: AdapterPool,
-    pub(crate) audit_key: Vec<u8>,
+    pub(crate) audit_key: Arc<[u8]>,
+    /// Per dataset, the fields whose values are subject keys (the key
+    /// and the config's `subject_keys`).
+    pub(crate) subject_fields: std::collections::HashMap<String, BTreeSet<String>>,
     /// The latest signed checkpoint note, handed out with receipts.
     pub(crate) checkpoint_notes: tokio::sync::watch::Receiver<Option<String>>,
     pub(crate) registry: Arc<Registry>,
@@ -124,14 +128,185 @@ pub(crate) struct Facts {
     pub(crate) operation: &'static str,
     pub(crate) caller: String,
     pub(crate) consumer: Option<AgencyId>,
+    /// The dataset as the consumer named it (cut to 160 bytes); logged
+    /// in clear only once the store knows it (`privacy.dataset_known`).
     pub(crate) dataset: Option<String>,
+    /// The purpose as the consumer named it (cut to 256 bytes); logged in
+    /// clear only when registered (`privacy.purpose_registered`).
     pub(crate) purpose: Option<String>,
+    /// Fields requested, then delivered; each logged in clear only when
+    /// it is a known field (`privacy.known_fields`).
     pub(crate) fields: Vec<String>,
-    pub(crate) filter: Option<serde_json::Value>,
+    /// The consumer's filter; logged as hashes and shapes.
+    pub(crate) filter: Option<Filter>,
     pub(crate) subject_hash: Option<String>,
     pub(crate) limit: Option<u64>,
     pub(crate) agreement: Option<(String, String)>,
     pub(crate) translation: Option<jembatan_core::Translation>,
+    pub(crate) privacy: Privacy,
+}
+
+/// What the log may name in clear, and what it keeps only as keyed hashes
+/// or shapes: no value a consumer sends reaches the log (or the broker's
+/// tracing) in clear.
+#[derive(Debug, Clone)]
+pub(crate) struct Privacy {
+    audit_key: Arc<[u8]>,
+    /// The store holds the dataset: its id is an identifier.
+    pub(crate) dataset_known: bool,
+    /// The purpose is registered (in the config, or an agreement's).
+    pub(crate) purpose_registered: bool,
+    /// Field names known to exist: the dataset's key and subject-key
+    /// fields, those the consumer's agreements grant, and the target
+    /// schema's fields. Any other is a name the consumer made up.
+    pub(crate) known_fields: BTreeSet<String>,
+    /// Fields whose filter values are subject keys.
+    pub(crate) subject_fields: BTreeSet<String>,
+    /// The consumer's values (filter values, key, values to verify) as
+    /// text; a message might quote any of them.
+    values: Vec<String>,
+    /// Every field name the consumer sent, as sent (cut to 128 bytes).
+    raw_fields: Vec<String>,
+    /// The target schema as sent; an identifier once it is registered.
+    target_schema: String,
+    /// The dataset and purpose as sent: identifiers once known.
+    dataset: String,
+    purpose: String,
+}
+
+impl Privacy {
+    fn new(audit_key: Arc<[u8]>, ask: &Ask) -> Privacy {
+        use jembatan_core::ids::truncate;
+        let mut values = Vec::new();
+        let mut scalar = |v: &pb::Scalar| {
+            let text = match &v.kind {
+                Some(pb::scalar::Kind::StringValue(s)) => truncate(s, MAX_STRING_BYTES).to_owned(),
+                Some(pb::scalar::Kind::IntValue(i)) => i.to_string(),
+                Some(pb::scalar::Kind::DoubleValue(f)) => f.to_string(),
+                Some(pb::scalar::Kind::BoolValue(_)) | None => return,
+            };
+            values.push(text);
+        };
+        let mut raw_fields: Vec<String> = ask
+            .fields
+            .iter()
+            .take(MAX_FIELDS)
+            .map(|f| truncate(f, 128).to_owned())
+            .collect();
+        let mut stack: Vec<&pb::Filter> = ask.filter.iter().collect();
+        let mut seen = 0usize;
+        while let Some(f) = stack.pop() {
+            // as many as a valid filter can hold; a longer one is refused
+            seen += 1;
+            if seen > jembatan_core::limits::MAX_FILTER_PREDICATES * 2 {
+                break;
+            }
+            match &f.kind {
+                Some(pb::filter::Kind::Predicate(p)) => {
+                    raw_fields.push(truncate(&p.field, 128).to_owned());
+                    p.value.iter().for_each(&mut scalar);
+                    p.values
+                        .iter()
+                        .take(jembatan_core::limits::MAX_IN_VALUES)
+                        .for_each(&mut scalar);
+                }
+                Some(pb::filter::Kind::All(l) | pb::filter::Kind::Any(l)) => {
+                    stack.extend(l.filters.iter())
+                }
+                Some(pb::filter::Kind::Not(inner)) => stack.push(inner),
+                None => {}
+            }
+        }
+        ask.key.iter().for_each(&mut scalar);
+        for (field, value) in ask.verify.iter().take(MAX_VERIFY_FIELDS) {
+            raw_fields.push(truncate(field, 128).to_owned());
+            scalar(value);
+        }
+        Privacy {
+            audit_key,
+            dataset_known: false,
+            purpose_registered: false,
+            known_fields: BTreeSet::new(),
+            subject_fields: BTreeSet::new(),
+            values,
+            raw_fields,
+            target_schema: truncate(&ask.target_schema, 256).to_owned(),
+            dataset: truncate(&ask.dataset, 256).to_owned(),
+            purpose: truncate(&ask.purpose, 256).to_owned(),
+        }
+    }
+
+    /// Keyed hash and length of a name the consumer made up.
+    fn hashed(&self, domain: &str, text: &str) -> jembatan_core::redact::HashedText {
+        jembatan_core::redact::HashedText {
+            hmac: subject_hash(&self.audit_key, domain, text),
+            len: text.len() as u64,
+        }
+    }
+
+    /// A field as the log names it.
+    fn field(&self, name: &str) -> String {
+        if self.known_fields.contains(name) {
+            name.to_owned()
+        } else {
+            self.hashed("field", name).token()
+        }
+    }
+
+    /// A text bound for the log (an error, a denial's words) with every
+    /// value and made-up name of the request taken out.
+    pub(crate) fn scrub(&self, text: &str, translated: bool) -> String {
+        use jembatan_core::redact::{scrub, scrub_words, secret_forms};
+        let mut secrets: Vec<String> = self.values.iter().flat_map(|v| secret_forms(v)).collect();
+        let unknown: Vec<&str> = self
+            .raw_fields
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !self.known_fields.contains(*f))
+            .collect();
+        for f in &unknown {
+            secrets.extend(secret_forms(f));
+        }
+        if !translated && !self.target_schema.is_empty() {
+            secrets.extend(secret_forms(&self.target_schema));
+        }
+        if !self.dataset_known {
+            secrets.extend(secret_forms(&self.dataset));
+        }
+        if !self.purpose_registered {
+            secrets.extend(secret_forms(&self.purpose));
+        }
+        scrub_words(&scrub(text, &secrets), &unknown)
+    }
+}
+
+/// Names fields and hashes subject keys for [`jembatan_core::redact::logged_filter`].
+struct LogNames<'a> {
+    privacy: &'a Privacy,
+    dataset: &'a str,
+}
+
+impl jembatan_core::redact::Redactor for LogNames<'_> {
+    fn field(&self, field: &FieldName) -> String {
+        self.privacy.field(field.as_str())
+    }
+
+    fn subject(&self, field: &FieldName, value: &Scalar) -> Option<String> {
+        self.privacy
+            .subject_fields
+            .contains(field.as_str())
+            .then(|| scalar_subject_hash(&self.privacy.audit_key, self.dataset, value))
+    }
+}
+
+/// The subject hash of a value: strings as they are, anything else as its
+/// JSON text (`42`, `true`).
+fn scalar_subject_hash(audit_key: &[u8], dataset: &str, value: &Scalar) -> String {
+    let text = match value {
+        Scalar::String(s) => s.clone(),
+        other => other.to_json().to_string(),
+    };
+    subject_hash(audit_key, dataset, &text)
 }
 
 impl Facts {
@@ -141,11 +316,37 @@ impl Facts {
         decision: Decision,
         status: ExchangeStatus,
     ) -> AuditEntry {
-        let provider = self
-            .dataset
-            .as_deref()
+        let p = &self.privacy;
+        let known_dataset = self.dataset.as_deref().filter(|_| p.dataset_known);
+        let provider = known_dataset
             .and_then(|d| d.parse::<DatasetId>().ok())
             .map(|d| d.agency().to_string());
+        let dataset = match (&self.dataset, known_dataset) {
+            (_, Some(d)) => Some(d.to_owned()),
+            (Some(raw), None) => Some(p.hashed("dataset", raw).token()),
+            (None, None) => None,
+        };
+        let (purpose, unregistered_purpose) = match &self.purpose {
+            Some(purpose) if p.purpose_registered => (Some(purpose.clone()), None),
+            Some(purpose) => (None, Some(p.hashed("purpose", purpose))),
+            None => (None, None),
+        };
+        let fields = self
+            .fields
+            .iter()
+            .map(|f| match f.strip_prefix("verify:") {
+                Some(v) => format!("verify:{}", p.field(v)),
+                None => p.field(f),
+            })
+            .collect();
+        let mut subjects: Vec<String> = self.subject_hash.iter().cloned().collect();
+        let filter = self.filter.as_ref().map(|f| {
+            let names = LogNames {
+                privacy: p,
+                dataset: self.dataset.as_deref().unwrap_or_default(),
+            };
+            jembatan_core::redact::logged_filter(f, &names, &mut subjects)
+        });
         AuditEntry {
             v: jembatan_core::audit::ENTRY_FORMAT_VERSION,
             kind,
@@ -155,11 +356,13 @@ impl Facts {
             caller: self.caller.clone(),
             consumer: self.consumer.as_ref().map(|c| c.to_string()),
             provider,
-            dataset: self.dataset.clone(),
-            purpose: self.purpose.clone(),
-            fields: self.fields.clone(),
-            filter: self.filter.clone(),
+            dataset,
+            purpose,
+            fields,
+            filter,
             subject_hash: self.subject_hash.clone(),
+            subjects,
+            unregistered_purpose,
             limit: self.limit,
             agreement_id: self.agreement.as_ref().map(|a| a.0.clone()),
             agreement_terms_sha256: self.agreement.as_ref().map(|a| a.1.clone()),
@@ -175,6 +378,26 @@ impl Facts {
             error: None,
             trace_id: None,
             change: None,
+        }
+    }
+
+    /// Takes the request's values and made-up names out of an entry's
+    /// error and denial words, and names the denied fields as the log
+    /// names fields. Every entry passes here before it is appended.
+    pub(crate) fn redact(&self, entry: &mut AuditEntry) {
+        let translated = self.translation.is_some();
+        if let Some(error) = &entry.error {
+            entry.error = Some(self.privacy.scrub(error, translated));
+        }
+        for reason in &mut entry.reasons {
+            reason.message = self.privacy.scrub(&reason.message, translated);
+            for f in &mut reason.fields {
+                // `nik` or, for a misused filter field, `nik (prefix)`
+                *f = match f.split_once(' ') {
+                    Some((name, how)) => format!("{} {how}", self.privacy.field(name)),
+                    None => self.privacy.field(f),
+                };
+            }
         }
     }
 
@@ -238,15 +461,7 @@ struct Parsed {
 
 fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
     let dataset: DatasetId = ask.dataset.parse()?;
-    if ask.purpose.trim().is_empty() {
-        return Err(InvalidArgument::new("purpose", "purpose is required"));
-    }
-    if ask.purpose.len() > 256 {
-        return Err(InvalidArgument::new(
-            "purpose",
-            "purpose is longer than 256 bytes",
-        ));
-    }
+    jembatan_core::ids::check_purpose(&ask.purpose)?;
     if ask.fields.len() > MAX_FIELDS {
         return Err(InvalidArgument::new(
             "fields",
@@ -319,11 +534,36 @@ fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
 impl State {
     /// Keyed hash of a lookup key: what the audit log keeps instead of it.
     fn subject_hash(&self, dataset: &str, key: &Scalar) -> String {
-        let text = match key {
-            Scalar::String(s) => s.clone(),
-            other => other.to_json().to_string(),
-        };
-        subject_hash(&self.audit_key, dataset, &text)
+        scalar_subject_hash(&self.audit_key, dataset, key)
+    }
+
+    /// Redacts an exchange's entry (see [`Facts::redact`]) and appends it.
+    pub(crate) async fn log(&self, facts: &Facts, mut entry: AuditEntry) -> Result<u64, Status> {
+        facts.redact(&mut entry);
+        self.record(entry).await
+    }
+
+    /// Learns, for an entry written before the dataset was looked up,
+    /// whether the dataset the request names exists (its id is then
+    /// logged in clear) and which of its fields are subject keys.
+    async fn learn_dataset(&self, facts: &mut Facts, raw: &str) {
+        if facts.privacy.dataset_known {
+            return;
+        }
+        if let Ok(id) = raw.parse::<DatasetId>()
+            && let Ok(Some(_)) = self.store.dataset(&id).await
+        {
+            self.know_dataset(facts, &id);
+        }
+    }
+
+    /// The dataset exists: its id and its subject-key fields are known.
+    fn know_dataset(&self, facts: &mut Facts, id: &DatasetId) {
+        facts.privacy.dataset_known = true;
+        if let Some(subjects) = self.subject_fields.get(id.as_str()) {
+            facts.privacy.subject_fields = subjects.clone();
+            facts.privacy.known_fields.extend(subjects.iter().cloned());
+        }
     }
 
     /// Appends an entry, failing closed: no durable entry, no exchange.
@@ -365,14 +605,17 @@ impl State {
             limit: (ask.limit > 0).then_some(ask.limit),
             agreement: None,
             translation: None,
+            privacy: Privacy::new(self.audit_key.clone(), &ask),
         };
+        facts.privacy.purpose_registered = self.lifecycle.purposes.contains_key(&ask.purpose);
         let identity = match identity {
             Ok(id) => id,
             Err(status) => {
+                self.learn_dataset(&mut facts, &ask.dataset).await;
                 let mut e =
                     facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
                 e.error = Some(status.message().to_owned());
-                self.record(e).await?;
+                self.log(&facts, e).await?;
                 return Err(status);
             }
         };
@@ -387,6 +630,7 @@ impl State {
                         identity.role
                     ),
                 );
+                self.learn_dataset(&mut facts, &ask.dataset).await;
                 return Err(self.deny(&facts, vec![denial]).await);
             }
         };
@@ -396,26 +640,21 @@ impl State {
                 "agency {consumer} has {} exchanges running on this broker: the limit max_streams_per_agency",
                 self.streams.per_agency
             );
+            self.learn_dataset(&mut facts, &ask.dataset).await;
             let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
             e.error = Some(err.clone());
-            self.record(e).await?;
+            self.log(&facts, e).await?;
             return Err(Status::resource_exhausted(err));
         };
 
         let parsed = match parse(&ask) {
             Ok(p) => p,
             Err(err) => {
-                let mut e =
-                    facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
-                e.error = Some(err.to_string());
-                self.record(e).await?;
-                return Err(err.into());
+                self.learn_dataset(&mut facts, &ask.dataset).await;
+                return Err(self.invalid(&facts, err).await);
             }
         };
-        facts.filter = parsed
-            .filter
-            .as_ref()
-            .and_then(|f| serde_json::to_value(f).ok());
+        facts.filter = parsed.filter.clone();
         if let Some(key) = &parsed.key {
             facts.subject_hash = Some(self.subject_hash(parsed.dataset.as_str(), key));
         }
@@ -445,7 +684,10 @@ impl State {
         };
 
         let dataset = match self.store.dataset(&parsed.dataset).await {
-            Ok(Some(d)) => d,
+            Ok(Some(d)) => {
+                self.know_dataset(&mut facts, &parsed.dataset);
+                d
+            }
             Ok(None) => {
                 let denial = Denial::new(
                     DenialCode::UnknownDataset,
@@ -493,6 +735,7 @@ impl State {
                 None => (parsed.fields.clone(), parsed.filter.clone()),
                 Some(translator) => {
                     let targets = &translator.target_fields;
+                    facts.privacy.known_fields.extend(targets.iter().cloned());
                     let unknown = parsed
                         .fields
                         .iter()
@@ -561,7 +804,7 @@ impl State {
                 let mut e =
                     facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
                 e.error = Some(msg.clone());
-                self.record(e).await?;
+                self.log(&facts, e).await?;
                 return Err(Status::failed_precondition(msg));
             }
         };
@@ -574,6 +817,16 @@ impl State {
                 tracing::error!(error = %err, "store read failed");
                 Status::unavailable("the broker store is unavailable")
             })?;
+        // what the consumer's agreements grant and cover are identifiers
+        for a in &agreements {
+            facts
+                .privacy
+                .known_fields
+                .extend(a.fields.iter().map(|g| g.field.to_string()));
+            if a.purpose == ask.purpose {
+                facts.privacy.purpose_registered = true;
+            }
+        }
         let filter_uses: Vec<(&FieldName, Operator)> = consumer_filter
             .as_ref()
             .map(|f| {
@@ -750,7 +1003,7 @@ impl State {
     async fn invalid(&self, facts: &Facts, err: InvalidArgument) -> Status {
         let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
         e.error = Some(err.to_string());
-        match self.record(e).await {
+        match self.log(facts, e).await {
             Ok(_) => err.into(),
             Err(status) => status,
         }
@@ -760,7 +1013,7 @@ impl State {
     async fn deny(&self, facts: &Facts, reasons: Vec<Denial>) -> Status {
         let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Denied);
         e.reasons = reasons.clone();
-        let seq = match self.record(e).await {
+        let seq = match self.log(facts, e).await {
             Ok(seq) => seq,
             Err(status) => return status,
         };

@@ -147,7 +147,12 @@ impl Broker {
             store,
             audit,
             adapters,
-            audit_key,
+            audit_key: audit_key.into(),
+            subject_fields: config
+                .datasets
+                .iter()
+                .map(|d| (d.id.to_string(), d.subject_fields()))
+                .collect(),
             checkpoint_notes,
             registry,
             members,

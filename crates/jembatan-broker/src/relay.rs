@@ -180,6 +180,7 @@ impl Drop for Unfinished {
             "the consumer went away before the exchange ended (its deadline passed or it cancelled the call)"
                 .to_owned(),
         );
+        self.facts.redact(&mut entry);
         let audit = self.audit.clone();
         let exchange_id = self.facts.exchange_id.clone();
         match tokio::runtime::Handle::try_current() {
@@ -205,11 +206,12 @@ impl Drop for Unfinished {
 /// in a task of its own: if the handler is gone by then, the guard it
 /// would have received is dropped and writes the `cancelled` completion.
 pub(crate) async fn begin(audit: &AuditLog, facts: &Facts) -> Result<(u64, Unfinished), Status> {
-    let entry = facts.entry(
+    let mut entry = facts.entry(
         EntryKind::Decision,
         Decision::Allow,
         ExchangeStatus::Started,
     );
+    facts.redact(&mut entry);
     let (reply, decided) = oneshot::channel();
     let (audit, facts) = (audit.clone(), facts.clone());
     tokio::spawn(async move {
@@ -400,6 +402,7 @@ async fn finish(
     entry.received = tally.received();
     entry.duration_ms = Some(allowed.facts.elapsed_ms());
     entry.error = error;
+    allowed.facts.redact(&mut entry);
     if !allowed.end.take() {
         tracing::error!(exchange_id = %allowed.facts.exchange_id, "an exchange was to end twice");
         return Err(Status::internal("the exchange has ended already"));

@@ -25,6 +25,8 @@ fn entry(i: u64) -> AuditEntry {
         fields: vec![],
         filter: None,
         subject_hash: None,
+        subjects: Vec::new(),
+        unregistered_purpose: None,
         limit: None,
         agreement_id: None,
         agreement_terms_sha256: None,

@@ -81,6 +81,12 @@ pub(crate) enum AuditCommand {
         /// Entries before this time (RFC 3339 or YYYY-MM-DD).
         #[arg(long, value_parser = instant)]
         until: Option<String>,
+        /// Only the entries whose stored filter holds a consumer's values
+        /// in clear (written before entry format 2, which logs filter
+        /// values as keyed hashes and shapes), as seq, exchange id and
+        /// time; the count goes to standard error.
+        #[arg(long)]
+        raw_filters: bool,
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
     },
@@ -92,8 +98,9 @@ pub(crate) enum AuditCommand {
         #[arg(short = 'n', long = "lines", default_value_t = 20)]
         lines: u64,
     },
-    /// List every entry of the lookups of one key (say, a resident's NIK):
-    /// who looked it up, when, why, and what the broker decided.
+    /// List every entry naming one key (say, a resident's NIK): the lookups
+    /// by it and the queries whose filter named it on a subject-key field
+    /// — who, when, why, and what the broker decided.
     WhoAccessed {
         #[arg(long)]
         store: String,
@@ -144,6 +151,7 @@ pub(crate) async fn run(command: AuditCommand) -> ExitCode {
             status,
             from,
             until,
+            raw_filters,
             format,
         } => {
             let query = EntryQuery {
@@ -156,7 +164,11 @@ pub(crate) async fn run(command: AuditCommand) -> ExitCode {
                 until,
                 ..EntryQuery::default()
             };
-            query_log(&store, query, format).await
+            if raw_filters {
+                raw_filter_entries(&store, query, format).await
+            } else {
+                query_log(&store, query, format).await
+            }
         }
         AuditCommand::WhoAccessed {
             store,
@@ -238,6 +250,54 @@ async fn query_log(url: &str, mut query: EntryQuery, format: Format) -> Result<(
     }
     out.flush()?;
     store.close().await;
+    Ok(())
+}
+
+/// The entries matching `query` whose filter holds values in clear: seq,
+/// exchange id and time of each, then their count on standard error.
+async fn raw_filter_entries(
+    url: &str,
+    mut query: EntryQuery,
+    format: Format,
+) -> Result<(), Failure> {
+    let store = open(url).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if format == Format::Csv {
+        writeln!(out, "seq,exchange_id,time")?;
+    }
+    let mut found = 0u64;
+    loop {
+        let page = store
+            .query_entries(&query, PAGE)
+            .await
+            .context("cannot read the store")?;
+        let Some(last) = page.last() else { break };
+        query.from_seq = last.seq + 1;
+        for row in &page {
+            let e = parse(row)?;
+            if !e.holds_raw_filter_values() {
+                continue;
+            }
+            found += 1;
+            match format {
+                Format::Jsonl => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"seq": row.seq, "exchange_id": e.exchange_id, "time": e.time})
+                )?,
+                Format::Csv => writeln!(
+                    out,
+                    "{},{},{}",
+                    row.seq,
+                    csv_field(&e.exchange_id),
+                    csv_field(&e.time)
+                )?,
+            }
+        }
+    }
+    out.flush()?;
+    store.close().await;
+    eprintln!("{found} entries hold filter values in clear");
     Ok(())
 }
 
@@ -426,7 +486,7 @@ async fn who_accessed(
     if rows.is_empty() {
         writeln!(
             out,
-            "no entries: nobody looked this key up in {dataset} (subject hash {hash})"
+            "no entries: no lookup or filter named this key in {dataset} (subject hash {hash})"
         )?;
         return Ok(());
     }
@@ -437,17 +497,18 @@ async fn who_accessed(
     )?;
     writeln!(
         out,
-        "{:>6}  {:<27} {:<10} {:<14} {:<6} {:<9} {:>4}  {:<36}  purpose",
-        "seq", "time", "kind", "consumer", "dec.", "status", "rows", "exchange"
+        "{:>6}  {:<27} {:<10} {:<7} {:<14} {:<6} {:<9} {:>4}  {:<36}  purpose",
+        "seq", "time", "kind", "op", "consumer", "dec.", "status", "rows", "exchange"
     )?;
     for row in &rows {
         let e = parse(row)?;
         writeln!(
             out,
-            "{:>6}  {:<27} {:<10} {:<14} {:<6} {:<9} {:>4}  {:<36}  {}",
+            "{:>6}  {:<27} {:<10} {:<7} {:<14} {:<6} {:<9} {:>4}  {:<36}  {}",
             row.seq,
             e.time,
             e.kind.as_str(),
+            e.operation,
             e.consumer.as_deref().unwrap_or("-"),
             e.decision.as_str(),
             e.status.as_str(),

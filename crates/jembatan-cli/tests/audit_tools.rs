@@ -92,8 +92,14 @@ fn who_accessed_and_crosscheck_on_a_demo_run() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(rows.len(), 2, "{out}");
-    assert_eq!(rows[0][2..6], ["decision", "dpmptsp", "allow", "started"]);
-    assert_eq!(rows[1][2..7], ["completion", "dpmptsp", "allow", "ok", "1"]);
+    assert_eq!(
+        rows[0][2..7],
+        ["decision", "lookup", "dpmptsp", "allow", "started"]
+    );
+    assert_eq!(
+        rows[1][2..8],
+        ["completion", "lookup", "dpmptsp", "allow", "ok", "1"]
+    );
     assert!(out.contains(&lookups[0].1), "{out}");
     // the resident two agencies were refused: both denials, neither
     // allowed; the only allowed lookups are Dinas Kesehatan's two
@@ -346,4 +352,102 @@ fn query_filters_the_log() {
     assert_eq!(lines(&["--until", "2099-01-01"]).len(), 27);
     let (code, _, err) = run(&["query", "--store", store, "--from", "yesterday"]);
     assert_eq!(code, Some(2), "{err}");
+}
+
+/// An entry as the broker wrote it in format `v`, with `filter`.
+fn entry_with_filter(i: usize, v: u32, filter: Option<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "v": v, "kind": "decision", "exchange_id": format!("x-{i}"),
+        "time": format!("2026-01-0{}T00:00:00.000000Z", i + 1), "operation": "query",
+        "caller": "agency:dinsos", "consumer": "dinsos", "provider": "prov",
+        "dataset": "prov.penduduk", "purpose": "bansos", "fields": ["nik"],
+        "filter": filter, "subject_hash": null, "limit": null, "agreement_id": null,
+        "agreement_terms_sha256": null, "decision": "allow", "reasons": [],
+        "status": "started", "rows": 0, "bytes": 0, "payload_sha256": null,
+        "duration_ms": null, "error": null, "trace_id": null,
+    })
+}
+
+#[test]
+fn query_lists_the_entries_whose_filters_hold_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("broker.db");
+    let store = path.to_str().unwrap();
+    let written = [
+        // format 1: a value in clear, deep inside; no filter; no value
+        (
+            1,
+            Some(
+                serde_json::json!({"all": [{"not": {"field": "nik", "op": "in", "values": ["1507011234560001"]}}]}),
+            ),
+        ),
+        (1, None),
+        (
+            1,
+            Some(serde_json::json!({"field": "nik", "op": "is_null"})),
+        ),
+        // format 2: values as a subject hash and a shape
+        (
+            2,
+            Some(serde_json::json!({"any": [
+            {"field": "nik", "op": "eq", "value": {"subject": "ab".repeat(32)}},
+            {"field": "nama", "op": "prefix", "value": {"type": "string", "len": 4}}]})),
+        ),
+        (
+            1,
+            Some(serde_json::json!({"field": "umur", "op": "gt", "value": 17})),
+        ),
+    ];
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let s = jembatan_store::Store::connect(store).await.unwrap();
+        let log = jembatan_store::AuditLog::start(s.clone());
+        for (i, (v, filter)) in written.into_iter().enumerate() {
+            let e: jembatan_core::AuditEntry =
+                serde_json::from_value(entry_with_filter(i, v, filter)).unwrap();
+            log.append(e).await.unwrap();
+        }
+        s.close().await;
+    });
+
+    let (code, out, err) = run(&["query", "--store", store, "--raw-filters"]);
+    assert_eq!(code, Some(0), "{err}");
+    let listed: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            serde_json::json!({"seq": 0, "exchange_id": "x-0", "time": "2026-01-01T00:00:00.000000Z"}),
+            serde_json::json!({"seq": 4, "exchange_id": "x-4", "time": "2026-01-05T00:00:00.000000Z"}),
+        ]
+    );
+    assert!(
+        err.contains("2 entries hold filter values in clear"),
+        "{err}"
+    );
+    // the other filters still apply, and CSV names the same entries
+    let (code, out, err) = run(&[
+        "query",
+        "--store",
+        store,
+        "--raw-filters",
+        "--from",
+        "2026-01-02",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        "seq,exchange_id,time\n4,x-4,2026-01-05T00:00:00.000000Z\n"
+    );
+    // every entry, old and new, is still exported as written
+    let (code, out, err) = run(&["export", "--store", store]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 5);
+    assert!(
+        out.contains("1507011234560001"),
+        "format 1 entries keep their bytes"
+    );
 }

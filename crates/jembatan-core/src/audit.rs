@@ -4,14 +4,24 @@
 //! An exchange writes a *decision* entry (allow or deny) before any record
 //! leaves the broker, and, when it was allowed, a *completion* entry when
 //! its stream ends. Entries hold metadata and hashes, never payloads;
-//! lookup keys appear only as keyed hashes.
+//! lookup keys and filter values on subject keys appear only as keyed
+//! hashes, other values only as their shape (see [`crate::redact`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::denial::Denial;
+use crate::redact::HashedText;
 
 /// Version of the entry format, written into every entry.
-pub const ENTRY_FORMAT_VERSION: u32 = 1;
+///
+/// - 1: `filter` holds the consumer's filter with its values.
+/// - 2: `filter` holds each value as a keyed hash (subject keys) or its
+///   shape; `subjects` lists every subject named; fields no agreement
+///   grants and unregistered purposes appear only as keyed hashes.
+///
+/// Entries of every earlier version stay readable and verifiable: their
+/// canonical bytes never change.
+pub const ENTRY_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,13 +118,26 @@ pub struct AuditEntry {
     pub consumer: Option<String>,
     pub provider: Option<String>,
     pub dataset: Option<String>,
+    /// The purpose, when it is one the broker has registered.
     pub purpose: Option<String>,
-    /// Fields requested (decision) or delivered (completion).
+    /// Fields requested (decision) or delivered (completion). From format
+    /// 2, a field no agreement of the consumer grants is named by its
+    /// [`HashedText::token`].
     pub fields: Vec<String>,
-    /// The consumer's filter, as JSON.
+    /// The consumer's filter, as JSON. Format 1: with its values. From
+    /// format 2: each value a [`crate::redact::LoggedValue`].
     pub filter: Option<serde_json::Value>,
     /// Keyed hash (HMAC-SHA-256, hex) of a lookup key; never the key itself.
     pub subject_hash: Option<String>,
+    /// Keyed hashes of every subject the request names: the lookup key
+    /// and the filter's values on subject-key fields, each once. Absent
+    /// when none (and on format 1 entries, which keep their bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
+    /// A purpose the broker has not registered, as a keyed hash and
+    /// length (`purpose` is then absent). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unregistered_purpose: Option<HashedText>,
     pub limit: Option<u64>,
     pub agreement_id: Option<String>,
     /// SHA-256 of the agreement's terms as they stood at the decision.
@@ -234,8 +257,68 @@ impl AuditEntry {
         hex::encode_to_slice(digest.as_ref(), &mut buffer).is_ok() && buffer == hex.as_bytes()
     }
 
+    /// Whether the entry holds a consumer's filter values in clear: a
+    /// format 1 exchange entry whose filter has values. Such entries were
+    /// written before values were hashed; they cannot be changed. (An
+    /// agreement entry's filter is the agreement's row filter, its terms.)
+    pub fn holds_raw_filter_values(&self) -> bool {
+        self.v < 2
+            && self.kind != EntryKind::Agreement
+            && self
+                .filter
+                .as_ref()
+                .is_some_and(crate::redact::filter_holds_values)
+    }
+
+    /// Every subject hash the entry names: the lookup key's and those in
+    /// `subjects`, each once.
+    pub fn all_subjects(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.subject_hash.as_deref().into_iter().collect();
+        for s in &self.subjects {
+            if !out.contains(&s.as_str()) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
     /// Lowercase hex SHA-256 of the canonical bytes.
     pub fn sha256(bytes: &[u8]) -> String {
         hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A format 1 entry as the broker wrote it, value in its filter.
+    const V1: &str = r#"{"v":1,"kind":"decision","exchange_id":"0190f0a0-0000-7000-8000-000000000001","time":"2026-01-01T00:00:00.000000Z","operation":"query","caller":"agency:dinsos","consumer":"dinsos","provider":"disdukcapil","dataset":"disdukcapil.penduduk","purpose":"bansos","fields":["nik","nama"],"filter":{"field":"umur","op":"ge","value":60},"subject_hash":null,"limit":10,"agreement_id":"agr-1","agreement_terms_sha256":"abababababababababababababababababababababababababababababababab","decision":"allow","reasons":[],"status":"started","rows":0,"bytes":0,"payload_sha256":null,"duration_ms":null,"error":null,"trace_id":null}"#;
+
+    #[test]
+    fn format_1_entries_keep_their_bytes_and_are_recognised() {
+        let entry = AuditEntry::from_canonical(V1.as_bytes()).unwrap();
+        assert_eq!(entry.v, 1);
+        assert_eq!(entry.canonical_bytes(), V1.as_bytes());
+        assert!(entry.holds_raw_filter_values());
+        assert!(entry.subjects.is_empty() && entry.unregistered_purpose.is_none());
+
+        // the same entry in format 2, its value a shape: new keys only
+        // when set, and not a raw filter
+        let mut v2 = entry.clone();
+        v2.v = ENTRY_FORMAT_VERSION;
+        v2.filter =
+            Some(serde_json::json!({"field": "umur", "op": "ge", "value": {"type": "int"}}));
+        let bytes = v2.canonical_bytes();
+        assert!(!v2.holds_raw_filter_values());
+        assert!(!String::from_utf8_lossy(&bytes).contains("subjects"));
+        v2.subjects = vec!["ab".repeat(32)];
+        v2.unregistered_purpose = Some(HashedText {
+            hmac: "cd".repeat(32),
+            len: 5,
+        });
+        let bytes = v2.canonical_bytes();
+        assert_eq!(AuditEntry::from_canonical(&bytes).unwrap(), v2);
+        assert_eq!(v2.all_subjects(), ["ab".repeat(32)]);
     }
 }

@@ -77,7 +77,9 @@ pub enum Scalar {
 
 impl Scalar {
     /// Checks limits: strings no longer than `MAX_STRING_BYTES` and free of
-    /// NUL bytes, floats finite.
+    /// NUL bytes, floats finite and not negative zero. The broker and the
+    /// adapter both convert values through here, so what one accepts the
+    /// other does too.
     pub fn validate(&self) -> Result<(), InvalidArgument> {
         match self {
             Scalar::String(s) if s.len() > MAX_STRING_BYTES => Err(InvalidArgument::new(
@@ -93,6 +95,11 @@ impl Scalar {
             Scalar::Float(f) if !f.is_finite() => {
                 Err(InvalidArgument::new("value", "number must be finite"))
             }
+            // -0 equals 0 in SQL but not in every decoder on the way there
+            Scalar::Float(f) if *f == 0.0 && f.is_sign_negative() => Err(InvalidArgument::new(
+                "value",
+                "number must not be negative zero (send 0)",
+            )),
             _ => Ok(()),
         }
     }
@@ -818,6 +825,31 @@ mod tests {
                     vec![],
                 ),
                 Some("number must be finite"),
+            ),
+            (
+                "not a number",
+                proto_pred("a", pb::Operator::Eq, Some(Scalar::Float(f64::NAN)), vec![]),
+                Some("number must be finite"),
+            ),
+            (
+                "negative zero",
+                proto_pred("a", pb::Operator::Eq, Some(Scalar::Float(-0.0)), vec![]),
+                Some("negative zero"),
+            ),
+            (
+                "negative zero in an in list",
+                proto_pred(
+                    "a",
+                    pb::Operator::In,
+                    None,
+                    vec![Scalar::Float(1.0), Scalar::Float(-0.0)],
+                ),
+                Some("negative zero"),
+            ),
+            (
+                "zero",
+                proto_pred("a", pb::Operator::Eq, Some(Scalar::Float(0.0)), vec![]),
+                None,
             ),
         ];
         for (name, p, want) in cases {

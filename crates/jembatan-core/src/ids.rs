@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidArgument;
-use crate::limits::MAX_IDENT_BYTES;
+use crate::limits::{MAX_IDENT_BYTES, MAX_PURPOSE_BYTES};
 
 fn check_ident(kind: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {
@@ -197,6 +197,29 @@ impl fmt::Display for FieldName {
     }
 }
 
+/// Checks a purpose as a request names it, like every other string a
+/// request carries: not blank, at most `MAX_PURPOSE_BYTES`, and free of
+/// NUL and other control characters. Whether it is a registered purpose
+/// is the broker's question, asked after this one.
+pub fn check_purpose(s: &str) -> Result<(), InvalidArgument> {
+    let err = |m: String| Err(InvalidArgument::new("purpose", m));
+    if s.trim().is_empty() {
+        return err("purpose is required".into());
+    }
+    if s.len() > MAX_PURPOSE_BYTES {
+        return err(format!(
+            "purpose is longer than {MAX_PURPOSE_BYTES} bytes (limit max_purpose_bytes)"
+        ));
+    }
+    if s.contains('\0') {
+        return err("purpose contains a NUL byte".into());
+    }
+    if s.chars().any(char::is_control) {
+        return err("purpose contains a control character".into());
+    }
+    Ok(())
+}
+
 /// Cuts `s` to at most `max` bytes on a character boundary, for messages
 /// that quote untrusted input.
 pub fn truncate(s: &str, max: usize) -> &str {
@@ -213,6 +236,29 @@ pub fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn purposes_are_checked_like_every_other_string() {
+        let long = "p".repeat(MAX_PURPOSE_BYTES + 1);
+        let cases: [(&str, &str, Option<&str>); 6] = [
+            ("registered-looking", "bansos", None),
+            ("blank", "  ", Some("required")),
+            ("nul", "bansos\0", Some("NUL")),
+            ("control", "bansos\n", Some("control")),
+            ("too long", &long, Some("longer")),
+            ("spaces and words", "verifikasi penerima", None),
+        ];
+        for (name, purpose, refused) in cases {
+            match (check_purpose(purpose), refused) {
+                (Ok(()), None) => {}
+                (Err(e), Some(words)) => {
+                    assert_eq!(e.field, "purpose", "{name}");
+                    assert!(e.message.contains(words), "{name}: {e}");
+                }
+                (got, want) => panic!("{name}: got {got:?}, want refusal {want:?}"),
+            }
+        }
+    }
 
     #[test]
     fn dataset_ids() {

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ids;
 pub mod limits;
 pub mod record;
+pub mod redact;
 
 pub use agreement::{Action, Agreement, AgreementStatus, TransitionError};
 pub use audit::{

@@ -19,3 +19,5 @@ pub const MAX_STRING_BYTES: usize = 4_096;
 pub const MAX_IDENT_BYTES: usize = 128;
 /// Most fields named in one request.
 pub const MAX_FIELDS: usize = 256;
+/// Longest purpose named in a request, in bytes.
+pub const MAX_PURPOSE_BYTES: usize = 256;

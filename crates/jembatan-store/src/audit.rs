@@ -270,6 +270,30 @@ async fn write_batch(store: &Store, batch: &mut [Pending]) -> Result<(), StoreEr
         }
         q.execute(&mut *tx).await?;
     }
+    // the subject index, in the same transaction as the entries
+    let subjects: Vec<(i64, &str)> = batch
+        .iter()
+        .flat_map(|p| {
+            let seq = p.stored.seq as i64;
+            p.stored
+                .entry
+                .all_subjects()
+                .into_iter()
+                .map(move |h| (seq, h))
+        })
+        .collect();
+    for chunk in subjects.chunks(ROWS_PER_INSERT * COLUMNS / 2) {
+        let mut sql = String::from("INSERT INTO audit_subjects (seq, subject_hash) VALUES ");
+        for r in 0..chunk.len() {
+            sql.push_str(if r > 0 { ", (?, ?)" } else { "(?, ?)" });
+        }
+        // Only placeholders are interpolated; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (seq, hash) in chunk {
+            q = q.bind(*seq).bind(hash.to_string());
+        }
+        q.execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -293,10 +317,19 @@ struct PgRow<'a> {
     entry_sha256: &'a str,
 }
 
+/// One row of the subject index: the entry's place in its batch and a
+/// subject hash it names.
+#[derive(serde::Serialize)]
+struct PgSubject<'a> {
+    i: usize,
+    h: &'a str,
+}
+
 /// PostgreSQL: the whole batch in one statement and one round trip, through
 /// `jembatan_audit_append` (migrations 0004, 0006), which takes the
 /// appenders' advisory lock, numbers the entries after the latest one and
-/// inserts them; the statement's transaction has committed when it returns.
+/// inserts them, with the subject index (migration 0008) filled in the same
+/// statement; its transaction has committed when it returns.
 async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), StoreError> {
     use base64::Engine;
     let rows: Vec<PgRow<'_>> = batch
@@ -320,13 +353,35 @@ async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), Stor
             }
         })
         .collect();
+    let subjects: Vec<PgSubject<'_>> = batch
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            p.stored
+                .entry
+                .all_subjects()
+                .into_iter()
+                .map(move |h| PgSubject { i, h })
+        })
+        .collect();
     // Plain data with string keys: serializing cannot fail.
     let json = serde_json::to_string(&rows).unwrap_or_default();
-    let base: i64 = sqlx::query("SELECT jembatan_audit_append($1::jsonb)")
-        .bind(json)
-        .fetch_one(store.pool())
-        .await?
-        .try_get(0)?;
+    let subjects = serde_json::to_string(&subjects).unwrap_or_default();
+    // `appended` runs once (a CTE with a volatile function is evaluated
+    // once); the index rows go in with the entries, in one transaction.
+    let base: i64 = sqlx::query(
+        "WITH appended AS (SELECT jembatan_audit_append($1::jsonb) AS base),
+              indexed AS (
+                  INSERT INTO audit_subjects (seq, subject_hash)
+                  SELECT a.base + s.i, s.h
+                  FROM appended a, jsonb_to_recordset($2::jsonb) AS s(i bigint, h text))
+         SELECT base FROM appended",
+    )
+    .bind(json)
+    .bind(subjects)
+    .fetch_one(store.pool())
+    .await?
+    .try_get(0)?;
     number(batch, base);
     Ok(())
 }

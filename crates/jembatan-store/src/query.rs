@@ -20,7 +20,8 @@ pub struct EntryQuery {
     pub decision: Option<String>,
     /// `started`, `denied`, `invalid`, `ok`, `failed` or `cancelled`.
     pub status: Option<String>,
-    /// Lowercase hex keyed hash of a lookup key.
+    /// Lowercase hex keyed hash of a subject: entries that looked it up
+    /// by key or named it in a filter.
     pub subject_hash: Option<String>,
     pub exchange_id: Option<String>,
     /// Entries recorded at or after this time (as `format_instant` writes it).
@@ -51,7 +52,6 @@ impl EntryQuery {
             ("purpose", &self.purpose),
             ("decision", &self.decision),
             ("status", &self.status),
-            ("subject_hash", &self.subject_hash),
             ("exchange_id", &self.exchange_id),
         ];
         for (column, value) in columns {
@@ -59,6 +59,14 @@ impl EntryQuery {
                 let p = next(&mut values, value);
                 clauses.push(format!("{column} = {p}"));
             }
+        }
+        if let Some(hash) = &self.subject_hash {
+            // the lookup key's column serves entries older than the index
+            let p = next(&mut values, hash);
+            let q = next(&mut values, hash);
+            clauses.push(format!(
+                "(subject_hash = {p} OR seq IN (SELECT seq FROM audit_subjects WHERE subject_hash = {q}))"
+            ));
         }
         if let Some(from) = &self.from {
             let p = next(&mut values, from);

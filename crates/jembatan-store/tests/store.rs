@@ -18,6 +18,8 @@ fn entry(exchange: &str, kind: EntryKind) -> AuditEntry {
         fields: vec!["nik".into()],
         filter: None,
         subject_hash: None,
+        subjects: Vec::new(),
+        unregistered_purpose: None,
         limit: None,
         agreement_id: Some("a1".into()),
         agreement_terms_sha256: None,
@@ -300,6 +302,27 @@ async fn filtered_queries_match_every_filter(store: Store) {
         ..all.clone()
     };
     assert_eq!(seqs(subject, 100).await, [2, 4]);
+    // a subject a filter named (format 2) is found like a lookup key, and
+    // one entry may name several
+    let mut e = entry("q6", EntryKind::Decision);
+    e.v = 2;
+    e.subjects = vec!["aa".repeat(32), "cc".repeat(32)];
+    log.append(e).await.unwrap();
+    let mut e = entry("q7", EntryKind::Decision);
+    e.v = 2;
+    e.subject_hash = Some("cc".repeat(32));
+    e.subjects = vec!["cc".repeat(32)];
+    log.append(e).await.unwrap();
+    let subject = EntryQuery {
+        subject_hash: Some("aa".repeat(32)),
+        ..all.clone()
+    };
+    assert_eq!(seqs(subject, 100).await, [2, 4, 6]);
+    let subject = EntryQuery {
+        subject_hash: Some("cc".repeat(32)),
+        ..all.clone()
+    };
+    assert_eq!(seqs(subject, 100).await, [6, 7]);
     let exchange = EntryQuery {
         exchange_id: Some("q3".into()),
         dataset: Some("disdukcapil.penduduk".into()),

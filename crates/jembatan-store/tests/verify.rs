@@ -29,6 +29,8 @@ fn entry(i: usize) -> AuditEntry {
         fields: vec!["nik".into()],
         filter: None,
         subject_hash: None,
+        subjects: Vec::new(),
+        unregistered_purpose: None,
         limit: None,
         agreement_id: Some("a1".into()),
         agreement_terms_sha256: None,
