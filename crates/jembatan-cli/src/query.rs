@@ -79,10 +79,11 @@ pub(crate) struct LookupArgs {
     /// The purpose (legal basis) of the agreement to use.
     #[arg(long)]
     purpose: String,
-    /// The value of the dataset's key, e.g. a NIK. Sent as a string; write
-    /// `int:N`, `float:X` or `bool:B` for another type.
-    #[arg(long, value_name = "VALUE")]
-    key: String,
+    /// The value of the dataset's key, e.g. a NIK (`--key` names this
+    /// caller's private key). Sent as a string; write `int:N`, `float:X`
+    /// or `bool:B` for another type, `str:TEXT` for text that starts so.
+    #[arg(value_name = "KEY")]
+    lookup_key: String,
     /// Fields wanted, repeatable or comma-separated [default: every field
     /// the agreement grants for reading].
     #[arg(long = "field", value_name = "FIELD", value_delimiter = ',')]
@@ -560,7 +561,7 @@ async fn query(args: QueryArgs, conn: &Connection) -> Result<(), Failure> {
 }
 
 async fn lookup(args: LookupArgs, conn: &Connection) -> Result<(), Failure> {
-    let key = scalar(&args.key).map_err(|e| Failure::Usage(anyhow!("--key: {e}")))?;
+    let key = scalar(&args.lookup_key).map_err(|e| Failure::Usage(anyhow!("KEY: {e}")))?;
     let mut verify = std::collections::HashMap::new();
     for spec in &args.verify {
         let (field, value) = spec
