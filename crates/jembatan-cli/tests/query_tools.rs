@@ -288,6 +288,23 @@ fn query_lookup_and_denial_from_the_command_line() {
     assert_eq!(answer["record"]["nik"], nik);
     assert_eq!(answer["receipt"]["verified"], true);
 
+    // the agreement used, at a glance
+    let (code, out, err) = demo.run("agency-dpmptsp", &["agreement", "list"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("ID "), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("pks-2026-001-dpmptsp-penduduk"))
+        .unwrap_or_else(|| panic!("{out}"));
+    for want in [
+        "approved",
+        LICENCE,
+        "nik,nama_lengkap,tgl_lahir,jenis_kelamin,kode_kecamatan,status",
+        "unlimited",
+    ] {
+        assert!(line.contains(want), "{want}: {line}");
+    }
+
     // a denial: every reason code printed, exit 3, nothing written
     let denied = dir.path().join("denied.jsonl");
     let (code, out, err) = demo.run(
