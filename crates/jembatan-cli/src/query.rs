@@ -406,17 +406,16 @@ fn refused(status: tonic::Status) -> Failure {
         .and_then(|v| v.to_bytes().ok())
         .and_then(|b| pb::DenialDetails::decode(b.as_ref()).ok());
     match details {
-        Some(details) => Failure::Denied(anyhow!("{}", denial_text(&status, &details))),
+        Some(details) => Failure::Denied(anyhow!("{}", denial_text(&details))),
         None => call_failed(status),
     }
 }
 
-fn denial_text(status: &tonic::Status, details: &pb::DenialDetails) -> String {
+fn denial_text(details: &pb::DenialDetails) -> String {
+    // the status message repeats the reasons; here they are one a line
     let mut text = format!(
-        "denied: {}\n  audit entry {} (exchange {})",
-        status.message(),
-        details.entry_seq,
-        details.exchange_id
+        "denied: the exchange is refused by policy (audit entry {}, exchange {})",
+        details.entry_seq, details.exchange_id
     );
     for r in &details.reasons {
         let code = pb::DenialCode::try_from(r.code)
@@ -456,9 +455,10 @@ fn print_receipt(out: &mut dyn Write, r: &pb::Receipt) -> std::io::Result<()> {
     )?;
     writeln!(out, "  decision      {}", r.decision_seq)?;
     writeln!(out, "  leaf hash     {}", r.leaf_hash)?;
+    let records = if r.rows == 1 { "record" } else { "records" };
     writeln!(
         out,
-        "  payload hash  {} ({} records, {} bytes)",
+        "  payload hash  {} ({} {records}, {} bytes)",
         r.payload_sha256, r.rows, r.bytes
     )?;
     writeln!(out, "  completed     {completed}")
