@@ -163,8 +163,8 @@ impl PayloadHash {
     }
 
     /// Compares with the receipt: hash, record count and byte count.
-    pub(crate) fn check(self, receipt: &pb::Receipt) -> Result<(), Failure> {
-        let hash = hex::encode(self.hasher.finalize());
+    pub(crate) fn check(&self, receipt: &pb::Receipt) -> Result<(), Failure> {
+        let hash = hex::encode(self.hasher.clone().finalize());
         if hash != receipt.payload_sha256 {
             return Err(Failure::Refused(anyhow!(
                 "the receipt does not match the records received: payload hash {hash}, the receipt says {}",
@@ -347,6 +347,11 @@ impl Output {
         Ok(())
     }
 
+    /// Leaves `FILE.partial` in place; its path, when there is a file.
+    fn leave_partial(self) -> Option<PathBuf> {
+        self.partial.map(|(partial, _)| partial)
+    }
+
     fn discard(self) {
         if let Some((partial, _)) = &self.partial {
             let _ = std::fs::remove_file(partial);
@@ -512,8 +517,17 @@ async fn query(args: QueryArgs, conn: &Connection) -> Result<(), Failure> {
     let mut hash = PayloadHash::default();
     let mut progress = Progress::new();
     let mut receipt = None;
+    let mut stopped = None;
     let streamed: Result<(), Failure> = async {
-        while let Some(msg) = stream.message().await.map_err(refused)? {
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(status) => {
+                    stopped = Some(status);
+                    return Ok(());
+                }
+            };
             match msg.item {
                 Some(pb::query_response::Item::Batch(batch)) => {
                     for record in &batch.records {
@@ -538,6 +552,26 @@ async fn query(args: QueryArgs, conn: &Connection) -> Result<(), Failure> {
     }
     .await;
     progress.clear();
+    if let Some(status) = stopped {
+        // stopped while records flowed (a revoked agreement, a spent
+        // quota): the trailers' receipt covers what was delivered, which
+        // is kept as FILE.partial when it verifies
+        let delivered = sink.finish().ok().and(receipt_from(status.metadata()));
+        match delivered {
+            Some(r) if r.rows > 0 && hash.check(&r).is_ok() => {
+                if let Some(path) = output.leave_partial() {
+                    eprintln!(
+                        "the exchange stopped after {} records; {} holds them",
+                        r.rows,
+                        path.display()
+                    );
+                }
+                print_receipt(&mut std::io::stderr().lock(), &r)?;
+            }
+            _ => output.discard(),
+        }
+        return Err(refused(status));
+    }
     let checked = streamed
         .and_then(|()| sink.finish())
         .and_then(|()| {
