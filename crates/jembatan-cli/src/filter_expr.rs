@@ -576,4 +576,129 @@ mod tests {
         let e = parse(&deep).expect_err("too deep");
         assert!(e.message.contains("max_filter_depth"), "{e}");
     }
+
+    /// Writes a filter back as an expression (each compound in
+    /// parentheses), for the round-trip property.
+    fn render(f: &Filter) -> String {
+        fn value(v: &Scalar) -> String {
+            match v {
+                Scalar::String(s) => format!("'{}'", s.replace('\'', "''")),
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Float(x) => format!("{x:?}"),
+                Scalar::Bool(b) => b.to_string(),
+            }
+        }
+        let join = |list: &[Filter], sep: &str| {
+            let parts: Vec<String> = list.iter().map(render).collect();
+            format!("({})", parts.join(sep))
+        };
+        match f {
+            Filter::All(list) => join(list, " and "),
+            Filter::Any(list) => join(list, " or "),
+            Filter::Not(inner) => format!("not {}", render(inner)),
+            Filter::Predicate(p) => {
+                let field = p.field.as_str();
+                let one = || p.value.as_ref().map(value).unwrap_or_default();
+                match p.op {
+                    Operator::Eq => format!("{field} = {}", one()),
+                    Operator::Ne => format!("{field} != {}", one()),
+                    Operator::Lt => format!("{field} < {}", one()),
+                    Operator::Le => format!("{field} <= {}", one()),
+                    Operator::Gt => format!("{field} > {}", one()),
+                    Operator::Ge => format!("{field} >= {}", one()),
+                    Operator::Prefix => format!("{field} starts with {}", one()),
+                    Operator::IsNull => format!("{field} is null"),
+                    Operator::IsNotNull => format!("{field} is not null"),
+                    Operator::In => {
+                        let vs: Vec<String> = p.values.iter().map(value).collect();
+                        format!("{field} in ({})", vs.join(", "))
+                    }
+                }
+            }
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field() -> impl Strategy<Value = FieldName> {
+            "[a-z_][a-z0-9_]{0,8}"
+                .prop_filter("not a keyword", |f| {
+                    !["and", "or", "not", "in", "is"].contains(&f.as_str())
+                })
+                .prop_map(|f| f.parse().expect("a valid name"))
+        }
+
+        fn scalar() -> impl Strategy<Value = Scalar> {
+            prop_oneof![
+                "[^\\x00]{0,12}".prop_map(Scalar::String),
+                any::<i64>().prop_map(Scalar::Int),
+                (-1e12f64..1e12).prop_map(Scalar::Float),
+                any::<bool>().prop_map(Scalar::Bool),
+            ]
+        }
+
+        fn predicate() -> impl Strategy<Value = Filter> {
+            let compare = prop_oneof![
+                Just(Operator::Eq),
+                Just(Operator::Ne),
+                Just(Operator::Lt),
+                Just(Operator::Le),
+                Just(Operator::Gt),
+                Just(Operator::Ge),
+            ];
+            prop_oneof![
+                (field(), compare, scalar()).prop_map(|(f, op, v)| Predicate::new(
+                    f,
+                    op,
+                    Some(v),
+                    Vec::new()
+                )),
+                (field(), proptest::collection::vec(scalar(), 1..4))
+                    .prop_map(|(f, vs)| Predicate::new(f, Operator::In, None, vs)),
+                (field(), any::<bool>()).prop_map(|(f, not)| {
+                    let op = if not {
+                        Operator::IsNotNull
+                    } else {
+                        Operator::IsNull
+                    };
+                    Predicate::new(f, op, None, Vec::new())
+                }),
+                (field(), "[^\\x00]{0,12}").prop_map(|(f, s)| {
+                    Predicate::new(f, Operator::Prefix, Some(Scalar::String(s)), Vec::new())
+                }),
+            ]
+            .prop_map(|p| Filter::Predicate(p.expect("a valid predicate")))
+        }
+
+        fn filter() -> impl Strategy<Value = Filter> {
+            predicate().prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 2..4).prop_map(Filter::All),
+                    proptest::collection::vec(inner.clone(), 2..4).prop_map(Filter::Any),
+                    inner.prop_map(|f| Filter::Not(Box::new(f))),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Any filter, written as an expression, reads back the same.
+            #[test]
+            fn rendered_filters_read_back(f in filter()) {
+                let text = render(&f);
+                let back = parse(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+                prop_assert_eq!(back, f, "{}", text);
+            }
+
+            /// Any text either reads or fails at a column inside it (or
+            /// just past its end); never a panic.
+            #[test]
+            fn any_text_fails_at_a_column_inside_it(text in "\\PC{0,40}") {
+                if let Err(e) = parse(&text) {
+                    prop_assert!(e.column >= 1 && e.column <= text.chars().count() + 1, "{}: {}", text, e);
+                }
+            }
+        }
+    }
 }
