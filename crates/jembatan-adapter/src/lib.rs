@@ -41,4 +41,4 @@ pub use kind::ColumnKind;
 pub use receipts::{
     AckedReceipt, FetchStatus, LogEntry, ReceiptEntry, ServedEntry, read_receipt_log,
 };
-pub use server::{AdapterService, MAX_REQUEST_BYTES, serve};
+pub use server::{AdapterService, MAX_REQUEST_BYTES, REFLECTED_SERVICES, serve};

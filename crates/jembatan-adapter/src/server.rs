@@ -118,9 +118,34 @@ fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     })
 }
 
+/// The services the adapter's caller (the broker) can use, as reflection
+/// lists them: the adapter's own, health, and reflection in both versions.
+/// The broker's services share the descriptor set but are not offered
+/// here.
+pub const REFLECTED_SERVICES: [&str; 4] = [
+    "jembatan.v1.Adapter",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// A reflection builder that knows every descriptor the adapter serves
+/// and lists only [`REFLECTED_SERVICES`].
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(jembatan_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    REFLECTED_SERVICES
+        .iter()
+        .fold(builder, |b, name| b.with_service_name(*name))
+}
+
 /// Serves the adapter on `listener` with mutual TLS until `shutdown`
 /// completes: the `jembatan.v1.Adapter` service, gRPC health (reporting
-/// `jembatan.v1.Adapter` as SERVING) and reflection.
+/// `jembatan.v1.Adapter` as SERVING) and reflection (`v1` and `v1alpha`).
 pub async fn serve(
     adapter: Arc<Adapter>,
     listener: TcpListener,
@@ -131,10 +156,11 @@ pub async fn serve(
     reporter
         .set_serving::<AdapterServer<AdapterService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(jembatan_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|e| AdapterError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|e| AdapterError::Reflection(e.to_string()))?;
     let service = AdapterServer::new(AdapterService::new(Arc::clone(&adapter)))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -149,7 +175,8 @@ pub async fn serve(
         .layer(MapResponseLayer::new(jembatan_proto::map_decode_errors))
         .layer(tls.revocation_layer())
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(service)
         // the acceptor sets TCP_NODELAY and keepalive on every
         // connection: tonic's own settings do not reach streams served

@@ -35,7 +35,7 @@ pub use config::BrokerConfig;
 pub use exchange::{ExchangeService, subject_hash};
 pub use registry_service::{RegistryService, incompatibility_to_proto, mode_to_proto};
 pub use relay::QueryStream;
-pub use server::{MAX_REQUEST_BYTES, serve};
+pub use server::{MAX_REQUEST_BYTES, REFLECTED_SERVICES, serve};
 
 /// Trailer (streams) or header (unary) carrying the binary-encoded
 /// `Receipt` of an exchange.

@@ -22,6 +22,34 @@ use crate::{Broker, BrokerError};
 /// refused with `ResourceExhausted` naming the limit `max_request_bytes`.
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 
+/// The services a caller of the broker can use, as reflection lists them:
+/// the broker's own, health, and reflection in both versions (older tools
+/// and Python's `grpcio-reflection` speak only `v1alpha`). The adapter's
+/// service is in the same descriptor set but is not offered here.
+pub const REFLECTED_SERVICES: [&str; 7] = [
+    "jembatan.v1.Exchange",
+    "jembatan.v1.Audit",
+    "jembatan.v1.Registry",
+    "jembatan.v1.Agreements",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// A reflection builder that knows every descriptor the broker serves and
+/// lists only [`REFLECTED_SERVICES`].
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(jembatan_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    REFLECTED_SERVICES
+        .iter()
+        .fold(builder, |b, name| b.with_service_name(*name))
+}
+
 /// Serves the broker on `listener` until `shutdown` completes.
 pub async fn serve(
     broker: Broker,
@@ -42,14 +70,12 @@ pub async fn serve(
     health
         .set_serving::<AgreementsServer<crate::AgreementsService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(jembatan_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| BrokerError::Config {
-            path: "reflection".into(),
-            message: e.to_string(),
-        })?;
+    let reflection_error = |e: tonic_reflection::server::Error| BrokerError::Config {
+        path: "reflection".into(),
+        message: e.to_string(),
+    };
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
     let exchange =
         ExchangeServer::new(broker.exchange_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
     let audit =
@@ -61,7 +87,8 @@ pub async fn serve(
     let routes = broker
         .registry_http()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(exchange)
         .add_service(audit)
         .add_service(registry)

@@ -80,7 +80,9 @@ pub(crate) enum AgreementCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List the agreements the caller may see.
+    /// List the agreements the caller may see: a table of status,
+    /// purpose, fields and modes, validity and quota (`--json`: one JSON
+    /// object a line, every term).
     List {
         #[arg(long)]
         provider: Option<String>,
@@ -248,6 +250,86 @@ fn print(out: &mut impl Write, a: &pb::Agreement, json: bool) -> std::io::Result
     writeln!(out, "  terms:   sha256 {}", a.terms_sha256)
 }
 
+/// The date part of a validity bound, or `-` when there is none.
+fn day_text(t: &Option<prost_types::Timestamp>) -> String {
+    time_text(t)
+        .map(|t| t.chars().take(10).collect())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn quota_text(q: Option<&pb::Quota>) -> String {
+    let parts: Vec<String> = q
+        .into_iter()
+        .flat_map(|q| {
+            [
+                (q.rows_per_day > 0).then(|| format!("{} rows/day", q.rows_per_day)),
+                (q.requests_per_minute > 0).then(|| format!("{} req/min", q.requests_per_minute)),
+            ]
+        })
+        .flatten()
+        .collect();
+    if parts.is_empty() {
+        "unlimited".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Cuts `text` to `max` characters, marking the cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut s: String = text.chars().take(max - 1).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// One line an agreement: who, what, why, which fields in which mode,
+/// when, how much. Long purposes are cut; `--json` has every term whole.
+fn print_table(out: &mut impl Write, list: &[pb::Agreement]) -> std::io::Result<()> {
+    let header = [
+        "ID", "STATUS", "DATASET", "CONSUMER", "PURPOSE", "FIELDS", "VALID", "QUOTA",
+    ];
+    let rows: Vec<[String; 8]> = list
+        .iter()
+        .map(|a| {
+            let fields: Vec<String> = a.fields.iter().map(grant_text).collect();
+            [
+                a.id.clone(),
+                status_name(a.status).to_owned(),
+                a.dataset.clone(),
+                a.consumer.clone(),
+                cut(&a.purpose, 40),
+                fields.join(","),
+                format!("{}..{}", day_text(&a.valid_from), day_text(&a.valid_until)),
+                quota_text(a.quota.as_ref()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(&header))?;
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        writeln!(out, "{}", line(&cells))?;
+    }
+    Ok(())
+}
+
 async fn agreement(command: AgreementCommand, conn: &Connection) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     // arguments are checked before the broker is called
@@ -302,22 +384,7 @@ async fn agreement(command: AgreementCommand, conn: &Connection) -> Result<(), F
             } else if list.is_empty() {
                 writeln!(out, "no agreements")?;
             } else {
-                writeln!(
-                    out,
-                    "{:<40} {:<18} {:<14} {:<14} dataset",
-                    "id", "status", "provider", "consumer"
-                )?;
-                for a in &list {
-                    writeln!(
-                        out,
-                        "{:<40} {:<18} {:<14} {:<14} {}",
-                        a.id,
-                        status_name(a.status),
-                        a.provider,
-                        a.consumer,
-                        a.dataset
-                    )?;
-                }
+                print_table(&mut out, &list)?;
             }
         }
     }
@@ -414,6 +481,44 @@ fn build(command: AgreementCommand) -> Result<(Call, bool), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_table() {
+        let a = pb::Agreement {
+            id: "pks-1".into(),
+            provider: "disdukcapil".into(),
+            consumer: "dinkes".into(),
+            dataset: "disdukcapil.penduduk".into(),
+            fields: vec![
+                parse_field("nik:masked:keep_last:4").ok().unwrap(),
+                parse_field("nama_lengkap:verify").ok().unwrap(),
+            ],
+            purpose: "pendataan sasaran imunisasi".into(),
+            valid_from: timestamp("valid-from", "2026-01-01").ok(),
+            quota: Some(pb::Quota {
+                rows_per_day: 100,
+                requests_per_minute: 0,
+            }),
+            status: pb::AgreementStatus::Approved as i32,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        print_table(&mut out, &[a]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID     STATUS    DATASET"), "{text}");
+        for want in [
+            "approved",
+            "pendataan sasaran imunisasi",
+            "nik:masked:keep_last:4,nama_lengkap:verify",
+            "2026-01-01..-",
+            "100 rows/day",
+        ] {
+            assert!(lines[1].contains(want), "{want}: {text}");
+        }
+        assert_eq!(quota_text(None), "unlimited");
+        assert_eq!(cut("abcdef", 4), "abc…");
+    }
 
     #[test]
     fn field_specs() {

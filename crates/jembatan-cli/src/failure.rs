@@ -1,7 +1,8 @@
 //! How a command failed, which decides its exit code: 1 when the command
 //! ran and the answer is "no" (a log that does not verify, an incompatible
 //! schema, a refused request, a failing record), 2 for usage errors,
-//! unreadable input and unreachable stores or brokers.
+//! unreadable input and unreachable stores or brokers, 3 when an exchange
+//! is denied by policy (`query`, `lookup`).
 
 use std::process::ExitCode;
 
@@ -12,6 +13,8 @@ pub(crate) enum Failure {
     Refused(anyhow::Error),
     /// Usage errors, unreadable files, unreachable services (exit 2).
     Usage(anyhow::Error),
+    /// An exchange denied by policy, with its reasons (exit 3).
+    Denied(anyhow::Error),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -37,6 +40,10 @@ pub(crate) fn exit(result: Result<(), Failure>) -> ExitCode {
         Err(Failure::Usage(err)) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
+        }
+        Err(Failure::Denied(err)) => {
+            eprintln!("{err:#}");
+            ExitCode::from(3)
         }
     }
 }

@@ -3,6 +3,8 @@
 mod agreement;
 mod audit;
 mod failure;
+mod filter_expr;
+mod query;
 mod schema;
 
 use std::io::Write;
@@ -58,6 +60,22 @@ enum Command {
     Agreement {
         #[command(subcommand)]
         command: agreement::AgreementCommand,
+        #[command(flatten)]
+        connection: schema::Connection,
+    },
+    /// Read a dataset under an agreement (consumer): records streamed to
+    /// JSONL or CSV, the receipt checked and printed; exit 3 when denied.
+    Query {
+        #[command(flatten)]
+        args: query::QueryArgs,
+        #[command(flatten)]
+        connection: schema::Connection,
+    },
+    /// Fetch one record by its key (consumer), or verify values against
+    /// it with `--verify FIELD=VALUE`; exit 3 when denied.
+    Lookup {
+        #[command(flatten)]
+        args: query::LookupArgs,
         #[command(flatten)]
         connection: schema::Connection,
     },
@@ -259,6 +277,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command,
             connection,
         } => return Ok(agreement::run(command, &connection).await),
+        Command::Query { args, connection } => return Ok(query::run_query(args, &connection).await),
+        Command::Lookup { args, connection } => {
+            return Ok(query::run_lookup(args, &connection).await);
+        }
         Command::Demo(args) => demo(args).await,
         Command::Broker { config } => broker(config).await,
         Command::Adapter(args) => match (args.command, args.config) {

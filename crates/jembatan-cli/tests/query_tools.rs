@@ -1,0 +1,447 @@
+//! `jembatan query` and `jembatan lookup` against a broker and adapter
+//! started from a kept demo: records to JSONL and CSV under a filter
+//! expression with the receipt verified, a lookup with `--verify`, a
+//! denial printed with its reason codes (exit 3); and server reflection,
+//! v1 and v1alpha, listing only the services a caller can use.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+fn jembatan() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jembatan"))
+}
+
+/// Kills a server when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn listen_port(config: &Path) -> u16 {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("listen"))
+        .unwrap()
+        .to_owned();
+    line.trim_end_matches('"')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+struct Demo {
+    keep: PathBuf,
+    port: u16,
+    adapter_port: u16,
+    _servers: Vec<Running>,
+}
+
+impl Demo {
+    fn start(dir: &Path) -> Demo {
+        let keep = dir.join("demo");
+        let out = jembatan()
+            .args(["demo", "--residents", "1000", "--keep"])
+            .arg(&keep)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config = keep.join("broker.toml");
+        let adapter_config = keep.join("adapter-disdukcapil.toml");
+        let (port, adapter_port) = (listen_port(&config), listen_port(&adapter_config));
+        let mut servers = Vec::new();
+        for (what, config) in [("adapter", &adapter_config), ("broker", &config)] {
+            servers.push(Running(
+                jembatan()
+                    .args([what, "--config"])
+                    .arg(config)
+                    .env("RUST_LOG", "warn")
+                    .spawn()
+                    .unwrap(),
+            ));
+        }
+        let started = Instant::now();
+        for port in [adapter_port, port] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the adapter or the broker did not start"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Demo {
+            keep,
+            port,
+            adapter_port,
+            _servers: servers,
+        }
+    }
+
+    fn cert(&self, who: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let certs = self.keep.join("certs");
+        (
+            certs.join("ca.pem"),
+            certs.join(format!("{who}.pem")),
+            certs.join(format!("{who}-key.pem")),
+        )
+    }
+
+    /// Runs `jembatan ARGS` with `who`'s certificate.
+    fn run(&self, who: &str, args: &[&str]) -> (Option<i32>, String, String) {
+        let (ca, cert, key) = self.cert(who);
+        let out = jembatan()
+            .args(args)
+            .arg("--broker")
+            .arg(format!("https://localhost:{}", self.port))
+            .arg("--ca")
+            .arg(ca)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+const DATASET: &str = "disdukcapil.penduduk";
+const LICENCE: &str = "verifikasi identitas pemohon izin usaha";
+
+/// The value printed after `label` in a receipt.
+fn receipt_field<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label} in {out}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+}
+
+#[test]
+fn query_lookup_and_denial_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+
+    // a query to JSONL: the file holds the records exactly as received,
+    // so its SHA-256 is the receipt's payload hash
+    let jsonl = dir.path().join("out.jsonl");
+    let (code, out, err) = demo.run(
+        "agency-dpmptsp",
+        &[
+            "query",
+            "--dataset",
+            DATASET,
+            "--purpose",
+            LICENCE,
+            "--field",
+            "nik,nama_lengkap,kode_kecamatan,status",
+            "--filter",
+            "status in ('HIDUP', 'PINDAH') and not (nik is null)",
+            "--limit",
+            "40",
+            "--output",
+            jsonl.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("receipt verified"), "{out}");
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 40, "{text}");
+    for r in &records {
+        assert!(
+            r["status"] == "HIDUP" || r["status"] == "PINDAH",
+            "the filter did not hold: {r}"
+        );
+    }
+    assert_eq!(
+        receipt_field(&out, "payload hash"),
+        hex::encode(Sha256::digest(text.as_bytes()))
+    );
+    assert!(receipt_field(&out, "entry").parse::<u64>().is_ok(), "{out}");
+    assert!(!dir.path().join("out.jsonl.partial").exists());
+
+    // a query to CSV, filtered on a value taken from the first answer
+    let kecamatan = records[0]["kode_kecamatan"].as_str().unwrap().to_owned();
+    let csv = dir.path().join("out.csv");
+    let filter =
+        format!("kode_kecamatan = '{kecamatan}' and (status = 'HIDUP' or status = 'PINDAH')");
+    let (code, out, err) = demo.run(
+        "agency-dpmptsp",
+        &[
+            "query",
+            "--dataset",
+            DATASET,
+            "--purpose",
+            LICENCE,
+            "--field",
+            "kode_kecamatan",
+            "--field",
+            "nama_lengkap",
+            "--filter",
+            &filter,
+            "--format",
+            "csv",
+            "--output",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("receipt verified"), "{out}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("kode_kecamatan,nama_lengkap"));
+    let rows: Vec<&str> = lines.collect();
+    assert!(!rows.is_empty(), "{text}");
+    for row in &rows {
+        assert!(row.starts_with(&format!("{kecamatan},")), "{row}");
+    }
+    let rows_in_receipt = out
+        .lines()
+        .find(|l| l.contains("payload hash"))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    assert_eq!(rows_in_receipt, rows.len().to_string(), "{out}");
+
+    // a filter that does not parse: usage (2), the column shown, nothing sent
+    let (code, _, err) = demo.run(
+        "agency-dpmptsp",
+        &[
+            "query",
+            "--dataset",
+            DATASET,
+            "--purpose",
+            LICENCE,
+            "--filter",
+            "status = 'HIDUP' and",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("column 21"), "{err}");
+
+    // a lookup verifying one right and one wrong value
+    let nik = records[0]["nik"].as_str().unwrap();
+    let name = records[0]["nama_lengkap"].as_str().unwrap();
+    let right = format!("nama_lengkap={name}");
+    let (code, out, err) = demo.run(
+        "agency-dpmptsp",
+        &[
+            "lookup",
+            "--dataset",
+            DATASET,
+            "--purpose",
+            LICENCE,
+            nik,
+            "--field",
+            "nik",
+            "--verify",
+            &right,
+            "--verify",
+            "kode_kecamatan=00.00.00",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("verify nama_lengkap: matches"), "{out}");
+    assert!(
+        out.contains("verify kode_kecamatan: does not match"),
+        "{out}"
+    );
+    assert!(out.contains("receipt verified"), "{out}");
+    let (code, out, err) = demo.run(
+        "agency-dpmptsp",
+        &[
+            "lookup",
+            "--dataset",
+            DATASET,
+            "--purpose",
+            LICENCE,
+            nik,
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let answer: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(answer["found"], true);
+    assert_eq!(answer["record"]["nik"], nik);
+    assert_eq!(answer["receipt"]["verified"], true);
+
+    // the agreement used, at a glance
+    let (code, out, err) = demo.run("agency-dpmptsp", &["agreement", "list"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("ID "), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("pks-2026-001-dpmptsp-penduduk"))
+        .unwrap_or_else(|| panic!("{out}"));
+    for want in [
+        "approved",
+        LICENCE,
+        "nik,nama_lengkap,tgl_lahir,jenis_kelamin,kode_kecamatan,status",
+        "unlimited",
+    ] {
+        assert!(line.contains(want), "{want}: {line}");
+    }
+
+    // a denial: every reason code printed, exit 3, nothing written
+    let denied = dir.path().join("denied.jsonl");
+    let (code, out, err) = demo.run(
+        "agency-bpn",
+        &[
+            "query",
+            "--dataset",
+            DATASET,
+            "--purpose",
+            LICENCE,
+            "--field",
+            "nik,tgl_lahir",
+            "--output",
+            denied.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("denied:"), "{err}");
+    assert!(err.contains("audit entry"), "{err}");
+    assert!(
+        err.contains("wrong_purpose (DENIAL_CODE_WRONG_PURPOSE)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("field_not_granted (DENIAL_CODE_FIELD_NOT_GRANTED)"),
+        "{err}"
+    );
+    assert!(!denied.exists());
+    assert!(!dir.path().join("denied.jsonl.partial").exists());
+
+    // reflection, both versions, on both servers
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(reflection(&demo));
+}
+
+async fn channel(demo: &Demo, who: &str, port: u16) -> tonic::transport::Channel {
+    let (ca, cert, key) = demo.cert(who);
+    let files = jembatan_pki::TlsFiles {
+        ca,
+        cert,
+        key,
+        crl: None,
+    };
+    tonic::transport::Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(files.client_config("localhost").unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn list_v1(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream_once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a list: {answer:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
+async fn list_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream_once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a list: {answer:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
+/// A request stream of one message.
+fn tokio_stream_once<T: Send + 'static>(
+    item: T,
+) -> impl tonic::codegen::tokio_stream::Stream<Item = T> + Send + 'static {
+    tonic::codegen::tokio_stream::iter(std::iter::once(item))
+}
+
+async fn reflection(demo: &Demo) {
+    let mut broker_services: Vec<String> = jembatan_broker::REFLECTED_SERVICES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    broker_services.sort();
+    let mut adapter_services: Vec<String> = jembatan_adapter::REFLECTED_SERVICES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    adapter_services.sort();
+    assert!(broker_services.contains(&"jembatan.v1.Exchange".to_string()));
+    assert!(!broker_services.contains(&"jembatan.v1.Adapter".to_string()));
+
+    let broker = channel(demo, "agency-dpmptsp", demo.port).await;
+    assert_eq!(list_v1(broker.clone()).await, broker_services);
+    assert_eq!(list_v1alpha(broker).await, broker_services);
+
+    let adapter = channel(demo, "broker", demo.adapter_port).await;
+    let listed = list_v1(adapter.clone()).await;
+    assert_eq!(
+        listed,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "jembatan.v1.Adapter",
+        ]
+    );
+    assert_eq!(listed, adapter_services);
+    assert_eq!(list_v1alpha(adapter).await, adapter_services);
+}
