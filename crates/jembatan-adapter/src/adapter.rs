@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use jembatan_core::PayloadHasher;
 use jembatan_core::ids::truncate;
 use jembatan_core::limits::{MAX_FIELDS, MAX_IDENT_BYTES};
 use jembatan_core::{AgencyId, DatasetId, FieldName, Filter};
 use jembatan_proto::v1 as pb;
-use ring::digest::{Context as Sha256, SHA256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -547,7 +547,7 @@ impl Adapter {
             columns: req.columns.clone(),
             rows: sent.rows,
             bytes: sent.bytes,
-            payload_sha256: hex::encode(sent.hasher.finish()),
+            payload_sha256: sent.hasher.hex(),
             status,
         }
     }
@@ -673,7 +673,7 @@ struct Plan {
 
 /// What has been handed to the transport so far.
 struct Sent {
-    hasher: Sha256,
+    hasher: PayloadHasher,
     rows: u64,
     bytes: u64,
 }
@@ -681,7 +681,7 @@ struct Sent {
 impl Default for Sent {
     fn default() -> Sent {
         Sent {
-            hasher: Sha256::new(&SHA256),
+            hasher: PayloadHasher::new(),
             rows: 0,
             bytes: 0,
         }
@@ -698,8 +698,7 @@ impl Sent {
         let mut hasher = self.hasher.clone();
         let mut bytes = 0u64;
         for r in &records {
-            hasher.update(r.as_bytes());
-            hasher.update(b"\n");
+            hasher.update(r);
             bytes += r.len() as u64;
         }
         let rows = records.len() as u64;

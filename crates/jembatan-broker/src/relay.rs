@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use std::collections::{BTreeMap, VecDeque};
 
+use jembatan_core::PayloadHasher;
 use jembatan_core::{AgreementStatus, Decision, Denial, DenialCode, EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use jembatan_store::QuotaKind;
 use prost::Message;
-use ring::digest::{Context as Sha256, SHA256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -32,11 +32,11 @@ const IN_FLIGHT: usize = 2;
 struct Tally {
     rows: u64,
     bytes: u64,
-    hasher: Sha256,
+    hasher: PayloadHasher,
     received_rows: u64,
     received_bytes: u64,
     /// Only when what the adapter sent differs from what is delivered.
-    received_hasher: Option<Sha256>,
+    received_hasher: Option<PayloadHasher>,
     /// For a lookup with values to verify: whether each matched.
     verified: BTreeMap<String, bool>,
 }
@@ -54,13 +54,10 @@ impl Tally {
         Self {
             rows: 0,
             bytes: 0,
-            hasher: Sha256::new(&SHA256),
+            hasher: PayloadHasher::new(),
             received_rows: 0,
             received_bytes: 0,
-            received_hasher: allowed
-                .admit
-                .changes_records()
-                .then(|| Sha256::new(&SHA256)),
+            received_hasher: allowed.admit.changes_records().then(PayloadHasher::new),
             verified: BTreeMap::new(),
         }
     }
@@ -70,8 +67,7 @@ impl Tally {
         for record in records {
             self.rows += 1;
             self.bytes += record.len() as u64;
-            self.hasher.update(record.as_bytes());
-            self.hasher.update(b"\n");
+            self.hasher.update(record);
         }
     }
 
@@ -90,8 +86,7 @@ impl Tally {
             self.received_rows += 1;
             self.received_bytes += record.len() as u64;
             if let Some(hasher) = &mut self.received_hasher {
-                hasher.update(record.as_bytes());
-                hasher.update(b"\n");
+                hasher.update(record);
             }
         }
         Ok(first)
@@ -127,7 +122,7 @@ impl Tally {
             .map(|hasher| jembatan_core::Received {
                 rows: self.received_rows,
                 bytes: self.received_bytes,
-                payload_sha256: hex::encode(hasher.clone().finish()),
+                payload_sha256: hasher.hex(),
             })
     }
 }
@@ -215,7 +210,7 @@ async fn finish(
     error: Option<String>,
     reasons: Vec<Denial>,
 ) -> Result<pb::Receipt, Status> {
-    let payload_sha256 = hex::encode(tally.hasher.clone().finish());
+    let payload_sha256 = tally.hasher.hex();
     let mut entry = allowed
         .facts
         .entry(EntryKind::Completion, Decision::Allow, status);
@@ -696,7 +691,7 @@ mod tests {
         Tally {
             rows: 0,
             bytes: 0,
-            hasher: Sha256::new(&SHA256),
+            hasher: PayloadHasher::new(),
             received_rows: 0,
             received_bytes: 0,
             received_hasher: None,

@@ -13,6 +13,7 @@ pub mod grant;
 pub mod identity;
 pub mod ids;
 pub mod limits;
+pub mod payload;
 pub mod record;
 
 pub use agreement::{Action, Agreement, AgreementStatus, TransitionError};
@@ -25,3 +26,4 @@ pub use filter::{Filter, Operator, Predicate, Scalar};
 pub use grant::{AccessMode, FieldGrant, MaskRule, Quota};
 pub use identity::{Identity, Role};
 pub use ids::{AgencyId, DatasetId, FieldName};
+pub use payload::PayloadHasher;
