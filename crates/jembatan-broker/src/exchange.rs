@@ -11,6 +11,7 @@ use jembatan_core::{
     AgencyId, Agreement, AuditEntry, DatasetId, Decision, Denial, DenialCode, EntryKind,
     ExchangeStatus, FieldName, Filter, Identity, InvalidArgument, MaskRule, Operator, Role, Scalar,
 };
+use jembatan_proto::DENIAL_METADATA_KEY;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_server::Exchange;
 use jembatan_store::{AuditLog, QuotaKind, Store};
@@ -20,7 +21,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::DENIAL_METADATA_KEY;
 use crate::agreements::Lifecycle;
 use crate::policy;
 use crate::registry::{Refusal, Registry, RegistryError, Translator};

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use jembatan_core::PayloadHasher;
 use jembatan_core::{AgreementStatus, Decision, Denial, DenialCode, EntryKind, ExchangeStatus};
+use jembatan_proto::RECEIPT_METADATA_KEY;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use jembatan_store::QuotaKind;
@@ -18,7 +19,6 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status, Streaming};
 
-use crate::RECEIPT_METADATA_KEY;
 pub(crate) use crate::adapters::AdapterPool;
 use crate::admit::{Admitted, Pending};
 use crate::exchange::{Allowed, State};

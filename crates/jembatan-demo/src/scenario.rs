@@ -640,13 +640,7 @@ impl<W: Write> Scenario<'_, W> {
             Err(status) => {
                 writeln!(self.out, "    ✘ {:?}: {}", status.code(), status.message())
                     .map_err(w("write output"))?;
-                let details = status
-                    .metadata()
-                    .get_bin(jembatan_broker::INCOMPATIBILITY_METADATA_KEY)
-                    .and_then(|v| v.to_bytes().ok())
-                    .and_then(|b| {
-                        <pb::CheckCompatibilityResponse as prost::Message>::decode(b).ok()
-                    })
+                let details = jembatan_proto::trailers::incompatibilities(status.metadata())
                     .unwrap_or_default();
                 for i in &details.incompatibilities {
                     writeln!(self.out, "    {} at {}: {}", i.kind, i.path, i.message)
@@ -814,11 +808,7 @@ impl<W: Write> Scenario<'_, W> {
     }
 
     fn denied(&mut self, status: tonic::Status) -> Result<(), DemoError> {
-        let details = status
-            .metadata()
-            .get_bin(jembatan_broker::DENIAL_METADATA_KEY)
-            .and_then(|v| v.to_bytes().ok())
-            .and_then(|b| <pb::DenialDetails as prost::Message>::decode(b).ok());
+        let details = jembatan_proto::trailers::denial_details(status.metadata());
         writeln!(self.out, "    ✘ {:?}: {}", status.code(), status.message())
             .map_err(step("write output"))?;
         if let Some(d) = details {
