@@ -133,21 +133,12 @@ async fn open_fetch(
     state: &State,
     allowed: &Allowed,
 ) -> Result<(Streaming<pb::FetchResponse>, AdapterClient<Channel>), Status> {
-    let endpoint = match state.store.agency(&allowed.provider).await {
-        Ok(Some(agency)) => agency.adapter_endpoint,
-        Ok(None) => None,
-        Err(err) => {
-            tracing::error!(error = %err, "store read failed");
-            None
-        }
-    };
+    let endpoint = adapter_endpoint(
+        state.store.agency(&allowed.provider).await,
+        &allowed.provider,
+    );
     let result: Result<_, Status> = async {
-        let endpoint = endpoint.ok_or_else(|| {
-            Status::unavailable(format!(
-                "provider {} has no adapter registered",
-                allowed.provider
-            ))
-        })?;
+        let endpoint = endpoint?;
         let mut client = AdapterClient::new(state.adapters.channel(&endpoint, &allowed.provider)?)
             .max_decoding_message_size(16 << 20);
         let stream = client
@@ -170,6 +161,25 @@ async fn open_fetch(
         .await?;
     }
     result
+}
+
+/// The endpoint of `provider`'s adapter from the store's answer: a
+/// provider without one and a store that cannot answer are told apart.
+fn adapter_endpoint(
+    found: Result<Option<jembatan_store::Agency>, jembatan_store::StoreError>,
+    provider: &jembatan_core::AgencyId,
+) -> Result<String, Status> {
+    match found {
+        Ok(agency) => agency.and_then(|a| a.adapter_endpoint).ok_or_else(|| {
+            Status::unavailable(format!("provider {provider} has no adapter registered"))
+        }),
+        Err(err) => {
+            tracing::error!(provider = %provider, error = %err, "store read failed");
+            Err(Status::unavailable(format!(
+                "cannot find provider {provider}'s adapter: the broker's store is unavailable"
+            )))
+        }
+    }
 }
 
 /// Maps an adapter's error to what the consumer sees: the adapter's
@@ -686,6 +696,50 @@ pub(crate) async fn lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_failure_is_not_reported_as_a_missing_adapter() {
+        let provider: jembatan_core::AgencyId = "prov".parse().expect("agency id");
+        let agency = |endpoint: Option<&str>| jembatan_store::Agency {
+            id: provider.clone(),
+            name: "Provider".into(),
+            adapter_endpoint: endpoint.map(str::to_owned),
+        };
+        let store_down = jembatan_store::StoreError::AuditUnavailable("pool closed".into());
+        let cases = [
+            (
+                "registered",
+                Ok(Some(agency(Some("https://127.0.0.1:1")))),
+                Ok("https://127.0.0.1:1"),
+            ),
+            (
+                "no endpoint",
+                Ok(Some(agency(None))),
+                Err("provider prov has no adapter registered"),
+            ),
+            (
+                "unknown provider",
+                Ok(None),
+                Err("provider prov has no adapter registered"),
+            ),
+            (
+                "store failed",
+                Err(store_down),
+                Err("cannot find provider prov's adapter: the broker's store is unavailable"),
+            ),
+        ];
+        for (name, found, want) in cases {
+            let got = adapter_endpoint(found, &provider);
+            match (got, want) {
+                (Ok(endpoint), Ok(want)) => assert_eq!(endpoint, want, "{name}"),
+                (Err(status), Err(want)) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{name}");
+                    assert_eq!(status.message(), want, "{name}");
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 
     fn tally() -> Tally {
         Tally {

@@ -29,7 +29,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic::{Request, Status};
 
-pub use client::{ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity};
+pub use client::{ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity, wrong_identity_in};
 pub use crl::{Reason, RevocationList, RevokeOutcome, Serial};
 pub use live::RELOAD_INTERVAL;
 pub use server::{RevocationCheck, RevocationLayer, Revocations, ServerTls, TlsIncoming};
