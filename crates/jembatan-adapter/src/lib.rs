@@ -34,7 +34,7 @@ pub use adapter::{
 pub use config::{
     AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DEFAULT_MAX_QUERY_TIME, DatasetConfig,
 };
-pub use error::AdapterError;
+pub use error::{AdapterError, Refused};
 pub use init::introspect;
 pub use kind::ColumnKind;
 pub use receipts::{

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use jembatan_core::Identity;
+use jembatan_core::{Failure, Identity};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::registry_server;
 use jembatan_schema::wire::{incompatibility_to_proto, mode_from_proto, mode_to_proto};
@@ -22,25 +22,6 @@ pub struct RegistryService {
 impl RegistryService {
     pub(crate) fn new(registry: Arc<Registry>) -> Self {
         Self { registry }
-    }
-}
-
-impl From<RegistryError> for Status {
-    fn from(err: RegistryError) -> Status {
-        let message = err.to_string();
-        match err {
-            RegistryError::Invalid(_) => Status::invalid_argument(message),
-            RegistryError::NotFound(_) => Status::not_found(message),
-            RegistryError::Forbidden(_) => Status::permission_denied(message),
-            RegistryError::Incompatible { .. } | RegistryError::MappingRejected(_) => {
-                Status::failed_precondition(message)
-            }
-            RegistryError::Conflict(_) => Status::aborted(message),
-            RegistryError::Store(e) => {
-                tracing::error!(error = %e, "registry store failed");
-                Status::unavailable("the registry store is unavailable")
-            }
-        }
     }
 }
 
@@ -169,7 +150,7 @@ impl registry_server::Registry for RegistryService {
         reader(&request)?;
         let req = request.into_inner();
         let mode = mode_from_proto(req.mode)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .map_err(|e| Failure::invalid_argument(e.to_string()))?
             .map(|m| (m, req.optional_friendly));
         let (_, reasons, _, _) = self
             .registry
@@ -188,7 +169,7 @@ impl registry_server::Registry for RegistryService {
         let identity = jembatan_pki::peer_identity(&request)?;
         let req = request.into_inner();
         let mode =
-            mode_from_proto(req.mode).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            mode_from_proto(req.mode).map_err(|e| Failure::invalid_argument(e.to_string()))?;
         self.registry
             .set_compatibility(&identity, &req.dataset, mode, req.optional_friendly)
             .await?;
@@ -206,9 +187,10 @@ impl registry_server::Registry for RegistryService {
             Ok(pb::VersionState::Deprecated) => VersionState::Deprecated,
             Ok(pb::VersionState::Disabled) => VersionState::Disabled,
             _ => {
-                return Err(Status::invalid_argument(
+                return Err(Failure::invalid_argument(
                     "state must be ACTIVE, DEPRECATED or DISABLED",
-                ));
+                )
+                .into());
             }
         };
         let v = self

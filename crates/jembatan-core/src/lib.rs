@@ -18,12 +18,13 @@ pub mod record;
 
 pub use agreement::{Action, Agreement, AgreementStatus, TransitionError};
 pub use audit::{
-    AgreementChange, AuditEntry, Decision, EntryKind, ExchangeStatus, Received, Translation,
+    AgreementChange, AuditEntry, CanonicalError, Decision, EntryKind, ExchangeStatus, Received,
+    Translation,
 };
 pub use denial::{Denial, DenialCode};
-pub use error::{ErrorCode, InvalidArgument};
+pub use error::{ErrorCode, Failure, InvalidArgument, ServiceError};
 pub use filter::{Filter, Operator, Predicate, Scalar};
 pub use grant::{AccessMode, FieldGrant, MaskRule, Quota};
-pub use identity::{Identity, Role};
+pub use identity::{Identity, IdentityError, Role};
 pub use ids::{AgencyId, DatasetId, FieldName};
 pub use payload::PayloadHasher;

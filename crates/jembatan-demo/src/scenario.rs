@@ -896,14 +896,14 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
 
     // 2. Development PKI: identities travel in certificates.
     let certs = dir.join("certs");
-    let mut identities = vec![Identity::new(Role::Broker, None).map_err(DemoError::Step)?];
+    let mut identities = vec![Identity::new(Role::Broker, None).map_err(step("identity"))?];
     for (agency, _) in ADAPTERS {
         identities.push(
             Identity::new(
                 Role::Adapter,
                 Some(agency.parse().map_err(step("agency id"))?),
             )
-            .map_err(DemoError::Step)?,
+            .map_err(step("identity"))?,
         );
     }
     for c in CONSUMERS {
@@ -913,7 +913,7 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
         Role::Integrator,
         Some("dinsos".parse().map_err(step("agency id"))?),
     )
-    .map_err(DemoError::Step)?;
+    .map_err(step("identity"))?;
     identities.push(integrator.clone());
     // the population registry's own agency certificate: it approves and
     // revokes agreements over its datasets
@@ -955,7 +955,7 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
             Role::Adapter,
             Some(agency.parse().map_err(step("agency id"))?),
         )
-        .map_err(DemoError::Step)?;
+        .map_err(step("identity"))?;
         let tls = files_of(&id)?;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
