@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use jembatan_core::PayloadHasher;
 use jembatan_core::ids::truncate;
 use jembatan_core::limits::{MAX_FIELDS, MAX_IDENT_BYTES};
-use jembatan_core::{AgencyId, DatasetId, FieldName, Filter};
+use jembatan_core::{AgencyId, DatasetId, FieldName, Filter, ServiceError};
 use jembatan_proto::v1 as pb;
-use ring::digest::{Context as Sha256, SHA256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::config::AdapterConfig;
 use crate::db::{self, ColumnType, Db, OutColumn, QueryTime};
-use crate::error::AdapterError;
+use crate::error::{AdapterError, Refused};
 use crate::kind::ColumnKind;
 use crate::receipts::{
     self, AckedReceipt, FetchStatus, LogEntry, ReceiptEntry, ReceiptLog, ServedEntry,
@@ -284,44 +284,30 @@ impl Adapter {
         }
     }
 
-    fn dataset(&self, requested: &str) -> Result<&Arc<DatasetInfo>, Status> {
+    fn dataset(&self, requested: &str) -> Result<&Arc<DatasetInfo>, Refused> {
         if requested.len() > MAX_DATASET_ID_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "invalid dataset: dataset id of {} bytes exceeds the limit max_ident_bytes = {MAX_IDENT_BYTES} (per part of <agency>.<dataset>)",
-                requested.len()
-            )));
+            return Err(Refused::DatasetIdTooLong(requested.len()));
         }
         self.datasets
             .iter()
             .find(|d| d.id.as_str() == requested)
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "dataset {:?} is not on the whitelist of this adapter (agency {})",
-                    truncate(requested, 128),
-                    self.agency
-                ))
+            .ok_or_else(|| Refused::DatasetNotWhitelisted {
+                dataset: truncate(requested, 128).to_owned(),
+                agency: self.agency.to_string(),
             })
     }
 
     /// Checks a fetch request against the whitelist and renders its SQL.
-    fn plan(&self, req: &pb::FetchRequest) -> Result<Plan, Status> {
+    fn plan(&self, req: &pb::FetchRequest) -> Result<Plan, Refused> {
         let dataset = self.dataset(&req.dataset)?.clone();
         if req.columns.is_empty() {
-            return Err(Status::invalid_argument(
-                "invalid columns: at least one column is required",
-            ));
+            return Err(Refused::NoColumns);
         }
         if req.columns.len() > MAX_FIELDS {
-            return Err(Status::invalid_argument(format!(
-                "invalid columns: {} columns exceed the limit max_fields = {MAX_FIELDS}",
-                req.columns.len()
-            )));
+            return Err(Refused::TooManyColumns(req.columns.len()));
         }
         if let Some(long) = req.columns.iter().find(|c| c.len() > MAX_IDENT_BYTES) {
-            return Err(Status::invalid_argument(format!(
-                "invalid columns: a column name of {} bytes exceeds the limit max_ident_bytes = {MAX_IDENT_BYTES}",
-                long.len()
-            )));
+            return Err(Refused::ColumnNameTooLong(long.len()));
         }
         let off_list: BTreeSet<String> = req
             .columns
@@ -330,18 +316,15 @@ impl Adapter {
             .map(|c| format!("{:?}", truncate(c, 64)))
             .collect();
         if !off_list.is_empty() {
-            return Err(Status::permission_denied(format!(
-                "columns not on the whitelist of dataset {}: {}",
-                dataset.id,
-                off_list.into_iter().collect::<Vec<_>>().join(", ")
-            )));
+            return Err(Refused::ColumnsNotWhitelisted {
+                dataset: dataset.id.to_string(),
+                columns: off_list.into_iter().collect::<Vec<_>>().join(", "),
+            });
         }
         let mut seen = BTreeSet::new();
         for c in &req.columns {
             if !seen.insert(c.as_str()) {
-                return Err(Status::invalid_argument(format!(
-                    "invalid columns: column {c:?} is requested more than once"
-                )));
+                return Err(Refused::DuplicateColumn(c.clone()));
             }
         }
         // the broker's filter: the agreement's row filter, the consumer's
@@ -350,8 +333,7 @@ impl Adapter {
             .filter
             .as_ref()
             .map(Filter::from_forwarded_proto)
-            .transpose()
-            .map_err(Status::from)?;
+            .transpose()?;
         let dialect = self.db.dialect();
         let filter = match &filter {
             None => None,
@@ -363,16 +345,14 @@ impl Adapter {
                     .map(|n| format!("{:?}", n.as_str()))
                     .collect();
                 if !off_list.is_empty() {
-                    return Err(Status::permission_denied(format!(
-                        "filter names fields not on the whitelist of dataset {}: {}",
-                        dataset.id,
-                        off_list.join(", ")
-                    )));
+                    return Err(Refused::FilterNotWhitelisted {
+                        dataset: dataset.id.to_string(),
+                        fields: off_list.join(", "),
+                    });
                 }
-                Some(
-                    typed_filter(f, dialect, &|n| dataset.column(n).map(|c| c.ty))
-                        .map_err(Status::from)?,
-                )
+                Some(typed_filter(f, dialect, &|n| {
+                    dataset.column(n).map(|c| c.ty)
+                })?)
             }
         };
         let (cols, out): (Vec<ColRef>, Vec<OutColumn>) = req
@@ -440,15 +420,15 @@ impl Adapter {
         };
         let plan = match self.plan(&req) {
             Ok(p) => p,
-            Err(status) => {
+            Err(refused) => {
                 tracing::warn!(
                     dataset = %truncate(&req.dataset, 128),
                     exchange_id = %truncate(&req.exchange_id, 64),
-                    code = ?status.code(),
-                    reason = %status.message(),
+                    code = ?refused.code(),
+                    reason = %refused,
                     "fetch refused"
                 );
-                return Err(status);
+                return Err(refused.into());
             }
         };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
@@ -580,7 +560,7 @@ impl Adapter {
             columns: req.columns.clone(),
             rows: sent.rows,
             bytes: sent.bytes,
-            payload_sha256: hex::encode(sent.hasher.finish()),
+            payload_sha256: sent.hasher.hex(),
             status,
         }
     }
@@ -603,24 +583,19 @@ impl Adapter {
         req: pb::AcknowledgeBatchRequest,
     ) -> Result<pb::AcknowledgeResponse, Status> {
         if req.receipts.len() > MAX_RECEIPTS_PER_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "invalid receipts: {} in one batch, at most {MAX_RECEIPTS_PER_BATCH}",
-                req.receipts.len()
-            )));
+            return Err(Refused::TooManyReceipts(req.receipts.len()).into());
         }
         let entries = req
             .receipts
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                self.receipt_entry(r).map_err(|s| {
-                    Status::new(
-                        s.code(),
-                        format!("receipt {i} of the batch: {}", s.message()),
-                    )
+            .map(|(index, r)| {
+                self.receipt_entry(r).map_err(|e| Refused::InBatch {
+                    index,
+                    source: Box::new(e),
                 })
             })
-            .collect::<Result<Vec<_>, Status>>()?;
+            .collect::<Result<Vec<_>, Refused>>()?;
         if !entries.is_empty() {
             self.append_receipts(&entries).await?;
         }
@@ -628,12 +603,10 @@ impl Adapter {
     }
 
     /// The log entry of one acknowledged receipt.
-    fn receipt_entry(&self, req: &pb::AcknowledgeRequest) -> Result<LogEntry, Status> {
+    fn receipt_entry(&self, req: &pb::AcknowledgeRequest) -> Result<LogEntry, Refused> {
         let dataset = self.dataset(&req.dataset)?;
         let Some(receipt) = &req.receipt else {
-            return Err(Status::invalid_argument(
-                "invalid receipt: no receipt given",
-            ));
+            return Err(Refused::NoReceipt);
         };
         Ok(LogEntry::Receipt(ReceiptEntry {
             time: receipts::now(),
@@ -643,11 +616,14 @@ impl Adapter {
         }))
     }
 
-    async fn append_receipts(&self, entries: &[LogEntry]) -> Result<(), Status> {
-        self.log.append_all(entries).await.map_err(|e| {
-            tracing::error!(path = %self.log.path().display(), error = %e, "cannot append to the receipt log");
-            Status::internal("cannot record the receipt")
-        })?;
+    async fn append_receipts(&self, entries: &[LogEntry]) -> Result<(), Refused> {
+        self.log
+            .append_all(entries)
+            .await
+            .map_err(|e| Refused::ReceiptLog {
+                path: self.log.path().to_owned(),
+                message: e.to_string(),
+            })?;
         for entry in entries {
             if let LogEntry::Receipt(r) = entry {
                 tracing::info!(
@@ -706,7 +682,7 @@ struct Plan {
 
 /// What has been handed to the transport so far.
 struct Sent {
-    hasher: Sha256,
+    hasher: PayloadHasher,
     rows: u64,
     bytes: u64,
 }
@@ -714,7 +690,7 @@ struct Sent {
 impl Default for Sent {
     fn default() -> Sent {
         Sent {
-            hasher: Sha256::new(&SHA256),
+            hasher: PayloadHasher::new(),
             rows: 0,
             bytes: 0,
         }
@@ -731,8 +707,7 @@ impl Sent {
         let mut hasher = self.hasher.clone();
         let mut bytes = 0u64;
         for r in &records {
-            hasher.update(r.as_bytes());
-            hasher.update(b"\n");
+            hasher.update(r);
             bytes += r.len() as u64;
         }
         let rows = records.len() as u64;

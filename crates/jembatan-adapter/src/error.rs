@@ -1,6 +1,12 @@
 //! Errors of the adapter library.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
+
+use jembatan_core::limits::{MAX_FIELDS, MAX_IDENT_BYTES};
+use jembatan_core::{ErrorCode, InvalidArgument, ServiceError};
+
+use crate::adapter::MAX_RECEIPTS_PER_BATCH;
 
 /// Everything that can stop an adapter from starting or serving.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,82 @@ pub enum AdapterError {
     Reflection(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+}
+
+/// Why the adapter refuses a call from the broker; each becomes a gRPC
+/// status through [`jembatan_core::error::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "invalid dataset: dataset id of {0} bytes exceeds the limit max_ident_bytes = {max} (per part of <agency>.<dataset>)",
+        max = MAX_IDENT_BYTES
+    )]
+    DatasetIdTooLong(usize),
+    #[error("dataset {dataset:?} is not on the whitelist of this adapter (agency {agency})")]
+    DatasetNotWhitelisted { dataset: String, agency: String },
+    #[error("invalid columns: at least one column is required")]
+    NoColumns,
+    #[error("invalid columns: {0} columns exceed the limit max_fields = {max}", max = MAX_FIELDS)]
+    TooManyColumns(usize),
+    #[error(
+        "invalid columns: a column name of {0} bytes exceeds the limit max_ident_bytes = {max}",
+        max = MAX_IDENT_BYTES
+    )]
+    ColumnNameTooLong(usize),
+    #[error("columns not on the whitelist of dataset {dataset}: {columns}")]
+    ColumnsNotWhitelisted { dataset: String, columns: String },
+    #[error("invalid columns: column {0:?} is requested more than once")]
+    DuplicateColumn(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidArgument),
+    #[error("filter names fields not on the whitelist of dataset {dataset}: {fields}")]
+    FilterNotWhitelisted { dataset: String, fields: String },
+    #[error("invalid receipts: {0} in one batch, at most {max}", max = MAX_RECEIPTS_PER_BATCH)]
+    TooManyReceipts(usize),
+    #[error("invalid receipt: no receipt given")]
+    NoReceipt,
+    #[error("receipt {index} of the batch: {source}")]
+    InBatch { index: usize, source: Box<Refused> },
+    #[error("this adapter serves only the broker; caller is {0}")]
+    NotTheBroker(String),
+    /// The receipt log could not be written; the caller is told only
+    /// that, the detail is logged.
+    #[error("cannot append to the receipt log {}: {message}", path.display())]
+    ReceiptLog { path: PathBuf, message: String },
+}
+
+impl ServiceError for Refused {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Refused::DatasetNotWhitelisted { .. }
+            | Refused::ColumnsNotWhitelisted { .. }
+            | Refused::FilterNotWhitelisted { .. }
+            | Refused::NotTheBroker(_) => ErrorCode::PermissionDenied,
+            Refused::InBatch { source, .. } => source.code(),
+            Refused::ReceiptLog { .. } => ErrorCode::Internal,
+            Refused::DatasetIdTooLong(_)
+            | Refused::NoColumns
+            | Refused::TooManyColumns(_)
+            | Refused::ColumnNameTooLong(_)
+            | Refused::DuplicateColumn(_)
+            | Refused::Invalid(_)
+            | Refused::TooManyReceipts(_)
+            | Refused::NoReceipt => ErrorCode::InvalidArgument,
+        }
+    }
+
+    fn public_message(&self) -> Cow<'_, str> {
+        match self {
+            Refused::ReceiptLog { .. } => Cow::Borrowed("cannot record the receipt"),
+            other => Cow::Owned(other.to_string()),
+        }
+    }
+}
+
+impl From<Refused> for tonic::Status {
+    fn from(err: Refused) -> tonic::Status {
+        jembatan_core::error::status(&err)
+    }
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.

@@ -51,7 +51,7 @@ pub fn render(
     row_filter: Option<&Filter>,
     filter: Option<&Filter>,
     limit: Option<u64>,
-) -> Vec<Result<RenderedSql, String>> {
+) -> Vec<Result<RenderedSql, RenderError>> {
     [
         (Dialect::Sqlite, "sqlite"),
         (Dialect::Postgres, "postgres"),
@@ -60,6 +60,19 @@ pub fn render(
     .into_iter()
     .map(|(dialect, name)| render_one(table, dialect, name, row_filter, filter, limit))
     .collect()
+}
+
+/// Why a table and filter render no SELECT.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("column {column:?}: unsupported type on {dialect}")]
+    UnsupportedType {
+        column: String,
+        dialect: &'static str,
+    },
+    /// The adapter refuses the filter, as a fetch would.
+    #[error(transparent)]
+    Refused(jembatan_core::InvalidArgument),
 }
 
 fn column_type(c: &Column<'_>, dialect: Dialect) -> Option<ColumnType> {
@@ -77,18 +90,20 @@ fn render_one(
     row_filter: Option<&Filter>,
     filter: Option<&Filter>,
     limit: Option<u64>,
-) -> Result<RenderedSql, String> {
+) -> Result<RenderedSql, RenderError> {
     let mut types = Vec::with_capacity(table.columns.len());
     for c in table.columns {
-        let ty = column_type(c, dialect)
-            .ok_or_else(|| format!("column {:?}: unsupported type on {name}", c.name))?;
+        let ty = column_type(c, dialect).ok_or_else(|| RenderError::UnsupportedType {
+            column: c.name.to_owned(),
+            dialect: name,
+        })?;
         types.push((c.name, ty));
     }
     let lookup = |n: &str| types.iter().find(|(c, _)| *c == n).map(|(_, t)| *t);
     let typed = |f: Option<&Filter>| {
         f.map(|f| typed_filter(f, dialect, &lookup))
             .transpose()
-            .map_err(|e| e.to_string())
+            .map_err(RenderError::Refused)
     };
     let row_filter = typed(row_filter)?;
     let filter = typed(filter)?;
@@ -119,6 +134,6 @@ fn render_one(
 }
 
 /// Parses receipt-log text as [`crate::read_receipt_log`] parses the file.
-pub fn parse_receipt_log_text(text: &str) -> Result<Vec<LogEntry>, String> {
-    parse_receipt_log(text, Path::new("<fuzz input>")).map_err(|e| e.to_string())
+pub fn parse_receipt_log_text(text: &str) -> Result<Vec<LogEntry>, crate::AdapterError> {
+    parse_receipt_log(text, Path::new("<fuzz input>"))
 }

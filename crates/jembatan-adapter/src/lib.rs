@@ -35,7 +35,7 @@ pub use config::{
     AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUERY_TIME,
     DatasetConfig, MAX_MAX_CONNECTIONS,
 };
-pub use error::AdapterError;
+pub use error::{AdapterError, Refused};
 pub use init::introspect;
 pub use kind::ColumnKind;
 pub use receipts::{

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use tower::util::MapResponseLayer;
 
 use crate::adapter::{Adapter, FetchStream};
-use crate::error::AdapterError;
+use crate::error::{AdapterError, Refused};
 
 /// Largest request the adapter decodes; a larger one is refused with
 /// `ResourceExhausted` naming the limit `max_request_bytes`.
@@ -45,9 +45,7 @@ fn broker_only<T>(request: &Request<T>, rpc: &str) -> Result<Identity, Status> {
     let caller = jembatan_pki::peer_identity(request)?;
     if caller.role != Role::Broker {
         tracing::warn!(caller = %caller, rpc, "refused a caller that is not the broker");
-        return Err(Status::permission_denied(format!(
-            "this adapter serves only the broker; caller is {caller}"
-        )));
+        return Err(Refused::NotTheBroker(caller.to_string()).into());
     }
     Ok(caller)
 }

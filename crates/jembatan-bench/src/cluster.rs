@@ -157,7 +157,7 @@ fn identity(role: Role, agency: Option<&str>) -> Result<Identity, BenchError> {
         .map(|a| a.parse())
         .transpose()
         .map_err(|e| BenchError::Options(format!("agency id: {e}")))?;
-    Identity::new(role, agency).map_err(BenchError::Options)
+    Identity::new(role, agency).map_err(|e| BenchError::Options(e.to_string()))
 }
 
 impl Certs {

@@ -113,8 +113,19 @@ impl Options {
 }
 
 /// Parses a duration such as `10s`, `500ms` or `1m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))
+pub fn parse_duration(text: &str) -> Result<Duration, BadDuration> {
+    humantime::parse_duration(text).map_err(|source| BadDuration {
+        text: text.to_owned(),
+        source,
+    })
+}
+
+/// Text that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?}: {source}")]
+pub struct BadDuration {
+    text: String,
+    source: humantime::DurationError,
 }
 
 /// Why a benchmark run failed.

@@ -117,13 +117,10 @@ impl AdapterPool {
     }
 }
 
-/// The reason in an adapter call's status when the adapter's certificate
-/// carried another identity than the provider's adapter.
-pub(crate) fn wrong_identity(status: &Status) -> Option<&str> {
-    let message = status.message();
-    message
-        .find(jembatan_pki::WRONG_IDENTITY)
-        .map(|at| &message[at..])
+/// The identity check an adapter call failed, when the adapter's
+/// certificate carried another identity than the provider's adapter.
+pub(crate) fn wrong_identity(status: &Status) -> Option<&jembatan_pki::WrongIdentity> {
+    jembatan_pki::wrong_identity_in(status)
 }
 
 /// Longest the broker waits for an adapter to describe its whitelist.

@@ -12,6 +12,7 @@ use jembatan_core::{
     AgencyId, Agreement, AuditEntry, DatasetId, Decision, Denial, DenialCode, EntryKind,
     ExchangeStatus, FieldName, Filter, Identity, InvalidArgument, MaskRule, Operator, Role, Scalar,
 };
+use jembatan_proto::DENIAL_METADATA_KEY;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_server::Exchange;
 use jembatan_store::{AuditLog, QuotaKind, Store};
@@ -20,7 +21,6 @@ use sha2::Sha256;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::DENIAL_METADATA_KEY;
 use crate::agreements::Lifecycle;
 use crate::policy;
 use crate::registry::{Refusal, Registry, RegistryError, Translator};
@@ -68,7 +68,13 @@ impl StreamLimit {
     /// A slot for one more exchange of `agency`, held until dropped.
     fn try_acquire(&self, agency: &AgencyId) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let semaphore = {
-            let mut running = self.running.lock().ok()?;
+            // the map only ever gains semaphores, so a panic elsewhere
+            // while it was held left it whole: a poisoned lock is no
+            // reason to refuse, let alone as if the limit were reached
+            let mut running = self
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             running
                 .entry(agency.clone())
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_agency)))
@@ -1092,5 +1098,34 @@ impl Exchange for ExchangeService {
         };
         let allowed = self.state.decide(identity, ask).await?;
         relay::lookup(self.state.clone(), allowed).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_stream_table_is_not_taken_for_a_reached_limit() {
+        let limit = Arc::new(StreamLimit::new(1));
+        let agency: AgencyId = "dinsos".parse().expect("agency id");
+        let poisoner = {
+            let limit = limit.clone();
+            std::thread::spawn(move || {
+                let _held = limit.running.lock();
+                panic!("a panic while the table is held poisons its lock");
+            })
+        };
+        assert!(poisoner.join().is_err());
+        assert!(limit.running.is_poisoned());
+
+        let slot = limit.try_acquire(&agency);
+        assert!(slot.is_some(), "the first exchange gets its slot");
+        assert!(
+            limit.try_acquire(&agency).is_none(),
+            "the limit still holds"
+        );
+        drop(slot);
+        assert!(limit.try_acquire(&agency).is_some(), "a freed slot is free");
     }
 }

@@ -33,18 +33,12 @@ pub use agreements::AgreementsService;
 pub use audit_service::AuditService;
 pub use config::BrokerConfig;
 pub use exchange::{ExchangeService, subject_hash};
-pub use registry_service::{RegistryService, incompatibility_to_proto, mode_to_proto};
+pub use registry_service::RegistryService;
 pub use relay::QueryStream;
 pub use server::{MAX_REQUEST_BYTES, REFLECTED_SERVICES, serve};
 
-/// Trailer (streams) or header (unary) carrying the binary-encoded
-/// `Receipt` of an exchange.
-pub const RECEIPT_METADATA_KEY: &str = "jembatan-receipt-bin";
-/// Trailer carrying the binary-encoded `DenialDetails` of a refused exchange.
-pub const DENIAL_METADATA_KEY: &str = "jembatan-denial-bin";
-/// Trailer carrying a binary-encoded `CheckCompatibilityResponse` when a
-/// schema registration is refused as incompatible.
-pub const INCOMPATIBILITY_METADATA_KEY: &str = "jembatan-incompatibility-bin";
+/// The trailer names, defined with the protocol in `jembatan-proto`.
+pub use jembatan_proto::{DENIAL_METADATA_KEY, INCOMPATIBILITY_METADATA_KEY, RECEIPT_METADATA_KEY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

@@ -7,10 +7,13 @@
 //! under its mode; a mapping must type-check against both schemas. The
 //! store only keeps what passed.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use jembatan_core::{DatasetId, Denial, DenialCode, Filter, Identity, Role};
+use jembatan_core::{
+    DatasetId, Denial, DenialCode, ErrorCode, Filter, Identity, Role, ServiceError,
+};
 use jembatan_mapping::{CheckedMapping, Format, Mapping, Secrets};
 use jembatan_schema::{CheckOptions, CompatMode, Incompatibility, Schema};
 use jembatan_store::{
@@ -67,6 +70,55 @@ impl std::fmt::Display for RegistryError {
             RegistryError::Store(e) => write!(f, "the registry store is unavailable: {e}"),
         }
     }
+}
+
+impl std::error::Error for RegistryError {}
+
+impl ServiceError for RegistryError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            RegistryError::Invalid(_) => ErrorCode::InvalidArgument,
+            RegistryError::NotFound(_) => ErrorCode::NotFound,
+            RegistryError::Forbidden(_) => ErrorCode::PermissionDenied,
+            RegistryError::Incompatible { .. } | RegistryError::MappingRejected(_) => {
+                ErrorCode::FailedPrecondition
+            }
+            RegistryError::Conflict(_) => ErrorCode::Aborted,
+            RegistryError::Store(_) => ErrorCode::Unavailable,
+        }
+    }
+
+    fn public_message(&self) -> Cow<'_, str> {
+        match self {
+            RegistryError::Store(_) => Cow::Borrowed("the registry store is unavailable"),
+            other => Cow::Owned(other.to_string()),
+        }
+    }
+}
+
+impl From<RegistryError> for tonic::Status {
+    fn from(err: RegistryError) -> tonic::Status {
+        jembatan_core::error::status(&err)
+    }
+}
+
+/// Why a provider record could not be translated; the exchange fails.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TranslateError {
+    #[error("provider record does not match {schema}: {issues}")]
+    SourceSchema { schema: String, issues: String },
+    #[error("provider record is not a JSON object")]
+    NotAnObject,
+    #[error("mapping {source_schema} -> {target} failed: {source}")]
+    Mapping {
+        source_schema: String,
+        target: String,
+        source: jembatan_mapping::ApplyError,
+    },
+    #[error("mapping to {0} did not produce an object")]
+    NotAnOutputObject(String),
+    #[error("cannot encode the translated record: {0}")]
+    Encode(serde_json::Error),
 }
 
 /// A `<dataset>@<version>` reference; `version` `None` means `latest`.
@@ -746,29 +798,29 @@ impl Translator {
         record: Map<String, Value>,
         residual: Option<&Filter>,
         fields: &[String],
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, TranslateError> {
         let value = Value::Object(record);
         if let Err(issues) = self.source_check.validate(&value) {
-            return Err(format!(
-                "provider record does not match {}: {}",
-                self.source,
-                jembatan_schema::ValidationIssue::summary(&issues)
-            ));
+            return Err(TranslateError::SourceSchema {
+                schema: self.source.clone(),
+                issues: jembatan_schema::ValidationIssue::summary(&issues),
+            });
         }
         let Value::Object(map) = value else {
-            return Err("provider record is not a JSON object".into());
+            return Err(TranslateError::NotAnObject);
         };
         // `apply` validates its output against the target schema: a
         // record that does not match it is an error, never delivered
-        let out = self
-            .mapping
-            .apply(&map, &self.secrets)
-            .map_err(|e| format!("mapping {} -> {} failed: {e}", self.source, self.target))?;
+        let out =
+            self.mapping
+                .apply(&map, &self.secrets)
+                .map_err(|source| TranslateError::Mapping {
+                    source_schema: self.source.clone(),
+                    target: self.target.clone(),
+                    source,
+                })?;
         let Value::Object(mut out) = out else {
-            return Err(format!(
-                "mapping to {} did not produce an object",
-                self.target
-            ));
+            return Err(TranslateError::NotAnOutputObject(self.target.clone()));
         };
         if let Some(f) = residual
             && !f.matches(&out)
@@ -786,6 +838,6 @@ impl Translator {
         }
         serde_json::to_string(&out)
             .map(Some)
-            .map_err(|e| format!("cannot encode the translated record: {e}"))
+            .map_err(TranslateError::Encode)
     }
 }

@@ -20,7 +20,7 @@ use axum::extract::{Path, State};
 use axum::http::{Extensions, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use jembatan_core::Identity;
+use jembatan_core::{ErrorCode, Failure, Identity, ServiceError};
 use jembatan_store::{StoredMapping, StoredSchemaVersion};
 use serde_json::{Value, json};
 
@@ -69,32 +69,40 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// The HTTP status of an error class; the registry's JSON view answers
+/// with the same classes as its gRPC service.
+fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorCode::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::Aborted => StatusCode::CONFLICT,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<RegistryError> for HttpError {
     fn from(err: RegistryError) -> Self {
-        let status = match &err {
-            RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
-            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
-            RegistryError::Forbidden(_) => StatusCode::FORBIDDEN,
-            RegistryError::Incompatible { .. } | RegistryError::MappingRejected(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            RegistryError::Conflict(_) => StatusCode::CONFLICT,
-            RegistryError::Store(e) => {
-                tracing::error!(error = %e, "registry store failed");
-                return HttpError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the registry store is unavailable".into(),
-                );
-            }
-        };
-        HttpError(status, err.to_string())
+        // the same message, and the same log line, as the gRPC status
+        let status = jembatan_core::error::status(&err);
+        HttpError(http_status(err.code()), status.message().to_owned())
+    }
+}
+
+impl From<Failure> for HttpError {
+    fn from(err: Failure) -> Self {
+        HttpError(http_status(err.code), err.message)
     }
 }
 
 /// The caller's identity from its verified client certificate.
 fn caller(extensions: &Extensions) -> Result<Identity, HttpError> {
     let identity = jembatan_pki::peer_identity_in(extensions)
-        .map_err(|e| HttpError(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        .map_err(|e| Failure::new(ErrorCode::Unauthenticated, e.to_string()))?;
     check_reader(&identity)?;
     Ok(identity)
 }
@@ -210,10 +218,9 @@ async fn schema_by_id(
 ) -> Result<Response, HttpError> {
     caller(&extensions)?;
     if !id.starts_with("sha256:") {
-        return Err(HttpError(
-            StatusCode::BAD_REQUEST,
-            "a schema id looks like sha256:<64 hex digits>".into(),
-        ));
+        return Err(
+            Failure::invalid_argument("a schema id looks like sha256:<64 hex digits>").into(),
+        );
     }
     let v = registry.schema(&id).await?;
     Ok(schema_response(&v.document))
@@ -250,10 +257,7 @@ async fn mapping_version(
 ) -> Result<axum::Json<Value>, HttpError> {
     caller(&extensions)?;
     let version: u32 = version.parse().map_err(|_| {
-        HttpError(
-            StatusCode::BAD_REQUEST,
-            format!("mapping version {version:?} is not a number"),
-        )
+        Failure::invalid_argument(format!("mapping version {version:?} is not a number"))
     })?;
     let m = registry.mapping(&source, &target, Some(version)).await?;
     Ok(axum::Json(mapping_json(&m, true)))

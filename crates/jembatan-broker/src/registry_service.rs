@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use jembatan_core::Identity;
+use jembatan_core::{Failure, Identity};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::registry_server;
-use jembatan_schema::{CompatMode, Direction, Incompatibility};
+use jembatan_schema::wire::{incompatibility_to_proto, mode_from_proto, mode_to_proto};
 use jembatan_store::{StoredMapping, StoredSchemaVersion, VersionState};
 use tonic::{Request, Response, Status};
 
@@ -25,63 +25,11 @@ impl RegistryService {
     }
 }
 
-impl From<RegistryError> for Status {
-    fn from(err: RegistryError) -> Status {
-        let message = err.to_string();
-        match err {
-            RegistryError::Invalid(_) => Status::invalid_argument(message),
-            RegistryError::NotFound(_) => Status::not_found(message),
-            RegistryError::Forbidden(_) => Status::permission_denied(message),
-            RegistryError::Incompatible { .. } | RegistryError::MappingRejected(_) => {
-                Status::failed_precondition(message)
-            }
-            RegistryError::Conflict(_) => Status::aborted(message),
-            RegistryError::Store(e) => {
-                tracing::error!(error = %e, "registry store failed");
-                Status::unavailable("the registry store is unavailable")
-            }
-        }
-    }
-}
-
 /// The caller, if it may read the registry.
 fn reader<T>(request: &Request<T>) -> Result<Identity, Status> {
     let identity = jembatan_pki::peer_identity(request)?;
     check_reader(&identity)?;
     Ok(identity)
-}
-
-pub fn mode_to_proto(mode: CompatMode) -> pb::CompatibilityMode {
-    use pb::CompatibilityMode as P;
-    match mode {
-        CompatMode::None => P::None,
-        CompatMode::Backward => P::Backward,
-        CompatMode::BackwardTransitive => P::BackwardTransitive,
-        CompatMode::Forward => P::Forward,
-        CompatMode::ForwardTransitive => P::ForwardTransitive,
-        CompatMode::Full => P::Full,
-        CompatMode::FullTransitive => P::FullTransitive,
-    }
-}
-
-/// `None` for UNSPECIFIED (the default mode).
-fn mode_from_proto(mode: i32) -> Result<Option<CompatMode>, Status> {
-    use pb::CompatibilityMode as P;
-    Ok(match P::try_from(mode) {
-        Ok(P::Unspecified) => None,
-        Ok(P::None) => Some(CompatMode::None),
-        Ok(P::Backward) => Some(CompatMode::Backward),
-        Ok(P::BackwardTransitive) => Some(CompatMode::BackwardTransitive),
-        Ok(P::Forward) => Some(CompatMode::Forward),
-        Ok(P::ForwardTransitive) => Some(CompatMode::ForwardTransitive),
-        Ok(P::Full) => Some(CompatMode::Full),
-        Ok(P::FullTransitive) => Some(CompatMode::FullTransitive),
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "unknown compatibility mode {mode}"
-            )));
-        }
-    })
 }
 
 fn state_to_proto(state: VersionState) -> pb::VersionState {
@@ -118,26 +66,6 @@ fn mapping_to_proto(m: StoredMapping) -> pb::Mapping {
         version: m.version,
         document_json: m.document,
         registered_at: timestamp(&m.registered_at),
-    }
-}
-
-pub fn incompatibility_to_proto(i: &Incompatibility) -> pb::Incompatibility {
-    pb::Incompatibility {
-        kind: i.kind.as_str().to_owned(),
-        path: i.path.clone(),
-        message: i.message.clone(),
-        counterexample_json: i
-            .counterexample
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
-        // backward: the old schema accepts it and the new one does not
-        accepted_by: match i.direction {
-            Direction::Backward => "old",
-            Direction::Forward => "new",
-        }
-        .to_owned(),
-        against_version: i.against_version.unwrap_or_default(),
     }
 }
 
@@ -221,7 +149,9 @@ impl registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::CheckCompatibilityResponse>, Status> {
         reader(&request)?;
         let req = request.into_inner();
-        let mode = mode_from_proto(req.mode)?.map(|m| (m, req.optional_friendly));
+        let mode = mode_from_proto(req.mode)
+            .map_err(|e| Failure::invalid_argument(e.to_string()))?
+            .map(|m| (m, req.optional_friendly));
         let (_, reasons, _, _) = self
             .registry
             .check(&req.dataset, &req.schema_json, mode)
@@ -238,7 +168,8 @@ impl registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::SetCompatibilityResponse>, Status> {
         let identity = jembatan_pki::peer_identity(&request)?;
         let req = request.into_inner();
-        let mode = mode_from_proto(req.mode)?;
+        let mode =
+            mode_from_proto(req.mode).map_err(|e| Failure::invalid_argument(e.to_string()))?;
         self.registry
             .set_compatibility(&identity, &req.dataset, mode, req.optional_friendly)
             .await?;
@@ -256,9 +187,10 @@ impl registry_server::Registry for RegistryService {
             Ok(pb::VersionState::Deprecated) => VersionState::Deprecated,
             Ok(pb::VersionState::Disabled) => VersionState::Disabled,
             _ => {
-                return Err(Status::invalid_argument(
+                return Err(Failure::invalid_argument(
                     "state must be ACTIVE, DEPRECATED or DISABLED",
-                ));
+                )
+                .into());
             }
         };
         let v = self
@@ -309,10 +241,10 @@ fn registry_status(err: RegistryError) -> Status {
     };
     let mut status = Status::from(err);
     if let Some(details) = details {
-        use prost::Message;
-        status.metadata_mut().insert_bin(
-            crate::INCOMPATIBILITY_METADATA_KEY,
-            tonic::metadata::MetadataValue::from_bytes(&details.encode_to_vec()),
+        jembatan_proto::trailers::insert(
+            status.metadata_mut(),
+            jembatan_proto::INCOMPATIBILITY_METADATA_KEY,
+            &details,
         );
     }
     status

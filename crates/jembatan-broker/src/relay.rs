@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use jembatan_core::PayloadHasher;
 use jembatan_core::{AgreementStatus, Decision, Denial, DenialCode, EntryKind, ExchangeStatus};
+use jembatan_proto::RECEIPT_METADATA_KEY;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use jembatan_store::{AuditLog, QuotaKind};
 use prost::Message;
-use ring::digest::{Context as Sha256, SHA256};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,7 +30,6 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status, Streaming};
 
-use crate::RECEIPT_METADATA_KEY;
 pub(crate) use crate::adapters::AdapterPool;
 use crate::adapters::Lane;
 use crate::admit::{Admitted, Pending};
@@ -44,11 +44,11 @@ const IN_FLIGHT: usize = 2;
 struct Tally {
     rows: u64,
     bytes: u64,
-    hasher: Sha256,
+    hasher: PayloadHasher,
     received_rows: u64,
     received_bytes: u64,
     /// Only when what the adapter sent differs from what is delivered.
-    received_hasher: Option<Sha256>,
+    received_hasher: Option<PayloadHasher>,
     /// For a lookup with values to verify: whether each matched.
     verified: BTreeMap<String, bool>,
 }
@@ -66,13 +66,10 @@ impl Tally {
         Self {
             rows: 0,
             bytes: 0,
-            hasher: Sha256::new(&SHA256),
+            hasher: PayloadHasher::new(),
             received_rows: 0,
             received_bytes: 0,
-            received_hasher: allowed
-                .admit
-                .changes_records()
-                .then(|| Sha256::new(&SHA256)),
+            received_hasher: allowed.admit.changes_records().then(PayloadHasher::new),
             verified: BTreeMap::new(),
         }
     }
@@ -82,8 +79,7 @@ impl Tally {
         for record in records {
             self.rows += 1;
             self.bytes += record.len() as u64;
-            self.hasher.update(record.as_bytes());
-            self.hasher.update(b"\n");
+            self.hasher.update(record);
         }
     }
 
@@ -102,8 +98,7 @@ impl Tally {
             self.received_rows += 1;
             self.received_bytes += record.len() as u64;
             if let Some(hasher) = &mut self.received_hasher {
-                hasher.update(record.as_bytes());
-                hasher.update(b"\n");
+                hasher.update(record);
             }
         }
         Ok(first)
@@ -139,7 +134,7 @@ impl Tally {
             .map(|hasher| jembatan_core::Received {
                 rows: self.received_rows,
                 bytes: self.received_bytes,
-                payload_sha256: hex::encode(hasher.clone().finish()),
+                payload_sha256: hasher.hex(),
             })
     }
 }
@@ -174,7 +169,7 @@ impl Drop for Unfinished {
             Decision::Allow,
             ExchangeStatus::Cancelled,
         );
-        entry.payload_sha256 = Some(hex::encode(Sha256::new(&SHA256).finish()));
+        entry.payload_sha256 = Some(PayloadHasher::new().hex());
         entry.duration_ms = Some(self.facts.elapsed_ms());
         entry.error = Some(
             "the consumer went away before the exchange ended (its deadline passed or it cancelled the call)"
@@ -314,21 +309,12 @@ async fn open_fetch(
     allowed: &Allowed,
     lane: Lane,
 ) -> Result<(Streaming<pb::FetchResponse>, AdapterClient<Channel>), Status> {
-    let endpoint = match state.store.agency(&allowed.provider).await {
-        Ok(Some(agency)) => agency.adapter_endpoint,
-        Ok(None) => None,
-        Err(err) => {
-            tracing::error!(error = %err, "store read failed");
-            None
-        }
-    };
+    let endpoint = adapter_endpoint(
+        state.store.agency(&allowed.provider).await,
+        &allowed.provider,
+    );
     let result: Result<_, Status> = async {
-        let endpoint = endpoint.ok_or_else(|| {
-            Status::unavailable(format!(
-                "provider {} has no adapter registered",
-                allowed.provider
-            ))
-        })?;
+        let endpoint = endpoint?;
         let channel = state.adapters.channel(&endpoint, &allowed.provider, lane)?;
         let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
         let stream = client
@@ -351,6 +337,25 @@ async fn open_fetch(
         .await?;
     }
     result
+}
+
+/// The endpoint of `provider`'s adapter from the store's answer: a
+/// provider without one and a store that cannot answer are told apart.
+fn adapter_endpoint(
+    found: Result<Option<jembatan_store::Agency>, jembatan_store::StoreError>,
+    provider: &jembatan_core::AgencyId,
+) -> Result<String, Status> {
+    match found {
+        Ok(agency) => agency.and_then(|a| a.adapter_endpoint).ok_or_else(|| {
+            Status::unavailable(format!("provider {provider} has no adapter registered"))
+        }),
+        Err(err) => {
+            tracing::error!(provider = %provider, error = %err, "store read failed");
+            Err(Status::unavailable(format!(
+                "cannot find provider {provider}'s adapter: the broker's store is unavailable"
+            )))
+        }
+    }
 }
 
 /// Maps an adapter's error to what the consumer sees: the adapter's
@@ -391,7 +396,7 @@ async fn finish(
     error: Option<String>,
     reasons: Vec<Denial>,
 ) -> Result<pb::Receipt, Status> {
-    let payload_sha256 = hex::encode(tally.hasher.clone().finish());
+    let payload_sha256 = tally.hasher.hex();
     let mut entry = allowed
         .facts
         .entry(EntryKind::Completion, Decision::Allow, status);
@@ -953,11 +958,55 @@ pub(crate) async fn lookup(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_store_failure_is_not_reported_as_a_missing_adapter() {
+        let provider: jembatan_core::AgencyId = "prov".parse().expect("agency id");
+        let agency = |endpoint: Option<&str>| jembatan_store::Agency {
+            id: provider.clone(),
+            name: "Provider".into(),
+            adapter_endpoint: endpoint.map(str::to_owned),
+        };
+        let store_down = jembatan_store::StoreError::AuditUnavailable("pool closed".into());
+        let cases = [
+            (
+                "registered",
+                Ok(Some(agency(Some("https://127.0.0.1:1")))),
+                Ok("https://127.0.0.1:1"),
+            ),
+            (
+                "no endpoint",
+                Ok(Some(agency(None))),
+                Err("provider prov has no adapter registered"),
+            ),
+            (
+                "unknown provider",
+                Ok(None),
+                Err("provider prov has no adapter registered"),
+            ),
+            (
+                "store failed",
+                Err(store_down),
+                Err("cannot find provider prov's adapter: the broker's store is unavailable"),
+            ),
+        ];
+        for (name, found, want) in cases {
+            let got = adapter_endpoint(found, &provider);
+            match (got, want) {
+                (Ok(endpoint), Ok(want)) => assert_eq!(endpoint, want, "{name}"),
+                (Err(status), Err(want)) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{name}");
+                    assert_eq!(status.message(), want, "{name}");
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
     fn tally() -> Tally {
         Tally {
             rows: 0,
             bytes: 0,
-            hasher: Sha256::new(&SHA256),
+            hasher: PayloadHasher::new(),
             received_rows: 0,
             received_bytes: 0,
             received_hasher: None,

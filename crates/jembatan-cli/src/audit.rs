@@ -224,7 +224,7 @@ async fn verify_log(url: &str, public_key: &std::path::Path) -> Result<(), Failu
 }
 
 /// A time argument, normalized to the form entries are stored with.
-fn instant(s: &str) -> Result<String, String> {
+fn instant(s: &str) -> Result<String, jembatan_core::agreement::BadInstant> {
     jembatan_core::agreement::parse_instant(s).map(|t| jembatan_core::agreement::format_instant(&t))
 }
 

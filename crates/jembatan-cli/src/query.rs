@@ -17,17 +17,12 @@ use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
-use prost::Message;
-use sha2::{Digest, Sha256};
+use jembatan_core::PayloadHasher;
 
 use crate::failure::{Failure, exit};
 use crate::filter_expr;
 use crate::schema::{Connection, call_failed};
 
-/// Trailer of a refused exchange (binary `DenialDetails`).
-const DENIAL_TRAILER: &str = jembatan_broker::DENIAL_METADATA_KEY;
-/// Trailer (streams) or header (unary) with the binary `Receipt`.
-const RECEIPT_TRAILER: &str = jembatan_broker::RECEIPT_METADATA_KEY;
 
 /// How records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,22 +144,21 @@ fn scalar(text: &str) -> Result<pb::Scalar, String> {
 /// last record included, in the order they arrived.
 #[derive(Default)]
 pub(crate) struct PayloadHash {
-    hasher: Sha256,
+    hasher: PayloadHasher,
     rows: u64,
     bytes: u64,
 }
 
 impl PayloadHash {
     pub(crate) fn add(&mut self, record: &str) {
-        self.hasher.update(record.as_bytes());
-        self.hasher.update(b"\n");
+        self.hasher.update(record);
         self.rows += 1;
         self.bytes += record.len() as u64;
     }
 
     /// Compares with the receipt: hash, record count and byte count.
     pub(crate) fn check(&self, receipt: &pb::Receipt) -> Result<(), Failure> {
-        let hash = hex::encode(self.hasher.clone().finalize());
+        let hash = self.hasher.hex();
         if hash != receipt.payload_sha256 {
             return Err(Failure::Refused(anyhow!(
                 "the receipt does not match the records received: payload hash {hash}, the receipt says {}",
@@ -405,11 +399,7 @@ fn human_bytes(n: u64) -> String {
 /// A refused call: a denial (exit 3) is shown with every reason from the
 /// `jembatan-denial-bin` trailer; anything else as [`call_failed`].
 fn refused(status: tonic::Status) -> Failure {
-    let details = status
-        .metadata()
-        .get_bin(DENIAL_TRAILER)
-        .and_then(|v| v.to_bytes().ok())
-        .and_then(|b| pb::DenialDetails::decode(b.as_ref()).ok());
+    let details = jembatan_proto::trailers::denial_details(status.metadata());
     match details {
         Some(details) => Failure::Denied(anyhow!("{}", denial_text(&details))),
         None => call_failed(status),
@@ -438,8 +428,7 @@ fn denial_text(details: &pb::DenialDetails) -> String {
 }
 
 fn receipt_from(md: &tonic::metadata::MetadataMap) -> Option<pb::Receipt> {
-    let bytes = md.get_bin(RECEIPT_TRAILER)?.to_bytes().ok()?;
-    pb::Receipt::decode(bytes.as_ref()).ok()
+    jembatan_proto::trailers::receipt(md)
 }
 
 fn print_receipt(out: &mut dyn Write, r: &pb::Receipt) -> std::io::Result<()> {
@@ -701,7 +690,7 @@ mod tests {
         let records = ["{\"a\":1}", "{\"a\":2}"];
         let mut hash = PayloadHash::default();
         records.iter().for_each(|r| hash.add(r));
-        let want = hex::encode(Sha256::digest(b"{\"a\":1}\n{\"a\":2}\n"));
+        let want = PayloadHasher::of(&records);
         let receipt = pb::Receipt {
             payload_sha256: want,
             rows: 2,

@@ -269,7 +269,7 @@ async fn schema(command: SchemaCommand, conn: &Connection) -> Result<(), Failure
             }
             let list: Vec<pb::Incompatibility> = reasons
                 .iter()
-                .map(jembatan_broker::incompatibility_to_proto)
+                .map(jembatan_schema::wire::incompatibility_to_proto)
                 .map(|mut i| {
                     i.against_version = 0;
                     i
@@ -290,7 +290,7 @@ async fn schema(command: SchemaCommand, conn: &Connection) -> Result<(), Failure
             optional_friendly,
         } => {
             let mode = match mode {
-                Some(m) => jembatan_broker::mode_to_proto(parse_mode(&m)?) as i32,
+                Some(m) => jembatan_schema::wire::mode_to_proto(parse_mode(&m)?) as i32,
                 None => 0,
             };
             let schema_json = read(&new)?;
@@ -332,13 +332,8 @@ async fn schema(command: SchemaCommand, conn: &Connection) -> Result<(), Failure
             let response = match result {
                 Ok(r) => r.into_inner(),
                 Err(status) => {
-                    if let Some(details) = status
-                        .metadata()
-                        .get_bin(jembatan_broker::INCOMPATIBILITY_METADATA_KEY)
-                        .and_then(|v| v.to_bytes().ok())
-                        .and_then(|b| {
-                            <pb::CheckCompatibilityResponse as prost::Message>::decode(b).ok()
-                        })
+                    if let Some(details) =
+                        jembatan_proto::trailers::incompatibilities(status.metadata())
                     {
                         print_incompatibilities(&mut out, &details.incompatibilities)?;
                         return Err(Failure::Refused(anyhow!(
@@ -436,7 +431,7 @@ async fn schema(command: SchemaCommand, conn: &Connection) -> Result<(), Failure
             let proto = if mode.eq_ignore_ascii_case("default") {
                 0
             } else {
-                jembatan_broker::mode_to_proto(parse_mode(&mode)?) as i32
+                jembatan_schema::wire::mode_to_proto(parse_mode(&mode)?) as i32
             };
             conn.registry()
                 .await?

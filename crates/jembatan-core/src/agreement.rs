@@ -86,18 +86,21 @@ impl fmt::Display for AgreementStatus {
     }
 }
 
+/// Text that is neither an RFC 3339 time nor a date.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither an RFC 3339 time (2026-01-01T00:00:00Z) nor a date (2026-01-01)")]
+pub struct BadInstant(pub String);
+
 /// A point in time written as RFC 3339 (`2026-01-01T00:00:00Z`) or as a
 /// date (`2026-01-01`, meaning its start in UTC).
-pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, BadInstant> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
     }
-    Err(format!(
-        "{s:?} is neither an RFC 3339 time (2026-01-01T00:00:00Z) nor a date (2026-01-01)"
-    ))
+    Err(BadInstant(s.to_owned()))
 }
 
 mod instant {

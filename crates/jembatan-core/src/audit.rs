@@ -230,6 +230,15 @@ pub struct Received {
     pub payload_sha256: String,
 }
 
+/// Bytes that are not an audit entry in canonical form.
+#[derive(Debug, thiserror::Error)]
+pub enum CanonicalError {
+    #[error("not an audit entry: {0}")]
+    NotAnEntry(serde_json::Error),
+    #[error("entry bytes are not in canonical form")]
+    NotCanonical,
+}
+
 impl AuditEntry {
     /// The canonical bytes: compact JSON in field order.
     pub fn canonical_bytes(&self) -> Vec<u8> {
@@ -238,13 +247,13 @@ impl AuditEntry {
     }
 
     /// Parses canonical bytes back, checking they are canonical.
-    pub fn from_canonical(bytes: &[u8]) -> Result<AuditEntry, String> {
+    pub fn from_canonical(bytes: &[u8]) -> Result<AuditEntry, CanonicalError> {
         let entry: AuditEntry =
-            serde_json::from_slice(bytes).map_err(|e| format!("not an audit entry: {e}"))?;
+            serde_json::from_slice(bytes).map_err(CanonicalError::NotAnEntry)?;
         // Serialize against the input instead of into a new buffer.
         let mut rest = Matching(bytes);
         if serde_json::to_writer(&mut rest, &entry).is_err() || !rest.0.is_empty() {
-            return Err("entry bytes are not in canonical form".into());
+            return Err(CanonicalError::NotCanonical);
         }
         Ok(entry)
     }

@@ -73,6 +73,15 @@ pub struct Identity {
     pub agency: Option<AgencyId>,
 }
 
+/// A role and agency that make no identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("role {0} needs an agency id")]
+    NeedsAgency(Role),
+    #[error("role {role} takes no agency id (got {agency})")]
+    TakesNoAgency { role: Role, agency: AgencyId },
+}
+
 impl Identity {
     pub fn agency(agency: AgencyId) -> Self {
         Self {
@@ -81,11 +90,11 @@ impl Identity {
         }
     }
 
-    pub fn new(role: Role, agency: Option<AgencyId>) -> Result<Self, String> {
-        match (role.has_agency(), &agency) {
-            (true, None) => Err(format!("role {role} needs an agency id")),
-            (false, Some(a)) => Err(format!("role {role} takes no agency id (got {a})")),
-            _ => Ok(Self { role, agency }),
+    pub fn new(role: Role, agency: Option<AgencyId>) -> Result<Self, IdentityError> {
+        match (role.has_agency(), agency) {
+            (true, None) => Err(IdentityError::NeedsAgency(role)),
+            (false, Some(agency)) => Err(IdentityError::TakesNoAgency { role, agency }),
+            (_, agency) => Ok(Self { role, agency }),
         }
     }
 

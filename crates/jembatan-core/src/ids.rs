@@ -8,19 +8,21 @@ use serde::{Deserialize, Serialize};
 use crate::error::InvalidArgument;
 use crate::limits::{MAX_IDENT_BYTES, MAX_PURPOSE_BYTES};
 
-fn check_ident(kind: &str, s: &str) -> Result<(), String> {
+/// Checks an identifier; a failure names `field`, and `kind` in words.
+fn check_ident(field: &str, kind: &str, s: &str) -> Result<(), InvalidArgument> {
+    let err = |message: String| Err(InvalidArgument::new(field, message));
     if s.is_empty() {
-        return Err(format!("{kind} is empty"));
+        return err(format!("{kind} is empty"));
     }
     if s.len() > MAX_IDENT_BYTES {
-        return Err(format!(
+        return err(format!(
             "{kind} is longer than {MAX_IDENT_BYTES} bytes (limit max_ident_bytes)"
         ));
     }
     let mut chars = s.chars();
     let first = chars.next().unwrap_or('_');
     if !first.is_ascii_lowercase() {
-        return Err(format!(
+        return err(format!(
             "{kind} {s:?} must start with a lowercase ASCII letter"
         ));
     }
@@ -28,7 +30,7 @@ fn check_ident(kind: &str, s: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
     {
-        return Err(format!(
+        return err(format!(
             "{kind} {s:?} contains {bad:?}; only a-z, 0-9, '_' and '-' are allowed"
         ));
     }
@@ -51,7 +53,7 @@ impl AgencyId {
 impl FromStr for AgencyId {
     type Err = InvalidArgument;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        check_ident("agency id", s).map_err(|m| InvalidArgument::new("agency", m))?;
+        check_ident("agency", "agency id", s)?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -113,8 +115,8 @@ impl FromStr for DatasetId {
                 "dataset id {s:?} must have the form <agency>.<dataset>"
             )));
         };
-        check_ident("agency part of the dataset id", &s[..dot]).map_err(err)?;
-        check_ident("dataset name", &s[dot + 1..]).map_err(err)?;
+        check_ident("dataset", "agency part of the dataset id", &s[..dot])?;
+        check_ident("dataset", "dataset name", &s[dot + 1..])?;
         Ok(Self {
             full: s.to_owned(),
             dot,

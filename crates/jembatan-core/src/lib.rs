@@ -13,16 +13,19 @@ pub mod grant;
 pub mod identity;
 pub mod ids;
 pub mod limits;
+pub mod payload;
 pub mod record;
 pub mod redact;
 
 pub use agreement::{Action, Agreement, AgreementStatus, TransitionError};
 pub use audit::{
-    AgreementChange, AuditEntry, Decision, EntryKind, ExchangeStatus, Received, Translation,
+    AgreementChange, AuditEntry, CanonicalError, Decision, EntryKind, ExchangeStatus, Received,
+    Translation,
 };
 pub use denial::{Denial, DenialCode};
-pub use error::{ErrorCode, InvalidArgument};
+pub use error::{ErrorCode, Failure, InvalidArgument, ServiceError};
 pub use filter::{Filter, Operator, Predicate, Scalar};
 pub use grant::{AccessMode, FieldGrant, MaskRule, Quota};
-pub use identity::{Identity, Role};
+pub use identity::{Identity, IdentityError, Role};
 pub use ids::{AgencyId, DatasetId, FieldName};
+pub use payload::PayloadHasher;

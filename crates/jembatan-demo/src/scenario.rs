@@ -640,13 +640,7 @@ impl<W: Write> Scenario<'_, W> {
             Err(status) => {
                 writeln!(self.out, "    ✘ {:?}: {}", status.code(), status.message())
                     .map_err(w("write output"))?;
-                let details = status
-                    .metadata()
-                    .get_bin(jembatan_broker::INCOMPATIBILITY_METADATA_KEY)
-                    .and_then(|v| v.to_bytes().ok())
-                    .and_then(|b| {
-                        <pb::CheckCompatibilityResponse as prost::Message>::decode(b).ok()
-                    })
+                let details = jembatan_proto::trailers::incompatibilities(status.metadata())
                     .unwrap_or_default();
                 for i in &details.incompatibilities {
                     writeln!(self.out, "    {} at {}: {}", i.kind, i.path, i.message)
@@ -814,11 +808,7 @@ impl<W: Write> Scenario<'_, W> {
     }
 
     fn denied(&mut self, status: tonic::Status) -> Result<(), DemoError> {
-        let details = status
-            .metadata()
-            .get_bin(jembatan_broker::DENIAL_METADATA_KEY)
-            .and_then(|v| v.to_bytes().ok())
-            .and_then(|b| <pb::DenialDetails as prost::Message>::decode(b).ok());
+        let details = jembatan_proto::trailers::denial_details(status.metadata());
         writeln!(self.out, "    ✘ {:?}: {}", status.code(), status.message())
             .map_err(step("write output"))?;
         if let Some(d) = details {
@@ -906,14 +896,14 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
 
     // 2. Development PKI: identities travel in certificates.
     let certs = dir.join("certs");
-    let mut identities = vec![Identity::new(Role::Broker, None).map_err(DemoError::Step)?];
+    let mut identities = vec![Identity::new(Role::Broker, None).map_err(step("identity"))?];
     for (agency, _) in ADAPTERS {
         identities.push(
             Identity::new(
                 Role::Adapter,
                 Some(agency.parse().map_err(step("agency id"))?),
             )
-            .map_err(DemoError::Step)?,
+            .map_err(step("identity"))?,
         );
     }
     for c in CONSUMERS {
@@ -923,7 +913,7 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
         Role::Integrator,
         Some("dinsos".parse().map_err(step("agency id"))?),
     )
-    .map_err(DemoError::Step)?;
+    .map_err(step("identity"))?;
     identities.push(integrator.clone());
     // the population registry's own agency certificate: it approves and
     // revokes agreements over its datasets
@@ -965,7 +955,7 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
             Role::Adapter,
             Some(agency.parse().map_err(step("agency id"))?),
         )
-        .map_err(DemoError::Step)?;
+        .map_err(step("identity"))?;
         let tls = files_of(&id)?;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await

@@ -18,11 +18,12 @@ pub struct TestFailure {
 
 /// Compiles a JSON Schema (draft 2020-12, formats asserted) for
 /// [`run_test`].
-pub fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
+pub fn compile_schema(
+    schema: &Value,
+) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
     jsonschema::draft202012::options()
         .should_validate_formats(true)
         .build(schema)
-        .map_err(|e| e.to_string())
 }
 
 fn first_error(validator: &jsonschema::Validator, v: &Value) -> Option<String> {

@@ -160,6 +160,31 @@ impl fmt::Display for WrongIdentity {
 
 impl std::error::Error for WrongIdentity {}
 
+/// The identity check that refused a connection, when that is why `err`
+/// happened: a failed call's `Status` keeps the transport error as its
+/// source, and the chain leads to the [`ConnectError`] of the handshake.
+pub fn wrong_identity_in<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a WrongIdentity> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(ConnectError::WrongIdentity(w)) = e.downcast_ref::<ConnectError>() {
+            return Some(w);
+        }
+        if let Some(w) = e.downcast_ref::<WrongIdentity>() {
+            return Some(w);
+        }
+        // `io::Error::source` skips the error it wraps; look inside it
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
 /// The CA's verifier (chain and host name), then the identity, then the
 /// revocation list in force.
 #[derive(Debug)]

@@ -29,7 +29,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic::{Request, Status};
 
-pub use client::{ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity};
+pub use client::{ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity, wrong_identity_in};
 pub use crl::{Reason, RevocationList, RevokeOutcome, Serial};
 pub use live::RELOAD_INTERVAL;
 pub use server::{RevocationCheck, RevocationLayer, Revocations, ServerTls, TlsIncoming};
@@ -133,9 +133,9 @@ impl TlsFiles {
     /// The identity in this service's own certificate.
     pub fn identity(&self) -> Result<Identity, PkiError> {
         let pem = read(&self.cert)?;
-        identity_from_pem(&pem).map_err(|message| PkiError::BadCertificate {
+        identity_from_pem(&pem).map_err(|e| PkiError::BadCertificate {
             path: self.cert.clone(),
-            message,
+            message: e.to_string(),
         })
     }
 
@@ -166,33 +166,50 @@ impl TlsFiles {
     }
 }
 
+/// Why a certificate names no Jembatan identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertIdentityError {
+    #[error("not a PEM certificate: {0}")]
+    NotPem(String),
+    #[error("not an X.509 certificate: {0}")]
+    NotX509(String),
+    #[error("bad subject alternative names: {0}")]
+    BadNames(String),
+    #[error("certificate has no subject alternative names")]
+    NoNames,
+    #[error("certificate carries more than one jembatan identity")]
+    Several,
+    #[error("certificate carries no spiffe://jembatan/... identity")]
+    NoIdentity,
+}
+
 /// Reads the identity URI from a PEM certificate.
-pub fn identity_from_pem(pem: &[u8]) -> Result<Identity, String> {
-    let (_, pem) =
-        x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+pub fn identity_from_pem(pem: &[u8]) -> Result<Identity, CertIdentityError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
+        .map_err(|e| CertIdentityError::NotPem(e.to_string()))?;
     identity_from_der(&pem.contents)
 }
 
 /// Reads the identity URI from a DER certificate.
-pub fn identity_from_der(der: &[u8]) -> Result<Identity, String> {
+pub fn identity_from_der(der: &[u8]) -> Result<Identity, CertIdentityError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        .map_err(|e| CertIdentityError::NotX509(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
-        .map_err(|e| format!("bad subject alternative names: {e}"))?
-        .ok_or("certificate has no subject alternative names")?;
+        .map_err(|e| CertIdentityError::BadNames(e.to_string()))?
+        .ok_or(CertIdentityError::NoNames)?;
     let mut found = None;
     for name in &san.value.general_names {
         if let x509_parser::extensions::GeneralName::URI(uri) = name
             && let Some(id) = Identity::from_uri(uri)
         {
             if found.is_some() {
-                return Err("certificate carries more than one jembatan identity".into());
+                return Err(CertIdentityError::Several);
             }
             found = Some(id);
         }
     }
-    found.ok_or_else(|| "certificate carries no spiffe://jembatan/... identity".into())
+    found.ok_or(CertIdentityError::NoIdentity)
 }
 
 /// Why a caller has no identity.
@@ -216,7 +233,13 @@ pub fn peer_identity<T>(request: &Request<T>) -> Result<Identity, Status> {
         request.peer_certs().as_deref().map(Vec::as_slice),
         request.extensions().get::<Revocations>(),
     )
-    .map_err(|e| Status::unauthenticated(e.to_string()))
+    .map_err(|e| jembatan_core::error::status(&e))
+}
+
+impl jembatan_core::ServiceError for PeerError {
+    fn code(&self) -> jembatan_core::ErrorCode {
+        jembatan_core::ErrorCode::Unauthenticated
+    }
 }
 
 /// [`peer_identity`] for a plain HTTP request's extensions (the
@@ -241,7 +264,7 @@ fn identity_of(
     if let Some(serial) = revocations.and_then(|r| r.revoked(leaf)) {
         return Err(PeerError::Revoked(serial));
     }
-    identity_from_der(leaf.as_ref()).map_err(PeerError::NoIdentity)
+    identity_from_der(leaf.as_ref()).map_err(|e| PeerError::NoIdentity(e.to_string()))
 }
 
 /// A certificate authority on disk: `ca.pem` and `ca-key.pem` in a directory.

@@ -269,7 +269,7 @@ fn load_own(
         .map_err(|e| bad(&files.ca, format!("not an X.509 certificate: {e}")))?;
     check_issued_by(&parsed, &ca).map_err(|m| bad(&files.cert, m))?;
     check_valid_now(&parsed).map_err(|m| bad(&files.cert, m))?;
-    let identity = identity_from_der(leaf).map_err(|m| bad(&files.cert, m))?;
+    let identity = identity_from_der(leaf).map_err(|e| bad(&files.cert, e.to_string()))?;
     if let Some(expected) = expected
         && &identity != expected
     {

@@ -8,8 +8,10 @@
 #![allow(clippy::doc_lazy_continuation)] // generated from proto comments
 
 mod status;
+pub mod trailers;
 
 pub use status::{decode_error_status, map_decode_errors};
+pub use trailers::{DENIAL_METADATA_KEY, INCOMPATIBILITY_METADATA_KEY, RECEIPT_METADATA_KEY};
 
 pub mod v1 {
     tonic::include_proto!("jembatan.v1");

@@ -50,6 +50,7 @@ mod checker;
 mod compat;
 mod sample;
 mod schema;
+pub mod wire;
 
 pub use compat::{
     ChangeKind, CheckOptions, CompatMode, Direction, Incompatibility, UnknownCompatMode, check,

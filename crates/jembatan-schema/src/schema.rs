@@ -262,11 +262,12 @@ impl Schema {
 }
 
 /// Builds the validator used everywhere in this crate: 2020-12, formats asserted.
-pub(crate) fn build_validator(value: &Value) -> Result<jsonschema::Validator, String> {
+pub(crate) fn build_validator(
+    value: &Value,
+) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
     jsonschema::draft202012::options()
         .should_validate_formats(true)
         .build(value)
-        .map_err(|e| e.to_string())
 }
 
 /// The content id of a document: `sha256:` and the hex SHA-256 of [`canonical_json`].

@@ -133,9 +133,9 @@ fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEntry, StoreError> {
     let seq: i64 = row.try_get(0)?;
     let canonical: Vec<u8> = row.try_get(1)?;
     let entry_sha256: String = row.try_get(2)?;
-    let entry = AuditEntry::from_canonical(&canonical).map_err(|message| StoreError::Corrupt {
+    let entry = AuditEntry::from_canonical(&canonical).map_err(|e| StoreError::Corrupt {
         what: format!("audit entry {seq}"),
-        message,
+        message: e.to_string(),
     })?;
     Ok(StoredEntry {
         seq: seq.max(0) as u64,

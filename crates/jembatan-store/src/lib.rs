@@ -23,7 +23,9 @@ pub use agreements::{AgreementFilter, QuotaKind, StatusChange};
 pub use audit::{AuditLog, StoredEntry};
 pub use checkpoints::{RawEntry, StoredCheckpoint};
 pub use query::EntryQuery;
-pub use registry::{RegistryDataset, StoredMapping, StoredSchemaVersion, VersionState};
+pub use registry::{
+    RegistryDataset, StoredMapping, StoredSchemaVersion, UnknownVersionState, VersionState,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -42,16 +42,19 @@ impl VersionState {
     }
 }
 
+/// A version state the registry does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown version state {0:?}: expected active, deprecated or disabled")]
+pub struct UnknownVersionState(pub String);
+
 impl std::str::FromStr for VersionState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownVersionState;
+    fn from_str(s: &str) -> Result<Self, UnknownVersionState> {
         match s.to_ascii_lowercase().as_str() {
             "active" => Ok(VersionState::Active),
             "deprecated" => Ok(VersionState::Deprecated),
             "disabled" => Ok(VersionState::Disabled),
-            other => Err(format!(
-                "unknown version state {other:?}: expected active, deprecated or disabled"
-            )),
+            other => Err(UnknownVersionState(other.to_owned())),
         }
     }
 }
@@ -99,10 +102,12 @@ fn version_from_row(row: &sqlx::any::AnyRow) -> Result<StoredSchemaVersion, Stor
         version: to_u32(row.try_get(1)?, "schema version")?,
         schema_id: row.try_get(2)?,
         document: row.try_get(3)?,
-        state: state.parse().map_err(|message| StoreError::Corrupt {
-            what: "schema version state".into(),
-            message,
-        })?,
+        state: state
+            .parse()
+            .map_err(|e: UnknownVersionState| StoreError::Corrupt {
+                what: "schema version state".into(),
+                message: e.to_string(),
+            })?,
         registered_at: row.try_get(5)?,
         registered_by: row.try_get(6)?,
     })

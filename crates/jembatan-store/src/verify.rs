@@ -352,8 +352,10 @@ pub async fn leaf_hashes(store: &Store, size: u64) -> Result<Vec<Hash>, VerifyEr
 /// Checks one stored row: canonical bytes, `entry_sha256`, indexed columns.
 pub fn check_entry(row: &RawEntry) -> Result<(), VerifyError> {
     let seq = row.seq;
-    let e = AuditEntry::from_canonical(&row.entry)
-        .map_err(|message| VerifyError::NotCanonical { seq, message })?;
+    let e = AuditEntry::from_canonical(&row.entry).map_err(|e| VerifyError::NotCanonical {
+        seq,
+        message: e.to_string(),
+    })?;
     if !AuditEntry::sha256_is(&row.entry, &row.entry_sha256) {
         return Err(VerifyError::EntryHash { seq });
     }

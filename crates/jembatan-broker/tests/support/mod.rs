@@ -2,7 +2,7 @@
 //! integration tests: a provider (`prov`) whose SQLite table `penduduk`
 //! sits behind a real adapter, one or more brokers sharing one store,
 //! and a certificate for every role from a development CA.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

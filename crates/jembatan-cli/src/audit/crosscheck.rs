@@ -37,12 +37,22 @@ pub(super) struct Report {
     pub(super) mismatches: Vec<String>,
 }
 
-fn parse(row: &RawEntry) -> Result<AuditEntry, String> {
-    AuditEntry::from_canonical(&row.entry).map_err(|e| {
-        format!(
-            "exchange {}: entry {} on the broker's log is not a canonical entry: {e}",
-            row.exchange_id, row.seq
-        )
+/// A finding: an entry of the broker's log that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "exchange {exchange_id}: entry {seq} on the broker's log is not a canonical entry: {source}"
+)]
+struct NotCanonical {
+    exchange_id: String,
+    seq: u64,
+    source: jembatan_core::CanonicalError,
+}
+
+fn parse(row: &RawEntry) -> Result<AuditEntry, NotCanonical> {
+    AuditEntry::from_canonical(&row.entry).map_err(|source| NotCanonical {
+        exchange_id: row.exchange_id.clone(),
+        seq: row.seq,
+        source,
     })
 }
 
@@ -160,7 +170,7 @@ fn check_served(served: &ServedEntry, rows: &[RawEntry]) -> Vec<String> {
                 break;
             }
             Ok(_) => {}
-            Err(finding) => return vec![finding],
+            Err(finding) => return vec![finding.to_string()],
         }
     }
     let Some(e) = completion else {
@@ -241,7 +251,7 @@ fn check_receipt(r: &AckedReceipt, decision: &[RawEntry], completion: &[RawEntry
                 ));
             }
             match parse(row) {
-                Err(finding) => findings.push(finding),
+                Err(finding) => findings.push(finding.to_string()),
                 Ok(e) if e.exchange_id != *id || e.kind != EntryKind::Completion => {
                     findings.push(format!(
                         "exchange {id}: receipt names entry {}, which is the {} entry of exchange {}",
@@ -272,7 +282,7 @@ fn check_receipt(r: &AckedReceipt, decision: &[RawEntry], completion: &[RawEntry
             r.decision_seq
         )),
         Some(row) => match parse(row) {
-            Err(finding) => findings.push(finding),
+            Err(finding) => findings.push(finding.to_string()),
             Ok(e)
                 if e.exchange_id != *id
                     || e.kind != EntryKind::Decision

@@ -1437,7 +1437,7 @@ pub(crate) fn aid(rng: &mut DetRng, pop: &Population) -> Aid {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // one argument per column of the aid table
 fn push_aid(
     rows: &mut Vec<Vec<Value>>,
     pop: &Population,

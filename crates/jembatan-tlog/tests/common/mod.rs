@@ -2,7 +2,7 @@
 //! implementation (recursive MTH, PATH and SUBPROOF over slices) used to
 //! cross-check the optimised code.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
 use jembatan_tlog::merkle::{Hash, leaf_hash, node_hash};
 use sha2::{Digest, Sha256};
