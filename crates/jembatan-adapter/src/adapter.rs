@@ -113,7 +113,12 @@ impl Adapter {
     /// against the live schema (refusing to start with one message naming
     /// every problem) and opens the receipt log.
     pub async fn connect(config: &AdapterConfig) -> Result<Adapter, AdapterError> {
-        let db = Db::open(&config.database, config.max_query_time).await?;
+        let db = Db::open(
+            &config.database,
+            &config.database_tls,
+            config.max_query_time,
+        )
+        .await?;
         match Self::check(&db, config).await {
             Ok(datasets) => {
                 let log = match ReceiptLog::open(&config.receipt_log).await {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use jembatan_core::dbtls::DatabaseTls;
 use jembatan_core::{AgencyId, DatasetId, FieldName, Filter};
 use jembatan_pki::TlsFiles;
 use serde::Deserialize;
@@ -62,6 +63,9 @@ pub struct AdapterConfig {
     /// sqlx database URL; a relative SQLite path is resolved against the
     /// config file's directory.
     pub database: String,
+    /// TLS to the database: its CA, and whether a database off this
+    /// machine may be reached without verified TLS.
+    pub database_tls: DatabaseTls,
     pub listen: SocketAddr,
     pub receipt_log: PathBuf,
     pub batch_size: u32,
@@ -101,6 +105,8 @@ struct RawConfig {
     version: u32,
     agency: AgencyId,
     database: String,
+    #[serde(default)]
+    database_tls: DatabaseTls,
     listen: SocketAddr,
     receipt_log: PathBuf,
     #[serde(default)]
@@ -170,6 +176,11 @@ impl AdapterConfig {
                 humantime::format_duration(max_query_time)
             )));
         }
+        let database_tls = raw.database_tls.relative_to(base);
+        crate::transport::check_url(&raw.database, &database_tls).map_err(|e| match e {
+            AdapterError::Config { message, .. } => err(message),
+            other => err(other.to_string()),
+        })?;
         let mut problems = Vec::new();
         let mut names = BTreeSet::new();
         for d in &raw.datasets {
@@ -186,6 +197,7 @@ impl AdapterConfig {
         Ok(AdapterConfig {
             agency: raw.agency,
             database: resolve_database_url(&raw.database, base),
+            database_tls,
             listen: raw.listen,
             receipt_log: base.join(&raw.receipt_log),
             batch_size,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use futures::{Stream, StreamExt};
+use jembatan_core::dbtls::DatabaseTls;
 use jembatan_core::record::RecordEncoder;
 use serde_json::Value;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
@@ -100,7 +101,14 @@ impl Db {
     /// `max_query_time` becomes every session's statement time limit (with
     /// a little slack, so the adapter's own deadline answers first); SQLite,
     /// in process, checks each query's deadline as it runs.
-    pub(crate) async fn open(url: &str, max_query_time: Duration) -> Result<Db, AdapterError> {
+    /// A PostgreSQL or MariaDB server off this machine must be reached
+    /// with verified TLS unless `tls` accepts less
+    /// ([`jembatan_core::dbtls`]).
+    pub(crate) async fn open(
+        url: &str,
+        tls: &DatabaseTls,
+        max_query_time: Duration,
+    ) -> Result<Db, AdapterError> {
         let connect_err = |source| AdapterError::Connect {
             url: redact_url(url),
             source,
@@ -136,8 +144,8 @@ impl Db {
             }
             Backend::Postgres => {
                 let limit = millis(max_query_time + SERVER_LIMIT_SLACK);
-                let opts = PgConnectOptions::from_str(url)
-                    .map_err(connect_err)?
+                let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
+                let opts = crate::transport::secure_postgres(opts, url, tls)?
                     .options([("statement_timeout", format!("{limit}ms"))]);
                 Db::Postgres(
                     PgPoolOptions::new()
@@ -149,6 +157,7 @@ impl Db {
             }
             Backend::MySql => {
                 let opts = MySqlConnectOptions::from_str(url).map_err(connect_err)?;
+                let opts = crate::transport::secure_mysql(opts, url, tls)?;
                 let flavor = {
                     let mut conn = sqlx::MySqlConnection::connect_with(&opts)
                         .await

@@ -25,6 +25,7 @@ mod kind;
 mod receipts;
 mod server;
 mod sql;
+mod transport;
 mod typed;
 
 pub use adapter::{
@@ -35,7 +36,7 @@ pub use config::{
     AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DEFAULT_MAX_QUERY_TIME, DatasetConfig,
 };
 pub use error::AdapterError;
-pub use init::introspect;
+pub use init::{introspect, introspect_with};
 pub use kind::ColumnKind;
 pub use receipts::{
     AckedReceipt, FetchStatus, LogEntry, ReceiptEntry, ServedEntry, read_receipt_log,

@@ -93,7 +93,7 @@ impl Broker {
         if identity.role != jembatan_core::Role::Broker {
             return Err(BrokerError::NotBroker(identity.to_string()));
         }
-        let store = Store::connect(&config.store).await?;
+        let store = Store::connect_with(&config.store, &config.store_tls).await?;
         for a in &config.agencies {
             store
                 .upsert_agency(&Agency {
