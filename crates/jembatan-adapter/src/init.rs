@@ -120,6 +120,28 @@ async fn render(db: &Db, database_url: &str, tls: &DatabaseTls) -> Result<String
         let columns = db::table_columns(db, table.schema.as_deref(), &table.name).await?;
         block(&mut out, table.schema.as_deref(), &table.name, &columns);
     }
+    let hidden = db::unreadable_tables(db).await?;
+    if !hidden.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n# Tables this database role cannot read (no SELECT privilege, or no\n\
+             # USAGE on their schema); grant it and run init again to list their columns:"
+        );
+        for t in hidden {
+            let label = match &t.schema {
+                Some(s) => format!("{s}.{}", t.name),
+                None => t.name.clone(),
+            };
+            let _ = writeln!(out, "#   {label}");
+        }
+    }
+    if db.dialect() == crate::sql::Dialect::MySql {
+        let _ = writeln!(
+            out,
+            "\n# MariaDB and MySQL do not show this database user the tables it has no\n\
+             # privilege on: a table missing above may exist and need a GRANT SELECT."
+        );
+    }
     Ok(out)
 }
 
