@@ -64,6 +64,13 @@ impl Connection {
             .ok_or_else(|| {
                 Failure::Usage(anyhow!("--broker {broker:?} must be https://host:port"))
             })?;
+        let port = broker
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|authority| authority.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(443);
+        crate::failure::set_broker(&files, host, port);
         let tls = files.client_config(host).map_err(anyhow::Error::from)?;
         let channel = match Endpoint::from_shared(broker.to_owned())
             .context("bad --broker")?
@@ -89,7 +96,12 @@ impl Connection {
 /// A refused call: the broker's own words; transport trouble is a usage error.
 pub(crate) fn call_failed(status: tonic::Status) -> Failure {
     use tonic::Code;
-    if let Some(refusal) = certificate_refusal(&status) {
+    // only a call that failed in transport can be a refused certificate
+    if matches!(
+        status.code(),
+        Code::Unknown | Code::Cancelled | Code::Unavailable
+    ) && let Some(refusal) = certificate_refusal(&status)
+    {
         return Failure::Usage(anyhow!("{refusal}"));
     }
     let err = anyhow!("{}: {}", code_name(status.code()), status.message());

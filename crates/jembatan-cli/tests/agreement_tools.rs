@@ -216,7 +216,10 @@ fn the_lifecycle_from_the_command_line() {
     let started = Instant::now();
     let line = loop {
         let log = std::fs::read_to_string(&broker_log).unwrap();
-        if let Some(line) = log.lines().find(|l| l.contains("refused a TLS handshake")) {
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("refused a TLS handshake") && l.contains("agency:dinkes"))
+        {
             break line.to_owned();
         }
         assert!(

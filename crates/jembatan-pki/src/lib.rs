@@ -30,7 +30,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic::{Request, Status};
 
-pub use client::{ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity};
+pub use client::{ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity, refused_by};
 pub use crl::{Reason, RevocationList, RevokeOutcome, Serial};
 pub use live::RELOAD_INTERVAL;
 pub use server::{RevocationCheck, RevocationLayer, Revocations, ServerTls, TlsIncoming};

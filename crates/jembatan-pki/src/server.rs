@@ -169,6 +169,14 @@ async fn accept_loop(
                     let _ = tx.send(tls).await;
                     return;
                 }
+                // a connection closed before it said anything (a port
+                // probe, a TCP health check) is not a refusal
+                Ok(Err(err))
+                    if err.kind() == std::io::ErrorKind::UnexpectedEof && presented.is_none() =>
+                {
+                    tracing::debug!(peer = ?peer, error = %err, "connection closed during the TLS handshake");
+                    return;
+                }
                 Ok(Err(err)) => refusal_reason(&err),
                 Err(_) => "the handshake timed out".to_owned(),
             };
