@@ -24,7 +24,7 @@ use crate::kind::ColumnKind;
 use crate::receipts::{
     self, AckedReceipt, FetchStatus, LogEntry, ReceiptEntry, ReceiptLog, ServedEntry,
 };
-use crate::sql::{self, ColRef, Cond, Select};
+use crate::sql::{self, ColRef, Cond, Dialect, Select};
 use crate::typed::typed_filter;
 
 /// Most records in one batch, whatever the request asks.
@@ -130,6 +130,7 @@ impl Adapter {
     pub async fn connect(config: &AdapterConfig) -> Result<Adapter, AdapterError> {
         let db = Db::open(
             &config.database,
+            &config.database_tls,
             config.max_query_time,
             config.max_connections,
         )
@@ -181,7 +182,19 @@ impl Adapter {
             let live = db::table_columns(db, d.schema.as_deref(), &d.table).await?;
             let table = table_label(d.schema.as_deref(), &d.table);
             if live.is_empty() {
-                problems.push(format!("dataset {}: no table {table}", d.name));
+                let hidden = db::unreadable(db, d.schema.as_deref(), &d.table).await?;
+                problems.push(match (hidden.table, dialect) {
+                    (Some(why), _) => format!(
+                        "dataset {}: table {table} exists but cannot be read: {why}",
+                        d.name
+                    ),
+                    (None, Dialect::MySql) => format!(
+                        "dataset {}: no table {table}, or this database user has no SELECT \
+                         privilege on it (MariaDB and MySQL do not tell the two apart)",
+                        d.name
+                    ),
+                    (None, _) => format!("dataset {}: no table {table}", d.name),
+                });
                 continue;
             }
             let live: HashMap<&str, &db::TableColumn> =
@@ -195,8 +208,20 @@ impl Adapter {
                 }
             }
             let before = problems.len();
+            let hidden = if needed.iter().any(|n| !live.contains_key(n)) {
+                db::unreadable(db, d.schema.as_deref(), &d.table)
+                    .await?
+                    .columns
+            } else {
+                Vec::new()
+            };
             for name in &needed {
                 match live.get(name) {
+                    None if hidden.iter().any(|h| h == name) => problems.push(format!(
+                        "dataset {}: column {name:?} of table {table} cannot be read: \
+                         this database role has no SELECT privilege on it",
+                        d.name
+                    )),
                     None => problems.push(format!(
                         "dataset {}: table {table} has no column {name:?}",
                         d.name

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use jembatan_core::dbtls::DatabaseTls;
 use jembatan_core::{AgencyId, DatasetId, FieldName, Filter};
 use jembatan_pki::TlsFiles;
 use serde::Deserialize;
@@ -67,6 +68,9 @@ pub struct AdapterConfig {
     /// sqlx database URL; a relative SQLite path is resolved against the
     /// config file's directory.
     pub database: String,
+    /// TLS to the database: its CA, and whether a database off this
+    /// machine may be reached without verified TLS.
+    pub database_tls: DatabaseTls,
     pub listen: SocketAddr,
     pub receipt_log: PathBuf,
     pub batch_size: u32,
@@ -109,6 +113,8 @@ struct RawConfig {
     version: u32,
     agency: AgencyId,
     database: String,
+    #[serde(default)]
+    database_tls: DatabaseTls,
     listen: SocketAddr,
     receipt_log: PathBuf,
     #[serde(default)]
@@ -186,6 +192,11 @@ impl AdapterConfig {
                 "max_connections must be between 1 and {MAX_MAX_CONNECTIONS}; got {max_connections}"
             )));
         }
+        let database_tls = raw.database_tls.relative_to(base);
+        crate::transport::check_url(&raw.database, &database_tls).map_err(|e| match e {
+            AdapterError::Config { message, .. } => err(message),
+            other => err(other.to_string()),
+        })?;
         let mut problems = Vec::new();
         let mut names = BTreeSet::new();
         for d in &raw.datasets {
@@ -202,6 +213,7 @@ impl AdapterConfig {
         Ok(AdapterConfig {
             agency: raw.agency,
             database: resolve_database_url(&raw.database, base),
+            database_tls,
             listen: raw.listen,
             receipt_log: base.join(&raw.receipt_log),
             batch_size,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use futures::{Stream, StreamExt};
+use jembatan_core::dbtls::DatabaseTls;
 use jembatan_core::record::RecordEncoder;
 use serde_json::Value;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
@@ -99,8 +100,12 @@ impl Db {
     /// a little slack, so the adapter's own deadline answers first); SQLite,
     /// in process, checks each query's deadline as it runs. The pool keeps
     /// at most `max_connections` connections.
+    /// A PostgreSQL or MariaDB server off this machine must be reached
+    /// with verified TLS unless `tls` accepts less
+    /// ([`jembatan_core::dbtls`]).
     pub(crate) async fn open(
         url: &str,
+        tls: &DatabaseTls,
         max_query_time: Duration,
         max_connections: u32,
     ) -> Result<Db, AdapterError> {
@@ -139,8 +144,8 @@ impl Db {
             }
             Backend::Postgres => {
                 let limit = millis(max_query_time + SERVER_LIMIT_SLACK);
-                let opts = PgConnectOptions::from_str(url)
-                    .map_err(connect_err)?
+                let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
+                let opts = crate::transport::secure_postgres(opts, url, tls)?
                     .options([("statement_timeout", format!("{limit}ms"))]);
                 Db::Postgres(
                     PgPoolOptions::new()
@@ -152,6 +157,7 @@ impl Db {
             }
             Backend::MySql => {
                 let opts = MySqlConnectOptions::from_str(url).map_err(connect_err)?;
+                let opts = crate::transport::secure_mysql(opts, url, tls)?;
                 let flavor = {
                     let mut conn = sqlx::MySqlConnection::connect_with(&opts)
                         .await
@@ -432,14 +438,13 @@ pub(crate) async fn table_columns(
                    COALESCE((SELECT t.typtype::text FROM pg_catalog.pg_type t \
                      JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
                      WHERE t.typname = c.udt_name AND n.nspname = c.udt_schema), '') AS typtype, \
-                   EXISTS (SELECT 1 FROM information_schema.table_constraints tc \
-                     JOIN information_schema.key_column_usage k \
-                       ON k.constraint_schema = tc.constraint_schema \
-                      AND k.constraint_name = tc.constraint_name \
-                      AND k.table_name = tc.table_name \
-                     WHERE tc.constraint_type = 'PRIMARY KEY' \
-                       AND tc.table_schema = c.table_schema AND tc.table_name = c.table_name \
-                       AND k.column_name = c.column_name) AS pk \
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+                     JOIN pg_catalog.pg_class r ON r.oid = i.indrelid \
+                     JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
+                     JOIN pg_catalog.pg_attribute a \
+                       ON a.attrelid = r.oid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indisprimary AND rn.nspname = c.table_schema \
+                       AND r.relname = c.table_name AND a.attname = c.column_name) AS pk \
                  FROM information_schema.columns c \
                  WHERE c.table_schema = COALESCE($1::text, current_schema()::text) \
                    AND c.table_name = $2 \
@@ -503,6 +508,116 @@ pub(crate) async fn table_columns(
                 .map_err(db_err(ctx))
         }
     }
+}
+
+/// What of a table this database role cannot read, when the table
+/// exists. PostgreSQL hides such tables and columns from
+/// `information_schema`; its catalogs (`pg_class`, `pg_attribute`,
+/// readable by every role) say they exist. MariaDB and MySQL hide them
+/// everywhere, so they cannot be told from missing ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Unreadable {
+    /// The table exists and the role may not read it (no `USAGE` on its
+    /// schema or no `SELECT` on it), in words; `None` when it may.
+    pub(crate) table: Option<String>,
+    /// Columns that exist and the role may not select.
+    pub(crate) columns: Vec<String>,
+}
+
+/// See [`Unreadable`]; always empty for SQLite (no privileges) and for
+/// MariaDB/MySQL (which cannot tell).
+pub(crate) async fn unreadable(
+    db: &Db,
+    schema: Option<&str>,
+    table: &str,
+) -> Result<Unreadable, AdapterError> {
+    let Db::Postgres(pool) = db else {
+        return Ok(Unreadable::default());
+    };
+    let ctx = format!("reading the privileges on table {table:?}");
+    let row = sqlx::query(
+        "SELECT c.oid::bigint, has_schema_privilege(n.oid, 'USAGE'), \
+           has_table_privilege(c.oid, 'SELECT'), n.nspname::text, current_user::text \
+         FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = COALESCE($1::text, current_schema()::text) AND c.relname = $2 \
+           AND c.relkind IN ('r', 'v', 'm', 'p', 'f')",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err(ctx.clone()))?;
+    let Some(row) = row else {
+        return Ok(Unreadable::default());
+    };
+    let read = |row: &PgRow| -> Result<(i64, bool, bool, String, String), sqlx::Error> {
+        Ok((
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+        ))
+    };
+    let (oid, usage, select, nspname, role) = read(&row).map_err(db_err(ctx.clone()))?;
+    if !usage {
+        return Ok(Unreadable {
+            table: Some(format!(
+                "database role {role:?} has no USAGE privilege on schema {nspname:?}"
+            )),
+            columns: Vec::new(),
+        });
+    }
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+         WHERE a.attrelid = $1::bigint::oid AND a.attnum > 0 AND NOT a.attisdropped \
+           AND NOT has_column_privilege(a.attrelid, a.attnum, 'SELECT') \
+         ORDER BY a.attnum",
+    )
+    .bind(oid)
+    .fetch_all(pool)
+    .await
+    .map_err(db_err(ctx))?;
+    // without SELECT on the table, SELECT on some columns still reads
+    // those: callers look at `table` only when no column was visible
+    let table = (!select).then(|| format!("database role {role:?} has no SELECT privilege on it"));
+    Ok(Unreadable { table, columns })
+}
+
+/// Tables and views that exist but this database role may not read at
+/// all (PostgreSQL only: see [`Unreadable`]), sorted by name.
+pub(crate) async fn unreadable_tables(db: &Db) -> Result<Vec<TableName>, AdapterError> {
+    let Db::Postgres(pool) = db else {
+        return Ok(Vec::new());
+    };
+    let ctx = "listing tables this role cannot read";
+    let rows = sqlx::query(
+        "SELECT n.nspname::text, c.relname::text, \
+           (n.nspname::text = current_schema()::text) AS current \
+         FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f') \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT LIKE 'pg\\_%' \
+           AND NOT c.relispartition \
+           AND NOT (has_schema_privilege(n.oid, 'USAGE') \
+             AND has_any_column_privilege(c.oid, 'SELECT')) \
+         ORDER BY c.relname, n.nspname",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db_err(ctx))?;
+    rows.iter()
+        .map(|r| {
+            let current: bool = r.try_get(2)?;
+            Ok(TableName {
+                schema: if current { None } else { Some(r.try_get(0)?) },
+                name: r.try_get(1)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(db_err(ctx))
 }
 
 /// MariaDB stores JSON as LONGTEXT with a `json_valid(col)` check; finds

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use jembatan_core::FieldName;
+use jembatan_core::dbtls::DatabaseTls;
 
 use crate::config::DEFAULT_MAX_QUERY_TIME;
 use crate::db::{self, Db, TableColumn};
@@ -49,6 +50,10 @@ const HEADER: &str = "\
 # max_query_time  optional longest time a fetch may run, from the request
 #              to its last batch (default \"10m\", between 1s and 24h); a
 #              caller's shorter deadline takes precedence
+# [database_tls]  optional TLS to the database: `ca`, the CA file its
+#              certificate must chain to (or sslrootcert / ssl-ca in the
+#              URL), and `allow_plaintext = true` to reach a database off
+#              this machine without verified TLS (refused otherwise)
 # [tls]        the CA certificate, this adapter's certificate and its key
 #              (PEM); only the broker's certificate may call the adapter
 # [[datasets]] one block per exposed table: dataset name, table, optional
@@ -68,13 +73,22 @@ const HEADER: &str = "\
 /// for it. The result parses as a valid configuration that exposes no
 /// dataset.
 pub async fn introspect(database_url: &str) -> Result<String, AdapterError> {
-    let db = Db::open(database_url, DEFAULT_MAX_QUERY_TIME, 1).await?;
-    let result = render(&db, database_url).await;
+    introspect_with(database_url, &DatabaseTls::default()).await
+}
+
+/// [`introspect`] with TLS settings for the database; they are written
+/// into the configuration as its `[database_tls]`.
+pub async fn introspect_with(
+    database_url: &str,
+    tls: &DatabaseTls,
+) -> Result<String, AdapterError> {
+    let db = Db::open(database_url, tls, DEFAULT_MAX_QUERY_TIME, 1).await?;
+    let result = render(&db, database_url, tls).await;
     db.close().await;
     result
 }
 
-async fn render(db: &Db, database_url: &str) -> Result<String, AdapterError> {
+async fn render(db: &Db, database_url: &str, tls: &DatabaseTls) -> Result<String, AdapterError> {
     let mut out = String::from(HEADER);
     // writing to a String cannot fail
     let _ = write!(
@@ -93,9 +107,40 @@ async fn render(db: &Db, database_url: &str) -> Result<String, AdapterError> {
          key = \"certs/adapter-key.pem\"\n",
         toml_str(database_url)
     );
+    if tls != &DatabaseTls::default() {
+        let _ = writeln!(out, "\n[database_tls]");
+        if let Some(ca) = &tls.ca {
+            let _ = writeln!(out, "ca = {}", toml_str(&ca.display().to_string()));
+        }
+        if tls.allow_plaintext {
+            let _ = writeln!(out, "allow_plaintext = true");
+        }
+    }
     for table in db::list_tables(db).await? {
         let columns = db::table_columns(db, table.schema.as_deref(), &table.name).await?;
         block(&mut out, table.schema.as_deref(), &table.name, &columns);
+    }
+    let hidden = db::unreadable_tables(db).await?;
+    if !hidden.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n# Tables this database role cannot read (no SELECT privilege, or no\n\
+             # USAGE on their schema); grant it and run init again to list their columns:"
+        );
+        for t in hidden {
+            let label = match &t.schema {
+                Some(s) => format!("{s}.{}", t.name),
+                None => t.name.clone(),
+            };
+            let _ = writeln!(out, "#   {label}");
+        }
+    }
+    if db.dialect() == crate::sql::Dialect::MySql {
+        let _ = writeln!(
+            out,
+            "\n# MariaDB and MySQL do not show this database user the tables it has no\n\
+             # privilege on: a table missing above may exist and need a GRANT SELECT."
+        );
     }
     Ok(out)
 }

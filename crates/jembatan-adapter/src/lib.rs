@@ -25,6 +25,7 @@ mod kind;
 mod receipts;
 mod server;
 mod sql;
+mod transport;
 mod typed;
 
 pub use adapter::{
@@ -36,7 +37,7 @@ pub use config::{
     DatasetConfig, MAX_MAX_CONNECTIONS,
 };
 pub use error::{AdapterError, Refused};
-pub use init::introspect;
+pub use init::{introspect, introspect_with};
 pub use kind::ColumnKind;
 pub use receipts::{
     AckedReceipt, FetchStatus, LogEntry, ReceiptEntry, ServedEntry, read_receipt_log,

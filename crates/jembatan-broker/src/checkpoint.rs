@@ -174,10 +174,7 @@ pub(crate) fn load_or_create_signer(path: &Path, origin: &str) -> Result<Signer,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let signer =
                 Signer::generate(origin, &mut rand::rng()).map_err(|e| err(e.to_string()))?;
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
-            }
-            write_private(path, &(signer.to_key_string() + "\n"))
+            jembatan_pki::files::create_secret(path, (signer.to_key_string() + "\n").as_bytes())
                 .map_err(|e| err(e.to_string()))?;
             signer
         }
@@ -186,26 +183,11 @@ pub(crate) fn load_or_create_signer(path: &Path, origin: &str) -> Result<Signer,
     let public = public_key_path(path);
     if !public.exists() {
         let verifier: Verifier = signer.verifier();
-        std::fs::write(&public, verifier.to_key_string() + "\n").map_err(|e| {
-            BrokerError::CheckpointKey {
+        jembatan_pki::files::write_public(&public, (verifier.to_key_string() + "\n").as_bytes())
+            .map_err(|e| BrokerError::CheckpointKey {
                 path: public.display().to_string(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
     }
     Ok(signer)
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
 }

@@ -23,6 +23,11 @@ pub struct BrokerConfig {
     /// Store location: a file path or `sqlite:PATH` (embedded default), or
     /// `postgres://...`.
     pub store: String,
+    /// TLS to a PostgreSQL store: the CA its certificate must chain to,
+    /// and whether a store off this machine may be reached without
+    /// verified TLS (`allow_plaintext`, off by default).
+    #[serde(default)]
+    pub store_tls: jembatan_core::dbtls::DatabaseTls,
     /// File holding the secret (hex) that keys the hashes of lookup keys
     /// on the audit log; created on first start.
     pub audit_key: PathBuf,
@@ -263,6 +268,9 @@ impl BrokerConfig {
         if !config.store.contains("://") && !config.store.starts_with("sqlite:") {
             config.store = base.join(&config.store).display().to_string();
         }
+        config.store_tls = config.store_tls.relative_to(base);
+        jembatan_store::check_url(&config.store, &config.store_tls)
+            .map_err(|e| format!("store: {e}"))?;
         let mut seen = std::collections::BTreeSet::new();
         for a in &config.agencies {
             if !seen.insert(a.id.clone()) {

@@ -90,7 +90,7 @@ impl Broker {
         if identity.role != jembatan_core::Role::Broker {
             return Err(BrokerError::NotBroker(identity.to_string()));
         }
-        let store = Store::connect(&config.store).await?;
+        let store = Store::connect_with(&config.store, &config.store_tls).await?;
         for a in &config.agencies {
             store
                 .upsert_agency(&Agency {
@@ -320,8 +320,9 @@ fn parse_audit_key(path: &Path, text: &str) -> Result<Vec<u8>, BrokerError> {
     Ok(key)
 }
 
-/// Reads the audit HMAC key (hex), creating a random one (mode 0600) when
-/// the file does not exist yet.
+/// Reads the audit HMAC key (hex), creating a random one when the file
+/// does not exist yet: mode 0600 from the start, written whole and synced
+/// (`jembatan_pki::files`). A key another process created meanwhile wins.
 fn load_or_create_key(path: &Path) -> Result<Vec<u8>, BrokerError> {
     let err = |message: String| BrokerError::AuditKey {
         path: path.display().to_string(),
@@ -331,17 +332,14 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>, BrokerError> {
         Ok(text) => parse_audit_key(path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key: [u8; 32] = rand::random();
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+            match jembatan_pki::files::create_secret(path, (hex::encode(key) + "\n").as_bytes()) {
+                Ok(()) => Ok(key.to_vec()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+                    parse_audit_key(path, &text)
+                }
+                Err(e) => Err(err(e.to_string())),
             }
-            std::fs::write(path, hex::encode(key) + "\n").map_err(|e| err(e.to_string()))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| err(e.to_string()))?;
-            }
-            Ok(key.to_vec())
         }
         Err(e) => Err(err(e.to_string())),
     }

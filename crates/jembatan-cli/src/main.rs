@@ -166,6 +166,14 @@ enum AdapterCommand {
         /// Where to write the config; standard output when absent.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// CA certificate (PEM) the database server's certificate must
+        /// chain to (or sslrootcert / ssl-ca in the URL).
+        #[arg(long, value_name = "FILE")]
+        database_ca: Option<PathBuf>,
+        /// Reach a database off this machine without verified TLS
+        /// (refused otherwise); written into the config too.
+        #[arg(long)]
+        allow_plaintext: bool,
     },
 }
 
@@ -224,6 +232,18 @@ enum PkiCommand {
         /// superseded, cessation-of-operation or privilege-withdrawn.
         #[arg(long, default_value = "unspecified")]
         reason: String,
+    },
+    /// Sign the CA's revocation list again, current for DAYS more. A list
+    /// past its next update makes brokers and adapters refuse agency,
+    /// integrator, auditor and operator certificates: renew it well before
+    /// then (e.g. weekly, from cron). Services pick it up within seconds.
+    RenewCrl {
+        /// The CA directory (ca.pem, ca-key.pem, crl.pem).
+        #[arg(long, alias = "dir", value_name = "DIR")]
+        ca: PathBuf,
+        /// Days until the list's next update (1 to 366).
+        #[arg(long, default_value_t = 30)]
+        days: i64,
     },
     /// List the certificates on the CA's revocation list.
     Revoked {
@@ -284,8 +304,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo(args).await,
         Command::Broker { config } => broker(config).await,
         Command::Adapter(args) => match (args.command, args.config) {
-            (Some(AdapterCommand::Init { database, output }), _) => {
-                adapter_init(database, output).await
+            (
+                Some(AdapterCommand::Init {
+                    database,
+                    output,
+                    database_ca,
+                    allow_plaintext,
+                }),
+                _,
+            ) => {
+                let tls = jembatan_core::dbtls::DatabaseTls {
+                    // absolute: the config resolves paths against its own directory
+                    ca: database_ca.map(|p| std::path::absolute(&p).unwrap_or(p)),
+                    allow_plaintext,
+                };
+                adapter_init(database, &tls, output).await
             }
             (None, Some(config)) => adapter(config).await,
             (None, None) => {
@@ -370,15 +403,21 @@ async fn adapter(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
-async fn adapter_init(database: String, output: Option<PathBuf>) -> Result<()> {
-    let text = jembatan_adapter::introspect(&database).await?;
+async fn adapter_init(
+    database: String,
+    tls: &jembatan_core::dbtls::DatabaseTls,
+    output: Option<PathBuf>,
+) -> Result<()> {
+    let text = jembatan_adapter::introspect_with(&database, tls).await?;
     match output {
         Some(path) => {
-            if path.exists() {
-                bail!("{} exists; refusing to overwrite it", path.display());
+            // 0600: the database URL may carry a password
+            match jembatan_pki::files::create_secret(&path, text.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    bail!("{} exists; refusing to overwrite it", path.display())
+                }
+                written => written.with_context(|| format!("cannot write {}", path.display()))?,
             }
-            std::fs::write(&path, text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!(
                 "wrote {}: every table and column is listed and disabled; uncomment what your agreements name",
                 path.display()
@@ -471,11 +510,29 @@ fn pki(command: PkiCommand) -> Result<()> {
                 ),
             }
         }
+        PkiCommand::RenewCrl { ca, days } => {
+            if !(1..=366).contains(&days) {
+                bail!("--days must be between 1 and 366");
+            }
+            let authority = jembatan_pki::Ca::load(&ca)?;
+            let (number, next_update) = authority.renew_crl(time::Duration::days(days))?;
+            println!(
+                "renewed {} (CRL number {number}), current until {next_update}",
+                jembatan_pki::Ca::crl_path(&ca).display()
+            );
+        }
         PkiCommand::Revoked { ca } => {
             let authority = jembatan_pki::Ca::load(&ca)?;
             let list = authority.revocation_list()?;
+            let current = match list.next_update {
+                Some(next) if list.expired(time::OffsetDateTime::now_utc()).is_some() => {
+                    format!("EXPIRED at {next}: renew it with `jembatan pki renew-crl`")
+                }
+                Some(next) => format!("current until {next}"),
+                None => "no next update".into(),
+            };
             println!(
-                "{} (CRL number {}): {} revoked",
+                "{} (CRL number {}, {current}): {} revoked",
                 jembatan_pki::Ca::crl_path(&ca).display(),
                 list.number,
                 list.len()

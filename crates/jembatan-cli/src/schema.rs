@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 
-use crate::failure::{Failure, exit};
+use crate::failure::{Failure, certificate_refusal, exit};
 use clap::{Args, Subcommand};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
@@ -64,14 +64,31 @@ impl Connection {
             .ok_or_else(|| {
                 Failure::Usage(anyhow!("--broker {broker:?} must be https://host:port"))
             })?;
+        let port = broker
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|authority| authority.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(443);
+        crate::failure::set_broker(&files, host, port);
         let tls = files.client_config(host).map_err(anyhow::Error::from)?;
-        let channel = Endpoint::from_shared(broker.to_owned())
+        let channel = match Endpoint::from_shared(broker.to_owned())
             .context("bad --broker")?
             .tls_config(tls)
             .context("TLS setup")?
             .connect()
             .await
-            .with_context(|| format!("cannot reach the broker at {broker}"))?;
+        {
+            Ok(channel) => channel,
+            Err(err) => {
+                if let Some(refusal) = certificate_refusal(&err) {
+                    return Err(Failure::Usage(anyhow!("{refusal}")));
+                }
+                return Err(Failure::Usage(
+                    anyhow::Error::new(err).context(format!("cannot reach the broker at {broker}")),
+                ));
+            }
+        };
         Ok(channel)
     }
 }
@@ -79,6 +96,14 @@ impl Connection {
 /// A refused call: the broker's own words; transport trouble is a usage error.
 pub(crate) fn call_failed(status: tonic::Status) -> Failure {
     use tonic::Code;
+    // only a call that failed in transport can be a refused certificate
+    if matches!(
+        status.code(),
+        Code::Unknown | Code::Cancelled | Code::Unavailable
+    ) && let Some(refusal) = certificate_refusal(&status)
+    {
+        return Failure::Usage(anyhow!("{refusal}"));
+    }
     let err = anyhow!("{}: {}", code_name(status.code()), status.message());
     match status.code() {
         Code::Unavailable | Code::Unauthenticated | Code::Unknown | Code::Internal => {

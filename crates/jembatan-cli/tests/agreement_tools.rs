@@ -92,11 +92,14 @@ fn the_lifecycle_from_the_command_line() {
             .spawn()
             .unwrap(),
     );
+    let broker_log = dir.path().join("broker.log");
     let _broker = Running(
         jembatan()
             .args(["broker", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&broker_log).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -204,4 +207,42 @@ fn the_lifecycle_from_the_command_line() {
     assert!(err.contains("already revoked"), "{err}");
     let (code, _, err) = cli.run("agency-dinkes", &["list", "--status", "gone"]);
     assert_eq!(code, Some(2), "{err}");
+
+    // a certificate from another CA, same identity: the command says the
+    // broker refused the certificate, and the broker's log names the
+    // refused handshake and the certificate
+    let other = jembatan_pki::Ca::create(&dir.path().join("other-ca"), "Jembatan CA").unwrap();
+    let dinkes = jembatan_core::Identity::agency("dinkes".parse().unwrap());
+    let foreign = other.issue_to(&dinkes, &[], 1, "agency-dinkes").unwrap();
+    let certs = cli.keep.join("certs");
+    std::fs::copy(&foreign.cert, certs.join("foreign.pem")).unwrap();
+    std::fs::copy(&foreign.key, certs.join("foreign-key.pem")).unwrap();
+    let (code, _, err) = cli.run("foreign", &["list"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(
+            "the broker refused this certificate: it is not issued by the CA the broker trusts"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("transport error"), "{err}");
+    let started = Instant::now();
+    let line = loop {
+        let log = std::fs::read_to_string(&broker_log).unwrap();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("refused a TLS handshake") && l.contains("agency:dinkes"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no refused handshake in the broker's log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    assert!(line.contains("unknown issuer"), "{line}");
+    assert!(line.contains("identity=agency:dinkes"), "{line}");
+    assert!(line.contains("sha256="), "{line}");
 }

@@ -341,3 +341,59 @@ fn handshake_error(address: String, source: std::io::Error) -> ConnectError {
         None => ConnectError::Handshake { address, source },
     }
 }
+
+/// Whether the server at `host:port` refuses the certificate of `files`:
+/// completes a TLS handshake presenting it, sends the HTTP/2 preface and
+/// reads the answer. Returns the TLS alert the server sent when it refused
+/// the certificate; `None` when it answered, or when it could not be
+/// reached (the caller has its own error for that). For clients that got
+/// only "transport error" from a call: HTTP/2 keeps the text of the I/O
+/// error that ended a connection, not the alert.
+pub fn refused_by(
+    files: &crate::TlsFiles,
+    host: &str,
+    port: u16,
+) -> Option<rustls::AlertDescription> {
+    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+
+    const WAIT: Duration = Duration::from_secs(5);
+    let ca = crate::crl::pem_contents(&crate::read(&files.ca).ok()?).ok()?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca)).ok()?;
+    let chain = CertificateDer::pem_slice_iter(&crate::read(&files.cert).ok()?)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_slice(&crate::read(&files.key).ok()?).ok()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .ok()?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = ServerName::try_from(host.to_owned()).ok()?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+    let addr = (host, port).to_socket_addrs().ok()?.next()?;
+    let sock = std::net::TcpStream::connect_timeout(&addr, WAIT).ok()?;
+    sock.set_read_timeout(Some(WAIT)).ok()?;
+    sock.set_write_timeout(Some(WAIT)).ok()?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    // the HTTP/2 preface and an empty SETTINGS frame: a server that took
+    // the certificate answers with its SETTINGS
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let mut buf = [0u8; 64];
+    let outcome = tls
+        .write_all(preface)
+        .and_then(|()| tls.flush())
+        .and_then(|()| tls.read(&mut buf));
+    match outcome {
+        Ok(_) => None,
+        Err(e) => match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+            rustls::Error::AlertReceived(alert) => Some(*alert),
+            _ => None,
+        },
+    }
+}

@@ -6,6 +6,12 @@
 //! CA's key, its issuer is the CA, and its CRL number is not lower than
 //! that of the list already in force — an older copy put back never
 //! un-revokes anything.
+//!
+//! A list is current until its `nextUpdate`. Past it, services fail
+//! closed: they refuse the certificates of agencies, integrators, auditors
+//! and operators (see [`RevocationList::expired`]) until a renewed list
+//! (`jembatan pki renew-crl`, or any `pki revoke`) is installed; the list's
+//! entries stay in force meanwhile.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,10 +24,11 @@ use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::{Ca, PkiError, read, write_atomic};
 
-/// How long a newly signed list says it is current. Jembatan itself keeps
-/// a list in force until a newer one replaces it; the date is for other
-/// tools that read the file.
-const NEXT_UPDATE_DAYS: i64 = 365;
+/// How long a newly signed list is current (its `nextUpdate`) unless the
+/// CA says otherwise: the CA renews it before then.
+pub const DEFAULT_VALIDITY: time::Duration = time::Duration::days(30);
+/// The longest validity a list may be signed with.
+pub const MAX_VALIDITY: time::Duration = time::Duration::days(366);
 
 /// A certificate serial number: the DER integer's magnitude, without
 /// leading zero bytes. Shown as lowercase hex.
@@ -162,6 +169,12 @@ pub struct RevocationList {
     /// The CRL number; 0 for the empty list of a service without a CRL.
     pub number: u64,
     pub entries: BTreeMap<Serial, Revoked>,
+    /// When the list was signed (`thisUpdate`); `None` for the empty list
+    /// of a service without a CRL.
+    pub this_update: Option<OffsetDateTime>,
+    /// When the CA promises a newer list (`nextUpdate`); past it the list
+    /// is expired. `None` for a list without one, which never expires.
+    pub next_update: Option<OffsetDateTime>,
 }
 
 impl RevocationList {
@@ -175,6 +188,12 @@ impl RevocationList {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The list's `nextUpdate` when `now` is past it: the list can no
+    /// longer vouch that a certificate not on it is still good.
+    pub fn expired(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.next_update.filter(|next| *next < now)
     }
 
     /// Parses a PEM CRL and checks that `ca_der` (the CA certificate)
@@ -226,7 +245,21 @@ impl RevocationList {
                 },
             );
         }
-        Ok(RevocationList { number, entries })
+        let time = |t: x509_parser::time::ASN1Time, what: &str| {
+            OffsetDateTime::from_unix_timestamp(t.timestamp())
+                .map_err(|e| format!("bad {what} time: {e}"))
+        };
+        let this_update = Some(time(crl.last_update(), "thisUpdate")?);
+        let next_update = crl
+            .next_update()
+            .map(|t| time(t, "nextUpdate"))
+            .transpose()?;
+        Ok(RevocationList {
+            number,
+            entries,
+            this_update,
+            next_update,
+        })
     }
 
     /// Loads `path` and checks it against the CA certificate `ca_der`.
@@ -287,14 +320,53 @@ impl Ca {
         RevocationList::load(&path, &self.cert_der()?)
     }
 
-    /// Signs `list` with the next CRL number and writes it to `crl.pem`
-    /// (atomically: services that watch the file never read half of it).
+    /// Signs `list` with the next CRL number, current for
+    /// [`DEFAULT_VALIDITY`], and writes it to `crl.pem` (atomically:
+    /// services that watch the file never read half of it).
     pub fn write_crl(&self, list: &RevocationList) -> Result<u64, PkiError> {
+        self.write_crl_valid_for(list, DEFAULT_VALIDITY)
+    }
+
+    /// [`Ca::write_crl`] with the list current for `validity` (at most
+    /// [`MAX_VALIDITY`]).
+    pub fn write_crl_valid_for(
+        &self,
+        list: &RevocationList,
+        validity: time::Duration,
+    ) -> Result<u64, PkiError> {
+        if validity <= time::Duration::ZERO || validity > MAX_VALIDITY {
+            return Err(PkiError::BadCrl {
+                path: Self::crl_path(self.dir()),
+                message: format!(
+                    "a list must be current for more than 0 days and at most {} days",
+                    MAX_VALIDITY.whole_days()
+                ),
+            });
+        }
         let now = OffsetDateTime::now_utc();
+        self.sign_crl(list, now, now + validity)
+    }
+
+    /// Signs the CA's current list again with the next CRL number, current
+    /// for `validity` from now; returns the new number and `nextUpdate`.
+    pub fn renew_crl(&self, validity: time::Duration) -> Result<(u64, OffsetDateTime), PkiError> {
+        let list = self.revocation_list()?;
+        let number = self.write_crl_valid_for(&list, validity)?;
+        let renewed = self.revocation_list()?;
+        let next = renewed.next_update.unwrap_or_else(OffsetDateTime::now_utc);
+        Ok((number, next))
+    }
+
+    pub(crate) fn sign_crl(
+        &self,
+        list: &RevocationList,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<u64, PkiError> {
         let number = list.number + 1;
         let params = CertificateRevocationListParams {
-            this_update: now,
-            next_update: now + time::Duration::days(NEXT_UPDATE_DAYS),
+            this_update,
+            next_update,
             crl_number: rcgen::SerialNumber::from(number),
             issuing_distribution_point: None,
             revoked_certs: list
@@ -467,6 +539,33 @@ mod tests {
         assert!(list.is_revoked(&sa) && list.is_revoked(&sb));
         assert_eq!(list.entries[&sa].reason_code, Some(1));
         assert_eq!(list.entries[&sb].reason_code, Some(4));
+    }
+
+    #[test]
+    fn lists_carry_their_next_update_and_renewal_moves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::create(dir.path(), "test CA").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let hour = time::Duration::hours(1);
+        ca.sign_crl(&RevocationList::default(), now - 2 * hour, now - hour)
+            .unwrap();
+        let list = ca.revocation_list().unwrap();
+        assert_eq!(list.number, 1);
+        let next = list.next_update.unwrap();
+        assert_eq!(list.expired(now), Some(next));
+        assert!((next - (now - hour)).abs() < time::Duration::seconds(2));
+        assert_eq!(list.expired(now - 2 * hour), None);
+
+        let (number, next) = ca.renew_crl(time::Duration::days(7)).unwrap();
+        assert_eq!(number, 2);
+        let list = ca.revocation_list().unwrap();
+        assert_eq!(list.next_update, Some(next));
+        assert_eq!(list.expired(now), None);
+        assert!(next > now + time::Duration::days(6));
+        // out-of-range validities are refused
+        for days in [0, -1, 367] {
+            assert!(ca.renew_crl(time::Duration::days(days)).is_err(), "{days}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 mod client;
 pub mod crl;
+pub mod files;
 mod live;
 mod server;
 
@@ -29,7 +30,9 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic::{Request, Status};
 
-pub use client::{ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity, wrong_identity_in};
+pub use client::{
+    ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity, refused_by, wrong_identity_in,
+};
 pub use crl::{Reason, RevocationList, RevokeOutcome, Serial};
 pub use live::RELOAD_INTERVAL;
 pub use server::{RevocationCheck, RevocationLayer, Revocations, ServerTls, TlsIncoming};
@@ -83,39 +86,19 @@ fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
     })
 }
 
-/// Writes `data` beside `path` and renames it into place, so that a
-/// service watching `path` reads either the old file or the new one.
+/// Writes `data` beside `path` and renames it into place (0600 when
+/// `private`), so that a service watching `path` reads either the old file
+/// or the new one.
 fn write_atomic(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
-    let err = |source| PkiError::Write {
+    let written = if private {
+        files::write_secret(path, data.as_bytes())
+    } else {
+        files::write_public(path, data.as_bytes())
+    };
+    written.map_err(|source| PkiError::Write {
         path: path.to_owned(),
         source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    write(&tmp, data, private)?;
-    fs::rename(&tmp, path).map_err(err)
-}
-
-fn write(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
-    let err = |source| PkiError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(err)?;
-    }
-    fs::write(path, data).map_err(err)?;
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    Ok(())
+    })
 }
 
 impl TlsFiles {
@@ -221,6 +204,31 @@ pub enum PeerError {
     Revoked(Serial),
     #[error("client certificate rejected: {0}")]
     NoIdentity(String),
+    /// The revocation list in force is past its `nextUpdate`, and the
+    /// caller's role is one a stale list fails closed for
+    /// ([`fails_closed_on_stale_list`]).
+    #[error(
+        "the server's certificate revocation list expired at {next_update} (its next update); \
+         {role} certificates are refused until the CA's renewed list is installed"
+    )]
+    RevocationListExpired {
+        next_update: time::OffsetDateTime,
+        role: Role,
+    },
+}
+
+/// Whether certificates of `role` are refused while the revocation list
+/// in force is past its `nextUpdate`: the certificates of people and
+/// agency systems (agency, integrator, auditor, operator). Broker and
+/// adapter certificates are the federation's own services; they stay
+/// accepted (the list's entries still apply to them), since refusing them
+/// would stop every exchange between the federation's services; each
+/// service logs an error when its list expires.
+pub fn fails_closed_on_stale_list(role: Role) -> bool {
+    match role {
+        Role::Agency | Role::Integrator | Role::Auditor | Role::Operator => true,
+        Role::Broker | Role::Adapter => false,
+    }
 }
 
 /// The authenticated identity of a request's caller, from its verified
@@ -264,7 +272,16 @@ fn identity_of(
     if let Some(serial) = revocations.and_then(|r| r.revoked(leaf)) {
         return Err(PeerError::Revoked(serial));
     }
-    identity_from_der(leaf.as_ref()).map_err(|e| PeerError::NoIdentity(e.to_string()))
+    let identity = identity_from_der(leaf.as_ref()).map_err(|e| PeerError::NoIdentity(e.to_string()))?;
+    if let Some(next_update) = revocations.and_then(Revocations::expired)
+        && fails_closed_on_stale_list(identity.role)
+    {
+        return Err(PeerError::RevocationListExpired {
+            next_update,
+            role: identity.role,
+        });
+    }
+    Ok(identity)
 }
 
 /// A certificate authority on disk: `ca.pem` and `ca-key.pem` in a directory.
@@ -308,8 +325,29 @@ impl Ca {
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
         let cert = params.self_signed(&key)?;
         let cert_pem = cert.pem();
-        write(&cert_path, &cert_pem, false)?;
-        write(&Self::key_path(dir), &key.serialize_pem(), true)?;
+        // the key first, never over another: a CA whose certificate is
+        // on disk always has its key
+        let key_path = Self::key_path(dir);
+        files::create_secret(&key_path, key.serialize_pem().as_bytes()).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                PkiError::Exists(key_path.clone())
+            } else {
+                PkiError::Write {
+                    path: key_path.clone(),
+                    source,
+                }
+            }
+        })?;
+        files::create_public(&cert_path, cert_pem.as_bytes()).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                PkiError::Exists(cert_path.clone())
+            } else {
+                PkiError::Write {
+                    path: cert_path.clone(),
+                    source,
+                }
+            }
+        })?;
         Ok(Ca {
             dir: dir.to_owned(),
             issuer: Issuer::new(params, key),

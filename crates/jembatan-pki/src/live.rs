@@ -70,6 +70,9 @@ pub(crate) struct Live {
     revoked: ArcSwap<RevocationList>,
     seen: Mutex<Seen>,
     watching: AtomicBool,
+    /// Set while the list in force is past its `nextUpdate` and that has
+    /// been logged.
+    expiry_logged: AtomicBool,
 }
 
 impl Live {
@@ -109,6 +112,7 @@ impl Live {
             revoked: ArcSwap::from_pointee(revoked),
             seen: Mutex::new(seen),
             watching: AtomicBool::new(false),
+            expiry_logged: AtomicBool::new(false),
         }))
     }
 
@@ -143,6 +147,37 @@ impl Live {
         }
         if crl_changed && let Some(path) = &self.files.crl {
             self.reload_crl(path);
+        }
+        self.log_expiry();
+    }
+
+    /// Logs once when the list in force passes its `nextUpdate`, and once
+    /// when a renewed list ends that.
+    fn log_expiry(&self) {
+        let list = self.revoked();
+        let crl = self
+            .files
+            .crl
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        match list.expired(time::OffsetDateTime::now_utc()) {
+            Some(next_update) => {
+                if !self.expiry_logged.swap(true, Ordering::AcqRel) {
+                    tracing::error!(
+                        side = self.side,
+                        crl = %crl,
+                        number = list.number,
+                        next_update = %next_update,
+                        "revocation list expired: agency, integrator, auditor and operator certificates are refused until a renewed list is installed (jembatan pki renew-crl)"
+                    );
+                }
+            }
+            None => {
+                if self.expiry_logged.swap(false, Ordering::AcqRel) {
+                    tracing::info!(side = self.side, crl = %crl, number = list.number, "revocation list current again");
+                }
+            }
         }
     }
 
@@ -394,6 +429,69 @@ mod tests {
         std::fs::remove_file(&crl).unwrap();
         live.poll();
         assert!(live.revoked().is_revoked(&second));
+    }
+
+    /// A list past its next update refuses revocable identities with a
+    /// clear error, lets the federation's services through, and a renewed
+    /// list is picked up without a restart.
+    #[test]
+    fn an_expired_list_fails_closed_until_a_renewed_one_is_picked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::create(&dir.path().join("ca"), "test CA").unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let hour = time::Duration::hours(1);
+        ca.sign_crl(&RevocationList::default(), now - 2 * hour, now - hour)
+            .unwrap();
+        let mut files = ca.issue_to(&broker(), &[], 1, "broker").unwrap();
+        files.crl = Some(Ca::crl_path(ca.dir()));
+        let live = Live::load(&files, "server").unwrap();
+        let revocations = crate::Revocations(Arc::clone(&live));
+        let agency = Identity::agency("dinsos".parse().unwrap());
+        let roles = [
+            (agency, true),
+            (Identity::new(Role::Auditor, None).unwrap(), true),
+            (Identity::new(Role::Operator, None).unwrap(), true),
+            (
+                Identity::new(Role::Integrator, Some("dinsos".parse().unwrap())).unwrap(),
+                true,
+            ),
+            (
+                Identity::new(Role::Adapter, Some("dinsos".parse().unwrap())).unwrap(),
+                false,
+            ),
+            (broker(), false),
+        ];
+        let certs: Vec<_> = roles
+            .iter()
+            .map(|(id, refused)| {
+                let issued = ca.issue(id, &[], 1).unwrap();
+                let der = pem_contents(issued.cert_pem.as_bytes()).unwrap();
+                (id.clone(), CertificateDer::from(der), *refused)
+            })
+            .collect();
+        for (id, cert, refused) in &certs {
+            let result = crate::identity_of(Some(std::slice::from_ref(cert)), Some(&revocations));
+            if *refused {
+                let err = result.unwrap_err();
+                assert!(
+                    matches!(err, crate::PeerError::RevocationListExpired { .. }),
+                    "{id}: {err}"
+                );
+                let message = err.to_string();
+                assert!(message.contains("revocation list expired"), "{message}");
+                assert!(message.contains(&id.role.to_string()), "{message}");
+            } else {
+                assert_eq!(result.as_ref(), Ok(id), "{id}");
+            }
+        }
+        // renewed on disk: picked up on the next look, everyone is served
+        ca.renew_crl(time::Duration::days(7)).unwrap();
+        live.poll();
+        assert_eq!(live.revoked().number, 2);
+        for (id, cert, _) in &certs {
+            let result = crate::identity_of(Some(std::slice::from_ref(cert)), Some(&revocations));
+            assert_eq!(result.as_ref(), Ok(id), "{id}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! `TlsConnectInfo<TcpConnectInfo>` as before and [`crate::peer_identity`]
 //! reads them from there.
 
+use std::cell::RefCell;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -104,7 +105,9 @@ impl ServerTls {
 
     /// Accepts connections on `listener` (TCP_NODELAY and keepalive set)
     /// and yields each once its handshake has completed; handshakes run
-    /// concurrently, and one that fails is logged and dropped. Starts the
+    /// concurrently, and one that fails is dropped and logged (a warning
+    /// naming the peer, the reason and the certificate presented; at most
+    /// 20 a minute, the rest counted). Starts the
     /// watcher that reloads the files; it stops with the stream.
     pub fn incoming(&self, listener: TcpListener) -> TlsIncoming {
         Live::watch(&self.live, self.reload_every);
@@ -133,6 +136,7 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     tx: mpsc::Sender<TlsStream<TcpStream>>,
 ) {
+    let refusals = Arc::new(Refusals::new());
     loop {
         let next = tokio::select! {
             _ = tx.closed() => break,
@@ -150,19 +154,164 @@ async fn accept_loop(
         };
         let acceptor = acceptor.clone();
         let tx = tx.clone();
+        let refusals = Arc::clone(&refusals);
         tokio::spawn(async move {
             let peer = stream.peer_addr().ok();
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let (result, presented) = PRESENTED
+                .scope(RefCell::new(None), async {
+                    let result = handshake.await;
+                    (result, PRESENTED.with(|p| p.borrow_mut().take()))
+                })
+                .await;
+            let reason = match result {
                 Ok(Ok(tls)) => {
                     let _ = tx.send(tls).await;
+                    return;
                 }
-                Ok(Err(err)) => {
-                    tracing::debug!(peer = ?peer, error = %err, "TLS handshake failed");
+                // a connection closed before it said anything (a port
+                // probe, a TCP health check) is not a refusal
+                Ok(Err(err))
+                    if err.kind() == std::io::ErrorKind::UnexpectedEof && presented.is_none() =>
+                {
+                    tracing::debug!(peer = ?peer, error = %err, "connection closed during the TLS handshake");
+                    return;
                 }
-                Err(_) => tracing::debug!(peer = ?peer, "TLS handshake timed out"),
-            }
+                Ok(Err(err)) => refusal_reason(&err),
+                Err(_) => "the handshake timed out".to_owned(),
+            };
+            refusals.log(peer, &reason, presented.as_deref());
         });
     }
+}
+
+tokio::task_local! {
+    /// The client certificate presented in the handshake this task runs,
+    /// kept by the verifier so that a refusal can name it.
+    static PRESENTED: RefCell<Option<Vec<u8>>>;
+}
+
+/// Why a handshake failed, in words: the certificate error when there is
+/// one (`UnknownIssuer` for another CA's certificate).
+fn refusal_reason(err: &std::io::Error) -> String {
+    match err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            "the client certificate is not issued by this server's CA (unknown issuer)".into()
+        }
+        Some(rustls::Error::InvalidCertificate(CertificateError::Revoked)) => {
+            "the client certificate has been revoked".into()
+        }
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "the client certificate has expired".into(),
+        Some(rustls::Error::NoCertificatesPresented) => {
+            "no client certificate was presented".into()
+        }
+        Some(rustls::Error::InvalidCertificate(e)) => {
+            format!("the client certificate is invalid: {e:?}")
+        }
+        Some(e) => e.to_string(),
+        None => err.to_string(),
+    }
+}
+
+/// How many refused handshakes are logged per [`REFUSAL_WINDOW`]; the rest
+/// are counted and the count logged when the window ends, so a flood of
+/// bad handshakes cannot fill the log.
+const REFUSALS_LOGGED_PER_WINDOW: u32 = 20;
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// The refused-handshake log and its rate limit.
+#[derive(Debug)]
+struct Refusals {
+    window: std::sync::Mutex<RefusalWindow>,
+}
+
+#[derive(Debug)]
+struct RefusalWindow {
+    started: std::time::Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl Refusals {
+    fn new() -> Refusals {
+        Refusals {
+            window: std::sync::Mutex::new(RefusalWindow {
+                started: std::time::Instant::now(),
+                logged: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// Logs a refused handshake: the peer, the reason, and the subject,
+    /// identity and SHA-256 fingerprint of the certificate it presented.
+    fn log(&self, peer: Option<std::net::SocketAddr>, reason: &str, cert: Option<&[u8]>) {
+        {
+            let Ok(mut w) = self.window.lock() else {
+                return;
+            };
+            if w.started.elapsed() >= REFUSAL_WINDOW {
+                if w.suppressed > 0 {
+                    tracing::warn!(
+                        suppressed = w.suppressed,
+                        window = ?REFUSAL_WINDOW,
+                        "more TLS handshakes were refused than are logged one by one"
+                    );
+                }
+                *w = RefusalWindow {
+                    started: std::time::Instant::now(),
+                    logged: 0,
+                    suppressed: 0,
+                };
+            }
+            if w.logged >= REFUSALS_LOGGED_PER_WINDOW {
+                w.suppressed += 1;
+                return;
+            }
+            w.logged += 1;
+        }
+        let peer = peer
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        match cert {
+            Some(der) => tracing::warn!(
+                peer = %peer,
+                reason = %reason,
+                subject = %subject(der),
+                identity = %describe(der),
+                sha256 = %fingerprint(der),
+                "refused a TLS handshake"
+            ),
+            None => tracing::warn!(
+                peer = %peer,
+                reason = %reason,
+                "refused a TLS handshake (no client certificate presented)"
+            ),
+        }
+    }
+}
+
+/// The subject name of a DER certificate, for the log.
+fn subject(der: &[u8]) -> String {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => cert.subject().to_string(),
+        Err(_) => "(unparsable certificate)".into(),
+    }
+}
+
+/// SHA-256 of a DER certificate in hex, as `openssl x509 -fingerprint
+/// -sha256` shows it (without colons).
+pub(crate) fn fingerprint(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Connections whose TLS handshake has completed, for tonic's
@@ -223,6 +372,8 @@ impl ClientCertVerifier for NotRevoked {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        // kept for the log line of a refused handshake
+        let _ = PRESENTED.try_with(|p| *p.borrow_mut() = Some(end_entity.to_vec()));
         let verified = self
             .webpki
             .verify_client_cert(end_entity, intermediates, now)?;
@@ -329,9 +480,14 @@ where
 /// The revocation list of the server a request came to, as it is in force
 /// when the request is checked.
 #[derive(Debug, Clone)]
-pub struct Revocations(Arc<Live>);
+pub struct Revocations(pub(crate) Arc<Live>);
 
 impl Revocations {
+    /// The `nextUpdate` of the list in force when it has passed.
+    pub fn expired(&self) -> Option<time::OffsetDateTime> {
+        self.0.revoked().expired(time::OffsetDateTime::now_utc())
+    }
+
     /// The serial of `cert` (DER) when it has been revoked.
     pub fn revoked(&self, cert: &[u8]) -> Option<Serial> {
         let serial = revoked_serial(&self.0, cert)?;
@@ -341,5 +497,148 @@ impl Revocations {
             "refused a request: its client certificate has been revoked"
         );
         Some(serial)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use jembatan_core::Role;
+    use rustls::pki_types::{PrivateKeyDer, ServerName, pem::PemObject};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+    use crate::crl::pem_contents;
+    use crate::{Ca, loopback_hosts};
+
+    /// Log lines written while a test runs.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    impl Capture {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    fn capture() -> (Capture, tracing::subscriber::DefaultGuard) {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_ansi(false)
+            .finish();
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// A handshake with a certificate from another CA is refused and
+    /// leaves a line naming the peer, the reason, and the certificate's
+    /// subject and fingerprint.
+    #[tokio::test]
+    async fn a_handshake_refused_for_another_cas_certificate_is_logged() {
+        let (log, _guard) = capture();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::create(&dir.path().join("ca"), "test CA").unwrap();
+        let other = Ca::create(&dir.path().join("other"), "other CA").unwrap();
+        let broker = jembatan_core::Identity::new(Role::Broker, None).unwrap();
+        let server = ca
+            .issue_to(&broker, &loopback_hosts(), 1, "broker")
+            .unwrap();
+        let tls = ServerTls::load(&server).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _incoming = tls.incoming(listener);
+
+        let agency = jembatan_core::Identity::agency("dinsos".parse().unwrap());
+        let foreign = other.issue(&agency, &[], 1).unwrap();
+        let foreign_der = pem_contents(foreign.cert_pem.as_bytes()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(
+                pem_contents(ca.cert_pem().as_bytes()).unwrap(),
+            ))
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from(foreign_der.clone())],
+            PrivateKeyDer::from_pem_slice(foreign.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let client_addr = tcp.local_addr().unwrap();
+        // TLS 1.3: the client's side completes; the refusal is an alert on
+        // the first read
+        let refused = match connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+        {
+            Err(_) => true,
+            Ok(mut stream) => {
+                let _ = stream.write_all(b"hello").await;
+                let mut buf = [0u8; 16];
+                !matches!(stream.read(&mut buf).await, Ok(n) if n > 0)
+            }
+        };
+        assert!(refused, "the server accepted another CA's certificate");
+
+        let started = std::time::Instant::now();
+        while !log.text().contains("refused a TLS handshake") {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no log line: {}",
+                log.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let text = log.text();
+        let line = text
+            .lines()
+            .find(|l| l.contains("refused a TLS handshake"))
+            .unwrap();
+        for want in [
+            format!("peer={client_addr}"),
+            "not issued by this server's CA".into(),
+            "CN=agency dinsos".into(),
+            "identity=agency:dinsos".into(),
+            format!("sha256={}", fingerprint(&foreign_der)),
+        ] {
+            assert!(line.contains(&want), "{want:?} missing from {line}");
+        }
+    }
+
+    #[test]
+    fn a_flood_of_refusals_is_logged_up_to_the_limit() {
+        let (log, _guard) = capture();
+        let refusals = Refusals::new();
+        for _ in 0..REFUSALS_LOGGED_PER_WINDOW + 30 {
+            refusals.log(None, "no client certificate was presented", None);
+        }
+        let lines = log.text().matches("refused a TLS handshake").count();
+        assert_eq!(lines, REFUSALS_LOGGED_PER_WINDOW as usize);
+        assert_eq!(refusals.window.lock().unwrap().suppressed, 30);
     }
 }

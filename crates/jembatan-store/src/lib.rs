@@ -15,6 +15,7 @@ pub mod verify;
 use std::str::FromStr;
 
 use jembatan_core::agreement::format_instant;
+use jembatan_core::dbtls::{self, DatabaseTls, Endpoint, Transport};
 use jembatan_core::{AgencyId, DatasetId};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
@@ -43,6 +44,10 @@ pub enum StoreError {
     Missing(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("store connection refused by its TLS settings: {0}")]
+    Transport(#[from] jembatan_core::dbtls::PlaintextRefused),
+    #[error("store TLS settings: {0}")]
+    TlsConfig(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,11 +114,78 @@ fn normalize_url(url: &str) -> Result<(String, Backend), StoreError> {
     Ok((format!("sqlite://{url}?mode=rwc"), Backend::Sqlite))
 }
 
+/// Checks a PostgreSQL store URL against the TLS rule
+/// ([`jembatan_core::dbtls`]) and adds the CA file of `tls` to it.
+fn secure_url(url: String, tls: &DatabaseTls) -> Result<String, StoreError> {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    let options = PgConnectOptions::from_str(&url)?;
+    let transport = match options.get_ssl_mode() {
+        PgSslMode::Disable => Transport::Plaintext,
+        PgSslMode::Allow | PgSslMode::Prefer => Transport::MaybePlaintext,
+        PgSslMode::Require => Transport::Unverified,
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull => Transport::Verified,
+    };
+    let endpoint = match options.get_socket() {
+        Some(_) => Endpoint::Socket,
+        None => Endpoint::Host(options.get_host()),
+    };
+    dbtls::check(endpoint, transport, tls)?;
+    let Some(ca) = &tls.ca else {
+        return Ok(url);
+    };
+    if dbtls::url_names_ca(&url) {
+        return Err(StoreError::TlsConfig(
+            "the CA is named twice, by `ca` and in the store URL (sslrootcert)".into(),
+        ));
+    }
+    let ca = ca
+        .to_str()
+        .ok_or_else(|| StoreError::TlsConfig(format!("CA path {} is not UTF-8", ca.display())))?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}sslrootcert={}", percent_encode(ca)))
+}
+
+/// Checks a store location and its TLS settings without connecting: the
+/// URL is one the store supports and, for PostgreSQL, meets the TLS rule.
+pub fn check_url(url: &str, tls: &DatabaseTls) -> Result<(), StoreError> {
+    match normalize_url(url)? {
+        (url, Backend::Postgres) => secure_url(url, tls).map(drop),
+        (_, Backend::Sqlite) => Ok(()),
+    }
+}
+
+/// Percent-encodes everything but unreserved URL characters and `/`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 impl Store {
-    /// Opens (creating if needed) the store at `url` and runs migrations.
+    /// Opens (creating if needed) the store at `url` and runs migrations,
+    /// with the default TLS rule (verified TLS to any host off this
+    /// machine; see [`Store::connect_with`]).
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, &DatabaseTls::default()).await
+    }
+
+    /// Opens (creating if needed) the store at `url` and runs migrations.
+    /// A PostgreSQL store off this machine must be reached with verified
+    /// TLS (`sslmode=verify-ca` or `verify-full`, the CA from `tls.ca` or
+    /// the URL's `sslrootcert`) unless `tls.allow_plaintext`.
+    pub async fn connect_with(url: &str, tls: &DatabaseTls) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (url, backend) = normalize_url(url)?;
+        let url = match backend {
+            Backend::Postgres => secure_url(url, tls)?,
+            Backend::Sqlite => url,
+        };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
@@ -162,6 +234,12 @@ impl Store {
     /// Opens an existing store and runs migrations, refusing to create a
     /// new empty one: a SQLite file must already exist.
     pub async fn open_existing(url: &str) -> Result<Store, StoreError> {
+        Store::open_existing_with(url, &DatabaseTls::default()).await
+    }
+
+    /// [`Store::open_existing`] with TLS settings (see
+    /// [`Store::connect_with`]).
+    pub async fn open_existing_with(url: &str, tls: &DatabaseTls) -> Result<Store, StoreError> {
         if let (sqlite_url, Backend::Sqlite) = normalize_url(url)? {
             let path = sqlite_url
                 .strip_prefix("sqlite://")
@@ -173,7 +251,7 @@ impl Store {
                 return Err(StoreError::Missing(path.to_owned()));
             }
         }
-        Store::connect(url).await
+        Store::connect_with(url, tls).await
     }
 
     /// A plain connection pool on a PostgreSQL server, for administrative
