@@ -137,7 +137,7 @@ impl Broker {
             audit.appended(),
         ));
         let adapters = relay::AdapterPool::new(&config.tls)?;
-        let audit_service = AuditService::new(store.clone());
+        let audit_service = AuditService::new(store.clone(), verifier.clone());
         let registry = Arc::new(start_registry(&store, &config.registry).await?);
         let inner = Arc::new(exchange::State {
             store,
