@@ -73,14 +73,10 @@ async fn time_verify(store: &Store, entries: u64) -> Result<(u64, f64), BenchErr
     Ok((size, seconds))
 }
 
-/// Appends lookup-shaped entries to `store`'s log until it holds at least
-/// `entries`, then signs a checkpoint of the whole log with the bench's
-/// fixed key and stores it. Returns the log size and the key's verifier,
-/// so `jembatan audit verify` can be run (and profiled) on the result.
-pub async fn fill_log(
-    store: &Store,
-    entries: u64,
-) -> Result<(u64, jembatan_tlog::note::Verifier), BenchError> {
+/// Appends lookup-shaped entries to `store`'s log through its own append
+/// path (`AuditLog`, 2048 appenders at once, so the group commit writes
+/// batches of up to 1024) until it holds at least `entries`.
+pub async fn fill_entries(store: &Store, entries: u64) -> Result<(), BenchError> {
     const FILLERS: u64 = 2048;
     let log = AuditLog::start(store.clone());
     let have = log.size().await?;
@@ -101,6 +97,18 @@ pub async fn fill_log(
             joined.map_err(|e| BenchError::Inconsistent(format!("filler task: {e}")))??;
         }
     }
+    Ok(())
+}
+
+/// Appends lookup-shaped entries to `store`'s log until it holds at least
+/// `entries`, then signs a checkpoint of the whole log with the bench's
+/// fixed key and stores it. Returns the log size and the key's verifier,
+/// so `jembatan audit verify` can be run (and profiled) on the result.
+pub async fn fill_log(
+    store: &Store,
+    entries: u64,
+) -> Result<(u64, jembatan_tlog::note::Verifier), BenchError> {
+    fill_entries(store, entries).await?;
     let mut range = jembatan_tlog::merkle::CompactRange::new();
     jembatan_store::verify::catch_up(store, &mut range, None)
         .await

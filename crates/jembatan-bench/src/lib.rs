@@ -26,7 +26,7 @@ mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use audit::fill_log;
+pub use audit::{fill_entries, fill_log};
 pub use report::{
     AuditFigures, BulkFigures, LookupFigures, MAPPING, MemoryFigures, MemoryPoint, Report,
 };

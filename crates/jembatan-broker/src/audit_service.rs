@@ -2,30 +2,31 @@
 //! proofs for auditors, and only for auditors.
 //!
 //! Every call needs an auditor certificate. Entries come from the store a
-//! bounded page at a time. Proofs are made with `jembatan_tlog::merkle`
-//! over the leaf hashes of the stored entries, which this service reads
-//! once and keeps in memory (32 bytes per entry), and only up to the size
-//! of a stored checkpoint whose root they reproduce: a proof is never
-//! served for a tree no checkpoint signs, nor from leaves that do not match
-//! their checkpoint.
-
-use std::collections::BTreeSet;
-use std::sync::Arc;
+//! bounded page at a time. Proofs are made from the tree's stored tiles
+//! (`jembatan_tlog::merkle::tile`): the few tiles a proof needs (a couple
+//! per level, O(log n)) are read in one query, and the proof is made and
+//! then checked off the async workers, holding nothing between calls.
+//! Proofs are only for trees a stored checkpoint signs, and one is served
+//! only if it verifies against the root the checkpoint's note signs — an
+//! inclusion proof for the entry as stored, a consistency proof between
+//! the two signed roots — so a tile or entry changed after the fact is
+//! refused (`DataLoss`), never served.
 
 use jembatan_core::{AgencyId, DatasetId, InvalidArgument, Role};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::audit_server::Audit;
 use jembatan_store::{EntryQuery, RawEntry, Store, StoredCheckpoint};
-use jembatan_tlog::merkle::{self, CompactRange, Hash, leaf_hash};
-use tokio::sync::RwLock;
+use jembatan_tlog::merkle::tile::{
+    ProveFromTiles, TileError, needed_for_consistency, needed_for_inclusion,
+};
+use jembatan_tlog::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
+use jembatan_tlog::note::{Checkpoint, Verifier};
 use tonic::{Request, Response, Status};
 
 /// Entries per page when the request does not say.
 pub(crate) const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Most entries per page.
 pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
-/// Entries read from the store at a time while filling the leaf cache.
-const LEAF_PAGE: u64 = 1000;
 
 const DECISIONS: [&str; 2] = ["allow", "deny"];
 const STATUSES: [&str; 7] = [
@@ -42,23 +43,9 @@ const STATUSES: [&str; 7] = [
 #[derive(Debug, Clone)]
 pub struct AuditService {
     store: Store,
-    leaves: Arc<RwLock<Leaves>>,
-}
-
-/// Leaf hashes of the first entries of the log, each prefix checked against
-/// a signed checkpoint before it is used.
-#[derive(Debug, Default)]
-struct Leaves {
-    hashes: Vec<Hash>,
-    range: CompactRange,
-    /// Checkpoint sizes whose root these leaves were found to reproduce.
-    checked: BTreeSet<u64>,
-}
-
-impl Leaves {
-    fn len(&self) -> u64 {
-        self.hashes.len() as u64
-    }
+    /// The checkpoint key's verifier: proofs are checked against the root
+    /// the note signs.
+    verifier: Verifier,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> Status {
@@ -215,11 +202,8 @@ fn checkpoint_to_proto(c: &StoredCheckpoint) -> Result<pb::Checkpoint, Status> {
 type EntryStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::AuditEntry, Status>>>;
 
 impl AuditService {
-    pub(crate) fn new(store: Store) -> Self {
-        Self {
-            store,
-            leaves: Arc::new(RwLock::new(Leaves::default())),
-        }
+    pub(crate) fn new(store: Store, verifier: Verifier) -> Self {
+        Self { store, verifier }
     }
 
     /// One page of matching entries, the last carrying the next page's
@@ -288,64 +272,57 @@ impl AuditService {
             })
     }
 
-    /// Makes sure the cache holds the leaves of `checkpoint` and that they
-    /// reproduce its root.
-    async fn ensure(&self, checkpoint: &StoredCheckpoint) -> Result<(), Status> {
+    /// The root a stored checkpoint's note signs, after checking the note's
+    /// signature, size and the stored root column.
+    fn signed_root(&self, checkpoint: &StoredCheckpoint) -> Result<Hash, Status> {
         let size = checkpoint.size;
-        {
-            let leaves = self.leaves.read().await;
-            if leaves.checked.contains(&size) {
-                return Ok(());
-            }
-        }
-        let mut leaves = self.leaves.write().await;
-        if leaves.checked.contains(&size) {
-            return Ok(());
-        }
-        if leaves.len() >= size {
-            let from = usize::try_from(size).map_err(|_| mismatch(size))?;
-            let prefix = leaves.hashes.get(..from).ok_or_else(|| mismatch(size))?;
-            if hex::encode(merkle::root(prefix)) != checkpoint.root_hash {
-                return Err(mismatch(size));
-            }
-            leaves.checked.insert(size);
-            return Ok(());
-        }
-        // Read the missing leaves; keep them only if they reproduce the root.
-        let mut range = leaves.range.clone();
-        let mut read = Vec::new();
-        while range.size() < size {
-            let from = range.size();
-            let page = self
-                .store
-                .raw_entries(from, (size - from).min(LEAF_PAGE))
-                .await
-                .map_err(unavailable)?;
-            if page.is_empty() {
-                return Err(mismatch(size));
-            }
-            for row in page {
-                if row.seq != range.size() {
-                    return Err(mismatch(size));
-                }
-                let hash = leaf_hash(&row.entry);
-                range.push(hash).map_err(|_| mismatch(size))?;
-                read.push(hash);
-            }
-        }
-        if hex::encode(range.root()) != checkpoint.root_hash {
+        let opened = Checkpoint::open(&checkpoint.note, &self.verifier).map_err(|e| {
+            tracing::error!(size, error = %e, "a stored checkpoint does not verify");
+            mismatch(size)
+        })?;
+        if opened.size != size || hex::encode(opened.root) != checkpoint.root_hash {
             return Err(mismatch(size));
         }
-        leaves.hashes.extend(read);
-        leaves.range = range;
-        leaves.checked.insert(size);
-        Ok(())
+        Ok(opened.root)
     }
 }
 
-fn proof_failed(err: merkle::ProofError) -> Status {
-    tracing::error!(error = %err, "proof generation failed");
-    Status::internal("the proof could not be made")
+/// Runs `work` (hashing tiles into a proof and checking it) on the
+/// blocking pool, off the async workers.
+async fn off_workers<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!(error = %e, "proof task failed");
+        Status::internal("the proof could not be made")
+    })?
+}
+
+/// A proof from tiles that could not be made: tiles missing (not built up
+/// to this checkpoint) or unusable.
+fn proof_failed(size: u64, err: ProveFromTiles) -> Status {
+    match err {
+        ProveFromTiles::Tile(TileError::Missing {
+            level,
+            index,
+            width,
+        }) => {
+            tracing::error!(
+                size,
+                level,
+                index,
+                width,
+                "a tile needed for a proof is missing"
+            );
+            Status::unavailable(format!(
+                "the tree's tiles do not cover the checkpoint at size {size} yet"
+            ))
+        }
+        err => {
+            tracing::error!(size, error = %err, "proof generation failed");
+            mismatch(size)
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -384,11 +361,34 @@ impl Audit for AuditService {
                 format!("{} is not below the tree size {size}", req.index),
             ));
         }
-        self.ensure(&checkpoint).await?;
-        let proof = {
-            let leaves = self.leaves.read().await;
-            merkle::inclusion_proof(&leaves.hashes, req.index, size).map_err(proof_failed)?
-        };
+        let root = self.signed_root(&checkpoint)?;
+        let index = req.index;
+        let tiles = self
+            .store
+            .tiles(&needed_for_inclusion(index, size))
+            .await
+            .map_err(unavailable)?;
+        let entry = self
+            .store
+            .raw_entries(index, 1)
+            .await
+            .map_err(unavailable)?
+            .pop()
+            .filter(|e| e.seq == index)
+            .ok_or_else(|| mismatch(size))?;
+        let proof = off_workers(move || {
+            let proof = tiles
+                .inclusion_proof(index, size)
+                .map_err(|e| proof_failed(size, e))?;
+            verify_inclusion(&leaf_hash(&entry.entry), index, size, &proof, &root).map_err(
+                |e| {
+                    tracing::error!(size, index, error = %e, "an inclusion proof does not verify");
+                    mismatch(size)
+                },
+            )?;
+            Ok(proof)
+        })
+        .await?;
         Ok(Response::new(pb::InclusionProofResponse {
             index: req.index,
             tree_size: size,
@@ -414,15 +414,28 @@ impl Audit for AuditService {
             0 => None,
             size => Some(self.checkpoint("old_size", size).await?),
         };
-        self.ensure(&new).await?;
-        if let Some(old) = &old {
-            self.ensure(old).await?;
-        }
-        let proof = {
-            let leaves = self.leaves.read().await;
-            merkle::consistency_proof(&leaves.hashes, req.old_size, new.size)
-                .map_err(proof_failed)?
+        let new_root = self.signed_root(&new)?;
+        let old_root = match &old {
+            Some(old) => self.signed_root(old)?,
+            None => jembatan_tlog::merkle::empty_root(),
         };
+        let (old_size, new_size) = (req.old_size, new.size);
+        let tiles = self
+            .store
+            .tiles(&needed_for_consistency(old_size, new_size))
+            .await
+            .map_err(unavailable)?;
+        let proof = off_workers(move || {
+            let proof = tiles
+                .consistency_proof(old_size, new_size)
+                .map_err(|e| proof_failed(new_size, e))?;
+            verify_consistency(old_size, new_size, &old_root, &new_root, &proof).map_err(|e| {
+                tracing::error!(old_size, new_size, error = %e, "a consistency proof does not verify");
+                mismatch(new_size)
+            })?;
+            Ok(proof)
+        })
+        .await?;
         Ok(Response::new(pb::ConsistencyProofResponse {
             hashes: proof.iter().map(|h| h.to_vec()).collect(),
             old_checkpoint: old.as_ref().map(checkpoint_to_proto).transpose()?,

@@ -1,12 +1,19 @@
-//! Signed checkpoints of the audit log's Merkle tree.
+//! Signed checkpoints of the audit log's Merkle tree, and its tiles.
 //!
-//! At start the broker recomputes the tree from the stored entries and
-//! refuses to run if the latest stored checkpoint does not match it. Then a
-//! task keeps the tree's compact range in memory, picks up new entries
+//! At start the broker resumes the tree from its stored tiles (building
+//! them from the entries, a bounded step at a time, when the store has
+//! none yet: a store written before tiles, or one behind), and refuses to
+//! run if the latest stored checkpoint does not match it: the root at the
+//! checkpoint's size is made from the stored tiles and the entries after
+//! the last full tile (O(log n) reads, not a pass over the log; `jembatan
+//! audit verify` checks every entry). Then a task picks up new entries
 //! (including those other replicas append to a shared store) by reading
-//! `seq >= size` in order, and signs and stores a checkpoint of the current
-//! size every `checkpoint_every` entries or `checkpoint_interval`,
-//! whichever comes first, and once more at shutdown.
+//! `seq >= size` in order, writes the tiles they complete or grow, and
+//! signs and stores a checkpoint of the current size every
+//! `checkpoint_every` entries or `checkpoint_interval`, whichever comes
+//! first, and once more at shutdown — only after checking that the stored
+//! tiles give the root it signs, so every signed tree can be proven from
+//! the tiles.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -14,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jembatan_store::Store;
-use jembatan_store::verify::{catch_up, check_checkpoint};
-use jembatan_tlog::merkle::CompactRange;
+use jembatan_store::verify::{catch_up_tiles, check_checkpoint, tiles_root_with_tail};
+use jembatan_tlog::merkle::tile::TileBuilder;
 use jembatan_tlog::note::{Checkpoint, Signer, Verifier};
 use tokio::sync::{Mutex, watch};
 
@@ -26,7 +33,9 @@ use crate::BrokerError;
 pub(crate) struct Checkpointer {
     store: Store,
     signer: Signer,
-    range: CompactRange,
+    /// The tree's right edge; `None` after a failed catch-up, until it is
+    /// resumed from the stored tiles.
+    tiles: Option<TileBuilder>,
     /// Size of the latest stored checkpoint.
     latest: u64,
     /// The latest signed note, for receipts.
@@ -38,44 +47,67 @@ fn failed(message: String) -> BrokerError {
 }
 
 impl Checkpointer {
-    /// Rebuilds the tree from the store and checks the latest stored
-    /// checkpoint against it.
+    /// Resumes the tree from the stored tiles, building those missing from
+    /// the entries, and checks the latest stored checkpoint against it.
     pub(crate) async fn open(store: Store, signer: Signer) -> Result<Self, BrokerError> {
-        let mut range = CompactRange::new();
+        let mut tiles = store.tile_builder().await?;
+        let log_size = store.audit_log_size().await?;
+        if log_size < tiles.size() {
+            return Err(failed(format!(
+                "the tree's tiles cover {} entries but the log has only {log_size}",
+                tiles.size()
+            )));
+        }
         let latest = store.latest_checkpoint().await?;
         if let Some(c) = &latest {
-            catch_up(&store, &mut range, Some(c.size))
+            if tiles.size() < c.size {
+                tracing::info!(
+                    from = tiles.size(),
+                    to = c.size,
+                    "building the audit log's tree tiles"
+                );
+                catch_up_tiles(&store, &mut tiles, Some(c.size))
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                if tiles.size() < c.size {
+                    return Err(failed(format!(
+                        "checkpoint at size {}: the log has only {} entries",
+                        c.size,
+                        tiles.size()
+                    )));
+                }
+            }
+            let root = tiles_root_with_tail(&store, c.size)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
-            if range.size() < c.size {
-                return Err(failed(format!(
-                    "checkpoint at size {}: the log has only {} entries",
-                    c.size,
-                    range.size()
-                )));
-            }
-            check_checkpoint(c, &range.root(), &signer.verifier())
-                .map_err(|e| failed(e.to_string()))?;
+            check_checkpoint(c, &root, &signer.verifier()).map_err(|e| failed(e.to_string()))?;
         }
-        catch_up(&store, &mut range, None)
+        catch_up_tiles(&store, &mut tiles, None)
             .await
             .map_err(|e| failed(e.to_string()))?;
         Ok(Checkpointer {
             store,
             signer,
-            range,
+            tiles: Some(tiles),
             note: watch::Sender::new(latest.as_ref().map(|c| c.note.clone())),
             latest: latest.map_or(0, |c| c.size),
         })
     }
 
-    /// Picks up new entries and, if the tree grew past the latest stored
-    /// checkpoint, signs and stores a checkpoint of its size. Returns the
-    /// size checkpointed, if any.
+    /// Picks up new entries, writes their tiles and, if the tree grew past
+    /// the latest stored checkpoint, signs and stores a checkpoint of its
+    /// size. Returns the size checkpointed, if any.
     pub(crate) async fn checkpoint(&mut self) -> Result<Option<u64>, BrokerError> {
-        catch_up(&self.store, &mut self.range, None)
+        let mut tiles = match self.tiles.take() {
+            Some(tiles) => tiles,
+            None => self.store.tile_builder().await?,
+        };
+        catch_up_tiles(&self.store, &mut tiles, None)
             .await
             .map_err(|e| failed(e.to_string()))?;
+        let size = tiles.size();
+        let root = tiles.root();
+        self.tiles = Some(tiles);
         if let Some(c) = self.store.latest_checkpoint().await?
             && c.size > self.latest
         {
@@ -83,11 +115,18 @@ impl Checkpointer {
             self.latest = c.size;
             self.note.send_replace(Some(c.note));
         }
-        let size = self.range.size();
         if size <= self.latest {
             return Ok(None);
         }
-        let root = self.range.root();
+        let stored = self.store.tiles_root(size).await?;
+        if stored != root {
+            // Tiles changed under this broker: resume from them next time,
+            // and sign nothing they cannot prove.
+            self.tiles = None;
+            return Err(failed(format!(
+                "the stored tiles do not give the tree's root at size {size}; run `jembatan audit verify`"
+            )));
+        }
         let note = Checkpoint::new(self.signer.name(), size, root)
             .sign(&self.signer)
             .map_err(|e| failed(format!("cannot sign the checkpoint at size {size}: {e}")))?;

@@ -134,7 +134,7 @@ impl Broker {
             audit.appended(),
         ));
         let adapters = relay::AdapterPool::new(&config.tls, config.max_streams_per_provider)?;
-        let audit_service = AuditService::new(store.clone());
+        let audit_service = AuditService::new(store.clone(), verifier.clone());
         let members = members::Members::new(config.agencies.iter().map(|a| a.id.clone()));
         let registry = Arc::new(start_registry(&store, &config.registry, members.clone()).await?);
         let inner = Arc::new(exchange::State {

@@ -561,36 +561,77 @@ async fn proofs_from_the_service_verify_against_signed_checkpoints() {
     }
 }
 
+/// Proofs are made from the stored tiles and served only when they verify
+/// against the signed root for the entry as stored: an entry or a tile
+/// rewritten after its checkpoint gets no proof (`DataLoss`), while the
+/// entries that still match keep proofs that verify.
 #[tokio::test]
 async fn no_proof_is_served_from_a_log_that_does_not_match_its_checkpoint() {
     let h = harness().await;
-    assert!(h.query("dinsos").await);
-    assert!(!h.query("dinkes").await);
-    h.broker.checkpoint_now().await.unwrap().unwrap();
-    for sql in [
-        "DROP TRIGGER audit_log_no_update",
-        "UPDATE audit_log SET entry = CAST(REPLACE(CAST(entry AS TEXT), 'dinkes', 'dinsoz') AS BLOB) WHERE seq = 2",
-    ] {
-        sqlx::query(sql)
-            .execute(h.broker.store().pool())
-            .await
-            .unwrap();
-    }
+    assert!(h.query("dinsos").await); // 0, 1
+    assert!(!h.query("dinkes").await); // 2
+    assert_eq!(h.broker.checkpoint_now().await.unwrap(), Some(3));
+    assert!(h.query("dinsos").await); // 3, 4
+    assert_eq!(h.broker.checkpoint_now().await.unwrap(), Some(5));
     let mut a = h.audit_client("auditor").await;
-    let status = a
-        .inclusion_proof(pb::InclusionProofRequest {
-            index: 0,
-            tree_size: 0,
-        })
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(status.code(), Code::DataLoss, "{status:?}");
-    assert!(
-        status.message().contains("checkpoint at size 3"),
-        "{}",
-        status.message()
-    );
+    let (entries, _) = collect(a.query_entries(pb::QueryEntriesRequest::default()).await).await;
+    let verifier = h.verifier();
+    let consistent = pb::ConsistencyProofRequest {
+        old_size: 3,
+        new_size: 5,
+    };
+    assert!(a.consistency_proof(consistent).await.is_ok());
+
+    let pool = h.broker.store().pool().clone();
+    let sql = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+    };
+    sql("DROP TRIGGER audit_log_no_update").await;
+    sql("UPDATE audit_log SET entry = CAST(REPLACE(CAST(entry AS TEXT), 'dinkes', 'dinsoz') AS BLOB) WHERE seq = 2").await;
+    let refused = |status: tonic::Status| {
+        assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+        assert!(
+            status.message().contains("checkpoint at size 5"),
+            "{}",
+            status.message()
+        );
+    };
+    let inclusion = |index| pb::InclusionProofRequest {
+        index,
+        tree_size: 0,
+    };
+    refused(a.inclusion_proof(inclusion(2)).await.err().unwrap());
+    // the entries that still match are proven, against the signed root
+    for index in [0, 1, 3, 4] {
+        let resp = a
+            .inclusion_proof(inclusion(index))
+            .await
+            .unwrap()
+            .into_inner();
+        let opened = Checkpoint::open(&resp.checkpoint.unwrap().note, &verifier).unwrap();
+        let leaf = leaf_hash(&entries[index as usize].canonical);
+        verify_inclusion(&leaf, index, 5, &hashes(&resp.hashes), &opened.root).unwrap();
+    }
+
+    // one hash of a tile rewritten (leaf 1's): every proof that reads it is
+    // refused
+    sql("UPDATE audit_tiles SET hashes = substr(hashes, 1, 32) || zeroblob(32) || substr(hashes, 65) WHERE level = 0 AND idx = 0").await;
+    refused(a.inclusion_proof(inclusion(0)).await.err().unwrap());
+    refused(a.consistency_proof(consistent).await.err().unwrap());
+    // the proof of leaf 1 does not read its own hash, and still verifies
+    let resp = a.inclusion_proof(inclusion(1)).await.unwrap().into_inner();
+    let leaf = leaf_hash(&entries[1].canonical);
+    let opened = Checkpoint::open(&resp.checkpoint.unwrap().note, &verifier).unwrap();
+    verify_inclusion(&leaf, 1, 5, &hashes(&resp.hashes), &opened.root).unwrap();
+
+    // a tile deleted: no proof, and the service says why
+    sql("DELETE FROM audit_tiles").await;
+    let status = a.inclusion_proof(inclusion(3)).await.err().unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("tiles"), "{}", status.message());
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The broker's checkpointer: keys created on first start, checkpoints
-//! signed every N entries and at shutdown, and a refusal to start on a log
-//! that no longer matches its latest checkpoint.
+//! signed every N entries and at shutdown, tiles built at start for a store
+//! without them, and a refusal to start on a log that no longer matches its
+//! latest checkpoint.
 
 use std::path::Path;
 use std::time::Duration;
@@ -176,6 +177,59 @@ async fn a_log_that_no_longer_matches_its_checkpoint_refuses_to_start() {
     assert_eq!(
         err.to_string(),
         "audit log checkpoints: checkpoint at size 4: root does not match the entries"
+    );
+}
+
+/// A store written before tiles (or whose tiles are gone) gets them built
+/// at start, from the entries, and the tree they give is checked against
+/// the latest checkpoint: a rewritten tile stops the broker from starting.
+#[tokio::test]
+async fn tiles_are_built_at_start_and_checked_against_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    let broker = Broker::start(&config).await.unwrap();
+    let mut appends = tokio::task::JoinSet::new();
+    for i in 0..600 {
+        let audit = broker.audit().clone();
+        appends.spawn(async move { audit.append(entry(i)).await.unwrap() });
+    }
+    while appends.join_next().await.is_some() {}
+    broker.shutdown().await.unwrap();
+
+    let store = jembatan_store::Store::connect(config.store.as_str())
+        .await
+        .unwrap();
+    let latest = store.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(latest.size, 600);
+    // the checkpoint was signed over tiles that give its root
+    assert_eq!(store.tiles_size().await.unwrap(), 600);
+    assert_eq!(
+        hex::encode(store.tiles_root(600).await.unwrap()),
+        latest.root_hash
+    );
+    sqlx::query("DELETE FROM audit_tiles")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+
+    let broker = Broker::start(&config).await.unwrap();
+    let store = broker.store().clone();
+    assert_eq!(store.tiles_size().await.unwrap(), 600);
+    assert_eq!(
+        hex::encode(store.tiles_root(600).await.unwrap()),
+        latest.root_hash
+    );
+    // the level-1 tile, which the root at 600 reads, rewritten
+    sqlx::query("UPDATE audit_tiles SET hashes = zeroblob(64) WHERE level = 1 AND idx = 0")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    broker.shutdown().await.unwrap();
+    let err = Broker::start(&config).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "audit log checkpoints: checkpoint at size 600: root does not match the entries"
     );
 }
 

@@ -10,6 +10,7 @@ mod audit;
 mod checkpoints;
 mod query;
 mod registry;
+mod tiles;
 pub mod verify;
 
 use std::str::FromStr;

@@ -11,7 +11,8 @@
 //! The first problem found is reported, naming the entry or checkpoint.
 
 use jembatan_core::AuditEntry;
-use jembatan_tlog::merkle::{CompactRange, Hash, leaf_hash};
+use jembatan_tlog::merkle::tile::{Tile, TileBuilder, TileError, TileId, needed_for_root};
+use jembatan_tlog::merkle::{CompactRange, Hash, TreeFullError, leaf_hash};
 use jembatan_tlog::note::{Checkpoint, Verifier};
 
 use crate::{RawEntry, Store, StoreError, StoredCheckpoint};
@@ -69,6 +70,8 @@ pub enum VerifyError {
     CheckpointNote { size: u64, message: String },
     #[error("checkpoint at size {size}: root does not match the entries")]
     CheckpointRoot { size: u64 },
+    #[error("the tree's tiles: {0}")]
+    Tiles(#[from] TileError),
 }
 
 fn describe_jump(missing: u64, found: u64) -> String {
@@ -82,7 +85,7 @@ impl VerifyError {
     /// The entry seq or checkpoint size the error names, if any.
     pub fn position(&self) -> Option<u64> {
         match self {
-            VerifyError::Store(_) => None,
+            VerifyError::Store(_) | VerifyError::Tiles(_) => None,
             VerifyError::MissingEntry { missing: n, .. }
             | VerifyError::NotCanonical { seq: n, .. }
             | VerifyError::EntryHash { seq: n }
@@ -106,9 +109,9 @@ impl VerifyError {
 /// connections of the typed pool at once while earlier pages are checked
 /// and hashed on every core (see [`postgres`]). Rows are still judged
 /// strictly in order, so the first bad entry is the one named.
-async fn extend(
+async fn extend<T: Tree>(
     store: &Store,
-    range: &mut CompactRange,
+    range: &mut T,
     stop_at: Option<u64>,
     check: Check,
 ) -> Result<(), VerifyError> {
@@ -176,7 +179,31 @@ async fn extend(
 /// The check each row gets before its leaf is hashed.
 type Check = fn(&RawEntry) -> Result<(), VerifyError>;
 
-fn push_all(range: &mut CompactRange, hashes: Vec<Hash>) -> Result<(), VerifyError> {
+/// A tree the leaves of stored entries are appended to.
+trait Tree {
+    fn size(&self) -> u64;
+    fn push(&mut self, leaf: Hash) -> Result<(), TreeFullError>;
+}
+
+impl Tree for CompactRange {
+    fn size(&self) -> u64 {
+        CompactRange::size(self)
+    }
+    fn push(&mut self, leaf: Hash) -> Result<(), TreeFullError> {
+        CompactRange::push(self, leaf)
+    }
+}
+
+impl Tree for TileBuilder {
+    fn size(&self) -> u64 {
+        TileBuilder::size(self)
+    }
+    fn push(&mut self, leaf: Hash) -> Result<(), TreeFullError> {
+        TileBuilder::push(self, leaf)
+    }
+}
+
+fn push_all<T: Tree>(range: &mut T, hashes: Vec<Hash>) -> Result<(), VerifyError> {
     for hash in hashes {
         let seq = range.size();
         range
@@ -326,7 +353,71 @@ pub async fn catch_up(
     extend(store, range, stop_at, |_| Ok(())).await
 }
 
-/// The leaf hashes of the first `size` entries, for serving proofs.
+/// Entries hashed between two writes of tiles: bounds the leaf hashes and
+/// tiles held at once (2 MiB of each).
+const TILE_STEP: u64 = 1 << 16;
+
+/// Like [`catch_up`], into a [`TileBuilder`], writing the tiles that
+/// changed to the store every [`TILE_STEP`] entries and at the end. On an
+/// error the builder may be ahead of the stored tiles: resume from the
+/// store ([`Store::tile_builder`]) before using it again.
+pub async fn catch_up_tiles(
+    store: &Store,
+    tiles: &mut TileBuilder,
+    stop_at: Option<u64>,
+) -> Result<(), VerifyError> {
+    loop {
+        let mut end = store.audit_log_size().await?;
+        if let Some(stop) = stop_at {
+            end = end.min(stop);
+        }
+        if end <= tiles.size() {
+            return Ok(());
+        }
+        let step = end.min(tiles.size().saturating_add(TILE_STEP));
+        extend(store, tiles, Some(step), |_| Ok(())).await?;
+        store.write_tiles(&tiles.take_changed()).await?;
+    }
+}
+
+/// The root of the first `size` entries as the broker checks it at start:
+/// from the stored tiles, except the entries after the last full tile
+/// (fewer than 256), which are hashed from the log itself. O(log n) reads;
+/// [`verify`] is the check of every entry.
+pub async fn tiles_root_with_tail(store: &Store, size: u64) -> Result<Hash, VerifyError> {
+    let mut tiles = store.tiles(&needed_for_root(size)).await?;
+    let tail = size % 256;
+    if tail > 0 {
+        let from = size - tail;
+        let mut hashes = Vec::with_capacity(tail as usize);
+        for row in store.raw_entries(from, tail).await? {
+            let expected = from + hashes.len() as u64;
+            if row.seq != expected {
+                return Err(VerifyError::MissingEntry {
+                    missing: expected,
+                    found: row.seq,
+                });
+            }
+            hashes.push(leaf_hash(&row.entry));
+        }
+        if (hashes.len() as u64) < tail {
+            return Err(VerifyError::CheckpointBeyondLog {
+                size,
+                log_size: from + hashes.len() as u64,
+            });
+        }
+        tiles.replace(Tile {
+            id: TileId {
+                level: 0,
+                index: size >> 8,
+            },
+            hashes,
+        });
+    }
+    Ok(tiles.root(size)?)
+}
+
+/// The leaf hashes of the first `size` entries.
 pub async fn leaf_hashes(store: &Store, size: u64) -> Result<Vec<Hash>, VerifyError> {
     let mut leaves = Vec::new();
     let mut from = 0;

@@ -1,5 +1,6 @@
 //! RFC 6962 / RFC 9162 Merkle tree hashing: leaf and node hashes, tree heads,
-//! and re-exports of the compact range, proof generation and proof verification.
+//! and re-exports of the compact range, proof generation and proof
+//! verification; hash tiles for stores in [`tile`].
 //!
 //! The tree hash (`MTH`) of a list of entries `D[n]` is defined exactly as in
 //! [RFC 9162 §2.1.1](https://www.rfc-editor.org/rfc/rfc9162#section-2.1.1):
@@ -17,6 +18,7 @@
 
 mod compact;
 mod proof;
+pub mod tile;
 mod verify;
 
 pub use compact::{CompactRange, TreeFullError};
