@@ -135,9 +135,11 @@ impl AdapterPool {
         endpoint: &str,
         provider: &AgencyId,
     ) -> Result<jembatan_proto::v1::DescribeResponse, Status> {
-        let mut client = jembatan_proto::v1::adapter_client::AdapterClient::new(
-            self.channel(endpoint, provider, Lane::Calls)?,
-        );
+        let mut client = jembatan_proto::v1::adapter_client::AdapterClient::new(self.channel(
+            endpoint,
+            provider,
+            Lane::Calls,
+        )?);
         let mut request = tonic::Request::new(jembatan_proto::v1::DescribeRequest {});
         request.set_timeout(DESCRIBE_TIMEOUT);
         let described = tokio::time::timeout(DESCRIBE_TIMEOUT, client.describe(request))

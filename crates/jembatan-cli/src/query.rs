@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
+use jembatan_core::PayloadHasher;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
-use jembatan_core::PayloadHasher;
 
 use crate::failure::{Failure, exit};
 use crate::filter_expr;
 use crate::schema::{Connection, call_failed};
-
 
 /// How records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -272,7 +272,8 @@ fn identity_of(
     if let Some(serial) = revocations.and_then(|r| r.revoked(leaf)) {
         return Err(PeerError::Revoked(serial));
     }
-    let identity = identity_from_der(leaf.as_ref()).map_err(|e| PeerError::NoIdentity(e.to_string()))?;
+    let identity =
+        identity_from_der(leaf.as_ref()).map_err(|e| PeerError::NoIdentity(e.to_string()))?;
     if let Some(next_update) = revocations.and_then(Revocations::expired)
         && fails_closed_on_stale_list(identity.role)
     {
