@@ -4,7 +4,9 @@
 //! and invalid — with every log line captured at TRACE level, then the
 //! broker's store (the SQLite file with its WAL, or every PostgreSQL table
 //! as text), the adapter's receipt log and the captured log are searched
-//! for each marker.
+//! for each marker. The provider's database is SQLite, PostgreSQL or
+//! MariaDB (the last two when `JEMBATAN_TEST_POSTGRES_URL` /
+//! `JEMBATAN_TEST_MYSQL_URL` are set).
 
 mod support;
 
@@ -523,9 +525,14 @@ async fn postgres_text(url: &str) -> Vec<u8> {
     out
 }
 
-async fn run_corpus(store: Option<String>) {
+async fn run_corpus(store: Option<String>, adapter: Kind) {
     let logs = captured();
-    let mut f = Federation::start(10).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(db) = ProviderDb::new(adapter, tmp.path(), 10, "").await else {
+        return;
+    };
+    let url = db.url.clone();
+    let mut f = Federation::with_database(tmp, &url, 10).await;
     if let Some(url) = &store {
         f.store = url.clone();
     }
@@ -649,7 +656,17 @@ async fn run_corpus(store: Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_values_never_reach_the_store_receipts_or_logs() {
-    run_corpus(None).await;
+    run_corpus(None, Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_values_never_reach_the_logs_through_a_postgres_adapter() {
+    run_corpus(None, Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_values_never_reach_the_logs_through_a_mariadb_adapter() {
+    run_corpus(None, Kind::MySql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,7 +683,7 @@ async fn consumer_values_never_reach_a_postgres_store() {
         .await
         .unwrap();
     let (base, _) = url.rsplit_once('/').unwrap();
-    run_corpus(Some(format!("{base}/{name}"))).await;
+    run_corpus(Some(format!("{base}/{name}")), Kind::Sqlite).await;
     sqlx::query(sqlx::AssertSqlSafe(drop_db))
         .execute(&admin)
         .await

@@ -4,6 +4,10 @@
 //! and a certificate for every role from a development CA.
 #![allow(dead_code)] // each test binary uses a different part
 
+mod databases;
+
+pub(crate) use databases::{Kind, ProviderDb};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,158 @@
+//! Fresh provider databases on SQLite, PostgreSQL and MariaDB for the
+//! federation's adapter: the `penduduk` table of
+//! [`super::Federation::start`] on any backend, in a database made for the
+//! test and dropped after it (PostgreSQL and MariaDB when
+//! `JEMBATAN_TEST_POSTGRES_URL` / `JEMBATAN_TEST_MYSQL_URL` are set).
+
+use std::str::FromStr;
+
+use sqlx::any::AnyConnectOptions;
+use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Executor};
+
+use super::nik;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+/// The provider's database: a fresh file, schema or database per test.
+pub(crate) struct ProviderDb {
+    kind: Kind,
+    /// The URL the adapter connects with.
+    pub(crate) url: String,
+    admin_url: String,
+    namespace: String,
+}
+
+impl ProviderDb {
+    /// A fresh database holding `penduduk` with `rows` rows (each `nama`
+    /// followed by `pad`), the same residents as the SQLite one
+    /// [`super::Federation::start`] makes, or `None`
+    /// (after saying so) when the backend's URL is not set.
+    pub(crate) async fn new(
+        kind: Kind,
+        dir: &std::path::Path,
+        rows: usize,
+        pad: &str,
+    ) -> Option<ProviderDb> {
+        sqlx::any::install_default_drivers();
+        let name = format!("jembatan_iso_{}", uuid::Uuid::new_v4().simple());
+        let db = match kind {
+            Kind::Sqlite => ProviderDb {
+                kind,
+                url: format!("sqlite://{}", dir.join("prov.db").display()),
+                admin_url: String::new(),
+                namespace: String::new(),
+            },
+            Kind::Postgres => {
+                let Ok(admin_url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+                    println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+                    return None;
+                };
+                let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
+                admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
+                ProviderDb {
+                    kind,
+                    url: format!("{base}/{name}"),
+                    admin_url,
+                    namespace: name,
+                }
+            }
+            Kind::MySql => {
+                let Ok(admin_url) = std::env::var("JEMBATAN_TEST_MYSQL_URL") else {
+                    println!("skipped: no MariaDB (set JEMBATAN_TEST_MYSQL_URL)");
+                    return None;
+                };
+                let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
+                admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
+                ProviderDb {
+                    kind,
+                    url: format!("{base}/{name}"),
+                    admin_url,
+                    namespace: name,
+                }
+            }
+        };
+        let url = match kind {
+            Kind::Sqlite => format!("{}?mode=rwc", db.url),
+            _ => db.url.clone(),
+        };
+        // the rows are written as SQL text: kept out of the log, which
+        // tests search for residents' values
+        let options = AnyConnectOptions::from_str(&url)
+            .expect("a database URL")
+            .disable_statement_logging();
+        let pool = AnyPool::connect_with(options).await.expect("connect");
+        pool.execute(
+            "CREATE TABLE penduduk (nik VARCHAR(16) PRIMARY KEY, nama VARCHAR(200) NOT NULL,
+             tgl_lahir VARCHAR(10), kecamatan VARCHAR(8) NOT NULL, status VARCHAR(10) NOT NULL)",
+        )
+        .await
+        .expect("create table");
+        for chunk in (0..rows).collect::<Vec<_>>().chunks(1000) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|i| {
+                    let kec = if i % 3 == 0 { "15.07.01" } else { "15.07.02" };
+                    let status = if i % 10 == 9 { "MENINGGAL" } else { "HIDUP" };
+                    format!(
+                        "('{}', 'WARGA {i}{pad}', '19{:02}-0{}-1{}', '{kec}', '{status}')",
+                        nik(*i),
+                        50 + i % 50,
+                        1 + i % 9,
+                        i % 10,
+                    )
+                })
+                .collect();
+            let insert = format!("INSERT INTO penduduk VALUES {}", values.join(", "));
+            pool.execute(AssertSqlSafe(insert)).await.expect("insert");
+        }
+        pool.close().await;
+        Some(db)
+    }
+}
+
+impl Drop for ProviderDb {
+    /// Drops the database, also when the test failed: on a thread of its
+    /// own, since the test's runtime may be unwinding.
+    fn drop(&mut self) {
+        let statement = match self.kind {
+            Kind::Sqlite => return,
+            Kind::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.namespace),
+            // a connection the adapter still holds must not keep it waiting
+            Kind::MySql => format!("DROP DATABASE IF EXISTS {}", self.namespace),
+        };
+        let url = self.admin_url.clone();
+        let kind = self.kind;
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let pool = AnyPool::connect(&url).await?;
+                if kind == Kind::MySql {
+                    pool.execute("SET SESSION lock_wait_timeout = 10").await?;
+                }
+                pool.execute(AssertSqlSafe(statement)).await?;
+                pool.close().await;
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .join();
+        if let Ok(Err(err)) = dropped {
+            println!("could not drop {}: {err}", self.namespace);
+        }
+    }
+}
+
+pub(crate) async fn admin(url: &str, statement: &str) {
+    let pool = AnyPool::connect(url).await.expect("connect as admin");
+    pool.execute(AssertSqlSafe(statement.to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    pool.close().await;
+}
