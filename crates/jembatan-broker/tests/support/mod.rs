@@ -6,6 +6,7 @@
 
 mod databases;
 
+#[allow(unused_imports)] // each test binary uses a different part
 pub(crate) use databases::{Kind, ProviderDb};
 
 use std::collections::HashMap;
