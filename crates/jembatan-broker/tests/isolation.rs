@@ -2,9 +2,10 @@
 //! agency holds open without reading leave other agencies' lookups and
 //! queries answering within their deadline, on SQLite, PostgreSQL and
 //! MariaDB adapters (the last two when `JEMBATAN_TEST_POSTGRES_URL` /
-//! `JEMBATAN_TEST_MYSQL_URL` are set); a stream left unread past the
-//! broker's `stall_timeout` is ended, logged `cancelled` and frees its
-//! adapter stream; a consumer holds at most `max_streams_per_provider`
+//! `JEMBATAN_TEST_MYSQL_URL` are set) and with the broker's store on
+//! SQLite or PostgreSQL; a stream left unread past the broker's
+//! `stall_timeout` is ended, logged `cancelled` and frees its adapter
+//! stream; a consumer holds at most `max_streams_per_provider`
 //! query streams against one provider.
 
 mod support;
@@ -96,9 +97,18 @@ fn lookup(i: usize) -> Request<pb::LookupRequest> {
 /// while it holds them, `dinkes`'s lookups answer within their deadline
 /// and its own query runs to the end.
 async fn unread_streams_do_not_stall_other_agencies(kind: Kind) {
-    let Some((f, db)) = federation(kind).await else {
+    stall_test(kind, None).await;
+}
+
+/// [`unread_streams_do_not_stall_other_agencies`] with the broker's store
+/// at `store` (the federation's SQLite file when `None`).
+async fn stall_test(kind: Kind, store: Option<String>) {
+    let Some((mut f, db)) = federation(kind).await else {
         return;
     };
+    if let Some(url) = store {
+        f.store = url;
+    }
     let config = f.broker_config("max_streams_per_provider = 8", &tables());
     let b = f.broker(&config).await;
     let mut held = Vec::new();
@@ -168,6 +178,29 @@ async fn unread_streams_do_not_stall_other_agencies_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_streams_do_not_stall_other_agencies_mariadb() {
     unread_streams_do_not_stall_other_agencies(Kind::MySql).await;
+}
+
+/// The same with the broker's store on PostgreSQL, as replicas share it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_streams_do_not_stall_other_agencies_on_a_postgres_store() {
+    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+        return;
+    };
+    let name = format!("jembatan_iso_store_{}", uuid::Uuid::new_v4().simple());
+    let admin = jembatan_store::Store::admin_pool(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').expect("a database in the URL");
+    stall_test(Kind::Sqlite, Some(format!("{base}/{name}"))).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
 }
 
 /// Waits up to ten seconds for `found` to return something.
