@@ -801,6 +801,25 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// A pooled connection serving one fetch: back to the pool when the fetch
+/// read its last row, closed when the fetch was dropped before (the
+/// caller went away, or its deadline passed). A statement left unfinished
+/// leaves its remaining messages on the connection; the pool would drain
+/// them before reusing it, which over TLS held the connection for seconds
+/// after the fetch was gone.
+struct FetchConnection<DB: sqlx::Database> {
+    conn: sqlx::pool::PoolConnection<DB>,
+    finished: bool,
+}
+
+impl<DB: sqlx::Database> Drop for FetchConnection<DB> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 /// Streams the query's rows as JSON record texts, keys in `columns` order.
 /// The stream owns its pool handle; dropping it stops reading, and the
 /// database stops the statement by `time` at the latest.
@@ -842,17 +861,25 @@ pub(crate) fn records(
                     yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| sqlite_value(&r, i, d)));
                 }
             }
-            Db::Postgres(pool) => match time.statement_limit {
+            Db::Postgres(pool) => {
+                let mut fetch = match pool.acquire().await {
+                    Ok(conn) => FetchConnection { conn, finished: false },
+                    Err(e) => {
+                        yield Err(e.into());
+                        return;
+                    }
+                };
+                match time.statement_limit {
                 None => {
                     let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
-                    let mut rows = q.fetch(&pool);
+                    let mut rows = q.fetch(&mut *fetch.conn);
                     while let Some(row) = rows.next().await {
                         yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| pg_value(&r, i, d)));
                     }
                 }
                 Some(limit) => {
                     // a shorter limit than the session's, for this statement only
-                    let mut tx = match pool.begin().await {
+                    let mut tx = match fetch.conn.begin().await {
                         Ok(tx) => tx,
                         Err(e) => {
                             yield Err(e.into());
@@ -879,18 +906,29 @@ pub(crate) fn records(
                         yield Err(e.into());
                     }
                 }
-            },
+                }
+                fetch.finished = true;
+            }
             Db::MySql(pool, flavor) => {
                 let (sql, persistent) = match time.statement_limit {
                     None => (sql, true),
                     // each limit makes a different statement text: not worth caching
                     Some(limit) => (flavor.statement_limit(&sql, limit + SERVER_LIMIT_SLACK), false),
                 };
+                let mut fetch = match pool.acquire().await {
+                    Ok(conn) => FetchConnection { conn, finished: false },
+                    Err(e) => {
+                        yield Err(e.into());
+                        return;
+                    }
+                };
                 let q = bind_mysql(sqlx::query(AssertSqlSafe(sql)).persistent(persistent), binds);
-                let mut rows = q.fetch(&pool);
+                let mut rows = q.fetch(&mut *fetch.conn);
                 while let Some(row) = rows.next().await {
                     yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| mysql_value(&r, i, d)));
                 }
+                drop(rows);
+                fetch.finished = true;
             }
         }
     }
