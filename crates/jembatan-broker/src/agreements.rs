@@ -304,13 +304,21 @@ impl State {
     }
 
     /// Refuses an approval the broker cannot stand behind: one whose
-    /// agencies are not both registered, or whose columns the provider's
-    /// adapter does not serve or cannot be asked about (fail closed).
-    async fn check_approval(&self, a: &jembatan_core::Agreement) -> Result<(), Status> {
+    /// agencies are not both registered, or — for the approval that puts
+    /// it in force — whose columns the provider's adapter does not serve or
+    /// cannot be asked about (fail closed).
+    async fn check_approval(
+        &self,
+        a: &jembatan_core::Agreement,
+        puts_in_force: bool,
+    ) -> Result<(), Status> {
         for agency in [&a.consumer, &a.provider] {
             self.members
                 .check(agency)
                 .map_err(|u| Status::failed_precondition(format!("{u}: it cannot be approved")))?;
+        }
+        if !puts_in_force {
+            return Ok(());
         }
         match self.check_whitelist(a).await? {
             Whitelist::Served => Ok(()),
@@ -360,7 +368,9 @@ impl State {
                 }
             };
         if action == Action::Approve
-            && let Err(status) = self.check_approval(&current).await
+            && let Err(status) = self
+                .check_approval(&current, next == AgreementStatus::Approved)
+                .await
         {
             return Err(self
                 .refuse_step(&caller, action, Some(&current), id, status)
