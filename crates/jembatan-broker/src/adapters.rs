@@ -117,12 +117,6 @@ impl AdapterPool {
     }
 }
 
-/// The identity check an adapter call failed, when the adapter's
-/// certificate carried another identity than the provider's adapter.
-pub(crate) fn wrong_identity(status: &Status) -> Option<&jembatan_pki::WrongIdentity> {
-    jembatan_pki::wrong_identity_in(status)
-}
-
 /// Longest the broker waits for an adapter to describe its whitelist.
 pub(crate) const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -16,9 +16,7 @@ use jembatan_proto::DENIAL_METADATA_KEY;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_server::Exchange;
 use jembatan_store::{AuditLog, QuotaKind, Store};
-use prost::Message;
 use sha2::Sha256;
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::agreements::Lifecycle;
@@ -41,47 +39,13 @@ pub(crate) struct State {
     /// The agencies registered with this broker; only they act.
     pub(crate) members: crate::members::Members,
     pub(crate) lifecycle: Lifecycle,
-    pub(crate) streams: StreamLimit,
-    /// Query streams per consumer and provider, and the stall timeout.
+    /// Exchanges per agency, query streams per consumer and provider, and
+    /// the stall timeout.
     pub(crate) isolation: crate::isolation::Isolation,
     /// Threads that check and translate the records of running queries.
     pub(crate) workers: crate::admit::Workers,
     /// Receipts on their way back to the providers' adapters.
     pub(crate) acks: crate::acks::Acks,
-}
-
-/// Most exchanges one agency may have running at once on this broker.
-#[derive(Debug)]
-pub(crate) struct StreamLimit {
-    per_agency: usize,
-    running: std::sync::Mutex<std::collections::HashMap<AgencyId, Arc<tokio::sync::Semaphore>>>,
-}
-
-impl StreamLimit {
-    pub(crate) fn new(per_agency: usize) -> Self {
-        Self {
-            per_agency,
-            running: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    /// A slot for one more exchange of `agency`, held until dropped.
-    fn try_acquire(&self, agency: &AgencyId) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let semaphore = {
-            // the map only ever gains semaphores, so a panic elsewhere
-            // while it was held left it whole: a poisoned lock is no
-            // reason to refuse, let alone as if the limit were reached
-            let mut running = self
-                .running
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            running
-                .entry(agency.clone())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_agency)))
-                .clone()
-        };
-        semaphore.try_acquire_owned().ok()
-    }
 }
 
 /// Most fields one lookup may ask to verify.
@@ -425,10 +389,10 @@ pub(crate) struct Allowed {
     pub(crate) admit: Arc<crate::admit::Admit>,
     /// The agreement in force at the decision.
     pub(crate) agreement: Agreement,
-    /// This exchange's slot among its agency's running exchanges.
-    pub(crate) _slot: tokio::sync::OwnedSemaphorePermit,
-    /// A query's slot among its agency's streams against the provider.
-    pub(crate) _provider_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The exchange's slots under the isolation limits, given back when
+    /// dropped (a query's relay drops them once the adapter's stream is
+    /// over, before it waits for the consumer to take the end).
+    pub(crate) held: Option<crate::isolation::Held>,
     /// Writes the exchange's `cancelled` end if it is dropped unfinished.
     pub(crate) end: relay::Unfinished,
 }
@@ -641,16 +605,13 @@ impl State {
             }
         };
         facts.consumer = Some(consumer.clone());
-        let Some(slot) = self.streams.try_acquire(&consumer) else {
+        let Some(slot) = self.isolation.per_agency.try_take(&consumer) else {
+            self.learn_dataset(&mut facts, &ask.dataset).await;
             let err = format!(
                 "agency {consumer} has {} exchanges running on this broker: the limit max_streams_per_agency",
-                self.streams.per_agency
+                self.isolation.per_agency.limit
             );
-            self.learn_dataset(&mut facts, &ask.dataset).await;
-            let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
-            e.error = Some(err.clone());
-            self.log(&facts, e).await?;
-            return Err(Status::resource_exhausted(err));
+            return Err(self.exhausted(&facts, err).await);
         };
 
         let parsed = match parse(&ask) {
@@ -670,25 +631,6 @@ impl State {
             let denial = Denial::new(DenialCode::UnregisteredAgency, unregistered.to_string());
             return Err(self.deny(&facts, vec![denial]).await);
         }
-        let provider = parsed.dataset.agency();
-        let provider_slot = match ask.operation {
-            "query" => match self.isolation.try_stream(&consumer, &provider) {
-                Some(slot) => Some(slot),
-                None => {
-                    let err = format!(
-                        "agency {consumer} has {} query streams open against provider {provider} on this broker: the limit max_streams_per_provider",
-                        self.isolation.streams_per_provider
-                    );
-                    let mut e =
-                        facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
-                    e.error = Some(err.clone());
-                    self.record(e).await?;
-                    return Err(Status::resource_exhausted(err));
-                }
-            },
-            _ => None,
-        };
-
         let dataset = match self.store.dataset(&parsed.dataset).await {
             Ok(Some(d)) => {
                 self.know_dataset(&mut facts, &parsed.dataset);
@@ -871,6 +813,24 @@ impl State {
         };
         facts.agreement = Some((grant.agreement.id.clone(), grant.agreement.terms_sha256()));
         facts.fields = grant.fields.iter().map(|f| f.to_string()).collect();
+        // taken once the request is allowed (the provider is then one the
+        // broker knows) and before the quota, so a refusal takes nothing
+        let provider_slot = match ask.operation {
+            "query" => {
+                let pair = (consumer.clone(), parsed.dataset.agency());
+                match self.isolation.per_provider.try_take(&pair) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        let err = format!(
+                            "agency {consumer} has {} query streams open against provider {} on this broker: the limit max_streams_per_provider",
+                            self.isolation.per_provider.limit, pair.1
+                        );
+                        return Err(self.exhausted(&facts, err).await);
+                    }
+                }
+            }
+            _ => None,
+        };
         if let Some(denial) = self.admit_quota(&grant.agreement, now).await? {
             return Err(self.deny(&facts, vec![denial]).await);
         }
@@ -926,7 +886,7 @@ impl State {
             purpose: ask.purpose.clone(),
         };
         Ok(Allowed {
-            provider,
+            provider: parsed.dataset.agency(),
             dataset: parsed.dataset,
             facts,
             decision_seq,
@@ -937,8 +897,10 @@ impl State {
             )),
             fetch,
             agreement: grant.agreement,
-            _slot: slot,
-            _provider_slot: provider_slot,
+            held: Some(crate::isolation::Held {
+                _agency: slot,
+                _provider: provider_slot,
+            }),
             end,
         })
     }
@@ -1005,6 +967,18 @@ impl State {
         Ok(None)
     }
 
+    /// Records a request refused for a limit of this broker (exchanges per
+    /// agency, streams per provider) and builds its `ResourceExhausted`
+    /// status.
+    async fn exhausted(&self, facts: &Facts, err: String) -> Status {
+        let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+        e.error = Some(err.clone());
+        match self.log(facts, e).await {
+            Ok(_) => Status::resource_exhausted(err),
+            Err(status) => status,
+        }
+    }
+
     /// Records an invalid request and builds its `InvalidArgument` status.
     async fn invalid(&self, facts: &Facts, err: InvalidArgument) -> Status {
         let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
@@ -1046,10 +1020,7 @@ impl State {
             entry_seq: seq,
         };
         let mut status = Status::permission_denied(format!("{head}{}", words.join("; ")));
-        status.metadata_mut().insert_bin(
-            DENIAL_METADATA_KEY,
-            MetadataValue::from_bytes(&details.encode_to_vec()),
-        );
+        jembatan_proto::trailers::insert(status.metadata_mut(), DENIAL_METADATA_KEY, &details);
         status
     }
 }
@@ -1098,34 +1069,5 @@ impl Exchange for ExchangeService {
         };
         let allowed = self.state.decide(identity, ask).await?;
         relay::lookup(self.state.clone(), allowed).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_poisoned_stream_table_is_not_taken_for_a_reached_limit() {
-        let limit = Arc::new(StreamLimit::new(1));
-        let agency: AgencyId = "dinsos".parse().expect("agency id");
-        let poisoner = {
-            let limit = limit.clone();
-            std::thread::spawn(move || {
-                let _held = limit.running.lock();
-                panic!("a panic while the table is held poisons its lock");
-            })
-        };
-        assert!(poisoner.join().is_err());
-        assert!(limit.running.is_poisoned());
-
-        let slot = limit.try_acquire(&agency);
-        assert!(slot.is_some(), "the first exchange gets its slot");
-        assert!(
-            limit.try_acquire(&agency).is_none(),
-            "the limit still holds"
-        );
-        drop(slot);
-        assert!(limit.try_acquire(&agency).is_some(), "a freed slot is free");
     }
 }

@@ -37,9 +37,6 @@ pub use registry_service::RegistryService;
 pub use relay::QueryStream;
 pub use server::{MAX_REQUEST_BYTES, REFLECTED_SERVICES, serve};
 
-/// The trailer names, defined with the protocol in `jembatan-proto`.
-pub use jembatan_proto::{DENIAL_METADATA_KEY, INCOMPATIBILITY_METADATA_KEY, RECEIPT_METADATA_KEY};
-
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("broker config {path}: {message}")]
@@ -151,8 +148,8 @@ impl Broker {
             registry,
             members,
             lifecycle: agreements::Lifecycle::new(config.operator_approval, &config.purposes),
-            streams: exchange::StreamLimit::new(config.max_streams_per_agency),
             isolation: isolation::Isolation::new(
+                config.max_streams_per_agency,
                 config.max_streams_per_provider,
                 config.stall_timeout,
             ),

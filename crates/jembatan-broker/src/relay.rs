@@ -18,15 +18,14 @@ use std::time::Duration;
 
 use jembatan_core::PayloadHasher;
 use jembatan_core::{AgreementStatus, Decision, Denial, DenialCode, EntryKind, ExchangeStatus};
-use jembatan_proto::RECEIPT_METADATA_KEY;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
+use jembatan_proto::{RECEIPT_METADATA_KEY, trailers};
 use jembatan_store::{AuditLog, QuotaKind};
-use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status, Streaming};
 
@@ -361,7 +360,7 @@ fn adapter_endpoint(
 /// Maps an adapter's error to what the consumer sees: the adapter's
 /// refusal is passed on, transport trouble is `Unavailable`.
 fn adapter_status(provider: &str, status: Status) -> Status {
-    if let Some(reason) = crate::adapters::wrong_identity(&status) {
+    if let Some(reason) = jembatan_pki::wrong_identity_in(&status) {
         tracing::warn!(provider, error = %status, "adapter failed the identity check");
         return Status::unavailable(format!(
             "provider {provider}'s adapter failed the identity check: {reason}"
@@ -444,13 +443,6 @@ async fn finish(
         entry_sha256: stored.entry_sha256,
         checkpoint: state.checkpoint_notes.borrow().clone().unwrap_or_default(),
     })
-}
-
-fn insert_receipt(md: &mut MetadataMap, receipt: &pb::Receipt) {
-    md.insert_bin(
-        RECEIPT_METADATA_KEY,
-        MetadataValue::from_bytes(&receipt.encode_to_vec()),
-    );
 }
 
 /// Tells the provider's adapter the receipt, for its own log. Best effort.
@@ -625,8 +617,9 @@ fn bad_record(allowed: &Allowed, err: &str) -> Stop {
 /// Streams an allowed query to the consumer.
 pub(crate) async fn query(
     state: Arc<State>,
-    allowed: Allowed,
+    mut allowed: Allowed,
 ) -> Result<Response<QueryStream>, Status> {
+    let held = allowed.held.take();
     // subscribed before the first record, so no change is missed
     let mut events = state.lifecycle.events.subscribe();
     let Some(consumer) = allowed.facts.consumer.clone() else {
@@ -774,6 +767,10 @@ pub(crate) async fn query(
         for batch in pending {
             batch.abort();
         }
+        // the adapter's stream is over: its database connection and the
+        // exchange's slots are free while the consumer takes the end
+        drop(stream);
+        drop(held);
         match outcome {
             Ok(()) => match finish(
                 &state,
@@ -787,7 +784,7 @@ pub(crate) async fn query(
             {
                 Ok(receipt) => {
                     let mut md = MetadataMap::new();
-                    insert_receipt(&mut md, &receipt);
+                    trailers::insert(&mut md, RECEIPT_METADATA_KEY, &receipt);
                     let item = pb::query_response::Item::Receipt(receipt.clone());
                     let message = pb::QueryResponse { item: Some(item) };
                     let trailer = Status::with_metadata(Code::Ok, "", md);
@@ -813,7 +810,7 @@ pub(crate) async fn query(
                 let status = match result {
                     Ok(receipt) => {
                         let mut s = stop.status;
-                        insert_receipt(s.metadata_mut(), &receipt);
+                        trailers::insert(s.metadata_mut(), RECEIPT_METADATA_KEY, &receipt);
                         acknowledge(&state, client, &allowed, receipt);
                         s
                     }
@@ -933,7 +930,7 @@ pub(crate) async fn lookup(
                 receipt: Some(receipt.clone()),
                 verified,
             });
-            insert_receipt(response.metadata_mut(), &receipt);
+            trailers::insert(response.metadata_mut(), RECEIPT_METADATA_KEY, &receipt);
             acknowledge(&state, client, &allowed, receipt);
             Ok(response)
         }

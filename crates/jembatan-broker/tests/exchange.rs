@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jembatan_adapter::{Adapter, AdapterConfig, LogEntry, read_receipt_log};
-use jembatan_broker::{Broker, BrokerConfig, DENIAL_METADATA_KEY, RECEIPT_METADATA_KEY};
+use jembatan_broker::{Broker, BrokerConfig};
 use jembatan_core::{Decision, EntryKind, ExchangeStatus, Identity, Role};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
+use jembatan_proto::{DENIAL_METADATA_KEY, RECEIPT_METADATA_KEY};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -1345,7 +1346,7 @@ async fn the_registry_enforces_roles_compatibility_and_type_checks() {
     let details = pb::CheckCompatibilityResponse::decode(
         status
             .metadata()
-            .get_bin(jembatan_broker::INCOMPATIBILITY_METADATA_KEY)
+            .get_bin(jembatan_proto::INCOMPATIBILITY_METADATA_KEY)
             .unwrap()
             .to_bytes()
             .unwrap(),

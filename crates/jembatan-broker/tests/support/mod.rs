@@ -14,13 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jembatan_adapter::{Adapter, AdapterConfig};
-use jembatan_broker::{Broker, BrokerConfig, DENIAL_METADATA_KEY, RECEIPT_METADATA_KEY};
+use jembatan_broker::{Broker, BrokerConfig};
 use jembatan_core::{Identity, Role};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::agreements_client::AgreementsClient;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
-use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
@@ -377,11 +376,7 @@ pub(crate) async fn run_query(
 }
 
 pub(crate) fn receipt_of(status: &tonic::Status) -> Option<pb::Receipt> {
-    status
-        .metadata()
-        .get_bin(RECEIPT_METADATA_KEY)
-        .and_then(|v| v.to_bytes().ok())
-        .map(|b| pb::Receipt::decode(b).unwrap())
+    jembatan_proto::trailers::receipt(status.metadata())
 }
 
 /// The denial codes a refused exchange's trailer carries.
@@ -395,10 +390,5 @@ pub(crate) fn denial_codes(status: &tonic::Status) -> Vec<String> {
 
 /// A refused exchange's trailer; empty when it has none.
 pub(crate) fn denial_details(status: &tonic::Status) -> pb::DenialDetails {
-    status
-        .metadata()
-        .get_bin(DENIAL_METADATA_KEY)
-        .and_then(|v| v.to_bytes().ok())
-        .map(|b| pb::DenialDetails::decode(b).unwrap())
-        .unwrap_or_default()
+    jembatan_proto::trailers::denial_details(status.metadata()).unwrap_or_default()
 }
