@@ -309,7 +309,8 @@ impl Facts {
                 None => p.field(f),
             })
             .collect();
-        let mut subjects: Vec<String> = self.subject_hash.iter().cloned().collect();
+        // the lookup key's hash is `subject_hash`; these are the filter's
+        let mut subjects = Vec::new();
         let filter = self.filter.as_ref().map(|f| {
             let names = LogNames {
                 privacy: p,

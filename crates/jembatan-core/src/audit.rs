@@ -129,9 +129,10 @@ pub struct AuditEntry {
     pub filter: Option<serde_json::Value>,
     /// Keyed hash (HMAC-SHA-256, hex) of a lookup key; never the key itself.
     pub subject_hash: Option<String>,
-    /// Keyed hashes of every subject the request names: the lookup key
-    /// and the filter's values on subject-key fields, each once. Absent
-    /// when none (and on format 1 entries, which keep their bytes).
+    /// Keyed hashes of the subjects the request's filter names (its values
+    /// on subject-key fields), each once; the lookup key's is
+    /// `subject_hash`. Absent when none (and on format 1 entries, which
+    /// keep their bytes). [`AuditEntry::all_subjects`] gives both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<String>,
     /// A purpose the broker has not registered, as a keyed hash and

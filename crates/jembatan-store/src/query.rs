@@ -61,11 +61,9 @@ impl EntryQuery {
             }
         }
         if let Some(hash) = &self.subject_hash {
-            // the lookup key's column serves entries older than the index
             let p = next(&mut values, hash);
-            let q = next(&mut values, hash);
             clauses.push(format!(
-                "(subject_hash = {p} OR seq IN (SELECT seq FROM audit_subjects WHERE subject_hash = {q}))"
+                "seq IN (SELECT seq FROM audit_subjects WHERE subject_hash = {p})"
             ));
         }
         if let Some(from) = &self.from {
