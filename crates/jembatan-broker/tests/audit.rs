@@ -627,6 +627,40 @@ async fn no_proof_is_served_from_a_log_that_does_not_match_its_checkpoint() {
     let opened = Checkpoint::open(&resp.checkpoint.unwrap().note, &verifier).unwrap();
     verify_inclusion(&leaf, 1, 5, &hashes(&resp.hashes), &opened.root).unwrap();
 
+    // the checkpoint itself is what vouches for the root: rewrite its
+    // stored root, or put in a note another key signed, and the proof of
+    // leaf 1 (served above) is refused
+    let stored: (String, String) =
+        sqlx::query_as("SELECT root_hash, note FROM checkpoints WHERE size = 5")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    sql("DROP TRIGGER checkpoints_no_update").await;
+    let set = |column: &'static str, value: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE checkpoints SET {column} = ? WHERE size = 5"
+            )))
+            .bind(value)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    set("root_hash", "00".repeat(32)).await;
+    refused(a.inclusion_proof(inclusion(1)).await.err().unwrap());
+    set("root_hash", stored.0.clone()).await;
+    assert!(a.inclusion_proof(inclusion(1)).await.is_ok(), "restored");
+    let opened = Checkpoint::open(&stored.1, &verifier).unwrap();
+    let other = jembatan_tlog::note::Signer::generate(verifier.name(), &mut rand::rng()).unwrap();
+    let forged = Checkpoint::new(opened.origin, 5, opened.root)
+        .sign(&other)
+        .unwrap();
+    set("note", forged).await;
+    refused(a.inclusion_proof(inclusion(1)).await.err().unwrap());
+    set("note", stored.1).await;
+
     // a tile deleted: no proof, and the service says why
     sql("DELETE FROM audit_tiles").await;
     let status = a.inclusion_proof(inclusion(3)).await.err().unwrap();
