@@ -153,8 +153,12 @@ async fn checkpoints_follow_the_interval() {
     broker.shutdown().await.unwrap();
 }
 
+/// At start the entries after the last full tile are hashed from the log
+/// (the root of the rest comes from the stored tiles): one of them
+/// rewritten stops the broker from starting. Entries further back are
+/// checked by `audit verify` and by every proof.
 #[tokio::test]
-async fn a_log_that_no_longer_matches_its_checkpoint_refuses_to_start() {
+async fn a_rewritten_entry_after_the_last_full_tile_refuses_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "");
     let broker = Broker::start(&config).await.unwrap();
