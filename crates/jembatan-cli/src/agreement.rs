@@ -164,7 +164,7 @@ fn status_from_name(name: &str) -> Result<pb::AgreementStatus, Failure> {
     })
 }
 
-fn time_text(t: &Option<prost_types::Timestamp>) -> Option<String> {
+pub(crate) fn time_text(t: &Option<prost_types::Timestamp>) -> Option<String> {
     let t = t.as_ref()?;
     let t = chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))?;
     Some(jembatan_core::agreement::format_instant(&t))

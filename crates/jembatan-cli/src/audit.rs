@@ -23,6 +23,7 @@ use jembatan_tlog::merkle::{self, leaf_hash};
 use jembatan_tlog::note::Verifier;
 
 use crate::failure::Failure;
+use crate::query::csv_quote;
 
 /// Entries read per page.
 const PAGE: u64 = 1000;
@@ -289,8 +290,8 @@ async fn raw_filter_entries(
                     out,
                     "{},{},{}",
                     row.seq,
-                    csv_field(&e.exchange_id),
-                    csv_field(&e.time)
+                    csv_quote(&e.exchange_id),
+                    csv_quote(&e.time)
                 )?,
             }
         }
@@ -326,14 +327,6 @@ fn jsonl(row: &RawEntry) -> Result<String, Failure> {
     .to_string())
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 fn csv(row: &RawEntry) -> Result<String, Failure> {
     let e = parse(row)?;
     let reasons = e
@@ -361,7 +354,7 @@ fn csv(row: &RawEntry) -> Result<String, Failure> {
     ];
     Ok(fields
         .iter()
-        .map(|f| csv_field(f))
+        .map(|f| csv_quote(f))
         .collect::<Vec<_>>()
         .join(","))
 }

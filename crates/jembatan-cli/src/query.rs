@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
-use jembatan_core::PayloadHasher;
+use jembatan_core::{PayloadHasher, Scalar};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
 
@@ -115,27 +115,24 @@ fn target_schema(target: Option<String>) -> Result<String, Failure> {
     }
 }
 
-/// A `--key` or `--verify` value: a string unless typed with a prefix.
+/// A `--key` or `--verify` value: a string unless typed with a prefix;
+/// checked against the same limits as every value the broker takes.
 fn scalar(text: &str) -> Result<pb::Scalar, String> {
-    use pb::scalar::Kind;
-    let kind = if let Some(v) = text.strip_prefix("int:") {
-        Kind::IntValue(v.parse().map_err(|_| format!("{v:?} is not an integer"))?)
+    let value = if let Some(v) = text.strip_prefix("int:") {
+        Scalar::Int(v.parse().map_err(|_| format!("{v:?} is not an integer"))?)
     } else if let Some(v) = text.strip_prefix("float:") {
-        let f: f64 = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
-        if !f.is_finite() {
-            return Err(format!("{v:?} is not a finite number"));
-        }
-        Kind::DoubleValue(f)
+        Scalar::Float(v.parse().map_err(|_| format!("{v:?} is not a number"))?)
     } else if let Some(v) = text.strip_prefix("bool:") {
-        Kind::BoolValue(match v {
+        Scalar::Bool(match v {
             "true" => true,
             "false" => false,
             _ => return Err(format!("{v:?} is not true or false")),
         })
     } else {
-        Kind::StringValue(text.strip_prefix("str:").unwrap_or(text).to_owned())
+        Scalar::String(text.strip_prefix("str:").unwrap_or(text).to_owned())
     };
-    Ok(pb::Scalar { kind: Some(kind) })
+    value.validate().map_err(|e| e.to_string())?;
+    Ok(value.to_proto())
 }
 
 /// The receipt's payload hash, recomputed from the records as received:
@@ -251,7 +248,7 @@ fn csv_cell(value: Option<&serde_json::Value>) -> String {
 
 /// RFC 4180: quoted when it holds a comma, a quote, a line break or
 /// leading or trailing space; quotes inside doubled.
-fn csv_quote(text: &str) -> String {
+pub(crate) fn csv_quote(text: &str) -> String {
     let needs = text.contains([',', '"', '\n', '\r'])
         || text.starts_with(char::is_whitespace)
         || text.ends_with(char::is_whitespace);
@@ -426,19 +423,8 @@ fn denial_text(details: &pb::DenialDetails) -> String {
     text
 }
 
-fn receipt_from(md: &tonic::metadata::MetadataMap) -> Option<pb::Receipt> {
-    jembatan_proto::trailers::receipt(md)
-}
-
 fn print_receipt(out: &mut dyn Write, r: &pb::Receipt) -> std::io::Result<()> {
-    let completed = r
-        .completed_at
-        .as_ref()
-        .and_then(|t| {
-            chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-        })
-        .map(|t| jembatan_core::agreement::format_instant(&t))
-        .unwrap_or_default();
+    let completed = crate::agreement::time_text(&r.completed_at).unwrap_or_default();
     writeln!(out, "receipt verified")?;
     writeln!(out, "  exchange      {}", r.exchange_id)?;
     writeln!(
@@ -534,7 +520,7 @@ async fn query(args: QueryArgs, conn: &Connection) -> Result<(), Failure> {
                 .await
                 .map_err(refused)?
                 .as_ref()
-                .and_then(receipt_from);
+                .and_then(jembatan_proto::trailers::receipt);
         }
         Ok(())
     }
@@ -544,7 +530,10 @@ async fn query(args: QueryArgs, conn: &Connection) -> Result<(), Failure> {
         // stopped while records flowed (a revoked agreement, a spent
         // quota): the trailers' receipt covers what was delivered, which
         // is kept as FILE.partial when it verifies
-        let delivered = sink.finish().ok().and(receipt_from(status.metadata()));
+        let delivered = sink
+            .finish()
+            .ok()
+            .and(jembatan_proto::trailers::receipt(status.metadata()));
         match delivered {
             Some(r) if r.rows > 0 && hash.check(&r).is_ok() => {
                 if let Some(path) = output.leave_partial() {
@@ -605,7 +594,7 @@ async fn lookup(args: LookupArgs, conn: &Connection) -> Result<(), Failure> {
     };
     let mut client = ExchangeClient::new(conn.channel().await?);
     let response = client.lookup(request).await.map_err(refused)?;
-    let header_receipt = receipt_from(response.metadata());
+    let header_receipt = jembatan_proto::trailers::receipt(response.metadata());
     let answer = response.into_inner();
     let receipt = answer
         .receipt
@@ -717,6 +706,8 @@ mod tests {
             ("int:x", None),
             ("bool:yes", None),
             ("float:inf", None),
+            ("float:-0", None),
+            ("a\0b", None),
         ];
         for (text, want) in cases {
             assert_eq!(scalar(text).ok().and_then(|s| s.kind), want, "{text}");
