@@ -20,7 +20,7 @@ mod registry_service;
 mod relay;
 mod server;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jembatan_pki::TlsFiles;
@@ -315,6 +315,26 @@ fn parse_audit_key(path: &Path, text: &str) -> Result<Vec<u8>, BrokerError> {
         )));
     }
     Ok(key)
+}
+
+/// Creates the broker's keys named by `config` where they do not exist yet
+/// — the audit HMAC key, the checkpoint signer key (with its `.pub`) and
+/// the mappings' secrets — and reads back those that do, without starting
+/// the broker: for replicas that must share keys made beforehand (a
+/// Kubernetes Secret). Returns the files, public key included.
+pub fn create_keys(config: &BrokerConfig) -> Result<Vec<PathBuf>, BrokerError> {
+    load_or_create_key(&config.audit_key)?;
+    checkpoint::load_or_create_signer(&config.checkpoint_key, &config.log_origin)?;
+    let mut files = vec![
+        config.audit_key.clone(),
+        config.checkpoint_key.clone(),
+        checkpoint::public_key_path(&config.checkpoint_key),
+    ];
+    for path in config.registry.secrets.values() {
+        load_or_create_key(path)?;
+        files.push(path.clone());
+    }
+    Ok(files)
 }
 
 /// Reads the audit HMAC key (hex), creating a random one when the file

@@ -4,6 +4,7 @@ mod agreement;
 mod audit;
 mod failure;
 mod filter_expr;
+mod health;
 mod query;
 mod schema;
 
@@ -34,6 +35,12 @@ enum Command {
         /// Broker config file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Only create the keys the config names (audit HMAC key,
+        /// checkpoint signer key, mapping secrets) where they are missing,
+        /// print their files and exit: for replicas that share keys made
+        /// beforehand.
+        #[arg(long)]
+        create_keys: bool,
     },
     /// Run an agency's adapter, or write a starting config for one.
     Adapter(AdapterArgs),
@@ -84,6 +91,15 @@ enum Command {
     Mapping {
         #[command(subcommand)]
         command: schema::MappingCommand,
+        #[command(flatten)]
+        connection: schema::Connection,
+    },
+    /// Ask a broker's (or adapter's) gRPC health service over mutual TLS,
+    /// for readiness and liveness probes: exit 0 when serving, 1 when not,
+    /// 2 when unreachable.
+    Health {
+        #[command(flatten)]
+        args: health::HealthArgs,
         #[command(flatten)]
         connection: schema::Connection,
     },
@@ -302,7 +318,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(query::run_lookup(args, &connection).await);
         }
         Command::Demo(args) => demo(args).await,
-        Command::Broker { config } => broker(config).await,
+        Command::Health { args, connection } => return Ok(health::run(args, &connection).await),
+        Command::Broker {
+            config,
+            create_keys: true,
+        } => create_keys(config),
+        Command::Broker {
+            config,
+            create_keys: false,
+        } => broker(config).await,
         Command::Adapter(args) => match (args.command, args.config) {
             (
                 Some(AdapterCommand::Init {
@@ -365,6 +389,14 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     eprintln!("shutting down");
+}
+
+fn create_keys(path: PathBuf) -> Result<()> {
+    let config = jembatan_broker::BrokerConfig::load(&path)?;
+    for file in jembatan_broker::create_keys(&config)? {
+        println!("{}", file.display());
+    }
+    Ok(())
 }
 
 async fn broker(path: PathBuf) -> Result<()> {

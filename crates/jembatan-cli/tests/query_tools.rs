@@ -1,8 +1,10 @@
 //! `jembatan query` and `jembatan lookup` against a broker and adapter
 //! started from a kept demo: records to JSONL and CSV under a filter
 //! expression with the receipt verified, a lookup with `--verify`, a
-//! denial printed with its reason codes (exit 3); and server reflection,
-//! v1 and v1alpha, listing only the services a caller can use.
+//! denial printed with its reason codes (exit 3); server reflection, v1
+//! and v1alpha, listing only the services a caller can use; `jembatan
+//! health` against the broker and the adapter; and `broker
+//! --create-keys`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -341,6 +343,8 @@ fn query_lookup_and_denial_from_the_command_line() {
         .build()
         .unwrap();
     rt.block_on(reflection(&demo));
+    health(&demo);
+    create_keys(&demo, dir.path());
 }
 
 async fn channel(demo: &Demo, who: &str, port: u16) -> tonic::transport::Channel {
@@ -444,4 +448,85 @@ async fn reflection(demo: &Demo) {
     );
     assert_eq!(listed, adapter_services);
     assert_eq!(list_v1alpha(adapter).await, adapter_services);
+}
+
+/// `jembatan health`: 0 serving, 1 for a service the server does not
+/// know, 2 when nothing answers; with the server's own certificate too,
+/// as a probe inside its pod presents it.
+fn health(demo: &Demo) {
+    let (code, out, err) = demo.run("agency-dinsos", &["health"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "the server: serving");
+    let (code, out, err) = demo.run("broker", &["health", "--service", "jembatan.v1.Exchange"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "jembatan.v1.Exchange: serving");
+    let (code, out, err) = demo.run(
+        "agency-dinsos",
+        &["health", "--service", "jembatan.v1.Nope"],
+    );
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("not found"), "{err}");
+
+    let (ca, cert, key) = demo.cert("broker");
+    let adapter = jembatan()
+        .args(["health", "--broker"])
+        .arg(format!("https://localhost:{}", demo.adapter_port))
+        .args([
+            "--ca".as_ref(),
+            ca.as_os_str(),
+            "--cert".as_ref(),
+            cert.as_os_str(),
+        ])
+        .args(["--key".as_ref(), key.as_os_str()])
+        .output()
+        .unwrap();
+    assert_eq!(adapter.status.code(), Some(0), "{adapter:?}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let nobody = jembatan()
+        .args(["health", "--broker"])
+        .arg(format!("https://localhost:{port}"))
+        .args([
+            "--ca".as_ref(),
+            ca.as_os_str(),
+            "--cert".as_ref(),
+            cert.as_os_str(),
+        ])
+        .args(["--key".as_ref(), key.as_os_str()])
+        .output()
+        .unwrap();
+    assert_eq!(nobody.status.code(), Some(2), "{nobody:?}");
+}
+
+/// `broker --create-keys` makes the keys a config names (0600) without
+/// starting a broker, and a second run keeps them.
+fn create_keys(demo: &Demo, dir: &Path) {
+    let replica = dir.join("replica");
+    std::fs::create_dir(&replica).unwrap();
+    let config = replica.join("broker.toml");
+    std::fs::copy(demo.keep.join("broker.toml"), &config).unwrap();
+    let run = || {
+        let out = jembatan()
+            .args(["broker", "--create-keys", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = run();
+    let files: Vec<PathBuf> = listed.lines().map(PathBuf::from).collect();
+    assert_eq!(files.len(), 3, "{listed}");
+    let contents: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    use std::os::unix::fs::PermissionsExt;
+    for f in &files[..2] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    assert!(files[2].extension().is_some_and(|e| e == "pub"));
+    assert_eq!(run(), listed);
+    let again: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    assert_eq!(again, contents, "a second run must keep the keys");
 }
