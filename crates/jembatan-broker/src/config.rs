@@ -84,6 +84,12 @@ pub struct BrokerConfig {
     /// `cancelled`, and its adapter stream and database connection freed.
     #[serde(default = "default_stall_timeout", with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// On SIGTERM (or Ctrl-C) the broker stops taking calls and gives
+    /// running query streams this long to finish (`"20s"`); those still
+    /// running then end `Unavailable`, logged `cancelled`, before the last
+    /// checkpoint is signed and the process exits.
+    #[serde(default = "default_drain_time", with = "humantime_serde")]
+    pub drain_time: Duration,
     #[serde(default)]
     pub registry: RegistryConfig,
 }
@@ -158,6 +164,14 @@ fn default_max_streams_per_provider() -> usize {
 
 fn default_stall_timeout() -> Duration {
     DEFAULT_STALL_TIMEOUT
+}
+
+/// How long running streams may finish after a shutdown signal, when the
+/// config does not say.
+pub const DEFAULT_DRAIN_TIME: Duration = Duration::from_secs(20);
+
+fn default_drain_time() -> Duration {
+    DEFAULT_DRAIN_TIME
 }
 
 fn default_checkpoint_key() -> PathBuf {

@@ -46,6 +46,8 @@ pub(crate) struct State {
     pub(crate) workers: crate::admit::Workers,
     /// Receipts on their way back to the providers' adapters.
     pub(crate) acks: crate::acks::Acks,
+    /// Ends running streams at shutdown.
+    pub(crate) drain: crate::drain::Drain,
 }
 
 /// Most fields one lookup may ask to verify.

@@ -10,6 +10,7 @@ mod agreements;
 mod audit_service;
 mod checkpoint;
 pub mod config;
+mod drain;
 mod exchange;
 mod isolation;
 mod members;
@@ -155,6 +156,7 @@ impl Broker {
             ),
             workers: admit::Workers::new(),
             acks: acks::Acks::default(),
+            drain: drain::Drain::new(config.drain_time),
         });
         // agreements that ended while the broker was down are recorded
         // as expired before it serves anything

@@ -32,6 +32,7 @@ use tonic::{Code, Response, Status, Streaming};
 pub(crate) use crate::adapters::AdapterPool;
 use crate::adapters::Lane;
 use crate::admit::{Admitted, Pending};
+use crate::drain::Drain;
 use crate::exchange::{Allowed, Facts, State};
 
 /// Batches of one query being admitted at once, on worker threads, while
@@ -272,23 +273,35 @@ impl Stream for QueryStream {
 
 /// Hands `message` to the consumer's stream once it has room; `Err` with
 /// the message when the consumer has gone away or has not made room
-/// within `stall`. What is counted as sent is counted in `sent`, after
-/// the room is there and before the message goes.
+/// within `stall`, or — given `drain` — when the broker ends running
+/// streams while it waits. What is counted as sent is counted in `sent`,
+/// after the room is there and before the message goes.
 async fn hand_over<T>(
     tx: &mpsc::Sender<Result<pb::QueryResponse, Status>>,
     stall: Duration,
+    drain: Option<&Drain>,
     message: T,
     sent: impl FnOnce(&T),
     wrap: impl FnOnce(T) -> Result<pb::QueryResponse, Status>,
 ) -> Result<(), Handover> {
-    match tokio::time::timeout(stall, tx.reserve()).await {
-        Ok(Ok(permit)) => {
-            sent(&message);
-            permit.send(wrap(message));
-            Ok(())
+    let ending = async {
+        match drain {
+            Some(drain) => drain.ending().await,
+            None => std::future::pending().await,
         }
-        Ok(Err(_)) => Err(Handover::Gone),
-        Err(_) => Err(Handover::Stalled),
+    };
+    tokio::select! {
+        biased;
+        room = tokio::time::timeout(stall, tx.reserve()) => match room {
+            Ok(Ok(permit)) => {
+                sent(&message);
+                permit.send(wrap(message));
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Handover::Gone),
+            Err(_) => Err(Handover::Stalled),
+        },
+        () = ending => Err(Handover::Draining),
     }
 }
 
@@ -299,6 +312,8 @@ enum Handover {
     Gone,
     /// The consumer did not read within the stall timeout.
     Stalled,
+    /// The broker is shutting down and ends running streams.
+    Draining,
 }
 
 /// Opens the adapter's `Fetch` stream for an allowed exchange. Failure is
@@ -492,6 +507,21 @@ impl Stop {
         }
     }
 
+    /// The broker is shutting down and the stream outlived `drain_time`:
+    /// the consumer is told at once, ahead of batches it has not read.
+    fn shutting_down() -> Self {
+        Self {
+            cut: true,
+            ..Self::new(
+                ExchangeStatus::Cancelled,
+                Status::unavailable(
+                    "the broker is shutting down; the stream was ended after its drain_time \
+                     (retry, on another replica if there is one)",
+                ),
+            )
+        }
+    }
+
     fn gone() -> Self {
         Self::new(
             ExchangeStatus::Cancelled,
@@ -647,6 +677,7 @@ pub(crate) async fn query(
             let step = tokio::select! {
                 biased;
                 () = tx.closed() => break Err(Stop::gone()),
+                () = state.drain.ending() => break Err(Stop::shutting_down()),
                 () = until_end(&allowed) => {
                     let status = Status::permission_denied(format!(
                         "agreement {agreement_id} expired while the exchange was running"
@@ -738,6 +769,7 @@ pub(crate) async fn query(
                 let handed = hand_over(
                     &tx,
                     stall,
+                    Some(&state.drain),
                     records,
                     |records| tally.deliver(records),
                     |records| {
@@ -750,6 +782,7 @@ pub(crate) async fn query(
                     Ok(()) => {}
                     Err(Handover::Gone) => break Err(Stop::gone()),
                     Err(Handover::Stalled) => break Err(Stop::stalled(stall)),
+                    Err(Handover::Draining) => break Err(Stop::shutting_down()),
                 }
             }
             if !within_quota {
@@ -791,8 +824,8 @@ pub(crate) async fn query(
                     // every record was handed over and the completion is
                     // durable: a consumer that does not take its receipt
                     // finds it on the log, as the adapter does
-                    let handed = match hand_over(&tx, stall, message, |_| {}, Ok).await {
-                        Ok(()) => hand_over(&tx, stall, trailer, |_| {}, Err).await,
+                    let handed = match hand_over(&tx, stall, None, message, |_| {}, Ok).await {
+                        Ok(()) => hand_over(&tx, stall, None, trailer, |_| {}, Err).await,
                         Err(why) => Err(why),
                     };
                     if let Err(why) = handed {
@@ -843,7 +876,7 @@ async fn end_stream(
     }
     // the status stays here until it is known whether the consumer took it
     let (status, to_cut) = (status.clone(), status);
-    if let Err(Handover::Stalled) = hand_over(tx, stall, status, |_| {}, Err).await {
+    if let Err(Handover::Stalled) = hand_over(tx, stall, None, status, |_| {}, Err).await {
         let _ = cut.send(to_cut);
     }
 }

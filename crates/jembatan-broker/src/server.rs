@@ -50,7 +50,10 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .fold(builder, |b, name| b.with_service_name(*name))
 }
 
-/// Serves the broker on `listener` until `shutdown` completes.
+/// Serves the broker on `listener` until `shutdown` completes; then takes
+/// no new calls, lets running query streams finish for the config's
+/// `drain_time`, ends those still running (each logged `cancelled`) and
+/// returns once every call has ended.
 pub async fn serve(
     broker: Broker,
     listener: TcpListener,
@@ -93,6 +96,15 @@ pub async fn serve(
         .add_service(audit)
         .add_service(registry)
         .add_service(agreements);
+    let drain = broker.inner.drain.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!(drain_time = ?drain.time, "shutting down: no new calls, running streams may finish");
+        tokio::spawn(async move {
+            tokio::time::sleep(drain.time).await;
+            drain.end_all();
+        });
+    };
     if tls.identity().role != jembatan_core::Role::Broker {
         return Err(BrokerError::NotBroker(tls.identity().to_string()));
     }
