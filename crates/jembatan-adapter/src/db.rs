@@ -83,6 +83,10 @@ fn millis(d: Duration) -> u128 {
     d.as_millis().max(1)
 }
 
+/// How often PostgreSQL (14 and later) checks, while a statement runs,
+/// that the adapter's connection is still there.
+const CLIENT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
 /// How long a query may run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct QueryTime {
@@ -147,6 +151,28 @@ impl Db {
                 let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
                 let opts = crate::transport::secure_postgres(opts, url, tls)?
                     .options([("statement_timeout", format!("{limit}ms"))]);
+                // PostgreSQL 14 and later look for a client that went away
+                // while a statement runs: a fetch dropped early (the
+                // consumer cancelled) closes its connection, and the server
+                // stops the statement within this interval instead of
+                // running it on to statement_timeout
+                let version = {
+                    let conn = sqlx::PgConnection::connect_with(&opts)
+                        .await
+                        .map_err(connect_err)?;
+                    let version = conn.server_version_num();
+                    // closing is a courtesy to the server; the version is known
+                    let _ = conn.close().await;
+                    version
+                };
+                let opts = if version.is_some_and(|v| v >= 140_000) {
+                    opts.options([(
+                        "client_connection_check_interval",
+                        format!("{}ms", millis(CLIENT_CHECK_INTERVAL)),
+                    )])
+                } else {
+                    opts
+                };
                 Db::Postgres(
                     PgPoolOptions::new()
                         .max_connections(max_connections)
@@ -802,20 +828,42 @@ impl Drop for StopOnDrop {
 }
 
 /// A pooled connection serving one fetch: back to the pool when the fetch
-/// read its last row, closed when the fetch was dropped before (the
-/// caller went away, or its deadline passed). A statement left unfinished
-/// leaves its remaining messages on the connection; the pool would drain
-/// them before reusing it, which over TLS held the connection for seconds
-/// after the fetch was gone.
+/// read its last row; taken out of the pool and its socket closed at once
+/// when the fetch was dropped before (the caller went away, or its
+/// deadline passed). A statement left unfinished leaves its remaining
+/// messages on the connection: the pool would drain them before reusing
+/// it, and a graceful close waits behind the running statement too, so
+/// either would hold the connection — and keep the statement running —
+/// for seconds after the fetch was gone. A closed socket is what
+/// PostgreSQL's `client_connection_check_interval` looks for.
 struct FetchConnection<DB: sqlx::Database> {
-    conn: sqlx::pool::PoolConnection<DB>,
+    conn: Option<sqlx::pool::PoolConnection<DB>>,
     finished: bool,
+}
+
+impl<DB: sqlx::Database> FetchConnection<DB> {
+    fn new(conn: sqlx::pool::PoolConnection<DB>) -> Self {
+        Self {
+            conn: Some(conn),
+            finished: false,
+        }
+    }
+
+    fn conn(&mut self) -> &mut sqlx::pool::PoolConnection<DB> {
+        self.conn
+            .as_mut()
+            .expect("the connection is taken only when dropped")
+    }
 }
 
 impl<DB: sqlx::Database> Drop for FetchConnection<DB> {
     fn drop(&mut self) {
-        if !self.finished {
-            self.conn.close_on_drop();
+        if !self.finished
+            && let Some(conn) = self.conn.take()
+        {
+            // out of the pool (which opens another when needed); dropping
+            // the connection closes its socket without a goodbye
+            drop(conn.detach());
         }
     }
 }
@@ -863,7 +911,7 @@ pub(crate) fn records(
             }
             Db::Postgres(pool) => {
                 let mut fetch = match pool.acquire().await {
-                    Ok(conn) => FetchConnection { conn, finished: false },
+                    Ok(conn) => FetchConnection::new(conn),
                     Err(e) => {
                         yield Err(e.into());
                         return;
@@ -872,14 +920,14 @@ pub(crate) fn records(
                 match time.statement_limit {
                 None => {
                     let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
-                    let mut rows = q.fetch(&mut *fetch.conn);
+                    let mut rows = q.fetch(&mut **fetch.conn());
                     while let Some(row) = rows.next().await {
                         yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| pg_value(&r, i, d)));
                     }
                 }
                 Some(limit) => {
                     // a shorter limit than the session's, for this statement only
-                    let mut tx = match fetch.conn.begin().await {
+                    let mut tx = match fetch.conn().begin().await {
                         Ok(tx) => tx,
                         Err(e) => {
                             yield Err(e.into());
@@ -916,14 +964,14 @@ pub(crate) fn records(
                     Some(limit) => (flavor.statement_limit(&sql, limit + SERVER_LIMIT_SLACK), false),
                 };
                 let mut fetch = match pool.acquire().await {
-                    Ok(conn) => FetchConnection { conn, finished: false },
+                    Ok(conn) => FetchConnection::new(conn),
                     Err(e) => {
                         yield Err(e.into());
                         return;
                     }
                 };
                 let q = bind_mysql(sqlx::query(AssertSqlSafe(sql)).persistent(persistent), binds);
-                let mut rows = q.fetch(&mut *fetch.conn);
+                let mut rows = q.fetch(&mut **fetch.conn());
                 while let Some(row) = rows.next().await {
                     yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| mysql_value(&r, i, d)));
                 }

@@ -500,6 +500,58 @@ async fn caller_deadline_stops_a_slow_query(kind: Kind) {
     db.drop_namespace().await;
 }
 
+/// A caller that cancels (no deadline) stops the statement in the
+/// database at once, not at `max_query_time`: SQLite's progress handler
+/// sees the fetch dropped; PostgreSQL (14 and later) sees the closed
+/// connection within `client_connection_check_interval`. MariaDB has no
+/// such check: there the caller's deadline, which the broker passes on,
+/// or `max_query_time` stops it.
+#[tokio::test]
+async fn a_cancelled_fetch_stops_its_statement_at_once() {
+    for kind in [Kind::Sqlite, Kind::Postgres] {
+        let Some(db) = TestDb::new(kind).await else {
+            continue;
+        };
+        let name = format!("lambat_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        slow_view(&db, &name).await;
+        let adapter = db.adapter(&slow_datasets(&name)).await;
+        let served = Served::start(adapter.clone()).await;
+        let mut client = served.client().await;
+        let req = pb::FetchRequest {
+            dataset: "disdukcapil.lambat".into(),
+            columns: vec!["id".into()],
+            ..request(&[], None)
+        };
+        let call = tokio::spawn(async move { fetch_grpc(&mut client, req).await });
+        // the statement runs in the database...
+        let started = Instant::now();
+        while kind != Kind::Sqlite && running(&db, &name).await == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{kind:?}: the statement never started"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // ...until the caller cancels
+        call.abort();
+        let stopped = until_stopped(&db, &name).await;
+        assert!(
+            stopped < Duration::from_secs(3),
+            "{kind:?}: the statement ran on for {stopped:?} after the cancel"
+        );
+        tokio::time::timeout(Duration::from_secs(5), adapter.close())
+            .await
+            .unwrap_or_else(|_| panic!("{kind:?}: the cancelled query still holds a connection"));
+        println!(
+            "{kind:?}: statement gone {} ms after the cancel",
+            stopped.as_millis()
+        );
+        served.stop().await;
+        db.drop_namespace().await;
+    }
+}
+
 async fn max_query_time_stops_a_slow_query(kind: Kind) {
     let Some(db) = TestDb::new(kind).await else {
         return;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use jembatan_core::agreement::format_instant;
@@ -398,6 +398,9 @@ pub(crate) struct Allowed {
     pub(crate) held: Option<crate::isolation::Held>,
     /// Writes the exchange's `cancelled` end if it is dropped unfinished.
     pub(crate) end: relay::Unfinished,
+    /// When the consumer stops waiting (its `grpc-timeout`): the adapter's
+    /// fetch gets the same deadline, so its statement stops with it.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// What the broker changes in each record before it leaves: masked
@@ -905,6 +908,7 @@ impl State {
                 _provider: provider_slot,
             }),
             end,
+            deadline: None,
         })
     }
 
@@ -1037,6 +1041,7 @@ impl Exchange for ExchangeService {
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<Self::QueryStream>, Status> {
         let identity = jembatan_pki::peer_identity(&request);
+        let deadline = consumer_deadline(request.metadata());
         let req = request.into_inner();
         let ask = Ask {
             operation: "query",
@@ -1049,7 +1054,8 @@ impl Exchange for ExchangeService {
             key: None,
             verify: Vec::new(),
         };
-        let allowed = self.state.decide(identity, ask).await?;
+        let mut allowed = self.state.decide(identity, ask).await?;
+        allowed.deadline = deadline;
         relay::query(self.state.clone(), allowed).await
     }
 
@@ -1058,6 +1064,7 @@ impl Exchange for ExchangeService {
         request: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
         let identity = jembatan_pki::peer_identity(&request);
+        let deadline = consumer_deadline(request.metadata());
         let req = request.into_inner();
         let ask = Ask {
             operation: "lookup",
@@ -1070,7 +1077,61 @@ impl Exchange for ExchangeService {
             key: Some(req.key.unwrap_or_default()),
             verify: req.verify.into_iter().collect(),
         };
-        let allowed = self.state.decide(identity, ask).await?;
+        let mut allowed = self.state.decide(identity, ask).await?;
+        allowed.deadline = deadline;
         relay::lookup(self.state.clone(), allowed).await
+    }
+}
+
+/// When the caller's `grpc-timeout` runs out, counted from now (the call's
+/// arrival); `None` without one or with one that is not well formed.
+fn consumer_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    Some(Instant::now() + parse_grpc_timeout(text)?)
+}
+
+/// A `grpc-timeout` value: at most 8 digits and a unit (`H`, `M`, `S`,
+/// `m`, `u`, `n`), as gRPC over HTTP/2 defines it.
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let split = text.len().checked_sub(1)?;
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_defines_them() {
+        let cases = [
+            ("5S", Some(Duration::from_secs(5))),
+            ("2H", Some(Duration::from_secs(7200))),
+            ("3M", Some(Duration::from_secs(180))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("99999999u", Some(Duration::from_micros(99_999_999))),
+            ("10n", Some(Duration::from_nanos(10))),
+            ("123456789S", None), // more than 8 digits
+            ("S", None),
+            ("", None),
+            ("5s", None),
+            ("-5S", None),
+            ("5 S", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_grpc_timeout(text), want, "{text:?}");
+        }
     }
 }

@@ -327,31 +327,72 @@ async fn open_fetch(
         state.store.agency(&allowed.provider).await,
         &allowed.provider,
     );
-    let result: Result<_, Status> = async {
-        let endpoint = endpoint?;
-        let channel = state.adapters.channel(&endpoint, &allowed.provider, lane)?;
+    let result: Result<_, (ExchangeStatus, Status)> = async {
+        let endpoint = endpoint.map_err(|s| (ExchangeStatus::Failed, s))?;
+        let channel = state
+            .adapters
+            .channel(&endpoint, &allowed.provider, lane)
+            .map_err(|s| (ExchangeStatus::Failed, s))?;
         let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
+        let mut request = tonic::Request::new(allowed.fetch.clone());
+        // the consumer's deadline is the adapter's: its statement stops
+        // when the consumer stops waiting
+        if let Some(deadline) = allowed.deadline {
+            request.set_timeout(
+                deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .max(std::time::Duration::from_millis(1)),
+            );
+        }
         let stream = client
-            .fetch(allowed.fetch.clone())
+            .fetch(request)
             .await
-            .map_err(|s| adapter_status(&allowed.provider.to_string(), s))?
+            .map_err(|s| {
+                (
+                    adapter_end(allowed, &s),
+                    adapter_status(&allowed.provider.to_string(), s),
+                )
+            })?
             .into_inner();
         Ok((stream, client))
     }
     .await;
-    if let Err(status) = &result {
-        finish(
-            state,
-            allowed,
-            &Tally::new(allowed),
-            ExchangeStatus::Failed,
-            Some(status.message().to_owned()),
-            Vec::new(),
-        )
-        .await?;
+    match result {
+        Ok(opened) => Ok(opened),
+        Err((how, status)) => {
+            finish(
+                state,
+                allowed,
+                &Tally::new(allowed),
+                how,
+                Some(status.message().to_owned()),
+                Vec::new(),
+            )
+            .await?;
+            Err(status)
+        }
     }
-    result
 }
+
+/// How an exchange ends when its adapter call fails with `status`:
+/// `cancelled` when the consumer's deadline, passed on to the adapter, is
+/// what stopped it (the consumer stopped waiting), `failed` otherwise.
+fn adapter_end(allowed: &Allowed, status: &Status) -> ExchangeStatus {
+    let consumers_deadline = allowed
+        .deadline
+        .is_some_and(|d| std::time::Instant::now() + DEADLINE_TOLERANCE >= d);
+    // the adapter's own DeadlineExceeded, or the channel's `Cancelled`
+    // when the deadline passes first on the broker's side of the call
+    if matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled) && consumers_deadline {
+        ExchangeStatus::Cancelled
+    } else {
+        ExchangeStatus::Failed
+    }
+}
+
+/// How close to the consumer's deadline a deadline the adapter reports
+/// counts as the consumer's.
+const DEADLINE_TOLERANCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The endpoint of `provider`'s adapter from the store's answer: a
 /// provider without one and a store that cannot answer are told apart.
@@ -389,7 +430,13 @@ fn adapter_status(provider: &str, status: Status) -> Status {
                 status.message()
             ),
         ),
-        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled => {
+        // the consumer's deadline, passed on, or the adapter's own
+        // max_query_time: the adapter's message says which
+        Code::DeadlineExceeded => Status::deadline_exceeded(format!(
+            "provider {provider}'s adapter stopped the query: {}",
+            status.message()
+        )),
+        Code::Unavailable | Code::Unknown | Code::Cancelled => {
             tracing::warn!(provider, error = %status, "adapter unreachable");
             Status::unavailable(format!("provider {provider}'s adapter is unreachable"))
         }
@@ -736,7 +783,7 @@ pub(crate) async fn query(
                 Step::Read(Err(status)) => {
                     adapter_done = true;
                     broke = Some(Stop::new(
-                        ExchangeStatus::Failed,
+                        adapter_end(&allowed, &status),
                         adapter_status(&allowed.provider.to_string(), status),
                     ));
                     continue;
@@ -919,7 +966,7 @@ pub(crate) async fn lookup(
             Ok(None) => break Ok(()),
             Err(status) => {
                 break Err(Stop::new(
-                    ExchangeStatus::Failed,
+                    adapter_end(&allowed, &status),
                     adapter_status(&allowed.provider.to_string(), status),
                 ));
             }
