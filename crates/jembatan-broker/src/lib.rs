@@ -10,6 +10,7 @@ mod agreements;
 mod audit_service;
 mod checkpoint;
 pub mod config;
+mod error;
 mod exchange;
 mod isolation;
 mod members;
