@@ -503,15 +503,40 @@ mod tests {
         let ca = Ca::create(dir.path(), "test CA").unwrap();
         let mut files = ca.issue_to(&broker(), &[], 1, "broker").unwrap();
         files.crl = Some(dir.path().join("crl.pem"));
-        let err = Live::load(&files, "server").unwrap_err().to_string();
-        assert!(err.contains("crl.pem"), "{err}");
+        let err = Live::load(&files, "server").unwrap_err();
+        assert!(
+            matches!(&err, PkiError::Read { path, .. } if path.ends_with("crl.pem")),
+            "{err}"
+        );
         std::fs::write(dir.path().join("crl.pem"), ca.cert_pem()).unwrap();
-        let err = Live::load(&files, "server").unwrap_err().to_string();
-        assert!(err.contains("not a usable revocation list"), "{err}");
+        let err = Live::load(&files, "server").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                PkiError::BadCrl {
+                    source: crate::CrlError::OtherLabel(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("not a usable revocation list"),
+            "{err}"
+        );
         files.crl = None;
         let other = ca.issue(&broker(), &[], 1).unwrap();
         std::fs::write(&files.key, other.key_pem).unwrap();
-        let err = Live::load(&files, "server").unwrap_err().to_string();
-        assert!(err.contains("does not go with the certificate"), "{err}");
+        let err = Live::load(&files, "server").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                PkiError::BadCertificate {
+                    source: CertError::KeyMismatch { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }
