@@ -196,6 +196,8 @@ impl From<ExchangeError> for Status {
 pub(crate) fn from_adapter(provider: &str, status: Status) -> ExchangeError {
     let provider = provider.to_owned();
     if let Some(reason) = jembatan_pki::wrong_identity_in(&status) {
+        // the consumer is told why; the log keeps the transport's words
+        tracing::warn!(provider = %provider, error = %status, "adapter failed the identity check");
         return ExchangeError::AdapterIdentity {
             provider,
             reason: reason.to_string(),
