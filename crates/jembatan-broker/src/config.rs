@@ -221,9 +221,9 @@ impl BrokerConfig {
             message: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        BrokerConfig::from_toml(&text, base).map_err(|e| BrokerError::Config {
+        BrokerConfig::from_toml(&text, base).map_err(|source| BrokerError::BadConfig {
             path: path.display().to_string(),
-            message: e.to_string(),
+            source,
         })
     }
 

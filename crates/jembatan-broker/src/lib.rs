@@ -42,6 +42,11 @@ pub use server::{MAX_REQUEST_BYTES, REFLECTED_SERVICES, serve};
 pub enum BrokerError {
     #[error("broker config {path}: {message}")]
     Config { path: String, message: String },
+    #[error("broker config {path}: {source}")]
+    BadConfig {
+        path: String,
+        source: config::ConfigError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
