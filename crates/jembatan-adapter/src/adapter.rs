@@ -19,7 +19,7 @@ use tonic::Status;
 
 use crate::config::AdapterConfig;
 use crate::db::{self, ColumnType, Db, OutColumn, QueryTime};
-use crate::error::{AdapterError, Refused};
+use crate::error::{AdapterError, FetchStopped, Refused};
 use crate::kind::ColumnKind;
 use crate::receipts::{
     self, AckedReceipt, FetchStatus, LogEntry, ReceiptEntry, ReceiptLog, ServedEntry,
@@ -173,12 +173,10 @@ impl Adapter {
         let mut problems = Vec::new();
         let mut datasets = Vec::new();
         for d in &config.datasets {
-            let id = d
-                .id(&config.agency)
-                .map_err(|message| AdapterError::Config {
-                    origin: "adapter config".into(),
-                    message,
-                })?;
+            let id = d.id(&config.agency).map_err(|e| AdapterError::Config {
+                origin: "adapter config".into(),
+                message: e.to_string(),
+            })?;
             let live = db::table_columns(db, d.schema.as_deref(), &d.table).await?;
             let table = table_label(d.schema.as_deref(), &d.table);
             if live.is_empty() {
@@ -534,10 +532,7 @@ impl Adapter {
                             error = %e,
                             "database error while reading dataset"
                         );
-                        let status = Status::internal(format!(
-                            "database error while reading dataset {}",
-                            dataset.id
-                        ));
+                        let status = FetchStopped::Database(dataset.id.clone()).into();
                         // the broker may already be gone; the log records the failure either way
                         let _ = tx.send(Err(status)).await;
                         return Some(FetchStatus::Failed);
@@ -554,16 +549,16 @@ impl Adapter {
         let status = match tokio::time::timeout_at(time.deadline.into(), read).await {
             Ok(Some(status)) => status,
             Ok(None) | Err(_) => {
-                let message = limit.exceeded(&dataset.id);
+                let stopped = limit.exceeded(&dataset.id);
                 tracing::warn!(
                     dataset = %dataset.id,
                     exchange_id = %truncate(&req.exchange_id, 64),
                     elapsed_ms = started.elapsed().as_millis() as u64,
-                    reason = %message,
+                    reason = %stopped,
                     "fetch stopped at its deadline"
                 );
                 // the broker may already be gone; the log records the failure either way
-                let _ = tx.send(Err(Status::deadline_exceeded(message))).await;
+                let _ = tx.send(Err(stopped.into())).await;
                 FetchStatus::Failed
             }
         };
@@ -683,16 +678,11 @@ impl TimeLimit {
     }
 
     /// The message of the `DeadlineExceeded` a fetch past this limit ends with.
-    fn exceeded(self, dataset: &DatasetId) -> String {
+    fn exceeded(self, dataset: &DatasetId) -> FetchStopped {
+        let dataset = dataset.clone();
         match self {
-            TimeLimit::Caller(d) => format!(
-                "the fetch of dataset {dataset} did not finish within the caller's deadline of {} (grpc-timeout); the query was stopped",
-                humantime::format_duration(d)
-            ),
-            TimeLimit::Config(d) => format!(
-                "the fetch of dataset {dataset} ran longer than the adapter's limit max_query_time = {}; the query was stopped",
-                humantime::format_duration(d)
-            ),
+            TimeLimit::Caller(limit) => FetchStopped::CallerDeadline { dataset, limit },
+            TimeLimit::Config(limit) => FetchStopped::ConfigDeadline { dataset, limit },
         }
     }
 }

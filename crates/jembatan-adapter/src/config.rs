@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jembatan_core::dbtls::DatabaseTls;
-use jembatan_core::{AgencyId, DatasetId, FieldName, Filter};
+use jembatan_core::{AgencyId, DatasetId, FieldName, Filter, InvalidArgument};
 use jembatan_pki::TlsFiles;
 use serde::Deserialize;
 
@@ -233,55 +233,76 @@ impl AdapterConfig {
 
 impl DatasetConfig {
     /// The dataset id, `<agency>.<name>`.
-    pub fn id(&self, agency: &AgencyId) -> Result<DatasetId, String> {
-        DatasetId::new(agency, &self.name).map_err(|e| e.message)
+    pub fn id(&self, agency: &AgencyId) -> Result<DatasetId, DatasetConfigError> {
+        DatasetId::new(agency, &self.name).map_err(DatasetConfigError::Name)
     }
 
-    fn check(&self, agency: &AgencyId, backend: Backend) -> Result<(), String> {
+    fn check(&self, agency: &AgencyId, backend: Backend) -> Result<(), DatasetConfigError> {
         self.id(agency)?;
         check_db_name("table", &self.table)?;
         if self.table.contains('.') {
-            return Err(format!(
-                "table {:?} contains '.'; name the table alone and put a PostgreSQL schema in `schema`",
-                self.table
-            ));
+            return Err(DatasetConfigError::QualifiedTable(self.table.clone()));
         }
         if let Some(schema) = &self.schema {
             if backend != Backend::Postgres {
-                return Err(format!(
-                    "`schema` is supported only for PostgreSQL; this database is {}",
-                    backend.as_str()
-                ));
+                return Err(DatasetConfigError::SchemaNotPostgres(backend));
             }
             check_db_name("schema", schema)?;
         }
         if self.columns.is_empty() {
-            return Err("columns is empty; list at least one column to expose".into());
+            return Err(DatasetConfigError::NoColumns);
         }
         let mut seen = BTreeSet::new();
         for c in &self.columns {
             if !seen.insert(c) {
-                return Err(format!("column \"{c}\" is listed more than once"));
+                return Err(DatasetConfigError::DuplicateColumn(c.clone()));
             }
         }
         if let Some(key) = &self.key
             && !seen.contains(key)
         {
-            return Err(format!("key \"{key}\" is not among columns"));
+            return Err(DatasetConfigError::KeyNotAmongColumns(key.clone()));
         }
         Ok(())
     }
 }
 
-fn check_db_name(what: &str, s: &str) -> Result<(), String> {
+/// What is wrong with one dataset of the whitelist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatasetConfigError {
+    /// The name does not make a dataset id.
+    #[error("{}", .0.message)]
+    Name(InvalidArgument),
+    #[error("{0} is empty")]
+    EmptyName(&'static str),
+    #[error("{0} contains a NUL byte")]
+    NulInName(&'static str),
+    #[error("{0} is longer than 128 bytes")]
+    LongName(&'static str),
+    #[error(
+        "table {0:?} contains '.'; name the table alone and put a PostgreSQL schema in `schema`"
+    )]
+    QualifiedTable(String),
+    #[error("`schema` is supported only for PostgreSQL; this database is {}", .0.as_str())]
+    SchemaNotPostgres(Backend),
+    #[error("columns is empty; list at least one column to expose")]
+    NoColumns,
+    #[error("column \"{0}\" is listed more than once")]
+    DuplicateColumn(FieldName),
+    #[error("key \"{0}\" is not among columns")]
+    KeyNotAmongColumns(FieldName),
+}
+
+/// Checks a table or schema name (`what`) before it reaches the database.
+fn check_db_name(what: &'static str, s: &str) -> Result<(), DatasetConfigError> {
     if s.is_empty() {
-        return Err(format!("{what} is empty"));
+        return Err(DatasetConfigError::EmptyName(what));
     }
     if s.contains('\0') {
-        return Err(format!("{what} contains a NUL byte"));
+        return Err(DatasetConfigError::NulInName(what));
     }
     if s.len() > 128 {
-        return Err(format!("{what} is longer than 128 bytes"));
+        return Err(DatasetConfigError::LongName(what));
     }
     Ok(())
 }

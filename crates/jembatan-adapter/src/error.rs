@@ -2,9 +2,11 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use humantime::format_duration;
 use jembatan_core::limits::{MAX_FIELDS, MAX_IDENT_BYTES};
-use jembatan_core::{ErrorCode, InvalidArgument, ServiceError};
+use jembatan_core::{DatasetId, ErrorCode, InvalidArgument, ServiceError};
 
 use crate::adapter::MAX_RECEIPTS_PER_BATCH;
 
@@ -124,6 +126,43 @@ impl From<Refused> for tonic::Status {
     }
 }
 
+/// Why a fetch under way stopped before its last batch; the stream ends
+/// with its status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchStopped {
+    /// The database failed while rows were read; its detail is logged
+    /// where it is met, never sent to the broker.
+    #[error("database error while reading dataset {0}")]
+    Database(DatasetId),
+    #[error(
+        "the fetch of dataset {dataset} did not finish within the caller's deadline of {} (grpc-timeout); the query was stopped",
+        format_duration(*limit)
+    )]
+    CallerDeadline { dataset: DatasetId, limit: Duration },
+    #[error(
+        "the fetch of dataset {dataset} ran longer than the adapter's limit max_query_time = {}; the query was stopped",
+        format_duration(*limit)
+    )]
+    ConfigDeadline { dataset: DatasetId, limit: Duration },
+}
+
+impl ServiceError for FetchStopped {
+    fn code(&self) -> ErrorCode {
+        match self {
+            FetchStopped::Database(_) => ErrorCode::Internal,
+            FetchStopped::CallerDeadline { .. } | FetchStopped::ConfigDeadline { .. } => {
+                ErrorCode::DeadlineExceeded
+            }
+        }
+    }
+}
+
+impl From<FetchStopped> for tonic::Status {
+    fn from(err: FetchStopped) -> tonic::Status {
+        jembatan_core::error::status(&err)
+    }
+}
+
 /// The URL with any password replaced by `***`, for messages and logs.
 pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -150,6 +189,63 @@ pub(crate) fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn refusals_and_stopped_fetches_become_statuses() {
+        let dataset: DatasetId = "dukcapil.penduduk".parse().unwrap();
+        let cases: [(&str, tonic::Status, Code, &str); 5] = [
+            (
+                "off the whitelist",
+                Refused::DatasetNotWhitelisted {
+                    dataset: "dukcapil.rahasia".into(),
+                    agency: "dukcapil".into(),
+                }
+                .into(),
+                Code::PermissionDenied,
+                "dataset \"dukcapil.rahasia\" is not on the whitelist of this adapter (agency dukcapil)",
+            ),
+            (
+                "the receipt log's path stays in the log",
+                Refused::ReceiptLog {
+                    path: "/var/lib/adapter/receipts.jsonl".into(),
+                    message: "disk full".into(),
+                }
+                .into(),
+                Code::Internal,
+                "cannot record the receipt",
+            ),
+            (
+                "a database error names only the dataset",
+                FetchStopped::Database(dataset.clone()).into(),
+                Code::Internal,
+                "database error while reading dataset dukcapil.penduduk",
+            ),
+            (
+                "the caller's deadline",
+                FetchStopped::CallerDeadline {
+                    dataset: dataset.clone(),
+                    limit: Duration::from_secs(2),
+                }
+                .into(),
+                Code::DeadlineExceeded,
+                "the fetch of dataset dukcapil.penduduk did not finish within the caller's deadline of 2s (grpc-timeout); the query was stopped",
+            ),
+            (
+                "the adapter's limit",
+                FetchStopped::ConfigDeadline {
+                    dataset,
+                    limit: Duration::from_secs(600),
+                }
+                .into(),
+                Code::DeadlineExceeded,
+                "the fetch of dataset dukcapil.penduduk ran longer than the adapter's limit max_query_time = 10m; the query was stopped",
+            ),
+        ];
+        for (name, status, code, message) in cases {
+            assert_eq!((status.code(), status.message()), (code, message), "{name}");
+        }
+    }
 
     #[test]
     fn passwords_are_redacted() {

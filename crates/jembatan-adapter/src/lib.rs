@@ -34,9 +34,9 @@ pub use adapter::{
 };
 pub use config::{
     AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUERY_TIME,
-    DatasetConfig, MAX_MAX_CONNECTIONS,
+    DatasetConfig, DatasetConfigError, MAX_MAX_CONNECTIONS,
 };
-pub use error::{AdapterError, Refused};
+pub use error::{AdapterError, FetchStopped, Refused};
 pub use init::{introspect, introspect_with};
 pub use kind::ColumnKind;
 pub use receipts::{

@@ -26,6 +26,8 @@ use jembatan_pki::{ClientTls, PkiError, Serial, TlsFiles};
 use tonic::Status;
 use tonic::transport::Channel;
 
+use crate::error::ExchangeError;
+
 /// What an adapter may send on one stream before the broker reads it:
 /// each stream's HTTP/2 receive window (hyper's client default, enough for
 /// bulk reads on a LAN or a regional link).
@@ -79,7 +81,7 @@ impl AdapterPool {
         endpoint: &str,
         provider: &AgencyId,
         lane: Lane,
-    ) -> Result<Channel, Status> {
+    ) -> Result<Channel, ExchangeError> {
         // a map of channels is left whole by a panic elsewhere
         let mut channels = self
             .channels
@@ -108,9 +110,9 @@ impl AdapterPool {
                     .initial_stream_window_size(STREAM_WINDOW)
                     .initial_connection_window_size(connection_window)
             })
-            .map_err(|err| {
-                tracing::error!(error = %err, endpoint, "bad adapter endpoint");
-                Status::internal("bad adapter endpoint")
+            .map_err(|err| ExchangeError::AdapterEndpoint {
+                endpoint: endpoint.to_owned(),
+                cause: Box::new(err),
             })?;
         channels.insert(key, (serial, channel.clone()));
         Ok(channel)
@@ -138,7 +140,7 @@ impl AdapterPool {
         request.set_timeout(DESCRIBE_TIMEOUT);
         let described = tokio::time::timeout(DESCRIBE_TIMEOUT, client.describe(request))
             .await
-            .map_err(|_| Status::deadline_exceeded("the adapter did not answer in time"))??;
+            .map_err(|_| Status::from(ExchangeError::AdapterTimeout))??;
         Ok(described.into_inner())
     }
 }

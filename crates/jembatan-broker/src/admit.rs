@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::error::{BadRecord, Cause};
 use crate::exchange::{Shape, Translation};
 
 /// Most bytes of one record the broker accepts from an adapter.
@@ -39,7 +40,7 @@ pub(crate) struct Admitted {
     pub(crate) verified: BTreeMap<String, bool>,
     /// Why the record after `records` could not be translated: the
     /// exchange fails unless the consumer's limit is reached first.
-    pub(crate) failed: Option<String>,
+    pub(crate) failed: Option<BadRecord>,
 }
 
 impl Admit {
@@ -69,7 +70,7 @@ impl Admit {
     /// Admits one batch; `first` is the number of its first record in the
     /// exchange, counted from 1, for error messages. `Err` when the
     /// adapter sent something it must not: the exchange fails.
-    pub(crate) fn batch(&self, records: Vec<String>, first: u64) -> Result<Admitted, String> {
+    pub(crate) fn batch(&self, records: Vec<String>, first: u64) -> Result<Admitted, BadRecord> {
         let mut admitted = Admitted::default();
         if !self.changes_records() {
             // nothing changes: only the keys are read
@@ -96,7 +97,10 @@ impl Admit {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
                 Err(e) => {
-                    admitted.failed = Some(format!("record {}: {e}", first + i as u64));
+                    admitted.failed = Some(BadRecord::Untranslatable {
+                        record: first + i as u64,
+                        source: e,
+                    });
                     break;
                 }
             }
@@ -106,39 +110,38 @@ impl Admit {
     }
 
     /// One record from the adapter must be a JSON object of granted fields.
-    fn check_record(&self, record: &str) -> Result<(), String> {
+    fn check_record(&self, record: &str) -> Result<(), BadRecord> {
         check_size(record)?;
         // only the keys matter here
         let keys = jembatan_core::record::record_keys(record)
-            .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
+            .map_err(|e| BadRecord::NotAnObject(e.to_string()))?;
         self.check_keys(keys.into_iter())
     }
 
     /// The same checks as [`check_record`](Self::check_record), keeping
     /// the parsed object.
-    fn parse_record(&self, record: &str) -> Result<Map<String, Value>, String> {
+    fn parse_record(&self, record: &str) -> Result<Map<String, Value>, BadRecord> {
         check_size(record)?;
         let map = jembatan_core::record::parse_record(record)
-            .map_err(|e| format!("adapter sent a record that is not a JSON object: {e}"))?;
+            .map_err(|e| BadRecord::NotAnObject(e.to_string()))?;
         self.check_keys(map.keys().map(String::as_str))?;
         Ok(map)
     }
 
     /// Every key must be a column the exchange fetched (the grant).
-    fn check_keys<'a>(&self, mut keys: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    fn check_keys<'a>(&self, mut keys: impl Iterator<Item = &'a str>) -> Result<(), BadRecord> {
         match keys.find(|k| !self.columns.iter().any(|c| c == k)) {
-            Some(extra) => Err(format!(
-                "adapter sent field {:?} outside the grant",
-                jembatan_core::ids::truncate(extra, 64)
+            Some(extra) => Err(BadRecord::OutsideGrant(
+                jembatan_core::ids::truncate(extra, 64).to_owned(),
             )),
             None => Ok(()),
         }
     }
 }
 
-fn check_size(record: &str) -> Result<(), String> {
+fn check_size(record: &str) -> Result<(), BadRecord> {
     if record.len() > MAX_RECORD_BYTES {
-        return Err(format!("adapter sent a record of {} bytes", record.len()));
+        return Err(BadRecord::TooLarge(record.len()));
     }
     Ok(())
 }
@@ -176,7 +179,7 @@ pub(crate) struct Workers {
 
 /// A batch being admitted on a worker thread. The outer `Err` is the
 /// broker's own failure (the worker could not run), not the adapter's.
-pub(crate) type Pending = JoinHandle<Result<Result<Admitted, String>, String>>;
+pub(crate) type Pending = JoinHandle<Result<Result<Admitted, BadRecord>, Cause>>;
 
 impl Workers {
     pub(crate) fn new() -> Self {
@@ -192,10 +195,10 @@ impl Workers {
         let admit = admit.clone();
         tokio::spawn(async move {
             // the semaphore is never closed
-            let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
+            let _slot = slots.acquire_owned().await.map_err(Cause::from)?;
             tokio::task::spawn_blocking(move || admit.batch(records, first))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(Cause::from)
         })
     }
 }

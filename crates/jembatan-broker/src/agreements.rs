@@ -14,6 +14,7 @@
 //! (`Adapter.Describe`) is asked at proposal and again at approval, where
 //! an adapter that cannot be asked refuses the approval (fail closed).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +23,8 @@ use chrono::{DateTime, Utc};
 use jembatan_core::agreement::{MAX_REASON_BYTES, format_instant};
 use jembatan_core::{
     AccessMode, Action, AgencyId, AgreementChange, AgreementStatus, AuditEntry, DatasetId,
-    Decision, EntryKind, ExchangeStatus, FieldGrant, FieldName, Filter, Identity, InvalidArgument,
-    MaskRule, Quota, Role, TransitionError,
+    Decision, EntryKind, ErrorCode, ExchangeStatus, FieldGrant, FieldName, Filter, Identity,
+    InvalidArgument, MaskRule, Quota, Role, ServiceError, TransitionError,
 };
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::agreements_server;
@@ -32,6 +33,7 @@ use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use crate::exchange::State;
+use crate::members::Unregistered;
 
 /// A registered purpose: the legal basis agreements may name.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -91,17 +93,138 @@ impl AgreementsService {
     }
 }
 
-fn store_unavailable(err: StoreError) -> Status {
-    tracing::error!(error = %err, "store failed");
-    Status::unavailable("the broker store is unavailable")
+/// Why an agreement call or lifecycle step is refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AgreementError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidArgument),
+    #[error("the broker store is unavailable: {0}")]
+    Store(StoreError),
+    /// The caller's agency is not registered.
+    #[error(transparent)]
+    Unregistered(Unregistered),
+    /// One of the agreement's agencies is not registered.
+    #[error(transparent)]
+    PartyUnregistered(Unregistered),
+    #[error("{0}: it cannot be approved")]
+    NotApprovable(Unregistered),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("there is no agreement {0:?}")]
+    NoAgreement(String),
+    #[error("there is no agreement {id:?} visible to {by}")]
+    NotVisible { id: String, by: Identity },
+    #[error("there is no dataset {0}")]
+    NoDataset(DatasetId),
+    #[error("agreements are proposed by the consuming agency's certificate, not a {0} certificate")]
+    NotAConsumer(Role),
+    #[error("a {0} certificate cannot read agreements")]
+    CannotRead(Role),
+    #[error("this broker has no registered purposes, so no agreement can be proposed")]
+    NoPurposes,
+    #[error("purpose {purpose:?} is not a registered legal basis (registered: {known})")]
+    UnregisteredPurpose { purpose: String, known: String },
+    #[error(
+        "provider {0} has no adapter registered with this broker, so the agreement's columns cannot be checked against its whitelist"
+    )]
+    NoAdapter(AgencyId),
+    /// The adapter could not be asked; why goes to the log.
+    #[error("provider {provider}'s adapter could not be asked for its whitelist: {status}")]
+    AdapterNotAsked {
+        provider: AgencyId,
+        status: Box<Status>,
+    },
+    #[error(
+        "provider {provider}'s adapter does not serve dataset {dataset} (its whitelist has no such dataset)"
+    )]
+    DatasetNotServed {
+        provider: AgencyId,
+        dataset: DatasetId,
+    },
+    #[error(
+        "provider {provider}'s adapter does not whitelist the {missing} of {dataset}; it serves {served}"
+    )]
+    ColumnsNotServed {
+        provider: AgencyId,
+        missing: String,
+        dataset: DatasetId,
+        served: String,
+    },
+    /// The whitelist could not be checked when approving: fail closed.
+    #[error(
+        "{0}; the approval is refused until the adapter confirms it serves every column the agreement names"
+    )]
+    Unconfirmed(Box<AgreementError>),
+    #[error("{0} already exists")]
+    Exists(String),
+    /// The store refused an insert of what exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The proposer may not propose these terms.
+    #[error("{0}")]
+    NotProposer(TransitionError),
+    /// Another step changed the agreement first.
+    #[error("{0}; read it again")]
+    Changed(String),
+}
+
+impl ServiceError for AgreementError {
+    fn code(&self) -> ErrorCode {
+        use AgreementError as E;
+        match self {
+            E::Invalid(_) => ErrorCode::InvalidArgument,
+            E::Store(_) | E::AdapterNotAsked { .. } => ErrorCode::Unavailable,
+            E::Unregistered(_) | E::NotProposer(_) | E::NotAConsumer(_) | E::CannotRead(_) => {
+                ErrorCode::PermissionDenied
+            }
+            E::Transition(TransitionError::NotAllowed(_)) => ErrorCode::PermissionDenied,
+            E::Transition(TransitionError::WrongState(_))
+            | E::PartyUnregistered(_)
+            | E::NotApprovable(_)
+            | E::NoPurposes
+            | E::UnregisteredPurpose { .. }
+            | E::NoAdapter(_)
+            | E::DatasetNotServed { .. }
+            | E::ColumnsNotServed { .. } => ErrorCode::FailedPrecondition,
+            E::NoAgreement(_) | E::NotVisible { .. } | E::NoDataset(_) => ErrorCode::NotFound,
+            E::Unconfirmed(why) => why.code(),
+            E::Exists(_) | E::Conflict(_) => ErrorCode::AlreadyExists,
+            E::Changed(_) => ErrorCode::Aborted,
+        }
+    }
+
+    fn public_message(&self) -> Cow<'_, str> {
+        use AgreementError as E;
+        match self {
+            E::Store(_) => Cow::Borrowed("the broker store is unavailable"),
+            E::AdapterNotAsked { provider, .. } => Cow::Owned(format!(
+                "provider {provider}'s adapter could not be asked for its whitelist"
+            )),
+            E::Unconfirmed(why) => Cow::Owned(format!(
+                "{}; the approval is refused until the adapter confirms it serves every column the agreement names",
+                why.public_message()
+            )),
+            other => Cow::Owned(other.to_string()),
+        }
+    }
+}
+
+impl From<AgreementError> for Status {
+    fn from(err: AgreementError) -> Status {
+        jembatan_core::error::status(&err)
+    }
+}
+
+fn store_unavailable(err: StoreError) -> AgreementError {
+    AgreementError::Store(err)
 }
 
 /// How an agreement's columns stand against its provider's whitelist.
 enum Whitelist {
     /// The adapter serves every column the agreement names.
     Served,
-    /// The adapter could not be asked; the status says why.
-    Unknown(Status),
+    /// The adapter could not be asked; the error says why.
+    Unknown(AgreementError),
 }
 
 /// A lifecycle step (or an attempt at one), as the audit log records it.
@@ -183,13 +306,14 @@ impl State {
         action: Action,
         agreement: Option<&jembatan_core::Agreement>,
         id: &str,
-        status: Status,
+        err: AgreementError,
     ) -> Status {
-        let how = if status.code() == tonic::Code::InvalidArgument {
+        let how = if err.code() == ErrorCode::InvalidArgument {
             ExchangeStatus::Invalid
         } else {
             ExchangeStatus::Denied
         };
+        let status = Status::from(err);
         let at = agreement.map(|a| a.status);
         let entry = step_entry(
             Step {
@@ -213,7 +337,8 @@ impl State {
     /// effect in the store: an entry of its own, with the step's exchange
     /// id and change, status `failed` and the reason. Returns `status`, or
     /// `Unavailable` when even that entry cannot be written.
-    async fn step_failed(&self, entry: &AuditEntry, why: &str, status: Status) -> Status {
+    async fn step_failed(&self, entry: &AuditEntry, why: &str, err: AgreementError) -> Status {
+        let status = Status::from(err);
         let mut failed = entry.clone();
         failed.time = format_instant(&Utc::now());
         failed.status = ExchangeStatus::Failed;
@@ -236,7 +361,10 @@ impl State {
     /// adapter's `Describe` tells. Refuses (`FailedPrecondition`) naming
     /// the dataset, or each column, it does not serve; `Unknown` when the
     /// adapter cannot be asked.
-    async fn check_whitelist(&self, a: &jembatan_core::Agreement) -> Result<Whitelist, Status> {
+    async fn check_whitelist(
+        &self,
+        a: &jembatan_core::Agreement,
+    ) -> Result<Whitelist, AgreementError> {
         let endpoint = self
             .store
             .agency(&a.provider)
@@ -244,19 +372,17 @@ impl State {
             .map_err(store_unavailable)?
             .and_then(|agency| agency.adapter_endpoint);
         let Some(endpoint) = endpoint else {
-            return Ok(Whitelist::Unknown(Status::failed_precondition(format!(
-                "provider {} has no adapter registered with this broker, so the agreement's columns cannot be checked against its whitelist",
-                a.provider
-            ))));
+            return Ok(Whitelist::Unknown(AgreementError::NoAdapter(
+                a.provider.clone(),
+            )));
         };
         let described = match self.adapters.describe(&endpoint, &a.provider).await {
             Ok(d) => d,
             Err(status) => {
-                tracing::warn!(provider = %a.provider, error = %status, "adapter could not describe its whitelist");
-                return Ok(Whitelist::Unknown(Status::unavailable(format!(
-                    "provider {}'s adapter could not be asked for its whitelist",
-                    a.provider
-                ))));
+                return Ok(Whitelist::Unknown(AgreementError::AdapterNotAsked {
+                    provider: a.provider.clone(),
+                    status: Box::new(status),
+                }));
             }
         };
         let Some(dataset) = described
@@ -264,10 +390,10 @@ impl State {
             .iter()
             .find(|d| d.dataset == a.dataset.as_str())
         else {
-            return Err(Status::failed_precondition(format!(
-                "provider {}'s adapter does not serve dataset {} (its whitelist has no such dataset)",
-                a.provider, a.dataset
-            )));
+            return Err(AgreementError::DatasetNotServed {
+                provider: a.provider.clone(),
+                dataset: a.dataset.clone(),
+            });
         };
         let served: BTreeSet<&str> = dataset.columns.iter().map(|c| c.name.as_str()).collect();
         let granted: BTreeSet<&str> = a
@@ -294,13 +420,12 @@ impl State {
         if !filtered.is_empty() {
             parts.push(format!("row filter column(s) {}", list(&filtered)));
         }
-        Err(Status::failed_precondition(format!(
-            "provider {}'s adapter does not whitelist the {} of {}; it serves {}",
-            a.provider,
-            parts.join(" and the "),
-            a.dataset,
-            list(&served)
-        )))
+        Err(AgreementError::ColumnsNotServed {
+            provider: a.provider.clone(),
+            missing: parts.join(" and the "),
+            dataset: a.dataset.clone(),
+            served: list(&served),
+        })
     }
 
     /// Refuses an approval the broker cannot stand behind: one whose
@@ -311,24 +436,18 @@ impl State {
         &self,
         a: &jembatan_core::Agreement,
         puts_in_force: bool,
-    ) -> Result<(), Status> {
+    ) -> Result<(), AgreementError> {
         for agency in [&a.consumer, &a.provider] {
             self.members
                 .check(agency)
-                .map_err(|u| Status::failed_precondition(format!("{u}: it cannot be approved")))?;
+                .map_err(AgreementError::NotApprovable)?;
         }
         if !puts_in_force {
             return Ok(());
         }
         match self.check_whitelist(a).await? {
             Whitelist::Served => Ok(()),
-            Whitelist::Unknown(status) => Err(Status::new(
-                status.code(),
-                format!(
-                    "{}; the approval is refused until the adapter confirms it serves every column the agreement names",
-                    status.message()
-                ),
-            )),
+            Whitelist::Unknown(why) => Err(AgreementError::Unconfirmed(Box::new(why))),
         }
     }
 
@@ -344,36 +463,29 @@ impl State {
     ) -> Result<jembatan_core::Agreement, Status> {
         let caller = by.to_string();
         if let Err(unregistered) = self.members.check_identity(by) {
-            let status = Status::permission_denied(unregistered.to_string());
-            return Err(self.refuse_step(&caller, action, None, id, status).await);
+            let err = AgreementError::Unregistered(unregistered);
+            return Err(self.refuse_step(&caller, action, None, id, err).await);
         }
         let Some(current) = self.store.agreement(id).await.map_err(store_unavailable)? else {
-            let status = Status::not_found(format!(
-                "there is no agreement {:?}",
-                jembatan_core::ids::truncate(id, 128)
-            ));
-            return Err(self.refuse_step(&caller, action, None, id, status).await);
+            let err = AgreementError::NoAgreement(jembatan_core::ids::truncate(id, 128).to_owned());
+            return Err(self.refuse_step(&caller, action, None, id, err).await);
         };
         let next =
             match current.next_status(action, by, self.lifecycle.operator_approval, Utc::now()) {
                 Ok(next) => next,
                 Err(err) => {
-                    let status = match &err {
-                        TransitionError::NotAllowed(m) => Status::permission_denied(m.clone()),
-                        TransitionError::WrongState(m) => Status::failed_precondition(m.clone()),
-                    };
                     return Err(self
-                        .refuse_step(&caller, action, Some(&current), id, status)
+                        .refuse_step(&caller, action, Some(&current), id, err.into())
                         .await);
                 }
             };
         if action == Action::Approve
-            && let Err(status) = self
+            && let Err(err) = self
                 .check_approval(&current, next == AgreementStatus::Approved)
                 .await
         {
             return Err(self
-                .refuse_step(&caller, action, Some(&current), id, status)
+                .refuse_step(&caller, action, Some(&current), id, err)
                 .await);
         }
         let mut updated = current.clone();
@@ -397,13 +509,12 @@ impl State {
             Ok(()) => {}
             Err(StoreError::Conflict(message)) => {
                 let why = format!("{message}: it changed while this {action} was being applied");
-                let status = Status::aborted(format!("{why}; read it again"));
-                return Err(self.step_failed(&entry, &why, status).await);
+                let err = AgreementError::Changed(why.clone());
+                return Err(self.step_failed(&entry, &why, err).await);
             }
             Err(err) => {
-                let status = store_unavailable(err);
                 return Err(self
-                    .step_failed(&entry, "the broker store failed", status)
+                    .step_failed(&entry, "the broker store failed", store_unavailable(err))
                     .await);
             }
         }
@@ -421,46 +532,46 @@ impl State {
         let caller = by.to_string();
         let wanted_id = jembatan_core::ids::truncate(&terms.id, 128).to_owned();
         if let Err(unregistered) = self.members.check_identity(by) {
-            let status = Status::permission_denied(unregistered.to_string());
+            let err = AgreementError::Unregistered(unregistered);
             return Err(self
-                .refuse_step(&caller, Action::Propose, None, &wanted_id, status)
+                .refuse_step(&caller, Action::Propose, None, &wanted_id, err)
                 .await);
         }
         let agreement = match self.terms_from_proto(by, terms).await {
             Ok(a) => a,
-            Err(status) => {
+            Err(err) => {
                 return Err(self
-                    .refuse_step(&caller, Action::Propose, None, &wanted_id, status)
+                    .refuse_step(&caller, Action::Propose, None, &wanted_id, err)
                     .await);
             }
         };
         let admitted = match agreement.check_proposer(by) {
-            Err(err) => Err(Status::permission_denied(err.to_string())),
+            Err(err) => Err(AgreementError::NotProposer(err)),
             Ok(()) => match self.store.agreement(&agreement.id).await {
-                Ok(Some(_)) => Err(Status::already_exists(format!(
-                    "agreement {} already exists",
+                Ok(Some(_)) => Err(AgreementError::Exists(format!(
+                    "agreement {}",
                     agreement.id
                 ))),
                 Ok(None) => match self.check_whitelist(&agreement).await {
                     Ok(Whitelist::Served) => Ok(()),
                     // a proposal grants nothing yet: its approval asks again
-                    Ok(Whitelist::Unknown(status)) => {
-                        tracing::warn!(agreement = %agreement.id, reason = status.message(), "proposal recorded without checking the provider's whitelist");
+                    Ok(Whitelist::Unknown(why)) => {
+                        tracing::warn!(agreement = %agreement.id, reason = %why, "proposal recorded without checking the provider's whitelist");
                         Ok(())
                     }
-                    Err(status) => Err(status),
+                    Err(err) => Err(err),
                 },
-                Err(err) => return Err(store_unavailable(err)),
+                Err(err) => return Err(store_unavailable(err).into()),
             },
         };
-        if let Err(status) = admitted {
+        if let Err(err) = admitted {
             return Err(self
                 .refuse_step(
                     &caller,
                     Action::Propose,
                     Some(&agreement),
                     &agreement.id,
-                    status,
+                    err,
                 )
                 .await);
         }
@@ -480,15 +591,12 @@ impl State {
         match self.store.insert_agreement(&agreement).await {
             Ok(()) => Ok(agreement),
             Err(StoreError::Conflict(message)) => {
-                let status = Status::already_exists(message.clone());
-                Err(self.step_failed(&entry, &message, status).await)
+                let err = AgreementError::Conflict(message.clone());
+                Err(self.step_failed(&entry, &message, err).await)
             }
-            Err(err) => {
-                let status = store_unavailable(err);
-                Err(self
-                    .step_failed(&entry, "the broker store failed", status)
-                    .await)
-            }
+            Err(err) => Err(self
+                .step_failed(&entry, "the broker store failed", store_unavailable(err))
+                .await),
         }
     }
 
@@ -499,12 +607,14 @@ impl State {
         &self,
         by: &Identity,
         terms: pb::Agreement,
-    ) -> Result<jembatan_core::Agreement, Status> {
-        let bad = |field: &str, message: String| Status::from(InvalidArgument::new(field, message));
+    ) -> Result<jembatan_core::Agreement, AgreementError> {
+        let bad = |field: &str, message: String| {
+            AgreementError::from(InvalidArgument::new(field, message))
+        };
         let dataset: DatasetId = terms
             .dataset
             .parse()
-            .map_err(|e: InvalidArgument| Status::from(e.within("dataset")))?;
+            .map_err(|e: InvalidArgument| e.within("dataset"))?;
         if self
             .store
             .dataset(&dataset)
@@ -512,26 +622,23 @@ impl State {
             .map_err(store_unavailable)?
             .is_none()
         {
-            return Err(Status::not_found(format!("there is no dataset {dataset}")));
+            return Err(AgreementError::NoDataset(dataset));
         }
         let consumer: AgencyId = if terms.consumer.is_empty() {
-            by.agency.clone().ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "agreements are proposed by the consuming agency's certificate, not a {} certificate",
-                    by.role
-                ))
-            })?
+            by.agency
+                .clone()
+                .ok_or(AgreementError::NotAConsumer(by.role))?
         } else {
             terms
                 .consumer
                 .parse()
-                .map_err(|e: InvalidArgument| Status::from(e.within("consumer")))?
+                .map_err(|e: InvalidArgument| e.within("consumer"))?
         };
         let provider = dataset.agency();
         for agency in [&consumer, &provider] {
             self.members
                 .check(agency)
-                .map_err(|u| Status::failed_precondition(u.to_string()))?;
+                .map_err(AgreementError::PartyUnregistered)?;
         }
         if !terms.provider.is_empty() && terms.provider != provider.as_str() {
             return Err(bad(
@@ -549,7 +656,7 @@ impl State {
         };
         let mut fields = Vec::with_capacity(terms.fields.len());
         for (i, g) in terms.fields.iter().enumerate() {
-            let at = |e: InvalidArgument| Status::from(e.within(&format!("fields[{i}]")));
+            let at = |e: InvalidArgument| e.within(&format!("fields[{i}]"));
             let field: FieldName = g.field.parse().map_err(at)?;
             let mode = match pb::AccessMode::try_from(g.mode) {
                 Ok(pb::AccessMode::Unspecified | pb::AccessMode::Read) => AccessMode::Read,
@@ -593,18 +700,17 @@ impl State {
             .as_ref()
             .map(Filter::try_from)
             .transpose()
-            .map_err(|e| Status::from(e.within("row_filter")))?;
+            .map_err(|e| e.within("row_filter"))?;
         if !self.lifecycle.purposes.contains_key(&terms.purpose) {
             let known: Vec<&str> = self.lifecycle.purposes.keys().map(String::as_str).collect();
-            return Err(Status::failed_precondition(if known.is_empty() {
-                "this broker has no registered purposes, so no agreement can be proposed".to_owned()
+            return Err(if known.is_empty() {
+                AgreementError::NoPurposes
             } else {
-                format!(
-                    "purpose {:?} is not a registered legal basis (registered: {})",
-                    jembatan_core::ids::truncate(&terms.purpose, 64),
-                    known.join(", ")
-                )
-            }));
+                AgreementError::UnregisteredPurpose {
+                    purpose: jembatan_core::ids::truncate(&terms.purpose, 64).to_owned(),
+                    known: known.join(", "),
+                }
+            });
         }
         let quota = terms.quota.unwrap_or_default();
         let agreement = jembatan_core::Agreement {
@@ -623,7 +729,7 @@ impl State {
             },
             status: AgreementStatus::Proposed,
         };
-        agreement.validate().map_err(Status::from)?;
+        agreement.validate()?;
         Ok(agreement)
     }
 }
@@ -707,19 +813,16 @@ fn may_read(by: &Identity, a: &jembatan_core::Agreement) -> bool {
 fn check_lister(by: &Identity) -> Result<(), Status> {
     match by.role {
         Role::Operator | Role::Auditor | Role::Agency | Role::Integrator => Ok(()),
-        role => Err(Status::permission_denied(format!(
-            "a {role} certificate cannot read agreements"
-        ))),
+        role => Err(AgreementError::CannotRead(role).into()),
     }
 }
 
-fn revoke_reason(reason: &str) -> Result<Option<String>, Status> {
+fn revoke_reason(reason: &str) -> Result<Option<String>, InvalidArgument> {
     if reason.len() > MAX_REASON_BYTES {
         return Err(InvalidArgument::new(
             "reason",
             format!("reason is longer than {MAX_REASON_BYTES} bytes"),
-        )
-        .into());
+        ));
     }
     Ok((!reason.trim().is_empty()).then(|| reason.to_owned()))
 }
@@ -757,10 +860,10 @@ impl agreements_server::Agreements for AgreementsService {
         let req = request.into_inner();
         let reason = match revoke_reason(&req.reason) {
             Ok(r) => r,
-            Err(status) => {
+            Err(err) => {
                 return Err(self
                     .state
-                    .refuse_step(&by.to_string(), Action::Revoke, None, &req.id, status)
+                    .refuse_step(&by.to_string(), Action::Revoke, None, &req.id, err.into())
                     .await);
             }
         };
@@ -788,10 +891,11 @@ impl agreements_server::Agreements for AgreementsService {
             // another agency's agreement reads as absent: its existence is
             // not the caller's to know
             Some(a) if may_read(&by, &a) => Ok(Response::new(agreement_to_proto(&a, Utc::now()))),
-            _ => Err(Status::not_found(format!(
-                "there is no agreement {:?} visible to {by}",
-                jembatan_core::ids::truncate(&id, 128)
-            ))),
+            _ => Err(AgreementError::NotVisible {
+                id: jembatan_core::ids::truncate(&id, 128).to_owned(),
+                by,
+            }
+            .into()),
         }
     }
 
@@ -918,5 +1022,103 @@ pub(crate) async fn watch(state: Arc<State>, mut watcher: Watcher, every: Durati
     loop {
         interval.tick().await;
         watcher.tick(&state).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn agreement_errors_become_statuses_in_one_place() {
+        let prov: AgencyId = "prov".parse().expect("agency id");
+        let dataset: DatasetId = "prov.penduduk".parse().expect("dataset id");
+        let not_asked = || AgreementError::AdapterNotAsked {
+            provider: prov.clone(),
+            status: Box::new(Status::unavailable("connection refused by 10.0.0.5")),
+        };
+        let cases: Vec<(&str, AgreementError, Code, String)> = vec![
+            (
+                "a store error stays in the log",
+                AgreementError::Store(StoreError::AuditUnavailable("pool closed".into())),
+                Code::Unavailable,
+                "the broker store is unavailable".into(),
+            ),
+            (
+                "a step the caller has no say over",
+                TransitionError::NotAllowed("only the provider approves first".into()).into(),
+                Code::PermissionDenied,
+                "only the provider approves first".into(),
+            ),
+            (
+                "a step from the wrong state",
+                TransitionError::WrongState("agreement agr-1 is revoked".into()).into(),
+                Code::FailedPrecondition,
+                "agreement agr-1 is revoked".into(),
+            ),
+            (
+                "an unregistered party cannot be approved",
+                AgreementError::NotApprovable(Unregistered("luar".parse().expect("agency id"))),
+                Code::FailedPrecondition,
+                format!("{}: it cannot be approved", Unregistered("luar".parse().expect("agency id"))),
+            ),
+            (
+                "an adapter that cannot be asked",
+                not_asked(),
+                Code::Unavailable,
+                "provider prov's adapter could not be asked for its whitelist".into(),
+            ),
+            (
+                "an approval fails closed with the reason's code",
+                AgreementError::Unconfirmed(Box::new(not_asked())),
+                Code::Unavailable,
+                "provider prov's adapter could not be asked for its whitelist; the approval is refused until the adapter confirms it serves every column the agreement names".into(),
+            ),
+            (
+                "columns off the whitelist",
+                AgreementError::ColumnsNotServed {
+                    provider: prov.clone(),
+                    missing: "granted column(s) gaji".into(),
+                    dataset: dataset.clone(),
+                    served: "nik, nama".into(),
+                },
+                Code::FailedPrecondition,
+                "provider prov's adapter does not whitelist the granted column(s) gaji of prov.penduduk; it serves nik, nama".into(),
+            ),
+            (
+                "a concurrent change",
+                AgreementError::Changed("agreement agr-1 changed".into()),
+                Code::Aborted,
+                "agreement agr-1 changed; read it again".into(),
+            ),
+            (
+                "an existing id",
+                AgreementError::Exists("agreement agr-1".into()),
+                Code::AlreadyExists,
+                "agreement agr-1 already exists".into(),
+            ),
+            (
+                "no such dataset",
+                AgreementError::NoDataset(dataset),
+                Code::NotFound,
+                "there is no dataset prov.penduduk".into(),
+            ),
+            (
+                "a bad field",
+                InvalidArgument::new("valid_until", "not a representable time").into(),
+                Code::InvalidArgument,
+                "invalid valid_until: not a representable time".into(),
+            ),
+        ];
+        for (name, err, code, message) in cases {
+            let status = Status::from(err);
+            assert_eq!(
+                (status.code(), status.message()),
+                (code, message.as_str()),
+                "{name}"
+            );
+        }
     }
 }

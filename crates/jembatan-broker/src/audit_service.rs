@@ -12,7 +12,9 @@
 //! the two signed roots — so a tile or entry changed after the fact is
 //! refused (`DataLoss`), never served.
 
-use jembatan_core::{AgencyId, DatasetId, InvalidArgument, Role};
+use std::borrow::Cow;
+
+use jembatan_core::{AgencyId, DatasetId, ErrorCode, InvalidArgument, Role, ServiceError};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::audit_server::Audit;
 use jembatan_store::{EntryQuery, RawEntry, Store, StoredCheckpoint};
@@ -48,16 +50,58 @@ pub struct AuditService {
     verifier: Verifier,
 }
 
-fn unavailable(err: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %err, "audit store read failed");
-    Status::unavailable("the broker store is unavailable")
+/// Why an `Audit` call fails, other than a request field.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuditError {
+    #[error("the broker store is unavailable: {0}")]
+    Store(jembatan_store::StoreError),
+    #[error(
+        "the stored log does not match its checkpoint at size {0}; run `jembatan audit verify`"
+    )]
+    Mismatch(u64),
+    #[error("the Audit service is for auditor certificates; this certificate's role is {0}")]
+    NotAuditor(Role),
+    #[error("no checkpoint has been signed yet")]
+    NoCheckpoint,
+    #[error("the proof could not be made: {0}")]
+    ProofTask(tokio::task::JoinError),
+    #[error("the tree's tiles do not cover the checkpoint at size {0} yet")]
+    TilesBehind(u64),
+}
+
+impl ServiceError for AuditError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            AuditError::Store(_) | AuditError::TilesBehind(_) => ErrorCode::Unavailable,
+            AuditError::Mismatch(_) => ErrorCode::DataLoss,
+            AuditError::NotAuditor(_) => ErrorCode::PermissionDenied,
+            AuditError::NoCheckpoint => ErrorCode::NotFound,
+            AuditError::ProofTask(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn public_message(&self) -> Cow<'_, str> {
+        match self {
+            AuditError::Store(_) => Cow::Borrowed("the broker store is unavailable"),
+            AuditError::ProofTask(_) => Cow::Borrowed("the proof could not be made"),
+            other => Cow::Owned(other.to_string()),
+        }
+    }
+}
+
+impl From<AuditError> for Status {
+    fn from(err: AuditError) -> Status {
+        jembatan_core::error::status(&err)
+    }
+}
+
+fn unavailable(err: jembatan_store::StoreError) -> Status {
+    AuditError::Store(err).into()
 }
 
 fn mismatch(size: u64) -> Status {
     tracing::error!(size, "the audit log does not match a signed checkpoint");
-    Status::data_loss(format!(
-        "the stored log does not match its checkpoint at size {size}; run `jembatan audit verify`"
-    ))
+    AuditError::Mismatch(size).into()
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> Status {
@@ -68,10 +112,7 @@ fn invalid(field: &str, message: impl Into<String>) -> Status {
 fn authorize<T>(request: &Request<T>) -> Result<(), Status> {
     let identity = jembatan_pki::peer_identity(request)?;
     if identity.role != Role::Auditor {
-        return Err(Status::permission_denied(format!(
-            "the Audit service is for auditor certificates; this certificate's role is {}",
-            identity.role
-        )));
+        return Err(AuditError::NotAuditor(identity.role).into());
     }
     tracing::debug!(%identity, "audit service call");
     Ok(())
@@ -241,7 +282,7 @@ impl AuditService {
             .latest_checkpoint()
             .await
             .map_err(unavailable)?
-            .ok_or_else(|| Status::not_found("no checkpoint has been signed yet"))
+            .ok_or_else(|| AuditError::NoCheckpoint.into())
     }
 
     /// The stored checkpoint of `size` (0: the latest), or `InvalidArgument`
@@ -292,10 +333,9 @@ impl AuditService {
 async fn off_workers<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
-        tracing::error!(error = %e, "proof task failed");
-        Status::internal("the proof could not be made")
-    })?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::from(AuditError::ProofTask(e)))?
 }
 
 /// A proof from tiles that could not be made: tiles missing (not built up
@@ -314,9 +354,7 @@ fn proof_failed(size: u64, err: ProveFromTiles) -> Status {
                 width,
                 "a tile needed for a proof is missing"
             );
-            Status::unavailable(format!(
-                "the tree's tiles do not cover the checkpoint at size {size} yet"
-            ))
+            AuditError::TilesBehind(size).into()
         }
         err => {
             tracing::error!(size, error = %err, "proof generation failed");
@@ -456,6 +494,48 @@ impl Audit for AuditService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_errors_become_statuses_in_one_place() {
+        let cases: [(&str, AuditError, tonic::Code, &str); 5] = [
+            (
+                "a store error stays in the log",
+                AuditError::Store(jembatan_store::StoreError::AuditUnavailable(
+                    "pool closed".into(),
+                )),
+                tonic::Code::Unavailable,
+                "the broker store is unavailable",
+            ),
+            (
+                "a log that does not match its checkpoint",
+                AuditError::Mismatch(7),
+                tonic::Code::DataLoss,
+                "the stored log does not match its checkpoint at size 7; run `jembatan audit verify`",
+            ),
+            (
+                "not an auditor",
+                AuditError::NotAuditor(Role::Agency),
+                tonic::Code::PermissionDenied,
+                "the Audit service is for auditor certificates; this certificate's role is agency",
+            ),
+            (
+                "no checkpoint yet",
+                AuditError::NoCheckpoint,
+                tonic::Code::NotFound,
+                "no checkpoint has been signed yet",
+            ),
+            (
+                "tiles behind",
+                AuditError::TilesBehind(9),
+                tonic::Code::Unavailable,
+                "the tree's tiles do not cover the checkpoint at size 9 yet",
+            ),
+        ];
+        for (name, err, code, message) in cases {
+            let status = Status::from(err);
+            assert_eq!((status.code(), status.message()), (code, message), "{name}");
+        }
+    }
 
     #[test]
     fn requests_are_validated_naming_the_field() {

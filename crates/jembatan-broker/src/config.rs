@@ -235,20 +235,19 @@ impl BrokerConfig {
             message: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        BrokerConfig::from_toml(&text, base).map_err(|message| BrokerError::Config {
+        BrokerConfig::from_toml(&text, base).map_err(|source| BrokerError::BadConfig {
             path: path.display().to_string(),
-            message,
+            source,
         })
     }
 
     /// Parses and checks a config; relative paths are taken from `base`.
-    pub fn from_toml(text: &str, base: &Path) -> Result<BrokerConfig, String> {
-        let mut config: BrokerConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str, base: &Path) -> Result<BrokerConfig, ConfigError> {
+        use ConfigError as E;
+        let mut config: BrokerConfig =
+            toml::from_str(text).map_err(|e| E::Syntax(e.to_string()))?;
         if config.version != 1 {
-            return Err(format!(
-                "version {} is not supported (expected 1)",
-                config.version
-            ));
+            return Err(E::Version(config.version));
         }
         config.tls = config.tls.relative_to(base);
         config.audit_key = base.join(&config.audit_key);
@@ -257,7 +256,7 @@ impl BrokerConfig {
             .registry
             .default_compatibility
             .parse::<jembatan_schema::CompatMode>()
-            .map_err(|e| format!("registry.default_compatibility: {e}"))?;
+            .map_err(|e| E::Compatibility(e.to_string()))?;
         for s in &mut config.registry.schemas {
             s.file = base.join(&s.file);
         }
@@ -268,100 +267,136 @@ impl BrokerConfig {
             *path = base.join(&*path);
         }
         if !jembatan_tlog::note::is_valid_key_name(&config.log_origin) {
-            return Err(format!(
-                "log_origin {:?} must be non-empty, without spaces or '+'",
-                config.log_origin
-            ));
+            return Err(E::LogOrigin(config.log_origin));
         }
         if config.checkpoint_every == 0 {
-            return Err("checkpoint_every must be at least 1".into());
+            return Err(E::AtLeastOne("checkpoint_every"));
         }
         if config.checkpoint_interval.is_zero() {
-            return Err("checkpoint_interval must be longer than 0s".into());
+            return Err(E::ZeroDuration("checkpoint_interval"));
         }
         if !config.store.contains("://") && !config.store.starts_with("sqlite:") {
             config.store = base.join(&config.store).display().to_string();
         }
         config.store_tls = config.store_tls.relative_to(base);
-        jembatan_store::check_url(&config.store, &config.store_tls)
-            .map_err(|e| format!("store: {e}"))?;
+        jembatan_store::check_url(&config.store, &config.store_tls).map_err(E::Store)?;
         let mut seen = std::collections::BTreeSet::new();
         for a in &config.agencies {
             if !seen.insert(a.id.clone()) {
-                return Err(format!("agency {} is declared twice", a.id));
+                return Err(E::AgencyTwice(a.id.clone()));
             }
             if let Some(url) = &a.adapter
                 && !url.starts_with("https://")
             {
-                return Err(format!(
-                    "agency {}: adapter {url:?} must be an https:// URL (plaintext is refused)",
-                    a.id
-                ));
+                return Err(E::PlaintextAdapter {
+                    agency: a.id.clone(),
+                    url: url.clone(),
+                });
             }
         }
         for d in &config.datasets {
             if !seen.contains(&d.id.agency()) {
-                return Err(format!(
-                    "dataset {}: its provider {} is not among the agencies",
-                    d.id,
-                    d.id.agency()
-                ));
+                return Err(E::DatasetProvider {
+                    dataset: d.id.clone(),
+                });
             }
         }
         let mut purposes = std::collections::BTreeSet::new();
         for p in &config.purposes {
             if p.id.trim().is_empty() || p.id.len() > jembatan_core::agreement::MAX_PURPOSE_BYTES {
-                return Err(format!(
-                    "purpose {:?}: an id of 1 to {} bytes is required",
-                    p.id,
-                    jembatan_core::agreement::MAX_PURPOSE_BYTES
-                ));
+                return Err(E::PurposeId(p.id.clone()));
             }
             if p.legal_basis.trim().is_empty() {
-                return Err(format!("purpose {}: legal_basis is empty", p.id));
+                return Err(E::NoLegalBasis(p.id.clone()));
             }
             if !purposes.insert(p.id.as_str()) {
-                return Err(format!("purpose {} is declared twice", p.id));
+                return Err(E::PurposeTwice(p.id.clone()));
             }
         }
         let mut ids = std::collections::BTreeSet::new();
         for a in &config.agreements {
-            a.validate().map_err(|e| e.to_string())?;
+            a.validate()?;
             if !ids.insert(a.id.clone()) {
-                return Err(format!("agreement {} is declared twice", a.id));
+                return Err(E::AgreementTwice(a.id.clone()));
             }
             // only registered agencies act, so an agreement of another
             // could never be used
             for (side, agency) in [("consumer", &a.consumer), ("provider", &a.provider)] {
                 if !seen.contains(agency) {
-                    return Err(format!(
-                        "agreement {}: its {side} {agency} is not among the agencies",
-                        a.id
-                    ));
+                    return Err(E::AgreementParty {
+                        id: a.id.clone(),
+                        side,
+                        agency: agency.clone(),
+                    });
                 }
             }
             if !purposes.is_empty() && !purposes.contains(a.purpose.as_str()) {
-                return Err(format!(
-                    "agreement {}: purpose {:?} is not among the registered purposes",
-                    a.id, a.purpose
-                ));
+                return Err(E::AgreementPurpose {
+                    id: a.id.clone(),
+                    purpose: a.purpose.clone(),
+                });
             }
         }
         if config.max_streams_per_agency == 0 {
-            return Err("max_streams_per_agency must be at least 1".into());
+            return Err(E::AtLeastOne("max_streams_per_agency"));
         }
         if !(1..=MAX_STREAMS_PER_PROVIDER).contains(&config.max_streams_per_provider) {
-            return Err(format!(
-                "max_streams_per_provider must be between 1 and {MAX_STREAMS_PER_PROVIDER}; got {}",
-                config.max_streams_per_provider
-            ));
+            return Err(E::StreamsPerProvider(config.max_streams_per_provider));
         }
         if config.stall_timeout.is_zero() {
-            return Err("stall_timeout must be longer than 0s".into());
+            return Err(E::ZeroDuration("stall_timeout"));
         }
         if config.agreement_watch_interval.is_zero() {
-            return Err("agreement_watch_interval must be longer than 0s".into());
+            return Err(E::ZeroDuration("agreement_watch_interval"));
         }
         Ok(config)
     }
+}
+
+/// What is wrong with a broker config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("version {0} is not supported (expected 1)")]
+    Version(u32),
+    #[error("registry.default_compatibility: {0}")]
+    Compatibility(String),
+    #[error("log_origin {0:?} must be non-empty, without spaces or '+'")]
+    LogOrigin(String),
+    #[error("{0} must be at least 1")]
+    AtLeastOne(&'static str),
+    #[error("{0} must be longer than 0s")]
+    ZeroDuration(&'static str),
+    #[error("store: {0}")]
+    Store(jembatan_store::StoreError),
+    #[error("agency {0} is declared twice")]
+    AgencyTwice(AgencyId),
+    #[error("agency {agency}: adapter {url:?} must be an https:// URL (plaintext is refused)")]
+    PlaintextAdapter { agency: AgencyId, url: String },
+    #[error("dataset {dataset}: its provider {} is not among the agencies", dataset.agency())]
+    DatasetProvider { dataset: DatasetId },
+    #[error(
+        "purpose {0:?}: an id of 1 to {max} bytes is required",
+        max = jembatan_core::agreement::MAX_PURPOSE_BYTES
+    )]
+    PurposeId(String),
+    #[error("purpose {0}: legal_basis is empty")]
+    NoLegalBasis(String),
+    #[error("purpose {0} is declared twice")]
+    PurposeTwice(String),
+    #[error(transparent)]
+    Agreement(#[from] jembatan_core::InvalidArgument),
+    #[error("agreement {0} is declared twice")]
+    AgreementTwice(String),
+    #[error("agreement {id}: its {side} {agency} is not among the agencies")]
+    AgreementParty {
+        id: String,
+        side: &'static str,
+        agency: AgencyId,
+    },
+    #[error("agreement {id}: purpose {purpose:?} is not among the registered purposes")]
+    AgreementPurpose { id: String, purpose: String },
+    #[error("max_streams_per_provider must be between 1 and {MAX_STREAMS_PER_PROVIDER}; got {0}")]
+    StreamsPerProvider(usize),
 }

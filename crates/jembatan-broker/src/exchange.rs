@@ -20,6 +20,7 @@ use sha2::Sha256;
 use tonic::{Request, Response, Status};
 
 use crate::agreements::Lifecycle;
+use crate::error::ExchangeError;
 use crate::policy;
 use crate::registry::{Refusal, Registry, RegistryError, Translator};
 use crate::relay::{self, AdapterPool};
@@ -546,12 +547,7 @@ impl State {
     pub(crate) async fn record(&self, entry: AuditEntry) -> Result<u64, Status> {
         match self.audit.append(entry).await {
             Ok(stored) => Ok(stored.seq),
-            Err(err) => {
-                tracing::error!(error = %err, "audit log write failed; refusing the exchange");
-                Err(Status::unavailable(
-                    "the audit log cannot be written; the exchange is refused",
-                ))
-            }
+            Err(err) => Err(ExchangeError::AuditRefused(Box::new(err)).into()),
         }
     }
 
@@ -649,10 +645,7 @@ impl State {
                 );
                 return Err(self.deny(&facts, vec![denial]).await);
             }
-            Err(err) => {
-                tracing::error!(error = %err, "store read failed");
-                return Err(Status::unavailable("the broker store is unavailable"));
-            }
+            Err(err) => return Err(ExchangeError::store(err).into()),
         };
 
         // Another schema: the consumer's fields and filter are in its
@@ -673,8 +666,7 @@ impl State {
                     return Err(self.deny(&facts, vec![denial]).await);
                 }
                 Err(Refusal::Invalid(RegistryError::Store(err))) => {
-                    tracing::error!(error = %err, "registry read failed");
-                    return Err(Status::unavailable("the broker store is unavailable"));
+                    return Err(ExchangeError::store(err).into());
                 }
                 Err(Refusal::Invalid(err)) => {
                     return Err(self
@@ -719,9 +711,10 @@ impl State {
                     };
                     let mut source_fields = Vec::new();
                     for f in &translator.source_fields {
-                        source_fields.push(f.parse::<FieldName>().map_err(|_| {
-                            Status::internal("mapping reads a field with an invalid name")
-                        })?);
+                        source_fields.push(
+                            f.parse::<FieldName>()
+                                .map_err(|_| ExchangeError::MappingField)?,
+                        );
                     }
                     translation = Some(Translation {
                         residual: pushed.residual,
@@ -737,9 +730,7 @@ impl State {
         let key_filter = match (&parsed.key, &dataset.key_field) {
             (None, _) => None,
             (Some(key), Some(field)) => {
-                let field: FieldName = field
-                    .parse()
-                    .map_err(|_| Status::internal("bad key field"))?;
+                let field: FieldName = field.parse().map_err(|_| ExchangeError::KeyField)?;
                 Some(Filter::Predicate(
                     jembatan_core::Predicate::new(
                         field,
@@ -751,15 +742,12 @@ impl State {
                 ))
             }
             (Some(_), None) => {
-                let msg = format!(
-                    "dataset {} offers no lookups (it has no key field)",
-                    dataset.id
-                );
+                let err = ExchangeError::NoLookups(dataset.id.to_string());
                 let mut e =
                     facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
-                e.error = Some(msg.clone());
+                e.error = Some(err.to_string());
                 self.log(&facts, e).await?;
-                return Err(Status::failed_precondition(msg));
+                return Err(err.into());
             }
         };
 
@@ -767,10 +755,7 @@ impl State {
             .store
             .agreements_for(&consumer, &parsed.dataset)
             .await
-            .map_err(|err| {
-                tracing::error!(error = %err, "store read failed");
-                Status::unavailable("the broker store is unavailable")
-            })?;
+            .map_err(ExchangeError::store)?;
         // what the consumer's agreements grant and cover are identifiers
         for a in &agreements {
             facts
@@ -921,10 +906,7 @@ impl State {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<Denial>, Status> {
         let quota = agreement.quota;
-        let unavailable = |err: jembatan_store::StoreError| {
-            tracing::error!(error = %err, "quota store failed");
-            Status::unavailable("the broker store is unavailable")
-        };
+        let unavailable = |err: jembatan_store::StoreError| ExchangeError::store(err);
         if quota.rows_per_day > 0 {
             let day = QuotaKind::RowsPerDay.window(now);
             let used = self
@@ -977,11 +959,12 @@ impl State {
     /// Records a request refused for a limit of this broker (exchanges per
     /// agency, streams per provider) and builds its `ResourceExhausted`
     /// status.
-    async fn exhausted(&self, facts: &Facts, err: String) -> Status {
+    async fn exhausted(&self, facts: &Facts, limit: String) -> Status {
+        let err = ExchangeError::Exhausted(limit);
         let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
-        e.error = Some(err.clone());
+        e.error = Some(err.to_string());
         match self.log(facts, e).await {
-            Ok(_) => Status::resource_exhausted(err),
+            Ok(_) => err.into(),
             Err(status) => status,
         }
     }
@@ -1026,7 +1009,7 @@ impl State {
             reasons: reasons.iter().map(Denial::to_proto).collect(),
             entry_seq: seq,
         };
-        let mut status = Status::permission_denied(format!("{head}{}", words.join("; ")));
+        let mut status = Status::from(ExchangeError::Denied(format!("{head}{}", words.join("; "))));
         jembatan_proto::trailers::insert(status.metadata_mut(), DENIAL_METADATA_KEY, &details);
         status
     }

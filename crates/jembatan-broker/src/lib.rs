@@ -11,6 +11,7 @@ mod audit_service;
 mod checkpoint;
 pub mod config;
 mod drain;
+mod error;
 mod exchange;
 mod isolation;
 mod members;
@@ -42,6 +43,11 @@ pub use server::{MAX_REQUEST_BYTES, REFLECTED_SERVICES, serve};
 pub enum BrokerError {
     #[error("broker config {path}: {message}")]
     Config { path: String, message: String },
+    #[error("broker config {path}: {source}")]
+    BadConfig {
+        path: String,
+        source: config::ConfigError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

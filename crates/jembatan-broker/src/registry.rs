@@ -113,7 +113,7 @@ pub(crate) enum TranslateError {
     Mapping {
         source_schema: String,
         target: String,
-        source: jembatan_mapping::ApplyError,
+        source: Box<jembatan_mapping::ApplyError>,
     },
     #[error("mapping to {0} did not produce an object")]
     NotAnOutputObject(String),
@@ -817,7 +817,7 @@ impl Translator {
                 .map_err(|source| TranslateError::Mapping {
                     source_schema: self.source.clone(),
                     target: self.target.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         let Value::Object(mut out) = out else {
             return Err(TranslateError::NotAnOutputObject(self.target.clone()));

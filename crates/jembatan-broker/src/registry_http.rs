@@ -80,8 +80,13 @@ fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::Aborted => StatusCode::CONFLICT,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Aborted | ErrorCode::AlreadyExists => StatusCode::CONFLICT,
+        // "client closed request", as gRPC's HTTP mapping has it
+        ErrorCode::Cancelled => {
+            StatusCode::from_u16(499).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::DataLoss | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

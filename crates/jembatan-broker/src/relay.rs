@@ -33,6 +33,7 @@ pub(crate) use crate::adapters::AdapterPool;
 use crate::adapters::Lane;
 use crate::admit::{Admitted, Pending};
 use crate::drain::Drain;
+use crate::error::{BadRecord, Cause, ExchangeError, from_adapter};
 use crate::exchange::{Allowed, Facts, State};
 
 /// Batches of one query being admitted at once, on worker threads, while
@@ -86,12 +87,10 @@ impl Tally {
     /// Counts (and, when records change, hashes) a batch as the adapter
     /// sent it, after checking the adapter stays within the fetch's
     /// limit. Returns the number of the batch's first record, from 1.
-    fn receive(&mut self, records: &[String], allowed: &Allowed) -> Result<u64, String> {
+    fn receive(&mut self, records: &[String], allowed: &Allowed) -> Result<u64, BadRecord> {
         let limit = allowed.fetch.limit;
         if limit > 0 && self.received_rows + records.len() as u64 > limit {
-            return Err(format!(
-                "adapter sent more than the limit of {limit} records"
-            ));
+            return Err(BadRecord::OverLimit { limit });
         }
         let first = self.received_rows + 1;
         for record in records {
@@ -109,7 +108,7 @@ impl Tally {
     /// once it sends them, so the tally is always what the consumer
     /// received.
     /// `limit` is the most records the exchange delivers (0: no limit).
-    fn accept(&mut self, admitted: Admitted, limit: u64) -> Result<Next, String> {
+    fn accept(&mut self, admitted: Admitted, limit: u64) -> Result<Next, BadRecord> {
         let Admitted {
             mut records,
             verified,
@@ -223,18 +222,9 @@ pub(crate) async fn begin(audit: &AuditLog, facts: &Facts) -> Result<(u64, Unfin
     });
     match decided.await {
         Ok(Ok(begun)) => Ok(begun),
-        Ok(Err(err)) => {
-            tracing::error!(error = %err, "audit log write failed; refusing the exchange");
-            Err(Status::unavailable(
-                "the audit log cannot be written; the exchange is refused",
-            ))
-        }
-        Err(_) => {
-            tracing::error!("the audit decision task ended without an answer");
-            Err(Status::unavailable(
-                "the audit log cannot be written; the exchange is refused",
-            ))
-        }
+        Ok(Err(err)) => Err(ExchangeError::AuditRefused(Box::new(err)).into()),
+        // the audit decision task ended without an answer
+        Err(err) => Err(ExchangeError::AuditRefused(Box::new(err)).into()),
     }
 }
 
@@ -328,11 +318,12 @@ async fn open_fetch(
         &allowed.provider,
     );
     let result: Result<_, (ExchangeStatus, Status)> = async {
-        let endpoint = endpoint.map_err(|s| (ExchangeStatus::Failed, s))?;
+        let failed = |status: Status| (ExchangeStatus::Failed, status);
+        let endpoint = endpoint.map_err(|e| failed(e.into()))?;
         let channel = state
             .adapters
             .channel(&endpoint, &allowed.provider, lane)
-            .map_err(|s| (ExchangeStatus::Failed, s))?;
+            .map_err(|e| failed(e.into()))?;
         let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
         let mut request = tonic::Request::new(allowed.fetch.clone());
         // the consumer's deadline is the adapter's: its statement stops
@@ -350,7 +341,7 @@ async fn open_fetch(
             .map_err(|s| {
                 (
                     adapter_end(allowed, &s),
-                    adapter_status(&allowed.provider.to_string(), s),
+                    from_adapter(&allowed.provider.to_string(), s).into(),
                 )
             })?
             .into_inner();
@@ -399,51 +390,19 @@ const DEADLINE_TOLERANCE: std::time::Duration = std::time::Duration::from_millis
 fn adapter_endpoint(
     found: Result<Option<jembatan_store::Agency>, jembatan_store::StoreError>,
     provider: &jembatan_core::AgencyId,
-) -> Result<String, Status> {
+) -> Result<String, ExchangeError> {
     match found {
-        Ok(agency) => agency.and_then(|a| a.adapter_endpoint).ok_or_else(|| {
-            Status::unavailable(format!("provider {provider} has no adapter registered"))
+        Ok(agency) => {
+            agency
+                .and_then(|a| a.adapter_endpoint)
+                .ok_or_else(|| ExchangeError::NoAdapter {
+                    provider: provider.clone(),
+                })
+        }
+        Err(err) => Err(ExchangeError::AdapterLookup {
+            provider: provider.clone(),
+            cause: Box::new(err),
         }),
-        Err(err) => {
-            tracing::error!(provider = %provider, error = %err, "store read failed");
-            Err(Status::unavailable(format!(
-                "cannot find provider {provider}'s adapter: the broker's store is unavailable"
-            )))
-        }
-    }
-}
-
-/// Maps an adapter's error to what the consumer sees: the adapter's
-/// refusal is passed on, transport trouble is `Unavailable`.
-fn adapter_status(provider: &str, status: Status) -> Status {
-    if let Some(reason) = jembatan_pki::wrong_identity_in(&status) {
-        tracing::warn!(provider, error = %status, "adapter failed the identity check");
-        return Status::unavailable(format!(
-            "provider {provider}'s adapter failed the identity check: {reason}"
-        ));
-    }
-    match status.code() {
-        Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated => Status::new(
-            status.code(),
-            format!(
-                "provider {provider}'s adapter refused: {}",
-                status.message()
-            ),
-        ),
-        // the consumer's deadline, passed on, or the adapter's own
-        // max_query_time: the adapter's message says which
-        Code::DeadlineExceeded => Status::deadline_exceeded(format!(
-            "provider {provider}'s adapter stopped the query: {}",
-            status.message()
-        )),
-        Code::Unavailable | Code::Unknown | Code::Cancelled => {
-            tracing::warn!(provider, error = %status, "adapter unreachable");
-            Status::unavailable(format!("provider {provider}'s adapter is unreachable"))
-        }
-        _ => {
-            tracing::warn!(provider, error = %status, "adapter failed");
-            Status::unavailable(format!("provider {provider}'s adapter failed"))
-        }
     }
 }
 
@@ -471,23 +430,16 @@ async fn finish(
     allowed.facts.redact(&mut entry);
     if !allowed.end.take() {
         tracing::error!(exchange_id = %allowed.facts.exchange_id, "an exchange was to end twice");
-        return Err(Status::internal("the exchange has ended already"));
+        return Err(ExchangeError::EndedTwice.into());
     }
     // in a task of its own: a caller dropped now cannot cut the write short
     let audit = state.audit.clone();
     let written = tokio::spawn(async move { audit.append(entry).await });
-    let unwritable =
-        || Status::unavailable("the audit log cannot be written; no receipt can be issued");
     let stored = match written.await {
         Ok(Ok(stored)) => stored,
-        Ok(Err(err)) => {
-            tracing::error!(error = %err, "audit completion write failed");
-            return Err(unwritable());
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "audit completion task failed");
-            return Err(unwritable());
-        }
+        Ok(Err(err)) => return Err(ExchangeError::AuditNoReceipt(Box::new(err)).into()),
+        // the completion task failed
+        Err(err) => return Err(ExchangeError::AuditNoReceipt(Box::new(err)).into()),
     };
     let now = chrono::Utc::now();
     Ok(pb::Receipt {
@@ -533,24 +485,26 @@ struct Stop {
 }
 
 impl Stop {
-    fn new(how: ExchangeStatus, status: Status) -> Self {
+    fn new(how: ExchangeStatus, err: impl Into<ExchangeError>) -> Self {
+        let err: ExchangeError = err.into();
         Self {
             how,
-            status,
+            status: err.into(),
             reasons: Vec::new(),
             cut: false,
         }
     }
 
+    /// The exchange failed.
+    fn failed(err: impl Into<ExchangeError>) -> Self {
+        Self::new(ExchangeStatus::Failed, err)
+    }
+
     /// The consumer did not take a batch within the stall timeout.
     fn stalled(stall: Duration) -> Self {
         Self {
-            how: ExchangeStatus::Cancelled,
-            status: Status::cancelled(format!(
-                "the stream was ended: the consumer did not read for {stall:?} (the broker's stall_timeout)"
-            )),
-            reasons: Vec::new(),
             cut: true,
+            ..Self::new(ExchangeStatus::Cancelled, ExchangeError::Stalled(stall))
         }
     }
 
@@ -559,25 +513,17 @@ impl Stop {
     fn shutting_down() -> Self {
         Self {
             cut: true,
-            ..Self::new(
-                ExchangeStatus::Cancelled,
-                Status::unavailable(
-                    "the broker is shutting down; the stream was ended after its drain_time \
-                     (retry, on another replica if there is one)",
-                ),
-            )
+            ..Self::new(ExchangeStatus::Cancelled, ExchangeError::ShuttingDown)
         }
     }
 
     fn gone() -> Self {
-        Self::new(
-            ExchangeStatus::Cancelled,
-            Status::cancelled("consumer went away"),
-        )
+        Self::new(ExchangeStatus::Cancelled, ExchangeError::ConsumerGone)
     }
 
     /// The agreement stopped being in force, or its quota ran out.
-    fn denied(code: DenialCode, status: Status, allowed: &Allowed) -> Self {
+    fn denied(code: DenialCode, err: ExchangeError, allowed: &Allowed) -> Self {
+        let status = Status::from(err);
         let reason = Denial::new(code, status.message()).agreement(&allowed.agreement.id);
         Self {
             how: ExchangeStatus::Stopped,
@@ -611,42 +557,24 @@ async fn charge_rows(
             per_day,
         )
         .await
-        .map_err(|err| {
-            tracing::error!(error = %err, "quota store failed");
-            Stop::new(
-                ExchangeStatus::Failed,
-                Status::unavailable("the broker store is unavailable"),
-            )
-        })?;
+        .map_err(|err| Stop::failed(ExchangeError::store(err)))?;
     records.truncate(usize::try_from(taken).unwrap_or(usize::MAX));
     Ok(taken == n)
 }
 
 /// Why the agreement is no longer in force, if it is not.
 fn out_of_force(allowed: &Allowed, status: AgreementStatus) -> Option<Stop> {
-    let id = &allowed.agreement.id;
-    match status {
-        AgreementStatus::Approved => None,
-        AgreementStatus::Revoked => Some(Stop::denied(
-            DenialCode::Revoked,
-            Status::permission_denied(format!(
-                "agreement {id} was revoked while the exchange was running"
-            )),
-            allowed,
-        )),
-        AgreementStatus::Expired => Some(Stop::denied(
-            DenialCode::Expired,
-            Status::permission_denied(format!(
-                "agreement {id} expired while the exchange was running"
-            )),
-            allowed,
-        )),
-        AgreementStatus::Proposed | AgreementStatus::ProviderApproved => Some(Stop::denied(
+    let id = allowed.agreement.id.clone();
+    let (code, err) = match status {
+        AgreementStatus::Approved => return None,
+        AgreementStatus::Revoked => (DenialCode::Revoked, ExchangeError::AgreementRevoked(id)),
+        AgreementStatus::Expired => (DenialCode::Expired, ExchangeError::AgreementExpired(id)),
+        AgreementStatus::Proposed | AgreementStatus::ProviderApproved => (
             DenialCode::NotApproved,
-            Status::permission_denied(format!("agreement {id} is no longer approved")),
-            allowed,
-        )),
-    }
+            ExchangeError::AgreementNotApproved(id),
+        ),
+    };
+    Some(Stop::denied(code, err, allowed))
 }
 
 /// Sleeps until the agreement's window ends (forever if it never does).
@@ -665,9 +593,9 @@ enum Step {
     /// A batch from the adapter, the end of its stream, or its error.
     Read(Result<Option<pb::FetchResponse>, Status>),
     /// The oldest batch being admitted is done.
-    Admitted(Result<Admitted, String>),
+    Admitted(Result<Admitted, BadRecord>),
     /// A worker failed to admit the oldest batch: the broker's fault.
-    Lost(String),
+    Lost(Cause),
 }
 
 /// Waits for the oldest batch being admitted; never, if there is none.
@@ -676,19 +604,16 @@ async fn oldest(pending: &mut VecDeque<Pending>) -> Step {
         Some(batch) => match batch.await {
             Ok(Ok(admitted)) => Step::Admitted(admitted),
             Ok(Err(e)) => Step::Lost(e),
-            Err(e) => Step::Lost(e.to_string()),
+            Err(e) => Step::Lost(Box::new(e)),
         },
         None => std::future::pending().await,
     }
 }
 
 /// The adapter sent a record it must not have: the exchange fails.
-fn bad_record(allowed: &Allowed, err: &str) -> Stop {
+fn bad_record(allowed: &Allowed, err: BadRecord) -> Stop {
     tracing::warn!(provider = %allowed.provider, error = %err, "adapter sent a bad record");
-    Stop::new(
-        ExchangeStatus::Failed,
-        Status::internal(format!("the exchange was stopped: {err}")),
-    )
+    Stop::failed(err)
 }
 
 /// Streams an allowed query to the consumer.
@@ -700,7 +625,7 @@ pub(crate) async fn query(
     // subscribed before the first record, so no change is missed
     let mut events = state.lifecycle.events.subscribe();
     let Some(consumer) = allowed.facts.consumer.clone() else {
-        return Err(Status::internal("an allowed exchange without a consumer"));
+        return Err(ExchangeError::NoConsumer.into());
     };
     let (mut stream, client) = open_fetch(&state, &allowed, Lane::Streams(consumer)).await?;
     let (tx, rx) = mpsc::channel(2);
@@ -726,10 +651,8 @@ pub(crate) async fn query(
                 () = tx.closed() => break Err(Stop::gone()),
                 () = state.drain.ending() => break Err(Stop::shutting_down()),
                 () = until_end(&allowed) => {
-                    let status = Status::permission_denied(format!(
-                        "agreement {agreement_id} expired while the exchange was running"
-                    ));
-                    break Err(Stop::denied(DenialCode::Expired, status, &allowed));
+                    let err = ExchangeError::AgreementExpired(agreement_id.clone());
+                    break Err(Stop::denied(DenialCode::Expired, err, &allowed));
                 }
                 event = events.recv() => {
                     let status = match event {
@@ -740,10 +663,7 @@ pub(crate) async fn query(
                             match state.store.agreement(&agreement_id).await {
                                 Ok(Some(a)) => Some(a.status),
                                 Ok(None) => Some(AgreementStatus::Revoked),
-                                Err(err) => {
-                                    tracing::error!(error = %err, "store read failed");
-                                    break Err(Stop::new(ExchangeStatus::Failed, Status::unavailable("the broker store is unavailable")));
-                                }
+                                Err(err) => break Err(Stop::failed(ExchangeError::store(err))),
                             }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
@@ -763,7 +683,7 @@ pub(crate) async fn query(
                         Ok(first) => first,
                         Err(err) => {
                             adapter_done = true;
-                            broke = Some(bad_record(&allowed, &err));
+                            broke = Some(bad_record(&allowed, err));
                             continue;
                         }
                     };
@@ -784,7 +704,7 @@ pub(crate) async fn query(
                     adapter_done = true;
                     broke = Some(Stop::new(
                         adapter_end(&allowed, &status),
-                        adapter_status(&allowed.provider.to_string(), status),
+                        from_adapter(&allowed.provider.to_string(), status),
                     ));
                     continue;
                 }
@@ -792,21 +712,13 @@ pub(crate) async fn query(
                     pending.pop_front();
                     admitted
                 }
-                Step::Lost(err) => {
-                    tracing::error!(error = %err, "a batch could not be admitted");
-                    break Err(Stop::new(
-                        ExchangeStatus::Failed,
-                        Status::internal(
-                            "the exchange was stopped: the broker could not check a batch",
-                        ),
-                    ));
-                }
+                Step::Lost(err) => break Err(Stop::failed(ExchangeError::AdmitLost(err))),
             };
             let (mut records, last) =
                 match admitted.and_then(|a| tally.accept(a, allowed.admit.limit())) {
                     Ok(Next::Send(r)) => (r, false),
                     Ok(Next::Last(r)) => (r, true),
-                    Err(err) => break Err(bad_record(&allowed, &err)),
+                    Err(err) => break Err(bad_record(&allowed, err)),
                 };
             let within_quota = match charge_rows(&state, &allowed, &mut records).await {
                 Ok(all) => all,
@@ -833,11 +745,12 @@ pub(crate) async fn query(
                 }
             }
             if !within_quota {
-                let status = Status::resource_exhausted(format!(
-                    "agreement {} allows {} rows per day: the quota ran out after {} rows of this exchange",
-                    allowed.agreement.id, allowed.agreement.quota.rows_per_day, tally.rows
-                ));
-                break Err(Stop::denied(DenialCode::QuotaExhausted, status, &allowed));
+                let err = ExchangeError::QuotaRanOut {
+                    id: allowed.agreement.id.clone(),
+                    per_day: allowed.agreement.quota.rows_per_day,
+                    rows: tally.rows,
+                };
+                break Err(Stop::denied(DenialCode::QuotaExhausted, err, &allowed));
             }
             if last {
                 break Ok(());
@@ -863,11 +776,9 @@ pub(crate) async fn query(
             .await
             {
                 Ok(receipt) => {
-                    let mut md = MetadataMap::new();
-                    trailers::insert(&mut md, RECEIPT_METADATA_KEY, &receipt);
+                    let trailer = with_receipt(None, &receipt);
                     let item = pb::query_response::Item::Receipt(receipt.clone());
                     let message = pb::QueryResponse { item: Some(item) };
-                    let trailer = Status::with_metadata(Code::Ok, "", md);
                     // every record was handed over and the completion is
                     // durable: a consumer that does not take its receipt
                     // finds it on the log, as the adapter does
@@ -889,8 +800,7 @@ pub(crate) async fn query(
                 let result = finish(&state, &allowed, &tally, stop.how, error, stop.reasons).await;
                 let status = match result {
                     Ok(receipt) => {
-                        let mut s = stop.status;
-                        trailers::insert(s.metadata_mut(), RECEIPT_METADATA_KEY, &receipt);
+                        let s = with_receipt(Some(stop.status), &receipt);
                         acknowledge(&state, client, &allowed, receipt);
                         s
                     }
@@ -905,6 +815,16 @@ pub(crate) async fn query(
         cut: Some(cut_rx),
         ended: false,
     }))
+}
+
+/// The status a query's stream ends with, carrying its receipt in the
+/// `jembatan-receipt-bin` trailer: `ended`, the status of the error that
+/// stopped the exchange, or `OK` when every record was delivered.
+fn with_receipt(ended: Option<Status>, receipt: &pb::Receipt) -> Status {
+    let mut status =
+        ended.unwrap_or_else(|| Status::with_metadata(Code::Ok, "", MetadataMap::new()));
+    trailers::insert(status.metadata_mut(), RECEIPT_METADATA_KEY, receipt);
+    status
 }
 
 /// Ends a query's stream with `status`: behind the batches already
@@ -947,27 +867,17 @@ pub(crate) async fn lookup(
                     .and_then(|a| tally.accept(a, allowed.admit.limit()));
                 match admitted {
                     Ok(Next::Send(r) | Next::Last(r)) => records.extend(r),
-                    Err(err) => {
-                        break Err(Stop::new(
-                            ExchangeStatus::Failed,
-                            Status::internal(format!("the exchange was stopped: {err}")),
-                        ));
-                    }
+                    Err(err) => break Err(Stop::failed(err)),
                 }
                 if records.len() > 1 {
-                    break Err(Stop::new(
-                        ExchangeStatus::Failed,
-                        Status::internal(
-                            "the exchange was stopped: the dataset's key matched more than one record",
-                        ),
-                    ));
+                    break Err(Stop::failed(ExchangeError::KeyMatchedMany));
                 }
             }
             Ok(None) => break Ok(()),
             Err(status) => {
                 break Err(Stop::new(
                     adapter_end(&allowed, &status),
-                    adapter_status(&allowed.provider.to_string(), status),
+                    from_adapter(&allowed.provider.to_string(), status),
                 ));
             }
         }
@@ -976,11 +886,11 @@ pub(crate) async fn lookup(
         Ok(()) => match charge_rows(&state, &allowed, &mut records).await {
             Ok(true) => Ok(()),
             Ok(false) => {
-                let status = Status::resource_exhausted(format!(
-                    "agreement {} allows {} rows per day and none are left today",
-                    allowed.agreement.id, allowed.agreement.quota.rows_per_day
-                ));
-                Err(Stop::denied(DenialCode::QuotaExhausted, status, &allowed))
+                let err = ExchangeError::QuotaNoneLeft {
+                    id: allowed.agreement.id.clone(),
+                    per_day: allowed.agreement.quota.rows_per_day,
+                };
+                Err(Stop::denied(DenialCode::QuotaExhausted, err, &allowed))
             }
             Err(stop) => Err(stop),
         },
@@ -1070,7 +980,8 @@ mod tests {
             let got = adapter_endpoint(found, &provider);
             match (got, want) {
                 (Ok(endpoint), Ok(want)) => assert_eq!(endpoint, want, "{name}"),
-                (Err(status), Err(want)) => {
+                (Err(err), Err(want)) => {
+                    let status = Status::from(err);
                     assert_eq!(status.code(), Code::Unavailable, "{name}");
                     assert_eq!(status.message(), want, "{name}");
                 }
@@ -1095,7 +1006,7 @@ mod tests {
         Admitted {
             records: (0..n).map(|i| format!("{{\"i\":{i}}}")).collect(),
             verified: BTreeMap::new(),
-            failed: failed.map(str::to_owned),
+            failed: failed.map(|f| BadRecord::NotAnObject(f.to_owned())),
         }
     }
 
@@ -1123,13 +1034,14 @@ mod tests {
         };
         assert_eq!(records.len(), 3);
         // before the limit, the failure stops the exchange
-        assert_eq!(
-            tally().accept(batch(2, Some("record 3: bad")), 5).err(),
-            Some("record 3: bad".to_owned())
-        );
-        assert_eq!(
-            tally().accept(batch(2, Some("record 3: bad")), 0).err(),
-            Some("record 3: bad".to_owned())
-        );
+        for limit in [5, 0] {
+            assert!(
+                matches!(
+                    tally().accept(batch(2, Some("record 3: bad")), limit),
+                    Err(BadRecord::NotAnObject(m)) if m == "record 3: bad"
+                ),
+                "limit {limit}"
+            );
+        }
     }
 }

@@ -259,7 +259,9 @@ fn bad_checkpoint_settings_are_refused() {
         let text = format!(
             "version = 1\nlisten = \"127.0.0.1:0\"\nstore = \"b.db\"\naudit_key = \"k\"\n{extra}\n[tls]\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n"
         );
-        let err = BrokerConfig::from_toml(&text, Path::new("/x")).unwrap_err();
+        let err = BrokerConfig::from_toml(&text, Path::new("/x"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{extra}: {err}");
     }
 }

@@ -215,8 +215,18 @@ name = "Provider"
     let dir = std::path::Path::new(".");
     let err = jembatan_broker::BrokerConfig::from_toml(&toml(""), dir).unwrap_err();
     assert!(
-        err.contains("agreement a1: its consumer dinsos is not among the agencies"),
+        matches!(
+            &err,
+            jembatan_broker::config::ConfigError::AgreementParty {
+                side: "consumer",
+                ..
+            }
+        ),
         "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "agreement a1: its consumer dinsos is not among the agencies"
     );
     jembatan_broker::BrokerConfig::from_toml(
         &toml("[[agencies]]\nid = \"dinsos\"\nname = \"Dinas Sosial\""),

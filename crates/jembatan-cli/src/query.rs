@@ -115,23 +115,37 @@ fn target_schema(target: Option<String>) -> Result<String, Failure> {
     }
 }
 
+/// Why a `--key` or `--verify` value is refused before the call.
+#[derive(Debug, thiserror::Error)]
+enum BadValue {
+    #[error("{0:?} is not an integer")]
+    NotInt(String),
+    #[error("{0:?} is not a number")]
+    NotFloat(String),
+    #[error("{0:?} is not true or false")]
+    NotBool(String),
+    /// Beyond the limits every value the broker takes is held to.
+    #[error(transparent)]
+    Limits(#[from] jembatan_core::InvalidArgument),
+}
+
 /// A `--key` or `--verify` value: a string unless typed with a prefix;
 /// checked against the same limits as every value the broker takes.
-fn scalar(text: &str) -> Result<pb::Scalar, String> {
+fn scalar(text: &str) -> Result<pb::Scalar, BadValue> {
     let value = if let Some(v) = text.strip_prefix("int:") {
-        Scalar::Int(v.parse().map_err(|_| format!("{v:?} is not an integer"))?)
+        Scalar::Int(v.parse().map_err(|_| BadValue::NotInt(v.to_owned()))?)
     } else if let Some(v) = text.strip_prefix("float:") {
-        Scalar::Float(v.parse().map_err(|_| format!("{v:?} is not a number"))?)
+        Scalar::Float(v.parse().map_err(|_| BadValue::NotFloat(v.to_owned()))?)
     } else if let Some(v) = text.strip_prefix("bool:") {
         Scalar::Bool(match v {
             "true" => true,
             "false" => false,
-            _ => return Err(format!("{v:?} is not true or false")),
+            _ => return Err(BadValue::NotBool(v.to_owned())),
         })
     } else {
         Scalar::String(text.strip_prefix("str:").unwrap_or(text).to_owned())
     };
-    value.validate().map_err(|e| e.to_string())?;
+    value.validate()?;
     Ok(value.to_proto())
 }
 

@@ -24,6 +24,14 @@ pub enum ErrorCode {
     FailedPrecondition,
     /// A concurrent change won; the caller may retry.
     Aborted,
+    /// What the caller creates exists already.
+    AlreadyExists,
+    /// The exchange ended before it finished (the consumer went away).
+    Cancelled,
+    /// A time limit ran out before the work was done.
+    DeadlineExceeded,
+    /// Stored data is lost or corrupted.
+    DataLoss,
     Internal,
 }
 
@@ -113,6 +121,10 @@ impl From<ErrorCode> for Code {
             ErrorCode::Unavailable => Code::Unavailable,
             ErrorCode::FailedPrecondition => Code::FailedPrecondition,
             ErrorCode::Aborted => Code::Aborted,
+            ErrorCode::AlreadyExists => Code::AlreadyExists,
+            ErrorCode::Cancelled => Code::Cancelled,
+            ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
+            ErrorCode::DataLoss => Code::DataLoss,
             ErrorCode::Internal => Code::Internal,
         }
     }
@@ -220,6 +232,10 @@ mod tests {
             (ErrorCode::Unavailable, Code::Unavailable),
             (ErrorCode::FailedPrecondition, Code::FailedPrecondition),
             (ErrorCode::Aborted, Code::Aborted),
+            (ErrorCode::AlreadyExists, Code::AlreadyExists),
+            (ErrorCode::Cancelled, Code::Cancelled),
+            (ErrorCode::DeadlineExceeded, Code::DeadlineExceeded),
+            (ErrorCode::DataLoss, Code::DataLoss),
             (ErrorCode::Internal, Code::Internal),
         ];
         for (ours, grpc) in cases {

@@ -56,7 +56,57 @@ pub struct ApplyError {
     pub rule: usize,
     /// The rule's target path (`fail` for a check rule).
     pub target: String,
-    pub reason: String,
+    pub reason: RuleFailure,
+}
+
+/// Why a rule could not produce its value from a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleFailure {
+    /// A check rule or a `fail` expression fired: the mapping's own words.
+    #[error("{0}")]
+    Fail(String),
+    #[error("empty target path")]
+    EmptyTarget,
+    #[error("target {0:?} is already a non-object value")]
+    TargetNotObject(String),
+    #[error("target {0:?} is already written")]
+    TargetWritten(String),
+    #[error("concat: {path} is {kind}, not a scalar")]
+    ConcatNotScalar { path: String, kind: &'static str },
+    /// An op met a value of a kind it does not take (`want`: "a string",
+    /// "a scalar", "an array").
+    #[error("{op}: the value is {kind}, not {want}")]
+    WrongKind {
+        op: &'static str,
+        kind: &'static str,
+        want: &'static str,
+    },
+    /// At most 32 characters of the value.
+    #[error("value_map: {0:?} is not in the map")]
+    NotInMap(String),
+    #[error("secret {0:?} was not supplied")]
+    MissingSecret(String),
+    #[error("secret {0:?} is not a usable key")]
+    UnusableSecret(String),
+    #[error("element {index}: {source}")]
+    Element {
+        index: usize,
+        source: Box<RuleFailure>,
+    },
+    /// `value` describes the value without showing it.
+    #[error("cannot cast {value} to {to}")]
+    Cast { value: String, to: &'static str },
+    #[error("cannot parse {value} as a {op} with format {format:?}")]
+    Parse {
+        value: String,
+        op: &'static str,
+        format: String,
+    },
+    #[error("format {format:?} asks for fields a {op} value does not have")]
+    Format { format: String, op: &'static str },
+    /// The output is not valid under the target schema.
+    #[error("the value breaks {schema} (schema location {location})")]
+    BreaksSchema { schema: String, location: String },
 }
 
 /// Evaluates `rules` against `record`.
@@ -67,7 +117,7 @@ pub(crate) fn apply_rules(
 ) -> Result<Value, ApplyError> {
     let mut out = Map::new();
     for (i, rule) in rules.iter().enumerate() {
-        let err = |reason: String| ApplyError {
+        let err = |reason: RuleFailure| ApplyError {
             rule: i,
             target: rule.label(),
             reason,
@@ -75,7 +125,7 @@ pub(crate) fn apply_rules(
         match rule {
             Rule::Fail { cond, message } => {
                 if eval_cond(cond, Ctx::Record(record)) == Some(true) {
-                    return Err(err(message.clone()));
+                    return Err(err(RuleFailure::Fail(message.clone())));
                 }
             }
             Rule::Output { target, value } => {
@@ -89,9 +139,13 @@ pub(crate) fn apply_rules(
 
 /// Writes `v` at `path`, creating intermediate objects; a missing value
 /// creates the objects but no field.
-fn insert(out: &mut Map<String, Value>, path: &FieldPath, v: Option<Value>) -> Result<(), String> {
+fn insert(
+    out: &mut Map<String, Value>,
+    path: &FieldPath,
+    v: Option<Value>,
+) -> Result<(), RuleFailure> {
     let Some((last, parents)) = path.segments().split_last() else {
-        return Err("empty target path".into());
+        return Err(RuleFailure::EmptyTarget);
     };
     let mut obj = out;
     for key in parents {
@@ -100,12 +154,12 @@ fn insert(out: &mut Map<String, Value>, path: &FieldPath, v: Option<Value>) -> R
             .or_insert_with(|| Value::Object(Map::new()));
         obj = match slot {
             Value::Object(m) => m,
-            _ => return Err(format!("target {key:?} is already a non-object value")),
+            _ => return Err(RuleFailure::TargetNotObject(key.clone())),
         };
     }
     if let Some(v) = v {
         if obj.contains_key(last) {
-            return Err(format!("target {last:?} is already written"));
+            return Err(RuleFailure::TargetWritten(last.clone()));
         }
         obj.insert(last.clone(), v);
     }
@@ -215,7 +269,7 @@ fn eval_pipeline(
     p: &Pipeline,
     record: &Map<String, Value>,
     secrets: &Secrets,
-) -> Result<Flow, String> {
+) -> Result<Flow, RuleFailure> {
     let mut v = match &p.expr {
         Expr::From(path) => path.lookup(record).cloned(),
         Expr::Const(c) => Some(c.clone()),
@@ -233,7 +287,7 @@ fn eval_pipeline(
                 None
             }
         }
-        Expr::Fail(message) => return Err(message.clone()),
+        Expr::Fail(message) => return Err(RuleFailure::Fail(message.clone())),
     };
     for op in &p.ops {
         v = apply_op(op, v, secrets)?;
@@ -244,15 +298,15 @@ fn eval_pipeline(
     Ok(v)
 }
 
-fn concat(c: &Concat, record: &Map<String, Value>) -> Result<Flow, String> {
+fn concat(c: &Concat, record: &Map<String, Value>) -> Result<Flow, RuleFailure> {
     let mut parts = Vec::with_capacity(c.from.len());
     for path in &c.from {
         match path.lookup(record) {
             None | Some(Value::Null) => {}
-            Some(v) => parts.push(
-                scalar_text(v)
-                    .ok_or_else(|| format!("concat: {path} is {}, not a scalar", kind(v)))?,
-            ),
+            Some(v) => parts.push(scalar_text(v).ok_or_else(|| RuleFailure::ConcatNotScalar {
+                path: path.to_string(),
+                kind: kind(v),
+            })?),
         }
     }
     if parts.is_empty() {
@@ -290,7 +344,7 @@ fn describe(v: &Value) -> String {
     }
 }
 
-fn apply_op(op: &Op, v: Flow, secrets: &Secrets) -> Result<Flow, String> {
+fn apply_op(op: &Op, v: Flow, secrets: &Secrets) -> Result<Flow, RuleFailure> {
     if let Op::Default(d) = op {
         return Ok(match v {
             None | Some(Value::Null) => Some(d.clone()),
@@ -305,23 +359,19 @@ fn apply_op(op: &Op, v: Flow, secrets: &Secrets) -> Result<Flow, String> {
     apply_op_value(op, v, secrets).map(Some)
 }
 
-fn apply_op_value(op: &Op, v: Value, secrets: &Secrets) -> Result<Value, String> {
+fn apply_op_value(op: &Op, v: Value, secrets: &Secrets) -> Result<Value, RuleFailure> {
     match op {
         Op::Default(_) => Ok(v),
         Op::Cast(to) => cast(v, *to),
         Op::Date(spec) => date(&v, spec, false),
         Op::Datetime(spec) => date(&v, spec, true),
         Op::ValueMap(m) => {
-            let key = scalar_text(&v)
-                .ok_or_else(|| format!("value_map: the value is {}, not a scalar", kind(&v)))?;
+            let key = scalar_text(&v).ok_or_else(|| wrong_kind("value_map", &v, "a scalar"))?;
             match m.map.get(&key) {
                 Some(out) => Ok(out.clone()),
                 None => match &m.default {
                     Some(d) => Ok(d.clone()),
-                    None => Err(format!(
-                        "value_map: {:?} is not in the map",
-                        truncate(&key, 32)
-                    )),
+                    None => Err(RuleFailure::NotInMap(truncate(&key, 32).to_owned())),
                 },
             }
         }
@@ -363,11 +413,10 @@ fn apply_op_value(op: &Op, v: Value, secrets: &Secrets) -> Result<Value, String>
         Op::Hash(h) => {
             let key = secrets
                 .get(&h.secret)
-                .ok_or_else(|| format!("secret {:?} was not supplied", h.secret))?;
-            let text = scalar_text(&v)
-                .ok_or_else(|| format!("hash: the value is {}, not a scalar", kind(&v)))?;
+                .ok_or_else(|| RuleFailure::MissingSecret(h.secret.clone()))?;
+            let text = scalar_text(&v).ok_or_else(|| wrong_kind("hash", &v, "a scalar"))?;
             let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-                .map_err(|_| format!("secret {:?} is not a usable key", h.secret))?;
+                .map_err(|_| RuleFailure::UnusableSecret(h.secret.clone()))?;
             mac.update(text.as_bytes());
             Ok(Value::String(hex::encode(mac.finalize().into_bytes())))
         }
@@ -376,13 +425,16 @@ fn apply_op_value(op: &Op, v: Value, secrets: &Secrets) -> Result<Value, String>
         Op::Lower => Ok(Value::String(want_str(&v, "lower")?.to_lowercase())),
         Op::Each(ops) => {
             let Value::Array(items) = v else {
-                return Err(format!("each: the value is {}, not an array", kind(&v)));
+                return Err(wrong_kind("each", &v, "an array"));
             };
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.into_iter().enumerate() {
                 let mut e = Some(item);
                 for op in ops {
-                    e = apply_op(op, e, secrets).map_err(|r| format!("element {i}: {r}"))?;
+                    e = apply_op(op, e, secrets).map_err(|r| RuleFailure::Element {
+                        index: i,
+                        source: Box::new(r),
+                    })?;
                 }
                 out.push(e.unwrap_or(Value::Null));
             }
@@ -390,7 +442,7 @@ fn apply_op_value(op: &Op, v: Value, secrets: &Secrets) -> Result<Value, String>
         }
         Op::Filter(cond) => {
             let Value::Array(items) = v else {
-                return Err(format!("filter: the value is {}, not an array", kind(&v)));
+                return Err(wrong_kind("filter", &v, "an array"));
             };
             Ok(Value::Array(
                 items
@@ -402,13 +454,23 @@ fn apply_op_value(op: &Op, v: Value, secrets: &Secrets) -> Result<Value, String>
     }
 }
 
-fn want_str<'v>(v: &'v Value, op: &str) -> Result<&'v str, String> {
-    v.as_str()
-        .ok_or_else(|| format!("{op}: the value is {}, not a string", kind(v)))
+fn wrong_kind(op: &'static str, v: &Value, want: &'static str) -> RuleFailure {
+    RuleFailure::WrongKind {
+        op,
+        kind: kind(v),
+        want,
+    }
 }
 
-fn cast(v: Value, to: CastTo) -> Result<Value, String> {
-    let fail = |v: &Value| format!("cannot cast {} to {}", describe(v), to.as_str());
+fn want_str<'v>(v: &'v Value, op: &'static str) -> Result<&'v str, RuleFailure> {
+    v.as_str().ok_or_else(|| wrong_kind(op, v, "a string"))
+}
+
+fn cast(v: Value, to: CastTo) -> Result<Value, RuleFailure> {
+    let fail = |v: &Value| RuleFailure::Cast {
+        value: describe(v),
+        to: to.as_str(),
+    };
     match (to, &v) {
         (CastTo::String, Value::String(_)) => Ok(v),
         (CastTo::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
@@ -463,15 +525,13 @@ fn cast(v: Value, to: CastTo) -> Result<Value, String> {
     }
 }
 
-fn date(v: &Value, spec: &DateSpec, with_time: bool) -> Result<Value, String> {
+fn date(v: &Value, spec: &DateSpec, with_time: bool) -> Result<Value, RuleFailure> {
     let op = if with_time { "datetime" } else { "date" };
     let text = want_str(v, op)?;
-    let parse_fail = || {
-        format!(
-            "cannot parse {} as a {op} with format {:?}",
-            describe(v),
-            spec.parse
-        )
+    let parse_fail = || RuleFailure::Parse {
+        value: describe(v),
+        op,
+        format: spec.parse.clone(),
     };
     let mut out = String::new();
     let written = if with_time {
@@ -485,11 +545,9 @@ fn date(v: &Value, spec: &DateSpec, with_time: bool) -> Result<Value, String> {
         let d = NaiveDate::parse_from_str(text, &spec.parse).map_err(|_| parse_fail())?;
         write!(out, "{}", d.format(&spec.format))
     };
-    written.map_err(|_| {
-        format!(
-            "format {:?} asks for fields a {op} value does not have",
-            spec.format
-        )
+    written.map_err(|_| RuleFailure::Format {
+        format: spec.format.clone(),
+        op,
     })?;
     Ok(Value::String(out))
 }

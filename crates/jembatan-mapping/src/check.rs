@@ -19,7 +19,7 @@ use crate::doc::{CastTo, Cond, Expr, Mapping, Op, Pipeline, Rule};
 use crate::path::FieldPath;
 use crate::pushdown::{Kind, PushInfo};
 use crate::schema::{SchemaDoc, Types};
-use crate::{ApplyError, CheckedMapping};
+use crate::{ApplyError, CheckedMapping, RuleFailure};
 
 /// Deepest schema nesting the checker follows.
 const MAX_DEPTH: usize = 32;
@@ -922,7 +922,7 @@ fn op_name(op: &Op) -> &'static str {
 }
 
 /// Runs a (secret-free) op on one known value.
-fn apply_known(op: &Op, v: &Value) -> Result<Value, String> {
+fn apply_known(op: &Op, v: &Value) -> Result<Value, RuleFailure> {
     let rules = [Rule::Output {
         target: FieldPath::from_segments(&["v".to_owned()]),
         value: Pipeline {

@@ -48,19 +48,86 @@ pub enum MappingError {
     TooLarge(usize),
     #[error("mapping document: {0}")]
     Syntax(String),
-    #[error("{}{message}", rule.map(|r| format!("rule {r}: ")).unwrap_or_else(|| "mapping: ".into()))]
-    Invalid {
-        /// 0-based index of the offending rule, if the problem is in one.
-        rule: Option<usize>,
-        message: String,
+    #[error("mapping: {which}: {source}")]
+    SchemaRef {
+        /// `source` or `target`.
+        which: &'static str,
+        source: SchemaRefError,
+    },
+    #[error("mapping: a mapping needs at least one rule")]
+    NoRules,
+    #[error("mapping: {0} rules exceed the limit of {MAX_RULES}")]
+    TooManyRules(usize),
+    #[error("mapping: secret names must be non-empty and distinct: {0:?}")]
+    SecretName(String),
+    #[error("rule {rule}: {source}")]
+    Rule {
+        /// 0-based index of the offending rule.
+        rule: usize,
+        source: RuleError,
     },
 }
 
-fn invalid(rule: Option<usize>, message: impl Into<String>) -> MappingError {
-    MappingError::Invalid {
-        rule,
-        message: message.into(),
-    }
+/// A schema reference that is not `<agency>.<dataset>@<version>`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchemaRefError {
+    #[error("schema reference {0:?} must have the form <agency>.<dataset>@<version>")]
+    Form(String),
+    #[error(transparent)]
+    Dataset(#[from] jembatan_core::InvalidArgument),
+    #[error("schema version {0:?} is not a whole number")]
+    Version(String),
+}
+
+/// What is wrong with one rule of a mapping document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("a rule needs a `target`, or is a check with `when` and `fail`")]
+    NoTarget,
+    #[error("a check rule (no `target`) has only `when` and `fail`")]
+    CheckExtras,
+    #[error("nesting deeper than {MAX_NESTING}")]
+    TooDeep,
+    #[error("give exactly one of `from`, `const`, `concat`, `when` (with `then`) or `fail`")]
+    NotOneKind,
+    #[error("`then` and `else` belong with `when`")]
+    BranchWithoutWhen,
+    #[error("concat needs at least one `from` path")]
+    EmptyConcat,
+    #[error("`when` needs `then`")]
+    WhenWithoutThen,
+    #[error("`then` / `else` cannot have a `target`")]
+    BranchTarget,
+    #[error("`fail` takes no `ops` or `default`")]
+    FailWithOps,
+    #[error("no value given")]
+    NoValue,
+    #[error("value_map needs at least one entry")]
+    EmptyValueMap,
+    #[error("split needs a non-empty separator")]
+    EmptySeparator,
+    #[error("mask char must be one character, not {0:?}")]
+    MaskChar(String),
+    #[error("hash needs a secret name")]
+    NoSecretName,
+    #[error("date format is empty")]
+    EmptyDateFormat,
+    #[error("invalid date/time format {0:?}")]
+    DateFormat(String),
+    #[error("condition nesting deeper than {MAX_NESTING}")]
+    CondTooDeep,
+    #[error("`all` / `any` needs at least one condition")]
+    EmptyAllAny,
+    #[error("a condition needs a `field`")]
+    NoField,
+    #[error("{0} takes no value")]
+    TakesNoValue(&'static str),
+    #[error("in takes one or more `values`")]
+    InWithoutValues,
+    #[error("{0} takes one `value`")]
+    TakesOneValue(&'static str),
+    #[error("prefix needs a string value")]
+    PrefixNotString,
 }
 
 /// A versioned dataset schema reference, `agency.dataset@version`.
@@ -71,17 +138,15 @@ pub struct SchemaRef {
 }
 
 impl FromStr for SchemaRef {
-    type Err = String;
+    type Err = SchemaRefError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let Some((dataset, version)) = s.rsplit_once('@') else {
-            return Err(format!(
-                "schema reference {s:?} must have the form <agency>.<dataset>@<version>"
-            ));
+            return Err(SchemaRefError::Form(s.to_owned()));
         };
-        let dataset: DatasetId = dataset.parse().map_err(|e| format!("{e}"))?;
+        let dataset: DatasetId = dataset.parse()?;
         let version: u32 = version
             .parse()
-            .map_err(|_| format!("schema version {version:?} is not a whole number"))?;
+            .map_err(|_| SchemaRefError::Version(version.to_owned()))?;
         Ok(Self {
             dataset: dataset.to_string(),
             version,
@@ -415,33 +480,35 @@ impl Mapping {
         let source: SchemaRef = doc
             .source
             .parse()
-            .map_err(|e| invalid(None, format!("source: {e}")))?;
+            .map_err(|source| MappingError::SchemaRef {
+                which: "source",
+                source,
+            })?;
         let target: SchemaRef = doc
             .target
             .parse()
-            .map_err(|e| invalid(None, format!("target: {e}")))?;
+            .map_err(|source| MappingError::SchemaRef {
+                which: "target",
+                source,
+            })?;
         if doc.rule.is_empty() {
-            return Err(invalid(None, "a mapping needs at least one rule"));
+            return Err(MappingError::NoRules);
         }
         if doc.rule.len() > MAX_RULES {
-            return Err(invalid(
-                None,
-                format!("{} rules exceed the limit of {MAX_RULES}", doc.rule.len()),
-            ));
+            return Err(MappingError::TooManyRules(doc.rule.len()));
         }
         for (i, name) in doc.secrets.iter().enumerate() {
             if name.is_empty() || doc.secrets[..i].contains(name) {
-                return Err(invalid(
-                    None,
-                    format!("secret names must be non-empty and distinct: {name:?}"),
-                ));
+                return Err(MappingError::SecretName(name.clone()));
             }
         }
         let rules = doc
             .rule
             .iter()
             .enumerate()
-            .map(|(i, raw)| compile_rule(raw).map_err(|m| invalid(Some(i), m)))
+            .map(|(i, raw)| {
+                compile_rule(raw).map_err(|source| MappingError::Rule { rule: i, source })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Mapping {
             doc,
@@ -520,7 +587,7 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-fn compile_rule(raw: &RawExpr) -> Result<Rule, String> {
+fn compile_rule(raw: &RawExpr) -> Result<Rule, RuleError> {
     match &raw.target {
         Some(target) => Ok(Rule::Output {
             target: target.clone(),
@@ -528,7 +595,7 @@ fn compile_rule(raw: &RawExpr) -> Result<Rule, String> {
         }),
         None => {
             let (Some(cond), Some(message)) = (&raw.when, &raw.fail) else {
-                return Err("a rule needs a `target`, or is a check with `when` and `fail`".into());
+                return Err(RuleError::NoTarget);
             };
             let extra = raw.from.is_some()
                 || raw.constant.is_some()
@@ -538,7 +605,7 @@ fn compile_rule(raw: &RawExpr) -> Result<Rule, String> {
                 || !raw.ops.is_empty()
                 || raw.default.is_some();
             if extra {
-                return Err("a check rule (no `target`) has only `when` and `fail`".into());
+                return Err(RuleError::CheckExtras);
             }
             check_cond(cond, 1, false)?;
             Ok(Rule::Fail {
@@ -549,9 +616,9 @@ fn compile_rule(raw: &RawExpr) -> Result<Rule, String> {
     }
 }
 
-fn compile_expr(raw: &RawExpr, depth: usize) -> Result<Pipeline, String> {
+fn compile_expr(raw: &RawExpr, depth: usize) -> Result<Pipeline, RuleError> {
     if depth > MAX_NESTING {
-        return Err(format!("nesting deeper than {MAX_NESTING}"));
+        return Err(RuleError::TooDeep);
     }
     let kinds = [
         raw.from.is_some(),
@@ -561,12 +628,10 @@ fn compile_expr(raw: &RawExpr, depth: usize) -> Result<Pipeline, String> {
         raw.fail.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
-        return Err(
-            "give exactly one of `from`, `const`, `concat`, `when` (with `then`) or `fail`".into(),
-        );
+        return Err(RuleError::NotOneKind);
     }
     if raw.when.is_none() && (raw.then.is_some() || raw.otherwise.is_some()) {
-        return Err("`then` and `else` belong with `when`".into());
+        return Err(RuleError::BranchWithoutWhen);
     }
     let expr = if let Some(from) = &raw.from {
         Expr::From(from.clone())
@@ -574,17 +639,17 @@ fn compile_expr(raw: &RawExpr, depth: usize) -> Result<Pipeline, String> {
         Expr::Const(c.clone())
     } else if let Some(c) = &raw.concat {
         if c.from.is_empty() {
-            return Err("concat needs at least one `from` path".into());
+            return Err(RuleError::EmptyConcat);
         }
         Expr::Concat(c.clone())
     } else if let Some(cond) = &raw.when {
         check_cond(cond, depth, false)?;
         let Some(then) = &raw.then else {
-            return Err("`when` needs `then`".into());
+            return Err(RuleError::WhenWithoutThen);
         };
         let branch = |e: &RawExpr| {
             if e.target.is_some() {
-                return Err("`then` / `else` cannot have a `target`".to_string());
+                return Err(RuleError::BranchTarget);
             }
             compile_expr(e, depth + 1).map(Box::new)
         };
@@ -595,11 +660,11 @@ fn compile_expr(raw: &RawExpr, depth: usize) -> Result<Pipeline, String> {
         }
     } else if let Some(message) = &raw.fail {
         if !raw.ops.is_empty() || raw.default.is_some() {
-            return Err("`fail` takes no `ops` or `default`".into());
+            return Err(RuleError::FailWithOps);
         }
         Expr::Fail(message.clone())
     } else {
-        return Err("no value given".into());
+        return Err(RuleError::NoValue);
     };
     check_ops(&raw.ops, depth)?;
     Ok(Pipeline {
@@ -609,9 +674,9 @@ fn compile_expr(raw: &RawExpr, depth: usize) -> Result<Pipeline, String> {
     })
 }
 
-fn check_ops(ops: &[Op], depth: usize) -> Result<(), String> {
+fn check_ops(ops: &[Op], depth: usize) -> Result<(), RuleError> {
     if depth > MAX_NESTING {
-        return Err(format!("nesting deeper than {MAX_NESTING}"));
+        return Err(RuleError::TooDeep);
     }
     for op in ops {
         match op {
@@ -620,16 +685,16 @@ fn check_ops(ops: &[Op], depth: usize) -> Result<(), String> {
                 check_strftime(&spec.format)?;
             }
             Op::ValueMap(m) if m.map.is_empty() => {
-                return Err("value_map needs at least one entry".into());
+                return Err(RuleError::EmptyValueMap);
             }
             Op::Split(s) if s.separator.is_empty() => {
-                return Err("split needs a non-empty separator".into());
+                return Err(RuleError::EmptySeparator);
             }
             Op::Mask(m) if m.char.chars().count() != 1 => {
-                return Err(format!("mask char must be one character, not {:?}", m.char));
+                return Err(RuleError::MaskChar(m.char.clone()));
             }
             Op::Hash(h) if h.secret.is_empty() => {
-                return Err("hash needs a secret name".into());
+                return Err(RuleError::NoSecretName);
             }
             Op::Each(inner) => check_ops(inner, depth + 1)?,
             Op::Filter(cond) => check_cond(cond, depth + 1, true)?,
@@ -639,25 +704,25 @@ fn check_ops(ops: &[Op], depth: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn check_strftime(fmt: &str) -> Result<(), String> {
+fn check_strftime(fmt: &str) -> Result<(), RuleError> {
     if fmt.is_empty() {
-        return Err("date format is empty".into());
+        return Err(RuleError::EmptyDateFormat);
     }
     if StrftimeItems::new(fmt).any(|item| matches!(item, Item::Error)) {
-        return Err(format!("invalid date/time format {fmt:?}"));
+        return Err(RuleError::DateFormat(fmt.to_owned()));
     }
     Ok(())
 }
 
 /// Structural checks of a condition: operands fit the operator.
-fn check_cond(cond: &Cond, depth: usize, element: bool) -> Result<(), String> {
+fn check_cond(cond: &Cond, depth: usize, element: bool) -> Result<(), RuleError> {
     if depth > MAX_NESTING {
-        return Err(format!("condition nesting deeper than {MAX_NESTING}"));
+        return Err(RuleError::CondTooDeep);
     }
     match cond {
         Cond::All { all: list } | Cond::Any { any: list } => {
             if list.is_empty() {
-                return Err("`all` / `any` needs at least one condition".into());
+                return Err(RuleError::EmptyAllAny);
             }
             list.iter()
                 .try_for_each(|c| check_cond(c, depth + 1, element))
@@ -670,26 +735,26 @@ fn check_cond(cond: &Cond, depth: usize, element: bool) -> Result<(), String> {
             values,
         } => {
             if field.is_empty() && !element {
-                return Err("a condition needs a `field`".into());
+                return Err(RuleError::NoField);
             }
             let name = op.as_str();
             match op {
                 Operator::IsNull | Operator::IsNotNull => {
                     if value.is_some() || !values.is_empty() {
-                        return Err(format!("{name} takes no value"));
+                        return Err(RuleError::TakesNoValue(name));
                     }
                 }
                 Operator::In => {
                     if value.is_some() || values.is_empty() {
-                        return Err("in takes one or more `values`".into());
+                        return Err(RuleError::InWithoutValues);
                     }
                 }
                 _ => {
                     if !values.is_empty() || value.is_none() {
-                        return Err(format!("{name} takes one `value`"));
+                        return Err(RuleError::TakesOneValue(name));
                     }
                     if *op == Operator::Prefix && !matches!(value, Some(Scalar::String(_))) {
-                        return Err("prefix needs a string value".into());
+                        return Err(RuleError::PrefixNotString);
                     }
                 }
             }
@@ -789,13 +854,16 @@ mod tests {
         ];
         for (name, body, rule, want) in cases {
             let err = Mapping::parse(&format!("{HEAD}{body}"), Format::Toml).unwrap_err();
-            match &err {
-                MappingError::Invalid { rule: r, message } => {
-                    assert_eq!(r, rule, "{name}: {err}");
-                    assert!(message.contains(want), "{name}: {err}");
-                }
+            let at = match &err {
+                MappingError::Rule { rule, .. } => Some(*rule),
+                MappingError::SchemaRef { .. }
+                | MappingError::NoRules
+                | MappingError::TooManyRules(_)
+                | MappingError::SecretName(_) => None,
                 other => panic!("{name}: unexpected {other}"),
-            }
+            };
+            assert_eq!(at, *rule, "{name}: {err}");
+            assert!(err.to_string().contains(want), "{name}: {err}");
         }
     }
 

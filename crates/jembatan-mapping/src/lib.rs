@@ -23,10 +23,11 @@ use serde_json::{Map, Value};
 
 use jembatan_core::Filter;
 
-pub use apply::{ApplyError, Secrets};
+pub use apply::{ApplyError, RuleFailure, Secrets};
 pub use check::CheckError;
 pub use doc::{
-    Format, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_RULES, Mapping, MappingError, SchemaRef,
+    Format, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_RULES, Mapping, MappingError, RuleError,
+    SchemaRef, SchemaRefError,
 };
 pub use path::{FieldPath, PathError};
 pub use pushdown::PushDown;
@@ -82,7 +83,7 @@ impl CheckedMapping {
                 return Err(ApplyError {
                     rule: i,
                     target: rule.label(),
-                    reason: format!("secret {name:?} was not supplied"),
+                    reason: RuleFailure::MissingSecret(name.to_owned()),
                 });
             }
         }
@@ -102,11 +103,10 @@ impl CheckedMapping {
             return Err(ApplyError {
                 rule,
                 target,
-                reason: format!(
-                    "the value breaks {} (schema location {})",
-                    self.mapping.target(),
-                    e.schema_path()
-                ),
+                reason: RuleFailure::BreaksSchema {
+                    schema: self.mapping.target().to_owned(),
+                    location: e.schema_path().to_string(),
+                },
             });
         }
         Ok(out)

@@ -24,6 +24,77 @@ use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::{Ca, PkiError, read, write_atomic};
 
+/// Text that is not a certificate serial number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a certificate serial number (hex)")]
+pub struct BadSerial(pub String);
+
+/// Why a certificate (or the CA's, or a key beside one) is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("not a PEM certificate: {0}")]
+    NotPem(String),
+    #[error("not UTF-8 PEM")]
+    NotUtf8,
+    #[error("not an X.509 certificate: {0}")]
+    NotX509(String),
+    #[error("holds no certificate")]
+    Empty,
+    #[error("the CA certificate is unusable: {0}")]
+    CaUnusable(String),
+    #[error("not usable as a trust anchor: {0}")]
+    NotTrustAnchor(String),
+    #[error("not usable as the CA's certificate: {0}")]
+    NotCa(rcgen::Error),
+    #[error("was not issued by this CA (its issuer is \"{issuer}\", the CA is \"{ca}\")")]
+    OtherIssuer { issuer: String, ca: String },
+    #[error("was not issued by this CA (its signature does not verify with the CA's key: {0})")]
+    Signature(String),
+    #[error("is not valid now (valid from {not_before} to {not_after})")]
+    NotValidNow {
+        not_before: String,
+        not_after: String,
+    },
+    #[error(transparent)]
+    Identity(#[from] crate::CertIdentityError),
+    #[error("carries {found}, but this service is {expected}")]
+    OtherIdentity {
+        found: jembatan_core::Identity,
+        expected: jembatan_core::Identity,
+    },
+    #[error("not a PEM private key: {0}")]
+    NotPemKey(String),
+    #[error("does not go with the certificate {}: {message}", cert.display())]
+    KeyMismatch { cert: PathBuf, message: String },
+}
+
+/// Why a revocation list is not usable, or cannot be signed as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CrlError {
+    #[error("not a PEM revocation list: {0}")]
+    NotPem(String),
+    #[error("holds a PEM {0:?}, not an \"X509 CRL\" revocation list")]
+    OtherLabel(String),
+    #[error("not an X.509 revocation list: {0}")]
+    NotX509(String),
+    #[error("trailing bytes after the revocation list")]
+    TrailingBytes,
+    #[error("the CA certificate is unusable: {0}")]
+    CaUnusable(String),
+    #[error("issued by \"{issuer}\", not by the CA \"{ca}\"")]
+    OtherIssuer { issuer: String, ca: String },
+    #[error("its signature does not verify with the CA's key ({0})")]
+    Signature(String),
+    #[error("CRL number is larger than 64 bits")]
+    NumberTooLarge,
+    #[error("entry {serial}: bad revocation date: {message}")]
+    RevocationDate { serial: Serial, message: String },
+    #[error("bad {what} time: {message}")]
+    Time { what: &'static str, message: String },
+    #[error("a list must be current for more than 0 days and at most {max_days} days")]
+    Validity { max_days: i64 },
+}
+
 /// How long a newly signed list is current (its `nextUpdate`) unless the
 /// CA says otherwise: the CA renews it before then.
 pub const DEFAULT_VALIDITY: time::Duration = time::Duration::days(30);
@@ -46,7 +117,7 @@ impl Serial {
     }
 
     /// Parses hex, with or without `:` separators or a `0x` prefix.
-    pub fn parse(text: &str) -> Result<Serial, String> {
+    pub fn parse(text: &str) -> Result<Serial, BadSerial> {
         let text = text.trim();
         let digits: String = text
             .strip_prefix("0x")
@@ -55,7 +126,7 @@ impl Serial {
             .filter(|c| *c != ':')
             .collect();
         if digits.is_empty() || digits.len() > 42 {
-            return Err(format!("{text:?} is not a certificate serial number (hex)"));
+            return Err(BadSerial(text.to_owned()));
         }
         let padded = if digits.len() % 2 == 1 {
             format!("0{digits}")
@@ -66,22 +137,20 @@ impl Serial {
             .step_by(2)
             .map(|i| u8::from_str_radix(&padded[i..i + 2], 16))
             .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| format!("{text:?} is not a certificate serial number (hex)"))?;
+            .map_err(|_| BadSerial(text.to_owned()))?;
         Ok(Serial::from_der_integer(&bytes))
     }
 
     /// The serial of a DER certificate.
-    pub fn of_der(der: &[u8]) -> Result<Serial, String> {
+    pub fn of_der(der: &[u8]) -> Result<Serial, CertError> {
         let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+            .map_err(|e| CertError::NotX509(e.to_string()))?;
         Ok(Serial::from_der_integer(cert.raw_serial()))
     }
 
     /// The serial of a PEM certificate.
-    pub fn of_pem(pem: &[u8]) -> Result<Serial, String> {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
-            .map_err(|e| format!("not a PEM certificate: {e}"))?;
-        Serial::of_der(&pem.contents)
+    pub fn of_pem(pem: &[u8]) -> Result<Serial, CertError> {
+        Serial::of_der(&pem_contents(pem)?)
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -198,34 +267,31 @@ impl RevocationList {
 
     /// Parses a PEM CRL and checks that `ca_der` (the CA certificate)
     /// issued and signed it.
-    pub fn from_pem(pem: &[u8], ca_der: &[u8]) -> Result<RevocationList, String> {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
-            .map_err(|e| format!("not a PEM revocation list: {e}"))?;
+    pub fn from_pem(pem: &[u8], ca_der: &[u8]) -> Result<RevocationList, CrlError> {
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(pem).map_err(|e| CrlError::NotPem(e.to_string()))?;
         if pem.label != "X509 CRL" {
-            return Err(format!(
-                "holds a PEM {:?}, not an \"X509 CRL\" revocation list",
-                pem.label
-            ));
+            return Err(CrlError::OtherLabel(pem.label));
         }
         Self::from_der(&pem.contents, ca_der)
     }
 
     /// Parses a DER CRL and checks that `ca_der` issued and signed it.
-    pub fn from_der(der: &[u8], ca_der: &[u8]) -> Result<RevocationList, String> {
-        let (rest, crl) = x509_parser::parse_x509_crl(der)
-            .map_err(|e| format!("not an X.509 revocation list: {e}"))?;
+    pub fn from_der(der: &[u8], ca_der: &[u8]) -> Result<RevocationList, CrlError> {
+        let (rest, crl) =
+            x509_parser::parse_x509_crl(der).map_err(|e| CrlError::NotX509(e.to_string()))?;
         if !rest.is_empty() {
-            return Err("trailing bytes after the revocation list".into());
+            return Err(CrlError::TrailingBytes);
         }
         let (_, ca) = x509_parser::parse_x509_certificate(ca_der)
-            .map_err(|e| format!("the CA certificate is unusable: {e}"))?;
+            .map_err(|e| CrlError::CaUnusable(e.to_string()))?;
         verify_issued_by(&crl, &ca)?;
         let number = match crl.crl_number() {
             None => 0,
             Some(n) => {
                 let bytes = n.to_bytes_be();
                 if bytes.len() > 8 {
-                    return Err("CRL number is larger than 64 bits".into());
+                    return Err(CrlError::NumberTooLarge);
                 }
                 bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
             }
@@ -234,7 +300,10 @@ impl RevocationList {
         for entry in crl.iter_revoked_certificates() {
             let serial = Serial::from_der_integer(entry.raw_serial());
             let revoked_at = OffsetDateTime::from_unix_timestamp(entry.revocation_date.timestamp())
-                .map_err(|e| format!("entry {serial}: bad revocation date: {e}"))?;
+                .map_err(|e| CrlError::RevocationDate {
+                    serial: serial.clone(),
+                    message: e.to_string(),
+                })?;
             let reason_code = entry.reason_code().map(|(_, code)| code.0);
             entries.insert(
                 serial.clone(),
@@ -245,9 +314,11 @@ impl RevocationList {
                 },
             );
         }
-        let time = |t: x509_parser::time::ASN1Time, what: &str| {
-            OffsetDateTime::from_unix_timestamp(t.timestamp())
-                .map_err(|e| format!("bad {what} time: {e}"))
+        let time = |t: x509_parser::time::ASN1Time, what: &'static str| {
+            OffsetDateTime::from_unix_timestamp(t.timestamp()).map_err(|e| CrlError::Time {
+                what,
+                message: e.to_string(),
+            })
         };
         let this_update = Some(time(crl.last_update(), "thisUpdate")?);
         let next_update = crl
@@ -265,9 +336,9 @@ impl RevocationList {
     /// Loads `path` and checks it against the CA certificate `ca_der`.
     pub fn load(path: &Path, ca_der: &[u8]) -> Result<RevocationList, PkiError> {
         let pem = read(path)?;
-        RevocationList::from_pem(&pem, ca_der).map_err(|message| PkiError::BadCrl {
+        RevocationList::from_pem(&pem, ca_der).map_err(|source| PkiError::BadCrl {
             path: path.to_owned(),
-            message,
+            source,
         })
     }
 }
@@ -275,16 +346,15 @@ impl RevocationList {
 fn verify_issued_by(
     crl: &CertificateRevocationList<'_>,
     ca: &X509Certificate<'_>,
-) -> Result<(), String> {
+) -> Result<(), CrlError> {
     if crl.issuer().as_raw() != ca.subject().as_raw() {
-        return Err(format!(
-            "issued by \"{}\", not by the CA \"{}\"",
-            crl.issuer(),
-            ca.subject()
-        ));
+        return Err(CrlError::OtherIssuer {
+            issuer: crl.issuer().to_string(),
+            ca: ca.subject().to_string(),
+        });
     }
     crl.verify_signature(ca.public_key())
-        .map_err(|e| format!("its signature does not verify with the CA's key ({e})"))
+        .map_err(|e| CrlError::Signature(e.to_string()))
 }
 
 /// What [`Ca::revoke`] did.
@@ -304,9 +374,9 @@ impl Ca {
 
     /// The CA certificate in DER.
     pub fn cert_der(&self) -> Result<Vec<u8>, PkiError> {
-        pem_contents(self.cert_pem().as_bytes()).map_err(|message| PkiError::BadCertificate {
+        pem_contents(self.cert_pem().as_bytes()).map_err(|source| PkiError::BadCertificate {
             path: Self::cert_path(self.dir()),
-            message,
+            source,
         })
     }
 
@@ -337,10 +407,9 @@ impl Ca {
         if validity <= time::Duration::ZERO || validity > MAX_VALIDITY {
             return Err(PkiError::BadCrl {
                 path: Self::crl_path(self.dir()),
-                message: format!(
-                    "a list must be current for more than 0 days and at most {} days",
-                    MAX_VALIDITY.whole_days()
-                ),
+                source: CrlError::Validity {
+                    max_days: MAX_VALIDITY.whole_days(),
+                },
             });
         }
         let now = OffsetDateTime::now_utc();
@@ -414,16 +483,16 @@ impl Ca {
     /// The serial of a certificate this CA issued; refuses one it did not
     /// issue (whose issuer or signature is another CA's).
     pub fn serial_of_issued(&self, cert: &Path) -> Result<Serial, PkiError> {
-        let bad = |message: String| PkiError::BadCertificate {
+        let bad = |source: CertError| PkiError::BadCertificate {
             path: cert.to_owned(),
-            message,
+            source,
         };
         let der = pem_contents(&read(cert)?).map_err(bad)?;
         let (_, parsed) = x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
+            .map_err(|e| bad(CertError::NotX509(e.to_string())))?;
         let ca_der = self.cert_der()?;
         let (_, ca) = x509_parser::parse_x509_certificate(&ca_der)
-            .map_err(|e| bad(format!("the CA certificate is unusable: {e}")))?;
+            .map_err(|e| bad(CertError::CaUnusable(e.to_string())))?;
         check_issued_by(&parsed, &ca).map_err(bad)?;
         Ok(Serial::from_der_integer(parsed.raw_serial()))
     }
@@ -433,23 +502,21 @@ impl Ca {
 pub(crate) fn check_issued_by(
     cert: &X509Certificate<'_>,
     ca: &X509Certificate<'_>,
-) -> Result<(), String> {
+) -> Result<(), CertError> {
     if cert.issuer().as_raw() != ca.subject().as_raw() {
-        return Err(format!(
-            "was not issued by this CA (its issuer is \"{}\", the CA is \"{}\")",
-            cert.issuer(),
-            ca.subject()
-        ));
+        return Err(CertError::OtherIssuer {
+            issuer: cert.issuer().to_string(),
+            ca: ca.subject().to_string(),
+        });
     }
-    cert.verify_signature(Some(ca.public_key())).map_err(|e| {
-        format!("was not issued by this CA (its signature does not verify with the CA's key: {e})")
-    })
+    cert.verify_signature(Some(ca.public_key()))
+        .map_err(|e| CertError::Signature(e.to_string()))
 }
 
 /// The DER contents of a PEM certificate.
-pub(crate) fn pem_contents(pem: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn pem_contents(pem: &[u8]) -> Result<Vec<u8>, CertError> {
     let (_, pem) =
-        x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+        x509_parser::pem::parse_x509_pem(pem).map_err(|e| CertError::NotPem(e.to_string()))?;
     Ok(pem.contents)
 }
 
@@ -501,8 +568,11 @@ mod tests {
         assert_eq!(s.to_string(), "1a2b");
         assert_eq!(Serial::parse("0x1a2b").unwrap(), s);
         assert_eq!(Serial::parse("a2b").unwrap().to_string(), "0a2b");
-        assert!(Serial::parse("").is_err());
-        assert!(Serial::parse("xyz").is_err());
+        assert_eq!(Serial::parse(""), Err(BadSerial(String::new())));
+        assert_eq!(
+            Serial::parse("xyz").unwrap_err().to_string(),
+            "\"xyz\" is not a certificate serial number (hex)"
+        );
     }
 
     #[test]
@@ -579,13 +649,23 @@ mod tests {
         let foreign = std::fs::read(Ca::crl_path(other.dir())).unwrap();
         // same name, other key: the signature gives it away
         let err = RevocationList::from_pem(&foreign, &ca.cert_der().unwrap()).unwrap_err();
-        assert!(err.contains("signature"), "{err}");
+        assert!(matches!(err, CrlError::Signature(_)), "{err}");
         // a certificate is not a list
         let err = RevocationList::from_pem(ca.cert_pem().as_bytes(), &ca.cert_der().unwrap())
             .unwrap_err();
-        assert!(err.contains("X509 CRL"), "{err}");
+        assert_eq!(err, CrlError::OtherLabel("CERTIFICATE".into()));
+        assert!(err.to_string().contains("X509 CRL"), "{err}");
         // the other CA's certificate is refused by this CA
-        let err = ca.serial_of_issued(&issued.cert).unwrap_err().to_string();
-        assert!(err.contains("signature"), "{err}");
+        let err = ca.serial_of_issued(&issued.cert).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PkiError::BadCertificate {
+                    source: CertError::Signature(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

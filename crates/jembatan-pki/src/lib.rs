@@ -33,7 +33,7 @@ use tonic::{Request, Status};
 pub use client::{
     ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity, refused_by, wrong_identity_in,
 };
-pub use crl::{Reason, RevocationList, RevokeOutcome, Serial};
+pub use crl::{BadSerial, CertError, CrlError, Reason, RevocationList, RevokeOutcome, Serial};
 pub use live::RELOAD_INTERVAL;
 pub use server::{RevocationCheck, RevocationLayer, Revocations, ServerTls, TlsIncoming};
 
@@ -51,12 +51,12 @@ pub enum PkiError {
     },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("{path} is not a usable certificate: {message}")]
-    BadCertificate { path: PathBuf, message: String },
+    #[error("{path} is not a usable certificate: {source}")]
+    BadCertificate { path: PathBuf, source: CertError },
     #[error("{0} already exists; refusing to overwrite an existing CA")]
     Exists(PathBuf),
-    #[error("{path} is not a usable revocation list: {message}")]
-    BadCrl { path: PathBuf, message: String },
+    #[error("{path} is not a usable revocation list: {source}")]
+    BadCrl { path: PathBuf, source: CrlError },
     #[error("TLS configuration: {0}")]
     Tls(String),
     #[error("endpoint {url:?} {message}")]
@@ -118,7 +118,7 @@ impl TlsFiles {
         let pem = read(&self.cert)?;
         identity_from_pem(&pem).map_err(|e| PkiError::BadCertificate {
             path: self.cert.clone(),
-            message: e.to_string(),
+            source: e.into(),
         })
     }
 
@@ -362,19 +362,19 @@ impl Ca {
         let cert_pem =
             String::from_utf8(read(&cert_path)?).map_err(|_| PkiError::BadCertificate {
                 path: cert_path.clone(),
-                message: "not UTF-8 PEM".into(),
+                source: CertError::NotUtf8,
             })?;
         let key_path = Self::key_path(dir);
         let key_pem =
             String::from_utf8(read(&key_path)?).map_err(|_| PkiError::BadCertificate {
                 path: key_path.clone(),
-                message: "not UTF-8 PEM".into(),
+                source: CertError::NotUtf8,
             })?;
         let key = KeyPair::from_pem(&key_pem)?;
         let issuer =
             Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| PkiError::BadCertificate {
                 path: cert_path.clone(),
-                message: e.to_string(),
+                source: CertError::NotCa(e),
             })?;
         Ok(Ca {
             dir: dir.to_owned(),

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::sign::CertifiedKey;
 use x509_parser::certificate::X509Certificate;
 
-use crate::crl::{RevocationList, Serial, check_issued_by, pem_contents};
+use crate::crl::{CertError, RevocationList, Serial, check_issued_by, pem_contents};
 use crate::{PkiError, TlsFiles, identity_from_der, read};
 
 /// How often the watcher looks at the files.
@@ -81,16 +81,16 @@ impl Live {
     pub(crate) fn load(files: &TlsFiles, side: &'static str) -> Result<Arc<Live>, PkiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ca_der =
-            pem_contents(&read(&files.ca)?).map_err(|message| PkiError::BadCertificate {
+            pem_contents(&read(&files.ca)?).map_err(|source| PkiError::BadCertificate {
                 path: files.ca.clone(),
-                message,
+                source,
             })?;
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from(ca_der.clone()))
             .map_err(|e| PkiError::BadCertificate {
                 path: files.ca.clone(),
-                message: format!("not usable as a trust anchor: {e}"),
+                source: CertError::NotTrustAnchor(e.to_string()),
             })?;
         let seen = Seen {
             own: Some((stamp(&files.cert), stamp(&files.key))),
@@ -287,43 +287,46 @@ fn load_own(
     ca_der: &[u8],
     expected: Option<&Identity>,
 ) -> Result<(Own, Identity), PkiError> {
-    let bad = |path: &PathBuf, message: String| PkiError::BadCertificate {
+    let bad = |path: &PathBuf, source: CertError| PkiError::BadCertificate {
         path: path.clone(),
-        message,
+        source,
     };
     let cert_pem = read(&files.cert)?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(&files.cert, format!("not a PEM certificate: {e}")))?;
+        .map_err(|e| bad(&files.cert, CertError::NotPem(e.to_string())))?;
     let leaf = chain
         .first()
-        .ok_or_else(|| bad(&files.cert, "holds no certificate".into()))?;
+        .ok_or_else(|| bad(&files.cert, CertError::Empty))?;
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
-        .map_err(|e| bad(&files.cert, format!("not an X.509 certificate: {e}")))?;
+        .map_err(|e| bad(&files.cert, CertError::NotX509(e.to_string())))?;
     let (_, ca) = x509_parser::parse_x509_certificate(ca_der)
-        .map_err(|e| bad(&files.ca, format!("not an X.509 certificate: {e}")))?;
+        .map_err(|e| bad(&files.ca, CertError::NotX509(e.to_string())))?;
     check_issued_by(&parsed, &ca).map_err(|m| bad(&files.cert, m))?;
     check_valid_now(&parsed).map_err(|m| bad(&files.cert, m))?;
-    let identity = identity_from_der(leaf).map_err(|e| bad(&files.cert, e.to_string()))?;
+    let identity = identity_from_der(leaf).map_err(|e| bad(&files.cert, e.into()))?;
     if let Some(expected) = expected
         && &identity != expected
     {
         return Err(bad(
             &files.cert,
-            format!("carries {identity}, but this service is {expected}"),
+            CertError::OtherIdentity {
+                found: identity,
+                expected: expected.clone(),
+            },
         ));
     }
     let key_pem = read(&files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| bad(&files.key, format!("not a PEM private key: {e}")))?;
+        .map_err(|e| bad(&files.key, CertError::NotPemKey(e.to_string())))?;
     let serial = Serial::from_der_integer(parsed.raw_serial());
     let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
         bad(
             &files.key,
-            format!(
-                "does not go with the certificate {}: {e}",
-                files.cert.display()
-            ),
+            CertError::KeyMismatch {
+                cert: files.cert.clone(),
+                message: e.to_string(),
+            },
         )
     })?;
     Ok((
@@ -335,13 +338,13 @@ fn load_own(
     ))
 }
 
-fn check_valid_now(cert: &X509Certificate<'_>) -> Result<(), String> {
+fn check_valid_now(cert: &X509Certificate<'_>) -> Result<(), CertError> {
     let validity = cert.validity();
     if !validity.is_valid() {
-        return Err(format!(
-            "is not valid now (valid from {} to {})",
-            validity.not_before, validity.not_after
-        ));
+        return Err(CertError::NotValidNow {
+            not_before: validity.not_before.to_string(),
+            not_after: validity.not_after.to_string(),
+        });
     }
     Ok(())
 }
@@ -500,15 +503,40 @@ mod tests {
         let ca = Ca::create(dir.path(), "test CA").unwrap();
         let mut files = ca.issue_to(&broker(), &[], 1, "broker").unwrap();
         files.crl = Some(dir.path().join("crl.pem"));
-        let err = Live::load(&files, "server").unwrap_err().to_string();
-        assert!(err.contains("crl.pem"), "{err}");
+        let err = Live::load(&files, "server").unwrap_err();
+        assert!(
+            matches!(&err, PkiError::Read { path, .. } if path.ends_with("crl.pem")),
+            "{err}"
+        );
         std::fs::write(dir.path().join("crl.pem"), ca.cert_pem()).unwrap();
-        let err = Live::load(&files, "server").unwrap_err().to_string();
-        assert!(err.contains("not a usable revocation list"), "{err}");
+        let err = Live::load(&files, "server").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                PkiError::BadCrl {
+                    source: crate::CrlError::OtherLabel(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("not a usable revocation list"),
+            "{err}"
+        );
         files.crl = None;
         let other = ca.issue(&broker(), &[], 1).unwrap();
         std::fs::write(&files.key, other.key_pem).unwrap();
-        let err = Live::load(&files, "server").unwrap_err().to_string();
-        assert!(err.contains("does not go with the certificate"), "{err}");
+        let err = Live::load(&files, "server").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                PkiError::BadCertificate {
+                    source: CertError::KeyMismatch { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -38,7 +38,7 @@ pub struct StoredEntry {
 /// `seq` assigned when its batch is written.
 struct Pending {
     stored: StoredEntry,
-    reply: oneshot::Sender<Result<StoredEntry, String>>,
+    reply: oneshot::Sender<Result<StoredEntry, Arc<StoreError>>>,
 }
 
 /// Handle to the audit log's appender; cheap to clone.
@@ -82,10 +82,10 @@ impl AuditLog {
         self.tx
             .send(Pending { stored, reply })
             .await
-            .map_err(|_| StoreError::AuditUnavailable("appender stopped".into()))?;
+            .map_err(|_| StoreError::AppenderStopped)?;
         rx.await
-            .map_err(|_| StoreError::AuditUnavailable("appender stopped".into()))?
-            .map_err(StoreError::AuditUnavailable)
+            .map_err(|_| StoreError::AppenderStopped)?
+            .map_err(StoreError::AuditAppend)
     }
 
     pub fn store(&self) -> &Store {
@@ -199,9 +199,9 @@ async fn write_and_reply(store: &Store, mut batch: Vec<Pending>, appended: &watc
         }
         Err(err) => {
             tracing::error!(error = %err, entries = batch.len(), "audit append failed");
-            let message = err.to_string();
+            let err = Arc::new(err);
             for pending in batch {
-                let _ = pending.reply.send(Err(message.clone()));
+                let _ = pending.reply.send(Err(Arc::clone(&err)));
             }
         }
     }

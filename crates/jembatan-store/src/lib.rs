@@ -41,6 +41,11 @@ pub enum StoreError {
     Corrupt { what: String, message: String },
     #[error("audit log unavailable: {0}")]
     AuditUnavailable(String),
+    /// The batch an appended entry was in could not be written.
+    #[error("audit log unavailable: {0}")]
+    AuditAppend(std::sync::Arc<StoreError>),
+    #[error("audit log unavailable: appender stopped")]
+    AppenderStopped,
     #[error("store {0} does not exist")]
     Missing(String),
     #[error("conflict: {0}")]
