@@ -2,7 +2,8 @@
 //! as it was (across several batches), the copy verifies with the same
 //! root and checkpoints, the log continues after the copied entries, a
 //! non-empty target is refused naming a table, and a source appended to
-//! during the copy fails it with nothing committed.
+//! during the copy fails it with nothing committed. A sequence feeding a
+//! copied column is moved past the copied values.
 
 use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
 use jembatan_store::migrate::{self, MigrateError, Progress, row_counts, table_names};
@@ -362,6 +363,38 @@ async fn a_source_appended_to_during_the_copy_fails_it_with_nothing_committed() 
             .all(|(_, n)| *n == 0),
         "the target was left with rows"
     );
+    source.close().await;
+    target.close().await;
+    drop_database(&admin, &name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_feeding_copied_columns_are_moved_past_them() {
+    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, source, _log) = sqlite_store(dir.path(), 40).await;
+    let name = format!("jembatan_migrate_seq_{}", std::process::id());
+    let (admin, to) = database(&url, &name).await;
+    let target = Store::connect(&to).await.unwrap();
+    // a schema whose audit seqs came from a sequence
+    for sql in [
+        "CREATE SEQUENCE audit_seq OWNED BY audit_log.seq",
+        "ALTER TABLE audit_log ALTER COLUMN seq SET DEFAULT nextval('audit_seq')",
+    ] {
+        exec(target.pool(), sql).await;
+    }
+    let report = migrate::migrate(&source, &target, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.sequences, ["audit_log.seq"]);
+    let next: i64 = sqlx::query_scalar("SELECT nextval('audit_seq')")
+        .fetch_one(target.pool())
+        .await
+        .unwrap();
+    assert_eq!(next, 40);
     source.close().await;
     target.close().await;
     drop_database(&admin, &name).await;
