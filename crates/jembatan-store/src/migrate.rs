@@ -201,9 +201,9 @@ pub fn table_names() -> impl Iterator<Item = &'static str> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("the source must be a SQLite store (sqlite:PATH), not {0:?}")]
+    #[error("the source must be a SQLite store (sqlite:PATH), not {0}")]
     SourceNotSqlite(String),
-    #[error("the target must be a PostgreSQL store (postgres://...), not {0:?}")]
+    #[error("the target must be a PostgreSQL store (postgres://...), not {0}")]
     TargetNotPostgres(String),
     #[error("{path} is not a Jembatan SQLite store: {why}")]
     NotAStore { path: String, why: String },
@@ -269,10 +269,10 @@ pub struct MigrateReport {
 fn check_locations(from: &str, to: &str) -> Result<PathBuf, MigrateError> {
     let from_url = match normalize_url(from) {
         Ok((url, Backend::Sqlite)) => url,
-        _ => return Err(MigrateError::SourceNotSqlite(from.to_owned())),
+        _ => return Err(MigrateError::SourceNotSqlite(describe_location(from))),
     };
     if !matches!(normalize_url(to), Ok((_, Backend::Postgres))) {
-        return Err(MigrateError::TargetNotPostgres(to.to_owned()));
+        return Err(MigrateError::TargetNotPostgres(describe_location(to)));
     }
     let path = from_url
         .strip_prefix("sqlite://")
@@ -308,6 +308,15 @@ fn check_locations(from: &str, to: &str) -> Result<PathBuf, MigrateError> {
         });
     }
     Ok(path)
+}
+
+/// A location for an error message: a URL by its scheme only (it may
+/// carry a password), a file path as it is.
+fn describe_location(location: &str) -> String {
+    match location.split_once("://") {
+        Some((scheme, _)) => format!("a {scheme}:// URL"),
+        None => format!("{location:?}"),
+    }
 }
 
 fn open_source(path: &Path) -> Result<Connection, MigrateError> {
@@ -352,7 +361,7 @@ pub async fn migrate(
 ) -> Result<MigrateReport, MigrateError> {
     let Some(path) = source.sqlite_file().map(Path::to_owned) else {
         return Err(MigrateError::SourceNotSqlite(
-            "a store that is not a SQLite file".into(),
+            "a store with no SQLite file".into(),
         ));
     };
     let Some(writer) = target.pg_reader() else {
@@ -867,7 +876,11 @@ mod tests {
                 "postgres://u@h/db2",
                 "must be a SQLite",
             ),
-            ("mysql://u@h/db", "postgres://u@h/db2", "must be a SQLite"),
+            (
+                "mysql://u:secret@h/db",
+                "postgres://u@h/db2",
+                "must be a SQLite store (sqlite:PATH), not a mysql:// URL",
+            ),
             (
                 "sqlite:/nowhere/broker.db",
                 "sqlite:/tmp/x.db",
@@ -892,6 +905,7 @@ mod tests {
         for (from, to, expected) in cases {
             let err = check_locations(from, to).unwrap_err().to_string();
             assert!(err.contains(expected), "{from} -> {to}: {err}");
+            assert!(!err.contains("secret"), "{err}");
         }
     }
 
@@ -906,6 +920,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("is not a Jembatan SQLite store"), "{err}");
+        let tables: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 1, "the file was changed");
         let junk = dir.path().join("junk.db");
         std::fs::write(&junk, b"not a database at all, just text").unwrap();
         let err = check_locations(&format!("sqlite:{}", junk.display()), "postgres://u@h/db")
