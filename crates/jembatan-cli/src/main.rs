@@ -7,6 +7,7 @@ mod filter_expr;
 mod health;
 mod query;
 mod schema;
+mod store;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -54,6 +55,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// The broker's store: move it from SQLite to PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
     },
     /// The schema registry: register, list and check dataset schemas
     /// (`check --old --new` works offline).
@@ -301,6 +307,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let done = match cli.command {
         // audit commands report their own errors, with their own exit codes
         Command::Audit { command } => return Ok(audit::run(command).await),
+        Command::Store { command } => return Ok(store::run(command).await),
         Command::Schema {
             command,
             connection,

@@ -8,6 +8,7 @@
 mod agreements;
 mod audit;
 mod checkpoints;
+pub mod migrate;
 mod query;
 mod registry;
 mod tiles;
