@@ -11,6 +11,7 @@ mod audit_service;
 mod checkpoint;
 pub mod config;
 mod exchange;
+mod http_json;
 mod isolation;
 mod members;
 pub mod policy;

@@ -37,9 +37,14 @@ pub fn descriptor_pool() -> Result<&'static DescriptorPool, JsonError> {
 
 /// The descriptor of message `M`.
 pub fn descriptor<M: Name>() -> Result<MessageDescriptor, JsonError> {
-    let name = M::full_name();
+    message_descriptor(&M::full_name())
+}
+
+/// The descriptor of the message with full name `name`
+/// (`jembatan.v1.Receipt`).
+pub fn message_descriptor(name: &str) -> Result<MessageDescriptor, JsonError> {
     descriptor_pool()?
-        .get_message_by_name(&name)
+        .get_message_by_name(name)
         .ok_or_else(|| JsonError(format!("no descriptor for {name}")))
 }
 
