@@ -536,12 +536,10 @@ async fn get_agreement(
 }
 
 /// The list's filters come as query parameters, by their JSON names.
-async fn list(
-    State(s): State<Services>,
-    Query(params): Query<HashMap<String, String>>,
-    request: Request,
-) -> Result<Response, Refusal> {
+async fn list(State(s): State<Services>, request: Request) -> Result<Response, Refusal> {
     let (parts, _) = request.into_parts();
+    let Query(params) = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+        .map_err(|e| Refusal::invalid(format!("invalid query parameters: {e}")))?;
     let params: Map<String, Value> = params.into_iter().map(|(k, v)| (k, v.into())).collect();
     let req: pb::ListAgreementsRequest = message(Value::Object(params))?;
     let response = s.agreements.list(grpc_request(parts, req)).await?;

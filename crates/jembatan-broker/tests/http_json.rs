@@ -616,8 +616,19 @@ async fn agreements_go_through_their_lifecycle_over_http() {
         .map(|a| a["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [id.as_str()]);
-    let bad = call(&f, &b, "dinkes", "GET", "/agreements/v1?colour=red", None).await;
-    assert_eq!(bad.status, 400, "{}", bad.text());
+    for bad in ["colour=red", "status=AGREEMENT_STATUS_SIGNED"] {
+        let bad = call(
+            &f,
+            &b,
+            "dinkes",
+            "GET",
+            &format!("/agreements/v1?{bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(bad.status, 400, "{}", bad.text());
+        assert_eq!(bad.json()["error"]["code"], "INVALID_ARGUMENT");
+    }
 
     let query = json!({"dataset": "prov.penduduk", "purpose": "kesehatan", "fields": ["nik"]});
     let answer = call(
