@@ -50,6 +50,36 @@ const REGISTRY_ROUTES: [(&str, &str); 8] = [
     ),
 ];
 
+/// The proto comment on the element at `path` of `file`, its lines joined;
+/// `None` when there is none.
+fn comment(file: &prost_types::FileDescriptorProto, path: &[i32]) -> Option<String> {
+    let location = file
+        .source_code_info
+        .as_ref()?
+        .location
+        .iter()
+        .find(|l| l.path == path)?;
+    let text = location
+        .leading_comments
+        .as_deref()
+        .or(location.trailing_comments.as_deref())?;
+    let text = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!text.is_empty()).then_some(text)
+}
+
+/// `schema` with the proto comment at `path` as its description.
+fn described(mut schema: Value, file: &prost_types::FileDescriptorProto, path: &[i32]) -> Value {
+    if let Some(text) = comment(file, path) {
+        schema["description"] = text.into();
+    }
+    schema
+}
+
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("{SCHEMAS}{name}") })
 }
@@ -190,15 +220,18 @@ impl Components {
             .find(|(name, _)| !done.contains_key(*name))
             .map(|(n, m)| (n.clone(), m.clone()))
         {
+            let file = m.parent_file_descriptor_proto().clone();
             let mut properties = Map::new();
             for field in m.fields() {
-                properties.insert(field.json_name().to_owned(), self.field(&field));
+                let schema = described(self.field(&field), &file, field.path());
+                properties.insert(field.json_name().to_owned(), schema);
             }
             let mut schema = json!({
                 "type": "object",
                 "properties": properties,
                 "additionalProperties": false,
             });
+            let mut notes: Vec<String> = comment(&file, m.path()).into_iter().collect();
             let oneofs: Vec<String> = m
                 .oneofs()
                 .map(|o| {
@@ -207,7 +240,10 @@ impl Components {
                 })
                 .collect();
             if !oneofs.is_empty() {
-                schema["description"] = format!("At most one of {}.", oneofs.join("; of ")).into();
+                notes.push(format!("At most one of {}.", oneofs.join("; of ")));
+            }
+            if !notes.is_empty() {
+                schema["description"] = notes.join(" ").into();
             }
             out.insert(name.clone(), schema);
             done.insert(name, ());
