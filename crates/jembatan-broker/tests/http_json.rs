@@ -433,6 +433,32 @@ async fn bad_input_is_refused_with_a_json_error() {
             .contains("max_request_bytes")
     );
 
+    // the same body streamed without a length is cut off at the limit
+    let io = TokioIo::new(connect(&f, b.port, "dinsos", H1).await);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = big
+        .chunks(64 << 10)
+        .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    let request = http::Request::post("/exchange/v1/query")
+        .header(http::header::HOST, "localhost")
+        .body(http_body_util::StreamBody::new(futures::stream::iter(
+            chunks,
+        )))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert!(
+        response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_some()
+    );
+    assert_eq!(response.status(), 413);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["error"]["code"], "RESOURCE_EXHAUSTED");
+
     let cases = [
         (
             json!({"dataset": "prov.penduduk", "purpose": "bansos", "limit": "many"}),
