@@ -13,6 +13,7 @@ pub mod config;
 mod drain;
 mod error;
 mod exchange;
+mod http_json;
 mod isolation;
 mod members;
 pub mod policy;

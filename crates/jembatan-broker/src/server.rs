@@ -1,5 +1,7 @@
-//! The broker's server: Exchange, Audit, Registry, health and reflection
-//! over mTLS, and the registry's read-only HTTP/JSON view on the same port.
+//! The broker's server: Exchange, Audit, Registry, Agreements, health and
+//! reflection over mTLS, and on the same port the HTTP/JSON door to
+//! Exchange and Agreements (with its OpenAPI document) and the registry's
+//! read-only HTTP/JSON view.
 //! TLS is [`ServerTls`]: certificate, key and revocation list reload from
 //! disk without a restart, and a revoked client certificate is refused at
 //! the handshake and on every request of a connection opened before.
@@ -13,10 +15,11 @@ use jembatan_proto::v1::audit_server::AuditServer;
 use jembatan_proto::v1::exchange_server::ExchangeServer;
 use jembatan_proto::v1::registry_server::RegistryServer;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tower::util::MapResponseLayer;
 
-use crate::{Broker, BrokerError};
+use crate::{Broker, BrokerError, http_json};
 
 /// Most bytes of one request message the broker decodes; a larger one is
 /// refused with `ResourceExhausted` naming the limit `max_request_bytes`.
@@ -79,16 +82,24 @@ pub async fn serve(
     };
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+    // one value of each service, served over gRPC and the HTTP/JSON door
+    let services = http_json::Services {
+        exchange: broker.exchange_service(),
+        agreements: broker.agreements_service(),
+    };
     let exchange =
-        ExchangeServer::new(broker.exchange_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
+        ExchangeServer::new(services.exchange.clone()).max_decoding_message_size(MAX_REQUEST_BYTES);
     let audit =
         AuditServer::new(broker.audit_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
     let registry =
         RegistryServer::new(broker.registry_service()).max_decoding_message_size(MAX_REQUEST_BYTES);
-    let agreements = AgreementsServer::new(broker.agreements_service())
+    let agreements = AgreementsServer::new(services.agreements.clone())
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let routes = broker
+    let http = broker
         .registry_http()
+        .into_axum_router()
+        .merge(http_json::router(services));
+    let routes = Routes::from(http)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -109,8 +120,8 @@ pub async fn serve(
         return Err(BrokerError::NotBroker(tls.identity().to_string()));
     }
     Server::builder()
-        // HTTP/1.1 too, for registry-view clients that offer no TLS ALPN
-        // (ALPN itself offers h2 only)
+        // HTTP/1.1 too, for the HTTP/JSON routes' clients (ALPN offers
+        // `h2` and `http/1.1`)
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .concurrency_limit_per_connection(256)

@@ -72,9 +72,10 @@ impl ServerTls {
             .map_err(|e| PkiError::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(OwnCert(Arc::clone(&live))));
-        // HTTP/2 is negotiated by ALPN; clients without ALPN get HTTP/1.1
-        // where the server accepts it
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        // HTTP/2 or HTTP/1.1 by ALPN (gRPC needs `h2`; HTTP/JSON clients
+        // such as PHP's curl may offer `http/1.1` only); clients without
+        // ALPN get HTTP/1.1 where the server accepts it
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         // no resumption: every connection presents (and has checked
         // against the revocation list) a full client certificate
         config.session_storage = Arc::new(NoServerSessionStorage {});

@@ -7,6 +7,7 @@
 #![allow(clippy::large_enum_variant)] // generated oneofs
 #![allow(clippy::doc_lazy_continuation)] // generated from proto comments
 
+pub mod json;
 mod status;
 pub mod trailers;
 
