@@ -13,7 +13,6 @@ use jembatan_pki::ServerTls;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_server::AdapterServer;
 use tokio::net::TcpListener;
-use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use tower::util::MapResponseLayer;
@@ -67,7 +66,7 @@ impl pb::adapter_server::Adapter for AdapterService {
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
         broker_only(&request, "fetch")?;
-        let timeout = grpc_timeout(request.metadata());
+        let timeout = jembatan_proto::grpc_timeout(request.metadata());
         Ok(Response::new(
             self.adapter.fetch_within(request.into_inner(), timeout)?,
         ))
@@ -92,28 +91,6 @@ impl pb::adapter_server::Adapter for AdapterService {
             self.adapter.acknowledge_batch(request.into_inner()).await?,
         ))
     }
-}
-
-/// The caller's deadline from the `grpc-timeout` header: at most eight
-/// digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`). A malformed header is
-/// ignored, as tonic's own deadline handling does.
-fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let unit_at = value.len().checked_sub(1)?;
-    let (digits, unit) = value.split_at(unit_at);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// The services the adapter's caller (the broker) can use, as reflection
@@ -183,36 +160,4 @@ pub async fn serve(
         .await?;
     tracing::info!("adapter stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeout_headers() {
-        let cases = [
-            ("1S", Some(Duration::from_secs(1))),
-            ("250m", Some(Duration::from_millis(250))),
-            ("2M", Some(Duration::from_secs(120))),
-            ("1H", Some(Duration::from_secs(3600))),
-            ("99999999u", Some(Duration::from_micros(99_999_999))),
-            ("5n", Some(Duration::from_nanos(5))),
-            ("123456789S", None),
-            ("S", None),
-            ("", None),
-            ("10s", None),
-            ("-1S", None),
-            ("1.5S", None),
-            ("１S", None),
-        ];
-        for (header, want) in cases {
-            let mut md = MetadataMap::new();
-            if let Ok(v) = header.parse() {
-                md.insert("grpc-timeout", v);
-            }
-            assert_eq!(grpc_timeout(&md), want, "{header:?}");
-        }
-        assert_eq!(grpc_timeout(&MetadataMap::new()), None);
-    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hmac::{Hmac, Mac};
 use jembatan_core::agreement::format_instant;
@@ -1069,52 +1069,5 @@ impl Exchange for ExchangeService {
 /// When the caller's `grpc-timeout` runs out, counted from now (the call's
 /// arrival); `None` without one or with one that is not well formed.
 fn consumer_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
-    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
-    Some(Instant::now() + parse_grpc_timeout(text)?)
-}
-
-/// A `grpc-timeout` value: at most 8 digits and a unit (`H`, `M`, `S`,
-/// `m`, `u`, `n`), as gRPC over HTTP/2 defines it.
-fn parse_grpc_timeout(text: &str) -> Option<Duration> {
-    let split = text.len().checked_sub(1)?;
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod deadline_tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse_as_the_protocol_defines_them() {
-        let cases = [
-            ("5S", Some(Duration::from_secs(5))),
-            ("2H", Some(Duration::from_secs(7200))),
-            ("3M", Some(Duration::from_secs(180))),
-            ("250m", Some(Duration::from_millis(250))),
-            ("99999999u", Some(Duration::from_micros(99_999_999))),
-            ("10n", Some(Duration::from_nanos(10))),
-            ("123456789S", None), // more than 8 digits
-            ("S", None),
-            ("", None),
-            ("5s", None),
-            ("-5S", None),
-            ("5 S", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_grpc_timeout(text), want, "{text:?}");
-        }
-    }
+    Some(Instant::now() + jembatan_proto::grpc_timeout(metadata)?)
 }

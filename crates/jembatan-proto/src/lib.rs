@@ -7,10 +7,12 @@
 #![allow(clippy::large_enum_variant)] // generated oneofs
 #![allow(clippy::doc_lazy_continuation)] // generated from proto comments
 
+mod deadline;
 pub mod json;
 mod status;
 pub mod trailers;
 
+pub use deadline::grpc_timeout;
 pub use status::{decode_error_status, map_decode_errors};
 pub use trailers::{DENIAL_METADATA_KEY, INCOMPATIBILITY_METADATA_KEY, RECEIPT_METADATA_KEY};
 
