@@ -780,3 +780,150 @@ async fn the_openapi_document_is_served_matches_docs_and_covers_every_route() {
         }
     }
 }
+
+/// The gRPC requests of [`both_doors_write_the_same_audit_entries`].
+async fn through_grpc(f: &Federation, b: &BrokerHandle) {
+    use jembatan_proto::v1 as pb;
+    let mut client = b.exchange(f, "dinsos").await;
+    let lookup = pb::LookupRequest {
+        dataset: "prov.penduduk".into(),
+        purpose: "bansos".into(),
+        fields: vec!["nik".into(), "nama".into()],
+        key: Some(support::string(&nik(3))),
+        verify: [("nama".to_owned(), support::string("WARGA 3"))].into(),
+        ..Default::default()
+    };
+    client.lookup(lookup).await.unwrap();
+    let mut query = support::query(&["nik", "nama"]);
+    query.filter = Some(support::eq("kecamatan", "15.07.01"));
+    support::run_query(&mut client, query).await.end.unwrap();
+    let mut denied = support::query(&["nik"]);
+    denied.purpose = "kesehatan".into();
+    let refused = support::run_query(&mut client, denied)
+        .await
+        .end
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+}
+
+/// The same requests as JSON.
+async fn through_http(f: &Federation, b: &BrokerHandle) {
+    let lookup = json!({
+        "dataset": "prov.penduduk",
+        "purpose": "bansos",
+        "fields": ["nik", "nama"],
+        "key": nik(3),
+        "verify": {"nama": "WARGA 3"},
+    });
+    let answer = call(f, b, "dinsos", "POST", "/exchange/v1/lookup", Some(lookup)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let answer = call(
+        f,
+        b,
+        "dinsos",
+        "POST",
+        "/exchange/v1/query",
+        Some(query_body()),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let denied = json!({"dataset": "prov.penduduk", "purpose": "kesehatan", "fields": ["nik"]});
+    let answer = call(f, b, "dinsos", "POST", "/exchange/v1/query", Some(denied)).await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+}
+
+/// An entry as JSON without what differs between any two exchanges: its
+/// id and time, how long it took.
+fn comparable(entry: &jembatan_core::AuditEntry) -> Value {
+    let mut v = serde_json::to_value(entry).unwrap();
+    let object = v.as_object_mut().unwrap();
+    for varying in ["exchange_id", "time", "duration_ms", "trace_id"] {
+        object.remove(varying);
+    }
+    v
+}
+
+/// One code path: the same lookup, query and denied query through gRPC
+/// and through the HTTP/JSON door write the same audit entries, field for
+/// field, apart from ids and times.
+#[tokio::test]
+async fn both_doors_write_the_same_audit_entries() {
+    let (f, b) = federation().await;
+    let audit = b.broker.audit();
+    through_grpc(&f, &b).await;
+    let grpc: Vec<Value> = audit
+        .entries(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| comparable(&e.entry))
+        .collect();
+    through_http(&f, &b).await;
+    let all = audit.entries(0, 100).await.unwrap();
+    let http: Vec<Value> = all[grpc.len()..]
+        .iter()
+        .map(|e| comparable(&e.entry))
+        .collect();
+    // lookup and query: a decision and an end each; the denial: one entry
+    assert_eq!(grpc.len(), 5, "{grpc:#?}");
+    assert_eq!(http, grpc);
+}
+
+/// A client whose certificate is not the federation's gets no answer and
+/// leaves nothing on the log: the handshake is refused.
+#[tokio::test]
+async fn a_client_without_a_federation_certificate_gets_nothing() {
+    let (f, b) = federation().await;
+    let before = b.broker.store().audit_log_size().await.unwrap();
+    // a certificate of another CA, for the same agency name
+    let other = tempfile::tempdir().unwrap();
+    let identity =
+        jembatan_core::Identity::new(jembatan_core::Role::Agency, Some("dinsos".parse().unwrap()))
+            .unwrap();
+    let issued = jembatan_pki::dev_pki(other.path(), &[identity]).unwrap();
+    let foreign = &issued[0].1;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&f.files["dinsos"].ca).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_file_iter(&foreign.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&foreign.key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![H1.to_vec()];
+    let tcp = TcpStream::connect(("127.0.0.1", b.port)).await.unwrap();
+    let refused = async {
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        // TLS 1.3: the server's refusal arrives with the first read
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = query_body().to_string();
+        let request = format!(
+            "POST /exchange/v1/query HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    }
+    .await;
+    match refused {
+        Err(_) => {}
+        Ok(answer) => assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer)),
+    }
+    assert_eq!(
+        b.broker.store().audit_log_size().await.unwrap(),
+        before,
+        "a refused handshake writes nothing to the log"
+    );
+}
