@@ -1,5 +1,6 @@
 //! B2: audited `Lookup`s by random existing NIK with N concurrent clients,
-//! against prepared point queries through a pool of N connections.
+//! against prepared point queries through a pool of N connections; and the
+//! same lookups through the HTTP/JSON door, against the gRPC ones.
 
 use std::time::{Duration, Instant};
 
@@ -59,8 +60,9 @@ pub(crate) async fn run(
     duration: Duration,
 ) -> Result<LookupFigures, BenchError> {
     let jembatan = through_broker(population, cluster, concurrency, duration).await?;
+    let http = through_http(population, cluster, concurrency, duration).await?;
     let direct = direct(population, concurrency, duration).await?;
-    if jembatan.found != jembatan.done || direct.found != direct.done {
+    if jembatan.found != jembatan.done || direct.found != direct.done || http.found != http.done {
         return Err(BenchError::Inconsistent(format!(
             "existing NIKs not found: {} of {} through the broker, {} of {} directly",
             jembatan.done - jembatan.found,
@@ -82,6 +84,10 @@ pub(crate) async fn run(
         direct_p50_ms: direct.quantile_ms(0.50),
         direct_p99_ms: direct.quantile_ms(0.99),
         direct_p999_ms: direct.quantile_ms(0.999),
+        http_lookups: http.done,
+        http_per_s: http.per_s(),
+        http_p50_ms: http.quantile_ms(0.50),
+        http_p99_ms: http.quantile_ms(0.99),
     })
 }
 
@@ -150,6 +156,91 @@ async fn through_broker(
                 side.latencies_us.push(elapsed_us(started));
                 side.done += 1;
                 side.found += u64::from(resp.found && !resp.record.is_empty());
+            }
+            Ok(side)
+        }
+    })
+    .await
+}
+
+/// The same lookups as JSON through the HTTP/JSON door: each client on an
+/// HTTP/2 connection of its own, with the consumer's certificate.
+async fn through_http(
+    population: &Population,
+    cluster: &Cluster,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<Side, BenchError> {
+    let config = std::sync::Arc::new(
+        jembatan_pki::rustls_config(&cluster.certs.consumer, &[b"h2"])
+            .map_err(|e| BenchError::Inconsistent(format!("HTTP client TLS: {e}")))?,
+    );
+    let port = cluster.broker_port;
+    // connect every client before the clock starts
+    let mut clients = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls::pki_types::ServerName::try_from("localhost")
+            .map_err(|e| BenchError::Inconsistent(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await?;
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .map_err(|e| BenchError::Inconsistent(format!("HTTP/2 handshake: {e}")))?;
+        tokio::spawn(conn);
+        clients.push(sender);
+    }
+    let rows = population.rows;
+    let clients = std::sync::Mutex::new(clients);
+    let uri = format!("https://localhost:{port}/exchange/v1/lookup");
+    timed(concurrency, duration, |i, deadline| {
+        let sender = clients.lock().ok().and_then(|mut c| c.pop());
+        let uri = uri.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let mut sender = sender.ok_or_else(|| BenchError::Inconsistent("no client".into()))?;
+            let mut rng = StdRng::seed_from_u64(0x6a65_6d62 + i as u64);
+            let mut side = Side::default();
+            let failed =
+                |e: &dyn std::fmt::Display| BenchError::Inconsistent(format!("HTTP lookup: {e}"));
+            while Instant::now() < deadline {
+                let key = nik(rng.random_range(1..=rows));
+                let body = serde_json::json!({"dataset": DATASET, "purpose": PURPOSE, "key": key});
+                let request = hyper::Request::post(&uri)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                        body.to_string(),
+                    )))
+                    .map_err(|e| failed(&e))?;
+                let started = Instant::now();
+                let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
+                let status = response.status();
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| failed(&e))?
+                    .to_bytes();
+                if status == hyper::StatusCode::SERVICE_UNAVAILABLE {
+                    side.refused += 1;
+                    continue;
+                }
+                if !status.is_success() {
+                    return Err(failed(&format!(
+                        "{status}: {}",
+                        String::from_utf8_lossy(&bytes)
+                    )));
+                }
+                let answer: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| failed(&e))?;
+                side.latencies_us.push(elapsed_us(started));
+                side.done += 1;
+                side.found += u64::from(answer["found"] == true && answer["record"].is_string());
             }
             Ok(side)
         }

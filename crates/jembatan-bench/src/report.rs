@@ -51,6 +51,12 @@ pub struct LookupFigures {
     pub direct_p50_ms: f64,
     pub direct_p99_ms: f64,
     pub direct_p999_ms: f64,
+    /// The same lookups through the HTTP/JSON door (HTTP/2 over the same
+    /// mTLS port, one connection per client), measured in the same run.
+    pub http_lookups: u64,
+    pub http_per_s: f64,
+    pub http_p50_ms: f64,
+    pub http_p99_ms: f64,
 }
 
 /// B3.
@@ -199,6 +205,23 @@ impl Report {
                 &format!("lookup_ratio_c{c}"),
                 json!(round(ratio(l.per_s, l.direct_per_s), 4)),
             );
+            put(&format!("http_lookups_c{c}"), json!(l.http_lookups));
+            put(
+                &format!("http_lookup_per_s_c{c}"),
+                json!(round(l.http_per_s, 1)),
+            );
+            put(
+                &format!("http_lookup_p50_ms_c{c}"),
+                json!(round(l.http_p50_ms, 3)),
+            );
+            put(
+                &format!("http_lookup_p99_ms_c{c}"),
+                json!(round(l.http_p99_ms, 3)),
+            );
+            put(
+                &format!("http_lookup_ratio_c{c}"),
+                json!(round(ratio(l.http_per_s, l.per_s), 4)),
+            );
         }
         if let Some(a) = &self.audit {
             put("audit_appenders", json!(a.appenders));
@@ -314,6 +337,13 @@ impl fmt::Display for Report {
                     "",
                 )?;
             }
+            line(
+                f,
+                &format!("B2 HTTP/JSON vs gRPC, {c} clients"),
+                &rate(l.http_per_s),
+                &rate(l.per_s),
+                &format!("{:.3}", ratio(l.http_per_s, l.per_s)),
+            )?;
             for (q, a, b) in [
                 ("p50", l.p50_ms, l.direct_p50_ms),
                 ("p99", l.p99_ms, l.direct_p99_ms),

@@ -342,6 +342,35 @@ fn handshake_error(address: String, source: std::io::Error) -> ConnectError {
     }
 }
 
+/// A plain rustls client configuration that presents the certificate of
+/// `files`, trusts their CA and offers `alpn`: for clients that speak HTTP
+/// themselves (the HTTP/JSON door) rather than through a tonic channel.
+pub fn rustls_config(files: &crate::TlsFiles, alpn: &[&[u8]]) -> Result<ClientConfig, PkiError> {
+    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+    let bad = |path: &std::path::Path, e: &dyn fmt::Display| {
+        PkiError::Tls(format!("{}: {e}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(&crate::read(&files.ca)?) {
+        let ca = ca.map_err(|e| bad(&files.ca, &e))?;
+        roots.add(ca).map_err(|e| bad(&files.ca, &e))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(&crate::read(&files.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&files.cert, &e))?;
+    let key = PrivateKeyDer::from_pem_slice(&crate::read(&files.key)?)
+        .map_err(|e| bad(&files.key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
 /// Whether the server at `host:port` refuses the certificate of `files`:
 /// completes a TLS handshake presenting it, sends the HTTP/2 preface and
 /// reads the answer. Returns the TLS alert the server sent when it refused
@@ -354,26 +383,11 @@ pub fn refused_by(
     host: &str,
     port: u16,
 ) -> Option<rustls::AlertDescription> {
-    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
 
     const WAIT: Duration = Duration::from_secs(5);
-    let ca = crate::crl::pem_contents(&crate::read(&files.ca).ok()?).ok()?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(ca)).ok()?;
-    let chain = CertificateDer::pem_slice_iter(&crate::read(&files.cert).ok()?)
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
-    let key = PrivateKeyDer::from_pem_slice(&crate::read(&files.key).ok()?).ok()?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .ok()?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = rustls_config(files, &[b"h2"]).ok()?;
     let name = ServerName::try_from(host.to_owned()).ok()?;
     let conn = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
     let addr = (host, port).to_socket_addrs().ok()?.next()?;

@@ -31,7 +31,8 @@ use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic::{Request, Status};
 
 pub use client::{
-    ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity, refused_by, wrong_identity_in,
+    ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity, refused_by, rustls_config,
+    wrong_identity_in,
 };
 pub use crl::{BadSerial, CertError, CrlError, Reason, RevocationList, RevokeOutcome, Serial};
 pub use live::RELOAD_INTERVAL;
