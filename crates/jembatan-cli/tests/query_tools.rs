@@ -61,8 +61,18 @@ impl Demo {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // a kept folder can be moved: its configs name their files
+        // relative to themselves
+        let moved = dir.join("moved");
+        std::fs::rename(&keep, &moved).unwrap();
+        let keep = moved;
         let config = keep.join("broker.toml");
         let adapter_config = keep.join("adapter-disdukcapil.toml");
+        let text = std::fs::read_to_string(&adapter_config).unwrap();
+        assert!(
+            text.contains("database = \"sqlite://data/disdukcapil.db\""),
+            "{text}"
+        );
         let (port, adapter_port) = (listen_port(&config), listen_port(&adapter_config));
         let mut servers = Vec::new();
         for (what, config) in [("adapter", &adapter_config), ("broker", &config)] {
