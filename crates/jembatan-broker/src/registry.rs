@@ -360,7 +360,7 @@ impl Registry {
             return Err(RegistryError::Incompatible { mode, reasons });
         }
         let next = versions.last().map_or(1, |v| v.version + 1);
-        let document = jembatan_schema::canonical_json(schema.value());
+        let document = jembatan_schema::canonical_json(schema.original());
         let stored = self
             .store
             .insert_schema_version(id.as_str(), next, schema.id(), &document, identity)

@@ -48,6 +48,7 @@
 
 mod checker;
 mod compat;
+mod dialect;
 mod sample;
 mod schema;
 pub mod wire;

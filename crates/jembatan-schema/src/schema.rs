@@ -29,7 +29,7 @@ fn at(pointer: &str) -> String {
 }
 
 impl SchemaError {
-    fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             pointer: pointer.into(),
             message: message.into(),
@@ -100,6 +100,10 @@ pub struct Schema {
 }
 
 struct Inner {
+    /// The document as given (in its own dialect).
+    original: Value,
+    /// The document in JSON Schema 2020-12: `original`, rewritten when it
+    /// is draft-07 or 2019-09.
     value: Value,
     id: String,
     validator: jsonschema::Validator,
@@ -155,30 +159,17 @@ impl Schema {
                 ),
             ));
         }
-        match &value {
-            Value::Bool(_) => {}
-            Value::Object(map) => {
-                if let Some(dialect) = map.get("$schema") {
-                    let ok = dialect
-                        .as_str()
-                        .is_some_and(|d| d.trim_end_matches('#') == DRAFT_2020_12);
-                    if !ok {
-                        return Err(SchemaError::new(
-                            "/$schema",
-                            format!(
-                                "only JSON Schema 2020-12 ({DRAFT_2020_12}) is supported, found {dialect}"
-                            ),
-                        ));
-                    }
-                }
-            }
-            _ => {
-                return Err(SchemaError::new(
-                    "",
-                    "a schema must be a JSON object or a boolean",
-                ));
-            }
+        if !value.is_object() && !value.is_boolean() {
+            return Err(SchemaError::new(
+                "",
+                "a schema must be a JSON object or a boolean",
+            ));
         }
+        // draft-07 and 2019-09 are read as the 2020-12 document they mean;
+        // the document as given is kept, and names the schema
+        let original = value.clone();
+        let dialect = crate::dialect::Dialect::of(&value)?;
+        let value = crate::dialect::normalize(value, dialect)?;
         if let Err(e) = jsonschema::draft202012::meta::validate(&value) {
             return Err(SchemaError::new(
                 e.instance_path().as_str().to_owned(),
@@ -198,10 +189,11 @@ impl Schema {
         }
         let validator = build_validator(&value)
             .map_err(|e| SchemaError::new("", format!("cannot compile: {e}")))?;
-        let id = content_id(&value);
+        let id = content_id(&original);
         let assertions = strip_annotations(&value);
         Ok(Self {
             inner: Arc::new(Inner {
+                original,
                 value,
                 id,
                 validator,
@@ -211,19 +203,28 @@ impl Schema {
         })
     }
 
-    /// The content id `sha256:<64 hex>` of the canonical form of the document.
+    /// The content id `sha256:<64 hex>` of the canonical form of the
+    /// document as given.
     pub fn id(&self) -> &str {
         &self.inner.id
     }
 
-    /// The schema document as given.
+    /// The schema document in JSON Schema 2020-12: as given, or rewritten
+    /// from draft-07 or 2019-09. What validation, compatibility and
+    /// mappings read.
     pub fn value(&self) -> &Value {
         &self.inner.value
     }
 
-    /// The document in canonical form (see [`canonical_json`]).
+    /// The schema document as given, in its own dialect: what the
+    /// registry stores and [`Schema::id`] names.
+    pub fn original(&self) -> &Value {
+        &self.inner.original
+    }
+
+    /// The document as given, in canonical form (see [`canonical_json`]).
     pub fn canonical(&self) -> String {
-        canonical_json(&self.inner.value)
+        canonical_json(&self.inner.original)
     }
 
     /// Validates an instance; `format` is asserted.

@@ -38,7 +38,7 @@ fn meta_schema_errors_carry_the_pointer() {
 }
 
 #[test]
-fn only_2020_12_is_accepted() {
+fn draft_07_and_2019_09_are_read_as_the_2020_12_they_mean() {
     assert!(
         Schema::parse(
             r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "string"}"#
@@ -46,11 +46,43 @@ fn only_2020_12_is_accepted() {
         .is_ok()
     );
     assert!(Schema::parse(r#"{"type": "string"}"#).is_ok());
+    // a draft-07 document: kept as given, validated as rewritten
+    let text = r#"{"$schema": "http://json-schema.org/draft-07/schema#", "type": "array",
+        "items": [{"type": "string"}], "additionalItems": false,
+        "definitions": {"n": {"type": "integer"}}}"#;
+    let s = Schema::parse(text).expect("draft 7");
+    assert_eq!(
+        s.original(),
+        &serde_json::from_str::<serde_json::Value>(text).unwrap()
+    );
+    assert_eq!(s.value()["prefixItems"], json!([{"type": "string"}]));
+    assert_eq!(s.value()["items"], json!(false));
+    assert!(s.is_valid(&json!(["a"])));
+    // the constraint additionalItems meant holds
+    assert!(!s.is_valid(&json!(["a", "b"])));
+    assert!(!s.is_valid(&json!([1])));
+    // the id names the document as given
+    assert_eq!(s.id(), jembatan_schema::content_id(s.original()));
+    assert!(
+        Schema::parse(
+            r#"{"$schema": "https://json-schema.org/draft/2019-09/schema", "type": "string"}"#
+        )
+        .is_ok()
+    );
     let e = Schema::parse(
-        r#"{"$schema": "http://json-schema.org/draft-07/schema#", "type": "string"}"#,
+        r#"{"$schema": "http://json-schema.org/draft-04/schema#", "type": "string"}"#,
     )
-    .expect_err("draft 7");
+    .expect_err("draft 4");
     assert_eq!(e.pointer, "/$schema");
+    // without $schema a document is 2020-12, where these keywords are gone
+    let e = Schema::parse(
+        r#"{"type": "array", "items": [{"type": "string"}], "additionalItems": false}"#,
+    )
+    .expect_err("draft-07 keywords in a 2020-12 document");
+    assert!(
+        e.message.contains("not a JSON Schema 2020-12 keyword"),
+        "{e}"
+    );
 }
 
 #[test]
