@@ -116,6 +116,13 @@ fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     })
 }
 
+/// The caller of an RPC, from its client certificate, for the access log.
+fn caller(extensions: &tonic::codegen::http::Extensions) -> Option<String> {
+    jembatan_pki::peer_identity_in(extensions)
+        .ok()
+        .map(|id| id.to_string())
+}
+
 /// The services the adapter's caller (the broker) can use, as reflection
 /// lists them: the adapter's own, health, and reflection in both versions.
 /// The broker's services share the descriptor set but are not offered
@@ -172,6 +179,8 @@ pub async fn serve(
         // requests that cannot be decoded are the caller's fault
         .layer(MapResponseLayer::new(jembatan_proto::map_decode_errors))
         .layer(tls.revocation_layer())
+        // the broker's trace context, `rpc.server.duration`, access log
+        .layer(jembatan_telemetry::RpcLayer::new(caller))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

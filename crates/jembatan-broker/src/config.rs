@@ -20,6 +20,10 @@ pub struct BrokerConfig {
     pub version: u32,
     /// Address the Exchange service listens on.
     pub listen: SocketAddr,
+    /// Address serving metrics in the Prometheus text format
+    /// (`GET /metrics`, plain HTTP, counts only); none when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Store location: a file path or `sqlite:PATH` (embedded default), or
     /// `postgres://...`.
     pub store: String,

@@ -19,6 +19,7 @@ mod registry_http;
 mod registry_service;
 mod relay;
 mod server;
+mod telemetry;
 
 use std::path::Path;
 use std::sync::Arc;

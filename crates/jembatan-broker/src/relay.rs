@@ -317,7 +317,7 @@ async fn open_fetch(
         let channel = state.adapters.channel(&endpoint, &allowed.provider, lane)?;
         let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
         let stream = client
-            .fetch(allowed.fetch.clone())
+            .fetch(allowed.facts.trace.request(allowed.fetch.clone()))
             .await
             .map_err(|s| adapter_status(&allowed.provider.to_string(), s))?
             .into_inner();

@@ -105,6 +105,7 @@ pub async fn serve(
         // requests that cannot be decoded are the caller's fault
         .layer(MapResponseLayer::new(jembatan_proto::map_decode_errors))
         .layer(tls.revocation_layer())
+        .layer(crate::telemetry::rpc_layer())
         .add_routes(routes)
         // the acceptor sets TCP_NODELAY on every connection: tonic's own
         // setting does not reach streams served from an incoming stream

@@ -380,6 +380,7 @@ async fn shutdown_signal() {
 
 async fn broker(path: PathBuf) -> Result<()> {
     let config = jembatan_broker::BrokerConfig::load(&path)?;
+    telemetry::serve_metrics(config.metrics_listen).await?;
     let broker = jembatan_broker::Broker::start(&config).await?;
     let tls = config.tls.server_config()?;
     let listener = TcpListener::bind(config.listen)
@@ -399,6 +400,7 @@ async fn broker(path: PathBuf) -> Result<()> {
 
 async fn adapter(path: PathBuf) -> Result<()> {
     let config = jembatan_adapter::AdapterConfig::load(&path)?;
+    telemetry::serve_metrics(config.metrics_listen).await?;
     let adapter = std::sync::Arc::new(jembatan_adapter::Adapter::connect(&config).await?);
     let tls = config.tls.server_config()?;
     let listener = TcpListener::bind(config.listen)

@@ -25,3 +25,23 @@ pub(crate) fn install(cli: &Cli) -> Result<Telemetry, TelemetryError> {
     }
     Telemetry::install(&settings, default_filter)
 }
+
+/// Serves the Prometheus endpoint on `listen`, when the config names one,
+/// for as long as the process runs.
+pub(crate) async fn serve_metrics(listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(addr) = listen else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    eprintln!("metrics on http://{addr}/metrics");
+    tokio::spawn(async move {
+        if let Err(err) = jembatan_telemetry::serve_metrics(listener, std::future::pending()).await
+        {
+            eprintln!("error: the metrics endpoint stopped: {err}");
+        }
+    });
+    Ok(())
+}

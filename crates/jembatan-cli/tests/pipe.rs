@@ -61,7 +61,10 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)
             .unwrap();
-        assert!(first.contains("x-0") || first.starts_with("seq,"), "{format}: {first}");
+        assert!(
+            first.contains("x-0") || first.starts_with("seq,"),
+            "{format}: {first}"
+        );
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{format}: {stderr}");

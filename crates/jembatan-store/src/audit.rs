@@ -71,6 +71,18 @@ impl AuditLog {
     /// Appends an entry and returns once it is durably committed, with its
     /// sequence number. An error means the entry is not on the log.
     pub async fn append(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
+        let started = std::time::Instant::now();
+        let metrics = jembatan_telemetry::metrics();
+        metrics.audit_queued();
+        let result = self.append_queued(entry).await;
+        match &result {
+            Ok(stored) => metrics.audit_committed(&stored.entry, started.elapsed()),
+            Err(_) => metrics.audit_failed(),
+        }
+        result
+    }
+
+    async fn append_queued(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
         let (reply, rx) = oneshot::channel();
         let canonical = entry.canonical_bytes();
         let stored = StoredEntry {

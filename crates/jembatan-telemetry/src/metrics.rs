@@ -221,17 +221,19 @@ impl Metrics {
         self.audit_queue.add(1, &[]);
     }
 
-    /// An entry's append ended after `elapsed`: committed (then counted by
-    /// what it records) or failed.
-    pub fn audit_appended(&self, entry: &AuditEntry, elapsed: Duration, committed: bool) {
+    /// An entry was durably committed `elapsed` after it was queued; it
+    /// is counted by what it records.
+    pub fn audit_committed(&self, entry: &AuditEntry, elapsed: Duration) {
         self.audit_queue.add(-1, &[]);
-        if !committed {
-            self.append_failures.add(1, &[]);
-            return;
-        }
         self.append_duration
             .record(elapsed.as_secs_f64() * 1000.0, &[]);
         self.entry(entry);
+    }
+
+    /// An entry could not be written.
+    pub fn audit_failed(&self) {
+        self.audit_queue.add(-1, &[]);
+        self.append_failures.add(1, &[]);
     }
 
     /// Counts an exchange entry: decisions by provider, consumer, dataset
