@@ -88,6 +88,10 @@ pub struct BrokerConfig {
     /// `cancelled`, and its adapter stream and database connection freed.
     #[serde(default = "default_stall_timeout", with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// How often gRPC health checks that the audit log can be written
+    /// (`jembatan.v1.Exchange` is NOT_SERVING while it cannot).
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub health_interval: Duration,
     #[serde(default)]
     pub registry: RegistryConfig,
 }
@@ -158,6 +162,10 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn default_max_streams_per_provider() -> usize {
     DEFAULT_MAX_STREAMS_PER_PROVIDER
+}
+
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_stall_timeout() -> Duration {
@@ -345,6 +353,9 @@ impl BrokerConfig {
                 "max_streams_per_provider must be between 1 and {MAX_STREAMS_PER_PROVIDER}; got {}",
                 config.max_streams_per_provider
             ));
+        }
+        if config.health_interval.is_zero() {
+            return Err("health_interval must be longer than 0s".into());
         }
         if config.stall_timeout.is_zero() {
             return Err("stall_timeout must be longer than 0s".into());

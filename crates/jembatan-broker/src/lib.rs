@@ -11,6 +11,7 @@ mod audit_service;
 mod checkpoint;
 pub mod config;
 mod exchange;
+mod health;
 mod isolation;
 mod members;
 pub mod policy;
@@ -70,6 +71,8 @@ pub struct Broker {
     audit_service: AuditService,
     /// The agreement watcher (expiry, changes made through other replicas).
     watcher: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    /// How often the server's health checks the audit log.
+    pub(crate) health_interval: std::time::Duration,
 }
 
 /// The checkpointer and its periodic task.
@@ -175,6 +178,7 @@ impl Broker {
                 verifier,
             }),
             audit_service,
+            health_interval: config.health_interval,
         })
     }
 

@@ -70,6 +70,10 @@ pub async fn serve(
     health
         .set_serving::<AgreementsServer<crate::AgreementsService>>()
         .await;
+    let store_health = tokio::spawn(crate::health::watch_audit_log(
+        broker.clone(),
+        health.clone(),
+    ));
     let reflection_error = |e: tonic_reflection::server::Error| BrokerError::Config {
         path: "reflection".into(),
         message: e.to_string(),
@@ -96,7 +100,7 @@ pub async fn serve(
     if tls.identity().role != jembatan_core::Role::Broker {
         return Err(BrokerError::NotBroker(tls.identity().to_string()));
     }
-    Server::builder()
+    let served = Server::builder()
         // HTTP/1.1 too, for registry-view clients that offer no TLS ALPN
         // (ALPN itself offers h2 only)
         .accept_http1(true)
@@ -110,6 +114,8 @@ pub async fn serve(
         // the acceptor sets TCP_NODELAY on every connection: tonic's own
         // setting does not reach streams served from an incoming stream
         .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
-        .await?;
+        .await;
+    store_health.abort();
+    served?;
     Ok(())
 }

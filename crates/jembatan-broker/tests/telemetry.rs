@@ -98,7 +98,11 @@ async fn a_consumers_trace_continues_through_broker_and_adapter_and_is_on_the_lo
     ]
     .into();
     let settings = jembatan_telemetry::Settings::from_vars(&vars, "jembatan-broker").unwrap();
-    let telemetry = jembatan_telemetry::Telemetry::install(&settings, "warn").unwrap();
+    // process-wide, like a service's: kept for the other tests' metrics
+    static TELEMETRY: std::sync::OnceLock<jembatan_telemetry::Telemetry> =
+        std::sync::OnceLock::new();
+    let telemetry = TELEMETRY
+        .get_or_init(|| jembatan_telemetry::Telemetry::install(&settings, "warn").unwrap());
 
     let f = Federation::start(20).await;
     let config = f.broker_config("", &agreement_toml("a-1", "dinsos", GRANT, "approved", ""));
@@ -187,7 +191,6 @@ async fn a_consumers_trace_continues_through_broker_and_adapter_and_is_on_the_lo
         })
         .unwrap_or_else(|| panic!("no adapter span in {found:#?}"));
     assert_eq!(adapter.name, "jembatan.v1.Adapter/Fetch");
-    telemetry.shutdown();
 }
 
 /// `name{labels} value` lines of the Prometheus text format.
@@ -415,4 +418,66 @@ async fn the_prometheus_endpoint_counts_the_exchanges_made() {
             .iter()
             .any(|(_, labels, _)| labels.values().any(|v| v.contains(&nik(3)))),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_health_follows_whether_the_audit_log_can_be_written() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let f = Federation::start(5).await;
+    let config = f.broker_config(
+        "health_interval = \"50ms\"",
+        &agreement_toml("a-3", "dinsos", GRANT, "approved", ""),
+    );
+    let b = f.broker(&config).await;
+    let health = HealthClient::new(f.channel(b.port, "operator").await);
+    let status_of = |service: &'static str| {
+        let mut health = health.clone();
+        async move {
+            let response = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap();
+            ServingStatus::try_from(response.into_inner().status).unwrap()
+        }
+    };
+    let wait_for = |want: ServingStatus| async move {
+        for _ in 0..100 {
+            if status_of("jembatan.v1.Exchange").await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("Exchange never became {want:?}");
+    };
+    wait_for(ServingStatus::Serving).await;
+
+    sqlx::query(
+        "CREATE TRIGGER full BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(b.broker.store().pool())
+    .await
+    .unwrap();
+    wait_for(ServingStatus::NotServing).await;
+    // the other services answer from what is stored
+    assert_eq!(
+        status_of("jembatan.v1.Registry").await,
+        ServingStatus::Serving
+    );
+    // and the exchange is refused, as health said it would be
+    let mut client = b.exchange(&f, "dinsos").await;
+    let refused = client.query(query(&["nik"])).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    // the probe left nothing on the log
+    sqlx::query("DROP TRIGGER full")
+        .execute(b.broker.store().pool())
+        .await
+        .unwrap();
+    wait_for(ServingStatus::Serving).await;
+    let entries = b.broker.audit().entries(0, 100).await.unwrap();
+    assert!(entries.iter().all(|e| e.entry.exchange_id != "probe"));
 }

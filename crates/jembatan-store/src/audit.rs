@@ -104,6 +104,24 @@ impl AuditLog {
         &self.store
     }
 
+    /// Checks that the log can be written, committing nothing: a probe
+    /// row is inserted in a write transaction that is then rolled back, so
+    /// whatever would refuse an entry (a read-only or full database, a
+    /// lost connection, a lock held too long) refuses the probe.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let mut tx = self.store.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO audit_log (seq, exchange_id, kind, recorded_at, caller, decision, status, entry, entry_sha256)
+             VALUES ($1, 'probe', 'probe', '', '', '', '', $2, '')",
+        )
+        .bind(-1i64)
+        .bind(Vec::<u8>::new())
+        .execute(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        Ok(())
+    }
+
     /// Entries with `seq >= from`, at most `limit`, in order.
     pub async fn entries(&self, from: u64, limit: u64) -> Result<Vec<StoredEntry>, StoreError> {
         let rows = sqlx::query(
