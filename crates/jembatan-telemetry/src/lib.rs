@@ -88,17 +88,16 @@ impl Settings {
             });
         }
         let disabled = get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let endpoint = |names: [&str; 2]| -> Result<Option<String>, TelemetryError> {
+        let endpoint = |names: [&'static str; 2]| -> Result<Option<String>, TelemetryError> {
             if disabled {
                 return Ok(None);
             }
-            let Some((var, value)) = names.iter().find_map(|n| get(n).map(|v| (*n, v))) else {
+            let Some((var, value)) = names.into_iter().find_map(|n| get(n).map(|v| (n, v))) else {
                 return Ok(None);
             };
             if !(value.starts_with("http://") || value.starts_with("https://")) {
-                let var = names.into_iter().find(|n| *n == var).unwrap_or(names[0]);
                 return Err(TelemetryError::Setting {
-                    var: static_name(var),
+                    var,
                     message: format!("{value:?} is not an http:// or https:// URL"),
                 });
             }
@@ -131,16 +130,6 @@ impl Settings {
             propagate,
         })
     }
-}
-
-/// The `'static` name of one of the endpoint variables.
-fn static_name(var: &str) -> &'static str {
-    TRACES_ENDPOINT_VARS
-        .iter()
-        .chain(METRICS_ENDPOINT_VARS.iter())
-        .find(|n| **n == var)
-        .copied()
-        .unwrap_or("OTEL_EXPORTER_OTLP_ENDPOINT")
 }
 
 /// The installed telemetry of a process: flushes and stops the exporters
