@@ -294,6 +294,17 @@ impl Adapter {
         self.log.path()
     }
 
+    /// Whether the database answers a trivial query.
+    pub async fn check_database(&self) -> Result<(), AdapterError> {
+        self.db
+            .ping()
+            .await
+            .map_err(|source| AdapterError::Database {
+                context: "checking the database".into(),
+                source,
+            })
+    }
+
     /// Closes the database pool.
     pub async fn close(&self) {
         self.db.close().await;

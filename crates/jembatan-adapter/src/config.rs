@@ -72,6 +72,9 @@ pub struct AdapterConfig {
     /// machine may be reached without verified TLS.
     pub database_tls: DatabaseTls,
     pub listen: SocketAddr,
+    /// Address serving metrics in the Prometheus text format
+    /// (`GET /metrics`, plain HTTP, counts only); none when absent.
+    pub metrics_listen: Option<SocketAddr>,
     pub receipt_log: PathBuf,
     pub batch_size: u32,
     /// Longest a fetch may run, from the request to its last batch; a
@@ -116,6 +119,8 @@ struct RawConfig {
     #[serde(default)]
     database_tls: DatabaseTls,
     listen: SocketAddr,
+    #[serde(default)]
+    metrics_listen: Option<SocketAddr>,
     receipt_log: PathBuf,
     #[serde(default)]
     batch_size: Option<u32>,
@@ -215,6 +220,7 @@ impl AdapterConfig {
             database: resolve_database_url(&raw.database, base),
             database_tls,
             listen: raw.listen,
+            metrics_listen: raw.metrics_listen,
             receipt_log: base.join(&raw.receipt_log),
             batch_size,
             max_query_time,

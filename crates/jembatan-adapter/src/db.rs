@@ -231,6 +231,15 @@ impl Db {
         }
     }
 
+    /// Asks the database for one trivial row: whether it answers.
+    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+            Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+            Db::MySql(p, _) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+        }
+    }
+
     pub(crate) async fn close(&self) {
         match self {
             Db::Sqlite(p) => p.close().await,

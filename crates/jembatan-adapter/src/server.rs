@@ -25,6 +25,8 @@ use crate::error::{AdapterError, Refused};
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Concurrent requests per connection.
 const CONCURRENCY_PER_CONNECTION: usize = 64;
+/// How often gRPC health asks the database whether it answers.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The gRPC face of an [`Adapter`]: every call must come from the broker's
 /// certificate.
@@ -93,6 +95,46 @@ impl pb::adapter_server::Adapter for AdapterService {
     }
 }
 
+/// Reports `jembatan.v1.Adapter` NOT_SERVING on gRPC health (and in the
+/// `jembatan.health` metric) while the database does not answer, checked
+/// every [`HEALTH_INTERVAL`]; runs until aborted.
+async fn watch_database(adapter: Arc<Adapter>, health: tonic_health::server::HealthReporter) {
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = true;
+    loop {
+        tick.tick().await;
+        let answers = match adapter.check_database().await {
+            Ok(()) => true,
+            Err(err) => {
+                if serving {
+                    tracing::error!(error = %err, "the database does not answer; Adapter is NOT_SERVING");
+                }
+                false
+            }
+        };
+        if answers != serving {
+            if answers {
+                tracing::info!("the database answers again; Adapter is SERVING");
+                health.set_serving::<AdapterServer<AdapterService>>().await;
+            } else {
+                health
+                    .set_not_serving::<AdapterServer<AdapterService>>()
+                    .await;
+            }
+            serving = answers;
+        }
+        jembatan_telemetry::metrics().health("jembatan.v1.Adapter", serving);
+    }
+}
+
+/// The caller of an RPC, from its client certificate, for the access log.
+fn caller(extensions: &tonic::codegen::http::Extensions) -> Option<String> {
+    jembatan_pki::peer_identity_in(extensions)
+        .ok()
+        .map(|id| id.to_string())
+}
+
 /// The services the adapter's caller (the broker) can use, as reflection
 /// lists them: the adapter's own, health, and reflection in both versions.
 /// The broker's services share the descriptor set but are not offered
@@ -137,18 +179,21 @@ pub async fn serve(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(|e| AdapterError::Reflection(e.to_string()))?;
+    let database_health = tokio::spawn(watch_database(Arc::clone(&adapter), reporter));
     let service = AdapterServer::new(AdapterService::new(Arc::clone(&adapter)))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, agency = %adapter.agency(), "adapter listening");
     }
-    Server::builder()
+    let served = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         // requests that cannot be decoded are the caller's fault
         .layer(MapResponseLayer::new(jembatan_proto::map_decode_errors))
         .layer(tls.revocation_layer())
+        // the broker's trace context, `rpc.server.duration`, access log
+        .layer(jembatan_telemetry::RpcLayer::new(caller))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -157,7 +202,9 @@ pub async fn serve(
         // connection: tonic's own settings do not reach streams served
         // from an incoming stream
         .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
-        .await?;
+        .await;
+    database_health.abort();
+    served?;
     tracing::info!("adapter stopped");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The Adapter gRPC service in process over real mutual TLS: only the
 //! broker's certificate is served, foreign certificates fail the handshake,
-//! the whitelist holds over the wire, and health answers.
+//! the whitelist holds over the wire, and health answers (NOT_SERVING once
+//! the database does not).
 
 mod common;
 
@@ -414,6 +415,30 @@ async fn only_the_broker_is_served_over_mtls() {
             .expect("log")
             .len(),
         4
+    );
+
+    // a database that does not answer turns health NOT_SERVING (checked
+    // every 5 s)
+    adapter.close().await;
+    let mut not_serving = false;
+    for _ in 0..70 {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "jembatan.v1.Adapter".into(),
+            })
+            .await
+            .expect("health")
+            .into_inner()
+            .status;
+        if status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
+            not_serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        not_serving,
+        "health stayed SERVING with the database closed"
     );
 
     let _ = stop.send(());

@@ -81,6 +81,9 @@ impl Checkpointer {
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             check_checkpoint(c, &root, &signer.verifier()).map_err(|e| failed(e.to_string()))?;
+            if let Ok(signed) = jembatan_core::agreement::parse_instant(&c.created_at) {
+                jembatan_telemetry::checkpoint_signed(signed.timestamp());
+            }
         }
         catch_up_tiles(&store, &mut tiles, None)
             .await
@@ -136,6 +139,7 @@ impl Checkpointer {
             .await?;
         self.latest = size;
         if stored {
+            jembatan_telemetry::checkpoint_signed(chrono::Utc::now().timestamp());
             self.note.send_replace(Some(note));
             tracing::debug!(size, "checkpoint stored");
             Ok(Some(size))

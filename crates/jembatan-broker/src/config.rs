@@ -20,6 +20,10 @@ pub struct BrokerConfig {
     pub version: u32,
     /// Address the Exchange service listens on.
     pub listen: SocketAddr,
+    /// Address serving metrics in the Prometheus text format
+    /// (`GET /metrics`, plain HTTP, counts only); none when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Store location: a file path or `sqlite:PATH` (embedded default), or
     /// `postgres://...`.
     pub store: String,
@@ -90,6 +94,10 @@ pub struct BrokerConfig {
     /// checkpoint is signed and the process exits.
     #[serde(default = "default_drain_time", with = "humantime_serde")]
     pub drain_time: Duration,
+    /// How often gRPC health checks that the audit log can be written
+    /// (`jembatan.v1.Exchange` is NOT_SERVING while it cannot).
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub health_interval: Duration,
     #[serde(default)]
     pub registry: RegistryConfig,
 }
@@ -160,6 +168,10 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn default_max_streams_per_provider() -> usize {
     DEFAULT_MAX_STREAMS_PER_PROVIDER
+}
+
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_stall_timeout() -> Duration {
@@ -342,6 +354,9 @@ impl BrokerConfig {
         }
         if !(1..=MAX_STREAMS_PER_PROVIDER).contains(&config.max_streams_per_provider) {
             return Err(E::StreamsPerProvider(config.max_streams_per_provider));
+        }
+        if config.health_interval.is_zero() {
+            return Err(E::ZeroDuration("health_interval"));
         }
         if config.stall_timeout.is_zero() {
             return Err(E::ZeroDuration("stall_timeout"));

@@ -117,6 +117,8 @@ pub(crate) struct Facts {
     pub(crate) agreement: Option<(String, String)>,
     pub(crate) translation: Option<jembatan_core::Translation>,
     pub(crate) privacy: Privacy,
+    /// The request's trace: named in the entries, passed to the adapter.
+    pub(crate) trace: jembatan_telemetry::Trace,
 }
 
 /// What the log may name in clear, and what it keeps only as keyed hashes
@@ -350,7 +352,7 @@ impl Facts {
             received: None,
             duration_ms: None,
             error: None,
-            trace_id: None,
+            trace_id: self.trace.id(),
             change: None,
         }
     }
@@ -578,6 +580,7 @@ impl State {
             agreement: None,
             translation: None,
             privacy: Privacy::new(self.audit_key.clone(), &ask),
+            trace: jembatan_telemetry::Trace::current(),
         };
         facts.privacy.purpose_registered = self.lifecycle.purposes.contains_key(&ask.purpose);
         let identity = match identity {

@@ -13,6 +13,7 @@ pub mod config;
 mod drain;
 mod error;
 mod exchange;
+mod health;
 mod http_json;
 mod isolation;
 mod members;
@@ -22,6 +23,7 @@ mod registry_http;
 mod registry_service;
 mod relay;
 mod server;
+mod telemetry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,6 +79,8 @@ pub struct Broker {
     audit_service: AuditService,
     /// The agreement watcher (expiry, changes made through other replicas).
     watcher: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    /// How often the server's health checks the audit log.
+    pub(crate) health_interval: std::time::Duration,
 }
 
 /// The checkpointer and its periodic task.
@@ -183,6 +187,7 @@ impl Broker {
                 verifier,
             }),
             audit_service,
+            health_interval: config.health_interval,
         })
     }
 

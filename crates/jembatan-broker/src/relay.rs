@@ -325,7 +325,7 @@ async fn open_fetch(
             .channel(&endpoint, &allowed.provider, lane)
             .map_err(|e| failed(e.into()))?;
         let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
-        let mut request = tonic::Request::new(allowed.fetch.clone());
+        let mut request = allowed.facts.trace.request(allowed.fetch.clone());
         // the consumer's deadline is the adapter's: its statement stops
         // when the consumer stops waiting
         if let Some(deadline) = allowed.deadline {

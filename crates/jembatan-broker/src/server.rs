@@ -76,6 +76,10 @@ pub async fn serve(
     health
         .set_serving::<AgreementsServer<crate::AgreementsService>>()
         .await;
+    let store_health = tokio::spawn(crate::health::watch_audit_log(
+        broker.clone(),
+        health.clone(),
+    ));
     let reflection_error = |e: tonic_reflection::server::Error| BrokerError::Config {
         path: "reflection".into(),
         message: e.to_string(),
@@ -119,7 +123,7 @@ pub async fn serve(
     if tls.identity().role != jembatan_core::Role::Broker {
         return Err(BrokerError::NotBroker(tls.identity().to_string()));
     }
-    Server::builder()
+    let served = Server::builder()
         // HTTP/1.1 too, for the HTTP/JSON routes' clients (ALPN offers
         // `h2` and `http/1.1`)
         .accept_http1(true)
@@ -128,10 +132,13 @@ pub async fn serve(
         // requests that cannot be decoded are the caller's fault
         .layer(MapResponseLayer::new(jembatan_proto::map_decode_errors))
         .layer(tls.revocation_layer())
+        .layer(crate::telemetry::rpc_layer())
         .add_routes(routes)
         // the acceptor sets TCP_NODELAY on every connection: tonic's own
         // setting does not reach streams served from an incoming stream
         .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
-        .await?;
+        .await;
+    store_health.abort();
+    served?;
     Ok(())
 }

@@ -215,12 +215,13 @@ async fn verify_log(url: &str, public_key: &std::path::Path) -> Result<(), Failu
     let result = verify(&store, &verifier).await;
     store.close().await;
     let report = result.map_err(store_error)?;
-    println!(
+    writeln!(
+        std::io::stdout().lock(),
         "verified {} entries, root {}, {} checkpoints",
         report.size,
         report.root_hex(),
         report.checkpoints
-    );
+    )?;
     Ok(())
 }
 
@@ -408,7 +409,8 @@ async fn proof(url: &str, index: u64, size: Option<u64>) -> Result<(), Failure> 
     });
     let text = serde_json::to_string_pretty(&out)
         .map_err(|e| Failure::Usage(anyhow!("cannot encode the proof: {e}")))?;
-    println!("{text}");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
     Ok(())
 }
 

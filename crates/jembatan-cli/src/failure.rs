@@ -6,8 +6,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::anyhow;
-
 pub(crate) enum Failure {
     /// The answer is "no" (exit 1).
     Refused(anyhow::Error),
@@ -25,8 +23,18 @@ impl From<anyhow::Error> for Failure {
 
 impl From<std::io::Error> for Failure {
     fn from(err: std::io::Error) -> Self {
-        Failure::Usage(anyhow!("i/o error: {err}"))
+        // kept as the source, so that a closed pipe is recognised
+        Failure::Usage(anyhow::Error::new(err).context("i/o error"))
     }
+}
+
+/// Whether `err` is a write to a pipe whose reader has gone (`| head`):
+/// the command's output was cut short on purpose, which is no failure.
+pub(crate) fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The TLS alerts by which a server refuses a client's certificate, and
@@ -116,6 +124,11 @@ fn received_alert(err: &(dyn std::error::Error + 'static)) -> Option<rustls::Ale
 pub(crate) fn exit(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(err) | Failure::Usage(err) | Failure::Denied(err))
+            if closed_pipe(&err) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(Failure::Refused(err)) => {
             eprintln!("error: {err:#}");
             ExitCode::from(1)

@@ -8,6 +8,7 @@ mod health;
 mod query;
 mod schema;
 mod store;
+mod telemetry;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +23,10 @@ use tokio::net::TcpListener;
 #[derive(Debug, Parser)]
 #[command(name = "jembatan", version, about, long_about = None)]
 struct Cli {
+    /// Log lines on standard error as `text` (human-readable) or `json`
+    /// (one object a line).
+    #[arg(long, global = true, env = jembatan_telemetry::LOG_FORMAT_VAR, value_name = "FORMAT")]
+    log_format: Option<jembatan_telemetry::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -144,11 +149,13 @@ impl BenchArgs {
             jembatan_bench::Options::new(self.rows, self.pg, self.quick, self.duration, exe);
         options.only = self.only;
         let report = jembatan_bench::run(&options).await?;
+        let mut out = std::io::stdout().lock();
         if self.json {
-            println!("{}", report.to_json());
+            writeln!(out, "{}", report.to_json())?;
         } else {
-            print!("{report}");
+            write!(out, "{report}")?;
         }
+        out.flush()?;
         Ok(())
     }
 }
@@ -277,13 +284,6 @@ enum PkiCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -294,13 +294,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let telemetry = match runtime.block_on(async { telemetry::install(&cli) }) {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // a reader that stopped early (`| head`) is a normal end
+        Err(err) if failure::closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -408,6 +419,7 @@ fn create_keys(path: PathBuf) -> Result<()> {
 
 async fn broker(path: PathBuf) -> Result<()> {
     let config = jembatan_broker::BrokerConfig::load(&path)?;
+    telemetry::serve_metrics(config.metrics_listen).await?;
     let broker = jembatan_broker::Broker::start(&config).await?;
     let tls = config.tls.server_config()?;
     let listener = TcpListener::bind(config.listen)
@@ -427,6 +439,7 @@ async fn broker(path: PathBuf) -> Result<()> {
 
 async fn adapter(path: PathBuf) -> Result<()> {
     let config = jembatan_adapter::AdapterConfig::load(&path)?;
+    telemetry::serve_metrics(config.metrics_listen).await?;
     let adapter = std::sync::Arc::new(jembatan_adapter::Adapter::connect(&config).await?);
     let tls = config.tls.server_config()?;
     let listener = TcpListener::bind(config.listen)
@@ -462,21 +475,27 @@ async fn adapter_init(
                 path.display()
             );
         }
-        None => print!("{text}"),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
     }
     Ok(())
 }
 
 fn pki(command: PkiCommand) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     match command {
         PkiCommand::Init { dir, name } => {
             let ca = jembatan_pki::Ca::create(&dir, &name)?;
             ca.write_crl(&jembatan_pki::RevocationList::default())?;
-            println!(
+            writeln!(
+                out,
                 "created CA {}\n  revocation list {}",
                 jembatan_pki::Ca::cert_path(&dir).display(),
                 jembatan_pki::Ca::crl_path(&dir).display()
-            );
+            )?;
         }
         PkiCommand::Issue {
             dir,
@@ -498,13 +517,14 @@ fn pki(command: PkiCommand) -> Result<()> {
             let name = name.unwrap_or_else(|| jembatan_pki::default_name(&identity));
             let files = ca.issue_to(&identity, &hosts, days, &name)?;
             let serial = ca.serial_of_issued(&files.cert)?;
-            println!(
+            writeln!(
+                out,
                 "issued {} for {}\n  serial      {serial}\n  certificate {}\n  key         {}",
                 identity,
                 identity.uri(),
                 files.cert.display(),
                 files.key.display()
-            );
+            )?;
         }
         PkiCommand::Revoke {
             ca,
@@ -537,17 +557,20 @@ fn pki(command: PkiCommand) -> Result<()> {
                 (None, None) => bail!("give --cert FILE or --serial HEX"),
             };
             let crl = jembatan_pki::Ca::crl_path(&ca);
-            match authority.revoke(&serial, reason)? {
-                jembatan_pki::RevokeOutcome::Revoked { number, listed } => println!(
+            let outcome = authority.revoke(&serial, reason)?;
+            match outcome {
+                jembatan_pki::RevokeOutcome::Revoked { number, listed } => writeln!(
+                    out,
                     "revoked serial {serial}{what}: {reason}\n  revocation list {} (CRL number {number}, {listed} revoked)",
                     crl.display()
                 ),
-                jembatan_pki::RevokeOutcome::AlreadyRevoked(entry) => println!(
+                jembatan_pki::RevokeOutcome::AlreadyRevoked(entry) => writeln!(
+                    out,
                     "serial {serial} was already revoked on {}; {} unchanged",
                     entry.revoked_at.date(),
                     crl.display()
                 ),
-            }
+            }?;
         }
         PkiCommand::RenewCrl { ca, days } => {
             if !(1..=366).contains(&days) {
@@ -555,10 +578,11 @@ fn pki(command: PkiCommand) -> Result<()> {
             }
             let authority = jembatan_pki::Ca::load(&ca)?;
             let (number, next_update) = authority.renew_crl(time::Duration::days(days))?;
-            println!(
+            writeln!(
+                out,
                 "renewed {} (CRL number {number}), current until {next_update}",
                 jembatan_pki::Ca::crl_path(&ca).display()
-            );
+            )?;
         }
         PkiCommand::Revoked { ca } => {
             let authority = jembatan_pki::Ca::load(&ca)?;
@@ -570,21 +594,23 @@ fn pki(command: PkiCommand) -> Result<()> {
                 Some(next) => format!("current until {next}"),
                 None => "no next update".into(),
             };
-            println!(
+            writeln!(
+                out,
                 "{} (CRL number {}, {current}): {} revoked",
                 jembatan_pki::Ca::crl_path(&ca).display(),
                 list.number,
                 list.len()
-            );
+            )?;
             for entry in list.entries.values() {
-                println!(
+                writeln!(
+                    out,
                     "  {}  {}  {}",
                     entry.serial,
                     entry.revoked_at.date(),
                     entry
                         .reason_code
                         .map_or("-", jembatan_pki::crl::reason_name)
-                );
+                )?;
             }
         }
     }

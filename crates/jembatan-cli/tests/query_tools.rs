@@ -347,6 +347,44 @@ fn query_lookup_and_denial_from_the_command_line() {
     assert!(!denied.exists());
     assert!(!dir.path().join("denied.jsonl.partial").exists());
 
+    // `jembatan query … | head -1`: records to standard output, whose
+    // reader goes away after the first line; the command ends quietly
+    let (ca, cert, key) = demo.cert("agency-dpmptsp");
+    let mut child = jembatan()
+        .args([
+            "query",
+            "--dataset",
+            DATASET,
+            "--purpose",
+            LICENCE,
+            "--field",
+            "nik,nama_lengkap,kode_kecamatan,status",
+            "--broker",
+            &format!("https://localhost:{}", demo.port),
+            "--ca",
+            ca.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("{\"nik\""), "{first}");
+    let cut = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(cut.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+    assert!(!stderr.contains("receipt"), "the output was cut: {stderr}");
+
     // reflection, both versions, on both servers
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -71,6 +71,18 @@ impl AuditLog {
     /// Appends an entry and returns once it is durably committed, with its
     /// sequence number. An error means the entry is not on the log.
     pub async fn append(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
+        let started = std::time::Instant::now();
+        let metrics = jembatan_telemetry::metrics();
+        metrics.audit_queued();
+        let result = self.append_queued(entry).await;
+        match &result {
+            Ok(stored) => metrics.audit_committed(&stored.entry, started.elapsed()),
+            Err(_) => metrics.audit_failed(),
+        }
+        result
+    }
+
+    async fn append_queued(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
         let (reply, rx) = oneshot::channel();
         let canonical = entry.canonical_bytes();
         let stored = StoredEntry {
@@ -90,6 +102,24 @@ impl AuditLog {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Checks that the log can be written, committing nothing: a probe
+    /// row is inserted in a write transaction that is then rolled back, so
+    /// whatever would refuse an entry (a read-only or full database, a
+    /// lost connection, a lock held too long) refuses the probe.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let mut tx = self.store.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO audit_log (seq, exchange_id, kind, recorded_at, caller, decision, status, entry, entry_sha256)
+             VALUES ($1, 'probe', 'probe', '', '', '', '', $2, '')",
+        )
+        .bind(-1i64)
+        .bind(Vec::<u8>::new())
+        .execute(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        Ok(())
     }
 
     /// Entries with `seq >= from`, at most `limit`, in order.

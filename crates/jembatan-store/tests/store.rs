@@ -694,3 +694,45 @@ async fn postgres_agreements_and_quotas() {
     agreements_and_quotas(store.clone()).await;
     drop_postgres(store, admin, drop_db).await;
 }
+
+/// The health probe passes on a writable log, fails on one that refuses
+/// entries, and leaves nothing behind either way.
+async fn probe_writes_nothing(store: Store, refuse: &'static str) {
+    let log = AuditLog::start(store.clone());
+    log.append(entry("x", EntryKind::Decision)).await.unwrap();
+    log.probe().await.unwrap();
+    log.probe().await.unwrap();
+    assert_eq!(log.size().await.unwrap(), 1);
+    for statement in refuse.split(";;") {
+        sqlx::query(statement).execute(store.pool()).await.unwrap();
+    }
+    assert!(log.probe().await.is_err());
+    assert_eq!(log.size().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_probe_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(dir.path().join("b.db").to_str().unwrap())
+        .await
+        .unwrap();
+    probe_writes_nothing(
+        store,
+        "CREATE TRIGGER full_disk BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_probe_writes_nothing() {
+    let Some((store, admin, drop_db)) = fresh_postgres("jembatan_probe").await else {
+        return;
+    };
+    probe_writes_nothing(
+        store.clone(),
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;;\
+         CREATE TRIGGER full_disk BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    .await;
+    drop_postgres(store, admin, drop_db).await;
+}
