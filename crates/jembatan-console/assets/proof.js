@@ -55,7 +55,9 @@
   // blank line is signed; "— name base64(keyid[4] ‖ signature[64])" lines follow.
   async function checkSignature(note, vkey) {
     if (!vkey) return say("sigNokey");
-    const [name, id, material] = vkey.split("+");
+    // name+keyid+base64: the base64 may itself hold "+"
+    const parts = vkey.split("+");
+    const [name, id, material] = [parts[0], parts[1], parts.slice(2).join("+")];
     const raw = unbase64(material);
     if (raw.length !== 33 || raw[0] !== 1) throw new Error("the verifier key is not an Ed25519 key");
     const split = note.lastIndexOf("\n\n");

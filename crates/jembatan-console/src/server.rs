@@ -148,7 +148,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 }
 
 /// Headers on every response: scripts and styles from the console only,
-/// no framing, no referrer, nothing cached but the assets.
+/// no framing, no referrer to other sites (a same-origin one keeps the
+/// `Origin` header that forms are checked by), nothing cached but the assets.
 async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(
@@ -164,7 +165,7 @@ async fn security_headers(mut response: Response) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {

@@ -409,3 +409,63 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A JSON request to a local HTTP server (a WebDriver), its JSON answer.
+pub(crate) fn http_json(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).unwrap();
+    // chromedriver says "Connection: close" and keeps the connection
+    // open: read the head, then Content-Length bytes
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let split = loop {
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "{method} {path}: the connection closed early");
+        raw.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let length = head.lines().find_map(|l| {
+        l.strip_prefix("content-length:")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
+    match length {
+        Some(length) => {
+            while raw.len() < split + 4 + length {
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "{method} {path}: the body was cut short");
+                raw.extend_from_slice(&chunk[..n]);
+            }
+        }
+        None => {
+            stream.read_to_end(&mut raw).unwrap();
+        }
+    }
+    let rest = &raw[split + 4..];
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "{method} {path}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    })
+}
