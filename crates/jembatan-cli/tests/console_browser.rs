@@ -132,6 +132,8 @@ impl Browser {
     }
 
     fn screenshot(&self, name: &str) {
+        // no focus ring left over from the keyboard check
+        self.js("document.activeElement && document.activeElement.blur()");
         let png = self.call("GET", "/screenshot", None);
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().unwrap())

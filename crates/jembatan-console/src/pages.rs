@@ -376,9 +376,27 @@ pub(crate) struct LangQuery {
     back: Option<String>,
 }
 
-/// The language switch: a cookie, then back to the page.
-pub(crate) async fn set_lang(Query(q): Query<LangQuery>) -> Response {
-    let back = local_path(q.back.as_deref());
+/// The language switch: a cookie, then back to the page it was clicked
+/// on (the same-origin `Referer`), else to `back`.
+pub(crate) async fn set_lang(
+    headers: axum::http::HeaderMap,
+    Query(q): Query<LangQuery>,
+) -> Response {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let from_referer = match (header(header::REFERER), header(header::HOST)) {
+        (Some(referer), Some(host)) => referer
+            .strip_prefix("http://")
+            .or_else(|| referer.strip_prefix("https://"))
+            .and_then(|rest| rest.strip_prefix(host))
+            .filter(|path| path.starts_with('/'))
+            .map(str::to_owned),
+        _ => None,
+    };
+    let back = local_path(from_referer.as_deref().or(q.back.as_deref()));
     let mut response = Redirect::to(&back).into_response();
     if let Some(lang) = Lang::parse(&q.to)
         && let Ok(v) = HeaderValue::from_str(&set_cookie(
