@@ -294,6 +294,39 @@ fn the_console_on_a_running_broker() {
         "the page does not show the NIK back"
     );
 
+    // the registry: datasets, versions, and the broker's verdict on a new schema
+    let r = web.get("/registry");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("href=\"/registry/disdukcapil.penduduk\""),
+        "{}",
+        r.body
+    );
+    let r = web.get("/registry/disdukcapil.penduduk");
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("sha256:"));
+    let narrowed = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"nik":{"type":"integer"}},"required":["nik"]}"#;
+    let r = web.post(
+        "/registry/disdukcapil.penduduk/check",
+        &[("csrf", "forged"), ("schema", narrowed)],
+    );
+    assert_eq!(r.status, 403);
+    let r = web.post(
+        "/registry/disdukcapil.penduduk/check",
+        &[("csrf", &csrf), ("schema", narrowed)],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("type_changed") && r.body.contains("nik"),
+        "{}",
+        r.body
+    );
+    let r = web.post(
+        "/registry/disdukcapil.penduduk/check",
+        &[("csrf", &csrf), ("schema", "not json")],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+
     // an auditor reads agreements but cannot approve them
     let r = web.get("/agreements");
     assert_eq!(r.status, 200);

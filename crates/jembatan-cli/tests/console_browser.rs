@@ -381,6 +381,16 @@ fn the_console_in_a_headless_chromium() {
     b.check_accessibility("who results");
     b.screenshot("06-who-accessed");
 
+    // the registry
+    b.click("nav a[href='/registry']");
+    b.click("a[href='/registry/disdukcapil.penduduk']");
+    b.wait_for(
+        "return document.querySelector('#schema')",
+        "the dataset page",
+    );
+    b.check_accessibility("dataset");
+    b.screenshot("06b-registry-dataset");
+
     // switch the language
     let before = b.js("return document.documentElement.lang");
     b.click("#lang-switch");

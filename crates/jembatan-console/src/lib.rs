@@ -15,6 +15,7 @@ pub mod entries;
 pub mod i18n;
 mod pages;
 mod proof;
+mod registry;
 mod server;
 pub mod templates;
 

@@ -115,15 +115,19 @@ impl IntoResponse for Refusal {
 }
 
 impl Ctx {
+    pub(crate) fn lang(&self) -> Lang {
+        self.lang
+    }
+
     /// The session, or a redirect to the login page.
-    fn require(&self) -> Result<&Session, Redirect> {
+    pub(crate) fn require(&self) -> Result<&Session, Redirect> {
         match &self.session {
             Some((_, s)) => Ok(s),
             None => Err(Redirect::to(&format!("/login?next={}", encode(&self.path)))),
         }
     }
 
-    fn refusal(&self, state: &Shared, status: StatusCode, message: String) -> Refusal {
+    pub(crate) fn refusal(&self, state: &Shared, status: StatusCode, message: String) -> Refusal {
         Refusal {
             status,
             message,
@@ -134,7 +138,7 @@ impl Ctx {
     }
 
     /// The broker's refusal, in its own words.
-    fn broker_refused(&self, state: &Shared, status: &tonic::Status) -> Refusal {
+    pub(crate) fn broker_refused(&self, state: &Shared, status: &tonic::Status) -> Refusal {
         let code = match status.code() {
             tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
             tonic::Code::NotFound => StatusCode::NOT_FOUND,
@@ -150,7 +154,12 @@ impl Ctx {
 
     /// Refuses a POST whose CSRF token is not the session's, or that
     /// comes from another origin.
-    fn check_csrf(&self, state: &Shared, session: &Session, given: &str) -> Result<(), Refusal> {
+    pub(crate) fn check_csrf(
+        &self,
+        state: &Shared,
+        session: &Session,
+        given: &str,
+    ) -> Result<(), Refusal> {
         if self.same_origin && same_secret(&session.csrf, given) {
             return Ok(());
         }
@@ -196,7 +205,7 @@ fn local_path(next: Option<&str>) -> String {
 }
 
 /// Renders a page; a template fault becomes a short error page (and a log line).
-fn render(
+pub(crate) fn render(
     state: &State,
     name: &str,
     lang: Lang,

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Auth, random_token};
 use crate::broker::Broker;
-use crate::{ConsoleConfig, ConsoleError, pages, templates};
+use crate::{ConsoleConfig, ConsoleError, pages, registry, templates};
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -141,6 +141,9 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/agreements", get(pages::agreements))
         .route("/agreements/{id}", get(pages::agreement))
         .route("/agreements/{id}/{action}", post(pages::agreement_step))
+        .route("/registry", get(registry::datasets))
+        .route("/registry/{dataset}", get(registry::dataset))
+        .route("/registry/{dataset}/check", post(registry::check))
         .route("/assets/{name}", get(pages::asset))
         .fallback(pages::not_found)
         .with_state(state)

@@ -22,6 +22,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("confirm.html", include_str!("../templates/confirm.html")),
     ("message.html", include_str!("../templates/message.html")),
+    ("registry.html", include_str!("../templates/registry.html")),
+    ("dataset.html", include_str!("../templates/dataset.html")),
 ];
 
 /// Source files that look translations up in code (`fill(lang, "key", ..)`).
