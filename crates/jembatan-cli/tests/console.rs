@@ -403,6 +403,50 @@ fn the_console_on_a_running_broker() {
         "the broker now logs audit reads: say so in docs/console.md and here"
     );
 
+    // verify the whole log through the Audit service: it holds; then one
+    // entry is altered in the store and the verification names it
+    let verify = |web: &mut Client| {
+        let csrf = web.get("/verify").hidden("csrf");
+        assert_eq!(web.post("/verify", &[("csrf", &csrf)]).status, 303);
+        let started = std::time::Instant::now();
+        loop {
+            let page = web.get("/verify");
+            if let Some(rest) = page.body.split("id=\"verify-result\" class=\"").nth(1) {
+                return rest.split("</p>").next().unwrap().to_owned();
+            }
+            assert!(started.elapsed().as_secs() < 60, "{}", page.body);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let result = verify(&mut web);
+    assert!(
+        result.starts_with("ok\"") && result.contains("The log verifies"),
+        "{result}"
+    );
+    let store = demo.keep.join("broker.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", store.display()))
+            .await
+            .unwrap();
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE audit_log SET entry = CAST(replace(CAST(entry AS TEXT), '\"deny\"', '\"allow\"') AS BLOB) WHERE seq = ?",
+        )
+        .bind(i64::try_from(seq).unwrap())
+        .execute(&mut db)
+        .await
+        .unwrap();
+    });
+    let result = verify(&mut web);
+    assert!(
+        result.starts_with("error\"") && result.contains(&format!("Entry {seq} is altered")),
+        "{result}"
+    );
+
     // logging out ends the session
     let r = op.post("/logout", &[("csrf", &csrf)]);
     assert_eq!(r.status, 303);

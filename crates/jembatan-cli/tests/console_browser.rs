@@ -381,6 +381,17 @@ fn the_console_in_a_headless_chromium() {
     b.check_accessibility("who results");
     b.screenshot("06-who-accessed");
 
+    // verify the whole log, with a progress bar
+    b.click("nav a[href='/verify']");
+    b.click("#verify-start");
+    let result = b.wait_for(
+        "const r = document.querySelector('#verify-result'); return r && r.className",
+        "the verification",
+    );
+    assert_eq!(result, json!("ok"));
+    b.check_accessibility("verify");
+    b.screenshot("06a-verify");
+
     // the registry
     b.click("nav a[href='/registry']");
     b.click("a[href='/registry/disdukcapil.penduduk']");

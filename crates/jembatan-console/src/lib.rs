@@ -18,6 +18,7 @@ mod proof;
 mod registry;
 mod server;
 pub mod templates;
+mod verify;
 
 pub use config::ConsoleConfig;
 pub use server::Console;

@@ -172,7 +172,7 @@ impl Ctx {
     }
 
     /// Refuses what only an auditor certificate can read.
-    fn need_auditor(&self, state: &Shared) -> Result<(), Refusal> {
+    pub(crate) fn need_auditor(&self, state: &Shared) -> Result<(), Refusal> {
         if state.role() == Role::Auditor {
             return Ok(());
         }

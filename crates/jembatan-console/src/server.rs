@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Auth, random_token};
 use crate::broker::Broker;
-use crate::{ConsoleConfig, ConsoleError, pages, registry, templates};
+use crate::{ConsoleConfig, ConsoleError, pages, registry, templates, verify};
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -28,6 +28,8 @@ pub(crate) struct State {
     pub(crate) audit_key: Option<Vec<u8>>,
     /// The checkpoint verifier key, as its text.
     pub(crate) verifier_key: Option<String>,
+    /// The latest whole-log verification, while the console runs.
+    pub(crate) verify: std::sync::Mutex<Option<Arc<std::sync::Mutex<crate::verify::Progress>>>>,
 }
 
 impl State {
@@ -94,6 +96,7 @@ impl Console {
             names: config.agencies.clone(),
             audit_key,
             verifier_key,
+            verify: std::sync::Mutex::new(None),
         });
         Ok(Console { state, token })
     }
@@ -141,6 +144,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/agreements", get(pages::agreements))
         .route("/agreements/{id}", get(pages::agreement))
         .route("/agreements/{id}/{action}", post(pages::agreement_step))
+        .route("/verify", get(verify::page).post(verify::start))
         .route("/registry", get(registry::datasets))
         .route("/registry/{dataset}", get(registry::dataset))
         .route("/registry/{dataset}/check", post(registry::check))

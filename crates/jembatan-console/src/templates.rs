@@ -24,6 +24,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("message.html", include_str!("../templates/message.html")),
     ("registry.html", include_str!("../templates/registry.html")),
     ("dataset.html", include_str!("../templates/dataset.html")),
+    ("verify.html", include_str!("../templates/verify.html")),
 ];
 
 /// Source files that look translations up in code (`fill(lang, "key", ..)`).
