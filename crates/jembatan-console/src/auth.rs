@@ -11,9 +11,11 @@ use rand::RngCore;
 
 use crate::config::User;
 
-/// Name of the session cookie.
+/// Name of the session cookie (`_<port>` follows: browsers send a host's
+/// cookies to every port, so two consoles on one host keep theirs apart).
 pub const SESSION_COOKIE: &str = "jembatan_console";
-/// Name of the cookie that carries the login form's CSRF token.
+/// Name of the cookie that carries the login form's CSRF token (`_<port>`
+/// follows).
 pub const LOGIN_COOKIE: &str = "jembatan_login";
 /// Name of the language cookie.
 pub const LANG_COOKIE: &str = "jembatan_lang";

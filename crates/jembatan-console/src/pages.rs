@@ -17,10 +17,7 @@ use jembatan_proto::v1 as pb;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{
-    LANG_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, Session, cookie, random_token, same_secret,
-    set_cookie,
-};
+use crate::auth::{LANG_COOKIE, Session, cookie, random_token, same_secret, set_cookie};
 use crate::entries::{EntryView, agency_name};
 use crate::i18n::{Lang, fill};
 use crate::proof::ProofJson;
@@ -68,7 +65,7 @@ impl FromRequestParts<Shared> for Ctx {
             cookie(&cookies, LANG_COOKIE),
             header(header::ACCEPT_LANGUAGE).as_deref(),
         );
-        let session = cookie(&cookies, SESSION_COOKIE)
+        let session = cookie(&cookies, &state.session_cookie)
             .and_then(|id| state.auth.session(id).map(|s| (id.to_owned(), s)));
         let same_origin = match (header(header::ORIGIN), header(header::HOST)) {
             (None, _) => true,
@@ -85,7 +82,7 @@ impl FromRequestParts<Shared> for Ctx {
                 .path_and_query()
                 .map_or("/".to_owned(), |p| p.as_str().to_owned()),
             same_origin,
-            login_cookie: cookie(&cookies, LOGIN_COOKIE).map(str::to_owned),
+            login_cookie: cookie(&cookies, &state.login_cookie).map(str::to_owned),
         })
     }
 }
@@ -256,7 +253,7 @@ pub(crate) async fn login_form(
     // the URL printed at start carries the token: log in at once
     if let Some(token) = q.token {
         return match state.auth.login_with_token(&token) {
-            Ok((id, session)) => logged_in(&id, &session, &next),
+            Ok((id, session)) => logged_in(&state, &id, &session, &next),
             Err(_) => {
                 tracing::warn!("login refused: wrong or used token");
                 login_page(&state, &ctx, &next, true, StatusCode::UNAUTHORIZED)
@@ -288,16 +285,16 @@ fn login_page(
         },
     );
     *response.status_mut() = status;
-    if let Ok(v) = HeaderValue::from_str(&set_cookie(LOGIN_COOKIE, &csrf, None)) {
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(&state.login_cookie, &csrf, None)) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
 }
 
-fn logged_in(id: &str, session: &Session, next: &str) -> Response {
+fn logged_in(state: &State, id: &str, session: &Session, next: &str) -> Response {
     tracing::info!(user = %session.user, "console login");
     let mut response = Redirect::to(next).into_response();
-    if let Ok(v) = HeaderValue::from_str(&set_cookie(SESSION_COOKIE, id, None)) {
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(&state.session_cookie, id, None)) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
@@ -343,7 +340,7 @@ pub(crate) async fn login(
         state.auth.login_with_password(&form.name, &form.password)
     };
     match result {
-        Ok((id, session)) => logged_in(&id, &session, &next),
+        Ok((id, session)) => logged_in(&state, &id, &session, &next),
         Err(why) => {
             tracing::warn!(?why, "login refused");
             login_page(&state, &ctx, &next, true, StatusCode::UNAUTHORIZED)
@@ -370,7 +367,7 @@ pub(crate) async fn logout(
     state.auth.logout(id);
     let mut response = Redirect::to("/login").into_response();
     if let Ok(v) = HeaderValue::from_str(&set_cookie(
-        SESSION_COOKIE,
+        &state.session_cookie,
         "",
         Some(std::time::Duration::ZERO),
     )) {

@@ -28,6 +28,9 @@ pub(crate) struct State {
     pub(crate) audit_key: Option<Vec<u8>>,
     /// The checkpoint verifier key, as its text.
     pub(crate) verifier_key: Option<String>,
+    /// The session and login cookies' names, with the console's port.
+    pub(crate) session_cookie: String,
+    pub(crate) login_cookie: String,
     /// The latest whole-log verification, while the console runs.
     pub(crate) verify: std::sync::Mutex<Option<Arc<std::sync::Mutex<crate::verify::Progress>>>>,
 }
@@ -96,6 +99,8 @@ impl Console {
             names: config.agencies.clone(),
             audit_key,
             verifier_key,
+            session_cookie: format!("{}_{}", crate::auth::SESSION_COOKIE, config.listen.port()),
+            login_cookie: format!("{}_{}", crate::auth::LOGIN_COOKIE, config.listen.port()),
             verify: std::sync::Mutex::new(None),
         });
         Ok(Console { state, token })
