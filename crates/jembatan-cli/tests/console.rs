@@ -172,6 +172,14 @@ fn the_console_on_a_running_broker() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("<svg"), "the chart is drawn on the server");
     assert!(r.body.contains("no_agreement"));
+    for service in ["Exchange", "Agreements", "Registry", "Audit"] {
+        assert!(
+            r.body
+                .contains(&format!("{service}: <span class=\"ok\">serving</span>")),
+            "{service} health: {}",
+            r.body
+        );
+    }
     let r = web.send(
         "GET",
         "/exchanges?decision=deny",

@@ -77,6 +77,36 @@ impl Broker {
         RegistryClient::new(self.channel.clone())
     }
 
+    /// The broker's gRPC health answer for each of its services.
+    pub async fn health(&self) -> Vec<(&'static str, String)> {
+        use tonic_health::pb::health_client::HealthClient;
+        let mut client = HealthClient::new(self.channel.clone());
+        let mut out = Vec::new();
+        for service in [
+            "jembatan.v1.Exchange",
+            "jembatan.v1.Agreements",
+            "jembatan.v1.Registry",
+            "jembatan.v1.Audit",
+        ] {
+            let status = match client
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.to_owned(),
+                })
+                .await
+            {
+                Ok(r) => match r.into_inner().status() {
+                    tonic_health::pb::health_check_response::ServingStatus::Serving => {
+                        "serving".to_owned()
+                    }
+                    other => other.as_str_name().to_ascii_lowercase(),
+                },
+                Err(status) => status.message().to_owned(),
+            };
+            out.push((service.trim_start_matches("jembatan.v1."), status));
+        }
+        out
+    }
+
     /// One page of entries.
     pub async fn entries(
         &self,

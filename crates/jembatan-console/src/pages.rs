@@ -1051,7 +1051,12 @@ pub(crate) async fn overview(AxumState(state): AxumState<Shared>, ctx: Ctx) -> R
             ctx.lang,
             Some(&session),
             "overview",
-            context! { audit => false, by_status => by_status, expiring => soon },
+            context! {
+                audit => false,
+                by_status => by_status,
+                expiring => soon,
+                health => state.broker.health().await,
+            },
         );
     }
     let hours = 72_i64;
@@ -1158,6 +1163,8 @@ pub(crate) async fn overview(AxumState(state): AxumState<Shared>, ctx: Ctx) -> R
             read => entries.len(),
             by_status => by_status,
             expiring => soon,
+            health => state.broker.health().await,
+            latest_entry => entries.last().and_then(|e| EntryView::parse(e.seq, &e.canonical, "", ctx.lang, &state.names)).map(|v| v.time),
         },
     )
 }
