@@ -114,6 +114,10 @@ enum Command {
         #[command(flatten)]
         connection: schema::Connection,
     },
+    /// The auditor's and operator's console in the browser: a gRPC client
+    /// of the broker with its own certificate, serving HTML on loopback
+    /// (see docs/console.md).
+    Console(ConsoleArgs),
     /// Measure Jembatan against direct PostgreSQL reads in the same run
     /// (bulk query, lookups, audit appends, memory); see docs/benchmarks.md.
     Bench(BenchArgs),
@@ -158,6 +162,23 @@ impl BenchArgs {
         out.flush()?;
         Ok(())
     }
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ConsoleArgs {
+    #[command(subcommand)]
+    command: Option<ConsoleCommand>,
+    /// Console config file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsoleCommand {
+    /// Read a password from standard input and print its argon2id hash,
+    /// for a `[[users]]` entry of the console's config.
+    HashPassword,
 }
 
 #[derive(Debug, Args)]
@@ -369,6 +390,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Pki { command } => pki(command),
         Command::Bench(args) => args.run().await,
+        Command::Console(args) => match (args.command, args.config) {
+            (Some(ConsoleCommand::HashPassword), _) => hash_password(),
+            (None, Some(config)) => console(config).await,
+            (None, None) => {
+                bail!("give --config FILE to run a console, or `console hash-password`")
+            }
+        },
     };
     done.map(|()| ExitCode::SUCCESS)
 }
@@ -434,6 +462,38 @@ async fn broker(path: PathBuf) -> Result<()> {
     let closed = broker.shutdown().await;
     served?;
     closed?;
+    Ok(())
+}
+
+async fn console(path: PathBuf) -> Result<()> {
+    let config = jembatan_console::ConsoleConfig::load(&path)?;
+    let console = jembatan_console::Console::start(&config).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "console ({} certificate) for broker {} listening on http://{addr}\n  log in once with: http://{addr}/login?token={}",
+        console.role(),
+        config.broker,
+        console.token()
+    );
+    console.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn hash_password() -> Result<()> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("cannot read the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < 12 {
+        bail!("the password must have at least 12 characters");
+    }
+    let hash = jembatan_console::auth::hash_password(password)
+        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+    println!("{hash}");
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::registry_client::RegistryClient;
 use jembatan_schema::{CheckOptions, CompatMode, Schema};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Where the broker is and which certificate to call it with.
 #[derive(Debug, Args)]
@@ -57,37 +57,22 @@ impl Connection {
             key: self.key.clone().ok_or_else(|| missing("key"))?,
             crl: None,
         };
-        let host = broker
-            .strip_prefix("https://")
-            .and_then(|rest| rest.split(['/', ':']).next())
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| {
-                Failure::Usage(anyhow!("--broker {broker:?} must be https://host:port"))
-            })?;
-        let port = broker
-            .strip_prefix("https://")
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|authority| authority.rsplit_once(':'))
-            .and_then(|(_, port)| port.parse().ok())
-            .unwrap_or(443);
-        crate::failure::set_broker(&files, host, port);
-        let tls = files.client_config(host).map_err(anyhow::Error::from)?;
-        let channel = match Endpoint::from_shared(broker.to_owned())
-            .context("bad --broker")?
-            .tls_config(tls)
-            .context("TLS setup")?
-            .connect()
-            .await
-        {
+        let address = jembatan_pki::BrokerAddress::parse(broker).map_err(|_| {
+            Failure::Usage(anyhow!("--broker {broker:?} must be https://host:port"))
+        })?;
+        crate::failure::set_broker(&files, address.host(), address.port());
+        let channel = match address.connect(&files).await {
             Ok(channel) => channel,
-            Err(err) => {
-                if let Some(refusal) = certificate_refusal(&err) {
+            Err(jembatan_pki::BrokerConnectError::Unreachable { source, .. }) => {
+                if let Some(refusal) = certificate_refusal(&source) {
                     return Err(Failure::Usage(anyhow!("{refusal}")));
                 }
                 return Err(Failure::Usage(
-                    anyhow::Error::new(err).context(format!("cannot reach the broker at {broker}")),
+                    anyhow::Error::new(source)
+                        .context(format!("cannot reach the broker at {broker}")),
                 ));
             }
+            Err(err) => return Err(Failure::Usage(anyhow::Error::new(err))),
         };
         Ok(channel)
     }

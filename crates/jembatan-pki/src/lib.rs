@@ -9,6 +9,7 @@
 //! [`peer_identity`] reads the caller's identity from the verified client
 //! certificate of a request — the only place identity comes from.
 
+mod broker;
 mod client;
 pub mod crl;
 pub mod files;
@@ -30,6 +31,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic::{Request, Status};
 
+pub use broker::{BrokerAddress, BrokerConnectError};
 pub use client::{
     ClientTls, ConnectError, WRONG_IDENTITY, WrongIdentity, refused_by, rustls_config,
     wrong_identity_in,

@@ -1,0 +1,231 @@
+//! Audit entries as the pages show them: the fields of an entry's
+//! canonical JSON, and the entry told in words in the reader's language.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::i18n::{Lang, fill};
+
+/// One audit entry, ready for a template.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryView {
+    pub seq: u64,
+    pub kind: String,
+    pub operation: String,
+    pub time: String,
+    pub exchange_id: String,
+    pub caller: String,
+    pub consumer: String,
+    pub provider: String,
+    pub dataset: String,
+    pub purpose: String,
+    pub decision: String,
+    pub status: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub agreement_id: String,
+    /// `code: message` of each reason of a denial.
+    pub reasons: Vec<Reason>,
+    pub error: String,
+    /// The entry in words.
+    pub sentence: String,
+    /// The canonical JSON, pretty-printed.
+    pub pretty: String,
+    pub entry_sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Reason {
+    pub code: String,
+    pub message: String,
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn number(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// The display name of an agency id (its name when the config gives one).
+pub fn agency_name(names: &BTreeMap<String, String>, id: &str) -> String {
+    let id = id.strip_prefix("agency:").unwrap_or(id);
+    match names.get(id) {
+        Some(name) => format!("{name} ({id})"),
+        None => id.to_owned(),
+    }
+}
+
+impl EntryView {
+    /// Reads an entry's canonical bytes; `None` when they are not a JSON
+    /// object (the page then shows the bytes as they are).
+    pub fn parse(
+        seq: u64,
+        canonical: &[u8],
+        entry_sha256: &str,
+        lang: Lang,
+        names: &BTreeMap<String, String>,
+    ) -> Option<EntryView> {
+        let v: Value = serde_json::from_slice(canonical).ok()?;
+        if !v.is_object() {
+            return None;
+        }
+        let reasons = v
+            .get("reasons")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .map(|r| Reason {
+                        code: text(r, "code"),
+                        message: text(r, "message"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut view = EntryView {
+            seq,
+            kind: text(&v, "kind"),
+            operation: text(&v, "operation"),
+            time: text(&v, "time"),
+            exchange_id: text(&v, "exchange_id"),
+            caller: text(&v, "caller"),
+            consumer: text(&v, "consumer"),
+            provider: text(&v, "provider"),
+            dataset: text(&v, "dataset"),
+            purpose: text(&v, "purpose"),
+            decision: text(&v, "decision"),
+            status: text(&v, "status"),
+            rows: number(&v, "rows"),
+            bytes: number(&v, "bytes"),
+            agreement_id: text(&v, "agreement_id"),
+            reasons,
+            error: text(&v, "error"),
+            sentence: String::new(),
+            pretty: serde_json::to_string_pretty(&v).unwrap_or_default(),
+            entry_sha256: entry_sha256.to_owned(),
+        };
+        view.sentence = view.in_words(&v, lang, names);
+        Some(view)
+    }
+
+    fn in_words(&self, v: &Value, lang: Lang, names: &BTreeMap<String, String>) -> String {
+        let consumer = agency_name(names, &self.consumer);
+        let caller = agency_name(names, &self.caller);
+        let rows = self.rows.to_string();
+        let reasons = self
+            .reasons
+            .iter()
+            .map(|r| r.code.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let agreement = if self.agreement_id.is_empty() {
+            "-"
+        } else {
+            self.agreement_id.as_str()
+        };
+        let values = [
+            ("consumer", consumer.as_str()),
+            ("caller", caller.as_str()),
+            ("dataset", self.dataset.as_str()),
+            ("purpose", self.purpose.as_str()),
+            ("agreement", agreement),
+            ("rows", rows.as_str()),
+            ("reasons", reasons.as_str()),
+            ("status", self.status.as_str()),
+            ("operation", self.operation.as_str()),
+        ];
+        match (
+            self.kind.as_str(),
+            self.decision.as_str(),
+            self.status.as_str(),
+        ) {
+            ("decision", "deny", _) => fill(lang, "entry_denied", &values),
+            ("decision", _, "invalid") => fill(lang, "entry_invalid", &values),
+            ("decision", "allow", _) => fill(lang, "entry_allowed", &values),
+            ("completion", _, "ok") => fill(lang, "entry_completed", &values),
+            ("completion", _, _) => fill(lang, "entry_ended", &values),
+            ("agreement", _, _) => {
+                let change = v.get("change").cloned().unwrap_or(Value::Null);
+                let action = text(&change, "action");
+                let to = text(&change, "to");
+                let mut values = values.to_vec();
+                values.push(("action", action.as_str()));
+                values.push(("to", to.as_str()));
+                if self.decision == "deny" {
+                    fill(lang, "entry_agreement_refused", &values)
+                } else {
+                    fill(lang, "entry_agreement", &values)
+                }
+            }
+            _ => fill(lang, "entry_other", &values),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(json: Value) -> EntryView {
+        let names = BTreeMap::from([("dinsos".to_owned(), "Dinas Sosial".to_owned())]);
+        EntryView::parse(7, json.to_string().as_bytes(), "ab", Lang::En, &names).unwrap()
+    }
+
+    #[test]
+    fn entries_read_in_words() {
+        let cases = [
+            (
+                "completed",
+                serde_json::json!({"kind":"completion","consumer":"dinsos","dataset":"disdukcapil.penduduk","purpose":"bansos","decision":"allow","status":"ok","rows":341,"agreement_id":"pks-1"}),
+                [
+                    "Dinas Sosial (dinsos)",
+                    "341",
+                    "disdukcapil.penduduk",
+                    "bansos",
+                    "pks-1",
+                ],
+            ),
+            (
+                "denied",
+                serde_json::json!({"kind":"decision","consumer":"dinkes","dataset":"disdukcapil.penduduk","purpose":"imunisasi","decision":"deny","status":"denied","reasons":[{"code":"no_agreement","message":"m"}]}),
+                [
+                    "dinkes",
+                    "disdukcapil.penduduk",
+                    "imunisasi",
+                    "no_agreement",
+                    "denied",
+                ],
+            ),
+            (
+                "agreement step",
+                serde_json::json!({"kind":"agreement","caller":"agency:disdukcapil","decision":"allow","status":"ok","agreement_id":"pks-5","change":{"action":"approve","to":"approved"}}),
+                ["disdukcapil", "approve", "pks-5", "approved", "approve"],
+            ),
+        ];
+        for (name, json, words) in cases {
+            let view = entry(json);
+            for w in words {
+                assert!(
+                    view.sentence.contains(w),
+                    "{name}: {:?} lacks {w:?}",
+                    view.sentence
+                );
+            }
+            assert!(!view.sentence.contains('{'), "{name}: {}", view.sentence);
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_an_object_are_not_an_entry() {
+        let names = BTreeMap::new();
+        assert!(EntryView::parse(0, b"[1]", "", Lang::Id, &names).is_none());
+        assert!(EntryView::parse(0, b"\xff", "", Lang::Id, &names).is_none());
+    }
+}
