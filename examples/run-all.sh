@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Runs every example client against a kept demo federation.
+#
+# Makes a demo with `jembatan demo --keep` in a temporary directory, starts
+# its disdukcapil adapter and its broker from the kept configs, installs
+# each client's packages when they are missing, runs every client's
+# scenario (a lookup with verification, a query streamed to a file, a
+# denial with its reason codes, the receipts' payload hashes recomputed)
+# and fails if any client fails.
+#
+#   cargo build -p jembatan-cli && examples/run-all.sh [CLIENT...]
+#
+# CLIENT is python, php, java or typescript; with none, all of them run.
+# JEMBATAN_BIN names the jembatan binary (default target/debug/jembatan).
+set -euo pipefail
+
+examples="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$examples")"
+bin="${JEMBATAN_BIN:-$root/target/debug/jembatan}"
+clients=("$@")
+[ ${#clients[@]} -gt 0 ] || clients=(python php java typescript)
+
+if [ ! -x "$bin" ]; then
+    (cd "$root" && cargo build -p jembatan-cli --bin jembatan)
+fi
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+demo="$work/demo"
+"$bin" demo --residents 2000 --keep "$demo" >"$work/demo.log" 2>&1 || {
+    cat "$work/demo.log" >&2
+    exit 1
+}
+
+# The port a kept config listens on.
+port() { sed -n 's/^listen *= *"[^"]*:\([0-9]*\)"$/\1/p' "$1"; }
+broker_port="$(port "$demo/broker.toml")"
+adapter_port="$(port "$demo/adapter-disdukcapil.toml")"
+
+RUST_LOG=warn "$bin" adapter --config "$demo/adapter-disdukcapil.toml" >"$work/adapter.log" 2>&1 &
+pids+=($!)
+RUST_LOG=warn "$bin" broker --config "$demo/broker.toml" >"$work/broker.log" 2>&1 &
+pids+=($!)
+for p in "$adapter_port" "$broker_port"; do
+    for _ in $(seq 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue 2; fi
+        sleep 0.1
+    done
+    echo "the adapter or the broker did not start on port $p" >&2
+    cat "$work/adapter.log" "$work/broker.log" >&2
+    exit 1
+done
+
+certs="$demo/certs"
+broker_grpc="localhost:$broker_port"
+broker_http="https://localhost:$broker_port"
+
+run_python() {
+    if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
+        python3 -m pip install -q -r "$examples/python/requirements.txt"
+    fi
+    local gen="$work/python-stubs"
+    mkdir -p "$gen"
+    python3 -m grpc_tools.protoc -I "$root/proto" --python_out="$gen" --grpc_python_out="$gen" \
+        "$root"/proto/jembatan/v1/*.proto
+    PYTHONPATH="$gen" python3 "$examples/python/query.py" \
+        --certs "$certs" --broker "$broker_grpc" --out "$work/python.jsonl"
+}
+
+failed=()
+for client in "${clients[@]}"; do
+    echo "== $client"
+    if "run_$client"; then
+        echo "== $client: passed"
+    else
+        echo "== $client: FAILED"
+        failed+=("$client")
+    fi
+done
+
+echo "clients: $((${#clients[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "failed: ${failed[*]}" >&2
+    echo "--- broker log" >&2
+    tail -n 40 "$work/broker.log" >&2
+    exit 1
+fi
