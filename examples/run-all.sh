@@ -64,14 +64,22 @@ broker_http="https://localhost:$broker_port"
 
 run_python() {
     if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
-        python3 -m pip install -q -r "$examples/python/requirements.txt"
+        python3 -m pip install -q -r "$examples/python/requirements.txt" || return 1
     fi
     local gen="$work/python-stubs"
     mkdir -p "$gen"
     python3 -m grpc_tools.protoc -I "$root/proto" --python_out="$gen" --grpc_python_out="$gen" \
-        "$root"/proto/jembatan/v1/*.proto
+        "$root"/proto/jembatan/v1/*.proto || return 1
     PYTHONPATH="$gen" python3 "$examples/python/query.py" \
         --certs "$certs" --broker "$broker_grpc" --out "$work/python.jsonl"
+}
+
+run_php() {
+    if ! php -r 'exit(function_exists("curl_init") ? 0 : 1);' 2>/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq php-cli php-curl >/dev/null ||
+            return 1
+    fi
+    php "$examples/php/client.php" --certs "$certs" --broker "$broker_http" --out "$work/php.jsonl"
 }
 
 failed=()
