@@ -82,6 +82,16 @@ run_php() {
     php "$examples/php/client.php" --certs "$certs" --broker "$broker_http" --out "$work/php.jsonl"
 }
 
+run_java() {
+    # Java's KeyStore reads the agency's certificate and key as PKCS#12.
+    local p12="$work/agency-dinsos.p12" password="demo-only"
+    openssl pkcs12 -export -in "$certs/agency-dinsos.pem" -inkey "$certs/agency-dinsos-key.pem" \
+        -out "$p12" -passout "pass:$password" || return 1
+    javac -d "$work/java" "$examples/java/Client.java" || return 1
+    java -cp "$work/java" Client --p12 "$p12" --password "$password" --ca "$certs/ca.pem" \
+        --broker "$broker_http" --out "$work/java.jsonl"
+}
+
 failed=()
 for client in "${clients[@]}"; do
     echo "== $client"
