@@ -92,6 +92,15 @@ run_java() {
         --broker "$broker_http" --out "$work/java.jsonl"
 }
 
+run_typescript() {
+    (
+        cd "$examples/typescript" &&
+            { [ -d node_modules/@grpc/grpc-js ] || npm ci --no-audit --no-fund --loglevel=error; } &&
+            npx tsc
+    ) || return 1
+    node "$examples/typescript/dist/client.js" --certs "$certs" --broker "$broker_grpc" --out "$work/typescript.jsonl"
+}
+
 failed=()
 for client in "${clients[@]}"; do
     echo "== $client"
