@@ -84,11 +84,12 @@ run_php() {
 
 run_java() {
     # Java's KeyStore reads the agency's certificate and key as PKCS#12.
-    local p12="$work/agency-dinsos.p12" password="demo-only"
-    openssl pkcs12 -export -in "$certs/agency-dinsos.pem" -inkey "$certs/agency-dinsos-key.pem" \
-        -out "$p12" -passout "pass:$password" || return 1
+    local p12="$work/agency-dinsos.p12" password="$work/p12-password"
+    head -c 18 /dev/urandom | base64 >"$password"
+    "$bin" pki p12 --cert "$certs/agency-dinsos.pem" --key "$certs/agency-dinsos-key.pem" \
+        --out "$p12" --password-file "$password" || return 1
     javac -d "$work/java" "$examples/java/Client.java" || return 1
-    java -cp "$work/java" Client --p12 "$p12" --password "$password" --ca "$certs/ca.pem" \
+    java -cp "$work/java" Client --p12 "$p12" --password-file "$password" --ca "$certs/ca.pem" \
         --broker "$broker_http" --out "$work/java.jsonl"
 }
 

@@ -15,7 +15,9 @@
 // read.
 //
 //   javac -d out Client.java
-//   java -cp out Client --p12 agency-dinsos.p12 --password PASS --ca DIR/certs/ca.pem \
+//   jembatan pki p12 --cert DIR/certs/agency-dinsos.pem --key DIR/certs/agency-dinsos-key.pem \
+//       --out agency-dinsos.p12 --password-file PASSWORD-FILE
+//   java -cp out Client --p12 agency-dinsos.p12 --password-file PASSWORD-FILE --ca DIR/certs/ca.pem \
 //       --broker https://localhost:PORT [--out records.jsonl]
 
 import java.io.BufferedInputStream;
@@ -73,14 +75,16 @@ public final class Client {
             }
             args.put(argv[i].substring(2), argv[i + 1]);
         }
-        for (String required : List.of("p12", "password", "ca", "broker")) {
+        for (String required : List.of("p12", "password-file", "ca", "broker")) {
             if (!args.containsKey(required)) {
-                System.err.println("usage: java Client --p12 FILE --password PASS --ca CA.pem --broker https://HOST:PORT"
+                System.err.println("usage: java Client --p12 FILE --password-file FILE --ca CA.pem --broker https://HOST:PORT"
                         + " [--district CODE] [--out FILE]");
                 System.exit(2);
             }
         }
-        Client client = new Client(httpClient(args.get("p12"), args.get("password"), args.get("ca")),
+        // The password is the first line of its file, kept off the command line.
+        String password = Files.readAllLines(Path.of(args.get("password-file")), StandardCharsets.UTF_8).get(0);
+        Client client = new Client(httpClient(args.get("p12"), password, args.get("ca")),
                 args.get("broker").replaceAll("/+$", ""));
         try {
             Map<String, Object> first = client.streamQuery(args.get("district"), Path.of(args.get("out")));
