@@ -83,6 +83,10 @@ run_php() {
 }
 
 run_java() {
+    if ! command -v javac >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless >/dev/null ||
+            return 1
+    fi
     # Java's KeyStore reads the agency's certificate and key as PKCS#12.
     local p12="$work/agency-dinsos.p12" password="$work/p12-password"
     head -c 18 /dev/urandom | base64 >"$password"

@@ -43,7 +43,7 @@ function request(array $opt, string $path, array $body)
     return $ch;
 }
 
-/** POSTs $body and decodes the JSON answer; returns [HTTP status, answer]. */
+/** POSTs $body; returns [HTTP status, the answer decoded (null if not JSON), its text]. */
 function call(array $opt, string $path, array $body): array
 {
     $ch = request($opt, $path, $body);
@@ -53,11 +53,7 @@ function call(array $opt, string $path, array $body): array
         throw new Failed("$path: " . curl_error($ch));
     }
     $status = curl_getinfo($ch, CURLINFO_RESPONSE_CODE);
-    $answer = json_decode($text, true);
-    if (!is_array($answer)) {
-        throw new Failed("$path answered $status with no JSON: $text");
-    }
-    return [$status, $answer];
+    return [$status, json_decode($text, true), $text];
 }
 
 /** Streams the query's records into $opt['out']; returns the first record. */
@@ -139,15 +135,15 @@ function streamQuery(array $opt): array
 function lookup(array $opt, array $first): void
 {
     $nik = $first['nik'];
-    [$status, $answer] = call($opt, '/exchange/v1/lookup', [
+    [$status, $answer, $text] = call($opt, '/exchange/v1/lookup', [
         'dataset' => DATASET,
         'purpose' => PURPOSE,
         'fields' => ['nik', 'nama_lengkap'],
         'key' => $nik,   // a NIK is text: give it as a string
         'verify' => ['nama_lengkap' => $first['nama_lengkap'], 'tgl_lahir' => '1900-01-01'],
     ]);
-    if ($status !== 200) {
-        throw new Failed("lookup answered $status: " . json_encode($answer));
+    if ($status !== 200 || !is_array($answer)) {
+        throw new Failed("lookup answered $status: $text");
     }
     echo "lookup: key $nik found: " . ($answer['found'] ? 'true' : 'false') . "\n";
     $verified = $answer['verified'];
@@ -173,17 +169,17 @@ function lookup(array $opt, array $first): void
 /** Asks for a field the agreement does not grant and prints the reason codes. */
 function denied(array $opt): void
 {
-    [$status, $answer] = call($opt, '/exchange/v1/query', [
+    [$status, $answer, $text] = call($opt, '/exchange/v1/query', [
         'dataset' => DATASET, 'purpose' => PURPOSE, 'fields' => ['nik', 'agama'], 'limit' => 1,
     ]);
     if ($status === 200) {
         throw new Failed('the request for a field not granted was not denied');
     }
-    $error = $answer['error'] ?? [];
-    echo "denied: HTTP $status {$error['code']}: {$error['message']}\n";
+    $error = is_array($answer) ? ($answer['error'] ?? []) : [];
+    echo 'denied: HTTP ' . $status . ' ' . ($error['code'] ?? '?') . ': ' . ($error['message'] ?? $text) . "\n";
     $reasons = $error['reasons'] ?? [];
     if ($status !== 403 || $reasons === []) {
-        throw new Failed('no reason codes in the denial: ' . json_encode($answer));
+        throw new Failed("no reason codes in the denial: $text");
     }
     echo "  audit entry #{$error['auditIndex']}, exchange {$error['exchangeId']}\n";
     foreach ($reasons as $r) {
