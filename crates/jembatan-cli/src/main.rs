@@ -283,6 +283,30 @@ enum PkiCommand {
         #[arg(long, default_value = "unspecified")]
         reason: String,
     },
+    /// Pack a certificate and its key into one PKCS#12 file for keystores
+    /// that read no PEM (Java's `KeyStore`), encrypted with PBES2
+    /// (AES-256-CBC, PBKDF2 with HMAC-SHA-256). The password is read from
+    /// a file, never from the command line.
+    P12 {
+        /// The certificate (PEM) as `pki issue` wrote it; any chain
+        /// certificates after it are packed too.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Its private key (PEM, PKCS#8).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The PKCS#12 file to create (0600); an existing file is left
+        /// alone and is an error.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// A file whose first line is the password.
+        #[arg(long, value_name = "FILE")]
+        password_file: PathBuf,
+        /// The entry's name in the keystore; default the certificate
+        /// file's name without `.pem`.
+        #[arg(long)]
+        alias: Option<String>,
+    },
     /// Sign the CA's revocation list again, current for DAYS more. A list
     /// past its next update makes brokers and adapters refuse agency,
     /// integrator, auditor and operator certificates: renew it well before
@@ -631,6 +655,37 @@ fn pki(command: PkiCommand) -> Result<()> {
                     crl.display()
                 ),
             }?;
+        }
+        PkiCommand::P12 {
+            cert,
+            key,
+            out,
+            password_file,
+            alias,
+        } => {
+            let read = |path: &PathBuf| {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            };
+            let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
+            let password = String::from_utf8(read(&password_file)?)
+                .with_context(|| format!("{} is not UTF-8 text", password_file.display()))?;
+            let password = password.lines().next().unwrap_or_default();
+            let identity = jembatan_pki::identity_from_pem(&cert_pem)
+                .with_context(|| format!("{} is not a Jembatan certificate", cert.display()))?;
+            let alias = alias.unwrap_or_else(|| {
+                cert.file_stem().map_or_else(
+                    || "jembatan".to_owned(),
+                    |s| s.to_string_lossy().into_owned(),
+                )
+            });
+            let p12 = jembatan_pki::pkcs12(&cert_pem, &key_pem, &alias, password)
+                .with_context(|| format!("cannot pack {} and {}", cert.display(), key.display()))?;
+            jembatan_pki::files::create_secret(&out, &p12)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            println!(
+                "wrote {} (PKCS#12) for {identity}, entry {alias:?}",
+                out.display()
+            );
         }
         PkiCommand::RenewCrl { ca, days } => {
             if !(1..=366).contains(&days) {

@@ -1,4 +1,5 @@
-//! The `jembatan` binary as an operator uses it: PKI, adapter init, demo.
+//! The `jembatan` binary as an operator uses it: PKI (with PKCS#12
+//! export), adapter init, demo.
 
 use std::process::Command;
 
@@ -62,6 +63,87 @@ fn pki_init_and_issue_write_certificates_carrying_the_identity() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn pki_p12_packs_an_issued_certificate_and_key_for_java() {
+    use p12_keystore::{KeyStore, Pkcs12ImportPolicy};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = jembatan().args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let (ok, _, err) = run(&[&os("pki"), &os("init"), &os("--dir"), ca.as_os_str()]);
+    assert!(ok, "{err}");
+    let issue = [
+        &os("pki"),
+        &os("issue"),
+        &os("--role"),
+        &os("agency"),
+        &os("--agency"),
+        &os("dinsos"),
+        &os("--dir"),
+        ca.as_os_str(),
+    ];
+    let (ok, _, err) = run(&issue);
+    assert!(ok, "{err}");
+    let (cert, key) = (
+        ca.join("agency-dinsos.pem"),
+        ca.join("agency-dinsos-key.pem"),
+    );
+    let password = dir.path().join("password");
+    std::fs::write(&password, "kata sandi\n").unwrap();
+    let out = dir.path().join("agency-dinsos.p12");
+    let p12 = |password: &std::path::Path| {
+        run(&[
+            &os("pki"),
+            &os("p12"),
+            &os("--cert"),
+            cert.as_os_str(),
+            &os("--key"),
+            key.as_os_str(),
+            &os("--out"),
+            out.as_os_str(),
+            &os("--password-file"),
+            password.as_os_str(),
+        ])
+    };
+    let (ok, stdout, err) = p12(&password);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("agency:dinsos") || stdout.contains("agency/dinsos"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // the password is the file's first line, without its newline
+    let data = std::fs::read(&out).unwrap();
+    assert!(KeyStore::from_pkcs12(&data, "kata sandi\n", Pkcs12ImportPolicy::Strict).is_err());
+    let store = KeyStore::from_pkcs12(&data, "kata sandi", Pkcs12ImportPolicy::Strict).unwrap();
+    let (alias, chain) = store.private_key_chain().unwrap();
+    assert_eq!(alias, "agency-dinsos");
+    let id = jembatan_pki::identity_from_der(chain.certs()[0].as_der()).unwrap();
+    assert_eq!(id.uri(), "spiffe://jembatan/agency/dinsos");
+
+    // an existing file is left alone; an empty password is refused
+    let (ok, _, err) = p12(&password);
+    assert!(!ok && err.contains("cannot create"), "{err}");
+    std::fs::remove_file(&out).unwrap();
+    std::fs::write(&password, "\n").unwrap();
+    let (ok, _, err) = p12(&password);
+    assert!(!ok && err.contains("password is empty"), "{err}");
+    assert!(!out.exists());
 }
 
 #[test]

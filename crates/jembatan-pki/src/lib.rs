@@ -8,12 +8,15 @@
 //! ([`ClientTls`]), both reloading their files without a restart, and
 //! [`peer_identity`] reads the caller's identity from the verified client
 //! certificate of a request — the only place identity comes from.
+//! [`pkcs12`] packs a certificate and its key for keystores that read no
+//! PEM (Java's).
 
 mod broker;
 mod client;
 pub mod crl;
 pub mod files;
 mod live;
+mod pkcs12;
 mod server;
 
 use std::fs;
@@ -38,6 +41,7 @@ pub use client::{
 };
 pub use crl::{BadSerial, CertError, CrlError, Reason, RevocationList, RevokeOutcome, Serial};
 pub use live::RELOAD_INTERVAL;
+pub use pkcs12::{Pkcs12Error, pkcs12};
 pub use server::{RevocationCheck, RevocationLayer, Revocations, ServerTls, TlsIncoming};
 
 #[derive(Debug, thiserror::Error)]
