@@ -1328,7 +1328,76 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
             console_path.display()
         )
         .map_err(w("write output"))?;
+        write_client_commands(out, &dir, broker_port).map_err(w("write output"))?;
         report.dir = Some(dir);
     }
     Ok(report)
+}
+
+/// Ready-to-paste commands that run the example clients (`examples/`, from
+/// the repository's root) as Dinas Sosial against the kept demo's broker.
+fn write_client_commands(
+    out: &mut impl std::io::Write,
+    dir: &Path,
+    port: u16,
+) -> std::io::Result<()> {
+    let d = dir.display();
+    let certs = format!("--certs {d}/certs");
+    let pem = format!(
+        "--cacert {d}/certs/ca.pem --cert {d}/certs/agency-dinsos.pem --key {d}/certs/agency-dinsos-key.pem"
+    );
+    let body = r#"'{"dataset": "disdukcapil.penduduk", "purpose": "pemutakhiran data terpadu kesejahteraan sosial", "fields": ["nik", "nama_lengkap"], "limit": 3}'"#;
+    let commands: [(&str, Vec<String>); 5] = [
+        (
+            "curl",
+            vec![
+                format!("curl {pem}"),
+                format!("-d {body}"),
+                format!("https://localhost:{port}/exchange/v1/query"),
+            ],
+        ),
+        (
+            "PHP",
+            vec![format!(
+                "php examples/php/client.php {certs} --broker https://localhost:{port} --out php.jsonl"
+            )],
+        ),
+        (
+            "Python",
+            vec![
+                "mkdir -p /tmp/stubs && python3 -m grpc_tools.protoc -I proto --python_out=/tmp/stubs --grpc_python_out=/tmp/stubs proto/jembatan/v1/*.proto".into(),
+                format!("&& PYTHONPATH=/tmp/stubs python3 examples/python/query.py {certs} --broker localhost:{port} --out python.jsonl"),
+            ],
+        ),
+        (
+            "TypeScript",
+            vec![
+                "(cd examples/typescript && npm ci && npx tsc)".into(),
+                format!("&& node examples/typescript/dist/client.js {certs} --broker localhost:{port} --out typescript.jsonl"),
+            ],
+        ),
+        (
+            "Java",
+            vec![
+                "head -c 18 /dev/urandom | base64 > p12-password".into(),
+                format!("&& jembatan pki p12 --cert {d}/certs/agency-dinsos.pem --key {d}/certs/agency-dinsos-key.pem --out dinsos.p12 --password-file p12-password"),
+                "&& javac -d java-classes examples/java/Client.java".into(),
+                format!("&& java -cp java-classes Client --p12 dinsos.p12 --password-file p12-password --ca {d}/certs/ca.pem --broker https://localhost:{port} --out java.jsonl"),
+            ],
+        ),
+    ];
+    writeln!(
+        out,
+        "Call it from other languages: from the repository's root, with the adapter and broker running
+  \
+         (jembatan adapter --config {d}/adapter-disdukcapil.toml & jembatan broker --config {d}/broker.toml &):"
+    )?;
+    for (language, lines) in commands {
+        writeln!(
+            out,
+            "  {language:<11} {}",
+            lines.join(&format!(" \\\n  {:<11} ", ""))
+        )?;
+    }
+    Ok(())
 }
