@@ -12,8 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jembatan_broker::MAX_REQUEST_BYTES;
 use jembatan_core::{Decision, ExchangeStatus};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{BrokerHandle, Federation, agreement_toml, nik};
@@ -48,24 +47,7 @@ async fn connect(
     who: &str,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let files = &f.files[who];
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(&files.ca).unwrap() {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let chain = CertificateDer::pem_file_iter(&files.cert)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    let config = jembatan_pki::rustls_config(&f.files[who], &[alpn]).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -881,24 +863,12 @@ async fn a_client_without_a_federation_certificate_gets_nothing() {
         jembatan_core::Identity::new(jembatan_core::Role::Agency, Some("dinsos".parse().unwrap()))
             .unwrap();
     let issued = jembatan_pki::dev_pki(other.path(), &[identity]).unwrap();
-    let foreign = &issued[0].1;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(&f.files["dinsos"].ca).unwrap() {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let chain = CertificateDer::pem_file_iter(&foreign.cert)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(&foreign.key).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![H1.to_vec()];
+    // trusting the federation's CA, presenting the other one's certificate
+    let foreign = jembatan_pki::TlsFiles {
+        ca: f.files["dinsos"].ca.clone(),
+        ..issued[0].1.clone()
+    };
+    let config = jembatan_pki::rustls_config(&foreign, &[H1]).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", b.port)).await.unwrap();
     let refused = async {
         let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
