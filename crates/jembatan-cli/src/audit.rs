@@ -213,16 +213,46 @@ async fn verify_log(url: &str, public_key: &std::path::Path) -> Result<(), Failu
     let verifier = read_verifier(public_key)?;
     let store = open(url).await?;
     let result = verify(&store, &verifier).await;
+    let latest = store.latest_checkpoint().await;
     store.close().await;
     let report = result.map_err(store_error)?;
+    let latest = latest.map_err(|e| store_error(VerifyError::Store(e)))?;
+    let mut out = std::io::stdout().lock();
     writeln!(
-        std::io::stdout().lock(),
+        out,
         "verified {} entries, root {}, {} checkpoints",
         report.size,
         report.root_hex(),
         report.checkpoints
     )?;
+    writeln!(out, "{}", coverage(report.size, latest.as_ref()))?;
     Ok(())
+}
+
+/// What the signed checkpoints cover of a log of `size` entries: an
+/// auditor trusts an entry through a checkpoint signed over it, so the
+/// newest entries not yet under one are named, with when the next is due.
+fn coverage(size: u64, latest: Option<&jembatan_store::StoredCheckpoint>) -> String {
+    const NEXT: &str = "the broker signs the next checkpoint after its checkpoint_every \
+                        new entries (default 1000) or its checkpoint_interval (default 10s), \
+                        whichever comes first, and when it shuts down";
+    match latest {
+        _ if size == 0 => "the log is empty".to_owned(),
+        None => format!("none of the {size} entries is under a signed checkpoint yet: {NEXT}"),
+        Some(c) if c.size >= size => format!(
+            "every entry is under the latest signed checkpoint ({} entries, signed {})",
+            c.size, c.created_at
+        ),
+        Some(c) => format!(
+            "the newest {} entries (indexes {} to {}) are not under a signed checkpoint yet; \
+             the latest covers {} entries, signed {}; {NEXT}",
+            size - c.size,
+            c.size,
+            size - 1,
+            c.size,
+            c.created_at
+        ),
+    }
 }
 
 /// A time argument, normalized to the form entries are stored with.
@@ -549,5 +579,39 @@ async fn crosscheck(
         Err(Failure::Refused(anyhow!(
             "{n} mismatch{plural} between {checked} and the broker's log"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(size: u64) -> jembatan_store::StoredCheckpoint {
+        jembatan_store::StoredCheckpoint {
+            size,
+            root_hash: String::new(),
+            note: String::new(),
+            created_at: "2026-12-05T10:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn verify_says_what_the_signed_checkpoints_cover() {
+        assert_eq!(coverage(0, None), "the log is empty");
+        assert!(
+            coverage(5, None).starts_with("none of the 5 entries is under a signed checkpoint yet")
+        );
+        assert_eq!(
+            coverage(8, Some(&checkpoint(8))),
+            "every entry is under the latest signed checkpoint (8 entries, signed 2026-12-05T10:00:00Z)"
+        );
+        let partial = coverage(10, Some(&checkpoint(8)));
+        assert!(
+            partial.starts_with(
+                "the newest 2 entries (indexes 8 to 9) are not under a signed checkpoint yet; \
+                 the latest covers 8 entries, signed 2026-12-05T10:00:00Z; the broker signs"
+            ),
+            "{partial}"
+        );
     }
 }

@@ -396,8 +396,20 @@ fn audit_tools_work_on_the_kept_store(keep: &std::path::Path, demo_stdout: &str)
 
     let (code, stdout, stderr) = run(&["verify", "--store", store_arg, "--public-key", key_arg]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    let words: Vec<&str> = stdout.split_whitespace().collect();
+    let mut lines = stdout.lines();
+    let words: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(words[0], "verified", "{stdout}");
+    // the demo signs a checkpoint over every entry at its end
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("every entry is under the latest signed checkpoint")),
+        "{stdout}"
+    );
     let size: u64 = words[1].parse().unwrap();
     assert!(size > 10, "{stdout}");
     let checkpoints: u64 = words[words.len() - 2].parse().unwrap();
