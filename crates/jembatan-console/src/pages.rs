@@ -169,6 +169,31 @@ impl Ctx {
     }
 
     /// Refuses what only an auditor certificate can read.
+    /// The session of a request that may go on: signed in (else the login
+    /// page), a form's CSRF token and origin right when `csrf` is given,
+    /// and an auditor's console when `who` says so; otherwise the answer.
+    pub(crate) fn admit(
+        &self,
+        state: &Shared,
+        csrf: Option<&str>,
+        who: Needs,
+    ) -> Result<Session, Box<Response>> {
+        let answer = |r: Response| Box::new(r);
+        let session = self
+            .require()
+            .map_err(|r| answer(r.into_response()))?
+            .clone();
+        if let Some(given) = csrf {
+            self.check_csrf(state, &session, given)
+                .map_err(|r| answer(r.into_response()))?;
+        }
+        if who == Needs::Auditor {
+            self.need_auditor(state)
+                .map_err(|r| answer(r.into_response()))?;
+        }
+        Ok(session)
+    }
+
     pub(crate) fn need_auditor(&self, state: &Shared) -> Result<(), Refusal> {
         if state.role() == Role::Auditor {
             return Ok(());
@@ -179,6 +204,15 @@ impl Ctx {
             fill(self.lang, "needs_auditor", &[]),
         ))
     }
+}
+
+/// Who a page is for, beyond a signed-in user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Needs {
+    /// Any signed-in user of this console.
+    Anyone,
+    /// Only a console with an auditor's certificate (it reads the log).
+    Auditor,
 }
 
 fn encode(s: &str) -> String {
@@ -565,13 +599,10 @@ pub(crate) async fn exchanges(
     ctx: Ctx,
     Query(filter): Query<EntryFilter>,
 ) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, None, Needs::Auditor) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if let Err(r) = ctx.need_auditor(&state) {
-        return r.into_response();
-    }
     let mut fault = None;
     let mut rows = Vec::new();
     let mut next = String::new();
@@ -650,11 +681,8 @@ pub(crate) async fn export(
     ctx: Ctx,
     Query(filter): Query<EntryFilter>,
 ) -> Response {
-    if let Err(r) = ctx.require() {
-        return r.into_response();
-    }
-    if let Err(r) = ctx.need_auditor(&state) {
-        return r.into_response();
+    if let Err(r) = ctx.admit(&state, None, Needs::Auditor) {
+        return *r;
     }
     let request = match filter.request(ctx.lang) {
         Ok(mut r) => {
@@ -767,13 +795,10 @@ pub(crate) async fn entry(
     ctx: Ctx,
     Path(seq): Path<u64>,
 ) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, None, Needs::Auditor) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if let Err(r) = ctx.need_auditor(&state) {
-        return r.into_response();
-    }
     let found = match state.broker.entry(seq).await {
         Ok(Some(e)) => e,
         Ok(None) => {
@@ -881,13 +906,10 @@ async fn datasets(state: &State) -> Vec<String> {
 }
 
 pub(crate) async fn who_form(AxumState(state): AxumState<Shared>, ctx: Ctx) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, None, Needs::Auditor) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if let Err(r) = ctx.need_auditor(&state) {
-        return r.into_response();
-    }
     let datasets = datasets(&state).await;
     render(
         &state,
@@ -925,16 +947,10 @@ pub(crate) async fn who(
     ctx: Ctx,
     Form(form): Form<WhoForm>,
 ) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, Some(&form.csrf), Needs::Auditor) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if let Err(r) = ctx.check_csrf(&state, &session, &form.csrf) {
-        return r.into_response();
-    }
-    if let Err(r) = ctx.need_auditor(&state) {
-        return r.into_response();
-    }
     let Some(audit_key) = &state.audit_key else {
         return ctx
             .refusal(
@@ -1025,9 +1041,9 @@ fn counts(map: BTreeMap<String, u64>, top: usize) -> Vec<Count> {
 }
 
 pub(crate) async fn overview(AxumState(state): AxumState<Shared>, ctx: Ctx) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, None, Needs::Anyone) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     let agreements = state
         .broker
@@ -1251,9 +1267,9 @@ fn agreement_view(a: &pb::Agreement, now: DateTime<Utc>) -> AgreementView {
 }
 
 pub(crate) async fn agreements(AxumState(state): AxumState<Shared>, ctx: Ctx) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, None, Needs::Anyone) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     let list = match state
         .broker
@@ -1312,9 +1328,9 @@ pub(crate) async fn agreement(
     Path(id): Path<String>,
     Query(q): Query<DoneQuery>,
 ) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, None, Needs::Anyone) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     let found = match state
         .broker
@@ -1378,13 +1394,10 @@ pub(crate) async fn agreement_step(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<StepForm>,
 ) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, Some(&form.csrf), Needs::Anyone) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if let Err(r) = ctx.check_csrf(&state, &session, &form.csrf) {
-        return r.into_response();
-    }
     if action != "approve" && action != "revoke" {
         return not_found(AxumState(state), ctx).await;
     }

@@ -14,7 +14,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use crate::i18n::fill;
-use crate::pages::{Ctx, render};
+use crate::pages::{Ctx, Needs, render};
 use crate::server::State;
 
 type Shared = Arc<State>;
@@ -55,9 +55,9 @@ struct DatasetView {
 }
 
 pub(crate) async fn datasets(AxumState(state): AxumState<Shared>, ctx: Ctx) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, None, Needs::Anyone) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     let list = match state
         .broker
@@ -157,9 +157,9 @@ pub(crate) async fn dataset(
     Path(dataset): Path<String>,
     Query(q): Query<Versions>,
 ) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, None, Needs::Anyone) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     page(&state, &ctx, &session, &dataset, q, None, None).await
 }
@@ -254,13 +254,10 @@ pub(crate) async fn check(
     Path(dataset): Path<String>,
     Form(form): Form<CheckForm>,
 ) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, Some(&form.csrf), Needs::Anyone) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if let Err(r) = ctx.check_csrf(&state, &session, &form.csrf) {
-        return r.into_response();
-    }
     if form.schema.len() > MAX_SCHEMA_BYTES || form.schema.trim().is_empty() {
         return ctx
             .refusal(

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::i18n::{Lang, fill};
-use crate::pages::{Ctx, render};
+use crate::pages::{Ctx, Needs, render};
 use crate::server::State;
 
 type Shared = Arc<State>;
@@ -136,13 +136,10 @@ async fn check(state: &State, progress: &Mutex<Progress>, lang: Lang) -> Result<
 }
 
 pub(crate) async fn page(AxumState(state): AxumState<Shared>, ctx: Ctx) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, None, Needs::Auditor) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if let Err(r) = ctx.need_auditor(&state) {
-        return r.into_response();
-    }
     let progress = state
         .verify
         .lock()
@@ -169,16 +166,10 @@ pub(crate) async fn start(
     ctx: Ctx,
     Form(form): Form<StartForm>,
 ) -> Response {
-    let session = match ctx.require() {
-        Ok(s) => s.clone(),
-        Err(r) => return r.into_response(),
+    let session = match ctx.admit(&state, Some(&form.csrf), Needs::Auditor) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if let Err(r) = ctx.check_csrf(&state, &session, &form.csrf) {
-        return r.into_response();
-    }
-    if let Err(r) = ctx.need_auditor(&state) {
-        return r.into_response();
-    }
     let mut slot = state.verify.lock().unwrap_or_else(PoisonError::into_inner);
     let running = slot
         .as_ref()
