@@ -2,38 +2,11 @@
 //! each certificate may do only its own part of the lifecycle, and the
 //! exit codes say refused (1) from usage errors (2).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+mod support;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn jembatan() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_jembatan"))
-}
-
-/// Kills the broker when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn listen_port(config: &Path) -> u16 {
-    let text = std::fs::read_to_string(config).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("listen"))
-        .unwrap()
-        .to_owned();
-    line.trim_end_matches('"')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
+use support::{Running, jembatan, listen_port};
 
 struct Cli {
     keep: PathBuf,

@@ -3,9 +3,9 @@
 //! auditor reads, the operator's approval with its confirmation step,
 //! and that a NIK looked up never reaches the console's log.
 
-mod console_support;
+mod support;
 
-use console_support::{Client, Demo, jembatan};
+use support::{Client, Demo, jembatan};
 
 fn status_of(demo: &Demo, id: &str) -> String {
     let json = demo.agreement("auditor", &["get", id, "--json"]);

@@ -6,15 +6,15 @@
 //! page. Screenshots go to `$CARGO_TARGET_TMPDIR/console-browser/`.
 //! Without chromium and chromedriver the test says "skipped: no chromium".
 
-mod console_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use console_support::{Demo, Running, http_json, wait_for_port};
 use serde_json::{Value, json};
+use support::{Demo, Running, http_json, wait_for_port};
 
 const PASSWORD: &str = "kata sandi inspektorat";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -215,7 +215,7 @@ fn the_console_in_a_headless_chromium() {
     // a user with a password besides the token
     let hash = {
         use std::io::Write;
-        let mut child = console_support::jembatan()
+        let mut child = support::jembatan()
             .args(["console", "hash-password"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,17 +1,16 @@
 //! A broker killed in the middle of an exchange leaves a log that still
 //! verifies and shows the exchange as started but never completed.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
+use support::{jembatan, listen_port};
 use tonic::transport::Endpoint;
-
-fn jembatan() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_jembatan"))
-}
 
 struct Killed(Child);
 
@@ -32,17 +31,6 @@ fn spawn(dir: &Path, args: &[&str]) -> Killed {
             .spawn()
             .unwrap(),
     )
-}
-
-fn listen_port(config: &Path) -> u16 {
-    let text = std::fs::read_to_string(config).unwrap();
-    let line = text.lines().find(|l| l.starts_with("listen")).unwrap();
-    line.trim_end_matches('"')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 async fn wait_for(port: u16) {

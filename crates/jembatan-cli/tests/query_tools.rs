@@ -6,40 +6,13 @@
 //! health` against the broker and the adapter; and `broker
 //! --create-keys`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-
-fn jembatan() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_jembatan"))
-}
-
-/// Kills a server when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn listen_port(config: &Path) -> u16 {
-    let text = std::fs::read_to_string(config).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("listen"))
-        .unwrap()
-        .to_owned();
-    line.trim_end_matches('"')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
+use support::{Running, jembatan, listen_port};
 
 struct Demo {
     keep: PathBuf,

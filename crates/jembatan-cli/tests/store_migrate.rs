@@ -4,36 +4,13 @@
 //! into the filled target is refused naming a table, and a target that is
 //! not PostgreSQL (or a source that is not SQLite) is refused.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use jembatan_store::Store;
-
-fn jembatan() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_jembatan"))
-}
-
-/// Kills a server when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn listen_port(config: &Path) -> u16 {
-    let text = std::fs::read_to_string(config).unwrap();
-    let line = text.lines().find(|l| l.starts_with("listen")).unwrap();
-    line.trim_end_matches('"')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
+use support::{Running, jembatan, listen_port};
 
 /// Runs `jembatan ARGS`: exit code, standard output, standard error.
 fn run(args: &[&str]) -> (Option<i32>, String, String) {

@@ -1,6 +1,8 @@
-//! Shared by the console tests: a kept demo with its broker and the
-//! population registry's adapter running as child processes, consoles
-//! started on it, and a small HTTP/1.1 client with a cookie jar.
+//! Shared by the CLI's tests: the built `jembatan` binary, child processes
+//! killed when dropped, the port a kept config listens on; and for the
+//! console tests a kept demo with its broker and the population
+//! registry's adapter running, consoles started on it, and a small
+//! HTTP/1.1 client with a cookie jar.
 
 #![allow(dead_code)] // each test file uses its own part of this module
 
@@ -25,7 +27,8 @@ impl Drop for Running {
     }
 }
 
-fn listen_port(config: &Path) -> u16 {
+/// The port a kept config's `listen = "host:port"` names.
+pub(crate) fn listen_port(config: &Path) -> u16 {
     let text = std::fs::read_to_string(config).unwrap();
     let line = text.lines().find(|l| l.starts_with("listen")).unwrap();
     line.trim_end_matches('"')
