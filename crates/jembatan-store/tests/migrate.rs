@@ -5,7 +5,9 @@
 //! during the copy fails it with nothing committed. A sequence feeding a
 //! copied column is moved past the copied values.
 
-use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
+mod common;
+
+use jembatan_core::AuditEntry;
 use jembatan_store::migrate::{self, MigrateError, Progress, row_counts, table_names};
 use jembatan_store::verify::{catch_up_tiles, leaf_hashes, verify};
 use jembatan_store::{Agency, AuditLog, Dataset, QuotaKind, Store};
@@ -15,51 +17,15 @@ use sqlx::Row;
 
 const ORIGIN: &str = "jembatan.local/audit-log";
 
+/// [`common::entry`] with lookups over an hour, some without a purpose
+/// and some with a subject.
 fn entry(i: usize) -> AuditEntry {
-    let allowed = !i.is_multiple_of(3);
     AuditEntry {
-        v: 1,
-        kind: if i.is_multiple_of(2) {
-            EntryKind::Decision
-        } else {
-            EntryKind::Completion
-        },
-        exchange_id: format!("x{}", i / 2),
         time: format!("2026-01-01T00:{:02}:{:02}.000000Z", i / 60 % 60, i % 60),
         operation: "lookup".into(),
-        caller: "agency:dinsos".into(),
-        consumer: Some("dinsos".into()),
-        provider: Some("disdukcapil".into()),
-        dataset: Some("disdukcapil.penduduk".into()),
         purpose: (!i.is_multiple_of(5)).then(|| "bansos".into()),
-        fields: vec!["nik".into()],
-        filter: None,
         subject_hash: i.is_multiple_of(4).then(|| format!("{:064x}", i)),
-        subjects: Vec::new(),
-        unregistered_purpose: None,
-        limit: None,
-        agreement_id: Some("a1".into()),
-        agreement_terms_sha256: None,
-        translation: None,
-        decision: if allowed {
-            Decision::Allow
-        } else {
-            Decision::Deny
-        },
-        reasons: vec![],
-        status: if allowed {
-            ExchangeStatus::Ok
-        } else {
-            ExchangeStatus::Denied
-        },
-        rows: i as u64,
-        bytes: 10 * i as u64,
-        payload_sha256: None,
-        received: None,
-        duration_ms: None,
-        error: None,
-        trace_id: None,
-        change: None,
+        ..common::entry(i)
     }
 }
 

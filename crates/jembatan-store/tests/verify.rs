@@ -1,61 +1,16 @@
 //! Offline verification of the audit log against its signed checkpoints,
 //! and the tampering a rogue operator with write access could try.
 
-use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
+mod common;
+
+use common::entry;
+use jembatan_core::{AuditEntry, ExchangeStatus};
 use jembatan_store::verify::{VerifyError, leaf_hashes, verify};
 use jembatan_store::{AuditLog, Store};
 use jembatan_tlog::merkle::{self, CompactRange};
 use jembatan_tlog::note::{Checkpoint, Signer, Verifier};
 
 const ORIGIN: &str = "jembatan.local/audit-log";
-
-fn entry(i: usize) -> AuditEntry {
-    let allowed = !i.is_multiple_of(3);
-    AuditEntry {
-        v: 1,
-        kind: if i.is_multiple_of(2) {
-            EntryKind::Decision
-        } else {
-            EntryKind::Completion
-        },
-        exchange_id: format!("x{}", i / 2),
-        time: format!("2026-01-01T00:00:{:02}.000000Z", i % 60),
-        operation: "query".into(),
-        caller: "agency:dinsos".into(),
-        consumer: Some("dinsos".into()),
-        provider: Some("disdukcapil".into()),
-        dataset: Some("disdukcapil.penduduk".into()),
-        purpose: Some("bansos".into()),
-        fields: vec!["nik".into()],
-        filter: None,
-        subject_hash: None,
-        subjects: Vec::new(),
-        unregistered_purpose: None,
-        limit: None,
-        agreement_id: Some("a1".into()),
-        agreement_terms_sha256: None,
-        translation: None,
-        decision: if allowed {
-            Decision::Allow
-        } else {
-            Decision::Deny
-        },
-        reasons: vec![],
-        status: if allowed {
-            ExchangeStatus::Ok
-        } else {
-            ExchangeStatus::Denied
-        },
-        rows: i as u64,
-        bytes: 10 * i as u64,
-        payload_sha256: None,
-        received: None,
-        duration_ms: None,
-        error: None,
-        trace_id: None,
-        change: None,
-    }
-}
 
 fn signer(seed: u8) -> Signer {
     Signer::from_seed(ORIGIN, &[seed; 32]).unwrap()
