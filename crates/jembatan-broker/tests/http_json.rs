@@ -113,6 +113,11 @@ async fn call(
     call_with(f, b, who, H1, request, body).await
 }
 
+/// `POST path` with a JSON body, over HTTP/1.1.
+async fn post(f: &Federation, b: &BrokerHandle, who: &str, path: &str, body: Value) -> Answer {
+    call(f, b, who, "POST", path, Some(body)).await
+}
+
 /// A federation whose `dinsos` may read `nik`, `nama` and `kecamatan` for
 /// `bansos`; `dinkes` has no agreement.
 async fn federation() -> (Federation, BrokerHandle) {
@@ -143,15 +148,7 @@ fn query_body() -> Value {
 #[tokio::test]
 async fn an_allowed_query_streams_ndjson_records_then_the_receipt() {
     let (f, b) = federation().await;
-    let answer = call(
-        &f,
-        &b,
-        "dinsos",
-        "POST",
-        "/exchange/v1/query",
-        Some(query_body()),
-    )
-    .await;
+    let answer = post(&f, &b, "dinsos", "/exchange/v1/query", query_body()).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.content_type, "application/x-ndjson");
     let text = answer.text();
@@ -188,16 +185,15 @@ async fn an_allowed_query_streams_ndjson_records_then_the_receipt() {
     assert_eq!(entries[0].entry.caller, "agency:dinsos");
 
     // proto field names are read too, and a limit ends the stream early
-    let answer = call(
+    let answer = post(
         &f,
         &b,
         "dinsos",
-        "POST",
         "/exchange/v1/query",
-        Some(json!({
+        json!({
             "dataset": "prov.penduduk", "purpose": "bansos", "fields": ["nik"],
             "target_schema": "", "limit": 3,
-        })),
+        }),
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -222,7 +218,7 @@ async fn a_stream_cut_after_records_began_ends_with_an_error_line() {
     );
     let b = f.broker(&f.broker_config("", &tables)).await;
     let body = json!({"dataset": "prov.penduduk", "purpose": "bansos", "fields": ["nik"]});
-    let answer = call(&f, &b, "dinkes", "POST", "/exchange/v1/query", Some(body)).await;
+    let answer = post(&f, &b, "dinkes", "/exchange/v1/query", body).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let text = answer.text();
     let lines: Vec<Value> = text
@@ -286,16 +282,9 @@ async fn a_lookup_takes_a_plain_key_and_values_to_verify() {
     // nobody by that key
     let absent =
         json!({"dataset": "prov.penduduk", "purpose": "bansos", "key": "1507999999999999"});
-    let out = call(
-        &f,
-        &b,
-        "dinsos",
-        "POST",
-        "/exchange/v1/lookup",
-        Some(absent),
-    )
-    .await
-    .json();
+    let out = post(&f, &b, "dinsos", "/exchange/v1/lookup", absent)
+        .await
+        .json();
     assert_eq!(out["found"], false);
     assert_eq!(out["receipt"]["rows"], "0");
 }
@@ -341,15 +330,7 @@ async fn a_denial_is_403_with_its_reasons_and_audit_entry() {
     }
     // a lookup is refused the same way
     let lookup = json!({"dataset": "prov.penduduk", "purpose": "bansos", "key": nik(3)});
-    let answer = call(
-        &f,
-        &b,
-        "dinkes",
-        "POST",
-        "/exchange/v1/lookup",
-        Some(lookup),
-    )
-    .await;
+    let answer = post(&f, &b, "dinkes", "/exchange/v1/lookup", lookup).await;
     assert_eq!(answer.status, 403);
     assert_eq!(
         answer.json()["error"]["reasons"][0]["reason"],
@@ -366,15 +347,7 @@ async fn an_unwritable_audit_log_is_503_and_nothing_is_served() {
     .execute(b.broker.store().pool())
     .await
     .unwrap();
-    let answer = call(
-        &f,
-        &b,
-        "dinsos",
-        "POST",
-        "/exchange/v1/query",
-        Some(query_body()),
-    )
-    .await;
+    let answer = post(&f, &b, "dinsos", "/exchange/v1/query", query_body()).await;
     assert_eq!(answer.status, 503, "{}", answer.text());
     assert_eq!(answer.json()["error"]["code"], "UNAVAILABLE");
 }
@@ -458,7 +431,7 @@ async fn bad_input_is_refused_with_a_json_error() {
         (json!(["not", "an", "object"]), "QueryRequest"),
     ];
     for (body, named) in cases {
-        let answer = call(&f, &b, "dinsos", "POST", "/exchange/v1/query", Some(body)).await;
+        let answer = post(&f, &b, "dinsos", "/exchange/v1/query", body).await;
         assert_eq!(answer.status, 400, "{named}: {}", answer.text());
         let message = answer.json()["error"]["message"]
             .as_str()
@@ -468,13 +441,12 @@ async fn bad_input_is_refused_with_a_json_error() {
     }
 
     // a request the service refuses as invalid is on the log, as over gRPC
-    let answer = call(
+    let answer = post(
         &f,
         &b,
         "dinsos",
-        "POST",
         "/exchange/v1/query",
-        Some(json!({"dataset": "no dataset", "purpose": "bansos"})),
+        json!({"dataset": "no dataset", "purpose": "bansos"}),
     )
     .await;
     assert_eq!(answer.status, 400, "{}", answer.text());
@@ -494,7 +466,7 @@ async fn identity_comes_from_the_certificate_not_the_request() {
     // no body field names the consumer
     let mut body = query_body();
     body["consumer"] = "dinsos".into();
-    let answer = call(&f, &b, "dinkes", "POST", "/exchange/v1/query", Some(body)).await;
+    let answer = post(&f, &b, "dinkes", "/exchange/v1/query", body).await;
     assert_eq!(answer.status, 400, "{}", answer.text());
     // nor does a header: dinkes stays dinkes
     let request = http::Request::builder()
@@ -527,15 +499,7 @@ async fn identity_comes_from_the_certificate_not_the_request() {
         "consumer": "dinsos", "dataset": "prov.penduduk", "purpose": "kesehatan",
         "fields": [{"field": "nik", "mode": "ACCESS_MODE_READ"}],
     }});
-    let answer = call(
-        &f,
-        &b,
-        "dinkes",
-        "POST",
-        "/agreements/v1/propose",
-        Some(propose),
-    )
-    .await;
+    let answer = post(&f, &b, "dinkes", "/agreements/v1/propose", propose).await;
     assert_eq!(answer.status, 403, "{}", answer.text());
     assert_eq!(answer.json()["error"]["code"], "PERMISSION_DENIED");
 }
@@ -548,15 +512,7 @@ async fn agreements_go_through_their_lifecycle_over_http() {
         "purpose": "kesehatan",
         "fields": [{"field": "nik", "mode": "ACCESS_MODE_READ"}, {"field": "nama", "mode": "READ_NOT_A_MODE"}],
     }});
-    let answer = call(
-        &f,
-        &b,
-        "dinkes",
-        "POST",
-        "/agreements/v1/propose",
-        Some(propose),
-    )
-    .await;
+    let answer = post(&f, &b, "dinkes", "/agreements/v1/propose", propose).await;
     assert_eq!(answer.status, 400, "an unknown mode: {}", answer.text());
 
     let propose = json!({"agreement": {
@@ -566,15 +522,7 @@ async fn agreements_go_through_their_lifecycle_over_http() {
         "validFrom": "2020-01-01T00:00:00Z",
         "rowFilter": {"predicate": {"field": "kecamatan", "op": "OPERATOR_EQ", "value": "15.07.02"}},
     }});
-    let answer = call(
-        &f,
-        &b,
-        "dinkes",
-        "POST",
-        "/agreements/v1/propose",
-        Some(propose),
-    )
-    .await;
+    let answer = post(&f, &b, "dinkes", "/agreements/v1/propose", propose).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let proposed = answer.json();
     assert_eq!(proposed["status"], "AGREEMENT_STATUS_PROPOSED");
@@ -639,15 +587,7 @@ async fn agreements_go_through_their_lifecycle_over_http() {
     }
 
     let query = json!({"dataset": "prov.penduduk", "purpose": "kesehatan", "fields": ["nik"]});
-    let answer = call(
-        &f,
-        &b,
-        "dinkes",
-        "POST",
-        "/exchange/v1/query",
-        Some(query.clone()),
-    )
-    .await;
+    let answer = post(&f, &b, "dinkes", "/exchange/v1/query", query.clone()).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     // 30 residents, two of every three in 15.07.02, and the receipt line
     assert_eq!(answer.text().lines().count(), 21);
@@ -663,7 +603,7 @@ async fn agreements_go_through_their_lifecycle_over_http() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["status"], "AGREEMENT_STATUS_REVOKED");
-    let answer = call(&f, &b, "dinkes", "POST", "/exchange/v1/query", Some(query)).await;
+    let answer = post(&f, &b, "dinkes", "/exchange/v1/query", query).await;
     assert_eq!(answer.status, 403, "{}", answer.text());
     assert_eq!(answer.json()["error"]["reasons"][0]["reason"], "revoked");
 }
