@@ -218,10 +218,11 @@ pub(crate) fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// The HTTP status of a service's refusal. `ResourceExhausted` from a
-/// service is a quota or stream limit (429); a body over the size limit
-/// is refused by the door before parsing (413).
-fn http_status(code: Code) -> StatusCode {
+/// The HTTP status of a service's refusal, for the door and the
+/// registry's view alike. `ResourceExhausted` from a service is a quota or
+/// stream limit (429); a body over the size limit is refused by the door
+/// before parsing (413).
+pub(crate) fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
@@ -234,9 +235,9 @@ fn http_status(code: Code) -> StatusCode {
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Cancelled | Code::Unknown | Code::Internal | Code::DataLoss => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        // "client closed request", as gRPC's HTTP mapping has it
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -20,7 +20,7 @@ use axum::extract::{Path, State};
 use axum::http::{Extensions, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use jembatan_core::{ErrorCode, Failure, Identity, ServiceError};
+use jembatan_core::{ErrorCode, Failure, Identity};
 use jembatan_store::{StoredMapping, StoredSchemaVersion};
 use serde_json::{Value, json};
 
@@ -69,38 +69,20 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// The HTTP status of an error class; the registry's JSON view answers
-/// with the same classes as its gRPC service.
-fn http_status(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
-        ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
-        ErrorCode::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::Aborted | ErrorCode::AlreadyExists => StatusCode::CONFLICT,
-        // "client closed request", as gRPC's HTTP mapping has it
-        ErrorCode::Cancelled => {
-            StatusCode::from_u16(499).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-        }
-        ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        ErrorCode::DataLoss | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 impl From<RegistryError> for HttpError {
     fn from(err: RegistryError) -> Self {
         // the same message, and the same log line, as the gRPC status
         let status = jembatan_core::error::status(&err);
-        HttpError(http_status(err.code()), status.message().to_owned())
+        HttpError(
+            crate::http_json::http_status(status.code()),
+            status.message().to_owned(),
+        )
     }
 }
 
 impl From<Failure> for HttpError {
     fn from(err: Failure) -> Self {
-        HttpError(http_status(err.code), err.message)
+        HttpError(crate::http_json::http_status(err.code.into()), err.message)
     }
 }
 
