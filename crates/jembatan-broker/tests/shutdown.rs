@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use jembatan_core::{EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
 use support::{Federation, agreement_toml, query};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::Code;
 
@@ -23,18 +22,13 @@ async fn a_stream_outliving_the_drain_time_ends_logged_cancelled_before_the_last
         "drain_time = \"1s\"\nstall_timeout = \"60s\"",
         &agreement_toml("a-dinsos", "dinsos", GRANT, "approved", ""),
     );
-    let broker = jembatan_broker::Broker::start(&config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let (signal, signalled) = oneshot::channel::<()>();
-    let served = tokio::spawn(jembatan_broker::serve(
-        broker.clone(),
-        listener,
-        config.tls.server_config().unwrap(),
-        async move {
+    let (handle, served) = f
+        .broker_until(&config, async move {
             let _ = signalled.await;
-        },
-    ));
+        })
+        .await;
+    let (broker, port) = (handle.broker, handle.port);
 
     // a consumer reads the first batch of a long stream, then holds it
     let mut client = pb::exchange_client::ExchangeClient::new(f.channel(port, "dinsos").await);

@@ -242,19 +242,34 @@ legal_basis = "UU 17/2023"
 
     /// Starts a broker (another replica when one runs: they share the store).
     pub(crate) async fn broker(&self, config: &BrokerConfig) -> BrokerHandle {
+        let mut rx = self.stop.subscribe();
+        self.broker_until(config, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await
+        .0
+    }
+
+    /// Starts a broker that shuts down when `shutdown` completes; the
+    /// task serving it ends when it has.
+    pub(crate) async fn broker_until(
+        &self,
+        config: &BrokerConfig,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> (
+        BrokerHandle,
+        tokio::task::JoinHandle<Result<(), jembatan_broker::BrokerError>>,
+    ) {
         let broker = Broker::start(config).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut rx = self.stop.subscribe();
-        tokio::spawn(jembatan_broker::serve(
+        let served = tokio::spawn(jembatan_broker::serve(
             broker.clone(),
             listener,
             config.tls.server_config().unwrap(),
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
+            shutdown,
         ));
-        BrokerHandle { broker, port }
+        (BrokerHandle { broker, port }, served)
     }
 
     /// A channel with small HTTP/2 windows, so that a consumer that stops
