@@ -16,11 +16,36 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use jembatan_core::{Filter, MaskRule, Scalar};
+
 use crate::error::{BadRecord, Cause};
-use crate::exchange::{Shape, Translation};
+use crate::registry::Translator;
 
 /// Most bytes of one record the broker accepts from an adapter.
 const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// What the broker changes in each record before it leaves: masked
+/// fields, and fields fetched only to verify a consumer's value, which are
+/// compared and dropped.
+#[derive(Debug)]
+pub(crate) struct Shape {
+    pub(crate) masks: Vec<(String, MaskRule)>,
+    pub(crate) verify: Vec<(String, Scalar)>,
+    /// Fetched fields that are not delivered.
+    pub(crate) drop: Vec<String>,
+}
+
+/// A translated exchange: the translator, the part of the consumer's
+/// filter that could not be pushed to the adapter, the consumer's fields
+/// (target names) and its record limit.
+#[derive(Debug)]
+pub(crate) struct Translation {
+    pub(crate) translator: Arc<Translator>,
+    pub(crate) residual: Option<Filter>,
+    pub(crate) fields: Vec<String>,
+    /// Most records to deliver; 0 means no limit.
+    pub(crate) limit: u64,
+}
 
 /// The per-record work of one exchange, shared with the worker threads.
 #[derive(Debug)]

@@ -15,7 +15,7 @@
 //! an adapter that cannot be asked refuses the approval (fail closed).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,57 +29,10 @@ use jembatan_core::{
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::agreements_server;
 use jembatan_store::{AgreementFilter, StoreError};
-use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
-use crate::exchange::State;
 use crate::members::Unregistered;
-
-/// A registered purpose: the legal basis agreements may name.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Purpose {
-    /// What requests and agreements name (`verifikasi-bansos`).
-    pub id: String,
-    /// The legal basis, in words (`Permensos 3/2021 pasal 5`).
-    pub legal_basis: String,
-    #[serde(default)]
-    pub description: String,
-}
-
-/// A change of an agreement's status, as running exchanges hear of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StatusEvent {
-    pub(crate) id: String,
-    pub(crate) status: AgreementStatus,
-}
-
-/// The lifecycle settings and the channel status changes go out on.
-#[derive(Debug)]
-pub(crate) struct Lifecycle {
-    /// Whether an operator approves after the provider.
-    pub(crate) operator_approval: bool,
-    pub(crate) purposes: BTreeMap<String, Purpose>,
-    pub(crate) events: broadcast::Sender<StatusEvent>,
-}
-
-impl Lifecycle {
-    pub(crate) fn new(operator_approval: bool, purposes: &[Purpose]) -> Self {
-        Self {
-            operator_approval,
-            purposes: purposes.iter().map(|p| (p.id.clone(), p.clone())).collect(),
-            events: broadcast::channel(1024).0,
-        }
-    }
-
-    fn publish(&self, id: &str, status: AgreementStatus) {
-        // no receiver is fine: no exchange is running
-        let _ = self.events.send(StatusEvent {
-            id: id.to_owned(),
-            status,
-        });
-    }
-}
+use crate::state::State;
 
 /// The gRPC `Agreements` service; cheap to clone.
 #[derive(Debug, Clone)]
@@ -327,7 +280,7 @@ impl State {
             },
             Some((how, status.message().to_owned())),
         );
-        match self.record(entry).await {
+        match self.record_step(entry).await {
             Ok(_) => status,
             Err(unavailable) => unavailable,
         }
@@ -350,7 +303,7 @@ impl State {
             reason = why,
             "agreement step logged but not applied"
         );
-        match self.record(failed).await {
+        match self.record_step(failed).await {
             Ok(_) => status,
             Err(unavailable) => unavailable,
         }
@@ -502,7 +455,7 @@ impl State {
             },
             None,
         );
-        self.record(entry.clone()).await?;
+        self.record_step(entry.clone()).await?;
         // the step's entry is on the log: from here a store update that
         // fails is recorded as the step's failure
         match self.store.update_agreement(&updated, current.status).await {
@@ -587,7 +540,7 @@ impl State {
             },
             None,
         );
-        self.record(entry.clone()).await?;
+        self.record_step(entry.clone()).await?;
         match self.store.insert_agreement(&agreement).await {
             Ok(()) => Ok(agreement),
             Err(StoreError::Conflict(message)) => {

@@ -9,7 +9,7 @@ use jembatan_pki::TlsFiles;
 use serde::Deserialize;
 
 use crate::BrokerError;
-pub use crate::agreements::Purpose;
+pub use crate::lifecycle::Purpose;
 
 /// Broker configuration. Relative paths are resolved against the config
 /// file's directory.

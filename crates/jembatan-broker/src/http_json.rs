@@ -24,6 +24,7 @@ use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use futures::StreamExt;
+use jembatan_core::limits::MAX_REQUEST_BYTES;
 use jembatan_proto::json::{from_json, to_json};
 use jembatan_proto::trailers;
 use jembatan_proto::v1 as pb;
@@ -32,7 +33,6 @@ use jembatan_proto::v1::exchange_server::Exchange;
 use serde_json::{Map, Value, json};
 use tonic::{Code, Status};
 
-use crate::server::MAX_REQUEST_BYTES;
 use crate::{AgreementsService, ExchangeService};
 
 pub(crate) use openapi::document;

@@ -10,12 +10,16 @@ mod agreements;
 mod audit_service;
 mod checkpoint;
 pub mod config;
+mod decide;
 mod drain;
 mod error;
 mod exchange;
+mod facts;
 mod health;
 mod http_json;
 mod isolation;
+mod journal;
+mod lifecycle;
 mod members;
 pub mod policy;
 mod registry;
@@ -23,6 +27,7 @@ mod registry_http;
 mod registry_service;
 mod relay;
 mod server;
+mod state;
 mod telemetry;
 
 use std::path::{Path, PathBuf};
@@ -37,10 +42,12 @@ use tokio::task::JoinHandle;
 pub use agreements::AgreementsService;
 pub use audit_service::AuditService;
 pub use config::BrokerConfig;
-pub use exchange::{ExchangeService, subject_hash};
+pub use exchange::ExchangeService;
+pub use facts::subject_hash;
+pub use jembatan_core::limits::MAX_REQUEST_BYTES;
 pub use registry_service::RegistryService;
 pub use relay::QueryStream;
-pub use server::{MAX_REQUEST_BYTES, REFLECTED_SERVICES, serve};
+pub use server::{REFLECTED_SERVICES, serve};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -74,7 +81,7 @@ pub enum BrokerError {
 /// A running broker's shared state.
 #[derive(Debug, Clone)]
 pub struct Broker {
-    pub(crate) inner: Arc<exchange::State>,
+    pub(crate) inner: Arc<state::State>,
     checkpoints: Arc<Checkpoints>,
     audit_service: AuditService,
     /// The agreement watcher (expiry, changes made through other replicas).
@@ -142,11 +149,12 @@ impl Broker {
             config.checkpoint_interval,
             audit.appended(),
         ));
-        let adapters = relay::AdapterPool::new(&config.tls, config.max_streams_per_provider)?;
+        let adapters = adapters::AdapterPool::new(&config.tls, config.max_streams_per_provider)?;
         let audit_service = AuditService::new(store.clone(), verifier.clone());
         let members = members::Members::new(config.agencies.iter().map(|a| a.id.clone()));
         let registry = Arc::new(start_registry(&store, &config.registry, members.clone()).await?);
-        let inner = Arc::new(exchange::State {
+        let inner = Arc::new(state::State {
+            journal: journal::Journal::new(audit.clone()),
             store,
             audit,
             adapters,
@@ -159,7 +167,7 @@ impl Broker {
             checkpoint_notes,
             registry,
             members,
-            lifecycle: agreements::Lifecycle::new(config.operator_approval, &config.purposes),
+            lifecycle: lifecycle::Lifecycle::new(config.operator_approval, &config.purposes),
             isolation: isolation::Isolation::new(
                 config.max_streams_per_agency,
                 config.max_streams_per_provider,

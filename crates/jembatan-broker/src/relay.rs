@@ -2,26 +2,24 @@
 //! each record against the grant, hashes what is delivered, writes the
 //! completion entry and hands out the receipt.
 //!
-//! Every allowed exchange ends on the log exactly once: the allow decision
-//! is written by a task of its own, which hands the exchange an
-//! [`Unfinished`] guard; completions are written by tasks of their own
-//! too, so that a handler dropped by the server (the consumer's deadline
-//! passed, or it went away) cannot cut a write in half, and a guard
-//! dropped before its completion was written writes a `cancelled` one.
+//! An [`Allowed`] exchange comes here with its decision entry durable and
+//! the guard of its one end (see `journal.rs`); every way out of the relay
+//! — delivered, stopped, failed, the consumer gone — writes that end.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use jembatan_core::PayloadHasher;
-use jembatan_core::{AgreementStatus, Decision, Denial, DenialCode, EntryKind, ExchangeStatus};
+use jembatan_core::{
+    AgencyId, Agreement, AgreementStatus, DatasetId, Decision, Denial, DenialCode, EntryKind,
+    ExchangeStatus, PayloadHasher,
+};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use jembatan_proto::{RECEIPT_METADATA_KEY, trailers};
-use jembatan_store::{AuditLog, QuotaKind};
+use jembatan_store::QuotaKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,12 +27,14 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status, Streaming};
 
-pub(crate) use crate::adapters::AdapterPool;
 use crate::adapters::Lane;
-use crate::admit::{Admitted, Pending};
+use crate::admit::{Admit, Admitted, Pending};
 use crate::drain::Drain;
 use crate::error::{BadRecord, Cause, ExchangeError, from_adapter};
-use crate::exchange::{Allowed, Facts, State};
+use crate::facts::Facts;
+use crate::isolation::Held;
+use crate::journal::Unfinished;
+use crate::state::State;
 
 /// Batches of one query being admitted at once, on worker threads, while
 /// the relay reads on.
@@ -138,94 +138,28 @@ impl Tally {
     }
 }
 
-/// An allowed exchange whose completion entry is not written yet. Dropped
-/// armed — its handler dropped by the server because the consumer's
-/// deadline passed or the consumer went away, or its relay task ended
-/// without finishing — it writes the exchange's `cancelled` completion
-/// from a task of its own.
+/// An allowed exchange whose decision entry is durable.
 #[derive(Debug)]
-pub(crate) struct Unfinished {
-    audit: AuditLog,
-    facts: Facts,
-    armed: AtomicBool,
-}
-
-impl Unfinished {
-    /// Disarms the guard; `true` the first time, for the one caller that
-    /// then writes the completion.
-    fn take(&self) -> bool {
-        self.armed.swap(false, Ordering::AcqRel)
-    }
-}
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        if !*self.armed.get_mut() {
-            return;
-        }
-        let mut entry = self.facts.entry(
-            EntryKind::Completion,
-            Decision::Allow,
-            ExchangeStatus::Cancelled,
-        );
-        entry.payload_sha256 = Some(PayloadHasher::new().hex());
-        entry.duration_ms = Some(self.facts.elapsed_ms());
-        entry.error = Some(
-            "the consumer went away before the exchange ended (its deadline passed or it cancelled the call)"
-                .to_owned(),
-        );
-        self.facts.redact(&mut entry);
-        let audit = self.audit.clone();
-        let exchange_id = self.facts.exchange_id.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(err) = audit.append(entry).await {
-                        tracing::error!(error = %err, exchange_id, "audit completion write failed");
-                    }
-                });
-            }
-            Err(_) => {
-                tracing::error!(
-                    exchange_id,
-                    "no runtime left to record a cancelled exchange"
-                );
-            }
-        }
-    }
-}
-
-/// Writes an allow decision entry and returns its sequence number and the
-/// guard of the exchange's end, once the entry is durable. The write runs
-/// in a task of its own: if the handler is gone by then, the guard it
-/// would have received is dropped and writes the `cancelled` completion.
-pub(crate) async fn begin(audit: &AuditLog, facts: &Facts) -> Result<(u64, Unfinished), Status> {
-    let mut entry = facts.entry(
-        EntryKind::Decision,
-        Decision::Allow,
-        ExchangeStatus::Started,
-    );
-    facts.redact(&mut entry);
-    let (reply, decided) = oneshot::channel();
-    let (audit, facts) = (audit.clone(), facts.clone());
-    tokio::spawn(async move {
-        let result = audit.append(entry).await.map(|stored| {
-            let end = Unfinished {
-                audit,
-                facts,
-                armed: AtomicBool::new(true),
-            };
-            (stored.seq, end)
-        });
-        // a handler gone by now drops the guard with the reply
-        let _ = reply.send(result);
-    });
-    match decided.await {
-        Ok(Ok(begun)) => Ok(begun),
-        Ok(Err(err)) => Err(ExchangeError::AuditRefused(Box::new(err)).into()),
-        // the audit decision task ended without an answer
-        Err(err) => Err(ExchangeError::AuditRefused(Box::new(err)).into()),
-    }
+pub(crate) struct Allowed {
+    pub(crate) facts: Facts,
+    pub(crate) provider: AgencyId,
+    pub(crate) dataset: DatasetId,
+    pub(crate) decision_seq: u64,
+    pub(crate) fetch: pb::FetchRequest,
+    /// What is done to each record before it leaves: the grant's checks,
+    /// masks and verified values, translation into the consumer's schema.
+    pub(crate) admit: Arc<Admit>,
+    /// The agreement in force at the decision.
+    pub(crate) agreement: Agreement,
+    /// The exchange's slots under the isolation limits, given back when
+    /// dropped (a query's relay drops them once the adapter's stream is
+    /// over, before it waits for the consumer to take the end).
+    pub(crate) held: Option<Held>,
+    /// Writes the exchange's `cancelled` end if it is dropped unfinished.
+    pub(crate) end: Unfinished,
+    /// When the consumer stops waiting (its `grpc-timeout`): the adapter's
+    /// fetch gets the same deadline, so its statement stops with it.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// A query's stream to the consumer: the relay's messages in order, or —
@@ -427,20 +361,7 @@ async fn finish(
     entry.received = tally.received();
     entry.duration_ms = Some(allowed.facts.elapsed_ms());
     entry.error = error;
-    allowed.facts.redact(&mut entry);
-    if !allowed.end.take() {
-        tracing::error!(exchange_id = %allowed.facts.exchange_id, "an exchange was to end twice");
-        return Err(ExchangeError::EndedTwice.into());
-    }
-    // in a task of its own: a caller dropped now cannot cut the write short
-    let audit = state.audit.clone();
-    let written = tokio::spawn(async move { audit.append(entry).await });
-    let stored = match written.await {
-        Ok(Ok(stored)) => stored,
-        Ok(Err(err)) => return Err(ExchangeError::AuditNoReceipt(Box::new(err)).into()),
-        // the completion task failed
-        Err(err) => return Err(ExchangeError::AuditNoReceipt(Box::new(err)).into()),
-    };
+    let stored = state.journal.end(&allowed.end, entry).await?;
     let now = chrono::Utc::now();
     Ok(pb::Receipt {
         exchange_id: allowed.facts.exchange_id.clone(),

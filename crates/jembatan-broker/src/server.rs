@@ -19,11 +19,9 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tower::util::MapResponseLayer;
 
-use crate::{Broker, BrokerError, http_json};
+use jembatan_core::limits::MAX_REQUEST_BYTES;
 
-/// Most bytes of one request message the broker decodes; a larger one is
-/// refused with `ResourceExhausted` naming the limit `max_request_bytes`.
-pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+use crate::{Broker, BrokerError, http_json};
 
 /// The services a caller of the broker can use, as reflection lists them:
 /// the broker's own, health, and reflection in both versions (older tools

@@ -21,3 +21,7 @@ pub const MAX_IDENT_BYTES: usize = 128;
 pub const MAX_FIELDS: usize = 256;
 /// Longest purpose named in a request, in bytes.
 pub const MAX_PURPOSE_BYTES: usize = 256;
+/// Most bytes of one request message the broker decodes (gRPC) or reads
+/// (an HTTP/JSON body); a larger one is refused naming the limit
+/// `max_request_bytes`.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;

@@ -1,0 +1,677 @@
+//! Deciding an exchange, in four steps that read top to bottom:
+//!
+//! 1. **validate**: the caller is an agency (from its certificate, never a
+//!    request field) within its limit of running exchanges, the request
+//!    parses, and the agency is registered;
+//! 2. **plan**: the dataset exists; in the consumer's schema, the fields
+//!    and filter are mapped to the provider's, and a lookup's key becomes
+//!    a filter on the dataset's key field;
+//! 3. **authorize**: one of the consumer's agreements allows every term,
+//!    within the broker's stream limits and the agreement's quotas;
+//! 4. **record**: the allow decision entry is durable, and the exchange
+//!    goes to the relay with what to fetch and what to do to each record.
+//!
+//! A request refused at any step gets its decision entry (see
+//! `journal.rs`) before the refusal is sent.
+
+use std::sync::Arc;
+
+use jembatan_core::limits::{MAX_FIELDS, MAX_STRING_BYTES};
+use jembatan_core::{
+    AgencyId, Agreement, DatasetId, Decision, Denial, DenialCode, EntryKind, ExchangeStatus,
+    FieldName, Filter, Identity, InvalidArgument, Operator, Role, Scalar,
+};
+use jembatan_proto::DENIAL_METADATA_KEY;
+use jembatan_proto::v1 as pb;
+use jembatan_store::QuotaKind;
+use tokio::sync::OwnedSemaphorePermit;
+use tonic::Status;
+
+use crate::admit::{Admit, Shape, Translation};
+use crate::error::ExchangeError;
+use crate::facts::{Ask, Facts, MAX_VERIFY_FIELDS, scalar_subject_hash};
+use crate::isolation::Held;
+use crate::policy::{self, Grant};
+use crate::registry::{Refusal, RegistryError};
+use crate::relay::Allowed;
+use crate::state::State;
+
+/// The parsed, validated request.
+struct Parsed {
+    dataset: DatasetId,
+    fields: Vec<FieldName>,
+    filter: Option<Filter>,
+    key: Option<Scalar>,
+    verify: Vec<(FieldName, Scalar)>,
+}
+
+fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
+    let dataset: DatasetId = ask.dataset.parse()?;
+    jembatan_core::ids::check_purpose(&ask.purpose)?;
+    if ask.fields.len() > MAX_FIELDS {
+        return Err(InvalidArgument::new(
+            "fields",
+            format!(
+                "{} fields exceed the limit max_fields = {MAX_FIELDS}",
+                ask.fields.len()
+            ),
+        ));
+    }
+    let mut fields = Vec::with_capacity(ask.fields.len());
+    for f in &ask.fields {
+        let f: FieldName = f.parse().map_err(|e: InvalidArgument| e.within("fields"))?;
+        if fields.contains(&f) {
+            return Err(InvalidArgument::new(
+                "fields",
+                format!("field {f} is named twice"),
+            ));
+        }
+        fields.push(f);
+    }
+    let filter = ask.filter.as_ref().map(Filter::try_from).transpose()?;
+    let key = match &ask.key {
+        Some(k) => {
+            let k = Scalar::try_from(k).map_err(|e| e.within("key"))?;
+            if let Scalar::String(s) = &k
+                && (s.is_empty() || s.len() > MAX_STRING_BYTES)
+            {
+                return Err(InvalidArgument::new("key", "key is empty"));
+            }
+            Some(k)
+        }
+        None if ask.operation == "lookup" => {
+            return Err(InvalidArgument::new("key", "a lookup needs a key"));
+        }
+        None => None,
+    };
+    if ask.verify.len() > MAX_VERIFY_FIELDS {
+        return Err(InvalidArgument::new(
+            "verify",
+            format!(
+                "{} values to verify exceed the limit max_verify_fields = {MAX_VERIFY_FIELDS}",
+                ask.verify.len()
+            ),
+        ));
+    }
+    if !ask.verify.is_empty() && !ask.target_schema.is_empty() {
+        return Err(InvalidArgument::new(
+            "verify",
+            "values are verified in the provider's schema: leave target_schema empty to verify",
+        ));
+    }
+    let mut verify = Vec::with_capacity(ask.verify.len());
+    for (field, value) in &ask.verify {
+        let field: FieldName = field
+            .parse()
+            .map_err(|e: InvalidArgument| e.within("verify"))?;
+        let value = Scalar::try_from(value).map_err(|e| e.within(&format!("verify.{field}")))?;
+        verify.push((field, value));
+    }
+    verify.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Parsed {
+        dataset,
+        fields,
+        filter,
+        key,
+        verify,
+    })
+}
+
+/// A request from an agency, parsed.
+struct Validated {
+    consumer: AgencyId,
+    /// Its place among the agency's running exchanges.
+    slot: OwnedSemaphorePermit,
+    parsed: Parsed,
+}
+
+/// What the exchange asks of the provider, in the provider's names.
+struct Plan {
+    /// The fields the agreement must grant: those the consumer asked for
+    /// or, translated, the columns the mapping reads.
+    fields: Vec<FieldName>,
+    /// The part of the consumer's filter the adapter applies.
+    consumer_filter: Option<Filter>,
+    /// A lookup's key, as a filter on the dataset's key field.
+    key_filter: Option<Filter>,
+    translation: Option<Translation>,
+}
+
+/// The agreement that allows the exchange, and the slot its stream holds.
+struct Authorized {
+    grant: Grant,
+    provider_slot: Option<OwnedSemaphorePermit>,
+}
+
+impl State {
+    /// Authenticates, validates and evaluates a request and writes its
+    /// decision entry. Returns the allowed exchange, or the status to send.
+    pub(crate) async fn decide(
+        &self,
+        identity: Result<Identity, Status>,
+        ask: Ask,
+    ) -> Result<Allowed, Status> {
+        let mut facts = Facts::new(&ask, self.audit_key.clone());
+        facts.privacy.purpose_registered = self.lifecycle.purposes.contains_key(&ask.purpose);
+        let request = self.validate(identity, &ask, &mut facts).await?;
+        let plan = self.plan(&ask, &request.parsed, &mut facts).await?;
+        let authorized = self.authorize(&ask, &request, &plan, &mut facts).await?;
+        self.record(&ask, request, plan, authorized, facts).await
+    }
+
+    /// Step 1: who asks (from the certificate), within its limit, with a
+    /// request that parses, as a registered agency.
+    async fn validate(
+        &self,
+        identity: Result<Identity, Status>,
+        ask: &Ask,
+        facts: &mut Facts,
+    ) -> Result<Validated, Status> {
+        let identity = match identity {
+            Ok(id) => id,
+            Err(status) => {
+                self.learn_dataset(facts, &ask.dataset).await;
+                let mut e =
+                    facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+                e.error = Some(status.message().to_owned());
+                self.journal.refused(facts, e).await?;
+                return Err(status);
+            }
+        };
+        facts.caller = identity.to_string();
+        let consumer = match (identity.role, &identity.agency) {
+            (Role::Agency, Some(agency)) => agency.clone(),
+            _ => {
+                let denial = Denial::new(
+                    DenialCode::RoleNotAllowed,
+                    format!(
+                        "exchanges are for agency certificates; this certificate's role is {}",
+                        identity.role
+                    ),
+                );
+                self.learn_dataset(facts, &ask.dataset).await;
+                return Err(self.deny(facts, vec![denial]).await);
+            }
+        };
+        facts.consumer = Some(consumer.clone());
+        let Some(slot) = self.isolation.per_agency.try_take(&consumer) else {
+            self.learn_dataset(facts, &ask.dataset).await;
+            let err = format!(
+                "agency {consumer} has {} exchanges running on this broker: the limit max_streams_per_agency",
+                self.isolation.per_agency.limit
+            );
+            return Err(self.exhausted(facts, err).await);
+        };
+        let parsed = match parse(ask) {
+            Ok(p) => p,
+            Err(err) => {
+                self.learn_dataset(facts, &ask.dataset).await;
+                return Err(self.invalid(facts, err).await);
+            }
+        };
+        facts.filter = parsed.filter.clone();
+        if let Some(key) = &parsed.key {
+            facts.subject_hash = Some(self.subject_hash(parsed.dataset.as_str(), key));
+        }
+        // after the subject hash, so that "who looked this resident up?"
+        // also finds attempts by agencies that are not registered
+        if let Err(unregistered) = self.members.check(&consumer) {
+            let denial = Denial::new(DenialCode::UnregisteredAgency, unregistered.to_string());
+            return Err(self.deny(facts, vec![denial]).await);
+        }
+        Ok(Validated {
+            consumer,
+            slot,
+            parsed,
+        })
+    }
+
+    /// Step 2: the dataset, and the request in the provider's names.
+    async fn plan(&self, ask: &Ask, parsed: &Parsed, facts: &mut Facts) -> Result<Plan, Status> {
+        let dataset = match self.store.dataset(&parsed.dataset).await {
+            Ok(Some(d)) => {
+                self.know_dataset(facts, &parsed.dataset);
+                d
+            }
+            Ok(None) => {
+                let denial = Denial::new(
+                    DenialCode::UnknownDataset,
+                    format!("there is no dataset {}", parsed.dataset),
+                );
+                return Err(self.deny(facts, vec![denial]).await);
+            }
+            Err(err) => return Err(ExchangeError::store(err).into()),
+        };
+        let key_filter = match (&parsed.key, &dataset.key_field) {
+            (None, _) => None,
+            (Some(key), Some(field)) => {
+                let field: FieldName = field.parse().map_err(|_| ExchangeError::KeyField)?;
+                Some(Filter::Predicate(
+                    jembatan_core::Predicate::new(field, Operator::Eq, Some(key.clone()), vec![])
+                        .map_err(Status::from)?,
+                ))
+            }
+            (Some(_), None) => {
+                let err = ExchangeError::NoLookups(dataset.id.to_string());
+                let mut e =
+                    facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+                e.error = Some(err.to_string());
+                self.journal.refused(facts, e).await?;
+                return Err(err.into());
+            }
+        };
+        let mut plan = Plan {
+            fields: parsed.fields.clone(),
+            consumer_filter: parsed.filter.clone(),
+            key_filter,
+            translation: None,
+        };
+        if !ask.target_schema.is_empty() {
+            self.translate(ask, parsed, facts, &mut plan).await?;
+        }
+        Ok(plan)
+    }
+
+    /// Step 2, in another schema: the consumer's fields and filter are in
+    /// its names; the provider is asked for the columns the mapping reads
+    /// and for the part of the filter that maps back exactly.
+    async fn translate(
+        &self,
+        ask: &Ask,
+        parsed: &Parsed,
+        facts: &mut Facts,
+        plan: &mut Plan,
+    ) -> Result<(), Status> {
+        let translator = match self
+            .registry
+            .translator(&parsed.dataset, &ask.target_schema)
+            .await
+        {
+            Ok(Some(t)) => t,
+            // the dataset's own schema: nothing to translate
+            Ok(None) => return Ok(()),
+            Err(Refusal::Denied(denial)) => {
+                return Err(self.deny(facts, vec![denial]).await);
+            }
+            Err(Refusal::Invalid(RegistryError::Store(err))) => {
+                return Err(ExchangeError::store(err).into());
+            }
+            Err(Refusal::Invalid(err)) => {
+                let err = InvalidArgument::new("target_schema", err.to_string());
+                return Err(self.invalid(facts, err).await);
+            }
+        };
+        let targets = &translator.target_fields;
+        facts.privacy.known_fields.extend(targets.iter().cloned());
+        let unknown = parsed
+            .fields
+            .iter()
+            .map(|f| f.to_string())
+            .chain(
+                parsed
+                    .filter
+                    .iter()
+                    .flat_map(|f| f.fields())
+                    .map(|f| f.to_string()),
+            )
+            .find(|f| !targets.contains(f));
+        if let Some(f) = unknown {
+            let err = InvalidArgument::new(
+                "fields",
+                format!("field {f} is not in {}", translator.target),
+            );
+            return Err(self.invalid(facts, err).await);
+        }
+        facts.translation = Some(translator.trail());
+        let pushed = match &parsed.filter {
+            Some(f) => translator.mapping.push_down(f),
+            None => jembatan_mapping::PushDown {
+                source: None,
+                residual: None,
+            },
+        };
+        let mut source_fields = Vec::new();
+        for f in &translator.source_fields {
+            source_fields.push(
+                f.parse::<FieldName>()
+                    .map_err(|_| ExchangeError::MappingField)?,
+            );
+        }
+        plan.fields = source_fields;
+        plan.consumer_filter = pushed.source;
+        plan.translation = Some(Translation {
+            residual: pushed.residual,
+            fields: parsed.fields.iter().map(|f| f.to_string()).collect(),
+            limit: ask.limit,
+            translator,
+        });
+        Ok(())
+    }
+
+    /// Step 3: the agreement that allows every term, a slot for a query's
+    /// stream, and the agreement's quotas.
+    async fn authorize(
+        &self,
+        ask: &Ask,
+        request: &Validated,
+        plan: &Plan,
+        facts: &mut Facts,
+    ) -> Result<Authorized, Status> {
+        let (consumer, parsed) = (&request.consumer, &request.parsed);
+        let agreements = self
+            .store
+            .agreements_for(consumer, &parsed.dataset)
+            .await
+            .map_err(ExchangeError::store)?;
+        // what the consumer's agreements grant and cover are identifiers
+        for a in &agreements {
+            facts
+                .privacy
+                .known_fields
+                .extend(a.fields.iter().map(|g| g.field.to_string()));
+            if a.purpose == ask.purpose {
+                facts.privacy.purpose_registered = true;
+            }
+        }
+        let filter_uses: Vec<(&FieldName, Operator)> = plan
+            .consumer_filter
+            .as_ref()
+            .map(|f| {
+                f.predicates()
+                    .into_iter()
+                    .map(|p| (&p.field, p.op))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key = match &plan.key_filter {
+            Some(Filter::Predicate(p)) => Some(&p.field),
+            _ => None,
+        };
+        let now = chrono::Utc::now();
+        let policy_request = policy::Request {
+            consumer,
+            dataset: &parsed.dataset,
+            purpose: &ask.purpose,
+            fields: &plan.fields,
+            filter_uses,
+            key,
+            verify: parsed.verify.iter().map(|(f, _)| f).collect(),
+            now,
+        };
+        let grant = match policy::evaluate(&policy_request, &agreements) {
+            Ok(grant) => grant,
+            Err(denials) => {
+                if let Some(id) = denials.iter().find_map(|d| d.agreement_id.clone())
+                    && let Some(a) = agreements.iter().find(|a| a.id == id)
+                {
+                    facts.agreement = Some((a.id.clone(), a.terms_sha256()));
+                }
+                return Err(self.deny(facts, denials).await);
+            }
+        };
+        facts.agreement = Some((grant.agreement.id.clone(), grant.agreement.terms_sha256()));
+        facts.fields = grant.fields.iter().map(|f| f.to_string()).collect();
+        // taken once the request is allowed (the provider is then one the
+        // broker knows) and before the quota, so a refusal takes nothing
+        let provider_slot = match ask.operation {
+            "query" => {
+                let pair = (consumer.clone(), parsed.dataset.agency());
+                match self.isolation.per_provider.try_take(&pair) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        let err = format!(
+                            "agency {consumer} has {} query streams open against provider {} on this broker: the limit max_streams_per_provider",
+                            self.isolation.per_provider.limit, pair.1
+                        );
+                        return Err(self.exhausted(facts, err).await);
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Some(denial) = self.admit_quota(&grant.agreement, now).await? {
+            return Err(self.deny(facts, vec![denial]).await);
+        }
+        Ok(Authorized {
+            grant,
+            provider_slot,
+        })
+    }
+
+    /// Step 4: the allow decision entry, durable; then what to fetch from
+    /// the provider and what to do to each record before it leaves.
+    async fn record(
+        &self,
+        ask: &Ask,
+        request: Validated,
+        plan: Plan,
+        authorized: Authorized,
+        mut facts: Facts,
+    ) -> Result<Allowed, Status> {
+        let Validated {
+            consumer,
+            slot,
+            parsed,
+        } = request;
+        let Authorized {
+            grant,
+            provider_slot,
+        } = authorized;
+        let verify_fields: Vec<&FieldName> = parsed.verify.iter().map(|(f, _)| f).collect();
+        let fetch_fields = grant.fetch_fields(&verify_fields);
+        let shape = (!grant.masks.is_empty() || !parsed.verify.is_empty()).then(|| Shape {
+            masks: grant
+                .masks
+                .iter()
+                .map(|(f, m)| (f.to_string(), *m))
+                .collect(),
+            verify: parsed
+                .verify
+                .iter()
+                .map(|(f, v)| (f.to_string(), v.clone()))
+                .collect(),
+            drop: fetch_fields
+                .iter()
+                .filter(|f| !grant.fields.contains(f))
+                .map(|f| f.to_string())
+                .collect(),
+        });
+        // the decision names the fields verified, apart from those read
+        facts
+            .fields
+            .extend(parsed.verify.iter().map(|(f, _)| format!("verify:{f}")));
+        let (decision_seq, end) = self.journal.begin(&facts).await?;
+
+        let filter = Filter::and(
+            grant
+                .agreement
+                .row_filter
+                .iter()
+                .cloned()
+                .chain(plan.consumer_filter)
+                .chain(plan.key_filter),
+        );
+        let limit = if parsed.key.is_some() {
+            2
+        } else if plan
+            .translation
+            .as_ref()
+            .is_some_and(|t| t.residual.is_some())
+        {
+            // the broker filters after translation and stops at the limit
+            0
+        } else {
+            ask.limit
+        };
+        let fetch = pb::FetchRequest {
+            exchange_id: facts.exchange_id.clone(),
+            dataset: parsed.dataset.to_string(),
+            columns: fetch_fields.iter().map(|f| f.to_string()).collect(),
+            filter: filter.as_ref().map(Filter::to_proto),
+            limit,
+            batch_size: 0,
+            consumer: consumer.to_string(),
+            purpose: ask.purpose.clone(),
+        };
+        Ok(Allowed {
+            provider: parsed.dataset.agency(),
+            dataset: parsed.dataset,
+            facts,
+            decision_seq,
+            admit: Arc::new(Admit::new(fetch.columns.clone(), shape, plan.translation)),
+            fetch,
+            agreement: grant.agreement,
+            held: Some(Held {
+                _agency: slot,
+                _provider: provider_slot,
+            }),
+            end,
+            deadline: None,
+        })
+    }
+
+    /// Keyed hash of a lookup key: what the audit log keeps instead of it.
+    fn subject_hash(&self, dataset: &str, key: &Scalar) -> String {
+        scalar_subject_hash(&self.audit_key, dataset, key)
+    }
+
+    /// Learns, for an entry written before the dataset was looked up,
+    /// whether the dataset the request names exists (its id is then
+    /// logged in clear) and which of its fields are subject keys.
+    async fn learn_dataset(&self, facts: &mut Facts, raw: &str) {
+        if facts.privacy.dataset_known {
+            return;
+        }
+        if let Ok(id) = raw.parse::<DatasetId>()
+            && let Ok(Some(_)) = self.store.dataset(&id).await
+        {
+            self.know_dataset(facts, &id);
+        }
+    }
+
+    /// The dataset exists: its id and its subject-key fields are known.
+    fn know_dataset(&self, facts: &mut Facts, id: &DatasetId) {
+        facts.privacy.dataset_known = true;
+        if let Some(subjects) = self.subject_fields.get(id.as_str()) {
+            facts.privacy.subject_fields = subjects.clone();
+            facts.privacy.known_fields.extend(subjects.iter().cloned());
+        }
+    }
+
+    /// Checks an allowed request against its agreement's quotas and takes
+    /// one request from the per-minute quota. A denial takes nothing: the
+    /// daily rows are only read, and the request is taken last.
+    async fn admit_quota(
+        &self,
+        agreement: &Agreement,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Denial>, Status> {
+        let quota = agreement.quota;
+        let unavailable = |err: jembatan_store::StoreError| ExchangeError::store(err);
+        if quota.rows_per_day > 0 {
+            let day = QuotaKind::RowsPerDay.window(now);
+            let used = self
+                .store
+                .quota_used(&agreement.id, QuotaKind::RowsPerDay, &day)
+                .await
+                .map_err(unavailable)?;
+            if used >= quota.rows_per_day {
+                return Ok(Some(
+                    Denial::new(
+                        DenialCode::QuotaExhausted,
+                        format!(
+                            "agreement {} allows {} rows per day and {used} were delivered today (UTC {day})",
+                            agreement.id, quota.rows_per_day
+                        ),
+                    )
+                    .agreement(&agreement.id),
+                ));
+            }
+        }
+        if quota.requests_per_minute > 0 {
+            let minute = QuotaKind::RequestsPerMinute.window(now);
+            let taken = self
+                .store
+                .take_quota(
+                    &agreement.id,
+                    QuotaKind::RequestsPerMinute,
+                    &minute,
+                    1,
+                    quota.requests_per_minute,
+                )
+                .await
+                .map_err(unavailable)?;
+            if !taken {
+                return Ok(Some(
+                    Denial::new(
+                        DenialCode::QuotaExhausted,
+                        format!(
+                            "agreement {} allows {} requests per minute, all taken in minute {minute} UTC",
+                            agreement.id, quota.requests_per_minute
+                        ),
+                    )
+                    .agreement(&agreement.id),
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a request refused for a limit of this broker (exchanges per
+    /// agency, streams per provider) and builds its `ResourceExhausted`
+    /// status.
+    async fn exhausted(&self, facts: &Facts, limit: String) -> Status {
+        let err = ExchangeError::Exhausted(limit);
+        let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+        e.error = Some(err.to_string());
+        match self.journal.refused(facts, e).await {
+            Ok(_) => err.into(),
+            Err(status) => status,
+        }
+    }
+
+    /// Records an invalid request and builds its `InvalidArgument` status.
+    async fn invalid(&self, facts: &Facts, err: InvalidArgument) -> Status {
+        let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
+        e.error = Some(err.to_string());
+        match self.journal.refused(facts, e).await {
+            Ok(_) => err.into(),
+            Err(status) => status,
+        }
+    }
+
+    /// Records a denial and builds the `PermissionDenied` status for it.
+    async fn deny(&self, facts: &Facts, reasons: Vec<Denial>) -> Status {
+        let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Denied);
+        e.reasons = reasons.clone();
+        let seq = match self.journal.refused(facts, e).await {
+            Ok(seq) => seq,
+            Err(status) => return status,
+        };
+        let words: Vec<String> = reasons
+            .iter()
+            .map(|r| format!("{}: {}", r.code.as_str(), r.message))
+            .collect();
+        // several candidate agreements: each one's failed terms are there
+        let examined: std::collections::BTreeSet<&str> = reasons
+            .iter()
+            .filter_map(|r| r.agreement_id.as_deref())
+            .collect();
+        let head = if examined.len() > 1 {
+            format!(
+                "exchange denied: none of the {} agreements examined allows it: ",
+                examined.len()
+            )
+        } else {
+            "exchange denied: ".to_owned()
+        };
+        let details = pb::DenialDetails {
+            exchange_id: facts.exchange_id.clone(),
+            reasons: reasons.iter().map(Denial::to_proto).collect(),
+            entry_seq: seq,
+        };
+        let mut status = Status::from(ExchangeError::Denied(format!("{head}{}", words.join("; "))));
+        jembatan_proto::trailers::insert(status.metadata_mut(), DENIAL_METADATA_KEY, &details);
+        status
+    }
+}

@@ -1,0 +1,364 @@
+//! What is known about one exchange, and what of it the audit log may
+//! name: the consumer's request as it came ([`Ask`]), the facts that
+//! become its audit entries ([`Facts`]), and the privacy rules that keep
+//! every value a consumer sends out of the log in clear ([`Privacy`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hmac::{Hmac, Mac};
+use jembatan_core::agreement::format_instant;
+use jembatan_core::limits::{MAX_FIELDS, MAX_STRING_BYTES};
+use jembatan_core::{
+    AgencyId, AuditEntry, DatasetId, Decision, EntryKind, ExchangeStatus, FieldName, Filter, Scalar,
+};
+use jembatan_proto::v1 as pb;
+use sha2::Sha256;
+
+/// Most fields one lookup may ask to verify.
+pub(crate) const MAX_VERIFY_FIELDS: usize = 64;
+
+/// The keyed hash the audit log keeps instead of a lookup key:
+/// lowercase hex HMAC-SHA-256, keyed with the broker's audit key, of
+/// `dataset || 0x00 || key`. A key that is not a string is hashed as its
+/// JSON text (`42`, `true`).
+pub fn subject_hash(audit_key: &[u8], dataset: &str, key: &str) -> String {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(audit_key).expect("HMAC accepts keys of any length");
+    mac.update(dataset.as_bytes());
+    mac.update(&[0]);
+    mac.update(key.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// What the consumer asked, before validation.
+pub(crate) struct Ask {
+    pub(crate) operation: &'static str,
+    pub(crate) dataset: String,
+    pub(crate) target_schema: String,
+    pub(crate) purpose: String,
+    pub(crate) fields: Vec<String>,
+    pub(crate) filter: Option<pb::Filter>,
+    pub(crate) limit: u64,
+    pub(crate) key: Option<pb::Scalar>,
+    /// Values to verify (lookups): field -> the consumer's value.
+    pub(crate) verify: Vec<(String, pb::Scalar)>,
+}
+
+/// Everything known about an exchange so far; becomes audit entries.
+#[derive(Debug, Clone)]
+pub(crate) struct Facts {
+    pub(crate) exchange_id: String,
+    pub(crate) started: Instant,
+    pub(crate) operation: &'static str,
+    pub(crate) caller: String,
+    pub(crate) consumer: Option<AgencyId>,
+    /// The dataset as the consumer named it (cut to 160 bytes); logged
+    /// in clear only once the store knows it (`privacy.dataset_known`).
+    pub(crate) dataset: Option<String>,
+    /// The purpose as the consumer named it (cut to 256 bytes); logged in
+    /// clear only when registered (`privacy.purpose_registered`).
+    pub(crate) purpose: Option<String>,
+    /// Fields requested, then delivered; each logged in clear only when
+    /// it is a known field (`privacy.known_fields`).
+    pub(crate) fields: Vec<String>,
+    /// The consumer's filter; logged as hashes and shapes.
+    pub(crate) filter: Option<Filter>,
+    pub(crate) subject_hash: Option<String>,
+    pub(crate) limit: Option<u64>,
+    pub(crate) agreement: Option<(String, String)>,
+    pub(crate) translation: Option<jembatan_core::Translation>,
+    pub(crate) privacy: Privacy,
+    /// The request's trace: named in the entries, passed to the adapter.
+    pub(crate) trace: jembatan_telemetry::Trace,
+}
+
+/// What the log may name in clear, and what it keeps only as keyed hashes
+/// or shapes: no value a consumer sends reaches the log (or the broker's
+/// tracing) in clear.
+#[derive(Debug, Clone)]
+pub(crate) struct Privacy {
+    audit_key: Arc<[u8]>,
+    /// The store holds the dataset: its id is an identifier.
+    pub(crate) dataset_known: bool,
+    /// The purpose is registered (in the config, or an agreement's).
+    pub(crate) purpose_registered: bool,
+    /// Field names known to exist: the dataset's key and subject-key
+    /// fields, those the consumer's agreements grant, and the target
+    /// schema's fields. Any other is a name the consumer made up.
+    pub(crate) known_fields: BTreeSet<String>,
+    /// Fields whose filter values are subject keys.
+    pub(crate) subject_fields: BTreeSet<String>,
+    /// The consumer's values (filter values, key, values to verify) as
+    /// text; a message might quote any of them.
+    values: Vec<String>,
+    /// Every field name the consumer sent, as sent (cut to 128 bytes).
+    raw_fields: Vec<String>,
+    /// The target schema as sent; an identifier once it is registered.
+    target_schema: String,
+    /// The dataset and purpose as sent: identifiers once known.
+    dataset: String,
+    purpose: String,
+}
+
+impl Privacy {
+    fn new(audit_key: Arc<[u8]>, ask: &Ask) -> Privacy {
+        use jembatan_core::ids::truncate;
+        let mut values = Vec::new();
+        let mut scalar = |v: &pb::Scalar| {
+            let text = match &v.kind {
+                Some(pb::scalar::Kind::StringValue(s)) => truncate(s, MAX_STRING_BYTES).to_owned(),
+                Some(pb::scalar::Kind::IntValue(i)) => i.to_string(),
+                Some(pb::scalar::Kind::DoubleValue(f)) => f.to_string(),
+                Some(pb::scalar::Kind::BoolValue(_)) | None => return,
+            };
+            values.push(text);
+        };
+        let mut raw_fields: Vec<String> = ask
+            .fields
+            .iter()
+            .take(MAX_FIELDS)
+            .map(|f| truncate(f, 128).to_owned())
+            .collect();
+        let mut stack: Vec<&pb::Filter> = ask.filter.iter().collect();
+        let mut seen = 0usize;
+        while let Some(f) = stack.pop() {
+            // as many as a valid filter can hold; a longer one is refused
+            seen += 1;
+            if seen > jembatan_core::limits::MAX_FILTER_PREDICATES * 2 {
+                break;
+            }
+            match &f.kind {
+                Some(pb::filter::Kind::Predicate(p)) => {
+                    raw_fields.push(truncate(&p.field, 128).to_owned());
+                    p.value.iter().for_each(&mut scalar);
+                    p.values
+                        .iter()
+                        .take(jembatan_core::limits::MAX_IN_VALUES)
+                        .for_each(&mut scalar);
+                }
+                Some(pb::filter::Kind::All(l) | pb::filter::Kind::Any(l)) => {
+                    stack.extend(l.filters.iter())
+                }
+                Some(pb::filter::Kind::Not(inner)) => stack.push(inner),
+                None => {}
+            }
+        }
+        ask.key.iter().for_each(&mut scalar);
+        for (field, value) in ask.verify.iter().take(MAX_VERIFY_FIELDS) {
+            raw_fields.push(truncate(field, 128).to_owned());
+            scalar(value);
+        }
+        Privacy {
+            audit_key,
+            dataset_known: false,
+            purpose_registered: false,
+            known_fields: BTreeSet::new(),
+            subject_fields: BTreeSet::new(),
+            values,
+            raw_fields,
+            target_schema: truncate(&ask.target_schema, 256).to_owned(),
+            dataset: truncate(&ask.dataset, 256).to_owned(),
+            purpose: truncate(&ask.purpose, 256).to_owned(),
+        }
+    }
+
+    /// Keyed hash and length of a name the consumer made up.
+    fn hashed(&self, domain: &str, text: &str) -> jembatan_core::redact::HashedText {
+        jembatan_core::redact::HashedText {
+            hmac: subject_hash(&self.audit_key, domain, text),
+            len: text.len() as u64,
+        }
+    }
+
+    /// A field as the log names it.
+    fn field(&self, name: &str) -> String {
+        if self.known_fields.contains(name) {
+            name.to_owned()
+        } else {
+            self.hashed("field", name).token()
+        }
+    }
+
+    /// A text bound for the log (an error, a denial's words) with every
+    /// value and made-up name of the request taken out.
+    pub(crate) fn scrub(&self, text: &str, translated: bool) -> String {
+        use jembatan_core::redact::{scrub, scrub_words, secret_forms};
+        let mut secrets: Vec<String> = self.values.iter().flat_map(|v| secret_forms(v)).collect();
+        let unknown: Vec<&str> = self
+            .raw_fields
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !self.known_fields.contains(*f))
+            .collect();
+        for f in &unknown {
+            secrets.extend(secret_forms(f));
+        }
+        if !translated && !self.target_schema.is_empty() {
+            secrets.extend(secret_forms(&self.target_schema));
+        }
+        if !self.dataset_known {
+            secrets.extend(secret_forms(&self.dataset));
+        }
+        if !self.purpose_registered {
+            secrets.extend(secret_forms(&self.purpose));
+        }
+        scrub_words(&scrub(text, &secrets), &unknown)
+    }
+}
+
+/// Names fields and hashes subject keys for [`jembatan_core::redact::logged_filter`].
+struct LogNames<'a> {
+    privacy: &'a Privacy,
+    dataset: &'a str,
+}
+
+impl jembatan_core::redact::Redactor for LogNames<'_> {
+    fn field(&self, field: &FieldName) -> String {
+        self.privacy.field(field.as_str())
+    }
+
+    fn subject(&self, field: &FieldName, value: &Scalar) -> Option<String> {
+        self.privacy
+            .subject_fields
+            .contains(field.as_str())
+            .then(|| scalar_subject_hash(&self.privacy.audit_key, self.dataset, value))
+    }
+}
+
+/// The subject hash of a value: strings as they are, anything else as its
+/// JSON text (`42`, `true`).
+pub(crate) fn scalar_subject_hash(audit_key: &[u8], dataset: &str, value: &Scalar) -> String {
+    let text = match value {
+        Scalar::String(s) => s.clone(),
+        other => other.to_json().to_string(),
+    };
+    subject_hash(audit_key, dataset, &text)
+}
+
+impl Facts {
+    /// The facts of a request just received: its caller is not known yet,
+    /// and every name it sends stays the consumer's until the broker
+    /// knows it.
+    pub(crate) fn new(ask: &Ask, audit_key: Arc<[u8]>) -> Facts {
+        Facts {
+            exchange_id: uuid::Uuid::now_v7().to_string(),
+            started: Instant::now(),
+            operation: ask.operation,
+            caller: "unauthenticated".into(),
+            consumer: None,
+            dataset: Some(jembatan_core::ids::truncate(&ask.dataset, 160).to_owned()),
+            purpose: Some(jembatan_core::ids::truncate(&ask.purpose, 256).to_owned()),
+            fields: ask
+                .fields
+                .iter()
+                .take(MAX_FIELDS)
+                .map(|f| jembatan_core::ids::truncate(f, 128).to_owned())
+                .collect(),
+            filter: None,
+            subject_hash: None,
+            limit: (ask.limit > 0).then_some(ask.limit),
+            agreement: None,
+            translation: None,
+            privacy: Privacy::new(audit_key, ask),
+            trace: jembatan_telemetry::Trace::current(),
+        }
+    }
+
+    pub(crate) fn entry(
+        &self,
+        kind: EntryKind,
+        decision: Decision,
+        status: ExchangeStatus,
+    ) -> AuditEntry {
+        let p = &self.privacy;
+        let known_dataset = self.dataset.as_deref().filter(|_| p.dataset_known);
+        let provider = known_dataset
+            .and_then(|d| d.parse::<DatasetId>().ok())
+            .map(|d| d.agency().to_string());
+        let dataset = match (&self.dataset, known_dataset) {
+            (_, Some(d)) => Some(d.to_owned()),
+            (Some(raw), None) => Some(p.hashed("dataset", raw).token()),
+            (None, None) => None,
+        };
+        let (purpose, unregistered_purpose) = match &self.purpose {
+            Some(purpose) if p.purpose_registered => (Some(purpose.clone()), None),
+            Some(purpose) => (None, Some(p.hashed("purpose", purpose))),
+            None => (None, None),
+        };
+        let fields = self
+            .fields
+            .iter()
+            .map(|f| match f.strip_prefix("verify:") {
+                Some(v) => format!("verify:{}", p.field(v)),
+                None => p.field(f),
+            })
+            .collect();
+        // the lookup key's hash is `subject_hash`; these are the filter's
+        let mut subjects = Vec::new();
+        let filter = self.filter.as_ref().map(|f| {
+            let names = LogNames {
+                privacy: p,
+                dataset: self.dataset.as_deref().unwrap_or_default(),
+            };
+            jembatan_core::redact::logged_filter(f, &names, &mut subjects)
+        });
+        AuditEntry {
+            v: jembatan_core::audit::ENTRY_FORMAT_VERSION,
+            kind,
+            exchange_id: self.exchange_id.clone(),
+            time: format_instant(&chrono::Utc::now()),
+            operation: self.operation.to_owned(),
+            caller: self.caller.clone(),
+            consumer: self.consumer.as_ref().map(|c| c.to_string()),
+            provider,
+            dataset,
+            purpose,
+            fields,
+            filter,
+            subject_hash: self.subject_hash.clone(),
+            subjects,
+            unregistered_purpose,
+            limit: self.limit,
+            agreement_id: self.agreement.as_ref().map(|a| a.0.clone()),
+            agreement_terms_sha256: self.agreement.as_ref().map(|a| a.1.clone()),
+            translation: self.translation.clone(),
+            decision,
+            reasons: Vec::new(),
+            status,
+            rows: 0,
+            bytes: 0,
+            payload_sha256: None,
+            received: None,
+            duration_ms: None,
+            error: None,
+            trace_id: self.trace.id(),
+            change: None,
+        }
+    }
+
+    /// Takes the request's values and made-up names out of an entry's
+    /// error and denial words, and names the denied fields as the log
+    /// names fields. Every entry passes here before it is appended.
+    pub(crate) fn redact(&self, entry: &mut AuditEntry) {
+        let translated = self.translation.is_some();
+        if let Some(error) = &entry.error {
+            entry.error = Some(self.privacy.scrub(error, translated));
+        }
+        for reason in &mut entry.reasons {
+            reason.message = self.privacy.scrub(&reason.message, translated);
+            for f in &mut reason.fields {
+                // `nik` or, for a misused filter field, `nik (prefix)`
+                *f = match f.split_once(' ') {
+                    Some((name, how)) => format!("{} {how}", self.privacy.field(name)),
+                    None => self.privacy.field(f),
+                };
+            }
+        }
+    }
+
+    pub(crate) fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}

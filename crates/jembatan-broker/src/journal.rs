@@ -1,0 +1,172 @@
+//! An exchange's entries on the audit log, all written through one path:
+//! [`Journal::write`] redacts the entry (no value the consumer sent
+//! reaches the log in clear) and appends it from a task of its own, so
+//! that a handler dropped by the server — the consumer's deadline passed,
+//! or it went away — cannot cut a write in half.
+//!
+//! A refused request gets one decision entry ([`Journal::refused`]). An
+//! allowed one gets its decision entry from [`Journal::begin`], which
+//! hands back an [`Unfinished`] guard, and exactly one end: the
+//! completion entry the relay writes with [`Journal::end`], or — when the
+//! guard is dropped before that — a `cancelled` one the guard writes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus, PayloadHasher};
+use jembatan_store::{AuditLog, StoredEntry};
+use tokio::sync::oneshot;
+use tonic::Status;
+
+use crate::error::ExchangeError;
+use crate::facts::Facts;
+
+/// Writes the entries of exchanges.
+#[derive(Debug, Clone)]
+pub(crate) struct Journal {
+    audit: AuditLog,
+}
+
+impl Journal {
+    pub(crate) fn new(audit: AuditLog) -> Self {
+        Self { audit }
+    }
+
+    /// The one way an exchange's entry reaches the log: redacted, then
+    /// appended by a task of its own. The handle resolves once the entry
+    /// is durable (or refused); dropping it does not stop the write.
+    fn write(
+        &self,
+        facts: &Facts,
+        mut entry: AuditEntry,
+    ) -> tokio::task::JoinHandle<Result<StoredEntry, jembatan_store::StoreError>> {
+        facts.redact(&mut entry);
+        let audit = self.audit.clone();
+        tokio::spawn(async move { audit.append(entry).await })
+    }
+
+    /// Writes the decision entry of a refused request (denied, invalid,
+    /// over a limit) and returns its sequence number. Failing closed: no
+    /// durable entry, and the caller is told the log cannot be written.
+    pub(crate) async fn refused(&self, facts: &Facts, entry: AuditEntry) -> Result<u64, Status> {
+        match self.write(facts, entry).await {
+            Ok(Ok(stored)) => Ok(stored.seq),
+            Ok(Err(err)) => Err(ExchangeError::AuditRefused(Box::new(err)).into()),
+            // the write task ended without an answer
+            Err(err) => Err(ExchangeError::AuditRefused(Box::new(err)).into()),
+        }
+    }
+
+    /// Writes an allow decision entry and returns its sequence number and
+    /// the guard of the exchange's end, once the entry is durable. If the
+    /// handler is gone by then, the guard it would have received is
+    /// dropped and writes the `cancelled` completion.
+    pub(crate) async fn begin(&self, facts: &Facts) -> Result<(u64, Unfinished), Status> {
+        let entry = facts.entry(
+            EntryKind::Decision,
+            Decision::Allow,
+            ExchangeStatus::Started,
+        );
+        let written = self.write(facts, entry);
+        let (reply, decided) = oneshot::channel();
+        let (journal, facts) = (self.clone(), facts.clone());
+        tokio::spawn(async move {
+            let result = match written.await {
+                Ok(Ok(stored)) => Ok((
+                    stored.seq,
+                    Unfinished {
+                        journal,
+                        facts,
+                        armed: AtomicBool::new(true),
+                    },
+                )),
+                Ok(Err(err)) => Err(ExchangeError::AuditRefused(Box::new(err))),
+                Err(err) => Err(ExchangeError::AuditRefused(Box::new(err))),
+            };
+            // a handler gone by now drops the guard with the reply
+            let _ = reply.send(result);
+        });
+        match decided.await {
+            Ok(begun) => begun.map_err(Status::from),
+            // the decision task ended without an answer
+            Err(err) => Err(ExchangeError::AuditRefused(Box::new(err)).into()),
+        }
+    }
+
+    /// Writes an allowed exchange's completion entry, disarming its guard:
+    /// the exchange's one end. A receipt may be issued only once this
+    /// returns.
+    pub(crate) async fn end(
+        &self,
+        end: &Unfinished,
+        entry: AuditEntry,
+    ) -> Result<StoredEntry, Status> {
+        if !end.take() {
+            tracing::error!(exchange_id = %end.facts.exchange_id, "an exchange was to end twice");
+            return Err(ExchangeError::EndedTwice.into());
+        }
+        match self.write(&end.facts, entry).await {
+            Ok(Ok(stored)) => Ok(stored),
+            Ok(Err(err)) => Err(ExchangeError::AuditNoReceipt(Box::new(err)).into()),
+            // the completion task failed
+            Err(err) => Err(ExchangeError::AuditNoReceipt(Box::new(err)).into()),
+        }
+    }
+}
+
+/// An allowed exchange whose completion entry is not written yet. Dropped
+/// armed — its handler dropped by the server because the consumer's
+/// deadline passed or the consumer went away, or its relay task ended
+/// without finishing — it writes the exchange's `cancelled` completion.
+#[derive(Debug)]
+pub(crate) struct Unfinished {
+    journal: Journal,
+    facts: Facts,
+    armed: AtomicBool,
+}
+
+impl Unfinished {
+    /// Disarms the guard; `true` the first time, for the one caller that
+    /// then writes the completion.
+    fn take(&self) -> bool {
+        self.armed.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !*self.armed.get_mut() {
+            return;
+        }
+        let mut entry = self.facts.entry(
+            EntryKind::Completion,
+            Decision::Allow,
+            ExchangeStatus::Cancelled,
+        );
+        entry.payload_sha256 = Some(PayloadHasher::new().hex());
+        entry.duration_ms = Some(self.facts.elapsed_ms());
+        entry.error = Some(
+            "the consumer went away before the exchange ended (its deadline passed or it cancelled the call)"
+                .to_owned(),
+        );
+        let exchange_id = self.facts.exchange_id.clone();
+        if tokio::runtime::Handle::try_current().is_err() {
+            tracing::error!(
+                exchange_id,
+                "no runtime left to record a cancelled exchange"
+            );
+            return;
+        }
+        let written = self.journal.write(&self.facts, entry);
+        tokio::spawn(async move {
+            match written.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, exchange_id, "audit completion write failed")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, exchange_id, "audit completion write failed")
+                }
+            }
+        });
+    }
+}
