@@ -8,8 +8,9 @@
 //!    a filter on the dataset's key field;
 //! 3. **authorize**: one of the consumer's agreements allows every term,
 //!    within the broker's stream limits and the agreement's quotas;
-//! 4. **record**: the allow decision entry is durable, and the exchange
-//!    goes to the relay with what to fetch and what to do to each record.
+//! 4. **record**: the allow decision entry is durable (a lookup's is
+//!    written with its answer, in one entry), and the exchange goes to the
+//!    relay with what to fetch and what to do to each record.
 //!
 //! A request refused at any step gets its decision entry (see
 //! `journal.rs`) before the refusal is sent.
@@ -480,7 +481,14 @@ impl State {
         facts
             .fields
             .extend(parsed.verify.iter().map(|(f, _)| format!("verify:{f}")));
-        let (decision_seq, end) = self.journal.begin(&facts).await?;
+        // a lookup's answer is one message: its decision is written with
+        // it, in one entry, before it leaves
+        let (decision_seq, end) = if parsed.key.is_some() {
+            (None, self.journal.defer(&facts))
+        } else {
+            let (seq, end) = self.journal.begin(&facts).await?;
+            (Some(seq), end)
+        };
 
         let filter = Filter::and(
             grant

@@ -5,10 +5,13 @@
 //! or it went away — cannot cut a write in half.
 //!
 //! A refused request gets one decision entry ([`Journal::refused`]). An
-//! allowed one gets its decision entry from [`Journal::begin`], which
+//! allowed query gets its decision entry from [`Journal::begin`], which
 //! hands back an [`Unfinished`] guard, and exactly one end: the
 //! completion entry the relay writes with [`Journal::end`], or — when the
 //! guard is dropped before that — a `cancelled` one the guard writes.
+//! An allowed lookup, whose answer is one message, gets its guard from
+//! [`Journal::defer`] without an entry yet, and its one `answered` entry —
+//! decision and completion together — at its end, in the same two ways.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -76,6 +79,7 @@ impl Journal {
                     Unfinished {
                         journal,
                         facts,
+                        answered: false,
                         armed: AtomicBool::new(true),
                     },
                 )),
@@ -92,7 +96,19 @@ impl Journal {
         }
     }
 
-    /// Writes an allowed exchange's completion entry, disarming its guard:
+    /// The guard of an allowed exchange answered whole (a lookup): no
+    /// entry yet; its end is one `answered` entry holding the decision.
+    pub(crate) fn defer(&self, facts: &Facts) -> Unfinished {
+        Unfinished {
+            journal: self.clone(),
+            facts: facts.clone(),
+            answered: true,
+            armed: AtomicBool::new(true),
+        }
+    }
+
+    /// Writes an allowed exchange's end entry (made by
+    /// [`Unfinished::end_entry`]), disarming its guard:
     /// the exchange's one end. A receipt may be issued only once this
     /// returns.
     pub(crate) async fn end(
@@ -121,10 +137,24 @@ impl Journal {
 pub(crate) struct Unfinished {
     journal: Journal,
     facts: Facts,
+    /// No decision entry was written: the end is an `answered` entry.
+    answered: bool,
     armed: AtomicBool,
 }
 
 impl Unfinished {
+    /// The exchange's end entry with `status`, for the caller to complete
+    /// with what was delivered: a completion, or for an exchange answered
+    /// whole, its one `answered` entry.
+    pub(crate) fn end_entry(&self, status: ExchangeStatus) -> AuditEntry {
+        let kind = if self.answered {
+            EntryKind::Answered
+        } else {
+            EntryKind::Completion
+        };
+        self.facts.entry(kind, Decision::Allow, status)
+    }
+
     /// Disarms the guard; `true` the first time, for the one caller that
     /// then writes the completion.
     fn take(&self) -> bool {
@@ -137,11 +167,7 @@ impl Drop for Unfinished {
         if !*self.armed.get_mut() {
             return;
         }
-        let mut entry = self.facts.entry(
-            EntryKind::Completion,
-            Decision::Allow,
-            ExchangeStatus::Cancelled,
-        );
+        let mut entry = self.end_entry(ExchangeStatus::Cancelled);
         entry.payload_sha256 = Some(PayloadHasher::new().hex());
         entry.duration_ms = Some(self.facts.elapsed_ms());
         entry.error = Some(

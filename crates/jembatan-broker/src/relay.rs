@@ -13,8 +13,8 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use jembatan_core::{
-    AgencyId, Agreement, AgreementStatus, DatasetId, Decision, Denial, DenialCode, EntryKind,
-    ExchangeStatus, PayloadHasher,
+    AgencyId, Agreement, AgreementStatus, DatasetId, Denial, DenialCode, ExchangeStatus,
+    PayloadHasher,
 };
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
@@ -138,13 +138,16 @@ impl Tally {
     }
 }
 
-/// An allowed exchange whose decision entry is durable.
+/// An allowed exchange: a query's decision entry is durable; a lookup's
+/// decision is written with its answer.
 #[derive(Debug)]
 pub(crate) struct Allowed {
     pub(crate) facts: Facts,
     pub(crate) provider: AgencyId,
     pub(crate) dataset: DatasetId,
-    pub(crate) decision_seq: u64,
+    /// The allow decision entry; `None` for an exchange answered whole
+    /// (a lookup), whose one entry is written at its end.
+    pub(crate) decision_seq: Option<u64>,
     pub(crate) fetch: pb::FetchRequest,
     /// What is done to each record before it leaves: the grant's checks,
     /// masks and verified values, translation into the consumer's schema.
@@ -351,9 +354,7 @@ async fn finish(
     reasons: Vec<Denial>,
 ) -> Result<pb::Receipt, Status> {
     let payload_sha256 = tally.hasher.hex();
-    let mut entry = allowed
-        .facts
-        .entry(EntryKind::Completion, Decision::Allow, status);
+    let mut entry = allowed.end.end_entry(status);
     entry.reasons = reasons;
     entry.rows = tally.rows;
     entry.bytes = tally.bytes;
@@ -366,7 +367,8 @@ async fn finish(
     Ok(pb::Receipt {
         exchange_id: allowed.facts.exchange_id.clone(),
         entry_seq: stored.seq,
-        decision_seq: allowed.decision_seq,
+        // an exchange answered whole is decided in its one entry
+        decision_seq: allowed.decision_seq.unwrap_or(stored.seq),
         payload_sha256,
         rows: tally.rows,
         bytes: tally.bytes,

@@ -301,7 +301,9 @@ async fn auditor_queries_entries_with_filters_and_pages() {
     let h = harness().await;
     assert!(h.query("dinsos").await); // 0 started, 1 ok
     assert!(!h.query("dinkes").await); // 2 denied
-    assert!(h.lookup("dinsos", 4).await); // 3 started, 4 ok
+    // a lookup is one entry: its decision and its end
+    assert!(h.lookup("dinsos", 4).await); // 3 answered
+    assert!(h.lookup("dinsos", 5).await); // 4 answered
     let mut a = h.audit_client("auditor").await;
     let query = |f: fn(&mut pb::QueryEntriesRequest)| {
         let mut r = pb::QueryEntriesRequest::default();
@@ -337,7 +339,7 @@ async fn auditor_queries_entries_with_filters_and_pages() {
         .await,
     )
     .await;
-    assert_eq!(seqs(&ok), [1, 4]);
+    assert_eq!(seqs(&ok), [1, 3, 4]);
     let (none, _) = collect(a.query_entries(query(|r| r.purpose = "other".into())).await).await;
     assert!(none.is_empty());
 
@@ -426,7 +428,8 @@ async fn proofs_from_the_service_verify_against_signed_checkpoints() {
     assert!(h.query("dinsos").await);
     assert!(!h.lookup("dinkes", 2).await);
     let second = h.broker.checkpoint_now().await.unwrap().unwrap();
-    assert_eq!(second, 12);
+    // a lookup is one entry, a query two
+    assert_eq!(second, 11);
 
     let verifier = h.verifier();
     let latest = a
@@ -723,11 +726,12 @@ async fn only_auditor_certificates_are_served() {
 #[tokio::test]
 async fn subject_lookup_finds_who_looked_a_resident_up() {
     let h = harness().await;
-    assert!(h.lookup("dinsos", 7).await); // 0, 1
-    assert!(h.lookup("dinsos", 8).await); // 2, 3
-    assert!(!h.lookup("dinkes", 7).await); // 4
-    assert!(h.query("dinsos").await); // 5, 6: no subject
-    assert!(h.lookup("dinsos", 7).await); // 7, 8
+    // a lookup is one entry, a query two
+    assert!(h.lookup("dinsos", 7).await); // 0
+    assert!(h.lookup("dinsos", 8).await); // 1
+    assert!(!h.lookup("dinkes", 7).await); // 2
+    assert!(h.query("dinsos").await); // 3, 4: no subject
+    assert!(h.lookup("dinsos", 7).await); // 5
     let key = jembatan_broker::read_audit_key(&h.dir.join("audit.key")).unwrap();
     let hash = jembatan_broker::subject_hash(&key, "prov.penduduk", &nik(7));
     assert_eq!(hash.len(), 64);
@@ -743,7 +747,7 @@ async fn subject_lookup_finds_who_looked_a_resident_up() {
             .await,
     )
     .await;
-    assert_eq!(seqs(&found), [0, 1, 4, 7, 8]);
+    assert_eq!(seqs(&found), [0, 2, 5]);
     assert!(token.is_empty());
     let who: Vec<(Option<String>, Decision)> = found
         .iter()
@@ -753,20 +757,20 @@ async fn subject_lookup_finds_who_looked_a_resident_up() {
             (e.consumer, e.decision)
         })
         .collect();
-    assert_eq!(who[2], (Some("dinkes".into()), Decision::Deny));
+    assert_eq!(who[1], (Some("dinkes".into()), Decision::Deny));
     // upper-case hex is the same hash; pages work as for QueryEntries
     let (page, token) = collect(
         a.subject_lookup(lookup(hash.to_uppercase(), 2, String::new()))
             .await,
     )
     .await;
-    assert_eq!(seqs(&page), [0, 1]);
+    assert_eq!(seqs(&page), [0, 2]);
     let (page, _) = collect(a.subject_lookup(lookup(hash.clone(), 2, token)).await).await;
-    assert_eq!(seqs(&page), [4, 7]);
+    assert_eq!(seqs(&page), [5]);
     // another resident, another dataset: another hash
     let other = jembatan_broker::subject_hash(&key, "prov.penduduk", &nik(8));
     let (found, _) = collect(a.subject_lookup(lookup(other, 0, String::new())).await).await;
-    assert_eq!(seqs(&found), [2, 3]);
+    assert_eq!(seqs(&found), [1]);
     let elsewhere = jembatan_broker::subject_hash(&key, "prov.other", &nik(7));
     let (found, _) = collect(a.subject_lookup(lookup(elsewhere, 0, String::new())).await).await;
     assert!(found.is_empty());

@@ -571,7 +571,7 @@ async fn run_corpus(store: Option<String>, adapter: Kind) {
     for want in [
         ("query", "decision"),
         ("query", "completion"),
-        ("lookup", "decision"),
+        ("lookup", "answered"),
     ] {
         assert!(
             ops.contains(&(want.0.to_owned(), want.1.to_owned())),

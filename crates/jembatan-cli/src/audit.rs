@@ -515,10 +515,13 @@ async fn who_accessed(
         )?;
         return Ok(());
     }
+    let count = match rows.len() {
+        1 => "1 entry".to_owned(),
+        n => format!("{n} entries"),
+    };
     writeln!(
         out,
-        "{} entries for this key in {dataset} (subject hash {hash})",
-        rows.len()
+        "{count} for this key in {dataset} (subject hash {hash})"
     )?;
     writeln!(
         out,

@@ -148,3 +148,120 @@ async fn broker_killed_mid_stream_leaves_a_verifiable_log_with_the_exchange_unfi
         .count();
     assert_eq!(completions, 0, "the killed exchange shows as unfinished");
 }
+
+#[tokio::test]
+async fn a_lookup_whose_entry_never_becomes_durable_sends_nothing_and_crosscheck_names_its_fetch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = jembatan()
+        .args(["demo", "--residents", "2000", "--keep"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _adapter = spawn(&dir, &["adapter", "--config", "adapter-disdukcapil.toml"]);
+    let _broker = spawn(&dir, &["broker", "--config", "broker.toml"]);
+    wait_for(listen_port(&dir.join("adapter-disdukcapil.toml"))).await;
+    let port = listen_port(&dir.join("broker.toml"));
+    wait_for(port).await;
+
+    // the broker goes down between the adapter's answer and the lookup's
+    // one entry: that entry never becomes durable
+    let store = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("broker.db").display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER lost BEFORE INSERT ON audit_log WHEN NEW.kind = 'answered'
+         BEGIN SELECT RAISE(ABORT, 'power cut'); END",
+    )
+    .execute(&store)
+    .await
+    .unwrap();
+    let entries_before: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(&store)
+        .await
+        .unwrap();
+    let receipts = dir.join("receipts-disdukcapil.jsonl");
+    let served_ids = || -> Vec<String> {
+        std::fs::read_to_string(&receipts)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["kind"] == "served")
+            .filter_map(|l| l["exchange_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let served_before = served_ids();
+
+    let certs = dir.join("certs");
+    let files = jembatan_pki::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("agency-dinsos.pem"),
+        key: certs.join("agency-dinsos-key.pem"),
+        crl: None,
+    };
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(files.client_config("localhost").unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = ExchangeClient::new(channel)
+        .lookup(pb::LookupRequest {
+            dataset: "disdukcapil.penduduk".into(),
+            purpose: "pemutakhiran data terpadu kesejahteraan sosial".into(),
+            fields: vec!["nik".into(), "nama_lengkap".into()],
+            key: Some(pb::Scalar {
+                kind: Some(pb::scalar::Kind::StringValue("1507010101900001".into())),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no answer leaves without its entry");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("audit log"), "{status:?}");
+    let entries_after: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(&store)
+        .await
+        .unwrap();
+    assert_eq!(entries_before, entries_after, "the lookup left an entry");
+
+    // the adapter's receipt log shows the fetch; crosscheck names it
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let new: Vec<String> = served_ids()
+            .into_iter()
+            .filter(|id| !served_before.contains(id))
+            .collect();
+        if let [id] = new.as_slice() {
+            break id.clone();
+        }
+        assert!(new.is_empty(), "more than one new fetch: {new:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the adapter did not log the fetch"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = jembatan()
+        .args(["audit", "crosscheck", "--store"])
+        .arg(dir.join("broker.db"))
+        .arg("--receipts")
+        .arg(&receipts)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "exchange {id}: the adapter served it, but the broker's log has no entry of it"
+        )),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -149,8 +149,9 @@ impl EntryView {
             ("decision", "deny", _) => fill(lang, "entry_denied", &values),
             ("decision", _, "invalid") => fill(lang, "entry_invalid", &values),
             ("decision", "allow", _) => fill(lang, "entry_allowed", &values),
-            ("completion", _, "ok") => fill(lang, "entry_completed", &values),
-            ("completion", _, _) => fill(lang, "entry_ended", &values),
+            // a lookup's one entry reads as its end: it was allowed
+            ("completion" | "answered", _, "ok") => fill(lang, "entry_completed", &values),
+            ("completion" | "answered", _, _) => fill(lang, "entry_ended", &values),
             ("agreement", _, _) => {
                 let change = v.get("change").cloned().unwrap_or(Value::Null);
                 let action = text(&change, "action");

@@ -1098,7 +1098,8 @@ pub(crate) async fn overview(AxumState(state): AxumState<Shared>, ctx: Ctx) -> R
         let Some(v) = EntryView::parse(e.seq, &e.canonical, "", ctx.lang, &state.names) else {
             continue;
         };
-        if v.kind != "decision" {
+        // each exchange once: its decision, or a lookup's one entry
+        if v.kind != "decision" && v.kind != "answered" {
             continue;
         }
         let Ok(t) = DateTime::parse_from_rfc3339(&v.time) else {

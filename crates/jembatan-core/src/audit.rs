@@ -1,9 +1,11 @@
 //! The audit entry: one record per exchange event, with canonical bytes
 //! that can become a Merkle leaf.
 //!
-//! An exchange writes a *decision* entry (allow or deny) before any record
+//! A query writes a *decision* entry (allow or deny) before any record
 //! leaves the broker, and, when it was allowed, a *completion* entry when
-//! its stream ends. Entries hold metadata and hashes, never payloads;
+//! its stream ends. An allowed lookup, whose whole answer is one message,
+//! writes one *answered* entry holding both, after the adapter answers and
+//! before the answer leaves; a denied one, its decision entry. Entries hold metadata and hashes, never payloads;
 //! lookup keys and filter values on subject keys appear only as keyed
 //! hashes, other values only as their shape (see [`crate::redact`]).
 
@@ -18,10 +20,11 @@ use crate::redact::HashedText;
 /// - 2: `filter` holds each value as a keyed hash (subject keys) or its
 ///   shape; `subjects` lists every subject named; fields no agreement
 ///   grants and unregistered purposes appear only as keyed hashes.
+/// - 3: the `answered` kind: an allowed lookup in one entry.
 ///
 /// Entries of every earlier version stay readable and verifiable: their
 /// canonical bytes never change.
-pub const ENTRY_FORMAT_VERSION: u32 = 2;
+pub const ENTRY_FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,6 +33,10 @@ pub enum EntryKind {
     Decision,
     /// The end of an allowed exchange: rows, bytes, payload hash, status.
     Completion,
+    /// An allowed exchange answered whole (a lookup): its decision and its
+    /// completion in one entry, written once the adapter has answered and
+    /// before the answer leaves the broker.
+    Answered,
     /// A step in an agreement's lifecycle (proposed, approved, revoked,
     /// expired), or a refused attempt at one.
     Agreement,
@@ -40,6 +47,7 @@ impl EntryKind {
         match self {
             EntryKind::Decision => "decision",
             EntryKind::Completion => "completion",
+            EntryKind::Answered => "answered",
             EntryKind::Agreement => "agreement",
         }
     }

@@ -264,39 +264,50 @@ impl Metrics {
             ),
         ];
         match entry.kind {
-            EntryKind::Decision => {
-                let mut attrs = labels.to_vec();
-                attrs.push(KeyValue::new("decision", entry.decision.as_str()));
-                attrs.push(KeyValue::new("operation", entry.operation.clone()));
-                self.exchanges.add(1, &attrs);
-                if entry.decision == Decision::Deny {
-                    let mut codes: Vec<String> = entry
-                        .reasons
-                        .iter()
-                        .map(|r| r.code.as_str().to_owned())
-                        .collect();
-                    if codes.is_empty() {
-                        codes.push(match entry.status {
-                            ExchangeStatus::Invalid => "invalid_request".into(),
-                            other => other.as_str().to_owned(),
-                        });
-                    }
-                    codes.sort();
-                    codes.dedup();
-                    for code in codes {
-                        self.denials.add(1, &[KeyValue::new("reason", code)]);
-                    }
-                }
-            }
-            EntryKind::Completion => {
-                let mut attrs = labels.to_vec();
-                attrs.push(KeyValue::new("status", entry.status.as_str()));
-                self.completions.add(1, &attrs);
-                self.rows.add(entry.rows, &labels);
-                self.bytes.add(entry.bytes, &labels);
+            EntryKind::Decision => self.decided(entry, &labels),
+            EntryKind::Completion => self.completed(entry, &labels),
+            // a lookup's decision and completion in one entry
+            EntryKind::Answered => {
+                self.decided(entry, &labels);
+                self.completed(entry, &labels);
             }
             EntryKind::Agreement => {}
         }
+    }
+
+    /// Counts a decision, and a denial's reasons.
+    fn decided(&self, entry: &AuditEntry, labels: &[KeyValue; 3]) {
+        let mut attrs = labels.to_vec();
+        attrs.push(KeyValue::new("decision", entry.decision.as_str()));
+        attrs.push(KeyValue::new("operation", entry.operation.clone()));
+        self.exchanges.add(1, &attrs);
+        if entry.decision == Decision::Deny {
+            let mut codes: Vec<String> = entry
+                .reasons
+                .iter()
+                .map(|r| r.code.as_str().to_owned())
+                .collect();
+            if codes.is_empty() {
+                codes.push(match entry.status {
+                    ExchangeStatus::Invalid => "invalid_request".into(),
+                    other => other.as_str().to_owned(),
+                });
+            }
+            codes.sort();
+            codes.dedup();
+            for code in codes {
+                self.denials.add(1, &[KeyValue::new("reason", code)]);
+            }
+        }
+    }
+
+    /// Counts an end, with the rows and bytes delivered.
+    fn completed(&self, entry: &AuditEntry, labels: &[KeyValue; 3]) {
+        let mut attrs = labels.to_vec();
+        attrs.push(KeyValue::new("status", entry.status.as_str()));
+        self.completions.add(1, &attrs);
+        self.rows.add(entry.rows, labels);
+        self.bytes.add(entry.bytes, labels);
     }
 
     /// Reports a service's gRPC health (`service` is its full name).

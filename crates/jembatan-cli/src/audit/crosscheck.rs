@@ -2,14 +2,16 @@
 //! broker's audit log, so a provider agency can show that what left its
 //! database is what the broker logged, and the other way round.
 //!
-//! For every `served` line: the broker's log must hold the exchange's
-//! completion entry, for the same dataset and consumer, and when both sides
+//! For every `served` line: the broker's log must hold the exchange's end
+//! (its completion entry, or a lookup's one `answered` entry), for the same
+//! dataset and consumer, and when both sides
 //! finished `ok`, with the same rows, bytes and payload SHA-256 (for a
 //! translated exchange, those the broker logged as `received` before
 //! translation) (when either
 //! side did not finish, the broker cannot have logged more rows than the
 //! adapter served). For every `receipt` line: the entries it names must be
-//! on the log, be this exchange's decision and completion, hash to the
+//! on the log, be this exchange's decision and completion (for a lookup,
+//! both name its one `answered` entry), hash to the
 //! receipt's `entry_sha256`, and agree with its rows and payload hash.
 //! Every signed checkpoint the receipts carried must parse (and verify,
 //! given the broker's public key), and the broker's log at that size must
@@ -24,7 +26,7 @@ use jembatan_tlog::merkle::CompactRange;
 use jembatan_tlog::note::{Checkpoint, Note, Verifier};
 
 /// Most entries one exchange may have on the log (a decision and a
-/// completion); more are read only to report them.
+/// completion, or one `answered` entry); more are read only to report them.
 const ENTRIES_PER_EXCHANGE: u64 = 16;
 
 /// What was compared, and every disagreement found.
@@ -159,13 +161,23 @@ async fn check_checkpoints(
     Ok((checked, findings))
 }
 
+/// Whether an entry of this kind ends an exchange.
+fn is_end(kind: EntryKind) -> bool {
+    matches!(kind, EntryKind::Completion | EntryKind::Answered)
+}
+
 /// The findings for one served fetch, given the exchange's entries.
 fn check_served(served: &ServedEntry, rows: &[RawEntry]) -> Vec<String> {
     let id = &served.exchange_id;
+    if rows.is_empty() {
+        return vec![format!(
+            "exchange {id}: the adapter served it, but the broker's log has no entry of it"
+        )];
+    }
     let mut completion = None;
     for row in rows {
         match parse(row) {
-            Ok(e) if e.kind == EntryKind::Completion => {
+            Ok(e) if is_end(e.kind) => {
                 completion = Some(e);
                 break;
             }
@@ -252,7 +264,7 @@ fn check_receipt(r: &AckedReceipt, decision: &[RawEntry], completion: &[RawEntry
             }
             match parse(row) {
                 Err(finding) => findings.push(finding.to_string()),
-                Ok(e) if e.exchange_id != *id || e.kind != EntryKind::Completion => {
+                Ok(e) if e.exchange_id != *id || !is_end(e.kind) => {
                     findings.push(format!(
                         "exchange {id}: receipt names entry {}, which is the {} entry of exchange {}",
                         r.entry_seq,
@@ -283,10 +295,12 @@ fn check_receipt(r: &AckedReceipt, decision: &[RawEntry], completion: &[RawEntry
         )),
         Some(row) => match parse(row) {
             Err(finding) => findings.push(finding.to_string()),
+            // a lookup's one entry is its decision too
             Ok(e)
                 if e.exchange_id != *id
-                    || e.kind != EntryKind::Decision
-                    || e.decision != Decision::Allow =>
+                    || !matches!(e.kind, EntryKind::Decision | EntryKind::Answered)
+                    || e.decision != Decision::Allow
+                    || (e.kind == EntryKind::Answered) != (r.decision_seq == r.entry_seq) =>
             {
                 findings.push(format!(
                     "exchange {id}: receipt names entry {} as its decision, which is the {} {} entry of exchange {}",
