@@ -361,6 +361,9 @@ impl Adapter {
                 return Err(Refused::DuplicateColumn(c.clone()));
             }
         }
+        if req.parts.len() > jembatan_core::limits::MAX_FETCH_PARTS {
+            return Err(Refused::TooManyParts(req.parts.len()));
+        }
         // the broker's filter: the agreement's row filter, the consumer's
         // filter and a lookup key under one `all`
         let filter = req
@@ -368,27 +371,40 @@ impl Adapter {
             .as_ref()
             .map(Filter::from_forwarded_proto)
             .transpose()?;
-        let dialect = self.db.dialect();
-        let filter = match &filter {
-            None => None,
-            Some(f) => {
-                let off_list: Vec<String> = f
-                    .fields()
-                    .into_iter()
-                    .filter(|n| dataset.column(n.as_str()).is_none())
-                    .map(|n| format!("{:?}", n.as_str()))
-                    .collect();
-                if !off_list.is_empty() {
-                    return Err(Refused::FilterNotWhitelisted {
-                        dataset: dataset.id.to_string(),
-                        fields: off_list.join(", "),
-                    });
-                }
-                Some(typed_filter(f, dialect, &|n| {
-                    dataset.column(n).map(|c| c.ty)
-                })?)
+        // one statement per part (many keys at once), else one
+        let mut filters = Vec::with_capacity(req.parts.len().max(1));
+        if req.parts.is_empty() {
+            filters.push(filter);
+        } else {
+            for part in &req.parts {
+                let part = Filter::from_forwarded_proto(part)?;
+                filters.push(Filter::and(filter.iter().cloned().chain([part])));
             }
-        };
+        }
+        let dialect = self.db.dialect();
+        let mut typed = Vec::with_capacity(filters.len());
+        for filter in &filters {
+            typed.push(match filter {
+                None => None,
+                Some(f) => {
+                    let off_list: Vec<String> = f
+                        .fields()
+                        .into_iter()
+                        .filter(|n| dataset.column(n.as_str()).is_none())
+                        .map(|n| format!("{:?}", n.as_str()))
+                        .collect();
+                    if !off_list.is_empty() {
+                        return Err(Refused::FilterNotWhitelisted {
+                            dataset: dataset.id.to_string(),
+                            fields: off_list.join(", "),
+                        });
+                    }
+                    Some(typed_filter(f, dialect, &|n| {
+                        dataset.column(n).map(|c| c.ty)
+                    })?)
+                }
+            });
+        }
         let (cols, out): (Vec<ColRef>, Vec<OutColumn>) = req
             .columns
             .iter()
@@ -406,18 +422,23 @@ impl Adapter {
                 )
             })
             .unzip();
-        let rendered = sql::render(
-            dialect,
-            &Select {
-                schema: dataset.schema.as_deref(),
-                table: &dataset.table,
-                columns: &cols,
-                row_filter: dataset.row_filter.as_ref(),
-                filter: filter.as_ref(),
-                order_by: dataset.key.as_ref().map(FieldName::as_str),
-                limit: (req.limit > 0).then_some(req.limit),
-            },
-        );
+        let rendered = typed
+            .iter()
+            .map(|filter| {
+                sql::render(
+                    dialect,
+                    &Select {
+                        schema: dataset.schema.as_deref(),
+                        table: &dataset.table,
+                        columns: &cols,
+                        row_filter: dataset.row_filter.as_ref(),
+                        filter: filter.as_ref(),
+                        order_by: dataset.key.as_ref().map(FieldName::as_str),
+                        limit: (req.limit > 0).then_some(req.limit),
+                    },
+                )
+            })
+            .collect();
         let batch_size = match req.batch_size {
             0 => self.batch_size,
             n => n.min(MAX_BATCH_SIZE),
@@ -513,7 +534,11 @@ impl Adapter {
                 },
                 _ => None,
             };
-            let mut records = pin!(db::records(self.db.clone(), rendered, out, time));
+            let mut records = pin!(
+                futures::stream::iter(rendered)
+                    .map(|statement| db::records(self.db.clone(), statement, out.clone(), time))
+                    .flatten()
+            );
             loop {
                 let next = tokio::select! {
                     biased;
@@ -701,7 +726,8 @@ impl TimeLimit {
 /// A checked fetch: the dataset, its SQL and how to read the rows.
 struct Plan {
     dataset: Arc<DatasetInfo>,
-    rendered: sql::Rendered,
+    /// One statement, or one per part of the fetch, run in order.
+    rendered: Vec<sql::Rendered>,
     out: Arc<[OutColumn]>,
     batch_size: usize,
 }

@@ -74,6 +74,11 @@ pub enum Refused {
     ColumnsNotWhitelisted { dataset: String, columns: String },
     #[error("invalid columns: column {0:?} is requested more than once")]
     DuplicateColumn(String),
+    #[error(
+        "invalid parts: {0} parts exceed the limit max_fetch_parts = {max}",
+        max = jembatan_core::limits::MAX_FETCH_PARTS
+    )]
+    TooManyParts(usize),
     #[error(transparent)]
     Invalid(#[from] InvalidArgument),
     #[error("filter names fields not on the whitelist of dataset {dataset}: {fields}")]
@@ -104,6 +109,7 @@ impl ServiceError for Refused {
             Refused::DatasetIdTooLong(_)
             | Refused::NoColumns
             | Refused::TooManyColumns(_)
+            | Refused::TooManyParts(_)
             | Refused::ColumnNameTooLong(_)
             | Refused::DuplicateColumn(_)
             | Refused::Invalid(_)

@@ -563,6 +563,7 @@ fn request(
         batch_size: 0,
         consumer: "dinsos".into(),
         purpose: "uji masukan jahat".into(),
+        parts: Vec::new(),
     }
 }
 

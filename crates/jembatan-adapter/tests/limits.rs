@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::{Kind, Served, TestDb, fetch_grpc, log_entries};
 use jembatan_adapter::{Adapter, FetchStatus, LogEntry, MAX_BATCH_SIZE, MAX_REQUEST_BYTES};
 use jembatan_core::limits::{
-    MAX_FIELDS, MAX_FORWARDED_FILTER_DEPTH, MAX_FORWARDED_FILTER_PREDICATES, MAX_IDENT_BYTES,
-    MAX_IN_VALUES, MAX_STRING_BYTES,
+    MAX_FETCH_PARTS, MAX_FIELDS, MAX_FORWARDED_FILTER_DEPTH, MAX_FORWARDED_FILTER_PREDICATES,
+    MAX_IDENT_BYTES, MAX_IN_VALUES, MAX_STRING_BYTES,
 };
 use jembatan_proto::v1 as pb;
 use tonic::Code;
@@ -54,6 +54,29 @@ fn request(columns: &[&str], filter: Option<pb::Filter>) -> pb::FetchRequest {
         batch_size: 0,
         consumer: "dinsos".into(),
         purpose: "uji batas".into(),
+        parts: Vec::new(),
+    }
+}
+
+/// `n` keys from `from`, as one `IN` list on `nik`.
+fn in_range(from: usize, n: usize) -> pb::Filter {
+    pb::Filter {
+        kind: Some(pb::filter::Kind::Predicate(pb::Predicate {
+            field: "nik".into(),
+            op: pb::Operator::In as i32,
+            value: None,
+            values: (from..from + n)
+                .map(|i| string(&format!("{i:06}")))
+                .collect(),
+        })),
+    }
+}
+
+/// A fetch of `nik` run as one statement per part.
+fn in_parts(parts: Vec<pb::Filter>) -> pb::FetchRequest {
+    pb::FetchRequest {
+        parts,
+        ..request(&["nik"], None)
     }
 }
 
@@ -135,6 +158,29 @@ async fn every_request_limit_is_enforced_at_its_bound() {
 
     // (name, request, rows it gets, or the refusal)
     let cases: Vec<(&str, pb::FetchRequest, Want)> = vec![
+        // one statement per part, their rows streamed as one answer:
+        // keys 0..20 in ten parts of two; rows 000001..000020 exist
+        (
+            "max_fetch_parts parts",
+            in_parts((0..MAX_FETCH_PARTS).map(|k| in_range(2 * k, 2)).collect()),
+            Ok(19),
+        ),
+        (
+            "max_fetch_parts + 1 parts",
+            in_parts((0..=MAX_FETCH_PARTS).map(|k| in_range(2 * k, 2)).collect()),
+            Err((
+                Code::InvalidArgument,
+                format!("11 parts exceed the limit max_fetch_parts = {MAX_FETCH_PARTS}"),
+            )),
+        ),
+        (
+            "a part naming a column off the whitelist",
+            in_parts(vec![pred("c255", pb::Operator::Eq, Some(string("v1")))]),
+            Err((
+                Code::PermissionDenied,
+                "filter names fields not on the whitelist".into(),
+            )),
+        ),
         ("max_fields columns", request(&all_refs, None), Ok(20)),
         (
             "max_fields + 1 columns",

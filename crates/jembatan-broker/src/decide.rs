@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use jembatan_core::limits::{MAX_FIELDS, MAX_STRING_BYTES};
+use jembatan_core::limits::{MAX_FIELDS, MAX_STRING_BYTES, MAX_VERIFY_BATCH_KEYS};
 use jembatan_core::{
     AgencyId, Agreement, DatasetId, Decision, Denial, DenialCode, EntryKind, ExchangeStatus,
     FieldName, Filter, Identity, InvalidArgument, Operator, Role, Scalar,
@@ -34,7 +34,7 @@ use crate::facts::{Ask, Facts, MAX_VERIFY_FIELDS, scalar_subject_hash};
 use crate::isolation::Held;
 use crate::policy::{self, Grant};
 use crate::registry::{Refusal, RegistryError};
-use crate::relay::Allowed;
+use crate::relay::{Allowed, KeyToVerify};
 use crate::state::State;
 
 /// The parsed, validated request.
@@ -44,6 +44,76 @@ struct Parsed {
     filter: Option<Filter>,
     key: Option<Scalar>,
     verify: Vec<(FieldName, Scalar)>,
+    /// A batch verification: each key with its values to verify.
+    batch: Vec<KeyToVerify>,
+}
+
+impl Parsed {
+    /// Whether the request names keys: a lookup, or a batch verification.
+    fn by_key(&self) -> bool {
+        self.key.is_some() || !self.batch.is_empty()
+    }
+
+    /// The fields whose values are verified: a lookup's, or every field a
+    /// batch verifies, each once.
+    fn verified_fields(&self) -> Vec<&FieldName> {
+        let mut fields: Vec<&FieldName> = self.verify.iter().map(|(f, _)| f).collect();
+        for (_, verify) in &self.batch {
+            for (f, _) in verify {
+                if !fields.contains(&f) {
+                    fields.push(f);
+                }
+            }
+        }
+        fields.sort();
+        fields
+    }
+}
+
+/// A batch verification's items, parsed: at least one key, at most
+/// [`MAX_VERIFY_BATCH_KEYS`], each with at least one value to verify.
+fn parse_batch(items: &[pb::VerifyItem]) -> Result<Vec<KeyToVerify>, InvalidArgument> {
+    if items.is_empty() || items.len() > MAX_VERIFY_BATCH_KEYS {
+        return Err(InvalidArgument::new(
+            "items",
+            format!(
+                "{} keys: a batch verification holds 1 to {MAX_VERIFY_BATCH_KEYS} (max_verify_batch_keys)",
+                items.len()
+            ),
+        ));
+    }
+    let mut batch = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = |what: &str| format!("items[{i}].{what}");
+        let key = item
+            .key
+            .as_ref()
+            .ok_or_else(|| InvalidArgument::new(at("key"), "every item needs a key"))?;
+        let key = Scalar::try_from(key).map_err(|e| e.within(&at("key")))?;
+        if let Scalar::String(s) = &key
+            && (s.is_empty() || s.len() > MAX_STRING_BYTES)
+        {
+            return Err(InvalidArgument::new(at("key"), "key is empty"));
+        }
+        if item.verify.is_empty() || item.verify.len() > MAX_VERIFY_FIELDS {
+            return Err(InvalidArgument::new(
+                at("verify"),
+                format!("each item verifies 1 to {MAX_VERIFY_FIELDS} fields"),
+            ));
+        }
+        let mut verify = Vec::with_capacity(item.verify.len());
+        for (field, value) in &item.verify {
+            let field: FieldName = field
+                .parse()
+                .map_err(|e: InvalidArgument| e.within(&at("verify")))?;
+            let value =
+                Scalar::try_from(value).map_err(|e| e.within(&at(&format!("verify.{field}"))))?;
+            verify.push((field, value));
+        }
+        verify.sort_by(|a, b| a.0.cmp(&b.0));
+        batch.push((key, verify));
+    }
+    Ok(batch)
 }
 
 fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
@@ -109,12 +179,18 @@ fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
         verify.push((field, value));
     }
     verify.sort_by(|a, b| a.0.cmp(&b.0));
+    let batch = if ask.operation == "verify_batch" {
+        parse_batch(&ask.batch)?
+    } else {
+        Vec::new()
+    };
     Ok(Parsed {
         dataset,
         fields,
         filter,
         key,
         verify,
+        batch,
     })
 }
 
@@ -133,8 +209,13 @@ struct Plan {
     fields: Vec<FieldName>,
     /// The part of the consumer's filter the adapter applies.
     consumer_filter: Option<Filter>,
+    /// The dataset's key field, when the request names keys.
+    key_field: Option<FieldName>,
     /// A lookup's key, as a filter on the dataset's key field.
     key_filter: Option<Filter>,
+    /// A batch verification's distinct keys, a bounded `IN` list each:
+    /// the adapter runs one statement per part.
+    parts: Vec<Filter>,
     translation: Option<Translation>,
 }
 
@@ -214,6 +295,12 @@ impl State {
         if let Some(key) = &parsed.key {
             facts.subject_hash = Some(self.subject_hash(parsed.dataset.as_str(), key));
         }
+        let subjects: std::collections::BTreeSet<String> = parsed
+            .batch
+            .iter()
+            .map(|(key, _)| self.subject_hash(parsed.dataset.as_str(), key))
+            .collect();
+        facts.batch_subjects = subjects.into_iter().collect();
         // after the subject hash, so that "who looked this resident up?"
         // also finds attempts by agencies that are not registered
         if let Err(unregistered) = self.members.check(&consumer) {
@@ -243,16 +330,14 @@ impl State {
             }
             Err(err) => return Err(ExchangeError::store(err).into()),
         };
-        let key_filter = match (&parsed.key, &dataset.key_field) {
-            (None, _) => None,
-            (Some(key), Some(field)) => {
-                let field: FieldName = field.parse().map_err(|_| ExchangeError::KeyField)?;
-                Some(Filter::Predicate(
-                    jembatan_core::Predicate::new(field, Operator::Eq, Some(key.clone()), vec![])
-                        .map_err(Status::from)?,
-                ))
-            }
-            (Some(_), None) => {
+        let key_field = match (parsed.by_key(), &dataset.key_field) {
+            (false, _) => None,
+            (true, Some(field)) => Some(
+                field
+                    .parse::<FieldName>()
+                    .map_err(|_| ExchangeError::KeyField)?,
+            ),
+            (true, None) => {
                 let err = ExchangeError::NoLookups(dataset.id.to_string());
                 let mut e =
                     facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
@@ -261,9 +346,40 @@ impl State {
                 return Err(err.into());
             }
         };
+        let key_filter = match (&parsed.key, &key_field) {
+            (Some(key), Some(field)) => Some(Filter::Predicate(
+                jembatan_core::Predicate::new(
+                    field.clone(),
+                    Operator::Eq,
+                    Some(key.clone()),
+                    vec![],
+                )
+                .map_err(Status::from)?,
+            )),
+            _ => None,
+        };
+        let mut parts = Vec::new();
+        if let (false, Some(field)) = (parsed.batch.is_empty(), &key_field) {
+            let mut distinct: Vec<&Scalar> = Vec::with_capacity(parsed.batch.len());
+            let mut seen = std::collections::HashSet::with_capacity(parsed.batch.len());
+            for (key, _) in &parsed.batch {
+                if seen.insert(key.to_json().to_string()) {
+                    distinct.push(key);
+                }
+            }
+            for chunk in distinct.chunks(jembatan_core::limits::MAX_IN_VALUES) {
+                let values = chunk.iter().map(|k| (*k).clone()).collect();
+                parts.push(Filter::Predicate(
+                    jembatan_core::Predicate::new(field.clone(), Operator::In, None, values)
+                        .map_err(Status::from)?,
+                ));
+            }
+        }
         let mut plan = Plan {
             fields: parsed.fields.clone(),
             consumer_filter: parsed.filter.clone(),
+            key_field,
+            parts,
             key_filter,
             translation: None,
         };
@@ -384,10 +500,7 @@ impl State {
                     .collect()
             })
             .unwrap_or_default();
-        let key = match &plan.key_filter {
-            Some(Filter::Predicate(p)) => Some(&p.field),
-            _ => None,
-        };
+        let key = plan.key_field.as_ref();
         let now = chrono::Utc::now();
         let policy_request = policy::Request {
             consumer,
@@ -396,7 +509,7 @@ impl State {
             fields: &plan.fields,
             filter_uses,
             key,
-            verify: parsed.verify.iter().map(|(f, _)| f).collect(),
+            verify: parsed.verified_fields(),
             now,
         };
         let grant = match policy::evaluate(&policy_request, &agreements) {
@@ -430,7 +543,9 @@ impl State {
             }
             _ => None,
         };
-        if let Some(denial) = self.admit_quota(&grant.agreement, now).await? {
+        // a batch counts each key against the quotas
+        let keys = parsed.batch.len().max(1) as u64;
+        if let Some(denial) = self.admit_quota(&grant.agreement, now, keys).await? {
             return Err(self.deny(facts, vec![denial]).await);
         }
         Ok(Authorized {
@@ -458,32 +573,41 @@ impl State {
             grant,
             provider_slot,
         } = authorized;
-        let verify_fields: Vec<&FieldName> = parsed.verify.iter().map(|(f, _)| f).collect();
-        let fetch_fields = grant.fetch_fields(&verify_fields);
-        let shape = (!grant.masks.is_empty() || !parsed.verify.is_empty()).then(|| Shape {
-            masks: grant
-                .masks
-                .iter()
-                .map(|(f, m)| (f.to_string(), *m))
-                .collect(),
-            verify: parsed
-                .verify
-                .iter()
-                .map(|(f, v)| (f.to_string(), v.clone()))
-                .collect(),
-            drop: fetch_fields
-                .iter()
-                .filter(|f| !grant.fields.contains(f))
-                .map(|f| f.to_string())
-                .collect(),
-        });
+        let verify_fields = parsed.verified_fields();
+        let mut fetch_fields = grant.fetch_fields(&verify_fields);
+        // a batch finds each key's record by its key field
+        if let (false, Some(key)) = (parsed.batch.is_empty(), &plan.key_field)
+            && !fetch_fields.contains(key)
+        {
+            fetch_fields.push(key.clone());
+        }
+        // a batch compares each key's values itself (see the relay)
+        let shapes = parsed.batch.is_empty();
+        let shape =
+            (shapes && (!grant.masks.is_empty() || !parsed.verify.is_empty())).then(|| Shape {
+                masks: grant
+                    .masks
+                    .iter()
+                    .map(|(f, m)| (f.to_string(), *m))
+                    .collect(),
+                verify: parsed
+                    .verify
+                    .iter()
+                    .map(|(f, v)| (f.to_string(), v.clone()))
+                    .collect(),
+                drop: fetch_fields
+                    .iter()
+                    .filter(|f| !grant.fields.contains(f))
+                    .map(|f| f.to_string())
+                    .collect(),
+            });
         // the decision names the fields verified, apart from those read
         facts
             .fields
-            .extend(parsed.verify.iter().map(|(f, _)| format!("verify:{f}")));
-        // a lookup's answer is one message: its decision is written with
-        // it, in one entry, before it leaves
-        let (decision_seq, end) = if parsed.key.is_some() {
+            .extend(verify_fields.iter().map(|f| format!("verify:{f}")));
+        // a lookup's answer is one message, a batch's is computed whole:
+        // the decision is written with it, in one entry, before it leaves
+        let (decision_seq, end) = if parsed.by_key() {
             (None, self.journal.defer(&facts))
         } else {
             let (seq, end) = self.journal.begin(&facts).await?;
@@ -501,6 +625,18 @@ impl State {
         );
         let limit = if parsed.key.is_some() {
             2
+        } else if !plan.parts.is_empty() {
+            // one record per distinct key; one more shows a key that is
+            // not unique
+            let distinct: usize = plan
+                .parts
+                .iter()
+                .map(|p| match p {
+                    Filter::Predicate(p) => p.values.len(),
+                    _ => 0,
+                })
+                .sum();
+            distinct as u64 + 1
         } else if plan
             .translation
             .as_ref()
@@ -520,6 +656,7 @@ impl State {
             batch_size: 0,
             consumer: consumer.to_string(),
             purpose: ask.purpose.clone(),
+            parts: plan.parts.iter().map(Filter::to_proto).collect(),
         };
         Ok(Allowed {
             provider: parsed.dataset.agency(),
@@ -535,6 +672,8 @@ impl State {
             }),
             end,
             deadline: None,
+            batch: parsed.batch,
+            key_field: plan.key_field,
         })
     }
 
@@ -567,12 +706,14 @@ impl State {
     }
 
     /// Checks an allowed request against its agreement's quotas and takes
-    /// one request from the per-minute quota. A denial takes nothing: the
-    /// daily rows are only read, and the request is taken last.
+    /// `keys` requests (one, or a batch's keys) from the per-minute quota.
+    /// A denial takes nothing: the daily rows are only read, and the
+    /// requests are taken last.
     async fn admit_quota(
         &self,
         agreement: &Agreement,
         now: chrono::DateTime<chrono::Utc>,
+        keys: u64,
     ) -> Result<Option<Denial>, Status> {
         let quota = agreement.quota;
         let unavailable = |err: jembatan_store::StoreError| ExchangeError::store(err);
@@ -583,12 +724,20 @@ impl State {
                 .quota_used(&agreement.id, QuotaKind::RowsPerDay, &day)
                 .await
                 .map_err(unavailable)?;
-            if used >= quota.rows_per_day {
+            // one row is enough for a query to start; a batch needs one
+            // per key
+            let wanted = if keys > 1 { keys } else { 1 };
+            if used.saturating_add(wanted) > quota.rows_per_day {
+                let what = if keys > 1 {
+                    format!(" and {keys} keys are asked for")
+                } else {
+                    String::new()
+                };
                 return Ok(Some(
                     Denial::new(
                         DenialCode::QuotaExhausted,
                         format!(
-                            "agreement {} allows {} rows per day and {used} were delivered today (UTC {day})",
+                            "agreement {} allows {} rows per day and {used} were delivered today (UTC {day}){what}",
                             agreement.id, quota.rows_per_day
                         ),
                     )
@@ -604,7 +753,7 @@ impl State {
                     &agreement.id,
                     QuotaKind::RequestsPerMinute,
                     &minute,
-                    1,
+                    keys,
                     quota.requests_per_minute,
                 )
                 .await
@@ -613,10 +762,17 @@ impl State {
                 return Ok(Some(
                     Denial::new(
                         DenialCode::QuotaExhausted,
-                        format!(
-                            "agreement {} allows {} requests per minute, all taken in minute {minute} UTC",
-                            agreement.id, quota.requests_per_minute
-                        ),
+                        if keys > 1 {
+                            format!(
+                                "agreement {} allows {} requests per minute, and {keys} more (one per key) do not fit in minute {minute} UTC",
+                                agreement.id, quota.requests_per_minute
+                            )
+                        } else {
+                            format!(
+                                "agreement {} allows {} requests per minute, all taken in minute {minute} UTC",
+                                agreement.id, quota.requests_per_minute
+                            )
+                        },
                     )
                     .agreement(&agreement.id),
                 ));

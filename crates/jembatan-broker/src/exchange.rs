@@ -46,6 +46,7 @@ impl Exchange for ExchangeService {
             limit: req.limit,
             key: None,
             verify: Vec::new(),
+            batch: Vec::new(),
         };
         let mut allowed = self.state.decide(identity, ask).await?;
         allowed.deadline = deadline;
@@ -69,10 +70,37 @@ impl Exchange for ExchangeService {
             limit: 0,
             key: Some(req.key.unwrap_or_default()),
             verify: req.verify.into_iter().collect(),
+            batch: Vec::new(),
         };
         let mut allowed = self.state.decide(identity, ask).await?;
         allowed.deadline = deadline;
         relay::lookup(self.state.clone(), allowed).await
+    }
+
+    type VerifyBatchStream = relay::QueryStream;
+
+    async fn verify_batch(
+        &self,
+        request: Request<pb::VerifyBatchRequest>,
+    ) -> Result<Response<Self::VerifyBatchStream>, Status> {
+        let identity = jembatan_pki::peer_identity(&request);
+        let deadline = consumer_deadline(request.metadata());
+        let req = request.into_inner();
+        let ask = Ask {
+            operation: "verify_batch",
+            dataset: req.dataset,
+            target_schema: String::new(),
+            purpose: req.purpose,
+            fields: Vec::new(),
+            filter: None,
+            limit: 0,
+            key: None,
+            verify: Vec::new(),
+            batch: req.items,
+        };
+        let mut allowed = self.state.decide(identity, ask).await?;
+        allowed.deadline = deadline;
+        relay::verify_batch(self.state.clone(), allowed).await
     }
 }
 

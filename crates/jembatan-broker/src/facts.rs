@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use hmac::{Hmac, Mac};
 use jembatan_core::agreement::format_instant;
-use jembatan_core::limits::{MAX_FIELDS, MAX_STRING_BYTES};
+use jembatan_core::limits::{MAX_FIELDS, MAX_STRING_BYTES, MAX_VERIFY_BATCH_KEYS};
 use jembatan_core::{
     AgencyId, AuditEntry, DatasetId, Decision, EntryKind, ExchangeStatus, FieldName, Filter, Scalar,
 };
@@ -44,6 +44,8 @@ pub(crate) struct Ask {
     pub(crate) key: Option<pb::Scalar>,
     /// Values to verify (lookups): field -> the consumer's value.
     pub(crate) verify: Vec<(String, pb::Scalar)>,
+    /// Keys and values to verify (a batch verification).
+    pub(crate) batch: Vec<pb::VerifyItem>,
 }
 
 /// Everything known about an exchange so far; becomes audit entries.
@@ -66,6 +68,8 @@ pub(crate) struct Facts {
     /// The consumer's filter; logged as hashes and shapes.
     pub(crate) filter: Option<Filter>,
     pub(crate) subject_hash: Option<String>,
+    /// A batch verification's keys, as keyed hashes, each once.
+    pub(crate) batch_subjects: Vec<String>,
     pub(crate) limit: Option<u64>,
     pub(crate) agreement: Option<(String, String)>,
     pub(crate) translation: Option<jembatan_core::Translation>,
@@ -149,6 +153,17 @@ impl Privacy {
         for (field, value) in ask.verify.iter().take(MAX_VERIFY_FIELDS) {
             raw_fields.push(truncate(field, 128).to_owned());
             scalar(value);
+        }
+        let mut batch_fields = BTreeSet::new();
+        for item in ask.batch.iter().take(MAX_VERIFY_BATCH_KEYS) {
+            item.key.iter().for_each(&mut scalar);
+            for (field, value) in item.verify.iter().take(MAX_VERIFY_FIELDS) {
+                if batch_fields.len() < MAX_VERIFY_FIELDS && !batch_fields.contains(field) {
+                    batch_fields.insert(field.clone());
+                    raw_fields.push(truncate(field, 128).to_owned());
+                }
+                scalar(value);
+            }
         }
         Privacy {
             audit_key,
@@ -258,6 +273,7 @@ impl Facts {
                 .collect(),
             filter: None,
             subject_hash: None,
+            batch_subjects: Vec::new(),
             limit: (ask.limit > 0).then_some(ask.limit),
             agreement: None,
             translation: None,
@@ -295,7 +311,8 @@ impl Facts {
                 None => p.field(f),
             })
             .collect();
-        // the lookup key's hash is `subject_hash`; these are the filter's
+        // the lookup key's hash is `subject_hash`; these are the filter's,
+        // and a batch verification's keys
         let mut subjects = Vec::new();
         let filter = self.filter.as_ref().map(|f| {
             let names = LogNames {
@@ -304,6 +321,7 @@ impl Facts {
             };
             jembatan_core::redact::logged_filter(f, &names, &mut subjects)
         });
+        subjects.extend(self.batch_subjects.iter().cloned());
         AuditEntry {
             v: jembatan_core::audit::ENTRY_FORMAT_VERSION,
             kind,

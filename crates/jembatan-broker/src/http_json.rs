@@ -50,6 +50,7 @@ pub(crate) struct Services {
 pub(crate) enum Op {
     Query,
     Lookup,
+    VerifyBatch,
     Propose,
     Approve,
     Revoke,
@@ -67,7 +68,7 @@ pub(crate) struct Route {
 }
 
 /// Every route of the door.
-pub(crate) const ROUTES: [Route; 8] = [
+pub(crate) const ROUTES: [Route; 9] = [
     Route {
         method: "post",
         path: "/exchange/v1/query",
@@ -77,6 +78,11 @@ pub(crate) const ROUTES: [Route; 8] = [
         method: "post",
         path: "/exchange/v1/lookup",
         op: Op::Lookup,
+    },
+    Route {
+        method: "post",
+        path: "/exchange/v1/verify-batch",
+        op: Op::VerifyBatch,
     },
     Route {
         method: "post",
@@ -115,6 +121,7 @@ impl Op {
         match self {
             Op::Query => post(query),
             Op::Lookup => post(lookup),
+            Op::VerifyBatch => post(verify_batch),
             Op::Propose => post(propose),
             Op::Approve => post(approve),
             Op::Revoke => post(revoke),
@@ -370,11 +377,48 @@ async fn start_query(s: Services, request: Request) -> Result<Response, Refusal>
         filter_shorthand(filter);
     }
     let req: pb::QueryRequest = message(value)?;
-    let mut stream = s
+    let stream = s
         .exchange
         .query(grpc_request(parts, req))
         .await?
         .into_inner();
+    ndjson(stream).await
+}
+
+async fn verify_batch(State(s): State<Services>, request: Request) -> Response {
+    match start_verify_batch(s, request).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// A batch verification answered as NDJSON, as a query is: one line per
+/// key, then the receipt line. Keys and values may be plain JSON scalars.
+async fn start_verify_batch(s: Services, request: Request) -> Result<Response, Refusal> {
+    let (parts, body) = request.into_parts();
+    let mut value = json_body(body, &parts, false).await?;
+    if let Some(Value::Array(items)) = field_mut(&mut value, &["items"]) {
+        for item in items {
+            if let Some(key) = field_mut(item, &["key"]) {
+                scalar_shorthand(key);
+            }
+            if let Some(Value::Object(verify)) = field_mut(item, &["verify"]) {
+                verify.values_mut().for_each(scalar_shorthand);
+            }
+        }
+    }
+    let req: pb::VerifyBatchRequest = message(value)?;
+    let stream = s
+        .exchange
+        .verify_batch(grpc_request(parts, req))
+        .await?
+        .into_inner();
+    ndjson(stream).await
+}
+
+/// An exchange's stream as NDJSON lines; an error before the first
+/// message is an error answer.
+async fn ndjson(mut stream: crate::QueryStream) -> Result<Response, Refusal> {
     let first = match stream.next().await {
         Some(Err(status)) if status.code() != Code::Ok => return Err(status.into()),
         first => first,

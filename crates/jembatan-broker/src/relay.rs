@@ -6,20 +6,21 @@
 //! the guard of its one end (see `journal.rs`); every way out of the relay
 //! — delivered, stopped, failed, the consumer gone — writes that end.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use jembatan_core::{
-    AgencyId, Agreement, AgreementStatus, DatasetId, Denial, DenialCode, ExchangeStatus,
-    PayloadHasher,
+    AgencyId, Agreement, AgreementStatus, DatasetId, Denial, DenialCode, ExchangeStatus, FieldName,
+    PayloadHasher, Scalar,
 };
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use jembatan_proto::{RECEIPT_METADATA_KEY, trailers};
 use jembatan_store::QuotaKind;
+use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -163,6 +164,10 @@ pub(crate) struct Allowed {
     /// When the consumer stops waiting (its `grpc-timeout`): the adapter's
     /// fetch gets the same deadline, so its statement stops with it.
     pub(crate) deadline: Option<Instant>,
+    /// A batch verification: each key with the values to verify.
+    pub(crate) batch: Vec<KeyToVerify>,
+    /// The dataset's key field, when the exchange names keys.
+    pub(crate) key_field: Option<FieldName>,
 }
 
 /// A query's stream to the consumer: the relay's messages in order, or —
@@ -861,6 +866,205 @@ pub(crate) async fn lookup(
             .await?;
             Err(stop.status)
         }
+    }
+}
+
+/// One key of a batch verification and the consumer's values to verify
+/// against its record.
+pub(crate) type KeyToVerify = (Scalar, Vec<(FieldName, Scalar)>);
+
+/// Answers per message of a batch verification's stream.
+const ANSWERS_PER_BATCH: usize = 1_000;
+
+/// Answers an allowed batch verification: every key's record is fetched
+/// (one statement per part of the keys), each item's values compared in
+/// the broker, and the answers — one per item, in order — computed whole;
+/// then the call's one entry is written, and only then do the answers go.
+pub(crate) async fn verify_batch(
+    state: Arc<State>,
+    allowed: Allowed,
+) -> Result<Response<QueryStream>, Status> {
+    let (mut stream, client) = open_fetch(&state, &allowed, Lane::Calls).await?;
+    let mut tally = Tally::new(&allowed);
+    let mut found: HashMap<String, Map<String, Value>> = HashMap::new();
+    let outcome: Result<(), Stop> = loop {
+        let batch = match stream.message().await {
+            Ok(Some(msg)) => msg.batch.unwrap_or_default().records,
+            Ok(None) => break Ok(()),
+            Err(status) => {
+                break Err(Stop::new(
+                    adapter_end(&allowed, &status),
+                    from_adapter(&allowed.provider.to_string(), status),
+                ));
+            }
+        };
+        let admitted = tally
+            .receive(&batch, &allowed)
+            .and_then(|first| allowed.admit.batch(batch, first));
+        let records = match admitted {
+            Ok(a) => a.records,
+            Err(err) => break Err(bad_record(&allowed, err)),
+        };
+        if let Err(stop) = index_by_key(&allowed, records, &mut found) {
+            break Err(stop);
+        }
+    };
+    let outcome = match outcome {
+        Ok(()) => charge_keys(&state, &allowed).await,
+        Err(stop) => Err(stop),
+    };
+    let answers = match outcome {
+        Ok(()) => allowed
+            .batch
+            .iter()
+            .enumerate()
+            .map(|(i, (key, verify))| answer(i, found.get(&key_text(key)), verify))
+            .collect::<Vec<String>>(),
+        Err(stop) => {
+            // nothing reached the consumer: the entry records no answers
+            let error = Some(stop.status.message().to_owned());
+            finish(
+                &state,
+                &allowed,
+                &Tally::new(&allowed),
+                stop.how,
+                error,
+                stop.reasons,
+            )
+            .await?;
+            return Err(stop.status);
+        }
+    };
+    tally.deliver(&answers);
+    let receipt = finish(
+        &state,
+        &allowed,
+        &tally,
+        ExchangeStatus::Ok,
+        None,
+        Vec::new(),
+    )
+    .await?;
+    acknowledge(&state, client, &allowed, receipt.clone());
+    // the answers are computed and on the log: they go as fast as the
+    // consumer reads
+    let (tx, rx) = mpsc::channel(2);
+    let stall = state.isolation.stall_timeout;
+    tokio::spawn(async move {
+        let mut answers = answers.into_iter().peekable();
+        while answers.peek().is_some() {
+            let records: Vec<String> = answers.by_ref().take(ANSWERS_PER_BATCH).collect();
+            let item = pb::query_response::Item::Batch(pb::RecordBatch { records });
+            let message = pb::QueryResponse { item: Some(item) };
+            if hand_over(&tx, stall, None, message, |_| {}, Ok)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let trailer = with_receipt(None, &receipt);
+        let item = pb::query_response::Item::Receipt(receipt);
+        let message = pb::QueryResponse { item: Some(item) };
+        if hand_over(&tx, stall, None, message, |_| {}, Ok)
+            .await
+            .is_ok()
+        {
+            let _ = hand_over(&tx, stall, None, trailer, |_| {}, Err).await;
+        }
+    });
+    Ok(Response::new(QueryStream {
+        messages: ReceiverStream::new(rx),
+        cut: None,
+        ended: false,
+    }))
+}
+
+/// A key as text, to find its record: a string as it is, anything else
+/// as its JSON text.
+fn key_text(key: &Scalar) -> String {
+    match key {
+        Scalar::String(s) => s.clone(),
+        other => other.to_json().to_string(),
+    }
+}
+
+/// Files each record under its key; a key found twice is not a key.
+fn index_by_key(
+    allowed: &Allowed,
+    records: Vec<String>,
+    found: &mut HashMap<String, Map<String, Value>>,
+) -> Result<(), Stop> {
+    let Some(key_field) = &allowed.key_field else {
+        return Err(Stop::failed(ExchangeError::KeyField));
+    };
+    for text in records {
+        let record = jembatan_core::record::parse_record(&text)
+            .map_err(|e| bad_record(allowed, BadRecord::NotAnObject(e.to_string())))?;
+        let key = match record.get(key_field.as_str()) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => continue,
+            Some(other) => other.to_string(),
+        };
+        if found.insert(key, record).is_some() {
+            return Err(Stop::failed(ExchangeError::KeyMatchedMany));
+        }
+    }
+    Ok(())
+}
+
+/// One item's answer, as the JSON record the consumer receives: whether
+/// the record was found and whether each value matched; never a value.
+fn answer(
+    index: usize,
+    record: Option<&Map<String, Value>>,
+    verify: &[(FieldName, Scalar)],
+) -> String {
+    let Some(record) = record else {
+        return serde_json::json!({"i": index, "result": "not_found", "fields": {}}).to_string();
+    };
+    let fields: serde_json::Map<String, Value> = verify
+        .iter()
+        .map(|(field, want)| {
+            let matched = record.get(field.as_str()).is_some_and(|v| {
+                jembatan_core::filter::compare(v, want) == Some(std::cmp::Ordering::Equal)
+            });
+            (field.to_string(), Value::Bool(matched))
+        })
+        .collect();
+    let all = fields.values().all(|v| v == &Value::Bool(true));
+    let result = if all { "matches" } else { "does_not_match" };
+    serde_json::json!({"i": index, "result": result, "fields": fields}).to_string()
+}
+
+/// Takes one row of the agreement's daily quota for each key of a batch;
+/// all or none.
+async fn charge_keys(state: &State, allowed: &Allowed) -> Result<(), Stop> {
+    let per_day = allowed.agreement.quota.rows_per_day;
+    if per_day == 0 {
+        return Ok(());
+    }
+    let day = QuotaKind::RowsPerDay.window(chrono::Utc::now());
+    let keys = allowed.batch.len() as u64;
+    let taken = state
+        .store
+        .take_quota(
+            &allowed.agreement.id,
+            QuotaKind::RowsPerDay,
+            &day,
+            keys,
+            per_day,
+        )
+        .await
+        .map_err(|err| Stop::failed(ExchangeError::store(err)))?;
+    if taken {
+        Ok(())
+    } else {
+        let err = ExchangeError::QuotaNoneLeft {
+            id: allowed.agreement.id.clone(),
+            per_day,
+        };
+        Err(Stop::denied(DenialCode::QuotaExhausted, err, allowed))
     }
 }
 

@@ -835,6 +835,143 @@ async fn lookup_finds_one_record_and_logs_only_a_keyed_hash_of_the_key() {
     assert_eq!(resp.receipt.unwrap().rows, 0);
 }
 
+fn verify_item(key: &str, field: &str, value: &str) -> pb::VerifyItem {
+    let scalar = |v: &str| pb::Scalar {
+        kind: Some(pb::scalar::Kind::StringValue(v.to_owned())),
+    };
+    pb::VerifyItem {
+        key: Some(scalar(key)),
+        verify: [(field.to_owned(), scalar(value))].into_iter().collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_verification_answers_every_key_in_order_in_one_entry() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    let nik = |i: u32| format!("15070{i:011}");
+    let items = vec![
+        verify_item(&nik(1), "nama", "WARGA 1"),
+        verify_item(&nik(2), "nama", "SOMEONE ELSE"),
+        // outside the agreement's row filter (deceased): not found
+        verify_item(&nik(9), "nama", "WARGA 9"),
+        verify_item("1507999999999999", "nama", "NOBODY"),
+        verify_item(&nik(1), "nama", "WARGA 1"),
+    ];
+    let request = pb::VerifyBatchRequest {
+        dataset: "prov.penduduk".into(),
+        purpose: "bansos".into(),
+        items: items.clone(),
+    };
+    let mut stream = c.verify_batch(request).await.unwrap().into_inner();
+    let mut answers = Vec::new();
+    let mut receipt = None;
+    while let Some(msg) = stream.message().await.unwrap() {
+        match msg.item {
+            Some(pb::query_response::Item::Batch(b)) => answers.extend(b.records),
+            Some(pb::query_response::Item::Receipt(r)) => receipt = Some(r),
+            None => {}
+        }
+    }
+    let parsed: Vec<serde_json::Value> = answers
+        .iter()
+        .map(|a| serde_json::from_str(a).unwrap())
+        .collect();
+    use serde_json::json;
+    assert_eq!(
+        parsed,
+        [
+            json!({"i": 0, "result": "matches", "fields": {"nama": true}}),
+            json!({"i": 1, "result": "does_not_match", "fields": {"nama": false}}),
+            json!({"i": 2, "result": "not_found", "fields": {}}),
+            json!({"i": 3, "result": "not_found", "fields": {}}),
+            json!({"i": 4, "result": "matches", "fields": {"nama": true}}),
+        ]
+    );
+    let receipt = receipt.expect("a receipt");
+    assert_eq!(receipt.rows, 5);
+    let mut hasher = Sha256::new();
+    for a in &answers {
+        hasher.update(a.as_bytes());
+        hasher.update(b"\n");
+    }
+    assert_eq!(receipt.payload_sha256, hex::encode(hasher.finalize()));
+    // one fetch for every key; one entry for the whole call
+    assert_eq!(h.served(), 1);
+    let entries = h
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert_eq!(e.seq, receipt.entry_seq);
+    assert_eq!(receipt.decision_seq, receipt.entry_seq);
+    assert_eq!(e.entry.kind, EntryKind::Answered);
+    assert_eq!(e.entry.operation, "verify_batch");
+    assert_eq!(
+        (e.entry.decision, e.entry.status),
+        (Decision::Allow, ExchangeStatus::Ok)
+    );
+    assert_eq!(e.entry.rows, 5);
+    // every key is in the subject index, as a keyed hash only
+    let key = jembatan_broker::read_audit_key(&h.dir.join("audit.key")).unwrap();
+    let mut want: Vec<String> = [nik(1), nik(2), nik(9), "1507999999999999".into()]
+        .iter()
+        .map(|k| jembatan_broker::subject_hash(&key, "prov.penduduk", k))
+        .collect();
+    want.sort();
+    let mut got = e.entry.subjects.clone();
+    got.sort();
+    assert_eq!(got, want);
+    let text = String::from_utf8(e.canonical.clone()).unwrap();
+    for secret in [nik(1), nik(2), "WARGA 1".into(), "SOMEONE ELSE".into()] {
+        assert!(!text.contains(&secret), "{secret} is on the log in clear");
+    }
+
+    // bad input is refused, naming the field, and logged
+    let mut bad_batches = vec![
+        (Vec::new(), "items"),
+        (vec![verify_item(&nik(1), "nama", "X"); 10_001], "items"),
+        (
+            vec![pb::VerifyItem {
+                key: items[0].key.clone(),
+                verify: Default::default(),
+            }],
+            "items[0].verify",
+        ),
+    ];
+    for (items, field) in bad_batches.drain(..) {
+        let status = c
+            .verify_batch(pb::VerifyBatchRequest {
+                dataset: "prov.penduduk".into(),
+                purpose: "bansos".into(),
+                items,
+            })
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{}", status.message());
+    }
+    // an agency without an agreement is denied, on the log
+    let mut d = h.consumer("dinkes").await;
+    let status = d
+        .verify_batch(pb::VerifyBatchRequest {
+            dataset: "prov.penduduk".into(),
+            purpose: "bansos".into(),
+            items: vec![verify_item(&nik(1), "nama", "WARGA 1")],
+        })
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(h.served(), 1, "nothing more was fetched");
+    let all = exchange_entries(&h.broker, 100).await;
+    assert_eq!(all.len(), 5, "the call, three invalid ones and a denial");
+}
+
 #[tokio::test]
 async fn unwritable_audit_log_refuses_the_exchange_before_any_record_leaves() {
     let h = harness().await;

@@ -25,3 +25,7 @@ pub const MAX_PURPOSE_BYTES: usize = 256;
 /// (an HTTP/JSON body); a larger one is refused naming the limit
 /// `max_request_bytes`.
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Most keys one batch verification may hold.
+pub const MAX_VERIFY_BATCH_KEYS: usize = 10_000;
+/// Most parts (statements) one adapter fetch may run.
+pub const MAX_FETCH_PARTS: usize = MAX_VERIFY_BATCH_KEYS.div_ceil(MAX_IN_VALUES);

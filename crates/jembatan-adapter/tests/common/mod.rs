@@ -264,6 +264,7 @@ pub fn fetch(
         batch_size: 0,
         consumer: "dinsos".into(),
         purpose: "verifikasi bansos".into(),
+        parts: Vec::new(),
     }
 }
 

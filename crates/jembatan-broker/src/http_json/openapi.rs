@@ -108,6 +108,11 @@ fn shape(op: Op) -> Shape {
             Some("jembatan.v1.LookupRequest"),
             Some("jembatan.v1.LookupResponse"),
         ),
+        Op::VerifyBatch => shape(
+            "Exchange.VerifyBatch: many keys verified at once, one answer per key streamed as NDJSON",
+            Some("jembatan.v1.VerifyBatchRequest"),
+            None,
+        ),
         Op::Propose => shape(
             "Agreements.Propose: propose an agreement (consumer)",
             Some("jembatan.v1.ProposeRequest"),
@@ -295,6 +300,10 @@ pub(crate) fn document() -> Result<Value, JsonError> {
         let ok = match (route.op, shape.response) {
             (Op::Query, _) => json!({
                 "description": "One line per record, then the receipt line; an error line when the stream ends in error after it began",
+                "content": { "application/x-ndjson": { "schema": schema_ref("QueryLine") } },
+            }),
+            (Op::VerifyBatch, _) => json!({
+                "description": "One line per key, in the request's order: {\"i\": index, \"result\": \"matches\" | \"does_not_match\" | \"not_found\", \"fields\": {field: bool}}; then the receipt line",
                 "content": { "application/x-ndjson": { "schema": schema_ref("QueryLine") } },
             }),
             (Op::OpenApi, _) => json!({
