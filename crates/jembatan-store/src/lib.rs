@@ -11,6 +11,7 @@ mod checkpoints;
 pub mod migrate;
 mod query;
 mod registry;
+mod replicas;
 mod tiles;
 pub mod verify;
 
@@ -29,6 +30,7 @@ pub use query::EntryQuery;
 pub use registry::{
     RegistryDataset, StoredMapping, StoredSchemaVersion, UnknownVersionState, VersionState,
 };
+pub use replicas::{LeftOpen, ReplicaRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
