@@ -168,7 +168,8 @@ impl Store {
     /// by more than `grace` counts as gone). The count and the insert are
     /// one atomic step for every replica sharing the store: SQLite's write
     /// lock, or an advisory lock per consumer on PostgreSQL. Returns
-    /// whether it was opened.
+    /// whether it was opened. The commit does not wait for the disk: the
+    /// row is durable once the exchange's decision entry is.
     pub async fn open_exchange(
         &self,
         exchange_id: &str,
@@ -185,7 +186,7 @@ impl Store {
                 .bind(now())
                 .bind(to_i64(limit))
                 .bind(millis(grace))
-                .fetch_one(self.pool())
+                .fetch_one(self.light_pool())
                 .await?
                 .try_get(0)?;
             return Ok(opened);
@@ -208,7 +209,7 @@ impl Store {
             .bind(consumer)
             .bind(millis(grace))
             .bind(to_i64(limit))
-            .execute(self.pool())
+            .execute(self.light_pool())
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -217,7 +218,7 @@ impl Store {
     pub async fn close_exchange(&self, exchange_id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM open_exchanges WHERE exchange_id = $1")
             .bind(exchange_id)
-            .execute(self.pool())
+            .execute(self.light_pool())
             .await?;
         Ok(())
     }

@@ -18,7 +18,7 @@ async fn leases_and_gone_replicas(store: Store) {
         .await
         .unwrap();
     store
-        .register_replica("r2", "host-b/2", Duration::from_millis(50))
+        .register_replica("r2", "host-b/2", Duration::from_millis(600))
         .await
         .unwrap();
     assert!(store.renew_replica("r1", LEASE).await.unwrap());
@@ -49,8 +49,8 @@ async fn leases_and_gone_replicas(store: Store) {
     );
     assert!(store.left_open(10).await.unwrap().is_empty());
 
-    // r2's lease (50 ms) ends; one grace period later it is gone
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // r2's lease (600 ms) ends; one grace period later it is gone
+    tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(
         store
             .open_exchange("x3", "r1", "dinsos", 2, GRACE)
