@@ -16,8 +16,9 @@ use serde_json::Value;
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// Fast leases: a killed replica is found gone within about a second.
-const FAST: &str = "replica_heartbeat = \"200ms\"\nreplica_lease = \"1s\"";
+/// Fast leases: a killed replica is found gone within about two seconds,
+/// with room for a heartbeat held up on a busy machine.
+const FAST: &str = "replica_heartbeat = \"250ms\"\nreplica_lease = \"2s\"";
 
 /// The entries of exchanges (not agreement steps), by exchange id.
 fn by_exchange(entries: &[Value]) -> BTreeMap<String, Vec<&Value>> {

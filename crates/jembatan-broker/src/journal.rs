@@ -168,8 +168,12 @@ impl Journal {
         let written = self.write(facts, entry);
         tokio::spawn(async move {
             match written.await {
-                // the slot, dropped, forgets the ended exchange
-                Ok(Ok(stored)) => Ok(stored),
+                Ok(Ok(stored)) => {
+                    if let Some(open) = open {
+                        open.close().await;
+                    }
+                    Ok(stored)
+                }
                 Ok(Err(err)) => {
                     if let Some(open) = open {
                         open.orphan();

@@ -446,11 +446,27 @@ impl OpenSlot {
     pub(crate) fn orphan(mut self) {
         self.orphaned = true;
     }
+
+    /// Forgets the exchange, whose end is durable, before returning: its
+    /// agency's next exchange finds the slot free.
+    pub(crate) async fn close(mut self) {
+        let exchange_id = std::mem::take(&mut self.exchange_id);
+        if let Err(err) = self.replica.store.close_exchange(&exchange_id).await {
+            // tried again at the next heartbeat, which finds the exchange
+            // ended and only forgets it
+            tracing::warn!(exchange_id, error = %err, "cannot forget an ended exchange in the store");
+            self.replica.orphan(self.replica_id.clone(), exchange_id);
+        }
+    }
 }
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
         let exchange_id = std::mem::take(&mut self.exchange_id);
+        if exchange_id.is_empty() {
+            // closed already
+            return;
+        }
         if self.orphaned {
             tracing::warn!(
                 exchange_id,
