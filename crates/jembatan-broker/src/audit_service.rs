@@ -31,7 +31,7 @@ pub(crate) const DEFAULT_PAGE_SIZE: u32 = 100;
 pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
 
 const DECISIONS: [&str; 2] = ["allow", "deny"];
-const STATUSES: [&str; 7] = [
+const STATUSES: [&str; 8] = [
     "started",
     "denied",
     "invalid",
@@ -39,6 +39,7 @@ const STATUSES: [&str; 7] = [
     "failed",
     "cancelled",
     "stopped",
+    "abandoned",
 ];
 
 /// The gRPC `Audit` service; cheap to clone.

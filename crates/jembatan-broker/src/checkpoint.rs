@@ -13,7 +13,10 @@
 //! `checkpoint_every` entries or `checkpoint_interval`, whichever comes
 //! first, and once more at shutdown — only after checking that the stored
 //! tiles give the root it signs, so every signed tree can be proven from
-//! the tiles.
+//! the tiles. Of the replicas sharing a store only the holder of the
+//! checkpoint lease signs (`replica.rs`); the others follow the latest
+//! stored checkpoint for their receipts, and one of them takes the lease
+//! over once its holder is gone.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use jembatan_tlog::note::{Checkpoint, Signer, Verifier};
 use tokio::sync::{Mutex, watch};
 
 use crate::BrokerError;
+use crate::replica::{Lease, Replica};
 
 /// The tree as this broker knows it, and the key that signs it.
 #[derive(Debug)]
@@ -97,10 +101,22 @@ impl Checkpointer {
         })
     }
 
+    /// Follows the latest stored checkpoint (signed by another replica),
+    /// for the notes handed out with receipts.
+    pub(crate) async fn follow(&mut self) -> Result<(), BrokerError> {
+        if let Some(c) = self.store.latest_checkpoint().await?
+            && c.size > self.latest
+        {
+            self.latest = c.size;
+            self.note.send_replace(Some(c.note));
+        }
+        Ok(())
+    }
+
     /// Picks up new entries, writes their tiles and, if the tree grew past
     /// the latest stored checkpoint, signs and stores a checkpoint of its
-    /// size. Returns the size checkpointed, if any.
-    pub(crate) async fn checkpoint(&mut self) -> Result<Option<u64>, BrokerError> {
+    /// size while `lease` is held. Returns the size checkpointed, if any.
+    pub(crate) async fn checkpoint(&mut self, lease: &Lease) -> Result<Option<u64>, BrokerError> {
         let mut tiles = match self.tiles.take() {
             Some(tiles) => tiles,
             None => self.store.tile_builder().await?,
@@ -111,13 +127,8 @@ impl Checkpointer {
         let size = tiles.size();
         let root = tiles.root();
         self.tiles = Some(tiles);
-        if let Some(c) = self.store.latest_checkpoint().await?
-            && c.size > self.latest
-        {
-            // another replica signed a larger one
-            self.latest = c.size;
-            self.note.send_replace(Some(c.note));
-        }
+        // another replica may have signed a larger one
+        self.follow().await?;
         if size <= self.latest {
             return Ok(None);
         }
@@ -129,6 +140,11 @@ impl Checkpointer {
             return Err(failed(format!(
                 "the stored tiles do not give the tree's root at size {size}; run `jembatan audit verify`"
             )));
+        }
+        // the lease is checked last: only its holder signs, so no two
+        // replicas sign at once
+        if !lease.held() {
+            return Ok(None);
         }
         let note = Checkpoint::new(self.signer.name(), size, root)
             .sign(&self.signer)
@@ -158,12 +174,15 @@ impl Checkpointer {
     }
 }
 
-/// Signs checkpoints every `every` appended entries or `interval`.
+/// Signs checkpoints every `every` appended entries or `interval` while
+/// this replica holds the checkpoint lease, and otherwise follows those
+/// the holder signs.
 pub(crate) async fn run(
     checkpointer: Arc<Mutex<Checkpointer>>,
     every: u64,
     interval: Duration,
     mut appended: watch::Receiver<u64>,
+    replica: Arc<Replica>,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -181,7 +200,14 @@ pub(crate) async fn run(
                 }
             }
         }
-        if let Err(err) = checkpointer.lock().await.checkpoint().await {
+        let mut checkpointer = checkpointer.lock().await;
+        let done = if replica.checkpoint.held() {
+            checkpointer.checkpoint(&replica.checkpoint).await.map(drop)
+        } else {
+            checkpointer.follow().await
+        };
+        drop(checkpointer);
+        if let Err(err) = done {
             tracing::error!(error = %err, "checkpoint failed");
         }
         tick.reset();

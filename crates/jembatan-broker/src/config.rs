@@ -75,7 +75,9 @@ pub struct BrokerConfig {
     /// replica and for agreements whose window ended (`"1s"`).
     #[serde(default = "default_agreement_watch", with = "humantime_serde")]
     pub agreement_watch_interval: Duration,
-    /// Most exchanges one agency may have running at once on this broker.
+    /// Most exchanges one agency may have running at once, across every
+    /// broker replica sharing the store (counted in the store; exchanges
+    /// of a replica found gone stop counting).
     #[serde(default = "default_max_streams_per_agency")]
     pub max_streams_per_agency: usize,
     /// Most query streams one consumer agency may have open at once
@@ -94,6 +96,17 @@ pub struct BrokerConfig {
     /// checkpoint is signed and the process exits.
     #[serde(default = "default_drain_time", with = "humantime_serde")]
     pub drain_time: Duration,
+    /// How often this broker renews its replica lease in the store and
+    /// looks for replicas that are gone (`"2s"`).
+    #[serde(default = "default_replica_heartbeat", with = "humantime_serde")]
+    pub replica_heartbeat: Duration,
+    /// How long a replica lease lasts from each renewal (`"10s"`; at least
+    /// twice `replica_heartbeat`). A broker that cannot renew it in time
+    /// stops starting and ending exchanges; one whose lease has been over
+    /// for one more `replica_heartbeat` is gone, and a surviving replica
+    /// closes its open exchanges `abandoned`.
+    #[serde(default = "default_replica_lease", with = "humantime_serde")]
+    pub replica_lease: Duration,
     /// How often gRPC health checks that the audit log can be written
     /// (`jembatan.v1.Exchange` is NOT_SERVING while it cannot).
     #[serde(default = "default_health_interval", with = "humantime_serde")]
@@ -168,6 +181,20 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn default_max_streams_per_provider() -> usize {
     DEFAULT_MAX_STREAMS_PER_PROVIDER
+}
+
+/// How often a broker renews its replica lease, when the config does not
+/// say.
+pub const DEFAULT_REPLICA_HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long a replica lease lasts, when the config does not say.
+pub const DEFAULT_REPLICA_LEASE: Duration = Duration::from_secs(10);
+
+fn default_replica_heartbeat() -> Duration {
+    DEFAULT_REPLICA_HEARTBEAT
+}
+
+fn default_replica_lease() -> Duration {
+    DEFAULT_REPLICA_LEASE
 }
 
 fn default_health_interval() -> Duration {
@@ -364,6 +391,15 @@ impl BrokerConfig {
         if config.agreement_watch_interval.is_zero() {
             return Err(E::ZeroDuration("agreement_watch_interval"));
         }
+        if config.replica_heartbeat.is_zero() {
+            return Err(E::ZeroDuration("replica_heartbeat"));
+        }
+        if config.replica_lease < config.replica_heartbeat * 2 {
+            return Err(E::ReplicaLease {
+                lease: config.replica_lease,
+                heartbeat: config.replica_heartbeat,
+            });
+        }
         Ok(config)
     }
 }
@@ -414,4 +450,13 @@ pub enum ConfigError {
     AgreementPurpose { id: String, purpose: String },
     #[error("max_streams_per_provider must be between 1 and {MAX_STREAMS_PER_PROVIDER}; got {0}")]
     StreamsPerProvider(usize),
+    #[error(
+        "replica_lease ({}) must be at least twice replica_heartbeat ({}), so that one missed renewal does not end the lease",
+        humantime::format_duration(*lease),
+        humantime::format_duration(*heartbeat)
+    )]
+    ReplicaLease {
+        lease: Duration,
+        heartbeat: Duration,
+    },
 }

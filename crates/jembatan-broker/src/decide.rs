@@ -35,6 +35,7 @@ use crate::isolation::Held;
 use crate::policy::{self, Grant};
 use crate::registry::{Refusal, RegistryError};
 use crate::relay::{Allowed, KeyToVerify};
+use crate::replica::{NotOpened, OpenSlot};
 use crate::state::State;
 
 /// The parsed, validated request.
@@ -197,8 +198,9 @@ fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
 /// A request from an agency, parsed.
 struct Validated {
     consumer: AgencyId,
-    /// Its place among the agency's running exchanges.
-    slot: OwnedSemaphorePermit,
+    /// Its place among the agency's running exchanges, open in the store
+    /// (counted across replicas) until its end is durable.
+    slot: OpenSlot,
     parsed: Parsed,
 }
 
@@ -276,13 +278,20 @@ impl State {
             }
         };
         facts.consumer = Some(consumer.clone());
-        let Some(slot) = self.isolation.per_agency.try_take(&consumer) else {
-            self.learn_dataset(facts, &ask.dataset).await;
-            let err = format!(
-                "agency {consumer} has {} exchanges running on this broker: the limit max_streams_per_agency",
-                self.isolation.per_agency.limit
-            );
-            return Err(self.exhausted(facts, err).await);
+        let slot = match self.replica.open(&facts.exchange_id, &consumer).await {
+            Ok(slot) => slot,
+            Err(NotOpened::Store(err)) => return Err(ExchangeError::store(err).into()),
+            Err(NotOpened::Full(limit)) => {
+                self.learn_dataset(facts, &ask.dataset).await;
+                let err = ExchangeError::Exhausted(format!(
+                    "agency {consumer} has {limit} exchanges running on the brokers sharing this store: the limit max_streams_per_agency"
+                ));
+                return Err(self.refused(facts, err).await);
+            }
+            Err(NotOpened::LeaseLost) => {
+                self.learn_dataset(facts, &ask.dataset).await;
+                return Err(self.refused(facts, ExchangeError::LeaseLost).await);
+            }
         };
         let parsed = match parse(ask) {
             Ok(p) => p,
@@ -533,11 +542,11 @@ impl State {
                 match self.isolation.per_provider.try_take(&pair) {
                     Some(slot) => Some(slot),
                     None => {
-                        let err = format!(
+                        let err = ExchangeError::Exhausted(format!(
                             "agency {consumer} has {} query streams open against provider {} on this broker: the limit max_streams_per_provider",
                             self.isolation.per_provider.limit, pair.1
-                        );
-                        return Err(self.exhausted(facts, err).await);
+                        ));
+                        return Err(self.refused(facts, err).await);
                     }
                 }
             }
@@ -608,9 +617,9 @@ impl State {
         // a lookup's answer is one message, a batch's is computed whole:
         // the decision is written with it, in one entry, before it leaves
         let (decision_seq, end) = if parsed.by_key() {
-            (None, self.journal.defer(&facts))
+            (None, self.journal.defer(&facts, slot)?)
         } else {
-            let (seq, end) = self.journal.begin(&facts).await?;
+            let (seq, end) = self.journal.begin(&facts, slot).await?;
             (Some(seq), end)
         };
 
@@ -667,7 +676,6 @@ impl State {
             fetch,
             agreement: grant.agreement,
             held: Some(Held {
-                _agency: slot,
                 _provider: provider_slot,
             }),
             end,
@@ -781,11 +789,10 @@ impl State {
         Ok(None)
     }
 
-    /// Records a request refused for a limit of this broker (exchanges per
-    /// agency, streams per provider) and builds its `ResourceExhausted`
-    /// status.
-    async fn exhausted(&self, facts: &Facts, limit: String) -> Status {
-        let err = ExchangeError::Exhausted(limit);
+    /// Records a request refused before policy for a limit (exchanges per
+    /// agency, streams per provider) or because this replica's lease is
+    /// not current, and builds its status.
+    async fn refused(&self, facts: &Facts, err: ExchangeError) -> Status {
         let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
         e.error = Some(err.to_string());
         match self.journal.refused(facts, e).await {

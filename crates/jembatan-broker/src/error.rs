@@ -95,6 +95,13 @@ pub(crate) enum ExchangeError {
     KeyField,
     #[error("the exchange has ended already")]
     EndedTwice,
+    /// This replica's lease in the store is over (or it was found gone):
+    /// it starts and ends no exchange until it holds one again, and
+    /// another replica closes the exchanges it had open.
+    #[error(
+        "this broker replica's lease in the store is not current; retry, on another replica if there is one"
+    )]
+    LeaseLost,
     #[error("an allowed exchange without a consumer")]
     NoConsumer,
     #[error("consumer went away")]
@@ -147,6 +154,7 @@ impl ServiceError for ExchangeError {
             | E::AdapterIdentity { .. }
             | E::AdapterUnreachable { .. }
             | E::AdapterFailed { .. }
+            | E::LeaseLost
             | E::ShuttingDown => ErrorCode::Unavailable,
             E::AdapterRefused { code, .. } => *code,
             E::AdapterTimeout | E::AdapterDeadline { .. } => ErrorCode::DeadlineExceeded,

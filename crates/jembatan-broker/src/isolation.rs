@@ -1,8 +1,9 @@
 //! What keeps one consumer from holding the broker or a provider for
-//! everyone: the exchanges one agency may have running at once, the query
-//! streams one consumer agency may have open against one provider, and how
-//! long a stream may wait for its consumer to read before it is ended.
-//! (Connections to adapters are kept apart by consumer in `adapters.rs`.)
+//! everyone: the query streams one consumer agency may have open against
+//! one provider, and how long a stream may wait for its consumer to read
+//! before it is ended. (The exchanges one agency may have running across
+//! replicas are counted in the store, `replica.rs`; connections to
+//! adapters are kept apart by consumer in `adapters.rs`.)
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -15,8 +16,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The broker's isolation limits.
 #[derive(Debug)]
 pub(crate) struct Isolation {
-    /// Exchanges one agency may have running, by agency.
-    pub(crate) per_agency: Slots<AgencyId>,
     /// Query streams one consumer may have open against one provider, by
     /// consumer and provider.
     pub(crate) per_provider: Slots<(AgencyId, AgencyId)>,
@@ -25,24 +24,18 @@ pub(crate) struct Isolation {
 }
 
 impl Isolation {
-    pub(crate) fn new(
-        streams_per_agency: usize,
-        streams_per_provider: usize,
-        stall_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(streams_per_provider: usize, stall_timeout: Duration) -> Self {
         Self {
-            per_agency: Slots::new(streams_per_agency),
             per_provider: Slots::new(streams_per_provider),
             stall_timeout,
         }
     }
 }
 
-/// The slots one exchange holds: among its agency's running exchanges
-/// and, for a query, among its agency's streams against the provider.
+/// The slot a query holds among its agency's streams against the
+/// provider.
 #[derive(Debug)]
 pub(crate) struct Held {
-    pub(crate) _agency: OwnedSemaphorePermit,
     pub(crate) _provider: Option<OwnedSemaphorePermit>,
 }
 
@@ -89,7 +82,7 @@ mod tests {
 
     #[test]
     fn slots_are_per_consumer_and_provider_and_come_back() {
-        let limits = Isolation::new(64, 2, Duration::from_secs(30));
+        let limits = Isolation::new(2, Duration::from_secs(30));
         let (dinsos, dinkes, prov, other) = (
             agency("dinsos"),
             agency("dinkes"),

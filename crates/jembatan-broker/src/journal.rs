@@ -12,8 +12,15 @@
 //! An allowed lookup, whose answer is one message, gets its guard from
 //! [`Journal::defer`] without an entry yet, and its one `answered` entry —
 //! decision and completion together — at its end, in the same two ways.
+//!
+//! The guard holds the exchange open in the store (`replica.rs`) until
+//! its end is durable. An end
+//! is written only while the replica's lease is current; one that is not
+//! written (the log refused it, or the lease lapsed) leaves the exchange
+//! open, to be closed `abandoned` if its decision entry is on the log.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus, PayloadHasher};
 use jembatan_store::{AuditLog, StoredEntry};
@@ -22,6 +29,7 @@ use tonic::Status;
 
 use crate::error::ExchangeError;
 use crate::facts::Facts;
+use crate::replica::OpenSlot;
 
 /// Writes the entries of exchanges.
 #[derive(Debug, Clone)]
@@ -63,7 +71,14 @@ impl Journal {
     /// the guard of the exchange's end, once the entry is durable. If the
     /// handler is gone by then, the guard it would have received is
     /// dropped and writes the `cancelled` completion.
-    pub(crate) async fn begin(&self, facts: &Facts) -> Result<(u64, Unfinished), Status> {
+    pub(crate) async fn begin(
+        &self,
+        facts: &Facts,
+        open: OpenSlot,
+    ) -> Result<(u64, Unfinished), Status> {
+        if !open.holds() {
+            return Err(ExchangeError::LeaseLost.into());
+        }
         let entry = facts.entry(
             EntryKind::Decision,
             Decision::Allow,
@@ -81,6 +96,7 @@ impl Journal {
                         facts,
                         answered: false,
                         armed: AtomicBool::new(true),
+                        open: Mutex::new(Some(open)),
                     },
                 )),
                 Ok(Err(err)) => Err(ExchangeError::AuditRefused(Box::new(err))),
@@ -98,13 +114,17 @@ impl Journal {
 
     /// The guard of an allowed exchange answered whole (a lookup): no
     /// entry yet; its end is one `answered` entry holding the decision.
-    pub(crate) fn defer(&self, facts: &Facts) -> Unfinished {
-        Unfinished {
+    pub(crate) fn defer(&self, facts: &Facts, open: OpenSlot) -> Result<Unfinished, Status> {
+        if !open.holds() {
+            return Err(ExchangeError::LeaseLost.into());
+        }
+        Ok(Unfinished {
             journal: self.clone(),
             facts: facts.clone(),
             answered: true,
             armed: AtomicBool::new(true),
-        }
+            open: Mutex::new(Some(open)),
+        })
     }
 
     /// Writes an allowed exchange's end entry (made by
@@ -120,12 +140,54 @@ impl Journal {
             tracing::error!(exchange_id = %end.facts.exchange_id, "an exchange was to end twice");
             return Err(ExchangeError::EndedTwice.into());
         }
-        match self.write(&end.facts, entry).await {
+        let open = end.open_slot();
+        match self.write_end(&end.facts, open, entry).await {
             Ok(Ok(stored)) => Ok(stored),
-            Ok(Err(err)) => Err(ExchangeError::AuditNoReceipt(Box::new(err)).into()),
+            Ok(Err(err)) => Err(err.into()),
             // the completion task failed
             Err(err) => Err(ExchangeError::AuditNoReceipt(Box::new(err)).into()),
         }
+    }
+
+    /// Writes an exchange's end from a task of its own if the replica
+    /// that opened it may still write it; the exchange is then forgotten
+    /// in the store. An end not written leaves it open, to be closed
+    /// `abandoned`.
+    fn write_end(
+        &self,
+        facts: &Facts,
+        open: Option<OpenSlot>,
+        entry: AuditEntry,
+    ) -> tokio::task::JoinHandle<Result<StoredEntry, ExchangeError>> {
+        if open.as_ref().is_some_and(|o| !o.holds()) {
+            if let Some(open) = open {
+                open.orphan();
+            }
+            return tokio::spawn(async { Err(ExchangeError::LeaseLost) });
+        }
+        let written = self.write(facts, entry);
+        tokio::spawn(async move {
+            match written.await {
+                Ok(Ok(stored)) => {
+                    if let Some(open) = open {
+                        open.close().await;
+                    }
+                    Ok(stored)
+                }
+                Ok(Err(err)) => {
+                    if let Some(open) = open {
+                        open.orphan();
+                    }
+                    Err(ExchangeError::AuditNoReceipt(Box::new(err)))
+                }
+                Err(err) => {
+                    if let Some(open) = open {
+                        open.orphan();
+                    }
+                    Err(ExchangeError::AuditNoReceipt(Box::new(err)))
+                }
+            }
+        })
     }
 }
 
@@ -140,6 +202,8 @@ pub(crate) struct Unfinished {
     /// No decision entry was written: the end is an `answered` entry.
     answered: bool,
     armed: AtomicBool,
+    /// The exchange open in the store until its end is durable.
+    open: Mutex<Option<OpenSlot>>,
 }
 
 impl Unfinished {
@@ -159,6 +223,14 @@ impl Unfinished {
     /// then writes the completion.
     fn take(&self) -> bool {
         self.armed.swap(false, Ordering::AcqRel)
+    }
+
+    /// The exchange's open slot, taken out (once) to end it.
+    fn open_slot(&self) -> Option<OpenSlot> {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -182,7 +254,12 @@ impl Drop for Unfinished {
             );
             return;
         }
-        let written = self.journal.write(&self.facts, entry);
+        let open = self
+            .open
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let written = self.journal.write_end(&self.facts, open, entry);
         tokio::spawn(async move {
             match written.await {
                 Ok(Ok(_)) => {}

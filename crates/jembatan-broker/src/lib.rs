@@ -26,6 +26,7 @@ mod registry;
 mod registry_http;
 mod registry_service;
 mod relay;
+mod replica;
 mod server;
 mod state;
 mod telemetry;
@@ -86,6 +87,8 @@ pub struct Broker {
     audit_service: AuditService,
     /// The agreement watcher (expiry, changes made through other replicas).
     watcher: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    /// The replica's heartbeat (its lease, gone replicas' exchanges).
+    heartbeat: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
     /// How often the server's health checks the audit log.
     pub(crate) health_interval: std::time::Duration,
 }
@@ -143,11 +146,26 @@ impl Broker {
         let checkpoint_notes = checkpointer.notes();
         let checkpointer = Arc::new(Mutex::new(checkpointer));
         let audit = AuditLog::start(store.clone());
+        let replica = replica::Replica::start(
+            store.clone(),
+            audit.clone(),
+            replica::Timing {
+                heartbeat: config.replica_heartbeat,
+                lease: config.replica_lease,
+            },
+            config.max_streams_per_agency,
+        )
+        .await?;
+        // the first heartbeat at once: the leases are taken, and what gone
+        // replicas left open is closed, before the first checkpoint
+        replica.tick().await;
+        let heartbeat = tokio::spawn(replica::run(replica.clone()));
         let task = tokio::spawn(checkpoint::run(
             checkpointer.clone(),
             config.checkpoint_every,
             config.checkpoint_interval,
             audit.appended(),
+            replica.clone(),
         ));
         let adapters = adapters::AdapterPool::new(&config.tls, config.max_streams_per_provider)?;
         let audit_service = AuditService::new(store.clone(), verifier.clone());
@@ -169,10 +187,10 @@ impl Broker {
             members,
             lifecycle: lifecycle::Lifecycle::new(config.operator_approval, &config.purposes),
             isolation: isolation::Isolation::new(
-                config.max_streams_per_agency,
                 config.max_streams_per_provider,
                 config.stall_timeout,
             ),
+            replica,
             workers: admit::Workers::new(),
             acks: acks::Acks::default(),
             drain: drain::Drain::new(config.drain_time),
@@ -189,6 +207,7 @@ impl Broker {
         Ok(Broker {
             inner,
             watcher: Arc::new(std::sync::Mutex::new(Some(watcher))),
+            heartbeat: Arc::new(std::sync::Mutex::new(Some(heartbeat))),
             checkpoints: Arc::new(Checkpoints {
                 checkpointer,
                 task: std::sync::Mutex::new(Some(task)),
@@ -200,14 +219,22 @@ impl Broker {
     }
 
     /// Signs and stores a checkpoint of the log's current size if it grew
-    /// since the latest one; returns the size checkpointed, if any.
+    /// since the latest one and this replica holds the checkpoint lease
+    /// (taking it when nobody does); returns the size checkpointed, if
+    /// any. Without the lease it only follows the latest stored one.
     pub async fn checkpoint_now(&self) -> Result<Option<u64>, BrokerError> {
-        self.checkpoints
-            .checkpointer
-            .lock()
-            .await
-            .checkpoint()
-            .await
+        let replica = &self.inner.replica;
+        let mut checkpointer = self.checkpoints.checkpointer.lock().await;
+        if replica.take_checkpoint_lease().await {
+            checkpointer.checkpoint(&replica.checkpoint).await
+        } else {
+            checkpointer.follow().await.map(|()| None)
+        }
+    }
+
+    /// This broker's replica id in the store.
+    pub fn replica_id(&self) -> String {
+        self.inner.replica.id().to_string()
     }
 
     /// The key that verifies this broker's checkpoints.
@@ -229,6 +256,12 @@ impl Broker {
             task.abort();
         }
         let result = self.checkpoint_now().await;
+        if let Ok(mut task) = self.heartbeat.lock()
+            && let Some(task) = task.take()
+        {
+            task.abort();
+        }
+        self.inner.replica.retire().await;
         self.inner.store.close().await;
         result.map(|_| ())
     }

@@ -20,6 +20,7 @@ use crate::journal::Journal;
 use crate::lifecycle::Lifecycle;
 use crate::members::Members;
 use crate::registry::Registry;
+use crate::replica::Replica;
 
 /// The broker's shared state.
 #[derive(Debug)]
@@ -39,9 +40,11 @@ pub(crate) struct State {
     /// The agencies registered with this broker; only they act.
     pub(crate) members: Members,
     pub(crate) lifecycle: Lifecycle,
-    /// Exchanges per agency, query streams per consumer and provider, and
-    /// the stall timeout.
+    /// Query streams per consumer and provider, and the stall timeout.
     pub(crate) isolation: Isolation,
+    /// This broker as a replica: its lease, and the exchanges it has open
+    /// under `max_streams_per_agency`, counted across replicas.
+    pub(crate) replica: Arc<Replica>,
     /// Threads that check and translate the records of running queries.
     pub(crate) workers: Workers,
     /// Receipts on their way back to the providers' adapters.

@@ -734,16 +734,18 @@ async fn masked_fields_are_masked_and_verified_values_never_leave() {
 }
 
 #[tokio::test]
-async fn an_agency_runs_at_most_its_share_of_streams_at_once() {
+async fn an_agency_runs_at_most_its_share_of_streams_at_once_across_replicas() {
     let f = Federation::start(30_000).await;
     let config = f.broker_config(
         "max_streams_per_agency = 2",
         &agreement_toml("many-1", "dinsos", r#"["nik", "nama"]"#, "approved", ""),
     );
+    // two replicas on one store: the limit counts both
     let b = f.broker(&config).await;
+    let other = f.broker(&config).await;
     // a connection each: held streams fill their connection's window
     let mut one = b.exchange(&f, "dinsos").await;
-    let mut two = b.exchange(&f, "dinsos").await;
+    let mut two = other.exchange(&f, "dinsos").await;
     let (first, _) = start_stream(&mut one).await;
     let (second, _) = start_stream(&mut two).await;
     let mut ex = b.exchange(&f, "dinsos").await;

@@ -74,7 +74,7 @@ pub(crate) enum AuditCommand {
         /// `allow` or `deny`.
         #[arg(long, value_parser = ["allow", "deny"])]
         decision: Option<String>,
-        #[arg(long, value_parser = ["started", "denied", "invalid", "ok", "failed", "cancelled", "stopped"])]
+        #[arg(long, value_parser = ["started", "denied", "invalid", "ok", "failed", "cancelled", "stopped", "abandoned"])]
         status: Option<String>,
         /// Entries at or after this time (RFC 3339 or YYYY-MM-DD).
         #[arg(long, value_parser = instant)]

@@ -1,5 +1,6 @@
 //! A broker killed in the middle of an exchange leaves a log that still
-//! verifies and shows the exchange as started but never completed.
+//! verifies and shows the exchange as started but never completed, until
+//! the broker restarted closes it `abandoned`.
 
 mod support;
 
@@ -45,7 +46,8 @@ async fn wait_for(port: u16) {
 }
 
 #[tokio::test]
-async fn broker_killed_mid_stream_leaves_a_verifiable_log_with_the_exchange_unfinished() {
+async fn broker_killed_mid_stream_leaves_a_verifiable_log_and_its_restart_closes_the_exchange_abandoned()
+ {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
     let out = jembatan()
@@ -58,6 +60,15 @@ async fn broker_killed_mid_stream_leaves_a_verifiable_log_with_the_exchange_unfi
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // fast leases: the restarted broker finds its predecessor gone at once
+    let config = dir.join("broker.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("replica_heartbeat = \"200ms\"\nreplica_lease = \"1s\"\n{text}"),
+    )
+    .unwrap();
 
     let _adapter = spawn(&dir, &["adapter", "--config", "adapter-disdukcapil.toml"]);
     let mut broker = spawn(&dir, &["broker", "--config", "broker.toml"]);
@@ -112,6 +123,49 @@ async fn broker_killed_mid_stream_leaves_a_verifiable_log_with_the_exchange_unfi
         }
     }
 
+    verify(&dir);
+    let entries = export(&dir);
+    let last = &entries.last().unwrap()["entry"];
+    assert_eq!(last["kind"], "decision");
+    assert_eq!(last["status"], "started");
+    assert_eq!(last["consumer"], "dinsos");
+    let id = last["exchange_id"].as_str().unwrap().to_owned();
+    let ends = |entries: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        entries
+            .iter()
+            .filter(|e| e["entry"]["exchange_id"] == id && e["entry"]["kind"] == "completion")
+            .map(|e| e["entry"].clone())
+            .collect()
+    };
+    assert!(
+        ends(&entries).is_empty(),
+        "the killed exchange shows as unfinished"
+    );
+
+    // restarted, the broker closes what its killed process left open
+    let _restarted = spawn(&dir, &["broker", "--config", "broker.toml"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let end = loop {
+        let found = ends(&export(&dir));
+        if let Some(end) = found.first() {
+            assert_eq!(found.len(), 1, "one end: {found:?}");
+            break end.clone();
+        }
+        assert!(Instant::now() < deadline, "the exchange was never closed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(end["status"], "abandoned");
+    assert_eq!(end["rows"], 0);
+    assert_eq!(end["consumer"], "dinsos");
+    assert!(
+        end["error"].as_str().unwrap().contains("found gone"),
+        "{end}"
+    );
+    verify(&dir);
+}
+
+/// `jembatan audit verify` passes on the kept demo's store.
+fn verify(dir: &Path) {
     let out = jembatan()
         .args(["audit", "verify", "--store"])
         .arg(dir.join("broker.db"))
@@ -126,27 +180,20 @@ async fn broker_killed_mid_stream_leaves_a_verifiable_log_with_the_exchange_unfi
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
 
+/// Every entry of the kept demo's log, as `audit export` writes them.
+fn export(dir: &Path) -> Vec<serde_json::Value> {
     let out = jembatan()
         .args(["audit", "export", "--format", "jsonl", "--store"])
         .arg(dir.join("broker.db"))
         .output()
         .unwrap();
     assert!(out.status.success());
-    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let last = &entries.last().unwrap()["entry"];
-    assert_eq!(last["kind"], "decision");
-    assert_eq!(last["status"], "started");
-    assert_eq!(last["consumer"], "dinsos");
-    let id = last["exchange_id"].as_str().unwrap();
-    let completions = entries
-        .iter()
-        .filter(|e| e["entry"]["exchange_id"] == id && e["entry"]["kind"] == "completion")
-        .count();
-    assert_eq!(completions, 0, "the killed exchange shows as unfinished");
+        .collect()
 }
 
 #[tokio::test]

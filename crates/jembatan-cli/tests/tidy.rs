@@ -26,8 +26,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The `.rs` files of every crate's `src`, `tests` and `benches`, and of
-/// the fuzz targets.
+/// The `.rs` files of every crate's `src`, `tests` and `benches`, of the
+/// fuzz targets and of the end-to-end tests.
 fn workspace_rust_files() -> Vec<PathBuf> {
     let root = workspace_root();
     let mut files = Vec::new();
@@ -38,6 +38,8 @@ fn workspace_rust_files() -> Vec<PathBuf> {
         }
     }
     rust_files(&root.join("fuzz/fuzz_targets"), &mut files);
+    // the end-to-end tests of the built binary
+    rust_files(&root.join("tests"), &mut files);
     files.sort();
     assert!(files.len() > 100, "found only {} files", files.len());
     files

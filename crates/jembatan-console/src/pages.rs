@@ -656,7 +656,7 @@ pub(crate) async fn exchanges(
             first_link => (!filter.page.is_empty()).then(|| format!("/exchanges?{}", filter.query_string(""))),
             export_query => export,
             decisions => ["allow", "deny"],
-            statuses => ["started", "denied", "invalid", "ok", "failed", "cancelled", "stopped"],
+            statuses => ["started", "denied", "invalid", "ok", "failed", "cancelled", "stopped", "abandoned"],
         },
     )
 }

@@ -75,7 +75,8 @@ impl Decision {
 #[serde(rename_all = "snake_case")]
 pub enum ExchangeStatus {
     /// Allowed; records may follow. A decision entry with no completion
-    /// entry is an exchange that never finished (the broker died).
+    /// entry is an exchange still running, or one whose broker died and
+    /// that no replica has closed `abandoned` yet.
     Started,
     /// Refused by policy.
     Denied,
@@ -91,6 +92,12 @@ pub enum ExchangeStatus {
     /// (revoked or expired) or its quota ran out while records flowed;
     /// the entry's reasons say which.
     Stopped,
+    /// Closed by another broker replica (or by the broker restarted)
+    /// after the replica running the exchange was found gone — its lease
+    /// ran out — or could not write the end itself. What reached the
+    /// consumer is not known: rows and bytes are 0 and there is no
+    /// payload hash; the entry's error names the replica.
+    Abandoned,
 }
 
 impl ExchangeStatus {
@@ -103,6 +110,7 @@ impl ExchangeStatus {
             ExchangeStatus::Failed => "failed",
             ExchangeStatus::Cancelled => "cancelled",
             ExchangeStatus::Stopped => "stopped",
+            ExchangeStatus::Abandoned => "abandoned",
         }
     }
 }

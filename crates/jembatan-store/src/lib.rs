@@ -11,6 +11,7 @@ mod checkpoints;
 pub mod migrate;
 mod query;
 mod registry;
+mod replicas;
 mod tiles;
 pub mod verify;
 
@@ -29,6 +30,7 @@ pub use query::EntryQuery;
 pub use registry::{
     RegistryDataset, StoredMapping, StoredSchemaVersion, UnknownVersionState, VersionState,
 };
+pub use replicas::{LeftOpen, ReplicaRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -85,6 +87,12 @@ pub struct Dataset {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// A small pool whose commits do not wait for the disk, for the
+    /// bookkeeping of running exchanges (`replicas.rs`). What it writes
+    /// becomes durable with the next durable commit on the same database
+    /// (both write one sequential log: SQLite's WAL, PostgreSQL's WAL), so
+    /// an exchange's open row is durable once its decision entry is.
+    light: AnyPool,
     backend: Backend,
     /// The SQLite database file, for readers that bypass the pool.
     sqlite_file: Option<std::sync::Arc<std::path::Path>>,
@@ -194,6 +202,29 @@ impl Store {
             Backend::Sqlite => url,
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        let light = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 2 } else { 4 })
+            .min_connections(0)
+            .test_before_acquire(backend != Backend::Sqlite)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    match backend {
+                        Backend::Sqlite => {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            // no fsync at commit: the next FULL commit on
+                            // the WAL makes these writes durable with it
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                        }
+                        Backend::Postgres => {
+                            conn.execute("SET synchronous_commit = off").await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options.clone());
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
             // A SQLite connection is a handle on a local file: it cannot go
@@ -232,6 +263,7 @@ impl Store {
         };
         Ok(Store {
             pool,
+            light,
             backend,
             sqlite_file,
             pg_reader,
@@ -287,6 +319,12 @@ impl Store {
         self.backend
     }
 
+    /// The pool for the bookkeeping of running exchanges, whose commits
+    /// do not wait for the disk (see the field).
+    pub(crate) fn light_pool(&self) -> &AnyPool {
+        &self.light
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -303,6 +341,7 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.light.close().await;
         if let Some(reader) = &self.pg_reader {
             reader.close().await;
         }

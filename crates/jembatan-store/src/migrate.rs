@@ -68,7 +68,7 @@ use Kind::{Bytes, Int, OptText, Text};
 /// Every table the store's migrations create, in an order that satisfies
 /// their foreign keys. A store holding a table or column not named here
 /// is refused rather than copied in part.
-const TABLES: [Table; 12] = [
+const TABLES: [Table; 15] = [
     Table {
         name: "agencies",
         columns: &[
@@ -191,6 +191,34 @@ const TABLES: [Table; 12] = [
         name: "audit_tiles",
         columns: &[("level", Int), ("idx", Int), ("hashes", Bytes)],
         key: &["level", "idx"],
+    },
+    // a stopped broker's open exchanges are carried over, so that a
+    // broker on the new store closes them `abandoned`
+    Table {
+        name: "replicas",
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("started_at", Text),
+            ("lease_until", Int),
+            ("gone_at", OptText),
+        ],
+        key: &["id"],
+    },
+    Table {
+        name: "open_exchanges",
+        columns: &[
+            ("exchange_id", Text),
+            ("replica", Text),
+            ("consumer", Text),
+            ("opened_at", Text),
+        ],
+        key: &["exchange_id"],
+    },
+    Table {
+        name: "leases",
+        columns: &[("name", Text), ("holder", Text), ("until_ms", Int)],
+        key: &["name"],
     },
 ];
 

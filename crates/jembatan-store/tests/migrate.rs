@@ -125,6 +125,23 @@ async fn sqlite_store(dir: &std::path::Path, entries: usize) -> (String, Store, 
                 .unwrap()
         );
     }
+    // a broker killed with an exchange open, holding a lease
+    store
+        .register_replica("r1", "host/1", std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .open_exchange("x-open", "r1", "dinsos", 8, std::time::Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .take_lease("checkpoint", "r1", std::time::Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
     let log = AuditLog::start(store.clone());
     append(&log, 0, entries / 2).await;
     checkpoint(&store, (entries / 2) as u64).await;

@@ -1,0 +1,221 @@
+//! Replicas sharing a store: leases, the stream limit counted across
+//! replicas, gone replicas and what they left open, on SQLite and, when
+//! `JEMBATAN_TEST_POSTGRES_URL` is set, PostgreSQL.
+
+use std::time::Duration;
+
+use jembatan_store::{LeftOpen, Store};
+
+const LEASE: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_millis(100);
+
+/// A replica's lease is renewed until it is found gone; its open
+/// exchanges then stop counting and are listed as left open; a clean
+/// retirement removes a replica with nothing open.
+async fn leases_and_gone_replicas(store: Store) {
+    store
+        .register_replica("r1", "host-a/1", LEASE)
+        .await
+        .unwrap();
+    store
+        .register_replica("r2", "host-b/2", Duration::from_millis(600))
+        .await
+        .unwrap();
+    assert!(store.renew_replica("r1", LEASE).await.unwrap());
+    assert!(!store.renew_replica("nobody", LEASE).await.unwrap());
+
+    // the limit counts both replicas' exchanges of one consumer
+    for (x, replica) in [("x1", "r1"), ("x2", "r2")] {
+        assert!(
+            store
+                .open_exchange(x, replica, "dinsos", 2, GRACE)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .open_exchange("x3", "r1", "dinsos", 2, GRACE)
+            .await
+            .unwrap(),
+        "the third exchange of dinsos is over the limit of 2"
+    );
+    assert!(
+        store
+            .open_exchange("x4", "r1", "dinkes", 2, GRACE)
+            .await
+            .unwrap(),
+        "another agency counts apart"
+    );
+    assert!(store.left_open(10).await.unwrap().is_empty());
+
+    // r2's lease (600 ms) ends; one grace period later it is gone
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        store
+            .open_exchange("x3", "r1", "dinsos", 2, GRACE)
+            .await
+            .unwrap(),
+        "a replica whose lease is over by more than the grace no longer counts"
+    );
+    assert_eq!(
+        store.mark_gone_replicas(GRACE).await.unwrap(),
+        vec!["r2".to_owned()]
+    );
+    assert!(store.mark_gone_replicas(GRACE).await.unwrap().is_empty());
+    assert!(
+        !store.renew_replica("r2", LEASE).await.unwrap(),
+        "a gone replica cannot renew"
+    );
+    assert_eq!(
+        store.left_open(10).await.unwrap(),
+        vec![LeftOpen {
+            exchange_id: "x2".into(),
+            replica: "r2".into()
+        }]
+    );
+    let listed = store.replicas().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let r2 = listed.iter().find(|r| r.id == "r2").unwrap();
+    assert!(r2.gone_at.is_some() && r2.lease_left_ms < 0 && r2.open == 1);
+    let r1 = listed.iter().find(|r| r.id == "r1").unwrap();
+    assert!(r1.gone_at.is_none() && r1.lease_left_ms > 0 && r1.open == 3);
+    assert_eq!(r1.name, "host-a/1");
+
+    // a gone replica is forgotten once nothing it opened is left
+    assert_eq!(store.forget_gone_replicas().await.unwrap(), 0);
+    store.close_exchange("x2").await.unwrap();
+    assert_eq!(store.forget_gone_replicas().await.unwrap(), 1);
+    assert!(store.left_open(10).await.unwrap().is_empty());
+
+    // retiring with exchanges open keeps the row (its lease runs out);
+    // with none it goes
+    assert_eq!(
+        store.open_exchanges_of("r1").await.unwrap(),
+        vec!["x1".to_owned(), "x4".to_owned(), "x3".to_owned()],
+        "oldest first"
+    );
+    store.retire_replica("r1").await.unwrap();
+    assert_eq!(store.replicas().await.unwrap().len(), 1);
+    for x in ["x1", "x3", "x4"] {
+        store.close_exchange(x).await.unwrap();
+    }
+    store.retire_replica("r1").await.unwrap();
+    assert!(store.replicas().await.unwrap().is_empty());
+}
+
+/// A lease has one holder at a time, renewed by it, taken over only once
+/// it is over, and given up on release.
+async fn one_holder_per_lease(store: Store) {
+    let short = Duration::from_millis(150);
+    assert!(store.take_lease("checkpoint", "r1", short).await.unwrap());
+    assert!(!store.take_lease("checkpoint", "r2", LEASE).await.unwrap());
+    assert!(store.take_lease("checkpoint", "r1", short).await.unwrap());
+    assert!(
+        store.take_lease("sweep", "r2", LEASE).await.unwrap(),
+        "leases are apart by name"
+    );
+    let (holder, left) = store.lease("checkpoint").await.unwrap().unwrap();
+    assert_eq!(holder, "r1");
+    assert!(left > 0 && left <= 150, "{left}");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        store.take_lease("checkpoint", "r2", LEASE).await.unwrap(),
+        "taken over once over"
+    );
+    assert!(!store.take_lease("checkpoint", "r1", short).await.unwrap());
+    store.release_lease("checkpoint", "r1").await.unwrap();
+    assert_eq!(store.lease("checkpoint").await.unwrap().unwrap().0, "r2");
+    store.release_lease("checkpoint", "r2").await.unwrap();
+    assert!(store.lease("checkpoint").await.unwrap().is_none());
+    assert!(store.take_lease("checkpoint", "r1", LEASE).await.unwrap());
+}
+
+/// Many replicas opening exchanges of one agency at once never pass the
+/// limit between them.
+async fn the_limit_holds_under_concurrent_opens(stores: Vec<Store>) {
+    let limit = 5;
+    for (i, store) in stores.iter().enumerate() {
+        store
+            .register_replica(&format!("c{i}"), "host", LEASE)
+            .await
+            .unwrap();
+    }
+    let mut opens = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let store = stores[n % stores.len()].clone();
+        let replica = format!("c{}", n % stores.len());
+        opens.spawn(async move {
+            store
+                .open_exchange(&format!("y{n}"), &replica, "dinsos", limit, GRACE)
+                .await
+                .unwrap()
+        });
+    }
+    let mut opened = 0;
+    while let Some(done) = opens.join_next().await {
+        opened += u64::from(done.unwrap());
+    }
+    assert_eq!(opened, limit, "exactly the limit was opened");
+    let open: usize = {
+        let mut n = 0;
+        for i in 0..stores.len() {
+            n += stores[0]
+                .open_exchanges_of(&format!("c{i}"))
+                .await
+                .unwrap()
+                .len();
+        }
+        n
+    };
+    assert_eq!(open as u64, limit);
+}
+
+#[tokio::test]
+async fn sqlite_replicas_leases_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let store = Store::connect(path.to_str().unwrap()).await.unwrap();
+    leases_and_gone_replicas(store.clone()).await;
+    one_holder_per_lease(store.clone()).await;
+    // two handles on one file, as two brokers on one machine
+    let other = Store::connect(path.to_str().unwrap()).await.unwrap();
+    the_limit_holds_under_concurrent_opens(vec![store, other]).await;
+}
+
+#[tokio::test]
+async fn postgres_replicas_leases_and_limits() {
+    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+        return;
+    };
+    let admin = Store::admin_pool(&url).await.unwrap();
+    let name = format!("jembatan_replicas_{}", std::process::id());
+    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let db_url = format!("{base}/{name}");
+    let store = Store::connect(&db_url).await.unwrap();
+    leases_and_gone_replicas(store.clone()).await;
+    one_holder_per_lease(store.clone()).await;
+    // three replicas, each with its own pool
+    let mut stores = vec![store];
+    for _ in 0..2 {
+        stores.push(Store::connect(&db_url).await.unwrap());
+    }
+    the_limit_holds_under_concurrent_opens(stores.clone()).await;
+    for store in stores {
+        store.close().await;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(drop_db))
+        .execute(&admin)
+        .await
+        .unwrap();
+}

@@ -1,0 +1,526 @@
+//! Support for the end-to-end tests: the built `jembatan` binary run as
+//! separate processes — a provider's adapter and several broker replicas
+//! on one PostgreSQL store, on loopback ports, with certificates from
+//! `jembatan pki` — and gRPC clients holding agency certificates.
+//!
+//! The binary is the one cargo built beside the test executable
+//! (`target/<profile>/jembatan`): `cargo test --workspace` builds it;
+//! alone, run `cargo build -p jembatan-cli` first.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use jembatan_pki::TlsFiles;
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::exchange_client::ExchangeClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// The `jembatan` binary cargo built for this profile.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> -> target/<profile>/jembatan
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable sits in target/<profile>/deps");
+    let bin = profile.join(format!("jembatan{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build -p jembatan-cli` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `jembatan` command run in `dir`.
+pub fn jembatan(dir: &Path) -> Command {
+    let mut command = Command::new(binary());
+    command.current_dir(dir);
+    command
+}
+
+/// Runs a `jembatan` command in `dir` and returns its output, failing the
+/// test with its words when it fails.
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    let out = jembatan(dir).args(args).output().expect("jembatan runs");
+    assert!(
+        out.status.success(),
+        "jembatan {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A child process, killed when dropped however the test ends; its
+/// standard error goes to a log file in the test's directory.
+pub struct Process {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = jembatan(dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("jembatan starts");
+        Process { child, log }
+    }
+
+    /// Kills the process with SIGKILL: no shutdown runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it, at most 60 s.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "{} exited {status}", self.log.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not stop within 60 s", self.log.display());
+    }
+
+    /// What the process wrote to standard error so far.
+    pub fn logged(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits until something accepts connections on `port`.
+pub async fn wait_for_port(port: u16, what: &Process) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port}: {}",
+            what.logged()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A PostgreSQL database of its own for one test, dropped by
+/// [`Postgres::drop_database`].
+pub struct Postgres {
+    admin: sqlx::PgPool,
+    name: String,
+    /// The database's URL.
+    pub url: String,
+}
+
+impl Postgres {
+    /// A fresh database named after `test`; `None`, after printing why,
+    /// when `JEMBATAN_TEST_POSTGRES_URL` is not set.
+    pub async fn fresh(test: &str) -> Option<Postgres> {
+        let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+            println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+            return None;
+        };
+        let admin = sqlx::PgPool::connect(&url).await.expect("PostgreSQL");
+        let name = format!("jembatan_e2e_{test}_{}", std::process::id());
+        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&admin)
+            .await
+            .expect("drop");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create");
+        let (base, _) = url.rsplit_once('/').expect("a database URL");
+        let url = format!("{base}/{name}");
+        Some(Postgres { admin, name, url })
+    }
+
+    pub async fn drop_database(self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&self.admin)
+            .await
+            .expect("drop");
+    }
+}
+
+/// The `nik` of resident `i`.
+pub fn nik(i: usize) -> String {
+    format!("15070{i:011}")
+}
+
+/// A provider (`prov`, its table `penduduk` behind a real adapter), two
+/// consumer agencies (`dinsos`, `dinkes`) and broker replicas on one
+/// PostgreSQL store, each a process of its own.
+pub struct Cluster {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub store: String,
+    pub adapter: Process,
+    /// The replicas; `None` once stopped.
+    pub brokers: Vec<Option<Process>>,
+    pub ports: Vec<u16>,
+}
+
+impl Cluster {
+    /// Certificates, the provider's database of `rows` residents, its
+    /// adapter, and `replicas` brokers on `store` with `settings` (TOML
+    /// keys) and `tables` (`[[agreements]]`) in their config.
+    pub async fn start(
+        store: &str,
+        rows: usize,
+        replicas: usize,
+        settings: &str,
+        tables: &str,
+    ) -> Cluster {
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let dir = tmp.path().to_owned();
+        run(&dir, &["pki", "init", "--dir", "certs"]);
+        for args in [
+            &[
+                "--role",
+                "broker",
+                "--host",
+                "localhost",
+                "--host",
+                "127.0.0.1",
+            ][..],
+            &[
+                "--role",
+                "adapter",
+                "--agency",
+                "prov",
+                "--host",
+                "localhost",
+            ],
+            &["--role", "agency", "--agency", "prov"],
+            &["--role", "agency", "--agency", "dinsos"],
+            &["--role", "agency", "--agency", "dinkes"],
+        ] {
+            let mut all = vec!["pki", "issue", "--dir", "certs"];
+            all.extend_from_slice(args);
+            run(&dir, &all);
+        }
+        provider_database(&dir.join("prov.db"), rows).await;
+        let adapter_port = free_port();
+        std::fs::write(
+            dir.join("adapter.toml"),
+            format!(
+                r#"version = 1
+agency = "prov"
+database = "sqlite://{database}"
+listen = "127.0.0.1:{adapter_port}"
+receipt_log = "receipts.jsonl"
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/adapter-prov.pem"
+key = "certs/adapter-prov-key.pem"
+[[datasets]]
+name = "penduduk"
+table = "penduduk"
+key = "nik"
+columns = ["nik", "nama", "kecamatan"]
+"#,
+                database = dir.join("prov.db").display()
+            ),
+        )
+        .expect("adapter config");
+        let adapter = Process::spawn(&dir, "adapter", &["adapter", "--config", "adapter.toml"]);
+        wait_for_port(adapter_port, &adapter).await;
+
+        let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+        for (i, port) in ports.iter().enumerate() {
+            std::fs::write(
+                dir.join(format!("broker-{i}.toml")),
+                broker_toml(store, *port, adapter_port, settings, tables),
+            )
+            .expect("broker config");
+        }
+        // the replicas share keys made once, before any starts
+        run(
+            &dir,
+            &["broker", "--config", "broker-0.toml", "--create-keys"],
+        );
+        let mut brokers = Vec::new();
+        for i in 0..replicas {
+            let config = format!("broker-{i}.toml");
+            brokers.push(Process::spawn(
+                &dir,
+                &format!("broker-{i}"),
+                &["broker", "--config", &config],
+            ));
+        }
+        for (broker, port) in brokers.iter().zip(&ports) {
+            wait_for_port(*port, broker).await;
+        }
+        Cluster {
+            _tmp: tmp,
+            dir,
+            store: store.to_owned(),
+            adapter,
+            brokers: brokers.into_iter().map(Some).collect(),
+            ports,
+        }
+    }
+
+    /// The certificate files of `who` (`dinsos`, `dinkes`, `prov`).
+    pub fn agency(&self, who: &str) -> TlsFiles {
+        let certs = self.dir.join("certs");
+        TlsFiles {
+            ca: certs.join("ca.pem"),
+            cert: certs.join(format!("agency-{who}.pem")),
+            key: certs.join(format!("agency-{who}-key.pem")),
+            crl: None,
+        }
+    }
+
+    /// A connection to replica `i` as agency `who`, with small HTTP/2
+    /// windows so that a stream left unread holds the broker back.
+    pub async fn exchange(&self, i: usize, who: &str) -> ExchangeClient<Channel> {
+        let channel = Endpoint::from_shared(format!("https://localhost:{}", self.ports[i]))
+            .expect("endpoint")
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .tls_config(self.agency(who).client_config("localhost").expect("TLS"))
+            .expect("TLS config")
+            .connect()
+            .await
+            .expect("connected");
+        ExchangeClient::new(channel)
+    }
+
+    /// Kills replica `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut broker) = self.brokers[i].take() {
+            broker.kill();
+        }
+    }
+
+    /// Stops every replica still running with SIGTERM (each signs its
+    /// last checkpoint as it stops).
+    pub fn stop(&mut self) {
+        for broker in self.brokers.iter_mut() {
+            if let Some(mut broker) = broker.take() {
+                broker.terminate();
+            }
+        }
+    }
+
+    /// What the running replicas logged.
+    pub fn logged(&self) -> String {
+        self.brokers
+            .iter()
+            .flatten()
+            .map(Process::logged)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every entry of the log, as `jembatan audit export` writes them.
+    pub fn export(&self) -> Vec<serde_json::Value> {
+        let out = run(
+            &self.dir,
+            &[
+                "audit",
+                "export",
+                "--format",
+                "jsonl",
+                "--store",
+                &self.store,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an exported entry"))
+            .collect()
+    }
+
+    /// `jembatan audit verify` on the store: its exit code and words.
+    pub fn verify(&self) -> (Option<i32>, String) {
+        let out = jembatan(&self.dir)
+            .args(["audit", "verify", "--store", &self.store, "--public-key"])
+            .arg(self.dir.join("checkpoint.key.pub"))
+            .output()
+            .expect("jembatan runs");
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+fn broker_toml(store: &str, port: u16, adapter_port: u16, settings: &str, tables: &str) -> String {
+    format!(
+        r#"version = 1
+listen = "127.0.0.1:{port}"
+store = "{store}"
+audit_key = "audit.key"
+checkpoint_key = "checkpoint.key"
+agreement_watch_interval = "200ms"
+{settings}
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/broker.pem"
+key = "certs/broker-key.pem"
+[[agencies]]
+id = "prov"
+name = "Provider"
+adapter = "https://localhost:{adapter_port}"
+[[agencies]]
+id = "dinsos"
+name = "Dinas Sosial"
+[[agencies]]
+id = "dinkes"
+name = "Dinas Kesehatan"
+[[datasets]]
+id = "prov.penduduk"
+key = "nik"
+[[purposes]]
+id = "bansos"
+legal_basis = "Permensos 3/2021"
+{tables}
+"#
+    )
+}
+
+/// An approved `[[agreements]]` table for `consumer` on `prov.penduduk`
+/// with `extra` TOML (a quota).
+pub fn agreement(id: &str, consumer: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[agreements]]
+id = "{id}"
+provider = "prov"
+consumer = "{consumer}"
+dataset = "prov.penduduk"
+fields = ["nik", "nama", "kecamatan"]
+purpose = "bansos"
+valid_from = "2020-01-01"
+status = "approved"
+{extra}
+"#
+    )
+}
+
+async fn provider_database(path: &Path, rows: usize) {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("SQLite");
+    sqlx::query(
+        "CREATE TABLE penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL, kecamatan TEXT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .expect("table");
+    let mut tx = pool.begin().await.expect("transaction");
+    for i in 0..rows {
+        let kecamatan = if i % 3 == 0 { "15.07.01" } else { "15.07.02" };
+        sqlx::query("INSERT INTO penduduk VALUES (?, ?, ?)")
+            .bind(nik(i))
+            .bind(format!("WARGA {i}"))
+            .bind(kecamatan)
+            .execute(&mut *tx)
+            .await
+            .expect("row");
+    }
+    tx.commit().await.expect("commit");
+    pool.close().await;
+}
+
+/// A query of `prov.penduduk` for the bansos purpose.
+pub fn query(limit: u64) -> pb::QueryRequest {
+    pb::QueryRequest {
+        dataset: "prov.penduduk".into(),
+        purpose: "bansos".into(),
+        fields: vec!["nik".into(), "nama".into()],
+        limit,
+        ..Default::default()
+    }
+}
+
+/// A lookup of resident `i`.
+pub fn lookup(i: usize) -> pb::LookupRequest {
+    pb::LookupRequest {
+        dataset: "prov.penduduk".into(),
+        purpose: "bansos".into(),
+        fields: vec!["nama".into()],
+        key: Some(pb::Scalar {
+            kind: Some(pb::scalar::Kind::StringValue(nik(i))),
+        }),
+        ..Default::default()
+    }
+}
+
+/// How a query stream went, as its consumer saw it.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub records: usize,
+    pub receipt: Option<pb::Receipt>,
+    pub end: Option<tonic::Status>,
+}
+
+/// Reads a query stream to its end.
+pub async fn read_stream(stream: &mut tonic::Streaming<pb::QueryResponse>, seen: &mut Seen) {
+    loop {
+        match stream.message().await {
+            Ok(Some(message)) => match message.item {
+                Some(pb::query_response::Item::Batch(batch)) => {
+                    seen.records += batch.records.len();
+                }
+                Some(pb::query_response::Item::Receipt(receipt)) => seen.receipt = Some(receipt),
+                None => {}
+            },
+            Ok(None) => return,
+            Err(status) => {
+                if seen.receipt.is_none() {
+                    seen.receipt = jembatan_proto::trailers::receipt(status.metadata());
+                }
+                seen.end = Some(status);
+                return;
+            }
+        }
+    }
+}
+
+/// Runs a whole query.
+pub async fn run_query(client: &mut ExchangeClient<Channel>, request: pb::QueryRequest) -> Seen {
+    let mut seen = Seen::default();
+    match client.query(request).await {
+        Ok(response) => read_stream(&mut response.into_inner(), &mut seen).await,
+        Err(status) => seen.end = Some(status),
+    }
+    seen
+}
