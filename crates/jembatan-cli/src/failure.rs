@@ -6,6 +6,7 @@
 
 use std::process::ExitCode;
 
+#[derive(Debug)]
 pub(crate) enum Failure {
     /// The answer is "no" (exit 1).
     Refused(anyhow::Error),

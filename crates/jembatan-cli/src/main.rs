@@ -9,6 +9,7 @@ mod query;
 mod schema;
 mod store;
 mod telemetry;
+mod verify;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -94,6 +95,16 @@ enum Command {
     Lookup {
         #[command(flatten)]
         args: query::LookupArgs,
+        #[command(flatten)]
+        connection: schema::Connection,
+    },
+    /// Verify a list of keys against a dataset (consumer): CSV in — a key
+    /// column and the values to check — CSV out, one answer per key
+    /// (matches, does_not_match, not_found), up to 10,000 keys a call,
+    /// every receipt checked; exit 3 when denied.
+    Verify {
+        #[command(flatten)]
+        args: verify::VerifyArgs,
         #[command(flatten)]
         connection: schema::Connection,
     },
@@ -379,6 +390,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Query { args, connection } => return Ok(query::run_query(args, &connection).await),
         Command::Lookup { args, connection } => {
             return Ok(query::run_lookup(args, &connection).await);
+        }
+        Command::Verify { args, connection } => {
+            return Ok(verify::run(args, &connection).await);
         }
         Command::Demo(args) => demo(args).await,
         Command::Health { args, connection } => return Ok(health::run(args, &connection).await),

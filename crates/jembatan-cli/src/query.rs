@@ -117,7 +117,7 @@ fn target_schema(target: Option<String>) -> Result<String, Failure> {
 
 /// Why a `--key` or `--verify` value is refused before the call.
 #[derive(Debug, thiserror::Error)]
-enum BadValue {
+pub(crate) enum BadValue {
     #[error("{0:?} is not an integer")]
     NotInt(String),
     #[error("{0:?} is not a number")]
@@ -131,7 +131,7 @@ enum BadValue {
 
 /// A `--key` or `--verify` value: a string unless typed with a prefix;
 /// checked against the same limits as every value the broker takes.
-fn scalar(text: &str) -> Result<pb::Scalar, BadValue> {
+pub(crate) fn scalar(text: &str) -> Result<pb::Scalar, BadValue> {
     let value = if let Some(v) = text.strip_prefix("int:") {
         Scalar::Int(v.parse().map_err(|_| BadValue::NotInt(v.to_owned()))?)
     } else if let Some(v) = text.strip_prefix("float:") {
@@ -408,7 +408,7 @@ fn human_bytes(n: u64) -> String {
 
 /// A refused call: a denial (exit 3) is shown with every reason from the
 /// `jembatan-denial-bin` trailer; anything else as [`call_failed`].
-fn refused(status: tonic::Status) -> Failure {
+pub(crate) fn refused(status: tonic::Status) -> Failure {
     let details = jembatan_proto::trailers::denial_details(status.metadata());
     match details {
         Some(details) => Failure::Denied(anyhow!("{}", denial_text(&details))),
@@ -437,7 +437,7 @@ fn denial_text(details: &pb::DenialDetails) -> String {
     text
 }
 
-fn print_receipt(out: &mut dyn Write, r: &pb::Receipt) -> std::io::Result<()> {
+pub(crate) fn print_receipt(out: &mut dyn Write, r: &pb::Receipt) -> std::io::Result<()> {
     let completed = crate::agreement::time_text(&r.completed_at).unwrap_or_default();
     writeln!(out, "receipt verified")?;
     writeln!(out, "  exchange      {}", r.exchange_id)?;

@@ -551,3 +551,101 @@ fn create_keys(demo: &Demo, dir: &Path) {
     let again: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
     assert_eq!(again, contents, "a second run must keep the keys");
 }
+
+#[test]
+fn a_list_of_keys_is_verified_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let residents = dir.path().join("residents.jsonl");
+    let (code, out, err) = demo.run(
+        "agency-dpmptsp",
+        &[
+            "query",
+            "--dataset",
+            DATASET,
+            "--purpose",
+            LICENCE,
+            "--field",
+            "nik,nama_lengkap",
+            "--limit",
+            "25",
+            "--output",
+            residents.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let residents: Vec<serde_json::Value> = std::fs::read_to_string(&residents)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // the office's list: 20 names as registered, 5 misspelt, 2 unknown
+    // keys, and one resident twice
+    let mut list = String::from("nik,nama_lengkap\n");
+    let mut want = Vec::new();
+    for (i, r) in residents.iter().enumerate() {
+        let nik = r["nik"].as_str().unwrap();
+        let name = r["nama_lengkap"].as_str().unwrap();
+        if i < 20 {
+            list.push_str(&format!("{nik},\"{name}\"\n"));
+            want.push(format!("{nik},matches,true"));
+        } else {
+            list.push_str(&format!("{nik},\"{name}X\"\n"));
+            want.push(format!("{nik},does_not_match,false"));
+        }
+    }
+    for nik in ["1507999999990001", "1507999999990002"] {
+        list.push_str(&format!("{nik},SIAPA\n"));
+        want.push(format!("{nik},not_found,"));
+    }
+    let first = residents[0]["nik"].as_str().unwrap();
+    list.push_str(&format!(
+        "{first},\"{}\"\n",
+        residents[0]["nama_lengkap"].as_str().unwrap()
+    ));
+    want.push(format!("{first},matches,true"));
+    let input = dir.path().join("list.csv");
+    std::fs::write(&input, &list).unwrap();
+    let answers = dir.path().join("answers.csv");
+    let verify = |who: &str, input: &Path| {
+        demo.run(
+            who,
+            &[
+                "verify",
+                "--dataset",
+                DATASET,
+                "--purpose",
+                LICENCE,
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                answers.to_str().unwrap(),
+                "--batch",
+                "10",
+            ],
+        )
+    };
+    let (code, out, err) = verify("agency-dpmptsp", &input);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        err.contains("28 keys verified in 3 calls: 21 match, 5 do not match, 2 not found"),
+        "{err}"
+    );
+    assert_eq!(err.matches("receipt verified").count(), 3, "{err}");
+    let text = std::fs::read_to_string(&answers).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("nik,result,nama_lengkap"));
+    assert_eq!(lines.collect::<Vec<_>>(), want);
+    assert!(!dir.path().join("answers.csv.partial").exists());
+
+    // an agency whose agreement expired is denied, with the reason
+    let (code, out, err) = verify("agency-diskominfo", &input);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("denied"), "{err}");
+    // a line without anything to verify is refused before any call
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "nik,nama_lengkap\n1507000000000001,\n").unwrap();
+    let (code, _, err) = verify("agency-dpmptsp", &bad);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("input line 2: no value to verify"), "{err}");
+}
