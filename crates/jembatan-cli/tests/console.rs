@@ -392,15 +392,16 @@ fn the_console_on_a_running_broker() {
         r.body
     );
 
-    // the broker does not yet write an auditor's reads to the log (see
-    // docs/console.md): reading the log leaves it as it was
-    let count = |web: &mut Client| {
+    // every page view that reads the log is itself on the log: an
+    // audit_read entry naming the console's auditor certificate
+    let log = |web: &mut Client| -> Vec<serde_json::Value> {
         web.get("/exchanges/export?format=jsonl")
             .body
             .lines()
-            .count()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     };
-    let before = count(&mut web);
+    let before = log(&mut web).len();
     for path in [
         "/",
         "/exchanges",
@@ -409,10 +410,38 @@ fn the_console_on_a_running_broker() {
     ] {
         assert_eq!(web.get(path).status, 200, "{path}");
     }
-    assert_eq!(
-        count(&mut web),
-        before,
-        "the broker now logs audit reads: say so in docs/console.md and here"
+    let after = log(&mut web);
+    let reads: Vec<&serde_json::Value> = after[before..].iter().map(|e| &e["entry"]).collect();
+    assert!(reads.len() >= 5, "{reads:?}");
+    for read in &reads {
+        assert_eq!(read["kind"], "audit_read", "{read}");
+        assert_eq!(read["caller"], "auditor", "{read}");
+    }
+    let operations: Vec<&str> = reads
+        .iter()
+        .map(|r| r["operation"].as_str().unwrap())
+        .collect();
+    assert!(
+        operations.contains(&"audit.query_entries"),
+        "{operations:?}"
+    );
+    assert!(
+        operations.contains(&"audit.inclusion_proof"),
+        "{operations:?}"
+    );
+    // the look at the NIK's history is on the log by its keyed hash
+    let looked = after
+        .iter()
+        .find(|e| e["entry"]["operation"] == "audit.subject_lookup")
+        .expect("the who-accessed page is on the log");
+    assert_eq!(looked["entry"]["subject_hash"].as_str().unwrap().len(), 64);
+    // and an entry page tells a read in words
+    let read_seq = after[before]["seq"].as_u64().unwrap();
+    let r = web.get(&format!("/entries/{read_seq}"));
+    assert!(
+        r.body.contains("read") && r.body.contains("entries of the audit log"),
+        "{}",
+        r.body
     );
 
     // verify the whole log through the Audit service: it holds; then one
