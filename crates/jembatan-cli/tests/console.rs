@@ -314,9 +314,19 @@ fn the_console_on_a_running_broker() {
         "{}",
         r.body
     );
+    assert!(
+        r.body.contains("disdukcapil.penduduk@1") && r.body.contains("dinsos.warga@1"),
+        "the mappings between schemas are listed: {}",
+        r.body
+    );
     let r = web.get("/registry/disdukcapil.penduduk");
     assert_eq!(r.status, 200);
     assert!(r.body.contains("sha256:"));
+    assert!(
+        r.body.contains("<ul class=\"mappings\">") && r.body.contains("&quot;target&quot;"),
+        "the dataset's mapping with its document: {}",
+        r.body
+    );
     let narrowed = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"nik":{"type":"integer"}},"required":["nik"]}"#;
     let r = web.post(
         "/registry/disdukcapil.penduduk/check",
@@ -347,6 +357,11 @@ fn the_console_on_a_running_broker() {
     assert!(
         !r.body.contains("id=\"approve\""),
         "no approve button for an auditor"
+    );
+    assert!(
+        r.body.contains("id=\"quota-use\""),
+        "the quota used, as the broker counts it: {}",
+        r.body
     );
     let r = web.post(
         "/agreements/pks-uji-konsol/approve",

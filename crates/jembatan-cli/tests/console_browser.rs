@@ -267,6 +267,15 @@ fn the_console_in_a_headless_chromium() {
         "the overview",
     );
     b.check_accessibility("overview");
+    // the latest signed checkpoint with its age
+    let signed =
+        b.js("return document.querySelector('#checkpoint-age time').getAttribute('datetime')");
+    assert!(
+        signed
+            .as_str()
+            .is_some_and(|t| t.starts_with("20") && t.ends_with('Z')),
+        "the checkpoint's signing time: {signed}"
+    );
     b.screenshot("02-overview");
     let weight = b.js(
         r#"const nav = performance.getEntriesByType("navigation")[0];
@@ -401,6 +410,18 @@ fn the_console_in_a_headless_chromium() {
     );
     b.check_accessibility("dataset");
     b.screenshot("06b-registry-dataset");
+    // the mappings reading or producing its records, each document shown
+    b.click("ul.mappings summary");
+    assert!(
+        b.text("ul.mappings").contains("dinsos.warga@"),
+        "{}",
+        b.text("ul.mappings")
+    );
+    b.wait_for(
+        "return document.querySelector('ul.mappings details').open",
+        "the mapping document",
+    );
+    b.screenshot("06c-registry-mapping");
 
     // switch the language
     let before = b.js("return document.documentElement.lang");
@@ -420,6 +441,15 @@ fn the_console_in_a_headless_chromium() {
         "return location.pathname === '/'",
         "the operator's overview",
     );
+    // the auditor sees an agreement's quota use and its history
+    b.go(&format!("{base}/agreements"));
+    b.check_accessibility("agreements (auditor)");
+    b.click("a[href='/agreements/pks-uji-peramban']");
+    b.wait_for(
+        "return document.querySelector('#quota-use')",
+        "the quota use",
+    );
+    b.screenshot("07a-agreement-quota");
     b.go(&format!("{op_base}/agreements"));
     b.check_accessibility("agreements");
     b.screenshot("08-agreements");
@@ -471,6 +501,7 @@ fn the_console_in_a_headless_chromium() {
         ("/who".to_owned(), "who"),
         ("/agreements".to_owned(), "agreements"),
         ("/agreements/pks-uji-peramban".to_owned(), "agreement"),
+        ("/registry/disdukcapil.penduduk".to_owned(), "dataset"),
     ] {
         b.go(&format!("{base}{path}"));
         b.wait_for(

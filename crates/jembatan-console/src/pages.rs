@@ -509,6 +509,21 @@ fn form_time(text: &str) -> Option<DateTime<Utc>> {
         .or_else(|| jembatan_core::agreement::parse_instant(&format!("{text}:00Z")).ok())
 }
 
+fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+/// How long ago, in the reader's words: seconds, minutes, hours or days.
+fn age_words(lang: Lang, age: ChronoDuration) -> String {
+    let s = age.num_seconds().max(0);
+    match s {
+        0..120 => fill(lang, "age_seconds", &[("n", &s.to_string())]),
+        120..7200 => fill(lang, "age_minutes", &[("n", &(s / 60).to_string())]),
+        7200..172_800 => fill(lang, "age_hours", &[("n", &(s / 3600).to_string())]),
+        _ => fill(lang, "age_days", &[("n", &(s / 86_400).to_string())]),
+    }
+}
+
 fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
@@ -1152,6 +1167,14 @@ pub(crate) async fn overview(AxumState(state): AxumState<Shared>, ctx: Ctx) -> R
         .await
         .ok()
         .map(|r| r.into_inner());
+    let signed_at = checkpoint
+        .as_ref()
+        .and_then(|c| c.signed_at.as_ref())
+        .and_then(from_timestamp);
+    let next_due = checkpoint
+        .as_ref()
+        .and_then(|c| c.next_due.as_ref())
+        .and_then(from_timestamp);
     let uncovered = match (&checkpoint, last_seq) {
         (Some(c), Some(last)) => (last + 1).saturating_sub(c.size),
         (None, Some(last)) => last + 1,
@@ -1175,6 +1198,10 @@ pub(crate) async fn overview(AxumState(state): AxumState<Shared>, ctx: Ctx) -> R
             pairs => counts(pairs, 10),
             checkpoint_size => checkpoint.as_ref().map(|c| c.size),
             checkpoint_note => checkpoint.as_ref().map(|c| c.note.clone()),
+            checkpoint_signed => signed_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            checkpoint_age => signed_at.map(|t| age_words(ctx.lang, now - t)),
+            checkpoint_next => next_due.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            checkpoint_every => checkpoint.as_ref().map(|c| c.next_after_entries),
             uncovered => uncovered,
             truncated => truncated,
             read => entries.len(),
@@ -1370,6 +1397,8 @@ pub(crate) async fn agreement(
         "agreements",
         context! {
             a => view,
+            used_rows => found.quota_use.as_ref().map(|u| u.rows_today),
+            used_requests => found.quota_use.as_ref().map(|u| u.requests_this_minute),
             history => history,
             done => done,
             can_approve => state.role() == Role::Operator && status_name(found.status) == "provider_approved",
@@ -1487,6 +1516,17 @@ mod tests {
         assert_eq!(t.timestamp_millis(), 0x01a2_46c1_0b5d);
         assert!(uuid7_time("not-a-uuid").is_none());
         assert!(uuid7_time("01a246c1-0b5d-42fb-9c30-a902df4a8e03").is_none());
+    }
+
+    #[test]
+    fn ages_are_told_in_the_readers_unit() {
+        let age = |s: i64| age_words(Lang::En, ChronoDuration::seconds(s));
+        assert_eq!(age(-3), "0 seconds");
+        assert_eq!(age(119), "119 seconds");
+        assert_eq!(age(120), "2 minutes");
+        assert_eq!(age(7200), "2 hours");
+        assert_eq!(age(172_800), "2 days");
+        assert_eq!(age_words(Lang::Id, ChronoDuration::seconds(61)), "61 detik");
     }
 
     #[test]
