@@ -733,6 +733,25 @@ pub(crate) fn agreement_to_proto(
         }),
         status: status as i32,
         terms_sha256: a.terms_sha256(),
+        quota_use: None,
+    }
+}
+
+impl State {
+    /// How much of agreement `id`'s quota is used in the windows `now`
+    /// falls in, as exchanges take it.
+    async fn quota_use(&self, id: &str, now: DateTime<Utc>) -> Result<pb::QuotaUse, Status> {
+        use jembatan_store::QuotaKind;
+        let used = |kind: QuotaKind| async move {
+            self.store
+                .quota_used(id, kind, &kind.window(now))
+                .await
+                .map_err(store_unavailable)
+        };
+        Ok(pb::QuotaUse {
+            rows_today: used(QuotaKind::RowsPerDay).await?,
+            requests_this_minute: used(QuotaKind::RequestsPerMinute).await?,
+        })
     }
 }
 
@@ -843,7 +862,12 @@ impl agreements_server::Agreements for AgreementsService {
         match found {
             // another agency's agreement reads as absent: its existence is
             // not the caller's to know
-            Some(a) if may_read(&by, &a) => Ok(Response::new(agreement_to_proto(&a, Utc::now()))),
+            Some(a) if may_read(&by, &a) => {
+                let now = Utc::now();
+                let mut found = agreement_to_proto(&a, now);
+                found.quota_use = Some(self.state.quota_use(&a.id, now).await?);
+                Ok(Response::new(found))
+            }
             _ => Err(AgreementError::NotVisible {
                 id: jembatan_core::ids::truncate(&id, 128).to_owned(),
                 by,

@@ -11,18 +11,33 @@
 //! inclusion proof for the entry as stored, a consistency proof between
 //! the two signed roots — so a tile or entry changed after the fact is
 //! refused (`DataLoss`), never served.
+//!
+//! Reading the log is itself on the log: every call that returns entries
+//! or proves one (`QueryEntries`, `SubjectLookup`, `InclusionProof`), and
+//! every refused attempt at one, appends an `audit_read` entry naming the
+//! caller's certificate, the call and its terms (a subject only by the
+//! keyed hash it was asked with), and what was returned (entries counted
+//! and hashed as an exchange's records are). The entry is durable before
+//! the answer is sent; when it cannot be written the read is refused
+//! (`Unavailable`). Checkpoints and consistency proofs name no entry and
+//! are not logged.
 
 use std::borrow::Cow;
+use std::time::Instant;
 
-use jembatan_core::{AgencyId, DatasetId, ErrorCode, InvalidArgument, Role, ServiceError};
+use jembatan_core::{
+    AgencyId, AuditEntry, DatasetId, Decision, Denial, DenialCode, EntryKind, ErrorCode,
+    ExchangeStatus, Identity, InvalidArgument, Role, ServiceError,
+};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::audit_server::Audit;
-use jembatan_store::{EntryQuery, RawEntry, Store, StoredCheckpoint};
+use jembatan_store::{AuditLog, EntryQuery, RawEntry, Store, StoredCheckpoint};
 use jembatan_tlog::merkle::tile::{
     ProveFromTiles, TileError, needed_for_consistency, needed_for_inclusion,
 };
 use jembatan_tlog::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 use jembatan_tlog::note::{Checkpoint, Verifier};
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 /// Entries per page when the request does not say.
@@ -46,9 +61,13 @@ const STATUSES: [&str; 8] = [
 #[derive(Debug, Clone)]
 pub struct AuditService {
     store: Store,
+    /// Where each read of the log is recorded before it is answered.
+    audit: AuditLog,
     /// The checkpoint key's verifier: proofs are checked against the root
     /// the note signs.
     verifier: Verifier,
+    /// When the next checkpoint is due, as `LatestCheckpoint` tells.
+    schedule: Schedule,
 }
 
 /// Why an `Audit` call fails, other than a request field.
@@ -68,12 +87,16 @@ pub(crate) enum AuditError {
     ProofTask(tokio::task::JoinError),
     #[error("the tree's tiles do not cover the checkpoint at size {0} yet")]
     TilesBehind(u64),
+    #[error("the audit log cannot be written; the read is refused: {0}")]
+    Unrecorded(jembatan_store::StoreError),
 }
 
 impl ServiceError for AuditError {
     fn code(&self) -> ErrorCode {
         match self {
-            AuditError::Store(_) | AuditError::TilesBehind(_) => ErrorCode::Unavailable,
+            AuditError::Store(_) | AuditError::TilesBehind(_) | AuditError::Unrecorded(_) => {
+                ErrorCode::Unavailable
+            }
             AuditError::Mismatch(_) => ErrorCode::DataLoss,
             AuditError::NotAuditor(_) => ErrorCode::PermissionDenied,
             AuditError::NoCheckpoint => ErrorCode::NotFound,
@@ -85,6 +108,9 @@ impl ServiceError for AuditError {
         match self {
             AuditError::Store(_) => Cow::Borrowed("the broker store is unavailable"),
             AuditError::ProofTask(_) => Cow::Borrowed("the proof could not be made"),
+            AuditError::Unrecorded(_) => {
+                Cow::Borrowed("the audit log cannot be written; the read is refused")
+            }
             other => Cow::Owned(other.to_string()),
         }
     }
@@ -110,13 +136,171 @@ fn invalid(field: &str, message: impl Into<String>) -> Status {
 }
 
 /// Refuses every certificate but an auditor's.
-fn authorize<T>(request: &Request<T>) -> Result<(), Status> {
-    let identity = jembatan_pki::peer_identity(request)?;
+fn authorize(identity: &Result<Identity, Status>) -> Result<(), Status> {
+    let identity = identity.as_ref().map_err(Clone::clone)?;
     if identity.role != Role::Auditor {
         return Err(AuditError::NotAuditor(identity.role).into());
     }
     tracing::debug!(%identity, "audit service call");
     Ok(())
+}
+
+/// Longest error text an `audit_read` entry keeps.
+const MAX_ERROR_BYTES: usize = 512;
+
+/// A call that reads the log, as its `audit_read` entry records it.
+struct Read {
+    started: Instant,
+    /// The caller as its certificate names it (`auditor:inspektorat`).
+    caller: String,
+    /// `audit.query_entries`, `audit.subject_lookup`, `audit.inclusion_proof`.
+    operation: &'static str,
+    /// The call's terms: its filters, page, or the index proved.
+    terms: serde_json::Map<String, serde_json::Value>,
+    /// The keyed hash a subject lookup asked for, once it is one.
+    subject_hash: Option<String>,
+    /// Entries per page asked for.
+    limit: Option<u64>,
+}
+
+impl Read {
+    fn new(operation: &'static str, identity: &Result<Identity, Status>) -> Read {
+        Read {
+            started: Instant::now(),
+            caller: match identity {
+                Ok(identity) => identity.to_string(),
+                Err(_) => "unauthenticated".to_owned(),
+            },
+            operation,
+            terms: serde_json::Map::new(),
+            subject_hash: None,
+            limit: None,
+        }
+    }
+
+    /// Adds a term when it is set (not empty, not zero).
+    fn term(&mut self, name: &str, value: impl Into<serde_json::Value>) {
+        let value = value.into();
+        let unset = match &value {
+            serde_json::Value::String(s) => s.is_empty(),
+            serde_json::Value::Number(n) => n.as_u64() == Some(0),
+            serde_json::Value::Null => true,
+            _ => false,
+        };
+        if !unset {
+            self.terms.insert(name.to_owned(), value);
+        }
+    }
+
+    /// The entry of this read: what it returned, or why it was refused.
+    fn entry(self, outcome: Result<&Served, &Status>) -> AuditEntry {
+        let (decision, status, reasons, error) = match outcome {
+            Ok(_) => (Decision::Allow, ExchangeStatus::Ok, Vec::new(), None),
+            Err(refused) => {
+                let error = Some(
+                    jembatan_core::ids::truncate(refused.message(), MAX_ERROR_BYTES).to_owned(),
+                );
+                match refused.code() {
+                    tonic::Code::PermissionDenied => (
+                        Decision::Deny,
+                        ExchangeStatus::Denied,
+                        vec![Denial::new(DenialCode::RoleNotAllowed, refused.message())],
+                        None,
+                    ),
+                    tonic::Code::Unauthenticated => {
+                        (Decision::Deny, ExchangeStatus::Denied, Vec::new(), error)
+                    }
+                    tonic::Code::InvalidArgument => {
+                        (Decision::Deny, ExchangeStatus::Invalid, Vec::new(), error)
+                    }
+                    _ => (Decision::Allow, ExchangeStatus::Failed, Vec::new(), error),
+                }
+            }
+        };
+        let served = outcome.ok();
+        AuditEntry {
+            v: jembatan_core::audit::ENTRY_FORMAT_VERSION,
+            kind: EntryKind::AuditRead,
+            exchange_id: uuid::Uuid::now_v7().to_string(),
+            time: jembatan_core::agreement::format_instant(&chrono::Utc::now()),
+            operation: self.operation.to_owned(),
+            caller: self.caller,
+            consumer: None,
+            provider: None,
+            dataset: None,
+            purpose: None,
+            fields: Vec::new(),
+            filter: (!self.terms.is_empty()).then_some(serde_json::Value::Object(self.terms)),
+            subject_hash: self.subject_hash,
+            subjects: Vec::new(),
+            unregistered_purpose: None,
+            limit: self.limit,
+            agreement_id: None,
+            agreement_terms_sha256: None,
+            translation: None,
+            decision,
+            reasons,
+            status,
+            rows: served.map_or(0, |s| s.rows),
+            bytes: served.map_or(0, |s| s.bytes),
+            payload_sha256: served.and_then(|s| s.sha256.clone()),
+            received: None,
+            duration_ms: Some(
+                u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ),
+            error,
+            trace_id: None,
+            change: None,
+        }
+    }
+}
+
+/// What a read returned: the entries' count, bytes and payload hash
+/// (SHA-256 of each entry's canonical bytes followed by a newline, the
+/// rule of an exchange's records). A proof returns no entry.
+#[derive(Debug, Default)]
+struct Served {
+    rows: u64,
+    bytes: u64,
+    sha256: Option<String>,
+}
+
+impl Served {
+    fn entries(entries: &[pb::AuditEntry]) -> Served {
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        for e in entries {
+            hasher.update(&e.canonical);
+            hasher.update(b"\n");
+            bytes += e.canonical.len() as u64;
+        }
+        Served {
+            rows: entries.len() as u64,
+            bytes,
+            sha256: Some(hex::encode(hasher.finalize())),
+        }
+    }
+}
+
+/// A request time as a term of a read's entry.
+fn time_term(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
+    match t {
+        None => serde_json::Value::Null,
+        Some(t) => u32::try_from(t.nanos)
+            .ok()
+            .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
+            .map_or_else(
+                || format!("{}s{}ns", t.seconds, t.nanos).into(),
+                |t| jembatan_core::agreement::format_instant(&t).into(),
+            ),
+    }
+}
+
+/// Longest text term a read's entry keeps.
+const MAX_TERM_BYTES: usize = 256;
+
+fn text_term(s: &str) -> serde_json::Value {
+    jembatan_core::ids::truncate(s, MAX_TERM_BYTES).into()
 }
 
 fn page_size(requested: u32) -> Result<u64, Status> {
@@ -232,25 +416,94 @@ fn subject_query(req: pb::SubjectLookupRequest) -> Result<(EntryQuery, u64), Sta
     Ok((query, page_size(req.page_size)?))
 }
 
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
 fn checkpoint_to_proto(c: &StoredCheckpoint) -> Result<pb::Checkpoint, Status> {
     let root_hash = hex::decode(&c.root_hash).map_err(|_| mismatch(c.size))?;
     Ok(pb::Checkpoint {
         note: c.note.clone(),
         size: c.size,
         root_hash,
+        signed_at: jembatan_core::agreement::parse_instant(&c.created_at)
+            .ok()
+            .map(timestamp),
+        next_due: None,
+        next_after_entries: 0,
     })
+}
+
+/// When the broker signs checkpoints: after `every` new entries, and every
+/// `interval` when the log has grown.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    pub(crate) every: u64,
+    pub(crate) interval: std::time::Duration,
+}
+
+impl Schedule {
+    /// The latest time the next checkpoint after one signed at
+    /// `signed_at` is due, seen at `now`: an interval after it, or, when
+    /// that has passed (the log did not grow, or the broker restarted),
+    /// an interval from now.
+    fn next_due(
+        self,
+        signed_at: Option<chrono::DateTime<chrono::Utc>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        let interval = chrono::Duration::from_std(self.interval).unwrap_or(chrono::Duration::MAX);
+        match signed_at.and_then(|t| t.checked_add_signed(interval)) {
+            Some(due) if due >= now => due,
+            _ => now.checked_add_signed(interval).unwrap_or(now),
+        }
+    }
 }
 
 type EntryStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::AuditEntry, Status>>>;
 
+fn stream(entries: Vec<pb::AuditEntry>) -> EntryStream {
+    tokio_stream::iter(entries.into_iter().map(Ok).collect::<Vec<_>>())
+}
+
 impl AuditService {
-    pub(crate) fn new(store: Store, verifier: Verifier) -> Self {
-        Self { store, verifier }
+    pub(crate) fn new(
+        store: Store,
+        audit: AuditLog,
+        verifier: Verifier,
+        schedule: Schedule,
+    ) -> Self {
+        Self {
+            store,
+            audit,
+            verifier,
+            schedule,
+        }
+    }
+
+    /// Writes the entry of `read` (what it returned, or why it was
+    /// refused) and waits until it is durable; only then may the answer,
+    /// or the refusal, go out. A log that cannot be written refuses the
+    /// read.
+    async fn recorded<T>(
+        &self,
+        read: Read,
+        outcome: Result<(T, Served), Status>,
+    ) -> Result<T, Status> {
+        let entry = read.entry(outcome.as_ref().map(|(_, served)| served));
+        if let Err(err) = self.audit.append(entry).await {
+            tracing::error!(error = %err, "an audit read could not be recorded; refused");
+            return Err(AuditError::Unrecorded(err).into());
+        }
+        outcome.map(|(answer, _)| answer)
     }
 
     /// One page of matching entries, the last carrying the next page's
     /// token when more match.
-    async fn page(&self, query: EntryQuery, size: u64) -> Result<EntryStream, Status> {
+    async fn page(&self, query: EntryQuery, size: u64) -> Result<Vec<pb::AuditEntry>, Status> {
         let mut rows: Vec<RawEntry> = self
             .store
             .query_entries(&query, size + 1)
@@ -261,21 +514,30 @@ impl AuditService {
         } else {
             None
         };
-        let mut entries: Vec<Result<pb::AuditEntry, Status>> = rows
+        let mut entries: Vec<pb::AuditEntry> = rows
             .into_iter()
-            .map(|r| {
-                Ok(pb::AuditEntry {
-                    seq: r.seq,
-                    canonical: r.entry,
-                    entry_sha256: r.entry_sha256,
-                    next_page_token: String::new(),
-                })
+            .map(|r| pb::AuditEntry {
+                seq: r.seq,
+                canonical: r.entry,
+                entry_sha256: r.entry_sha256,
+                next_page_token: String::new(),
             })
             .collect();
-        if let (Some(next), Some(Ok(last))) = (next, entries.last_mut()) {
+        if let (Some(next), Some(last)) = (next, entries.last_mut()) {
             last.next_page_token = next;
         }
-        Ok(tokio_stream::iter(entries))
+        Ok(entries)
+    }
+
+    /// A page of entries with what it returned.
+    async fn served_page(
+        &self,
+        query: EntryQuery,
+        size: u64,
+    ) -> Result<(Vec<pb::AuditEntry>, Served), Status> {
+        let entries = self.page(query, size).await?;
+        let served = Served::entries(&entries);
+        Ok((entries, served))
     }
 
     async fn latest(&self) -> Result<StoredCheckpoint, Status> {
@@ -373,25 +635,99 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::QueryEntriesRequest>,
     ) -> Result<Response<Self::QueryEntriesStream>, Status> {
-        authorize(&request)?;
-        let (query, size) = entry_query(request.into_inner())?;
-        Ok(Response::new(self.page(query, size).await?))
+        let identity = jembatan_pki::peer_identity(&request);
+        let req = request.into_inner();
+        let mut read = Read::new("audit.query_entries", &identity);
+        read.term("agency", text_term(&req.agency));
+        read.term("dataset", text_term(&req.dataset));
+        read.term("purpose", text_term(&req.purpose));
+        read.term("decision", text_term(&req.decision));
+        read.term("status", text_term(&req.status));
+        read.term("from", time_term(req.from.as_ref()));
+        read.term("until", time_term(req.until.as_ref()));
+        read.term("page_token", text_term(&req.page_token));
+        read.limit = (req.page_size > 0).then_some(u64::from(req.page_size));
+        let outcome = async {
+            authorize(&identity)?;
+            let (query, size) = entry_query(req)?;
+            self.served_page(query, size).await
+        }
+        .await;
+        let entries = self.recorded(read, outcome).await?;
+        Ok(Response::new(stream(entries)))
     }
 
     async fn latest_checkpoint(
         &self,
         request: Request<pb::LatestCheckpointRequest>,
     ) -> Result<Response<pb::Checkpoint>, Status> {
-        authorize(&request)?;
-        Ok(Response::new(checkpoint_to_proto(&self.latest().await?)?))
+        authorize(&jembatan_pki::peer_identity(&request))?;
+        let latest = self.latest().await?;
+        let mut checkpoint = checkpoint_to_proto(&latest)?;
+        let signed_at = jembatan_core::agreement::parse_instant(&latest.created_at).ok();
+        checkpoint.next_due = Some(timestamp(
+            self.schedule.next_due(signed_at, chrono::Utc::now()),
+        ));
+        checkpoint.next_after_entries = self.schedule.every;
+        Ok(Response::new(checkpoint))
     }
 
     async fn inclusion_proof(
         &self,
         request: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProofResponse>, Status> {
-        authorize(&request)?;
+        let identity = jembatan_pki::peer_identity(&request);
         let req = request.into_inner();
+        let mut read = Read::new("audit.inclusion_proof", &identity);
+        read.terms.insert("index".into(), req.index.into());
+        read.term("tree_size", req.tree_size);
+        let outcome = async {
+            authorize(&identity)?;
+            Ok((self.prove_inclusion(req).await?, Served::default()))
+        }
+        .await;
+        Ok(Response::new(self.recorded(read, outcome).await?))
+    }
+
+    async fn consistency_proof(
+        &self,
+        request: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProofResponse>, Status> {
+        authorize(&jembatan_pki::peer_identity(&request))?;
+        let req = request.into_inner();
+        self.prove_consistency(req).await.map(Response::new)
+    }
+
+    async fn subject_lookup(
+        &self,
+        request: Request<pb::SubjectLookupRequest>,
+    ) -> Result<Response<Self::SubjectLookupStream>, Status> {
+        let identity = jembatan_pki::peer_identity(&request);
+        let req = request.into_inner();
+        let mut read = Read::new("audit.subject_lookup", &identity);
+        read.term("page_token", text_term(&req.page_token));
+        read.limit = (req.page_size > 0).then_some(u64::from(req.page_size));
+        let query = subject_query(req);
+        if let Ok((query, _)) = &query {
+            read.subject_hash.clone_from(&query.subject_hash);
+        }
+        let outcome = async {
+            authorize(&identity)?;
+            let (query, size) = query?;
+            self.served_page(query, size).await
+        }
+        .await;
+        let entries = self.recorded(read, outcome).await?;
+        Ok(Response::new(stream(entries)))
+    }
+}
+
+impl AuditService {
+    /// An inclusion proof checked against the signed root.
+    async fn prove_inclusion(
+        &self,
+        req: pb::InclusionProofRequest,
+    ) -> Result<pb::InclusionProofResponse, Status> {
         let checkpoint = self.checkpoint("tree_size", req.tree_size).await?;
         let size = checkpoint.size;
         if req.index >= size {
@@ -428,20 +764,19 @@ impl Audit for AuditService {
             Ok(proof)
         })
         .await?;
-        Ok(Response::new(pb::InclusionProofResponse {
+        Ok(pb::InclusionProofResponse {
             index: req.index,
             tree_size: size,
             hashes: proof.iter().map(|h| h.to_vec()).collect(),
             checkpoint: Some(checkpoint_to_proto(&checkpoint)?),
-        }))
+        })
     }
 
-    async fn consistency_proof(
+    /// A consistency proof between two signed roots, checked.
+    async fn prove_consistency(
         &self,
-        request: Request<pb::ConsistencyProofRequest>,
-    ) -> Result<Response<pb::ConsistencyProofResponse>, Status> {
-        authorize(&request)?;
-        let req = request.into_inner();
+        req: pb::ConsistencyProofRequest,
+    ) -> Result<pb::ConsistencyProofResponse, Status> {
         let new = self.checkpoint("new_size", req.new_size).await?;
         if req.old_size > new.size {
             return Err(invalid(
@@ -475,20 +810,11 @@ impl Audit for AuditService {
             Ok(proof)
         })
         .await?;
-        Ok(Response::new(pb::ConsistencyProofResponse {
+        Ok(pb::ConsistencyProofResponse {
             hashes: proof.iter().map(|h| h.to_vec()).collect(),
             old_checkpoint: old.as_ref().map(checkpoint_to_proto).transpose()?,
             new_checkpoint: Some(checkpoint_to_proto(&new)?),
-        }))
-    }
-
-    async fn subject_lookup(
-        &self,
-        request: Request<pb::SubjectLookupRequest>,
-    ) -> Result<Response<Self::SubjectLookupStream>, Status> {
-        authorize(&request)?;
-        let (query, size) = subject_query(request.into_inner())?;
-        Ok(Response::new(self.page(query, size).await?))
+        })
     }
 }
 
@@ -535,6 +861,80 @@ mod tests {
         for (name, err, code, message) in cases {
             let status = Status::from(err);
             assert_eq!((status.code(), status.message()), (code, message), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_next_checkpoint_is_due_an_interval_after_the_latest_or_from_now() {
+        let schedule = Schedule {
+            every: 1000,
+            interval: std::time::Duration::from_secs(10),
+        };
+        let t = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap();
+        // signed 3 s ago: due in 7 s
+        assert_eq!(schedule.next_due(Some(t(100)), t(103)), t(110));
+        // due now
+        assert_eq!(schedule.next_due(Some(t(100)), t(110)), t(110));
+        // overdue (the log did not grow, or the broker restarted): at
+        // most an interval from now
+        assert_eq!(schedule.next_due(Some(t(100)), t(500)), t(510));
+        assert_eq!(schedule.next_due(None, t(500)), t(510));
+    }
+
+    #[test]
+    fn a_reads_entry_names_the_caller_terms_and_outcome() {
+        let identity: Result<Identity, Status> = Ok(Identity::new(Role::Auditor, None).unwrap());
+        let mut read = Read::new("audit.query_entries", &identity);
+        read.term("agency", text_term("dinsos"));
+        read.term("dataset", text_term(""));
+        read.term("from", time_term(None));
+        read.term("page_token", text_term(&"9".repeat(300)));
+        let served = Served::entries(&[pb::AuditEntry {
+            seq: 0,
+            canonical: b"{}".to_vec(),
+            ..Default::default()
+        }]);
+        let e = read.entry(Ok(&served));
+        assert_eq!(e.kind, EntryKind::AuditRead);
+        assert_eq!(e.caller, "auditor");
+        let filter = e.filter.unwrap();
+        assert_eq!(filter["agency"], "dinsos");
+        assert!(filter.get("dataset").is_none() && filter.get("from").is_none());
+        assert_eq!(filter["page_token"].as_str().unwrap().len(), MAX_TERM_BYTES);
+        assert_eq!((e.rows, e.bytes), (1, 2));
+        // SHA-256 of "{}\n"
+        assert_eq!(
+            e.payload_sha256.as_deref(),
+            Some("ca3d163bab055381827226140568f3bef7eaac187cebd76878e0b63e9e442356")
+        );
+        let refusals = [
+            (
+                Status::permission_denied("not an auditor"),
+                Decision::Deny,
+                ExchangeStatus::Denied,
+            ),
+            (
+                Status::unauthenticated("no certificate"),
+                Decision::Deny,
+                ExchangeStatus::Denied,
+            ),
+            (
+                Status::invalid_argument("decision: must be"),
+                Decision::Deny,
+                ExchangeStatus::Invalid,
+            ),
+            (
+                Status::unavailable("store"),
+                Decision::Allow,
+                ExchangeStatus::Failed,
+            ),
+        ];
+        for (status, decision, outcome) in refusals {
+            let read = Read::new("audit.subject_lookup", &Err(Status::unauthenticated("x")));
+            let e = read.entry(Err(&status));
+            assert_eq!((e.decision, e.status), (decision, outcome), "{status:?}");
+            assert_eq!(e.caller, "unauthenticated");
+            assert_eq!((e.rows, e.payload_sha256), (0, None));
         }
     }
 

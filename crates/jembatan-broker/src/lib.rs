@@ -168,7 +168,15 @@ impl Broker {
             replica.clone(),
         ));
         let adapters = adapters::AdapterPool::new(&config.tls, config.max_streams_per_provider)?;
-        let audit_service = AuditService::new(store.clone(), verifier.clone());
+        let audit_service = AuditService::new(
+            store.clone(),
+            audit.clone(),
+            verifier.clone(),
+            audit_service::Schedule {
+                every: config.checkpoint_every,
+                interval: config.checkpoint_interval,
+            },
+        );
         let members = members::Members::new(config.agencies.iter().map(|a| a.id.clone()));
         let registry = Arc::new(start_registry(&store, &config.registry, members.clone()).await?);
         let inner = Arc::new(state::State {
@@ -294,7 +302,7 @@ impl Broker {
         registry_http::routes(self.inner.registry.clone())
     }
 
-    /// The `Audit` service; its clones share one cache of leaf hashes.
+    /// The `Audit` service, which records every read of the log on it.
     pub fn audit_service(&self) -> AuditService {
         self.audit_service.clone()
     }

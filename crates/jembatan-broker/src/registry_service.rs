@@ -226,6 +226,33 @@ impl registry_server::Registry for RegistryService {
             .await?;
         Ok(Response::new(mapping_to_proto(m)))
     }
+
+    async fn list_mappings(
+        &self,
+        request: Request<pb::ListMappingsRequest>,
+    ) -> Result<Response<pb::ListMappingsResponse>, Status> {
+        reader(&request)?;
+        let dataset = request.into_inner().dataset;
+        if !dataset.is_empty() {
+            dataset
+                .parse::<jembatan_core::DatasetId>()
+                .map_err(|e| Status::from(e.within("dataset")))?;
+        }
+        let of_dataset = |reference: &str| {
+            reference
+                .rsplit_once('@')
+                .is_some_and(|(d, _)| d == dataset)
+        };
+        let mappings = self
+            .registry
+            .mappings()
+            .await?
+            .into_iter()
+            .filter(|m| dataset.is_empty() || of_dataset(&m.source) || of_dataset(&m.target))
+            .map(mapping_to_proto)
+            .collect();
+        Ok(Response::new(pb::ListMappingsResponse { mappings }))
+    }
 }
 
 /// An incompatible schema also carries each reason as a structured

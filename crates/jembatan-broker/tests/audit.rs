@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use jembatan_adapter::{Adapter, AdapterConfig};
 use jembatan_broker::{Broker, BrokerConfig};
-use jembatan_core::{AuditEntry, Decision, Identity, Role};
+use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus, Identity, Role};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::audit_client::AuditClient;
@@ -359,11 +359,13 @@ async fn auditor_queries_entries_with_filters_and_pages() {
     let (inside, _) = collect(a.query_entries(window).await).await;
     assert_eq!(seqs(&inside), [2], "entries 2 and 3 share a microsecond?");
 
-    // pages of two, following the tokens
+    // pages of two, following the tokens (of the provider's exchanges:
+    // each read adds an entry of its own to the whole log)
     let mut pages = Vec::new();
     let mut token = String::new();
     loop {
         let request = pb::QueryEntriesRequest {
+            agency: "prov".into(),
             page_size: 2,
             page_token: token.clone(),
             ..Default::default()
@@ -765,8 +767,10 @@ async fn subject_lookup_finds_who_looked_a_resident_up() {
     )
     .await;
     assert_eq!(seqs(&page), [0, 2]);
+    // the auditor's first look at this history (6) is on it now
     let (page, _) = collect(a.subject_lookup(lookup(hash.clone(), 2, token)).await).await;
-    assert_eq!(seqs(&page), [5]);
+    assert_eq!(seqs(&page), [5, 6]);
+    assert_eq!(parsed(&page[1]).operation, "audit.subject_lookup");
     // another resident, another dataset: another hash
     let other = jembatan_broker::subject_hash(&key, "prov.penduduk", &nik(8));
     let (found, _) = collect(a.subject_lookup(lookup(other, 0, String::new())).await).await;
@@ -787,4 +791,211 @@ async fn subject_lookup_finds_who_looked_a_resident_up() {
             status.message()
         );
     }
+}
+
+/// The `audit_read` entries on the log from `from` on.
+async fn reads(h: &Harness, from: u64) -> Vec<(u64, AuditEntry)> {
+    h.broker
+        .audit()
+        .entries(from, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.entry.kind == EntryKind::AuditRead)
+        .map(|e| (e.seq, e.entry))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_read_of_the_log_is_itself_on_the_log() {
+    let h = harness().await;
+    assert!(h.query("dinsos").await); // 0, 1
+    assert!(h.lookup("dinsos", 4).await); // 2
+    let size = || async { h.broker.audit().size().await.unwrap() };
+    let mut a = h.audit_client("auditor").await;
+
+    // a page of entries: its entry is durable when the answer arrives,
+    // and counts and hashes what was returned
+    let (all, _) = collect(a.query_entries(pb::QueryEntriesRequest::default()).await).await;
+    assert_eq!(seqs(&all), [0, 1, 2]);
+    assert_eq!(size().await, 4, "the read is on the log before its answer");
+    let read = reads(&h, 0).await;
+    assert_eq!(read.len(), 1);
+    let (seq, e) = &read[0];
+    assert_eq!(*seq, 3);
+    assert_eq!(e.operation, "audit.query_entries");
+    assert_eq!(e.caller, "auditor");
+    assert_eq!(
+        (e.decision, e.status),
+        (Decision::Allow, ExchangeStatus::Ok)
+    );
+    assert_eq!(e.rows, 3);
+    let bytes: usize = all.iter().map(|e| e.canonical.len()).sum();
+    assert_eq!(e.bytes, bytes as u64);
+    let mut payload = Sha256::new();
+    for entry in &all {
+        payload.update(&entry.canonical);
+        payload.update(b"\n");
+    }
+    assert_eq!(
+        e.payload_sha256.as_deref(),
+        Some(hex::encode(payload.finalize()).as_str())
+    );
+    assert_eq!((e.consumer.as_deref(), e.dataset.as_deref()), (None, None));
+    assert_eq!(e.filter, None, "no filter was given");
+
+    // the filters of a read are its terms
+    let (denied, _) = collect(
+        a.query_entries(pb::QueryEntriesRequest {
+            agency: "dinkes".into(),
+            decision: "deny".into(),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await,
+    )
+    .await;
+    assert!(denied.is_empty());
+    let (_, e) = reads(&h, 4).await.remove(0);
+    assert_eq!(
+        e.filter,
+        Some(serde_json::json!({"agency": "dinkes", "decision": "deny"}))
+    );
+    assert_eq!((e.rows, e.limit), (0, Some(10)));
+
+    // who looked at a resident's history: the read names the resident by
+    // the keyed hash it was asked with, so the next lookup of that
+    // resident finds the auditor's look too
+    let key = jembatan_broker::read_audit_key(&h.dir.join("audit.key")).unwrap();
+    let hash = jembatan_broker::subject_hash(&key, "prov.penduduk", &nik(4));
+    let lookup = || pb::SubjectLookupRequest {
+        subject_hash: hash.clone(),
+        ..Default::default()
+    };
+    let (found, _) = collect(a.subject_lookup(lookup()).await).await;
+    assert_eq!(seqs(&found), [2]);
+    let looked = size().await - 1;
+    let (found, _) = collect(a.subject_lookup(lookup()).await).await;
+    assert_eq!(seqs(&found), [2, looked]);
+    let e = parsed(&found[1]);
+    assert_eq!(e.kind, EntryKind::AuditRead);
+    assert_eq!(e.operation, "audit.subject_lookup");
+    assert_eq!(e.subject_hash.as_deref(), Some(hash.as_str()));
+    assert_eq!(e.rows, 1);
+    let text = String::from_utf8(found[1].canonical.clone()).unwrap();
+    assert!(!text.contains(&nik(4)), "the NIK is on the log: {text}");
+
+    // an inclusion proof names the entry it proves; checkpoints and
+    // consistency proofs name none and are not logged
+    let checkpoint = h.broker.checkpoint_now().await.unwrap().unwrap();
+    let before = size().await;
+    a.latest_checkpoint(pb::LatestCheckpointRequest {})
+        .await
+        .unwrap();
+    a.consistency_proof(pb::ConsistencyProofRequest {
+        old_size: 0,
+        new_size: checkpoint,
+    })
+    .await
+    .unwrap();
+    assert_eq!(size().await, before);
+    a.inclusion_proof(pb::InclusionProofRequest {
+        index: 1,
+        tree_size: 0,
+    })
+    .await
+    .unwrap();
+    let (seq, e) = reads(&h, before).await.remove(0);
+    assert_eq!(seq, before);
+    assert_eq!(e.operation, "audit.inclusion_proof");
+    assert_eq!(e.filter, Some(serde_json::json!({"index": 1})));
+    assert_eq!(e.payload_sha256, None);
+
+    // refused attempts are on the log too: a certificate that is not an
+    // auditor's (denied), a request that is not valid (invalid)
+    let mut agency = h.audit_client("dinsos").await;
+    let before = size().await;
+    let status = agency
+        .query_entries(pb::QueryEntriesRequest::default())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = agency.subject_lookup(lookup()).await.err().unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = a
+        .query_entries(pb::QueryEntriesRequest {
+            decision: "perhaps".into(),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let refused = reads(&h, before).await;
+    let summary: Vec<(&str, &str, Decision, ExchangeStatus)> = refused
+        .iter()
+        .map(|(_, e)| {
+            (
+                e.caller.as_str(),
+                e.operation.as_str(),
+                e.decision,
+                e.status,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "agency:dinsos",
+                "audit.query_entries",
+                Decision::Deny,
+                ExchangeStatus::Denied
+            ),
+            (
+                "agency:dinsos",
+                "audit.subject_lookup",
+                Decision::Deny,
+                ExchangeStatus::Denied
+            ),
+            (
+                "auditor",
+                "audit.query_entries",
+                Decision::Deny,
+                ExchangeStatus::Invalid
+            ),
+        ]
+    );
+    assert_eq!(
+        refused[0].1.reasons[0].code,
+        jembatan_core::DenialCode::RoleNotAllowed
+    );
+    assert_eq!(refused[1].1.subject_hash.as_deref(), Some(hash.as_str()));
+    assert!(
+        refused[2].1.error.as_deref().unwrap().contains("decision"),
+        "{:?}",
+        refused[2].1.error
+    );
+
+    // a log that cannot be written refuses the read: nothing is answered
+    sqlx::query(
+        "CREATE TRIGGER full BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(h.broker.store().pool())
+    .await
+    .unwrap();
+    let status = a
+        .query_entries(pb::QueryEntriesRequest::default())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("audit log"),
+        "{}",
+        status.message()
+    );
+    let status = a.subject_lookup(lookup()).await.err().unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }

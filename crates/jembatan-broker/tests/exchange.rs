@@ -1562,6 +1562,55 @@ async fn the_registry_enforces_roles_compatibility_and_type_checks() {
         .unwrap()
         .into_inner();
     assert_eq!(m.version, 2);
+    // the mappings reading or producing a dataset's records, every version
+    let mut reader = client("dinsos").await;
+    for dataset in ["dinsos.orang", "prov.penduduk"] {
+        let listed = reader
+            .list_mappings(pb::ListMappingsRequest {
+                dataset: dataset.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .mappings;
+        assert!(
+            listed
+                .iter()
+                .all(|m| m.source.starts_with(&format!("{dataset}@"))
+                    || m.target.starts_with(&format!("{dataset}@"))),
+            "{listed:?}"
+        );
+        let versions: Vec<u32> = listed
+            .iter()
+            .filter(|m| m.target == "dinsos.orang@1")
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(versions, [1, 2], "{dataset}: {listed:?}");
+    }
+    let all = reader
+        .list_mappings(pb::ListMappingsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .mappings;
+    assert!(all.len() >= 2);
+    let none = reader
+        .list_mappings(pb::ListMappingsRequest {
+            dataset: "prov.lain".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mappings;
+    assert!(none.is_empty());
+    let status = reader
+        .list_mappings(pb::ListMappingsRequest {
+            dataset: "nodot".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("dataset"), "{}", status.message());
     // the exchange now uses version 2: no `masked`, no `alive`
     let mut c = h.consumer("dinsos").await;
     let out = run_query(

@@ -1,12 +1,17 @@
-//! `jembatan audit`: verify the audit log offline against its signed
-//! checkpoints, export it, prove an entry's inclusion, show its tail, list
-//! who looked a key up, and crosscheck an adapter's receipt log.
+//! `jembatan audit`: verify the audit log against its signed checkpoints,
+//! export it, prove an entry's inclusion, show its tail, list who looked a
+//! key up, and crosscheck an adapter's receipt log. `verify`, `export`,
+//! `proof`, `query` and `who-accessed` read either the broker's store
+//! (`--store`) or a running broker's `Audit` service with an auditor's
+//! certificate (`--broker --ca --cert --key`, `remote.rs`); `tail` and
+//! `crosscheck` read the store.
 //!
 //! Exit codes: 0 success, 1 the log failed verification (or a proof cannot
 //! be made from it, or a receipt log disagrees with it), 2 usage errors and
 //! unreadable stores, keys or receipt logs.
 
 mod crosscheck;
+mod remote;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,12 +23,13 @@ use base64::engine::general_purpose::STANDARD;
 use clap::{Subcommand, ValueEnum};
 use jembatan_core::AuditEntry;
 use jembatan_store::verify::{VerifyError, leaf_hashes, verify};
-use jembatan_store::{EntryQuery, RawEntry, Store};
+use jembatan_store::{EntryQuery, Store};
 use jembatan_tlog::merkle::{self, leaf_hash};
 use jembatan_tlog::note::Verifier;
 
 use crate::failure::Failure;
 use crate::query::csv_quote;
+use crate::schema::Connection;
 
 /// Entries read per page.
 const PAGE: u64 = 1000;
@@ -31,38 +37,50 @@ const PAGE: u64 = 1000;
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
     /// Verify every entry and checkpoint of the log with the checkpoint
-    /// public key; exit 1 naming the first problem.
+    /// public key; exit 1 naming the first problem. Through a broker
+    /// (`--broker`), every entry is streamed from its Audit service and
+    /// checked against the signed checkpoints it returns, trusting only
+    /// the key.
     Verify {
-        /// The broker store: a SQLite file path or sqlite:PATH, or postgres://...
+        /// The broker store: a SQLite file path or sqlite:PATH, or
+        /// postgres://... (or `--broker` and an auditor's certificate).
         #[arg(long)]
-        store: String,
+        store: Option<String>,
         /// File holding the checkpoint verifier key (`checkpoint.key.pub`).
         #[arg(long, value_name = "FILE")]
         public_key: PathBuf,
     },
     /// Write every entry to standard output.
     Export {
+        /// The broker store (or `--broker` and an auditor's certificate).
         #[arg(long)]
-        store: String,
+        store: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Jsonl)]
         format: Format,
     },
     /// Print the inclusion proof of one entry in a checkpointed tree (JSON).
     Proof {
+        /// The broker store (or `--broker` and an auditor's certificate).
         #[arg(long)]
-        store: String,
+        store: Option<String>,
         /// The entry's seq (leaf index).
         #[arg(long)]
         index: u64,
         /// Tree size of the checkpoint to prove against; the latest when absent.
         #[arg(long)]
         size: Option<u64>,
+        /// Through a broker: also check the checkpoint's signature with
+        /// this verifier key file (the proof is always checked against
+        /// the checkpoint's root).
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
     },
     /// List the entries that match every filter given, oldest first.
     Query {
-        /// The broker store: a SQLite file path or sqlite:PATH, or postgres://...
+        /// The broker store: a SQLite file path or sqlite:PATH, or
+        /// postgres://... (or `--broker` and an auditor's certificate).
         #[arg(long)]
-        store: String,
+        store: Option<String>,
         /// Entries whose consumer or provider is this agency.
         #[arg(long)]
         agency: Option<String>,
@@ -103,17 +121,19 @@ pub(crate) enum AuditCommand {
     /// by it and the queries whose filter named it on a subject-key field
     /// — who, when, why, and what the broker decided.
     WhoAccessed {
+        /// The broker store (or `--broker` and an auditor's certificate).
         #[arg(long)]
-        store: String,
+        store: Option<String>,
         /// The broker's audit HMAC key file (`audit_key` in its config).
         #[arg(long, value_name = "FILE")]
         audit_key: PathBuf,
         /// The dataset looked up, `<agency>.<dataset>`.
         #[arg(long)]
         dataset: String,
-        /// The lookup key, as the consumer sent it.
-        #[arg(long)]
-        key: String,
+        /// The lookup key, as the consumer sent it (`--key` names this
+        /// caller's private key when reading through a broker).
+        #[arg(value_name = "KEY")]
+        lookup_key: String,
     },
     /// Compare an adapter's receipt log with the broker's log; exit 1
     /// naming every exchange on which they disagree.
@@ -137,11 +157,56 @@ pub(crate) enum Format {
     Csv,
 }
 
-pub(crate) async fn run(command: AuditCommand) -> ExitCode {
-    let result = match command {
-        AuditCommand::Verify { store, public_key } => verify_log(&store, &public_key).await,
-        AuditCommand::Export { store, format } => export(&store, format).await,
-        AuditCommand::Proof { store, index, size } => proof(&store, index, size).await,
+/// Where the log is read: the broker's store, or a running broker.
+enum Source<'a> {
+    Store(String),
+    Broker(&'a Connection),
+}
+
+impl Source<'_> {
+    fn of(store: Option<String>, conn: &Connection) -> Result<Source<'_>, Failure> {
+        match store {
+            Some(store) => Ok(Source::Store(store)),
+            None if conn.names_a_broker() => Ok(Source::Broker(conn)),
+            None => Err(Failure::Usage(anyhow!(
+                "give --store (the broker's store) or --broker https://host:port with \
+                 --ca, --cert and --key (an auditor's certificate)"
+            ))),
+        }
+    }
+}
+
+pub(crate) async fn run(command: AuditCommand, conn: &Connection) -> ExitCode {
+    crate::failure::exit(audit(command, conn).await)
+}
+
+async fn audit(command: AuditCommand, conn: &Connection) -> Result<(), Failure> {
+    match command {
+        AuditCommand::Verify { store, public_key } => match Source::of(store, conn)? {
+            Source::Store(store) => verify_log(&store, &public_key).await,
+            Source::Broker(conn) => remote::verify(conn, &public_key).await,
+        },
+        AuditCommand::Export { store, format } => match Source::of(store, conn)? {
+            Source::Store(store) => export(&store, format).await,
+            Source::Broker(conn) => {
+                remote::query(
+                    conn,
+                    jembatan_proto::v1::QueryEntriesRequest::default(),
+                    format,
+                    false,
+                )
+                .await
+            }
+        },
+        AuditCommand::Proof {
+            store,
+            index,
+            size,
+            public_key,
+        } => match Source::of(store, conn)? {
+            Source::Store(store) => proof(&store, index, size).await,
+            Source::Broker(conn) => remote::proof(conn, index, size, public_key.as_deref()).await,
+        },
         AuditCommand::Tail { store, lines } => tail(&store, lines).await,
         AuditCommand::Query {
             store,
@@ -165,25 +230,34 @@ pub(crate) async fn run(command: AuditCommand) -> ExitCode {
                 until,
                 ..EntryQuery::default()
             };
-            if raw_filters {
-                raw_filter_entries(&store, query, format).await
-            } else {
-                query_log(&store, query, format).await
+            match Source::of(store, conn)? {
+                Source::Store(store) if raw_filters => {
+                    raw_filter_entries(&store, query, format).await
+                }
+                Source::Store(store) => query_log(&store, query, format).await,
+                Source::Broker(conn) => {
+                    remote::query(conn, remote::request(query)?, format, raw_filters).await
+                }
             }
         }
         AuditCommand::WhoAccessed {
             store,
             audit_key,
             dataset,
-            key,
-        } => who_accessed(&store, &audit_key, &dataset, &key).await,
+            lookup_key,
+        } => {
+            let (dataset, hash) = subject(&audit_key, &dataset, &lookup_key)?;
+            match Source::of(store, conn)? {
+                Source::Store(store) => who_accessed(&store, &dataset, &hash).await,
+                Source::Broker(conn) => remote::who_accessed(conn, &dataset, &hash).await,
+            }
+        }
         AuditCommand::Crosscheck {
             store,
             receipts,
             public_key,
         } => crosscheck(&store, &receipts, public_key.as_deref()).await,
-    };
-    crate::failure::exit(result)
+    }
 }
 
 async fn open(url: &str) -> Result<Store, Failure> {
@@ -225,32 +299,32 @@ async fn verify_log(url: &str, public_key: &std::path::Path) -> Result<(), Failu
         report.root_hex(),
         report.checkpoints
     )?;
-    writeln!(out, "{}", coverage(report.size, latest.as_ref()))?;
+    let latest = latest.map(|c| (c.size, c.created_at));
+    writeln!(out, "{}", coverage(report.size, latest, NEXT_CHECKPOINT))?;
     Ok(())
 }
 
-/// What the signed checkpoints cover of a log of `size` entries: an
-/// auditor trusts an entry through a checkpoint signed over it, so the
-/// newest entries not yet under one are named, with when the next is due.
-fn coverage(size: u64, latest: Option<&jembatan_store::StoredCheckpoint>) -> String {
-    const NEXT: &str = "the broker signs the next checkpoint after its checkpoint_every \
-                        new entries (default 1000) or its checkpoint_interval (default 10s), \
-                        whichever comes first, and when it shuts down";
+/// When a broker signs checkpoints, as its config says.
+const NEXT_CHECKPOINT: &str = "the broker signs the next checkpoint after its checkpoint_every \
+                               new entries (default 1000) or its checkpoint_interval (default 10s), \
+                               whichever comes first, and when it shuts down";
+
+/// What the signed checkpoints cover of a log of `size` entries, given the
+/// latest checkpoint's size and when it was signed: an auditor trusts an
+/// entry through a checkpoint signed over it, so the newest entries not
+/// yet under one are named, with when the next is due (`next`).
+fn coverage(size: u64, latest: Option<(u64, String)>, next: &str) -> String {
     match latest {
         _ if size == 0 => "the log is empty".to_owned(),
-        None => format!("none of the {size} entries is under a signed checkpoint yet: {NEXT}"),
-        Some(c) if c.size >= size => format!(
-            "every entry is under the latest signed checkpoint ({} entries, signed {})",
-            c.size, c.created_at
+        None => format!("none of the {size} entries is under a signed checkpoint yet: {next}"),
+        Some((covered, signed)) if covered >= size => format!(
+            "every entry is under the latest signed checkpoint ({covered} entries, signed {signed})"
         ),
-        Some(c) => format!(
-            "the newest {} entries (indexes {} to {}) are not under a signed checkpoint yet; \
-             the latest covers {} entries, signed {}; {NEXT}",
-            size - c.size,
-            c.size,
+        Some((covered, signed)) => format!(
+            "the newest {} entries (indexes {covered} to {}) are not under a signed checkpoint yet; \
+             the latest covers {covered} entries, signed {signed}; {next}",
+            size - covered,
             size - 1,
-            c.size,
-            c.created_at
         ),
     }
 }
@@ -275,8 +349,10 @@ async fn query_log(url: &str, mut query: EntryQuery, format: Format) -> Result<(
         query.from_seq = last.seq + 1;
         for row in &page {
             match format {
-                Format::Jsonl => writeln!(out, "{}", jsonl(row)?)?,
-                Format::Csv => writeln!(out, "{}", csv(row)?)?,
+                Format::Jsonl => {
+                    writeln!(out, "{}", jsonl(row.seq, &row.entry, &row.entry_sha256)?)?
+                }
+                Format::Csv => writeln!(out, "{}", csv(row.seq, &row.entry)?)?,
             }
         }
     }
@@ -306,31 +382,42 @@ async fn raw_filter_entries(
         let Some(last) = page.last() else { break };
         query.from_seq = last.seq + 1;
         for row in &page {
-            let e = parse(row)?;
-            if !e.holds_raw_filter_values() {
-                continue;
-            }
-            found += 1;
-            match format {
-                Format::Jsonl => writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"seq": row.seq, "exchange_id": e.exchange_id, "time": e.time})
-                )?,
-                Format::Csv => writeln!(
-                    out,
-                    "{},{},{}",
-                    row.seq,
-                    csv_quote(&e.exchange_id),
-                    csv_quote(&e.time)
-                )?,
-            }
+            found += u64::from(raw_filter_line(&mut out, row.seq, &row.entry, format)?);
         }
     }
     out.flush()?;
     store.close().await;
     eprintln!("{found} entries hold filter values in clear");
     Ok(())
+}
+
+/// Writes the entry's seq, exchange id and time when its stored filter
+/// holds a consumer's values in clear; whether it did.
+fn raw_filter_line(
+    out: &mut impl Write,
+    seq: u64,
+    bytes: &[u8],
+    format: Format,
+) -> Result<bool, Failure> {
+    let e = parse(seq, bytes)?;
+    if !e.holds_raw_filter_values() {
+        return Ok(false);
+    }
+    match format {
+        Format::Jsonl => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"seq": seq, "exchange_id": e.exchange_id, "time": e.time})
+        )?,
+        Format::Csv => writeln!(
+            out,
+            "{},{},{}",
+            seq,
+            csv_quote(&e.exchange_id),
+            csv_quote(&e.time)
+        )?,
+    }
+    Ok(true)
 }
 
 const CSV_HEADER: &str = "seq,time,kind,caller,consumer,provider,dataset,purpose,decision,status,rows,bytes,payload_sha256,reasons,leaf_hash";
@@ -340,26 +427,28 @@ async fn export(url: &str, format: Format) -> Result<(), Failure> {
     query_log(url, EntryQuery::default(), format).await
 }
 
-fn parse(row: &RawEntry) -> Result<AuditEntry, Failure> {
-    serde_json::from_slice(&row.entry)
-        .map_err(|e| Failure::Refused(anyhow!("entry {}: not an audit entry: {e}", row.seq)))
+fn parse(seq: u64, bytes: &[u8]) -> Result<AuditEntry, Failure> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Failure::Refused(anyhow!("entry {seq}: not an audit entry: {e}")))
 }
 
-fn jsonl(row: &RawEntry) -> Result<String, Failure> {
-    let entry: serde_json::Value = serde_json::from_slice(&row.entry)
-        .map_err(|e| Failure::Refused(anyhow!("entry {}: not JSON: {e}", row.seq)))?;
+/// An entry as `export --format jsonl` writes it.
+fn jsonl(seq: u64, bytes: &[u8], entry_sha256: &str) -> Result<String, Failure> {
+    let entry: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Failure::Refused(anyhow!("entry {seq}: not JSON: {e}")))?;
     Ok(serde_json::json!({
-        "seq": row.seq,
-        "leaf_hash": hex::encode(leaf_hash(&row.entry)),
-        "entry_sha256": row.entry_sha256,
-        "canonical": STANDARD.encode(&row.entry),
+        "seq": seq,
+        "leaf_hash": hex::encode(leaf_hash(bytes)),
+        "entry_sha256": entry_sha256,
+        "canonical": STANDARD.encode(bytes),
         "entry": entry,
     })
     .to_string())
 }
 
-fn csv(row: &RawEntry) -> Result<String, Failure> {
-    let e = parse(row)?;
+/// An entry as a CSV line under [`CSV_HEADER`].
+fn csv(seq: u64, bytes: &[u8]) -> Result<String, Failure> {
+    let e = parse(seq, bytes)?;
     let reasons = e
         .reasons
         .iter()
@@ -367,7 +456,7 @@ fn csv(row: &RawEntry) -> Result<String, Failure> {
         .collect::<Vec<_>>()
         .join(";");
     let fields = [
-        row.seq.to_string(),
+        seq.to_string(),
         e.time,
         e.kind.as_str().to_owned(),
         e.caller,
@@ -381,7 +470,7 @@ fn csv(row: &RawEntry) -> Result<String, Failure> {
         e.bytes.to_string(),
         e.payload_sha256.unwrap_or_default(),
         reasons,
-        hex::encode(leaf_hash(&row.entry)),
+        hex::encode(leaf_hash(bytes)),
     ];
     Ok(fields
         .iter()
@@ -462,7 +551,7 @@ async fn tail(url: &str, lines: u64) -> Result<(), Failure> {
         "seq", "time", "kind", "caller", "dataset", "dec.", "status", "rows"
     )?;
     for row in &rows {
-        let e = parse(row)?;
+        let e = parse(row.seq, &row.entry)?;
         writeln!(
             out,
             "{:>6}  {:<27} {:<10} {:<17} {:<24} {:<6} {:<9} {:>6}  {}",
@@ -480,20 +569,29 @@ async fn tail(url: &str, lines: u64) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn who_accessed(
-    url: &str,
+/// The dataset and the keyed hash of a key looked up in it: the key
+/// itself goes no further than this.
+fn subject(
     audit_key: &std::path::Path,
     dataset: &str,
     key: &str,
-) -> Result<(), Failure> {
+) -> Result<(jembatan_core::DatasetId, String), Failure> {
     let dataset: jembatan_core::DatasetId = dataset
         .parse()
         .map_err(|e| anyhow!("--dataset {dataset:?}: {e}"))?;
     let audit_key = jembatan_broker::read_audit_key(audit_key).map_err(anyhow::Error::from)?;
     let hash = jembatan_broker::subject_hash(&audit_key, dataset.as_str(), key);
+    Ok((dataset, hash))
+}
+
+async fn who_accessed(
+    url: &str,
+    dataset: &jembatan_core::DatasetId,
+    hash: &str,
+) -> Result<(), Failure> {
     let store = open(url).await?;
     let mut query = EntryQuery {
-        subject_hash: Some(hash.clone()),
+        subject_hash: Some(hash.to_owned()),
         ..EntryQuery::default()
     };
     let mut rows = Vec::new();
@@ -507,6 +605,18 @@ async fn who_accessed(
         rows.extend(page);
     }
     store.close().await;
+    let rows: Vec<(u64, Vec<u8>)> = rows.into_iter().map(|r| (r.seq, r.entry)).collect();
+    print_subject_entries(dataset, hash, &rows)
+}
+
+/// The entries naming one subject, as a table: who (the consumer, or
+/// the auditor whose read of this subject's history is on the log),
+/// when, why and what the broker decided.
+fn print_subject_entries(
+    dataset: &jembatan_core::DatasetId,
+    hash: &str,
+    rows: &[(u64, Vec<u8>)],
+) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     if rows.is_empty() {
         writeln!(
@@ -526,18 +636,18 @@ async fn who_accessed(
     writeln!(
         out,
         "{:>6}  {:<27} {:<10} {:<7} {:<14} {:<6} {:<9} {:>4}  {:<36}  purpose",
-        "seq", "time", "kind", "op", "consumer", "dec.", "status", "rows", "exchange"
+        "seq", "time", "kind", "op", "who", "dec.", "status", "rows", "exchange"
     )?;
-    for row in &rows {
-        let e = parse(row)?;
+    for (seq, bytes) in rows {
+        let e = parse(*seq, bytes)?;
         writeln!(
             out,
             "{:>6}  {:<27} {:<10} {:<7} {:<14} {:<6} {:<9} {:>4}  {:<36}  {}",
-            row.seq,
+            seq,
             e.time,
             e.kind.as_str(),
             e.operation,
-            e.consumer.as_deref().unwrap_or("-"),
+            e.consumer.as_deref().unwrap_or(&e.caller),
             e.decision.as_str(),
             e.status.as_str(),
             e.rows,
@@ -589,13 +699,12 @@ async fn crosscheck(
 mod tests {
     use super::*;
 
-    fn checkpoint(size: u64) -> jembatan_store::StoredCheckpoint {
-        jembatan_store::StoredCheckpoint {
-            size,
-            root_hash: String::new(),
-            note: String::new(),
-            created_at: "2026-12-05T10:00:00Z".into(),
-        }
+    fn checkpoint(size: u64) -> Option<(u64, String)> {
+        Some((size, "2026-12-05T10:00:00Z".into()))
+    }
+
+    fn coverage(size: u64, latest: Option<(u64, String)>) -> String {
+        super::coverage(size, latest, NEXT_CHECKPOINT)
     }
 
     #[test]
@@ -605,10 +714,10 @@ mod tests {
             coverage(5, None).starts_with("none of the 5 entries is under a signed checkpoint yet")
         );
         assert_eq!(
-            coverage(8, Some(&checkpoint(8))),
+            coverage(8, checkpoint(8)),
             "every entry is under the latest signed checkpoint (8 entries, signed 2026-12-05T10:00:00Z)"
         );
-        let partial = coverage(10, Some(&checkpoint(8)));
+        let partial = coverage(10, checkpoint(8));
         assert!(
             partial.starts_with(
                 "the newest 2 entries (indexes 8 to 9) are not under a signed checkpoint yet; \

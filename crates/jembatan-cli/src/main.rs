@@ -56,11 +56,14 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
-    /// Audit log tools: verify offline, export, inclusion proofs, tail,
-    /// who looked a key up, crosscheck an adapter's receipt log.
+    /// Audit log tools: verify, export, inclusion proofs, tail, who looked
+    /// a key up, crosscheck an adapter's receipt log — on the broker's
+    /// store, or through a running broker with an auditor's certificate.
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+        #[command(flatten)]
+        connection: schema::Connection,
     },
     /// The broker's store: move it from SQLite to PostgreSQL.
     Store {
@@ -373,7 +376,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let done = match cli.command {
         // audit commands report their own errors, with their own exit codes
-        Command::Audit { command } => return Ok(audit::run(command).await),
+        Command::Audit {
+            command,
+            connection,
+        } => return Ok(audit::run(command, &connection).await),
         Command::Store { command } => return Ok(store::run(command).await),
         Command::Schema {
             command,

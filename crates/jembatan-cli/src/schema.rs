@@ -38,6 +38,11 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// Whether a broker is named (`--broker` or `JEMBATAN_BROKER`).
+    pub(crate) fn names_a_broker(&self) -> bool {
+        self.broker.is_some()
+    }
+
     async fn registry(&self) -> Result<RegistryClient<Channel>, Failure> {
         Ok(RegistryClient::new(self.channel().await?))
     }

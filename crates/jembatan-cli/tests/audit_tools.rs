@@ -79,7 +79,6 @@ fn who_accessed_and_crosscheck_on_a_demo_run() {
             audit_key,
             "--dataset",
             "disdukcapil.penduduk",
-            "--key",
             key,
         ])
     };
@@ -126,7 +125,6 @@ fn who_accessed_and_crosscheck_on_a_demo_run() {
         audit_key,
         "--dataset",
         "dinsos.penerima_bansos",
-        "--key",
         &lookups[0].0,
     ]);
     assert_eq!(code, Some(0));
@@ -142,7 +140,6 @@ fn who_accessed_and_crosscheck_on_a_demo_run() {
         other_key.to_str().unwrap(),
         "--dataset",
         "disdukcapil.penduduk",
-        "--key",
         &lookups[0].0,
     ]);
     assert_eq!(code, Some(0));
@@ -156,7 +153,6 @@ fn who_accessed_and_crosscheck_on_a_demo_run() {
         missing.to_str().unwrap(),
         "--dataset",
         "disdukcapil.penduduk",
-        "--key",
         "1",
     ]);
     assert_eq!(code, Some(2), "{err}");

@@ -1,6 +1,7 @@
 //! `jembatan console` against a broker started from a kept demo: the
 //! access rules (login, one-time token, CSRF, roles), the pages an
 //! auditor reads, the operator's approval with its confirmation step,
+//! an agency's proposal, approval and revocation from its own console,
 //! and that a NIK looked up never reaches the console's log.
 
 mod support;
@@ -14,7 +15,7 @@ fn status_of(demo: &Demo, id: &str) -> String {
 }
 
 #[test]
-fn a_console_refuses_to_start_with_an_agency_certificate() {
+fn a_console_refuses_to_start_with_an_integrator_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca");
     for args in [
@@ -39,7 +40,9 @@ fn a_console_refuses_to_start_with_an_agency_certificate() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    for who in ["agency-dinkes", "integrator-dinsos"] {
+    // an agency's certificate is a console's (this one finds no broker);
+    // an integrator's is not
+    for (who, refused) in [("agency-dinkes", false), ("integrator-dinsos", true)] {
         let config = dir.path().join(format!("{who}.toml"));
         std::fs::write(
             &config,
@@ -55,10 +58,14 @@ fn a_console_refuses_to_start_with_an_agency_certificate() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{who}: {err}");
-        assert!(
-            err.contains("a console needs an auditor or an operator certificate"),
+        assert_eq!(
+            err.contains("a console needs an auditor's, an operator's or an agency's certificate"),
+            refused,
             "{who}: {err}"
         );
+        if !refused {
+            assert!(err.contains("cannot reach the broker"), "{who}: {err}");
+        }
     }
     // and a config that is not one
     let bad = dir.path().join("bad.toml");
@@ -314,9 +321,19 @@ fn the_console_on_a_running_broker() {
         "{}",
         r.body
     );
+    assert!(
+        r.body.contains("disdukcapil.penduduk@1") && r.body.contains("dinsos.warga@1"),
+        "the mappings between schemas are listed: {}",
+        r.body
+    );
     let r = web.get("/registry/disdukcapil.penduduk");
     assert_eq!(r.status, 200);
     assert!(r.body.contains("sha256:"));
+    assert!(
+        r.body.contains("<ul class=\"mappings\">") && r.body.contains("&quot;target&quot;"),
+        "the dataset's mapping with its document: {}",
+        r.body
+    );
     let narrowed = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"nik":{"type":"integer"}},"required":["nik"]}"#;
     let r = web.post(
         "/registry/disdukcapil.penduduk/check",
@@ -347,6 +364,11 @@ fn the_console_on_a_running_broker() {
     assert!(
         !r.body.contains("id=\"approve\""),
         "no approve button for an auditor"
+    );
+    assert!(
+        r.body.contains("id=\"quota-use\""),
+        "the quota used, as the broker counts it: {}",
+        r.body
     );
     let r = web.post(
         "/agreements/pks-uji-konsol/approve",
@@ -392,15 +414,16 @@ fn the_console_on_a_running_broker() {
         r.body
     );
 
-    // the broker does not yet write an auditor's reads to the log (see
-    // docs/console.md): reading the log leaves it as it was
-    let count = |web: &mut Client| {
+    // every page view that reads the log is itself on the log: an
+    // audit_read entry naming the console's auditor certificate
+    let log = |web: &mut Client| -> Vec<serde_json::Value> {
         web.get("/exchanges/export?format=jsonl")
             .body
             .lines()
-            .count()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     };
-    let before = count(&mut web);
+    let before = log(&mut web).len();
     for path in [
         "/",
         "/exchanges",
@@ -409,10 +432,38 @@ fn the_console_on_a_running_broker() {
     ] {
         assert_eq!(web.get(path).status, 200, "{path}");
     }
-    assert_eq!(
-        count(&mut web),
-        before,
-        "the broker now logs audit reads: say so in docs/console.md and here"
+    let after = log(&mut web);
+    let reads: Vec<&serde_json::Value> = after[before..].iter().map(|e| &e["entry"]).collect();
+    assert!(reads.len() >= 5, "{reads:?}");
+    for read in &reads {
+        assert_eq!(read["kind"], "audit_read", "{read}");
+        assert_eq!(read["caller"], "auditor", "{read}");
+    }
+    let operations: Vec<&str> = reads
+        .iter()
+        .map(|r| r["operation"].as_str().unwrap())
+        .collect();
+    assert!(
+        operations.contains(&"audit.query_entries"),
+        "{operations:?}"
+    );
+    assert!(
+        operations.contains(&"audit.inclusion_proof"),
+        "{operations:?}"
+    );
+    // the look at the NIK's history is on the log by its keyed hash
+    let looked = after
+        .iter()
+        .find(|e| e["entry"]["operation"] == "audit.subject_lookup")
+        .expect("the who-accessed page is on the log");
+    assert_eq!(looked["entry"]["subject_hash"].as_str().unwrap().len(), 64);
+    // and an entry page tells a read in words
+    let read_seq = after[before]["seq"].as_u64().unwrap();
+    let r = web.get(&format!("/entries/{read_seq}"));
+    assert!(
+        r.body.contains("read") && r.body.contains("entries of the audit log"),
+        "{}",
+        r.body
     );
 
     // verify the whole log through the Audit service: it holds; then one
@@ -475,4 +526,177 @@ fn the_console_on_a_running_broker() {
         );
         assert!(!text.contains(&demo.nik), "{} holds the NIK", log.display());
     }
+}
+
+/// A console config for `who`'s certificate, from the operator's.
+fn agency_console(demo: &Demo, who: &str) -> String {
+    let name = format!("console-{who}.toml");
+    let text = std::fs::read_to_string(demo.keep.join("console-operator.toml")).unwrap();
+    let text = text.replace("certs/operator", &format!("certs/{who}"));
+    assert!(text.contains(&format!("certs/{who}.pem")), "{text}");
+    std::fs::write(demo.keep.join(&name), text).unwrap();
+    name
+}
+
+#[test]
+fn agencies_propose_approve_and_revoke_from_their_consoles() {
+    let demo = Demo::start();
+    let dinkes_log = demo.dir.path().join("console-dinkes.log");
+    let dinkes = demo.console(&agency_console(&demo, "agency-dinkes"), &dinkes_log);
+    let mut consumer = Client::new(dinkes.port);
+    assert_eq!(consumer.login(&dinkes.token).status, 303);
+
+    // the proposal form lists the other agencies' datasets, not its own
+    let r = consumer.get("/propose");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("<option value=\"disdukcapil.penduduk\""),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("<option value=\"dinkes."), "{}", r.body);
+    assert!(
+        r.body.contains("href=\"/propose\""),
+        "the agency's nav offers it"
+    );
+    let csrf = r.hidden("csrf");
+    let terms = |fields: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("id", "pks-usul-konsol".to_owned()),
+            ("dataset", "disdukcapil.penduduk".to_owned()),
+            ("purpose", "pendataan sasaran imunisasi".to_owned()),
+            ("fields", fields.to_owned()),
+            ("rows_per_day", "500".to_owned()),
+        ]
+    };
+    let form = |pairs: &[(&'static str, String)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect::<Vec<(&str, String)>>()
+    };
+    let post = |c: &mut Client, pairs: Vec<(&str, String)>| {
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        c.post("/propose", &refs)
+    };
+    // a grant that is none is said so, naming it
+    let r = post(&mut consumer, form(&terms("nik:write")));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("nik:write"), "{}", r.body);
+    // CSRF refused
+    let mut forged = form(&terms("nik"));
+    forged[0].1 = "forged".into();
+    assert_eq!(post(&mut consumer, forged).status, 403);
+    // the terms first, then the step
+    let r = post(&mut consumer, form(&terms("nik\nkode_desa")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("name=\"confirm\" value=\"yes\""),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("disdukcapil → dinkes"), "{}", r.body);
+    let certs = demo.keep.join("certs");
+    let out = jembatan()
+        .args(["agreement", "get", "pks-usul-konsol", "--broker"])
+        .arg(format!("https://localhost:{}", demo.broker_port))
+        .arg("--ca")
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join("auditor.pem"))
+        .arg("--key")
+        .arg(certs.join("auditor-key.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "nothing is proposed before the confirmation: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut confirmed = form(&terms("nik\nkode_desa"));
+    confirmed.push(("confirm", "yes".into()));
+    let r = post(&mut consumer, confirmed);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some("/agreements/pks-usul-konsol?done=propose")
+    );
+    assert_eq!(status_of(&demo, "pks-usul-konsol"), "proposed");
+    // the consumer cannot approve its own proposal
+    let r = consumer.get("/agreements/pks-usul-konsol");
+    assert!(!r.body.contains("id=\"approve\""), "{}", r.body);
+    assert!(r.body.contains("id=\"revoke\""), "either agency revokes");
+    let r = consumer.post(
+        "/agreements/pks-usul-konsol/approve",
+        &[("csrf", &csrf), ("confirm", "yes")],
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(status_of(&demo, "pks-usul-konsol"), "proposed");
+
+    // the provider approves from its console, after the confirmation step
+    let provider_log = demo.dir.path().join("console-disdukcapil.log");
+    let disdukcapil = demo.console(&agency_console(&demo, "agency-disdukcapil"), &provider_log);
+    let mut provider = Client::new(disdukcapil.port);
+    assert_eq!(provider.login(&disdukcapil.token).status, 303);
+    let r = provider.get("/agreements/pks-usul-konsol");
+    assert!(r.body.contains("id=\"approve\""), "{}", r.body);
+    let pcsrf = r.hidden("csrf");
+    let r = provider.post("/agreements/pks-usul-konsol/approve", &[("csrf", &pcsrf)]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("name=\"confirm\" value=\"yes\""));
+    assert_eq!(status_of(&demo, "pks-usul-konsol"), "proposed");
+    let r = provider.post(
+        "/agreements/pks-usul-konsol/approve",
+        &[("csrf", &pcsrf), ("confirm", "yes")],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(status_of(&demo, "pks-usul-konsol"), "provider_approved");
+    // any agency may propose, as the consumer; no agency reads the log
+    assert_eq!(provider.get("/propose").status, 200);
+    assert_eq!(provider.get("/exchanges").status, 403);
+
+    // the consumer revokes, with its reason, after the confirmation step
+    let r = consumer.post("/agreements/pks-usul-konsol/revoke", &[("csrf", &csrf)]);
+    assert_eq!(r.status, 200);
+    let r = consumer.post(
+        "/agreements/pks-usul-konsol/revoke",
+        &[
+            ("csrf", &csrf),
+            ("confirm", "yes"),
+            ("reason", "program selesai"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(status_of(&demo, "pks-usul-konsol"), "revoked");
+
+    // each step is on the log, by the agency's certificate
+    let out = jembatan()
+        .args(["audit", "query", "--store"])
+        .arg(demo.keep.join("broker.db"))
+        .output()
+        .unwrap();
+    let steps: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["entry"]["agreement_id"] == "pks-usul-konsol")
+        .map(|e| {
+            (
+                e["entry"]["caller"].as_str().unwrap().to_owned(),
+                e["entry"]["operation"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("agency:dinkes".to_owned(), "agreement.propose".to_owned()),
+            (
+                "agency:disdukcapil".to_owned(),
+                "agreement.approve".to_owned()
+            ),
+            ("agency:dinkes".to_owned(), "agreement.revoke".to_owned()),
+        ]
+    );
 }

@@ -237,6 +237,14 @@ fn the_console_in_a_headless_chromium() {
         "console-operator.toml",
         &demo.dir.path().join("operator.log"),
     );
+    // the consuming agency's own console, to propose
+    let text = std::fs::read_to_string(demo.keep.join("console-operator.toml")).unwrap();
+    std::fs::write(
+        demo.keep.join("console-dinkes.toml"),
+        text.replace("certs/operator", "certs/agency-dinkes"),
+    )
+    .unwrap();
+    let agency = demo.console("console-dinkes.toml", &demo.dir.path().join("dinkes.log"));
 
     let driver_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -267,6 +275,15 @@ fn the_console_in_a_headless_chromium() {
         "the overview",
     );
     b.check_accessibility("overview");
+    // the latest signed checkpoint with its age
+    let signed =
+        b.js("return document.querySelector('#checkpoint-age time').getAttribute('datetime')");
+    assert!(
+        signed
+            .as_str()
+            .is_some_and(|t| t.starts_with("20") && t.ends_with('Z')),
+        "the checkpoint's signing time: {signed}"
+    );
     b.screenshot("02-overview");
     let weight = b.js(
         r#"const nav = performance.getEntriesByType("navigation")[0];
@@ -401,6 +418,18 @@ fn the_console_in_a_headless_chromium() {
     );
     b.check_accessibility("dataset");
     b.screenshot("06b-registry-dataset");
+    // the mappings reading or producing its records, each document shown
+    b.click("ul.mappings summary");
+    assert!(
+        b.text("ul.mappings").contains("dinsos.warga@"),
+        "{}",
+        b.text("ul.mappings")
+    );
+    b.wait_for(
+        "return document.querySelector('ul.mappings details').open",
+        "the mapping document",
+    );
+    b.screenshot("06c-registry-mapping");
 
     // switch the language
     let before = b.js("return document.documentElement.lang");
@@ -420,6 +449,15 @@ fn the_console_in_a_headless_chromium() {
         "return location.pathname === '/'",
         "the operator's overview",
     );
+    // the auditor sees an agreement's quota use and its history
+    b.go(&format!("{base}/agreements"));
+    b.check_accessibility("agreements (auditor)");
+    b.click("a[href='/agreements/pks-uji-peramban']");
+    b.wait_for(
+        "return document.querySelector('#quota-use')",
+        "the quota use",
+    );
+    b.screenshot("07a-agreement-quota");
     b.go(&format!("{op_base}/agreements"));
     b.check_accessibility("agreements");
     b.screenshot("08-agreements");
@@ -444,6 +482,41 @@ fn the_console_in_a_headless_chromium() {
         json!("badge approved")
     );
     b.screenshot("10-approved");
+
+    // the consuming agency proposes from its own console, after a look
+    // at the terms
+    let agency_base = format!("http://127.0.0.1:{}", agency.port);
+    b.go(&format!("{agency_base}/login"));
+    b.type_into("#token", &agency.token);
+    b.click("form:has(#token) button[type=submit]");
+    b.wait_for("return location.pathname === '/'", "the agency's overview");
+    b.click("nav a[href='/propose']");
+    b.wait_for(
+        "return document.querySelector('#fields')",
+        "the proposal form",
+    );
+    b.check_accessibility("propose");
+    b.click("#dataset option[value='disdukcapil.penduduk']");
+    b.type_into("#purpose", "pendataan sasaran imunisasi");
+    b.type_into("#fields", "nik\nkode_desa");
+    b.type_into("#id", "pks-usul-peramban");
+    b.screenshot("10a-propose");
+    b.click("#propose");
+    b.wait_for(
+        "return document.querySelector('#confirm')",
+        "the terms to confirm",
+    );
+    b.check_accessibility("propose (confirm)");
+    b.screenshot("10b-confirm-proposal");
+    b.click("#confirm");
+    b.wait_for(
+        "return location.pathname === '/agreements/pks-usul-peramban' && document.querySelector('p.ok')",
+        "the proposal done",
+    );
+    assert_eq!(
+        b.js("return document.querySelector('.fields .badge').className"),
+        json!("badge proposed")
+    );
 
     // a 375 px wide phone: every page fits without sideways scrolling;
     // the auditor logs in again, with a password this time
@@ -471,6 +544,7 @@ fn the_console_in_a_headless_chromium() {
         ("/who".to_owned(), "who"),
         ("/agreements".to_owned(), "agreements"),
         ("/agreements/pks-uji-peramban".to_owned(), "agreement"),
+        ("/registry/disdukcapil.penduduk".to_owned(), "dataset"),
     ] {
         b.go(&format!("{base}{path}"));
         b.wait_for(

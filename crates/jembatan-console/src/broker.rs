@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use jembatan_core::Role;
+use jembatan_core::{Identity, Role};
 use jembatan_pki::{BrokerAddress, TlsFiles};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::agreements_client::AgreementsClient;
@@ -18,14 +18,14 @@ use crate::ConsoleError;
 #[derive(Debug, Clone)]
 pub struct Broker {
     channel: Channel,
-    role: Role,
+    identity: Identity,
     address: BrokerAddress,
 }
 
-/// The role a console certificate must carry: an auditor's or an
-/// operator's. Agency, integrator, adapter and broker certificates are
-/// refused naming their role.
-pub fn console_role(cert: &Path) -> Result<Role, ConsoleError> {
+/// The identity a console certificate must carry: an auditor's, an
+/// operator's or an agency's. Integrator, adapter and broker
+/// certificates are refused naming their role.
+pub fn console_identity(cert: &Path) -> Result<Identity, ConsoleError> {
     let pem = std::fs::read(cert).map_err(|e| ConsoleError::Certificate {
         path: cert.display().to_string(),
         message: e.to_string(),
@@ -36,7 +36,7 @@ pub fn console_role(cert: &Path) -> Result<Role, ConsoleError> {
             message: e.to_string(),
         })?;
     match identity.role {
-        Role::Auditor | Role::Operator => Ok(identity.role),
+        Role::Auditor | Role::Operator | Role::Agency => Ok(identity),
         _ => Err(ConsoleError::Role {
             path: cert.display().to_string(),
             identity: identity.to_string(),
@@ -47,18 +47,23 @@ pub fn console_role(cert: &Path) -> Result<Role, ConsoleError> {
 impl Broker {
     /// Checks the certificate's role, then opens an mTLS channel.
     pub async fn connect(url: &str, files: &TlsFiles) -> Result<Broker, ConsoleError> {
-        let role = console_role(&files.cert)?;
+        let identity = console_identity(&files.cert)?;
         let address = BrokerAddress::parse(url)?;
         let channel = address.connect(files).await?;
         Ok(Broker {
             channel,
-            role,
+            identity,
             address,
         })
     }
 
     pub fn role(&self) -> Role {
-        self.role
+        self.identity.role
+    }
+
+    /// The console certificate's identity (`agency:dinsos`, `operator`).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     pub fn address(&self) -> &BrokerAddress {

@@ -165,8 +165,53 @@ impl EntryView {
                     fill(lang, "entry_agreement", &values)
                 }
             }
+            ("audit_read", "deny", _) => fill(lang, "entry_read_refused", &values),
+            ("audit_read", _, "ok") => {
+                let terms = read_terms(v, lang);
+                let subject = text(v, "subject_hash");
+                let subject = subject.get(..12).unwrap_or(&subject).to_owned() + "…";
+                let index = v
+                    .get("filter")
+                    .and_then(|f| f.get("index"))
+                    .map(Value::to_string)
+                    .unwrap_or_default();
+                let mut values = values.to_vec();
+                values.push(("terms", terms.as_str()));
+                values.push(("subject", subject.as_str()));
+                values.push(("index", index.as_str()));
+                let key = match self.operation.as_str() {
+                    "audit.subject_lookup" => "entry_read_subject",
+                    "audit.inclusion_proof" => "entry_read_proof",
+                    _ => "entry_read_entries",
+                };
+                fill(lang, key, &values)
+            }
+            ("audit_read", _, _) => fill(lang, "entry_read_failed", &values),
             _ => fill(lang, "entry_other", &values),
         }
+    }
+}
+
+/// The terms of an auditor's read (`agency=dinsos, decision=deny`), or
+/// words saying it had none.
+fn read_terms(v: &Value, lang: Lang) -> String {
+    let terms: Vec<String> = v
+        .get("filter")
+        .and_then(Value::as_object)
+        .map(|terms| {
+            terms
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if terms.is_empty() {
+        fill(lang, "entry_read_no_filter", &[])
+    } else {
+        terms.join(", ")
     }
 }
 
@@ -203,6 +248,33 @@ mod tests {
                     "no_agreement",
                     "denied",
                 ],
+            ),
+            (
+                "an auditor's read",
+                serde_json::json!({"kind":"audit_read","operation":"audit.query_entries","caller":"auditor:inspektorat","decision":"allow","status":"ok","rows":12,"filter":{"agency":"dinsos","decision":"deny"}}),
+                [
+                    "auditor:inspektorat",
+                    "12",
+                    "agency=dinsos",
+                    "decision=deny",
+                    "read",
+                ],
+            ),
+            (
+                "an auditor's look at a person's history",
+                serde_json::json!({"kind":"audit_read","operation":"audit.subject_lookup","caller":"auditor:inspektorat","decision":"allow","status":"ok","rows":3,"subject_hash":"ab".repeat(32)}),
+                [
+                    "auditor:inspektorat",
+                    "abababababab…",
+                    "3",
+                    "history",
+                    "looked",
+                ],
+            ),
+            (
+                "a refused read",
+                serde_json::json!({"kind":"audit_read","operation":"audit.query_entries","caller":"agency:dinkes","decision":"deny","status":"denied","reasons":[{"code":"role_not_allowed","message":"m"}]}),
+                ["dinkes", "audit.query_entries", "refused", "tried", "log"],
             ),
             (
                 "agreement step",

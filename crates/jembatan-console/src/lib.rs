@@ -31,7 +31,7 @@ pub enum ConsoleError {
     #[error("certificate {path}: {message}")]
     Certificate { path: String, message: String },
     #[error(
-        "certificate {path} is {identity}'s: a console needs an auditor or an operator certificate"
+        "certificate {path} is {identity}'s: a console needs an auditor's, an operator's or an agency's certificate"
     )]
     Role { path: String, identity: String },
     #[error("{0}")]

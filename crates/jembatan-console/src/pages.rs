@@ -509,6 +509,21 @@ fn form_time(text: &str) -> Option<DateTime<Utc>> {
         .or_else(|| jembatan_core::agreement::parse_instant(&format!("{text}:00Z")).ok())
 }
 
+fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+/// How long ago, in the reader's words: seconds, minutes, hours or days.
+fn age_words(lang: Lang, age: ChronoDuration) -> String {
+    let s = age.num_seconds().max(0);
+    match s {
+        0..120 => fill(lang, "age_seconds", &[("n", &s.to_string())]),
+        120..7200 => fill(lang, "age_minutes", &[("n", &(s / 60).to_string())]),
+        7200..172_800 => fill(lang, "age_hours", &[("n", &(s / 3600).to_string())]),
+        _ => fill(lang, "age_days", &[("n", &(s / 86_400).to_string())]),
+    }
+}
+
 fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
@@ -1152,6 +1167,14 @@ pub(crate) async fn overview(AxumState(state): AxumState<Shared>, ctx: Ctx) -> R
         .await
         .ok()
         .map(|r| r.into_inner());
+    let signed_at = checkpoint
+        .as_ref()
+        .and_then(|c| c.signed_at.as_ref())
+        .and_then(from_timestamp);
+    let next_due = checkpoint
+        .as_ref()
+        .and_then(|c| c.next_due.as_ref())
+        .and_then(from_timestamp);
     let uncovered = match (&checkpoint, last_seq) {
         (Some(c), Some(last)) => (last + 1).saturating_sub(c.size),
         (None, Some(last)) => last + 1,
@@ -1175,6 +1198,10 @@ pub(crate) async fn overview(AxumState(state): AxumState<Shared>, ctx: Ctx) -> R
             pairs => counts(pairs, 10),
             checkpoint_size => checkpoint.as_ref().map(|c| c.size),
             checkpoint_note => checkpoint.as_ref().map(|c| c.note.clone()),
+            checkpoint_signed => signed_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            checkpoint_age => signed_at.map(|t| age_words(ctx.lang, now - t)),
+            checkpoint_next => next_due.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            checkpoint_every => checkpoint.as_ref().map(|c| c.next_after_entries),
             uncovered => uncovered,
             truncated => truncated,
             read => entries.len(),
@@ -1361,7 +1388,9 @@ pub(crate) async fn agreement(
     } else {
         Vec::new()
     };
-    let done = q.done.filter(|d| d == "approve" || d == "revoke");
+    let done = q
+        .done
+        .filter(|d| d == "approve" || d == "revoke" || d == "propose");
     render(
         &state,
         "agreement.html",
@@ -1370,13 +1399,36 @@ pub(crate) async fn agreement(
         "agreements",
         context! {
             a => view,
+            used_rows => found.quota_use.as_ref().map(|u| u.rows_today),
+            used_requests => found.quota_use.as_ref().map(|u| u.requests_this_minute),
             history => history,
             done => done,
-            can_approve => state.role() == Role::Operator && status_name(found.status) == "provider_approved",
-            can_revoke => state.role() == Role::Operator
-                && matches!(status_name(found.status), "proposed" | "provider_approved" | "approved"),
+            can_approve => may_take(state.broker.identity(), &found, "approve"),
+            can_revoke => may_take(state.broker.identity(), &found, "revoke"),
         },
     )
+}
+
+/// Whether this console's certificate may take `action` on agreement
+/// `a` as it stands, by the lifecycle's rules: the provider approves a
+/// proposal, an operator approves after the provider; either agency or
+/// an operator revokes an agreement not yet ended. The broker decides;
+/// the console offers only the steps it would take.
+fn may_take(by: &jembatan_core::Identity, a: &pb::Agreement, action: &str) -> bool {
+    let status = status_name(a.status);
+    let agency = by.agency.as_ref().map(|a| a.as_str());
+    match (by.role, action) {
+        (Role::Operator, "approve") => status == "provider_approved",
+        (Role::Agency, "approve") => status == "proposed" && agency == Some(a.provider.as_str()),
+        (Role::Operator, "revoke") => {
+            matches!(status, "proposed" | "provider_approved" | "approved")
+        }
+        (Role::Agency, "revoke") => {
+            matches!(status, "proposed" | "provider_approved" | "approved")
+                && (agency == Some(a.provider.as_str()) || agency == Some(a.consumer.as_str()))
+        }
+        _ => false,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1402,8 +1454,8 @@ pub(crate) async fn agreement_step(
     if action != "approve" && action != "revoke" {
         return not_found(AxumState(state), ctx).await;
     }
-    if state.role() != Role::Operator {
-        tracing::warn!(user = %session.user, %action, agreement = %id, "agreement step refused: not an operator console");
+    if state.role() == Role::Auditor {
+        tracing::warn!(user = %session.user, %action, agreement = %id, "agreement step refused: an auditor console");
         return ctx
             .refusal(
                 &state,
@@ -1412,16 +1464,26 @@ pub(crate) async fn agreement_step(
             )
             .into_response();
     }
+    let found = match state
+        .broker
+        .agreements()
+        .get(pb::GetAgreementRequest { id: id.clone() })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(status) => return ctx.broker_refused(&state, &status).into_response(),
+    };
+    if !may_take(state.broker.identity(), &found, &action) {
+        tracing::warn!(user = %session.user, %action, agreement = %id, "agreement step refused: not this certificate's step");
+        return ctx
+            .refusal(
+                &state,
+                StatusCode::FORBIDDEN,
+                fill(ctx.lang, "not_your_step", &[]),
+            )
+            .into_response();
+    }
     if form.confirm != "yes" {
-        let found = match state
-            .broker
-            .agreements()
-            .get(pb::GetAgreementRequest { id: id.clone() })
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            Err(status) => return ctx.broker_refused(&state, &status).into_response(),
-        };
         return render(
             &state,
             "confirm.html",
@@ -1456,9 +1518,318 @@ pub(crate) async fn agreement_step(
     }
 }
 
+// ------------------------------------------------------------ proposals
+
+/// The proposal form, as sent (and sent again from the confirmation page).
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub(crate) struct ProposeForm {
+    #[serde(default, skip_serializing)]
+    csrf: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    dataset: String,
+    #[serde(default)]
+    purpose: String,
+    /// One grant a line (or comma): `name`, `name:verify`, `name:masked:RULE`.
+    #[serde(default)]
+    fields: String,
+    #[serde(default)]
+    valid_until: String,
+    #[serde(default)]
+    rows_per_day: String,
+    #[serde(default)]
+    requests_per_minute: String,
+    #[serde(default, skip_serializing)]
+    confirm: String,
+}
+
+/// Parses the field grants: `name` (read), `name:read`, `name:verify` or
+/// `name:masked:RULE`; the first that is none of these is the error.
+fn parse_grants(text: &str) -> Result<Vec<pb::FieldGrant>, String> {
+    let mut grants = Vec::new();
+    for spec in text
+        .split(['\n', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (name, rest) = spec.split_once(':').unwrap_or((spec, "read"));
+        let (mode, mask) = match rest.split_once(':') {
+            None if rest == "read" => (pb::AccessMode::Read, String::new()),
+            None if rest == "verify" => (pb::AccessMode::Verify, String::new()),
+            Some(("masked", rule)) if rule.parse::<jembatan_core::MaskRule>().is_ok() => {
+                (pb::AccessMode::Masked, rule.to_owned())
+            }
+            _ => return Err(spec.to_owned()),
+        };
+        if name.is_empty() || name.parse::<jembatan_core::FieldName>().is_err() {
+            return Err(spec.to_owned());
+        }
+        grants.push(pb::FieldGrant {
+            field: name.to_owned(),
+            mode: mode as i32,
+            mask,
+        });
+    }
+    Ok(grants)
+}
+
+/// The terms a proposal form gives, or what is wrong with it in words.
+fn proposal(
+    form: &ProposeForm,
+    by: &jembatan_core::Identity,
+    lang: Lang,
+) -> Result<pb::Agreement, String> {
+    let dataset: jembatan_core::DatasetId = form.dataset.trim().parse().map_err(|_| {
+        fill(
+            lang,
+            "propose_bad_dataset",
+            &[("dataset", form.dataset.trim())],
+        )
+    })?;
+    let purpose = form.purpose.trim();
+    if purpose.is_empty() {
+        return Err(fill(lang, "propose_no_purpose", &[]));
+    }
+    let fields = parse_grants(&form.fields)
+        .map_err(|spec| fill(lang, "propose_bad_field", &[("field", &spec)]))?;
+    if fields.is_empty() {
+        return Err(fill(lang, "propose_no_fields", &[]));
+    }
+    let valid_until = match form.valid_until.trim() {
+        "" => None,
+        text => {
+            Some(timestamp(form_time(text).ok_or_else(|| {
+                fill(lang, "propose_bad_date", &[("date", text)])
+            })?))
+        }
+    };
+    let number = |text: &str| -> Result<u64, String> {
+        match text.trim() {
+            "" => Ok(0),
+            n => n
+                .parse()
+                .map_err(|_| fill(lang, "propose_bad_number", &[("number", n)])),
+        }
+    };
+    let (rows, requests) = (
+        number(&form.rows_per_day)?,
+        number(&form.requests_per_minute)?,
+    );
+    Ok(pb::Agreement {
+        id: form.id.trim().to_owned(),
+        provider: dataset.agency().to_string(),
+        consumer: by
+            .agency
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        dataset: dataset.to_string(),
+        fields,
+        purpose: purpose.to_owned(),
+        valid_until,
+        quota: (rows > 0 || requests > 0).then_some(pb::Quota {
+            rows_per_day: rows,
+            requests_per_minute: requests,
+        }),
+        ..Default::default()
+    })
+}
+
+/// The datasets an agency may propose to read: every registered one but
+/// its own.
+async fn proposable(state: &State) -> Vec<String> {
+    let own = state
+        .broker
+        .identity()
+        .agency
+        .as_ref()
+        .map(ToString::to_string);
+    state
+        .broker
+        .registry()
+        .list_datasets(pb::ListDatasetsRequest {})
+        .await
+        .map(|r| r.into_inner().datasets)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| own.as_deref() != Some(d.provider.as_str()))
+        .map(|d| d.dataset)
+        .collect()
+}
+
+/// Only an agency's console proposes: the consuming agency's certificate.
+fn need_agency(ctx: &Ctx, state: &Shared) -> Result<(), Box<Response>> {
+    if state.role() == Role::Agency {
+        return Ok(());
+    }
+    Err(Box::new(
+        ctx.refusal(
+            state,
+            StatusCode::FORBIDDEN,
+            fill(ctx.lang, "needs_agency", &[]),
+        )
+        .into_response(),
+    ))
+}
+
+pub(crate) async fn propose_form(AxumState(state): AxumState<Shared>, ctx: Ctx) -> Response {
+    let session = match ctx.admit(&state, None, Needs::Anyone) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if let Err(r) = need_agency(&ctx, &state) {
+        return *r;
+    }
+    render(
+        &state,
+        "propose.html",
+        ctx.lang,
+        Some(&session),
+        "propose",
+        context! { form => ProposeForm::default(), datasets => proposable(&state).await },
+    )
+}
+
+/// A proposal: the form checked here, then a confirmation page with the
+/// terms, then the call; the broker writes the step to the log first.
+pub(crate) async fn propose(
+    AxumState(state): AxumState<Shared>,
+    ctx: Ctx,
+    Form(form): Form<ProposeForm>,
+) -> Response {
+    let session = match ctx.admit(&state, Some(&form.csrf), Needs::Anyone) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if let Err(r) = need_agency(&ctx, &state) {
+        return *r;
+    }
+    let terms = match proposal(&form, state.broker.identity(), ctx.lang) {
+        Ok(terms) => terms,
+        Err(error) => {
+            let mut page = render(
+                &state,
+                "propose.html",
+                ctx.lang,
+                Some(&session),
+                "propose",
+                context! { form => &form, datasets => proposable(&state).await, error => error },
+            );
+            *page.status_mut() = StatusCode::BAD_REQUEST;
+            return page;
+        }
+    };
+    if form.confirm != "yes" {
+        return render(
+            &state,
+            "propose.html",
+            ctx.lang,
+            Some(&session),
+            "propose",
+            context! { form => &form, confirm => true, a => agreement_view(&terms, Utc::now()) },
+        );
+    }
+    match state
+        .broker
+        .agreements()
+        .propose(pb::ProposeRequest {
+            agreement: Some(terms),
+        })
+        .await
+    {
+        Ok(r) => {
+            let id = r.into_inner().id;
+            tracing::info!(user = %session.user, agreement = %id, "agreement proposed");
+            Redirect::to(&format!("/agreements/{}?done=propose", encode(&id))).into_response()
+        }
+        Err(status) => ctx.broker_refused(&state, &status).into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_are_read_one_a_line() {
+        let grants =
+            parse_grants("nik\nnama:masked:keep_first:3, tanggal_lahir:verify\n\n kode_desa:read")
+                .unwrap();
+        let got: Vec<(String, i32, String)> = grants
+            .into_iter()
+            .map(|g| (g.field, g.mode, g.mask))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("nik".to_owned(), pb::AccessMode::Read as i32, String::new()),
+                (
+                    "nama".to_owned(),
+                    pb::AccessMode::Masked as i32,
+                    "keep_first:3".to_owned()
+                ),
+                (
+                    "tanggal_lahir".to_owned(),
+                    pb::AccessMode::Verify as i32,
+                    String::new()
+                ),
+                (
+                    "kode_desa".to_owned(),
+                    pb::AccessMode::Read as i32,
+                    String::new()
+                ),
+            ]
+        );
+        for bad in [
+            "nama:masked",
+            "nama:masked:half",
+            "nik:write",
+            ":read",
+            "bad name",
+        ] {
+            assert_eq!(parse_grants(bad).unwrap_err(), bad, "{bad}");
+        }
+        assert!(parse_grants(" \n ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_proposal_form_gives_terms_or_says_what_is_wrong() {
+        let by =
+            jembatan_core::Identity::new(Role::Agency, Some("dinkes".parse().unwrap())).unwrap();
+        let form = |f: fn(&mut ProposeForm)| {
+            let mut form = ProposeForm {
+                dataset: "disdukcapil.penduduk".into(),
+                purpose: "imunisasi".into(),
+                fields: "nik".into(),
+                ..Default::default()
+            };
+            f(&mut form);
+            proposal(&form, &by, Lang::En)
+        };
+        let terms = form(|f| {
+            f.rows_per_day = "500".into();
+            f.valid_until = "2027-06-30".into();
+        })
+        .unwrap();
+        assert_eq!(
+            (terms.provider.as_str(), terms.consumer.as_str()),
+            ("disdukcapil", "dinkes")
+        );
+        assert_eq!(terms.quota.unwrap().rows_per_day, 500);
+        assert!(terms.valid_until.is_some());
+        for (f, words) in [
+            (form(|f| f.dataset = "nodot".into()), "nodot"),
+            (form(|f| f.purpose = " ".into()), "purpose"),
+            (form(|f| f.fields = "nik:write".into()), "nik:write"),
+            (form(|f| f.fields = String::new()), "field"),
+            (form(|f| f.valid_until = "besok".into()), "besok"),
+            (form(|f| f.rows_per_day = "-1".into()), "-1"),
+        ] {
+            let message = f.unwrap_err();
+            assert!(message.contains(words), "{message}");
+        }
+    }
 
     #[test]
     fn only_local_paths_are_followed() {
@@ -1487,6 +1858,17 @@ mod tests {
         assert_eq!(t.timestamp_millis(), 0x01a2_46c1_0b5d);
         assert!(uuid7_time("not-a-uuid").is_none());
         assert!(uuid7_time("01a246c1-0b5d-42fb-9c30-a902df4a8e03").is_none());
+    }
+
+    #[test]
+    fn ages_are_told_in_the_readers_unit() {
+        let age = |s: i64| age_words(Lang::En, ChronoDuration::seconds(s));
+        assert_eq!(age(-3), "0 seconds");
+        assert_eq!(age(119), "119 seconds");
+        assert_eq!(age(120), "2 minutes");
+        assert_eq!(age(7200), "2 hours");
+        assert_eq!(age(172_800), "2 days");
+        assert_eq!(age_words(Lang::Id, ChronoDuration::seconds(61)), "61 detik");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The registry pages: datasets with their compatibility mode, a
-//! dataset's schema versions side by side with a line diff, and the
-//! "check this new schema" form that shows the broker's verdict with
-//! each incompatibility's path and counterexample.
+//! The registry pages: datasets with their compatibility mode and the
+//! mappings between their schemas, a dataset's schema versions side by
+//! side with a line diff and the mappings reading or producing its
+//! records (each document shown), and the "check this new schema" form
+//! that shows the broker's verdict with each incompatibility's path and
+//! counterexample.
 
 use std::sync::Arc;
 
@@ -54,6 +56,47 @@ struct DatasetView {
     latest: u32,
 }
 
+/// One registered mapping version, for a template.
+#[derive(Debug, Serialize)]
+struct MappingView {
+    source: String,
+    target: String,
+    version: u32,
+    registered_at: String,
+    /// The document, pretty-printed.
+    document: String,
+}
+
+/// The mappings reading or producing records of `dataset` (every mapping
+/// when it is empty).
+async fn mappings(state: &State, dataset: &str) -> Result<Vec<MappingView>, tonic::Status> {
+    let list = state
+        .broker
+        .registry()
+        .list_mappings(pb::ListMappingsRequest {
+            dataset: dataset.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .mappings;
+    Ok(list
+        .into_iter()
+        .map(|m| MappingView {
+            registered_at: m
+                .registered_at
+                .and_then(|t| {
+                    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+                })
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default(),
+            document: pretty(&m.document_json),
+            source: m.source,
+            target: m.target,
+            version: m.version,
+        })
+        .collect())
+}
+
 pub(crate) async fn datasets(AxumState(state): AxumState<Shared>, ctx: Ctx) -> Response {
     let session = match ctx.admit(&state, None, Needs::Anyone) {
         Ok(s) => s,
@@ -77,13 +120,17 @@ pub(crate) async fn datasets(AxumState(state): AxumState<Shared>, ctx: Ctx) -> R
             latest: d.latest_version,
         })
         .collect();
+    let mappings = match mappings(&state, "").await {
+        Ok(m) => m,
+        Err(status) => return ctx.broker_refused(&state, &status).into_response(),
+    };
     render(
         &state,
         "registry.html",
         ctx.lang(),
         Some(&session),
         "registry",
-        context! { datasets => rows },
+        context! { datasets => rows, mappings => mappings },
     )
 }
 
@@ -206,6 +253,10 @@ async fn page(
             state: state_name(v.state),
         })
         .collect();
+    let mappings = match mappings(state, dataset).await {
+        Ok(m) => m,
+        Err(status) => return ctx.broker_refused(state, &status).into_response(),
+    };
     render(
         state,
         "dataset.html",
@@ -215,6 +266,7 @@ async fn page(
         context! {
             dataset => dataset,
             versions => views,
+            mappings => mappings,
             old => old,
             new => new,
             old_text => old_text,

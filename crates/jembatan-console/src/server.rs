@@ -149,6 +149,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/agreements", get(pages::agreements))
         .route("/agreements/{id}", get(pages::agreement))
         .route("/agreements/{id}/{action}", post(pages::agreement_step))
+        .route("/propose", get(pages::propose_form).post(pages::propose))
         .route("/verify", get(verify::page).post(verify::start))
         .route("/registry", get(registry::datasets))
         .route("/registry/{dataset}", get(registry::dataset))

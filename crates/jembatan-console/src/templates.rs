@@ -21,6 +21,7 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../templates/agreement.html"),
     ),
     ("confirm.html", include_str!("../templates/confirm.html")),
+    ("propose.html", include_str!("../templates/propose.html")),
     ("message.html", include_str!("../templates/message.html")),
     ("registry.html", include_str!("../templates/registry.html")),
     ("dataset.html", include_str!("../templates/dataset.html")),

@@ -5,9 +5,11 @@
 //! leaves the broker, and, when it was allowed, a *completion* entry when
 //! its stream ends. An allowed lookup, whose whole answer is one message,
 //! writes one *answered* entry holding both, after the adapter answers and
-//! before the answer leaves; a denied one, its decision entry. Entries hold metadata and hashes, never payloads;
-//! lookup keys and filter values on subject keys appear only as keyed
-//! hashes, other values only as their shape (see [`crate::redact`]).
+//! before the answer leaves; a denied one, its decision entry. Agreement
+//! steps and auditors' reads of the log are entries of their own kinds.
+//! Entries hold metadata and hashes, never payloads; lookup keys and
+//! filter values on subject keys appear only as keyed hashes, other
+//! values only as their shape (see [`crate::redact`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +23,11 @@ use crate::redact::HashedText;
 ///   shape; `subjects` lists every subject named; fields no agreement
 ///   grants and unregistered purposes appear only as keyed hashes.
 /// - 3: the `answered` kind: an allowed lookup in one entry.
+/// - 4: the `audit_read` kind: an auditor's read of the log.
 ///
 /// Entries of every earlier version stay readable and verifiable: their
 /// canonical bytes never change.
-pub const ENTRY_FORMAT_VERSION: u32 = 3;
+pub const ENTRY_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +43,10 @@ pub enum EntryKind {
     /// A step in an agreement's lifecycle (proposed, approved, revoked,
     /// expired), or a refused attempt at one.
     Agreement,
+    /// An auditor's read of the log itself (entries, entries naming a
+    /// subject, an entry's inclusion proof), or a refused attempt at one:
+    /// who looked at whose access history.
+    AuditRead,
 }
 
 impl EntryKind {
@@ -49,6 +56,7 @@ impl EntryKind {
             EntryKind::Completion => "completion",
             EntryKind::Answered => "answered",
             EntryKind::Agreement => "agreement",
+            EntryKind::AuditRead => "audit_read",
         }
     }
 }

@@ -241,7 +241,7 @@ impl Metrics {
     /// rows and bytes delivered. A dataset the broker does not know is
     /// labelled `unknown` (its logged form is a keyed hash).
     fn entry(&self, entry: &AuditEntry) {
-        if entry.kind == EntryKind::Agreement {
+        if matches!(entry.kind, EntryKind::Agreement | EntryKind::AuditRead) {
             return;
         }
         let known = entry.provider.is_some();
@@ -271,7 +271,7 @@ impl Metrics {
                 self.decided(entry, &labels);
                 self.completed(entry, &labels);
             }
-            EntryKind::Agreement => {}
+            EntryKind::Agreement | EntryKind::AuditRead => {}
         }
     }
 
