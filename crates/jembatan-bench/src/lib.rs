@@ -11,7 +11,9 @@
 //!   clients, against prepared point queries with the same concurrency;
 //! - B3 audit: durable audit appends per second on SQLite and PostgreSQL;
 //! - B4 memory: peak RSS of a broker and an adapter run as child processes
-//!   while they stream 100k (and more) rows.
+//!   while they stream 100k (and more) rows;
+//! - B5 batch verification: `VerifyBatch` calls of 10,000 keys against
+//!   `WHERE nik = ANY($1)` batches of the same keys.
 //!
 //! Figures are never asserted; the report only checks that counts agree.
 
@@ -22,6 +24,7 @@ mod lookup;
 mod memory;
 mod population;
 mod report;
+mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +32,7 @@ use std::time::Duration;
 pub use audit::{fill_entries, fill_log};
 pub use report::{
     AuditFigures, BulkFigures, LookupFigures, MAPPING, MemoryFigures, MemoryPoint, Report,
+    VerifyFigures,
 };
 
 /// Rows in the table by default.
@@ -49,6 +53,10 @@ pub const AUDIT_APPENDERS: usize = 64;
 pub const VERIFY_ENTRIES: u64 = 1_000_000;
 /// The same with `--quick`.
 pub const QUICK_VERIFY_ENTRIES: u64 = 20_000;
+/// Keys B5 verifies (at most the table's rows).
+pub const VERIFY_BATCH_KEYS: u64 = 1_000_000;
+/// The same with `--quick`.
+pub const QUICK_VERIFY_BATCH_KEYS: u64 = 20_000;
 
 /// One part of the benchmark, for `--only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,6 +69,8 @@ pub enum Part {
     Audit,
     /// B4: broker and adapter peak RSS while streaming.
     Memory,
+    /// B5: batch verification against `= ANY` batches.
+    Verify,
 }
 
 /// What to run and how big.
@@ -166,7 +176,7 @@ pub async fn run(options: &Options) -> Result<Report, BenchError> {
     }
     let started = std::time::Instant::now();
     let tmp = tempfile::tempdir()?;
-    let mut report = if [Part::Bulk, Part::Lookup, Part::Memory]
+    let mut report = if [Part::Bulk, Part::Lookup, Part::Memory, Part::Verify]
         .iter()
         .any(|&p| options.runs(p))
     {
@@ -191,7 +201,7 @@ async fn run_on(
 ) -> Result<Report, BenchError> {
     let mut report = Report::new(options);
     if let Some(population) = population
-        && (options.runs(Part::Bulk) || options.runs(Part::Lookup))
+        && (options.runs(Part::Bulk) || options.runs(Part::Lookup) || options.runs(Part::Verify))
     {
         let cluster = cluster::Cluster::start(population, dir).await?;
         let measured = in_cluster(options, population, &cluster, &mut report).await;
@@ -221,7 +231,7 @@ async fn run_on(
     Ok(report)
 }
 
-/// B1 and B2, on the in-process broker and adapter.
+/// B1, B2 and B5, on the in-process broker and adapter.
 async fn in_cluster(
     options: &Options,
     population: &population::Population,
@@ -242,6 +252,16 @@ async fn in_cluster(
                 .lookups
                 .push(lookup::run(population, cluster, c, options.duration).await?);
         }
+    }
+    if options.runs(Part::Verify) {
+        let most = if options.quick {
+            QUICK_VERIFY_BATCH_KEYS
+        } else {
+            VERIFY_BATCH_KEYS
+        };
+        let keys = most.min(options.rows);
+        progress(format_args!("B5 batch verification: {keys} keys"));
+        report.verify = Some(verify::run(population, cluster, keys).await?);
     }
     Ok(())
 }

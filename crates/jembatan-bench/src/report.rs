@@ -59,6 +59,16 @@ pub struct LookupFigures {
     pub http_p99_ms: f64,
 }
 
+/// B5: keys verified per second, through `VerifyBatch` and directly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyFigures {
+    pub keys: u64,
+    /// Keys per call (and per direct `= ANY` batch).
+    pub batch: usize,
+    pub per_s: f64,
+    pub direct_per_s: f64,
+}
+
 /// B3.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditFigures {
@@ -102,6 +112,7 @@ pub struct Report {
     pub lookups: Vec<LookupFigures>,
     pub audit: Option<AuditFigures>,
     pub memory: MemoryFigures,
+    pub verify: Option<VerifyFigures>,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -126,6 +137,7 @@ impl Report {
             lookups: Vec::new(),
             audit: None,
             memory: MemoryFigures::Skipped("not run".into()),
+            verify: None,
         }
     }
 
@@ -221,6 +233,16 @@ impl Report {
             put(
                 &format!("http_lookup_ratio_c{c}"),
                 json!(round(ratio(l.http_per_s, l.per_s), 4)),
+            );
+        }
+        if let Some(v) = &self.verify {
+            put("verify_batch_keys", json!(v.keys));
+            put("verify_batch_size", json!(v.batch));
+            put("verify_batch_per_s", json!(round(v.per_s, 0)));
+            put("verify_batch_direct_per_s", json!(round(v.direct_per_s, 0)));
+            put(
+                "verify_batch_ratio",
+                json!(round(ratio(v.per_s, v.direct_per_s), 4)),
             );
         }
         if let Some(a) = &self.audit {
@@ -357,6 +379,15 @@ impl fmt::Display for Report {
                     &format!("{:.2}", ratio(a, b)),
                 )?;
             }
+        }
+        if let Some(v) = &self.verify {
+            line(
+                f,
+                &format!("B5 batch verification, {} keys (vs = ANY)", v.keys),
+                &rate(v.per_s),
+                &rate(v.direct_per_s),
+                &format!("{:.3}", ratio(v.per_s, v.direct_per_s)),
+            )?;
         }
         if let Some(a) = &self.audit {
             line(
