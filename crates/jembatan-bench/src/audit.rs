@@ -11,13 +11,13 @@ use tokio::task::JoinSet;
 use crate::{AUDIT_APPENDERS, AuditFigures, BenchError};
 
 /// Appends made and how long they took.
-struct Appends {
+pub(crate) struct Appends {
     count: u64,
     seconds: f64,
 }
 
 impl Appends {
-    fn per_s(&self) -> f64 {
+    pub(crate) fn per_s(&self) -> f64 {
         self.count as f64 / self.seconds.max(1e-9)
     }
 }
@@ -154,7 +154,7 @@ async fn on_fresh_pg_database(url: &str, duration: Duration) -> Result<Appends, 
     Ok(appends)
 }
 
-fn replace_db(url: &str, db: &str) -> Result<String, BenchError> {
+pub(crate) fn replace_db(url: &str, db: &str) -> Result<String, BenchError> {
     let (base, rest) = url
         .split_once("://")
         .ok_or_else(|| BenchError::Options(format!("not a database URL: {url}")))?;
@@ -169,13 +169,23 @@ fn replace_db(url: &str, db: &str) -> Result<String, BenchError> {
 /// `AUDIT_APPENDERS` tasks appending until `duration` has passed; the count
 /// is checked against the log's size.
 async fn append_for(store: &Store, duration: Duration) -> Result<Appends, BenchError> {
-    let log = AuditLog::start(store.clone());
+    append_through(std::slice::from_ref(store), duration).await
+}
+
+/// [`append_for`] with the appenders spread over several handles of one
+/// store, each with its own `AuditLog` — as replicas append.
+pub(crate) async fn append_through(
+    stores: &[Store],
+    duration: Duration,
+) -> Result<Appends, BenchError> {
+    let logs: Vec<AuditLog> = stores.iter().map(|s| AuditLog::start(s.clone())).collect();
+    let log = logs[0].clone();
     let before = log.size().await?;
     let started = Instant::now();
     let deadline = started + duration;
     let mut set = JoinSet::new();
     for task in 0..AUDIT_APPENDERS {
-        let log = log.clone();
+        let log = logs[task % logs.len()].clone();
         set.spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {

@@ -233,6 +233,18 @@ pub(crate) fn broker_toml(
     tls: &TlsFiles,
     dir: &Path,
 ) -> String {
+    broker_toml_on(listen_port, adapter_port, tls, dir, None)
+}
+
+/// [`broker_toml`] with the store at `store` (a PostgreSQL URL, shared by
+/// replicas) instead of a SQLite file in `dir`.
+pub(crate) fn broker_toml_on(
+    listen_port: u16,
+    adapter_port: u16,
+    tls: &TlsFiles,
+    dir: &Path,
+    store: Option<&str>,
+) -> String {
     let columns: Vec<String> = COLUMNS.iter().map(|c| format!("{c:?}")).collect();
     format!(
         r#"version = 1
@@ -265,7 +277,10 @@ valid_from = "2020-01-01"
 valid_until = "2099-01-01"
 status = "approved"
 {REGISTRY_TOML}"#,
-        store = dir.join("broker.db").display(),
+        store = store.map_or_else(
+            || dir.join("broker.db").display().to_string(),
+            str::to_owned
+        ),
         audit_key = dir.join("audit.key").display(),
         checkpoint_key = dir.join("checkpoint.key").display(),
         ca = tls.ca.display(),
@@ -280,12 +295,25 @@ pub(crate) struct Cluster {
     pub(crate) broker: Broker,
     pub(crate) broker_port: u16,
     pub(crate) certs: Certs,
+    /// Further replicas on the same store (see [`Cluster::start_on`]).
+    replicas: Vec<(Broker, u16)>,
     stop: watch::Sender<bool>,
 }
 
 impl Cluster {
     pub(crate) async fn start(population: &Population, dir: &Path) -> Result<Cluster, BenchError> {
-        let dir = dir.join("in-process");
+        Cluster::start_on(population, &dir.join("in-process"), None, 1).await
+    }
+
+    /// `brokers` replicas (sharing keys and the store at `store`, a
+    /// SQLite file in `dir` when `None`) in front of one adapter.
+    pub(crate) async fn start_on(
+        population: &Population,
+        dir: &Path,
+        store: Option<&str>,
+        brokers: usize,
+    ) -> Result<Cluster, BenchError> {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let certs = Certs::issue(&dir.join("certs"))?;
         let (stop, stop_rx) = watch::channel(false);
@@ -314,24 +342,44 @@ impl Cluster {
         ));
 
         write_registry_files(&dir)?;
-        let text = broker_toml(0, adapter_port, &certs.broker, &dir);
+        let text = broker_toml_on(0, adapter_port, &certs.broker, &dir, store);
         let config = BrokerConfig::from_toml(&text, &dir)
             .map_err(|e| BenchError::Options(format!("broker config: {e}")))?;
-        let broker = Broker::start(&config).await?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let broker_port = listener.local_addr()?.port();
-        tokio::spawn(jembatan_broker::serve(
-            broker.clone(),
-            listener,
-            config.tls.server_config()?,
-            shutdown(),
-        ));
+        let mut started = Vec::with_capacity(brokers.max(1));
+        for _ in 0..brokers.max(1) {
+            let broker = Broker::start(&config).await?;
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr()?.port();
+            tokio::spawn(jembatan_broker::serve(
+                broker.clone(),
+                listener,
+                config.tls.server_config()?,
+                shutdown(),
+            ));
+            started.push((broker, port));
+        }
+        let (broker, broker_port) = started.remove(0);
         Ok(Cluster {
             broker,
             broker_port,
             certs,
+            replicas: started,
             stop,
         })
+    }
+
+    /// A consumer client of replica `i` (modulo the replicas there are).
+    pub(crate) async fn consumer_of(
+        &self,
+        i: usize,
+    ) -> Result<ExchangeClient<Channel>, BenchError> {
+        let k = i % (self.replicas.len() + 1);
+        let port = if k == 0 {
+            self.broker_port
+        } else {
+            self.replicas[k - 1].1
+        };
+        consumer(port, &self.certs.consumer).await
     }
 
     /// A consumer client on its own connection.
@@ -341,8 +389,10 @@ impl Cluster {
 
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
-        if let Err(err) = self.broker.shutdown().await {
-            crate::progress(format_args!("broker shutdown: {err}"));
+        for broker in std::iter::once(&self.broker).chain(self.replicas.iter().map(|(b, _)| b)) {
+            if let Err(err) = broker.shutdown().await {
+                crate::progress(format_args!("broker shutdown: {err}"));
+            }
         }
     }
 }

@@ -13,7 +13,9 @@
 //! - B4 memory: peak RSS of a broker and an adapter run as child processes
 //!   while they stream 100k (and more) rows;
 //! - B5 batch verification: `VerifyBatch` calls of 10,000 keys against
-//!   `WHERE nik = ANY($1)` batches of the same keys.
+//!   `WHERE nik = ANY($1)` batches of the same keys;
+//! - B6 replicas: two brokers on one PostgreSQL store against one (lookups
+//!   at 32 clients, audit appends).
 //!
 //! Figures are never asserted; the report only checks that counts agree.
 
@@ -23,6 +25,7 @@ mod cluster;
 mod lookup;
 mod memory;
 mod population;
+mod replicas;
 mod report;
 mod verify;
 
@@ -31,8 +34,8 @@ use std::time::Duration;
 
 pub use audit::{fill_entries, fill_log};
 pub use report::{
-    AuditFigures, BulkFigures, LookupFigures, MAPPING, MemoryFigures, MemoryPoint, Report,
-    VerifyFigures,
+    AuditFigures, BulkFigures, LookupFigures, MAPPING, MemoryFigures, MemoryPoint, ReplicaFigures,
+    Report, VerifyFigures,
 };
 
 /// Rows in the table by default.
@@ -71,6 +74,8 @@ pub enum Part {
     Memory,
     /// B5: batch verification against `= ANY` batches.
     Verify,
+    /// B6: two brokers on one PostgreSQL store against one.
+    Replicas,
 }
 
 /// What to run and how big.
@@ -176,9 +181,15 @@ pub async fn run(options: &Options) -> Result<Report, BenchError> {
     }
     let started = std::time::Instant::now();
     let tmp = tempfile::tempdir()?;
-    let mut report = if [Part::Bulk, Part::Lookup, Part::Memory, Part::Verify]
-        .iter()
-        .any(|&p| options.runs(p))
+    let mut report = if [
+        Part::Bulk,
+        Part::Lookup,
+        Part::Memory,
+        Part::Verify,
+        Part::Replicas,
+    ]
+    .iter()
+    .any(|&p| options.runs(p))
     {
         let population = population::Population::create(&options.pg_url, options.rows).await?;
         let result = run_on(options, Some(&population), tmp.path()).await;
@@ -220,6 +231,15 @@ async fn run_on(
         };
         report.audit =
             Some(audit::run(&options.pg_url, dir, options.duration, verify_entries).await?);
+    }
+    if let Some(population) = population
+        && options.runs(Part::Replicas)
+    {
+        progress(format_args!(
+            "B6 replicas: one and two brokers on one PostgreSQL store, {:?} each",
+            options.duration
+        ));
+        report.replicas = Some(replicas::run(population, dir, options.duration).await?);
     }
     report.memory = if let Some(population) = population
         && options.runs(Part::Memory)

@@ -16,9 +16,9 @@ use crate::{BenchError, LookupFigures};
 
 /// Lookups done by one side and their latencies in microseconds.
 #[derive(Default)]
-struct Side {
-    done: u64,
-    found: u64,
+pub(crate) struct Side {
+    pub(crate) done: u64,
+    pub(crate) found: u64,
     /// Exchanges the broker refused with `Unavailable` (audit log not
     /// writable at that moment); not counted in `done`.
     refused: u64,
@@ -34,7 +34,7 @@ impl Side {
         self.latencies_us.extend(other.latencies_us);
     }
 
-    fn per_s(&self) -> f64 {
+    pub(crate) fn per_s(&self) -> f64 {
         self.done as f64 / self.seconds.max(1e-9)
     }
 
@@ -113,16 +113,17 @@ where
     Ok(total)
 }
 
-async fn through_broker(
+pub(crate) async fn through_broker(
     population: &Population,
     cluster: &Cluster,
     concurrency: usize,
     duration: Duration,
 ) -> Result<Side, BenchError> {
-    // connect every client before the clock starts
+    // connect every client before the clock starts, spread over the
+    // replicas when there are several
     let mut clients = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        clients.push(cluster.consumer().await?);
+    for i in 0..concurrency {
+        clients.push(cluster.consumer_of(i).await?);
     }
     let rows = population.rows;
     let clients = std::sync::Mutex::new(clients);

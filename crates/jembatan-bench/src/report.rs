@@ -69,6 +69,17 @@ pub struct VerifyFigures {
     pub direct_per_s: f64,
 }
 
+/// B6: one broker on a PostgreSQL store against two on one, same run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaFigures {
+    /// Lookup clients, spread over the replicas.
+    pub clients: usize,
+    pub lookup_one_per_s: f64,
+    pub lookup_two_per_s: f64,
+    pub appends_one_per_s: f64,
+    pub appends_two_per_s: f64,
+}
+
 /// B3.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditFigures {
@@ -113,6 +124,7 @@ pub struct Report {
     pub audit: Option<AuditFigures>,
     pub memory: MemoryFigures,
     pub verify: Option<VerifyFigures>,
+    pub replicas: Option<ReplicaFigures>,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -138,6 +150,7 @@ impl Report {
             audit: None,
             memory: MemoryFigures::Skipped("not run".into()),
             verify: None,
+            replicas: None,
         }
     }
 
@@ -243,6 +256,33 @@ impl Report {
             put(
                 "verify_batch_ratio",
                 json!(round(ratio(v.per_s, v.direct_per_s), 4)),
+            );
+        }
+        if let Some(r) = &self.replicas {
+            put("replicas_lookup_clients", json!(r.clients));
+            put(
+                "replicas_lookup_per_s_1",
+                json!(round(r.lookup_one_per_s, 1)),
+            );
+            put(
+                "replicas_lookup_per_s_2",
+                json!(round(r.lookup_two_per_s, 1)),
+            );
+            put(
+                "replicas_lookup_ratio",
+                json!(round(ratio(r.lookup_two_per_s, r.lookup_one_per_s), 4)),
+            );
+            put(
+                "replicas_appends_per_s_1",
+                json!(round(r.appends_one_per_s, 1)),
+            );
+            put(
+                "replicas_appends_per_s_2",
+                json!(round(r.appends_two_per_s, 1)),
+            );
+            put(
+                "replicas_appends_ratio",
+                json!(round(ratio(r.appends_two_per_s, r.appends_one_per_s), 4)),
             );
         }
         if let Some(a) = &self.audit {
@@ -387,6 +427,22 @@ impl fmt::Display for Report {
                 &rate(v.per_s),
                 &rate(v.direct_per_s),
                 &format!("{:.3}", ratio(v.per_s, v.direct_per_s)),
+            )?;
+        }
+        if let Some(r) = &self.replicas {
+            line(
+                f,
+                &format!("B6 lookups, 2 brokers vs 1 ({} clients)", r.clients),
+                &rate(r.lookup_two_per_s),
+                &rate(r.lookup_one_per_s),
+                &format!("{:.3}", ratio(r.lookup_two_per_s, r.lookup_one_per_s)),
+            )?;
+            line(
+                f,
+                "B6 audit appends, 2 stores vs 1",
+                &rate(r.appends_two_per_s),
+                &rate(r.appends_one_per_s),
+                &format!("{:.3}", ratio(r.appends_two_per_s, r.appends_one_per_s)),
             )?;
         }
         if let Some(a) = &self.audit {

@@ -39,6 +39,13 @@ async fn tiny_run_reports_consistent_counts() {
     assert!(audit.verify_entries >= jembatan_bench::QUICK_VERIFY_ENTRIES);
     assert!(audit.verify_seconds > 0.0);
     assert!(matches!(report.memory, MemoryFigures::Skipped(_)));
+    // every key of the table verified, the matches agreeing on both sides
+    let verify = report.verify.as_ref().expect("batch verification figures");
+    assert_eq!(verify.keys, 2_000);
+    assert!(verify.per_s > 0.0 && verify.direct_per_s > 0.0);
+    let replicas = report.replicas.as_ref().expect("replica figures");
+    assert!(replicas.lookup_one_per_s > 0.0 && replicas.lookup_two_per_s > 0.0);
+    assert!(replicas.appends_one_per_s > 0.0 && replicas.appends_two_per_s > 0.0);
     let json = report.to_json();
     for key in [
         "rows",
@@ -58,6 +65,11 @@ async fn tiny_run_reports_consistent_counts() {
         "bulk_unmapped_rows_per_s",
         "verify_entries",
         "verify_seconds",
+        "verify_batch_per_s",
+        "verify_batch_direct_per_s",
+        "verify_batch_ratio",
+        "replicas_lookup_ratio",
+        "replicas_appends_ratio",
     ] {
         assert!(json.get(key).is_some(), "{key} missing from {json}");
     }
