@@ -103,18 +103,24 @@ impl From<RegistryError> for tonic::Status {
 }
 
 /// Why a provider record could not be translated; the exchange fails.
+/// The words name the schema, the mapping version and the rule, never a
+/// value of the record: they reach the consumer and the audit log, and
+/// the record's values need not be ones the consumer may see.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TranslateError {
-    #[error("provider record does not match {schema}: {issues}")]
-    SourceSchema { schema: String, issues: String },
+    #[error(
+        "the provider's record does not match {schema}, which mapping {mapping} reads: {places}"
+    )]
+    SourceSchema {
+        schema: String,
+        mapping: String,
+        places: String,
+    },
     #[error("provider record is not a JSON object")]
     NotAnObject,
-    #[error("mapping {source_schema} -> {target} failed: {source}")]
-    Mapping {
-        source_schema: String,
-        target: String,
-        source: Box<jembatan_mapping::ApplyError>,
-    },
+    /// `failure`: the rule and why, without the record's values.
+    #[error("mapping {mapping} failed at {failure}")]
+    Mapping { mapping: String, failure: String },
     #[error("mapping to {0} did not produce an object")]
     NotAnOutputObject(String),
     #[error("cannot encode the translated record: {0}")]
@@ -791,6 +797,14 @@ impl Translator {
         }
     }
 
+    /// `<source> -> <target> version <n>`, as errors name the mapping.
+    fn mapping_name(&self) -> String {
+        format!(
+            "{} -> {} version {}",
+            self.source, self.target, self.mapping_version
+        )
+    }
+
     /// Translates one provider record, parsed and checked against the
     /// grant by the relay. `Ok(None)`: the residual filter dropped it.
     pub(crate) fn translate(
@@ -803,7 +817,8 @@ impl Translator {
         if let Err(issues) = self.source_check.validate(&value) {
             return Err(TranslateError::SourceSchema {
                 schema: self.source.clone(),
-                issues: jembatan_schema::ValidationIssue::summary(&issues),
+                mapping: self.mapping_name(),
+                places: jembatan_schema::ValidationIssue::places(&issues),
             });
         }
         let Value::Object(map) = value else {
@@ -811,14 +826,13 @@ impl Translator {
         };
         // `apply` validates its output against the target schema: a
         // record that does not match it is an error, never delivered
-        let out =
-            self.mapping
-                .apply(&map, &self.secrets)
-                .map_err(|source| TranslateError::Mapping {
-                    source_schema: self.source.clone(),
-                    target: self.target.clone(),
-                    source: Box::new(source),
-                })?;
+        let out = self
+            .mapping
+            .apply(&map, &self.secrets)
+            .map_err(|e| TranslateError::Mapping {
+                mapping: self.mapping_name(),
+                failure: e.without_values(),
+            })?;
         let Value::Object(mut out) = out else {
             return Err(TranslateError::NotAnOutputObject(self.target.clone()));
         };

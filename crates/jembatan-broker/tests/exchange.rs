@@ -1403,6 +1403,55 @@ async fn translation_refusals_are_reasoned_and_logged() {
     assert_eq!(h.served(), 0, "nothing was fetched");
 }
 
+/// Version 2 of the `dinsos.orang` mapping: `district` through a value
+/// map that knows only one of the two districts in the data.
+const ORANG_V2_ONE_DISTRICT: &str = r#"{"version": 2, "source": "prov.penduduk@1",
+    "target": "dinsos.orang@1",
+    "rule": [{"target": "id", "from": "nik"}, {"target": "name", "from": "nama"},
+             {"target": "district", "from": "kecamatan",
+              "ops": [{"value_map": {"map": {"15.07.01": "Mendahara"}}}]}]}"#;
+
+#[tokio::test]
+async fn a_record_the_mapping_does_not_handle_is_a_mapping_failure_naming_version_and_rule() {
+    let h = harness().await;
+    let mut registry = pb::registry_client::RegistryClient::new(
+        channel(h.broker_port, &h.files["integrator-dinsos"])
+            .await
+            .unwrap(),
+    );
+    registry
+        .register_mapping(pb::RegisterMappingRequest {
+            document_json: ORANG_V2_ONE_DISTRICT.into(),
+        })
+        .await
+        .unwrap();
+    let mut c = h.consumer("dinsos").await;
+    let status = run_query(&mut c, translated("dinsos.orang@1", &[], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let want = "record 2 does not map: mapping prov.penduduk@1 -> dinsos.orang@1 version 2 \
+                failed at rule 2 (district): value_map: the value is not in the map";
+    assert!(status.message().contains(want), "{}", status.message());
+    assert!(
+        !status.message().contains("15.07.02") && !status.message().contains("adapter"),
+        "no value of the record, and not blamed on the adapter: {}",
+        status.message()
+    );
+    // the completion entry says the same
+    let entries = exchange_entries(&h.broker, 100).await;
+    let end = entries
+        .iter()
+        .find(|e| e.entry.kind == EntryKind::Completion)
+        .expect("a completion entry");
+    assert_eq!(end.entry.status, ExchangeStatus::Failed);
+    let error = end.entry.error.as_deref().unwrap_or_default();
+    assert!(error.contains(want), "{error}");
+    assert!(!error.contains("15.07.02"), "{error}");
+    assert_eq!(end.entry.translation.as_ref().unwrap().mapping_version, 2);
+}
+
 #[tokio::test]
 async fn the_registry_enforces_roles_compatibility_and_type_checks() {
     let h = harness().await;
