@@ -544,6 +544,64 @@ fn parquet_output_holds_the_records_of_the_jsonl_output_typed_by_the_schema() {
     assert!(!none.exists() && !dir.path().join("none.parquet.partial").exists());
 }
 
+#[test]
+fn a_mapping_version_is_disabled_and_made_active_again_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let set_state = |who: &str, state: &str| {
+        demo.run(
+            who,
+            &[
+                "mapping",
+                "set-state",
+                "--source",
+                "disdukcapil.penduduk@1",
+                "--target",
+                "dinsos.warga@1",
+                "--version",
+                "1",
+                "--state",
+                state,
+            ],
+        )
+    };
+    let query = || {
+        demo.run(
+            "agency-dinsos",
+            &[
+                "query",
+                "--dataset",
+                DATASET,
+                "--purpose",
+                DTKS,
+                "--as",
+                "dinsos.warga@1",
+                "--limit",
+                "3",
+                "--output",
+                dir.path().join("w.jsonl").to_str().unwrap(),
+            ],
+        )
+    };
+    let (code, _, err) = set_state("integrator-dinsos", "gone");
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = set_state("agency-dinsos", "disabled");
+    assert_eq!(code, Some(1), "an agency's certificate may not: {err}");
+    let (code, out, err) = set_state("integrator-dinsos", "disabled");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("mapping disdukcapil.penduduk@1 -> dinsos.warga@1 version 1 is disabled"),
+        "{out}"
+    );
+    let (code, out, err) = query();
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("mapping_disabled"), "{err}");
+    let (code, out, err) = set_state("integrator-dinsos", "active");
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = query();
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
 /// A request stream of one message.
 fn tokio_stream_once<T: Send + 'static>(
     item: T,
