@@ -221,7 +221,8 @@ fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(n) if n.is_i64() => "an integer",
+        Value::Number(n) if n.is_u64() => "an integer past INT64's range",
         Value::Number(_) => "a fractional number",
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
@@ -575,6 +576,11 @@ mod tests {
                 "fraction in an integer column",
                 r#"{"children":1.5}"#,
                 "record 1: field \"children\" is a fractional number, not an integer as x.y@1 says",
+            ),
+            (
+                "integer past INT64",
+                r#"{"children":18446744073709551615}"#,
+                "record 1: field \"children\" is an integer past INT64's range, not an integer as x.y@1 says",
             ),
             (
                 "string in a boolean column",
