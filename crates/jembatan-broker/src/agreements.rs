@@ -905,19 +905,21 @@ impl agreements_server::Agreements for AgreementsService {
         };
         let wanted = status_from_proto(req.status)?;
         let now = Utc::now();
-        let agreements = self
+        let listed = self
             .state
             .store
             .list_agreements(&filter)
             .await
-            .map_err(store_unavailable)?
-            .into_iter()
-            .filter(|a| may_read(&by, a))
-            .map(|a| agreement_to_proto(&a, now))
-            .filter(|a| {
-                wanted.is_none_or(|w| status_from_proto(a.status).ok().flatten() == Some(w))
-            })
-            .collect();
+            .map_err(store_unavailable)?;
+        let mut agreements = Vec::new();
+        for a in listed.iter().filter(|a| may_read(&by, a)) {
+            let mut out = agreement_to_proto(a, now);
+            if wanted.is_some_and(|w| status_from_proto(out.status).ok().flatten() != Some(w)) {
+                continue;
+            }
+            out.quota_use = Some(self.state.quota_use(&a.id, now).await?);
+            agreements.push(out);
+        }
         Ok(Response::new(pb::ListAgreementsResponse { agreements }))
     }
 }

@@ -31,7 +31,9 @@ pub(crate) enum BadRecord {
     /// The field's name, at most 64 bytes of it.
     #[error("adapter sent field {0:?} outside the grant")]
     OutsideGrant(String),
-    #[error("record {record}: {source}")]
+    /// Not the adapter's fault: the record is one the registered schema
+    /// or mapping does not handle (a mapping failure).
+    #[error("record {record} does not map: {source}")]
     Untranslatable {
         /// Its number in the exchange, from 1.
         record: u64,
@@ -161,7 +163,9 @@ impl ServiceError for ExchangeError {
             E::Exhausted(_) | E::QuotaRanOut { .. } | E::QuotaNoneLeft { .. } => {
                 ErrorCode::ResourceExhausted
             }
-            E::NoLookups(_) => ErrorCode::FailedPrecondition,
+            E::NoLookups(_) | E::BadRecord(BadRecord::Untranslatable { .. }) => {
+                ErrorCode::FailedPrecondition
+            }
             E::ConsumerGone | E::Stalled(_) => ErrorCode::Cancelled,
             E::Denied(_)
             | E::AgreementRevoked(_)
@@ -337,6 +341,23 @@ mod tests {
                 BadRecord::OutsideGrant("secret".into()).into(),
                 Code::Internal,
                 "the exchange was stopped: adapter sent field \"secret\" outside the grant".into(),
+            ),
+            (
+                "a record the mapping does not handle is a mapping failure, not the adapter's",
+                BadRecord::Untranslatable {
+                    record: 3,
+                    source: TranslateError::Mapping {
+                        mapping: "prov.penduduk@1 -> dinsos.orang@1 version 2".into(),
+                        failure: "rule 2 (district): value_map: the value is not in the map"
+                            .into(),
+                    },
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "the exchange was stopped: record 3 does not map: mapping prov.penduduk@1 -> \
+                 dinsos.orang@1 version 2 failed at rule 2 (district): value_map: the value is \
+                 not in the map"
+                    .into(),
             ),
             (
                 "a worker's failure stays in the log",

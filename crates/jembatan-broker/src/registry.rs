@@ -103,18 +103,24 @@ impl From<RegistryError> for tonic::Status {
 }
 
 /// Why a provider record could not be translated; the exchange fails.
+/// The words name the schema, the mapping version and the rule, never a
+/// value of the record: they reach the consumer and the audit log, and
+/// the record's values need not be ones the consumer may see.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TranslateError {
-    #[error("provider record does not match {schema}: {issues}")]
-    SourceSchema { schema: String, issues: String },
+    #[error(
+        "the provider's record does not match {schema}, which mapping {mapping} reads: {places}"
+    )]
+    SourceSchema {
+        schema: String,
+        mapping: String,
+        places: String,
+    },
     #[error("provider record is not a JSON object")]
     NotAnObject,
-    #[error("mapping {source_schema} -> {target} failed: {source}")]
-    Mapping {
-        source_schema: String,
-        target: String,
-        source: Box<jembatan_mapping::ApplyError>,
-    },
+    /// `failure`: the rule and why, without the record's values.
+    #[error("mapping {mapping} failed at {failure}")]
+    Mapping { mapping: String, failure: String },
     #[error("mapping to {0} did not produce an object")]
     NotAnOutputObject(String),
     #[error("cannot encode the translated record: {0}")]
@@ -421,6 +427,48 @@ impl Registry {
         Ok(stored)
     }
 
+    /// Disables a mapping version (or makes it active again): exchanges
+    /// then use the newest version of the pair that is not disabled.
+    /// Registered versions and their numbering are untouched.
+    pub(crate) async fn set_mapping_state(
+        &self,
+        identity: &Identity,
+        source: &str,
+        target: &str,
+        version: u32,
+        state: VersionState,
+    ) -> Result<StoredMapping, RegistryError> {
+        self.check_member(identity)?;
+        let source_ref = SchemaRef::parse(source)?;
+        let target_ref = SchemaRef::parse(target)?;
+        if !may_write(identity, &source_ref.dataset)
+            && !may_write(identity, &target_ref.dataset)
+            && identity.role != Role::Operator
+        {
+            return Err(forbidden(
+                identity,
+                &format!(
+                    "only an integrator of {} or {}, or an operator, may change this mapping's versions",
+                    source_ref.dataset.agency(),
+                    target_ref.dataset.agency()
+                ),
+            ));
+        }
+        let stored = self
+            .store
+            .set_mapping_state(source, target, version, state)
+            .await?
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!(
+                    "no mapping {} -> {} version {version}",
+                    jembatan_core::ids::truncate(source, 128),
+                    jembatan_core::ids::truncate(target, 128)
+                ))
+            })?;
+        tracing::info!(source, target, version, state = %state, "mapping version state changed");
+        Ok(stored)
+    }
+
     /// Parses, type-checks and stores a mapping as the next version of its
     /// (source, target) pair.
     pub(crate) async fn register_mapping(
@@ -609,31 +657,64 @@ impl Registry {
                 "no mapping from {dataset} to {target_name} is registered"
             ))));
         }
-        // the newest source version that is not disabled
-        from_dataset.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
-        let mut disabled = Vec::new();
+        // the newest source version that is not disabled, and of its
+        // mapping versions the newest that is not disabled
+        from_dataset.sort_by_key(|(v, m)| std::cmp::Reverse((*v, m.version)));
+        let mut disabled_schemas: Vec<String> = Vec::new();
+        let mut disabled_mappings: Vec<String> = Vec::new();
+        let mut source: Option<StoredSchemaVersion> = None;
         for (v, m) in from_dataset {
-            let source = self
-                .store
-                .schema_version(dataset.as_str(), Some(v))
-                .await
-                .map_err(|e| Refusal::Invalid(e.into()))?;
-            let Some(source) = source else { continue };
+            if source.as_ref().is_none_or(|s| s.version != v) {
+                source = self
+                    .store
+                    .schema_version(dataset.as_str(), Some(v))
+                    .await
+                    .map_err(|e| Refusal::Invalid(e.into()))?;
+            }
+            let Some(source) = source.as_ref().filter(|s| s.version == v) else {
+                continue;
+            };
             if source.state == VersionState::Disabled {
-                disabled.push(format!("{dataset}@{v}"));
+                let name = format!("{dataset}@{v}");
+                if !disabled_schemas.contains(&name) {
+                    disabled_schemas.push(name);
+                }
+                continue;
+            }
+            if m.state == VersionState::Disabled {
+                disabled_mappings.push(format!(
+                    "{} -> {} version {}",
+                    m.source, m.target, m.version
+                ));
                 continue;
             }
             return self
-                .compile(&m, &source, &target_version)
+                .compile(&m, source, &target_version)
                 .map(Some)
                 .map_err(Refusal::Invalid);
         }
+        if disabled_mappings.is_empty() {
+            return Err(Refusal::Denied(Denial::new(
+                DenialCode::SchemaVersionDisabled,
+                format!(
+                    "every mapping to {target_name} reads a disabled schema version ({})",
+                    disabled_schemas.join(", ")
+                ),
+            )));
+        }
+        let mut why = format!(
+            "every mapping to {target_name} is disabled ({})",
+            disabled_mappings.join(", ")
+        );
+        if !disabled_schemas.is_empty() {
+            why.push_str(&format!(
+                " or reads a disabled schema version ({})",
+                disabled_schemas.join(", ")
+            ));
+        }
         Err(Refusal::Denied(Denial::new(
-            DenialCode::SchemaVersionDisabled,
-            format!(
-                "every mapping to {target_name} reads a disabled schema version ({})",
-                disabled.join(", ")
-            ),
+            DenialCode::MappingDisabled,
+            why,
         )))
     }
 
@@ -791,6 +872,14 @@ impl Translator {
         }
     }
 
+    /// `<source> -> <target> version <n>`, as errors name the mapping.
+    fn mapping_name(&self) -> String {
+        format!(
+            "{} -> {} version {}",
+            self.source, self.target, self.mapping_version
+        )
+    }
+
     /// Translates one provider record, parsed and checked against the
     /// grant by the relay. `Ok(None)`: the residual filter dropped it.
     pub(crate) fn translate(
@@ -803,7 +892,8 @@ impl Translator {
         if let Err(issues) = self.source_check.validate(&value) {
             return Err(TranslateError::SourceSchema {
                 schema: self.source.clone(),
-                issues: jembatan_schema::ValidationIssue::summary(&issues),
+                mapping: self.mapping_name(),
+                places: jembatan_schema::ValidationIssue::places(&issues),
             });
         }
         let Value::Object(map) = value else {
@@ -811,14 +901,13 @@ impl Translator {
         };
         // `apply` validates its output against the target schema: a
         // record that does not match it is an error, never delivered
-        let out =
-            self.mapping
-                .apply(&map, &self.secrets)
-                .map_err(|source| TranslateError::Mapping {
-                    source_schema: self.source.clone(),
-                    target: self.target.clone(),
-                    source: Box::new(source),
-                })?;
+        let out = self
+            .mapping
+            .apply(&map, &self.secrets)
+            .map_err(|e| TranslateError::Mapping {
+                mapping: self.mapping_name(),
+                failure: e.without_values(),
+            })?;
         let Value::Object(mut out) = out else {
             return Err(TranslateError::NotAnOutputObject(self.target.clone()));
         };

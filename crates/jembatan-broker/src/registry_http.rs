@@ -116,6 +116,7 @@ fn mapping_json(m: &StoredMapping, with_document: bool) -> Value {
         "version": m.version,
         "registered_at": m.registered_at,
         "registered_by": m.registered_by,
+        "state": m.state.as_str(),
     });
     if with_document {
         out["document"] = serde_json::from_str(&m.document).unwrap_or(Value::Null);

@@ -66,6 +66,16 @@ fn mapping_to_proto(m: StoredMapping) -> pb::Mapping {
         version: m.version,
         document_json: m.document,
         registered_at: timestamp(&m.registered_at),
+        state: state_to_proto(m.state) as i32,
+    }
+}
+
+fn state_from_proto(state: i32) -> Result<VersionState, Status> {
+    match pb::VersionState::try_from(state) {
+        Ok(pb::VersionState::Active) => Ok(VersionState::Active),
+        Ok(pb::VersionState::Deprecated) => Ok(VersionState::Deprecated),
+        Ok(pb::VersionState::Disabled) => Ok(VersionState::Disabled),
+        _ => Err(Failure::invalid_argument("state must be ACTIVE, DEPRECATED or DISABLED").into()),
     }
 }
 
@@ -182,17 +192,7 @@ impl registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::SchemaVersion>, Status> {
         let identity = jembatan_pki::peer_identity(&request)?;
         let req = request.into_inner();
-        let state = match pb::VersionState::try_from(req.state) {
-            Ok(pb::VersionState::Active) => VersionState::Active,
-            Ok(pb::VersionState::Deprecated) => VersionState::Deprecated,
-            Ok(pb::VersionState::Disabled) => VersionState::Disabled,
-            _ => {
-                return Err(Failure::invalid_argument(
-                    "state must be ACTIVE, DEPRECATED or DISABLED",
-                )
-                .into());
-            }
-        };
+        let state = state_from_proto(req.state)?;
         let v = self
             .registry
             .set_version_state(&identity, &req.dataset, req.version, state)
@@ -209,6 +209,20 @@ impl registry_server::Registry for RegistryService {
         let m = self
             .registry
             .register_mapping(&identity, &req.document_json)
+            .await?;
+        Ok(Response::new(mapping_to_proto(m)))
+    }
+
+    async fn set_mapping_state(
+        &self,
+        request: Request<pb::SetMappingStateRequest>,
+    ) -> Result<Response<pb::Mapping>, Status> {
+        let identity = jembatan_pki::peer_identity(&request)?;
+        let req = request.into_inner();
+        let state = state_from_proto(req.state)?;
+        let m = self
+            .registry
+            .set_mapping_state(&identity, &req.source, &req.target, req.version, state)
             .await?;
         Ok(Response::new(mapping_to_proto(m)))
     }

@@ -538,9 +538,14 @@ async fn oldest(pending: &mut VecDeque<Pending>) -> Step {
     }
 }
 
-/// The adapter sent a record it must not have: the exchange fails.
+/// The adapter sent a record it must not have, or one the mapping does
+/// not handle: the exchange fails.
 fn bad_record(allowed: &Allowed, err: BadRecord) -> Stop {
-    tracing::warn!(provider = %allowed.provider, error = %err, "adapter sent a bad record");
+    if matches!(err, BadRecord::Untranslatable { .. }) {
+        tracing::warn!(provider = %allowed.provider, error = %err, "a record does not map");
+    } else {
+        tracing::warn!(provider = %allowed.provider, error = %err, "adapter sent a bad record");
+    }
     Stop::failed(err)
 }
 

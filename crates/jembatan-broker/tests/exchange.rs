@@ -1403,6 +1403,145 @@ async fn translation_refusals_are_reasoned_and_logged() {
     assert_eq!(h.served(), 0, "nothing was fetched");
 }
 
+/// Version 2 of the `dinsos.orang` mapping: `district` through a value
+/// map that knows only one of the two districts in the data.
+const ORANG_V2_ONE_DISTRICT: &str = r#"{"version": 2, "source": "prov.penduduk@1",
+    "target": "dinsos.orang@1",
+    "rule": [{"target": "id", "from": "nik"}, {"target": "name", "from": "nama"},
+             {"target": "district", "from": "kecamatan",
+              "ops": [{"value_map": {"map": {"15.07.01": "Mendahara"}}}]}]}"#;
+
+#[tokio::test]
+async fn a_mapping_failure_names_version_and_rule_and_the_version_can_be_disabled() {
+    let h = harness().await;
+    let mut registry = pb::registry_client::RegistryClient::new(
+        channel(h.broker_port, &h.files["integrator-dinsos"])
+            .await
+            .unwrap(),
+    );
+    registry
+        .register_mapping(pb::RegisterMappingRequest {
+            document_json: ORANG_V2_ONE_DISTRICT.into(),
+        })
+        .await
+        .unwrap();
+    let mut c = h.consumer("dinsos").await;
+    let status = run_query(&mut c, translated("dinsos.orang@1", &[], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let want = "record 2 does not map: mapping prov.penduduk@1 -> dinsos.orang@1 version 2 \
+                failed at rule 2 (district): value_map: the value is not in the map";
+    assert!(status.message().contains(want), "{}", status.message());
+    assert!(
+        !status.message().contains("15.07.02") && !status.message().contains("adapter"),
+        "no value of the record, and not blamed on the adapter: {}",
+        status.message()
+    );
+    // the completion entry says the same
+    let entries = exchange_entries(&h.broker, 100).await;
+    let end = entries
+        .iter()
+        .find(|e| e.entry.kind == EntryKind::Completion)
+        .expect("a completion entry");
+    assert_eq!(end.entry.status, ExchangeStatus::Failed);
+    let error = end.entry.error.as_deref().unwrap_or_default();
+    assert!(error.contains(want), "{error}");
+    assert!(!error.contains("15.07.02"), "{error}");
+    assert_eq!(end.entry.translation.as_ref().unwrap().mapping_version, 2);
+
+    // version 2 disabled: version 1 serves again, with no new version
+    let set = |version: u32, state: pb::VersionState| pb::SetMappingStateRequest {
+        source: "prov.penduduk@1".into(),
+        target: "dinsos.orang@1".into(),
+        version,
+        state: state as i32,
+    };
+    for who in ["dinsos", "auditor"] {
+        let mut other = pb::registry_client::RegistryClient::new(
+            channel(h.broker_port, &h.files[who]).await.unwrap(),
+        );
+        let status = other
+            .set_mapping_state(set(2, pb::VersionState::Disabled))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{who}: {status:?}");
+    }
+    let m = registry
+        .set_mapping_state(set(2, pb::VersionState::Disabled))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((m.version, m.state), (2, pb::VersionState::Disabled as i32));
+    let out = run_query(&mut c, translated("dinsos.orang@1", &[], None))
+        .await
+        .unwrap();
+    let receipt = out.receipt.unwrap();
+    assert!(receipt.rows > 2, "every record maps under version 1");
+    let entries = h
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        entries[0]
+            .entry
+            .translation
+            .as_ref()
+            .unwrap()
+            .mapping_version,
+        1
+    );
+    let got = registry
+        .get_mapping(pb::GetMappingRequest {
+            source: "prov.penduduk@1".into(),
+            target: "dinsos.orang@1".into(),
+            version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        got.version, 2,
+        "still the latest registered, shown disabled"
+    );
+    assert_eq!(got.state, pb::VersionState::Disabled as i32);
+
+    // every version disabled: denied, named, on the log
+    registry
+        .set_mapping_state(set(1, pb::VersionState::Disabled))
+        .await
+        .unwrap();
+    let status = run_query(&mut c, translated("dinsos.orang@1", &[], None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(denial(&status).reasons[0].reason, "mapping_disabled");
+    assert!(
+        status.message().contains(
+            "every mapping to dinsos.orang@1 is disabled (prov.penduduk@1 -> dinsos.orang@1 version 2, prov.penduduk@1 -> dinsos.orang@1 version 1)"
+        ),
+        "{}",
+        status.message()
+    );
+    // a version made active again serves at once
+    registry
+        .set_mapping_state(set(1, pb::VersionState::Active))
+        .await
+        .unwrap();
+    run_query(&mut c, translated("dinsos.orang@1", &[], None))
+        .await
+        .unwrap();
+    let status = registry
+        .set_mapping_state(set(7, pb::VersionState::Disabled))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
 #[tokio::test]
 async fn the_registry_enforces_roles_compatibility_and_type_checks() {
     let h = harness().await;

@@ -209,6 +209,10 @@ fn to_json(a: &pb::Agreement) -> serde_json::Value {
             "rows_per_day": q.rows_per_day,
             "requests_per_minute": q.requests_per_minute,
         })),
+        "quota_used": a.quota_use.as_ref().map(|u| serde_json::json!({
+            "rows_today": u.rows_today,
+            "requests_this_minute": u.requests_this_minute,
+        })),
         "status": status_name(a.status),
         "terms_sha256": a.terms_sha256,
     })
@@ -246,6 +250,13 @@ fn print(out: &mut impl Write, a: &pb::Agreement, json: bool) -> std::io::Result
             n(q.rows_per_day),
             n(q.requests_per_minute)
         )?;
+        if let Some(u) = &a.quota_use {
+            writeln!(
+                out,
+                "  used:    {} rows today, {} requests this minute (UTC)",
+                u.rows_today, u.requests_this_minute
+            )?;
+        }
     }
     writeln!(out, "  terms:   sha256 {}", a.terms_sha256)
 }
@@ -257,13 +268,23 @@ fn day_text(t: &Option<prost_types::Timestamp>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn quota_text(q: Option<&pb::Quota>) -> String {
+/// The quota with what is used of it, when known: `40/100 rows/day`.
+fn quota_text(q: Option<&pb::Quota>, used: Option<&pb::QuotaUse>) -> String {
+    let of = |n: u64| used.map(|_| format!("{n}/")).unwrap_or_default();
     let parts: Vec<String> = q
         .into_iter()
         .flat_map(|q| {
+            let u = used.cloned().unwrap_or_default();
             [
-                (q.rows_per_day > 0).then(|| format!("{} rows/day", q.rows_per_day)),
-                (q.requests_per_minute > 0).then(|| format!("{} req/min", q.requests_per_minute)),
+                (q.rows_per_day > 0)
+                    .then(|| format!("{}{} rows/day", of(u.rows_today), q.rows_per_day)),
+                (q.requests_per_minute > 0).then(|| {
+                    format!(
+                        "{}{} req/min",
+                        of(u.requests_this_minute),
+                        q.requests_per_minute
+                    )
+                }),
             ]
         })
         .flatten()
@@ -304,7 +325,7 @@ fn print_table(out: &mut impl Write, list: &[pb::Agreement]) -> std::io::Result<
                 cut(&a.purpose, 40),
                 fields.join(","),
                 format!("{}..{}", day_text(&a.valid_from), day_text(&a.valid_until)),
-                quota_text(a.quota.as_ref()),
+                quota_text(a.quota.as_ref(), a.quota_use.as_ref()),
             ]
         })
         .collect();
@@ -500,6 +521,10 @@ mod tests {
                 requests_per_minute: 0,
             }),
             status: pb::AgreementStatus::Approved as i32,
+            quota_use: Some(pb::QuotaUse {
+                rows_today: 40,
+                requests_this_minute: 0,
+            }),
             ..Default::default()
         };
         let mut out = Vec::new();
@@ -512,11 +537,11 @@ mod tests {
             "pendataan sasaran imunisasi",
             "nik:masked:keep_last:4,nama_lengkap:verify",
             "2026-01-01..-",
-            "100 rows/day",
+            "40/100 rows/day",
         ] {
             assert!(lines[1].contains(want), "{want}: {text}");
         }
-        assert_eq!(quota_text(None), "unlimited");
+        assert_eq!(quota_text(None, None), "unlimited");
         assert_eq!(cut("abcdef", 4), "abc…");
     }
 

@@ -5,6 +5,7 @@ mod audit;
 mod failure;
 mod filter_expr;
 mod health;
+mod parquet_out;
 mod query;
 mod schema;
 mod store;

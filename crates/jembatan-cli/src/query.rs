@@ -1,6 +1,6 @@
 //! `jembatan query` and `jembatan lookup`: a consumer's exchange from the
 //! command line, with the agency's certificate. Records are streamed to
-//! the output as they arrive (JSONL or CSV), the receipt is checked
+//! the output as they arrive (JSONL, CSV or Parquet), the receipt is checked
 //! against the records received (the payload hash recomputed) and printed,
 //! and a denial is shown with every reason the broker gave.
 //!
@@ -18,9 +18,11 @@ use clap::{Args, ValueEnum};
 use jembatan_core::{PayloadHasher, Scalar};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
+use jembatan_proto::v1::registry_client::RegistryClient;
 
 use crate::failure::{Failure, exit};
 use crate::filter_expr;
+use crate::parquet_out::{self, ParquetError, ParquetSink};
 use crate::schema::{Connection, call_failed};
 
 /// How records are written.
@@ -30,6 +32,9 @@ pub(crate) enum Format {
     Jsonl,
     /// Comma-separated values with a header line (RFC 4180 quoting).
     Csv,
+    /// Apache Parquet, columns typed by the records' registered schema,
+    /// written a row group at a time.
+    Parquet,
 }
 
 #[derive(Debug, Args)]
@@ -190,13 +195,14 @@ impl PayloadHash {
 
 /// Where records go as they arrive.
 enum Sink {
-    Jsonl(Box<dyn Write>),
+    Jsonl(Box<dyn Write + Send>),
     Csv {
-        out: Box<dyn Write>,
+        out: Box<dyn Write + Send>,
         /// Columns, once known (from `--field` or the first record).
         columns: Option<Vec<String>>,
         header_written: bool,
     },
+    Parquet(Box<ParquetSink<Box<dyn Write + Send>>>),
 }
 
 impl Sink {
@@ -221,6 +227,7 @@ impl Sink {
                 let cells: Vec<String> = columns.iter().map(|c| csv_cell(object.get(c))).collect();
                 writeln!(out, "{}", cells.join(","))?;
             }
+            Sink::Parquet(sink) => sink.write(record).map_err(parquet_failure)?,
         }
         Ok(())
     }
@@ -228,6 +235,7 @@ impl Sink {
     fn finish(self) -> Result<(), Failure> {
         match self {
             Sink::Jsonl(mut out) => out.flush()?,
+            Sink::Parquet(sink) => sink.finish().map_err(parquet_failure)?.flush()?,
             Sink::Csv {
                 mut out,
                 columns,
@@ -313,6 +321,55 @@ impl<'de> serde::Deserialize<'de> for Ordered {
     }
 }
 
+/// A record the Parquet file cannot take is a "no" (exit 1); a file that
+/// cannot be written, a usage error.
+fn parquet_failure(err: ParquetError) -> Failure {
+    match err {
+        ParquetError::Write(_) => Failure::Usage(anyhow!(err)),
+        other => Failure::Refused(anyhow!("--format parquet: {other}")),
+    }
+}
+
+/// The column types of a Parquet output: from the registered schema the
+/// records are in (`--as`, else the dataset's latest version); every
+/// column text when the registry has no schema for them.
+async fn parquet_types(
+    conn: &Connection,
+    dataset: &str,
+    target: &str,
+) -> Result<parquet_out::Types, Failure> {
+    let reference = if target.is_empty() {
+        format!("{dataset}@latest")
+    } else {
+        target.to_owned()
+    };
+    let mut registry = RegistryClient::new(conn.channel().await?);
+    match registry
+        .get_schema(pb::GetSchemaRequest {
+            reference: reference.clone(),
+        })
+        .await
+    {
+        Ok(v) => {
+            let v = v.into_inner();
+            let schema: serde_json::Value = serde_json::from_str(&v.schema_json)
+                .with_context(|| format!("the registry sent {reference} as invalid JSON"))?;
+            Ok(parquet_out::Types {
+                schema: Some(format!("{}@{}", v.dataset, v.version)),
+                columns: parquet_out::column_types(&schema),
+            })
+        }
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            eprintln!("no schema {reference} is registered: every Parquet column is text");
+            Ok(parquet_out::Types {
+                schema: None,
+                columns: Vec::new(),
+            })
+        }
+        Err(status) => Err(call_failed(status)),
+    }
+}
+
 /// The records file: written as `FILE.partial`, renamed to FILE once the
 /// receipt verifies, removed otherwise.
 struct Output {
@@ -320,7 +377,7 @@ struct Output {
 }
 
 impl Output {
-    fn open(path: Option<PathBuf>) -> Result<(Self, Box<dyn Write>), Failure> {
+    fn open(path: Option<PathBuf>) -> Result<(Self, Box<dyn Write + Send>), Failure> {
         match path {
             None => Ok((
                 Output { partial: None },
@@ -482,9 +539,19 @@ async fn query(args: QueryArgs, conn: &Connection) -> Result<(), Failure> {
             })
         })
         .transpose()?;
+    let target_schema = target_schema(args.target)?;
+    if args.format == Format::Parquet && args.output.is_none() && std::io::stdout().is_terminal() {
+        return Err(Failure::Usage(anyhow!(
+            "--format parquet writes binary: give --output FILE or redirect standard output"
+        )));
+    }
+    let types = match args.format {
+        Format::Parquet => Some(parquet_types(conn, &args.dataset, &target_schema).await?),
+        _ => None,
+    };
     let request = pb::QueryRequest {
         dataset: args.dataset,
-        target_schema: target_schema(args.target)?,
+        target_schema,
         purpose: args.purpose,
         fields: args.fields.clone(),
         filter: filter.map(|f| f.to_proto()),
@@ -501,6 +568,14 @@ async fn query(args: QueryArgs, conn: &Connection) -> Result<(), Failure> {
             columns: (!args.fields.is_empty()).then_some(args.fields),
             header_written: false,
         },
+        Format::Parquet => Sink::Parquet(Box::new(ParquetSink::new(
+            writer,
+            types.unwrap_or(parquet_out::Types {
+                schema: None,
+                columns: Vec::new(),
+            }),
+            (!args.fields.is_empty()).then_some(args.fields),
+        ))),
     };
     let mut hash = PayloadHash::default();
     let mut progress = Progress::new();

@@ -193,6 +193,19 @@ pub(crate) enum MappingCommand {
         #[arg(long)]
         version: Option<u32>,
     },
+    /// Disable a mapping version (or make it active or deprecated again):
+    /// exchanges use the newest version of the pair that is not disabled.
+    SetState {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        version: u32,
+        /// active, deprecated or disabled.
+        #[arg(long)]
+        state: String,
+    },
     /// Dry-run a mapping on JSON Lines records from standard input: each is
     /// validated against the source schema, mapped and validated against
     /// the target schema, and written to standard output. Stops at the
@@ -217,6 +230,17 @@ fn read(path: &Path) -> Result<String, Failure> {
 fn parse_mode(text: &str) -> Result<CompatMode, Failure> {
     text.parse::<CompatMode>()
         .map_err(|e| Failure::Usage(anyhow!("--mode {text:?}: {e}")))
+}
+
+fn parse_state(text: &str) -> Result<pb::VersionState, Failure> {
+    match text.to_ascii_lowercase().as_str() {
+        "active" => Ok(pb::VersionState::Active),
+        "deprecated" => Ok(pb::VersionState::Deprecated),
+        "disabled" => Ok(pb::VersionState::Disabled),
+        other => Err(Failure::Usage(anyhow!(
+            "--state {other:?}: expected active, deprecated or disabled"
+        ))),
+    }
 }
 
 fn load_schema(path: &Path) -> Result<Schema, Failure> {
@@ -465,16 +489,7 @@ async fn schema(command: SchemaCommand, conn: &Connection) -> Result<(), Failure
             version,
             state,
         } => {
-            let proto = match state.to_ascii_lowercase().as_str() {
-                "active" => pb::VersionState::Active,
-                "deprecated" => pb::VersionState::Deprecated,
-                "disabled" => pb::VersionState::Disabled,
-                other => {
-                    return Err(Failure::Usage(anyhow!(
-                        "--state {other:?}: expected active, deprecated or disabled"
-                    )));
-                }
-            };
+            let proto = parse_state(&state)?;
             let v = conn
                 .registry()
                 .await?
@@ -537,6 +552,35 @@ async fn mapping(command: MappingCommand, conn: &Connection) -> Result<(), Failu
                 .and_then(|j| serde_json::to_string_pretty(&j))
                 .unwrap_or(m.document_json);
             writeln!(out, "{pretty}")?;
+            Ok(())
+        }
+        MappingCommand::SetState {
+            source,
+            target,
+            version,
+            state,
+        } => {
+            let proto = parse_state(&state)?;
+            let m = conn
+                .registry()
+                .await?
+                .set_mapping_state(pb::SetMappingStateRequest {
+                    source,
+                    target,
+                    version,
+                    state: proto as i32,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            writeln!(
+                out,
+                "mapping {} -> {} version {} is {}",
+                m.source,
+                m.target,
+                m.version,
+                state.to_lowercase()
+            )?;
             Ok(())
         }
         MappingCommand::Test {

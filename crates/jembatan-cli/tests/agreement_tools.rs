@@ -16,9 +16,14 @@ struct Cli {
 impl Cli {
     /// Runs `jembatan agreement ARGS` with `who`'s certificate.
     fn run(&self, who: &str, args: &[&str]) -> (Option<i32>, String, String) {
+        self.command(who, "agreement", args)
+    }
+
+    /// Runs `jembatan COMMAND ARGS` with `who`'s certificate.
+    fn command(&self, who: &str, command: &str, args: &[&str]) -> (Option<i32>, String, String) {
         let certs = self.keep.join("certs");
         let out = jembatan()
-            .arg("agreement")
+            .arg(command)
             .args(args)
             .arg("--broker")
             .arg(format!("https://localhost:{}", self.port))
@@ -153,6 +158,49 @@ fn the_lifecycle_from_the_command_line() {
     assert_eq!(json["status"], "approved");
     assert_eq!(json["fields"][0]["mask"], "keep_last:4");
     assert_eq!(json["quota"]["rows_per_day"], 100);
+
+    // the quota's use at a glance, in the table and in --json
+    let records = dir.path().join("desa.jsonl");
+    let (code, out, err) = cli.command(
+        "agency-dinkes",
+        "query",
+        &[
+            "--dataset",
+            "disdukcapil.penduduk",
+            "--purpose",
+            "pendataan sasaran imunisasi",
+            "--field",
+            "kode_desa",
+            "--limit",
+            "7",
+            "--output",
+            records.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = cli.run("agency-dinkes", &["list"]);
+    assert_eq!(code, Some(0), "{err}");
+    let line = out.lines().find(|l| l.starts_with("cli-1")).unwrap();
+    for want in [
+        "approved",
+        "pendataan sasaran imunisasi",
+        "nik:masked:keep_last:4,kode_desa,nama_lengkap:verify",
+        "..2099-01-01",
+        "7/100 rows/day",
+    ] {
+        assert!(line.contains(want), "{want}: {out}");
+    }
+    let (code, out, err) = cli.run("agency-dinkes", &["list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let json: serde_json::Value = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|a| a["id"] == "cli-1")
+        .unwrap();
+    assert_eq!(json["quota_used"]["rows_today"], 7, "{json}");
+    assert_eq!(json["valid_until"], "2099-01-01T00:00:00.000000Z", "{json}");
+    let (_, out, _) = cli.run("agency-dinkes", &["get", "cli-1"]);
+    assert!(out.contains("used:    7 rows today"), "{out}");
 
     // another agency neither sees nor lists it
     let (code, _, err) = cli.run("agency-bpn", &["get", "cli-1"]);

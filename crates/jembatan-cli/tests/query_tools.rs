@@ -431,6 +431,177 @@ async fn list_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
     names
 }
 
+const DTKS: &str = "pemutakhiran data terpadu kesejahteraan sosial";
+
+/// A Parquet file read back as JSON objects, one a row, in column order.
+fn read_parquet(path: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(|row| {
+            row.unwrap()
+                .get_column_iter()
+                .map(|(name, field)| {
+                    let value = match field {
+                        Field::Null => serde_json::Value::Null,
+                        Field::Bool(b) => (*b).into(),
+                        Field::Long(n) => (*n).into(),
+                        Field::Double(x) => (*x).into(),
+                        Field::Str(s) => s.clone().into(),
+                        other => panic!("{name}: unexpected {other:?}"),
+                    };
+                    (name.clone(), value)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn parquet_output_holds_the_records_of_the_jsonl_output_typed_by_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let query = |format: &str, file: &Path| {
+        demo.run(
+            "agency-dinsos",
+            &[
+                "query",
+                "--dataset",
+                DATASET,
+                "--purpose",
+                DTKS,
+                "--as",
+                "dinsos.warga@1",
+                "--filter",
+                "sex = 'F'",
+                "--format",
+                format,
+                "--output",
+                file.to_str().unwrap(),
+            ],
+        )
+    };
+    let jsonl = dir.path().join("warga.jsonl");
+    let (code, out, err) = query("jsonl", &jsonl);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let parquet = dir.path().join("warga.parquet");
+    let (code, out, err) = query("parquet", &parquet);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("receipt verified"), "{out}");
+    assert!(!dir.path().join("warga.parquet.partial").exists());
+
+    let want: Vec<serde_json::Map<String, serde_json::Value>> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got = read_parquet(&parquet);
+    assert!(want.len() > 10, "{} records", want.len());
+    assert_eq!(got.len(), want.len());
+    for (got, want) in got.iter().zip(&want) {
+        // the same columns in the same order; the boolean stays a
+        // boolean, the date a string, the nested address its JSON text
+        let names: Vec<&String> = got.keys().collect();
+        assert_eq!(names, want.keys().collect::<Vec<_>>());
+        assert!(got["alive"].is_boolean(), "{got:?}");
+        for (name, value) in want {
+            let value = match value {
+                serde_json::Value::Object(_) => serde_json::Value::String(value.to_string()),
+                other => other.clone(),
+            };
+            assert_eq!(got[name], value, "{name}");
+        }
+    }
+    // both runs got the very same records: the Parquet run's receipt
+    // hashes what the JSONL file holds
+    assert_eq!(
+        receipt_field(&out, "payload hash"),
+        hex::encode(Sha256::digest(std::fs::read(&jsonl).unwrap()))
+    );
+
+    // a refused query leaves no file
+    let none = dir.path().join("none.parquet");
+    let (code, _, err) = demo.run(
+        "agency-dinsos",
+        &[
+            "query",
+            "--dataset",
+            DATASET,
+            "--purpose",
+            DTKS,
+            "--as",
+            "dinsos.warga@9",
+            "--format",
+            "parquet",
+            "--output",
+            none.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, Some(0), "{err}");
+    assert!(!none.exists() && !dir.path().join("none.parquet.partial").exists());
+}
+
+#[test]
+fn a_mapping_version_is_disabled_and_made_active_again_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let set_state = |who: &str, state: &str| {
+        demo.run(
+            who,
+            &[
+                "mapping",
+                "set-state",
+                "--source",
+                "disdukcapil.penduduk@1",
+                "--target",
+                "dinsos.warga@1",
+                "--version",
+                "1",
+                "--state",
+                state,
+            ],
+        )
+    };
+    let query = || {
+        demo.run(
+            "agency-dinsos",
+            &[
+                "query",
+                "--dataset",
+                DATASET,
+                "--purpose",
+                DTKS,
+                "--as",
+                "dinsos.warga@1",
+                "--limit",
+                "3",
+                "--output",
+                dir.path().join("w.jsonl").to_str().unwrap(),
+            ],
+        )
+    };
+    let (code, _, err) = set_state("integrator-dinsos", "gone");
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = set_state("agency-dinsos", "disabled");
+    assert_eq!(code, Some(1), "an agency's certificate may not: {err}");
+    let (code, out, err) = set_state("integrator-dinsos", "disabled");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("mapping disdukcapil.penduduk@1 -> dinsos.warga@1 version 1 is disabled"),
+        "{out}"
+    );
+    let (code, out, err) = query();
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("mapping_disabled"), "{err}");
+    let (code, out, err) = set_state("integrator-dinsos", "active");
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = query();
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
 /// A request stream of one message.
 fn tokio_stream_once<T: Send + 'static>(
     item: T,

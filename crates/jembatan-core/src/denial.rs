@@ -22,6 +22,8 @@ pub enum DenialCode {
     FilterFieldNotGranted,
     /// The caller's agency is not among the agencies the broker registers.
     UnregisteredAgency,
+    /// Every mapping version that could serve the requested schema is disabled.
+    MappingDisabled,
 }
 
 impl DenialCode {
@@ -41,6 +43,7 @@ impl DenialCode {
             DenialCode::RoleNotAllowed => "role_not_allowed",
             DenialCode::FilterFieldNotGranted => "filter_field_not_granted",
             DenialCode::UnregisteredAgency => "unregistered_agency",
+            DenialCode::MappingDisabled => "mapping_disabled",
         }
     }
 
@@ -59,6 +62,7 @@ impl DenialCode {
             DenialCode::RoleNotAllowed => pb::DenialCode::RoleNotAllowed,
             DenialCode::FilterFieldNotGranted => pb::DenialCode::FilterFieldNotGranted,
             DenialCode::UnregisteredAgency => pb::DenialCode::UnregisteredAgency,
+            DenialCode::MappingDisabled => pb::DenialCode::MappingDisabled,
         }
     }
 }

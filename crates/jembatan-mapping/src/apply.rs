@@ -109,6 +109,34 @@ pub enum RuleFailure {
     BreaksSchema { schema: String, location: String },
 }
 
+impl ApplyError {
+    /// The error without anything of the record's values: for readers
+    /// who may not see them (the consumer of an exchange, the audit log).
+    /// Only [`RuleFailure::NotInMap`] quotes a value; the rest describe
+    /// values without showing them.
+    pub fn without_values(&self) -> String {
+        format!(
+            "rule {} ({}): {}",
+            self.rule,
+            self.target,
+            self.reason.without_values()
+        )
+    }
+}
+
+impl RuleFailure {
+    /// See [`ApplyError::without_values`].
+    pub fn without_values(&self) -> String {
+        match self {
+            RuleFailure::NotInMap(_) => "value_map: the value is not in the map".to_owned(),
+            RuleFailure::Element { index, source } => {
+                format!("element {index}: {}", source.without_values())
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Evaluates `rules` against `record`.
 pub(crate) fn apply_rules(
     rules: &[Rule],

@@ -150,6 +150,19 @@ fn failures_name_the_rule() {
         let err = m.apply(rec.as_object().unwrap(), &secrets()).unwrap_err();
         assert_eq!(err.rule, *rule, "{name}: {err}");
         assert!(err.to_string().starts_with(want), "{name}: {err}");
+        // the same rule named, and none of the record's values shown
+        let quiet = err.without_values();
+        assert!(
+            quiet.starts_with(&format!("rule {rule} (")),
+            "{name}: {quiet}"
+        );
+        for v in patch.as_object().unwrap().values() {
+            let shown = v.as_str().unwrap().trim();
+            assert!(
+                shown.is_empty() || !quiet.contains(shown),
+                "{name}: {quiet}"
+            );
+        }
     }
 }
 

@@ -57,8 +57,11 @@ fn count_objects(value: &Value) -> usize {
 pub struct ValidationIssue {
     /// JSON pointer into the instance (`""` for the whole document).
     pub instance_path: String,
-    /// What is wrong, in words.
+    /// What is wrong, in words; may quote the instance's values.
     pub message: String,
+    /// JSON pointer to the schema keyword that failed
+    /// (`/properties/sex/enum`): names the rule without the value.
+    pub schema_path: String,
 }
 
 impl ValidationIssue {
@@ -74,6 +77,25 @@ impl ValidationIssue {
                     &i.instance_path
                 };
                 format!("at {at}: {}", i.message)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The first few issues on one line without their words, which may
+    /// quote the instance's values: `at /sex (schema location
+    /// /properties/sex/enum); ...`. For readers who may not see the values.
+    pub fn places(issues: &[ValidationIssue]) -> String {
+        issues
+            .iter()
+            .take(3)
+            .map(|i| {
+                let at = if i.instance_path.is_empty() {
+                    "/"
+                } else {
+                    &i.instance_path
+                };
+                format!("at {at} (schema location {})", i.schema_path)
             })
             .collect::<Vec<_>>()
             .join("; ")
@@ -236,6 +258,7 @@ impl Schema {
             .map(|e| ValidationIssue {
                 instance_path: e.instance_path().as_str().to_owned(),
                 message: e.to_string(),
+                schema_path: e.schema_path().as_str().to_owned(),
             })
             .collect();
         if issues.is_empty() {
@@ -548,5 +571,20 @@ mod tests {
         let s = Schema::from_value(json!({"type": "string", "format": "email"})).expect("schema");
         assert!(s.is_valid(&json!("a@example.com")));
         assert!(!s.is_valid(&json!("not an email")));
+    }
+
+    #[test]
+    fn places_name_the_rule_without_the_value() {
+        let s = Schema::from_value(json!({
+            "type": "object",
+            "properties": {"sex": {"enum": ["L", "P"]}}
+        }))
+        .expect("schema");
+        let issues = s
+            .validate(&json!({"sex": "SECRET-VALUE"}))
+            .expect_err("invalid");
+        assert!(ValidationIssue::summary(&issues).contains("SECRET-VALUE"));
+        let places = ValidationIssue::places(&issues);
+        assert_eq!(places, "at /sex (schema location /properties/sex/enum)");
     }
 }

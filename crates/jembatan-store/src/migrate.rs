@@ -139,6 +139,7 @@ const TABLES: [Table; 15] = [
             ("document", Text),
             ("registered_at", Text),
             ("registered_by", Text),
+            ("state", Text),
         ],
         key: &["source", "target", "version"],
     },

@@ -90,6 +90,8 @@ pub struct StoredMapping {
     pub document: String,
     pub registered_at: String,
     pub registered_by: String,
+    /// A disabled version serves no exchange; the newest active one does.
+    pub state: VersionState,
 }
 
 const VERSION_COLUMNS: &str =
@@ -121,6 +123,15 @@ fn mapping_from_row(row: &sqlx::any::AnyRow) -> Result<StoredMapping, StoreError
         document: row.try_get(3)?,
         registered_at: row.try_get(4)?,
         registered_by: row.try_get(5)?,
+        state: {
+            let state: String = row.try_get(6)?;
+            state
+                .parse()
+                .map_err(|e: UnknownVersionState| StoreError::Corrupt {
+                    what: "mapping version state".into(),
+                    message: e.0,
+                })?
+        },
     })
 }
 
@@ -344,6 +355,29 @@ impl Store {
         self.schema_version(dataset, Some(version)).await
     }
 
+    /// Sets a mapping version's state; `None` when there is no such version.
+    pub async fn set_mapping_state(
+        &self,
+        source: &str,
+        target: &str,
+        version: u32,
+        state: VersionState,
+    ) -> Result<Option<StoredMapping>, StoreError> {
+        let done = sqlx::query(
+            "UPDATE mappings SET state = $1 WHERE source = $2 AND target = $3 AND version = $4",
+        )
+        .bind(state.as_str())
+        .bind(source)
+        .bind(target)
+        .bind(i64::from(version))
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.mapping(source, target, Some(version)).await
+    }
+
     /// Stores a mapping as `version` of its (source, target) pair, which
     /// must be one past the latest; a registration that lost a race fails
     /// with [`StoreError::Conflict`].
@@ -397,6 +431,7 @@ impl Store {
             document: document.to_owned(),
             registered_at: at,
             registered_by: registered_by.to_owned(),
+            state: VersionState::Active,
         })
     }
 
@@ -409,11 +444,11 @@ impl Store {
     ) -> Result<Option<StoredMapping>, StoreError> {
         let sql = match version {
             Some(_) => {
-                "SELECT source, target, version, document, registered_at, registered_by FROM mappings
+                "SELECT source, target, version, document, registered_at, registered_by, state FROM mappings
                  WHERE source = $1 AND target = $2 AND version = $3"
             }
             None => {
-                "SELECT source, target, version, document, registered_at, registered_by FROM mappings
+                "SELECT source, target, version, document, registered_at, registered_by, state FROM mappings
                  WHERE source = $1 AND target = $2 AND version >= $3 ORDER BY version DESC LIMIT 1"
             }
         };
@@ -426,15 +461,13 @@ impl Store {
         row.as_ref().map(mapping_from_row).transpose()
     }
 
-    /// The latest version of every mapping whose target is `target`.
+    /// Every version of every mapping whose target is `target`, by
+    /// source, newest version first.
     pub async fn mappings_to(&self, target: &str) -> Result<Vec<StoredMapping>, StoreError> {
         let rows = sqlx::query(
-            "SELECT m.source, m.target, m.version, m.document, m.registered_at, m.registered_by
-             FROM mappings m
-             WHERE m.target = $1
-               AND m.version = (SELECT MAX(n.version) FROM mappings n
-                                WHERE n.source = m.source AND n.target = m.target)
-             ORDER BY m.source",
+            "SELECT source, target, version, document, registered_at, registered_by, state
+             FROM mappings WHERE target = $1
+             ORDER BY source, version DESC",
         )
         .bind(target)
         .fetch_all(self.pool())
@@ -445,7 +478,7 @@ impl Store {
     /// Every mapping version, by source, target and version.
     pub async fn mappings(&self) -> Result<Vec<StoredMapping>, StoreError> {
         let rows = sqlx::query(
-            "SELECT source, target, version, document, registered_at, registered_by FROM mappings
+            "SELECT source, target, version, document, registered_at, registered_by, state FROM mappings
              ORDER BY source, target, version",
         )
         .fetch_all(self.pool())

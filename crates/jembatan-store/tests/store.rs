@@ -530,9 +530,35 @@ async fn registry_round_trips(store: Store) {
         .unwrap();
     assert_eq!(first.document, "{\"v\":1}");
     let to = store.mappings_to("dinsos.warga@2").await.unwrap();
-    assert_eq!(to.len(), 1);
-    assert_eq!(to[0].version, 2);
+    let versions: Vec<u32> = to.iter().map(|m| m.version).collect();
+    assert_eq!(versions, [2, 1], "every version, newest first");
+    assert!(to.iter().all(|m| m.state == VersionState::Active));
     assert_eq!(store.mappings().await.unwrap().len(), 2);
+    // a version disabled, and active again
+    let disabled = store
+        .set_mapping_state(
+            "disdukcapil.penduduk@1",
+            "dinsos.warga@2",
+            2,
+            VersionState::Disabled,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(disabled.state, VersionState::Disabled);
+    let to = store.mappings_to("dinsos.warga@2").await.unwrap();
+    assert_eq!(to[0].state, VersionState::Disabled);
+    assert_eq!(to[1].state, VersionState::Active);
+    let missing = store
+        .set_mapping_state(
+            "disdukcapil.penduduk@1",
+            "dinsos.warga@2",
+            9,
+            VersionState::Disabled,
+        )
+        .await
+        .unwrap();
+    assert!(missing.is_none());
 }
 
 #[tokio::test]
