@@ -88,21 +88,25 @@ pub struct AdapterConfig {
 }
 
 /// One whitelisted dataset: a table and the columns it may expose.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
-    /// Dataset name; the dataset id is `<agency>.<name>`.
+    /// Dataset name, unique in the file; the dataset id is
+    /// `<agency>.<name>`.
     pub name: String,
-    /// Table (or view) name, without schema.
+    /// Table (or view) name, without schema: a `.` is refused (use
+    /// `schema`).
     pub table: String,
     /// PostgreSQL schema of the table; the connection's current schema
     /// when absent. Not allowed for other backends.
     #[serde(default)]
     pub schema: Option<String>,
-    /// Column lookups use; must be one of `columns`.
+    /// Key column, one of `columns`: lookups use it, and fetches are
+    /// ordered by it.
     #[serde(default)]
     pub key: Option<FieldName>,
-    /// Exposed columns, in the order `Describe` lists them.
+    /// Exposed columns, in the order `Describe` lists them: at least one,
+    /// no duplicates. Only these ever leave the database.
     pub columns: Vec<FieldName>,
     /// Fixed filter ANDed to every fetch; may name columns of the table
     /// that are not exposed.
@@ -110,30 +114,76 @@ pub struct DatasetConfig {
     pub row_filter: Option<Filter>,
 }
 
-#[derive(Deserialize)]
+/// Adapter configuration, as written in its TOML file. Relative paths are
+/// resolved against the config file's directory.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "AdapterConfig")]
 struct RawConfig {
+    /// Config format version; must be 1.
     version: u32,
+    /// The agency this adapter serves (`disdukcapil`); its datasets' ids
+    /// are `<agency>.<name>`, and the broker reaches it as this agency's
+    /// adapter.
     agency: AgencyId,
+    /// sqlx database URL: `sqlite:PATH` (a relative path is taken from the
+    /// config file's directory), `postgres://...` or `mysql://...`
+    /// (MariaDB and MySQL); the scheme picks the backend. SQLite files must
+    /// exist already: the adapter never creates one. Give the adapter a
+    /// read-only database user.
     database: String,
+    /// TLS to the database: the CA its certificate must chain to, and
+    /// whether a database off this machine may be reached without
+    /// verified TLS (`allow_plaintext`, off by default).
     #[serde(default)]
     database_tls: DatabaseTls,
+    /// Address the Adapter service listens on (`0.0.0.0:7101`); mutual
+    /// TLS, so only clients with certificates from `tls.ca` complete the
+    /// handshake.
     listen: SocketAddr,
+    /// Address serving metrics in the Prometheus text format
+    /// (`GET /metrics`, plain HTTP, counts and durations only, never
+    /// data); keep it on loopback or an operations network. None when
+    /// absent.
     #[serde(default)]
     metrics_listen: Option<SocketAddr>,
+    /// The adapter's receipt log (JSON Lines, opened for append and
+    /// created if missing): one line per fetch it
+    /// served and per receipt the broker acknowledged, so the agency sees
+    /// what left its database without trusting the broker.
     receipt_log: PathBuf,
+    /// Records per batch when the request does not choose (1 to 10000).
     #[serde(default)]
+    #[schemars(extend("default" = DEFAULT_BATCH_SIZE, "minimum" = 1, "maximum" = MAX_BATCH_SIZE))]
     batch_size: Option<u32>,
+    /// Longest a fetch may run, from the request to its last batch
+    /// (`"90s"`, `"10m"`; 1s to 24h); a caller's shorter deadline
+    /// (`grpc-timeout`) takes precedence.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<jembatan_core::config_schema::HumanDuration>")]
+    #[schemars(extend("default" = humantime::format_duration(DEFAULT_MAX_QUERY_TIME).to_string()))]
     max_query_time: Option<Duration>,
+    /// Database connections in the adapter's pool (1 to 1024): each
+    /// running fetch holds one until its last row is sent or it is
+    /// cancelled.
     #[serde(default)]
+    #[schemars(extend("default" = DEFAULT_MAX_CONNECTIONS, "minimum" = 1, "maximum" = MAX_MAX_CONNECTIONS))]
     max_connections: Option<u32>,
+    /// The adapter's certificate and key, and the federation's CA that
+    /// the broker's certificate must chain to.
     tls: TlsFiles,
+    /// The whitelist: the only tables and columns the adapter serves.
     #[serde(default)]
     datasets: Vec<DatasetConfig>,
 }
 
 impl AdapterConfig {
+    /// The JSON Schema of the config file, from its struct's fields,
+    /// serde attributes and doc comments.
+    pub fn schema() -> schemars::Schema {
+        schemars::schema_for!(RawConfig)
+    }
+
     /// Reads and validates the config file at `path`; relative paths in it
     /// are resolved against its directory.
     pub fn load(path: &Path) -> Result<AdapterConfig, AdapterError> {

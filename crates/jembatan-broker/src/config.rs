@@ -13,7 +13,7 @@ pub use crate::lifecycle::Purpose;
 
 /// Broker configuration. Relative paths are resolved against the config
 /// file's directory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Config format version; must be 1.
@@ -49,7 +49,10 @@ pub struct BrokerConfig {
     pub checkpoint_every: u64,
     /// ...or after this long, whichever comes first (`"10s"`, `"1m"`).
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    #[schemars(with = "jembatan_core::config_schema::HumanDuration")]
     pub checkpoint_interval: Duration,
+    /// The broker's certificate and key, and the federation's CA that
+    /// every agency's certificate must chain to.
     pub tls: TlsFiles,
     /// The agencies registered with this broker. Only their certificates
     /// exchange data, take agreement steps or write to the registry; a
@@ -57,6 +60,8 @@ pub struct BrokerConfig {
     /// federation's CA issued it.
     #[serde(default)]
     pub agencies: Vec<AgencyConfig>,
+    /// The datasets offered through this broker, each provided by one of
+    /// `agencies` (the agency part of its id).
     #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
     /// Agreements stored at start unless one with the same id is stored
@@ -74,6 +79,7 @@ pub struct BrokerConfig {
     /// How often the broker looks for agreements revoked through another
     /// replica and for agreements whose window ended (`"1s"`).
     #[serde(default = "default_agreement_watch", with = "humantime_serde")]
+    #[schemars(with = "jembatan_core::config_schema::HumanDuration")]
     pub agreement_watch_interval: Duration,
     /// Most exchanges one agency may have running at once, across every
     /// broker replica sharing the store (counted in the store; exchanges
@@ -89,16 +95,19 @@ pub struct BrokerConfig {
     /// batch (`"30s"`); a stream left unread longer is ended, logged
     /// `cancelled`, and its adapter stream and database connection freed.
     #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    #[schemars(with = "jembatan_core::config_schema::HumanDuration")]
     pub stall_timeout: Duration,
     /// On SIGTERM (or Ctrl-C) the broker stops taking calls and gives
     /// running query streams this long to finish (`"20s"`); those still
     /// running then end `Unavailable`, logged `cancelled`, before the last
     /// checkpoint is signed and the process exits.
     #[serde(default = "default_drain_time", with = "humantime_serde")]
+    #[schemars(with = "jembatan_core::config_schema::HumanDuration")]
     pub drain_time: Duration,
     /// How often this broker renews its replica lease in the store and
     /// looks for replicas that are gone (`"2s"`).
     #[serde(default = "default_replica_heartbeat", with = "humantime_serde")]
+    #[schemars(with = "jembatan_core::config_schema::HumanDuration")]
     pub replica_heartbeat: Duration,
     /// How long a replica lease lasts from each renewal (`"10s"`; at least
     /// twice `replica_heartbeat`). A broker that cannot renew it in time
@@ -106,18 +115,22 @@ pub struct BrokerConfig {
     /// for one more `replica_heartbeat` is gone, and a surviving replica
     /// closes its open exchanges `abandoned`.
     #[serde(default = "default_replica_lease", with = "humantime_serde")]
+    #[schemars(with = "jembatan_core::config_schema::HumanDuration")]
     pub replica_lease: Duration,
     /// How often gRPC health checks that the audit log can be written
     /// (`jembatan.v1.Exchange` is NOT_SERVING while it cannot).
     #[serde(default = "default_health_interval", with = "humantime_serde")]
+    #[schemars(with = "jembatan_core::config_schema::HumanDuration")]
     pub health_interval: Duration,
+    /// The schema registry: its default compatibility mode, and the
+    /// schemas, mappings and secrets registered at start.
     #[serde(default)]
     pub registry: RegistryConfig,
 }
 
 /// The schema registry's settings, and schemas and mappings to register
 /// at start.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Mode for datasets that set none (`BACKWARD`, `FULL_TRANSITIVE`, ...).
@@ -153,10 +166,13 @@ fn default_compatibility() -> String {
 }
 
 /// A schema file to register as a dataset's next version.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaFile {
+    /// The dataset the schema describes, `<agency>.<dataset>`.
     pub dataset: DatasetId,
+    /// The schema file (JSON Schema), registered as the dataset's next
+    /// version.
     pub file: PathBuf,
 }
 
@@ -229,19 +245,26 @@ fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// An agency registered with the broker.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgencyConfig {
+    /// The agency's id, as carried in its certificates (`disdukcapil`).
     pub id: AgencyId,
+    /// The agency's name, in words (`Dinas Kependudukan dan Pencatatan
+    /// Sipil`).
     pub name: String,
     /// The agency's adapter, `https://host:port`, when it provides data.
     #[serde(default)]
     pub adapter: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A dataset offered through the broker.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
+    /// The dataset's id, `<agency>.<dataset>`; the agency part names its
+    /// provider, which must be among `agencies`.
     pub id: DatasetId,
     /// Field that lookups use, if the dataset offers lookups.
     #[serde(default)]
@@ -252,6 +275,8 @@ pub struct DatasetConfig {
     /// every other field are logged by their shape only.
     #[serde(default)]
     pub subject_keys: Vec<FieldName>,
+    /// What the dataset holds, in words; stored with the dataset in the
+    /// broker's store.
     #[serde(default)]
     pub description: String,
 }
@@ -268,6 +293,12 @@ impl DatasetConfig {
 }
 
 impl BrokerConfig {
+    /// The JSON Schema of the config file, from these structs' fields,
+    /// serde attributes and doc comments.
+    pub fn schema() -> schemars::Schema {
+        schemars::schema_for!(BrokerConfig)
+    }
+
     pub fn load(path: &Path) -> Result<BrokerConfig, BrokerError> {
         let text = std::fs::read_to_string(path).map_err(|e| BrokerError::Config {
             path: path.display().to_string(),

@@ -8,13 +8,14 @@ use jembatan_core::AgreementStatus;
 use tokio::sync::broadcast;
 
 /// A registered purpose: the legal basis agreements may name.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Purpose {
     /// What requests and agreements name (`verifikasi-bansos`).
     pub id: String,
     /// The legal basis, in words (`Permensos 3/2021 pasal 5`).
     pub legal_basis: String,
+    /// What the purpose covers, in words.
     #[serde(default)]
     pub description: String,
 }

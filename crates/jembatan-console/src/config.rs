@@ -22,10 +22,12 @@ fn default_session_minutes() -> u64 {
     8 * 60
 }
 
-/// `jembatan console --config FILE`.
-#[derive(Debug, Clone, Deserialize)]
+/// Console configuration (`jembatan console --config FILE`). Relative
+/// paths are resolved against the config file's directory.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
+    /// Config format version; must be 1.
     pub version: u32,
     /// HTTP address; loopback by default. The console speaks plain HTTP:
     /// put it behind a TLS-terminating proxy to serve it off this machine.
@@ -45,7 +47,7 @@ pub struct ConsoleConfig {
     /// auditor gave, not one the broker sends.
     #[serde(default)]
     pub checkpoint_key: Option<PathBuf>,
-    /// How long a login lasts.
+    /// How long a login lasts, in minutes (1 to 10080).
     #[serde(default = "default_session_minutes")]
     pub session_minutes: u64,
     /// Agency names shown beside their ids (`dinsos = "Dinas Sosial"`).
@@ -58,15 +60,23 @@ pub struct ConsoleConfig {
 }
 
 /// A user who logs in with a name and password.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
+    /// The name the user logs in with (1 to 64 bytes).
     pub name: String,
-    /// `$argon2id$...`
+    /// The password's argon2 hash as a PHC string (`$argon2id$...`),
+    /// made with `jembatan console hash-password`.
     pub password_hash: String,
 }
 
 impl ConsoleConfig {
+    /// The JSON Schema of the config file, from these structs' fields,
+    /// serde attributes and doc comments.
+    pub fn schema() -> schemars::Schema {
+        schemars::schema_for!(ConsoleConfig)
+    }
+
     /// Reads and checks a config file; relative paths are taken from its
     /// directory.
     pub fn load(path: &Path) -> Result<ConsoleConfig, ConsoleError> {

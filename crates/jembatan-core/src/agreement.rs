@@ -22,7 +22,7 @@ use crate::ids::{AgencyId, DatasetId, FieldName};
 ///     └─provider─▶ provider_approved ──operator──┘   (when operators approve too)
 /// any state but expired ──provider, consumer or operator──▶ revoked
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AgreementStatus {
     /// Proposed by the consumer, not yet approved by the provider.
@@ -147,21 +147,31 @@ pub fn format_instant(t: &DateTime<Utc>) -> String {
 }
 
 /// A data-sharing agreement between a provider and a consumer agency.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Agreement {
+    /// The agreement's id, e.g. the number of the signed document
+    /// (`pks-2026-004-dinsos-penduduk`); requests name it.
     pub id: String,
+    /// The agency providing the data: the agency part of `dataset`.
     pub provider: AgencyId,
+    /// The agency receiving the data.
     pub consumer: AgencyId,
+    /// The dataset shared, `<provider>.<dataset>`.
     pub dataset: DatasetId,
     /// Fields granted, each with its access mode.
     pub fields: Vec<FieldGrant>,
     /// The purpose (legal basis) the data may be used for.
     pub purpose: String,
+    /// Start of validity: an RFC 3339 time or a date (`2026-01-01`, the
+    /// start of that day in UTC).
     #[serde(with = "instant")]
+    #[schemars(with = "String")]
     pub valid_from: DateTime<Utc>,
-    /// End of validity (exclusive); `None` means open-ended.
+    /// End of validity (exclusive), in the same form; open-ended when
+    /// absent.
     #[serde(default, with = "instant::option")]
+    #[schemars(with = "Option<String>")]
     pub valid_until: Option<DateTime<Utc>>,
     /// Filter ANDed to every request under this agreement.
     #[serde(default)]
@@ -169,6 +179,9 @@ pub struct Agreement {
     /// Rows per day and requests per minute; absent means unlimited.
     #[serde(default, skip_serializing_if = "Quota::is_unlimited")]
     pub quota: Quota,
+    /// The status the agreement starts in: `approved` for one signed
+    /// outside Jembatan, `proposed` for one still to be approved through
+    /// the Agreements service.
     pub status: AgreementStatus,
 }
 

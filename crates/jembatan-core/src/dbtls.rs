@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// TLS settings for a database connection, beside its URL in a config
 /// (`[store_tls]` in the broker's, `[database_tls]` in an adapter's).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseTls {
     /// CA certificate (PEM) the server's certificate must chain to; the

@@ -629,6 +629,53 @@ impl TryFrom<FilterRepr> for Filter {
     }
 }
 
+/// A filter in a config file: a predicate `{ field, op, value }` (or
+/// `values` for `in`), or `{ all = [...] }`, `{ any = [...] }`,
+/// `{ not = {...} }` combining filters. Its depth and size are checked
+/// when the config is read.
+impl schemars::JsonSchema for Filter {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Filter".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "A filter: a predicate `{ field, op, value }` (`values` for `in`), or `{ all = [...] }`, `{ any = [...] }`, `{ not = {...} }` combining filters.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["field", "op"],
+                    "properties": {
+                        "field": { "type": "string" },
+                        "op": { "enum": ["eq", "ne", "lt", "le", "gt", "ge", "in", "prefix", "is_null", "is_not_null"] },
+                        "value": {},
+                        "values": { "type": "array" }
+                    },
+                    "additionalProperties": false
+                },
+                {
+                    "type": "object",
+                    "required": ["all"],
+                    "properties": { "all": { "type": "array", "items": { "$ref": "#/$defs/Filter" } } },
+                    "additionalProperties": false
+                },
+                {
+                    "type": "object",
+                    "required": ["any"],
+                    "properties": { "any": { "type": "array", "items": { "$ref": "#/$defs/Filter" } } },
+                    "additionalProperties": false
+                },
+                {
+                    "type": "object",
+                    "required": ["not"],
+                    "properties": { "not": { "$ref": "#/$defs/Filter" } },
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Filter {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let repr = FilterRepr::deserialize(d).map_err(|_| {

@@ -20,11 +20,14 @@ use crate::error::InvalidArgument;
 use crate::ids::FieldName;
 
 /// How a granted field may be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessMode {
+    /// The value is returned as stored.
     Read,
+    /// The consumer sends a value and learns only whether it matches.
     Verify,
+    /// A partial value is returned, per the grant's `mask` rule.
     Masked,
 }
 
@@ -209,13 +212,22 @@ impl FieldGrant {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+/// A granted field: its name alone (read access), or a table naming its
+/// access mode.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum GrantForm {
+    /// A field granted for `read`.
     Read(FieldName),
+    /// A field with its access mode.
     Full {
+        /// The field granted.
         field: FieldName,
+        /// How it may be used.
         mode: AccessMode,
+        /// The mask rule, set exactly when `mode` is `masked`:
+        /// `keep_first:N` or `keep_last:N` (N from 1 to 64; the rest
+        /// becomes `*`), or `year` (a date keeps its year only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mask: Option<String>,
     },
@@ -232,6 +244,15 @@ impl Serialize for FieldGrant {
             },
         }
         .serialize(s)
+    }
+}
+
+impl schemars::JsonSchema for FieldGrant {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FieldGrant".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        GrantForm::json_schema(generator)
     }
 }
 
@@ -252,14 +273,18 @@ impl<'de> Deserialize<'de> for FieldGrant {
 
 /// How much an agreement allows; 0 means no limit. Counted per agreement
 /// across every broker replica sharing the store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Records delivered per UTC day.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(extend("default" = 0))]
     pub rows_per_day: u64,
     /// Allowed requests per minute.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(extend("default" = 0))]
     pub requests_per_minute: u64,
 }
 

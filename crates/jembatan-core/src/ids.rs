@@ -315,3 +315,48 @@ mod tests {
         }
     }
 }
+
+/// Implements `JsonSchema` for an id type as a string with `pattern`,
+/// inlined where it is used so that config references show the rule.
+macro_rules! string_schema {
+    ($ty:ty, $name:literal, $pattern:expr, $max:expr, $description:literal) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": $pattern,
+                    "maxLength": $max,
+                    "description": $description,
+                })
+            }
+        }
+    };
+}
+
+string_schema!(
+    AgencyId,
+    "AgencyId",
+    "^[a-z][a-z0-9_-]*$",
+    MAX_IDENT_BYTES,
+    "An agency id: lowercase ASCII letters, digits, `_` and `-`, starting with a letter."
+);
+string_schema!(
+    DatasetId,
+    "DatasetId",
+    "^[a-z][a-z0-9_-]*\\.[a-z][a-z0-9_-]*$",
+    MAX_IDENT_BYTES * 2 + 1,
+    "A dataset id, `<agency>.<dataset>`."
+);
+string_schema!(
+    FieldName,
+    "FieldName",
+    "^[A-Za-z_][A-Za-z0-9_]*$",
+    MAX_IDENT_BYTES,
+    "A field (column) name: ASCII letters, digits and `_`, starting with a letter or `_`."
+);

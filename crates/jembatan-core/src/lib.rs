@@ -6,6 +6,7 @@
 
 pub mod agreement;
 pub mod audit;
+pub mod config_schema;
 pub mod dbtls;
 pub mod denial;
 pub mod error;

@@ -71,7 +71,7 @@ pub enum PkiError {
 }
 
 /// Paths of the PEM files a service presents and trusts.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// The CA certificate every peer must chain to.
