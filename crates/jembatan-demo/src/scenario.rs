@@ -1401,3 +1401,65 @@ fn write_client_commands(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `schema` finds wrong with the TOML `text`.
+    fn schema_errors(schema: &serde_json::Value, text: &str) -> Vec<String> {
+        let doc: toml::Table = toml::from_str(text).expect("config is TOML");
+        let doc = serde_json::to_value(doc).unwrap();
+        let validator = jsonschema::validator_for(schema).expect("schema compiles");
+        validator
+            .iter_errors(&doc)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect()
+    }
+
+    #[test]
+    fn generated_configs_match_the_published_schemas() {
+        let base = Path::new("/srv/demo");
+        let tls = TlsFiles {
+            ca: base.join("certs/ca.pem"),
+            cert: base.join("certs/x.pem"),
+            key: base.join("certs/x-key.pem"),
+            crl: None,
+        };
+        let ports: Vec<(&str, u16)> = ADAPTERS
+            .iter()
+            .zip(7101..)
+            .map(|((agency, _), port)| (*agency, port))
+            .collect();
+        let mut configs = vec![
+            (
+                "broker",
+                BrokerConfig::schema().to_value(),
+                broker_toml(7443, &tls, base, &ports),
+            ),
+            (
+                "console",
+                jembatan_console::config::ConsoleConfig::schema().to_value(),
+                console_toml(7443, 8080, &tls, base),
+            ),
+        ];
+        for ((agency, datasets), (_, port)) in ADAPTERS.iter().zip(&ports) {
+            configs.push((
+                "adapter",
+                AdapterConfig::schema().to_value(),
+                adapter_toml(
+                    agency,
+                    "sqlite:///srv/demo/x.db",
+                    *port,
+                    &tls,
+                    base,
+                    datasets,
+                ),
+            ));
+        }
+        for (component, schema, text) in configs {
+            let errors = schema_errors(&schema, &text);
+            assert!(errors.is_empty(), "{component}: {errors:#?}\n{text}");
+        }
+    }
+}
