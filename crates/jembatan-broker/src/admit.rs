@@ -145,7 +145,7 @@ impl Admit {
 
     /// The same checks as [`check_record`](Self::check_record), keeping
     /// the parsed object.
-    fn parse_record(&self, record: &str) -> Result<Map<String, Value>, BadRecord> {
+    pub(crate) fn parse_record(&self, record: &str) -> Result<Map<String, Value>, BadRecord> {
         check_size(record)?;
         let map = jembatan_core::record::parse_record(record)
             .map_err(|e| BadRecord::NotAnObject(e.to_string()))?;

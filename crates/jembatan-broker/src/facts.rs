@@ -245,11 +245,17 @@ impl jembatan_core::redact::Redactor for LogNames<'_> {
 /// The subject hash of a value: strings as they are, anything else as its
 /// JSON text (`42`, `true`).
 pub(crate) fn scalar_subject_hash(audit_key: &[u8], dataset: &str, value: &Scalar) -> String {
-    let text = match value {
+    subject_hash(audit_key, dataset, &key_text(value))
+}
+
+/// A key as text: a string as it is, anything else as its JSON text
+/// (`42`, `true`) — what subject hashes are made of, and what a batch
+/// verification finds each key's record by.
+pub(crate) fn key_text(value: &Scalar) -> String {
+    match value {
         Scalar::String(s) => s.clone(),
         other => other.to_json().to_string(),
-    };
-    subject_hash(audit_key, dataset, &text)
+    }
 }
 
 impl Facts {

@@ -32,7 +32,7 @@ use crate::adapters::Lane;
 use crate::admit::{Admit, Admitted, Pending};
 use crate::drain::Drain;
 use crate::error::{BadRecord, Cause, ExchangeError, from_adapter};
-use crate::facts::Facts;
+use crate::facts::{Facts, key_text};
 use crate::isolation::Held;
 use crate::journal::Unfinished;
 use crate::state::State;
@@ -857,20 +857,19 @@ pub(crate) async fn lookup(
             acknowledge(&state, client, &allowed, receipt);
             Ok(response)
         }
-        Err(stop) => {
-            // nothing reached the consumer: the completion records no rows
-            let error = Some(stop.status.message().to_owned());
-            finish(
-                &state,
-                &allowed,
-                &Tally::new(&allowed),
-                stop.how,
-                error,
-                stop.reasons,
-            )
-            .await?;
-            Err(stop.status)
-        }
+        Err(stop) => Err(unanswered(&state, &allowed, stop).await),
+    }
+}
+
+/// Ends an exchange answered whole (a lookup, a batch verification) that
+/// stopped before its answer: nothing reached the consumer, so its end
+/// records nothing delivered. Returns the status to send.
+async fn unanswered(state: &State, allowed: &Allowed, stop: Stop) -> Status {
+    let error = Some(stop.status.message().to_owned());
+    let tally = Tally::new(allowed);
+    match finish(state, allowed, &tally, stop.how, error, stop.reasons).await {
+        Ok(_) => stop.status,
+        Err(status) => status,
     }
 }
 
@@ -903,14 +902,10 @@ pub(crate) async fn verify_batch(
                 ));
             }
         };
-        let admitted = tally
-            .receive(&batch, &allowed)
-            .and_then(|first| allowed.admit.batch(batch, first));
-        let records = match admitted {
-            Ok(a) => a.records,
-            Err(err) => break Err(bad_record(&allowed, err)),
-        };
-        if let Err(stop) = index_by_key(&allowed, records, &mut found) {
+        if let Err(err) = tally.receive(&batch, &allowed) {
+            break Err(bad_record(&allowed, err));
+        }
+        if let Err(stop) = index_by_key(&allowed, &batch, &mut found) {
             break Err(stop);
         }
     };
@@ -925,20 +920,7 @@ pub(crate) async fn verify_batch(
             .enumerate()
             .map(|(i, (key, verify))| answer(i, found.get(&key_text(key)), verify))
             .collect::<Vec<String>>(),
-        Err(stop) => {
-            // nothing reached the consumer: the entry records no answers
-            let error = Some(stop.status.message().to_owned());
-            finish(
-                &state,
-                &allowed,
-                &Tally::new(&allowed),
-                stop.how,
-                error,
-                stop.reasons,
-            )
-            .await?;
-            return Err(stop.status);
-        }
+        Err(stop) => return Err(unanswered(&state, &allowed, stop).await),
     };
     tally.deliver(&answers);
     let receipt = finish(
@@ -985,27 +967,21 @@ pub(crate) async fn verify_batch(
     }))
 }
 
-/// A key as text, to find its record: a string as it is, anything else
-/// as its JSON text.
-fn key_text(key: &Scalar) -> String {
-    match key {
-        Scalar::String(s) => s.clone(),
-        other => other.to_json().to_string(),
-    }
-}
-
-/// Files each record under its key; a key found twice is not a key.
+/// Checks each record against the grant (parsed once, as admitting it
+/// would) and files it under its key; a key found twice is not a key.
 fn index_by_key(
     allowed: &Allowed,
-    records: Vec<String>,
+    records: &[String],
     found: &mut HashMap<String, Map<String, Value>>,
 ) -> Result<(), Stop> {
     let Some(key_field) = &allowed.key_field else {
         return Err(Stop::failed(ExchangeError::KeyField));
     };
     for text in records {
-        let record = jembatan_core::record::parse_record(&text)
-            .map_err(|e| bad_record(allowed, BadRecord::NotAnObject(e.to_string())))?;
+        let record = allowed
+            .admit
+            .parse_record(text)
+            .map_err(|err| bad_record(allowed, err))?;
         let key = match record.get(key_field.as_str()) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Null) | None => continue,
