@@ -45,13 +45,11 @@ async fn wait_for(port: u16) {
     }
 }
 
-#[tokio::test]
-async fn broker_killed_mid_stream_leaves_a_verifiable_log_and_its_restart_closes_the_exchange_abandoned()
- {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
+/// A demo kept in `parent/demo` with `residents` residents.
+fn kept_demo(parent: &Path, residents: u32) -> std::path::PathBuf {
+    let dir = parent.join("demo");
     let out = jembatan()
-        .args(["demo", "--residents", "30000", "--keep"])
+        .args(["demo", "--residents", &residents.to_string(), "--keep"])
         .arg(&dir)
         .output()
         .unwrap();
@@ -60,6 +58,33 @@ async fn broker_killed_mid_stream_leaves_a_verifiable_log_and_its_restart_closes
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    dir
+}
+
+/// Dinas Sosial's exchange client of the kept demo's broker at `port`.
+async fn dinsos(dir: &Path, port: u16) -> ExchangeClient<tonic::transport::Channel> {
+    let certs = dir.join("certs");
+    let files = jembatan_pki::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("agency-dinsos.pem"),
+        key: certs.join("agency-dinsos-key.pem"),
+        crl: None,
+    };
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(files.client_config("localhost").unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ExchangeClient::new(channel)
+}
+
+#[tokio::test]
+async fn broker_killed_mid_stream_leaves_a_verifiable_log_and_its_restart_closes_the_exchange_abandoned()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = kept_demo(tmp.path(), 30000);
 
     // fast leases: the restarted broker finds its predecessor gone at once
     let config = dir.join("broker.toml");
@@ -76,21 +101,7 @@ async fn broker_killed_mid_stream_leaves_a_verifiable_log_and_its_restart_closes
     let port = listen_port(&dir.join("broker.toml"));
     wait_for(port).await;
 
-    let certs = dir.join("certs");
-    let files = jembatan_pki::TlsFiles {
-        ca: certs.join("ca.pem"),
-        cert: certs.join("agency-dinsos.pem"),
-        key: certs.join("agency-dinsos-key.pem"),
-        crl: None,
-    };
-    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(files.client_config("localhost").unwrap())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = ExchangeClient::new(channel);
+    let mut client = dinsos(&dir, port).await;
     let mut stream = client
         .query(pb::QueryRequest {
             dataset: "disdukcapil.penduduk".into(),
@@ -199,17 +210,7 @@ fn export(dir: &Path) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn a_lookup_whose_entry_never_becomes_durable_sends_nothing_and_crosscheck_names_its_fetch() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
-    let out = jembatan()
-        .args(["demo", "--residents", "2000", "--keep"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = kept_demo(tmp.path(), 2000);
     let _adapter = spawn(&dir, &["adapter", "--config", "adapter-disdukcapil.toml"]);
     let _broker = spawn(&dir, &["broker", "--config", "broker.toml"]);
     wait_for(listen_port(&dir.join("adapter-disdukcapil.toml"))).await;
@@ -244,21 +245,8 @@ async fn a_lookup_whose_entry_never_becomes_durable_sends_nothing_and_crosscheck
     };
     let served_before = served_ids();
 
-    let certs = dir.join("certs");
-    let files = jembatan_pki::TlsFiles {
-        ca: certs.join("ca.pem"),
-        cert: certs.join("agency-dinsos.pem"),
-        key: certs.join("agency-dinsos-key.pem"),
-        crl: None,
-    };
-    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(files.client_config("localhost").unwrap())
-        .unwrap()
-        .connect()
+    let status = dinsos(&dir, port)
         .await
-        .unwrap();
-    let status = ExchangeClient::new(channel)
         .lookup(pb::LookupRequest {
             dataset: "disdukcapil.penduduk".into(),
             purpose: "pemutakhiran data terpadu kesejahteraan sosial".into(),
