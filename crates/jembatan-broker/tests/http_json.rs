@@ -243,6 +243,55 @@ async fn a_stream_cut_after_records_began_ends_with_an_error_line() {
 }
 
 #[tokio::test]
+async fn a_batch_verification_streams_one_answer_line_per_key_then_the_receipt() {
+    let (f, b) = federation().await;
+    let body = json!({
+        "dataset": "prov.penduduk",
+        "purpose": "bansos",
+        "items": [
+            {"key": nik(3), "verify": {"nama": "WARGA 3"}},
+            {"key": nik(4), "verify": {"nama": "SOMEONE ELSE"}},
+            {"key": "1507999999999999", "verify": {"nama": "NOBODY"}},
+        ],
+    });
+    let answer = post(&f, &b, "dinsos", "/exchange/v1/verify-batch", body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.content_type, "application/x-ndjson");
+    let text = answer.text();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[..3],
+        [
+            json!({"i": 0, "result": "matches", "fields": {"nama": true}}),
+            json!({"i": 1, "result": "does_not_match", "fields": {"nama": false}}),
+            json!({"i": 2, "result": "not_found", "fields": {}}),
+        ]
+    );
+    // the answer lines hash to the receipt's payload hash
+    let receipt = &lines[3]["receipt"];
+    let answers: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        receipt["payloadSha256"],
+        hex::encode(Sha256::digest(answers.as_bytes()))
+    );
+    // one entry, durable before the answers; no key or value in clear
+    let entries = b
+        .broker
+        .audit()
+        .exchange(receipt["exchangeId"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let logged = String::from_utf8(entries[0].canonical.clone()).unwrap();
+    for secret in [nik(3), nik(4), "WARGA 3".into(), "SOMEONE ELSE".into()] {
+        assert!(!logged.contains(&secret), "{secret} is on the log in clear");
+    }
+}
+
+#[tokio::test]
 async fn a_lookup_takes_a_plain_key_and_values_to_verify() {
     let (f, b) = federation().await;
     let key = nik(3);
