@@ -22,17 +22,31 @@ impl Appends {
     }
 }
 
+/// The name of the key that signs the bench logs' checkpoints.
+pub(crate) const BENCH_LOG_ORIGIN: &str = "bench.jembatan/audit-log";
+
+/// The key that signs the bench logs' checkpoints (fixed, so a filled log
+/// can be verified and a broker started on it).
+pub(crate) fn bench_signer() -> Result<jembatan_tlog::note::Signer, BenchError> {
+    jembatan_tlog::note::Signer::from_seed(BENCH_LOG_ORIGIN, &[7; 32])
+        .map_err(|e| BenchError::Inconsistent(e.to_string()))
+}
+
+/// B3 on SQLite and PostgreSQL, then `verify` and broker start times on
+/// the SQLite log filled to `verify_entries`, and again at each of
+/// `more_starts` (larger sizes, the log filled on to each).
 pub(crate) async fn run(
     pg_url: &str,
     dir: &Path,
     duration: Duration,
     verify_entries: u64,
+    more_starts: &[u64],
 ) -> Result<AuditFigures, BenchError> {
     let path = dir.join("audit-bench.db");
-    let path = path
+    let path_text = path
         .to_str()
         .ok_or_else(|| BenchError::Options("temporary directory is not UTF-8".into()))?;
-    let store = Store::connect(path).await?;
+    let store = Store::connect(path_text).await?;
     let sqlite = append_for(&store, duration).await;
     let verified = match &sqlite {
         Ok(_) => Some(time_verify(&store, verify_entries).await),
@@ -41,6 +55,24 @@ pub(crate) async fn run(
     store.close().await;
     let sqlite = sqlite?;
     let (verify_entries, verify_seconds) = verified.transpose()?.unwrap_or_default();
+    let mut starts = Vec::new();
+    if verify_entries > 0 {
+        crate::progress(format_args!(
+            "broker start on a log of {verify_entries} entries"
+        ));
+        starts.push(crate::start::time_starts(&path, verify_entries, dir).await?);
+        for &entries in more_starts {
+            crate::progress(format_args!(
+                "filling the log to {entries} entries for the broker start figure"
+            ));
+            let store = Store::connect(path_text).await?;
+            let filled = fill_log(&store, entries).await;
+            store.close().await;
+            let (size, _) = filled?;
+            crate::progress(format_args!("broker start on a log of {size} entries"));
+            starts.push(crate::start::time_starts(&path, size, dir).await?);
+        }
+    }
     let pg = on_fresh_pg_database(pg_url, duration).await?;
     Ok(AuditFigures {
         appenders: AUDIT_APPENDERS,
@@ -50,6 +82,7 @@ pub(crate) async fn run(
         pg_per_s: pg.per_s(),
         verify_entries,
         verify_seconds,
+        starts,
     })
 }
 
@@ -114,8 +147,7 @@ pub async fn fill_log(
         .await
         .map_err(|e| BenchError::Inconsistent(format!("cannot read the log back: {e}")))?;
     let size = range.size();
-    let signer = jembatan_tlog::note::Signer::from_seed("bench.jembatan/audit-log", &[7; 32])
-        .map_err(|e| BenchError::Inconsistent(e.to_string()))?;
+    let signer = bench_signer()?;
     let note = jembatan_tlog::note::Checkpoint::new(signer.name(), size, range.root())
         .sign(&signer)
         .map_err(|e| BenchError::Inconsistent(e.to_string()))?;

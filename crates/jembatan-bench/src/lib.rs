@@ -9,7 +9,8 @@
 //!   against `COPY ... TO STDOUT` and a plain sqlx fetch of the same columns;
 //! - B2 lookups: audited `Lookup`s by random NIK with 1, 8 and 32 concurrent
 //!   clients, against prepared point queries with the same concurrency;
-//! - B3 audit: durable audit appends per second on SQLite and PostgreSQL;
+//! - B3 audit: durable audit appends per second on SQLite and PostgreSQL,
+//!   `verify` of a large log, and a broker's start time on it;
 //! - B4 memory: peak RSS of a broker and an adapter run as child processes
 //!   while they stream 100k (and more) rows;
 //! - B5 batch verification: `VerifyBatch` calls of 10,000 keys against
@@ -27,6 +28,7 @@ mod memory;
 mod population;
 mod replicas;
 mod report;
+mod start;
 mod verify;
 
 use std::path::PathBuf;
@@ -34,9 +36,10 @@ use std::time::Duration;
 
 pub use audit::{fill_entries, fill_log};
 pub use report::{
-    AuditFigures, BulkFigures, LookupFigures, MAPPING, MemoryFigures, MemoryPoint, ReplicaFigures,
-    Report, VerifyFigures,
+    AuditFigures, BulkFigures, LookupFigures, MAPPING, MemoryFigures, MemoryPoint,
+    PgStoreLookupFigures, ReplicaFigures, Report, VerifyFigures,
 };
+pub use start::StartPoint;
 
 /// Rows in the table by default.
 pub const DEFAULT_ROWS: u64 = 1_000_000;
@@ -54,6 +57,9 @@ pub const LOOKUP_CONCURRENCY: [usize; 3] = [1, 8, 32];
 pub const AUDIT_APPENDERS: usize = 64;
 /// Entries `jembatan audit verify` is timed on.
 pub const VERIFY_ENTRIES: u64 = 1_000_000;
+/// The larger log a broker's start is timed on too when `--rows` is at
+/// least this.
+pub const LARGE_LOG_ENTRIES: u64 = 10_000_000;
 /// The same with `--quick`.
 pub const QUICK_VERIFY_ENTRIES: u64 = 20_000;
 /// Keys B5 verifies (at most the table's rows).
@@ -68,7 +74,7 @@ pub enum Part {
     Bulk,
     /// B2: audited lookups against prepared point queries.
     Lookup,
-    /// B3: durable audit appends and `verify` of a large log.
+    /// B3: durable audit appends, `verify` of a large log, broker start.
     Audit,
     /// B4: broker and adapter peak RSS while streaming.
     Memory,
@@ -219,6 +225,24 @@ async fn run_on(
         cluster.stop().await;
         measured?;
     }
+    if let Some(population) = population
+        && options.runs(Part::Lookup)
+    {
+        progress(format_args!(
+            "B2 lookups on a PostgreSQL store: {} clients, {:?}",
+            replicas::CLIENTS,
+            options.duration
+        ));
+        let dir = dir.join("pg-store");
+        std::fs::create_dir_all(&dir)?;
+        let side = replicas::lookups(population, &dir, 1, options.duration).await?;
+        report.lookups_pg_store = Some(PgStoreLookupFigures {
+            clients: replicas::CLIENTS,
+            per_s: side.per_s(),
+            p50_ms: side.quantile_ms(0.50),
+            p99_ms: side.quantile_ms(0.99),
+        });
+    }
     if options.runs(Part::Audit) {
         progress(format_args!(
             "B3 audit: {AUDIT_APPENDERS} appenders, {:?} per store",
@@ -229,8 +253,21 @@ async fn run_on(
         } else {
             VERIFY_ENTRIES
         };
-        report.audit =
-            Some(audit::run(&options.pg_url, dir, options.duration, verify_entries).await?);
+        let more_starts: &[u64] = if options.rows >= LARGE_LOG_ENTRIES {
+            &[LARGE_LOG_ENTRIES]
+        } else {
+            &[]
+        };
+        report.audit = Some(
+            audit::run(
+                &options.pg_url,
+                dir,
+                options.duration,
+                verify_entries,
+                more_starts,
+            )
+            .await?,
+        );
     }
     if let Some(population) = population
         && options.runs(Part::Replicas)

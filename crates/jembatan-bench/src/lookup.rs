@@ -39,7 +39,7 @@ impl Side {
     }
 
     /// Latency at quantile `q` in milliseconds (nearest rank).
-    fn quantile_ms(&self, q: f64) -> f64 {
+    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return 0.0;
         }

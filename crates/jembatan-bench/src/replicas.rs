@@ -12,7 +12,7 @@ use jembatan_store::Store;
 
 use crate::audit::{append_through, replace_db};
 use crate::cluster::Cluster;
-use crate::lookup::through_broker;
+use crate::lookup::{Side, through_broker};
 use crate::population::Population;
 use crate::{BenchError, ReplicaFigures};
 
@@ -59,8 +59,8 @@ pub(crate) async fn run(
     dir: &Path,
     duration: Duration,
 ) -> Result<ReplicaFigures, BenchError> {
-    let lookup_one = lookups(population, dir, 1, duration).await?;
-    let lookup_two = lookups(population, dir, 2, duration).await?;
+    let lookup_one = lookups(population, dir, 1, duration).await?.per_s();
+    let lookup_two = lookups(population, dir, 2, duration).await?.per_s();
     let appends_one = appends(&population.url, 1, duration).await?;
     let appends_two = appends(&population.url, 2, duration).await?;
     Ok(ReplicaFigures {
@@ -72,13 +72,14 @@ pub(crate) async fn run(
     })
 }
 
-/// Lookups per second through `brokers` replicas on a fresh store.
-async fn lookups(
+/// Lookups by [`CLIENTS`] clients through `brokers` replicas on a fresh
+/// PostgreSQL store.
+pub(crate) async fn lookups(
     population: &Population,
     dir: &Path,
     brokers: usize,
     duration: Duration,
-) -> Result<f64, BenchError> {
+) -> Result<Side, BenchError> {
     let db = FreshDb::create(&population.url, "replicas").await?;
     let measured = async {
         let dir = dir.join(format!("replicas-{brokers}"));
@@ -94,13 +95,13 @@ async fn lookups(
                 side.done
             )));
         }
-        Ok(side.per_s())
+        Ok(side)
     }
     .await;
     let dropped = db.drop_db().await;
-    let per_s = measured?;
+    let side = measured?;
     dropped?;
-    Ok(per_s)
+    Ok(side)
 }
 
 /// Durable appends per second through `handles` handles of a fresh store.

@@ -80,6 +80,15 @@ pub struct ReplicaFigures {
     pub appends_two_per_s: f64,
 }
 
+/// B2 with the broker's store on PostgreSQL instead of SQLite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgStoreLookupFigures {
+    pub clients: usize,
+    pub per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
 /// B3.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditFigures {
@@ -92,6 +101,8 @@ pub struct AuditFigures {
     pub verify_entries: u64,
     /// Seconds `verify` took on them (SQLite store).
     pub verify_seconds: f64,
+    /// A broker's start on that log, and on larger ones.
+    pub starts: Vec<crate::StartPoint>,
 }
 
 /// B4 after streaming `rows` rows (peaks are over the processes' lives).
@@ -121,6 +132,7 @@ pub struct Report {
     pub elapsed_s: f64,
     pub bulk: Option<BulkFigures>,
     pub lookups: Vec<LookupFigures>,
+    pub lookups_pg_store: Option<PgStoreLookupFigures>,
     pub audit: Option<AuditFigures>,
     pub memory: MemoryFigures,
     pub verify: Option<VerifyFigures>,
@@ -147,6 +159,7 @@ impl Report {
             elapsed_s: 0.0,
             bulk: None,
             lookups: Vec::new(),
+            lookups_pg_store: None,
             audit: None,
             memory: MemoryFigures::Skipped("not run".into()),
             verify: None,
@@ -248,6 +261,21 @@ impl Report {
                 json!(round(ratio(l.http_per_s, l.per_s), 4)),
             );
         }
+        if let Some(p) = &self.lookups_pg_store {
+            let c = p.clients;
+            put(
+                &format!("lookup_per_s_c{c}_pg_store"),
+                json!(round(p.per_s, 1)),
+            );
+            put(
+                &format!("lookup_p50_ms_c{c}_pg_store"),
+                json!(round(p.p50_ms, 3)),
+            );
+            put(
+                &format!("lookup_p99_ms_c{c}_pg_store"),
+                json!(round(p.p99_ms, 3)),
+            );
+        }
         if let Some(v) = &self.verify {
             put("verify_batch_keys", json!(v.keys));
             put("verify_batch_size", json!(v.batch));
@@ -296,6 +324,14 @@ impl Report {
             put("audit_appends_per_s_pg", json!(round(a.pg_per_s, 1)));
             put("verify_entries", json!(a.verify_entries));
             put("verify_seconds", json!(round(a.verify_seconds, 3)));
+            for p in &a.starts {
+                let n = rows_label(p.entries);
+                put(
+                    &format!("broker_first_start_s_{n}"),
+                    json!(round(p.first_start_s, 3)),
+                );
+                put(&format!("broker_start_s_{n}"), json!(round(p.start_s, 3)));
+            }
         }
         match &self.memory {
             MemoryFigures::Measured(points) => {
@@ -420,6 +456,23 @@ impl fmt::Display for Report {
                 )?;
             }
         }
+        if let Some(p) = &self.lookups_pg_store {
+            let sqlite = self.lookups.iter().find(|l| l.concurrency == p.clients);
+            line(
+                f,
+                &format!("B2 PostgreSQL store, {} clients", p.clients),
+                &rate(p.per_s),
+                &sqlite.map_or_else(String::new, |l| rate(l.per_s)),
+                &sqlite.map_or_else(String::new, |l| format!("{:.3}", ratio(p.per_s, l.per_s))),
+            )?;
+            line(
+                f,
+                &format!("   latency p50 / p99, {} clients", p.clients),
+                &format!("{:.2} ms", p.p50_ms),
+                &format!("{:.2} ms", p.p99_ms),
+                "",
+            )?;
+        }
         if let Some(v) = &self.verify {
             line(
                 f,
@@ -462,6 +515,22 @@ impl fmt::Display for Report {
                 "",
                 "",
             )?;
+            for p in &a.starts {
+                line(
+                    f,
+                    &format!("broker start, {} entries", rows_label(p.entries)),
+                    &format!("{:.3} s", p.start_s),
+                    "",
+                    "",
+                )?;
+                line(
+                    f,
+                    "   first start (builds the tiles)",
+                    &format!("{:.3} s", p.first_start_s),
+                    "",
+                    "",
+                )?;
+            }
         }
         match &self.memory {
             MemoryFigures::Measured(points) => {

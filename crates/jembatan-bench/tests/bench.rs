@@ -38,6 +38,17 @@ async fn tiny_run_reports_consistent_counts() {
     // the log of the quick run, filled to the quick size, verified whole
     assert!(audit.verify_entries >= jembatan_bench::QUICK_VERIFY_ENTRIES);
     assert!(audit.verify_seconds > 0.0);
+    // a broker started twice on that log: the first start builds the tiles
+    let [start] = audit.starts.as_slice() else {
+        panic!("one broker start figure expected: {:?}", audit.starts);
+    };
+    assert_eq!(start.entries, audit.verify_entries);
+    assert!(start.first_start_s > 0.0 && start.start_s > 0.0);
+    let pg_store = report
+        .lookups_pg_store
+        .as_ref()
+        .expect("B2 on a PostgreSQL store");
+    assert!(pg_store.per_s > 0.0 && pg_store.p99_ms > 0.0);
     assert!(matches!(report.memory, MemoryFigures::Skipped(_)));
     // every key of the table verified, the matches agreeing on both sides
     let verify = report.verify.as_ref().expect("batch verification figures");
@@ -70,8 +81,17 @@ async fn tiny_run_reports_consistent_counts() {
         "verify_batch_ratio",
         "replicas_lookup_ratio",
         "replicas_appends_ratio",
+        "lookup_per_s_c32_pg_store",
+        "lookup_p99_ms_c32_pg_store",
     ] {
         assert!(json.get(key).is_some(), "{key} missing from {json}");
     }
     assert_eq!(json["rows"], 2_000);
+    let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+    for prefix in ["broker_start_s_", "broker_first_start_s_"] {
+        assert!(
+            keys.iter().any(|k| k.starts_with(prefix)),
+            "no {prefix}<entries> in {json}"
+        );
+    }
 }

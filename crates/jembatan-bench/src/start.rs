@@ -1,0 +1,81 @@
+//! Broker start on a large log: how long `Broker::start` takes on a store
+//! already holding `entries` audit entries and a signed checkpoint of
+//! them. The first start on such a store builds the tree's hash tiles
+//! (a store filled outside a broker has none); every later start resumes
+//! from the stored tiles and checks only the latest checkpoint, so its
+//! time should not grow with the log.
+
+use std::path::Path;
+use std::time::Instant;
+
+use jembatan_broker::{Broker, BrokerConfig};
+use jembatan_core::{Identity, Role};
+
+use crate::BenchError;
+use crate::audit::{BENCH_LOG_ORIGIN, bench_signer};
+
+/// Start times of a broker on one store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartPoint {
+    /// Audit entries in the store.
+    pub entries: u64,
+    /// Seconds the first start took (building the tiles).
+    pub first_start_s: f64,
+    /// Seconds a later start took (from the stored tiles).
+    pub start_s: f64,
+}
+
+/// Starts and shuts down a broker on the SQLite store at `store` twice,
+/// timing each `Broker::start`. The store's checkpoints must be signed by
+/// the bench's key ([`bench_signer`]), which the broker is given.
+pub(crate) async fn time_starts(
+    store: &Path,
+    entries: u64,
+    dir: &Path,
+) -> Result<StartPoint, BenchError> {
+    let dir = dir.join(format!("start-{entries}"));
+    std::fs::create_dir_all(&dir)?;
+    let broker_id = Identity::new(Role::Broker, None)
+        .map_err(|e| BenchError::Inconsistent(format!("broker identity: {e}")))?;
+    let issued = jembatan_pki::dev_pki(&dir.join("certs"), std::slice::from_ref(&broker_id))?;
+    let tls = issued
+        .into_iter()
+        .find(|(id, _)| *id == broker_id)
+        .map(|(_, files)| files)
+        .ok_or_else(|| BenchError::Inconsistent("dev PKI issued no broker certificate".into()))?;
+    let signer = bench_signer()?;
+    let key = dir.join("checkpoint.key");
+    if !key.exists() {
+        jembatan_pki::files::create_secret(&key, (signer.to_key_string() + "\n").as_bytes())?;
+    }
+    let toml = format!(
+        "version = 1\nlisten = \"127.0.0.1:0\"\nstore = {store:?}\naudit_key = {audit_key:?}\n\
+         checkpoint_key = {key:?}\nlog_origin = {BENCH_LOG_ORIGIN:?}\n\
+         checkpoint_every = 1000000000\ncheckpoint_interval = \"1h\"\n\
+         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {tls_key:?}\n",
+        store = store.display().to_string(),
+        audit_key = dir.join("audit.key").display().to_string(),
+        key = key.display().to_string(),
+        ca = tls.ca.display().to_string(),
+        cert = tls.cert.display().to_string(),
+        tls_key = tls.key.display().to_string(),
+    );
+    let config = BrokerConfig::from_toml(&toml, &dir)
+        .map_err(|e| BenchError::Inconsistent(format!("start bench broker config: {e}")))?;
+    let first_start_s = start_once(&config).await?;
+    let start_s = start_once(&config).await?;
+    Ok(StartPoint {
+        entries,
+        first_start_s,
+        start_s,
+    })
+}
+
+/// Seconds `Broker::start` took; the broker is shut down after.
+async fn start_once(config: &BrokerConfig) -> Result<f64, BenchError> {
+    let started = Instant::now();
+    let broker = Broker::start(config).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    broker.shutdown().await?;
+    Ok(seconds)
+}
