@@ -33,6 +33,7 @@ use crate::error::ExchangeError;
 use crate::facts::{Ask, Facts, MAX_VERIFY_FIELDS, scalar_subject_hash};
 use crate::isolation::Held;
 use crate::policy::{self, Grant};
+use crate::policy_cache::PolicyVersion;
 use crate::registry::{Refusal, RegistryError};
 use crate::relay::{Allowed, KeyToVerify};
 use crate::replica::{NotOpened, OpenSlot};
@@ -206,6 +207,8 @@ struct Validated {
 
 /// What the exchange asks of the provider, in the provider's names.
 struct Plan {
+    /// The policy version the decision reads datasets and agreements at.
+    policy: PolicyVersion,
     /// The fields the agreement must grant: those the consumer asked for
     /// or, translated, the columns the mapping reads.
     fields: Vec<FieldName>,
@@ -325,7 +328,16 @@ impl State {
 
     /// Step 2: the dataset, and the request in the provider's names.
     async fn plan(&self, ask: &Ask, parsed: &Parsed, facts: &mut Facts) -> Result<Plan, Status> {
-        let dataset = match self.store.dataset(&parsed.dataset).await {
+        let policy = self
+            .policy
+            .version(&self.store)
+            .await
+            .map_err(ExchangeError::store)?;
+        let dataset = match self
+            .policy
+            .dataset(&self.store, policy, &parsed.dataset)
+            .await
+        {
             Ok(Some(d)) => {
                 self.know_dataset(facts, &parsed.dataset);
                 d
@@ -385,6 +397,7 @@ impl State {
             }
         }
         let mut plan = Plan {
+            policy,
             fields: parsed.fields.clone(),
             consumer_filter: parsed.filter.clone(),
             key_field,
@@ -485,12 +498,12 @@ impl State {
     ) -> Result<Authorized, Status> {
         let (consumer, parsed) = (&request.consumer, &request.parsed);
         let agreements = self
-            .store
-            .agreements_for(consumer, &parsed.dataset)
+            .policy
+            .agreements_for(&self.store, plan.policy, consumer, &parsed.dataset)
             .await
             .map_err(ExchangeError::store)?;
         // what the consumer's agreements grant and cover are identifiers
-        for a in &agreements {
+        for a in agreements.iter() {
             facts
                 .privacy
                 .known_fields

@@ -22,6 +22,7 @@ mod journal;
 mod lifecycle;
 mod members;
 pub mod policy;
+mod policy_cache;
 mod registry;
 mod registry_http;
 mod registry_service;
@@ -194,6 +195,7 @@ impl Broker {
             registry,
             members,
             lifecycle: lifecycle::Lifecycle::new(config.operator_approval, &config.purposes),
+            policy: policy_cache::PolicyCache::default(),
             isolation: isolation::Isolation::new(
                 config.max_streams_per_provider,
                 config.stall_timeout,

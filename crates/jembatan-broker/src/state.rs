@@ -19,6 +19,7 @@ use crate::isolation::Isolation;
 use crate::journal::Journal;
 use crate::lifecycle::Lifecycle;
 use crate::members::Members;
+use crate::policy_cache::PolicyCache;
 use crate::registry::Registry;
 use crate::replica::Replica;
 
@@ -40,6 +41,9 @@ pub(crate) struct State {
     /// The agencies registered with this broker; only they act.
     pub(crate) members: Members,
     pub(crate) lifecycle: Lifecycle,
+    /// Datasets and agreements as decisions read them, kept exact by the
+    /// store's policy version.
+    pub(crate) policy: PolicyCache,
     /// Query streams per consumer and provider, and the stall timeout.
     pub(crate) isolation: Isolation,
     /// This broker as a replica: its lease, and the exchanges it has open

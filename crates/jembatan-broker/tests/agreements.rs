@@ -1135,3 +1135,114 @@ async fn a_denial_reports_every_candidate_agreement() {
     // the entry names the closest agreement
     assert_eq!(entry.agreement_id.as_deref(), Some("new-1"));
 }
+
+/// Decisions read datasets and agreements from memory, kept exact by the
+/// store's policy version: an approval or a revocation must reach every
+/// decision that starts after its call returned, on the replica it was
+/// made through and on another sharing the store, with both replicas'
+/// memory filled just before.
+async fn changes_reach_the_next_decision_on_every_replica(f: &Federation) {
+    let config = f.broker_config("", "");
+    let replicas = [f.broker(&config).await, f.broker(&config).await];
+    let mut consumer = Vec::new();
+    let mut provider = Vec::new();
+    for r in &replicas {
+        consumer.push(r.exchange(f, "dinsos").await);
+        provider.push(r.agreements(f, "prov").await);
+    }
+    let mut proposer = replicas[0].agreements(f, "dinsos").await;
+    let lookup = pb::LookupRequest {
+        dataset: "prov.penduduk".into(),
+        purpose: "bansos".into(),
+        fields: vec!["nik".into(), "nama".into()],
+        key: Some(string(&nik(3))),
+        ..Default::default()
+    };
+    for round in 0..6 {
+        let id = format!("round-{round}");
+        // approved and revoked through each replica in turn
+        let through = round % 2;
+        proposer
+            .propose(terms(&id, &read(&["nik", "nama"])))
+            .await
+            .unwrap();
+        // proposed, not approved: both replicas deny (and remember)
+        for (i, c) in consumer.iter_mut().enumerate() {
+            let err = c.lookup(lookup.clone()).await.unwrap_err();
+            let codes = denial_codes(&err);
+            assert!(
+                codes.iter().any(|c| c == "not_approved"),
+                "round {round}, replica {i}: {err:?}"
+            );
+        }
+        provider[through]
+            .approve(pb::ApproveRequest { id: id.clone() })
+            .await
+            .unwrap();
+        for (i, c) in consumer.iter_mut().enumerate() {
+            let found = c.lookup(lookup.clone()).await;
+            assert!(
+                found.as_ref().is_ok_and(|r| r.get_ref().found),
+                "round {round}, replica {i}: the approval was not seen: {found:?}"
+            );
+        }
+        provider[through]
+            .revoke(pb::RevokeRequest {
+                id: id.clone(),
+                reason: "the legal basis lapsed".into(),
+            })
+            .await
+            .unwrap();
+        for (i, c) in consumer.iter_mut().enumerate() {
+            let err = c
+                .lookup(lookup.clone())
+                .await
+                .expect_err("a revoked agreement was honoured");
+            assert_eq!(
+                err.code(),
+                Code::PermissionDenied,
+                "round {round}, replica {i}"
+            );
+            // this round's agreement and every earlier one, all revoked
+            assert_eq!(
+                denial_codes(&err),
+                vec!["revoked"; round + 1],
+                "round {round}, replica {i}: {err:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_agreement_is_never_honoured_after_the_revocation_returns() {
+    let f = Federation::start(20).await;
+    changes_reach_the_next_decision_on_every_replica(&f).await;
+}
+
+#[tokio::test]
+async fn a_revoked_agreement_is_never_honoured_after_the_revocation_returns_on_postgres() {
+    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+        return;
+    };
+    let admin = jembatan_store::Store::admin_pool(&url).await.unwrap();
+    let name = format!("jembatan_policy_{}", std::process::id());
+    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut f = Federation::start(20).await;
+    let (base, _) = url.rsplit_once('/').unwrap();
+    f.store = format!("{base}/{name}");
+    changes_reach_the_next_decision_on_every_replica(&f).await;
+    drop(f);
+    sqlx::query(sqlx::AssertSqlSafe(drop_db))
+        .execute(&admin)
+        .await
+        .unwrap();
+}

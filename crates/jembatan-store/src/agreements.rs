@@ -142,6 +142,17 @@ impl Store {
         }
     }
 
+    /// The policy version: a counter the store's triggers bump in the same
+    /// transaction as any change to agencies, datasets or agreements
+    /// (migration 0015). A decision read from memory is exact as long as
+    /// this has not moved since the memory was filled.
+    pub async fn policy_version(&self) -> Result<i64, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT n FROM policy_version WHERE id = 1")
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+
     /// Every agreement (in any status) between `consumer` and `dataset`'s
     /// provider for `dataset`, ordered by id.
     pub async fn agreements_for(

@@ -68,7 +68,7 @@ use Kind::{Bytes, Int, OptText, Text};
 /// Every table the store's migrations create, in an order that satisfies
 /// their foreign keys. A store holding a table or column not named here
 /// is refused rather than copied in part.
-const TABLES: [Table; 15] = [
+const TABLES: [Table; 16] = [
     Table {
         name: "agencies",
         columns: &[
@@ -220,6 +220,13 @@ const TABLES: [Table; 15] = [
         name: "leases",
         columns: &[("name", Text), ("holder", Text), ("until_ms", Int)],
         key: &["name"],
+    },
+    // last: copying the tables before it moved it through their triggers
+    // (see `insert`)
+    Table {
+        name: "policy_version",
+        columns: &[("id", Int), ("n", Int)],
+        key: &["id"],
     },
 ];
 
@@ -622,6 +629,13 @@ async fn insert(
     table: &Table,
     batch: Batch,
 ) -> Result<(), MigrateError> {
+    if table.name == "policy_version" {
+        // the triggers of the tables copied before counted their rows as
+        // changes; the source's own count replaces that
+        sqlx::query("DELETE FROM policy_version")
+            .execute(&mut **tx)
+            .await?;
+    }
     let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
     let arrays: Vec<String> = table
         .columns

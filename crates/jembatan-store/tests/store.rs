@@ -592,7 +592,13 @@ async fn agreements_and_quotas(store: Store) {
         "quota": {"rows_per_day": 10}
     }))
     .unwrap();
+    let before = store.policy_version().await.unwrap();
     store.insert_agreement(&a).await.unwrap();
+    let inserted = store.policy_version().await.unwrap();
+    assert!(
+        inserted > before,
+        "an agreement stored moves the policy version"
+    );
     assert!(matches!(
         store.insert_agreement(&a).await,
         Err(StoreError::Conflict(_))
@@ -607,10 +613,16 @@ async fn agreements_and_quotas(store: Store) {
     assert_eq!(store.agreement("a1").await.unwrap(), Some(a.clone()));
 
     a.status = AgreementStatus::Approved;
+    let proposed = store.policy_version().await.unwrap();
     store
         .update_agreement(&a, AgreementStatus::Proposed)
         .await
         .unwrap();
+    let approved_at = store.policy_version().await.unwrap();
+    assert!(
+        approved_at > proposed,
+        "a status change moves the policy version"
+    );
     // a second step from the same state loses
     let mut stale = a.clone();
     stale.status = AgreementStatus::Revoked;
@@ -701,6 +713,14 @@ async fn agreements_and_quotas(store: Store) {
             .unwrap(),
         3
     );
+    // counting quotas is not a change to what decisions read
+    let counted = store.policy_version().await.unwrap();
+    assert!(counted >= approved_at);
+    store
+        .take_quota("a1", QuotaKind::RequestsPerMinute, "2026-11-28T05:02", 1, 7)
+        .await
+        .unwrap();
+    assert_eq!(store.policy_version().await.unwrap(), counted);
 }
 
 #[tokio::test]
