@@ -16,6 +16,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Backend, Store, StoreError};
 
+mod sqlite_writer;
+
+use sqlite_writer::SqliteWriter;
+
 /// Most entries written in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Columns of one audit_log row in the INSERT.
@@ -54,7 +58,19 @@ impl AuditLog {
     pub fn start(store: Store) -> AuditLog {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let appended = Arc::new(watch::Sender::new(0));
-        tokio::spawn(run_appender(store.clone(), rx, appended.clone()));
+        // a SQLite file gets its own writer thread; an in-memory database
+        // (tests) is only reachable through the pool
+        let writer = match store.sqlite_file() {
+            Some(path) => match SqliteWriter::start(path) {
+                Ok(writer) => Some(Arc::new(writer)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "audit appends go through the connection pool");
+                    None
+                }
+            },
+            None => None,
+        };
+        tokio::spawn(run_appender(store.clone(), writer, rx, appended.clone()));
         AuditLog {
             store,
             tx,
@@ -188,6 +204,7 @@ fn batches_in_flight(backend: Backend) -> usize {
 
 async fn run_appender(
     store: Store,
+    writer: Option<Arc<SqliteWriter>>,
     mut rx: mpsc::Receiver<Pending>,
     appended: Arc<watch::Sender<u64>>,
 ) {
@@ -202,8 +219,10 @@ async fn run_appender(
                 if received == 0 {
                     break;
                 }
-                let (store, appended) = (store.clone(), appended.clone());
-                writing.spawn(async move { write_and_reply(&store, batch, &appended).await });
+                let (store, writer, appended) = (store.clone(), writer.clone(), appended.clone());
+                writing.spawn(async move {
+                    write_and_reply(&store, writer.as_deref(), batch, &appended).await
+                });
             }
             Some(_) = writing.join_next(), if !writing.is_empty() => {}
         }
@@ -211,9 +230,23 @@ async fn run_appender(
     while writing.join_next().await.is_some() {}
 }
 
-/// Writes one batch and answers its appenders.
-async fn write_and_reply(store: &Store, mut batch: Vec<Pending>, appended: &watch::Sender<u64>) {
-    match write_batch(store, &mut batch).await {
+/// Writes one batch (through the SQLite writer thread when there is one)
+/// and answers its appenders.
+async fn write_and_reply(
+    store: &Store,
+    writer: Option<&SqliteWriter>,
+    mut batch: Vec<Pending>,
+    appended: &watch::Sender<u64>,
+) {
+    let written = match writer {
+        Some(writer) => {
+            let (back, written) = writer.write(batch).await;
+            batch = back;
+            written
+        }
+        None => write_batch(store, &mut batch).await,
+    };
+    match written {
         Ok(()) => {
             if let Some(last) = batch.last() {
                 let size = last.stored.seq + 1;
