@@ -184,6 +184,7 @@ pub struct Agreement {
     /// purpose; absent means no. An agreement without it keeps its terms
     /// hash.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(extend("default" = false))]
     pub subscribe: bool,
     /// The status the agreement starts in: `approved` for one signed
     /// outside Jembatan, `proposed` for one still to be approved through
