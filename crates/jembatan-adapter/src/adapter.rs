@@ -27,6 +27,11 @@ use crate::receipts::{
 use crate::sql::{self, ColRef, Cond, Dialect, Select};
 use crate::typed::typed_filter;
 
+mod changes;
+
+pub(crate) use changes::ChangeInfo;
+pub use changes::ChangesStream;
+
 /// Most records in one batch, whatever the request asks.
 pub const MAX_BATCH_SIZE: u32 = 10_000;
 /// A batch is closed early once its records exceed this many bytes.
@@ -69,6 +74,8 @@ pub struct DatasetInfo {
     /// Exposed columns in configuration order.
     pub columns: Vec<ColumnInfo>,
     row_filter: Option<Cond>,
+    /// The change source, when the config declares one.
+    changes: Option<ChangeInfo>,
 }
 
 impl DatasetInfo {
@@ -90,6 +97,7 @@ impl DatasetInfo {
                 })
                 .collect(),
             key_column: self.key.as_ref().map(|k| k.to_string()).unwrap_or_default(),
+            changes: self.changes.as_ref().map(ChangeInfo::describe),
         }
     }
 }
@@ -198,12 +206,18 @@ impl Adapter {
             let live: HashMap<&str, &db::TableColumn> =
                 live.iter().map(|c| (c.name.as_str(), c)).collect();
             let mut needed: Vec<&str> = d.columns.iter().map(FieldName::as_str).collect();
-            if let Some(f) = &d.row_filter {
+            let change_filter = d.changes.as_ref().and_then(|c| c.deleted.as_ref());
+            for f in [d.row_filter.as_ref(), change_filter].into_iter().flatten() {
                 for field in f.fields() {
                     if !needed.contains(&field.as_str()) {
                         needed.push(field.as_str());
                     }
                 }
+            }
+            if let Some(c) = &d.changes
+                && !needed.contains(&c.column.as_str())
+            {
+                needed.push(c.column.as_str());
             }
             let before = problems.len();
             let hidden = if needed.iter().any(|n| !live.contains_key(n)) {
@@ -248,6 +262,20 @@ impl Adapter {
                     }
                 },
             };
+            let changes = match &d.changes {
+                None => None,
+                Some(c) => match ChangeInfo::check(d, c, &live, &types, dialect) {
+                    Ok(info) => Some(info),
+                    Err(found) => {
+                        problems.extend(
+                            found
+                                .into_iter()
+                                .map(|m| format!("dataset {}: changes: {m}", d.name)),
+                        );
+                        continue;
+                    }
+                },
+            };
             let columns = d
                 .columns
                 .iter()
@@ -270,6 +298,7 @@ impl Adapter {
                 key: d.key.clone(),
                 columns,
                 row_filter,
+                changes,
             }));
         }
         if problems.is_empty() {
@@ -334,33 +363,7 @@ impl Adapter {
     /// Checks a fetch request against the whitelist and renders its SQL.
     fn plan(&self, req: &pb::FetchRequest) -> Result<Plan, Refused> {
         let dataset = self.dataset(&req.dataset)?.clone();
-        if req.columns.is_empty() {
-            return Err(Refused::NoColumns);
-        }
-        if req.columns.len() > MAX_FIELDS {
-            return Err(Refused::TooManyColumns(req.columns.len()));
-        }
-        if let Some(long) = req.columns.iter().find(|c| c.len() > MAX_IDENT_BYTES) {
-            return Err(Refused::ColumnNameTooLong(long.len()));
-        }
-        let off_list: BTreeSet<String> = req
-            .columns
-            .iter()
-            .filter(|c| dataset.column(c).is_none())
-            .map(|c| format!("{:?}", truncate(c, 64)))
-            .collect();
-        if !off_list.is_empty() {
-            return Err(Refused::ColumnsNotWhitelisted {
-                dataset: dataset.id.to_string(),
-                columns: off_list.into_iter().collect::<Vec<_>>().join(", "),
-            });
-        }
-        let mut seen = BTreeSet::new();
-        for c in &req.columns {
-            if !seen.insert(c.as_str()) {
-                return Err(Refused::DuplicateColumn(c.clone()));
-            }
-        }
+        check_columns(&dataset, &req.columns)?;
         if req.parts.len() > jembatan_core::limits::MAX_FETCH_PARTS {
             return Err(Refused::TooManyParts(req.parts.len()));
         }
@@ -386,42 +389,10 @@ impl Adapter {
         for filter in &filters {
             typed.push(match filter {
                 None => None,
-                Some(f) => {
-                    let off_list: Vec<String> = f
-                        .fields()
-                        .into_iter()
-                        .filter(|n| dataset.column(n.as_str()).is_none())
-                        .map(|n| format!("{:?}", n.as_str()))
-                        .collect();
-                    if !off_list.is_empty() {
-                        return Err(Refused::FilterNotWhitelisted {
-                            dataset: dataset.id.to_string(),
-                            fields: off_list.join(", "),
-                        });
-                    }
-                    Some(typed_filter(f, dialect, &|n| {
-                        dataset.column(n).map(|c| c.ty)
-                    })?)
-                }
+                Some(f) => Some(typed_request_filter(&dataset, f, dialect)?),
             });
         }
-        let (cols, out): (Vec<ColRef>, Vec<OutColumn>) = req
-            .columns
-            .iter()
-            .filter_map(|name| dataset.column(name))
-            .map(|c| {
-                (
-                    ColRef {
-                        name: c.name.clone(),
-                        cast_to_text: c.ty.selected_as_text(),
-                    },
-                    OutColumn {
-                        name: c.name.clone(),
-                        decoder: c.ty.decoder,
-                    },
-                )
-            })
-            .unzip();
+        let (cols, out) = out_columns(&dataset, &req.columns);
         let rendered = typed
             .iter()
             .map(|filter| {
@@ -691,6 +662,83 @@ impl Adapter {
         }
         Ok(())
     }
+}
+
+/// Checks requested columns: at least one, within limits, each on the
+/// dataset's whitelist, none twice.
+fn check_columns(dataset: &DatasetInfo, columns: &[String]) -> Result<(), Refused> {
+    if columns.is_empty() {
+        return Err(Refused::NoColumns);
+    }
+    if columns.len() > MAX_FIELDS {
+        return Err(Refused::TooManyColumns(columns.len()));
+    }
+    if let Some(long) = columns.iter().find(|c| c.len() > MAX_IDENT_BYTES) {
+        return Err(Refused::ColumnNameTooLong(long.len()));
+    }
+    let off_list: BTreeSet<String> = columns
+        .iter()
+        .filter(|c| dataset.column(c).is_none())
+        .map(|c| format!("{:?}", truncate(c, 64)))
+        .collect();
+    if !off_list.is_empty() {
+        return Err(Refused::ColumnsNotWhitelisted {
+            dataset: dataset.id.to_string(),
+            columns: off_list.into_iter().collect::<Vec<_>>().join(", "),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for c in columns {
+        if !seen.insert(c.as_str()) {
+            return Err(Refused::DuplicateColumn(c.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A request's filter typed against the dataset: every field it names
+/// must be an exposed column.
+fn typed_request_filter(
+    dataset: &DatasetInfo,
+    filter: &Filter,
+    dialect: Dialect,
+) -> Result<Cond, Refused> {
+    let off_list: Vec<String> = filter
+        .fields()
+        .into_iter()
+        .filter(|n| dataset.column(n.as_str()).is_none())
+        .map(|n| format!("{:?}", n.as_str()))
+        .collect();
+    if !off_list.is_empty() {
+        return Err(Refused::FilterNotWhitelisted {
+            dataset: dataset.id.to_string(),
+            fields: off_list.join(", "),
+        });
+    }
+    Ok(typed_filter(filter, dialect, &|n| {
+        dataset.column(n).map(|c| c.ty)
+    })?)
+}
+
+/// The record columns of a request, as SQL reads them and as records
+/// carry them.
+fn out_columns(dataset: &DatasetInfo, columns: &[String]) -> (Vec<ColRef>, Vec<OutColumn>) {
+    columns
+        .iter()
+        .filter_map(|name| dataset.column(name))
+        .map(|c| {
+            (
+                ColRef {
+                    name: c.name.clone(),
+                    cast_to_text: c.ty.selected_as_text(),
+                },
+                OutColumn {
+                    name: c.name.clone(),
+                    decoder: c.ty.decoder,
+                },
+            )
+        })
+        .unzip()
 }
 
 /// A database error this close to the deadline counts as the deadline:

@@ -112,6 +112,59 @@ pub struct DatasetConfig {
     /// that are not exposed.
     #[serde(default)]
     pub row_filter: Option<Filter>,
+    /// How the dataset's changes are read, for subscriptions; the dataset
+    /// offers none when absent. Read by polling: no trigger and no write
+    /// in the database.
+    #[serde(default)]
+    pub changes: Option<ChangesConfig>,
+}
+
+/// Poll interval when a dataset's `changes` does not choose.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Lag window of timestamp change columns when `changes` does not choose.
+pub const DEFAULT_CHANGE_LAG: Duration = Duration::from_millis(500);
+/// The longest `poll_interval` and `lag` a config may set.
+const MAX_CHANGE_DURATION: Duration = Duration::from_secs(60 * 60);
+
+/// A dataset's polling change source: a monotonic change column read
+/// after a position, `(change, key)`, in that order.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesConfig {
+    /// The change column: a timestamp the application sets on every
+    /// insert and update (`updated_at`) or an increasing integer version.
+    /// Rows where it is NULL are not seen. Its values travel to the
+    /// broker in positions, sealed from consumers.
+    pub column: FieldName,
+    /// The unique, non-null key that orders rows with the same change
+    /// value; one of `columns`. The dataset's `key` when absent.
+    #[serde(default)]
+    pub key: Option<FieldName>,
+    /// Rows this filter matches are deletions (tombstones): the change is
+    /// a `delete` carrying only the key. May name columns that are not
+    /// exposed (`{ field = "status", op = "eq", value = "DIHAPUS" }`).
+    #[serde(default)]
+    pub deleted: Option<Filter>,
+    /// How often a subscriber polls (`"500ms"`; 50ms to 1h).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<jembatan_core::config_schema::HumanDuration>")]
+    #[schemars(extend("default" = humantime::format_duration(DEFAULT_POLL_INTERVAL).to_string()))]
+    pub poll_interval: Option<Duration>,
+    /// Timestamp change columns only: changes younger than this by the
+    /// database's clock are not returned yet, so a transaction that
+    /// commits up to this long after setting its change value is still
+    /// seen (`"2s"`; 0s to 1h). Refused for integer change columns.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<jembatan_core::config_schema::HumanDuration>")]
+    #[schemars(extend("default" = humantime::format_duration(DEFAULT_CHANGE_LAG).to_string()))]
+    pub lag: Option<Duration>,
+}
+
+impl ChangesConfig {
+    /// The poll interval, the default when the config does not choose.
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL)
+    }
 }
 
 /// Adapter configuration, as written in its TOML file. Relative paths are
@@ -319,6 +372,30 @@ impl DatasetConfig {
         {
             return Err(DatasetConfigError::KeyNotAmongColumns(key.clone()));
         }
+        if let Some(changes) = &self.changes {
+            match changes.key.as_ref().or(self.key.as_ref()) {
+                None => return Err(DatasetConfigError::ChangesWithoutKey),
+                Some(key) if !seen.contains(key) => {
+                    return Err(DatasetConfigError::ChangeKeyNotAmongColumns(key.clone()));
+                }
+                Some(_) => {}
+            }
+            let poll = changes.poll_interval();
+            if poll < Duration::from_millis(50) || poll > MAX_CHANGE_DURATION {
+                return Err(DatasetConfigError::ChangeDuration(
+                    "poll_interval must be between 50ms and 1h",
+                    poll,
+                ));
+            }
+            if let Some(lag) = changes.lag
+                && lag > MAX_CHANGE_DURATION
+            {
+                return Err(DatasetConfigError::ChangeDuration(
+                    "lag must be at most 1h",
+                    lag,
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -347,6 +424,12 @@ pub enum DatasetConfigError {
     DuplicateColumn(FieldName),
     #[error("key \"{0}\" is not among columns")]
     KeyNotAmongColumns(FieldName),
+    #[error("changes needs a key: set `key` of the dataset or of `changes`")]
+    ChangesWithoutKey,
+    #[error("changes: key \"{0}\" is not among columns")]
+    ChangeKeyNotAmongColumns(FieldName),
+    #[error("changes: {0}; got {got}", got = humantime::format_duration(*.1))]
+    ChangeDuration(&'static str, Duration),
 }
 
 /// Checks a table or schema name (`what`) before it reaches the database.

@@ -877,18 +877,149 @@ impl<DB: sqlx::Database> Drop for FetchConnection<DB> {
     }
 }
 
-/// Streams the query's rows as JSON record texts, keys in `columns` order.
-/// The stream owns its pool handle; dropping it stops reading, and the
-/// database stops the statement by `time` at the latest.
+/// Streams the query's rows as JSON record texts, keys in `columns` order
+/// (see [`rows`]).
 pub(crate) fn records(
     db: Db,
     query: Rendered,
     columns: Arc<[OutColumn]>,
     time: QueryTime,
 ) -> impl Stream<Item = Result<String, RecordError>> + Send + 'static {
+    let encoder = RecordEncoder::new(columns.iter().map(|c| c.name.as_str()));
+    rows(db, query, RecordReader { encoder, columns }, time)
+}
+
+/// How one row of a statement becomes an item: `value(i, decoder)`
+/// reads result column `i`.
+pub(crate) trait RowReader: Send + 'static {
+    type Item: Send + 'static;
+    fn read(&mut self, value: &mut ReadValue<'_>) -> Result<Self::Item, RecordError>;
+}
+
+/// Reads one value of the current row.
+pub(crate) type ReadValue<'a> = dyn FnMut(usize, Decoder) -> Result<Value, ValueError> + 'a;
+
+/// Rows as record texts, keys in `columns` order.
+struct RecordReader {
+    encoder: RecordEncoder,
+    columns: Arc<[OutColumn]>,
+}
+
+impl RowReader for RecordReader {
+    type Item = String;
+
+    fn read(&mut self, value: &mut ReadValue<'_>) -> Result<String, RecordError> {
+        record(&mut self.encoder, &self.columns, 0, value)
+    }
+}
+
+/// One row of a change poll ([`crate::sql::render_changes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ChangeRow {
+    pub(crate) change: Value,
+    pub(crate) key: Value,
+    pub(crate) deleted: bool,
+    pub(crate) in_scope: bool,
+    /// The record, for an upsert in scope only: the other columns of a
+    /// row outside the scope or deleted are not even decoded.
+    pub(crate) record: Option<String>,
+}
+
+/// Reads change poll rows: the change value and key with their own
+/// decoders, the two flags, then the record's columns.
+pub(crate) struct ChangeReader {
+    encoder: RecordEncoder,
+    columns: Arc<[OutColumn]>,
+    change: Decoder,
+    key: Decoder,
+    /// How the database returns the `CASE ... THEN 1 ELSE 0 END` flags.
+    flag: Decoder,
+}
+
+impl ChangeReader {
+    pub(crate) fn new(
+        dialect: Dialect,
+        change: Decoder,
+        key: Decoder,
+        columns: Arc<[OutColumn]>,
+    ) -> ChangeReader {
+        ChangeReader {
+            encoder: RecordEncoder::new(columns.iter().map(|c| c.name.as_str())),
+            columns,
+            change,
+            key,
+            flag: match dialect {
+                Dialect::Sqlite => Decoder::SqliteDynamic,
+                Dialect::Postgres => Decoder::I32,
+                Dialect::MySql => Decoder::I64,
+            },
+        }
+    }
+}
+
+/// Result columns before the record's in a change poll.
+const CHANGE_HEAD: usize = 4;
+
+impl RowReader for ChangeReader {
+    type Item = ChangeRow;
+
+    fn read(&mut self, value: &mut ReadValue<'_>) -> Result<ChangeRow, RecordError> {
+        let mut head = |i: usize, d: Decoder, what: &str| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| value(i, d)))
+                .unwrap_or_else(|_| {
+                    Err(ValueError::Other(
+                        "the driver could not decode the value (out of range)".into(),
+                    ))
+                })
+                .map_err(|e| RecordError::Value {
+                    column: what.to_owned(),
+                    message: match e {
+                        ValueError::Db(e) => e.to_string(),
+                        ValueError::Other(m) => m,
+                    },
+                })
+        };
+        let change = head(0, self.change, "change column")?;
+        let key = head(1, self.key, "change key")?;
+        let deleted = head(2, self.flag, "deleted flag")?.as_i64() == Some(1);
+        let in_scope = head(3, self.flag, "scope flag")?.as_i64() == Some(1);
+        if change.is_null() || key.is_null() {
+            return Err(RecordError::Value {
+                column: "change key".into(),
+                message: "a row has a NULL key; change keys must be unique and not null".into(),
+            });
+        }
+        let record = if in_scope && !deleted {
+            Some(record(
+                &mut self.encoder,
+                &self.columns,
+                CHANGE_HEAD,
+                value,
+            )?)
+        } else {
+            None
+        };
+        Ok(ChangeRow {
+            change,
+            key,
+            deleted,
+            in_scope,
+            record,
+        })
+    }
+}
+
+/// Streams a statement's rows through `reader`. The stream owns its pool
+/// handle; dropping it stops reading, and the database stops the
+/// statement by `time` at the latest.
+pub(crate) fn rows<R: RowReader>(
+    db: Db,
+    query: Rendered,
+    mut reader: R,
+    time: QueryTime,
+) -> impl Stream<Item = Result<R::Item, RecordError>> + Send + 'static {
     async_stream::stream! {
         let Rendered { sql, binds } = query;
-        let mut encoder = RecordEncoder::new(columns.iter().map(|c| c.name.as_str()));
         match db {
             Db::Sqlite(pool) => {
                 let mut conn = match pool.acquire().await {
@@ -915,7 +1046,7 @@ pub(crate) fn records(
                 let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), binds);
                 let mut rows = q.fetch(&mut *conn);
                 while let Some(row) = rows.next().await {
-                    yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| sqlite_value(&r, i, d)));
+                    yield row.map_err(RecordError::from).and_then(|r| reader.read(&mut |i, d| sqlite_value(&r, i, d)));
                 }
             }
             Db::Postgres(pool) => {
@@ -931,7 +1062,7 @@ pub(crate) fn records(
                     let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
                     let mut rows = q.fetch(&mut **fetch.conn());
                     while let Some(row) = rows.next().await {
-                        yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| pg_value(&r, i, d)));
+                        yield row.map_err(RecordError::from).and_then(|r| reader.read(&mut |i, d| pg_value(&r, i, d)));
                     }
                 }
                 Some(limit) => {
@@ -955,7 +1086,7 @@ pub(crate) fn records(
                         let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
                         let mut rows = q.fetch(&mut *tx);
                         while let Some(row) = rows.next().await {
-                            yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| pg_value(&r, i, d)));
+                            yield row.map_err(RecordError::from).and_then(|r| reader.read(&mut |i, d| pg_value(&r, i, d)));
                         }
                     }
                     // the transaction only read; ending it cannot lose anything
@@ -982,7 +1113,7 @@ pub(crate) fn records(
                 let q = bind_mysql(sqlx::query(AssertSqlSafe(sql)).persistent(persistent), binds);
                 let mut rows = q.fetch(&mut **fetch.conn());
                 while let Some(row) = rows.next().await {
-                    yield row.map_err(RecordError::from).and_then(|r| record(&mut encoder, &columns, |i, d| mysql_value(&r, i, d)));
+                    yield row.map_err(RecordError::from).and_then(|r| reader.read(&mut |i, d| mysql_value(&r, i, d)));
                 }
                 drop(rows);
                 fetch.finished = true;
@@ -995,18 +1126,21 @@ pub(crate) fn records(
 fn record(
     encoder: &mut RecordEncoder,
     columns: &[OutColumn],
-    mut value: impl FnMut(usize, Decoder) -> Result<Value, ValueError>,
+    offset: usize,
+    value: &mut ReadValue<'_>,
 ) -> Result<String, RecordError> {
     encoder.encode(|i| {
         let c = &columns[i];
         // some driver decodings panic on out-of-range values (e.g. PostgreSQL
         // 'infinity' dates); such a value fails the fetch instead
-        let v = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| value(i, c.decoder)))
-            .unwrap_or_else(|_| {
-                Err(ValueError::Other(
-                    "the driver could not decode the value (out of range)".into(),
-                ))
-            });
+        let v = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            value(offset + i, c.decoder)
+        }))
+        .unwrap_or_else(|_| {
+            Err(ValueError::Other(
+                "the driver could not decode the value (out of range)".into(),
+            ))
+        });
         v.map_err(|e| match e {
             ValueError::Db(e) => RecordError::Value {
                 column: c.name.clone(),
@@ -1020,7 +1154,7 @@ fn record(
     })
 }
 
-enum ValueError {
+pub(crate) enum ValueError {
     Db(sqlx::Error),
     Other(String),
 }

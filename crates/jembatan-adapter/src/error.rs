@@ -89,6 +89,8 @@ pub enum Refused {
     NoReceipt,
     #[error("receipt {index} of the batch: {source}")]
     InBatch { index: usize, source: Box<Refused> },
+    #[error("dataset {0} offers no changes: its adapter config declares no `changes`")]
+    NoChangeSource(String),
     #[error("this adapter serves only the broker; caller is {0}")]
     NotTheBroker(String),
     /// The receipt log could not be written; the caller is told only
@@ -106,6 +108,7 @@ impl ServiceError for Refused {
             | Refused::NotTheBroker(_) => ErrorCode::PermissionDenied,
             Refused::InBatch { source, .. } => source.code(),
             Refused::ReceiptLog { .. } => ErrorCode::Internal,
+            Refused::NoChangeSource(_) => ErrorCode::FailedPrecondition,
             Refused::DatasetIdTooLong(_)
             | Refused::NoColumns
             | Refused::TooManyColumns(_)

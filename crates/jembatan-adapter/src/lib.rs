@@ -29,12 +29,13 @@ mod transport;
 mod typed;
 
 pub use adapter::{
-    Adapter, ColumnInfo, DatasetInfo, FetchStream, MAX_BATCH_BYTES, MAX_BATCH_SIZE,
+    Adapter, ChangesStream, ColumnInfo, DatasetInfo, FetchStream, MAX_BATCH_BYTES, MAX_BATCH_SIZE,
     MAX_RECEIPTS_PER_BATCH,
 };
 pub use config::{
-    AdapterConfig, Backend, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUERY_TIME,
-    DatasetConfig, DatasetConfigError, MAX_MAX_CONNECTIONS,
+    AdapterConfig, Backend, ChangesConfig, DEFAULT_BATCH_SIZE, DEFAULT_CHANGE_LAG,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUERY_TIME, DEFAULT_POLL_INTERVAL, DatasetConfig,
+    DatasetConfigError, MAX_MAX_CONNECTIONS,
 };
 pub use error::{AdapterError, FetchStopped, Refused};
 pub use init::{introspect, introspect_with};

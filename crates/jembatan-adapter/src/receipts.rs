@@ -19,6 +19,11 @@ pub enum LogEntry {
     Served(ServedEntry),
     /// A receipt the broker acknowledged for an exchange.
     Receipt(ReceiptEntry),
+    /// A change poll (`Changes`) that returned at least one change: `rows`
+    /// counts the changes, `bytes` and `payload_sha256` cover the records
+    /// of the upserts in scope, in the order sent. Polls that found
+    /// nothing are not logged.
+    Changes(ServedEntry),
 }
 
 /// How a fetch ended.
@@ -311,7 +316,7 @@ mod tests {
             .into_iter()
             .map(|e| match e {
                 LogEntry::Served(s) => s.rows,
-                LogEntry::Receipt(_) => panic!("only served entries were appended"),
+                _ => panic!("only served entries were appended"),
             })
             .collect();
         rows.sort_unstable();

@@ -17,7 +17,7 @@ use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use tower::util::MapResponseLayer;
 
-use crate::adapter::{Adapter, FetchStream};
+use crate::adapter::{Adapter, ChangesStream, FetchStream};
 use crate::error::{AdapterError, Refused};
 
 /// Largest request the adapter decodes; a larger one is refused with
@@ -71,6 +71,19 @@ impl pb::adapter_server::Adapter for AdapterService {
         let timeout = jembatan_proto::grpc_timeout(request.metadata());
         Ok(Response::new(
             self.adapter.fetch_within(request.into_inner(), timeout)?,
+        ))
+    }
+
+    type ChangesStream = ChangesStream;
+
+    async fn changes(
+        &self,
+        request: Request<pb::ChangesRequest>,
+    ) -> Result<Response<Self::ChangesStream>, Status> {
+        broker_only(&request, "changes")?;
+        let timeout = jembatan_proto::grpc_timeout(request.metadata());
+        Ok(Response::new(
+            self.adapter.changes_within(request.into_inner(), timeout)?,
         ))
     }
 

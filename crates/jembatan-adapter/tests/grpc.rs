@@ -361,6 +361,27 @@ async fn only_the_broker_is_served_over_mtls() {
         .expect_err("acknowledge batch");
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(status.message(), want);
+    let changes = pb::ChangesRequest {
+        dataset: "disdukcapil.penduduk".into(),
+        columns: vec!["nik".into()],
+        ..Default::default()
+    };
+    let status = agency_client
+        .changes(changes.clone())
+        .await
+        .expect_err("changes");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), want);
+    // the broker may poll only datasets that declare a change source
+    let status = broker_client
+        .changes(changes)
+        .await
+        .expect_err("changes of a dataset without a change source");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "dataset disdukcapil.penduduk offers no changes: its adapter config declares no `changes`"
+    );
     // the adapter's own certificate is not the broker either
     let mut self_client = client(port, &get(&server_id)).await;
     let status = self_client

@@ -680,6 +680,7 @@ impl State {
                 rows_per_day: quota.rows_per_day,
                 requests_per_minute: quota.requests_per_minute,
             },
+            subscribe: terms.subscribe,
             status: AgreementStatus::Proposed,
         };
         agreement.validate()?;
@@ -734,6 +735,7 @@ pub(crate) fn agreement_to_proto(
         status: status as i32,
         terms_sha256: a.terms_sha256(),
         quota_use: None,
+        subscribe: a.subscribe,
     }
 }
 

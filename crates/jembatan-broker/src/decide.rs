@@ -532,6 +532,7 @@ impl State {
             filter_uses,
             key,
             verify: parsed.verified_fields(),
+            subscribe: ask.operation == "subscribe",
             now,
         };
         let grant = match policy::evaluate(&policy_request, &agreements) {

@@ -29,6 +29,9 @@ pub struct Request<'a> {
     pub key: Option<&'a FieldName>,
     /// Fields whose values the consumer sends to be verified.
     pub verify: Vec<&'a FieldName>,
+    /// A subscription to the dataset's changes: the agreement must
+    /// include the `subscribe` term.
+    pub subscribe: bool,
     pub now: DateTime<Utc>,
 }
 
@@ -163,6 +166,15 @@ fn failed_terms(request: &Request<'_>, a: &Agreement) -> Vec<Denial> {
                 "agreement {} expired at {}",
                 a.id,
                 jembatan_core::agreement::format_instant(&until)
+            ),
+        ));
+    }
+    if request.subscribe && !a.subscribe {
+        failed.push(deny(
+            DenialCode::SubscribeNotGranted,
+            format!(
+                "agreement {} does not include the subscribe term: it allows queries, not subscriptions",
+                a.id
             ),
         ));
     }
@@ -485,6 +497,7 @@ mod tests {
                 filter_uses: filter_fields.iter().map(|f| (f, Operator::Ge)).collect(),
                 verify: vec![],
                 key: None,
+                subscribe: false,
                 now,
             };
             match (evaluate(&request, &agreements), want) {
@@ -532,6 +545,7 @@ mod tests {
             filter_uses: vec![],
             verify: vec![],
             key: None,
+            subscribe: false,
             now: "2026-06-01T00:00:00Z".parse().unwrap(),
         };
         let denials = evaluate(&request, &agreements).unwrap_err();
@@ -544,6 +558,58 @@ mod tests {
         assert!(!ids.contains("old-19"));
         assert_eq!(denials[0].agreement_id.as_deref(), Some("last"));
         assert_eq!(denials[0].code, DenialCode::Expired);
+    }
+
+    #[test]
+    fn subscribing_needs_the_subscribe_term() {
+        let consumer: AgencyId = "dinsos".parse().unwrap();
+        let dataset: DatasetId = "disdukcapil.penduduk".parse().unwrap();
+        let queries_only = agreement("q1", "approved", "bansos", None);
+        let mut with_term = agreement("s1", "approved", "bansos", None);
+        with_term.subscribe = true;
+        let request = |subscribe| Request {
+            consumer: &consumer,
+            dataset: &dataset,
+            purpose: "bansos",
+            fields: &[],
+            filter_uses: vec![],
+            verify: vec![],
+            key: None,
+            subscribe,
+            now: "2026-06-01T00:00:00Z".parse().unwrap(),
+        };
+        // a query is allowed by either; the term adds, never takes away
+        for a in [&queries_only, &with_term] {
+            assert!(evaluate(&request(false), std::slice::from_ref(a)).is_ok());
+        }
+        let denials = evaluate(&request(true), std::slice::from_ref(&queries_only)).unwrap_err();
+        assert_eq!(
+            denials
+                .iter()
+                .map(|d| (d.agreement_id.as_deref(), d.code))
+                .collect::<Vec<_>>(),
+            vec![(Some("q1"), DenialCode::SubscribeNotGranted)]
+        );
+        assert!(denials[0].message.contains("subscribe term"));
+        let grant = evaluate(&request(true), &[queries_only.clone(), with_term.clone()]).unwrap();
+        assert_eq!(grant.agreement.id, "s1");
+        // every other term still holds for a subscription
+        let mut revoked = with_term.clone();
+        revoked.status = AgreementStatus::Revoked;
+        let denials = evaluate(&request(true), &[revoked]).unwrap_err();
+        assert_eq!(denials[0].code, DenialCode::Revoked);
+    }
+
+    #[test]
+    fn the_subscribe_term_leaves_other_agreements_terms_hash_alone() {
+        let a = agreement("q1", "approved", "bansos", None);
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(!json.contains("subscribe"), "{json}");
+        let mut b = a.clone();
+        b.subscribe = true;
+        assert_ne!(a.terms_sha256(), b.terms_sha256());
+        let back: Agreement = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        assert!(back.subscribe);
     }
 
     #[test]
@@ -560,6 +626,7 @@ mod tests {
             filter_uses: vec![],
             verify: vec![],
             key: None,
+            subscribe: false,
             now: Utc::now(),
         };
         let denials = evaluate(&request, &[a]).unwrap_err();
@@ -601,6 +668,7 @@ mod tests {
                 filter_uses: uses.iter().map(|(f, op)| (f, *op)).collect(),
                 verify: verify.iter().collect(),
                 key: None,
+                subscribe: false,
                 now: "2026-06-01T00:00:00Z".parse().unwrap(),
             };
             evaluate(&request, std::slice::from_ref(&a))

@@ -43,6 +43,7 @@ struct FakeAdapter {
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
+type ChangesStream = Pin<Box<dyn Stream<Item = Result<pb::ChangesResponse, Status>> + Send>>;
 
 fn batch(records: Vec<String>) -> Result<pb::FetchResponse, Status> {
     Ok(pb::FetchResponse {
@@ -101,6 +102,15 @@ impl Adapter for FakeAdapter {
         _: Request<pb::AcknowledgeBatchRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
         Err(Status::unimplemented("AcknowledgeBatch"))
+    }
+
+    type ChangesStream = ChangesStream;
+
+    async fn changes(
+        &self,
+        _: Request<pb::ChangesRequest>,
+    ) -> Result<Response<Self::ChangesStream>, Status> {
+        Err(Status::unimplemented("Changes"))
     }
 }
 

@@ -98,6 +98,7 @@ struct LabAdapter {
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
+type ChangesStream = Pin<Box<dyn Stream<Item = Result<pb::ChangesResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::adapter_server::Adapter for LabAdapter {
@@ -139,6 +140,15 @@ impl pb::adapter_server::Adapter for LabAdapter {
         _: Request<pb::AcknowledgeBatchRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
         Ok(Response::new(pb::AcknowledgeResponse {}))
+    }
+
+    type ChangesStream = ChangesStream;
+
+    async fn changes(
+        &self,
+        _: Request<pb::ChangesRequest>,
+    ) -> Result<Response<Self::ChangesStream>, Status> {
+        Err(Status::unimplemented("the lab adapter offers no changes"))
     }
 }
 

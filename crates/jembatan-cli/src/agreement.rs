@@ -53,6 +53,10 @@ pub(crate) enum AgreementCommand {
         /// Most requests per minute [default: unlimited].
         #[arg(long)]
         requests_per_minute: Option<u64>,
+        /// Also allow subscribing to the dataset's changes (the `subscribe`
+        /// term), under the same fields, row filter and purpose.
+        #[arg(long)]
+        subscribe: bool,
         /// Print the agreement as JSON.
         #[arg(long)]
         json: bool,
@@ -227,6 +231,9 @@ fn print(out: &mut impl Write, a: &pb::Agreement, json: bool) -> std::io::Result
     let fields: Vec<String> = a.fields.iter().map(grant_text).collect();
     writeln!(out, "  fields:  {}", fields.join(", "))?;
     writeln!(out, "  purpose: {}", a.purpose)?;
+    if a.subscribe {
+        writeln!(out, "  access:  queries and subscriptions to changes")?;
+    }
     writeln!(
         out,
         "  valid:   {} .. {}",
@@ -432,6 +439,7 @@ fn build(command: AgreementCommand) -> Result<(Call, bool), Failure> {
             row_filter,
             rows_per_day,
             requests_per_minute,
+            subscribe,
             json,
         } => {
             let fields = fields
@@ -466,6 +474,7 @@ fn build(command: AgreementCommand) -> Result<(Call, bool), Failure> {
                     .transpose()?,
                 row_filter,
                 quota,
+                subscribe,
                 ..Default::default()
             };
             (Call::Propose(Box::new(terms)), json)

@@ -234,6 +234,13 @@ fn render_table(
             format!("{path}.{key}")
         };
         let resolved = resolve(root, schema);
+        // an optional table (`anyOf` its table and null) is documented as
+        // the table, absent by default
+        let optional_table = schema
+            .get("anyOf")
+            .and_then(Value::as_array)
+            .and_then(|any| any.iter().map(|v| resolve(root, v)).find(|v| is_table(v)));
+        let resolved = optional_table.unwrap_or(resolved);
         let description = schema
             .get("description")
             .or_else(|| resolved.get("description"))
@@ -258,6 +265,7 @@ fn render_table(
                 .is_some_and(|a| a.to_string().contains("\"null\""));
         let default = match schema.get("default") {
             _ if is_required => String::new(),
+            _ if optional_table.is_some() => "none".into(),
             // a table's defaults are its keys' defaults
             _ if is_table(resolved) => "see its keys".into(),
             Some(Value::Null) => "none".into(),

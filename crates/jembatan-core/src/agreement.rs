@@ -179,6 +179,13 @@ pub struct Agreement {
     /// Rows per day and requests per minute; absent means unlimited.
     #[serde(default, skip_serializing_if = "Quota::is_unlimited")]
     pub quota: Quota,
+    /// Whether the consumer may also subscribe to the dataset's changes
+    /// (`Exchange.Subscribe`), under the same fields, row filter and
+    /// purpose; absent means no. An agreement without it keeps its terms
+    /// hash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(extend("default" = false))]
+    pub subscribe: bool,
     /// The status the agreement starts in: `approved` for one signed
     /// outside Jembatan, `proposed` for one still to be approved through
     /// the Agreements service.

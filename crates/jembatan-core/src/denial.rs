@@ -24,6 +24,8 @@ pub enum DenialCode {
     UnregisteredAgency,
     /// Every mapping version that could serve the requested schema is disabled.
     MappingDisabled,
+    /// The agreement does not include the `subscribe` term.
+    SubscribeNotGranted,
 }
 
 impl DenialCode {
@@ -44,6 +46,7 @@ impl DenialCode {
             DenialCode::FilterFieldNotGranted => "filter_field_not_granted",
             DenialCode::UnregisteredAgency => "unregistered_agency",
             DenialCode::MappingDisabled => "mapping_disabled",
+            DenialCode::SubscribeNotGranted => "subscribe_not_granted",
         }
     }
 
@@ -63,6 +66,7 @@ impl DenialCode {
             DenialCode::FilterFieldNotGranted => pb::DenialCode::FilterFieldNotGranted,
             DenialCode::UnregisteredAgency => pb::DenialCode::UnregisteredAgency,
             DenialCode::MappingDisabled => pb::DenialCode::MappingDisabled,
+            DenialCode::SubscribeNotGranted => pb::DenialCode::SubscribeNotGranted,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod migrate;
 mod query;
 mod registry;
 mod replicas;
+mod subscriptions;
 mod tiles;
 pub mod verify;
 
@@ -31,6 +32,7 @@ pub use registry::{
     RegistryDataset, StoredMapping, StoredSchemaVersion, UnknownVersionState, VersionState,
 };
 pub use replicas::{LeftOpen, ReplicaRow};
+pub use subscriptions::MAX_KEYS_PER_CALL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,6 +59,9 @@ pub enum StoreError {
     Transport(#[from] jembatan_core::dbtls::PlaintextRefused),
     #[error("store TLS settings: {0}")]
     TlsConfig(String),
+    /// A call the store refuses before touching the database.
+    #[error("invalid store request: {0}")]
+    Invalid(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

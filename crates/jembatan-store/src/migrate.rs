@@ -68,7 +68,7 @@ use Kind::{Bytes, Int, OptText, Text};
 /// Every table the store's migrations create, in an order that satisfies
 /// their foreign keys. A store holding a table or column not named here
 /// is refused rather than copied in part.
-const TABLES: [Table; 16] = [
+const TABLES: [Table; 17] = [
     Table {
         name: "agencies",
         columns: &[
@@ -187,6 +187,11 @@ const TABLES: [Table; 16] = [
             ("created_at", Text),
         ],
         key: &["size"],
+    },
+    Table {
+        name: "subscription_keys",
+        columns: &[("subscription_id", Text), ("key_hash", Text)],
+        key: &["subscription_id", "key_hash"],
     },
     Table {
         name: "audit_tiles",

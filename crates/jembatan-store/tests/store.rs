@@ -782,3 +782,110 @@ async fn postgres_probe_writes_nothing() {
     .await;
     drop_postgres(store, admin, drop_db).await;
 }
+
+/// The keys a subscription was given: recorded once, taken back once,
+/// apart from every other subscription's.
+async fn subscription_keys_are_taken_back_once(store: Store) {
+    let hashes: Vec<String> = (0..1_200).map(|i| format!("{i:064x}")).collect();
+    assert_eq!(
+        store.add_subscription_keys("sub-a", &hashes).await.unwrap(),
+        1_200
+    );
+    // recording again adds nothing; the other subscription is apart
+    assert_eq!(
+        store
+            .add_subscription_keys("sub-a", &hashes[..10])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .add_subscription_keys("sub-b", &hashes[..1])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.subscription_key_count("sub-a").await.unwrap(), 1_200);
+    assert!(
+        store
+            .has_subscription_key("sub-a", &hashes[7])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .has_subscription_key("sub-b", &hashes[7])
+            .await
+            .unwrap()
+    );
+    // a delete is delivered once, and never for a key not given
+    assert!(
+        store
+            .take_subscription_key("sub-a", &hashes[7])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_subscription_key("sub-a", &hashes[7])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_subscription_key("sub-b", &hashes[7])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .has_subscription_key("sub-a", &hashes[7])
+            .await
+            .unwrap()
+    );
+    // taken back concurrently by many callers: exactly one wins
+    let takers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let hash = hashes[8].clone();
+            tokio::spawn(async move { store.take_subscription_key("sub-a", &hash).await })
+        })
+        .collect();
+    let mut won = 0;
+    for t in takers {
+        if t.await.unwrap().unwrap() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(store.subscription_key_count("sub-a").await.unwrap(), 1_198);
+    let too_many = vec![hashes[0].clone(); jembatan_store::MAX_KEYS_PER_CALL + 1];
+    let err = store
+        .add_subscription_keys("sub-a", &too_many)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 10000"), "{err}");
+    assert_eq!(store.forget_subscription("sub-a").await.unwrap(), 1_198);
+    assert_eq!(store.subscription_key_count("sub-a").await.unwrap(), 0);
+    assert_eq!(store.subscription_key_count("sub-b").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_subscription_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(dir.path().join("s.db").to_str().unwrap())
+        .await
+        .unwrap();
+    subscription_keys_are_taken_back_once(store).await;
+}
+
+#[tokio::test]
+async fn postgres_subscription_keys() {
+    let Some((store, admin, drop_db)) = fresh_postgres("jembatan_subkeys").await else {
+        return;
+    };
+    subscription_keys_are_taken_back_once(store.clone()).await;
+    drop_postgres(store, admin, drop_db).await;
+}

@@ -242,6 +242,7 @@ pub fn dataset(name: &str) -> DatasetConfig {
         key: None,
         columns: Vec::new(),
         row_filter: None,
+        changes: None,
     }
 }
 

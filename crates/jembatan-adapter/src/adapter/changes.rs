@@ -1,0 +1,505 @@
+//! Change polls (`Adapter.Changes`): a dataset's rows after a position in
+//! `(change column, key)` order, each marked deleted or not and in scope
+//! or not. A keyset query, nothing more: no trigger, no write, no state in
+//! the agency's database; the caller keeps the position.
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jembatan_core::ids::truncate;
+use jembatan_core::{Filter, InvalidArgument, PayloadHasher, Scalar, ServiceError};
+use jembatan_proto::v1 as pb;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::{
+    Adapter, CHANNEL_CAPACITY, DEADLINE_TOLERANCE, DatasetInfo, MAX_BATCH_BYTES, MAX_BATCH_SIZE,
+    MAX_LOGGED_STRING, TimeLimit, check_columns, out_columns, typed_request_filter,
+};
+use crate::config::{ChangesConfig, DEFAULT_CHANGE_LAG, DatasetConfig};
+use crate::db::{self, ChangeReader, ColumnType, Decoder, QueryTime, TableColumn};
+use crate::error::{FetchStopped, Refused};
+use crate::kind::ColumnKind;
+use crate::receipts::{self, FetchStatus, LogEntry, ServedEntry};
+use crate::sql::{self, BindValue, ChangeSelect, ColRef, Cond, Dialect, Horizon};
+use crate::typed::{coerce, typed_filter};
+
+/// The stream of change batches a poll returns.
+pub type ChangesStream = ReceiverStream<Result<pb::ChangesResponse, Status>>;
+
+/// Longest JSON text of one half of a position.
+const MAX_POSITION_BYTES: usize = 1024;
+
+/// A dataset's change source, checked against the live schema.
+#[derive(Debug, Clone)]
+pub(crate) struct ChangeInfo {
+    change: ColRef,
+    change_ty: ColumnType,
+    key: ColRef,
+    key_ty: ColumnType,
+    deleted: Option<Cond>,
+    horizon: Option<Horizon>,
+    poll_interval: Duration,
+}
+
+impl ChangeInfo {
+    /// Checks a dataset's `changes` against the live table: a timestamp
+    /// or integer change column, a unique non-null text or integer key,
+    /// a deletion filter on the table's columns, and a lag window only
+    /// for timestamps. Problems are in words, for the start-up refusal.
+    pub(crate) fn check(
+        d: &DatasetConfig,
+        changes: &ChangesConfig,
+        live: &HashMap<&str, &TableColumn>,
+        types: &HashMap<&str, ColumnType>,
+        dialect: Dialect,
+    ) -> Result<ChangeInfo, Vec<String>> {
+        let mut problems = Vec::new();
+        let change_name = changes.column.as_str();
+        let change_ty = types.get(change_name).copied();
+        let horizon = match change_ty.map(|t| (t.kind, t.decoder)) {
+            Some((ColumnKind::Integer, _)) => {
+                if changes.lag.is_some() {
+                    problems.push(format!(
+                        "lag applies to timestamp change columns only; column {change_name:?} \
+                         holds integers (versions are read as soon as they are committed)"
+                    ));
+                }
+                None
+            }
+            Some((ColumnKind::DateTime, decoder)) => {
+                let lag = changes.lag.unwrap_or(DEFAULT_CHANGE_LAG);
+                Some(match decoder {
+                    Decoder::DateTime => Horizon::Local(lag),
+                    _ => Horizon::Zoned(lag),
+                })
+            }
+            _ => {
+                let db_type = live
+                    .get(change_name)
+                    .map(|c| c.db_type.as_str())
+                    .unwrap_or("unknown");
+                problems.push(format!(
+                    "change column {change_name:?} has type {db_type}; a change column must be \
+                     a timestamp or an increasing integer"
+                ));
+                None
+            }
+        };
+        // the config check made sure one of the two is set
+        let key_name = changes
+            .key
+            .as_ref()
+            .or(d.key.as_ref())
+            .map(|k| k.as_str())
+            .unwrap_or_default();
+        let key_ty = types.get(key_name).copied();
+        match (key_ty, live.get(key_name)) {
+            (Some(ty), Some(col)) => {
+                if !matches!(ty.kind, ColumnKind::String | ColumnKind::Integer) {
+                    problems.push(format!(
+                        "change key {key_name:?} has type {}; a change key must be text or an integer",
+                        col.db_type
+                    ));
+                }
+                if col.nullable && !col.primary_key {
+                    problems.push(format!(
+                        "change key {key_name:?} may be NULL; a change key must be unique and \
+                         not null (the primary key or a NOT NULL column with a unique index)"
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "change key {key_name:?} is not a column of the table"
+            )),
+        }
+        let deleted = match &changes.deleted {
+            None => None,
+            Some(f) => match typed_filter(f, dialect, &|n| types.get(n).copied()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    problems.push(format!("deleted: {}", e.message));
+                    None
+                }
+            },
+        };
+        match (change_ty, key_ty) {
+            (Some(change_ty), Some(key_ty)) if problems.is_empty() => Ok(ChangeInfo {
+                change: ColRef {
+                    name: change_name.to_owned(),
+                    cast_to_text: change_ty.selected_as_text(),
+                },
+                change_ty,
+                key: ColRef {
+                    name: key_name.to_owned(),
+                    cast_to_text: key_ty.selected_as_text(),
+                },
+                key_ty,
+                deleted,
+                horizon,
+                poll_interval: changes.poll_interval(),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The change source as `Describe` lists it.
+    pub(crate) fn describe(&self) -> pb::ChangeSource {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        pb::ChangeSource {
+            change_column: self.change.name.clone(),
+            key_column: self.key.name.clone(),
+            poll_interval_ms: ms(self.poll_interval),
+            lag_ms: match self.horizon {
+                Some(Horizon::Zoned(lag) | Horizon::Local(lag)) => ms(lag),
+                None => 0,
+            },
+            tombstones: self.deleted.is_some(),
+        }
+    }
+
+    /// A position's two values, typed for the change column and the key.
+    fn position(
+        &self,
+        p: &pb::ChangePosition,
+        dialect: Dialect,
+    ) -> Result<(BindValue, BindValue), InvalidArgument> {
+        Ok((
+            position_value(
+                "change",
+                &p.change,
+                &self.change.name,
+                self.change_ty,
+                dialect,
+            )?,
+            position_value("key", &p.key, &self.key.name, self.key_ty, dialect)?,
+        ))
+    }
+}
+
+/// One half of a position: the JSON text of a string or an integer,
+/// coerced to its column's type. Messages never quote the value.
+fn position_value(
+    half: &str,
+    text: &str,
+    column: &str,
+    ty: ColumnType,
+    dialect: Dialect,
+) -> Result<BindValue, InvalidArgument> {
+    let field = format!("after.{half}");
+    if text.len() > MAX_POSITION_BYTES {
+        return Err(InvalidArgument::new(
+            &field,
+            format!(
+                "{} bytes exceed the limit of {MAX_POSITION_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let scalar = match serde_json::from_str::<Value>(text) {
+        Ok(Value::String(s)) => Scalar::String(s),
+        Ok(Value::Number(n)) if n.is_i64() => Scalar::Int(n.as_i64().unwrap_or_default()),
+        _ => {
+            return Err(InvalidArgument::new(
+                &field,
+                "must be the JSON text of a string or an integer",
+            ));
+        }
+    };
+    scalar
+        .validate()
+        .map_err(|e| InvalidArgument::new(&field, e.message))?;
+    coerce(column, ty, &scalar, dialect).map_err(|e| InvalidArgument::new(&field, e.message))
+}
+
+/// A checked change poll.
+struct ChangePlan {
+    dataset: Arc<DatasetInfo>,
+    rendered: sql::Rendered,
+    reader: ChangeReader,
+    batch_size: usize,
+}
+
+impl Adapter {
+    /// Checks a change poll against the whitelist and renders its SQL.
+    fn plan_changes(&self, req: &pb::ChangesRequest) -> Result<ChangePlan, Refused> {
+        let dataset = Arc::clone(self.dataset(&req.dataset)?);
+        let Some(info) = &dataset.changes else {
+            return Err(Refused::NoChangeSource(dataset.id.to_string()));
+        };
+        check_columns(&dataset, &req.columns)?;
+        let dialect = self.db.dialect();
+        let filter = req
+            .filter
+            .as_ref()
+            .map(Filter::from_forwarded_proto)
+            .transpose()?
+            .map(|f| typed_request_filter(&dataset, &f, dialect))
+            .transpose()?;
+        let after = req
+            .after
+            .as_ref()
+            .map(|p| info.position(p, dialect))
+            .transpose()?;
+        let limit = match req.limit {
+            0 => self.batch_size,
+            n => n.min(MAX_BATCH_SIZE),
+        };
+        let (cols, out) = out_columns(&dataset, &req.columns);
+        let scope: Vec<&Cond> = [dataset.row_filter.as_ref(), filter.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let rendered = sql::render_changes(
+            dialect,
+            &ChangeSelect {
+                schema: dataset.schema.as_deref(),
+                table: &dataset.table,
+                change: &info.change,
+                key: &info.key,
+                columns: &cols,
+                deleted: info.deleted.as_ref(),
+                scope: &scope,
+                after,
+                horizon: info.horizon,
+                limit: u64::from(limit),
+            },
+        );
+        let reader = ChangeReader::new(
+            dialect,
+            info.change_ty.decoder,
+            info.key_ty.decoder,
+            out.into(),
+        );
+        Ok(ChangePlan {
+            dataset: Arc::clone(&dataset),
+            rendered,
+            reader,
+            batch_size: self.batch_size as usize,
+        })
+    }
+
+    /// Streams the changes of a dataset after a position, in change
+    /// order, at most the request's limit, after checking the request
+    /// against the whitelist. A change of a row outside the request's
+    /// filter or the dataset's row filter carries its position alone, and
+    /// so does a deletion. Polls that return changes, fail or are
+    /// cancelled are appended to the receipt log as `changes` lines. The
+    /// caller's deadline (`timeout`) applies when shorter than the
+    /// adapter's `max_query_time`.
+    pub fn changes_within(
+        self: &Arc<Self>,
+        req: pb::ChangesRequest,
+        timeout: Option<Duration>,
+    ) -> Result<ChangesStream, Status> {
+        let limit = match timeout {
+            Some(t) if t < self.max_query_time => TimeLimit::Caller(t),
+            _ => TimeLimit::Config(self.max_query_time),
+        };
+        let plan = match self.plan_changes(&req) {
+            Ok(p) => p,
+            Err(refused) => {
+                tracing::warn!(
+                    dataset = %truncate(&req.dataset, 128),
+                    exchange_id = %truncate(&req.exchange_id, 64),
+                    code = ?refused.code(),
+                    reason = %refused,
+                    "change poll refused"
+                );
+                return Err(refused.into());
+            }
+        };
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let adapter = Arc::clone(self);
+        tokio::spawn(async move {
+            let entry = adapter.produce_changes(plan, limit, &req, tx).await;
+            if entry.rows == 0 && entry.status == FetchStatus::Ok {
+                return;
+            }
+            if let Err(e) = adapter.log.append(&LogEntry::Changes(entry)).await {
+                tracing::error!(path = %adapter.log.path().display(), error = %e, "cannot append to the receipt log");
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    async fn produce_changes(
+        &self,
+        plan: ChangePlan,
+        limit: TimeLimit,
+        req: &pb::ChangesRequest,
+        tx: mpsc::Sender<Result<pb::ChangesResponse, Status>>,
+    ) -> ServedEntry {
+        let ChangePlan {
+            dataset,
+            rendered,
+            reader,
+            batch_size,
+        } = plan;
+        let started = Instant::now();
+        let time = QueryTime {
+            deadline: started + limit.duration(),
+            statement_limit: match limit {
+                TimeLimit::Caller(t) => Some(t),
+                TimeLimit::Config(_) => None,
+            },
+        };
+        let mut sent = SentChanges::default();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        let read = async {
+            let _bulk = match &self.bulk {
+                Some(bulk) => tokio::select! {
+                    biased;
+                    _ = tx.closed() => return Some(FetchStatus::Cancelled),
+                    permit = Arc::clone(bulk).acquire_owned() => permit.ok(),
+                },
+                None => None,
+            };
+            let mut rows = pin!(db::rows(self.db.clone(), rendered, reader, time));
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = tx.closed() => return Some(FetchStatus::Cancelled),
+                    next = rows.next() => next,
+                };
+                match next {
+                    Some(Ok(row)) => {
+                        let change = to_change(row);
+                        batch_bytes += change.record.len() + 64;
+                        batch.push(change);
+                        if batch.len() >= batch_size || batch_bytes >= MAX_BATCH_BYTES {
+                            batch_bytes = 0;
+                            if !sent.send(&tx, std::mem::take(&mut batch)).await {
+                                return Some(FetchStatus::Cancelled);
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if Instant::now() + DEADLINE_TOLERANCE >= time.deadline {
+                            return None;
+                        }
+                        tracing::error!(
+                            dataset = %dataset.id,
+                            exchange_id = %truncate(&req.exchange_id, 64),
+                            error = %e,
+                            "database error while reading changes"
+                        );
+                        let status = FetchStopped::Database(dataset.id.clone()).into();
+                        // the broker may already be gone; the log records the failure either way
+                        let _ = tx.send(Err(status)).await;
+                        return Some(FetchStatus::Failed);
+                    }
+                    None => {
+                        if !batch.is_empty() && !sent.send(&tx, std::mem::take(&mut batch)).await {
+                            return Some(FetchStatus::Cancelled);
+                        }
+                        return Some(FetchStatus::Ok);
+                    }
+                }
+            }
+        };
+        let status = match tokio::time::timeout_at(time.deadline.into(), read).await {
+            Ok(Some(status)) => status,
+            Ok(None) | Err(_) => {
+                let stopped = limit.exceeded(&dataset.id);
+                tracing::warn!(
+                    dataset = %dataset.id,
+                    exchange_id = %truncate(&req.exchange_id, 64),
+                    reason = %stopped,
+                    "change poll stopped at its deadline"
+                );
+                // the broker may already be gone; the log records the failure either way
+                let _ = tx.send(Err(stopped.into())).await;
+                FetchStatus::Failed
+            }
+        };
+        if sent.rows > 0 || status != FetchStatus::Ok {
+            tracing::info!(
+                dataset = %dataset.id,
+                exchange_id = %truncate(&req.exchange_id, 64),
+                consumer = %truncate(&req.consumer, 64),
+                changes = sent.rows,
+                status = ?status,
+                "change poll finished"
+            );
+        }
+        ServedEntry {
+            time: receipts::now(),
+            exchange_id: truncate(&req.exchange_id, MAX_LOGGED_STRING).to_owned(),
+            dataset: dataset.id.to_string(),
+            consumer: truncate(&req.consumer, MAX_LOGGED_STRING).to_owned(),
+            purpose: truncate(&req.purpose, MAX_LOGGED_STRING).to_owned(),
+            columns: req.columns.clone(),
+            rows: sent.rows,
+            bytes: sent.bytes,
+            payload_sha256: sent.hasher.hex(),
+            status,
+        }
+    }
+}
+
+/// A row of a change poll as the broker receives it: a deletion or a row
+/// out of scope without its record.
+fn to_change(row: db::ChangeRow) -> pb::Change {
+    let op = if row.deleted {
+        pb::ChangeOp::Delete
+    } else {
+        pb::ChangeOp::Upsert
+    };
+    pb::Change {
+        op: op as i32,
+        position: Some(pb::ChangePosition {
+            change: row.change.to_string(),
+            key: row.key.to_string(),
+        }),
+        in_scope: row.in_scope,
+        record: row.record.unwrap_or_default(),
+    }
+}
+
+/// What has been handed to the transport so far.
+struct SentChanges {
+    hasher: PayloadHasher,
+    rows: u64,
+    bytes: u64,
+}
+
+impl Default for SentChanges {
+    fn default() -> SentChanges {
+        SentChanges {
+            hasher: PayloadHasher::new(),
+            rows: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl SentChanges {
+    /// Sends a batch; `false` when the receiver is gone (nothing counted).
+    async fn send(
+        &mut self,
+        tx: &mpsc::Sender<Result<pb::ChangesResponse, Status>>,
+        changes: Vec<pb::Change>,
+    ) -> bool {
+        let mut hasher = self.hasher.clone();
+        let mut bytes = 0u64;
+        for c in changes.iter().filter(|c| !c.record.is_empty()) {
+            hasher.update(&c.record);
+            bytes += c.record.len() as u64;
+        }
+        let rows = changes.len() as u64;
+        if tx.send(Ok(pb::ChangesResponse { changes })).await.is_err() {
+            return false;
+        }
+        self.hasher = hasher;
+        self.rows += rows;
+        self.bytes += bytes;
+        true
+    }
+}
