@@ -7,6 +7,8 @@
 //! (`target/<profile>/jembatan`): `cargo test --workspace` builds it;
 //! alone, run `cargo build -p jembatan-cli` first.
 
+pub mod prometheus;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -62,10 +64,21 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Process {
+        Process::spawn_with_env(dir, name, args, &[])
+    }
+
+    /// [`Process::spawn`] with `env` added to the process's environment.
+    pub fn spawn_with_env(
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Process {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("a log file");
         let child = jembatan(dir)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -181,15 +194,20 @@ pub fn nik(i: usize) -> String {
 
 /// A provider (`prov`, its table `penduduk` behind a real adapter), two
 /// consumer agencies (`dinsos`, `dinkes`) and broker replicas on one
-/// PostgreSQL store, each a process of its own.
+/// PostgreSQL store, each a process of its own. Each process serves its
+/// Prometheus endpoint (`metrics_listen`) on a loopback port of its own.
 pub struct Cluster {
     _tmp: tempfile::TempDir,
     pub dir: PathBuf,
     pub store: String,
     pub adapter: Process,
+    /// The adapter's `metrics_listen` port.
+    pub adapter_metrics_port: u16,
     /// The replicas; `None` once stopped.
     pub brokers: Vec<Option<Process>>,
     pub ports: Vec<u16>,
+    /// Each replica's `metrics_listen` port.
+    pub metrics_ports: Vec<u16>,
 }
 
 impl Cluster {
@@ -202,6 +220,20 @@ impl Cluster {
         replicas: usize,
         settings: &str,
         tables: &str,
+    ) -> Cluster {
+        Cluster::start_with_env(store, rows, replicas, settings, tables, |_| Vec::new()).await
+    }
+
+    /// [`Cluster::start`] with `env(name)` added to the environment of
+    /// each server process, `name` being `adapter` or `broker-<i>` (the
+    /// `OTEL_*` variables of its telemetry, for instance).
+    pub async fn start_with_env(
+        store: &str,
+        rows: usize,
+        replicas: usize,
+        settings: &str,
+        tables: &str,
+        env: impl Fn(&str) -> Vec<(String, String)>,
     ) -> Cluster {
         let tmp = tempfile::tempdir().expect("a temporary directory");
         let dir = tmp.path().to_owned();
@@ -233,6 +265,7 @@ impl Cluster {
         }
         provider_database(&dir.join("prov.db"), rows).await;
         let adapter_port = free_port();
+        let adapter_metrics_port = free_port();
         std::fs::write(
             dir.join("adapter.toml"),
             format!(
@@ -240,6 +273,7 @@ impl Cluster {
 agency = "prov"
 database = "sqlite://{database}"
 listen = "127.0.0.1:{adapter_port}"
+metrics_listen = "127.0.0.1:{adapter_metrics_port}"
 receipt_log = "receipts.jsonl"
 [tls]
 ca = "certs/ca.pem"
@@ -255,14 +289,22 @@ columns = ["nik", "nama", "kecamatan"]
             ),
         )
         .expect("adapter config");
-        let adapter = Process::spawn(&dir, "adapter", &["adapter", "--config", "adapter.toml"]);
+        let adapter = Process::spawn_with_env(
+            &dir,
+            "adapter",
+            &["adapter", "--config", "adapter.toml"],
+            &env("adapter"),
+        );
         wait_for_port(adapter_port, &adapter).await;
+        wait_for_port(adapter_metrics_port, &adapter).await;
 
         let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
-        for (i, port) in ports.iter().enumerate() {
+        let metrics_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+        for (i, (port, metrics_port)) in ports.iter().zip(&metrics_ports).enumerate() {
+            let settings = format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n{settings}");
             std::fs::write(
                 dir.join(format!("broker-{i}.toml")),
-                broker_toml(store, *port, adapter_port, settings, tables),
+                broker_toml(store, *port, adapter_port, &settings, tables),
             )
             .expect("broker config");
         }
@@ -274,22 +316,27 @@ columns = ["nik", "nama", "kecamatan"]
         let mut brokers = Vec::new();
         for i in 0..replicas {
             let config = format!("broker-{i}.toml");
-            brokers.push(Process::spawn(
+            let name = format!("broker-{i}");
+            brokers.push(Process::spawn_with_env(
                 &dir,
-                &format!("broker-{i}"),
+                &name,
                 &["broker", "--config", &config],
+                &env(&name),
             ));
         }
-        for (broker, port) in brokers.iter().zip(&ports) {
+        for ((broker, port), metrics_port) in brokers.iter().zip(&ports).zip(&metrics_ports) {
             wait_for_port(*port, broker).await;
+            wait_for_port(*metrics_port, broker).await;
         }
         Cluster {
             _tmp: tmp,
             dir,
             store: store.to_owned(),
             adapter,
+            adapter_metrics_port,
             brokers: brokers.into_iter().map(Some).collect(),
             ports,
+            metrics_ports,
         }
     }
 
