@@ -454,6 +454,7 @@ fn counted_by_the_replicas(scrapes: &[Exposition], who: &str) -> BTreeMap<String
         *out.entry("bytes".to_owned()).or_default() +=
             e.sum("jembatan_exchange_delivered_bytes_total", &agency);
     }
+    // the log names rows and bytes only for a consumer with an ended exchange
     out.retain(|k, v| *v != 0.0 || !matches!(k.as_str(), "rows" | "bytes"));
     out
 }
