@@ -359,6 +359,7 @@ impl Facts {
             error: None,
             trace_id: self.trace.id(),
             change: None,
+            registry: None,
         }
     }
 
