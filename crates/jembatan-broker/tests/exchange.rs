@@ -2053,6 +2053,219 @@ async fn every_registry_write_is_on_the_log_before_it_takes_effect() {
     assert_eq!(h.broker.audit().size().await.unwrap(), size);
 }
 
+/// A candidate mapping from `prov.penduduk@1` to `dinsos.orang@1`
+/// (version 2, not registered) with `extra` rules after the required ones.
+fn candidate(extra: &str) -> String {
+    format!(
+        r#"{{"version": 2, "source": "prov.penduduk@1", "target": "dinsos.orang@1",
+        "rule": [{{"target": "id", "from": "nik"}}, {{"target": "name", "from": "nama"}}{extra}]}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_candidate_mapping_is_dry_run_on_live_records_and_only_the_report_leaves() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    let test = |document: String, limit: u64| pb::TestMappingRequest {
+        document,
+        purpose: "bansos".into(),
+        limit,
+    };
+
+    // a candidate that handles every record: counts, no failure, nothing
+    // delivered, and the test's entries before and after the fetch
+    let passing = candidate(r#", {"target": "district", "from": "kecamatan"}"#);
+    let report = c
+        .test_mapping(test(passing.clone(), 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            report.records_checked,
+            report.records_passed,
+            report.records_failed
+        ),
+        (10, 10, 0),
+        "{report:?}"
+    );
+    assert!(report.first_failure.is_none());
+    assert_eq!(
+        (
+            report.source_schema.as_str(),
+            report.target_schema.as_str(),
+            report.mapping_version
+        ),
+        ("prov.penduduk@1", "dinsos.orang@1", 2)
+    );
+    assert_eq!(report.mapping_sha256.len(), 64);
+    let receipt = report.receipt.clone().unwrap();
+    assert_eq!(
+        (receipt.rows, receipt.bytes),
+        (0, 0),
+        "no record is delivered"
+    );
+    let entries = h
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let (decision, completion) = (&entries[0], &entries[1]);
+    assert!(decision.seq < completion.seq);
+    assert_eq!(decision.entry.kind, EntryKind::Decision);
+    assert_eq!(decision.entry.status, ExchangeStatus::Started);
+    for e in [&decision.entry, &completion.entry] {
+        assert_eq!(e.operation, "mapping_test");
+        assert_eq!(e.consumer.as_deref(), Some("dinsos"));
+        assert_eq!(e.agreement_id.as_deref(), Some("ok-1"));
+        let t = e.translation.as_ref().unwrap();
+        assert_eq!(t.mapping_version, 2);
+        assert_eq!(
+            t.mapping_sha256.as_deref(),
+            Some(report.mapping_sha256.as_str())
+        );
+        // the fields the agreement had to grant: those the mapping reads
+        assert_eq!(e.limit, Some(10));
+    }
+    assert_eq!(completion.entry.status, ExchangeStatus::Ok);
+    assert_eq!(completion.entry.rows, 0);
+    assert_eq!(completion.entry.received.as_ref().unwrap().rows, 10);
+    assert_eq!(completion.seq, receipt.entry_seq);
+
+    // a candidate some records break: the first failure names the record,
+    // the rule and the step, and no value of any record
+    let failing = candidate(
+        r#", {"target": "district", "from": "kecamatan", "ops": [{"value_map": {"map": {"15.07.01": "Muara Sabak Timur"}}}]}"#,
+    );
+    let report = c
+        .test_mapping(test(failing, 30))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.records_checked, 30, "{report:?}");
+    assert!(
+        report.records_passed > 0 && report.records_failed > 0,
+        "{report:?}"
+    );
+    assert_eq!(report.records_passed + report.records_failed, 30);
+    let failure = report.first_failure.clone().unwrap();
+    assert!((1..=30).contains(&failure.record), "{failure:?}");
+    assert_eq!(failure.stage, "mapping");
+    assert_eq!(
+        (failure.rule, failure.rule_target.as_str()),
+        (2, "district")
+    );
+    assert!(failure.message.contains("version 2"), "{}", failure.message);
+    assert!(failure.message.contains("value_map"), "{}", failure.message);
+    let shown = format!("{report:?}");
+    for value in ["15.07.02", "WARGA", "150700000000"] {
+        assert!(!shown.contains(value), "{value} in {shown}");
+    }
+    // a mapped record the target schema refuses: the schema's place
+    let breaking = candidate(
+        r#", {"target": "district", "from": "kecamatan"}, {"target": "alive", "from": "status"}"#,
+    );
+    let status = c.test_mapping(test(breaking, 5)).await.unwrap_err();
+    // `alive` is a boolean: the type check already refuses a string
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("alive"), "{}", status.message());
+
+    // denied as a query would be: a column the agreement does not grant,
+    // an agreement no longer in force
+    let reads_agama = candidate(
+        r#", {"target": "district", "from": "kecamatan"}, {"target": "masked", "from": "agama"}"#,
+    );
+    let status = c.test_mapping(test(reads_agama, 5)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let details = denial(&status);
+    assert!(
+        details
+            .reasons
+            .iter()
+            .any(|r| r.code == pb::DenialCode::FieldNotGranted as i32),
+        "{details:?}"
+    );
+    let mut expired = h.consumer("dinkes").await;
+    let status = expired
+        .test_mapping(test(passing.clone(), 5))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let refused = h
+        .broker
+        .audit()
+        .exchange(&denial(&status).exchange_id)
+        .await
+        .unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].entry.operation, "mapping_test");
+    assert_eq!(refused[0].entry.decision, Decision::Deny);
+
+    // invalid: a document that does not parse, one that does not
+    // type-check (its words go to the caller, not to the log), a limit
+    // over the bound
+    let before = h.broker.audit().size().await.unwrap();
+    let status = c
+        .test_mapping(test("version = \"SECRET-TEXT".into(), 5))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let typo = candidate(r#", {"target": "district", "from": "kecamatan_typo"}"#);
+    let status = c.test_mapping(test(typo, 5)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("kecamatan_typo"),
+        "{}",
+        status.message()
+    );
+    let status = c
+        .test_mapping(test(passing.clone(), 10_001))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("10000"), "{}", status.message());
+    let invalid: Vec<_> = h
+        .broker
+        .audit()
+        .entries(before, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.entry)
+        .collect();
+    assert_eq!(invalid.len(), 3, "{invalid:?}");
+    for e in &invalid {
+        assert_eq!(
+            (e.operation.as_str(), e.status),
+            ("mapping_test", ExchangeStatus::Invalid)
+        );
+        let bytes = String::from_utf8(e.canonical_bytes()).unwrap();
+        assert!(
+            !bytes.contains("SECRET-TEXT") && !bytes.contains("kecamatan_typo"),
+            "{bytes}"
+        );
+    }
+
+    // the candidate was never registered: the pair still has version 1
+    let mut registry = pb::registry_client::RegistryClient::new(
+        channel(h.broker_port, &h.files["dinsos"]).await.unwrap(),
+    );
+    let latest = registry
+        .get_mapping(pb::GetMappingRequest {
+            source: "prov.penduduk@1".into(),
+            target: "dinsos.orang@1".into(),
+            version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(latest.version, 1);
+    // the adapter served each test's fetch, and its receipt log has them
+    assert!(h.served_at_least(2).await >= 2);
+}
+
 /// GET over the broker's mTLS port, HTTP/2 as `curl` would.
 async fn http_get(h: &Harness, who: &str, path: &str) -> (u16, String) {
     use http_body_util::BodyExt;
