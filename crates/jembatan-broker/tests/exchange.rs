@@ -1993,6 +1993,14 @@ async fn every_registry_write_is_on_the_log_before_it_takes_effect() {
         assert!(!bytes.contains("\"rule\""), "{bytes}");
     }
 
+    // the log with its registry entries verifies: canonical bytes, indexed
+    // columns, the tree against a signed checkpoint
+    h.broker.checkpoint_now().await.unwrap();
+    let report = jembatan_store::verify::verify(h.broker.store(), h.broker.checkpoint_verifier())
+        .await
+        .unwrap();
+    assert_eq!(report.size, h.broker.audit().size().await.unwrap());
+
     // a write the store does not take: its entry, then a `failed` one
     sqlx::query(
         "CREATE TRIGGER no_mappings BEFORE INSERT ON mappings BEGIN SELECT RAISE(ABORT, 'disk full'); END",
