@@ -277,5 +277,6 @@ fn entry(exchange_id: &str) -> AuditEntry {
         error: None,
         trace_id: None,
         change: None,
+        registry: None,
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use jembatan_core::{Filter, MaskRule, Scalar};
 
 use crate::error::{BadRecord, Cause};
-use crate::registry::Translator;
+use crate::registry::{CheckFailure, Translator};
 
 /// Most bytes of one record the broker accepts from an adapter.
 const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -56,6 +56,15 @@ pub(crate) struct Admit {
     translation: Option<Translation>,
 }
 
+/// One batch of a mapping test, checked: how many records passed, and
+/// the first that failed (its number in the exchange, from 1).
+#[derive(Debug, Default)]
+pub(crate) struct Tested {
+    pub(crate) checked: u64,
+    pub(crate) passed: u64,
+    pub(crate) first_failure: Option<(u64, CheckFailure)>,
+}
+
 /// One batch, admitted.
 #[derive(Debug, Default)]
 pub(crate) struct Admitted {
@@ -85,6 +94,38 @@ impl Admit {
     /// translated, masked or with verified fields dropped.
     pub(crate) fn changes_records(&self) -> bool {
         self.translation.is_some() || self.shape.is_some()
+    }
+
+    /// The translator of a translated exchange.
+    pub(crate) fn translator(&self) -> Option<&Arc<Translator>> {
+        self.translation.as_ref().map(|t| &t.translator)
+    }
+
+    /// Checks one batch of a mapping test: each record is checked against
+    /// the grant as any exchange's (`Err` when the adapter sent something
+    /// it must not: the test fails), shaped, and run through the
+    /// translator's checks. Nothing of the records is kept.
+    pub(crate) fn test(&self, records: Vec<String>, first: u64) -> Result<Tested, BadRecord> {
+        let mut tested = Tested::default();
+        let Some(t) = &self.translation else {
+            return Ok(tested);
+        };
+        for (i, text) in records.iter().enumerate() {
+            let mut record = self.parse_record(text)?;
+            if let Some(shape) = &self.shape {
+                shape_record(&mut record, shape, &mut BTreeMap::new());
+            }
+            tested.checked += 1;
+            match t.translator.check(record) {
+                Ok(()) => tested.passed += 1,
+                Err(failure) => {
+                    if tested.first_failure.is_none() {
+                        tested.first_failure = Some((first + i as u64, failure));
+                    }
+                }
+            }
+        }
+        Ok(tested)
     }
 
     /// Most records a translated exchange delivers; 0 means no limit.
@@ -212,6 +253,21 @@ impl Workers {
         Self {
             slots: Arc::new(Semaphore::new(cores)),
         }
+    }
+
+    /// Runs `work` on a worker thread, when one is free.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Cause> {
+        // the semaphore is never closed
+        let _slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(Cause::from)?;
+        tokio::task::spawn_blocking(work).await.map_err(Cause::from)
     }
 
     /// Starts admitting `records` on a worker thread.

@@ -248,6 +248,7 @@ fn step_entry(step: Step<'_>, refused: Option<(ExchangeStatus, String)>) -> Audi
             to: to.map(|s| s.as_str().to_owned()),
             reason,
         }),
+        registry: None,
     }
 }
 

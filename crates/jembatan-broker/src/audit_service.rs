@@ -251,6 +251,7 @@ impl Read {
             error,
             trace_id: None,
             change: None,
+            registry: None,
         }
     }
 }

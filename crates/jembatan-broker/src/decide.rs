@@ -17,7 +17,9 @@
 
 use std::sync::Arc;
 
-use jembatan_core::limits::{MAX_FIELDS, MAX_STRING_BYTES, MAX_VERIFY_BATCH_KEYS};
+use jembatan_core::limits::{
+    MAX_FIELDS, MAX_MAPPING_TEST_RECORDS, MAX_STRING_BYTES, MAX_VERIFY_BATCH_KEYS,
+};
 use jembatan_core::{
     AgencyId, Agreement, DatasetId, Decision, Denial, DenialCode, EntryKind, ExchangeStatus,
     FieldName, Filter, Identity, InvalidArgument, Operator, Role, Scalar,
@@ -48,6 +50,8 @@ struct Parsed {
     verify: Vec<(FieldName, Scalar)>,
     /// A batch verification: each key with its values to verify.
     batch: Vec<KeyToVerify>,
+    /// A mapping test's candidate mapping, parsed.
+    candidate: Option<jembatan_mapping::Mapping>,
 }
 
 impl Parsed {
@@ -118,7 +122,28 @@ fn parse_batch(items: &[pb::VerifyItem]) -> Result<Vec<KeyToVerify>, InvalidArgu
     Ok(batch)
 }
 
+/// A mapping test's candidate document, parsed, and its record limit.
+fn parse_candidate(ask: &Ask) -> Result<Option<jembatan_mapping::Mapping>, InvalidArgument> {
+    let Some(document) = &ask.candidate else {
+        return Ok(None);
+    };
+    let mapping = crate::registry::parse_mapping(document)
+        .map_err(|e| InvalidArgument::new("document", e.to_string()))?;
+    if ask.limit > MAX_MAPPING_TEST_RECORDS {
+        return Err(InvalidArgument::new(
+            "limit",
+            format!(
+                "a mapping test checks at most {MAX_MAPPING_TEST_RECORDS} records, not {}",
+                ask.limit
+            ),
+        ));
+    }
+    Ok(Some(mapping))
+}
+
 fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
+    // a candidate names the dataset: it is read first
+    let candidate = parse_candidate(ask)?;
     let dataset: DatasetId = ask.dataset.parse()?;
     jembatan_core::ids::check_purpose(&ask.purpose)?;
     if ask.fields.len() > MAX_FIELDS {
@@ -193,6 +218,7 @@ fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
         key,
         verify,
         batch,
+        candidate,
     })
 }
 
@@ -298,6 +324,12 @@ impl State {
         };
         let parsed = match parse(ask) {
             Ok(p) => p,
+            Err(err) if err.field == "document" => {
+                // the document's words may quote any of it: the log says
+                // only that it does not parse
+                let logged = "invalid document: the candidate mapping document does not parse";
+                return Err(self.invalid_logged(facts, err, logged).await);
+            }
             Err(err) => {
                 self.learn_dataset(facts, &ask.dataset).await;
                 return Err(self.invalid(facts, err).await);
@@ -421,11 +453,15 @@ impl State {
         facts: &mut Facts,
         plan: &mut Plan,
     ) -> Result<(), Status> {
-        let translator = match self
-            .registry
-            .translator(&parsed.dataset, &ask.target_schema)
-            .await
-        {
+        let found = match &parsed.candidate {
+            Some(candidate) => self.registry.candidate(candidate.clone()).await.map(Some),
+            None => {
+                self.registry
+                    .translator(&parsed.dataset, &ask.target_schema)
+                    .await
+            }
+        };
+        let translator = match found {
             Ok(Some(t)) => t,
             // the dataset's own schema: nothing to translate
             Ok(None) => return Ok(()),
@@ -434,6 +470,21 @@ impl State {
             }
             Err(Refusal::Invalid(RegistryError::Store(err))) => {
                 return Err(ExchangeError::store(err).into());
+            }
+            Err(Refusal::Invalid(err)) if parsed.candidate.is_some() => {
+                // the candidate's words may quote any of it: the log says
+                // only why it cannot be tested
+                let logged = match &err {
+                    RegistryError::MappingRejected(errors) => format!(
+                        "invalid document: the candidate mapping does not type-check against {} and {} ({} errors)",
+                        ask.dataset,
+                        ask.target_schema,
+                        errors.len()
+                    ),
+                    _ => "invalid document: the candidate mapping cannot be tested".to_owned(),
+                };
+                let err = InvalidArgument::new("document", err.to_string());
+                return Err(self.invalid_logged(facts, err, &logged).await);
             }
             Err(Refusal::Invalid(err)) => {
                 let err = InvalidArgument::new("target_schema", err.to_string());
@@ -551,7 +602,7 @@ impl State {
         // taken once the request is allowed (the provider is then one the
         // broker knows) and before the quota, so a refusal takes nothing
         let provider_slot = match ask.operation {
-            "query" => {
+            "query" | "mapping_test" => {
                 let pair = (consumer.clone(), parsed.dataset.agency());
                 match self.isolation.per_provider.try_take(&pair) {
                     Some(slot) => Some(slot),
@@ -817,8 +868,15 @@ impl State {
 
     /// Records an invalid request and builds its `InvalidArgument` status.
     async fn invalid(&self, facts: &Facts, err: InvalidArgument) -> Status {
+        let words = err.to_string();
+        self.invalid_logged(facts, err, &words).await
+    }
+
+    /// Records an invalid request with the words `logged` instead of the
+    /// error's own, and builds its `InvalidArgument` status.
+    async fn invalid_logged(&self, facts: &Facts, err: InvalidArgument, logged: &str) -> Status {
         let mut e = facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
-        e.error = Some(err.to_string());
+        e.error = Some(logged.to_owned());
         match self.journal.refused(facts, e).await {
             Ok(_) => err.into(),
             Err(status) => status,

@@ -1,6 +1,7 @@
-//! The `Exchange` service: a consumer's query or lookup, as it arrives
-//! over gRPC (or the HTTP/JSON door, which calls the same methods), is
-//! decided (`decide.rs`) and then relayed (`relay.rs`).
+//! The `Exchange` service: a consumer's query, lookup, batch
+//! verification or mapping test, as it arrives over gRPC (or the
+//! HTTP/JSON door, which calls the same methods), is decided
+//! (`decide.rs`) and then relayed (`relay.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +48,7 @@ impl Exchange for ExchangeService {
             key: None,
             verify: Vec::new(),
             batch: Vec::new(),
+            candidate: None,
         };
         let mut allowed = self.state.decide(identity, ask).await?;
         allowed.deadline = deadline;
@@ -71,6 +73,7 @@ impl Exchange for ExchangeService {
             key: Some(req.key.unwrap_or_default()),
             verify: req.verify.into_iter().collect(),
             batch: Vec::new(),
+            candidate: None,
         };
         let mut allowed = self.state.decide(identity, ask).await?;
         allowed.deadline = deadline;
@@ -97,10 +100,61 @@ impl Exchange for ExchangeService {
             key: None,
             verify: Vec::new(),
             batch: req.items,
+            candidate: None,
         };
         let mut allowed = self.state.decide(identity, ask).await?;
         allowed.deadline = deadline;
         relay::verify_batch(self.state.clone(), allowed).await
+    }
+
+    async fn test_mapping(
+        &self,
+        request: Request<pb::TestMappingRequest>,
+    ) -> Result<Response<pb::TestMappingResponse>, Status> {
+        let identity = jembatan_pki::peer_identity(&request);
+        let deadline = consumer_deadline(request.metadata());
+        let req = request.into_inner();
+        // the dataset and schema the candidate names; one that does not
+        // parse is refused, on the log, when the request is parsed
+        let (dataset, target_schema) = candidate_names(&req.document);
+        let ask = Ask {
+            operation: "mapping_test",
+            dataset,
+            target_schema,
+            purpose: req.purpose,
+            fields: Vec::new(),
+            filter: None,
+            limit: if req.limit == 0 {
+                DEFAULT_TEST_RECORDS
+            } else {
+                req.limit
+            },
+            key: None,
+            verify: Vec::new(),
+            batch: Vec::new(),
+            candidate: Some(req.document),
+        };
+        let mut allowed = self.state.decide(identity, ask).await?;
+        allowed.deadline = deadline;
+        relay::mapping_test(self.state.clone(), allowed).await
+    }
+}
+
+/// Records a mapping test checks when the request does not say.
+const DEFAULT_TEST_RECORDS: u64 = 1_000;
+
+/// The source dataset and the target schema a candidate mapping names;
+/// empty when the document does not parse.
+fn candidate_names(document: &str) -> (String, String) {
+    match crate::registry::parse_mapping(document) {
+        Ok(m) => (
+            m.source()
+                .split_once('@')
+                .map_or(m.source(), |(dataset, _)| dataset)
+                .to_owned(),
+            m.target().to_owned(),
+        ),
+        Err(_) => (String::new(), String::new()),
     }
 }
 

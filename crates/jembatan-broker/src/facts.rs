@@ -46,6 +46,8 @@ pub(crate) struct Ask {
     pub(crate) verify: Vec<(String, pb::Scalar)>,
     /// Keys and values to verify (a batch verification).
     pub(crate) batch: Vec<pb::VerifyItem>,
+    /// A mapping test's candidate mapping document (TOML or JSON).
+    pub(crate) candidate: Option<String>,
 }
 
 /// Everything known about an exchange so far; becomes audit entries.
@@ -359,6 +361,7 @@ impl Facts {
             error: None,
             trace_id: self.trace.id(),
             change: None,
+            registry: None,
         }
     }
 

@@ -51,6 +51,7 @@ pub(crate) enum Op {
     Query,
     Lookup,
     VerifyBatch,
+    TestMapping,
     Propose,
     Approve,
     Revoke,
@@ -68,7 +69,7 @@ pub(crate) struct Route {
 }
 
 /// Every route of the door.
-pub(crate) const ROUTES: [Route; 9] = [
+pub(crate) const ROUTES: [Route; 10] = [
     Route {
         method: "post",
         path: "/exchange/v1/query",
@@ -83,6 +84,11 @@ pub(crate) const ROUTES: [Route; 9] = [
         method: "post",
         path: "/exchange/v1/verify-batch",
         op: Op::VerifyBatch,
+    },
+    Route {
+        method: "post",
+        path: "/exchange/v1/test-mapping",
+        op: Op::TestMapping,
     },
     Route {
         method: "post",
@@ -122,6 +128,7 @@ impl Op {
             Op::Query => post(query),
             Op::Lookup => post(lookup),
             Op::VerifyBatch => post(verify_batch),
+            Op::TestMapping => post(test_mapping),
             Op::Propose => post(propose),
             Op::Approve => post(approve),
             Op::Revoke => post(revoke),
@@ -510,6 +517,14 @@ async fn lookup(State(s): State<Services>, request: Request) -> Result<Response,
     }
     let req: pb::LookupRequest = message(value)?;
     let response = s.exchange.lookup(grpc_request(parts, req)).await?;
+    Ok(answer(response.get_ref()))
+}
+
+async fn test_mapping(State(s): State<Services>, request: Request) -> Result<Response, Refusal> {
+    let (parts, body) = request.into_parts();
+    let value = json_body(body, &parts, false).await?;
+    let req: pb::TestMappingRequest = message(value)?;
+    let response = s.exchange.test_mapping(grpc_request(parts, req)).await?;
     Ok(answer(response.get_ref()))
 }
 

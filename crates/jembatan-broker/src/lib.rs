@@ -26,6 +26,7 @@ pub mod policy;
 mod policy_cache;
 mod registry;
 mod registry_http;
+mod registry_log;
 mod registry_service;
 mod relay;
 mod replica;
@@ -181,7 +182,8 @@ impl Broker {
             },
         );
         let members = members::Members::new(config.agencies.iter().map(|a| a.id.clone()));
-        let registry = Arc::new(start_registry(&store, &config.registry, members.clone()).await?);
+        let registry =
+            Arc::new(start_registry(&store, &audit, &config.registry, members.clone()).await?);
         let inner = Arc::new(state::State {
             journal: journal::Journal::new(audit.clone()),
             store,
@@ -316,6 +318,7 @@ impl Broker {
 /// lists (each one already stored is found again, not duplicated).
 async fn start_registry(
     store: &Store,
+    audit: &AuditLog,
     config: &config::RegistryConfig,
     members: members::Members,
 ) -> Result<registry::Registry, BrokerError> {
@@ -328,7 +331,7 @@ async fn start_registry(
     for (name, path) in &config.secrets {
         secrets.insert(name, load_or_create_key(path)?);
     }
-    let registry = registry::Registry::new(store.clone(), mode, secrets, members);
+    let registry = registry::Registry::new(store.clone(), audit.clone(), mode, secrets, members);
     let by = jembatan_core::Identity {
         role: jembatan_core::Role::Operator,
         agency: None,

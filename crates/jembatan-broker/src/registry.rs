@@ -5,21 +5,25 @@
 //! Writes are judged here before anything is stored: a schema must be a
 //! valid 2020-12 document compatible with the dataset's earlier versions
 //! under its mode; a mapping must type-check against both schemas. The
-//! store only keeps what passed.
+//! store only keeps what passed, and only once the write's audit entry is
+//! durable (`registry_log.rs`); refused writes are on the log too.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use jembatan_core::AuditEntry;
 use jembatan_core::{
     DatasetId, Denial, DenialCode, ErrorCode, Filter, Identity, Role, ServiceError,
 };
 use jembatan_mapping::{CheckedMapping, Format, Mapping, Secrets};
 use jembatan_schema::{CheckOptions, CompatMode, Incompatibility, Schema};
 use jembatan_store::{
-    RegistryDataset, Store, StoreError, StoredMapping, StoredSchemaVersion, VersionState,
+    AuditLog, RegistryDataset, Store, StoreError, StoredMapping, StoredSchemaVersion, VersionState,
 };
 use serde_json::{Map, Value};
+
+use crate::registry_log::{Write, failed_entry, sha256_hex};
 
 /// Why a registry call failed; the service turns it into a status.
 #[derive(Debug)]
@@ -41,6 +45,9 @@ pub(crate) enum RegistryError {
     Conflict(String),
     /// The store failed (`Unavailable`).
     Store(StoreError),
+    /// The write's audit entry could not be written, so the write is
+    /// refused (`Unavailable`).
+    Unlogged(StoreError),
 }
 
 impl From<StoreError> for RegistryError {
@@ -68,6 +75,10 @@ impl std::fmt::Display for RegistryError {
                 write!(f, "mapping rejected: {}", errors.join("; "))
             }
             RegistryError::Store(e) => write!(f, "the registry store is unavailable: {e}"),
+            RegistryError::Unlogged(e) => write!(
+                f,
+                "the audit log cannot be written; the registry write is refused: {e}"
+            ),
         }
     }
 }
@@ -84,13 +95,16 @@ impl ServiceError for RegistryError {
                 ErrorCode::FailedPrecondition
             }
             RegistryError::Conflict(_) => ErrorCode::Aborted,
-            RegistryError::Store(_) => ErrorCode::Unavailable,
+            RegistryError::Store(_) | RegistryError::Unlogged(_) => ErrorCode::Unavailable,
         }
     }
 
     fn public_message(&self) -> Cow<'_, str> {
         match self {
             RegistryError::Store(_) => Cow::Borrowed("the registry store is unavailable"),
+            RegistryError::Unlogged(_) => {
+                Cow::Borrowed("the audit log cannot be written; the registry write is refused")
+            }
             other => Cow::Owned(other.to_string()),
         }
     }
@@ -161,6 +175,8 @@ impl SchemaRef {
 #[derive(Debug)]
 pub(crate) struct Registry {
     store: Store,
+    /// Every write, and every refused attempt, is on it before it counts.
+    audit: AuditLog,
     default_mode: CompatMode,
     secrets: Secrets,
     /// Only integrators of registered agencies write.
@@ -196,12 +212,14 @@ fn forbidden(identity: &Identity, what: &str) -> RegistryError {
 impl Registry {
     pub(crate) fn new(
         store: Store,
+        audit: AuditLog,
         default_mode: CompatMode,
         secrets: Secrets,
         members: crate::members::Members,
     ) -> Self {
         Self {
             store,
+            audit,
             default_mode,
             secrets,
             members,
@@ -329,15 +347,66 @@ impl Registry {
     }
 
     /// Registers a schema as the dataset's next version, or finds the
-    /// version that already holds the same content.
+    /// version that already holds the same content. The write's entry is
+    /// durable before the version is stored.
     pub(crate) async fn register_schema(
         &self,
         identity: &Identity,
         dataset: &str,
         schema_json: &str,
     ) -> Result<(StoredSchemaVersion, bool), RegistryError> {
+        let mut write = Write::new(identity, "register_schema").document(schema_json);
+        let judged = match self
+            .judge_schema(identity, dataset, schema_json, &mut write)
+            .await
+        {
+            Ok(judged) => judged,
+            Err(err) => return Err(self.refuse(&write, err).await),
+        };
+        match judged {
+            SchemaWrite::Same(same) => {
+                write.change.schema = Some(format!("{}@{}", same.dataset, same.version));
+                write.change.already_registered = true;
+                self.log(write.entry(None)).await?;
+                Ok((same, true))
+            }
+            SchemaWrite::Next {
+                dataset,
+                version,
+                schema_id,
+                document,
+            } => {
+                write.change.schema = Some(format!("{dataset}@{version}"));
+                let logged = self.log(write.entry(None)).await?;
+                match self
+                    .insert_schema(
+                        &dataset,
+                        version,
+                        &schema_id,
+                        &document,
+                        &identity.to_string(),
+                    )
+                    .await
+                {
+                    Ok(stored) => Ok((stored, false)),
+                    Err(err) => Err(self.not_taken(&logged, err).await),
+                }
+            }
+        }
+    }
+
+    /// Whether `identity` may register `schema_json` as `dataset`'s next
+    /// version, and what that write would be.
+    async fn judge_schema(
+        &self,
+        identity: &Identity,
+        dataset: &str,
+        schema_json: &str,
+        write: &mut Write,
+    ) -> Result<SchemaWrite, RegistryError> {
         self.check_member(identity)?;
         let id = parse_dataset(dataset)?;
+        write.dataset = Some(id.to_string());
         if !may_write(identity, &id) {
             return Err(forbidden(
                 identity,
@@ -347,34 +416,121 @@ impl Registry {
                 ),
             ));
         }
-        self.seed_schema(&id, schema_json).await
+        self.next_schema(&id, schema_json, &mut write.change).await
     }
 
     /// Registers a schema without asking who: for the schemas in the
-    /// broker's own config. Compatibility is still enforced.
+    /// broker's own config, applied at start as its agreements are.
+    /// Compatibility is still enforced.
     pub(crate) async fn seed_schema(
         &self,
         id: &DatasetId,
         schema_json: &str,
     ) -> Result<(StoredSchemaVersion, bool), RegistryError> {
-        let identity = "config";
+        let mut change = jembatan_core::RegistryChange::default();
+        match self.next_schema(id, schema_json, &mut change).await? {
+            SchemaWrite::Same(same) => Ok((same, true)),
+            SchemaWrite::Next {
+                dataset,
+                version,
+                schema_id,
+                document,
+            } => self
+                .insert_schema(&dataset, version, &schema_id, &document, "config")
+                .await
+                .map(|stored| (stored, false)),
+        }
+    }
+
+    /// Judges `schema_json` as `id`'s next version: the version holding
+    /// the same content, or the next one if it is compatible. Notes the
+    /// schema's content id in `change` once it parses.
+    async fn next_schema(
+        &self,
+        id: &DatasetId,
+        schema_json: &str,
+        change: &mut jembatan_core::RegistryChange,
+    ) -> Result<SchemaWrite, RegistryError> {
         let (schema, reasons, mode, versions) = self.check(id.as_str(), schema_json, None).await?;
+        change.schema_id = Some(schema.id().to_owned());
         if let Some(same) = versions.iter().rev().find(|v| v.schema_id == schema.id()) {
-            return Ok((same.clone(), true));
+            return Ok(SchemaWrite::Same(same.clone()));
         }
         if !reasons.is_empty() {
             return Err(RegistryError::Incompatible { mode, reasons });
         }
-        let next = versions.last().map_or(1, |v| v.version + 1);
-        let document = jembatan_schema::canonical_json(schema.original());
-        let stored = self
-            .store
-            .insert_schema_version(id.as_str(), next, schema.id(), &document, identity)
-            .await?;
-        tracing::info!(dataset = %id, version = next, schema_id = schema.id(), "schema registered");
-        Ok((stored, false))
+        Ok(SchemaWrite::Next {
+            dataset: id.clone(),
+            version: versions.last().map_or(1, |v| v.version + 1),
+            schema_id: schema.id().to_owned(),
+            document: jembatan_schema::canonical_json(schema.original()),
+        })
     }
 
+    async fn insert_schema(
+        &self,
+        id: &DatasetId,
+        version: u32,
+        schema_id: &str,
+        document: &str,
+        by: &str,
+    ) -> Result<StoredSchemaVersion, RegistryError> {
+        let stored = self
+            .store
+            .insert_schema_version(id.as_str(), version, schema_id, document, by)
+            .await?;
+        tracing::info!(dataset = %id, version, schema_id, "schema registered");
+        Ok(stored)
+    }
+
+    /// Appends a write's entry and waits until it is durable: no durable
+    /// entry, no write. Returns the entry, for [`Registry::not_taken`].
+    async fn log(&self, entry: AuditEntry) -> Result<AuditEntry, RegistryError> {
+        match self.audit.append(entry.clone()).await {
+            Ok(_) => Ok(entry),
+            Err(err) => Err(RegistryError::Unlogged(err)),
+        }
+    }
+
+    /// Writes the entry of an attempt refused with `err`; returns `err`,
+    /// or why the entry could not be written.
+    async fn refuse(&self, write: &Write, err: RegistryError) -> RegistryError {
+        match self.audit.append(write.entry(Some(&err))).await {
+            Ok(_) => err,
+            Err(unlogged) => RegistryError::Unlogged(unlogged),
+        }
+    }
+
+    /// Records that the write whose entry is `logged` did not take effect
+    /// in the store (`err`); returns `err`, or why that entry could not
+    /// be written.
+    async fn not_taken(&self, logged: &AuditEntry, err: RegistryError) -> RegistryError {
+        let why = err.public_message().into_owned();
+        tracing::warn!(
+            operation = %logged.operation,
+            exchange_id = %logged.exchange_id,
+            reason = %err,
+            "registry write logged but not applied"
+        );
+        match self.audit.append(failed_entry(logged, &why)).await {
+            Ok(_) => err,
+            Err(unlogged) => RegistryError::Unlogged(unlogged),
+        }
+    }
+
+    /// Refuses, on the log, a write whose request did not even convert
+    /// (an unknown state or mode).
+    pub(crate) async fn refuse_request(
+        &self,
+        identity: &Identity,
+        action: &'static str,
+        err: RegistryError,
+    ) -> RegistryError {
+        self.refuse(&Write::new(identity, action), err).await
+    }
+
+    /// Sets a dataset's compatibility mode (`None`: the registry
+    /// default), once the write's entry is durable.
     pub(crate) async fn set_compatibility(
         &self,
         identity: &Identity,
@@ -382,8 +538,37 @@ impl Registry {
         mode: Option<CompatMode>,
         optional_friendly: bool,
     ) -> Result<(), RegistryError> {
+        let mut write = Write::new(identity, "set_compatibility");
+        write.change.to = Some(mode_words(mode, optional_friendly, self.default_mode));
+        let id = match self
+            .judge_compatibility(identity, dataset, &mut write)
+            .await
+        {
+            Ok(id) => id,
+            Err(err) => return Err(self.refuse(&write, err).await),
+        };
+        let logged = self.log(write.entry(None)).await?;
+        let text = mode.map(|m| m.to_string());
+        if let Err(err) = self
+            .store
+            .set_compatibility(id.as_str(), text.as_deref(), optional_friendly)
+            .await
+        {
+            return Err(self.not_taken(&logged, err.into()).await);
+        }
+        tracing::info!(dataset = %id, mode = ?text, optional_friendly, "compatibility mode set");
+        Ok(())
+    }
+
+    async fn judge_compatibility(
+        &self,
+        identity: &Identity,
+        dataset: &str,
+        write: &mut Write,
+    ) -> Result<DatasetId, RegistryError> {
         self.check_member(identity)?;
         let id = parse_dataset(dataset)?;
+        write.dataset = Some(id.to_string());
         if !may_write(identity, &id) && identity.role != Role::Operator {
             return Err(forbidden(
                 identity,
@@ -393,13 +578,18 @@ impl Registry {
                 ),
             ));
         }
-        let text = mode.map(|m| m.to_string());
-        self.store
-            .set_compatibility(id.as_str(), text.as_deref(), optional_friendly)
-            .await?;
-        Ok(())
+        let info = self.store.registry_dataset(id.as_str()).await?;
+        let from = info.as_ref().map_or((None, false), |i| {
+            (
+                i.compatibility.as_ref().and_then(|m| m.parse().ok()),
+                i.optional_friendly,
+            )
+        });
+        write.change.from = Some(mode_words(from.0, from.1, self.default_mode));
+        Ok(id)
     }
 
+    /// Sets a schema version's state, once the write's entry is durable.
     pub(crate) async fn set_version_state(
         &self,
         identity: &Identity,
@@ -407,8 +597,42 @@ impl Registry {
         version: u32,
         state: VersionState,
     ) -> Result<StoredSchemaVersion, RegistryError> {
+        let mut write = Write::new(identity, "set_version_state");
+        write.change.to = Some(state.as_str().to_owned());
+        let id = match self
+            .judge_version_state(identity, dataset, version, &mut write)
+            .await
+        {
+            Ok(id) => id,
+            Err(err) => return Err(self.refuse(&write, err).await),
+        };
+        let logged = self.log(write.entry(None)).await?;
+        let stored = match self
+            .store
+            .set_version_state(id.as_str(), version, state)
+            .await
+        {
+            Ok(Some(stored)) => stored,
+            Ok(None) => {
+                let err = RegistryError::NotFound(format!("no schema {id}@{version}"));
+                return Err(self.not_taken(&logged, err).await);
+            }
+            Err(err) => return Err(self.not_taken(&logged, err.into()).await),
+        };
+        tracing::info!(dataset = %id, version, state = %state, "schema version state changed");
+        Ok(stored)
+    }
+
+    async fn judge_version_state(
+        &self,
+        identity: &Identity,
+        dataset: &str,
+        version: u32,
+        write: &mut Write,
+    ) -> Result<DatasetId, RegistryError> {
         self.check_member(identity)?;
         let id = parse_dataset(dataset)?;
+        write.dataset = Some(id.to_string());
         if !may_write(identity, &id) && identity.role != Role::Operator {
             return Err(forbidden(
                 identity,
@@ -418,18 +642,22 @@ impl Registry {
                 ),
             ));
         }
-        let stored = self
+        let current = self
             .store
-            .set_version_state(id.as_str(), version, state)
+            .schema_version(id.as_str(), Some(version))
             .await?
+            .filter(|v| v.version == version)
             .ok_or_else(|| RegistryError::NotFound(format!("no schema {id}@{version}")))?;
-        tracing::info!(dataset = %id, version, state = %state, "schema version state changed");
-        Ok(stored)
+        write.change.schema = Some(format!("{id}@{version}"));
+        write.change.schema_id = Some(current.schema_id);
+        write.change.from = Some(current.state.as_str().to_owned());
+        Ok(id)
     }
 
     /// Disables a mapping version (or makes it active again): exchanges
     /// then use the newest version of the pair that is not disabled.
-    /// Registered versions and their numbering are untouched.
+    /// Registered versions and their numbering are untouched. The write's
+    /// entry is durable before the state changes.
     pub(crate) async fn set_mapping_state(
         &self,
         identity: &Identity,
@@ -438,9 +666,46 @@ impl Registry {
         version: u32,
         state: VersionState,
     ) -> Result<StoredMapping, RegistryError> {
+        let mut write = Write::new(identity, "set_mapping_state");
+        write.change.to = Some(state.as_str().to_owned());
+        if let Err(err) = self
+            .judge_mapping_state(identity, source, target, version, &mut write)
+            .await
+        {
+            return Err(self.refuse(&write, err).await);
+        }
+        let logged = self.log(write.entry(None)).await?;
+        let stored = match self
+            .store
+            .set_mapping_state(source, target, version, state)
+            .await
+        {
+            Ok(Some(stored)) => stored,
+            Ok(None) => {
+                let err = no_mapping(source, target, version);
+                return Err(self.not_taken(&logged, err).await);
+            }
+            Err(err) => return Err(self.not_taken(&logged, err.into()).await),
+        };
+        tracing::info!(source, target, version, state = %state, "mapping version state changed");
+        Ok(stored)
+    }
+
+    async fn judge_mapping_state(
+        &self,
+        identity: &Identity,
+        source: &str,
+        target: &str,
+        version: u32,
+        write: &mut Write,
+    ) -> Result<(), RegistryError> {
         self.check_member(identity)?;
         let source_ref = SchemaRef::parse(source)?;
         let target_ref = SchemaRef::parse(target)?;
+        write.dataset = Some(source_ref.dataset.to_string());
+        write.change.source = Some(source.to_owned());
+        write.change.target = Some(target.to_owned());
+        write.change.mapping_version = Some(version);
         if !may_write(identity, &source_ref.dataset)
             && !may_write(identity, &target_ref.dataset)
             && identity.role != Role::Operator
@@ -454,32 +719,50 @@ impl Registry {
                 ),
             ));
         }
-        let stored = self
+        let current = self
             .store
-            .set_mapping_state(source, target, version, state)
+            .mapping(source, target, Some(version))
             .await?
-            .ok_or_else(|| {
-                RegistryError::NotFound(format!(
-                    "no mapping {} -> {} version {version}",
-                    jembatan_core::ids::truncate(source, 128),
-                    jembatan_core::ids::truncate(target, 128)
-                ))
-            })?;
-        tracing::info!(source, target, version, state = %state, "mapping version state changed");
-        Ok(stored)
+            .ok_or_else(|| no_mapping(source, target, version))?;
+        write.change.mapping_sha256 = Some(sha256_hex(current.document.as_bytes()));
+        write.change.from = Some(current.state.as_str().to_owned());
+        Ok(())
     }
 
     /// Parses, type-checks and stores a mapping as the next version of its
-    /// (source, target) pair.
+    /// (source, target) pair, once the write's entry is durable.
     pub(crate) async fn register_mapping(
         &self,
         identity: &Identity,
         document: &str,
     ) -> Result<StoredMapping, RegistryError> {
+        let mut write = Write::new(identity, "register_mapping").document(document);
+        let next = match self.judge_mapping(identity, document, &mut write).await {
+            Ok(next) => next,
+            Err(err) => return Err(self.refuse(&write, err).await),
+        };
+        let logged = self.log(write.entry(None)).await?;
+        match self.insert_mapping(next, &identity.to_string()).await {
+            Ok(stored) => Ok(stored),
+            Err(err) => Err(self.not_taken(&logged, err).await),
+        }
+    }
+
+    async fn judge_mapping(
+        &self,
+        identity: &Identity,
+        document: &str,
+        write: &mut Write,
+    ) -> Result<NextMapping, RegistryError> {
         self.check_member(identity)?;
         let mapping = parse_mapping(document)?;
         let source = SchemaRef::parse(mapping.source())?;
         let target = SchemaRef::parse(mapping.target())?;
+        write.dataset = Some(source.dataset.to_string());
+        write.change.source = Some(mapping.source().to_owned());
+        write.change.target = Some(mapping.target().to_owned());
+        write.change.mapping_version = Some(mapping.version());
+        write.change.mapping_sha256 = Some(sha256_hex(mapping.canonical_json().as_bytes()));
         if !may_write(identity, &source.dataset) && !may_write(identity, &target.dataset) {
             return Err(forbidden(
                 identity,
@@ -490,27 +773,40 @@ impl Registry {
                 ),
             ));
         }
-        self.store_mapping(identity, mapping, false).await
+        match self.next_mapping(mapping, false).await? {
+            Ok(next) => Ok(next),
+            // only a seed finds its version stored
+            Err(stored) => Err(RegistryError::Conflict(format!(
+                "{} -> {} version {} is already stored",
+                stored.source, stored.target, stored.version
+            ))),
+        }
     }
 
-    /// Registers a mapping from the broker's own config: a version already
-    /// stored with the same document is found again; one stored with
-    /// another document is an error.
+    /// Registers a mapping from the broker's own config, applied at start
+    /// as its agreements are: a version already stored with the same
+    /// document is found again; one stored with another document is an
+    /// error.
     pub(crate) async fn seed_mapping(
         &self,
         identity: &Identity,
         document: &str,
     ) -> Result<StoredMapping, RegistryError> {
         let mapping = parse_mapping(document)?;
-        self.store_mapping(identity, mapping, true).await
+        match self.next_mapping(mapping, true).await? {
+            Ok(next) => self.insert_mapping(next, &identity.to_string()).await,
+            Err(stored) => Ok(stored),
+        }
     }
 
-    async fn store_mapping(
+    /// Judges `mapping` as the next version of its pair: `Ok` with what
+    /// to store, or — `seeding`, the same document already stored — `Err`
+    /// with the stored version.
+    async fn next_mapping(
         &self,
-        identity: &Identity,
         mapping: Mapping,
         seeding: bool,
-    ) -> Result<StoredMapping, RegistryError> {
+    ) -> Result<Result<NextMapping, StoredMapping>, RegistryError> {
         let source = SchemaRef::parse(mapping.source())?;
         let target = SchemaRef::parse(mapping.target())?;
         if source.version.is_none() || target.version.is_none() {
@@ -527,7 +823,7 @@ impl Registry {
                 .await?
         {
             if stored.document == mapping.canonical_json() {
-                return Ok(stored);
+                return Ok(Err(stored));
             }
             return Err(RegistryError::Conflict(format!(
                 "{source_text} -> {target_text} version {} is already stored with another document; give the new one the next version",
@@ -548,17 +844,24 @@ impl Registry {
                 mapping.version()
             )));
         }
+        Ok(Ok(NextMapping {
+            source: source_text,
+            target: target_text,
+            version: next,
+            document: mapping.canonical_json(),
+        }))
+    }
+
+    async fn insert_mapping(
+        &self,
+        next: NextMapping,
+        by: &str,
+    ) -> Result<StoredMapping, RegistryError> {
         let stored = self
             .store
-            .insert_mapping(
-                &source_text,
-                &target_text,
-                next,
-                &mapping.canonical_json(),
-                &identity.to_string(),
-            )
+            .insert_mapping(&next.source, &next.target, next.version, &next.document, by)
             .await?;
-        tracing::info!(source = %source_text, target = %target_text, version = next, "mapping registered");
+        tracing::info!(source = %next.source, target = %next.target, version = next.version, "mapping registered");
         Ok(stored)
     }
 
@@ -744,19 +1047,74 @@ impl Registry {
         };
         let mapping =
             Mapping::parse(&stored.document, Format::Json).map_err(|e| corrupt(e.to_string()))?;
+        let translator = Arc::new(self.build(mapping, source, target, None, |errors| {
+            corrupt(errors.join("; "))
+        })?);
+        if let Ok(mut cache) = self.translators.lock() {
+            cache.insert(key, translator.clone());
+        }
+        Ok(translator)
+    }
+
+    /// A translator for a candidate mapping that is not registered, for a
+    /// mapping test: the mapping must name exact, registered schema
+    /// versions that are not disabled, and type-check against them. It is
+    /// neither stored nor cached.
+    pub(crate) async fn candidate(&self, mapping: Mapping) -> Result<Arc<Translator>, Refusal> {
+        let invalid = |m: String| Refusal::Invalid(RegistryError::Invalid(m));
+        let source = SchemaRef::parse(mapping.source()).map_err(Refusal::Invalid)?;
+        let target = SchemaRef::parse(mapping.target()).map_err(Refusal::Invalid)?;
+        if source.version.is_none() || target.version.is_none() {
+            return Err(invalid(
+                "a mapping names exact schema versions, not `latest`".into(),
+            ));
+        }
+        let mut versions = Vec::with_capacity(2);
+        for (r, text) in [(&source, mapping.source()), (&target, mapping.target())] {
+            let v = self
+                .store
+                .schema_version(r.dataset.as_str(), r.version)
+                .await
+                .map_err(|e| Refusal::Invalid(e.into()))?
+                .filter(|v| Some(v.version) == r.version)
+                .ok_or_else(|| invalid(format!("no schema {text} is registered")))?;
+            if v.state == VersionState::Disabled {
+                return Err(Refusal::Denied(Denial::new(
+                    DenialCode::SchemaVersionDisabled,
+                    format!("schema {text} is disabled"),
+                )));
+            }
+            versions.push(v);
+        }
+        let sha256 = sha256_hex(mapping.canonical_json().as_bytes());
+        let translator = self
+            .build(
+                mapping,
+                &versions[0],
+                &versions[1],
+                Some(sha256),
+                RegistryError::MappingRejected,
+            )
+            .map_err(Refusal::Invalid)?;
+        Ok(Arc::new(translator))
+    }
+
+    /// Type-checks `mapping` against both schemas and builds its
+    /// translator; `rejected` says what a mapping that does not check is.
+    fn build(
+        &self,
+        mapping: Mapping,
+        source: &StoredSchemaVersion,
+        target: &StoredSchemaVersion,
+        candidate_sha256: Option<String>,
+        rejected: impl Fn(Vec<String>) -> RegistryError,
+    ) -> Result<Translator, RegistryError> {
+        let version = mapping.version();
         let source_schema = stored_schema(source)?;
         let target_schema = stored_schema(target)?;
         let checked = mapping
             .check(source_schema.value(), target_schema.value())
-            .map_err(|errors| {
-                corrupt(
-                    errors
-                        .iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            })?;
+            .map_err(|errors| rejected(errors.iter().map(|e| e.to_string()).collect()))?;
         if let Some(missing) = checked
             .secret_names()
             .iter()
@@ -764,18 +1122,25 @@ impl Registry {
         {
             return Err(RegistryError::Invalid(format!(
                 "mapping {} -> {} needs the secret {missing:?}, which this broker does not hold",
-                stored.source, stored.target
+                checked.mapping().source(),
+                checked.mapping().target()
             )));
         }
         let source_fields = checked.source_fields();
         let projected = project_required(source_schema.value(), &source_fields);
-        let source_check = Schema::from_value(projected).map_err(|e| corrupt(e.to_string()))?;
-        let translator = Arc::new(Translator {
+        let source_check = Schema::from_value(projected).map_err(|e| {
+            RegistryError::Store(StoreError::Corrupt {
+                what: format!("schema {}@{}", source.dataset, source.version),
+                message: e.to_string(),
+            })
+        })?;
+        Ok(Translator {
             source: format!("{}@{}", source.dataset, source.version),
             source_schema_id: source.schema_id.clone(),
             target: format!("{}@{}", target.dataset, target.version),
             target_schema_id: target.schema_id.clone(),
-            mapping_version: stored.version,
+            mapping_version: version,
+            candidate_sha256,
             source_fields,
             source_check,
             target_fields: target_schema
@@ -786,12 +1151,48 @@ impl Registry {
                 .unwrap_or_default(),
             mapping: checked,
             secrets: self.secrets.clone(),
-        });
-        if let Ok(mut cache) = self.translators.lock() {
-            cache.insert(key, translator.clone());
-        }
-        Ok(translator)
+        })
     }
+}
+
+/// A schema registration, judged: the version that already holds the
+/// same content, or the next version to store.
+enum SchemaWrite {
+    Same(StoredSchemaVersion),
+    Next {
+        dataset: DatasetId,
+        version: u32,
+        schema_id: String,
+        document: String,
+    },
+}
+
+/// A mapping registration, judged: what to store.
+struct NextMapping {
+    source: String,
+    target: String,
+    version: u32,
+    /// Canonical JSON.
+    document: String,
+}
+
+/// The compatibility mode as a registry entry names it: the mode's name,
+/// or `default (<the registry default>)`, and `optional_friendly` when set.
+fn mode_words(mode: Option<CompatMode>, optional_friendly: bool, default: CompatMode) -> String {
+    let mode = mode.map_or_else(|| format!("default ({default})"), |m| m.to_string());
+    if optional_friendly {
+        format!("{mode} optional_friendly")
+    } else {
+        mode
+    }
+}
+
+fn no_mapping(source: &str, target: &str, version: u32) -> RegistryError {
+    RegistryError::NotFound(format!(
+        "no mapping {} -> {} version {version}",
+        jembatan_core::ids::truncate(source, 128),
+        jembatan_core::ids::truncate(target, 128)
+    ))
 }
 
 /// Why an exchange cannot be translated.
@@ -807,7 +1208,7 @@ fn parse_dataset(text: &str) -> Result<DatasetId, RegistryError> {
 }
 
 /// A mapping document: JSON if it starts with `{`, TOML otherwise.
-fn parse_mapping(document: &str) -> Result<Mapping, RegistryError> {
+pub(crate) fn parse_mapping(document: &str) -> Result<Mapping, RegistryError> {
     let format = if document.trim_start().starts_with('{') {
         Format::Json
     } else {
@@ -841,6 +1242,19 @@ fn project_required(schema: &Value, fetched: &BTreeSet<String>) -> Value {
     schema
 }
 
+/// Where a record failed a mapping test, in words and places that quote
+/// none of its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckFailure {
+    /// `source_schema`, `mapping` or `target_schema`.
+    pub(crate) stage: &'static str,
+    /// The rule (from 0) and its target, when a rule failed.
+    pub(crate) rule: Option<(usize, String)>,
+    pub(crate) schema_path: String,
+    pub(crate) instance_path: String,
+    pub(crate) message: String,
+}
+
 /// Translates one exchange's records: source validation, mapping, target
 /// validation, then the consumer's residual filter and field selection.
 #[derive(Debug)]
@@ -850,6 +1264,9 @@ pub(crate) struct Translator {
     pub(crate) target: String,
     pub(crate) target_schema_id: String,
     pub(crate) mapping_version: u32,
+    /// A candidate's SHA-256 (a mapping test): it is not registered, so
+    /// its version alone does not name it.
+    pub(crate) candidate_sha256: Option<String>,
     /// The provider columns the mapping reads.
     pub(crate) source_fields: BTreeSet<String>,
     source_check: Schema,
@@ -869,6 +1286,7 @@ impl Translator {
             target_schema: self.target.clone(),
             target_schema_id: self.target_schema_id.clone(),
             mapping_version: self.mapping_version,
+            mapping_sha256: self.candidate_sha256.clone(),
         }
     }
 
@@ -878,6 +1296,59 @@ impl Translator {
             "{} -> {} version {}",
             self.source, self.target, self.mapping_version
         )
+    }
+
+    /// Checks one provider record for a mapping test: validation against
+    /// the provider's schema, the mapping, validation against the target
+    /// schema (inside the mapping's `apply`). The failure names the step,
+    /// the rule and the schema's place, never a value of the record.
+    pub(crate) fn check(&self, record: Map<String, Value>) -> Result<(), CheckFailure> {
+        let value = Value::Object(record);
+        if let Err(issues) = self.source_check.validate(&value) {
+            let first = issues.first();
+            return Err(CheckFailure {
+                stage: "source_schema",
+                rule: None,
+                schema_path: first.map(|i| i.schema_path.clone()).unwrap_or_default(),
+                instance_path: first.map(|i| i.instance_path.clone()).unwrap_or_default(),
+                message: format!(
+                    "the provider's record does not match {}: {}",
+                    self.source,
+                    jembatan_schema::ValidationIssue::places(&issues)
+                ),
+            });
+        }
+        let Value::Object(map) = value else {
+            return Err(CheckFailure {
+                stage: "source_schema",
+                rule: None,
+                schema_path: String::new(),
+                instance_path: String::new(),
+                message: "the provider's record is not a JSON object".into(),
+            });
+        };
+        match self.mapping.apply(&map, &self.secrets) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let (stage, schema_path) = match &e.reason {
+                    jembatan_mapping::RuleFailure::BreaksSchema { location, .. } => {
+                        ("target_schema", location.clone())
+                    }
+                    _ => ("mapping", String::new()),
+                };
+                Err(CheckFailure {
+                    stage,
+                    rule: Some((e.rule, e.target.clone())),
+                    schema_path,
+                    instance_path: String::new(),
+                    message: format!(
+                        "mapping {} failed at {}",
+                        self.mapping_name(),
+                        e.without_values()
+                    ),
+                })
+            }
+        }
     }
 
     /// Translates one provider record, parsed and checked against the

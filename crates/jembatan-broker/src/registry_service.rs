@@ -1,6 +1,8 @@
 //! The gRPC `Registry` service over [`Registry`]: reads for any
 //! certificate of the federation, writes for the dataset agency's
-//! integrator (and, for modes and version states, an operator).
+//! integrator (and, for modes and version states, an operator). Every
+//! write, and every refused attempt, is on the audit log before it
+//! counts (see `registry_log.rs`).
 
 use std::sync::Arc;
 
@@ -70,12 +72,14 @@ fn mapping_to_proto(m: StoredMapping) -> pb::Mapping {
     }
 }
 
-fn state_from_proto(state: i32) -> Result<VersionState, Status> {
+fn state_from_proto(state: i32) -> Result<VersionState, RegistryError> {
     match pb::VersionState::try_from(state) {
         Ok(pb::VersionState::Active) => Ok(VersionState::Active),
         Ok(pb::VersionState::Deprecated) => Ok(VersionState::Deprecated),
         Ok(pb::VersionState::Disabled) => Ok(VersionState::Disabled),
-        _ => Err(Failure::invalid_argument("state must be ACTIVE, DEPRECATED or DISABLED").into()),
+        _ => Err(RegistryError::Invalid(
+            "state must be ACTIVE, DEPRECATED or DISABLED".into(),
+        )),
     }
 }
 
@@ -178,8 +182,17 @@ impl registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::SetCompatibilityResponse>, Status> {
         let identity = jembatan_pki::peer_identity(&request)?;
         let req = request.into_inner();
-        let mode =
-            mode_from_proto(req.mode).map_err(|e| Failure::invalid_argument(e.to_string()))?;
+        let mode = match mode_from_proto(req.mode) {
+            Ok(mode) => mode,
+            Err(e) => {
+                let err = RegistryError::Invalid(e.to_string());
+                return Err(self
+                    .registry
+                    .refuse_request(&identity, "set_compatibility", err)
+                    .await
+                    .into());
+            }
+        };
         self.registry
             .set_compatibility(&identity, &req.dataset, mode, req.optional_friendly)
             .await?;
@@ -192,7 +205,16 @@ impl registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::SchemaVersion>, Status> {
         let identity = jembatan_pki::peer_identity(&request)?;
         let req = request.into_inner();
-        let state = state_from_proto(req.state)?;
+        let state = match state_from_proto(req.state) {
+            Ok(state) => state,
+            Err(err) => {
+                return Err(self
+                    .registry
+                    .refuse_request(&identity, "set_version_state", err)
+                    .await
+                    .into());
+            }
+        };
         let v = self
             .registry
             .set_version_state(&identity, &req.dataset, req.version, state)
@@ -219,7 +241,16 @@ impl registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::Mapping>, Status> {
         let identity = jembatan_pki::peer_identity(&request)?;
         let req = request.into_inner();
-        let state = state_from_proto(req.state)?;
+        let state = match state_from_proto(req.state) {
+            Ok(state) => state,
+            Err(err) => {
+                return Err(self
+                    .registry
+                    .refuse_request(&identity, "set_mapping_state", err)
+                    .await
+                    .into());
+            }
+        };
         let m = self
             .registry
             .set_mapping_state(&identity, &req.source, &req.target, req.version, state)

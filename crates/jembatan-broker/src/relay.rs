@@ -873,6 +873,117 @@ async fn unanswered(state: &State, allowed: &Allowed, stop: Stop) -> Status {
     }
 }
 
+/// Runs an allowed mapping test: the adapter's records (at most the
+/// test's limit, each charged to the agreement's daily rows) are checked
+/// against the grant and run through the candidate, on worker threads;
+/// the completion entry counts what the adapter sent as received and
+/// nothing delivered, and only then does the report go. No record, and no
+/// value of one, is in the report.
+pub(crate) async fn mapping_test(
+    state: Arc<State>,
+    mut allowed: Allowed,
+) -> Result<Response<pb::TestMappingResponse>, Status> {
+    let held = allowed.held.take();
+    let Some(consumer) = allowed.facts.consumer.clone() else {
+        return Err(ExchangeError::NoConsumer.into());
+    };
+    let Some(translator) = allowed.admit.translator().cloned() else {
+        return Err(ExchangeError::MappingField.into());
+    };
+    let (mut stream, client) = open_fetch(&state, &allowed, Lane::Streams(consumer)).await?;
+    let mut tally = Tally::new(&allowed);
+    let mut report = crate::admit::Tested::default();
+    let outcome: Result<(), Stop> = loop {
+        let next = tokio::select! {
+            biased;
+            () = state.drain.ending() => break Err(Stop::shutting_down()),
+            next = stream.message() => next,
+        };
+        let mut records = match next {
+            Ok(Some(msg)) => msg.batch.unwrap_or_default().records,
+            Ok(None) => break Ok(()),
+            Err(status) => {
+                break Err(Stop::new(
+                    adapter_end(&allowed, &status),
+                    from_adapter(&allowed.provider.to_string(), status),
+                ));
+            }
+        };
+        let first = match tally.receive(&records, &allowed) {
+            Ok(first) => first,
+            Err(err) => break Err(bad_record(&allowed, err)),
+        };
+        // the rows read count against the agreement's daily rows
+        let within_quota = match charge_rows(&state, &allowed, &mut records).await {
+            Ok(all) => all,
+            Err(stop) => break Err(stop),
+        };
+        let admit = allowed.admit.clone();
+        match state.workers.run(move || admit.test(records, first)).await {
+            Ok(Ok(tested)) => {
+                report.checked += tested.checked;
+                report.passed += tested.passed;
+                if report.first_failure.is_none() {
+                    report.first_failure = tested.first_failure;
+                }
+            }
+            Ok(Err(err)) => break Err(bad_record(&allowed, err)),
+            Err(err) => break Err(Stop::failed(ExchangeError::AdmitLost(err))),
+        }
+        if !within_quota {
+            let err = ExchangeError::QuotaRanOut {
+                id: allowed.agreement.id.clone(),
+                per_day: allowed.agreement.quota.rows_per_day,
+                rows: report.checked,
+            };
+            break Err(Stop::denied(DenialCode::QuotaExhausted, err, &allowed));
+        }
+    };
+    drop(stream);
+    drop(held);
+    let (how, error, reasons, stopped) = match outcome {
+        Ok(()) => (ExchangeStatus::Ok, None, Vec::new(), None),
+        Err(stop) => (
+            stop.how,
+            Some(stop.status.message().to_owned()),
+            stop.reasons,
+            Some(stop.status),
+        ),
+    };
+    let receipt = finish(&state, &allowed, &tally, how, error, reasons).await?;
+    acknowledge(&state, client, &allowed, receipt.clone());
+    if let Some(status) = stopped {
+        return Err(with_receipt(Some(status), &receipt));
+    }
+    let first_failure = report.first_failure.map(|(record, f)| {
+        let (rule, rule_target) = f.rule.map_or((0, String::new()), |(i, target)| {
+            (u32::try_from(i).unwrap_or(u32::MAX), target)
+        });
+        pb::MappingFailure {
+            record,
+            stage: f.stage.to_owned(),
+            rule,
+            rule_target,
+            schema_path: f.schema_path,
+            instance_path: f.instance_path,
+            message: f.message,
+        }
+    });
+    let mut response = Response::new(pb::TestMappingResponse {
+        source_schema: translator.source.clone(),
+        target_schema: translator.target.clone(),
+        mapping_version: translator.mapping_version,
+        mapping_sha256: translator.candidate_sha256.clone().unwrap_or_default(),
+        records_checked: report.checked,
+        records_passed: report.passed,
+        records_failed: report.checked - report.passed,
+        first_failure,
+        receipt: Some(receipt.clone()),
+    });
+    trailers::insert(response.metadata_mut(), RECEIPT_METADATA_KEY, &receipt);
+    Ok(response)
+}
+
 /// One key of a batch verification and the consumer's values to verify
 /// against its record.
 pub(crate) type KeyToVerify = (Scalar, Vec<(FieldName, Scalar)>);

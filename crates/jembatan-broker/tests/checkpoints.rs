@@ -43,6 +43,7 @@ fn entry(i: u64) -> AuditEntry {
         error: None,
         trace_id: None,
         change: None,
+        registry: None,
     }
 }
 

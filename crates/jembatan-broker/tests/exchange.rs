@@ -452,7 +452,20 @@ async fn exchange_entries(broker: &Broker, n: u64) -> Vec<jembatan_store::Stored
         .await
         .unwrap()
         .into_iter()
-        .filter(|e| e.entry.kind != EntryKind::Agreement)
+        .filter(|e| !matches!(e.entry.kind, EntryKind::Agreement | EntryKind::Registry))
+        .collect()
+}
+
+/// The registry entries on the log from `from` on.
+async fn registry_entries(broker: &Broker, from: u64) -> Vec<jembatan_core::AuditEntry> {
+    broker
+        .audit()
+        .entries(from, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.entry.kind == EntryKind::Registry)
+        .map(|e| e.entry)
         .collect()
 }
 
@@ -1792,6 +1805,473 @@ async fn the_registry_enforces_roles_compatibility_and_type_checks() {
             .mapping_version,
         2
     );
+}
+
+#[tokio::test]
+async fn every_registry_write_is_on_the_log_before_it_takes_effect() {
+    let h = harness().await;
+    let client = |who: &str| {
+        let files = h.files[who].clone();
+        let port = h.broker_port;
+        async move { pb::registry_client::RegistryClient::new(channel(port, &files).await.unwrap()) }
+    };
+    let start = h.broker.audit().size().await.unwrap();
+    let sha256 = |text: &str| hex::encode(Sha256::digest(text.as_bytes()));
+
+    // a schema registered: its version and content id, the document only
+    // by its hash and length
+    let v1 = client("dinsos")
+        .await
+        .get_schema(pb::GetSchemaRequest {
+            reference: "dinsos.orang@1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut doc: serde_json::Value = serde_json::from_str(&v1.schema_json).unwrap();
+    doc["properties"]["catatan_panjang_rahasia"] =
+        serde_json::json!({"type": "string", "description": "TEKS-DOKUMEN-YANG-PANJANG"});
+    let text = doc.to_string();
+    let mut integrator = client("integrator-dinsos").await;
+    let v2 = integrator
+        .register_schema(pb::RegisterSchemaRequest {
+            dataset: "dinsos.orang".into(),
+            schema_json: text.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .version
+        .unwrap();
+    // the same content again: an entry, nothing stored
+    integrator
+        .register_schema(pb::RegisterSchemaRequest {
+            dataset: "dinsos.orang".into(),
+            schema_json: serde_json::to_string_pretty(&doc).unwrap(),
+        })
+        .await
+        .unwrap();
+    // refused: the wrong certificate, an invalid document, an unknown state
+    let mut agency = client("dinsos").await;
+    let status = agency
+        .register_schema(pb::RegisterSchemaRequest {
+            dataset: "dinsos.orang".into(),
+            schema_json: text.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = integrator
+        .register_schema(pb::RegisterSchemaRequest {
+            dataset: "dinsos.orang".into(),
+            schema_json: r#"{"type": 5}"#.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = integrator
+        .set_version_state(pb::SetVersionStateRequest {
+            dataset: "dinsos.orang".into(),
+            version: 1,
+            state: 42,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // modes and states, from what they were to what they are
+    client("operator")
+        .await
+        .set_compatibility(pb::SetCompatibilityRequest {
+            dataset: "dinsos.orang".into(),
+            mode: pb::CompatibilityMode::Full as i32,
+            optional_friendly: true,
+        })
+        .await
+        .unwrap();
+    integrator
+        .set_version_state(pb::SetVersionStateRequest {
+            dataset: "dinsos.orang".into(),
+            version: 1,
+            state: pb::VersionState::Deprecated as i32,
+        })
+        .await
+        .unwrap();
+    // a mapping registered, and one that cannot be right
+    let mapping = r#"{"version": 2, "source": "prov.penduduk@1", "target": "dinsos.orang@1",
+        "rule": [{"target": "id", "from": "nik"}, {"target": "name", "from": "nama"},
+                 {"target": "district", "from": "kecamatan"}]}"#;
+    let m = integrator
+        .register_mapping(pb::RegisterMappingRequest {
+            document_json: mapping.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = integrator
+        .register_mapping(pb::RegisterMappingRequest {
+            document_json: mapping
+                .replace(r#""version": 2"#, r#""version": 3"#)
+                .replace("\"nik\"", "\"nik_typo\""),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    integrator
+        .set_mapping_state(pb::SetMappingStateRequest {
+            source: "prov.penduduk@1".into(),
+            target: "dinsos.orang@1".into(),
+            version: 2,
+            state: pb::VersionState::Disabled as i32,
+        })
+        .await
+        .unwrap();
+
+    let entries = registry_entries(&h.broker, start).await;
+    let seen: Vec<(&str, Decision, ExchangeStatus)> = entries
+        .iter()
+        .map(|e| (e.operation.as_str(), e.decision, e.status))
+        .collect();
+    use {Decision::*, ExchangeStatus as S};
+    assert_eq!(
+        seen,
+        [
+            ("registry.register_schema", Allow, S::Ok),
+            ("registry.register_schema", Allow, S::Ok),
+            ("registry.register_schema", Deny, S::Denied),
+            ("registry.register_schema", Deny, S::Invalid),
+            ("registry.set_version_state", Deny, S::Invalid),
+            ("registry.set_compatibility", Allow, S::Ok),
+            ("registry.set_version_state", Allow, S::Ok),
+            ("registry.register_mapping", Allow, S::Ok),
+            ("registry.register_mapping", Deny, S::Denied),
+            ("registry.set_mapping_state", Allow, S::Ok),
+        ]
+    );
+    let change = |i: usize| entries[i].registry.clone().unwrap();
+    assert_eq!(entries[0].caller, "integrator:dinsos");
+    assert_eq!(entries[0].dataset.as_deref(), Some("dinsos.orang"));
+    assert_eq!(change(0).schema.as_deref(), Some("dinsos.orang@2"));
+    assert_eq!(change(0).schema_id.as_deref(), Some(v2.schema_id.as_str()));
+    assert_eq!(change(0).document_sha256, Some(sha256(&text)));
+    assert_eq!(change(0).document_bytes, Some(text.len() as u64));
+    assert!(!change(0).already_registered);
+    assert!(change(1).already_registered);
+    assert_eq!(change(1).schema.as_deref(), Some("dinsos.orang@2"));
+    assert_eq!(entries[2].caller, "agency:dinsos");
+    assert!(
+        entries[2]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("only an integrator of dinsos")
+    );
+    assert!(entries[3].error.as_deref().unwrap().contains("/type"));
+    assert_eq!(
+        (change(5).from.as_deref(), change(5).to.as_deref()),
+        (Some("default (BACKWARD)"), Some("FULL optional_friendly"))
+    );
+    assert_eq!(entries[5].caller, "operator");
+    assert_eq!(
+        (change(6).from.as_deref(), change(6).to.as_deref()),
+        (Some("active"), Some("deprecated"))
+    );
+    assert_eq!(change(6).schema.as_deref(), Some("dinsos.orang@1"));
+    assert_eq!(change(6).schema_id.as_deref(), Some(v1.schema_id.as_str()));
+    assert_eq!(change(7).mapping_version, Some(m.version));
+    assert_eq!(change(7).source.as_deref(), Some("prov.penduduk@1"));
+    assert_eq!(change(7).mapping_sha256, Some(sha256(&m.document_json)));
+    assert!(entries[8].error.as_deref().unwrap().contains("nik_typo"));
+    assert_eq!(
+        (change(9).from.as_deref(), change(9).to.as_deref()),
+        (Some("active"), Some("disabled"))
+    );
+    assert_eq!(change(9).mapping_sha256, Some(sha256(&m.document_json)));
+    // no document body is on the log
+    for e in &entries {
+        let bytes = String::from_utf8(e.canonical_bytes()).unwrap();
+        assert!(!bytes.contains("TEKS-DOKUMEN-YANG-PANJANG"), "{bytes}");
+        assert!(!bytes.contains("\"rule\""), "{bytes}");
+    }
+
+    // the log with its registry entries verifies: canonical bytes, indexed
+    // columns, the tree against a signed checkpoint
+    h.broker.checkpoint_now().await.unwrap();
+    let report = jembatan_store::verify::verify(h.broker.store(), h.broker.checkpoint_verifier())
+        .await
+        .unwrap();
+    assert_eq!(report.size, h.broker.audit().size().await.unwrap());
+
+    // a write the store does not take: its entry, then a `failed` one
+    sqlx::query(
+        "CREATE TRIGGER no_mappings BEFORE INSERT ON mappings BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(h.broker.store().pool())
+    .await
+    .unwrap();
+    let status = integrator
+        .register_mapping(pb::RegisterMappingRequest {
+            document_json: mapping.replace(r#""version": 2"#, r#""version": 3"#),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let size = h.broker.audit().size().await.unwrap();
+    let last = registry_entries(&h.broker, size - 2).await;
+    assert_eq!(last.len(), 2, "{last:?}");
+    assert_eq!(last[0].exchange_id, last[1].exchange_id);
+    assert_eq!((last[0].status, last[1].status), (S::Ok, S::Failed));
+    assert!(
+        last[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("did not take effect")
+    );
+
+    // a log that cannot be written refuses the write, which stores nothing
+    sqlx::query("CREATE TRIGGER full BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        .execute(h.broker.store().pool())
+        .await
+        .unwrap();
+    let status = integrator
+        .set_mapping_state(pb::SetMappingStateRequest {
+            source: "prov.penduduk@1".into(),
+            target: "dinsos.orang@1".into(),
+            version: 2,
+            state: pb::VersionState::Active as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("audit log"),
+        "{}",
+        status.message()
+    );
+    let still = agency
+        .get_mapping(pb::GetMappingRequest {
+            source: "prov.penduduk@1".into(),
+            target: "dinsos.orang@1".into(),
+            version: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(still.state, pb::VersionState::Disabled as i32);
+    assert_eq!(h.broker.audit().size().await.unwrap(), size);
+}
+
+/// A candidate mapping from `prov.penduduk@1` to `dinsos.orang@1`
+/// (version 2, not registered) with `extra` rules after the required ones.
+fn candidate(extra: &str) -> String {
+    format!(
+        r#"{{"version": 2, "source": "prov.penduduk@1", "target": "dinsos.orang@1",
+        "rule": [{{"target": "id", "from": "nik"}}, {{"target": "name", "from": "nama"}}{extra}]}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_candidate_mapping_is_dry_run_on_live_records_and_only_the_report_leaves() {
+    let h = harness().await;
+    let mut c = h.consumer("dinsos").await;
+    let test = |document: String, limit: u64| pb::TestMappingRequest {
+        document,
+        purpose: "bansos".into(),
+        limit,
+    };
+
+    // a candidate that handles every record: counts, no failure, nothing
+    // delivered, and the test's entries before and after the fetch
+    let passing = candidate(r#", {"target": "district", "from": "kecamatan"}"#);
+    let report = c
+        .test_mapping(test(passing.clone(), 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            report.records_checked,
+            report.records_passed,
+            report.records_failed
+        ),
+        (10, 10, 0),
+        "{report:?}"
+    );
+    assert!(report.first_failure.is_none());
+    assert_eq!(
+        (
+            report.source_schema.as_str(),
+            report.target_schema.as_str(),
+            report.mapping_version
+        ),
+        ("prov.penduduk@1", "dinsos.orang@1", 2)
+    );
+    assert_eq!(report.mapping_sha256.len(), 64);
+    let receipt = report.receipt.clone().unwrap();
+    assert_eq!(
+        (receipt.rows, receipt.bytes),
+        (0, 0),
+        "no record is delivered"
+    );
+    let entries = h
+        .broker
+        .audit()
+        .exchange(&receipt.exchange_id)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let (decision, completion) = (&entries[0], &entries[1]);
+    assert!(decision.seq < completion.seq);
+    assert_eq!(decision.entry.kind, EntryKind::Decision);
+    assert_eq!(decision.entry.status, ExchangeStatus::Started);
+    for e in [&decision.entry, &completion.entry] {
+        assert_eq!(e.operation, "mapping_test");
+        assert_eq!(e.consumer.as_deref(), Some("dinsos"));
+        assert_eq!(e.agreement_id.as_deref(), Some("ok-1"));
+        let t = e.translation.as_ref().unwrap();
+        assert_eq!(t.mapping_version, 2);
+        assert_eq!(
+            t.mapping_sha256.as_deref(),
+            Some(report.mapping_sha256.as_str())
+        );
+        // the fields the agreement had to grant: those the mapping reads
+        assert_eq!(e.limit, Some(10));
+    }
+    assert_eq!(completion.entry.status, ExchangeStatus::Ok);
+    assert_eq!(completion.entry.rows, 0);
+    assert_eq!(completion.entry.received.as_ref().unwrap().rows, 10);
+    assert_eq!(completion.seq, receipt.entry_seq);
+
+    // a candidate some records break: the first failure names the record,
+    // the rule and the step, and no value of any record
+    let failing = candidate(
+        r#", {"target": "district", "from": "kecamatan", "ops": [{"value_map": {"map": {"15.07.01": "Muara Sabak Timur"}}}]}"#,
+    );
+    let report = c
+        .test_mapping(test(failing, 30))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.records_checked, 30, "{report:?}");
+    assert!(
+        report.records_passed > 0 && report.records_failed > 0,
+        "{report:?}"
+    );
+    assert_eq!(report.records_passed + report.records_failed, 30);
+    let failure = report.first_failure.clone().unwrap();
+    assert!((1..=30).contains(&failure.record), "{failure:?}");
+    assert_eq!(failure.stage, "mapping");
+    assert_eq!(
+        (failure.rule, failure.rule_target.as_str()),
+        (2, "district")
+    );
+    assert!(failure.message.contains("version 2"), "{}", failure.message);
+    assert!(failure.message.contains("value_map"), "{}", failure.message);
+    let shown = format!("{report:?}");
+    for value in ["15.07.02", "WARGA", "150700000000"] {
+        assert!(!shown.contains(value), "{value} in {shown}");
+    }
+    // a mapped record the target schema refuses: the schema's place
+    let breaking = candidate(
+        r#", {"target": "district", "from": "kecamatan"}, {"target": "alive", "from": "status"}"#,
+    );
+    let status = c.test_mapping(test(breaking, 5)).await.unwrap_err();
+    // `alive` is a boolean: the type check already refuses a string
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("alive"), "{}", status.message());
+
+    // denied as a query would be: a column the agreement does not grant,
+    // an agreement no longer in force
+    let reads_agama = candidate(
+        r#", {"target": "district", "from": "kecamatan"}, {"target": "masked", "from": "agama"}"#,
+    );
+    let status = c.test_mapping(test(reads_agama, 5)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let details = denial(&status);
+    assert!(
+        details
+            .reasons
+            .iter()
+            .any(|r| r.code == pb::DenialCode::FieldNotGranted as i32),
+        "{details:?}"
+    );
+    let mut expired = h.consumer("dinkes").await;
+    let status = expired
+        .test_mapping(test(passing.clone(), 5))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let refused = h
+        .broker
+        .audit()
+        .exchange(&denial(&status).exchange_id)
+        .await
+        .unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].entry.operation, "mapping_test");
+    assert_eq!(refused[0].entry.decision, Decision::Deny);
+
+    // invalid: a document that does not parse, one that does not
+    // type-check (its words go to the caller, not to the log), a limit
+    // over the bound
+    let before = h.broker.audit().size().await.unwrap();
+    let status = c
+        .test_mapping(test("version = \"SECRET-TEXT".into(), 5))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let typo = candidate(r#", {"target": "district", "from": "kecamatan_typo"}"#);
+    let status = c.test_mapping(test(typo, 5)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("kecamatan_typo"),
+        "{}",
+        status.message()
+    );
+    let status = c
+        .test_mapping(test(passing.clone(), 10_001))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("10000"), "{}", status.message());
+    let invalid: Vec<_> = h
+        .broker
+        .audit()
+        .entries(before, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.entry)
+        .collect();
+    assert_eq!(invalid.len(), 3, "{invalid:?}");
+    for e in &invalid {
+        assert_eq!(
+            (e.operation.as_str(), e.status),
+            ("mapping_test", ExchangeStatus::Invalid)
+        );
+        let bytes = String::from_utf8(e.canonical_bytes()).unwrap();
+        assert!(
+            !bytes.contains("SECRET-TEXT") && !bytes.contains("kecamatan_typo"),
+            "{bytes}"
+        );
+    }
+
+    // the candidate was never registered: the pair still has version 1
+    let mut registry = pb::registry_client::RegistryClient::new(
+        channel(h.broker_port, &h.files["dinsos"]).await.unwrap(),
+    );
+    let latest = registry
+        .get_mapping(pb::GetMappingRequest {
+            source: "prov.penduduk@1".into(),
+            target: "dinsos.orang@1".into(),
+            version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(latest.version, 1);
+    // the adapter served each test's fetch, and its receipt log has them
+    assert!(h.served_at_least(2).await >= 2);
 }
 
 /// GET over the broker's mTLS port, HTTP/2 as `curl` would.

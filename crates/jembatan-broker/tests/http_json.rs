@@ -719,6 +719,7 @@ async fn the_openapi_document_is_served_matches_docs_and_covers_every_route() {
     for route in [
         "/exchange/v1/query",
         "/exchange/v1/lookup",
+        "/exchange/v1/test-mapping",
         "/agreements/v1/propose",
         "/agreements/v1/{id}/approve",
         "/agreements/v1/{id}/revoke",

@@ -62,6 +62,7 @@ fn decision(id: &str) -> AuditEntry {
         error: None,
         trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
         change: None,
+        registry: None,
     }
 }
 

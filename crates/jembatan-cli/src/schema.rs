@@ -1,10 +1,13 @@
 //! `jembatan schema ...` and `jembatan mapping ...`: the schema registry
 //! from the command line. `schema check --old --new` and `mapping test`
-//! work offline; the others call the broker's `Registry` service with the
-//! caller's certificate.
+//! with schema files work offline; `mapping test --broker` dry-runs a
+//! candidate on live records through the broker's `Exchange.TestMapping`
+//! with the consumer agency's certificate; the others call the broker's
+//! `Registry` service with the caller's certificate.
 //!
-//! Exit codes: 0 done (or compatible), 1 refused or incompatible, 2 usage
-//! errors, unreadable files, invalid schemas and unreachable brokers.
+//! Exit codes: 0 done (or compatible), 1 refused, incompatible or a
+//! record failed the test, 2 usage errors, unreadable files, invalid
+//! schemas and unreachable brokers, 3 a mapping test denied by policy.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -206,20 +209,40 @@ pub(crate) enum MappingCommand {
         #[arg(long)]
         state: String,
     },
-    /// Dry-run a mapping on JSON Lines records from standard input: each is
-    /// validated against the source schema, mapped and validated against
-    /// the target schema, and written to standard output. Stops at the
-    /// first record that fails (exit 1, naming the record).
+    /// Dry-run a mapping. With --source-schema and --target-schema, on
+    /// JSON Lines records from standard input: each is validated against
+    /// the source schema, mapped and validated against the target schema,
+    /// and written to standard output; stops at the first record that
+    /// fails (exit 1, naming the record). With --broker (and the consumer
+    /// agency's certificate), on live records of the mapping's source
+    /// dataset, under the agency's agreement for --purpose: the broker
+    /// checks at most --limit records and reports how many passed and the
+    /// first failure, without any record's values (exit 1 when a record
+    /// failed, 3 when denied). The mapping is never registered.
     Test {
         #[arg(long, value_name = "FILE")]
         mapping: PathBuf,
+        /// The schema the mapping reads (offline).
         #[arg(long, value_name = "FILE")]
-        source_schema: PathBuf,
+        source_schema: Option<PathBuf>,
+        /// The schema the mapping produces (offline).
         #[arg(long, value_name = "FILE")]
-        target_schema: PathBuf,
-        /// A secret for `hash` operations, NAME=HEX (repeatable).
+        target_schema: Option<PathBuf>,
+        /// A secret for `hash` operations, NAME=HEX (repeatable; offline:
+        /// the broker uses its own).
         #[arg(long = "secret", value_name = "NAME=HEX")]
         secrets: Vec<String>,
+        /// The exchange's purpose, as the agreement names it (--broker).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Most provider records to check, 1 to 10000 (--broker; the
+        /// broker's default is 1000). They count against the agreement's
+        /// daily rows.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Print the report as JSON (--broker).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -588,7 +611,40 @@ async fn mapping(command: MappingCommand, conn: &Connection) -> Result<(), Failu
             source_schema,
             target_schema,
             secrets,
+            purpose,
+            limit,
+            json,
         } => {
+            let offline = source_schema.is_some() || target_schema.is_some();
+            if !offline {
+                if !conn.names_a_broker() {
+                    return Err(Failure::Usage(anyhow!(
+                        "mapping test needs --source-schema and --target-schema (offline) or --broker (on live records)"
+                    )));
+                }
+                if !secrets.is_empty() {
+                    return Err(Failure::Usage(anyhow!(
+                        "--secret is for offline tests; the broker uses the secrets it holds"
+                    )));
+                }
+                let purpose = purpose.ok_or_else(|| {
+                    Failure::Usage(anyhow!(
+                        "--purpose is needed to test on live records: the agreement's purpose"
+                    ))
+                })?;
+                let document = read(&mapping)?;
+                return test_on_broker(conn, document, purpose, limit, json, &mut out).await;
+            }
+            if purpose.is_some() || limit.is_some() || json {
+                return Err(Failure::Usage(anyhow!(
+                    "--purpose, --limit and --json are for tests on live records (--broker without schema files)"
+                )));
+            }
+            let (Some(source_schema), Some(target_schema)) = (source_schema, target_schema) else {
+                return Err(Failure::Usage(anyhow!(
+                    "an offline mapping test needs both --source-schema and --target-schema"
+                )));
+            };
             let text = read(&mapping)?;
             let format = jembatan_mapping::Format::from_path(&mapping)
                 .map_err(|e| Failure::Usage(anyhow!("{e}")))?;
@@ -626,6 +682,88 @@ async fn mapping(command: MappingCommand, conn: &Connection) -> Result<(), Failu
             }
         }
     }
+}
+
+/// Dry-runs `document` on live records through the broker and prints its
+/// report: 0 when every record checked passed, 1 when one failed, 3 when
+/// the test is denied.
+async fn test_on_broker(
+    conn: &Connection,
+    document: String,
+    purpose: String,
+    limit: Option<u64>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    if limit == Some(0) {
+        return Err(Failure::Usage(anyhow!("--limit must be at least 1")));
+    }
+    let mut client =
+        jembatan_proto::v1::exchange_client::ExchangeClient::new(conn.channel().await?);
+    let report = client
+        .test_mapping(pb::TestMappingRequest {
+            document,
+            purpose,
+            limit: limit.unwrap_or(0),
+        })
+        .await
+        .map_err(crate::query::refused)?
+        .into_inner();
+    if json {
+        let value = jembatan_proto::json::to_json(&report)
+            .map_err(|e| Failure::Usage(anyhow!("cannot write the report as JSON: {e}")))?;
+        writeln!(out, "{value}")?;
+    } else {
+        print_test_report(out, &report)?;
+    }
+    if report.records_failed > 0 {
+        return Err(Failure::Refused(anyhow!(
+            "{} of {} records failed the mapping",
+            report.records_failed,
+            report.records_checked
+        )));
+    }
+    Ok(())
+}
+
+fn print_test_report(out: &mut impl Write, r: &pb::TestMappingResponse) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "mapping {} -> {} version {} (sha256 {}), not registered",
+        r.source_schema, r.target_schema, r.mapping_version, r.mapping_sha256
+    )?;
+    writeln!(
+        out,
+        "checked {} records: {} passed, {} failed",
+        r.records_checked, r.records_passed, r.records_failed
+    )?;
+    if let Some(f) = &r.first_failure {
+        let rule = if f.rule_target.is_empty() {
+            String::new()
+        } else {
+            format!(", rule {} ({})", f.rule, f.rule_target)
+        };
+        writeln!(
+            out,
+            "first failure: record {}, step {}{rule}",
+            f.record, f.stage
+        )?;
+        writeln!(out, "  {}", f.message)?;
+        if !f.schema_path.is_empty() {
+            writeln!(out, "  schema location {}", f.schema_path)?;
+        }
+        if !f.instance_path.is_empty() {
+            writeln!(out, "  at {}", f.instance_path)?;
+        }
+    }
+    if let Some(receipt) = &r.receipt {
+        writeln!(
+            out,
+            "on the audit log: decision entry {}, completion entry {} (exchange {}); no record left the broker",
+            receipt.decision_seq, receipt.entry_seq, receipt.exchange_id
+        )?;
+    }
+    Ok(())
 }
 
 /// Validate → map → validate each JSON line; stop at the first failure.

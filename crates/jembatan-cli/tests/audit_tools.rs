@@ -334,15 +334,26 @@ fn query_filters_the_log() {
             .collect()
     };
     let denials = lines(&["--decision", "deny"]);
-    assert_eq!(denials.len(), 5, "the demo's five denials");
+    assert_eq!(
+        denials.len(),
+        6,
+        "the demo's five denied exchanges and its refused schema registration"
+    );
     assert!(denials.iter().all(|e| e["entry"]["decision"] == "deny"));
+    let refused: Vec<_> = denials
+        .iter()
+        .filter(|e| e["entry"]["kind"] == "registry")
+        .collect();
+    assert_eq!(refused.len(), 1, "{denials:?}");
+    assert_eq!(refused[0]["entry"]["operation"], "registry.register_schema");
+    assert_eq!(refused[0]["entry"]["dataset"], "dinsos.warga");
     let lpse = lines(&["--agency", "lpse"]);
     assert!(!lpse.is_empty());
     assert!(lpse.iter().all(|e| e["entry"]["consumer"] == "lpse"));
     let ok = lines(&["--status", "ok", "--dataset", "dpmptsp.izin_usaha"]);
     assert_eq!(ok.len(), 2, "two licence lookups completed");
     assert!(lines(&["--from", "2099-01-01"]).is_empty());
-    assert_eq!(lines(&["--until", "2099-01-01"]).len(), 21);
+    assert_eq!(lines(&["--until", "2099-01-01"]).len(), 22);
     let (code, _, err) = run(&["query", "--store", store, "--from", "yesterday"]);
     assert_eq!(code, Some(2), "{err}");
 }

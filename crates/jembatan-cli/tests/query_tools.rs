@@ -820,3 +820,108 @@ fn a_list_of_keys_is_verified_from_the_command_line() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("input line 2: no value to verify"), "{err}");
 }
+
+#[test]
+fn mapping_test_dry_runs_a_candidate_on_live_records_through_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../schemas/disdukcapil.penduduk-to-dinsos.warga.toml"),
+    )
+    .unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // the next version of the registered mapping, unchanged: every record
+    // passes; exit 0
+    let next = shipped.replacen("version = 1", "version = 2", 1);
+    let passing = write("passing.toml", next.clone());
+    let test = |who: &str, file: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "mapping",
+            "test",
+            "--mapping",
+            file.to_str().unwrap(),
+            "--purpose",
+            DTKS,
+            "--limit",
+            "50",
+        ];
+        args.extend_from_slice(extra);
+        demo.run(who, &args)
+    };
+    let (code, out, err) = test("agency-dinsos", &passing, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("disdukcapil.penduduk@1 -> dinsos.warga@1 version 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("checked 50 records: 50 passed, 0 failed"),
+        "{out}"
+    );
+    assert!(out.contains("no record left the broker"), "{out}");
+
+    // a code table that knows no district of the records breaks them:
+    // exit 1, the first failure named by record, step and rule, and no
+    // value of any record
+    let failing = write(
+        "failing.toml",
+        next.replace(
+            "from = \"kode_kecamatan\"\n",
+            "from = \"kode_kecamatan\"\nops = [{ value_map = { map = { \"15.07.99\" = \"15.07.99\" } } }]\n",
+        ),
+    );
+    let (code, out, err) = test("agency-dinsos", &failing, &[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("step mapping, rule 5 (district_code)"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("value_map: the value is not in the map"),
+        "{out}"
+    );
+    assert!(err.contains("of 50 records failed the mapping"), "{err}");
+    let digits = |text: &str| {
+        text.split(|c: char| !c.is_ascii_digit())
+            .any(|run| run.len() >= 16)
+    };
+    assert!(!digits(&out) && !digits(&err), "a NIK in {out}{err}");
+    assert!(
+        !out.contains("15.07.") && !err.contains("15.07."),
+        "a district code in {out}{err}"
+    );
+    // the same as JSON
+    let (code, out, err) = test("agency-dinsos", &failing, &["--json"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["recordsChecked"], "50", "{report}");
+    assert_eq!(report["firstFailure"]["stage"], "mapping", "{report}");
+    assert_eq!(
+        report["firstFailure"]["ruleTarget"], "district_code",
+        "{report}"
+    );
+
+    // an agency without an agreement for it is denied: exit 3
+    let (code, out, err) = test("agency-dpmptsp", &passing, &[]);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("denied"), "{err}");
+
+    // usage: neither schema files nor a broker; schema files and --purpose
+    let out = jembatan()
+        .args(["mapping", "test", "--mapping"])
+        .arg(&passing)
+        .env_remove("JEMBATAN_BROKER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--broker"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

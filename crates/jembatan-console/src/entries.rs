@@ -146,6 +146,26 @@ impl EntryView {
             self.decision.as_str(),
             self.status.as_str(),
         ) {
+            // a mapping's dry run: what was read, and that nothing left
+            ("decision", "allow", _) | ("completion", _, "ok")
+                if self.operation == "mapping_test" =>
+            {
+                let key = if self.kind == "decision" {
+                    "entry_mapping_test_allowed"
+                } else {
+                    "entry_mapping_test_completed"
+                };
+                let read = v
+                    .get("received")
+                    .map(|r| number(r, "rows"))
+                    .unwrap_or_default()
+                    .to_string();
+                let mapping = mapping_of(v);
+                let mut values = values.to_vec();
+                values.push(("read", read.as_str()));
+                values.push(("mapping", mapping.as_str()));
+                fill(lang, key, &values)
+            }
             ("decision", "deny", _) => fill(lang, "entry_denied", &values),
             ("decision", _, "invalid") => fill(lang, "entry_invalid", &values),
             ("decision", "allow", _) => fill(lang, "entry_allowed", &values),
@@ -187,9 +207,76 @@ impl EntryView {
                 fill(lang, key, &values)
             }
             ("audit_read", _, _) => fill(lang, "entry_read_failed", &values),
+            ("registry", _, _) => registry_words(v, &values, lang, &self.decision, &self.status),
             _ => fill(lang, "entry_other", &values),
         }
     }
+}
+
+/// A registry write in words: what was written, or that it was refused
+/// or did not take effect.
+fn registry_words(
+    v: &Value,
+    values: &[(&str, &str)],
+    lang: Lang,
+    decision: &str,
+    status: &str,
+) -> String {
+    let change = v.get("registry").cloned().unwrap_or(Value::Null);
+    let action = text(&change, "action");
+    let schema = text(&change, "schema");
+    let schema_id = text(&change, "schema_id");
+    let source = text(&change, "source");
+    let target = text(&change, "target");
+    let version = change
+        .get("mapping_version")
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let from = text(&change, "from");
+    let to = text(&change, "to");
+    let error = text(v, "error");
+    let mut values = values.to_vec();
+    values.extend([
+        ("schema", schema.as_str()),
+        ("schema_id", schema_id.as_str()),
+        ("source", source.as_str()),
+        ("target", target.as_str()),
+        ("version", version.as_str()),
+        ("from", from.as_str()),
+        ("to", to.as_str()),
+        ("error", error.as_str()),
+    ]);
+    let already = change
+        .get("already_registered")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let key = match (decision, status, action.as_str()) {
+        ("deny", _, _) => "entry_registry_refused",
+        (_, "failed", _) => "entry_registry_failed",
+        (_, _, "register_schema") if already => "entry_registry_schema_same",
+        (_, _, "register_schema") => "entry_registry_schema",
+        (_, _, "set_compatibility") => "entry_registry_compatibility",
+        (_, _, "set_version_state") => "entry_registry_version_state",
+        (_, _, "register_mapping") => "entry_registry_mapping",
+        (_, _, "set_mapping_state") => "entry_registry_mapping_state",
+        _ => "entry_other",
+    };
+    fill(lang, key, &values)
+}
+
+/// The mapping an exchange's entry names: `source -> target version n`.
+fn mapping_of(v: &Value) -> String {
+    let Some(t) = v.get("translation") else {
+        return String::new();
+    };
+    format!(
+        "{} → {} v{}",
+        text(t, "source_schema"),
+        text(t, "target_schema"),
+        t.get("mapping_version")
+            .map(Value::to_string)
+            .unwrap_or_default()
+    )
 }
 
 /// The terms of an auditor's read (`agency=dinsos, decision=deny`), or
@@ -275,6 +362,61 @@ mod tests {
                 "a refused read",
                 serde_json::json!({"kind":"audit_read","operation":"audit.query_entries","caller":"agency:dinkes","decision":"deny","status":"denied","reasons":[{"code":"role_not_allowed","message":"m"}]}),
                 ["dinkes", "audit.query_entries", "refused", "tried", "log"],
+            ),
+            (
+                "a schema registered",
+                serde_json::json!({"kind":"registry","operation":"registry.register_schema","caller":"integrator:dinsos","dataset":"dinsos.orang","decision":"allow","status":"ok","registry":{"action":"register_schema","schema":"dinsos.orang@2","schema_id":"sha256:abc","document_sha256":"cd","document_bytes":120}}),
+                [
+                    "integrator:dinsos",
+                    "registered",
+                    "dinsos.orang@2",
+                    "sha256:abc",
+                    "schema",
+                ],
+            ),
+            (
+                "a mapping disabled",
+                serde_json::json!({"kind":"registry","operation":"registry.set_mapping_state","caller":"operator","dataset":"prov.penduduk","decision":"allow","status":"ok","registry":{"action":"set_mapping_state","source":"prov.penduduk@1","target":"dinsos.orang@1","mapping_version":2,"from":"active","to":"disabled"}}),
+                [
+                    "operator",
+                    "prov.penduduk@1",
+                    "dinsos.orang@1",
+                    "2",
+                    "disabled",
+                ],
+            ),
+            (
+                "a refused registry write",
+                serde_json::json!({"kind":"registry","operation":"registry.register_mapping","caller":"agency:dinsos","decision":"deny","status":"denied","error":"only an integrator of prov or dinsos may register this mapping","registry":{"action":"register_mapping"}}),
+                [
+                    "dinsos",
+                    "registry.register_mapping",
+                    "refused",
+                    "only an integrator",
+                    "tried",
+                ],
+            ),
+            (
+                "a registry write the store did not take",
+                serde_json::json!({"kind":"registry","operation":"registry.register_schema","caller":"integrator:dinsos","decision":"allow","status":"failed","error":"the write did not take effect: retry","registry":{"action":"register_schema"}}),
+                [
+                    "integrator:dinsos",
+                    "registry.register_schema",
+                    "did not take effect",
+                    "retry",
+                    "log",
+                ],
+            ),
+            (
+                "a mapping test",
+                serde_json::json!({"kind":"completion","operation":"mapping_test","consumer":"dinsos","dataset":"prov.penduduk","purpose":"bansos","decision":"allow","status":"ok","rows":0,"received":{"rows":40,"bytes":900,"payload_sha256":"ab"},"translation":{"source_schema":"prov.penduduk@1","source_schema_id":"sha256:a","target_schema":"dinsos.orang@1","target_schema_id":"sha256:b","mapping_version":3,"mapping_sha256":"cd"}}),
+                [
+                    "Dinas Sosial (dinsos)",
+                    "40",
+                    "dinsos.orang@1",
+                    "v3",
+                    "no record",
+                ],
             ),
             (
                 "agreement step",

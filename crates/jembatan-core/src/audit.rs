@@ -6,7 +6,8 @@
 //! its stream ends. An allowed lookup, whose whole answer is one message,
 //! writes one *answered* entry holding both, after the adapter answers and
 //! before the answer leaves; a denied one, its decision entry. Agreement
-//! steps and auditors' reads of the log are entries of their own kinds.
+//! steps, registry writes and auditors' reads of the log are entries of
+//! their own kinds.
 //! Entries hold metadata and hashes, never payloads; lookup keys and
 //! filter values on subject keys appear only as keyed hashes, other
 //! values only as their shape (see [`crate::redact`]).
@@ -24,10 +25,13 @@ use crate::redact::HashedText;
 ///   grants and unregistered purposes appear only as keyed hashes.
 /// - 3: the `answered` kind: an allowed lookup in one entry.
 /// - 4: the `audit_read` kind: an auditor's read of the log.
+/// - 5: the `registry` kind (a write to the schema registry, with its
+///   `registry` change), and the `mapping_test` operation, whose
+///   `translation` names the candidate mapping by `mapping_sha256`.
 ///
 /// Entries of every earlier version stay readable and verifiable: their
 /// canonical bytes never change.
-pub const ENTRY_FORMAT_VERSION: u32 = 4;
+pub const ENTRY_FORMAT_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,6 +51,10 @@ pub enum EntryKind {
     /// subject, an entry's inclusion proof), or a refused attempt at one:
     /// who looked at whose access history.
     AuditRead,
+    /// A write to the schema registry (a schema version registered, a
+    /// compatibility mode or a version's state set, a mapping registered
+    /// or its state set), or a refused attempt at one.
+    Registry,
 }
 
 impl EntryKind {
@@ -57,6 +65,7 @@ impl EntryKind {
             EntryKind::Answered => "answered",
             EntryKind::Agreement => "agreement",
             EntryKind::AuditRead => "audit_read",
+            EntryKind::Registry => "registry",
         }
     }
 }
@@ -193,6 +202,10 @@ pub struct AuditEntry {
     /// entries, so entries written before it existed keep their bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<AgreementChange>,
+    /// For registry entries: what was written, by identifier and content
+    /// id. Absent on every other kind, so their bytes are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryChange>,
 }
 
 /// A writer that accepts exactly the bytes it still holds, in order: what
@@ -229,6 +242,55 @@ pub struct AgreementChange {
     pub reason: Option<String>,
 }
 
+/// A write to the schema registry, as the audit log records it: the
+/// identifiers and content ids of what was written, never a document's
+/// body (a schema is found again by its `schema_id`, which is the SHA-256
+/// of its canonical JSON; a mapping by source, target and version).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryChange {
+    /// `register_schema`, `set_compatibility`, `set_version_state`,
+    /// `register_mapping` or `set_mapping_state`.
+    pub action: String,
+    /// The schema version written (`<dataset>@<version>`), for schema
+    /// writes; for a refused registration, absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Content id (`sha256:` of the canonical JSON) of the schema
+    /// registered, once the document parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_id: Option<String>,
+    /// A mapping's source and target (`<dataset>@<version>`), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The mapping version written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping_version: Option<u32>,
+    /// SHA-256 (hex) of the mapping's canonical JSON, as the registry
+    /// stores it, once the document parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping_sha256: Option<String>,
+    /// SHA-256 (hex) and length of the document as the caller sent it
+    /// (registrations only), whether or not it parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_bytes: Option<u64>,
+    /// The state or compatibility mode before the write, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The state or compatibility mode the write sets (for a refused
+    /// write, the one it asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// A schema registration whose content was already registered: the
+    /// existing version is returned and nothing is stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_registered: bool,
+}
+
 /// How an exchange's records were translated between schemas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +305,12 @@ pub struct Translation {
     pub target_schema_id: String,
     /// Version of the mapping from source to target.
     pub mapping_version: u32,
+    /// For a mapping test (`operation` `mapping_test`), the SHA-256 (hex)
+    /// of the candidate mapping's canonical JSON: the candidate is not
+    /// registered, so its version alone does not name it. Absent
+    /// otherwise, so earlier entries keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping_sha256: Option<String>,
 }
 
 /// Records received from the provider's adapter, counted and hashed the
@@ -354,5 +422,38 @@ mod tests {
         let bytes = v2.canonical_bytes();
         assert_eq!(AuditEntry::from_canonical(&bytes).unwrap(), v2);
         assert_eq!(v2.all_subjects(), ["ab".repeat(32)]);
+    }
+
+    #[test]
+    fn registry_entries_are_canonical_and_leave_other_kinds_unchanged() {
+        let mut entry = AuditEntry::from_canonical(V1.as_bytes()).unwrap();
+        entry.v = ENTRY_FORMAT_VERSION;
+        entry.kind = EntryKind::Registry;
+        entry.operation = "registry.register_schema".into();
+        entry.registry = Some(RegistryChange {
+            action: "register_schema".into(),
+            schema: Some("dinsos.orang@2".into()),
+            schema_id: Some(format!("sha256:{}", "ab".repeat(32))),
+            document_sha256: Some("cd".repeat(32)),
+            document_bytes: Some(812),
+            to: Some("ACTIVE".into()),
+            ..RegistryChange::default()
+        });
+        let bytes = entry.canonical_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains(r#""kind":"registry""#), "{text}");
+        // unset parts of the change are absent, not null
+        assert!(
+            text.ends_with(r#""registry":{"action":"register_schema","schema":"dinsos.orang@2","schema_id":"sha256:abababababababababababababababababababababababababababababababab","document_sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","document_bytes":812,"to":"ACTIVE"}}"#),
+            "{text}"
+        );
+        assert_eq!(AuditEntry::from_canonical(&bytes).unwrap(), entry);
+        // a null where the field is absent is not canonical
+        let with_null = text.replace(r#","to":"ACTIVE""#, r#","to":"ACTIVE","from":null"#);
+        assert!(AuditEntry::from_canonical(with_null.as_bytes()).is_err());
+        // an entry of format 1 keeps its bytes: no `registry` key appears
+        let v1 = AuditEntry::from_canonical(V1.as_bytes()).unwrap();
+        assert!(v1.registry.is_none());
+        assert_eq!(v1.canonical_bytes(), V1.as_bytes());
     }
 }

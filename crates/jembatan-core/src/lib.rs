@@ -22,7 +22,7 @@ pub mod redact;
 pub use agreement::{Action, Agreement, AgreementStatus, TransitionError};
 pub use audit::{
     AgreementChange, AuditEntry, CanonicalError, Decision, EntryKind, ExchangeStatus, Received,
-    Translation,
+    RegistryChange, Translation,
 };
 pub use denial::{Denial, DenialCode};
 pub use error::{ErrorCode, Failure, InvalidArgument, ServiceError};

@@ -27,5 +27,7 @@ pub const MAX_PURPOSE_BYTES: usize = 256;
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Most keys one batch verification may hold.
 pub const MAX_VERIFY_BATCH_KEYS: usize = 10_000;
+/// Most provider records one mapping test checks.
+pub const MAX_MAPPING_TEST_RECORDS: u64 = 10_000;
 /// Most parts (statements) one adapter fetch may run.
 pub const MAX_FETCH_PARTS: usize = MAX_VERIFY_BATCH_KEYS.div_ceil(MAX_IN_VALUES);

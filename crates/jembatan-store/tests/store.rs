@@ -35,6 +35,7 @@ fn entry(exchange: &str, kind: EntryKind) -> AuditEntry {
         error: None,
         trace_id: None,
         change: None,
+        registry: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn entry(i: usize) -> AuditEntry {
         error: None,
         trace_id: None,
         change: None,
+        registry: None,
     }
 }
 

@@ -241,7 +241,10 @@ impl Metrics {
     /// rows and bytes delivered. A dataset the broker does not know is
     /// labelled `unknown` (its logged form is a keyed hash).
     fn entry(&self, entry: &AuditEntry) {
-        if matches!(entry.kind, EntryKind::Agreement | EntryKind::AuditRead) {
+        if matches!(
+            entry.kind,
+            EntryKind::Agreement | EntryKind::AuditRead | EntryKind::Registry
+        ) {
             return;
         }
         let known = entry.provider.is_some();
@@ -271,7 +274,7 @@ impl Metrics {
                 self.decided(entry, &labels);
                 self.completed(entry, &labels);
             }
-            EntryKind::Agreement | EntryKind::AuditRead => {}
+            EntryKind::Agreement | EntryKind::AuditRead | EntryKind::Registry => {}
         }
     }
 

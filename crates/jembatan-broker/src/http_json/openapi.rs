@@ -113,6 +113,11 @@ fn shape(op: Op) -> Shape {
             Some("jembatan.v1.VerifyBatchRequest"),
             None,
         ),
+        Op::TestMapping => shape(
+            "Exchange.TestMapping: dry-run a candidate mapping on live records; only the report leaves",
+            Some("jembatan.v1.TestMappingRequest"),
+            Some("jembatan.v1.TestMappingResponse"),
+        ),
         Op::Propose => shape(
             "Agreements.Propose: propose an agreement (consumer)",
             Some("jembatan.v1.ProposeRequest"),

@@ -49,5 +49,6 @@ pub(crate) fn entry(i: usize) -> AuditEntry {
         error: None,
         trace_id: None,
         change: None,
+        registry: None,
     }
 }
