@@ -254,9 +254,80 @@ pub struct AgencyConfig {
     /// The agency's name, in words (`Dinas Kependudukan dan Pencatatan
     /// Sipil`).
     pub name: String,
-    /// The agency's adapter, `https://host:port`, when it provides data.
+    /// The agency's adapter, `https://host:port`, when it provides data;
+    /// or a list of endpoints of the same adapter service
+    /// (`["https://a1:7443", "https://a2:7443"]`, at most
+    /// 16), tried in order: an exchange, a whitelist check or a receipt
+    /// goes to the next when one cannot be reached or answers
+    /// `UNAVAILABLE` before sending any record, and an endpoint that
+    /// failed is tried after the others for a short while. Completion and
+    /// answered audit entries name the endpoint that served.
     #[serde(default)]
-    pub adapter: Option<String>,
+    pub adapter: Option<AdapterEndpoints>,
+}
+
+/// Most endpoints one agency's adapter may list.
+pub const MAX_ADAPTER_ENDPOINTS: usize = 16;
+
+/// An agency's adapter endpoints: one URL, or several tried in order.
+#[derive(Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum AdapterEndpoints {
+    /// One endpoint, `https://host:port`.
+    One(String),
+    /// Endpoints of the same adapter service, in the order they are tried.
+    Several(Vec<String>),
+}
+
+impl AdapterEndpoints {
+    /// The endpoints, in the order they are tried.
+    pub fn urls(&self) -> &[String] {
+        match self {
+            AdapterEndpoints::One(url) => std::slice::from_ref(url),
+            AdapterEndpoints::Several(urls) => urls,
+        }
+    }
+}
+
+impl From<&str> for AdapterEndpoints {
+    fn from(url: &str) -> Self {
+        AdapterEndpoints::One(url.to_owned())
+    }
+}
+
+impl From<Vec<String>> for AdapterEndpoints {
+    fn from(urls: Vec<String>) -> Self {
+        AdapterEndpoints::Several(urls)
+    }
+}
+
+impl<'de> Deserialize<'de> for AdapterEndpoints {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AdapterEndpoints;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an https:// URL or a list of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<Self::Value, E> {
+                Ok(AdapterEndpoints::One(url.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element::<String>()? {
+                    urls.push(url);
+                }
+                Ok(AdapterEndpoints::Several(urls))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A dataset offered through the broker.
@@ -355,13 +426,8 @@ impl BrokerConfig {
             if !seen.insert(a.id.clone()) {
                 return Err(E::AgencyTwice(a.id.clone()));
             }
-            if let Some(url) = &a.adapter
-                && !url.starts_with("https://")
-            {
-                return Err(E::PlaintextAdapter {
-                    agency: a.id.clone(),
-                    url: url.clone(),
-                });
+            if let Some(endpoints) = &a.adapter {
+                check_endpoints(&a.id, endpoints.urls())?;
             }
         }
         for d in &config.datasets {
@@ -435,6 +501,41 @@ impl BrokerConfig {
     }
 }
 
+/// Checks an agency's adapter endpoints: 1 to [`MAX_ADAPTER_ENDPOINTS`]
+/// `https://` URLs, each once, none with white space (the store keeps
+/// them one per line).
+fn check_endpoints(agency: &AgencyId, urls: &[String]) -> Result<(), ConfigError> {
+    use ConfigError as E;
+    if urls.is_empty() || urls.len() > MAX_ADAPTER_ENDPOINTS {
+        return Err(E::AdapterCount {
+            agency: agency.clone(),
+            count: urls.len(),
+        });
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for url in urls {
+        if !url.starts_with("https://") {
+            return Err(E::PlaintextAdapter {
+                agency: agency.clone(),
+                url: url.clone(),
+            });
+        }
+        if url.contains(char::is_whitespace) {
+            return Err(E::AdapterSpace {
+                agency: agency.clone(),
+                url: url.clone(),
+            });
+        }
+        if !seen.insert(url.as_str()) {
+            return Err(E::AdapterTwice {
+                agency: agency.clone(),
+                url: url.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// What is wrong with a broker config.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -456,6 +557,14 @@ pub enum ConfigError {
     AgencyTwice(AgencyId),
     #[error("agency {agency}: adapter {url:?} must be an https:// URL (plaintext is refused)")]
     PlaintextAdapter { agency: AgencyId, url: String },
+    #[error(
+        "agency {agency}: adapter lists {count} endpoints; 1 to {MAX_ADAPTER_ENDPOINTS} are allowed"
+    )]
+    AdapterCount { agency: AgencyId, count: usize },
+    #[error("agency {agency}: adapter {url:?} holds white space")]
+    AdapterSpace { agency: AgencyId, url: String },
+    #[error("agency {agency}: adapter {url:?} is listed twice")]
+    AdapterTwice { agency: AgencyId, url: String },
     #[error("dataset {dataset}: its provider {} is not among the agencies", dataset.agency())]
     DatasetProvider { dataset: DatasetId },
     #[error(

@@ -358,6 +358,7 @@ impl Facts {
             duration_ms: None,
             error: None,
             trace_id: self.trace.id(),
+            adapter_endpoint: None,
             change: None,
         }
     }

@@ -44,7 +44,7 @@ use tokio::task::JoinHandle;
 
 pub use agreements::AgreementsService;
 pub use audit_service::AuditService;
-pub use config::BrokerConfig;
+pub use config::{AdapterEndpoints, BrokerConfig};
 pub use cursor::{CursorError, CursorPosition, CursorSealer};
 pub use exchange::ExchangeService;
 pub use facts::subject_hash;
@@ -118,7 +118,11 @@ impl Broker {
                 .upsert_agency(&Agency {
                     id: a.id.clone(),
                     name: a.name.clone(),
-                    adapter_endpoint: a.adapter.clone(),
+                    adapter_endpoints: a
+                        .adapter
+                        .as_ref()
+                        .map(|e| e.urls().to_vec())
+                        .unwrap_or_default(),
                 })
                 .await?;
         }

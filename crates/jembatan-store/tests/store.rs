@@ -34,6 +34,7 @@ fn entry(exchange: &str, kind: EntryKind) -> AuditEntry {
         duration_ms: None,
         error: None,
         trace_id: None,
+        adapter_endpoint: None,
         change: None,
     }
 }
