@@ -161,6 +161,7 @@ impl Broker {
                 lease: config.replica_lease,
             },
             config.max_streams_per_agency,
+            config.max_streams_per_provider,
         )
         .await?;
         // the first heartbeat at once: the leases are taken, and what gone
@@ -202,10 +203,7 @@ impl Broker {
             members,
             lifecycle: lifecycle::Lifecycle::new(config.operator_approval, &config.purposes),
             policy: policy_cache::PolicyCache::default(),
-            isolation: isolation::Isolation::new(
-                config.max_streams_per_provider,
-                config.stall_timeout,
-            ),
+            isolation: isolation::Isolation::new(config.stall_timeout),
             replica,
             workers: admit::Workers::new(),
             acks: acks::Acks::default(),

@@ -155,9 +155,10 @@ pub(crate) struct Allowed {
     pub(crate) admit: Arc<Admit>,
     /// The agreement in force at the decision.
     pub(crate) agreement: Agreement,
-    /// The exchange's slots under the isolation limits, given back when
-    /// dropped (a query's relay drops them once the adapter's stream is
-    /// over, before it waits for the consumer to take the end).
+    /// A query's place among its consumer's streams against the provider
+    /// (counted in the store across replicas): the relay gives it back
+    /// once the adapter's stream is over, before it waits for the
+    /// consumer to take the end; otherwise it goes when the exchange ends.
     pub(crate) held: Option<Held>,
     /// Writes the exchange's `cancelled` end if it is dropped unfinished.
     pub(crate) end: Unfinished,
@@ -844,7 +845,9 @@ pub(crate) async fn query(
         // the adapter's stream is over: its database connection and the
         // exchange's slots are free while the consumer takes the end
         let served = fetch.served(&state, &allowed);
-        drop(held);
+        if let Some(held) = held {
+            held.release().await;
+        }
         match outcome {
             Ok(()) => match finish(
                 &state,
