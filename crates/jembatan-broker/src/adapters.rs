@@ -104,7 +104,10 @@ impl AdapterPool {
     /// the one back soonest first.
     pub(crate) fn order(&self, provider: &AgencyId, endpoints: &[String]) -> Vec<String> {
         let now = Instant::now();
-        let mut down = self.down.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut down = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         down.retain(|_, until| *until > now);
         let mut up = Vec::with_capacity(endpoints.len());
         let mut later = Vec::new();
@@ -140,7 +143,10 @@ impl AdapterPool {
 
     /// Marks `endpoint` of `provider`'s adapter up: it answered.
     pub(crate) fn mark_up(&self, provider: &AgencyId, endpoint: &str) {
-        let mut down = self.down.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut down = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !down.is_empty() {
             down.remove(&(provider.clone(), endpoint.to_owned()));
         }

@@ -87,8 +87,10 @@ pub struct BrokerConfig {
     #[serde(default = "default_max_streams_per_agency")]
     pub max_streams_per_agency: usize,
     /// Most query streams one consumer agency may have open at once
-    /// against one provider on this broker. Each holds one of the
-    /// provider adapter's database connections while it runs.
+    /// against one provider, across every broker replica sharing the
+    /// store (counted in the store, like `max_streams_per_agency`). Each
+    /// holds one of the provider adapter's database connections while it
+    /// runs.
     #[serde(default = "default_max_streams_per_provider")]
     pub max_streams_per_provider: usize,
     /// How long a query stream may wait for its consumer to take the next
@@ -272,6 +274,7 @@ pub const MAX_ADAPTER_ENDPOINTS: usize = 16;
 /// An agency's adapter endpoints: one URL, or several tried in order.
 #[derive(Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(untagged)]
+#[schemars(inline)]
 pub enum AdapterEndpoints {
     /// One endpoint, `https://host:port`.
     One(String),
@@ -599,4 +602,76 @@ pub enum ConfigError {
         lease: Duration,
         heartbeat: Duration,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config whose one agency has `adapter = <adapter>`.
+    fn with_adapter(adapter: &str) -> Result<BrokerConfig, ConfigError> {
+        let toml = format!(
+            r#"
+version = 1
+listen = "127.0.0.1:0"
+store = "broker.db"
+audit_key = "audit.key"
+[tls]
+ca = "ca.pem"
+cert = "broker.pem"
+key = "broker.key"
+[[agencies]]
+id = "prov"
+name = "Provider"
+adapter = {adapter}
+"#
+        );
+        BrokerConfig::from_toml(&toml, Path::new("/etc/jembatan"))
+    }
+
+    #[test]
+    fn an_adapter_is_one_endpoint_or_a_list_tried_in_order() {
+        let one = with_adapter(r#""https://a:7443""#).expect("one endpoint");
+        let one = one.agencies[0].adapter.as_ref().expect("adapter");
+        assert_eq!(one.urls(), ["https://a:7443"]);
+        let two = with_adapter(r#"["https://b:7443", "https://a:7443"]"#).expect("a list");
+        let two = two.agencies[0].adapter.as_ref().expect("adapter");
+        assert_eq!(two.urls(), ["https://b:7443", "https://a:7443"], "in order");
+    }
+
+    #[test]
+    fn bad_adapter_endpoints_are_refused_naming_the_fault() {
+        let many = format!(
+            "[{}]",
+            (0..=MAX_ADAPTER_ENDPOINTS)
+                .map(|i| format!("\"https://a{i}:7443\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let cases = [
+            (r#"[]"#, "adapter lists 0 endpoints; 1 to 16 are allowed"),
+            (
+                many.as_str(),
+                "adapter lists 17 endpoints; 1 to 16 are allowed",
+            ),
+            (
+                r#"["https://a:7443", "http://b:7443"]"#,
+                r#"adapter "http://b:7443" must be an https:// URL (plaintext is refused)"#,
+            ),
+            (
+                r#"["https://a:7443", "https://a:7443"]"#,
+                r#"adapter "https://a:7443" is listed twice"#,
+            ),
+            (r#""https://a:7443\nhttps://b:7443""#, "holds white space"),
+            (r#"7443"#, "an https:// URL or a list of them"),
+            (
+                r#"[7443]"#,
+                "invalid type: integer `7443`, expected a string",
+            ),
+        ];
+        for (adapter, want) in cases {
+            let err = with_adapter(adapter).expect_err(adapter).to_string();
+            assert!(err.contains(want), "{adapter}: {err}");
+        }
+    }
 }

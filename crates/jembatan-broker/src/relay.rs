@@ -336,7 +336,9 @@ impl Fetching {
                 .channel(endpoint, &allowed.provider, Lane::Calls)
             {
                 Ok(channel) => clients.push(AdapterClient::new(channel)),
-                Err(err) => tracing::warn!(provider = %allowed.provider, endpoint, error = %err, "adapter endpoint unusable"),
+                Err(err) => {
+                    tracing::warn!(provider = %allowed.provider, endpoint, error = %err, "adapter endpoint unusable")
+                }
             }
         }
         Served {
@@ -410,10 +412,7 @@ async fn open_fetch(state: &State, allowed: &Allowed, lane: Lane) -> Result<Fetc
     );
     let result: Result<_, (ExchangeStatus, Status)> = async {
         let endpoints = endpoints.map_err(|e| (ExchangeStatus::Failed, e.into()))?;
-        let mut rest: VecDeque<String> = state
-            .adapters
-            .order(&allowed.provider, &endpoints)
-            .into();
+        let mut rest: VecDeque<String> = state.adapters.order(&allowed.provider, &endpoints).into();
         let none = Status::from(ExchangeError::NoAdapter {
             provider: allowed.provider.clone(),
         });

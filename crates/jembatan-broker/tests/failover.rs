@@ -91,7 +91,9 @@ async fn an_endpoint_down_from_the_start_is_passed_over_and_the_log_names_the_on
     let mut dinsos = b.exchange(&f, "dinsos").await;
 
     let streamed = run_query(&mut dinsos, query(&["nik", "nama"])).await;
-    streamed.end.expect("the query is served by the second endpoint");
+    streamed
+        .end
+        .expect("the query is served by the second endpoint");
     assert_eq!(streamed.records.len(), 30);
     let answer = dinsos.lookup(lookup(&nik(7))).await.unwrap().into_inner();
     assert!(answer.found);
@@ -100,7 +102,11 @@ async fn an_endpoint_down_from_the_start_is_passed_over_and_the_log_names_the_on
     assert_eq!(
         ended,
         vec![
-            (EntryKind::Completion, ExchangeStatus::Ok, Some(live.clone())),
+            (
+                EntryKind::Completion,
+                ExchangeStatus::Ok,
+                Some(live.clone())
+            ),
             (EntryKind::Answered, ExchangeStatus::Ok, Some(live.clone())),
         ],
         "each end names the endpoint that served, never the one down"
@@ -159,7 +165,14 @@ async fn when_the_serving_endpoint_stops_exchanges_go_to_the_next() {
     let streamed = run_query(&mut dinsos, query(&["nik", "nama"])).await;
     streamed.end.unwrap();
     assert_eq!(streamed.records.len(), 30);
-    assert!(dinsos.lookup(lookup(&nik(3))).await.unwrap().into_inner().found);
+    assert!(
+        dinsos
+            .lookup(lookup(&nik(3)))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
 
     // the first stops: the broker's connection to it breaks, and the next
     // exchanges go to the second
@@ -167,7 +180,14 @@ async fn when_the_serving_endpoint_stops_exchanges_go_to_the_next() {
     let streamed = run_query(&mut dinsos, query(&["nik", "nama"])).await;
     streamed.end.expect("served by the second endpoint");
     assert_eq!(streamed.records.len(), 30);
-    assert!(dinsos.lookup(lookup(&nik(4))).await.unwrap().into_inner().found);
+    assert!(
+        dinsos
+            .lookup(lookup(&nik(4)))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
 
     let ended = ends(&b).await;
     let served_by: Vec<Option<String>> = ended.iter().map(|e| e.2.clone()).collect();

@@ -176,7 +176,10 @@ async fn the_limit_holds_under_concurrent_opens(stores: Vec<Store>) {
 /// and consumers count apart, a released stream or an ended exchange
 /// frees its place, and a gone replica's streams stop counting.
 async fn provider_streams_are_counted_across_replicas(store: Store) {
-    store.register_replica("p1", "host-a/1", LEASE).await.unwrap();
+    store
+        .register_replica("p1", "host-a/1", LEASE)
+        .await
+        .unwrap();
     store
         .register_replica("p2", "host-b/2", Duration::from_millis(600))
         .await
@@ -205,13 +208,22 @@ async fn provider_streams_are_counted_across_replicas(store: Store) {
         );
     }
     assert!(take("s1", "dinsos", "disdukcapil").await);
-    assert!(take("s2", "dinsos", "disdukcapil").await, "on another replica");
+    assert!(
+        take("s2", "dinsos", "disdukcapil").await,
+        "on another replica"
+    );
     assert!(
         !take("s3", "dinsos", "disdukcapil").await,
         "the third stream of dinsos against disdukcapil, over both replicas, is over the limit of 2"
     );
-    assert!(take("s3", "dinsos", "bpjs").await, "another provider counts apart");
-    assert!(take("s4", "dinkes", "disdukcapil").await, "another consumer counts apart");
+    assert!(
+        take("s3", "dinsos", "bpjs").await,
+        "another provider counts apart"
+    );
+    assert!(
+        take("s4", "dinkes", "disdukcapil").await,
+        "another consumer counts apart"
+    );
     assert!(
         !take("nobody", "dinsos", "pajak").await,
         "an exchange that is not open takes nothing"
@@ -242,7 +254,10 @@ async fn provider_streams_are_counted_across_replicas(store: Store) {
         take("s6", "dinsos", "disdukcapil").await,
         "the gone replica's stream no longer counts"
     );
-    assert!(!take("s7", "dinsos", "disdukcapil").await, "s1 and s6 are the limit");
+    assert!(
+        !take("s7", "dinsos", "disdukcapil").await,
+        "s1 and s6 are the limit"
+    );
     for x in ["s1", "s2", "s3", "s4", "s6", "s7"] {
         store.close_exchange(x).await.unwrap();
     }
