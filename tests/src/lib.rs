@@ -179,17 +179,60 @@ pub fn nik(i: usize) -> String {
     format!("15070{i:011}")
 }
 
-/// A provider (`prov`, its table `penduduk` behind a real adapter), two
-/// consumer agencies (`dinsos`, `dinkes`) and broker replicas on one
-/// PostgreSQL store, each a process of its own.
+/// A provider (`prov`, its table `penduduk` behind a real adapter — or
+/// several), two consumer agencies (`dinsos`, `dinkes`) and broker
+/// replicas on one PostgreSQL store, each a process of its own.
 pub struct Cluster {
     _tmp: tempfile::TempDir,
     pub dir: PathBuf,
     pub store: String,
-    pub adapter: Process,
+    /// The provider's adapters, in the order the brokers' config lists
+    /// them; `None` once killed.
+    pub adapters: Vec<Option<Process>>,
+    /// Their endpoints, as the brokers' config names them.
+    pub adapter_endpoints: Vec<String>,
     /// The replicas; `None` once stopped.
     pub brokers: Vec<Option<Process>>,
     pub ports: Vec<u16>,
+}
+
+/// What a [`Cluster`] runs, beyond its store and replicas.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Residents in the provider's SQLite table `penduduk`.
+    pub rows: usize,
+    /// Broker replicas.
+    pub replicas: usize,
+    /// TOML keys of the brokers' config.
+    pub settings: String,
+    /// TOML tables of the brokers' config (`[[agreements]]`, more
+    /// `[[datasets]]`).
+    pub tables: String,
+    /// Adapter processes of the provider, on the same database, each with
+    /// its own port and receipt log (`receipts-<i>.jsonl`).
+    pub adapters: usize,
+    /// The provider's database: its SQLite file with `penduduk` when
+    /// `None`.
+    pub database: Option<String>,
+    /// TOML `[[datasets]]` of the adapters' config besides `penduduk`
+    /// (which is served only from the SQLite file).
+    pub adapter_datasets: String,
+}
+
+impl Spec {
+    /// `replicas` brokers with `settings` and `tables` before one adapter
+    /// on `rows` residents.
+    pub fn new(rows: usize, replicas: usize, settings: &str, tables: &str) -> Spec {
+        Spec {
+            rows,
+            replicas,
+            settings: settings.to_owned(),
+            tables: tables.to_owned(),
+            adapters: 1,
+            database: None,
+            adapter_datasets: String::new(),
+        }
+    }
 }
 
 impl Cluster {
@@ -203,6 +246,11 @@ impl Cluster {
         settings: &str,
         tables: &str,
     ) -> Cluster {
+        Cluster::start_spec(store, &Spec::new(rows, replicas, settings, tables)).await
+    }
+
+    /// A cluster as `spec` says, its brokers on `store`.
+    pub async fn start_spec(store: &str, spec: &Spec) -> Cluster {
         let tmp = tempfile::tempdir().expect("a temporary directory");
         let dir = tmp.path().to_owned();
         run(&dir, &["pki", "init", "--dir", "certs"]);
@@ -231,38 +279,68 @@ impl Cluster {
             all.extend_from_slice(args);
             run(&dir, &all);
         }
-        provider_database(&dir.join("prov.db"), rows).await;
-        let adapter_port = free_port();
-        std::fs::write(
-            dir.join("adapter.toml"),
-            format!(
-                r#"version = 1
-agency = "prov"
-database = "sqlite://{database}"
-listen = "127.0.0.1:{adapter_port}"
-receipt_log = "receipts.jsonl"
-[tls]
-ca = "certs/ca.pem"
-cert = "certs/adapter-prov.pem"
-key = "certs/adapter-prov-key.pem"
+        let penduduk = match &spec.database {
+            None => {
+                provider_database(&dir.join("prov.db"), spec.rows).await;
+                r#"
 [[datasets]]
 name = "penduduk"
 table = "penduduk"
 key = "nik"
 columns = ["nik", "nama", "kecamatan"]
+"#
+            }
+            Some(_) => "",
+        };
+        let database = spec
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("prov.db").display()));
+        let mut adapters = Vec::new();
+        let mut adapter_endpoints = Vec::new();
+        for i in 0..spec.adapters {
+            let adapter_port = free_port();
+            let config = format!("adapter-{i}.toml");
+            std::fs::write(
+                dir.join(&config),
+                format!(
+                    r#"version = 1
+agency = "prov"
+database = "{database}"
+listen = "127.0.0.1:{adapter_port}"
+receipt_log = "receipts-{i}.jsonl"
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/adapter-prov.pem"
+key = "certs/adapter-prov-key.pem"
+{penduduk}
+{more}
 "#,
-                database = dir.join("prov.db").display()
-            ),
-        )
-        .expect("adapter config");
-        let adapter = Process::spawn(&dir, "adapter", &["adapter", "--config", "adapter.toml"]);
-        wait_for_port(adapter_port, &adapter).await;
+                    more = spec.adapter_datasets
+                ),
+            )
+            .expect("adapter config");
+            let adapter = Process::spawn(
+                &dir,
+                &format!("adapter-{i}"),
+                &["adapter", "--config", &config],
+            );
+            wait_for_port(adapter_port, &adapter).await;
+            adapters.push(Some(adapter));
+            adapter_endpoints.push(format!("https://localhost:{adapter_port}"));
+        }
 
-        let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..spec.replicas).map(|_| free_port()).collect();
         for (i, port) in ports.iter().enumerate() {
             std::fs::write(
                 dir.join(format!("broker-{i}.toml")),
-                broker_toml(store, *port, adapter_port, settings, tables),
+                broker_toml(
+                    store,
+                    *port,
+                    &adapter_endpoints,
+                    &spec.settings,
+                    &spec.tables,
+                ),
             )
             .expect("broker config");
         }
@@ -272,7 +350,7 @@ columns = ["nik", "nama", "kecamatan"]
             &["broker", "--config", "broker-0.toml", "--create-keys"],
         );
         let mut brokers = Vec::new();
-        for i in 0..replicas {
+        for i in 0..spec.replicas {
             let config = format!("broker-{i}.toml");
             brokers.push(Process::spawn(
                 &dir,
@@ -287,9 +365,17 @@ columns = ["nik", "nama", "kecamatan"]
             _tmp: tmp,
             dir,
             store: store.to_owned(),
-            adapter,
+            adapters,
+            adapter_endpoints,
             brokers: brokers.into_iter().map(Some).collect(),
             ports,
+        }
+    }
+
+    /// Kills adapter `i` with SIGKILL.
+    pub fn kill_adapter(&mut self, i: usize) {
+        if let Some(mut adapter) = self.adapters[i].take() {
+            adapter.kill();
         }
     }
 
@@ -383,7 +469,18 @@ columns = ["nik", "nama", "kecamatan"]
     }
 }
 
-fn broker_toml(store: &str, port: u16, adapter_port: u16, settings: &str, tables: &str) -> String {
+fn broker_toml(
+    store: &str,
+    port: u16,
+    adapters: &[String],
+    settings: &str,
+    tables: &str,
+) -> String {
+    let adapters = adapters
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"version = 1
 listen = "127.0.0.1:{port}"
@@ -399,7 +496,7 @@ key = "certs/broker-key.pem"
 [[agencies]]
 id = "prov"
 name = "Provider"
-adapter = "https://localhost:{adapter_port}"
+adapter = [{adapters}]
 [[agencies]]
 id = "dinsos"
 name = "Dinas Sosial"
