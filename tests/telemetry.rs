@@ -309,7 +309,7 @@ async fn a_consumers_trace_spans_the_broker_and_adapter_processes_and_is_on_the_
             let broker = &format!("jembatan.v1.Exchange/{method}");
             !in_trace(&spans, trace, "e2e-broker-0", broker).is_empty()
                 && (!fetched
-                    || !in_trace(&spans, trace, "e2e-adapter", "jembatan.v1.Adapter/Fetch")
+                    || !in_trace(&spans, trace, "e2e-adapter-0", "jembatan.v1.Adapter/Fetch")
                         .is_empty())
         });
         if complete {
@@ -319,7 +319,10 @@ async fn a_consumers_trace_spans_the_broker_and_adapter_processes_and_is_on_the_
             Instant::now() < deadline,
             "spans missing after {EXPORT_WAIT:?}: {spans:#?}\n{}\n{}",
             cluster.logged(),
-            cluster.adapter.logged()
+            cluster.adapters[0]
+                .as_ref()
+                .map(|a| a.logged())
+                .unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -344,7 +347,7 @@ async fn a_consumers_trace_spans_the_broker_and_adapter_processes_and_is_on_the_
             // the consumer → broker link: the consumer's span is the parent
             assert_eq!(broker.parent_span_id, consumer_span);
         }
-        let fetch = in_trace(&spans, trace, "e2e-adapter", "jembatan.v1.Adapter/Fetch");
+        let fetch = in_trace(&spans, trace, "e2e-adapter-0", "jembatan.v1.Adapter/Fetch");
         if !fetched {
             assert!(fetch.is_empty(), "a denial calls no adapter: {fetch:#?}");
             continue;
@@ -377,7 +380,7 @@ async fn a_consumers_trace_spans_the_broker_and_adapter_processes_and_is_on_the_
             |service: &str, name: &str| metrics.iter().any(|(s, n)| s == service && n == name);
         if has("e2e-broker-0", "jembatan.exchanges")
             && has("e2e-broker-0", "rpc.server.duration")
-            && has("e2e-adapter", "rpc.server.duration")
+            && has("e2e-adapter-0", "rpc.server.duration")
         {
             break;
         }
@@ -470,7 +473,7 @@ async fn the_prometheus_endpoints_count_the_exchanges_made() {
     for port in cluster
         .metrics_ports
         .iter()
-        .chain([&cluster.adapter_metrics_port])
+        .chain([&cluster.adapter_metrics_ports[0]])
     {
         let e = scrape(*port).await;
         assert_eq!(e.sum("jembatan_exchanges_total", &[]), 0.0, "nothing yet");
@@ -623,7 +626,7 @@ async fn the_prometheus_endpoints_count_the_exchanges_made() {
     assert_eq!(rpc(&scrapes[0], "jembatan.v1.Exchange", "Query", "7"), 1.0);
     assert_eq!(rpc(&scrapes[0], "jembatan.v1.Exchange", "Lookup", "0"), 1.0);
     assert_eq!(rpc(&scrapes[1], "jembatan.v1.Exchange", "Lookup", "0"), 1.0);
-    let adapter = scrape(cluster.adapter_metrics_port).await;
+    let adapter = scrape(cluster.adapter_metrics_ports[0]).await;
     assert_eq!(rpc(&adapter, "jembatan.v1.Adapter", "Fetch", "0"), 4.0);
     assert_eq!(
         adapter.sum("jembatan_exchanges_total", &[]),

@@ -192,22 +192,66 @@ pub fn nik(i: usize) -> String {
     format!("15070{i:011}")
 }
 
-/// A provider (`prov`, its table `penduduk` behind a real adapter), two
-/// consumer agencies (`dinsos`, `dinkes`) and broker replicas on one
-/// PostgreSQL store, each a process of its own. Each process serves its
-/// Prometheus endpoint (`metrics_listen`) on a loopback port of its own.
+/// A provider (`prov`, its table `penduduk` behind a real adapter — or
+/// several), two consumer agencies (`dinsos`, `dinkes`) and broker
+/// replicas on one PostgreSQL store, each a process of its own. Each
+/// process serves its Prometheus endpoint (`metrics_listen`) on a loopback
+/// port of its own.
 pub struct Cluster {
     _tmp: tempfile::TempDir,
     pub dir: PathBuf,
     pub store: String,
-    pub adapter: Process,
-    /// The adapter's `metrics_listen` port.
-    pub adapter_metrics_port: u16,
+    /// The provider's adapters, in the order the brokers' config lists
+    /// them; `None` once killed.
+    pub adapters: Vec<Option<Process>>,
+    /// Their endpoints, as the brokers' config names them.
+    pub adapter_endpoints: Vec<String>,
+    /// Each adapter's `metrics_listen` port, in the same order.
+    pub adapter_metrics_ports: Vec<u16>,
     /// The replicas; `None` once stopped.
     pub brokers: Vec<Option<Process>>,
     pub ports: Vec<u16>,
     /// Each replica's `metrics_listen` port.
     pub metrics_ports: Vec<u16>,
+}
+
+/// What a [`Cluster`] runs, beyond its store and replicas.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Residents in the provider's SQLite table `penduduk`.
+    pub rows: usize,
+    /// Broker replicas.
+    pub replicas: usize,
+    /// TOML keys of the brokers' config.
+    pub settings: String,
+    /// TOML tables of the brokers' config (`[[agreements]]`, more
+    /// `[[datasets]]`).
+    pub tables: String,
+    /// Adapter processes of the provider, on the same database, each with
+    /// its own port and receipt log (`receipts-<i>.jsonl`).
+    pub adapters: usize,
+    /// The provider's database: its SQLite file with `penduduk` when
+    /// `None`.
+    pub database: Option<String>,
+    /// TOML `[[datasets]]` of the adapters' config besides `penduduk`
+    /// (which is served only from the SQLite file).
+    pub adapter_datasets: String,
+}
+
+impl Spec {
+    /// `replicas` brokers with `settings` and `tables` before one adapter
+    /// on `rows` residents.
+    pub fn new(rows: usize, replicas: usize, settings: &str, tables: &str) -> Spec {
+        Spec {
+            rows,
+            replicas,
+            settings: settings.to_owned(),
+            tables: tables.to_owned(),
+            adapters: 1,
+            database: None,
+            adapter_datasets: String::new(),
+        }
+    }
 }
 
 impl Cluster {
@@ -221,11 +265,11 @@ impl Cluster {
         settings: &str,
         tables: &str,
     ) -> Cluster {
-        Cluster::start_with_env(store, rows, replicas, settings, tables, |_| Vec::new()).await
+        Cluster::start_spec(store, &Spec::new(rows, replicas, settings, tables)).await
     }
 
     /// [`Cluster::start`] with `env(name)` added to the environment of
-    /// each server process, `name` being `adapter` or `broker-<i>` (the
+    /// each server process, `name` being `adapter-<i>` or `broker-<i>` (the
     /// `OTEL_*` variables of its telemetry, for instance).
     pub async fn start_with_env(
         store: &str,
@@ -233,6 +277,22 @@ impl Cluster {
         replicas: usize,
         settings: &str,
         tables: &str,
+        env: impl Fn(&str) -> Vec<(String, String)>,
+    ) -> Cluster {
+        let spec = Spec::new(rows, replicas, settings, tables);
+        Cluster::start_spec_with_env(store, &spec, env).await
+    }
+
+    /// A cluster as `spec` says, its brokers on `store`.
+    pub async fn start_spec(store: &str, spec: &Spec) -> Cluster {
+        Cluster::start_spec_with_env(store, spec, |_| Vec::new()).await
+    }
+
+    /// [`Cluster::start_spec`] with `env(name)` added to each server
+    /// process's environment (see [`Cluster::start_with_env`]).
+    pub async fn start_spec_with_env(
+        store: &str,
+        spec: &Spec,
         env: impl Fn(&str) -> Vec<(String, String)>,
     ) -> Cluster {
         let tmp = tempfile::tempdir().expect("a temporary directory");
@@ -263,48 +323,74 @@ impl Cluster {
             all.extend_from_slice(args);
             run(&dir, &all);
         }
-        provider_database(&dir.join("prov.db"), rows).await;
-        let adapter_port = free_port();
-        let adapter_metrics_port = free_port();
-        std::fs::write(
-            dir.join("adapter.toml"),
-            format!(
-                r#"version = 1
-agency = "prov"
-database = "sqlite://{database}"
-listen = "127.0.0.1:{adapter_port}"
-metrics_listen = "127.0.0.1:{adapter_metrics_port}"
-receipt_log = "receipts.jsonl"
-[tls]
-ca = "certs/ca.pem"
-cert = "certs/adapter-prov.pem"
-key = "certs/adapter-prov-key.pem"
+        let penduduk = match &spec.database {
+            None => {
+                provider_database(&dir.join("prov.db"), spec.rows).await;
+                r#"
 [[datasets]]
 name = "penduduk"
 table = "penduduk"
 key = "nik"
 columns = ["nik", "nama", "kecamatan"]
+"#
+            }
+            Some(_) => "",
+        };
+        let database = spec
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("prov.db").display()));
+        let mut adapters = Vec::new();
+        let mut adapter_endpoints = Vec::new();
+        let mut adapter_metrics_ports = Vec::new();
+        for i in 0..spec.adapters {
+            let adapter_port = free_port();
+            let adapter_metrics_port = free_port();
+            let config = format!("adapter-{i}.toml");
+            std::fs::write(
+                dir.join(&config),
+                format!(
+                    r#"version = 1
+agency = "prov"
+database = "{database}"
+listen = "127.0.0.1:{adapter_port}"
+metrics_listen = "127.0.0.1:{adapter_metrics_port}"
+receipt_log = "receipts-{i}.jsonl"
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/adapter-prov.pem"
+key = "certs/adapter-prov-key.pem"
+{penduduk}
+{more}
 "#,
-                database = dir.join("prov.db").display()
-            ),
-        )
-        .expect("adapter config");
-        let adapter = Process::spawn_with_env(
-            &dir,
-            "adapter",
-            &["adapter", "--config", "adapter.toml"],
-            &env("adapter"),
-        );
-        wait_for_port(adapter_port, &adapter).await;
-        wait_for_port(adapter_metrics_port, &adapter).await;
+                    more = spec.adapter_datasets
+                ),
+            )
+            .expect("adapter config");
+            let name = format!("adapter-{i}");
+            let adapter = Process::spawn_with_env(
+                &dir,
+                &name,
+                &["adapter", "--config", &config],
+                &env(&name),
+            );
+            wait_for_port(adapter_port, &adapter).await;
+            wait_for_port(adapter_metrics_port, &adapter).await;
+            adapters.push(Some(adapter));
+            adapter_metrics_ports.push(adapter_metrics_port);
+            adapter_endpoints.push(format!("https://localhost:{adapter_port}"));
+        }
 
-        let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
-        let metrics_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..spec.replicas).map(|_| free_port()).collect();
+        let metrics_ports: Vec<u16> = (0..spec.replicas).map(|_| free_port()).collect();
         for (i, (port, metrics_port)) in ports.iter().zip(&metrics_ports).enumerate() {
-            let settings = format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n{settings}");
+            let settings = format!(
+                "metrics_listen = \"127.0.0.1:{metrics_port}\"\n{}",
+                spec.settings
+            );
             std::fs::write(
                 dir.join(format!("broker-{i}.toml")),
-                broker_toml(store, *port, adapter_port, &settings, tables),
+                broker_toml(store, *port, &adapter_endpoints, &settings, &spec.tables),
             )
             .expect("broker config");
         }
@@ -314,7 +400,7 @@ columns = ["nik", "nama", "kecamatan"]
             &["broker", "--config", "broker-0.toml", "--create-keys"],
         );
         let mut brokers = Vec::new();
-        for i in 0..replicas {
+        for i in 0..spec.replicas {
             let config = format!("broker-{i}.toml");
             let name = format!("broker-{i}");
             brokers.push(Process::spawn_with_env(
@@ -332,11 +418,19 @@ columns = ["nik", "nama", "kecamatan"]
             _tmp: tmp,
             dir,
             store: store.to_owned(),
-            adapter,
-            adapter_metrics_port,
+            adapters,
+            adapter_endpoints,
+            adapter_metrics_ports,
             brokers: brokers.into_iter().map(Some).collect(),
             ports,
             metrics_ports,
+        }
+    }
+
+    /// Kills adapter `i` with SIGKILL.
+    pub fn kill_adapter(&mut self, i: usize) {
+        if let Some(mut adapter) = self.adapters[i].take() {
+            adapter.kill();
         }
     }
 
@@ -430,7 +524,18 @@ columns = ["nik", "nama", "kecamatan"]
     }
 }
 
-fn broker_toml(store: &str, port: u16, adapter_port: u16, settings: &str, tables: &str) -> String {
+fn broker_toml(
+    store: &str,
+    port: u16,
+    adapters: &[String],
+    settings: &str,
+    tables: &str,
+) -> String {
+    let adapters = adapters
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"version = 1
 listen = "127.0.0.1:{port}"
@@ -446,7 +551,7 @@ key = "certs/broker-key.pem"
 [[agencies]]
 id = "prov"
 name = "Provider"
-adapter = "https://localhost:{adapter_port}"
+adapter = [{adapters}]
 [[agencies]]
 id = "dinsos"
 name = "Dinas Sosial"

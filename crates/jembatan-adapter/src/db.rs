@@ -877,6 +877,60 @@ impl<DB: sqlx::Database> Drop for FetchConnection<DB> {
     }
 }
 
+/// How long the kill of a dropped fetch's statement may wait for a
+/// connection and its answer.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Kills the statement running on a MariaDB or MySQL connection
+/// (`KILL QUERY <id>`, from another connection of the pool) when dropped
+/// armed: the fetch reading it was dropped before its end (the caller
+/// went away). Unlike PostgreSQL, the server does not notice a closed
+/// client connection while a statement runs; without this the statement
+/// would run on until `max_query_time`.
+struct KillOnDrop {
+    pool: MySqlPool,
+    connection_id: u64,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                connection_id = self.connection_id,
+                "no runtime to kill a dropped fetch's statement; it runs until max_query_time"
+            );
+            return;
+        };
+        let (pool, id) = (self.pool.clone(), self.connection_id);
+        runtime.spawn(async move {
+            // the id is a number the server gave: no text of anyone's
+            let kill = format!("KILL QUERY {id}");
+            let killed = tokio::time::timeout(KILL_TIMEOUT, async {
+                let mut conn = pool.acquire().await?;
+                sqlx::query(AssertSqlSafe(kill)).execute(&mut *conn).await
+            })
+            .await;
+            match killed {
+                Ok(Ok(_)) => tracing::debug!(connection_id = id, "dropped fetch's statement killed"),
+                // ER_NO_SUCH_THREAD: the connection had ended already
+                Ok(Err(sqlx::Error::Database(e)))
+                    if e
+                        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                        .is_some_and(|e| e.number() == 1094) =>
+                {
+                    tracing::debug!(connection_id = id, "dropped fetch's statement had ended");
+                }
+                Ok(Err(e)) => tracing::warn!(connection_id = id, error = %e, "cannot kill a dropped fetch's statement; it runs until max_query_time"),
+                Err(_) => tracing::warn!(connection_id = id, "killing a dropped fetch's statement timed out; it runs until max_query_time"),
+            }
+        });
+    }
+}
+
 /// Streams the query's rows as JSON record texts, keys in `columns` order
 /// (see [`rows`]).
 pub(crate) fn records(
@@ -1110,12 +1164,32 @@ pub(crate) fn rows<R: RowReader>(
                         return;
                     }
                 };
+                // the server does not notice a closed connection while a
+                // statement runs: a fetch dropped before its end has the
+                // statement killed from another connection
+                let id: u64 = match sqlx::query_scalar("SELECT CONNECTION_ID()")
+                    .persistent(true)
+                    .fetch_one(&mut **fetch.conn())
+                    .await
+                {
+                    Ok(id) => id,
+                    Err(e) => {
+                        yield Err(e.into());
+                        return;
+                    }
+                };
+                let mut kill = KillOnDrop {
+                    pool: pool.clone(),
+                    connection_id: id,
+                    armed: true,
+                };
                 let q = bind_mysql(sqlx::query(AssertSqlSafe(sql)).persistent(persistent), binds);
                 let mut rows = q.fetch(&mut **fetch.conn());
                 while let Some(row) = rows.next().await {
                     yield row.map_err(RecordError::from).and_then(|r| reader.read(&mut |i, d| mysql_value(&r, i, d)));
                 }
                 drop(rows);
+                kill.armed = false;
                 fetch.finished = true;
             }
         }

@@ -276,6 +276,7 @@ fn entry(exchange_id: &str) -> AuditEntry {
         duration_ms: None,
         error: None,
         trace_id: None,
+        adapter_endpoint: None,
         change: None,
         registry: None,
     }

@@ -6,6 +6,9 @@
 //! log once per call instead of once per exchange. Best effort, as a
 //! single call was: the broker's audit log is the record, the adapter's
 //! log is the agency's own copy.
+//!
+//! A receipt goes to the adapter endpoint that served the exchange; when
+//! that one is unavailable, to the provider's other endpoints in turn.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,10 +28,11 @@ const PER_CALL: usize = 512;
 /// How long one call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One receipt to hand back, with the channel to its adapter.
+/// One receipt to hand back, with the channels to its adapter: the
+/// endpoint that served first, then the provider's others.
 struct Ack {
     request: pb::AcknowledgeRequest,
-    client: AdapterClient<Channel>,
+    clients: Vec<AdapterClient<Channel>>,
 }
 
 /// The providers' receipt queues.
@@ -38,11 +42,12 @@ pub(crate) struct Acks {
 }
 
 impl Acks {
-    /// Queues `request` for `provider`'s adapter, reached through `client`.
+    /// Queues `request` for `provider`'s adapter, reached through the
+    /// first of `clients` that is available.
     pub(crate) fn send(
         &self,
         provider: &AgencyId,
-        client: AdapterClient<Channel>,
+        clients: Vec<AdapterClient<Channel>>,
         request: pb::AcknowledgeRequest,
     ) {
         let Ok(mut queues) = self.queues.lock() else {
@@ -58,7 +63,7 @@ impl Acks {
                 queues.entry(provider.clone()).insert_entry(tx).into_mut()
             }
         };
-        if let Err(err) = tx.try_send(Ack { request, client }) {
+        if let Err(err) = tx.try_send(Ack { request, clients }) {
             tracing::warn!(%provider, error = %err, "the receipt is not sent to the adapter");
         }
     }
@@ -70,9 +75,10 @@ async fn drain(provider: AgencyId, mut rx: mpsc::Receiver<Ack>) {
     let mut batches: Option<bool> = None;
     let mut waiting = Vec::with_capacity(PER_CALL);
     while rx.recv_many(&mut waiting, PER_CALL).await > 0 {
-        // the newest channel (`recv_many` added at least one): the
+        // the newest channels (`recv_many` added at least one): the
         // adapter's address may have changed
-        let mut client = waiting[waiting.len() - 1].client.clone();
+        let newest = waiting.len() - 1;
+        let mut clients = std::mem::take(&mut waiting[newest].clients);
         let mut receipts: Vec<pb::AcknowledgeRequest> =
             waiting.drain(..).map(|a| a.request).collect();
         if batches != Some(false) {
@@ -83,10 +89,15 @@ async fn drain(provider: AgencyId, mut rx: mpsc::Receiver<Ack>) {
                 Vec::new()
             };
             let n = receipts.len();
-            let mut request = tonic::Request::new(pb::AcknowledgeBatchRequest { receipts });
-            request.set_timeout(CALL_TIMEOUT);
-            match client.acknowledge_batch(request).await {
-                Ok(_) => {
+            let batch = pb::AcknowledgeBatchRequest { receipts };
+            let sent = first_available(&mut clients, |mut client| {
+                let mut request = tonic::Request::new(batch.clone());
+                request.set_timeout(CALL_TIMEOUT);
+                async move { client.acknowledge_batch(request).await.map(drop) }
+            })
+            .await;
+            match sent {
+                Ok(()) => {
                     batches = Some(true);
                     continue;
                 }
@@ -102,11 +113,40 @@ async fn drain(provider: AgencyId, mut rx: mpsc::Receiver<Ack>) {
             }
         }
         for receipt in receipts {
-            let mut request = tonic::Request::new(receipt);
-            request.set_timeout(CALL_TIMEOUT);
-            if let Err(err) = client.acknowledge(request).await {
+            let sent = first_available(&mut clients, |mut client| {
+                let mut request = tonic::Request::new(receipt.clone());
+                request.set_timeout(CALL_TIMEOUT);
+                async move { client.acknowledge(request).await.map(drop) }
+            })
+            .await;
+            if let Err(err) = sent {
                 tracing::warn!(%provider, error = %err, "adapter did not take the receipt");
             }
         }
     }
+}
+
+/// Makes `call` through the first of `clients` that is available: on to
+/// the next while one cannot be reached or answers `UNAVAILABLE`. One
+/// that is unavailable is moved last, so the calls after this one start
+/// with an endpoint that answered. The status is the last one's.
+async fn first_available<F, Fut>(
+    clients: &mut [AdapterClient<Channel>],
+    call: F,
+) -> Result<(), tonic::Status>
+where
+    F: Fn(AdapterClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let mut last = tonic::Status::unavailable("no adapter endpoint");
+    for _ in 0..clients.len() {
+        match call(clients[0].clone()).await {
+            Err(status) if crate::adapters::fails_over(&status) => {
+                clients.rotate_left(1);
+                last = status;
+            }
+            done => return done,
+        }
+    }
+    Err(last)
 }

@@ -16,10 +16,18 @@
 //! streams, whose connection window holds the stream windows of every
 //! stream that consumer may have open there: its unread streams can never
 //! hold back another of its own streams either.
+//!
+//! A provider may list several endpoints of its adapter service. They are
+//! tried in the order the config lists them, those that failed lately
+//! last: an endpoint that cannot be reached, or answers `UNAVAILABLE`
+//! before sending anything, is marked down for [`ENDPOINT_BACKOFF`] and
+//! the call goes to the next ([`fails_over`]). A call that has received
+//! anything never moves: a stream that breaks after records were
+//! forwarded fails the exchange.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jembatan_core::{AgencyId, Identity, Role};
 use jembatan_pki::{ClientTls, PkiError, Serial, TlsFiles};
@@ -56,6 +64,21 @@ pub(crate) struct AdapterPool {
     /// By provider, endpoint and lane: the channel and the serial of the
     /// broker certificate its connections present.
     channels: Mutex<HashMap<ChannelKey, (Serial, Channel)>>,
+    /// By provider and endpoint: until when an endpoint that failed is
+    /// tried only after the others.
+    down: Mutex<HashMap<(AgencyId, String), Instant>>,
+}
+
+/// How long an endpoint that failed is tried only after the provider's
+/// other endpoints.
+pub(crate) const ENDPOINT_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Whether a call that failed with `status` before anything was received
+/// goes to the provider's next endpoint: the endpoint could not be
+/// reached or said it is unavailable. An endpoint that fails the identity
+/// check is not skipped over: that is a fault to fix, not an outage.
+pub(crate) fn fails_over(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && jembatan_pki::wrong_identity_in(status).is_none()
 }
 
 /// A provider, its adapter's endpoint, and the lane.
@@ -72,7 +95,61 @@ impl AdapterPool {
             tls: tls.client_tls()?,
             streams_window: STREAM_WINDOW.saturating_mul(streams),
             channels: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `endpoints` of `provider`'s adapter in the order to try them: as
+    /// listed, those marked down (and not back yet) after the others,
+    /// the one back soonest first.
+    pub(crate) fn order(&self, provider: &AgencyId, endpoints: &[String]) -> Vec<String> {
+        let now = Instant::now();
+        let mut down = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        down.retain(|_, until| *until > now);
+        let mut up = Vec::with_capacity(endpoints.len());
+        let mut later = Vec::new();
+        for endpoint in endpoints {
+            match down.get(&(provider.clone(), endpoint.clone())) {
+                Some(until) => later.push((*until, endpoint.clone())),
+                None => up.push(endpoint.clone()),
+            }
+        }
+        later.sort();
+        up.extend(later.into_iter().map(|(_, e)| e));
+        up
+    }
+
+    /// Marks `endpoint` of `provider`'s adapter down for
+    /// [`ENDPOINT_BACKOFF`], after a call to it failed with `status`.
+    pub(crate) fn mark_down(&self, provider: &AgencyId, endpoint: &str, status: &Status) {
+        tracing::warn!(
+            %provider,
+            endpoint,
+            code = ?status.code(),
+            backoff = ?ENDPOINT_BACKOFF,
+            "adapter endpoint unavailable; trying the next"
+        );
+        self.down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                (provider.clone(), endpoint.to_owned()),
+                Instant::now() + ENDPOINT_BACKOFF,
+            );
+    }
+
+    /// Marks `endpoint` of `provider`'s adapter up: it answered.
+    pub(crate) fn mark_up(&self, provider: &AgencyId, endpoint: &str) {
+        let mut down = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !down.is_empty() {
+            down.remove(&(provider.clone(), endpoint.to_owned()));
+        }
     }
 
     /// The channel to `provider`'s adapter at `endpoint` for `lane`.
@@ -123,10 +200,42 @@ impl AdapterPool {
 pub(crate) const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl AdapterPool {
-    /// What `provider`'s adapter at `endpoint` serves: its whitelist of
-    /// datasets and columns (`Adapter.Describe`). The status says why
-    /// when it cannot be asked or does not answer in time.
+    /// What `provider`'s adapter serves: its whitelist of datasets and
+    /// columns (`Adapter.Describe`), from the first of `endpoints` that
+    /// answers. The status says why when none can be asked or the one
+    /// asked does not answer in time.
     pub(crate) async fn describe(
+        &self,
+        endpoints: &[String],
+        provider: &AgencyId,
+    ) -> Result<jembatan_proto::v1::DescribeResponse, Status> {
+        let order = self.order(provider, endpoints);
+        let mut last = Status::from(ExchangeError::NoAdapter {
+            provider: provider.clone(),
+        });
+        for (i, endpoint) in order.iter().enumerate() {
+            match self.describe_at(endpoint, provider).await {
+                Ok(described) => {
+                    self.mark_up(provider, endpoint);
+                    return Ok(described);
+                }
+                Err(status) if fails_over(&status) && i + 1 < order.len() => {
+                    self.mark_down(provider, endpoint, &status);
+                    last = status;
+                }
+                Err(status) => {
+                    if fails_over(&status) {
+                        self.mark_down(provider, endpoint, &status);
+                    }
+                    return Err(status);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// `Adapter.Describe` at one endpoint.
+    async fn describe_at(
         &self,
         endpoint: &str,
         provider: &AgencyId,
@@ -142,5 +251,63 @@ impl AdapterPool {
             .await
             .map_err(|_| Status::from(ExchangeError::AdapterTimeout))??;
         Ok(described.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_that_failed_are_tried_last_until_their_backoff_ends() {
+        let files = tempfile::tempdir().expect("temp dir");
+        let broker = jembatan_core::Identity::new(Role::Broker, None).expect("identity");
+        let issued = jembatan_pki::dev_pki(files.path(), &[broker]).expect("pki");
+        let pool = AdapterPool::new(&issued[0].1, 2).expect("pool");
+        let prov: AgencyId = "prov".parse().expect("agency");
+        let other: AgencyId = "other".parse().expect("agency");
+        let endpoints: Vec<String> = ["https://a:1", "https://b:1", "https://c:1"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(pool.order(&prov, &endpoints), endpoints, "as listed");
+
+        let unavailable = Status::unavailable("connection refused");
+        pool.mark_down(&prov, "https://a:1", &unavailable);
+        pool.mark_down(&prov, "https://b:1", &unavailable);
+        assert_eq!(
+            pool.order(&prov, &endpoints),
+            ["https://c:1", "https://a:1", "https://b:1"],
+            "the ones down last, the one back soonest first"
+        );
+        assert_eq!(
+            pool.order(&other, &endpoints),
+            endpoints,
+            "another provider's endpoints of the same address are apart"
+        );
+        pool.mark_up(&prov, "https://b:1");
+        assert_eq!(
+            pool.order(&prov, &endpoints),
+            ["https://b:1", "https://c:1", "https://a:1"]
+        );
+        // a back-off that ran out puts the endpoint back in its place
+        pool.down
+            .lock()
+            .expect("lock")
+            .insert((prov.clone(), "https://a:1".into()), Instant::now());
+        assert_eq!(pool.order(&prov, &endpoints), endpoints);
+    }
+
+    #[test]
+    fn only_unavailable_endpoints_are_skipped() {
+        assert!(fails_over(&Status::unavailable("tcp connect error")));
+        for status in [
+            Status::permission_denied("not on the whitelist"),
+            Status::invalid_argument("bad filter"),
+            Status::deadline_exceeded("statement timeout"),
+            Status::internal("database error"),
+            Status::cancelled("cancelled"),
+        ] {
+            assert!(!fails_over(&status), "{status:?}");
+        }
     }
 }

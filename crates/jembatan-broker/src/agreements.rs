@@ -242,6 +242,7 @@ fn step_entry(step: Step<'_>, refused: Option<(ExchangeStatus, String)>) -> Audi
         duration_ms: None,
         error,
         trace_id: None,
+        adapter_endpoint: None,
         change: Some(AgreementChange {
             action: action.as_str().to_owned(),
             from: from.map(|s| s.as_str().to_owned()),
@@ -319,18 +320,19 @@ impl State {
         &self,
         a: &jembatan_core::Agreement,
     ) -> Result<Whitelist, AgreementError> {
-        let endpoint = self
+        let endpoints = self
             .store
             .agency(&a.provider)
             .await
             .map_err(store_unavailable)?
-            .and_then(|agency| agency.adapter_endpoint);
-        let Some(endpoint) = endpoint else {
+            .map(|agency| agency.adapter_endpoints)
+            .unwrap_or_default();
+        if endpoints.is_empty() {
             return Ok(Whitelist::Unknown(AgreementError::NoAdapter(
                 a.provider.clone(),
             )));
-        };
-        let described = match self.adapters.describe(&endpoint, &a.provider).await {
+        }
+        let described = match self.adapters.describe(&endpoints, &a.provider).await {
             Ok(d) => d,
             Err(status) => {
                 return Ok(Whitelist::Unknown(AgreementError::AdapterNotAsked {

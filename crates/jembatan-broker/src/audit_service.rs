@@ -250,6 +250,7 @@ impl Read {
             ),
             error,
             trace_id: None,
+            adapter_endpoint: None,
             change: None,
             registry: None,
         }

@@ -87,8 +87,10 @@ pub struct BrokerConfig {
     #[serde(default = "default_max_streams_per_agency")]
     pub max_streams_per_agency: usize,
     /// Most query streams one consumer agency may have open at once
-    /// against one provider on this broker. Each holds one of the
-    /// provider adapter's database connections while it runs.
+    /// against one provider, across every broker replica sharing the
+    /// store (counted in the store, like `max_streams_per_agency`). Each
+    /// holds one of the provider adapter's database connections while it
+    /// runs.
     #[serde(default = "default_max_streams_per_provider")]
     pub max_streams_per_provider: usize,
     /// How long a query stream may wait for its consumer to take the next
@@ -254,9 +256,81 @@ pub struct AgencyConfig {
     /// The agency's name, in words (`Dinas Kependudukan dan Pencatatan
     /// Sipil`).
     pub name: String,
-    /// The agency's adapter, `https://host:port`, when it provides data.
+    /// The agency's adapter, `https://host:port`, when it provides data;
+    /// or a list of endpoints of the same adapter service
+    /// (`["https://a1:7443", "https://a2:7443"]`, at most
+    /// 16), tried in order: an exchange, a whitelist check or a receipt
+    /// goes to the next when one cannot be reached or answers
+    /// `UNAVAILABLE` before sending any record, and an endpoint that
+    /// failed is tried after the others for a short while. Completion and
+    /// answered audit entries name the endpoint that served.
     #[serde(default)]
-    pub adapter: Option<String>,
+    pub adapter: Option<AdapterEndpoints>,
+}
+
+/// Most endpoints one agency's adapter may list.
+pub const MAX_ADAPTER_ENDPOINTS: usize = 16;
+
+/// An agency's adapter endpoints: one URL, or several tried in order.
+#[derive(Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(untagged)]
+#[schemars(inline)]
+pub enum AdapterEndpoints {
+    /// One endpoint, `https://host:port`.
+    One(String),
+    /// Endpoints of the same adapter service, in the order they are tried.
+    Several(Vec<String>),
+}
+
+impl AdapterEndpoints {
+    /// The endpoints, in the order they are tried.
+    pub fn urls(&self) -> &[String] {
+        match self {
+            AdapterEndpoints::One(url) => std::slice::from_ref(url),
+            AdapterEndpoints::Several(urls) => urls,
+        }
+    }
+}
+
+impl From<&str> for AdapterEndpoints {
+    fn from(url: &str) -> Self {
+        AdapterEndpoints::One(url.to_owned())
+    }
+}
+
+impl From<Vec<String>> for AdapterEndpoints {
+    fn from(urls: Vec<String>) -> Self {
+        AdapterEndpoints::Several(urls)
+    }
+}
+
+impl<'de> Deserialize<'de> for AdapterEndpoints {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AdapterEndpoints;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an https:// URL or a list of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<Self::Value, E> {
+                Ok(AdapterEndpoints::One(url.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element::<String>()? {
+                    urls.push(url);
+                }
+                Ok(AdapterEndpoints::Several(urls))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A dataset offered through the broker.
@@ -355,13 +429,8 @@ impl BrokerConfig {
             if !seen.insert(a.id.clone()) {
                 return Err(E::AgencyTwice(a.id.clone()));
             }
-            if let Some(url) = &a.adapter
-                && !url.starts_with("https://")
-            {
-                return Err(E::PlaintextAdapter {
-                    agency: a.id.clone(),
-                    url: url.clone(),
-                });
+            if let Some(endpoints) = &a.adapter {
+                check_endpoints(&a.id, endpoints.urls())?;
             }
         }
         for d in &config.datasets {
@@ -435,6 +504,41 @@ impl BrokerConfig {
     }
 }
 
+/// Checks an agency's adapter endpoints: 1 to [`MAX_ADAPTER_ENDPOINTS`]
+/// `https://` URLs, each once, none with white space (the store keeps
+/// them one per line).
+fn check_endpoints(agency: &AgencyId, urls: &[String]) -> Result<(), ConfigError> {
+    use ConfigError as E;
+    if urls.is_empty() || urls.len() > MAX_ADAPTER_ENDPOINTS {
+        return Err(E::AdapterCount {
+            agency: agency.clone(),
+            count: urls.len(),
+        });
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for url in urls {
+        if !url.starts_with("https://") {
+            return Err(E::PlaintextAdapter {
+                agency: agency.clone(),
+                url: url.clone(),
+            });
+        }
+        if url.contains(char::is_whitespace) {
+            return Err(E::AdapterSpace {
+                agency: agency.clone(),
+                url: url.clone(),
+            });
+        }
+        if !seen.insert(url.as_str()) {
+            return Err(E::AdapterTwice {
+                agency: agency.clone(),
+                url: url.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// What is wrong with a broker config.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -456,6 +560,14 @@ pub enum ConfigError {
     AgencyTwice(AgencyId),
     #[error("agency {agency}: adapter {url:?} must be an https:// URL (plaintext is refused)")]
     PlaintextAdapter { agency: AgencyId, url: String },
+    #[error(
+        "agency {agency}: adapter lists {count} endpoints; 1 to {MAX_ADAPTER_ENDPOINTS} are allowed"
+    )]
+    AdapterCount { agency: AgencyId, count: usize },
+    #[error("agency {agency}: adapter {url:?} holds white space")]
+    AdapterSpace { agency: AgencyId, url: String },
+    #[error("agency {agency}: adapter {url:?} is listed twice")]
+    AdapterTwice { agency: AgencyId, url: String },
     #[error("dataset {dataset}: its provider {} is not among the agencies", dataset.agency())]
     DatasetProvider { dataset: DatasetId },
     #[error(
@@ -490,4 +602,76 @@ pub enum ConfigError {
         lease: Duration,
         heartbeat: Duration,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config whose one agency has `adapter = <adapter>`.
+    fn with_adapter(adapter: &str) -> Result<BrokerConfig, ConfigError> {
+        let toml = format!(
+            r#"
+version = 1
+listen = "127.0.0.1:0"
+store = "broker.db"
+audit_key = "audit.key"
+[tls]
+ca = "ca.pem"
+cert = "broker.pem"
+key = "broker.key"
+[[agencies]]
+id = "prov"
+name = "Provider"
+adapter = {adapter}
+"#
+        );
+        BrokerConfig::from_toml(&toml, Path::new("/etc/jembatan"))
+    }
+
+    #[test]
+    fn an_adapter_is_one_endpoint_or_a_list_tried_in_order() {
+        let one = with_adapter(r#""https://a:7443""#).expect("one endpoint");
+        let one = one.agencies[0].adapter.as_ref().expect("adapter");
+        assert_eq!(one.urls(), ["https://a:7443"]);
+        let two = with_adapter(r#"["https://b:7443", "https://a:7443"]"#).expect("a list");
+        let two = two.agencies[0].adapter.as_ref().expect("adapter");
+        assert_eq!(two.urls(), ["https://b:7443", "https://a:7443"], "in order");
+    }
+
+    #[test]
+    fn bad_adapter_endpoints_are_refused_naming_the_fault() {
+        let many = format!(
+            "[{}]",
+            (0..=MAX_ADAPTER_ENDPOINTS)
+                .map(|i| format!("\"https://a{i}:7443\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let cases = [
+            (r#"[]"#, "adapter lists 0 endpoints; 1 to 16 are allowed"),
+            (
+                many.as_str(),
+                "adapter lists 17 endpoints; 1 to 16 are allowed",
+            ),
+            (
+                r#"["https://a:7443", "http://b:7443"]"#,
+                r#"adapter "http://b:7443" must be an https:// URL (plaintext is refused)"#,
+            ),
+            (
+                r#"["https://a:7443", "https://a:7443"]"#,
+                r#"adapter "https://a:7443" is listed twice"#,
+            ),
+            (r#""https://a:7443\nhttps://b:7443""#, "holds white space"),
+            (r#"7443"#, "an https:// URL or a list of them"),
+            (
+                r#"[7443]"#,
+                "invalid type: integer `7443`, expected a string",
+            ),
+        ];
+        for (adapter, want) in cases {
+            let err = with_adapter(adapter).expect_err(adapter).to_string();
+            assert!(err.contains(want), "{adapter}: {err}");
+        }
+    }
 }

@@ -27,7 +27,6 @@ use jembatan_core::{
 use jembatan_proto::DENIAL_METADATA_KEY;
 use jembatan_proto::v1 as pb;
 use jembatan_store::QuotaKind;
-use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
 use crate::admit::{Admit, Shape, Translation};
@@ -38,7 +37,7 @@ use crate::policy::{self, Grant};
 use crate::policy_cache::PolicyVersion;
 use crate::registry::{Refusal, RegistryError};
 use crate::relay::{Allowed, KeyToVerify};
-use crate::replica::{NotOpened, OpenSlot};
+use crate::replica::{NotOpened, OpenSlot, ProviderStream};
 use crate::state::State;
 
 /// The parsed, validated request.
@@ -253,7 +252,7 @@ struct Plan {
 /// The agreement that allows the exchange, and the slot its stream holds.
 struct Authorized {
     grant: Grant,
-    provider_slot: Option<OwnedSemaphorePermit>,
+    provider_slot: Option<ProviderStream>,
 }
 
 impl State {
@@ -603,15 +602,24 @@ impl State {
         // broker knows) and before the quota, so a refusal takes nothing
         let provider_slot = match ask.operation {
             "query" | "mapping_test" => {
-                let pair = (consumer.clone(), parsed.dataset.agency());
-                match self.isolation.per_provider.try_take(&pair) {
-                    Some(slot) => Some(slot),
-                    None => {
+                let provider = parsed.dataset.agency();
+                match self
+                    .replica
+                    .take_provider_stream(&request.slot, consumer, &provider)
+                    .await
+                {
+                    Ok(slot) => Some(slot),
+                    Err(NotOpened::Full(limit)) => {
                         let err = ExchangeError::Exhausted(format!(
-                            "agency {consumer} has {} query streams open against provider {} on this broker: the limit max_streams_per_provider",
-                            self.isolation.per_provider.limit, pair.1
+                            "agency {consumer} has {limit} query streams open against provider {provider} on the brokers sharing this store: the limit max_streams_per_provider"
                         ));
                         return Err(self.refused(facts, err).await);
+                    }
+                    Err(NotOpened::LeaseLost) => {
+                        return Err(self.refused(facts, ExchangeError::LeaseLost).await);
+                    }
+                    Err(NotOpened::Store(err)) => {
+                        return Err(self.refused(facts, ExchangeError::store(err)).await);
                     }
                 }
             }
@@ -741,7 +749,7 @@ impl State {
             fetch,
             agreement: grant.agreement,
             held: Some(Held {
-                _provider: provider_slot,
+                provider: provider_slot,
             }),
             end,
             deadline: None,

@@ -360,6 +360,7 @@ impl Facts {
             duration_ms: None,
             error: None,
             trace_id: self.trace.id(),
+            adapter_endpoint: None,
             change: None,
             registry: None,
         }

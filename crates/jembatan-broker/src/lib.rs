@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 
 pub use agreements::AgreementsService;
 pub use audit_service::AuditService;
-pub use config::BrokerConfig;
+pub use config::{AdapterEndpoints, BrokerConfig};
 pub use cursor::{CursorError, CursorPosition, CursorSealer};
 pub use exchange::ExchangeService;
 pub use facts::subject_hash;
@@ -119,7 +119,11 @@ impl Broker {
                 .upsert_agency(&Agency {
                     id: a.id.clone(),
                     name: a.name.clone(),
-                    adapter_endpoint: a.adapter.clone(),
+                    adapter_endpoints: a
+                        .adapter
+                        .as_ref()
+                        .map(|e| e.urls().to_vec())
+                        .unwrap_or_default(),
                 })
                 .await?;
         }
@@ -158,6 +162,7 @@ impl Broker {
                 lease: config.replica_lease,
             },
             config.max_streams_per_agency,
+            config.max_streams_per_provider,
         )
         .await?;
         // the first heartbeat at once: the leases are taken, and what gone
@@ -200,10 +205,7 @@ impl Broker {
             members,
             lifecycle: lifecycle::Lifecycle::new(config.operator_approval, &config.purposes),
             policy: policy_cache::PolicyCache::default(),
-            isolation: isolation::Isolation::new(
-                config.max_streams_per_provider,
-                config.stall_timeout,
-            ),
+            isolation: isolation::Isolation::new(config.stall_timeout),
             replica,
             workers: admit::Workers::new(),
             acks: acks::Acks::default(),

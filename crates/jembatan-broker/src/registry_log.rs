@@ -98,6 +98,7 @@ impl Write {
             duration_ms: None,
             error,
             trace_id: None,
+            adapter_endpoint: None,
             change: None,
             registry: Some(self.change.clone()),
         }

@@ -28,7 +28,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status, Streaming};
 
-use crate::adapters::Lane;
+use crate::adapters::{Lane, fails_over};
 use crate::admit::{Admit, Admitted, Pending};
 use crate::drain::Drain;
 use crate::error::{BadRecord, Cause, ExchangeError, from_adapter};
@@ -155,9 +155,10 @@ pub(crate) struct Allowed {
     pub(crate) admit: Arc<Admit>,
     /// The agreement in force at the decision.
     pub(crate) agreement: Agreement,
-    /// The exchange's slots under the isolation limits, given back when
-    /// dropped (a query's relay drops them once the adapter's stream is
-    /// over, before it waits for the consumer to take the end).
+    /// A query's place among its consumer's streams against the provider
+    /// (counted in the store across replicas): the relay gives it back
+    /// once the adapter's stream is over, before it waits for the
+    /// consumer to take the end; otherwise it goes when the exchange ends.
     pub(crate) held: Option<Held>,
     /// Writes the exchange's `cancelled` end if it is dropped unfinished.
     pub(crate) end: Unfinished,
@@ -248,46 +249,191 @@ enum Handover {
     Draining,
 }
 
-/// Opens the adapter's `Fetch` stream for an allowed exchange. Failure is
-/// recorded as the exchange's completion.
-async fn open_fetch(
+/// An adapter's `Fetch` stream for an allowed exchange, and where it goes
+/// when the endpoint serving it turns out unavailable before sending
+/// anything.
+struct Fetching {
+    stream: Streaming<pb::FetchResponse>,
+    client: AdapterClient<Channel>,
+    /// The endpoint the stream comes from.
+    endpoint: String,
+    /// The provider's endpoints not tried yet, in the order to try them.
+    rest: VecDeque<String>,
+    /// Every endpoint of the provider, as listed.
+    endpoints: Vec<String>,
+    lane: Lane,
+    /// Whether the stream has sent anything: from then on it never moves
+    /// to another endpoint.
+    started: bool,
+    /// Set while moving to another endpoint, with the status that made
+    /// it move: a read dropped meanwhile (by the relay's `select!`) goes
+    /// on with the move next time instead of reading the broken stream.
+    moving: Option<Status>,
+}
+
+/// What is left of a fetch once its stream is over: who served it, for
+/// the completion entry and the receipt.
+struct Served {
+    endpoint: String,
+    /// The channel the receipt goes back on first, then the provider's
+    /// other endpoints.
+    clients: Vec<AdapterClient<Channel>>,
+}
+
+impl Fetching {
+    /// The next message of the stream. When the stream breaks
+    /// `UNAVAILABLE` before sending anything and the provider has endpoints
+    /// not tried yet, the fetch is made again at the next of them.
+    async fn message(
+        &mut self,
+        state: &State,
+        allowed: &Allowed,
+    ) -> Result<Option<pb::FetchResponse>, Status> {
+        loop {
+            if let Some(status) = self.moving.clone() {
+                let moved = fetch_at_next(state, allowed, &self.lane, &mut self.rest, status).await;
+                let (stream, client, endpoint) = match moved {
+                    Ok(moved) => moved,
+                    Err(status) => {
+                        self.moving = None;
+                        return Err(status);
+                    }
+                };
+                self.stream = stream;
+                self.client = client;
+                self.endpoint = endpoint;
+                self.moving = None;
+            }
+            match self.stream.message().await {
+                Ok(message) => {
+                    if !self.started {
+                        self.started = true;
+                        state.adapters.mark_up(&allowed.provider, &self.endpoint);
+                    }
+                    return Ok(message);
+                }
+                Err(status) if !self.started && fails_over(&status) => {
+                    state
+                        .adapters
+                        .mark_down(&allowed.provider, &self.endpoint, &status);
+                    if self.rest.is_empty() {
+                        return Err(status);
+                    }
+                    self.moving = Some(status);
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+
+    /// The stream is over (dropped, freeing the adapter's statement):
+    /// who served it.
+    fn served(self, state: &State, allowed: &Allowed) -> Served {
+        let mut clients = vec![self.client];
+        for endpoint in self.endpoints.iter().filter(|e| **e != self.endpoint) {
+            match state
+                .adapters
+                .channel(endpoint, &allowed.provider, Lane::Calls)
+            {
+                Ok(channel) => clients.push(AdapterClient::new(channel)),
+                Err(err) => {
+                    tracing::warn!(provider = %allowed.provider, endpoint, error = %err, "adapter endpoint unusable")
+                }
+            }
+        }
+        Served {
+            endpoint: self.endpoint,
+            clients,
+        }
+    }
+}
+
+/// Makes the fetch at the next of `rest` that takes it, skipping those
+/// that cannot be reached or are unavailable (each marked down). `Err`
+/// with the status of the last one tried when none takes it; `last` when
+/// there is none to try.
+async fn fetch_at_next(
     state: &State,
     allowed: &Allowed,
-    lane: Lane,
+    lane: &Lane,
+    rest: &mut VecDeque<String>,
+    mut last: Status,
+) -> Result<(Streaming<pb::FetchResponse>, AdapterClient<Channel>, String), Status> {
+    while let Some(endpoint) = rest.front().cloned() {
+        let tried = fetch_at(state, allowed, lane, &endpoint).await;
+        // taken off only once tried: a read dropped meanwhile tries it again
+        rest.pop_front();
+        match tried {
+            Ok((stream, client)) => return Ok((stream, client, endpoint)),
+            Err(status) if fails_over(&status) => {
+                state
+                    .adapters
+                    .mark_down(&allowed.provider, &endpoint, &status);
+                last = status;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+    Err(last)
+}
+
+/// The adapter's `Fetch` at one endpoint, with the consumer's deadline.
+async fn fetch_at(
+    state: &State,
+    allowed: &Allowed,
+    lane: &Lane,
+    endpoint: &str,
 ) -> Result<(Streaming<pb::FetchResponse>, AdapterClient<Channel>), Status> {
-    let endpoint = adapter_endpoint(
+    let channel = state
+        .adapters
+        .channel(endpoint, &allowed.provider, lane.clone())?;
+    let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
+    let mut request = allowed.facts.trace.request(allowed.fetch.clone());
+    // the consumer's deadline is the adapter's: its statement stops
+    // when the consumer stops waiting
+    if let Some(deadline) = allowed.deadline {
+        request.set_timeout(
+            deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .max(std::time::Duration::from_millis(1)),
+        );
+    }
+    let stream = client.fetch(request).await?.into_inner();
+    Ok((stream, client))
+}
+
+/// Opens the adapter's `Fetch` stream for an allowed exchange, at the
+/// first of the provider's endpoints that takes it. Failure is recorded
+/// as the exchange's completion.
+async fn open_fetch(state: &State, allowed: &Allowed, lane: Lane) -> Result<Fetching, Status> {
+    let endpoints = adapter_endpoints(
         state.store.agency(&allowed.provider).await,
         &allowed.provider,
     );
     let result: Result<_, (ExchangeStatus, Status)> = async {
-        let failed = |status: Status| (ExchangeStatus::Failed, status);
-        let endpoint = endpoint.map_err(|e| failed(e.into()))?;
-        let channel = state
-            .adapters
-            .channel(&endpoint, &allowed.provider, lane)
-            .map_err(|e| failed(e.into()))?;
-        let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
-        let mut request = allowed.facts.trace.request(allowed.fetch.clone());
-        // the consumer's deadline is the adapter's: its statement stops
-        // when the consumer stops waiting
-        if let Some(deadline) = allowed.deadline {
-            request.set_timeout(
-                deadline
-                    .saturating_duration_since(std::time::Instant::now())
-                    .max(std::time::Duration::from_millis(1)),
-            );
-        }
-        let stream = client
-            .fetch(request)
+        let endpoints = endpoints.map_err(|e| (ExchangeStatus::Failed, e.into()))?;
+        let mut rest: VecDeque<String> = state.adapters.order(&allowed.provider, &endpoints).into();
+        let none = Status::from(ExchangeError::NoAdapter {
+            provider: allowed.provider.clone(),
+        });
+        let (stream, client, endpoint) = fetch_at_next(state, allowed, &lane, &mut rest, none)
             .await
             .map_err(|s| {
                 (
                     adapter_end(allowed, &s),
                     from_adapter(&allowed.provider.to_string(), s).into(),
                 )
-            })?
-            .into_inner();
-        Ok((stream, client))
+            })?;
+        Ok(Fetching {
+            stream,
+            client,
+            endpoint,
+            rest,
+            endpoints,
+            lane,
+            started: false,
+            moving: None,
+        })
     }
     .await;
     match result {
@@ -300,6 +446,7 @@ async fn open_fetch(
                 how,
                 Some(status.message().to_owned()),
                 Vec::new(),
+                None,
             )
             .await?;
             Err(status)
@@ -327,20 +474,20 @@ fn adapter_end(allowed: &Allowed, status: &Status) -> ExchangeStatus {
 /// counts as the consumer's.
 const DEADLINE_TOLERANCE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The endpoint of `provider`'s adapter from the store's answer: a
-/// provider without one and a store that cannot answer are told apart.
-fn adapter_endpoint(
+/// The endpoints of `provider`'s adapter from the store's answer, in the
+/// order listed: a provider without one and a store that cannot answer
+/// are told apart.
+fn adapter_endpoints(
     found: Result<Option<jembatan_store::Agency>, jembatan_store::StoreError>,
     provider: &jembatan_core::AgencyId,
-) -> Result<String, ExchangeError> {
+) -> Result<Vec<String>, ExchangeError> {
     match found {
-        Ok(agency) => {
-            agency
-                .and_then(|a| a.adapter_endpoint)
-                .ok_or_else(|| ExchangeError::NoAdapter {
-                    provider: provider.clone(),
-                })
-        }
+        Ok(agency) => agency
+            .map(|a| a.adapter_endpoints)
+            .filter(|endpoints| !endpoints.is_empty())
+            .ok_or_else(|| ExchangeError::NoAdapter {
+                provider: provider.clone(),
+            }),
         Err(err) => Err(ExchangeError::AdapterLookup {
             provider: provider.clone(),
             cause: Box::new(err),
@@ -348,8 +495,9 @@ fn adapter_endpoint(
     }
 }
 
-/// Writes the completion entry and builds the receipt. The receipt exists
-/// only if the entry is durable.
+/// Writes the completion entry, naming the adapter `endpoint` that served
+/// (none when no adapter answered), and builds the receipt. The receipt
+/// exists only if the entry is durable.
 async fn finish(
     state: &State,
     allowed: &Allowed,
@@ -357,6 +505,7 @@ async fn finish(
     status: ExchangeStatus,
     error: Option<String>,
     reasons: Vec<Denial>,
+    endpoint: Option<&str>,
 ) -> Result<pb::Receipt, Status> {
     let payload_sha256 = tally.hasher.hex();
     let mut entry = allowed.end.end_entry(status);
@@ -367,6 +516,7 @@ async fn finish(
     entry.received = tally.received();
     entry.duration_ms = Some(allowed.facts.elapsed_ms());
     entry.error = error;
+    entry.adapter_endpoint = endpoint.map(str::to_owned);
     let stored = state.journal.end(&allowed.end, entry).await?;
     let now = chrono::Utc::now();
     Ok(pb::Receipt {
@@ -387,19 +537,17 @@ async fn finish(
     })
 }
 
-/// Tells the provider's adapter the receipt, for its own log. Best effort.
-fn acknowledge(
-    state: &State,
-    client: AdapterClient<Channel>,
-    allowed: &Allowed,
-    receipt: pb::Receipt,
-) {
+/// Tells the provider's adapter the receipt, for its own log: the
+/// endpoint that served, or the next that takes it. Best effort.
+fn acknowledge(state: &State, served: &Served, allowed: &Allowed, receipt: pb::Receipt) {
     let request = pb::AcknowledgeRequest {
         dataset: allowed.dataset.to_string(),
         consumer: allowed.fetch.consumer.clone(),
         receipt: Some(receipt),
     };
-    state.acks.send(&allowed.provider, client, request);
+    state
+        .acks
+        .send(&allowed.provider, served.clients.clone(), request);
 }
 
 /// Why a running exchange ends before its records do.
@@ -560,7 +708,7 @@ pub(crate) async fn query(
     let Some(consumer) = allowed.facts.consumer.clone() else {
         return Err(ExchangeError::NoConsumer.into());
     };
-    let (mut stream, client) = open_fetch(&state, &allowed, Lane::Streams(consumer)).await?;
+    let mut fetch = open_fetch(&state, &allowed, Lane::Streams(consumer)).await?;
     let (tx, rx) = mpsc::channel(2);
     let (cut, cut_rx) = oneshot::channel();
     let stall = state.isolation.stall_timeout;
@@ -607,7 +755,7 @@ pub(crate) async fn query(
                     continue;
                 }
                 step = oldest(&mut pending) => step,
-                next = stream.message(), if reading => Step::Read(next),
+                next = fetch.message(&state, &allowed), if reading => Step::Read(next),
             };
             let admitted = match step {
                 Step::Read(Ok(Some(msg))) => {
@@ -695,8 +843,10 @@ pub(crate) async fn query(
         }
         // the adapter's stream is over: its database connection and the
         // exchange's slots are free while the consumer takes the end
-        drop(stream);
-        drop(held);
+        let served = fetch.served(&state, &allowed);
+        if let Some(held) = held {
+            held.release().await;
+        }
         match outcome {
             Ok(()) => match finish(
                 &state,
@@ -705,6 +855,7 @@ pub(crate) async fn query(
                 ExchangeStatus::Ok,
                 None,
                 Vec::new(),
+                Some(&served.endpoint),
             )
             .await
             {
@@ -722,7 +873,7 @@ pub(crate) async fn query(
                     if let Err(why) = handed {
                         tracing::warn!(exchange_id = %allowed.facts.exchange_id, ?why, "the consumer did not take its receipt");
                     }
-                    acknowledge(&state, client, &allowed, receipt);
+                    acknowledge(&state, &served, &allowed, receipt);
                 }
                 Err(status) => {
                     end_stream(&tx, cut, stall, status, false).await;
@@ -730,11 +881,20 @@ pub(crate) async fn query(
             },
             Err(stop) => {
                 let error = Some(stop.status.message().to_owned());
-                let result = finish(&state, &allowed, &tally, stop.how, error, stop.reasons).await;
+                let result = finish(
+                    &state,
+                    &allowed,
+                    &tally,
+                    stop.how,
+                    error,
+                    stop.reasons,
+                    Some(&served.endpoint),
+                )
+                .await;
                 let status = match result {
                     Ok(receipt) => {
                         let s = with_receipt(Some(stop.status), &receipt);
-                        acknowledge(&state, client, &allowed, receipt);
+                        acknowledge(&state, &served, &allowed, receipt);
                         s
                     }
                     Err(s) => s,
@@ -786,11 +946,11 @@ pub(crate) async fn lookup(
     state: Arc<State>,
     allowed: Allowed,
 ) -> Result<Response<pb::LookupResponse>, Status> {
-    let (mut stream, client) = open_fetch(&state, &allowed, Lane::Calls).await?;
+    let mut fetch = open_fetch(&state, &allowed, Lane::Calls).await?;
     let mut tally = Tally::new(&allowed);
     let mut records = Vec::new();
     let outcome: Result<(), Stop> = loop {
-        match stream.message().await {
+        match fetch.message(&state, &allowed).await {
             Ok(Some(msg)) => {
                 let batch = msg.batch.unwrap_or_default().records;
                 // one record at most: admitted here, not on a worker
@@ -815,6 +975,7 @@ pub(crate) async fn lookup(
             }
         }
     };
+    let served = fetch.served(&state, &allowed);
     let outcome = match outcome {
         Ok(()) => match charge_rows(&state, &allowed, &mut records).await {
             Ok(true) => Ok(()),
@@ -839,6 +1000,7 @@ pub(crate) async fn lookup(
                 ExchangeStatus::Ok,
                 None,
                 Vec::new(),
+                Some(&served.endpoint),
             )
             .await?;
             let found = !records.is_empty();
@@ -854,20 +1016,30 @@ pub(crate) async fn lookup(
                 verified,
             });
             trailers::insert(response.metadata_mut(), RECEIPT_METADATA_KEY, &receipt);
-            acknowledge(&state, client, &allowed, receipt);
+            acknowledge(&state, &served, &allowed, receipt);
             Ok(response)
         }
-        Err(stop) => Err(unanswered(&state, &allowed, stop).await),
+        Err(stop) => Err(unanswered(&state, &allowed, stop, &served.endpoint).await),
     }
 }
 
 /// Ends an exchange answered whole (a lookup, a batch verification) that
 /// stopped before its answer: nothing reached the consumer, so its end
-/// records nothing delivered. Returns the status to send.
-async fn unanswered(state: &State, allowed: &Allowed, stop: Stop) -> Status {
+/// records nothing delivered; it names the adapter `endpoint` that was
+/// asked. Returns the status to send.
+async fn unanswered(state: &State, allowed: &Allowed, stop: Stop, endpoint: &str) -> Status {
     let error = Some(stop.status.message().to_owned());
     let tally = Tally::new(allowed);
-    match finish(state, allowed, &tally, stop.how, error, stop.reasons).await {
+    let ended = finish(
+        state,
+        allowed,
+        &tally,
+        stop.how,
+        error,
+        stop.reasons,
+        Some(endpoint),
+    );
+    match ended.await {
         Ok(_) => stop.status,
         Err(status) => status,
     }
@@ -890,14 +1062,14 @@ pub(crate) async fn mapping_test(
     let Some(translator) = allowed.admit.translator().cloned() else {
         return Err(ExchangeError::MappingField.into());
     };
-    let (mut stream, client) = open_fetch(&state, &allowed, Lane::Streams(consumer)).await?;
+    let mut fetch = open_fetch(&state, &allowed, Lane::Streams(consumer)).await?;
     let mut tally = Tally::new(&allowed);
     let mut report = crate::admit::Tested::default();
     let outcome: Result<(), Stop> = loop {
         let next = tokio::select! {
             biased;
             () = state.drain.ending() => break Err(Stop::shutting_down()),
-            next = stream.message() => next,
+            next = fetch.message(&state, &allowed) => next,
         };
         let mut records = match next {
             Ok(Some(msg)) => msg.batch.unwrap_or_default().records,
@@ -939,8 +1111,12 @@ pub(crate) async fn mapping_test(
             break Err(Stop::denied(DenialCode::QuotaExhausted, err, &allowed));
         }
     };
-    drop(stream);
-    drop(held);
+    // the adapter's stream is over: its database connection and the
+    // exchange's slots are free
+    let served = fetch.served(&state, &allowed);
+    if let Some(held) = held {
+        held.release().await;
+    }
     let (how, error, reasons, stopped) = match outcome {
         Ok(()) => (ExchangeStatus::Ok, None, Vec::new(), None),
         Err(stop) => (
@@ -950,8 +1126,17 @@ pub(crate) async fn mapping_test(
             Some(stop.status),
         ),
     };
-    let receipt = finish(&state, &allowed, &tally, how, error, reasons).await?;
-    acknowledge(&state, client, &allowed, receipt.clone());
+    let receipt = finish(
+        &state,
+        &allowed,
+        &tally,
+        how,
+        error,
+        reasons,
+        Some(&served.endpoint),
+    )
+    .await?;
+    acknowledge(&state, &served, &allowed, receipt.clone());
     if let Some(status) = stopped {
         return Err(with_receipt(Some(status), &receipt));
     }
@@ -999,11 +1184,11 @@ pub(crate) async fn verify_batch(
     state: Arc<State>,
     allowed: Allowed,
 ) -> Result<Response<QueryStream>, Status> {
-    let (mut stream, client) = open_fetch(&state, &allowed, Lane::Calls).await?;
+    let mut fetch = open_fetch(&state, &allowed, Lane::Calls).await?;
     let mut tally = Tally::new(&allowed);
     let mut found: HashMap<String, Map<String, Value>> = HashMap::new();
     let outcome: Result<(), Stop> = loop {
-        let batch = match stream.message().await {
+        let batch = match fetch.message(&state, &allowed).await {
             Ok(Some(msg)) => msg.batch.unwrap_or_default().records,
             Ok(None) => break Ok(()),
             Err(status) => {
@@ -1020,6 +1205,7 @@ pub(crate) async fn verify_batch(
             break Err(stop);
         }
     };
+    let served = fetch.served(&state, &allowed);
     let outcome = match outcome {
         Ok(()) => charge_keys(&state, &allowed).await,
         Err(stop) => Err(stop),
@@ -1031,7 +1217,7 @@ pub(crate) async fn verify_batch(
             .enumerate()
             .map(|(i, (key, verify))| answer(i, found.get(&key_text(key)), verify))
             .collect::<Vec<String>>(),
-        Err(stop) => return Err(unanswered(&state, &allowed, stop).await),
+        Err(stop) => return Err(unanswered(&state, &allowed, stop, &served.endpoint).await),
     };
     tally.deliver(&answers);
     let receipt = finish(
@@ -1041,9 +1227,10 @@ pub(crate) async fn verify_batch(
         ExchangeStatus::Ok,
         None,
         Vec::new(),
+        Some(&served.endpoint),
     )
     .await?;
-    acknowledge(&state, client, &allowed, receipt.clone());
+    acknowledge(&state, &served, &allowed, receipt.clone());
     // the answers are computed and on the log: they go as fast as the
     // consumer reads
     let (tx, rx) = mpsc::channel(2);
@@ -1170,7 +1357,7 @@ mod tests {
         let agency = |endpoint: Option<&str>| jembatan_store::Agency {
             id: provider.clone(),
             name: "Provider".into(),
-            adapter_endpoint: endpoint.map(str::to_owned),
+            adapter_endpoints: endpoint.map(str::to_owned).into_iter().collect(),
         };
         let store_down = jembatan_store::StoreError::AuditUnavailable("pool closed".into());
         let cases = [
@@ -1196,9 +1383,9 @@ mod tests {
             ),
         ];
         for (name, found, want) in cases {
-            let got = adapter_endpoint(found, &provider);
+            let got = adapter_endpoints(found, &provider);
             match (got, want) {
-                (Ok(endpoint), Ok(want)) => assert_eq!(endpoint, want, "{name}"),
+                (Ok(endpoints), Ok(want)) => assert_eq!(endpoints, [want], "{name}"),
                 (Err(err), Err(want)) => {
                     let status = Status::from(err);
                     assert_eq!(status.code(), Code::Unavailable, "{name}");

@@ -1,6 +1,7 @@
 //! This broker as one replica of those sharing a store: its lease, the
-//! exchanges it has open (counted against `max_streams_per_agency` for
-//! every replica together), the leases on work one replica does at a time
+//! exchanges it has open (counted against `max_streams_per_agency`, and
+//! its query streams against `max_streams_per_provider`, for every
+//! replica together), the leases on work one replica does at a time
 //! (signing checkpoints, closing what gone replicas left open), and the
 //! closing itself: an `abandoned` completion entry for every allowed
 //! exchange whose replica died before writing its end.
@@ -90,6 +91,9 @@ pub(crate) struct Replica {
     timing: Timing,
     /// Most exchanges one agency may have open across replicas.
     per_agency: u64,
+    /// Most query streams one agency may have open against one provider
+    /// across replicas.
+    per_provider: u64,
     current: Mutex<Current>,
     /// Allowed exchanges of this replica whose end could not be written
     /// (the log refused it, or the lease was not current): closed
@@ -116,6 +120,7 @@ impl Replica {
         audit: AuditLog,
         timing: Timing,
         per_agency: usize,
+        per_provider: usize,
     ) -> Result<Arc<Replica>, StoreError> {
         let name = format!("{}/{}", host_name(), std::process::id());
         let (id, until) = register(&store, &name, timing).await?;
@@ -126,6 +131,7 @@ impl Replica {
             name,
             timing,
             per_agency: u64::try_from(per_agency).unwrap_or(u64::MAX),
+            per_provider: u64::try_from(per_provider).unwrap_or(u64::MAX),
             current: Mutex::new(Current { id, until }),
             orphans: Mutex::new(Vec::new()),
             checkpoint: Lease::new(CHECKPOINT_LEASE),
@@ -178,6 +184,38 @@ impl Replica {
             replica_id: id,
             exchange_id: exchange_id.to_owned(),
             orphaned: false,
+        })
+    }
+
+    /// Counts the open exchange `slot` among its consumer's query streams
+    /// against `provider`, within the limit shared by every replica.
+    /// `Err(NotOpened::Full(limit))` when they are all taken.
+    pub(crate) async fn take_provider_stream(
+        self: &Arc<Self>,
+        slot: &OpenSlot,
+        consumer: &AgencyId,
+        provider: &AgencyId,
+    ) -> Result<ProviderStream, NotOpened> {
+        if !slot.holds() {
+            return Err(NotOpened::LeaseLost);
+        }
+        let taken = self
+            .store
+            .take_provider_stream(
+                &slot.exchange_id,
+                consumer.as_str(),
+                provider.as_str(),
+                self.per_provider,
+                self.timing.heartbeat,
+            )
+            .await
+            .map_err(NotOpened::Store)?;
+        if !taken {
+            return Err(NotOpened::Full(self.per_provider));
+        }
+        Ok(ProviderStream {
+            store: self.store.clone(),
+            exchange_id: slot.exchange_id.clone(),
         })
     }
 
@@ -410,6 +448,7 @@ fn abandoned(decision: &AuditEntry, why: &str) -> AuditEntry {
         received: None,
         duration_ms,
         error: Some(why.to_owned()),
+        adapter_endpoint: None,
         ..decision.clone()
     }
 }
@@ -456,6 +495,25 @@ impl OpenSlot {
             // ended and only forgets it
             tracing::warn!(exchange_id, error = %err, "cannot forget an ended exchange in the store");
             self.replica.orphan(self.replica_id.clone(), exchange_id);
+        }
+    }
+}
+
+/// A query stream counted against `max_streams_per_provider` in the
+/// store. Given back by [`ProviderStream::release`] once the adapter's
+/// stream is over; otherwise when the exchange ends and its open row goes.
+#[derive(Debug)]
+pub(crate) struct ProviderStream {
+    store: Store,
+    exchange_id: String,
+}
+
+impl ProviderStream {
+    /// Stops counting the stream: the adapter's stream is over. A store
+    /// that cannot be written keeps it counted until the exchange ends.
+    pub(crate) async fn release(self) {
+        if let Err(err) = self.store.release_provider_stream(&self.exchange_id).await {
+            tracing::warn!(exchange_id = %self.exchange_id, error = %err, "cannot give back a provider stream in the store; it counts until the exchange ends");
         }
     }
 }

@@ -42,6 +42,7 @@ fn entry(i: u64) -> AuditEntry {
         duration_ms: None,
         error: None,
         trace_id: None,
+        adapter_endpoint: None,
         change: None,
         registry: None,
     }

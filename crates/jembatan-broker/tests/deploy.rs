@@ -69,8 +69,7 @@ fn the_compose_configs_name_what_the_setup_creates() {
     let setup = std::fs::read_to_string(dir.join("setup.sh")).unwrap();
     let broker = BrokerConfig::load(&dir.join("broker.toml")).unwrap();
     for agency in &broker.agencies {
-        if let Some(adapter) = &agency.adapter {
-            let url = adapter.to_string();
+        for url in agency.adapter.iter().flat_map(|a| a.urls()) {
             let host = format!("adapter-{}", agency.id);
             assert!(url.contains(&format!("//{host}:")), "{url}");
             assert!(setup.contains("--host \"adapter-$agency\""), "{host}");

@@ -2,10 +2,13 @@
 //! fields outside the grant — is contained by the broker: the consumer gets
 //! a clear error, the exchange is logged as failed, and the log verifies.
 //! One that answers after the consumer's deadline leaves every exchange
-//! ended on the log, `cancelled`.
+//! ended on the log, `cancelled`. One that is unavailable before sending
+//! anything is passed over for the provider's next endpoint; one that
+//! breaks after sending records is not.
 
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +36,10 @@ enum Fault {
     /// One good record, after a while: before the response's headers, and
     /// then before its batch.
     Slow(Duration, Duration),
+    /// The stream says `UNAVAILABLE` before its first record.
+    UnavailableAtOnce,
+    /// Ten good records.
+    Good,
 }
 
 /// An adapter from before `AcknowledgeBatch`: it takes receipts one call
@@ -40,6 +47,8 @@ enum Fault {
 struct FakeAdapter {
     fault: Fault,
     acks: Arc<Mutex<Vec<pb::AcknowledgeRequest>>>,
+    /// Fetches it was asked for.
+    fetches: Arc<AtomicUsize>,
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
@@ -66,6 +75,7 @@ impl Adapter for FakeAdapter {
         &self,
         _: Request<pb::FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
         let good = |i: usize| format!(r#"{{"nik":"15070000000000{i:02}","nama":"WARGA {i}"}}"#);
         let items: Vec<Result<pb::FetchResponse, Status>> = match self.fault {
             Fault::DropMidStream => vec![
@@ -77,6 +87,8 @@ impl Adapter for FakeAdapter {
                 r#"{"nik":"1507000000000002","nama":"X","nama_ibu":"SITI"}"#.to_owned(),
             ])],
             Fault::NotJson => vec![batch(vec!["nik=1507000000000001".to_owned()])],
+            Fault::UnavailableAtOnce => vec![Err(Status::unavailable("database is down"))],
+            Fault::Good => vec![batch((0..10).map(good).collect())],
             Fault::Slow(headers, records) => {
                 tokio::time::sleep(headers).await;
                 let late = futures::stream::once(async move {
@@ -120,8 +132,14 @@ struct Harness {
     broker: Broker,
     client: ExchangeClient<tonic::transport::Channel>,
     stop: watch::Sender<bool>,
-    /// The receipts the fake adapter was given.
+    /// The receipts the (first) fake adapter was given.
     acks: Arc<Mutex<Vec<pb::AcknowledgeRequest>>>,
+    /// Each fake adapter's endpoint, as the config lists them.
+    endpoints: Vec<String>,
+    /// The fetches each fake adapter was asked for.
+    fetches: Vec<Arc<AtomicUsize>>,
+    /// The receipts each fake adapter was given.
+    all_acks: Vec<Arc<Mutex<Vec<pb::AcknowledgeRequest>>>>,
 }
 
 impl Drop for Harness {
@@ -131,6 +149,12 @@ impl Drop for Harness {
 }
 
 async fn harness(fault: Fault) -> Harness {
+    harness_with(&[fault]).await
+}
+
+/// A broker whose provider lists one fake adapter endpoint per fault, in
+/// that order.
+async fn harness_with(faults: &[Fault]) -> Harness {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     let ids = [
@@ -148,18 +172,33 @@ async fn harness(fault: Fault) -> Harness {
         }
     };
 
-    let acks = Arc::new(Mutex::new(Vec::new()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let adapter_port = listener.local_addr().unwrap().port();
-    let tls = files(1).server_config().unwrap();
-    tokio::spawn(
-        Server::builder()
-            .add_service(AdapterServer::new(FakeAdapter {
-                fault,
-                acks: acks.clone(),
-            }))
-            .serve_with_incoming_shutdown(tls.incoming(listener), shutdown()),
-    );
+    let (mut endpoints, mut fetches, mut all_acks) = (Vec::new(), Vec::new(), Vec::new());
+    for fault in faults {
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        endpoints.push(format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        ));
+        let tls = files(1).server_config().unwrap();
+        tokio::spawn(
+            Server::builder()
+                .add_service(AdapterServer::new(FakeAdapter {
+                    fault: *fault,
+                    acks: acks.clone(),
+                    fetches: count.clone(),
+                }))
+                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown()),
+        );
+        fetches.push(count);
+        all_acks.push(acks);
+    }
+    let adapter = endpoints
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
 
     let b = files(0);
     let toml = format!(
@@ -175,7 +214,7 @@ key = "{}"
 [[agencies]]
 id = "prov"
 name = "Provider"
-adapter = "https://127.0.0.1:{adapter_port}"
+adapter = [{adapter}]
 [[agencies]]
 id = "dinsos"
 name = "Dinas Sosial"
@@ -244,7 +283,10 @@ mappings = ["orang.toml"]
         broker,
         client: ExchangeClient::new(channel),
         stop,
-        acks,
+        acks: all_acks[0].clone(),
+        endpoints,
+        fetches,
+        all_acks,
     }
 }
 
@@ -403,4 +445,94 @@ async fn lookups_past_their_deadline_end_on_the_log_cancelled() {
             entries.iter().map(|e| &e.entry.exchange_id).collect();
         assert_eq!(ids.len(), LOOKUPS, "one entry for each lookup");
     }
+}
+
+/// Waits until the fake adapter `i` was given `n` receipts; returns them.
+async fn acks_of(h: &Harness, i: usize, n: usize) -> Vec<pb::AcknowledgeRequest> {
+    for _ in 0..100 {
+        if h.all_acks[i].lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.all_acks[i].lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn an_endpoint_unavailable_before_any_record_is_passed_over_for_the_next() {
+    let mut h = harness_with(&[Fault::UnavailableAtOnce, Fault::Good]).await;
+    let (rows, end) = run(&mut h).await;
+    end.expect("served by the second endpoint");
+    assert_eq!(rows, 10);
+    let c = completion(&h).await;
+    assert_eq!(c.status, ExchangeStatus::Ok);
+    assert_eq!(c.rows, 10);
+    assert_eq!(
+        c.adapter_endpoint.as_deref(),
+        Some(h.endpoints[1].as_str()),
+        "the completion names the endpoint that served"
+    );
+    let decision = &h.broker.audit().entries(0, 1).await.unwrap()[0].entry;
+    assert_eq!(decision.adapter_endpoint, None, "not known at the decision");
+    assert_eq!(h.fetches[0].load(Ordering::SeqCst), 1);
+    assert_eq!(h.fetches[1].load(Ordering::SeqCst), 1);
+    // the receipt goes to the endpoint that served
+    let acks = acks_of(&h, 1, 1).await;
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].receipt.as_ref().unwrap().exchange_id, c.exchange_id);
+    assert!(h.all_acks[0].lock().unwrap().is_empty());
+
+    // the endpoint that failed is tried after the other for a while: the
+    // next exchange goes to the second at once
+    let (rows, end) = run(&mut h).await;
+    end.expect("served");
+    assert_eq!(rows, 10);
+    assert_eq!(h.fetches[0].load(Ordering::SeqCst), 1, "passed over");
+    assert_eq!(h.fetches[1].load(Ordering::SeqCst), 2);
+    let entries = h.broker.audit().entries(0, 10).await.unwrap();
+    assert_eq!(
+        entries[3].entry.adapter_endpoint.as_deref(),
+        Some(h.endpoints[1].as_str())
+    );
+    let _ = &h.dir;
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_after_records_is_not_moved_to_the_next_endpoint() {
+    let mut h = harness_with(&[Fault::DropMidStream, Fault::Good]).await;
+    let (rows, end) = run(&mut h).await;
+    assert_eq!(rows, 10, "the first batch was delivered");
+    let status = end.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let c = completion(&h).await;
+    assert_eq!(c.status, ExchangeStatus::Failed);
+    assert_eq!(c.rows, 10);
+    assert_eq!(
+        c.adapter_endpoint.as_deref(),
+        Some(h.endpoints[0].as_str()),
+        "the completion names the endpoint whose stream broke"
+    );
+    assert_eq!(
+        h.fetches[1].load(Ordering::SeqCst),
+        0,
+        "records already went: the fetch is not made again elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn when_every_endpoint_is_unavailable_the_exchange_fails_naming_the_last_asked() {
+    let mut h = harness_with(&[Fault::UnavailableAtOnce, Fault::UnavailableAtOnce]).await;
+    let (rows, end) = run(&mut h).await;
+    assert_eq!(rows, 0);
+    let status = end.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let c = completion(&h).await;
+    assert_eq!(c.status, ExchangeStatus::Failed);
+    assert_eq!(h.fetches[0].load(Ordering::SeqCst), 1);
+    assert_eq!(h.fetches[1].load(Ordering::SeqCst), 1);
+    assert_eq!(
+        c.adapter_endpoint.as_deref(),
+        Some(h.endpoints[1].as_str()),
+        "the last endpoint asked is named with its failure"
+    );
 }

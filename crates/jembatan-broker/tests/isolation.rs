@@ -315,3 +315,102 @@ async fn a_stream_left_unread_is_ended_cancelled_and_frees_its_slot_and_adapter_
     );
     assert!(completion.rows < ROWS as u64);
 }
+
+/// Two replicas on the store at `store` (the federation's SQLite file when
+/// `None`): `dinsos`'s query streams against `prov` are counted over both,
+/// so `max_streams_per_provider` holds for the deployment, not for each
+/// replica; another consumer counts apart, and an ended stream frees its
+/// place on every replica.
+async fn provider_streams_across_replicas(store: Option<String>) {
+    let (mut f, _db) = federation(Kind::Sqlite).await.unwrap();
+    if let Some(url) = store {
+        f.store = url;
+    }
+    let config = f.broker_config("max_streams_per_provider = 2", &tables());
+    let one = f.broker(&config).await;
+    let two = f.broker(&config).await;
+    let (first, _) = open_and_read_one(&f, one.port, "dinsos").await;
+    let (second, _) = open_and_read_one(&f, two.port, "dinsos").await;
+
+    for b in [&one, &two] {
+        let refused = client(&f, b.port, "dinsos")
+            .await
+            .query(query(&["nik"]))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(
+            refused.message().contains(
+                "has 2 query streams open against provider prov on the brokers sharing this store"
+            ) && refused.message().contains("max_streams_per_provider"),
+            "{}",
+            refused.message()
+        );
+    }
+    // the refusals are on the log
+    let all = one.broker.audit().entries(0, 100).await.unwrap();
+    let refusals = all
+        .iter()
+        .filter(|e| {
+            e.entry.status == ExchangeStatus::Invalid
+                && e.entry
+                    .error
+                    .as_deref()
+                    .is_some_and(|m| m.contains("max_streams_per_provider"))
+        })
+        .count();
+    assert_eq!(refusals, 2);
+
+    // another consumer has places of its own
+    let mut limited = query(&["nik"]);
+    limited.limit = 10;
+    let out = support::run_query(&mut client(&f, two.port, "dinkes").await, limited.clone()).await;
+    out.end.unwrap();
+    assert_eq!(out.records.len(), 10);
+
+    // the stream on the first replica ends: the second has a place again
+    drop(first);
+    let mut dinsos = client(&f, two.port, "dinsos").await;
+    let started = Instant::now();
+    loop {
+        match support::run_query(&mut dinsos, limited.clone()).await.end {
+            Ok(()) => break,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the place was never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_provider_are_counted_across_replicas() {
+    provider_streams_across_replicas(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_provider_are_counted_across_replicas_on_a_postgres_store() {
+    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+        return;
+    };
+    let name = format!("jembatan_iso_prov_{}", uuid::Uuid::new_v4().simple());
+    let admin = jembatan_store::Store::admin_pool(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').expect("a database in the URL");
+    provider_streams_across_replicas(Some(format!("{base}/{name}"))).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}

@@ -61,6 +61,7 @@ fn decision(id: &str) -> AuditEntry {
         duration_ms: None,
         error: None,
         trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
+        adapter_endpoint: None,
         change: None,
         registry: None,
     }

@@ -28,10 +28,13 @@ use crate::redact::HashedText;
 /// - 5: the `registry` kind (a write to the schema registry, with its
 ///   `registry` change), and the `mapping_test` operation, whose
 ///   `translation` names the candidate mapping by `mapping_sha256`.
+/// - 6: `adapter_endpoint`: the provider adapter endpoint that served an
+///   exchange (completion and answered entries), one of those the
+///   broker's config lists for the provider.
 ///
 /// Entries of every earlier version stay readable and verifiable: their
 /// canonical bytes never change.
-pub const ENTRY_FORMAT_VERSION: u32 = 5;
+pub const ENTRY_FORMAT_VERSION: u32 = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -198,6 +201,13 @@ pub struct AuditEntry {
     pub error: Option<String>,
     /// W3C trace id of the exchange, when traced.
     pub trace_id: Option<String>,
+    /// On completion and answered entries (from format 6): the provider
+    /// adapter endpoint that served the exchange, as the broker's config
+    /// names it (`https://host:port`). Absent when no adapter answered,
+    /// and on other entries, so entries written before it existed keep
+    /// their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_endpoint: Option<String>,
     /// For agreement entries: the lifecycle step. Absent on exchange
     /// entries, so entries written before it existed keep their bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

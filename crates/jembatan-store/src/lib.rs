@@ -75,8 +75,28 @@ pub enum Backend {
 pub struct Agency {
     pub id: AgencyId,
     pub name: String,
-    /// Where its adapter listens (`https://host:port`), if it provides data.
-    pub adapter_endpoint: Option<String>,
+    /// Where its adapter listens (`https://host:port`), if it provides
+    /// data: the endpoints in the order the broker tries them (empty when
+    /// it provides none). Stored in `agencies.adapter_endpoint`, one per
+    /// line.
+    pub adapter_endpoints: Vec<String>,
+}
+
+/// The `adapter_endpoint` column's text for `endpoints`: one per line
+/// (an endpoint is a URL, which holds no line break), `NULL` for none.
+fn join_endpoints(endpoints: &[String]) -> Option<String> {
+    (!endpoints.is_empty()).then(|| endpoints.join("\n"))
+}
+
+/// The endpoints the `adapter_endpoint` column holds, in order.
+fn split_endpoints(column: Option<String>) -> Vec<String> {
+    column
+        .iter()
+        .flat_map(|text| text.lines())
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A registered dataset.
@@ -360,7 +380,7 @@ impl Store {
         )
         .bind(agency.id.as_str())
         .bind(&agency.name)
-        .bind(agency.adapter_endpoint.as_deref())
+        .bind(join_endpoints(&agency.adapter_endpoints))
         .bind(now())
         .execute(&self.pool)
         .await?;
@@ -376,7 +396,7 @@ impl Store {
             Ok(Agency {
                 id: parse(&r.try_get::<String, _>(0)?, "agency id")?,
                 name: r.try_get(1)?,
-                adapter_endpoint: r.try_get(2)?,
+                adapter_endpoints: split_endpoints(r.try_get(2)?),
             })
         })
         .transpose()

@@ -218,6 +218,7 @@ const TABLES: [Table; 17] = [
             ("replica", Text),
             ("consumer", Text),
             ("opened_at", Text),
+            ("provider", OptText),
         ],
         key: &["exchange_id"],
     },

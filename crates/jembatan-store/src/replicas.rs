@@ -1,5 +1,6 @@
 //! Broker replicas sharing the store: each one's lease, the exchanges it
-//! has open, and the leases on work one replica at a time does.
+//! has open (counted per consumer, and per consumer and provider for
+//! query streams), and the leases on work one replica at a time does.
 //!
 //! Every time here is milliseconds since the Unix epoch by the database's
 //! own clock (`now_ms`), so replicas on machines whose clocks disagree
@@ -212,6 +213,69 @@ impl Store {
             .execute(self.light_pool())
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Counts the open exchange `exchange_id` of `consumer` among its
+    /// query streams against `provider`, unless it already has `limit` of
+    /// them open on replicas that are not gone (a lease over by more than
+    /// `grace` counts as gone). The count and the update are one atomic
+    /// step for every replica sharing the store, as in
+    /// [`Store::open_exchange`]: SQLite's write lock, or an advisory lock
+    /// per consumer and provider on PostgreSQL. Returns whether it was
+    /// taken; `false` too when the exchange is not open.
+    pub async fn take_provider_stream(
+        &self,
+        exchange_id: &str,
+        consumer: &str,
+        provider: &str,
+        limit: u64,
+        grace: Duration,
+    ) -> Result<bool, StoreError> {
+        if self.backend() == Backend::Postgres {
+            let taken: bool =
+                sqlx::query("SELECT jembatan_take_provider_stream($1, $2, $3, $4, $5)")
+                    .bind(exchange_id)
+                    .bind(consumer)
+                    .bind(provider)
+                    .bind(to_i64(limit))
+                    .bind(millis(grace))
+                    .fetch_one(self.light_pool())
+                    .await?
+                    .try_get(0)?;
+            return Ok(taken);
+        }
+        // one statement under SQLite's one writer: counted and updated
+        // atomically
+        let sql = format!(
+            "UPDATE open_exchanges SET provider = $1
+             WHERE exchange_id = $2 AND consumer = $3
+               AND (SELECT COUNT(*) FROM open_exchanges o JOIN replicas r ON r.id = o.replica
+                    WHERE o.consumer = $4 AND o.provider = $5 AND r.gone_at IS NULL
+                      AND r.lease_until + $6 >= {}) < $7",
+            now_ms(self.backend())
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(provider)
+            .bind(exchange_id)
+            .bind(consumer)
+            .bind(consumer)
+            .bind(provider)
+            .bind(millis(grace))
+            .bind(to_i64(limit))
+            .execute(self.light_pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stops counting the open exchange `exchange_id` as a query stream
+    /// against its provider: the adapter's stream is over. (An exchange
+    /// that ends stops counting anyway: its row goes.)
+    pub async fn release_provider_stream(&self, exchange_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE open_exchanges SET provider = NULL WHERE exchange_id = $1")
+            .bind(exchange_id)
+            .execute(self.light_pool())
+            .await?;
+        Ok(())
     }
 
     /// Forgets an open exchange: it ended, or it was never allowed.

@@ -71,7 +71,11 @@ async fn sqlite_store(dir: &std::path::Path, entries: usize) -> (String, Store, 
             .upsert_agency(&Agency {
                 id: id.parse().unwrap(),
                 name: format!("Dinas {id}"),
-                adapter_endpoint: (id == "disdukcapil").then(|| "https://127.0.0.1:1".into()),
+                adapter_endpoints: if id == "disdukcapil" {
+                    vec!["https://127.0.0.1:1".into(), "https://127.0.0.1:2".into()]
+                } else {
+                    Vec::new()
+                },
             })
             .await
             .unwrap();

@@ -1,5 +1,5 @@
-//! Replicas sharing a store: leases, the stream limit counted across
-//! replicas, gone replicas and what they left open, on SQLite and, when
+//! Replicas sharing a store: leases, the stream limits (per consumer,
+//! and per consumer and provider) counted across replicas, gone replicas and what they left open, on SQLite and, when
 //! `JEMBATAN_TEST_POSTGRES_URL` is set, PostgreSQL.
 
 use std::time::Duration;
@@ -171,6 +171,137 @@ async fn the_limit_holds_under_concurrent_opens(stores: Vec<Store>) {
     assert_eq!(open as u64, limit);
 }
 
+/// Query streams of one consumer against one provider are counted across
+/// replicas: the limit holds whichever replica runs them, other providers
+/// and consumers count apart, a released stream or an ended exchange
+/// frees its place, and a gone replica's streams stop counting.
+async fn provider_streams_are_counted_across_replicas(store: Store) {
+    store
+        .register_replica("p1", "host-a/1", LEASE)
+        .await
+        .unwrap();
+    store
+        .register_replica("p2", "host-b/2", Duration::from_millis(600))
+        .await
+        .unwrap();
+    let take = |x: &'static str, consumer: &'static str, provider: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .take_provider_stream(x, consumer, provider, 2, GRACE)
+                .await
+                .unwrap()
+        }
+    };
+    for (x, replica, consumer) in [
+        ("s1", "p1", "dinsos"),
+        ("s2", "p2", "dinsos"),
+        ("s3", "p1", "dinsos"),
+        ("s4", "p1", "dinkes"),
+        ("s5", "p1", "dinsos"),
+    ] {
+        assert!(
+            store
+                .open_exchange(x, replica, consumer, 10, GRACE)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(take("s1", "dinsos", "disdukcapil").await);
+    assert!(
+        take("s2", "dinsos", "disdukcapil").await,
+        "on another replica"
+    );
+    assert!(
+        !take("s3", "dinsos", "disdukcapil").await,
+        "the third stream of dinsos against disdukcapil, over both replicas, is over the limit of 2"
+    );
+    assert!(
+        take("s3", "dinsos", "bpjs").await,
+        "another provider counts apart"
+    );
+    assert!(
+        take("s4", "dinkes", "disdukcapil").await,
+        "another consumer counts apart"
+    );
+    assert!(
+        !take("nobody", "dinsos", "pajak").await,
+        "an exchange that is not open takes nothing"
+    );
+    assert!(
+        !take("s4", "dinsos", "pajak").await,
+        "an exchange is taken only for its own consumer"
+    );
+
+    // a stream whose adapter stream is over frees its place
+    store.release_provider_stream("s1").await.unwrap();
+    assert!(take("s5", "dinsos", "disdukcapil").await);
+    assert!(!take("s1", "dinsos", "disdukcapil").await);
+    // an exchange that ended frees its place
+    store.close_exchange("s5").await.unwrap();
+    // p2's lease (600 ms) ends: its stream no longer counts either
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(take("s1", "dinsos", "disdukcapil").await);
+    for x in ["s6", "s7"] {
+        assert!(
+            store
+                .open_exchange(x, "p1", "dinsos", 10, GRACE)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        take("s6", "dinsos", "disdukcapil").await,
+        "the gone replica's stream no longer counts"
+    );
+    assert!(
+        !take("s7", "dinsos", "disdukcapil").await,
+        "s1 and s6 are the limit"
+    );
+    for x in ["s1", "s2", "s3", "s4", "s6", "s7"] {
+        store.close_exchange(x).await.unwrap();
+    }
+}
+
+/// Many replicas taking streams of one consumer against one provider at
+/// once never pass the limit between them.
+async fn the_provider_limit_holds_under_concurrent_takes(stores: Vec<Store>) {
+    let limit = 3;
+    for (i, store) in stores.iter().enumerate() {
+        store
+            .register_replica(&format!("t{i}"), "host", LEASE)
+            .await
+            .unwrap();
+    }
+    for n in 0..30 {
+        let replica = format!("t{}", n % stores.len());
+        assert!(
+            stores[0]
+                .open_exchange(&format!("z{n}"), &replica, "dinkes", 100, GRACE)
+                .await
+                .unwrap()
+        );
+    }
+    let mut takes = tokio::task::JoinSet::new();
+    for n in 0..30 {
+        let store = stores[n % stores.len()].clone();
+        takes.spawn(async move {
+            store
+                .take_provider_stream(&format!("z{n}"), "dinkes", "disdukcapil", limit, GRACE)
+                .await
+                .unwrap()
+        });
+    }
+    let mut taken = 0;
+    while let Some(done) = takes.join_next().await {
+        taken += u64::from(done.unwrap());
+    }
+    assert_eq!(taken, limit, "exactly the limit was taken");
+    for n in 0..30 {
+        stores[0].close_exchange(&format!("z{n}")).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn sqlite_replicas_leases_and_limits() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,7 +311,9 @@ async fn sqlite_replicas_leases_and_limits() {
     one_holder_per_lease(store.clone()).await;
     // two handles on one file, as two brokers on one machine
     let other = Store::connect(path.to_str().unwrap()).await.unwrap();
-    the_limit_holds_under_concurrent_opens(vec![store, other]).await;
+    the_limit_holds_under_concurrent_opens(vec![store.clone(), other.clone()]).await;
+    provider_streams_are_counted_across_replicas(store.clone()).await;
+    the_provider_limit_holds_under_concurrent_takes(vec![store, other]).await;
 }
 
 #[tokio::test]
@@ -211,6 +344,8 @@ async fn postgres_replicas_leases_and_limits() {
         stores.push(Store::connect(&db_url).await.unwrap());
     }
     the_limit_holds_under_concurrent_opens(stores.clone()).await;
+    provider_streams_are_counted_across_replicas(stores[0].clone()).await;
+    the_provider_limit_holds_under_concurrent_takes(stores.clone()).await;
     for store in stores {
         store.close().await;
     }

@@ -34,6 +34,7 @@ fn entry(exchange: &str, kind: EntryKind) -> AuditEntry {
         duration_ms: None,
         error: None,
         trace_id: None,
+        adapter_endpoint: None,
         change: None,
         registry: None,
     }
@@ -577,6 +578,48 @@ async fn postgres_registry_round_trips() {
         return;
     };
     registry_round_trips(store.clone()).await;
+    drop_postgres(store, admin, drop_db).await;
+}
+
+/// An agency's adapter endpoints come back in the order stored; none is
+/// an empty list, and an upsert replaces the list.
+async fn agency_endpoints_round_trip(store: Store) {
+    use jembatan_store::Agency;
+    let id: jembatan_core::AgencyId = "prov".parse().unwrap();
+    let agency = |endpoints: &[&str]| Agency {
+        id: id.clone(),
+        name: "Provider".into(),
+        adapter_endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+    };
+    for endpoints in [
+        &["https://b:7443", "https://a:7443", "https://c:7443"][..],
+        &["https://a:7443"][..],
+        &[][..],
+    ] {
+        store.upsert_agency(&agency(endpoints)).await.unwrap();
+        assert_eq!(
+            store.agency(&id).await.unwrap(),
+            Some(agency(endpoints)),
+            "{endpoints:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_agency_endpoints_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(dir.path().join("e.db").to_str().unwrap())
+        .await
+        .unwrap();
+    agency_endpoints_round_trip(store).await;
+}
+
+#[tokio::test]
+async fn postgres_agency_endpoints_round_trip() {
+    let Some((store, admin, drop_db)) = fresh_postgres("jembatan_endpoints").await else {
+        return;
+    };
+    agency_endpoints_round_trip(store.clone()).await;
     drop_postgres(store, admin, drop_db).await;
 }
 

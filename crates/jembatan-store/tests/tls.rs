@@ -95,7 +95,7 @@ async fn the_store_connects_with_verified_tls_and_refuses_another_ca() {
         .upsert_agency(&jembatan_store::Agency {
             id: "dinsos".parse().unwrap(),
             name: "Dinas Sosial".into(),
-            adapter_endpoint: None,
+            adapter_endpoints: Vec::new(),
         })
         .await
         .unwrap();

@@ -49,6 +49,81 @@ pub(crate) struct Federation {
     pub(crate) adapter_port: u16,
     pub(crate) store: String,
     stop: watch::Sender<bool>,
+    /// The provider's database URL.
+    database: String,
+}
+
+/// An adapter started apart from the federation's own.
+pub(crate) struct AdapterHandle {
+    pub(crate) port: u16,
+    stop: watch::Sender<bool>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl AdapterHandle {
+    /// Its endpoint, as a broker config names it.
+    pub(crate) fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it and waits until it no longer serves.
+    pub(crate) async fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(served) = self.served.take() {
+            served.await.unwrap();
+        }
+    }
+}
+
+impl Drop for AdapterHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Serves an adapter of `prov` on `database` (the table `penduduk`) at
+/// `listener` until `shutdown`; returns the serving task.
+async fn serve_adapter(
+    files: &TlsFiles,
+    dir: &Path,
+    database: &str,
+    listener: TcpListener,
+    receipt_log: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let port = listener.local_addr().unwrap().port();
+    let adapter_toml = format!(
+        r#"
+version = 1
+agency = "prov"
+database = "{database}"
+listen = "127.0.0.1:{port}"
+receipt_log = "{receipt_log}"
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+[[datasets]]
+name = "penduduk"
+table = "penduduk"
+key = "nik"
+columns = ["nik", "nama", "tgl_lahir", "kecamatan", "status"]
+"#,
+        ca = files.ca.display(),
+        cert = files.cert.display(),
+        key = files.key.display()
+    );
+    let config = AdapterConfig::from_toml(&adapter_toml, dir).unwrap();
+    let adapter = Arc::new(Adapter::connect(&config).await.unwrap());
+    let served = jembatan_adapter::serve(
+        adapter,
+        listener,
+        config.tls.server_config().unwrap(),
+        shutdown,
+    );
+    tokio::spawn(async move {
+        served.await.unwrap();
+    })
 }
 
 impl Drop for Federation {
@@ -132,39 +207,18 @@ impl Federation {
         let (stop, _) = watch::channel(false);
         let adapter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let adapter_port = adapter_listener.local_addr().unwrap().port();
-        let a = &files["adapter"];
-        let adapter_toml = format!(
-            r#"
-version = 1
-agency = "prov"
-database = "{database}"
-listen = "127.0.0.1:{adapter_port}"
-receipt_log = "receipts.jsonl"
-[tls]
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
-[[datasets]]
-name = "penduduk"
-table = "penduduk"
-key = "nik"
-columns = ["nik", "nama", "tgl_lahir", "kecamatan", "status"]
-"#,
-            ca = a.ca.display(),
-            cert = a.cert.display(),
-            key = a.key.display()
-        );
-        let config = AdapterConfig::from_toml(&adapter_toml, &dir).unwrap();
-        let adapter = Arc::new(Adapter::connect(&config).await.unwrap());
         let mut rx = stop.subscribe();
-        tokio::spawn(jembatan_adapter::serve(
-            adapter,
+        serve_adapter(
+            &files["adapter"],
+            &dir,
+            database,
             adapter_listener,
-            config.tls.server_config().unwrap(),
+            "receipts.jsonl",
             async move {
                 let _ = rx.wait_for(|s| *s).await;
             },
-        ));
+        )
+        .await;
         let store = dir.join("broker.db").display().to_string();
         Federation {
             _tmp: tmp,
@@ -174,6 +228,32 @@ columns = ["nik", "nama", "tgl_lahir", "kecamatan", "status"]
             adapter_port,
             store,
             stop,
+            database: database.to_owned(),
+        }
+    }
+
+    /// Another adapter of the provider on the same database, with a
+    /// receipt log of its own (`receipt_log`, in the federation's
+    /// directory); it stops when its handle is stopped or dropped.
+    pub(crate) async fn another_adapter(&self, receipt_log: &str) -> AdapterHandle {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, mut rx) = watch::channel(false);
+        let served = serve_adapter(
+            &self.files["adapter"],
+            &self.dir,
+            &self.database,
+            listener,
+            receipt_log,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        )
+        .await;
+        AdapterHandle {
+            port,
+            stop,
+            served: Some(served),
         }
     }
 

@@ -9,7 +9,9 @@
 //! translated exchange, those the broker logged as `received` before
 //! translation) (when either
 //! side did not finish, the broker cannot have logged more rows than the
-//! adapter served). For every `receipt` line: the entries it names must be
+//! adapter served — unless this adapter failed before sending any record
+//! and the end names the endpoint that served instead, a provider with
+//! several endpoints; that endpoint's receipt log accounts for the rows). For every `receipt` line: the entries it names must be
 //! on the log, be this exchange's decision and completion (for a lookup,
 //! both name its one `answered` entry), hash to the
 //! receipt's `entry_sha256`, and agree with its rows and payload hash.
@@ -229,13 +231,21 @@ fn check_served(served: &ServedEntry, rows: &[RawEntry]) -> Vec<String> {
                 served.payload_sha256
             ));
         }
-    } else if rows > served.rows {
+    } else if rows > served.rows && !passed_over(served, &e) {
         findings.push(format!(
             "exchange {id}: broker logged {rows} rows, adapter served only {}",
             served.rows
         ));
     }
     findings
+}
+
+/// Whether the fetch `served` failed before sending anything and the
+/// broker's end `e` names the adapter endpoint that served the exchange
+/// (entry format 6): a provider with several endpoints, this one passed
+/// over for another, whose receipt log accounts for the rows.
+fn passed_over(served: &ServedEntry, e: &AuditEntry) -> bool {
+    served.status == FetchStatus::Failed && served.rows == 0 && e.adapter_endpoint.is_some()
 }
 
 /// The findings for one receipt, given the rows at its decision and

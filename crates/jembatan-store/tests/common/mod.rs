@@ -48,6 +48,7 @@ pub(crate) fn entry(i: usize) -> AuditEntry {
         duration_ms: None,
         error: None,
         trace_id: None,
+        adapter_endpoint: None,
         change: None,
         registry: None,
     }
