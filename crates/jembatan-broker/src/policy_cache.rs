@@ -69,24 +69,8 @@ impl PolicyCache {
         at: PolicyVersion,
         id: &DatasetId,
     ) -> Result<Option<Dataset>, StoreError> {
-        {
-            let mut loaded = self.lock();
-            if loaded.usable(at)
-                && let Some(found) = loaded.datasets.get(id)
-            {
-                return Ok(found.clone());
-            }
-        }
-        // loaded after the version was read, so at least as new as it
-        let found = store.dataset(id).await?;
-        let mut loaded = self.lock();
-        if loaded.usable(at) {
-            if loaded.datasets.len() >= MAX_ENTRIES {
-                loaded.datasets.clear();
-            }
-            loaded.datasets.insert(id.clone(), found.clone());
-        }
-        Ok(found)
+        self.remembered(at, |l| &mut l.datasets, id.clone(), || store.dataset(id))
+            .await
     }
 
     /// Every agreement between `consumer` and `dataset`, as of `at`.
@@ -98,21 +82,46 @@ impl PolicyCache {
         dataset: &DatasetId,
     ) -> Result<Arc<[Agreement]>, StoreError> {
         let key = (consumer.clone(), dataset.clone());
+        self.remembered(
+            at,
+            |l| &mut l.agreements,
+            key,
+            || async { Ok(store.agreements_for(consumer, dataset).await?.into()) },
+        )
+        .await
+    }
+
+    /// What `map` holds under `key` at `at`, or what `load` reads from the
+    /// store (after the version was read, so at least as new as it),
+    /// remembered while the memory is still at `at`.
+    async fn remembered<K, V, F>(
+        &self,
+        at: PolicyVersion,
+        map: impl Fn(&mut Loaded) -> &mut HashMap<K, V>,
+        key: K,
+        load: impl FnOnce() -> F,
+    ) -> Result<V, StoreError>
+    where
+        K: std::hash::Hash + Eq,
+        V: Clone,
+        F: std::future::Future<Output = Result<V, StoreError>>,
+    {
         {
             let mut loaded = self.lock();
             if loaded.usable(at)
-                && let Some(found) = loaded.agreements.get(&key)
+                && let Some(found) = map(&mut loaded).get(&key)
             {
                 return Ok(found.clone());
             }
         }
-        let found: Arc<[Agreement]> = store.agreements_for(consumer, dataset).await?.into();
+        let found = load().await?;
         let mut loaded = self.lock();
         if loaded.usable(at) {
-            if loaded.agreements.len() >= MAX_ENTRIES {
-                loaded.agreements.clear();
+            let map = map(&mut loaded);
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
             }
-            loaded.agreements.insert(key, found.clone());
+            map.insert(key, found.clone());
         }
         Ok(found)
     }
