@@ -1221,69 +1221,12 @@ async fn a_revoked_agreement_is_never_honoured_after_the_revocation_returns() {
 
 #[tokio::test]
 async fn a_revoked_agreement_is_never_honoured_after_the_revocation_returns_on_postgres() {
-    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
-        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+    let Some(pg) = support::PgStore::fresh("jembatan_policy").await else {
         return;
     };
-    let admin = jembatan_store::Store::admin_pool(&url).await.unwrap();
-    let name = format!("jembatan_policy_{}", std::process::id());
-    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
     let mut f = Federation::start(20).await;
-    let (base, _) = url.rsplit_once('/').unwrap();
-    f.store = format!("{base}/{name}");
+    f.store = pg.url.clone();
     changes_reach_the_next_decision_on_every_replica(&f).await;
     drop(f);
-    sqlx::query(sqlx::AssertSqlSafe(drop_db))
-        .execute(&admin)
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn the_subscribe_term_travels_through_proposal_approval_and_reads() {
-    let f = Federation::start(5).await;
-    let b = f.broker(&f.broker_config("", "")).await;
-    let mut dinsos = b.agreements(&f, "dinsos").await;
-    let mut prov = b.agreements(&f, "prov").await;
-    let mut with_term = terms("dinsos-sub", &read(&["nik", "nama"]));
-    with_term.agreement.as_mut().unwrap().subscribe = true;
-    let proposed = dinsos.propose(with_term).await.unwrap().into_inner();
-    assert!(proposed.subscribe);
-    let plain = dinsos
-        .propose(terms("dinsos-plain", &read(&["nik", "nama"])))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!plain.subscribe);
-    // the term is part of the terms the hash pins
-    assert_ne!(proposed.terms_sha256, plain.terms_sha256);
-    let approved = prov
-        .approve(pb::ApproveRequest {
-            id: "dinsos-sub".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(approved.subscribe);
-    let got = prov
-        .get(pb::GetAgreementRequest {
-            id: "dinsos-sub".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(got.subscribe);
-    // the term adds to what queries may do, and takes nothing away
-    let mut ex = b.exchange(&f, "dinsos").await;
-    let out = run_query(&mut ex, query(&["nik"])).await;
-    out.end.unwrap();
-    assert_eq!(out.records.len(), 5);
+    pg.drop_db().await;
 }

@@ -2,6 +2,8 @@
 //! database behind a real adapter, the broker, and consumers, all with
 //! certificates from a development CA.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -1136,23 +1138,10 @@ async fn an_unreachable_adapter_fails_the_exchange_on_the_log() {
 
 #[tokio::test]
 async fn exchanges_work_on_a_postgres_store() {
-    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
-        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+    let Some(pg) = support::PgStore::fresh("jembatan_e2e").await else {
         return;
     };
-    let admin = jembatan_store::Store::admin_pool(&url).await.unwrap();
-    let name = format!("jembatan_e2e_{}", std::process::id());
-    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    let h = harness_with_store(&format!("{base}/{name}")).await;
+    let h = harness_with_store(&pg.url).await;
     let mut c = h.consumer("dinsos").await;
     let out = run_query(&mut c, query(&["nik"], None)).await.unwrap();
     assert_eq!(out.records.len(), (0..ROWS).filter(|i| i % 10 != 9).count());
@@ -1176,10 +1165,7 @@ async fn exchanges_work_on_a_postgres_store() {
     );
     h.broker.store().close().await;
     drop(h);
-    sqlx::query(sqlx::AssertSqlSafe(drop_db))
-        .execute(&admin)
-        .await
-        .unwrap();
+    pg.drop_db().await;
 }
 
 #[tokio::test]

@@ -156,3 +156,36 @@ pub(crate) async fn admin(url: &str, statement: &str) {
         .unwrap_or_else(|e| panic!("{statement}: {e}"));
     pool.close().await;
 }
+
+/// A fresh PostgreSQL database for a broker store (replicas share it), or
+/// `None` with a skip line when `JEMBATAN_TEST_POSTGRES_URL` is unset.
+pub(crate) struct PgStore {
+    admin_url: String,
+    name: String,
+    pub(crate) url: String,
+}
+
+impl PgStore {
+    pub(crate) async fn fresh(prefix: &str) -> Option<PgStore> {
+        sqlx::any::install_default_drivers();
+        let Ok(admin_url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+            println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+            return None;
+        };
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
+        let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
+        let url = format!("{base}/{name}");
+        Some(PgStore {
+            admin_url,
+            name,
+            url,
+        })
+    }
+
+    /// Drops the database, closing what still holds it open.
+    pub(crate) async fn drop_db(self) {
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        admin(&self.admin_url, &statement).await;
+    }
+}

@@ -7,7 +7,7 @@
 mod databases;
 
 #[allow(unused_imports)] // each test binary uses a different part
-pub(crate) use databases::{Kind, ProviderDb};
+pub(crate) use databases::{Kind, PgStore, ProviderDb};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
