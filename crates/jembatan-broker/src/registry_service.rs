@@ -25,6 +25,24 @@ impl RegistryService {
     pub(crate) fn new(registry: Arc<Registry>) -> Self {
         Self { registry }
     }
+
+    /// A request field as parsed; one that does not parse refuses the
+    /// write `action`, and the refusal is on the log.
+    async fn parsed<T>(
+        &self,
+        identity: &Identity,
+        action: &'static str,
+        parsed: Result<T, RegistryError>,
+    ) -> Result<T, Status> {
+        match parsed {
+            Ok(value) => Ok(value),
+            Err(err) => Err(self
+                .registry
+                .refuse_request(identity, action, err)
+                .await
+                .into()),
+        }
+    }
 }
 
 /// The caller, if it may read the registry.
@@ -182,17 +200,8 @@ impl registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::SetCompatibilityResponse>, Status> {
         let identity = jembatan_pki::peer_identity(&request)?;
         let req = request.into_inner();
-        let mode = match mode_from_proto(req.mode) {
-            Ok(mode) => mode,
-            Err(e) => {
-                let err = RegistryError::Invalid(e.to_string());
-                return Err(self
-                    .registry
-                    .refuse_request(&identity, "set_compatibility", err)
-                    .await
-                    .into());
-            }
-        };
+        let mode = mode_from_proto(req.mode).map_err(|e| RegistryError::Invalid(e.to_string()));
+        let mode = self.parsed(&identity, "set_compatibility", mode).await?;
         self.registry
             .set_compatibility(&identity, &req.dataset, mode, req.optional_friendly)
             .await?;
@@ -205,16 +214,9 @@ impl registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::SchemaVersion>, Status> {
         let identity = jembatan_pki::peer_identity(&request)?;
         let req = request.into_inner();
-        let state = match state_from_proto(req.state) {
-            Ok(state) => state,
-            Err(err) => {
-                return Err(self
-                    .registry
-                    .refuse_request(&identity, "set_version_state", err)
-                    .await
-                    .into());
-            }
-        };
+        let state = self
+            .parsed(&identity, "set_version_state", state_from_proto(req.state))
+            .await?;
         let v = self
             .registry
             .set_version_state(&identity, &req.dataset, req.version, state)
@@ -241,16 +243,9 @@ impl registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::Mapping>, Status> {
         let identity = jembatan_pki::peer_identity(&request)?;
         let req = request.into_inner();
-        let state = match state_from_proto(req.state) {
-            Ok(state) => state,
-            Err(err) => {
-                return Err(self
-                    .registry
-                    .refuse_request(&identity, "set_mapping_state", err)
-                    .await
-                    .into());
-            }
-        };
+        let state = self
+            .parsed(&identity, "set_mapping_state", state_from_proto(req.state))
+            .await?;
         let m = self
             .registry
             .set_mapping_state(&identity, &req.source, &req.target, req.version, state)
