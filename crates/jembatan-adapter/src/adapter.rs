@@ -804,21 +804,39 @@ impl Sent {
         tx: &mpsc::Sender<Result<pb::FetchResponse, Status>>,
         records: Vec<String>,
     ) -> bool {
-        let mut hasher = self.hasher.clone();
-        let mut bytes = 0u64;
-        for r in &records {
-            hasher.update(r);
-            bytes += r.len() as u64;
-        }
-        let rows = records.len() as u64;
+        let rows = records.len();
+        let counted = self.count(records.iter().map(String::as_str));
         let batch = pb::FetchResponse {
             batch: Some(pb::RecordBatch { records }),
         };
-        if tx.send(Ok(batch)).await.is_err() {
+        self.deliver(tx, batch, rows, counted).await
+    }
+
+    /// The payload hash and bytes once `texts` (record texts) are added.
+    fn count<'a>(&self, texts: impl Iterator<Item = &'a str>) -> (PayloadHasher, u64) {
+        let mut hasher = self.hasher.clone();
+        let mut bytes = 0u64;
+        for text in texts {
+            hasher.update(text);
+            bytes += text.len() as u64;
+        }
+        (hasher, bytes)
+    }
+
+    /// Sends `message` of `rows` rows, [`count`](Self::count)ed; `false`
+    /// when the receiver is gone (nothing counted).
+    async fn deliver<M>(
+        &mut self,
+        tx: &mpsc::Sender<Result<M, Status>>,
+        message: M,
+        rows: usize,
+        (hasher, bytes): (PayloadHasher, u64),
+    ) -> bool {
+        if tx.send(Ok(message)).await.is_err() {
             return false;
         }
         self.hasher = hasher;
-        self.rows += rows;
+        self.rows += rows as u64;
         self.bytes += bytes;
         true
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jembatan_core::ids::truncate;
-use jembatan_core::{Filter, InvalidArgument, PayloadHasher, Scalar, ServiceError};
+use jembatan_core::{Filter, InvalidArgument, Scalar, ServiceError};
 use jembatan_proto::v1 as pb;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -19,7 +19,7 @@ use tonic::Status;
 
 use super::{
     Adapter, CHANNEL_CAPACITY, DEADLINE_TOLERANCE, DatasetInfo, MAX_BATCH_BYTES, MAX_BATCH_SIZE,
-    MAX_LOGGED_STRING, TimeLimit, check_columns, out_columns, typed_request_filter,
+    MAX_LOGGED_STRING, Sent, TimeLimit, check_columns, out_columns, typed_request_filter,
 };
 use crate::config::{ChangesConfig, DEFAULT_CHANGE_LAG, DatasetConfig};
 use crate::db::{self, ChangeReader, ColumnType, Decoder, QueryTime, TableColumn};
@@ -349,7 +349,7 @@ impl Adapter {
                 TimeLimit::Config(_) => None,
             },
         };
-        let mut sent = SentChanges::default();
+        let mut sent = Sent::default();
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
         let read = async {
@@ -375,7 +375,7 @@ impl Adapter {
                         batch.push(change);
                         if batch.len() >= batch_size || batch_bytes >= MAX_BATCH_BYTES {
                             batch_bytes = 0;
-                            if !sent.send(&tx, std::mem::take(&mut batch)).await {
+                            if !send_changes(&mut sent, &tx, std::mem::take(&mut batch)).await {
                                 return Some(FetchStatus::Cancelled);
                             }
                         }
@@ -396,7 +396,9 @@ impl Adapter {
                         return Some(FetchStatus::Failed);
                     }
                     None => {
-                        if !batch.is_empty() && !sent.send(&tx, std::mem::take(&mut batch)).await {
+                        if !batch.is_empty()
+                            && !send_changes(&mut sent, &tx, std::mem::take(&mut batch)).await
+                        {
                             return Some(FetchStatus::Cancelled);
                         }
                         return Some(FetchStatus::Ok);
@@ -463,43 +465,20 @@ fn to_change(row: db::ChangeRow) -> pb::Change {
     }
 }
 
-/// What has been handed to the transport so far.
-struct SentChanges {
-    hasher: PayloadHasher,
-    rows: u64,
-    bytes: u64,
-}
-
-impl Default for SentChanges {
-    fn default() -> SentChanges {
-        SentChanges {
-            hasher: PayloadHasher::new(),
-            rows: 0,
-            bytes: 0,
-        }
-    }
-}
-
-impl SentChanges {
-    /// Sends a batch; `false` when the receiver is gone (nothing counted).
-    async fn send(
-        &mut self,
-        tx: &mpsc::Sender<Result<pb::ChangesResponse, Status>>,
-        changes: Vec<pb::Change>,
-    ) -> bool {
-        let mut hasher = self.hasher.clone();
-        let mut bytes = 0u64;
-        for c in changes.iter().filter(|c| !c.record.is_empty()) {
-            hasher.update(&c.record);
-            bytes += c.record.len() as u64;
-        }
-        let rows = changes.len() as u64;
-        if tx.send(Ok(pb::ChangesResponse { changes })).await.is_err() {
-            return false;
-        }
-        self.hasher = hasher;
-        self.rows += rows;
-        self.bytes += bytes;
-        true
-    }
+/// Sends a batch of changes; `false` when the receiver is gone (nothing
+/// counted). The payload hash covers the records of upserts in scope.
+async fn send_changes(
+    sent: &mut Sent,
+    tx: &mpsc::Sender<Result<pb::ChangesResponse, Status>>,
+    changes: Vec<pb::Change>,
+) -> bool {
+    let rows = changes.len();
+    let counted = sent.count(
+        changes
+            .iter()
+            .filter(|c| !c.record.is_empty())
+            .map(|c| c.record.as_str()),
+    );
+    sent.deliver(tx, pb::ChangesResponse { changes }, rows, counted)
+        .await
 }
