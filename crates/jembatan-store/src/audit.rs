@@ -22,11 +22,6 @@ use sqlite_writer::SqliteWriter;
 
 /// Most entries written in one transaction.
 const MAX_BATCH: usize = 1024;
-/// Columns of one audit_log row in the INSERT.
-const COLUMNS: usize = 14;
-/// Rows per INSERT statement (14 bind parameters each, well under the
-/// backends' limits).
-const ROWS_PER_INSERT: usize = 256;
 
 /// An entry as stored, with its place on the log.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,18 +53,7 @@ impl AuditLog {
     pub fn start(store: Store) -> AuditLog {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let appended = Arc::new(watch::Sender::new(0));
-        // a SQLite file gets its own writer thread; an in-memory database
-        // (tests) is only reachable through the pool
-        let writer = match store.sqlite_file() {
-            Some(path) => match SqliteWriter::start(path) {
-                Ok(writer) => Some(Arc::new(writer)),
-                Err(err) => {
-                    tracing::warn!(error = %err, "audit appends go through the connection pool");
-                    None
-                }
-            },
-            None => None,
-        };
+        let writer = Arc::new(Writer::for_store(&store));
         tokio::spawn(run_appender(store.clone(), writer, rx, appended.clone()));
         AuditLog {
             store,
@@ -204,7 +188,7 @@ fn batches_in_flight(backend: Backend) -> usize {
 
 async fn run_appender(
     store: Store,
-    writer: Option<Arc<SqliteWriter>>,
+    writer: Arc<Writer>,
     mut rx: mpsc::Receiver<Pending>,
     appended: Arc<watch::Sender<u64>>,
 ) {
@@ -221,7 +205,7 @@ async fn run_appender(
                 }
                 let (store, writer, appended) = (store.clone(), writer.clone(), appended.clone());
                 writing.spawn(async move {
-                    write_and_reply(&store, writer.as_deref(), batch, &appended).await
+                    write_and_reply(&store, &writer, batch, &appended).await
                 });
             }
             Some(_) = writing.join_next(), if !writing.is_empty() => {}
@@ -230,21 +214,51 @@ async fn run_appender(
     while writing.join_next().await.is_some() {}
 }
 
-/// Writes one batch (through the SQLite writer thread when there is one)
-/// and answers its appenders.
+/// Where the appender writes its batches.
+#[derive(Debug)]
+enum Writer {
+    /// One call of `jembatan_audit_append` per batch.
+    Postgres,
+    /// The SQLite file's writer thread.
+    Sqlite(SqliteWriter),
+    /// No way to write (a SQLite store without a file, or a writer that did
+    /// not start): every append is refused, saying why.
+    Unavailable(String),
+}
+
+impl Writer {
+    fn for_store(store: &Store) -> Writer {
+        if store.backend() == Backend::Postgres {
+            return Writer::Postgres;
+        }
+        let Some(path) = store.sqlite_file() else {
+            return Writer::Unavailable("a SQLite store in memory has no file to write".into());
+        };
+        match SqliteWriter::start(path) {
+            Ok(writer) => Writer::Sqlite(writer),
+            Err(err) => {
+                tracing::error!(error = %err, "the audit log's writer did not start");
+                Writer::Unavailable(err.to_string())
+            }
+        }
+    }
+}
+
+/// Writes one batch and answers its appenders.
 async fn write_and_reply(
     store: &Store,
-    writer: Option<&SqliteWriter>,
+    writer: &Writer,
     mut batch: Vec<Pending>,
     appended: &watch::Sender<u64>,
 ) {
     let written = match writer {
-        Some(writer) => {
+        Writer::Postgres => write_batch_pg(store, &mut batch).await,
+        Writer::Sqlite(writer) => {
             let (back, written) = writer.write(batch).await;
             batch = back;
             written
         }
-        None => write_batch(store, &mut batch).await,
+        Writer::Unavailable(why) => Err(StoreError::AuditUnavailable(why.clone())),
     };
     match written {
         Ok(()) => {
@@ -275,90 +289,6 @@ fn number(batch: &mut [Pending], next: i64) {
     for (i, pending) in batch.iter_mut().enumerate() {
         pending.stored.seq = (next + i as i64) as u64;
     }
-}
-
-async fn write_batch(store: &Store, batch: &mut [Pending]) -> Result<(), StoreError> {
-    if store.backend() == Backend::Postgres {
-        return write_batch_pg(store, batch).await;
-    }
-    // SQLite: BEGIN IMMEDIATE holds the write lock from the first statement
-    let mut tx = store.begin_write().await?;
-    let next: i64 = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_log")
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-    number(batch, next);
-    // Multi-row INSERTs: one round trip per chunk, not per entry.
-    for chunk in batch.chunks(ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO audit_log (seq, exchange_id, kind, recorded_at, caller, consumer,
-                 provider, dataset, purpose, decision, status, subject_hash, entry, entry_sha256)
-             VALUES ",
-        );
-        for r in 0..chunk.len() {
-            if r > 0 {
-                sql.push_str(", ");
-            }
-            // Anonymous `?` parameters: SQLite finds a numbered `$N` by a
-            // linear scan of the statement's names, so binding thousands
-            // of them costs time quadratic in their number.
-            sql.push('(');
-            for c in 0..COLUMNS {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('?');
-            }
-            sql.push(')');
-        }
-        // Only placeholders are interpolated; every value is bound.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for Pending { stored: s, .. } in chunk {
-            let e = &s.entry;
-            q = q
-                .bind(s.seq as i64)
-                .bind(e.exchange_id.clone())
-                .bind(e.kind.as_str())
-                .bind(e.time.clone())
-                .bind(e.caller.clone())
-                .bind(e.consumer.clone())
-                .bind(e.provider.clone())
-                .bind(e.dataset.clone())
-                .bind(e.purpose.clone())
-                .bind(e.decision.as_str())
-                .bind(e.status.as_str())
-                .bind(e.subject_hash.clone())
-                .bind(s.canonical.clone())
-                .bind(s.entry_sha256.clone());
-        }
-        q.execute(&mut *tx).await?;
-    }
-    // the subject index, in the same transaction as the entries
-    let subjects: Vec<(i64, &str)> = batch
-        .iter()
-        .flat_map(|p| {
-            let seq = p.stored.seq as i64;
-            p.stored
-                .entry
-                .all_subjects()
-                .into_iter()
-                .map(move |h| (seq, h))
-        })
-        .collect();
-    for chunk in subjects.chunks(ROWS_PER_INSERT * COLUMNS / 2) {
-        let mut sql = String::from("INSERT INTO audit_subjects (seq, subject_hash) VALUES ");
-        for r in 0..chunk.len() {
-            sql.push_str(if r > 0 { ", (?, ?)" } else { "(?, ?)" });
-        }
-        // Only placeholders are interpolated; every value is bound.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (seq, hash) in chunk {
-            q = q.bind(*seq).bind(hash.to_string());
-        }
-        q.execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 /// One audit_log row as `jembatan_audit_append` reads it.
