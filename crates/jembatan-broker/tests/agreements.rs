@@ -1230,3 +1230,44 @@ async fn a_revoked_agreement_is_never_honoured_after_the_revocation_returns_on_p
     drop(f);
     pg.drop_db().await;
 }
+
+#[tokio::test]
+async fn the_subscribe_term_travels_through_proposal_approval_and_reads() {
+    let f = Federation::start(5).await;
+    let b = f.broker(&f.broker_config("", "")).await;
+    let mut dinsos = b.agreements(&f, "dinsos").await;
+    let mut prov = b.agreements(&f, "prov").await;
+    let mut with_term = terms("dinsos-sub", &read(&["nik", "nama"]));
+    with_term.agreement.as_mut().unwrap().subscribe = true;
+    let proposed = dinsos.propose(with_term).await.unwrap().into_inner();
+    assert!(proposed.subscribe);
+    let plain = dinsos
+        .propose(terms("dinsos-plain", &read(&["nik", "nama"])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!plain.subscribe);
+    // the term is part of the terms the hash pins
+    assert_ne!(proposed.terms_sha256, plain.terms_sha256);
+    let approved = prov
+        .approve(pb::ApproveRequest {
+            id: "dinsos-sub".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(approved.subscribe);
+    let got = prov
+        .get(pb::GetAgreementRequest {
+            id: "dinsos-sub".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.subscribe);
+    // the term adds to what queries may do, and takes nothing away
+    let mut ex = b.exchange(&f, "dinsos").await;
+    let out = run_query(&mut ex, query(&["nik"])).await;
+    out.end.unwrap();
+    assert_eq!(out.records.len(), 5);
+}
