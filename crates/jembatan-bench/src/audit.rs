@@ -279,5 +279,6 @@ fn entry(exchange_id: &str) -> AuditEntry {
         adapter_endpoint: None,
         change: None,
         registry: None,
+        subscription: None,
     }
 }

@@ -96,6 +96,16 @@ impl Admit {
         self.translation.is_some() || self.shape.is_some()
     }
 
+    /// Whether `field` reaches the consumer as the adapter sends it: in
+    /// the provider's schema, fetched, neither masked nor dropped.
+    pub(crate) fn passes_unchanged(&self, field: &str) -> bool {
+        self.translation.is_none()
+            && self.columns.iter().any(|c| c == field)
+            && self.shape.as_ref().is_none_or(|s| {
+                !s.masks.iter().any(|(f, _)| f == field) && !s.drop.iter().any(|f| f == field)
+            })
+    }
+
     /// The translator of a translated exchange.
     pub(crate) fn translator(&self) -> Option<&Arc<Translator>> {
         self.translation.as_ref().map(|t| &t.translator)

@@ -250,6 +250,7 @@ fn step_entry(step: Step<'_>, refused: Option<(ExchangeStatus, String)>) -> Audi
             reason,
         }),
         registry: None,
+        subscription: None,
     }
 }
 

@@ -253,6 +253,7 @@ impl Read {
             adapter_endpoint: None,
             change: None,
             registry: None,
+            subscription: None,
         }
     }
 }

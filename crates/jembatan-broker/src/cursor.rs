@@ -45,6 +45,22 @@ pub struct CursorPosition {
     /// The key of the last change delivered, as JSON text.
     #[serde(rename = "k")]
     pub key: String,
+    /// The subscription's last batch recorded when the cursor was issued:
+    /// what it holds is rewound to this on resume.
+    #[serde(rename = "b")]
+    pub batch: u64,
+    /// What the subscription reads (schema, fields, filter, purpose), as
+    /// a hash: a cursor resumes only the same subscription.
+    #[serde(rename = "q")]
+    pub scope: String,
+}
+
+impl CursorPosition {
+    /// Whether the cursor names no change yet: the subscription starts
+    /// at the dataset's first change.
+    pub fn at_start(&self) -> bool {
+        self.change.is_empty() && self.key.is_empty()
+    }
 }
 
 /// Why a cursor was refused. The words never quote the cursor.
@@ -165,6 +181,8 @@ mod tests {
             subscription: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
             change: "\"2026-01-05T10:00:00\"".into(),
             key: "\"1507026109070001\"".into(),
+            batch: 7,
+            scope: "ab".repeat(32),
         }
     }
 
@@ -178,7 +196,7 @@ mod tests {
         let sealer = CursorSealer::from_audit_key(b"the deployment's audit key");
         let cursor = sealer.seal(&dinsos, &penduduk, &position());
         assert!(cursor.starts_with("c1."), "{cursor}");
-        assert!(cursor.len() < 200, "{}", cursor.len());
+        assert!(cursor.len() < 300, "{}", cursor.len());
         // another replica derives the same key from the same audit key
         let replica = CursorSealer::from_audit_key(b"the deployment's audit key");
         assert_eq!(replica.open(&dinsos, &penduduk, &cursor), Ok(position()));

@@ -39,6 +39,7 @@ use crate::registry::{Refusal, RegistryError};
 use crate::relay::{Allowed, KeyToVerify};
 use crate::replica::{NotOpened, OpenSlot, ProviderStream};
 use crate::state::State;
+use crate::subscribe::{MAX_SUBSCRIBE_BATCH, Resume};
 
 /// The parsed, validated request.
 struct Parsed {
@@ -205,6 +206,15 @@ fn parse(ask: &Ask) -> Result<Parsed, InvalidArgument> {
         verify.push((field, value));
     }
     verify.sort_by(|a, b| a.0.cmp(&b.0));
+    if ask.operation == "subscribe" && ask.limit > MAX_SUBSCRIBE_BATCH {
+        return Err(InvalidArgument::new(
+            "batch_size",
+            format!(
+                "a batch holds at most {MAX_SUBSCRIBE_BATCH} changes, not {}",
+                ask.limit
+            ),
+        ));
+    }
     let batch = if ask.operation == "verify_batch" {
         parse_batch(&ask.batch)?
     } else {
@@ -228,6 +238,8 @@ struct Validated {
     /// (counted across replicas) until its end is durable.
     slot: OpenSlot,
     parsed: Parsed,
+    /// A subscription: which, and where it resumes.
+    resume: Option<Resume>,
 }
 
 /// What the exchange asks of the provider, in the provider's names.
@@ -268,6 +280,9 @@ impl State {
         let request = self.validate(identity, &ask, &mut facts).await?;
         let plan = self.plan(&ask, &request.parsed, &mut facts).await?;
         let authorized = self.authorize(&ask, &request, &plan, &mut facts).await?;
+        if let Some(resume) = &request.resume {
+            self.rewind(resume, &facts).await?;
+        }
         self.record(&ask, request, plan, authorized, facts).await
     }
 
@@ -350,10 +365,24 @@ impl State {
             let denial = Denial::new(DenialCode::UnregisteredAgency, unregistered.to_string());
             return Err(self.deny(facts, vec![denial]).await);
         }
+        let resume = if ask.operation == "subscribe" {
+            // the batch size is no record limit
+            facts.limit = None;
+            match Resume::from_request(&self.cursors, ask, &consumer, &parsed.dataset) {
+                Ok(resume) => {
+                    facts.subscription = Some(resume.mark(&self.audit_key, &parsed.dataset));
+                    Some(resume)
+                }
+                Err(err) => return Err(self.invalid(facts, err).await),
+            }
+        } else {
+            None
+        };
         Ok(Validated {
             consumer,
             slot,
             parsed,
+            resume,
         })
     }
 
@@ -382,7 +411,8 @@ impl State {
             }
             Err(err) => return Err(ExchangeError::store(err).into()),
         };
-        let key_field = match (parsed.by_key(), &dataset.key_field) {
+        let subscribe = ask.operation == "subscribe";
+        let key_field = match (parsed.by_key() || subscribe, &dataset.key_field) {
             (false, _) => None,
             (true, Some(field)) => Some(
                 field
@@ -390,7 +420,11 @@ impl State {
                     .map_err(|_| ExchangeError::KeyField)?,
             ),
             (true, None) => {
-                let err = ExchangeError::NoLookups(dataset.id.to_string());
+                let err = if subscribe {
+                    ExchangeError::NoSubscriptions(dataset.id.to_string())
+                } else {
+                    ExchangeError::NoLookups(dataset.id.to_string())
+                };
                 let mut e =
                     facts.entry(EntryKind::Decision, Decision::Deny, ExchangeStatus::Invalid);
                 e.error = Some(err.to_string());
@@ -519,6 +553,18 @@ impl State {
                 residual: None,
             },
         };
+        if ask.operation == "subscribe" && pushed.residual.is_some() {
+            // the adapter must tell in and out of scope apart, for the
+            // old and the new version of a row alike
+            let err = InvalidArgument::new(
+                "filter",
+                format!(
+                    "a subscription's filter must map back to {}'s fields: filter on fields the mapping copies, not on ones it computes",
+                    parsed.dataset
+                ),
+            );
+            return Err(self.invalid(facts, err).await);
+        }
         let mut source_fields = Vec::new();
         for f in &translator.source_fields {
             source_fields.push(
@@ -650,6 +696,7 @@ impl State {
             consumer,
             slot,
             parsed,
+            resume,
         } = request;
         let Authorized {
             grant,
@@ -755,7 +802,31 @@ impl State {
             deadline: None,
             batch: parsed.batch,
             key_field: plan.key_field,
+            resume,
         })
+    }
+
+    /// A subscription resumed from a cursor finds what it holds as it
+    /// was when the cursor was issued (a new one starts empty); one the
+    /// store cannot resume is refused, on the log.
+    async fn rewind(&self, resume: &Resume, facts: &Facts) -> Result<(), Status> {
+        use jembatan_store::Resumed;
+        let why = match self.store.resume_subscription(&resume.id, resume.batch).await {
+            Ok(Resumed::Ready) => return Ok(()),
+            Ok(Resumed::Unknown) => "this broker's store does not know the cursor's subscription (it was forgotten, or the cursor comes from another deployment): start a new subscription without a cursor".to_owned(),
+            Ok(Resumed::TooOld { horizon }) => format!(
+                "the cursor is older than the subscription's resumable history (batch {} and later can be resumed, this cursor is of batch {}): start a new subscription without a cursor",
+                horizon, resume.batch
+            ),
+            Ok(Resumed::Ahead { last }) => format!(
+                "the cursor names batch {} but the store recorded only {last}: the broker's store lost writes; start a new subscription without a cursor",
+                resume.batch
+            ),
+            Err(err) => return Err(self.refused(facts, ExchangeError::store(err)).await),
+        };
+        Err(self
+            .refused(facts, ExchangeError::CursorNotResumable(why))
+            .await)
     }
 
     /// Keyed hash of a lookup key: what the audit log keeps instead of it.

@@ -135,6 +135,20 @@ pub(crate) enum ExchangeError {
     AdmitLost(Cause),
     #[error("the exchange was stopped: the dataset's key matched more than one record")]
     KeyMatchedMany,
+    #[error("dataset {0} offers no subscriptions (it has no key field)")]
+    NoSubscriptions(String),
+    /// The cursor cannot be resumed; the words say why and what to do.
+    #[error("{0}")]
+    CursorNotResumable(String),
+    #[error(
+        "the subscription was resumed on another stream from an earlier cursor; this stream ends (resume from the newest cursor kept)"
+    )]
+    SubscriptionMoved,
+    #[error("provider {provider}'s adapter sent a change it must not have: {what}")]
+    BadChange {
+        provider: String,
+        what: &'static str,
+    },
 }
 
 impl ExchangeError {
@@ -163,9 +177,11 @@ impl ServiceError for ExchangeError {
             E::Exhausted(_) | E::QuotaRanOut { .. } | E::QuotaNoneLeft { .. } => {
                 ErrorCode::ResourceExhausted
             }
-            E::NoLookups(_) | E::BadRecord(BadRecord::Untranslatable { .. }) => {
-                ErrorCode::FailedPrecondition
-            }
+            E::NoLookups(_)
+            | E::NoSubscriptions(_)
+            | E::CursorNotResumable(_)
+            | E::BadRecord(BadRecord::Untranslatable { .. }) => ErrorCode::FailedPrecondition,
+            E::SubscriptionMoved => ErrorCode::Aborted,
             E::ConsumerGone | E::Stalled(_) => ErrorCode::Cancelled,
             E::Denied(_)
             | E::AgreementRevoked(_)
@@ -178,7 +194,8 @@ impl ServiceError for ExchangeError {
             | E::NoConsumer
             | E::BadRecord(_)
             | E::AdmitLost(_)
-            | E::KeyMatchedMany => ErrorCode::Internal,
+            | E::KeyMatchedMany
+            | E::BadChange { .. } => ErrorCode::Internal,
         }
     }
 

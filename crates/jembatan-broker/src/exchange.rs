@@ -1,7 +1,7 @@
 //! The `Exchange` service: a consumer's query, lookup, batch
-//! verification or mapping test, as it arrives over gRPC (or the
-//! HTTP/JSON door, which calls the same methods), is decided
-//! (`decide.rs`) and then relayed (`relay.rs`).
+//! verification, mapping test or subscription, as it arrives over gRPC
+//! (or the HTTP/JSON door, which calls the same methods), is decided
+//! (`decide.rs`) and then relayed (`relay.rs`, `subscribe.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::facts::Ask;
 use crate::relay;
 use crate::state::State;
+use crate::subscribe;
 
 /// The gRPC `Exchange` service.
 #[derive(Debug, Clone)]
@@ -49,6 +50,7 @@ impl Exchange for ExchangeService {
             verify: Vec::new(),
             batch: Vec::new(),
             candidate: None,
+            cursor: None,
         };
         let mut allowed = self.state.decide(identity, ask).await?;
         allowed.deadline = deadline;
@@ -74,6 +76,7 @@ impl Exchange for ExchangeService {
             verify: req.verify.into_iter().collect(),
             batch: Vec::new(),
             candidate: None,
+            cursor: None,
         };
         let mut allowed = self.state.decide(identity, ask).await?;
         allowed.deadline = deadline;
@@ -101,6 +104,7 @@ impl Exchange for ExchangeService {
             verify: Vec::new(),
             batch: req.items,
             candidate: None,
+            cursor: None,
         };
         let mut allowed = self.state.decide(identity, ask).await?;
         allowed.deadline = deadline;
@@ -133,10 +137,39 @@ impl Exchange for ExchangeService {
             verify: Vec::new(),
             batch: Vec::new(),
             candidate: Some(req.document),
+            cursor: None,
         };
         let mut allowed = self.state.decide(identity, ask).await?;
         allowed.deadline = deadline;
         relay::mapping_test(self.state.clone(), allowed).await
+    }
+
+    type SubscribeStream = subscribe::SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let identity = jembatan_pki::peer_identity(&request);
+        let req = request.into_inner();
+        let ask = Ask {
+            operation: "subscribe",
+            dataset: req.dataset,
+            target_schema: req.target_schema,
+            purpose: req.purpose,
+            fields: req.fields,
+            filter: req.filter,
+            limit: u64::from(req.batch_size),
+            key: None,
+            verify: Vec::new(),
+            batch: Vec::new(),
+            candidate: None,
+            cursor: Some(req.cursor),
+        };
+        // a subscription runs until it is cancelled: the consumer's
+        // deadline, if any, is not passed to the adapter's polls
+        let allowed = self.state.decide(identity, ask).await?;
+        subscribe::subscribe(self.state.clone(), allowed).await
     }
 }
 

@@ -48,6 +48,8 @@ pub(crate) struct Ask {
     pub(crate) batch: Vec<pb::VerifyItem>,
     /// A mapping test's candidate mapping document (TOML or JSON).
     pub(crate) candidate: Option<String>,
+    /// A subscription's resume cursor, as sent: sealed, never logged.
+    pub(crate) cursor: Option<String>,
 }
 
 /// Everything known about an exchange so far; becomes audit entries.
@@ -78,6 +80,8 @@ pub(crate) struct Facts {
     pub(crate) privacy: Privacy,
     /// The request's trace: named in the entries, passed to the adapter.
     pub(crate) trace: jembatan_telemetry::Trace,
+    /// A subscription's id and where its stream resumes.
+    pub(crate) subscription: Option<jembatan_core::SubscriptionMark>,
 }
 
 /// What the log may name in clear, and what it keeps only as keyed hashes
@@ -287,6 +291,7 @@ impl Facts {
             translation: None,
             privacy: Privacy::new(audit_key, ask),
             trace: jembatan_telemetry::Trace::current(),
+            subscription: None,
         }
     }
 
@@ -363,6 +368,7 @@ impl Facts {
             adapter_endpoint: None,
             change: None,
             registry: None,
+            subscription: self.subscription.clone(),
         }
     }
 

@@ -112,6 +112,25 @@ impl Journal {
         }
     }
 
+    /// Writes one entry of a running exchange that is neither its
+    /// decision nor its end (a subscription's delivered batch), failing
+    /// closed: the caller may send what it covers only once this returns
+    /// the stored entry. Refused when the replica's lease is not current.
+    pub(crate) async fn during(
+        &self,
+        end: &Unfinished,
+        entry: AuditEntry,
+    ) -> Result<StoredEntry, Status> {
+        if !end.holds() {
+            return Err(ExchangeError::LeaseLost.into());
+        }
+        match self.write(&end.facts, entry).await {
+            Ok(Ok(stored)) => Ok(stored),
+            Ok(Err(err)) => Err(ExchangeError::AuditNoReceipt(Box::new(err)).into()),
+            Err(err) => Err(ExchangeError::AuditNoReceipt(Box::new(err)).into()),
+        }
+    }
+
     /// The guard of an allowed exchange answered whole (a lookup): no
     /// entry yet; its end is one `answered` entry holding the decision.
     pub(crate) fn defer(&self, facts: &Facts, open: OpenSlot) -> Result<Unfinished, Status> {
@@ -217,6 +236,16 @@ impl Unfinished {
             EntryKind::Completion
         };
         self.facts.entry(kind, Decision::Allow, status)
+    }
+
+    /// Whether the exchange is still open under this replica's current
+    /// lease (and not ended).
+    pub(crate) fn holds(&self) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(OpenSlot::holds)
     }
 
     /// Disarms the guard; `true` the first time, for the one caller that

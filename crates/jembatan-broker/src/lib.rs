@@ -32,6 +32,7 @@ mod relay;
 mod replica;
 mod server;
 mod state;
+mod subscribe;
 mod telemetry;
 
 use std::path::{Path, PathBuf};
@@ -194,6 +195,7 @@ impl Broker {
             store,
             audit,
             adapters,
+            cursors: cursor::CursorSealer::from_audit_key(&audit_key),
             audit_key: audit_key.into(),
             subject_fields: config
                 .datasets

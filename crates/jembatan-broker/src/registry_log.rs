@@ -101,6 +101,7 @@ impl Write {
             adapter_endpoint: None,
             change: None,
             registry: Some(self.change.clone()),
+            subscription: None,
         }
     }
 }

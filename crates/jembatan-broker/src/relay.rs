@@ -167,8 +167,11 @@ pub(crate) struct Allowed {
     pub(crate) deadline: Option<Instant>,
     /// A batch verification: each key with the values to verify.
     pub(crate) batch: Vec<KeyToVerify>,
-    /// The dataset's key field, when the exchange names keys.
+    /// The dataset's key field, when the exchange names keys or
+    /// subscribes.
     pub(crate) key_field: Option<FieldName>,
+    /// A subscription: which, and where it resumes.
+    pub(crate) resume: Option<crate::subscribe::Resume>,
 }
 
 /// A query's stream to the consumer: the relay's messages in order, or —
@@ -457,7 +460,7 @@ async fn open_fetch(state: &State, allowed: &Allowed, lane: Lane) -> Result<Fetc
 /// How an exchange ends when its adapter call fails with `status`:
 /// `cancelled` when the consumer's deadline, passed on to the adapter, is
 /// what stopped it (the consumer stopped waiting), `failed` otherwise.
-fn adapter_end(allowed: &Allowed, status: &Status) -> ExchangeStatus {
+pub(crate) fn adapter_end(allowed: &Allowed, status: &Status) -> ExchangeStatus {
     let consumers_deadline = allowed
         .deadline
         .is_some_and(|d| std::time::Instant::now() + DEADLINE_TOLERANCE >= d);
@@ -477,7 +480,7 @@ const DEADLINE_TOLERANCE: std::time::Duration = std::time::Duration::from_millis
 /// The endpoints of `provider`'s adapter from the store's answer, in the
 /// order listed: a provider without one and a store that cannot answer
 /// are told apart.
-fn adapter_endpoints(
+pub(crate) fn adapter_endpoints(
     found: Result<Option<jembatan_store::Agency>, jembatan_store::StoreError>,
     provider: &jembatan_core::AgencyId,
 ) -> Result<Vec<String>, ExchangeError> {
@@ -518,15 +521,35 @@ async fn finish(
     entry.error = error;
     entry.adapter_endpoint = endpoint.map(str::to_owned);
     let stored = state.journal.end(&allowed.end, entry).await?;
+    Ok(receipt(
+        state,
+        allowed,
+        stored,
+        payload_sha256,
+        tally.rows,
+        tally.bytes,
+    ))
+}
+
+/// The receipt of an exchange's durable entry `stored`, covering `rows`
+/// records of `bytes` whose payload hash is `payload_sha256`.
+pub(crate) fn receipt(
+    state: &State,
+    allowed: &Allowed,
+    stored: jembatan_store::StoredEntry,
+    payload_sha256: String,
+    rows: u64,
+    bytes: u64,
+) -> pb::Receipt {
     let now = chrono::Utc::now();
-    Ok(pb::Receipt {
+    pb::Receipt {
         exchange_id: allowed.facts.exchange_id.clone(),
         entry_seq: stored.seq,
         // an exchange answered whole is decided in its one entry
         decision_seq: allowed.decision_seq.unwrap_or(stored.seq),
         payload_sha256,
-        rows: tally.rows,
-        bytes: tally.bytes,
+        rows,
+        bytes,
         completed_at: Some(prost_types::Timestamp {
             seconds: now.timestamp(),
             nanos: i32::try_from(now.timestamp_subsec_nanos()).unwrap_or(0),
@@ -534,7 +557,7 @@ async fn finish(
         leaf_hash: hex::encode(jembatan_tlog::merkle::leaf_hash(&stored.canonical)),
         entry_sha256: stored.entry_sha256,
         checkpoint: state.checkpoint_notes.borrow().clone().unwrap_or_default(),
-    })
+    }
 }
 
 /// Tells the provider's adapter the receipt, for its own log: the
@@ -551,17 +574,17 @@ fn acknowledge(state: &State, served: &Served, allowed: &Allowed, receipt: pb::R
 }
 
 /// Why a running exchange ends before its records do.
-struct Stop {
-    how: ExchangeStatus,
-    status: Status,
-    reasons: Vec<Denial>,
+pub(crate) struct Stop {
+    pub(crate) how: ExchangeStatus,
+    pub(crate) status: Status,
+    pub(crate) reasons: Vec<Denial>,
     /// The consumer stopped reading: its end status goes ahead of the
     /// batches it has not taken.
     cut: bool,
 }
 
 impl Stop {
-    fn new(how: ExchangeStatus, err: impl Into<ExchangeError>) -> Self {
+    pub(crate) fn new(how: ExchangeStatus, err: impl Into<ExchangeError>) -> Self {
         let err: ExchangeError = err.into();
         Self {
             how,
@@ -571,13 +594,23 @@ impl Stop {
         }
     }
 
+    /// The exchange ends `how` with `status` as it is.
+    pub(crate) fn from_status(how: ExchangeStatus, status: Status) -> Self {
+        Self {
+            how,
+            status,
+            reasons: Vec::new(),
+            cut: false,
+        }
+    }
+
     /// The exchange failed.
-    fn failed(err: impl Into<ExchangeError>) -> Self {
+    pub(crate) fn failed(err: impl Into<ExchangeError>) -> Self {
         Self::new(ExchangeStatus::Failed, err)
     }
 
     /// The consumer did not take a batch within the stall timeout.
-    fn stalled(stall: Duration) -> Self {
+    pub(crate) fn stalled(stall: Duration) -> Self {
         Self {
             cut: true,
             ..Self::new(ExchangeStatus::Cancelled, ExchangeError::Stalled(stall))
@@ -586,19 +619,19 @@ impl Stop {
 
     /// The broker is shutting down and the stream outlived `drain_time`:
     /// the consumer is told at once, ahead of batches it has not read.
-    fn shutting_down() -> Self {
+    pub(crate) fn shutting_down() -> Self {
         Self {
             cut: true,
             ..Self::new(ExchangeStatus::Cancelled, ExchangeError::ShuttingDown)
         }
     }
 
-    fn gone() -> Self {
+    pub(crate) fn gone() -> Self {
         Self::new(ExchangeStatus::Cancelled, ExchangeError::ConsumerGone)
     }
 
     /// The agreement stopped being in force, or its quota ran out.
-    fn denied(code: DenialCode, err: ExchangeError, allowed: &Allowed) -> Self {
+    pub(crate) fn denied(code: DenialCode, err: ExchangeError, allowed: &Allowed) -> Self {
         let status = Status::from(err);
         let reason = Denial::new(code, status.message()).agreement(&allowed.agreement.id);
         Self {
@@ -639,7 +672,7 @@ async fn charge_rows(
 }
 
 /// Why the agreement is no longer in force, if it is not.
-fn out_of_force(allowed: &Allowed, status: AgreementStatus) -> Option<Stop> {
+pub(crate) fn out_of_force(allowed: &Allowed, status: AgreementStatus) -> Option<Stop> {
     let id = allowed.agreement.id.clone();
     let (code, err) = match status {
         AgreementStatus::Approved => return None,
@@ -654,7 +687,7 @@ fn out_of_force(allowed: &Allowed, status: AgreementStatus) -> Option<Stop> {
 }
 
 /// Sleeps until the agreement's window ends (forever if it never does).
-async fn until_end(allowed: &Allowed) {
+pub(crate) async fn until_end(allowed: &Allowed) {
     match allowed.agreement.valid_until {
         Some(until) => {
             let left = (until - chrono::Utc::now()).to_std().unwrap_or_default();

@@ -13,6 +13,7 @@ use tonic::Status;
 use crate::acks::Acks;
 use crate::adapters::AdapterPool;
 use crate::admit::Workers;
+use crate::cursor::CursorSealer;
 use crate::drain::Drain;
 use crate::error::ExchangeError;
 use crate::isolation::Isolation;
@@ -55,6 +56,8 @@ pub(crate) struct State {
     pub(crate) acks: Acks,
     /// Ends running streams at shutdown.
     pub(crate) drain: Drain,
+    /// Seals and opens subscription cursors, alike on every replica.
+    pub(crate) cursors: CursorSealer,
 }
 
 impl State {

@@ -45,6 +45,7 @@ fn entry(i: u64) -> AuditEntry {
         adapter_endpoint: None,
         change: None,
         registry: None,
+        subscription: None,
     }
 }
 

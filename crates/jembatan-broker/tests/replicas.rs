@@ -64,6 +64,7 @@ fn decision(id: &str) -> AuditEntry {
         adapter_endpoint: None,
         change: None,
         registry: None,
+        subscription: None,
     }
 }
 

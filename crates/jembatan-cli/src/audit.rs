@@ -674,8 +674,9 @@ async fn crosscheck(
         writeln!(out, "{finding}")?;
     }
     let checked = format!(
-        "{} served fetches, {} receipts and {} checkpoints in {}",
+        "{} served fetches, {} change polls, {} receipts and {} checkpoints in {}",
         report.served,
+        report.changes,
         report.receipts,
         report.checkpoints,
         receipts.display()

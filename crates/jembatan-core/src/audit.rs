@@ -31,10 +31,13 @@ use crate::redact::HashedText;
 /// - 6: `adapter_endpoint`: the provider adapter endpoint that served an
 ///   exchange (completion and answered entries), one of those the
 ///   broker's config lists for the provider.
+/// - 7: the `subscribe` operation and the `delivery` kind (one batch of
+///   a change subscription delivered), with the `subscription` they
+///   belong to and the batch's cursor range, keys only as keyed hashes.
 ///
 /// Entries of every earlier version stay readable and verifiable: their
 /// canonical bytes never change.
-pub const ENTRY_FORMAT_VERSION: u32 = 6;
+pub const ENTRY_FORMAT_VERSION: u32 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,6 +61,10 @@ pub enum EntryKind {
     /// compatibility mode or a version's state set, a mapping registered
     /// or its state set), or a refused attempt at one.
     Registry,
+    /// One batch of changes a subscription delivered (or read without
+    /// delivering: every change outside its scope), written after the
+    /// adapter answered the poll and before the batch leaves the broker.
+    Delivery,
 }
 
 impl EntryKind {
@@ -69,6 +76,7 @@ impl EntryKind {
             EntryKind::Agreement => "agreement",
             EntryKind::AuditRead => "audit_read",
             EntryKind::Registry => "registry",
+            EntryKind::Delivery => "delivery",
         }
     }
 }
@@ -216,6 +224,49 @@ pub struct AuditEntry {
     /// id. Absent on every other kind, so their bytes are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryChange>,
+    /// For a subscription's entries (from format 7): the subscription and,
+    /// on delivery entries, the batch and its cursor range. Absent on
+    /// every other entry, so their bytes are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<SubscriptionMark>,
+}
+
+/// Where an entry stands in a change subscription. Positions name their
+/// key only by keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionMark {
+    /// The subscription's id, the same on every stream that resumes it.
+    pub id: String,
+    /// The batch: on a delivery entry its number (from 1, counted over
+    /// the subscription's life); on a decision entry the last batch the
+    /// consumer's cursor had taken (0: none, a new subscription).
+    pub batch: u64,
+    /// The position the batch starts after (on a decision entry: the
+    /// position the stream resumes after); absent for the first change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<ChangeMark>,
+    /// The batch's last change: the cursor handed out with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<ChangeMark>,
+    /// Changes the adapter sent for the batch, of which `upserts` and
+    /// `deletes` were delivered; the others were outside the scope and
+    /// produced nothing.
+    #[serde(default)]
+    pub changes: u64,
+    #[serde(default)]
+    pub upserts: u64,
+    #[serde(default)]
+    pub deletes: u64,
+}
+
+/// A position in a dataset's change order, as the log keeps it: the
+/// change value in clear (a time or a version) and the key's keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeMark {
+    pub change: String,
+    pub key_hash: String,
 }
 
 /// A writer that accepts exactly the bytes it still holds, in order: what

@@ -21,8 +21,8 @@ pub mod redact;
 
 pub use agreement::{Action, Agreement, AgreementStatus, TransitionError};
 pub use audit::{
-    AgreementChange, AuditEntry, CanonicalError, Decision, EntryKind, ExchangeStatus, Received,
-    RegistryChange, Translation,
+    AgreementChange, AuditEntry, CanonicalError, ChangeMark, Decision, EntryKind, ExchangeStatus,
+    Received, RegistryChange, SubscriptionMark, Translation,
 };
 pub use denial::{Denial, DenialCode};
 pub use error::{ErrorCode, Failure, InvalidArgument, ServiceError};

@@ -32,7 +32,7 @@ pub use registry::{
     RegistryDataset, StoredMapping, StoredSchemaVersion, UnknownVersionState, VersionState,
 };
 pub use replicas::{LeftOpen, ReplicaRow};
-pub use subscriptions::MAX_KEYS_PER_CALL;
+pub use subscriptions::{COMPACT_EVERY, MAX_KEYS_PER_CALL, RESUMABLE_BATCHES, Resumed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -68,7 +68,7 @@ use Kind::{Bytes, Int, OptText, Text};
 /// Every table the store's migrations create, in an order that satisfies
 /// their foreign keys. A store holding a table or column not named here
 /// is refused rather than copied in part.
-const TABLES: [Table; 17] = [
+const TABLES: [Table; 18] = [
     Table {
         name: "agencies",
         columns: &[
@@ -189,9 +189,23 @@ const TABLES: [Table; 17] = [
         key: &["size"],
     },
     Table {
-        name: "subscription_keys",
-        columns: &[("subscription_id", Text), ("key_hash", Text)],
-        key: &["subscription_id", "key_hash"],
+        name: "subscriptions",
+        columns: &[
+            ("subscription_id", Text),
+            ("last_batch", Int),
+            ("horizon", Int),
+        ],
+        key: &["subscription_id"],
+    },
+    Table {
+        name: "subscription_key_events",
+        columns: &[
+            ("subscription_id", Text),
+            ("key_hash", Text),
+            ("batch", Int),
+            ("given", Int),
+        ],
+        key: &["subscription_id", "key_hash", "batch"],
     },
     Table {
         name: "audit_tiles",

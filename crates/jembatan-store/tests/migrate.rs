@@ -131,7 +131,13 @@ async fn sqlite_store(dir: &std::path::Path, entries: usize) -> (String, Store, 
     }
     // a subscription's delivered keys, as keyed hashes
     let hashes: Vec<String> = (0..3).map(|i| format!("{i:064x}")).collect();
-    store.add_subscription_keys("sub-1", &hashes).await.unwrap();
+    store.resume_subscription("sub-1", 0).await.unwrap();
+    assert!(
+        store
+            .record_subscription_batch("sub-1", 1, &hashes, &[])
+            .await
+            .unwrap()
+    );
     // a broker killed with an exchange open, holding a lease
     store
         .register_replica("r1", "host/1", std::time::Duration::from_secs(1))

@@ -37,6 +37,7 @@ fn entry(exchange: &str, kind: EntryKind) -> AuditEntry {
         adapter_endpoint: None,
         change: None,
         registry: None,
+        subscription: None,
     }
 }
 
@@ -827,93 +828,201 @@ async fn postgres_probe_writes_nothing() {
     drop_postgres(store, admin, drop_db).await;
 }
 
-/// The keys a subscription was given: recorded once, taken back once,
-/// apart from every other subscription's.
-async fn subscription_keys_are_taken_back_once(store: Store) {
-    let hashes: Vec<String> = (0..1_200).map(|i| format!("{i:064x}")).collect();
-    assert_eq!(
-        store.add_subscription_keys("sub-a", &hashes).await.unwrap(),
-        1_200
-    );
-    // recording again adds nothing; the other subscription is apart
-    assert_eq!(
-        store
-            .add_subscription_keys("sub-a", &hashes[..10])
+/// The keys a subscription was given, batch by batch: what it holds,
+/// rewound exactly to a cursor's batch, one stream at a time, apart from
+/// every other subscription's, compacted without changing what it holds.
+async fn subscription_keys_rewind_to_a_cursor(store: Store) {
+    use jembatan_store::Resumed;
+    let h: Vec<String> = (0..1_200).map(|i| format!("{i:064x}")).collect();
+    let held = |store: Store, sub: &'static str, keys: Vec<String>| async move {
+        let mut v: Vec<String> = store
+            .subscription_holds(sub, &keys)
             .await
-            .unwrap(),
-        0
+            .unwrap()
+            .into_iter()
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        store.resume_subscription("sub-a", 3).await.unwrap(),
+        Resumed::Unknown
     );
     assert_eq!(
+        store.resume_subscription("sub-a", 0).await.unwrap(),
+        Resumed::Ready
+    );
+    assert_eq!(
+        store.resume_subscription("sub-b", 0).await.unwrap(),
+        Resumed::Ready
+    );
+    // batch 1 gives 1,200 keys (more than one statement holds)
+    assert!(
         store
-            .add_subscription_keys("sub-b", &hashes[..1])
+            .record_subscription_batch("sub-a", 1, &h, &[])
             .await
-            .unwrap(),
-        1
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_subscription_batch("sub-b", 1, &h[..1], &[])
+            .await
+            .unwrap()
+    );
+    // batch 2 takes back key 7 and gives key 7 nothing else
+    assert!(
+        store
+            .record_subscription_batch("sub-a", 2, &[], &h[7..8])
+            .await
+            .unwrap()
+    );
+    // a batch that is not the next one is refused, recording nothing
+    assert!(
+        !store
+            .record_subscription_batch("sub-a", 2, &[], &h[8..9])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_subscription_batch("sub-a", 9, &[], &h[8..9])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.subscription_key_count("sub-a").await.unwrap(), 1_199);
+    assert_eq!(store.subscription_key_count("sub-b").await.unwrap(), 1);
+    assert_eq!(
+        held(store.clone(), "sub-a", h[6..9].to_vec()).await,
+        vec![h[6].clone(), h[8].clone()]
+    );
+    assert_eq!(
+        held(store.clone(), "sub-b", h[6..9].to_vec()).await,
+        Vec::<String>::new()
+    );
+    // batch 3 gives key 7 again; batch 4 takes back keys 7 and 8
+    assert!(
+        store
+            .record_subscription_batch("sub-a", 3, &h[7..8], &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_subscription_batch("sub-a", 4, &[], &h[7..9])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        held(store.clone(), "sub-a", h[6..9].to_vec()).await,
+        vec![h[6].clone()]
+    );
+    // a cursor of batch 3 finds the subscription as it was then
+    assert_eq!(
+        store.resume_subscription("sub-a", 3).await.unwrap(),
+        Resumed::Ready
+    );
+    assert_eq!(
+        held(store.clone(), "sub-a", h[6..9].to_vec()).await,
+        h[6..9].to_vec()
+    );
+    assert_eq!(
+        store.subscription_last_batch("sub-a").await.unwrap(),
+        Some(3)
+    );
+    // and of batch 1, before key 7 was ever taken back
+    assert_eq!(
+        store.resume_subscription("sub-a", 1).await.unwrap(),
+        Resumed::Ready
     );
     assert_eq!(store.subscription_key_count("sub-a").await.unwrap(), 1_200);
+    // a batch the store never recorded is not resumed
+    assert_eq!(
+        store.resume_subscription("sub-a", 5).await.unwrap(),
+        Resumed::Ahead { last: 1 }
+    );
+    // the next batch after the rewind is 2
     assert!(
         store
-            .has_subscription_key("sub-a", &hashes[7])
+            .record_subscription_batch("sub-a", 2, &[], &h[..2])
             .await
             .unwrap()
     );
-    assert!(
-        !store
-            .has_subscription_key("sub-b", &hashes[7])
-            .await
-            .unwrap()
-    );
-    // a delete is delivered once, and never for a key not given
-    assert!(
-        store
-            .take_subscription_key("sub-a", &hashes[7])
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .take_subscription_key("sub-a", &hashes[7])
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .take_subscription_key("sub-b", &hashes[7])
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .has_subscription_key("sub-a", &hashes[7])
-            .await
-            .unwrap()
-    );
-    // taken back concurrently by many callers: exactly one wins
-    let takers: Vec<_> = (0..8)
-        .map(|_| {
-            let store = store.clone();
-            let hash = hashes[8].clone();
-            tokio::spawn(async move { store.take_subscription_key("sub-a", &hash).await })
-        })
-        .collect();
-    let mut won = 0;
-    for t in takers {
-        if t.await.unwrap().unwrap() {
-            won += 1;
-        }
-    }
-    assert_eq!(won, 1);
     assert_eq!(store.subscription_key_count("sub-a").await.unwrap(), 1_198);
-    let too_many = vec![hashes[0].clone(); jembatan_store::MAX_KEYS_PER_CALL + 1];
+    let too_many = vec![h[0].clone(); jembatan_store::MAX_KEYS_PER_CALL + 1];
     let err = store
-        .add_subscription_keys("sub-a", &too_many)
+        .record_subscription_batch("sub-a", 3, &too_many, &[])
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("at most 10000"), "{err}");
-    assert_eq!(store.forget_subscription("sub-a").await.unwrap(), 1_198);
+    assert!(err.contains("at most 20000"), "{err}");
+    assert_eq!(store.forget_subscription("sub-a").await.unwrap(), 1_202);
     assert_eq!(store.subscription_key_count("sub-a").await.unwrap(), 0);
+    assert_eq!(store.subscription_last_batch("sub-a").await.unwrap(), None);
     assert_eq!(store.subscription_key_count("sub-b").await.unwrap(), 1);
+
+    // compaction keeps what every resumable batch holds
+    use jembatan_store::{COMPACT_EVERY, RESUMABLE_BATCHES};
+    assert_eq!(
+        store.resume_subscription("sub-c", 0).await.unwrap(),
+        Resumed::Ready
+    );
+    let last = RESUMABLE_BATCHES + COMPACT_EVERY;
+    for batch in 1..=last {
+        // key 0 given on odd batches and taken back on even ones; key 1
+        // given once at batch 1; key 2 given at batch 2 and taken at 5
+        let (given, taken): (Vec<String>, Vec<String>) = match batch {
+            1 => (vec![h[0].clone(), h[1].clone()], vec![]),
+            2 => (vec![h[2].clone()], vec![h[0].clone()]),
+            5 => (vec![h[0].clone()], vec![h[2].clone()]),
+            b if b % 2 == 1 => (vec![h[0].clone()], vec![]),
+            _ => (vec![], vec![h[0].clone()]),
+        };
+        assert!(
+            store
+                .record_subscription_batch("sub-c", batch, &given, &taken)
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(
+        held(store.clone(), "sub-c", h[..3].to_vec()).await,
+        vec![h[1].clone()]
+    );
+    let horizon = last - RESUMABLE_BATCHES;
+    assert_eq!(
+        store
+            .resume_subscription("sub-c", horizon - 1)
+            .await
+            .unwrap(),
+        Resumed::TooOld { horizon }
+    );
+    // the oldest resumable batch, odd or even, holds what it held
+    assert_eq!(
+        store
+            .resume_subscription("sub-c", horizon + 1)
+            .await
+            .unwrap(),
+        Resumed::Ready
+    );
+    let expect_odd = if (horizon + 1) % 2 == 1 {
+        vec![h[0].clone(), h[1].clone()]
+    } else {
+        vec![h[1].clone()]
+    };
+    assert_eq!(
+        held(store.clone(), "sub-c", h[..3].to_vec()).await,
+        expect_odd
+    );
+    assert_eq!(
+        store.resume_subscription("sub-c", horizon).await.unwrap(),
+        Resumed::Ready
+    );
+    let expect = if horizon % 2 == 1 {
+        vec![h[0].clone(), h[1].clone()]
+    } else {
+        vec![h[1].clone()]
+    };
+    assert_eq!(held(store.clone(), "sub-c", h[..3].to_vec()).await, expect);
 }
 
 #[tokio::test]
@@ -922,7 +1031,7 @@ async fn sqlite_subscription_keys() {
     let store = Store::connect(dir.path().join("s.db").to_str().unwrap())
         .await
         .unwrap();
-    subscription_keys_are_taken_back_once(store).await;
+    subscription_keys_rewind_to_a_cursor(store).await;
 }
 
 #[tokio::test]
@@ -930,6 +1039,6 @@ async fn postgres_subscription_keys() {
     let Some((store, admin, drop_db)) = fresh_postgres("jembatan_subkeys").await else {
         return;
     };
-    subscription_keys_are_taken_back_once(store.clone()).await;
+    subscription_keys_rewind_to_a_cursor(store.clone()).await;
     drop_postgres(store, admin, drop_db).await;
 }

@@ -46,6 +46,7 @@ fn entry(i: usize) -> AuditEntry {
         adapter_endpoint: None,
         change: None,
         registry: None,
+        subscription: None,
     }
 }
 

@@ -238,7 +238,8 @@ impl Metrics {
 
     /// Counts an exchange entry: decisions by provider, consumer, dataset
     /// and decision, denials by reason, completions by status with the
-    /// rows and bytes delivered. A dataset the broker does not know is
+    /// rows and bytes delivered (a subscription's with each delivery
+    /// entry). A dataset the broker does not know is
     /// labelled `unknown` (its logged form is a keyed hash).
     fn entry(&self, entry: &AuditEntry) {
         if matches!(
@@ -273,6 +274,12 @@ impl Metrics {
             EntryKind::Answered => {
                 self.decided(entry, &labels);
                 self.completed(entry, &labels);
+            }
+            // a subscription's batch: its rows count as they go; its
+            // completion counts the subscription's end, not the rows again
+            EntryKind::Delivery => {
+                self.rows.add(entry.rows, &labels);
+                self.bytes.add(entry.bytes, &labels);
             }
             EntryKind::Agreement | EntryKind::AuditRead | EntryKind::Registry => {}
         }
@@ -309,8 +316,10 @@ impl Metrics {
         let mut attrs = labels.to_vec();
         attrs.push(KeyValue::new("status", entry.status.as_str()));
         self.completions.add(1, &attrs);
-        self.rows.add(entry.rows, labels);
-        self.bytes.add(entry.bytes, labels);
+        if entry.operation != "subscribe" {
+            self.rows.add(entry.rows, labels);
+            self.bytes.add(entry.bytes, labels);
+        }
     }
 
     /// Reports a service's gRPC health (`service` is its full name).

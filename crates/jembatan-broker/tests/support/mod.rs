@@ -51,6 +51,8 @@ pub(crate) struct Federation {
     stop: watch::Sender<bool>,
     /// The provider's database URL.
     database: String,
+    /// More TOML for the adapter's dataset (a change source).
+    dataset_extra: String,
 }
 
 /// An adapter started apart from the federation's own.
@@ -89,6 +91,7 @@ async fn serve_adapter(
     database: &str,
     listener: TcpListener,
     receipt_log: &str,
+    dataset_extra: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let port = listener.local_addr().unwrap().port();
@@ -108,6 +111,7 @@ name = "penduduk"
 table = "penduduk"
 key = "nik"
 columns = ["nik", "nama", "tgl_lahir", "kecamatan", "status"]
+{dataset_extra}
 "#,
         ca = files.ca.display(),
         cert = files.cert.display(),
@@ -188,6 +192,17 @@ impl Federation {
         database: &str,
         rows: usize,
     ) -> Federation {
+        Federation::with_dataset(tmp, database, rows, "").await
+    }
+
+    /// [`Federation::with_database`] with `dataset_extra` TOML in the
+    /// adapter's dataset (its `[datasets.changes]`, say).
+    pub(crate) async fn with_dataset(
+        tmp: tempfile::TempDir,
+        database: &str,
+        rows: usize,
+        dataset_extra: &str,
+    ) -> Federation {
         let dir = tmp.path().to_owned();
         let all: Vec<Identity> = IDENTITIES
             .iter()
@@ -214,6 +229,7 @@ impl Federation {
             database,
             adapter_listener,
             "receipts.jsonl",
+            dataset_extra,
             async move {
                 let _ = rx.wait_for(|s| *s).await;
             },
@@ -229,6 +245,7 @@ impl Federation {
             store,
             stop,
             database: database.to_owned(),
+            dataset_extra: dataset_extra.to_owned(),
         }
     }
 
@@ -245,6 +262,7 @@ impl Federation {
             &self.database,
             listener,
             receipt_log,
+            &self.dataset_extra,
             async move {
                 let _ = rx.wait_for(|s| *s).await;
             },

@@ -19,6 +19,14 @@
 //! given the broker's public key), and the broker's log at that size must
 //! have that root: the broker cannot rewrite history it already committed
 //! to in front of the provider.
+//!
+//! For a subscription's `changes` lines (one per poll that returned
+//! changes): every poll the adapter finished `ok` must be one of the
+//! exchange's `delivery` entries, with the same changes, bytes and payload
+//! SHA-256 as the entry's `received` — except the stream's last poll when
+//! the stream's end is on the log: the broker read it and stopped before
+//! delivering (the consumer went, the agreement ended). A receipt may name
+//! a delivery entry instead of an exchange's end.
 
 use jembatan_adapter::{AckedReceipt, FetchStatus, LogEntry, ServedEntry};
 use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
@@ -35,6 +43,8 @@ const ENTRIES_PER_EXCHANGE: u64 = 16;
 #[derive(Debug, Default)]
 pub(super) struct Report {
     pub(super) served: u64,
+    /// Change polls (`changes` lines) compared.
+    pub(super) changes: u64,
     pub(super) receipts: u64,
     /// Distinct signed checkpoints the receipts carried.
     pub(super) checkpoints: u64,
@@ -67,6 +77,8 @@ pub(super) async fn crosscheck(
     verifier: Option<&Verifier>,
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
+    let changes = check_changes(store, lines, &mut report).await?;
+    report.mismatches.extend(changes);
     for line in lines {
         match line {
             LogEntry::Served(served) => {
@@ -87,7 +99,7 @@ pub(super) async fn crosscheck(
                     .mismatches
                     .extend(check_receipt(r, &decision, &completion));
             }
-            // change polls serve subscriptions, which this check does not cover yet
+            // compared per exchange, above
             LogEntry::Changes(_) => {}
         }
     }
@@ -168,6 +180,70 @@ async fn check_checkpoints(
 /// Whether an entry of this kind ends an exchange.
 fn is_end(kind: EntryKind) -> bool {
     matches!(kind, EntryKind::Completion | EntryKind::Answered)
+}
+
+/// The findings for the change polls of subscriptions, each exchange's
+/// polls against its delivery entries.
+async fn check_changes(
+    store: &Store,
+    lines: &[LogEntry],
+    report: &mut Report,
+) -> Result<Vec<String>, StoreError> {
+    let mut polls: std::collections::BTreeMap<&str, Vec<&ServedEntry>> = Default::default();
+    for line in lines {
+        if let LogEntry::Changes(poll) = line {
+            report.changes += 1;
+            polls
+                .entry(poll.exchange_id.as_str())
+                .or_default()
+                .push(poll);
+        }
+    }
+    let mut findings = Vec::new();
+    for (id, polls) in polls {
+        let query = EntryQuery {
+            exchange_id: Some(id.to_owned()),
+            ..EntryQuery::default()
+        };
+        let limit = ENTRIES_PER_EXCHANGE + 2 * polls.len() as u64;
+        let rows = store.query_entries(&query, limit).await?;
+        let mut delivered = Vec::new();
+        let mut ended = false;
+        for row in &rows {
+            match parse(row) {
+                Ok(e) if e.kind == EntryKind::Delivery => {
+                    if let Some(r) = e.received {
+                        delivered.push((r.rows, r.bytes, r.payload_sha256));
+                    }
+                }
+                Ok(e) if is_end(e.kind) => ended = true,
+                Ok(_) => {}
+                Err(finding) => findings.push(finding.to_string()),
+            }
+        }
+        if rows.is_empty() {
+            findings.push(format!(
+                "exchange {id}: the adapter answered its change polls, but the broker's log has no entry of it"
+            ));
+            continue;
+        }
+        let finished: Vec<&&ServedEntry> = polls
+            .iter()
+            .filter(|p| p.status == FetchStatus::Ok && p.rows > 0)
+            .collect();
+        for (i, poll) in finished.iter().enumerate() {
+            let key = (poll.rows, poll.bytes, poll.payload_sha256.clone());
+            if let Some(at) = delivered.iter().position(|d| *d == key) {
+                delivered.swap_remove(at);
+            } else if !(ended && i + 1 == finished.len()) {
+                findings.push(format!(
+                    "exchange {id}: the adapter sent {} changes ({} bytes, payload sha256 {}) in a poll of {} that no delivery entry on the broker's log accounts for",
+                    poll.rows, poll.bytes, poll.payload_sha256, poll.time
+                ));
+            }
+        }
+    }
+    Ok(findings)
 }
 
 /// The findings for one served fetch, given the exchange's entries.
@@ -276,7 +352,10 @@ fn check_receipt(r: &AckedReceipt, decision: &[RawEntry], completion: &[RawEntry
             }
             match parse(row) {
                 Err(finding) => findings.push(finding.to_string()),
-                Ok(e) if e.exchange_id != *id || !is_end(e.kind) => {
+                Ok(e)
+                    if e.exchange_id != *id
+                        || !(is_end(e.kind) || e.kind == EntryKind::Delivery) =>
+                {
                     findings.push(format!(
                         "exchange {id}: receipt names entry {}, which is the {} entry of exchange {}",
                         r.entry_seq,

@@ -51,5 +51,6 @@ pub(crate) fn entry(i: usize) -> AuditEntry {
         adapter_endpoint: None,
         change: None,
         registry: None,
+        subscription: None,
     }
 }

@@ -1,0 +1,954 @@
+//! Change subscriptions (`Exchange.Subscribe`): an allowed subscription,
+//! its decision entry durable, polls the provider's adapter for the
+//! dataset's changes after its position and delivers them, batch by
+//! batch, until the consumer goes, the agreement stops being in force, a
+//! quota runs out or the broker shuts down.
+//!
+//! Each poll that found changes becomes one `delivery` entry, durable
+//! before its batch leaves: rows, payload hash and the cursor range (keys
+//! only as keyed hashes), and what the adapter sent (`received`), for
+//! `audit crosscheck` against the adapter's `changes` lines. A change of
+//! a row the subscription may see is an upsert; a change of a row that
+//! left its scope (or was deleted) is a delete, but only for a key the
+//! subscription was given (the store keeps them as keyed hashes, see
+//! `jembatan_store::subscriptions`); any other change produces nothing.
+//!
+//! The consumer resumes from the cursor of the last batch it kept
+//! (sealed, see `cursor.rs`): the store rewinds what the subscription
+//! holds to that batch, and the poll starts after that position, so
+//! every change after it is delivered exactly once more.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jembatan_core::{
+    AgencyId, AgreementStatus, ChangeMark, DatasetId, Decision, DenialCode, EntryKind,
+    ExchangeStatus, InvalidArgument, PayloadHasher, Received, SubscriptionMark,
+};
+use jembatan_proto::v1 as pb;
+use jembatan_proto::v1::adapter_client::AdapterClient;
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Response, Status};
+
+use crate::adapters::{Lane, fails_over};
+use crate::cursor::{CursorPosition, CursorSealer, MAX_CURSOR_BYTES};
+use crate::error::{ExchangeError, from_adapter};
+use crate::facts::{Ask, subject_hash};
+use crate::lifecycle::StatusEvent;
+use crate::relay::{self, Allowed, Stop};
+use crate::state::State;
+
+/// Most changes one batch holds.
+pub(crate) const MAX_SUBSCRIBE_BATCH: u64 = 10_000;
+/// Changes per batch when the consumer does not say.
+const DEFAULT_BATCH: u32 = 1_000;
+/// How often to poll when the adapter does not say.
+const DEFAULT_POLL: Duration = Duration::from_millis(500);
+/// A stream that delivered nothing for this long gets its cursor anyway
+/// (a batch without changes), so that a consumer resuming later does not
+/// re-read what went by outside its scope.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// Longest wait between polls while the provider's adapter is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest one poll may take at the adapter.
+const POLL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest position half (change value or key) accepted from an adapter.
+const MAX_POSITION_BYTES: usize = 1024;
+
+/// The subscription a stream follows, and where it starts: from a
+/// consumer's cursor, or new.
+#[derive(Debug, Clone)]
+pub(crate) struct Resume {
+    pub(crate) id: String,
+    /// The last change the consumer kept; `None` from the first.
+    pub(crate) after: Option<pb::ChangePosition>,
+    /// The subscription's batch the cursor was issued at (0: new).
+    pub(crate) batch: u64,
+    /// What the subscription reads, hashed (see [`scope_of`]).
+    pub(crate) scope: String,
+    pub(crate) batch_size: u32,
+}
+
+impl Resume {
+    /// The subscription of a request: the cursor's, opened and checked
+    /// against the consumer, the dataset and what the request reads, or
+    /// a new one. The words never quote the cursor.
+    pub(crate) fn from_request(
+        cursors: &CursorSealer,
+        ask: &Ask,
+        consumer: &AgencyId,
+        dataset: &DatasetId,
+    ) -> Result<Resume, InvalidArgument> {
+        let scope = scope_of(ask);
+        let batch_size = match u32::try_from(ask.limit) {
+            Ok(0) => DEFAULT_BATCH,
+            Ok(n) => n,
+            Err(_) => DEFAULT_BATCH,
+        };
+        let Some(text) = ask.cursor.as_deref().filter(|c| !c.is_empty()) else {
+            return Ok(Resume {
+                id: uuid::Uuid::now_v7().to_string(),
+                after: None,
+                batch: 0,
+                scope,
+                batch_size,
+            });
+        };
+        let position = cursors
+            .open(consumer, dataset, text)
+            .map_err(|e| InvalidArgument::new("cursor", e.to_string()))?;
+        if position.scope != scope {
+            return Err(InvalidArgument::new(
+                "cursor",
+                "the cursor belongs to a subscription with another target schema, fields, filter or purpose: resume with the request it came from, or start a new subscription without a cursor",
+            ));
+        }
+        let after = (!position.at_start()).then(|| pb::ChangePosition {
+            change: position.change,
+            key: position.key,
+        });
+        Ok(Resume {
+            id: position.subscription,
+            after,
+            batch: position.batch,
+            scope,
+            batch_size,
+        })
+    }
+
+    /// The subscription as the decision entry names it.
+    pub(crate) fn mark(&self, audit_key: &[u8], dataset: &DatasetId) -> SubscriptionMark {
+        SubscriptionMark {
+            id: self.id.clone(),
+            batch: self.batch,
+            after: self
+                .after
+                .as_ref()
+                .map(|p| change_mark(audit_key, dataset, p)),
+            ..SubscriptionMark::default()
+        }
+    }
+}
+
+/// What a subscription reads, as a hash bound into its cursors: the
+/// target schema, the purpose, the fields (in any order) and the filter.
+fn scope_of(ask: &Ask) -> String {
+    let mut fields = ask.fields.clone();
+    fields.sort();
+    let mut hash = Sha256::new();
+    for part in [&ask.target_schema, &ask.purpose] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    for f in &fields {
+        hash.update(f.as_bytes());
+        hash.update([1]);
+    }
+    hash.update([0]);
+    if let Some(filter) = &ask.filter {
+        hash.update(filter.encode_to_vec());
+    }
+    hex::encode(hash.finalize())
+}
+
+/// A key as subject hashes take it, from the JSON text a position holds:
+/// a string as it is, anything else as its JSON text.
+fn key_text(json: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(json).ok()? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Some(json.trim().to_owned()),
+        _ => None,
+    }
+}
+
+/// A position as the log keeps it: the change value, the key's hash.
+fn change_mark(audit_key: &[u8], dataset: &DatasetId, p: &pb::ChangePosition) -> ChangeMark {
+    let key = key_text(&p.key).unwrap_or_else(|| p.key.clone());
+    ChangeMark {
+        change: p.change.clone(),
+        key_hash: subject_hash(audit_key, dataset.as_str(), &key),
+    }
+}
+
+/// The stream of a subscription's messages.
+pub(crate) type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>;
+
+/// Follows an allowed subscription.
+pub(crate) async fn subscribe(
+    state: Arc<State>,
+    mut allowed: Allowed,
+) -> Result<Response<SubscribeStream>, Status> {
+    let Some(resume) = allowed.resume.take() else {
+        return Err(ExchangeError::NoConsumer.into());
+    };
+    let Some(consumer) = allowed.facts.consumer.clone() else {
+        return Err(ExchangeError::NoConsumer.into());
+    };
+    let Some(key_field) = allowed.key_field.clone() else {
+        return Err(ExchangeError::KeyField.into());
+    };
+    let (tx, rx) = mpsc::channel(4);
+    let started = pb::SubscribeResponse {
+        item: Some(pb::subscribe_response::Item::Started(
+            pb::SubscriptionStarted {
+                subscription_id: resume.id.clone(),
+                exchange_id: allowed.facts.exchange_id.clone(),
+                decision_seq: allowed.decision_seq.unwrap_or_default(),
+            },
+        )),
+    };
+    // the channel is new and empty
+    let _ = tx.try_send(Ok(started));
+    let held = allowed.held.take();
+    // subscribed before the first poll, so no revocation is missed
+    let events = state.lifecycle.events.subscribe();
+    tokio::spawn(async move {
+        let interval = poll_interval(&state, &allowed).await;
+        let delete_key = allowed
+            .admit
+            .passes_unchanged(key_field.as_str())
+            .then(|| key_field.to_string());
+        let mut follow = Follow {
+            handle_domain: format!("subscription key\0{consumer}\0{}", allowed.dataset),
+            consumer,
+            resume,
+            delete_key,
+            interval,
+            rows: 0,
+            bytes: 0,
+            hasher: PayloadHasher::new(),
+            received_rows: 0,
+            endpoint: None,
+            last_sent: Instant::now(),
+            backoff: Duration::ZERO,
+            policy_version: None,
+            changes: 0,
+            upserts: 0,
+            deletes: 0,
+        };
+        let stop = follow.run(&state, &allowed, &tx, events).await;
+        if let Some(held) = held {
+            held.release().await;
+        }
+        let status = follow.end(&state, &allowed, stop).await;
+        // the consumer is told, if it is still there
+        let _ = tokio::time::timeout(state.isolation.stall_timeout, tx.send(Err(status))).await;
+    });
+    Ok(Response::new(ReceiverStream::new(rx)))
+}
+
+/// How often the provider's adapter asks to be polled for the dataset
+/// (its `Describe`), or the default when it cannot say.
+async fn poll_interval(state: &State, allowed: &Allowed) -> Duration {
+    let Ok(endpoints) = relay::adapter_endpoints(
+        state.store.agency(&allowed.provider).await,
+        &allowed.provider,
+    ) else {
+        return DEFAULT_POLL;
+    };
+    match state.adapters.describe(&endpoints, &allowed.provider).await {
+        Ok(described) => described
+            .datasets
+            .iter()
+            .find(|d| d.dataset == allowed.dataset.as_str() || d.dataset == allowed.dataset.name())
+            .and_then(|d| d.changes.as_ref())
+            .map(|c| Duration::from_millis(u64::from(c.poll_interval_ms.max(10))))
+            .unwrap_or(DEFAULT_POLL),
+        Err(_) => DEFAULT_POLL,
+    }
+}
+
+/// Why a poll gave no changes to deliver.
+enum Unpolled {
+    /// No endpoint of the provider's adapter could be reached: try again.
+    Retry(Status),
+    /// The adapter refused or failed: the subscription ends.
+    Stop(Stop),
+}
+
+/// A change the adapter sent, read.
+struct Seen {
+    position: pb::ChangePosition,
+    /// The key's subject hash: what the store and the log keep.
+    hash: String,
+    /// The key as the consumer's handles are made of.
+    key: String,
+    /// In scope and not deleted: the row's record came with it.
+    upsert: bool,
+}
+
+/// A running subscription stream's state.
+struct Follow {
+    consumer: AgencyId,
+    resume: Resume,
+    /// What each key's handle is keyed with, besides the audit key.
+    handle_domain: String,
+    /// The key field a delete carries, when the consumer's records carry
+    /// it in clear.
+    delete_key: Option<String>,
+    interval: Duration,
+    /// Totals over the stream, for its completion entry.
+    rows: u64,
+    bytes: u64,
+    hasher: PayloadHasher,
+    received_rows: u64,
+    changes: u64,
+    upserts: u64,
+    deletes: u64,
+    /// The adapter endpoint of the last poll that found changes.
+    endpoint: Option<String>,
+    /// When a batch (or a cursor) was last sent to the consumer.
+    last_sent: Instant,
+    backoff: Duration,
+    /// The store's policy version when the agreement was last read.
+    policy_version: Option<i64>,
+}
+
+impl Follow {
+    /// Polls and delivers until the subscription ends; returns why.
+    async fn run(
+        &mut self,
+        state: &State,
+        allowed: &Allowed,
+        tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+        mut events: broadcast::Receiver<StatusEvent>,
+    ) -> Stop {
+        loop {
+            if let Err(stop) = self.in_force(state, allowed).await {
+                return stop;
+            }
+            let polled = tokio::select! {
+                biased;
+                stop = stop_signal(state, allowed, tx, &mut events) => return stop,
+                polled = self.poll(state, allowed) => polled,
+            };
+            let full = match polled {
+                Ok((changes, endpoint)) => {
+                    self.backoff = Duration::ZERO;
+                    let full = changes.len() >= self.resume.batch_size as usize;
+                    if !changes.is_empty()
+                        && let Err(stop) = self.deliver(state, allowed, tx, changes, endpoint).await
+                    {
+                        return stop;
+                    }
+                    full
+                }
+                Err(Unpolled::Stop(stop)) => return stop,
+                Err(Unpolled::Retry(status)) => {
+                    self.backoff = (self.backoff * 2).clamp(self.interval, MAX_BACKOFF);
+                    tracing::warn!(
+                        provider = %allowed.provider,
+                        exchange_id = %allowed.facts.exchange_id,
+                        error = %status,
+                        retry_in = ?self.backoff,
+                        "no adapter endpoint answered a subscription's poll"
+                    );
+                    false
+                }
+            };
+            if self.last_sent.elapsed() >= HEARTBEAT
+                && let Err(stop) = self.send_cursor(state, allowed, tx).await
+            {
+                return stop;
+            }
+            // a full batch: more are waiting
+            if full {
+                continue;
+            }
+            let wait = self.backoff.max(self.interval);
+            tokio::select! {
+                biased;
+                stop = stop_signal(state, allowed, tx, &mut events) => return stop,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Whether the agreement is still in force, read again when the
+    /// store's policy version moved (a change through any replica).
+    async fn in_force(&mut self, state: &State, allowed: &Allowed) -> Result<(), Stop> {
+        let version = state
+            .store
+            .policy_version()
+            .await
+            .map_err(|e| Stop::failed(ExchangeError::store(e)))?;
+        if self.policy_version == Some(version) {
+            return Ok(());
+        }
+        let status = match state.store.agreement(&allowed.agreement.id).await {
+            Ok(Some(a)) => a.status,
+            Ok(None) => AgreementStatus::Revoked,
+            Err(err) => return Err(Stop::failed(ExchangeError::store(err))),
+        };
+        if let Some(stop) = relay::out_of_force(allowed, status) {
+            return Err(stop);
+        }
+        self.policy_version = Some(version);
+        Ok(())
+    }
+
+    /// One poll of the provider's adapter, at the first endpoint that
+    /// answers: the changes after the stream's position, and who served.
+    async fn poll(
+        &self,
+        state: &State,
+        allowed: &Allowed,
+    ) -> Result<(Vec<pb::Change>, String), Unpolled> {
+        let endpoints = relay::adapter_endpoints(
+            state.store.agency(&allowed.provider).await,
+            &allowed.provider,
+        )
+        .map_err(|e| Unpolled::Stop(Stop::failed(e)))?;
+        let request = pb::ChangesRequest {
+            exchange_id: allowed.facts.exchange_id.clone(),
+            dataset: allowed.dataset.to_string(),
+            columns: allowed.fetch.columns.clone(),
+            filter: allowed.fetch.filter.clone(),
+            after: self.resume.after.clone(),
+            limit: self.resume.batch_size,
+            consumer: self.consumer.to_string(),
+            purpose: allowed.fetch.purpose.clone(),
+        };
+        let mut last = Status::from(ExchangeError::NoAdapter {
+            provider: allowed.provider.clone(),
+        });
+        for endpoint in state.adapters.order(&allowed.provider, &endpoints) {
+            match self
+                .poll_at(state, allowed, &endpoint, request.clone())
+                .await
+            {
+                Ok(changes) => {
+                    state.adapters.mark_up(&allowed.provider, &endpoint);
+                    return Ok((changes, endpoint));
+                }
+                // nothing was delivered from a poll yet: any endpoint
+                // that breaks is passed over, whenever it breaks
+                Err(status) if fails_over(&status) => {
+                    state
+                        .adapters
+                        .mark_down(&allowed.provider, &endpoint, &status);
+                    last = status;
+                }
+                Err(status) => {
+                    return Err(Unpolled::Stop(Stop::new(
+                        relay::adapter_end(allowed, &status),
+                        from_adapter(&allowed.provider.to_string(), status),
+                    )));
+                }
+            }
+        }
+        Err(Unpolled::Retry(last))
+    }
+
+    /// One poll at one endpoint, read whole.
+    async fn poll_at(
+        &self,
+        state: &State,
+        allowed: &Allowed,
+        endpoint: &str,
+        request: pb::ChangesRequest,
+    ) -> Result<Vec<pb::Change>, Status> {
+        let channel = state
+            .adapters
+            .channel(endpoint, &allowed.provider, Lane::Calls)?;
+        let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
+        let mut request = allowed.facts.trace.request(request);
+        request.set_timeout(POLL_TIMEOUT);
+        let mut stream = client.changes(request).await?.into_inner();
+        let mut changes = Vec::new();
+        while let Some(message) = stream.message().await? {
+            changes.extend(message.changes);
+            if changes.len() > self.resume.batch_size as usize {
+                return Err(Status::internal(format!(
+                    "the adapter sent more than the {} changes asked for",
+                    self.resume.batch_size
+                )));
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Delivers one poll's changes: what of them the consumer may have,
+    /// recorded in the store and on the log before it is sent.
+    async fn deliver(
+        &mut self,
+        state: &State,
+        allowed: &Allowed,
+        tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+        changes: Vec<pb::Change>,
+        endpoint: String,
+    ) -> Result<(), Stop> {
+        let bad = |what: &'static str| {
+            Stop::failed(ExchangeError::BadChange {
+                provider: allowed.provider.to_string(),
+                what,
+            })
+        };
+        // what the adapter sent, counted as its receipt log counts it
+        let mut received = PayloadHasher::new();
+        let mut received_bytes = 0u64;
+        let mut seen = Vec::with_capacity(changes.len());
+        let mut records = Vec::new();
+        for change in changes.iter() {
+            let Some(position) = change.position.clone() else {
+                return Err(bad("a change without its position"));
+            };
+            if position.change.is_empty()
+                || position.change.len() > MAX_POSITION_BYTES
+                || position.key.len() > MAX_POSITION_BYTES
+            {
+                return Err(bad("a change position that is empty or too long"));
+            }
+            let Some(key) = key_text(&position.key) else {
+                return Err(bad("a key that is not a JSON string, number or boolean"));
+            };
+            let upsert = change.op == pb::ChangeOp::Upsert as i32 && change.in_scope;
+            if change.record.is_empty() {
+                if upsert {
+                    return Err(bad("an upsert in scope without its record"));
+                }
+            } else {
+                if !upsert {
+                    return Err(bad("the columns of a row outside the scope"));
+                }
+                received.update(&change.record);
+                received_bytes += change.record.len() as u64;
+                records.push(change.record.clone());
+            }
+            seen.push(Seen {
+                hash: subject_hash(&state.audit_key, allowed.dataset.as_str(), &key),
+                key,
+                position,
+                upsert,
+            });
+        }
+        let leaving: Vec<String> = seen
+            .iter()
+            .filter(|s| !s.upsert)
+            .map(|s| s.hash.clone())
+            .collect();
+        let held: HashSet<String> = if leaving.is_empty() {
+            HashSet::new()
+        } else {
+            state
+                .store
+                .subscription_holds(&self.resume.id, &leaving)
+                .await
+                .map_err(|e| Stop::failed(ExchangeError::store(e)))?
+        };
+        // the upserts' records, checked and shaped as a query's
+        let upserts = records.len();
+        let admitted = if records.is_empty() {
+            Vec::new()
+        } else {
+            let first = self.received_rows + 1;
+            match state.workers.admit(&allowed.admit, records, first).await {
+                Ok(Ok(Ok(admitted))) => {
+                    if let Some(err) = admitted.failed {
+                        return Err(Stop::failed(err));
+                    }
+                    admitted.records
+                }
+                Ok(Ok(Err(err))) => return Err(Stop::failed(err)),
+                Ok(Err(cause)) => return Err(Stop::failed(ExchangeError::AdmitLost(cause))),
+                Err(join) => {
+                    return Err(Stop::failed(ExchangeError::AdmitLost(Box::new(join))));
+                }
+            }
+        };
+        if admitted.len() != upserts {
+            return Err(bad("a record the grant does not admit"));
+        }
+        // the daily rows count upserts; the batch ends before the first
+        // one the quota has no room for
+        let room = self.quota_room(state, allowed, upserts as u64).await?;
+        let mut out: Vec<pb::ChangeRecord> = Vec::new();
+        let (mut given, mut taken) = (Vec::new(), Vec::new());
+        let mut consumed = 0usize;
+        let mut admitted = admitted.into_iter();
+        let mut upserted = 0u64;
+        for s in &seen {
+            if s.upsert {
+                if upserted == room {
+                    break;
+                }
+                upserted += 1;
+                let record = admitted.next().unwrap_or_default();
+                out.push(pb::ChangeRecord {
+                    op: pb::ChangeOp::Upsert as i32,
+                    key: subject_hash(&state.audit_key, &self.handle_domain, &s.key),
+                    record,
+                });
+                given.push(s.hash.clone());
+            } else if held.contains(&s.hash) {
+                let record = match &self.delete_key {
+                    Some(field) => format!(
+                        "{{{}:{}}}",
+                        serde_json::Value::String(field.clone()),
+                        s.position.key
+                    ),
+                    None => "{}".to_owned(),
+                };
+                out.push(pb::ChangeRecord {
+                    op: pb::ChangeOp::Delete as i32,
+                    key: subject_hash(&state.audit_key, &self.handle_domain, &s.key),
+                    record,
+                });
+                taken.push(s.hash.clone());
+            }
+            consumed += 1;
+        }
+        let ran_out = consumed < seen.len();
+        if !given.is_empty() || !taken.is_empty() {
+            let next = self.resume.batch + 1;
+            match state
+                .store
+                .record_subscription_batch(&self.resume.id, next, &given, &taken)
+                .await
+            {
+                Ok(true) => self.resume.batch = next,
+                Ok(false) => {
+                    return Err(Stop::new(
+                        ExchangeStatus::Cancelled,
+                        ExchangeError::SubscriptionMoved,
+                    ));
+                }
+                Err(err) => return Err(Stop::failed(ExchangeError::store(err))),
+            }
+        }
+        // an agreement changed through another replica is seen before
+        // anything of the batch leaves
+        self.in_force(state, allowed).await?;
+        let lines: Vec<String> = out.iter().map(line).collect();
+        let mut hasher = PayloadHasher::new();
+        let mut bytes = 0u64;
+        for l in &lines {
+            hasher.update(l);
+            self.hasher.update(l);
+            bytes += l.len() as u64;
+        }
+        let last = seen[..consumed].last().map(|s| s.position.clone());
+        let dataset = &allowed.dataset;
+        let mut entry =
+            allowed
+                .facts
+                .entry(EntryKind::Delivery, Decision::Allow, ExchangeStatus::Ok);
+        entry.rows = out.len() as u64;
+        entry.bytes = bytes;
+        entry.payload_sha256 = Some(hasher.hex());
+        entry.received = Some(Received {
+            rows: changes.len() as u64,
+            bytes: received_bytes,
+            payload_sha256: received.hex(),
+        });
+        for hash in given.iter().chain(taken.iter()) {
+            if !entry.subjects.contains(hash) {
+                entry.subjects.push(hash.clone());
+            }
+        }
+        entry.adapter_endpoint = Some(endpoint.clone());
+        entry.subscription = Some(SubscriptionMark {
+            id: self.resume.id.clone(),
+            batch: self.resume.batch,
+            after: self
+                .resume
+                .after
+                .as_ref()
+                .map(|p| change_mark(&state.audit_key, dataset, p)),
+            last: last
+                .as_ref()
+                .map(|p| change_mark(&state.audit_key, dataset, p)),
+            changes: consumed as u64,
+            upserts: given.len() as u64,
+            deletes: taken.len() as u64,
+        });
+        let stored = state
+            .journal
+            .during(&allowed.end, entry)
+            .await
+            .map_err(|status| Stop::from_status(ExchangeStatus::Failed, status))?;
+        let receipt = relay::receipt(
+            state,
+            allowed,
+            stored,
+            hasher.hex(),
+            out.len() as u64,
+            bytes,
+        );
+        self.rows += out.len() as u64;
+        self.bytes += bytes;
+        self.received_rows += upserts as u64;
+        self.changes += consumed as u64;
+        self.upserts += given.len() as u64;
+        self.deletes += taken.len() as u64;
+        self.endpoint = Some(endpoint.clone());
+        if last.is_some() {
+            self.resume.after = last;
+        }
+        if !out.is_empty() {
+            let batch = pb::ChangeBatch {
+                changes: out,
+                cursor: self.cursor(state, allowed),
+                receipt: Some(receipt.clone()),
+            };
+            self.send(state, tx, batch).await?;
+        }
+        self.acknowledge(state, allowed, &endpoint, receipt);
+        if ran_out {
+            let err = ExchangeError::QuotaRanOut {
+                id: allowed.agreement.id.clone(),
+                per_day: allowed.agreement.quota.rows_per_day,
+                rows: self.upserts,
+            };
+            return Err(Stop::denied(DenialCode::QuotaExhausted, err, allowed));
+        }
+        Ok(())
+    }
+
+    /// Takes up to `wanted` rows of the agreement's daily quota; returns
+    /// how many were taken.
+    async fn quota_room(&self, state: &State, allowed: &Allowed, wanted: u64) -> Result<u64, Stop> {
+        let per_day = allowed.agreement.quota.rows_per_day;
+        if per_day == 0 || wanted == 0 {
+            return Ok(wanted);
+        }
+        let day = jembatan_store::QuotaKind::RowsPerDay.window(chrono::Utc::now());
+        state
+            .store
+            .take_quota_up_to(
+                &allowed.agreement.id,
+                jembatan_store::QuotaKind::RowsPerDay,
+                &day,
+                wanted,
+                per_day,
+            )
+            .await
+            .map_err(|err| Stop::failed(ExchangeError::store(err)))
+    }
+
+    /// The cursor after everything this stream has consumed.
+    fn cursor(&self, state: &State, allowed: &Allowed) -> String {
+        let (change, key) = match &self.resume.after {
+            Some(p) => (p.change.clone(), p.key.clone()),
+            None => (String::new(), String::new()),
+        };
+        let cursor = state.cursors.seal(
+            &self.consumer,
+            &allowed.dataset,
+            &CursorPosition {
+                subscription: self.resume.id.clone(),
+                change,
+                key,
+                batch: self.resume.batch,
+                scope: self.resume.scope.clone(),
+            },
+        );
+        debug_assert!(cursor.len() <= MAX_CURSOR_BYTES);
+        cursor
+    }
+
+    /// Sends the cursor alone, when nothing was sent for a while.
+    async fn send_cursor(
+        &mut self,
+        state: &State,
+        allowed: &Allowed,
+        tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    ) -> Result<(), Stop> {
+        let batch = pb::ChangeBatch {
+            changes: Vec::new(),
+            cursor: self.cursor(state, allowed),
+            receipt: None,
+        };
+        self.send(state, tx, batch).await
+    }
+
+    /// Hands a batch to the consumer's stream once it has room.
+    async fn send(
+        &mut self,
+        state: &State,
+        tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+        batch: pb::ChangeBatch,
+    ) -> Result<(), Stop> {
+        let stall = state.isolation.stall_timeout;
+        let message = pb::SubscribeResponse {
+            item: Some(pb::subscribe_response::Item::Batch(batch)),
+        };
+        tokio::select! {
+            biased;
+            room = tokio::time::timeout(stall, tx.reserve()) => match room {
+                Ok(Ok(permit)) => {
+                    permit.send(Ok(message));
+                    self.last_sent = Instant::now();
+                    Ok(())
+                }
+                Ok(Err(_)) => Err(Stop::gone()),
+                Err(_) => Err(Stop::stalled(stall)),
+            },
+            () = state.drain.ending() => Err(Stop::shutting_down()),
+        }
+    }
+
+    /// Tells the adapter that served the batch its receipt. Best effort.
+    fn acknowledge(&self, state: &State, allowed: &Allowed, endpoint: &str, receipt: pb::Receipt) {
+        let client = match state
+            .adapters
+            .channel(endpoint, &allowed.provider, Lane::Calls)
+        {
+            Ok(channel) => AdapterClient::new(channel),
+            Err(err) => {
+                tracing::warn!(provider = %allowed.provider, endpoint, error = %err, "adapter endpoint unusable");
+                return;
+            }
+        };
+        let request = pb::AcknowledgeRequest {
+            dataset: allowed.dataset.to_string(),
+            consumer: self.consumer.to_string(),
+            receipt: Some(receipt),
+        };
+        state.acks.send(&allowed.provider, vec![client], request);
+    }
+
+    /// Writes the stream's completion entry: its totals, how it ended.
+    /// Returns the status the consumer's stream ends with.
+    async fn end(&self, state: &State, allowed: &Allowed, stop: Stop) -> Status {
+        let mut entry = allowed.end.end_entry(stop.how);
+        entry.reasons = stop.reasons;
+        entry.rows = self.rows;
+        entry.bytes = self.bytes;
+        entry.payload_sha256 = Some(self.hasher.hex());
+        entry.duration_ms = Some(allowed.facts.elapsed_ms());
+        entry.error = Some(stop.status.message().to_owned());
+        entry.adapter_endpoint = self.endpoint.clone();
+        entry.subscription = Some(SubscriptionMark {
+            id: self.resume.id.clone(),
+            batch: self.resume.batch,
+            after: None,
+            last: self
+                .resume
+                .after
+                .as_ref()
+                .map(|p| change_mark(&state.audit_key, &allowed.dataset, p)),
+            changes: self.changes,
+            upserts: self.upserts,
+            deletes: self.deletes,
+        });
+        match state.journal.end(&allowed.end, entry).await {
+            Ok(_) => stop.status,
+            Err(status) => status,
+        }
+    }
+}
+
+/// One change as the consumer receives it and as the payload hash
+/// covers it: `{"op":"upsert"|"delete","key":"<hex>","record":{...}}`.
+pub(crate) fn line(change: &pb::ChangeRecord) -> String {
+    let op = if change.op == pb::ChangeOp::Delete as i32 {
+        "delete"
+    } else {
+        "upsert"
+    };
+    format!(
+        "{{\"op\":\"{op}\",\"key\":\"{}\",\"record\":{}}}",
+        change.key, change.record
+    )
+}
+
+/// Resolves when the subscription must end: the consumer went away, the
+/// broker is shutting down, or the agreement expired or was revoked
+/// (through this replica; others are seen by [`Follow::in_force`]).
+async fn stop_signal(
+    state: &State,
+    allowed: &Allowed,
+    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    events: &mut broadcast::Receiver<StatusEvent>,
+) -> Stop {
+    let agreement_id = allowed.agreement.id.clone();
+    loop {
+        tokio::select! {
+            biased;
+            () = tx.closed() => return Stop::gone(),
+            () = state.drain.ending() => return Stop::shutting_down(),
+            () = relay::until_end(allowed) => {
+                let err = ExchangeError::AgreementExpired(agreement_id);
+                return Stop::denied(DenialCode::Expired, err, allowed);
+            }
+            event = events.recv() => {
+                let status = match event {
+                    Ok(e) if e.id == agreement_id => Some(e.status),
+                    Ok(_) => None,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        match state.store.agreement(&agreement_id).await {
+                            Ok(Some(a)) => Some(a.status),
+                            Ok(None) => Some(AgreementStatus::Revoked),
+                            Err(err) => return Stop::failed(ExchangeError::store(err)),
+                        }
+                    }
+                    // no more events: wait for the other signals
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return wait_without_events(state, allowed, tx).await;
+                    }
+                };
+                if let Some(stop) = status.and_then(|s| relay::out_of_force(allowed, s)) {
+                    return stop;
+                }
+            }
+        }
+    }
+}
+
+/// [`stop_signal`] once the agreement events have ended.
+async fn wait_without_events(
+    state: &State,
+    allowed: &Allowed,
+    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+) -> Stop {
+    tokio::select! {
+        biased;
+        () = tx.closed() => Stop::gone(),
+        () = state.drain.ending() => Stop::shutting_down(),
+        () = relay::until_end(allowed) => {
+            let err = ExchangeError::AgreementExpired(allowed.agreement.id.clone());
+            Stop::denied(DenialCode::Expired, err, allowed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_read_from_positions_as_subject_hashes_take_them() {
+        assert_eq!(key_text("\"3201\"").as_deref(), Some("3201"));
+        assert_eq!(key_text("42").as_deref(), Some("42"));
+        assert_eq!(key_text("true").as_deref(), Some("true"));
+        assert_eq!(key_text("{}"), None);
+        assert_eq!(key_text("not json"), None);
+    }
+
+    #[test]
+    fn a_change_line_is_the_json_the_payload_hash_covers() {
+        let upsert = pb::ChangeRecord {
+            op: pb::ChangeOp::Upsert as i32,
+            key: "ab".into(),
+            record: r#"{"nik":"1"}"#.into(),
+        };
+        let line = line(&upsert);
+        assert_eq!(line, r#"{"op":"upsert","key":"ab","record":{"nik":"1"}}"#);
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["record"]["nik"], "1");
+        let delete = pb::ChangeRecord {
+            op: pb::ChangeOp::Delete as i32,
+            key: "ab".into(),
+            record: "{}".into(),
+        };
+        assert_eq!(
+            super::line(&delete),
+            r#"{"op":"delete","key":"ab","record":{}}"#
+        );
+    }
+}
