@@ -277,10 +277,10 @@ impl State {
     ) -> Result<Allowed, Status> {
         let mut facts = Facts::new(&ask, self.audit_key.clone());
         facts.privacy.purpose_registered = self.lifecycle.purposes.contains_key(&ask.purpose);
-        let request = self.validate(identity, &ask, &mut facts).await?;
+        let mut request = self.validate(identity, &ask, &mut facts).await?;
         let plan = self.plan(&ask, &request.parsed, &mut facts).await?;
         let authorized = self.authorize(&ask, &request, &plan, &mut facts).await?;
-        if let Some(resume) = &request.resume {
+        if let Some(resume) = &mut request.resume {
             self.rewind(resume, &facts).await?;
         }
         self.record(&ask, request, plan, authorized, facts).await
@@ -809,10 +809,13 @@ impl State {
     /// A subscription resumed from a cursor finds what it holds as it
     /// was when the cursor was issued (a new one starts empty); one the
     /// store cannot resume is refused, on the log.
-    async fn rewind(&self, resume: &Resume, facts: &Facts) -> Result<(), Status> {
+    async fn rewind(&self, resume: &mut Resume, facts: &Facts) -> Result<(), Status> {
         use jembatan_store::Resumed;
         let why = match self.store.resume_subscription(&resume.id, resume.batch).await {
-            Ok(Resumed::Ready) => return Ok(()),
+            Ok(Resumed::Ready { generation }) => {
+                resume.generation = generation;
+                return Ok(());
+            }
             Ok(Resumed::Unknown) => "this broker's store does not know the cursor's subscription (it was forgotten, or the cursor comes from another deployment): start a new subscription without a cursor".to_owned(),
             Ok(Resumed::TooOld { horizon }) => format!(
                 "the cursor is older than the subscription's resumable history (batch {} and later can be resumed, this cursor is of batch {}): start a new subscription without a cursor",

@@ -71,6 +71,8 @@ pub(crate) struct Resume {
     /// What the subscription reads, hashed (see [`scope_of`]).
     pub(crate) scope: String,
     pub(crate) batch_size: u32,
+    /// The stream's resume in the store: only the last one records.
+    pub(crate) generation: u64,
 }
 
 impl Resume {
@@ -96,6 +98,7 @@ impl Resume {
                 batch: 0,
                 scope,
                 batch_size,
+                generation: 0,
             });
         };
         let position = cursors
@@ -107,16 +110,21 @@ impl Resume {
                 "the cursor belongs to a subscription with another target schema, fields, filter or purpose: resume with the request it came from, or start a new subscription without a cursor",
             ));
         }
-        let after = (!position.at_start()).then(|| pb::ChangePosition {
-            change: position.change,
-            key: position.key,
-        });
+        let after = if position.at_start() {
+            None
+        } else {
+            Some(pb::ChangePosition {
+                change: position.change,
+                key: position.key,
+            })
+        };
         Ok(Resume {
             id: position.subscription,
             after,
             batch: position.batch,
             scope,
             batch_size,
+            generation: 0,
         })
     }
 
@@ -607,7 +615,13 @@ impl Follow {
             let next = self.resume.batch + 1;
             match state
                 .store
-                .record_subscription_batch(&self.resume.id, next, &given, &taken)
+                .record_subscription_batch(
+                    &self.resume.id,
+                    self.resume.generation,
+                    next,
+                    &given,
+                    &taken,
+                )
                 .await
             {
                 Ok(true) => self.resume.batch = next,

@@ -15,11 +15,11 @@ use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use sqlx::SqlitePool;
+use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
-use support::{BrokerHandle, Federation, agreement_toml, eq, nik};
+use support::{BrokerHandle, Federation, Kind, ProviderDb, agreement_toml, eq, nik};
 
 const CHANGES: &str = r#"
 [datasets.changes]
@@ -34,111 +34,141 @@ const KEC: &str = "15.07.01";
 
 /// A provider database whose rows carry a change time.
 struct Provider {
-    pool: SqlitePool,
+    pool: AnyPool,
+    kind: Kind,
     /// The next change time, in seconds after 2020-01-01.
     clock: u64,
+    /// Dropped (for PostgreSQL and MariaDB) after the federation.
+    _db: ProviderDb,
 }
 
 /// A change time `n` seconds after 2020-01-01 (in the past: a polling
-/// source holds back rows dated in the future).
-fn at(n: u64) -> String {
+/// source holds back rows dated in the future), as a SQL literal.
+fn at(kind: Kind, n: u64) -> String {
     let t = chrono::NaiveDate::from_ymd_opt(2020, 1, 1)
         .unwrap()
         .and_hms_opt(0, 0, 0)
         .unwrap()
         + chrono::Duration::seconds(n as i64);
-    t.format("%Y-%m-%dT%H:%M:%S").to_string()
+    match kind {
+        Kind::Sqlite => format!("'{}'", t.format("%Y-%m-%dT%H:%M:%S")),
+        Kind::Postgres | Kind::MySql => format!("TIMESTAMP '{}'", t.format("%Y-%m-%d %H:%M:%S")),
+    }
 }
 
 impl Provider {
-    /// `rows` residents; every two share a change time (ties).
-    async fn new(path: &std::path::Path, rows: usize) -> Provider {
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let pool = SqlitePool::connect(&url).await.unwrap();
-        sqlx::query(
-            "CREATE TABLE penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL, tgl_lahir TEXT,
-             kecamatan TEXT NOT NULL, status TEXT NOT NULL, diubah DATETIME)",
-        )
-        .execute(&pool)
+    /// The residents of the federation's usual table on `kind`, each
+    /// with a change time; every two share one (ties). `None` when the
+    /// backend is not configured.
+    async fn new(kind: Kind, dir: &std::path::Path, rows: usize) -> Option<Provider> {
+        let db = ProviderDb::new(kind, dir, rows, "").await?;
+        let url = match kind {
+            Kind::Sqlite => format!("{}?mode=rwc", db.url),
+            _ => db.url.clone(),
+        };
+        let pool = AnyPool::connect(&url).await.unwrap();
+        let column = match kind {
+            Kind::Sqlite => "DATETIME",
+            Kind::Postgres => "TIMESTAMP(6)",
+            Kind::MySql => "DATETIME(6)",
+        };
+        pool.execute(AssertSqlSafe(format!(
+            "ALTER TABLE penduduk ADD COLUMN diubah {column}"
+        )))
         .await
         .unwrap();
-        let mut p = Provider { pool, clock: 0 };
+        let mut p = Provider {
+            pool,
+            kind,
+            clock: 0,
+            _db: db,
+        };
         for i in 0..rows {
-            let kec = if i % 3 == 0 { KEC } else { "15.07.02" };
-            sqlx::query("INSERT INTO penduduk VALUES (?, ?, '1970-01-01', ?, 'HIDUP', ?)")
-                .bind(nik(i))
-                .bind(format!("WARGA {i}"))
-                .bind(kec)
-                .bind(at(i as u64 / 2))
-                .execute(&p.pool)
-                .await
-                .unwrap();
+            // the federation's table has a tenth of its residents dead
+            p.exec(format!(
+                "UPDATE penduduk SET status = 'HIDUP', diubah = {} WHERE nik = '{}'",
+                at(kind, i as u64 / 2),
+                nik(i)
+            ))
+            .await;
         }
         p.clock = rows as u64;
-        p
+        Some(p)
+    }
+
+    async fn exec(&self, sql: String) {
+        self.pool.execute(AssertSqlSafe(sql)).await.unwrap();
     }
 
     fn tick(&mut self) -> String {
         self.clock += 1;
-        at(self.clock)
+        at(self.kind, self.clock)
     }
 
     async fn set(&mut self, i: usize, column: &str, value: &str) {
         let now = self.tick();
-        let sql = format!("UPDATE penduduk SET {column} = ?, diubah = ? WHERE nik = ?");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(value)
-            .bind(now)
-            .bind(nik(i))
-            .execute(&self.pool)
-            .await
-            .unwrap();
+        self.exec(format!(
+            "UPDATE penduduk SET {column} = '{value}', diubah = {now} WHERE nik = '{}'",
+            nik(i)
+        ))
+        .await;
     }
 
     async fn insert(&mut self, i: usize, kec: &str) {
         let now = self.tick();
-        sqlx::query("INSERT INTO penduduk VALUES (?, ?, '1970-01-01', ?, 'HIDUP', ?)")
-            .bind(nik(i))
-            .bind(format!("WARGA {i}"))
-            .bind(kec)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .unwrap();
+        self.exec(format!(
+            "INSERT INTO penduduk (nik, nama, tgl_lahir, kecamatan, status, diubah) \
+             VALUES ('{}', 'WARGA {i}', '1970-01-01', '{kec}', 'HIDUP', {now})",
+            nik(i)
+        ))
+        .await;
     }
 
     /// What the consumer may see now: the rows in the district and not
     /// deleted, as the consumer's records (by `nik`).
     async fn visible(&self) -> BTreeMap<String, Value> {
-        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT nik, nama, kecamatan, status FROM penduduk WHERE kecamatan = ? AND status <> 'DIHAPUS'",
-        )
-        .bind(KEC)
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT nik, nama, kecamatan, status FROM penduduk \
+             WHERE kecamatan = '{KEC}' AND status <> 'DIHAPUS'"
+        )))
         .fetch_all(&self.pool)
         .await
         .unwrap();
         rows.into_iter()
-            .map(|(nik, nama, kecamatan, status)| {
+            .map(|row| {
+                let get = |i: usize| row.try_get::<String, _>(i).unwrap();
                 let record = serde_json::json!({
-                    "nik": nik, "nama": nama, "kecamatan": kecamatan, "status": status
+                    "nik": get(0), "nama": get(1), "kecamatan": get(2), "status": get(3)
                 });
-                (nik, record)
+                (get(0), record)
             })
             .collect()
     }
 }
 
-/// A federation whose provider's dataset has a change source, and a
-/// broker whose agreement lets `dinsos` subscribe to the district's
-/// residents.
-async fn federation(rows: usize) -> (Federation, Provider, BrokerHandle) {
+/// A federation whose provider's dataset (on `kind`) has a change source,
+/// and a broker whose agreement lets `dinsos` subscribe to the district's
+/// residents. `None` when the backend is not configured.
+async fn federation(kind: Kind, rows: usize) -> Option<(Federation, Provider, BrokerHandle)> {
+    federation_on(kind, rows, None).await
+}
+
+/// [`federation`] with the broker's store at `store` (a PostgreSQL URL).
+async fn federation_on(
+    kind: Kind,
+    rows: usize,
+    store: Option<&str>,
+) -> Option<(Federation, Provider, BrokerHandle)> {
+    sqlx::any::install_default_drivers();
     let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("prov.db");
-    let provider = Provider::new(&db, rows).await;
-    let f =
-        Federation::with_dataset(tmp, &format!("sqlite://{}", db.display()), rows, CHANGES).await;
+    let provider = Provider::new(kind, tmp.path(), rows).await?;
+    let url = provider._db.url.clone();
+    let mut f = Federation::with_dataset(tmp, &url, rows, CHANGES).await;
+    if let Some(store) = store {
+        f.store = store.to_owned();
+    }
     let b = f.broker(&config(&f)).await;
-    (f, provider, b)
+    Some((f, provider, b))
 }
 
 fn config(f: &Federation) -> jembatan_broker::BrokerConfig {
@@ -317,7 +347,23 @@ async fn entries(b: &BrokerHandle) -> Vec<AuditEntry> {
 
 #[tokio::test]
 async fn a_subscription_follows_the_scope_and_resumes_exactly_once_from_any_cursor() {
-    let (f, mut p, b) = federation(40).await;
+    follows_the_scope(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_subscription_follows_the_scope_on_postgres() {
+    follows_the_scope(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_subscription_follows_the_scope_on_mariadb() {
+    follows_the_scope(Kind::MySql).await;
+}
+
+async fn follows_the_scope(kind: Kind) {
+    let Some((f, mut p, b)) = federation(kind, 40).await else {
+        return;
+    };
     let mut ex = b.exchange(&f, "dinsos").await;
     let (mut stream, started) = open(&mut ex, request("")).await.unwrap();
     let mut c = Consumer {
@@ -463,7 +509,7 @@ async fn a_subscription_follows_the_scope_and_resumes_exactly_once_from_any_curs
 
 #[tokio::test]
 async fn a_restarted_broker_resumes_a_subscription_from_its_cursor() {
-    let (f, mut p, b) = federation(12).await;
+    let (f, mut p, b) = federation(Kind::Sqlite, 12).await.unwrap();
     let mut ex = b.exchange(&f, "dinsos").await;
     let (mut stream, _) = open(&mut ex, request("")).await.unwrap();
     let mut c = Consumer::default();
@@ -484,7 +530,7 @@ async fn a_restarted_broker_resumes_a_subscription_from_its_cursor() {
 
 #[tokio::test]
 async fn a_revocation_ends_a_running_subscription_permission_denied() {
-    let (f, p, b) = federation(6).await;
+    let (f, p, b) = federation(Kind::Sqlite, 6).await.unwrap();
     let mut ex = b.exchange(&f, "dinsos").await;
     let (mut stream, _) = open(&mut ex, request("")).await.unwrap();
     let mut c = Consumer::default();
@@ -524,7 +570,7 @@ async fn a_revocation_ends_a_running_subscription_permission_denied() {
 
 #[tokio::test]
 async fn cursors_and_terms_are_checked_before_anything_flows() {
-    let (f, p, b) = federation(6).await;
+    let (f, p, b) = federation(Kind::Sqlite, 6).await.unwrap();
     let mut ex = b.exchange(&f, "dinsos").await;
     let (mut stream, _) = open(&mut ex, request("")).await.unwrap();
     let mut c = Consumer::default();
@@ -584,7 +630,19 @@ async fn cursors_and_terms_are_checked_before_anything_flows() {
 /// equal to the provider's rows in scope, each change applied once.
 #[tokio::test]
 async fn random_changes_and_disconnects_end_with_the_providers_rows() {
-    let (f, mut p, b) = federation(24).await;
+    random_changes(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn random_changes_and_disconnects_on_postgres_and_mariadb() {
+    random_changes(Kind::Postgres).await;
+    random_changes(Kind::MySql).await;
+}
+
+async fn random_changes(kind: Kind) {
+    let Some((f, mut p, b)) = federation(kind, 24).await else {
+        return;
+    };
     let mut ex = b.exchange(&f, "dinsos").await;
     for seed in [1u64, 2, 3] {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -667,4 +725,49 @@ async fn random_changes_and_disconnects_end_with_the_providers_rows() {
         assert_eq!(c.by_nik(), p.visible().await, "seed {seed}");
         drop(stream);
     }
+}
+
+/// Two replicas share a PostgreSQL store: a subscription followed on one
+/// resumes on the other from its cursor, each change once; and a stream
+/// left open on the first ends once the subscription moved on.
+#[tokio::test]
+async fn a_subscription_resumes_on_another_replica_sharing_a_postgres_store() {
+    let Some(pg) = support::PgStore::fresh("jembatan_subs").await else {
+        return;
+    };
+    let (f, mut p, a) = federation_on(Kind::Sqlite, 12, Some(&pg.url))
+        .await
+        .unwrap();
+    let b = f.broker(&config(&f)).await;
+    let mut on_a = a.exchange(&f, "dinsos").await;
+    let (mut first, _) = open(&mut on_a, request("")).await.unwrap();
+    let mut c = Consumer::default();
+    until_equal(&mut first, &mut c, &p.visible().await).await;
+    // the consumer moves to replica B; its old stream on A lingers
+    let mut on_b = b.exchange(&f, "dinsos").await;
+    let (mut second, _) = open(&mut on_b, request(&c.cursor())).await.unwrap();
+    p.set(0, "nama", "PINDAH REPLIKA").await;
+    p.set(3, "kecamatan", "15.07.02").await;
+    let n = c.lines.len();
+    until_equal(&mut second, &mut c, &p.visible().await).await;
+    quiet(&mut second).await;
+    assert_eq!(c.lines.len(), n + 2, "{:#?}", &c.lines[n..]);
+    // the lingering stream cannot record a batch the other already did
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match first.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the lingering stream ends");
+    if let Some(status) = ended {
+        assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    }
+    drop((first, second, on_a, on_b));
+    drop((a, b, f));
+    pg.drop_db().await;
 }

@@ -194,6 +194,7 @@ const TABLES: [Table; 18] = [
             ("subscription_id", Text),
             ("last_batch", Int),
             ("horizon", Int),
+            ("generation", Int),
         ],
         key: &["subscription_id"],
     },

@@ -16,9 +16,10 @@
 //! produce the same deliveries again.
 //!
 //! Batches are numbered from 1; a batch is recorded only as the next of
-//! the last one recorded, so of two streams following one subscription
-//! (the consumer resumed while an old connection lingered), only the one
-//! resumed last goes on.
+//! the last one recorded, and only by the stream resumed last (each
+//! resume takes a new generation): of two streams following one
+//! subscription (the consumer resumed while an old connection lingered,
+//! perhaps on another replica), the older one records nothing more.
 //!
 //! Cost: one row (about 150 bytes with its index) per key delivered per
 //! batch, compacted every [`COMPACT_EVERY`] batches to one row per key
@@ -45,8 +46,9 @@ const PER_STATEMENT: usize = 400;
 /// Whether a subscription can go on from a cursor's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resumed {
-    /// Rewound (or started, at batch 0): record `batch + 1` next.
-    Ready,
+    /// Rewound (or started, at batch 0): record `batch + 1` next, as
+    /// this generation.
+    Ready { generation: u64 },
     /// The store knows no such subscription (a cursor from another
     /// store, or a subscription forgotten).
     Unknown,
@@ -82,26 +84,29 @@ impl Store {
     ) -> Result<Resumed, StoreError> {
         let at = to_i64(batch, "batch")?;
         let mut tx = self.begin_write().await?;
-        let row =
-            sqlx::query("SELECT last_batch, horizon FROM subscriptions WHERE subscription_id = $1")
-                .bind(subscription)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let row = sqlx::query(
+            "SELECT last_batch, horizon, generation FROM subscriptions WHERE subscription_id = $1",
+        )
+        .bind(subscription)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
             if batch != 0 {
                 return Ok(Resumed::Unknown);
             }
             sqlx::query(
-                "INSERT INTO subscriptions (subscription_id, last_batch, horizon) VALUES ($1, 0, 0)",
+                "INSERT INTO subscriptions (subscription_id, last_batch, horizon, generation) \
+                 VALUES ($1, 0, 0, 1)",
             )
             .bind(subscription)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            return Ok(Resumed::Ready);
+            return Ok(Resumed::Ready { generation: 1 });
         };
         let last: i64 = row.try_get(0)?;
         let horizon: i64 = row.try_get(1)?;
+        let generation: i64 = row.try_get(2)?;
         if at > last {
             return Ok(Resumed::Ahead {
                 last: crate::checkpoints::to_u64(last, "last batch")?,
@@ -119,13 +124,18 @@ impl Store {
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE subscriptions SET last_batch = $2 WHERE subscription_id = $1")
-            .bind(subscription)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE subscriptions SET last_batch = $2, generation = $3 WHERE subscription_id = $1",
+        )
+        .bind(subscription)
+        .bind(at)
+        .bind(generation + 1)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(Resumed::Ready)
+        Ok(Resumed::Ready {
+            generation: crate::checkpoints::to_u64(generation + 1, "generation")?,
+        })
     }
 
     /// Which of `key_hashes` `subscription` holds now: given, and not
@@ -163,26 +173,31 @@ impl Store {
         Ok(held)
     }
 
-    /// Records batch `batch` of `subscription`: the keys given (upserts
-    /// delivered) and taken back (deletes delivered), in one transaction.
-    /// `false`, recording nothing, when `batch` is not the next after the
-    /// last recorded: the subscription was resumed by another stream.
+    /// Records batch `batch` of `subscription` for the stream resumed as
+    /// `generation`: the keys given (upserts delivered) and taken back
+    /// (deletes delivered), in one transaction. `false`, recording
+    /// nothing, when `batch` is not the next after the last recorded or
+    /// the subscription was resumed again since: another stream follows it.
     pub async fn record_subscription_batch(
         &self,
         subscription: &str,
+        generation: u64,
         batch: u64,
         given: &[String],
         taken: &[String],
     ) -> Result<bool, StoreError> {
         check_len(given.len() + taken.len())?;
         let at = to_i64(batch, "batch")?;
+        let generation = to_i64(generation, "generation")?;
         let mut tx = self.begin_write().await?;
         let moved = sqlx::query(
-            "UPDATE subscriptions SET last_batch = $2 WHERE subscription_id = $1 AND last_batch = $3",
+            "UPDATE subscriptions SET last_batch = $2 \
+             WHERE subscription_id = $1 AND last_batch = $3 AND generation = $4",
         )
         .bind(subscription)
         .bind(at)
         .bind(at - 1)
+        .bind(generation)
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() != 1 {

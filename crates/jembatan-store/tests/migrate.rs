@@ -131,10 +131,14 @@ async fn sqlite_store(dir: &std::path::Path, entries: usize) -> (String, Store, 
     }
     // a subscription's delivered keys, as keyed hashes
     let hashes: Vec<String> = (0..3).map(|i| format!("{i:064x}")).collect();
-    store.resume_subscription("sub-1", 0).await.unwrap();
+    let jembatan_store::Resumed::Ready { generation } =
+        store.resume_subscription("sub-1", 0).await.unwrap()
+    else {
+        panic!("a new subscription")
+    };
     assert!(
         store
-            .record_subscription_batch("sub-1", 1, &hashes, &[])
+            .record_subscription_batch("sub-1", generation, 1, &hashes, &[])
             .await
             .unwrap()
     );

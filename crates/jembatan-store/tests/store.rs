@@ -833,6 +833,12 @@ async fn postgres_probe_writes_nothing() {
 /// every other subscription's, compacted without changing what it holds.
 async fn subscription_keys_rewind_to_a_cursor(store: Store) {
     use jembatan_store::Resumed;
+    async fn ready(store: &Store, sub: &str, batch: u64) -> u64 {
+        match store.resume_subscription(sub, batch).await.unwrap() {
+            Resumed::Ready { generation } => generation,
+            other => panic!("{sub} at {batch}: {other:?}"),
+        }
+    }
     let h: Vec<String> = (0..1_200).map(|i| format!("{i:064x}")).collect();
     let held = |store: Store, sub: &'static str, keys: Vec<String>| async move {
         let mut v: Vec<String> = store
@@ -848,44 +854,38 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
         store.resume_subscription("sub-a", 3).await.unwrap(),
         Resumed::Unknown
     );
-    assert_eq!(
-        store.resume_subscription("sub-a", 0).await.unwrap(),
-        Resumed::Ready
-    );
-    assert_eq!(
-        store.resume_subscription("sub-b", 0).await.unwrap(),
-        Resumed::Ready
-    );
+    let gen_a = ready(&store, "sub-a", 0).await;
+    let gen_b = ready(&store, "sub-b", 0).await;
     // batch 1 gives 1,200 keys (more than one statement holds)
     assert!(
         store
-            .record_subscription_batch("sub-a", 1, &h, &[])
+            .record_subscription_batch("sub-a", gen_a, 1, &h, &[])
             .await
             .unwrap()
     );
     assert!(
         store
-            .record_subscription_batch("sub-b", 1, &h[..1], &[])
+            .record_subscription_batch("sub-b", gen_b, 1, &h[..1], &[])
             .await
             .unwrap()
     );
     // batch 2 takes back key 7 and gives key 7 nothing else
     assert!(
         store
-            .record_subscription_batch("sub-a", 2, &[], &h[7..8])
+            .record_subscription_batch("sub-a", gen_a, 2, &[], &h[7..8])
             .await
             .unwrap()
     );
     // a batch that is not the next one is refused, recording nothing
     assert!(
         !store
-            .record_subscription_batch("sub-a", 2, &[], &h[8..9])
+            .record_subscription_batch("sub-a", gen_a, 2, &[], &h[8..9])
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_subscription_batch("sub-a", 9, &[], &h[8..9])
+            .record_subscription_batch("sub-a", gen_a, 9, &[], &h[8..9])
             .await
             .unwrap()
     );
@@ -902,13 +902,13 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
     // batch 3 gives key 7 again; batch 4 takes back keys 7 and 8
     assert!(
         store
-            .record_subscription_batch("sub-a", 3, &h[7..8], &[])
+            .record_subscription_batch("sub-a", gen_a, 3, &h[7..8], &[])
             .await
             .unwrap()
     );
     assert!(
         store
-            .record_subscription_batch("sub-a", 4, &[], &h[7..9])
+            .record_subscription_batch("sub-a", gen_a, 4, &[], &h[7..9])
             .await
             .unwrap()
     );
@@ -917,10 +917,7 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
         vec![h[6].clone()]
     );
     // a cursor of batch 3 finds the subscription as it was then
-    assert_eq!(
-        store.resume_subscription("sub-a", 3).await.unwrap(),
-        Resumed::Ready
-    );
+    ready(&store, "sub-a", 3).await;
     assert_eq!(
         held(store.clone(), "sub-a", h[6..9].to_vec()).await,
         h[6..9].to_vec()
@@ -930,27 +927,31 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
         Some(3)
     );
     // and of batch 1, before key 7 was ever taken back
-    assert_eq!(
-        store.resume_subscription("sub-a", 1).await.unwrap(),
-        Resumed::Ready
-    );
+    let gen_a = ready(&store, "sub-a", 1).await;
     assert_eq!(store.subscription_key_count("sub-a").await.unwrap(), 1_200);
     // a batch the store never recorded is not resumed
     assert_eq!(
         store.resume_subscription("sub-a", 5).await.unwrap(),
         Resumed::Ahead { last: 1 }
     );
+    // a stream resumed before the last resume records nothing more
+    assert!(
+        !store
+            .record_subscription_batch("sub-a", gen_a - 1, 2, &[], &h[..2])
+            .await
+            .unwrap()
+    );
     // the next batch after the rewind is 2
     assert!(
         store
-            .record_subscription_batch("sub-a", 2, &[], &h[..2])
+            .record_subscription_batch("sub-a", gen_a, 2, &[], &h[..2])
             .await
             .unwrap()
     );
     assert_eq!(store.subscription_key_count("sub-a").await.unwrap(), 1_198);
     let too_many = vec![h[0].clone(); jembatan_store::MAX_KEYS_PER_CALL + 1];
     let err = store
-        .record_subscription_batch("sub-a", 3, &too_many, &[])
+        .record_subscription_batch("sub-a", gen_a, 3, &too_many, &[])
         .await
         .unwrap_err()
         .to_string();
@@ -962,10 +963,7 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
 
     // compaction keeps what every resumable batch holds
     use jembatan_store::{COMPACT_EVERY, RESUMABLE_BATCHES};
-    assert_eq!(
-        store.resume_subscription("sub-c", 0).await.unwrap(),
-        Resumed::Ready
-    );
+    let gen_c = ready(&store, "sub-c", 0).await;
     let last = RESUMABLE_BATCHES + COMPACT_EVERY;
     for batch in 1..=last {
         // key 0 given on odd batches and taken back on even ones; key 1
@@ -979,7 +977,7 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
         };
         assert!(
             store
-                .record_subscription_batch("sub-c", batch, &given, &taken)
+                .record_subscription_batch("sub-c", gen_c, batch, &given, &taken)
                 .await
                 .unwrap()
         );
@@ -997,13 +995,7 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
         Resumed::TooOld { horizon }
     );
     // the oldest resumable batch, odd or even, holds what it held
-    assert_eq!(
-        store
-            .resume_subscription("sub-c", horizon + 1)
-            .await
-            .unwrap(),
-        Resumed::Ready
-    );
+    ready(&store, "sub-c", horizon + 1).await;
     let expect_odd = if (horizon + 1) % 2 == 1 {
         vec![h[0].clone(), h[1].clone()]
     } else {
@@ -1013,10 +1005,7 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
         held(store.clone(), "sub-c", h[..3].to_vec()).await,
         expect_odd
     );
-    assert_eq!(
-        store.resume_subscription("sub-c", horizon).await.unwrap(),
-        Resumed::Ready
-    );
+    ready(&store, "sub-c", horizon).await;
     let expect = if horizon % 2 == 1 {
         vec![h[0].clone(), h[1].clone()]
     } else {

@@ -18,7 +18,9 @@ CREATE TABLE subscriptions (
     last_batch      BIGINT NOT NULL,
     -- cursors of batches before this can no longer be resumed: their
     -- history was compacted
-    horizon         BIGINT NOT NULL
+    horizon         BIGINT NOT NULL,
+    -- bumped by every resume: only the stream resumed last records
+    generation      BIGINT NOT NULL
 );
 
 CREATE TABLE subscription_key_events (

@@ -18,7 +18,9 @@ CREATE TABLE subscriptions (
     last_batch      INTEGER NOT NULL,
     -- cursors of batches before this can no longer be resumed: their
     -- history was compacted
-    horizon         INTEGER NOT NULL
+    horizon         INTEGER NOT NULL,
+    -- bumped by every resume: only the stream resumed last records
+    generation      INTEGER NOT NULL
 );
 
 CREATE TABLE subscription_key_events (
