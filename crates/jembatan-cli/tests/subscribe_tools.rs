@@ -117,17 +117,13 @@ fn demo() -> Demo {
     demo
 }
 
-/// `jembatan subscribe` as dinkes with `extra` arguments.
+/// `jembatan subscribe` as `who` with `extra` arguments, in batches of 10
+/// unless they say otherwise.
 fn subscribe(demo: &Demo, who: &str, extra: &[&str]) -> std::process::Command {
-    let mut args = vec![
-        "subscribe",
-        "--dataset",
-        DATASET,
-        "--purpose",
-        PURPOSE,
-        "--batch-size",
-        "10",
-    ];
+    let mut args = vec!["subscribe", "--dataset", DATASET, "--purpose", PURPOSE];
+    if !extra.contains(&"--batch-size") {
+        args.extend(["--batch-size", "10"]);
+    }
     args.extend_from_slice(extra);
     demo.command(who, &args)
 }
@@ -490,4 +486,70 @@ fn changes_published_to_nats_jetstream() {
     );
     assert_eq!(stream_messages(&url, &stream), after);
     delete_stream(&url, &stream);
+}
+
+#[test]
+fn a_follower_killed_mid_stream_resumes_without_losing_a_change() {
+    let demo = demo();
+    let dir = demo.dir.path();
+    let out_file = dir.join("changes.jsonl");
+    let cursor_file = dir.join("cursor");
+    let (out_arg, cursor_arg) = (
+        out_file.to_str().unwrap().to_owned(),
+        cursor_file.to_str().unwrap().to_owned(),
+    );
+    let follow = [
+        "--out",
+        out_arg.as_str(),
+        "--cursor-file",
+        cursor_arg.as_str(),
+        "--batch-size",
+        "1",
+        "--quiet",
+    ];
+    let want: Vec<String> = residents(&demo.keep)
+        .into_iter()
+        .filter(|(_, k, s)| k == KEC && s != "MENINGGAL")
+        .map(|(n, _, _)| n)
+        .collect();
+    // SIGKILL once some batches are written: whatever it was doing
+    let mut child = Running(subscribe(&demo, "agency-dinkes", &follow).spawn().unwrap());
+    let started = Instant::now();
+    while std::fs::read_to_string(&out_file)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 10
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "no lines");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let before = lines(&out_file).len();
+    assert!(before < want.len(), "killed before the end: {before}");
+
+    let mut resume = follow.to_vec();
+    resume.extend(["--idle-exit", "3s"]);
+    let out = subscribe(&demo, "agency-dinkes", &resume).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // every change once, but the one batch (of one change) that may have
+    // been written and not yet kept by its cursor
+    let niks: Vec<String> = lines(&out_file)
+        .iter()
+        .map(|l| l["record"]["nik"].as_str().unwrap().to_owned())
+        .collect();
+    println!(
+        "killed after {before} of {} lines; {} written twice",
+        want.len(),
+        niks.len() - want.len()
+    );
+    let mut unique = niks.clone();
+    unique.dedup();
+    assert_eq!(unique, want, "in change order, none lost");
+    assert!(
+        niks.len() - want.len() <= 1,
+        "{} lines twice",
+        niks.len() - want.len()
+    );
 }
