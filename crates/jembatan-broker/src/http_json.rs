@@ -7,7 +7,8 @@
 //! calls the very service value the gRPC server serves, so identity,
 //! policy, audit and receipts are the services' own. Answers are the
 //! proto3 JSON mapping (`jembatan_proto::json`); a query's records stream
-//! as newline-delimited JSON as the service yields them; a refusal is
+//! as newline-delimited JSON as the service yields them, and so does a
+//! subscription's stream, one message a line; a refusal is
 //! `{"error": {...}}` with the status name, the denial's reasons and
 //! audit entry from the `jembatan-denial-bin` trailer, and a matching
 //! HTTP status.
@@ -51,6 +52,7 @@ pub(crate) enum Op {
     Query,
     Lookup,
     VerifyBatch,
+    Subscribe,
     TestMapping,
     Propose,
     Approve,
@@ -69,7 +71,7 @@ pub(crate) struct Route {
 }
 
 /// Every route of the door.
-pub(crate) const ROUTES: [Route; 10] = [
+pub(crate) const ROUTES: [Route; 11] = [
     Route {
         method: "post",
         path: "/exchange/v1/query",
@@ -84,6 +86,11 @@ pub(crate) const ROUTES: [Route; 10] = [
         method: "post",
         path: "/exchange/v1/verify-batch",
         op: Op::VerifyBatch,
+    },
+    Route {
+        method: "post",
+        path: "/exchange/v1/subscribe",
+        op: Op::Subscribe,
     },
     Route {
         method: "post",
@@ -128,6 +135,7 @@ impl Op {
             Op::Query => post(query),
             Op::Lookup => post(lookup),
             Op::VerifyBatch => post(verify_batch),
+            Op::Subscribe => post(subscribe),
             Op::TestMapping => post(test_mapping),
             Op::Propose => post(propose),
             Op::Approve => post(approve),
@@ -504,6 +512,72 @@ impl Lines {
             }
         })
     }
+}
+
+async fn subscribe(State(s): State<Services>, request: Request) -> Response {
+    match start_subscribe(s, request).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// A subscription answered as NDJSON, one line per message of the
+/// stream: `{"started": ...}`, then `{"batch": ...}` as changes come
+/// (each change's `op`, `key` and `record`, the cursor and the batch's
+/// receipt), and `{"error": ...}` when the stream ends with a status. A
+/// refusal before the stream starts is an error answer.
+async fn start_subscribe(s: Services, request: Request) -> Result<Response, Refusal> {
+    let (parts, body) = request.into_parts();
+    let mut value = json_body(body, &parts, false).await?;
+    if let Some(filter) = field_mut(&mut value, &["filter"]) {
+        filter_shorthand(filter);
+    }
+    let req: pb::SubscribeRequest = message(value)?;
+    let mut stream = s
+        .exchange
+        .subscribe(grpc_request(parts, req))
+        .await?
+        .into_inner();
+    let first = match stream.next().await {
+        Some(Err(status)) if status.code() != Code::Ok => return Err(status.into()),
+        first => first,
+    };
+    let lines = futures::stream::iter(first)
+        .chain(stream)
+        .scan(false, |ended, item| {
+            std::future::ready(subscribe_line(ended, item).map(Ok::<_, Infallible>))
+        });
+    let mut response = Body::from_stream(lines).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+/// The NDJSON line of one message of a subscription's stream; `None`
+/// once the stream has ended (its status, `Ok` or not, is the last item).
+fn subscribe_line(ended: &mut bool, item: Result<pb::SubscribeResponse, Status>) -> Option<Bytes> {
+    if *ended {
+        return None;
+    }
+    let value = match item {
+        Ok(message) => to_json(&message).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot write a subscription message as json");
+            *ended = true;
+            json!({ "error": error_object(&Status::internal("internal error")) })
+        }),
+        Err(status) => {
+            *ended = true;
+            if status.code() == Code::Ok {
+                return None;
+            }
+            json!({ "error": error_object(&status) })
+        }
+    };
+    let mut text = value.to_string();
+    text.push('\n');
+    Some(Bytes::from(text))
 }
 
 async fn lookup(State(s): State<Services>, request: Request) -> Result<Response, Refusal> {

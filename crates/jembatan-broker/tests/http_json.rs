@@ -1,5 +1,6 @@
 //! The HTTP/JSON door on the broker's mTLS port: queries streamed as
-//! NDJSON with their receipt, lookups with plain JSON keys, agreements,
+//! NDJSON with their receipt, subscriptions streamed as NDJSON batch by
+//! batch until the agreement is revoked, lookups with plain JSON keys, agreements,
 //! denials and bad input as JSON errors, identity from the certificate,
 //! clients that offer only HTTP/1.1 in ALPN, and the OpenAPI document
 //! kept equal to `docs/openapi.json`.
@@ -240,6 +241,156 @@ async fn a_stream_cut_after_records_began_ends_with_an_error_line() {
     let records: String = text.lines().take(7).map(|l| format!("{l}\n")).collect();
     let sha = hex::encode(Sha256::digest(records.as_bytes()));
     assert_eq!(error["receipt"]["payloadSha256"], sha);
+}
+
+/// A provider database whose residents carry a change time, behind an
+/// adapter that declares it as the dataset's change source; `dinsos` may
+/// subscribe.
+async fn subscribing_federation(rows: usize) -> (Federation, BrokerHandle) {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("prov.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL, tgl_lahir TEXT,
+         kecamatan TEXT NOT NULL, status TEXT NOT NULL, diubah DATETIME)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for i in 0..rows {
+        sqlx::query(
+            "INSERT INTO penduduk VALUES (?, ?, '1970-01-01', '15.07.01', 'HIDUP', '2020-01-01T00:00:00')",
+        )
+        .bind(nik(i))
+        .bind(format!("WARGA {i}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    let changes =
+        "\n[datasets.changes]\ncolumn = \"diubah\"\nlag = \"0s\"\npoll_interval = \"50ms\"\n";
+    let f =
+        Federation::with_dataset(tmp, &format!("sqlite://{}", db.display()), rows, changes).await;
+    let config = f.broker_config(
+        "",
+        &agreement_toml(
+            "sub-1",
+            "dinsos",
+            r#"["nik", "nama"]"#,
+            "approved",
+            "subscribe = true",
+        ),
+    );
+    let b = f.broker(&config).await;
+    (f, b)
+}
+
+#[tokio::test]
+async fn a_subscription_streams_ndjson_batches_until_the_agreement_is_revoked() {
+    let (f, b) = subscribing_federation(12).await;
+
+    // refused before the stream starts: a JSON error answer
+    let body = json!({"dataset": "prov.penduduk", "purpose": "bansos", "batchSize": 5});
+    let answer = post(&f, &b, "dinkes", "/exchange/v1/subscribe", body.clone()).await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["code"], "PERMISSION_DENIED");
+
+    let io = TokioIo::new(connect(&f, b.port, "dinsos", H1).await);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "https://localhost:{}/exchange/v1/subscribe",
+            b.port
+        ))
+        .header(http::header::HOST, "localhost")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()[http::header::CONTENT_TYPE],
+        "application/x-ndjson"
+    );
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let mut lines: Vec<Value> = Vec::new();
+    let mut changes = 0;
+    let mut revoked = false;
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(30), body.frame())
+            .await
+            .expect("a line within 30 s");
+        let Some(frame) = frame else { break };
+        if let Ok(data) = frame.unwrap().into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        while let Some(end) = text.find('\n') {
+            let line: Value = serde_json::from_str(&text[..end]).unwrap();
+            text.drain(..=end);
+            if let Some(batch) = line.get("batch") {
+                changes += batch["changes"].as_array().map_or(0, Vec::len);
+            }
+            lines.push(line);
+        }
+        if changes == 12 && !revoked {
+            // every change is in: the provider revokes, the stream ends
+            let answer = call(&f, &b, "prov", "POST", "/agreements/v1/sub-1/revoke", None).await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            revoked = true;
+        }
+    }
+    assert!(
+        text.is_empty(),
+        "the last line ends with a newline: {text:?}"
+    );
+    let started = &lines[0]["started"];
+    assert!(
+        !started["subscriptionId"].as_str().unwrap().is_empty(),
+        "{lines:?}"
+    );
+    assert!(
+        started["decisionSeq"].as_str().is_some(),
+        "uint64 as a string: {started}"
+    );
+    // each batch: its changes, its cursor, a receipt whose payload hash
+    // covers the change lines
+    let batches: Vec<&Value> = lines[1..lines.len() - 1]
+        .iter()
+        .map(|l| &l["batch"])
+        .collect();
+    assert_eq!(batches.len(), 3, "batches of at most 5: {lines:?}");
+    let mut niks = Vec::new();
+    for batch in &batches {
+        assert!(
+            batch["cursor"].as_str().unwrap().starts_with("c1."),
+            "{batch}"
+        );
+        let mut hasher = jembatan_core::PayloadHasher::new();
+        for change in batch["changes"].as_array().unwrap() {
+            assert_eq!(change["op"], "CHANGE_OP_UPSERT", "{change}");
+            let record = change["record"].as_str().unwrap();
+            let line = format!(
+                "{{\"op\":\"upsert\",\"key\":\"{}\",\"record\":{record}}}",
+                change["key"].as_str().unwrap()
+            );
+            hasher.update(&line);
+            let record: Value = serde_json::from_str(record).unwrap();
+            niks.push(record["nik"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(batch["receipt"]["payloadSha256"], hasher.hex(), "{batch}");
+    }
+    assert_eq!(niks, (0..12).map(nik).collect::<Vec<_>>());
+    let error = &lines[lines.len() - 1]["error"];
+    assert_eq!(error["code"], "PERMISSION_DENIED", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("revoked"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod parquet_out;
 mod query;
 mod schema;
 mod store;
+mod subscribe;
 mod telemetry;
 mod verify;
 
@@ -91,6 +92,15 @@ enum Command {
     Query {
         #[command(flatten)]
         args: query::QueryArgs,
+        #[command(flatten)]
+        connection: schema::Connection,
+    },
+    /// Follow a dataset's changes under an agreement (consumer): one JSON
+    /// line per change to JSONL or a NATS JetStream subject, each batch's
+    /// receipt checked, resumable from a cursor file; exit 3 when denied.
+    Subscribe {
+        #[command(flatten)]
+        args: subscribe::SubscribeArgs,
         #[command(flatten)]
         connection: schema::Connection,
     },
@@ -395,6 +405,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             connection,
         } => return Ok(agreement::run(command, &connection).await),
         Command::Query { args, connection } => return Ok(query::run_query(args, &connection).await),
+        Command::Subscribe { args, connection } => {
+            return Ok(subscribe::run(args, &connection).await);
+        }
         Command::Lookup { args, connection } => {
             return Ok(query::run_lookup(args, &connection).await);
         }

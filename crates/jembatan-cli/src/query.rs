@@ -108,7 +108,19 @@ pub(crate) async fn run_lookup(args: LookupArgs, conn: &Connection) -> ExitCode 
     exit(lookup(args, conn).await)
 }
 
-fn target_schema(target: Option<String>) -> Result<String, Failure> {
+/// The `--filter` expression, parsed; a mistake is shown under the
+/// column where it is.
+pub(crate) fn filter(text: Option<&str>) -> Result<Option<pb::Filter>, Failure> {
+    text.map(|text| {
+        filter_expr::parse(text).map(|f| f.to_proto()).map_err(|e| {
+            Failure::Usage(anyhow!("--filter: {e}\n  {text}\n  {:>1$}", "^", e.column))
+        })
+    })
+    .transpose()
+}
+
+/// The `--as SCHEMA@VERSION` target schema; empty for the provider's.
+pub(crate) fn target_schema(target: Option<String>) -> Result<String, Failure> {
     let Some(t) = target else {
         return Ok(String::new());
     };
@@ -530,15 +542,7 @@ fn receipt_json(r: &pb::Receipt) -> serde_json::Value {
 
 async fn query(args: QueryArgs, conn: &Connection) -> Result<(), Failure> {
     // arguments are checked before the broker is called
-    let filter = args
-        .filter
-        .as_deref()
-        .map(|text| {
-            filter_expr::parse(text).map_err(|e| {
-                Failure::Usage(anyhow!("--filter: {e}\n  {text}\n  {:>1$}", "^", e.column))
-            })
-        })
-        .transpose()?;
+    let filter = filter(args.filter.as_deref())?;
     let target_schema = target_schema(args.target)?;
     if args.format == Format::Parquet && args.output.is_none() && std::io::stdout().is_terminal() {
         return Err(Failure::Usage(anyhow!(
@@ -554,7 +558,7 @@ async fn query(args: QueryArgs, conn: &Connection) -> Result<(), Failure> {
         target_schema,
         purpose: args.purpose,
         fields: args.fields.clone(),
-        filter: filter.map(|f| f.to_proto()),
+        filter,
         limit: args.limit.unwrap_or(0),
     };
     let to_file = args.output.is_some();

@@ -113,6 +113,11 @@ fn shape(op: Op) -> Shape {
             Some("jembatan.v1.VerifyBatchRequest"),
             None,
         ),
+        Op::Subscribe => shape(
+            "Exchange.Subscribe: a dataset's changes, batch by batch, streamed as NDJSON until the caller disconnects or the stream ends",
+            Some("jembatan.v1.SubscribeRequest"),
+            None,
+        ),
         Op::TestMapping => shape(
             "Exchange.TestMapping: dry-run a candidate mapping on live records; only the report leaves",
             Some("jembatan.v1.TestMappingRequest"),
@@ -311,6 +316,10 @@ pub(crate) fn document() -> Result<Value, JsonError> {
                 "description": "One line per key, in the request's order: {\"i\": index, \"result\": \"matches\" | \"does_not_match\" | \"not_found\", \"fields\": {field: bool}}; then the receipt line",
                 "content": { "application/x-ndjson": { "schema": schema_ref("QueryLine") } },
             }),
+            (Op::Subscribe, _) => json!({
+                "description": "One line per message: {\"started\": ...} first, then {\"batch\": ...} per batch of changes (or a cursor alone); an error line when the stream ends with a status",
+                "content": { "application/x-ndjson": { "schema": schema_ref("SubscribeLine") } },
+            }),
             (Op::OpenApi, _) => json!({
                 "description": "This document",
                 "content": json_content(json!({"type": "object"})),
@@ -352,7 +361,11 @@ pub(crate) fn document() -> Result<Value, JsonError> {
         }
         paths.insert(path.to_owned(), json!({ "get": op }));
     }
-    for name in ["jembatan.v1.Receipt", "jembatan.v1.DenialReason"] {
+    for name in [
+        "jembatan.v1.Receipt",
+        "jembatan.v1.DenialReason",
+        "jembatan.v1.SubscribeResponse",
+    ] {
         let m = message_descriptor(name)?;
         components.message(&m);
     }
@@ -389,7 +402,7 @@ pub(crate) fn document() -> Result<Value, JsonError> {
 
 /// The schemas of the door's own shapes: NDJSON lines, errors, the
 /// plain-value form of a `Scalar`.
-fn door_schemas() -> [(&'static str, Value); 5] {
+fn door_schemas() -> [(&'static str, Value); 6] {
     [
         (
             "ScalarInput",
@@ -415,6 +428,16 @@ fn door_schemas() -> [(&'static str, Value); 5] {
                         "properties": { "receipt": schema_ref("jembatan.v1.Receipt") },
                         "required": ["receipt"],
                     },
+                    schema_ref("Error"),
+                ],
+            }),
+        ),
+        (
+            "SubscribeLine",
+            json!({
+                "description": "One NDJSON line of a subscription: a message of the stream (started, or a batch whose changes are each hashed into its receipt's payloadSha256 as the line {\"op\":...,\"key\":...,\"record\":...}), or the error line that ends it",
+                "oneOf": [
+                    schema_ref("jembatan.v1.SubscribeResponse"),
                     schema_ref("Error"),
                 ],
             }),

@@ -72,6 +72,13 @@ pub(crate) struct Demo {
 
 impl Demo {
     pub(crate) fn start() -> Demo {
+        Demo::start_with(true, |_| {})
+    }
+
+    /// A kept demo whose broker requires an operator's approval when
+    /// `operator_approval`, with `prepare` run on the kept directory
+    /// before its broker and adapter start.
+    pub(crate) fn start_with(operator_approval: bool, prepare: impl FnOnce(&Path)) -> Demo {
         let dir = tempfile::tempdir().unwrap();
         let keep = dir.path().join("demo");
         let out = jembatan()
@@ -97,16 +104,19 @@ impl Demo {
             .to_owned();
         assert!(nik.bytes().all(|b| b.is_ascii_digit()), "{nik}");
         let config = keep.join("broker.toml");
-        let text = std::fs::read_to_string(&config).unwrap();
-        std::fs::write(
-            &config,
-            text.replacen(
-                "checkpoint_every",
-                "operator_approval = true\ncheckpoint_every",
-                1,
-            ),
-        )
-        .unwrap();
+        if operator_approval {
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(
+                &config,
+                text.replacen(
+                    "checkpoint_every",
+                    "operator_approval = true\ncheckpoint_every",
+                    1,
+                ),
+            )
+            .unwrap();
+        }
+        prepare(&keep);
         let broker_port = listen_port(&config);
         let adapter_config = keep.join("adapter-disdukcapil.toml");
         let adapter_port = listen_port(&adapter_config);
@@ -140,11 +150,12 @@ impl Demo {
         }
     }
 
-    /// Runs `jembatan agreement ARGS` with `who`'s certificate.
-    pub(crate) fn agreement(&self, who: &str, args: &[&str]) -> String {
+    /// `jembatan ARGS` with `who`'s certificate and the demo's broker,
+    /// not run yet.
+    pub(crate) fn command(&self, who: &str, args: &[&str]) -> Command {
         let certs = self.keep.join("certs");
-        let out = jembatan()
-            .arg("agreement")
+        let mut command = jembatan();
+        command
             .args(args)
             .arg("--broker")
             .arg(format!("https://localhost:{}", self.broker_port))
@@ -153,9 +164,15 @@ impl Demo {
             .arg("--cert")
             .arg(certs.join(format!("{who}.pem")))
             .arg("--key")
-            .arg(certs.join(format!("{who}-key.pem")))
-            .output()
-            .unwrap();
+            .arg(certs.join(format!("{who}-key.pem")));
+        command
+    }
+
+    /// Runs `jembatan agreement ARGS` with `who`'s certificate.
+    pub(crate) fn agreement(&self, who: &str, args: &[&str]) -> String {
+        let mut all = vec!["agreement"];
+        all.extend_from_slice(args);
+        let out = self.command(who, &all).output().unwrap();
         assert!(
             out.status.success(),
             "agreement {args:?} as {who}: {}",
