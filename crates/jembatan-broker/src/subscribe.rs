@@ -829,6 +829,7 @@ impl Follow {
     /// Writes the stream's completion entry: its totals, how it ended.
     /// Returns the status the consumer's stream ends with.
     async fn end(&self, state: &State, allowed: &Allowed, stop: Stop) -> Status {
+        let reasons = stop.reasons.clone();
         let mut entry = allowed.end.end_entry(stop.how);
         entry.reasons = stop.reasons;
         entry.rows = self.rows;
@@ -851,7 +852,27 @@ impl Follow {
             deletes: self.deletes,
         });
         match state.journal.end(&allowed.end, entry).await {
-            Ok(_) => stop.status,
+            Ok(stored) => {
+                let mut status = stop.status;
+                // a subscription stopped by its agreement (revoked,
+                // expired, quota) says why as a denial does
+                if !reasons.is_empty() {
+                    let details = pb::DenialDetails {
+                        exchange_id: allowed.facts.exchange_id.clone(),
+                        reasons: reasons
+                            .iter()
+                            .map(jembatan_core::Denial::to_proto)
+                            .collect(),
+                        entry_seq: stored.seq,
+                    };
+                    jembatan_proto::trailers::insert(
+                        status.metadata_mut(),
+                        jembatan_proto::DENIAL_METADATA_KEY,
+                        &details,
+                    );
+                }
+                status
+            }
             Err(status) => status,
         }
     }

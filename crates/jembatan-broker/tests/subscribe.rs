@@ -556,6 +556,9 @@ async fn a_revocation_ends_a_running_subscription_permission_denied() {
     .expect("the subscription ends");
     assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
     assert!(end.message().contains("revoked"), "{}", end.message());
+    // with the reason, as a denial, and the entry that records it
+    assert_eq!(support::denial_codes(&end), ["revoked"]);
+    let stopped_at = support::denial_details(&end).entry_seq;
     // and cannot be resumed
     let refused = open(&mut ex, request(&c.cursor())).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -566,6 +569,11 @@ async fn a_revocation_ends_a_running_subscription_permission_denied() {
         .find(|e| e.operation == "subscribe" && e.kind == EntryKind::Completion)
         .unwrap();
     assert_eq!(end.status, ExchangeStatus::Stopped);
+    let stored = b.broker.audit().entries(stopped_at, 1).await.unwrap();
+    assert_eq!(
+        stored[0].entry, *end,
+        "the trailer names the completion entry"
+    );
 }
 
 #[tokio::test]
