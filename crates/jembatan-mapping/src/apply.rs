@@ -291,7 +291,7 @@ fn eval_pred(v: &Value, op: Operator, value: Option<&Scalar>, values: &[Scalar])
 pub(crate) use jembatan_core::filter::compare;
 
 /// A value in flight: `None` is a missing value.
-type Flow = Option<Value>;
+pub(crate) type Flow = Option<Value>;
 
 fn eval_pipeline(
     p: &Pipeline,
@@ -326,7 +326,7 @@ fn eval_pipeline(
     Ok(v)
 }
 
-fn concat(c: &Concat, record: &Map<String, Value>) -> Result<Flow, RuleFailure> {
+pub(crate) fn concat(c: &Concat, record: &Map<String, Value>) -> Result<Flow, RuleFailure> {
     let mut parts = Vec::with_capacity(c.from.len());
     for path in &c.from {
         match path.lookup(record) {
@@ -387,7 +387,7 @@ fn apply_op(op: &Op, v: Flow, secrets: &Secrets) -> Result<Flow, RuleFailure> {
     apply_op_value(op, v, secrets).map(Some)
 }
 
-fn apply_op_value(op: &Op, v: Value, secrets: &Secrets) -> Result<Value, RuleFailure> {
+pub(crate) fn apply_op_value(op: &Op, v: Value, secrets: &Secrets) -> Result<Value, RuleFailure> {
     match op {
         Op::Default(_) => Ok(v),
         Op::Cast(to) => cast(v, *to),
@@ -553,7 +553,7 @@ fn cast(v: Value, to: CastTo) -> Result<Value, RuleFailure> {
     }
 }
 
-fn date(v: &Value, spec: &DateSpec, with_time: bool) -> Result<Value, RuleFailure> {
+pub(crate) fn date(v: &Value, spec: &DateSpec, with_time: bool) -> Result<Value, RuleFailure> {
     let op = if with_time { "datetime" } else { "date" };
     let text = want_str(v, op)?;
     let parse_fail = || RuleFailure::Parse {

@@ -241,6 +241,7 @@ pub(crate) fn check(
         source_fields,
         secrets: c.used_secrets,
         target_validator,
+        target_schema: target_schema.clone(),
     })
 }
 

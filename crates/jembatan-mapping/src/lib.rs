@@ -1,8 +1,9 @@
 //! Declarative mappings that translate records of one agency's dataset
 //! schema into another's: the document format ([`Mapping::parse`]),
 //! type-checking against both JSON Schemas ([`Mapping::check`]), the
-//! execution engine ([`CheckedMapping::apply`]) and filter push-down
-//! ([`CheckedMapping::push_down`]). See `docs/mappings.md`.
+//! execution engine ([`CheckedMapping::apply`]), compiled plans that
+//! fold both schemas' checks into the rules ([`CheckedMapping::plan`]) and
+//! filter push-down ([`CheckedMapping::push_down`]). See `docs/mappings.md`.
 //!
 //! **Default deny**: only fields that rules produce appear in the output.
 //! **A mapping that cannot be right is never accepted**: `check` refuses
@@ -13,6 +14,7 @@ mod apply;
 mod check;
 mod doc;
 mod path;
+mod plan;
 mod pushdown;
 mod runtest;
 mod schema;
@@ -30,6 +32,7 @@ pub use doc::{
     SchemaRef, SchemaRefError,
 };
 pub use path::{FieldPath, PathError};
+pub use plan::{Plan, Planned};
 pub use pushdown::PushDown;
 pub use runtest::{TestFailure, compile_schema, run_test};
 
@@ -57,6 +60,8 @@ pub struct CheckedMapping {
     secrets: BTreeSet<String>,
     /// The compiled target schema every output is validated against.
     target_validator: jsonschema::Validator,
+    /// The target schema document, for [`CheckedMapping::plan`].
+    target_schema: Value,
 }
 
 impl CheckedMapping {
@@ -110,6 +115,15 @@ impl CheckedMapping {
             });
         }
         Ok(out)
+    }
+
+    /// Compiles the mapping, with the source schema records are checked
+    /// against, into a [`Plan`]: done once, used for every record. A record
+    /// the plan translates is one the reference path (validation against
+    /// `source_schema`, then [`apply`](Self::apply)) translates, to the
+    /// same output; the plan refuses exactly the others.
+    pub fn plan(&self, source_schema: &Value) -> Plan {
+        Plan::compile(self, source_schema)
     }
 
     /// The secret names the mapping's `hash` ops use.

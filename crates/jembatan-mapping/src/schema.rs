@@ -54,7 +54,7 @@ impl Types {
         }
     }
 
-    fn from_name(name: &str) -> Types {
+    pub(crate) fn from_name(name: &str) -> Types {
         match name {
             "null" => Types::NULL,
             "boolean" => Types::BOOL,
