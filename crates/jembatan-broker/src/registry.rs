@@ -16,7 +16,7 @@ use jembatan_core::AuditEntry;
 use jembatan_core::{
     DatasetId, Denial, DenialCode, ErrorCode, Filter, Identity, Role, ServiceError,
 };
-use jembatan_mapping::{CheckedMapping, Format, Mapping, Secrets};
+use jembatan_mapping::{CheckedMapping, Format, Mapping, Plan, Secrets};
 use jembatan_schema::{CheckOptions, CompatMode, Incompatibility, Schema};
 use jembatan_store::{
     AuditLog, RegistryDataset, Store, StoreError, StoredMapping, StoredSchemaVersion, VersionState,
@@ -1128,6 +1128,7 @@ impl Registry {
         }
         let source_fields = checked.source_fields();
         let projected = project_required(source_schema.value(), &source_fields);
+        let plan = checked.plan(&projected);
         let source_check = Schema::from_value(projected).map_err(|e| {
             RegistryError::Store(StoreError::Corrupt {
                 what: format!("schema {}@{}", source.dataset, source.version),
@@ -1150,6 +1151,7 @@ impl Registry {
                 .map(|p| p.keys().cloned().collect())
                 .unwrap_or_default(),
             mapping: checked,
+            plan,
             secrets: self.secrets.clone(),
         })
     }
@@ -1274,6 +1276,8 @@ pub(crate) struct Translator {
     /// may name in `fields` and filters.
     pub(crate) target_fields: BTreeSet<String>,
     pub(crate) mapping: CheckedMapping,
+    /// The mapping compiled with both schemas: what translates records.
+    plan: Plan,
     secrets: Secrets,
 }
 
@@ -1353,12 +1357,23 @@ impl Translator {
 
     /// Translates one provider record, parsed and checked against the
     /// grant by the relay. `Ok(None)`: the residual filter dropped it.
+    ///
+    /// The mapping's compiled plan translates every record that the
+    /// reference path (source validation, mapping, target validation)
+    /// translates, to the same output; a record it refuses takes the
+    /// reference path, which names the failure.
     pub(crate) fn translate(
         &self,
         record: Map<String, Value>,
         residual: Option<&Filter>,
         fields: &[String],
     ) -> Result<Option<String>, TranslateError> {
+        if let Some(planned) = self.plan.translate(&record, &self.secrets) {
+            return match residual {
+                None => Ok(Some(planned.to_json(fields))),
+                Some(_) => deliver(planned.into_map(), residual, fields),
+            };
+        }
         let value = Value::Object(record);
         if let Err(issues) = self.source_check.validate(&value) {
             return Err(TranslateError::SourceSchema {
@@ -1379,25 +1394,36 @@ impl Translator {
                 mapping: self.mapping_name(),
                 failure: e.without_values(),
             })?;
-        let Value::Object(mut out) = out else {
+        let Value::Object(out) = out else {
             return Err(TranslateError::NotAnOutputObject(self.target.clone()));
         };
-        if let Some(f) = residual
-            && !f.matches(&out)
-        {
-            return Ok(None);
-        }
-        if !fields.is_empty() {
-            let mut picked = Map::new();
-            for f in fields {
-                if let Some(v) = out.remove(f) {
-                    picked.insert(f.clone(), v);
-                }
-            }
-            out = picked;
-        }
-        serde_json::to_string(&out)
-            .map(Some)
-            .map_err(TranslateError::Encode)
+        deliver(out, residual, fields)
     }
+}
+
+/// A translated record as delivered: dropped when the residual filter
+/// rejects it, otherwise the consumer's fields (all when none are named)
+/// as JSON text.
+fn deliver(
+    mut out: Map<String, Value>,
+    residual: Option<&Filter>,
+    fields: &[String],
+) -> Result<Option<String>, TranslateError> {
+    if let Some(f) = residual
+        && !f.matches(&out)
+    {
+        return Ok(None);
+    }
+    if !fields.is_empty() {
+        let mut picked = Map::new();
+        for f in fields {
+            if let Some(v) = out.remove(f) {
+                picked.insert(f.clone(), v);
+            }
+        }
+        out = picked;
+    }
+    serde_json::to_string(&out)
+        .map(Some)
+        .map_err(TranslateError::Encode)
 }
