@@ -292,12 +292,29 @@ fn demo_runs_end_to_end_and_keeps_its_files() {
         // an incompatible schema change, refused with its explanation
         "required_added",
         "counterexample",
+        // Dinas Sosial's subscription in its own schema, its batches on
+        // the log, and the death and the move it delivered, flagged
+        "Subscribe disdukcapil.penduduk as dinsos.warga@1",
+        " delivery ",
     ] {
         assert!(
             stdout.contains(want),
             "demo output lacks {want:?}:\n{stdout}"
         );
     }
+    let flags: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("⚑ bansos recipient "))
+        .collect();
+    assert_eq!(flags.len(), 2, "two recipients flagged:\n{stdout}");
+    assert!(
+        flags[0].contains("flagged: no longer a living resident"),
+        "the death arrives first, as a delete: {flags:?}"
+    );
+    assert!(
+        flags[1].contains("flagged: moved from ") && flags[1].contains(" to "),
+        "the move arrives as an upsert with the new village: {flags:?}"
+    );
     for file in [
         "broker.db",
         "broker.toml",

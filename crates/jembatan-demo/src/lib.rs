@@ -4,5 +4,6 @@
 //! [`data`] generates one seeded, deterministic SQLite database per agency.
 
 pub mod data;
+mod follow;
 pub mod scenario;
 pub mod wilayah;

@@ -43,7 +43,7 @@ pub enum DemoError {
     Step(String),
 }
 
-fn step<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> DemoError + '_ {
+pub(crate) fn step<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> DemoError + '_ {
     move |e| DemoError::Step(format!("{what}: {e}"))
 }
 
@@ -58,6 +58,11 @@ pub struct DemoReport {
     pub schema_refusals: usize,
     /// Agreement lifecycle steps taken through the Agreements service.
     pub agreement_steps: usize,
+    /// Changes Dinas Sosial's subscription delivered (catch-up included).
+    pub subscription_changes: u64,
+    /// The aid recipients Dinas Sosial flagged from those changes, as
+    /// printed.
+    pub flagged: Vec<String>,
     pub dir: Option<PathBuf>,
 }
 
@@ -69,6 +74,8 @@ struct Exposed {
     columns: &'static [&'static str],
     /// Fixed row filter, in TOML.
     row_filter: Option<&'static str>,
+    /// The `[datasets.changes]` table's keys, in TOML.
+    changes: Option<&'static str>,
 }
 
 /// Providers whose adapters the demo runs, with their whitelists.
@@ -94,6 +101,10 @@ const ADAPTERS: &[(&str, &[Exposed])] = &[
                     "status",
                 ],
                 row_filter: None,
+                // SIAK sets `diubah` on every write; the registry has no
+                // tombstone status (a death or a move is a status or an
+                // address, not a removed record)
+                changes: Some(CHANGES_PENDUDUK),
             },
             Exposed {
                 name: "keluarga",
@@ -107,6 +118,7 @@ const ADAPTERS: &[(&str, &[Exposed])] = &[
                     "jumlah_anggota",
                 ],
                 row_filter: None,
+                changes: None,
             },
         ],
     ),
@@ -127,6 +139,7 @@ const ADAPTERS: &[(&str, &[Exposed])] = &[
                 "status",
             ],
             row_filter: None,
+            changes: None,
         }],
     ),
     (
@@ -144,9 +157,18 @@ const ADAPTERS: &[(&str, &[Exposed])] = &[
                 "status",
             ],
             row_filter: Some(r#"{ field = "status", op = "ne", value = "DIUSULKAN" }"#),
+            changes: None,
         }],
     ),
 ];
+
+/// The population registry's change source: polled often, so that the
+/// demo's subscriber sees a death or a move within a second.
+const CHANGES_PENDUDUK: &str = r#"column = "diubah"
+key = "nik"
+poll_interval = "250ms"
+lag = "250ms"
+"#;
 
 /// Consumers that get a certificate.
 const CONSUMERS: &[&str] = &["dpmptsp", "lpse", "bpn", "dinsos", "dinkes", "diskominfo"];
@@ -160,6 +182,8 @@ struct AgreementSpec {
     /// Days from now: (from, until).
     window: (i64, i64),
     row_filter: Option<&'static str>,
+    /// Whether the consumer may subscribe to the dataset's changes.
+    subscribe: bool,
 }
 
 /// The demo datasets' schemas and mapping (`schemas/` at the repository
@@ -241,6 +265,7 @@ const AGREEMENTS: &[AgreementSpec] = &[
         purpose: PURPOSE_LICENCE,
         window: (-200, 500),
         row_filter: None,
+        subscribe: false,
     },
     AgreementSpec {
         id: "pks-2026-002-lpse-izin",
@@ -257,6 +282,7 @@ const AGREEMENTS: &[AgreementSpec] = &[
         purpose: PURPOSE_TENDER,
         window: (-100, 600),
         row_filter: None,
+        subscribe: false,
     },
     AgreementSpec {
         id: "pks-2026-003-bpn-penduduk",
@@ -266,6 +292,7 @@ const AGREEMENTS: &[AgreementSpec] = &[
         purpose: PURPOSE_LAND,
         window: (-300, 400),
         row_filter: None,
+        subscribe: false,
     },
     AgreementSpec {
         id: "pks-2026-004-dinsos-penduduk",
@@ -284,6 +311,7 @@ const AGREEMENTS: &[AgreementSpec] = &[
         purpose: PURPOSE_DTKS,
         window: (-60, 300),
         row_filter: Some(r#"{ field = "status", op = "eq", value = "HIDUP" }"#),
+        subscribe: true,
     },
     AgreementSpec {
         id: "pks-2024-017-diskominfo-penduduk",
@@ -293,6 +321,7 @@ const AGREEMENTS: &[AgreementSpec] = &[
         purpose: PURPOSE_COMPLAINT,
         window: (-760, -30),
         row_filter: None,
+        subscribe: false,
     },
 ];
 
@@ -383,6 +412,9 @@ fn adapter_toml(
         if let Some(f) = d.row_filter {
             let _ = writeln!(s, "row_filter = {f}");
         }
+        if let Some(c) = d.changes {
+            let _ = write!(s, "\n[datasets.changes]\n{c}");
+        }
     }
     s
 }
@@ -437,6 +469,9 @@ fn broker_toml(port: u16, tls: &TlsFiles, base: &Path, adapter_ports: &[(&str, u
         if let Some(f) = a.row_filter {
             let _ = writeln!(s, "row_filter = {f}");
         }
+        if a.subscribe {
+            s.push_str("subscribe = true\n");
+        }
     }
     s.push_str(REGISTRY_TOML);
     s
@@ -467,7 +502,7 @@ fn key(s: &str) -> Option<pb::Scalar> {
     })
 }
 
-fn eq(field: &str, value: &str) -> pb::Filter {
+pub(crate) fn eq(field: &str, value: &str) -> pb::Filter {
     pb::Filter {
         kind: Some(pb::filter::Kind::Predicate(pb::Predicate {
             field: field.into(),
@@ -1225,7 +1260,30 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
         },
     )
     .await?;
+    let registry_db = generated
+        .database("disdukcapil")
+        .ok_or_else(|| DemoError::Step("no database for disdukcapil".into()))?;
+    let aid_db = generated
+        .database("dinsos")
+        .ok_or_else(|| DemoError::Step("no database for dinsos".into()))?;
+    let followed = crate::follow::death_and_move(
+        s.out,
+        &mut client_of("dinsos")?,
+        &crate::follow::Setting {
+            registry_url: &registry_db.url,
+            aid_url: &aid_db.url,
+            district,
+            purpose: PURPOSE_DTKS,
+        },
+    )
+    .await?;
     let mut report = s.report;
+    report.allowed += 1;
+    report.rows_delivered += followed.receipt_rows;
+    report.subscription_changes = followed.changes;
+    report.flagged = followed.flagged;
+    // the consumer has gone: the stream's end entry follows
+    wait_for_end(&broker, &followed.exchange_id).await?;
 
     // 6. The audit log.
     let entries = broker
@@ -1332,6 +1390,29 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
         report.dir = Some(dir);
     }
     Ok(report)
+}
+
+/// Waits until the log holds the end entry of exchange `id`.
+async fn wait_for_end(broker: &Broker, id: &str) -> Result<(), DemoError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries = broker
+            .audit()
+            .entries(0, 10_000)
+            .await
+            .map_err(step("read audit log"))?;
+        if entries.iter().any(|e| {
+            e.entry.exchange_id == id && e.entry.kind == jembatan_core::EntryKind::Completion
+        }) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(DemoError::Step(
+                "the subscription's end entry is not on the log after 10 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Ready-to-paste commands that run the example clients (`examples/`, from

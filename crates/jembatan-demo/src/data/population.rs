@@ -756,7 +756,8 @@ pub(crate) fn tables(pop: &Population) -> Vec<TableData> {
     let penduduk = pop
         .persons
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let hh = pop.household_of(p);
             vec![
                 Value::from(p.nik.as_str()),
@@ -775,6 +776,7 @@ pub(crate) fn tables(pop: &Population) -> Vec<TableData> {
                 pop.village_code(hh).into(),
                 pop.district_code(hh).into(),
                 p.status.into(),
+                last_changed(i).into(),
             ]
         })
         .collect();
@@ -813,7 +815,8 @@ pub(crate) fn tables(pop: &Population) -> Vec<TableData> {
                 rw TEXT NOT NULL,
                 kode_desa TEXT NOT NULL,
                 kode_kecamatan TEXT NOT NULL,
-                status TEXT NOT NULL CHECK (status IN ('HIDUP', 'MENINGGAL', 'PINDAH'))
+                status TEXT NOT NULL CHECK (status IN ('HIDUP', 'MENINGGAL', 'PINDAH')),
+                diubah DATETIME NOT NULL
             ) WITHOUT ROWID",
             columns: &[
                 "nik",
@@ -832,9 +835,11 @@ pub(crate) fn tables(pop: &Population) -> Vec<TableData> {
                 "kode_desa",
                 "kode_kecamatan",
                 "status",
+                "diubah",
             ],
             indexes: &[
                 "CREATE INDEX penduduk_no_kk ON penduduk (no_kk)",
+                "CREATE INDEX penduduk_diubah ON penduduk (diubah, nik)",
                 "CREATE INDEX penduduk_kode_desa ON penduduk (kode_desa)",
                 "CREATE INDEX penduduk_nama ON penduduk (nama_lengkap)",
             ],
@@ -866,6 +871,18 @@ pub(crate) fn tables(pop: &Population) -> Vec<TableData> {
             rows: keluarga,
         },
     ]
+}
+
+/// When SIAK last wrote resident `i`'s record (`diubah`, UTC, ISO 8601):
+/// a deterministic instant in the three years before [`AS_OF`], spread
+/// over the rows without drawing from the generator (so every other
+/// column stays what the seed gives).
+fn last_changed(i: usize) -> String {
+    const SPAN_S: u64 = 3 * 365 * 86_400;
+    let back = (i as u64).wrapping_mul(2_654_435_761) % SPAN_S;
+    let at =
+        AS_OF.and_hms_opt(8, 0, 0).unwrap_or_default() - chrono::Duration::seconds(back as i64);
+    at.format("%Y-%m-%dT%H:%M:%S").to_string()
 }
 
 /// Status hubungan dalam keluarga, as printed on the family card.
