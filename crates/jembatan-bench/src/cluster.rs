@@ -214,7 +214,10 @@ table = "penduduk"
 schema = "{schema}"
 key = "nik"
 columns = [{columns}]
+[datasets.changes]
+column = "{change}"
 "#,
+        change = crate::population::CHANGE_COLUMN,
         db = population.url,
         log = receipt_log.display(),
         ca = tls.ca.display(),
@@ -276,6 +279,7 @@ purpose = "{PURPOSE}"
 valid_from = "2020-01-01"
 valid_until = "2099-01-01"
 status = "approved"
+subscribe = true
 {REGISTRY_TOML}"#,
         store = store.map_or_else(
             || dir.join("broker.db").display().to_string(),

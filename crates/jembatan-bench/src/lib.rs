@@ -16,7 +16,10 @@
 //! - B5 batch verification: `VerifyBatch` calls of 10,000 keys against
 //!   `WHERE nik = ANY($1)` batches of the same keys;
 //! - B6 replicas: two brokers on one PostgreSQL store against one (lookups
-//!   at 32 clients, audit appends).
+//!   at 32 clients, audit appends);
+//! - B7 subscriptions: a subscription catching up the whole table against
+//!   a `Query` of it, the latency from an `UPDATE`'s commit to its delivery,
+//!   and a child-process broker's RSS with 100 subscriptions against idle.
 //!
 //! Figures are never asserted; the report only checks that counts agree.
 
@@ -29,6 +32,7 @@ mod population;
 mod replicas;
 mod report;
 mod start;
+mod subscribe;
 mod verify;
 
 use std::path::PathBuf;
@@ -37,9 +41,10 @@ use std::time::Duration;
 pub use audit::{fill_entries, fill_log};
 pub use report::{
     AuditFigures, BulkFigures, LookupFigures, MAPPING, MemoryFigures, MemoryPoint,
-    PgStoreLookupFigures, ReplicaFigures, Report, VerifyFigures,
+    PgStoreLookupFigures, ReplicaFigures, Report, SubscribeFigures, SubscribeRss, VerifyFigures,
 };
 pub use start::StartPoint;
+pub use subscribe::SUBSCRIPTIONS;
 
 /// Rows in the table by default.
 pub const DEFAULT_ROWS: u64 = 1_000_000;
@@ -82,6 +87,8 @@ pub enum Part {
     Verify,
     /// B6: two brokers on one PostgreSQL store against one.
     Replicas,
+    /// B7: subscription catch-up, change latency and memory.
+    Subscribe,
 }
 
 /// What to run and how big.
@@ -193,6 +200,7 @@ pub async fn run(options: &Options) -> Result<Report, BenchError> {
         Part::Memory,
         Part::Verify,
         Part::Replicas,
+        Part::Subscribe,
     ]
     .iter()
     .any(|&p| options.runs(p))
@@ -218,7 +226,9 @@ async fn run_on(
 ) -> Result<Report, BenchError> {
     let mut report = Report::new(options);
     if let Some(population) = population
-        && (options.runs(Part::Bulk) || options.runs(Part::Lookup) || options.runs(Part::Verify))
+        && [Part::Bulk, Part::Lookup, Part::Verify, Part::Subscribe]
+            .iter()
+            .any(|&p| options.runs(p))
     {
         let cluster = cluster::Cluster::start(population, dir).await?;
         let measured = in_cluster(options, population, &cluster, &mut report).await;
@@ -278,6 +288,15 @@ async fn run_on(
         ));
         report.replicas = Some(replicas::run(population, dir, options.duration).await?);
     }
+    if let Some(population) = population
+        && options.runs(Part::Subscribe)
+        && let Some(figures) = report.subscribe.as_mut()
+    {
+        progress(format_args!(
+            "B7 subscriptions: broker RSS with {SUBSCRIPTIONS} subscriptions"
+        ));
+        figures.rss = subscribe::rss(options, population, dir).await?;
+    }
     report.memory = if let Some(population) = population
         && options.runs(Part::Memory)
     {
@@ -319,6 +338,13 @@ async fn in_cluster(
         let keys = most.min(options.rows);
         progress(format_args!("B5 batch verification: {keys} keys"));
         report.verify = Some(verify::run(population, cluster, keys).await?);
+    }
+    if options.runs(Part::Subscribe) {
+        progress(format_args!(
+            "B7 subscriptions: catch-up of {} rows, then updates over {:?}",
+            options.rows, options.duration
+        ));
+        report.subscribe = Some(subscribe::run(population, cluster, options.duration).await?);
     }
     Ok(())
 }

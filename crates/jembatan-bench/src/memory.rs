@@ -12,7 +12,7 @@ use crate::population::Population;
 use crate::{BenchError, MemoryFigures, MemoryPoint, Options};
 
 /// A child process killed when dropped.
-struct Guard {
+pub(crate) struct Guard {
     name: &'static str,
     child: Child,
     log: PathBuf,
@@ -26,7 +26,7 @@ impl Drop for Guard {
 }
 
 impl Guard {
-    fn spawn(
+    pub(crate) fn spawn(
         exe: &Path,
         name: &'static str,
         config: &Path,
@@ -48,7 +48,7 @@ impl Guard {
     }
 
     /// Fails when the process has exited, with the end of its log.
-    fn check_running(&mut self) -> Result<(), BenchError> {
+    pub(crate) fn check_running(&mut self) -> Result<(), BenchError> {
         if let Some(status) = self.child.try_wait()? {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
@@ -61,19 +61,29 @@ impl Guard {
         Ok(())
     }
 
-    fn peak_rss_mib(&mut self) -> Result<f64, BenchError> {
+    pub(crate) fn peak_rss_mib(&mut self) -> Result<f64, BenchError> {
+        self.status_mib("VmHWM:")
+    }
+
+    /// Resident set size now.
+    pub(crate) fn rss_mib(&mut self) -> Result<f64, BenchError> {
+        self.status_mib("VmRSS:")
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`, in MiB.
+    fn status_mib(&mut self, field: &str) -> Result<f64, BenchError> {
         self.check_running()?;
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kib = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .ok_or_else(|| BenchError::Child(format!("no VmHWM for the {}", self.name)))?;
+            .ok_or_else(|| BenchError::Child(format!("no {field} for the {}", self.name)))?;
         Ok(kib / 1024.0)
     }
 }
 
-fn free_port() -> Result<u16, BenchError> {
+pub(crate) fn free_port() -> Result<u16, BenchError> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -157,7 +167,7 @@ pub(crate) async fn run(
     Ok(MemoryFigures::Measured(points))
 }
 
-async fn wait_listening(child: &mut Guard, port: u16) -> Result<(), BenchError> {
+pub(crate) async fn wait_listening(child: &mut Guard, port: u16) -> Result<(), BenchError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         child.check_running()?;

@@ -20,6 +20,10 @@ pub(crate) const COLUMNS: [&str; 11] = [
     "status",
 ];
 
+/// The change column: set on every write (an `updated_at`), not exposed,
+/// indexed with the key for the adapter's change polls.
+pub(crate) const CHANGE_COLUMN: &str = "diubah";
+
 /// The schema, its table and a pool on the server.
 pub(crate) struct Population {
     pub(crate) url: String,
@@ -66,7 +70,8 @@ impl Population {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE TABLE {s}.penduduk (nik TEXT, no_kk TEXT, nama_lengkap TEXT,
                  tempat_lahir TEXT, tgl_lahir DATE, jenis_kelamin TEXT, agama TEXT,
-                 pekerjaan TEXT, kode_desa TEXT, kode_kecamatan TEXT, status TEXT)"
+                 pekerjaan TEXT, kode_desa TEXT, kode_kecamatan TEXT, status TEXT,
+                 diubah TIMESTAMPTZ NOT NULL)"
         )))
         .execute(&self.pool)
         .await?;
@@ -84,7 +89,8 @@ impl Population {
                            'PEGAWAI NEGERI SIPIL'])[1 + i % 6],
                     '15.07.' || lpad((1 + i % 11)::text, 2, '0') || '.' || (2001 + i % 20),
                     '15.07.' || lpad((1 + i % 11)::text, 2, '0'),
-                    CASE WHEN i % 97 = 0 THEN 'MENINGGAL' ELSE 'HIDUP' END
+                    CASE WHEN i % 97 = 0 THEN 'MENINGGAL' ELSE 'HIDUP' END,
+                    TIMESTAMPTZ '2020-01-01 00:00:00+00' + i * INTERVAL '1 second'
              FROM generate_series(1, $1::bigint) AS i"
         )))
         .bind(rows)
@@ -92,6 +98,11 @@ impl Population {
         .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "ALTER TABLE {s}.penduduk ADD PRIMARY KEY (nik)"
+        )))
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE INDEX penduduk_perubahan ON {s}.penduduk (diubah, nik)"
         )))
         .execute(&self.pool)
         .await?;

@@ -80,6 +80,35 @@ pub struct ReplicaFigures {
     pub appends_two_per_s: f64,
 }
 
+/// B7: change subscriptions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscribeFigures {
+    /// Changes a new subscription read from the first (every row).
+    pub catchup_changes: u64,
+    pub catchup_seconds: f64,
+    pub catchup_rows_per_s: f64,
+    /// The same rows read by one `Query`, in the same run.
+    pub query_rows: u64,
+    pub query_rows_per_s: f64,
+    /// Single-row updates timed from commit to delivery.
+    pub updates: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub rss: SubscribeRss,
+}
+
+/// B7's memory figure, or why it was not measured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscribeRss {
+    /// The broker's RSS idle and with `subscriptions` open.
+    Measured {
+        subscriptions: usize,
+        idle_mib: f64,
+        subscribed_mib: f64,
+    },
+    Skipped(String),
+}
+
 /// B2 with the broker's store on PostgreSQL instead of SQLite.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgStoreLookupFigures {
@@ -137,6 +166,7 @@ pub struct Report {
     pub memory: MemoryFigures,
     pub verify: Option<VerifyFigures>,
     pub replicas: Option<ReplicaFigures>,
+    pub subscribe: Option<SubscribeFigures>,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -164,6 +194,7 @@ impl Report {
             memory: MemoryFigures::Skipped("not run".into()),
             verify: None,
             replicas: None,
+            subscribe: None,
         }
     }
 
@@ -312,6 +343,47 @@ impl Report {
                 "replicas_appends_ratio",
                 json!(round(ratio(r.appends_two_per_s, r.appends_one_per_s), 4)),
             );
+        }
+        if let Some(s) = &self.subscribe {
+            put("subscribe_catchup_changes", json!(s.catchup_changes));
+            put(
+                "subscribe_catchup_rows_per_s",
+                json!(round(s.catchup_rows_per_s, 0)),
+            );
+            put("subscribe_query_rows", json!(s.query_rows));
+            put(
+                "subscribe_query_rows_per_s",
+                json!(round(s.query_rows_per_s, 0)),
+            );
+            put(
+                "subscribe_catchup_ratio",
+                json!(round(ratio(s.catchup_rows_per_s, s.query_rows_per_s), 4)),
+            );
+            put("subscribe_updates", json!(s.updates));
+            put(
+                "subscribe_latency_p50_ms",
+                json!(round(s.latency_p50_ms, 1)),
+            );
+            put(
+                "subscribe_latency_p99_ms",
+                json!(round(s.latency_p99_ms, 1)),
+            );
+            match &s.rss {
+                SubscribeRss::Measured {
+                    subscriptions,
+                    idle_mib,
+                    subscribed_mib,
+                } => {
+                    put("subscribe_rss_idle_mib", json!(round(*idle_mib, 1)));
+                    put(
+                        &format!("subscribe_rss_mib_{subscriptions}"),
+                        json!(round(subscribed_mib - idle_mib, 1)),
+                    );
+                }
+                SubscribeRss::Skipped(why) => {
+                    put("subscribe_rss", json!(format!("skipped: {why}")));
+                }
+            }
         }
         if let Some(a) = &self.audit {
             put("audit_appenders", json!(a.appenders));
@@ -497,6 +569,43 @@ impl fmt::Display for Report {
                 &rate(r.appends_one_per_s),
                 &format!("{:.3}", ratio(r.appends_two_per_s, r.appends_one_per_s)),
             )?;
+        }
+        if let Some(s) = &self.subscribe {
+            line(
+                f,
+                "B7 subscription catch-up (vs Query)",
+                &rate(s.catchup_rows_per_s),
+                &rate(s.query_rows_per_s),
+                &format!("{:.3}", ratio(s.catchup_rows_per_s, s.query_rows_per_s)),
+            )?;
+            line(
+                f,
+                &format!("B7 commit to delivery, {} updates", s.updates),
+                "",
+                "",
+                "",
+            )?;
+            line(
+                f,
+                "   latency p50 / p99",
+                &format!("{:.1} ms", s.latency_p50_ms),
+                &format!("{:.1} ms", s.latency_p99_ms),
+                "",
+            )?;
+            match &s.rss {
+                SubscribeRss::Measured {
+                    subscriptions,
+                    idle_mib,
+                    subscribed_mib,
+                } => line(
+                    f,
+                    &format!("B7 broker RSS, {subscriptions} subs (vs idle)"),
+                    &format!("{subscribed_mib:.1} MiB"),
+                    &format!("{idle_mib:.1} MiB"),
+                    &format!("+{:.1}", subscribed_mib - idle_mib),
+                )?,
+                SubscribeRss::Skipped(why) => writeln!(f, "B7 broker RSS: skipped ({why})")?,
+            }
         }
         if let Some(a) = &self.audit {
             line(

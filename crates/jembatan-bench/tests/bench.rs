@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use jembatan_bench::{MemoryFigures, Options};
+use jembatan_bench::{MemoryFigures, Options, SubscribeRss};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_run_reports_consistent_counts() {
@@ -57,6 +57,16 @@ async fn tiny_run_reports_consistent_counts() {
     let replicas = report.replicas.as_ref().expect("replica figures");
     assert!(replicas.lookup_one_per_s > 0.0 && replicas.lookup_two_per_s > 0.0);
     assert!(replicas.appends_one_per_s > 0.0 && replicas.appends_two_per_s > 0.0);
+    // every row caught up as one change, as many as the query read, and
+    // every update delivered
+    let subscribe = report.subscribe.as_ref().expect("subscription figures");
+    assert_eq!(subscribe.catchup_changes, 2_000);
+    assert_eq!(subscribe.query_rows, 2_000);
+    assert!(subscribe.catchup_rows_per_s > 0.0 && subscribe.query_rows_per_s > 0.0);
+    assert!(subscribe.updates >= 10, "{} updates", subscribe.updates);
+    assert!(subscribe.latency_p50_ms > 0.0);
+    assert!(subscribe.latency_p99_ms >= subscribe.latency_p50_ms);
+    assert!(matches!(subscribe.rss, SubscribeRss::Skipped(_)));
     let json = report.to_json();
     for key in [
         "rows",
@@ -83,6 +93,10 @@ async fn tiny_run_reports_consistent_counts() {
         "replicas_appends_ratio",
         "lookup_per_s_c32_pg_store",
         "lookup_p99_ms_c32_pg_store",
+        "subscribe_catchup_ratio",
+        "subscribe_latency_p50_ms",
+        "subscribe_latency_p99_ms",
+        "subscribe_updates",
     ] {
         assert!(json.get(key).is_some(), "{key} missing from {json}");
     }
