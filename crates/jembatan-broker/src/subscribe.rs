@@ -659,11 +659,15 @@ impl Follow {
             bytes: received_bytes,
             payload_sha256: received.hex(),
         });
+        // each key once: a poll holds one change per row
+        let mut named: HashSet<&str> = entry.subjects.iter().map(String::as_str).collect();
+        let mut subjects = Vec::with_capacity(given.len() + taken.len());
         for hash in given.iter().chain(taken.iter()) {
-            if !entry.subjects.contains(hash) {
-                entry.subjects.push(hash.clone());
+            if named.insert(hash) {
+                subjects.push(hash.clone());
             }
         }
+        entry.subjects.extend(subjects);
         entry.adapter_endpoint = Some(endpoint.clone());
         entry.subscription = Some(SubscriptionMark {
             id: self.resume.id.clone(),

@@ -40,8 +40,11 @@ pub const MAX_KEYS_PER_CALL: usize = 20_000;
 pub const RESUMABLE_BATCHES: u64 = 4_096;
 /// How often (in batches) older history is compacted.
 pub const COMPACT_EVERY: u64 = 256;
-/// Values in one statement (under every backend's limit on binds).
+/// Keys in one lookup statement (under every backend's limit on binds).
 const PER_STATEMENT: usize = 400;
+/// Events in one insert statement: four binds each, 8,000 in all, under
+/// SQLite's 32,766 and PostgreSQL's 65,535.
+const EVENTS_PER_STATEMENT: usize = 2_000;
 
 /// Whether a subscription can go on from a cursor's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +211,7 @@ impl Store {
             .map(|h| (h, 1))
             .chain(taken.iter().map(|h| (h, 0)))
             .collect();
-        for chunk in events.chunks(PER_STATEMENT / 4) {
+        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
             let mut sql = String::from(
                 "INSERT INTO subscription_key_events (subscription_id, key_hash, batch, given) VALUES ",
             );
