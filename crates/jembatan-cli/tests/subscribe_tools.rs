@@ -72,21 +72,22 @@ fn residents(keep: &Path) -> Vec<(String, String, String)> {
     })
 }
 
-/// A demo whose residents carry a change time and whose adapter declares
-/// the change source; `dinkes` holds an agreement with the `subscribe`
+/// A demo whose residents all carry one change time and whose adapter's
+/// change source has tombstones and quick polls; `dinkes` holds an agreement with the `subscribe`
 /// term for the district's residents.
 fn demo() -> Demo {
     let demo = Demo::start_with(false, |keep| {
+        // every resident changed at one time (ties), in the past
         sql(
             keep,
-            &[
-                "ALTER TABLE penduduk ADD COLUMN diubah DATETIME",
-                "UPDATE penduduk SET diubah = '2020-01-01T00:00:00'",
-            ],
+            &["UPDATE penduduk SET diubah = '2020-01-01T00:00:00'"],
         );
+        // the demo's change source, with tombstones and quicker polls
         let config = keep.join("adapter-disdukcapil.toml");
         let text = std::fs::read_to_string(&config).unwrap();
-        let text = text.replacen("key = \"nik\"\n", &format!("key = \"nik\"\n{CHANGES}"), 1);
+        let demo_source = "[datasets.changes]\ncolumn = \"diubah\"\nkey = \"nik\"\npoll_interval = \"250ms\"\nlag = \"250ms\"\n";
+        assert!(text.contains(demo_source), "{text}");
+        let text = text.replacen(demo_source, CHANGES.trim_start(), 1);
         std::fs::write(&config, text).unwrap();
     });
     let filter = format!(r#"{{"field":"kode_kecamatan","op":"eq","value":"{KEC}"}}"#);
