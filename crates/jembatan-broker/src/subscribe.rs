@@ -906,6 +906,8 @@ async fn stop_signal(
     events: &mut broadcast::Receiver<StatusEvent>,
 ) -> Stop {
     let agreement_id = allowed.agreement.id.clone();
+    // once the agreement events end, only the other signals are awaited
+    let mut listening = true;
     loop {
         tokio::select! {
             biased;
@@ -915,7 +917,7 @@ async fn stop_signal(
                 let err = ExchangeError::AgreementExpired(agreement_id);
                 return Stop::denied(DenialCode::Expired, err, allowed);
             }
-            event = events.recv() => {
+            event = events.recv(), if listening => {
                 let status = match event {
                     Ok(e) if e.id == agreement_id => Some(e.status),
                     Ok(_) => None,
@@ -926,32 +928,15 @@ async fn stop_signal(
                             Err(err) => return Stop::failed(ExchangeError::store(err)),
                         }
                     }
-                    // no more events: wait for the other signals
                     Err(broadcast::error::RecvError::Closed) => {
-                        return wait_without_events(state, allowed, tx).await;
+                        listening = false;
+                        None
                     }
                 };
                 if let Some(stop) = status.and_then(|s| relay::out_of_force(allowed, s)) {
                     return stop;
                 }
             }
-        }
-    }
-}
-
-/// [`stop_signal`] once the agreement events have ended.
-async fn wait_without_events(
-    state: &State,
-    allowed: &Allowed,
-    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
-) -> Stop {
-    tokio::select! {
-        biased;
-        () = tx.closed() => Stop::gone(),
-        () = state.drain.ending() => Stop::shutting_down(),
-        () = relay::until_end(allowed) => {
-            let err = ExchangeError::AgreementExpired(allowed.agreement.id.clone());
-            Stop::denied(DenialCode::Expired, err, allowed)
         }
     }
 }
