@@ -151,6 +151,7 @@ impl Exchange for ExchangeService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let identity = jembatan_pki::peer_identity(&request);
+        let credential = jembatan_pki::PeerCredential::of(&request);
         let req = request.into_inner();
         let ask = Ask {
             operation: "subscribe",
@@ -169,7 +170,7 @@ impl Exchange for ExchangeService {
         // a subscription runs until it is cancelled: the consumer's
         // deadline, if any, is not passed to the adapter's polls
         let allowed = self.state.decide(identity, ask).await?;
-        subscribe::subscribe(self.state.clone(), allowed).await
+        subscribe::subscribe(self.state.clone(), allowed, credential).await
     }
 }
 

@@ -26,6 +26,7 @@ use jembatan_core::{
     AgencyId, AgreementStatus, ChangeMark, DatasetId, Decision, DenialCode, EntryKind,
     ExchangeStatus, InvalidArgument, PayloadHasher, Received, SubscriptionMark,
 };
+use jembatan_pki::PeerCredential;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use prost::Message as _;
@@ -189,6 +190,7 @@ pub(crate) type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, S
 pub(crate) async fn subscribe(
     state: Arc<State>,
     mut allowed: Allowed,
+    credential: Option<PeerCredential>,
 ) -> Result<Response<SubscribeStream>, Status> {
     let Some(resume) = allowed.resume.take() else {
         return Err(ExchangeError::NoConsumer.into());
@@ -223,6 +225,7 @@ pub(crate) async fn subscribe(
         let mut follow = Follow {
             handle_domain: format!("subscription key\0{consumer}\0{}", allowed.dataset),
             consumer,
+            credential,
             resume,
             delete_key,
             interval,
@@ -376,9 +379,16 @@ impl Follow {
         }
     }
 
-    /// Whether the agreement is still in force, read again when the
-    /// store's policy version moved (a change through any replica).
+    /// Whether the consumer's certificate is still accepted and the
+    /// agreement still in force, read again when the store's policy
+    /// version moved (a change through any replica).
     async fn in_force(&mut self, state: &State, allowed: &Allowed) -> Result<(), Stop> {
+        if let Some(Err(err)) = self.credential.as_ref().map(PeerCredential::check) {
+            return Err(Stop::from_status(
+                ExchangeStatus::Stopped,
+                jembatan_core::error::status(&err),
+            ));
+        }
         let version = state
             .store
             .policy_version()

@@ -76,12 +76,14 @@ impl Drop for Cluster {
 async fn make_db(path: &Path, rows: usize) {
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("CREATE TABLE penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL)")
+    sqlx::query(
+        "CREATE TABLE penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL, diubah INTEGER NOT NULL DEFAULT 0)",
+    )
         .execute(&pool)
         .await
         .unwrap();
     sqlx::query(
-        "INSERT INTO penduduk WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+        "INSERT INTO penduduk (nik, nama) WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
          SELECT printf('15070%011d', i), 'WARGA NOMOR ' || i || ' DARI DESA SUKAMAJU KECAMATAN SABAK' FROM n",
     )
     .bind(rows as i64)
@@ -208,6 +210,7 @@ name = "penduduk"
 table = "penduduk"
 key = "nik"
 columns = ["nik", "nama"]
+changes = {{ column = "diubah", poll_interval = "50ms" }}
 "#,
         db = dir.join("prov.db").display(),
         ca = a.ca.display(),
@@ -251,6 +254,7 @@ fields = ["nik", "nama"]
 purpose = "bansos"
 valid_from = "2020-01-01"
 status = "approved"
+subscribe = true
 "#
         )
     };
@@ -522,6 +526,105 @@ async fn a_revoked_certificate_is_refused_at_the_handshake_and_on_open_connectio
     assert_eq!(run(&mut dinkes, "prov.penduduk").await.unwrap().0, 40);
     let mut dinkes_again = c.consumer("agency-dinkes").await;
     assert_eq!(run(&mut dinkes_again, "prov.penduduk").await.unwrap().0, 40);
+}
+
+/// A subscription's batch, or how its stream ended.
+async fn next_batch(
+    stream: &mut tonic::Streaming<pb::SubscribeResponse>,
+) -> Result<pb::ChangeBatch, Status> {
+    loop {
+        match stream.message().await? {
+            Some(pb::SubscribeResponse {
+                item: Some(pb::subscribe_response::Item::Batch(b)),
+            }) => return Ok(b),
+            Some(_) => {}
+            None => return Err(Status::unknown("the stream ended without a status")),
+        }
+    }
+}
+
+async fn subscribe(
+    client: &mut ExchangeClient<Channel>,
+) -> tonic::Streaming<pb::SubscribeResponse> {
+    let request = pb::SubscribeRequest {
+        dataset: "prov.penduduk".into(),
+        purpose: "bansos".into(),
+        ..Default::default()
+    };
+    client.subscribe(request).await.unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn a_running_subscription_ends_when_its_consumers_certificate_is_revoked() {
+    let c = cluster(Setup::default()).await;
+    let mut dinsos = c.consumer("agency-dinsos").await;
+    let mut dinkes = c.consumer("agency-dinkes").await;
+    let mut revoked = subscribe(&mut dinsos).await;
+    let mut kept = subscribe(&mut dinkes).await;
+    for stream in [&mut revoked, &mut kept] {
+        let mut rows = 0;
+        while rows < 40 {
+            rows += next_batch(stream).await.unwrap().changes.len();
+        }
+    }
+
+    // the operator revokes dinsos's certificate while its stream runs
+    let serial = c.serial("agency-dinsos");
+    c.ca.revoke(&serial, Reason::KeyCompromise).unwrap();
+    let db = c._tmp.path().join("prov.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    // a change after the revocation: dinsos must not receive it
+    let changed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut version = 0;
+        loop {
+            version += 1;
+            sqlx::query("UPDATE penduduk SET nama = 'PINDAH', diubah = ? WHERE nik = '15070' || printf('%011d', 7)")
+                .bind(version)
+                .execute(&pool)
+                .await
+                .unwrap();
+            match tokio::time::timeout(Duration::from_millis(500), next_batch(&mut revoked)).await {
+                Ok(Err(status)) => return status,
+                Ok(Ok(batch)) => {
+                    // delivered before the list in force named the certificate
+                    assert_eq!(batch.changes.len(), 1);
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the revoked consumer's stream to end");
+    assert_eq!(changed.code(), Code::Unauthenticated, "{changed:?}");
+    assert!(
+        changed
+            .message()
+            .contains(&format!("certificate {serial} has been revoked")),
+        "{changed:?}"
+    );
+    // its end is on the log, stopped, naming the revocation
+    let entries = c.audit().await;
+    let end = entries
+        .iter()
+        .rev()
+        .find(|e| {
+            e.consumer.as_deref() == Some("dinsos")
+                && e.kind == jembatan_core::EntryKind::Completion
+        })
+        .expect("the subscription's completion entry");
+    assert_eq!(end.status, ExchangeStatus::Stopped, "{end:?}");
+    assert!(end.error.as_deref().unwrap().contains("revoked"), "{end:?}");
+
+    // dinkes's subscription goes on and sees the change
+    let batch = tokio::time::timeout(Duration::from_secs(10), next_batch(&mut kept))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(batch.changes[0].record.contains("PINDAH"), "{batch:?}");
+    pool.close().await;
 }
 
 #[tokio::test]

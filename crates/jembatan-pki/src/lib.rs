@@ -257,6 +257,37 @@ impl jembatan_core::ServiceError for PeerError {
     }
 }
 
+/// The client certificate a request came with, kept to be checked again
+/// against the revocation list in force while a long call runs (a
+/// subscription): [`PeerCredential::check`] refuses it from the moment
+/// the list revokes it, as [`peer_identity`] refuses a new request.
+#[derive(Debug, Clone)]
+pub struct PeerCredential {
+    leaf: CertificateDer<'static>,
+    revocations: Option<Revocations>,
+}
+
+impl PeerCredential {
+    /// The request's verified client certificate; `None` without one.
+    pub fn of<T>(request: &Request<T>) -> Option<Self> {
+        let leaf = request.peer_certs()?.first()?.clone();
+        Some(Self {
+            leaf,
+            revocations: request.extensions().get::<Revocations>().cloned(),
+        })
+    }
+
+    /// The certificate's identity, or why it is no longer accepted: it
+    /// has been revoked, or the list in force is past its `nextUpdate`
+    /// for a role that fails closed.
+    pub fn check(&self) -> Result<Identity, PeerError> {
+        identity_of(
+            Some(std::slice::from_ref(&self.leaf)),
+            self.revocations.as_ref(),
+        )
+    }
+}
+
 /// [`peer_identity`] for a plain HTTP request's extensions (the
 /// registry's HTTP view).
 pub fn peer_identity_in(
