@@ -295,6 +295,9 @@ struct Seen {
 /// A running subscription stream's state.
 struct Follow {
     consumer: AgencyId,
+    /// The consumer's client certificate, checked against the revocation
+    /// list in force before each poll and each batch.
+    credential: Option<PeerCredential>,
     resume: Resume,
     /// What each key's handle is keyed with, besides the audit key.
     handle_domain: String,
