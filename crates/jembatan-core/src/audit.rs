@@ -436,10 +436,11 @@ impl AuditEntry {
     /// Every subject hash the entry names: the lookup key's and those in
     /// `subjects`, each once.
     pub fn all_subjects(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = self.subject_hash.as_deref().into_iter().collect();
-        for s in &self.subjects {
-            if !out.contains(&s.as_str()) {
-                out.push(s);
+        let mut out: Vec<&str> = Vec::with_capacity(self.subjects.len() + 1);
+        let mut named = std::collections::HashSet::with_capacity(self.subjects.len() + 1);
+        for s in self.subject_hash.iter().chain(self.subjects.iter()) {
+            if named.insert(s.as_str()) {
+                out.push(s.as_str());
             }
         }
         out

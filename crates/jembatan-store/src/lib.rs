@@ -344,6 +344,18 @@ impl Store {
         self.backend
     }
 
+    /// The `n`th (from 1) bind placeholder of a statement built with many:
+    /// `$n` on PostgreSQL, a plain `?` on SQLite, where values are bound
+    /// in placeholder order. (SQLite finds each numbered or named
+    /// parameter by scanning the statement's list of names, which makes
+    /// binding thousands of `$n` quadratic.)
+    pub(crate) fn placeholder(&self, n: usize) -> String {
+        match self.backend {
+            Backend::Postgres => format!("${n}"),
+            Backend::Sqlite => "?".to_owned(),
+        }
+    }
+
     /// The pool for the bookkeeping of running exchanges, whose commits
     /// do not wait for the disk (see the field).
     pub(crate) fn light_pool(&self) -> &AnyPool {

@@ -153,13 +153,15 @@ impl Store {
         for chunk in key_hashes.chunks(PER_STATEMENT) {
             let mut sql = String::from(
                 "SELECT e.key_hash FROM subscription_key_events e \
-                 WHERE e.subscription_id = $1 AND e.given = 1 AND e.key_hash IN (",
+                 WHERE e.subscription_id = ",
             );
+            sql.push_str(&self.placeholder(1));
+            sql.push_str(" AND e.given = 1 AND e.key_hash IN (");
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("${}", i + 2));
+                sql.push_str(&self.placeholder(i + 2));
             }
             sql.push_str(
                 ") AND e.batch = (SELECT MAX(m.batch) FROM subscription_key_events m \
@@ -220,7 +222,8 @@ impl Store {
                     sql.push_str(", ");
                 }
                 let n = 4 * i;
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+                let p = |k| self.placeholder(n + k);
+                sql.push_str(&format!("({}, {}, {}, {})", p(1), p(2), p(3), p(4)));
             }
             sql.push_str(
                 " ON CONFLICT (subscription_id, key_hash, batch) DO UPDATE SET given = excluded.given",
