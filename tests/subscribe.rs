@@ -153,8 +153,8 @@ async fn a_subscription_through_the_binaries_crosschecks_with_the_adapters_recei
     let mut forged: serde_json::Value = serde_json::from_str(poll).unwrap();
     forged["rows"] = 3.into();
     forged["payload_sha256"] = "00".repeat(32).into();
-    // before the stream's last poll, which the broker may have read and
-    // not delivered when the stream ended
+    // before the stream's last two polls, which the broker may have read
+    // and not delivered when the stream ended
     let mut lines: Vec<String> = log.lines().map(str::to_owned).collect();
     let at = lines.iter().position(|l| l == poll).unwrap() + 1;
     lines.insert(at, forged.to_string());

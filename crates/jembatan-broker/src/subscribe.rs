@@ -273,6 +273,73 @@ async fn poll_interval(state: &State, allowed: &Allowed) -> Duration {
     }
 }
 
+/// One poll of the provider's adapter, at the first endpoint that
+/// answers: the changes the request asks for, and who served.
+async fn poll(
+    state: &State,
+    allowed: &Allowed,
+    request: pb::ChangesRequest,
+) -> Result<(Vec<pb::Change>, String), Unpolled> {
+    let endpoints = relay::adapter_endpoints(
+        state.store.agency(&allowed.provider).await,
+        &allowed.provider,
+    )
+    .map_err(|e| Unpolled::Stop(Stop::failed(e)))?;
+    let mut last = Status::from(ExchangeError::NoAdapter {
+        provider: allowed.provider.clone(),
+    });
+    for endpoint in state.adapters.order(&allowed.provider, &endpoints) {
+        match poll_at(state, allowed, &endpoint, request.clone()).await {
+            Ok(changes) => {
+                state.adapters.mark_up(&allowed.provider, &endpoint);
+                return Ok((changes, endpoint));
+            }
+            // nothing was delivered from a poll yet: any endpoint
+            // that breaks is passed over, whenever it breaks
+            Err(status) if fails_over(&status) => {
+                state
+                    .adapters
+                    .mark_down(&allowed.provider, &endpoint, &status);
+                last = status;
+            }
+            Err(status) => {
+                return Err(Unpolled::Stop(Stop::new(
+                    relay::adapter_end(allowed, &status),
+                    from_adapter(&allowed.provider.to_string(), status),
+                )));
+            }
+        }
+    }
+    Err(Unpolled::Retry(last))
+}
+
+/// One poll at one endpoint, read whole.
+async fn poll_at(
+    state: &State,
+    allowed: &Allowed,
+    endpoint: &str,
+    request: pb::ChangesRequest,
+) -> Result<Vec<pb::Change>, Status> {
+    let channel = state
+        .adapters
+        .channel(endpoint, &allowed.provider, Lane::Calls)?;
+    let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
+    let request_limit = request.limit;
+    let mut request = allowed.facts.trace.request(request);
+    request.set_timeout(POLL_TIMEOUT);
+    let mut stream = client.changes(request).await?.into_inner();
+    let mut changes = Vec::new();
+    while let Some(message) = stream.message().await? {
+        changes.extend(message.changes);
+        if changes.len() > request_limit as usize {
+            return Err(Status::internal(format!(
+                "the adapter sent more than the {request_limit} changes asked for"
+            )));
+        }
+    }
+    Ok(changes)
+}
+
 /// Why a poll gave no changes to deliver.
 enum Unpolled {
     /// No endpoint of the provider's adapter could be reached: try again.
@@ -331,23 +398,49 @@ impl Follow {
         tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
         mut events: broadcast::Receiver<StatusEvent>,
     ) -> Stop {
+        // the poll read ahead while the batch before it was delivered
+        let mut ahead = None;
         loop {
             if let Err(stop) = self.in_force(state, allowed).await {
                 return stop;
             }
-            let polled = tokio::select! {
-                biased;
-                stop = stop_signal(state, allowed, tx, &mut events) => return stop,
-                polled = self.poll(state, allowed) => polled,
+            let polled = match ahead.take() {
+                Some(polled) => polled,
+                None => {
+                    let request = self.changes_request(allowed, self.resume.after.clone());
+                    tokio::select! {
+                        biased;
+                        stop = stop_signal(state, allowed, tx, &mut events) => return stop,
+                        polled = poll(state, allowed, request) => polled,
+                    }
+                }
             };
             let full = match polled {
                 Ok((changes, endpoint)) => {
                     self.backoff = Duration::ZERO;
                     let full = changes.len() >= self.resume.batch_size as usize;
-                    if !changes.is_empty()
-                        && let Err(stop) = self.deliver(state, allowed, tx, changes, endpoint).await
-                    {
-                        return stop;
+                    // a full batch: more are waiting, so the next poll
+                    // (after this batch's last change) runs while this one
+                    // is checked, recorded and sent
+                    let next = full
+                        .then(|| changes.last().and_then(|c| c.position.clone()))
+                        .flatten()
+                        .map(|last| self.changes_request(allowed, Some(last)));
+                    if !changes.is_empty() {
+                        let delivered = match next {
+                            Some(request) => {
+                                let (delivered, polled) = tokio::join!(
+                                    self.deliver(state, allowed, tx, changes, endpoint),
+                                    poll(state, allowed, request)
+                                );
+                                ahead = Some(polled);
+                                delivered
+                            }
+                            None => self.deliver(state, allowed, tx, changes, endpoint).await,
+                        };
+                        if let Err(stop) = delivered {
+                            return stop;
+                        }
                     }
                     full
                 }
@@ -412,85 +505,22 @@ impl Follow {
         Ok(())
     }
 
-    /// One poll of the provider's adapter, at the first endpoint that
-    /// answers: the changes after the stream's position, and who served.
-    async fn poll(
+    /// The poll for the changes after `after`.
+    fn changes_request(
         &self,
-        state: &State,
         allowed: &Allowed,
-    ) -> Result<(Vec<pb::Change>, String), Unpolled> {
-        let endpoints = relay::adapter_endpoints(
-            state.store.agency(&allowed.provider).await,
-            &allowed.provider,
-        )
-        .map_err(|e| Unpolled::Stop(Stop::failed(e)))?;
-        let request = pb::ChangesRequest {
+        after: Option<pb::ChangePosition>,
+    ) -> pb::ChangesRequest {
+        pb::ChangesRequest {
             exchange_id: allowed.facts.exchange_id.clone(),
             dataset: allowed.dataset.to_string(),
             columns: allowed.fetch.columns.clone(),
             filter: allowed.fetch.filter.clone(),
-            after: self.resume.after.clone(),
+            after,
             limit: self.resume.batch_size,
             consumer: self.consumer.to_string(),
             purpose: allowed.fetch.purpose.clone(),
-        };
-        let mut last = Status::from(ExchangeError::NoAdapter {
-            provider: allowed.provider.clone(),
-        });
-        for endpoint in state.adapters.order(&allowed.provider, &endpoints) {
-            match self
-                .poll_at(state, allowed, &endpoint, request.clone())
-                .await
-            {
-                Ok(changes) => {
-                    state.adapters.mark_up(&allowed.provider, &endpoint);
-                    return Ok((changes, endpoint));
-                }
-                // nothing was delivered from a poll yet: any endpoint
-                // that breaks is passed over, whenever it breaks
-                Err(status) if fails_over(&status) => {
-                    state
-                        .adapters
-                        .mark_down(&allowed.provider, &endpoint, &status);
-                    last = status;
-                }
-                Err(status) => {
-                    return Err(Unpolled::Stop(Stop::new(
-                        relay::adapter_end(allowed, &status),
-                        from_adapter(&allowed.provider.to_string(), status),
-                    )));
-                }
-            }
         }
-        Err(Unpolled::Retry(last))
-    }
-
-    /// One poll at one endpoint, read whole.
-    async fn poll_at(
-        &self,
-        state: &State,
-        allowed: &Allowed,
-        endpoint: &str,
-        request: pb::ChangesRequest,
-    ) -> Result<Vec<pb::Change>, Status> {
-        let channel = state
-            .adapters
-            .channel(endpoint, &allowed.provider, Lane::Calls)?;
-        let mut client = AdapterClient::new(channel).max_decoding_message_size(16 << 20);
-        let mut request = allowed.facts.trace.request(request);
-        request.set_timeout(POLL_TIMEOUT);
-        let mut stream = client.changes(request).await?.into_inner();
-        let mut changes = Vec::new();
-        while let Some(message) = stream.message().await? {
-            changes.extend(message.changes);
-            if changes.len() > self.resume.batch_size as usize {
-                return Err(Status::internal(format!(
-                    "the adapter sent more than the {} changes asked for",
-                    self.resume.batch_size
-                )));
-            }
-        }
-        Ok(changes)
     }
 
     /// Delivers one poll's changes: what of them the consumer may have,
