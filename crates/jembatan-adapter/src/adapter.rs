@@ -21,6 +21,7 @@ use crate::config::AdapterConfig;
 use crate::db::{self, ColumnType, Db, OutColumn, QueryTime};
 use crate::error::{AdapterError, FetchStopped, Refused};
 use crate::kind::ColumnKind;
+use crate::logical::{self, Feed, ReaderHandle, Target};
 use crate::receipts::{
     self, AckedReceipt, FetchStatus, LogEntry, ReceiptEntry, ReceiptLog, ServedEntry,
 };
@@ -114,6 +115,9 @@ pub struct Adapter {
     /// (at least one), kept for lookups; `None` with a pool of one.
     bulk: Option<Arc<tokio::sync::Semaphore>>,
     log: ReceiptLog,
+    /// The logical replication slots' readers, stopped when the adapter
+    /// is dropped, and their journals.
+    feeds: Vec<(Arc<Feed>, ReaderHandle)>,
 }
 
 /// Connections of a pool of `max_connections` that bulk fetches may hold:
@@ -144,7 +148,7 @@ impl Adapter {
         )
         .await?;
         match Self::check(&db, config).await {
-            Ok(datasets) => {
+            Ok((datasets, slots)) => {
                 let log = match ReceiptLog::open(&config.receipt_log).await {
                     Ok(log) => log,
                     Err(e) => {
@@ -152,6 +156,22 @@ impl Adapter {
                         return Err(e);
                     }
                 };
+                let mut feeds = Vec::with_capacity(slots.len());
+                for feed in slots.into_values() {
+                    let started = match db.postgres() {
+                        Some(pool) => feed.start(pool.clone()).await,
+                        None => Err(AdapterError::Whitelist(
+                            "logical replication needs PostgreSQL".into(),
+                        )),
+                    };
+                    match started {
+                        Ok(handle) => feeds.push((feed, handle)),
+                        Err(e) => {
+                            db.close().await;
+                            return Err(e);
+                        }
+                    }
+                }
                 tracing::info!(
                     agency = %config.agency,
                     datasets = datasets.len(),
@@ -167,6 +187,7 @@ impl Adapter {
                     bulk: bulk_connections(config.max_connections)
                         .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
                     log,
+                    feeds,
                 })
             }
             Err(e) => {
@@ -176,10 +197,16 @@ impl Adapter {
         }
     }
 
-    async fn check(db: &Db, config: &AdapterConfig) -> Result<Vec<Arc<DatasetInfo>>, AdapterError> {
+    /// The datasets, and the slot readers of logical sources (not yet
+    /// started), by slot.
+    async fn check(
+        db: &Db,
+        config: &AdapterConfig,
+    ) -> Result<(Vec<Arc<DatasetInfo>>, HashMap<String, Arc<Feed>>), AdapterError> {
         let dialect = db.dialect();
         let mut problems = Vec::new();
         let mut datasets = Vec::new();
+        let mut feeds: HashMap<String, Arc<Feed>> = HashMap::new();
         for d in &config.datasets {
             let id = d.id(&config.agency).map_err(|e| AdapterError::Config {
                 origin: "adapter config".into(),
@@ -214,10 +241,10 @@ impl Adapter {
                     }
                 }
             }
-            if let Some(c) = &d.changes
-                && !needed.contains(&c.column.as_str())
+            if let Some(column) = d.changes.as_ref().and_then(|c| c.column.as_ref())
+                && !needed.contains(&column.as_str())
             {
-                needed.push(c.column.as_str());
+                needed.push(column.as_str());
             }
             let before = problems.len();
             let hidden = if needed.iter().any(|n| !live.contains_key(n)) {
@@ -262,9 +289,25 @@ impl Adapter {
                     }
                 },
             };
+            let feed = match (&d.changes, db.postgres()) {
+                (Some(c), Some(pool)) if c.logical.is_some() => {
+                    match Self::logical_feed(pool, d, c, &id, &types, &mut feeds).await? {
+                        Ok(feed) => Some(feed),
+                        Err(found) => {
+                            problems.extend(
+                                found
+                                    .into_iter()
+                                    .map(|m| format!("dataset {}: changes: {m}", d.name)),
+                            );
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
             let changes = match &d.changes {
                 None => None,
-                Some(c) => match ChangeInfo::check(d, c, &live, &types, dialect) {
+                Some(c) => match ChangeInfo::check(d, c, &live, &types, dialect, feed) {
                     Ok(info) => Some(info),
                     Err(found) => {
                         problems.extend(
@@ -302,10 +345,76 @@ impl Adapter {
             }));
         }
         if problems.is_empty() {
-            Ok(datasets)
+            Ok((datasets, feeds))
         } else {
+            for feed in feeds.values() {
+                feed.journal.close().await;
+            }
             Err(AdapterError::Whitelist(problems.join("; ")))
         }
+    }
+
+    /// Checks a dataset's logical replication source against the live
+    /// database and adds the dataset to its slot's reader (opening the
+    /// slot's journal for the first dataset on it). The inner error holds
+    /// the problems, in words.
+    async fn logical_feed(
+        pool: &sqlx::PgPool,
+        d: &crate::config::DatasetConfig,
+        c: &crate::config::ChangesConfig,
+        id: &DatasetId,
+        types: &HashMap<&str, ColumnType>,
+        feeds: &mut HashMap<String, Arc<Feed>>,
+    ) -> Result<Result<Arc<Feed>, Vec<String>>, AdapterError> {
+        let (Some(logical), Some(journal)) = (&c.logical, &c.journal) else {
+            return Ok(Err(vec![
+                "a logical source needs its slot and journal".into(),
+            ]));
+        };
+        let key = c
+            .key
+            .as_ref()
+            .or(d.key.as_ref())
+            .map(|k| k.as_str())
+            .unwrap_or_default();
+        let db_err = |source| AdapterError::Database {
+            context: format!(
+                "checking the logical replication source of dataset {}",
+                d.name
+            ),
+            source,
+        };
+        let problems = logical::check(pool, logical, d.schema.as_deref(), &d.table, key)
+            .await
+            .map_err(db_err)?;
+        if !problems.is_empty() {
+            return Ok(Err(problems));
+        }
+        let schema: String = match &d.schema {
+            Some(s) => s.clone(),
+            None => sqlx::query_scalar("SELECT current_schema()::text")
+                .fetch_one(pool)
+                .await
+                .map_err(db_err)?,
+        };
+        let feed = match feeds.get(&logical.slot) {
+            Some(feed) => Arc::clone(feed),
+            None => {
+                let feed = Arc::new(Feed::open(logical, journal, c.retain()).await?);
+                feeds.insert(logical.slot.clone(), Arc::clone(&feed));
+                feed
+            }
+        };
+        feed.add_target(Target {
+            dataset: id.to_string(),
+            schema,
+            table: d.table.clone(),
+            key: key.to_owned(),
+            integer: types
+                .get(key)
+                .is_some_and(|t| t.kind == ColumnKind::Integer),
+        });
+        Ok(Ok(feed))
     }
 
     pub fn agency(&self) -> &AgencyId {
@@ -334,8 +443,13 @@ impl Adapter {
             })
     }
 
-    /// Closes the database pool.
+    /// Closes the database pool and the change journals (the slot
+    /// readers stop when the adapter is dropped).
     pub async fn close(&self) {
+        for (feed, reader) in &self.feeds {
+            reader.stop();
+            feed.journal.close().await;
+        }
         self.db.close().await;
     }
 

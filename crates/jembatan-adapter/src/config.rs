@@ -119,33 +119,55 @@ pub struct DatasetConfig {
     pub changes: Option<ChangesConfig>,
 }
 
-/// Poll interval when a dataset's `changes` does not choose.
+/// Poll interval of a polling change source when `changes` does not choose.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Poll interval of a logical replication source when `changes` does not
+/// choose: its changes are read from a local journal, so polls are cheap.
+pub const DEFAULT_LOGICAL_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Lag window of timestamp change columns when `changes` does not choose.
 pub const DEFAULT_CHANGE_LAG: Duration = Duration::from_millis(500);
+/// How long a logical replication journal keeps changes when `changes`
+/// does not choose.
+pub const DEFAULT_RETAIN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The longest `poll_interval` and `lag` a config may set.
 const MAX_CHANGE_DURATION: Duration = Duration::from_secs(60 * 60);
+/// The shortest and longest `retain`.
+const MIN_RETAIN: Duration = Duration::from_secs(60);
+const MAX_RETAIN: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
-/// A dataset's polling change source: a monotonic change column read
-/// after a position, `(change, key)`, in that order.
+/// A dataset's change source: either a monotonic change column read
+/// after a position, `(change, key)`, in that order (`column`), or a
+/// PostgreSQL logical replication slot consumed into a local journal
+/// (`logical`). Exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangesConfig {
-    /// The change column: a timestamp the application sets on every
-    /// insert and update (`updated_at`) or an increasing integer version.
-    /// Rows where it is NULL are not seen. Its values travel to the
-    /// broker in positions, sealed from consumers.
-    pub column: FieldName,
+    /// Polling source: the change column, a timestamp the application sets
+    /// on every insert and update (`updated_at`) or an increasing integer
+    /// version. Rows where it is NULL are not seen. Its values travel to
+    /// the broker in positions, sealed from consumers.
+    #[serde(default)]
+    pub column: Option<FieldName>,
+    /// PostgreSQL only: a logical replication source, the publication and
+    /// the `pgoutput` slot the agency created for the table
+    /// (`{ slot = "jembatan_penduduk", publication = "jembatan_penduduk" }`).
+    /// Sees every committed insert, update and `DELETE`; needs
+    /// `wal_level = logical` and a role with `REPLICATION`.
+    #[serde(default)]
+    pub logical: Option<LogicalConfig>,
     /// The unique, non-null key that orders rows with the same change
-    /// value; one of `columns`. The dataset's `key` when absent.
+    /// value; one of `columns`. The dataset's `key` when absent. For a
+    /// logical source it must be (part of) the table's replica identity.
     #[serde(default)]
     pub key: Option<FieldName>,
-    /// Rows this filter matches are deletions (tombstones): the change is
-    /// a `delete` carrying only the key. May name columns that are not
-    /// exposed (`{ field = "status", op = "eq", value = "DIHAPUS" }`).
+    /// Polling source only: rows this filter matches are deletions
+    /// (tombstones), the change is a `delete` carrying only the key. May
+    /// name columns that are not exposed (`{ field = "status", op = "eq",
+    /// value = "DIHAPUS" }`).
     #[serde(default)]
     pub deleted: Option<Filter>,
-    /// How often a subscriber polls (`"500ms"`; 50ms to 1h).
+    /// How often a subscriber polls (`"500ms"`; 50ms to 1h). Default
+    /// 500ms for a polling source, 50ms for a logical one.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<jembatan_core::config_schema::HumanDuration>")]
     #[schemars(extend("default" = humantime::format_duration(DEFAULT_POLL_INTERVAL).to_string()))]
@@ -158,12 +180,48 @@ pub struct ChangesConfig {
     #[schemars(with = "Option<jembatan_core::config_schema::HumanDuration>")]
     #[schemars(extend("default" = humantime::format_duration(DEFAULT_CHANGE_LAG).to_string()))]
     pub lag: Option<Duration>,
+    /// Logical source only, required: the adapter's local journal (an
+    /// SQLite file, created if missing; relative to the config file) that
+    /// the slot is consumed into before the slot is advanced. Datasets
+    /// sharing a slot name the same journal.
+    #[serde(default)]
+    pub journal: Option<PathBuf>,
+    /// Logical source only: how long the journal keeps changes (`"7d"`;
+    /// 1m to 366d). A subscription whose position is older can no longer
+    /// be resumed and must start again.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<jembatan_core::config_schema::HumanDuration>")]
+    #[schemars(extend("default" = humantime::format_duration(DEFAULT_RETAIN).to_string()))]
+    pub retain: Option<Duration>,
+}
+
+/// A PostgreSQL logical replication source: a publication that includes
+/// the dataset's table, and a logical slot with the `pgoutput` plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogicalConfig {
+    /// The logical replication slot (`pgoutput` plugin) the adapter
+    /// consumes; one adapter process per slot.
+    pub slot: String,
+    /// The publication the slot's changes are filtered by; it must
+    /// include the dataset's table.
+    pub publication: String,
 }
 
 impl ChangesConfig {
-    /// The poll interval, the default when the config does not choose.
+    /// The poll interval, the default for the source's kind when the
+    /// config does not choose.
     pub fn poll_interval(&self) -> Duration {
-        self.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL)
+        self.poll_interval.unwrap_or(if self.logical.is_some() {
+            DEFAULT_LOGICAL_POLL_INTERVAL
+        } else {
+            DEFAULT_POLL_INTERVAL
+        })
+    }
+
+    /// How long a logical source's journal keeps changes.
+    pub fn retain(&self) -> Duration {
+        self.retain.unwrap_or(DEFAULT_RETAIN)
     }
 }
 
@@ -315,6 +373,13 @@ impl AdapterConfig {
                 problems.push(format!("dataset {:?} is listed more than once", d.name));
             }
         }
+        let mut datasets = raw.datasets;
+        for d in &mut datasets {
+            if let Some(journal) = d.changes.as_mut().and_then(|c| c.journal.as_mut()) {
+                *journal = base.join(&*journal);
+            }
+        }
+        problems.extend(shared_slots_agree(&datasets));
         if !problems.is_empty() {
             return Err(err(problems.join("; ")));
         }
@@ -329,7 +394,7 @@ impl AdapterConfig {
             max_query_time,
             max_connections,
             tls: raw.tls.relative_to(base),
-            datasets: raw.datasets,
+            datasets,
         })
     }
 
@@ -373,6 +438,35 @@ impl DatasetConfig {
             return Err(DatasetConfigError::KeyNotAmongColumns(key.clone()));
         }
         if let Some(changes) = &self.changes {
+            match (&changes.column, &changes.logical) {
+                (None, None) => return Err(DatasetConfigError::NoChangeSource),
+                (Some(_), Some(_)) => return Err(DatasetConfigError::TwoChangeSources),
+                (Some(_), None) => {
+                    if changes.journal.is_some() || changes.retain.is_some() {
+                        return Err(DatasetConfigError::LogicalOnly);
+                    }
+                }
+                (None, Some(logical)) => {
+                    if backend != Backend::Postgres {
+                        return Err(DatasetConfigError::LogicalNotPostgres(backend));
+                    }
+                    check_db_name("changes.logical.slot", &logical.slot)?;
+                    check_db_name("changes.logical.publication", &logical.publication)?;
+                    if changes.deleted.is_some() || changes.lag.is_some() {
+                        return Err(DatasetConfigError::PollingOnly);
+                    }
+                    if changes.journal.is_none() {
+                        return Err(DatasetConfigError::NoJournal);
+                    }
+                    let retain = changes.retain();
+                    if !(MIN_RETAIN..=MAX_RETAIN).contains(&retain) {
+                        return Err(DatasetConfigError::ChangeDuration(
+                            "retain must be between 1m and 366d",
+                            retain,
+                        ));
+                    }
+                }
+            }
             match changes.key.as_ref().or(self.key.as_ref()) {
                 None => return Err(DatasetConfigError::ChangesWithoutKey),
                 Some(key) if !seen.contains(key) => {
@@ -430,6 +524,60 @@ pub enum DatasetConfigError {
     ChangeKeyNotAmongColumns(FieldName),
     #[error("changes: {0}; got {got}", got = humantime::format_duration(*.1))]
     ChangeDuration(&'static str, Duration),
+    #[error(
+        "changes needs a source: set `column` (a polling change column) or `logical` (a PostgreSQL logical replication slot)"
+    )]
+    NoChangeSource,
+    #[error("changes: set either `column` or `logical`, not both")]
+    TwoChangeSources,
+    #[error(
+        "changes: `logical` (logical replication) is supported only for PostgreSQL; this database is {}",
+        .0.as_str()
+    )]
+    LogicalNotPostgres(Backend),
+    #[error(
+        "changes: `deleted` and `lag` apply to a polling `column` only; a logical source sees deletions and commits exactly"
+    )]
+    PollingOnly,
+    #[error("changes: `journal` and `retain` apply to a `logical` source only")]
+    LogicalOnly,
+    #[error(
+        "changes: a `logical` source needs `journal`, the adapter's local SQLite file the slot is consumed into"
+    )]
+    NoJournal,
+}
+
+/// Datasets that share a slot must name the same publication, journal and
+/// retention: one reader consumes the slot into one journal.
+fn shared_slots_agree(datasets: &[DatasetConfig]) -> Vec<String> {
+    let mut seen: std::collections::BTreeMap<&str, (&str, &ChangesConfig)> =
+        std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    for d in datasets {
+        let Some(changes) = &d.changes else { continue };
+        let Some(logical) = &changes.logical else {
+            continue;
+        };
+        match seen.get(logical.slot.as_str()) {
+            None => {
+                seen.insert(&logical.slot, (&d.name, changes));
+            }
+            Some((first, other)) => {
+                let same = other.logical.as_ref().map(|l| &l.publication)
+                    == Some(&logical.publication)
+                    && other.journal == changes.journal
+                    && other.retain() == changes.retain();
+                if !same {
+                    problems.push(format!(
+                        "dataset {:?}: changes: slot {:?} is also used by dataset {first:?} with another \
+                         publication, journal or retain; datasets sharing a slot must name the same three",
+                        d.name, logical.slot
+                    ));
+                }
+            }
+        }
+    }
+    problems
 }
 
 /// Checks a table or schema name (`what`) before it reaches the database.
@@ -488,6 +636,32 @@ key = "nik"
 columns = ["nik", "nama_lengkap", "tgl_lahir"]
 row_filter = { field = "status", op = "eq", value = "HIDUP" }
 "#;
+
+    const LOGICAL: &str = "logical = { slot = \"jembatan\", publication = \"jembatan\" }\njournal = \"changes.sqlite\"\n";
+
+    fn on_postgres(config: &str) -> String {
+        config.replace("sqlite://siak.db", "postgres://adapter@127.0.0.1/siak")
+    }
+
+    #[test]
+    fn a_logical_source_resolves_its_journal_and_polls_at_50ms() {
+        let text = format!("{}[datasets.changes]\n{LOGICAL}", on_postgres(GOOD));
+        let c = AdapterConfig::from_toml(&text, Path::new("/etc/jembatan")).unwrap();
+        let changes = c.datasets[0].changes.as_ref().unwrap();
+        assert_eq!(
+            changes.journal.as_deref(),
+            Some(Path::new("/etc/jembatan/changes.sqlite"))
+        );
+        assert_eq!(changes.poll_interval(), DEFAULT_LOGICAL_POLL_INTERVAL);
+        assert_eq!(changes.retain(), DEFAULT_RETAIN);
+        assert_eq!(
+            changes.logical,
+            Some(LogicalConfig {
+                slot: "jembatan".into(),
+                publication: "jembatan".into()
+            })
+        );
+    }
 
     #[test]
     fn good_config_resolves_paths() {
@@ -646,6 +820,61 @@ row_filter = { field = "status", op = "eq", value = "HIDUP" }
                 "unknown tls key",
                 GOOD.replace("[tls]", "[tls]\npassword = \"x\""),
                 "unknown field `password`",
+            ),
+            (
+                "changes without a source",
+                format!("{GOOD}[datasets.changes]\npoll_interval = \"1s\"\n"),
+                "changes needs a source: set `column`",
+            ),
+            (
+                "both sources",
+                format!("{GOOD}[datasets.changes]\ncolumn = \"diubah\"\n{LOGICAL}"),
+                "set either `column` or `logical`, not both",
+            ),
+            (
+                "logical on sqlite",
+                format!("{GOOD}[datasets.changes]\n{LOGICAL}"),
+                "`logical` (logical replication) is supported only for PostgreSQL; this database is sqlite",
+            ),
+            (
+                "a journal for a polling source",
+                format!("{GOOD}[datasets.changes]\ncolumn = \"diubah\"\njournal = \"j\"\n"),
+                "`journal` and `retain` apply to a `logical` source only",
+            ),
+            (
+                "logical without a journal",
+                format!(
+                    "{}[datasets.changes]\n{}",
+                    on_postgres(GOOD),
+                    LOGICAL.replace("journal = \"changes.sqlite\"\n", "")
+                ),
+                "a `logical` source needs `journal`",
+            ),
+            (
+                "tombstones on a logical source",
+                format!(
+                    "{}[datasets.changes]\n{LOGICAL}deleted = {{ field = \"status\", op = \"eq\", value = \"X\" }}\n",
+                    on_postgres(GOOD)
+                ),
+                "`deleted` and `lag` apply to a polling `column` only",
+            ),
+            (
+                "retain too short",
+                format!(
+                    "{}[datasets.changes]\n{LOGICAL}retain = \"10s\"\n",
+                    on_postgres(GOOD)
+                ),
+                "retain must be between 1m and 366d; got 10s",
+            ),
+            (
+                "a shared slot with another publication",
+                format!(
+                    "{}[datasets.changes]\n{LOGICAL}\n[[datasets]]\nname = \"kk\"\ntable = \"kk\"\nkey = \"nkk\"\n\
+                     columns = [\"nkk\"]\n[datasets.changes]\n{}",
+                    on_postgres(GOOD),
+                    LOGICAL.replace("publication = \"jembatan\"", "publication = \"lain\"")
+                ),
+                "slot \"jembatan\" is also used by dataset \"penduduk\" with another publication, journal or retain",
             ),
         ];
         for (name, text, want) in cases {

@@ -223,6 +223,14 @@ impl Db {
         })
     }
 
+    /// The PostgreSQL pool, for a PostgreSQL database.
+    pub(crate) fn postgres(&self) -> Option<&PgPool> {
+        match self {
+            Db::Postgres(p) => Some(p),
+            _ => None,
+        }
+    }
+
     pub(crate) fn dialect(&self) -> Dialect {
         match self {
             Db::Sqlite(_) => Dialect::Sqlite,
@@ -758,6 +766,10 @@ pub(crate) enum RecordError {
     Database(#[from] sqlx::Error),
     #[error("column {column:?}: {message}")]
     Value { column: String, message: String },
+    /// The poll cannot be answered from where it stands (a logical
+    /// source's journal no longer holds its position); the caller is told.
+    #[error("{0}")]
+    Refused(crate::error::Refused),
 }
 
 /// A column as it is read into records: its JSON key and decoder.
@@ -981,6 +993,7 @@ pub(crate) struct ChangeRow {
 
 /// Reads change poll rows: the change value and key with their own
 /// decoders, the two flags, then the record's columns.
+#[derive(Clone)]
 pub(crate) struct ChangeReader {
     encoder: RecordEncoder,
     columns: Arc<[OutColumn]>,

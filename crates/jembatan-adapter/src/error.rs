@@ -91,6 +91,10 @@ pub enum Refused {
     InBatch { index: usize, source: Box<Refused> },
     #[error("dataset {0} offers no changes: its adapter config declares no `changes`")]
     NoChangeSource(String),
+    #[error(
+        "dataset {dataset}: the subscription cannot be resumed from its position: {why}; start a new subscription"
+    )]
+    PositionGone { dataset: String, why: String },
     #[error("this adapter serves only the broker; caller is {0}")]
     NotTheBroker(String),
     /// The receipt log could not be written; the caller is told only
@@ -108,7 +112,9 @@ impl ServiceError for Refused {
             | Refused::NotTheBroker(_) => ErrorCode::PermissionDenied,
             Refused::InBatch { source, .. } => source.code(),
             Refused::ReceiptLog { .. } => ErrorCode::Internal,
-            Refused::NoChangeSource(_) => ErrorCode::FailedPrecondition,
+            Refused::NoChangeSource(_) | Refused::PositionGone { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             Refused::DatasetIdTooLong(_)
             | Refused::NoColumns
             | Refused::TooManyColumns(_)

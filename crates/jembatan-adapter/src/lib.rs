@@ -22,6 +22,7 @@ mod error;
 pub mod fuzzing;
 mod init;
 mod kind;
+mod logical;
 mod receipts;
 mod server;
 mod sql;
@@ -34,8 +35,9 @@ pub use adapter::{
 };
 pub use config::{
     AdapterConfig, Backend, ChangesConfig, DEFAULT_BATCH_SIZE, DEFAULT_CHANGE_LAG,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUERY_TIME, DEFAULT_POLL_INTERVAL, DatasetConfig,
-    DatasetConfigError, MAX_MAX_CONNECTIONS,
+    DEFAULT_LOGICAL_POLL_INTERVAL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUERY_TIME,
+    DEFAULT_POLL_INTERVAL, DEFAULT_RETAIN, DatasetConfig, DatasetConfigError, LogicalConfig,
+    MAX_MAX_CONNECTIONS,
 };
 pub use error::{AdapterError, FetchStopped, Refused};
 pub use init::{introspect, introspect_with};

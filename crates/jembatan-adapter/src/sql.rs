@@ -438,6 +438,101 @@ pub(crate) fn render_changes(dialect: Dialect, s: &ChangeSelect<'_>) -> Rendered
     }
 }
 
+/// Which rows a read of current rows takes.
+#[derive(Debug)]
+pub(crate) enum CurrentRows {
+    /// Rows in key order after a key (from the first when `None`), at
+    /// most `limit`: a page of a snapshot.
+    After(Option<BindValue>, u64),
+    /// The rows with these keys, in no order.
+    Keys(Vec<BindValue>),
+}
+
+/// A read of a table's current rows for a logical replication source:
+/// each row's key, whether it is in scope, and its record.
+#[derive(Debug)]
+pub(crate) struct CurrentSelect<'a> {
+    pub(crate) schema: Option<&'a str>,
+    pub(crate) table: &'a str,
+    pub(crate) key: &'a ColRef,
+    pub(crate) columns: &'a [ColRef],
+    pub(crate) scope: &'a [&'a Cond],
+    pub(crate) rows: CurrentRows,
+}
+
+/// Renders a read of current rows with the result columns of a change
+/// poll ([`render_changes`]), so one reader reads both: the key twice (in
+/// the place of the change value, then as the key), `0` (a row that
+/// exists is not deleted), `1` when it is in scope (else `0`), then
+/// `columns`.
+pub(crate) fn render_current(dialect: Dialect, s: &CurrentSelect<'_>) -> Rendered {
+    let mut r = Renderer {
+        dialect,
+        sql: String::from("SELECT "),
+        binds: Vec::new(),
+    };
+    let key = s.key.render(dialect);
+    r.sql.push_str(&key);
+    r.sql.push_str(", ");
+    r.sql.push_str(&key);
+    r.sql.push_str(", 0, CASE WHEN ");
+    if s.scope.is_empty() {
+        r.sql.push_str("1=1");
+    }
+    for (i, c) in s.scope.iter().enumerate() {
+        if i > 0 {
+            r.sql.push_str(" AND ");
+        }
+        r.sql.push('(');
+        r.cond(c);
+        r.sql.push(')');
+    }
+    r.sql.push_str(" THEN 1 ELSE 0 END");
+    for c in s.columns {
+        r.sql.push_str(", ");
+        r.sql.push_str(&c.render(dialect));
+    }
+    r.sql.push_str(" FROM ");
+    if let Some(schema) = s.schema {
+        r.sql.push_str(&dialect.quote_ident(schema));
+        r.sql.push('.');
+    }
+    r.sql.push_str(&dialect.quote_ident(s.table));
+    match &s.rows {
+        CurrentRows::After(after, limit) => {
+            if let Some(after) = after {
+                r.sql.push_str(" WHERE ");
+                r.sql.push_str(&key);
+                r.sql.push_str(" > ");
+                r.bind(after.clone());
+            }
+            r.sql.push_str(" ORDER BY ");
+            r.sql.push_str(&key);
+            r.sql.push_str(" LIMIT ");
+            r.bind(BindValue::Int(i64::try_from(*limit).unwrap_or(i64::MAX)));
+        }
+        CurrentRows::Keys(keys) => {
+            r.sql.push_str(" WHERE ");
+            r.sql.push_str(&key);
+            r.sql.push_str(" IN (");
+            if keys.is_empty() {
+                r.sql.push_str("NULL");
+            }
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    r.sql.push_str(", ");
+                }
+                r.bind(k.clone());
+            }
+            r.sql.push(')');
+        }
+    }
+    Rendered {
+        sql: r.sql,
+        binds: r.binds,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,6 +714,59 @@ mod tests {
             "SELECT \"a\" FROM \"t\" WHERE ((\"a\" <> $1 OR \"a\" >= $2 OR \"b\" IS NOT NULL)) LIMIT $3"
         );
         assert_eq!(r.binds[2], BindValue::Int(i64::MAX));
+    }
+
+    #[test]
+    fn current_rows_render_as_a_change_poll_reads_them() {
+        let key = col("nik");
+        let cols = [col("nama")];
+        let row_filter = eq("kec", BindValue::Int(1));
+        let scope = [&row_filter];
+        let select = |rows| CurrentSelect {
+            schema: Some("siak"),
+            table: "penduduk",
+            key: &key,
+            columns: &cols,
+            scope: &scope,
+            rows,
+        };
+        let page = render_current(
+            Dialect::Postgres,
+            &select(CurrentRows::After(Some(BindValue::Text("3201".into())), 50)),
+        );
+        assert_eq!(
+            page.sql,
+            "SELECT \"nik\", \"nik\", 0, CASE WHEN (\"kec\" = $1) THEN 1 ELSE 0 END, \"nama\" \
+             FROM \"siak\".\"penduduk\" WHERE \"nik\" > $2 ORDER BY \"nik\" LIMIT $3"
+        );
+        assert_eq!(
+            page.binds,
+            vec![
+                BindValue::Int(1),
+                BindValue::Text("3201".into()),
+                BindValue::Int(50)
+            ]
+        );
+        let first = render_current(Dialect::Postgres, &select(CurrentRows::After(None, 50)));
+        assert!(
+            first
+                .sql
+                .ends_with("FROM \"siak\".\"penduduk\" ORDER BY \"nik\" LIMIT $2")
+        );
+        let keys = render_current(
+            Dialect::Postgres,
+            &select(CurrentRows::Keys(vec![
+                BindValue::Text("a".into()),
+                BindValue::Text("b".into()),
+            ])),
+        );
+        assert!(
+            keys.sql.ends_with("WHERE \"nik\" IN ($2, $3)"),
+            "{}",
+            keys.sql
+        );
+        let none = render_current(Dialect::Postgres, &select(CurrentRows::Keys(vec![])));
+        assert!(none.sql.ends_with("WHERE \"nik\" IN (NULL)"));
     }
 
     #[test]

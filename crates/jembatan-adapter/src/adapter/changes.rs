@@ -1,14 +1,18 @@
-//! Change polls (`Adapter.Changes`): a dataset's rows after a position in
-//! `(change column, key)` order, each marked deleted or not and in scope
-//! or not. A keyset query, nothing more: no trigger, no write, no state in
-//! the agency's database; the caller keeps the position.
+//! Change polls (`Adapter.Changes`): a dataset's changes after a position,
+//! each marked deleted or not and in scope or not. From a polling source,
+//! the rows after `(change column, key)` in that order: a keyset query, no
+//! trigger, no write, no state in the agency's database. From a logical
+//! replication source, the keys the journal holds after `(commit LSN,
+//! key)`, each read as its row is now (a row that is gone is a delete),
+//! after a first snapshot of the table in key order. Either way the caller
+//! keeps the position.
 
 use std::collections::HashMap;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use jembatan_core::ids::truncate;
 use jembatan_core::{Filter, InvalidArgument, Scalar, ServiceError};
 use jembatan_proto::v1 as pb;
@@ -22,11 +26,17 @@ use super::{
     MAX_LOGGED_STRING, Sent, TimeLimit, check_columns, out_columns, typed_request_filter,
 };
 use crate::config::{ChangesConfig, DEFAULT_CHANGE_LAG, DatasetConfig};
-use crate::db::{self, ChangeReader, ColumnType, Decoder, QueryTime, TableColumn};
+use crate::db::{
+    self, ChangeReader, ChangeRow, ColumnType, Db, Decoder, QueryTime, RecordError, TableColumn,
+};
 use crate::error::{FetchStopped, Refused};
 use crate::kind::ColumnKind;
+use crate::logical::Feed;
+use crate::logical::journal::JournalKey;
 use crate::receipts::{self, FetchStatus, LogEntry, ServedEntry};
-use crate::sql::{self, BindValue, ChangeSelect, ColRef, Cond, Dialect, Horizon};
+use crate::sql::{
+    self, BindValue, ChangeSelect, ColRef, Cond, CurrentRows, CurrentSelect, Dialect, Horizon,
+};
 use crate::typed::{coerce, typed_filter};
 
 /// The stream of change batches a poll returns.
@@ -38,29 +48,106 @@ const MAX_POSITION_BYTES: usize = 1024;
 /// A dataset's change source, checked against the live schema.
 #[derive(Debug, Clone)]
 pub(crate) struct ChangeInfo {
-    change: ColRef,
-    change_ty: ColumnType,
     key: ColRef,
     key_ty: ColumnType,
-    deleted: Option<Cond>,
-    horizon: Option<Horizon>,
     poll_interval: Duration,
+    source: Source,
+}
+
+/// Where a dataset's changes are read.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A monotonic change column, polled.
+    Column {
+        change: ColRef,
+        change_ty: ColumnType,
+        deleted: Option<Cond>,
+        horizon: Option<Horizon>,
+    },
+    /// A logical replication slot consumed into the adapter's journal.
+    Logical(Arc<Feed>),
 }
 
 impl ChangeInfo {
-    /// Checks a dataset's `changes` against the live table: a timestamp
-    /// or integer change column, a unique non-null text or integer key,
-    /// a deletion filter on the table's columns, and a lag window only
-    /// for timestamps. Problems are in words, for the start-up refusal.
+    /// Checks a dataset's `changes` against the live table: a unique
+    /// non-null text or integer key, and for a polling source a timestamp
+    /// or integer change column, a deletion filter on the table's columns
+    /// and a lag window only for timestamps. A logical source comes with
+    /// its slot's reader (`feed`), checked before. Problems are in words,
+    /// for the start-up refusal.
     pub(crate) fn check(
         d: &DatasetConfig,
         changes: &ChangesConfig,
         live: &HashMap<&str, &TableColumn>,
         types: &HashMap<&str, ColumnType>,
         dialect: Dialect,
+        feed: Option<Arc<Feed>>,
     ) -> Result<ChangeInfo, Vec<String>> {
         let mut problems = Vec::new();
-        let change_name = changes.column.as_str();
+        // the config check made sure one of the two is set
+        let key_name = changes
+            .key
+            .as_ref()
+            .or(d.key.as_ref())
+            .map(|k| k.as_str())
+            .unwrap_or_default();
+        let key_ty = types.get(key_name).copied();
+        match (key_ty, live.get(key_name)) {
+            (Some(ty), Some(col)) => {
+                if !matches!(ty.kind, ColumnKind::String | ColumnKind::Integer) {
+                    problems.push(format!(
+                        "change key {key_name:?} has type {}; a change key must be text or an integer",
+                        col.db_type
+                    ));
+                }
+                if col.nullable && !col.primary_key {
+                    problems.push(format!(
+                        "change key {key_name:?} may be NULL; a change key must be unique and \
+                         not null (the primary key or a NOT NULL column with a unique index)"
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "change key {key_name:?} is not a column of the table"
+            )),
+        }
+        let source = match (&changes.column, feed) {
+            (_, Some(feed)) => Some(Source::Logical(feed)),
+            (Some(column), None) => Self::check_column(
+                changes,
+                column.as_str(),
+                live,
+                types,
+                dialect,
+                &mut problems,
+            ),
+            (None, None) => {
+                problems.push("no change column and no logical source".into());
+                None
+            }
+        };
+        match (source, key_ty) {
+            (Some(source), Some(key_ty)) if problems.is_empty() => Ok(ChangeInfo {
+                key: ColRef {
+                    name: key_name.to_owned(),
+                    cast_to_text: key_ty.selected_as_text(),
+                },
+                key_ty,
+                poll_interval: changes.poll_interval(),
+                source,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    fn check_column(
+        changes: &ChangesConfig,
+        change_name: &str,
+        live: &HashMap<&str, &TableColumn>,
+        types: &HashMap<&str, ColumnType>,
+        dialect: Dialect,
+        problems: &mut Vec<String>,
+    ) -> Option<Source> {
         let change_ty = types.get(change_name).copied();
         let horizon = match change_ty.map(|t| (t.kind, t.decoder)) {
             Some((ColumnKind::Integer, _)) => {
@@ -91,33 +178,6 @@ impl ChangeInfo {
                 None
             }
         };
-        // the config check made sure one of the two is set
-        let key_name = changes
-            .key
-            .as_ref()
-            .or(d.key.as_ref())
-            .map(|k| k.as_str())
-            .unwrap_or_default();
-        let key_ty = types.get(key_name).copied();
-        match (key_ty, live.get(key_name)) {
-            (Some(ty), Some(col)) => {
-                if !matches!(ty.kind, ColumnKind::String | ColumnKind::Integer) {
-                    problems.push(format!(
-                        "change key {key_name:?} has type {}; a change key must be text or an integer",
-                        col.db_type
-                    ));
-                }
-                if col.nullable && !col.primary_key {
-                    problems.push(format!(
-                        "change key {key_name:?} may be NULL; a change key must be unique and \
-                         not null (the primary key or a NOT NULL column with a unique index)"
-                    ));
-                }
-            }
-            _ => problems.push(format!(
-                "change key {key_name:?} is not a column of the table"
-            )),
-        }
         let deleted = match &changes.deleted {
             None => None,
             Some(f) => match typed_filter(f, dialect, &|n| types.get(n).copied()) {
@@ -128,58 +188,116 @@ impl ChangeInfo {
                 }
             },
         };
-        match (change_ty, key_ty) {
-            (Some(change_ty), Some(key_ty)) if problems.is_empty() => Ok(ChangeInfo {
-                change: ColRef {
-                    name: change_name.to_owned(),
-                    cast_to_text: change_ty.selected_as_text(),
-                },
-                change_ty,
-                key: ColRef {
-                    name: key_name.to_owned(),
-                    cast_to_text: key_ty.selected_as_text(),
-                },
-                key_ty,
-                deleted,
-                horizon,
-                poll_interval: changes.poll_interval(),
-            }),
-            _ => Err(problems),
-        }
+        Some(Source::Column {
+            change: ColRef {
+                name: change_name.to_owned(),
+                cast_to_text: change_ty?.selected_as_text(),
+            },
+            change_ty: change_ty?,
+            deleted,
+            horizon,
+        })
     }
 
     /// The change source as `Describe` lists it.
     pub(crate) fn describe(&self) -> pb::ChangeSource {
         let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-        pb::ChangeSource {
-            change_column: self.change.name.clone(),
-            key_column: self.key.name.clone(),
-            poll_interval_ms: ms(self.poll_interval),
-            lag_ms: match self.horizon {
-                Some(Horizon::Zoned(lag) | Horizon::Local(lag)) => ms(lag),
-                None => 0,
+        match &self.source {
+            Source::Column {
+                change,
+                deleted,
+                horizon,
+                ..
+            } => pb::ChangeSource {
+                change_column: change.name.clone(),
+                key_column: self.key.name.clone(),
+                poll_interval_ms: ms(self.poll_interval),
+                lag_ms: match horizon {
+                    Some(Horizon::Zoned(lag) | Horizon::Local(lag)) => ms(*lag),
+                    None => 0,
+                },
+                tombstones: deleted.is_some(),
+                kind: pb::ChangeSourceKind::PollingColumn as i32,
             },
-            tombstones: self.deleted.is_some(),
+            Source::Logical(_) => pb::ChangeSource {
+                change_column: String::new(),
+                key_column: self.key.name.clone(),
+                poll_interval_ms: ms(self.poll_interval),
+                lag_ms: 0,
+                tombstones: false,
+                kind: pb::ChangeSourceKind::LogicalReplication as i32,
+            },
         }
     }
 
-    /// A position's two values, typed for the change column and the key.
+    /// A polling position's two values, typed for the change column and
+    /// the key.
     fn position(
         &self,
+        change: &ColRef,
+        change_ty: ColumnType,
         p: &pb::ChangePosition,
         dialect: Dialect,
     ) -> Result<(BindValue, BindValue), InvalidArgument> {
         Ok((
-            position_value(
-                "change",
-                &p.change,
-                &self.change.name,
-                self.change_ty,
-                dialect,
-            )?,
+            position_value("change", &p.change, &change.name, change_ty, dialect)?,
             position_value("key", &p.key, &self.key.name, self.key_ty, dialect)?,
         ))
     }
+
+    /// A logical source's position: where in the snapshot or the journal
+    /// it stands, and its key typed for the key column.
+    fn logical_position(
+        &self,
+        p: &pb::ChangePosition,
+        dialect: Dialect,
+    ) -> Result<(Stage, BindValue, JournalKey), InvalidArgument> {
+        let bad = || {
+            InvalidArgument::new(
+                "after.change",
+                "must be a commit LSN (a JSON integer) or a snapshot mark of this adapter",
+            )
+        };
+        if p.change.len() > MAX_POSITION_BYTES {
+            return Err(bad());
+        }
+        let stage = match serde_json::from_str::<Value>(&p.change) {
+            Ok(Value::Number(n)) => Stage::Journal(n.as_u64().ok_or_else(bad)?),
+            Ok(Value::String(s)) => Stage::Snapshot(
+                s.strip_prefix(SNAPSHOT_MARK)
+                    .and_then(|l| l.parse().ok())
+                    .ok_or_else(bad)?,
+            ),
+            _ => return Err(bad()),
+        };
+        let key = position_value("key", &p.key, &self.key.name, self.key_ty, dialect)?;
+        let journal_key = match &key {
+            BindValue::Int(i) => JournalKey::Int(*i),
+            _ => match serde_json::from_str::<Value>(&p.key) {
+                Ok(Value::String(s)) => JournalKey::Text(s),
+                Ok(Value::Number(n)) => JournalKey::Text(n.to_string()),
+                _ => {
+                    return Err(InvalidArgument::new(
+                        "after.key",
+                        "must be a string or an integer",
+                    ));
+                }
+            },
+        };
+        Ok((stage, key, journal_key))
+    }
+}
+
+/// The text before the journal LSN in a snapshot's change positions.
+const SNAPSHOT_MARK: &str = "s:";
+
+/// Where a logical source's poll starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// In the snapshot taken when the journal stood at this LSN.
+    Snapshot(u64),
+    /// In the journal, at this commit LSN.
+    Journal(u64),
 }
 
 /// One half of a position: the JSON text of a string or an integer,
@@ -220,9 +338,196 @@ fn position_value(
 /// A checked change poll.
 struct ChangePlan {
     dataset: Arc<DatasetInfo>,
-    rendered: sql::Rendered,
-    reader: ChangeReader,
+    rows: PlannedRows,
     batch_size: usize,
+}
+
+/// How a poll's changes are read.
+enum PlannedRows {
+    /// One keyset query of a polling source.
+    Poll {
+        rendered: sql::Rendered,
+        reader: ChangeReader,
+    },
+    /// A logical source's snapshot page or journal entries.
+    Logical(LogicalPoll),
+}
+
+/// A poll of a logical source: where it starts, and how current rows are
+/// read.
+struct LogicalPoll {
+    feed: Arc<Feed>,
+    dataset: String,
+    /// `None`: a new subscription, from the start of a snapshot.
+    after: Option<(Stage, BindValue, JournalKey)>,
+    limit: u32,
+    schema: Option<String>,
+    table: String,
+    key: ColRef,
+    key_ty: ColumnType,
+    columns: Vec<ColRef>,
+    scope: Vec<Cond>,
+    reader: ChangeReader,
+    dialect: Dialect,
+}
+
+type RowStream = Pin<Box<dyn Stream<Item = Result<ChangeRow, RecordError>> + Send>>;
+
+impl LogicalPoll {
+    fn gone(&self, why: String) -> RecordError {
+        RecordError::Refused(Refused::PositionGone {
+            dataset: self.dataset.clone(),
+            why,
+        })
+    }
+
+    fn select(&self, rows: CurrentRows) -> sql::Rendered {
+        let scope: Vec<&Cond> = self.scope.iter().collect();
+        sql::render_current(
+            self.dialect,
+            &CurrentSelect {
+                schema: self.schema.as_deref(),
+                table: &self.table,
+                key: &self.key,
+                columns: &self.columns,
+                scope: &scope,
+                rows,
+            },
+        )
+    }
+
+    /// The poll's changes: a page of the snapshot (marked with the
+    /// journal LSN it started at), or once the snapshot is through, the
+    /// journal's keys after the position, each read as its row is now.
+    fn rows(self, db: Db, time: QueryTime) -> RowStream {
+        Box::pin(async_stream::stream! {
+            let (lsn, journal_key) = match &self.after {
+                None => {
+                    let lsn = self.feed.consumed();
+                    for await row in self.snapshot(db.clone(), None, lsn, time) {
+                        yield row;
+                    }
+                    return;
+                }
+                Some((Stage::Snapshot(lsn), key, _)) => {
+                    if *lsn < self.feed.pruned() {
+                        yield Err(self.gone(format!("the change journal no longer holds changes from LSN {lsn}")));
+                        return;
+                    }
+                    let mut any = false;
+                    for await row in self.snapshot(db.clone(), Some(key.clone()), *lsn, time) {
+                        any = true;
+                        yield row;
+                    }
+                    if any {
+                        return;
+                    }
+                    (*lsn, None)
+                }
+                Some((Stage::Journal(lsn), _, key)) => (*lsn, Some(key.clone())),
+            };
+            if lsn < self.feed.pruned() {
+                yield Err(self.gone(format!("the change journal no longer holds changes from LSN {lsn}")));
+                return;
+            }
+            match self.feed.journal.truncated_after(&self.dataset, lsn).await {
+                Ok(Some(at)) => {
+                    yield Err(self.gone(format!("the table was truncated at LSN {at}")));
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    yield Err(e.into());
+                    return;
+                }
+            }
+            let entries = match self
+                .feed
+                .journal
+                .after(&self.dataset, lsn, journal_key.as_ref(), self.limit)
+                .await
+            {
+                Ok(entries) => entries,
+                Err(e) => {
+                    yield Err(e.into());
+                    return;
+                }
+            };
+            if entries.is_empty() {
+                return;
+            }
+            let mut keys = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for e in &entries {
+                if seen.insert(&e.key) {
+                    let scalar = match &e.key {
+                        JournalKey::Int(i) => Scalar::Int(*i),
+                        JournalKey::Text(s) => Scalar::String(s.clone()),
+                    };
+                    match coerce(&self.key.name, self.key_ty, &scalar, self.dialect) {
+                        Ok(b) => keys.push(b),
+                        Err(e) => {
+                            yield Err(RecordError::Value { column: self.key.name.clone(), message: e.message });
+                            return;
+                        }
+                    }
+                }
+            }
+            let mut current: HashMap<JournalKey, ChangeRow> = HashMap::with_capacity(keys.len());
+            let select = self.select(CurrentRows::Keys(keys));
+            for await row in db::rows(db, select, self.reader.clone(), time) {
+                match row {
+                    Ok(row) => {
+                        if let Some(k) = JournalKey::from_json(&row.key) {
+                            current.insert(k, row);
+                        }
+                    }
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                }
+            }
+            for e in entries {
+                let change = Value::from(e.lsn);
+                yield Ok(match current.get(&e.key) {
+                    Some(row) => ChangeRow {
+                        change,
+                        key: e.key.to_json(),
+                        deleted: false,
+                        in_scope: row.in_scope,
+                        record: row.record.clone(),
+                    },
+                    None => ChangeRow {
+                        change,
+                        key: e.key.to_json(),
+                        deleted: true,
+                        in_scope: false,
+                        record: None,
+                    },
+                });
+            }
+        })
+    }
+
+    /// One page of the snapshot after `key`, each row's change the
+    /// snapshot's mark.
+    fn snapshot(
+        &self,
+        db: Db,
+        key: Option<BindValue>,
+        lsn: u64,
+        time: QueryTime,
+    ) -> impl Stream<Item = Result<ChangeRow, RecordError>> + Send + 'static {
+        let mark = Value::from(format!("{SNAPSHOT_MARK}{lsn}"));
+        let select = self.select(CurrentRows::After(key, u64::from(self.limit)));
+        db::rows(db, select, self.reader.clone(), time).map(move |row| {
+            row.map(|mut r| {
+                r.change = mark.clone();
+                r
+            })
+        })
+    }
 }
 
 impl Adapter {
@@ -241,45 +546,79 @@ impl Adapter {
             .transpose()?
             .map(|f| typed_request_filter(&dataset, &f, dialect))
             .transpose()?;
-        let after = req
-            .after
-            .as_ref()
-            .map(|p| info.position(p, dialect))
-            .transpose()?;
         let limit = match req.limit {
             0 => self.batch_size,
             n => n.min(MAX_BATCH_SIZE),
         };
         let (cols, out) = out_columns(&dataset, &req.columns);
-        let scope: Vec<&Cond> = [dataset.row_filter.as_ref(), filter.as_ref()]
-            .into_iter()
-            .flatten()
-            .collect();
-        let rendered = sql::render_changes(
-            dialect,
-            &ChangeSelect {
-                schema: dataset.schema.as_deref(),
-                table: &dataset.table,
-                change: &info.change,
-                key: &info.key,
-                columns: &cols,
-                deleted: info.deleted.as_ref(),
-                scope: &scope,
-                after,
-                horizon: info.horizon,
-                limit: u64::from(limit),
-            },
-        );
-        let reader = ChangeReader::new(
-            dialect,
-            info.change_ty.decoder,
-            info.key_ty.decoder,
-            out.into(),
-        );
+        let rows = match &info.source {
+            Source::Column {
+                change,
+                change_ty,
+                deleted,
+                horizon,
+            } => {
+                let after = req
+                    .after
+                    .as_ref()
+                    .map(|p| info.position(change, *change_ty, p, dialect))
+                    .transpose()?;
+                let scope: Vec<&Cond> = [dataset.row_filter.as_ref(), filter.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let rendered = sql::render_changes(
+                    dialect,
+                    &ChangeSelect {
+                        schema: dataset.schema.as_deref(),
+                        table: &dataset.table,
+                        change,
+                        key: &info.key,
+                        columns: &cols,
+                        deleted: deleted.as_ref(),
+                        scope: &scope,
+                        after,
+                        horizon: *horizon,
+                        limit: u64::from(limit),
+                    },
+                );
+                let reader =
+                    ChangeReader::new(dialect, change_ty.decoder, info.key_ty.decoder, out.into());
+                PlannedRows::Poll { rendered, reader }
+            }
+            Source::Logical(feed) => {
+                let after = req
+                    .after
+                    .as_ref()
+                    .map(|p| info.logical_position(p, dialect))
+                    .transpose()?;
+                PlannedRows::Logical(LogicalPoll {
+                    feed: Arc::clone(feed),
+                    dataset: dataset.id.to_string(),
+                    after,
+                    limit,
+                    schema: dataset.schema.clone(),
+                    table: dataset.table.clone(),
+                    key: info.key.clone(),
+                    key_ty: info.key_ty,
+                    columns: cols,
+                    scope: [dataset.row_filter.clone(), filter]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                    reader: ChangeReader::new(
+                        dialect,
+                        info.key_ty.decoder,
+                        info.key_ty.decoder,
+                        out.into(),
+                    ),
+                    dialect,
+                })
+            }
+        };
         Ok(ChangePlan {
             dataset: Arc::clone(&dataset),
-            rendered,
-            reader,
+            rows,
             batch_size: self.batch_size as usize,
         })
     }
@@ -337,8 +676,7 @@ impl Adapter {
     ) -> ServedEntry {
         let ChangePlan {
             dataset,
-            rendered,
-            reader,
+            rows,
             batch_size,
         } = plan;
         let started = Instant::now();
@@ -361,7 +699,12 @@ impl Adapter {
                 },
                 None => None,
             };
-            let mut rows = pin!(db::rows(self.db.clone(), rendered, reader, time));
+            let mut rows: RowStream = match rows {
+                PlannedRows::Poll { rendered, reader } => {
+                    Box::pin(db::rows(self.db.clone(), rendered, reader, time))
+                }
+                PlannedRows::Logical(poll) => poll.rows(self.db.clone(), time),
+            };
             loop {
                 let next = tokio::select! {
                     biased;
@@ -379,6 +722,17 @@ impl Adapter {
                                 return Some(FetchStatus::Cancelled);
                             }
                         }
+                    }
+                    Some(Err(RecordError::Refused(refused))) => {
+                        tracing::warn!(
+                            dataset = %dataset.id,
+                            exchange_id = %truncate(&req.exchange_id, 64),
+                            reason = %refused,
+                            "change poll refused"
+                        );
+                        // the broker may already be gone; the log records the failure either way
+                        let _ = tx.send(Err(refused.into())).await;
+                        return Some(FetchStatus::Failed);
                     }
                     Some(Err(e)) => {
                         if Instant::now() + DEADLINE_TOLERANCE >= time.deadline {
