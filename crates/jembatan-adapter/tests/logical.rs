@@ -443,11 +443,12 @@ async fn a_restarted_adapter_loses_nothing_and_two_followers_share_the_slot() {
     t.db.exec("INSERT INTO penduduk VALUES ('2', 'B', 2, 'HIDUP')")
         .await;
     // a follower still in the snapshot (its position is the snapshot's)
-    // reads a new row from the snapshot's next page, then again from the
-    // journal: the same state twice, never a change missed
+    // finds the new row on the snapshot's next page, but the journal holds
+    // its insert: it comes from the journal, and the page gives only its
+    // position (outside the scope: nothing a consumer would see)
     assert_eq!(
         one.expect(&adapter, 10, 2).await,
-        vec![up("2", "B", 2), up("2", "B", 2)]
+        vec![out("2"), up("2", "B", 2)]
     );
     assert!(one.after.as_ref().unwrap().change.parse::<u64>().is_ok());
     // the adapter stops; changes go on while it is away
@@ -463,8 +464,9 @@ async fn a_restarted_adapter_loses_nothing_and_two_followers_share_the_slot() {
         vec![up("1", "A", 2), del("2")]
     );
     assert_eq!(
-        two.expect(&adapter, 10, 3).await,
-        vec![del("2"), up("1", "A", 2), del("2")]
+        two.expect(&adapter, 10, 2).await,
+        // key 2's insert and delete in one poll: once, at its last change
+        vec![up("1", "A", 2), del("2")]
     );
     adapter.close().await;
     drop(adapter);

@@ -488,7 +488,22 @@ impl LogicalPoll {
                     }
                 }
             }
-            for e in entries {
+            // a key read twice in one poll shows the same row twice: it
+            // is sent once, at its last entry
+            let mut last_of: HashMap<&JournalKey, usize> = HashMap::with_capacity(entries.len());
+            for (i, e) in entries.iter().enumerate() {
+                last_of.insert(&e.key, i);
+            }
+            let keep: Vec<bool> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| last_of.get(&e.key) == Some(&i))
+                .collect();
+            drop(last_of);
+            for (e, keep) in entries.into_iter().zip(keep) {
+                if !keep {
+                    continue;
+                }
                 let change = Value::from(e.lsn);
                 yield Ok(match current.get(&e.key) {
                     Some(row) => ChangeRow {
@@ -511,7 +526,14 @@ impl LogicalPoll {
     }
 
     /// One page of the snapshot after `key`, each row's change the
-    /// snapshot's mark.
+    /// snapshot's mark. Once the journal has caught up with what the
+    /// page read, a row the journal holds a change of after the
+    /// snapshot's LSN is left to the journal, which delivers it in its
+    /// commit order: so each row comes once, from the snapshot or from
+    /// the journal. When that is the page's last row, it still comes as
+    /// its position alone (outside the scope: nothing reaches a consumer,
+    /// which was never given a key past its snapshot position), so that
+    /// the page moves the position on.
     fn snapshot(
         &self,
         db: Db,
@@ -521,12 +543,52 @@ impl LogicalPoll {
     ) -> impl Stream<Item = Result<ChangeRow, RecordError>> + Send + 'static {
         let mark = Value::from(format!("{SNAPSHOT_MARK}{lsn}"));
         let select = self.select(CurrentRows::After(key, u64::from(self.limit)));
-        db::rows(db, select, self.reader.clone(), time).map(move |row| {
-            row.map(|mut r| {
-                r.change = mark.clone();
-                r
-            })
-        })
+        let rows = db::rows(db.clone(), select, self.reader.clone(), time);
+        let feed = Arc::clone(&self.feed);
+        let dataset = self.dataset.clone();
+        async_stream::stream! {
+            let mut page = Vec::new();
+            for await row in rows {
+                match row {
+                    Ok(mut row) => {
+                        row.change = mark.clone();
+                        page.push(row);
+                    }
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                }
+            }
+            if page.is_empty() {
+                return;
+            }
+            if let Some(pool) = db.postgres()
+                && let Err(e) = feed.caught_up(pool).await
+            {
+                yield Err(RecordError::Value { column: "change journal".into(), message: e.to_string() });
+                return;
+            }
+            let keys: Vec<JournalKey> = page.iter().filter_map(|r| JournalKey::from_json(&r.key)).collect();
+            let later = match feed.journal.changed_after(&dataset, lsn, &keys).await {
+                Ok(later) => later,
+                Err(e) => {
+                    yield Err(e.into());
+                    return;
+                }
+            };
+            let n = page.len();
+            for (i, mut row) in page.into_iter().enumerate() {
+                let left_to_journal = JournalKey::from_json(&row.key).is_some_and(|k| later.contains(&k));
+                if !left_to_journal {
+                    yield Ok(row);
+                } else if i + 1 == n {
+                    row.in_scope = false;
+                    row.record = None;
+                    yield Ok(row);
+                }
+            }
+        }
     }
 }
 

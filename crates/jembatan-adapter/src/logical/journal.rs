@@ -244,6 +244,44 @@ impl Journal {
             .collect()
     }
 
+    /// Which of `keys` the journal holds a change of after `lsn`.
+    pub(crate) async fn changed_after(
+        &self,
+        dataset: &str,
+        lsn: u64,
+        keys: &[JournalKey],
+    ) -> Result<std::collections::HashSet<JournalKey>, sqlx::Error> {
+        let mut found = std::collections::HashSet::new();
+        // bound parameters per statement stay far below SQLite's limit
+        for part in keys.chunks(1000) {
+            let mut sql = String::from(
+                "SELECT DISTINCT key, typeof(key) = 'integer' FROM changes \
+                 WHERE dataset = ? AND lsn > ? AND key IN (",
+            );
+            for i in 0..part.len() {
+                sql.push_str(if i == 0 { "?" } else { ", ?" });
+            }
+            sql.push(')');
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(dataset.to_owned())
+                .bind(lsn_i64(lsn));
+            for key in part {
+                q = match key {
+                    JournalKey::Int(i) => q.bind(*i),
+                    JournalKey::Text(s) => q.bind(s.clone()),
+                };
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                found.insert(if row.try_get::<bool, _>(1)? {
+                    JournalKey::Int(row.try_get(0)?)
+                } else {
+                    JournalKey::Text(row.try_get(0)?)
+                });
+            }
+        }
+        Ok(found)
+    }
+
     /// The first truncation of a dataset's table after `lsn`, if any.
     pub(crate) async fn truncated_after(
         &self,

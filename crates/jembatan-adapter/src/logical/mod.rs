@@ -55,6 +55,9 @@ pub(crate) struct Feed {
     consumed: AtomicU64,
     /// Changes committed at or before this LSN are no longer kept.
     pruned: AtomicU64,
+    /// Every transaction whose commit is in the WAL before this position
+    /// is journaled (or touched no dataset of the slot).
+    scanned: AtomicU64,
     targets: std::sync::Mutex<Vec<Target>>,
 }
 
@@ -72,6 +75,7 @@ impl Feed {
             retain,
             consumed: AtomicU64::new(0),
             pruned: AtomicU64::new(0),
+            scanned: AtomicU64::new(0),
             targets: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -95,6 +99,24 @@ impl Feed {
     /// The LSN up to which changes are no longer kept.
     pub(crate) fn pruned(&self) -> u64 {
         self.pruned.load(Ordering::Acquire)
+    }
+
+    /// Waits until every transaction committed before the database's
+    /// current WAL position is journaled: what a statement that just ran
+    /// saw, the journal then holds.
+    pub(crate) async fn caught_up(&self, pool: &PgPool) -> Result<(), CatchUpError> {
+        let now: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(pool)
+            .await?;
+        let now = parse_lsn(&now).unwrap_or(u64::MAX);
+        let start = Instant::now();
+        while self.scanned.load(Ordering::Acquire) < now {
+            if start.elapsed() > CATCH_UP_WITHIN {
+                return Err(CatchUpError::Behind(CATCH_UP_WITHIN));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// Reads the slot's mark from the journal (starting a new journal at
@@ -180,6 +202,11 @@ impl Feed {
         targets: &[Target],
         relations: &mut HashMap<u32, Vec<(usize, usize)>>,
     ) -> Result<bool, StepError> {
+        // everything committed before this point is in what the peek reads
+        let flushed: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+            .fetch_one(pool)
+            .await?;
+        let flushed = parse_lsn(&flushed).unwrap_or_default();
         let rows: Vec<Vec<u8>> = sqlx::query_scalar(
             "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, \
              'proto_version', '1', 'publication_names', $3)",
@@ -285,7 +312,11 @@ impl Feed {
                 Message::Other(_) => {}
             }
         }
+        let complete = rows.len() < PEEK_CHANGES as usize;
         let Some((commit_lsn, end_lsn)) = last else {
+            if complete {
+                self.scanned.fetch_max(flushed, Ordering::AcqRel);
+            }
             return Ok(false);
         };
         // a commit is decoded once its record is flushed, a moment before
@@ -300,6 +331,9 @@ impl Feed {
             .bind(format_lsn(end_lsn))
             .execute(pool)
             .await?;
+        if complete {
+            self.scanned.fetch_max(flushed, Ordering::AcqRel);
+        }
         if !done.is_empty() {
             tracing::debug!(slot = %self.slot, transactions = done.len(), lsn = commit_lsn, "changes journaled");
         }
@@ -342,6 +376,18 @@ fn key_of(
         }
         _ => Ok(None),
     }
+}
+
+/// How long a snapshot page waits for the journal to catch up with it.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(10);
+
+/// Why the journal could not be caught up with the database.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CatchUpError {
+    #[error("{0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the change journal did not catch up with the database within {0:?}")]
+    Behind(Duration),
 }
 
 /// How long the reader waits for decoded transactions to become visible.
