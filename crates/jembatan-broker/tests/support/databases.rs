@@ -127,6 +127,7 @@ impl Drop for ProviderDb {
         };
         let url = self.admin_url.clone();
         let kind = self.kind;
+        let namespace = self.namespace.clone();
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -137,6 +138,9 @@ impl Drop for ProviderDb {
                 if kind == Kind::MySql {
                     pool.execute("SET SESSION lock_wait_timeout = 10").await?;
                 }
+                if kind == Kind::Postgres {
+                    drop_slots(&pool, &namespace).await;
+                }
                 pool.execute(AssertSqlSafe(statement)).await?;
                 pool.close().await;
                 Ok::<_, sqlx::Error>(())
@@ -146,6 +150,30 @@ impl Drop for ProviderDb {
         if let Ok(Err(err)) = dropped {
             println!("could not drop {}: {err}", self.namespace);
         }
+    }
+}
+
+/// Drops the logical replication slots of a database (a database with a
+/// slot cannot be dropped, and a slot left behind holds WAL forever),
+/// ending the sessions that hold them first.
+async fn drop_slots(pool: &AnyPool, database: &str) {
+    for _ in 0..100 {
+        let _ = pool
+            .execute(AssertSqlSafe(format!(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+                 WHERE database = '{database}' AND active_pid IS NOT NULL"
+            )))
+            .await;
+        let dropped = pool
+            .execute(AssertSqlSafe(format!(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE database = '{database}'"
+            )))
+            .await;
+        if dropped.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
