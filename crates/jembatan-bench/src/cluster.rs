@@ -197,6 +197,25 @@ pub(crate) fn adapter_toml(
     tls: &TlsFiles,
     receipt_log: &Path,
 ) -> String {
+    adapter_toml_with(population, port, tls, receipt_log, None)
+}
+
+/// [`adapter_toml`] whose dataset reads its changes from a logical
+/// replication slot and publication, when given, instead of its change
+/// column.
+pub(crate) fn adapter_toml_with(
+    population: &Population,
+    port: u16,
+    tls: &TlsFiles,
+    receipt_log: &Path,
+    logical: Option<(&str, &str)>,
+) -> String {
+    let changes = match logical {
+        None => format!("column = \"{}\"", crate::population::CHANGE_COLUMN),
+        Some((slot, publication)) => format!(
+            "logical = {{ slot = \"{slot}\", publication = \"{publication}\" }}\njournal = \"journal.sqlite\""
+        ),
+    };
     let columns: Vec<String> = COLUMNS.iter().map(|c| format!("{c:?}")).collect();
     format!(
         r#"version = 1
@@ -215,9 +234,8 @@ schema = "{schema}"
 key = "nik"
 columns = [{columns}]
 [datasets.changes]
-column = "{change}"
+{changes}
 "#,
-        change = crate::population::CHANGE_COLUMN,
         db = population.url,
         log = receipt_log.display(),
         ca = tls.ca.display(),
@@ -317,6 +335,18 @@ impl Cluster {
         store: Option<&str>,
         brokers: usize,
     ) -> Result<Cluster, BenchError> {
+        Cluster::start_with(population, dir, store, brokers, None).await
+    }
+
+    /// [`Cluster::start_on`], the adapter reading the dataset's changes
+    /// from a logical replication `(slot, publication)` when given.
+    pub(crate) async fn start_with(
+        population: &Population,
+        dir: &Path,
+        store: Option<&str>,
+        brokers: usize,
+        logical: Option<(&str, &str)>,
+    ) -> Result<Cluster, BenchError> {
         let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let certs = Certs::issue(&dir.join("certs"))?;
@@ -330,11 +360,12 @@ impl Cluster {
 
         let adapter_listener = TcpListener::bind("127.0.0.1:0").await?;
         let adapter_port = adapter_listener.local_addr()?.port();
-        let text = adapter_toml(
+        let text = adapter_toml_with(
             population,
             adapter_port,
             &certs.adapter,
             &dir.join("receipts.jsonl"),
+            logical,
         );
         let config = AdapterConfig::from_toml(&text, &dir)?;
         let adapter = Arc::new(Adapter::connect(&config).await?);

@@ -41,7 +41,8 @@ use std::time::Duration;
 pub use audit::{fill_entries, fill_log};
 pub use report::{
     AuditFigures, BulkFigures, LookupFigures, MAPPING, MemoryFigures, MemoryPoint,
-    PgStoreLookupFigures, ReplicaFigures, Report, SubscribeFigures, SubscribeRss, VerifyFigures,
+    PgStoreLookupFigures, ReplicaFigures, Report, SubscribeFigures, SubscribeLogical, SubscribeRss,
+    VerifyFigures,
 };
 pub use start::StartPoint;
 pub use subscribe::SUBSCRIPTIONS;
@@ -296,6 +297,14 @@ async fn run_on(
             "B7 subscriptions: broker RSS with {SUBSCRIPTIONS} subscriptions"
         ));
         figures.rss = subscribe::rss(options, population, dir).await?;
+        progress(format_args!(
+            "B7 subscriptions: updates over {:?} through PostgreSQL logical replication",
+            options.duration
+        ));
+        figures.logical = subscribe::logical(population, dir, options.duration).await?;
+        if let SubscribeLogical::Skipped(why) = &figures.logical {
+            progress(format_args!("B7 logical replication skipped: {why}"));
+        }
     }
     report.memory = if let Some(population) = population
         && options.runs(Part::Memory)

@@ -95,6 +95,20 @@ pub struct SubscribeFigures {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub rss: SubscribeRss,
+    /// The same latency from a PostgreSQL logical replication source.
+    pub logical: SubscribeLogical,
+}
+
+/// B7's latency from a logical replication source, or why it was not
+/// measured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscribeLogical {
+    Measured {
+        updates: u64,
+        latency_p50_ms: f64,
+        latency_p99_ms: f64,
+    },
+    Skipped(String),
 }
 
 /// B7's memory figure, or why it was not measured.
@@ -384,6 +398,29 @@ impl Report {
                     put("subscribe_rss", json!(format!("skipped: {why}")));
                 }
             }
+            match &s.logical {
+                SubscribeLogical::Measured {
+                    updates,
+                    latency_p50_ms,
+                    latency_p99_ms,
+                } => {
+                    put("subscribe_updates_logical", json!(updates));
+                    put(
+                        "subscribe_latency_p50_ms_logical",
+                        json!(round(*latency_p50_ms, 1)),
+                    );
+                    put(
+                        "subscribe_latency_p99_ms_logical",
+                        json!(round(*latency_p99_ms, 1)),
+                    );
+                }
+                SubscribeLogical::Skipped(why) => {
+                    put(
+                        "subscribe_latency_logical",
+                        json!(format!("skipped: {why}")),
+                    );
+                }
+            }
         }
         if let Some(a) = &self.audit {
             put("audit_appenders", json!(a.appenders));
@@ -605,6 +642,31 @@ impl fmt::Display for Report {
                     &format!("+{:.1}", subscribed_mib - idle_mib),
                 )?,
                 SubscribeRss::Skipped(why) => writeln!(f, "B7 broker RSS: skipped ({why})")?,
+            }
+            match &s.logical {
+                SubscribeLogical::Measured {
+                    updates,
+                    latency_p50_ms,
+                    latency_p99_ms,
+                } => {
+                    line(
+                        f,
+                        &format!("B7 logical replication, {updates} updates"),
+                        "",
+                        "",
+                        "",
+                    )?;
+                    line(
+                        f,
+                        "   latency p50 / p99",
+                        &format!("{latency_p50_ms:.1} ms"),
+                        &format!("{latency_p99_ms:.1} ms"),
+                        "",
+                    )?;
+                }
+                SubscribeLogical::Skipped(why) => {
+                    writeln!(f, "B7 logical replication: skipped ({why})")?
+                }
             }
         }
         if let Some(a) = &self.audit {

@@ -8,7 +8,9 @@
 //!   its commit to its arrival at a running subscription (the adapter
 //!   polls at its default interval and lag);
 //! - memory: the RSS of a broker run as a child process holding 100
-//!   subscriptions, against the same broker idle.
+//!   subscriptions, against the same broker idle;
+//! - logical: the latency phase again with the adapter reading a
+//!   PostgreSQL logical replication slot (when `wal_level = logical`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -24,7 +26,7 @@ use crate::cluster::{
 };
 use crate::memory::{Guard, free_port, wait_listening};
 use crate::population::{Population, nik};
-use crate::{BenchError, Options, SubscribeFigures, SubscribeRss};
+use crate::{BenchError, Options, SubscribeFigures, SubscribeLogical, SubscribeRss};
 
 /// Subscriptions the memory figure holds open.
 pub const SUBSCRIPTIONS: usize = 100;
@@ -163,6 +165,7 @@ pub(crate) async fn run(
         latency_p50_ms: quantile_ms(&latencies, 0.50),
         latency_p99_ms: quantile_ms(&latencies, 0.99),
         rss: SubscribeRss::Skipped("not run".into()),
+        logical: SubscribeLogical::Skipped("not run".into()),
     })
 }
 
@@ -316,4 +319,88 @@ pub(crate) async fn rss(
         idle_mib,
         subscribed_mib,
     })
+}
+
+/// The latency phase on an in-process broker and adapter whose dataset
+/// reads a logical replication slot made for it (a publication of the
+/// table and a `pgoutput` slot, dropped after): a new subscription first
+/// reads the table's snapshot, then the updates arrive through the slot.
+/// Skipped when the server's `wal_level` is not `logical`.
+pub(crate) async fn logical(
+    population: &Population,
+    dir: &Path,
+    duration: Duration,
+) -> Result<SubscribeLogical, BenchError> {
+    let level: String = sqlx::query_scalar("SELECT current_setting('wal_level')")
+        .fetch_one(&population.pool)
+        .await?;
+    if level != "logical" {
+        return Ok(SubscribeLogical::Skipped(format!(
+            "PostgreSQL's wal_level is {level}, not logical"
+        )));
+    }
+    // the schema's name is unique to the run
+    let name = format!("{}_logical", population.schema);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE PUBLICATION {name} FOR TABLE {}.penduduk",
+        population.schema
+    )))
+    .execute(&population.pool)
+    .await?;
+    let measured = async {
+        sqlx::query("SELECT 1 FROM pg_create_logical_replication_slot($1, 'pgoutput')")
+            .bind(&name)
+            .execute(&population.pool)
+            .await?;
+        let cluster = Cluster::start_with(
+            population,
+            &dir.join("logical"),
+            None,
+            1,
+            Some((name.as_str(), name.as_str())),
+        )
+        .await?;
+        let result = async {
+            let mut client = cluster.consumer().await?;
+            let caught = catch_up(&mut client, "", population.rows).await?;
+            let mut latencies =
+                latencies(population, &mut client, &caught.cursor, duration).await?;
+            latencies.sort_unstable();
+            Ok::<_, BenchError>(SubscribeLogical::Measured {
+                updates: latencies.len() as u64,
+                latency_p50_ms: quantile_ms(&latencies, 0.50),
+                latency_p99_ms: quantile_ms(&latencies, 0.99),
+            })
+        }
+        .await;
+        cluster.stop().await;
+        result
+    }
+    .await;
+    // the slot must not outlive the bench: it would hold WAL
+    for _ in 0..100 {
+        let _ = sqlx::query(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+             WHERE slot_name = $1 AND active_pid IS NOT NULL",
+        )
+        .bind(&name)
+        .execute(&population.pool)
+        .await;
+        let dropped = sqlx::query(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&name)
+        .execute(&population.pool)
+        .await;
+        if dropped.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP PUBLICATION IF EXISTS {name}"
+    )))
+    .execute(&population.pool)
+    .await?;
+    measured
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use jembatan_bench::{MemoryFigures, Options, SubscribeRss};
+use jembatan_bench::{MemoryFigures, Options, SubscribeLogical, SubscribeRss};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_run_reports_consistent_counts() {
@@ -67,6 +67,17 @@ async fn tiny_run_reports_consistent_counts() {
     assert!(subscribe.latency_p50_ms > 0.0);
     assert!(subscribe.latency_p99_ms >= subscribe.latency_p50_ms);
     assert!(matches!(subscribe.rss, SubscribeRss::Skipped(_)));
+    match &subscribe.logical {
+        SubscribeLogical::Measured {
+            updates,
+            latency_p50_ms,
+            latency_p99_ms,
+        } => {
+            assert!(*updates >= 10, "{updates} updates");
+            assert!(*latency_p50_ms > 0.0 && latency_p99_ms >= latency_p50_ms);
+        }
+        SubscribeLogical::Skipped(why) => println!("B7 logical replication skipped: {why}"),
+    }
     let json = report.to_json();
     for key in [
         "rows",
