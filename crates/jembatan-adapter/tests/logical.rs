@@ -113,13 +113,11 @@ journal = "{journal}"
     /// publication and the schema.
     async fn drop(self) {
         drop_slot(&self._guard.admin_url, &self.slot).await;
-        self.db
-            .exec(&format!("DROP PUBLICATION IF EXISTS {}", self.publication))
-            .await;
         self.db.drop_namespace().await;
     }
 }
 
+/// Drops a test's slot and its publication (named alike).
 async fn drop_slot(admin_url: &str, slot: &str) {
     let pool = sqlx::PgPool::connect(admin_url).await.expect("connect");
     for _ in 0..100 {
@@ -141,6 +139,9 @@ async fn drop_slot(admin_url: &str, slot: &str) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = pool
+        .execute(AssertSqlSafe(format!("DROP PUBLICATION IF EXISTS {slot}")))
+        .await;
     pool.close().await;
 }
 
