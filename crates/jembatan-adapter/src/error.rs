@@ -95,6 +95,10 @@ pub enum Refused {
         "dataset {dataset}: the subscription cannot be resumed from its position: {why}; start a new subscription"
     )]
     PositionGone { dataset: String, why: String },
+    #[error(
+        "dataset {0}: the adapter's change journal is still catching up with the database; try again shortly"
+    )]
+    JournalBehind(String),
     #[error("this adapter serves only the broker; caller is {0}")]
     NotTheBroker(String),
     /// The receipt log could not be written; the caller is told only
@@ -112,6 +116,7 @@ impl ServiceError for Refused {
             | Refused::NotTheBroker(_) => ErrorCode::PermissionDenied,
             Refused::InBatch { source, .. } => source.code(),
             Refused::ReceiptLog { .. } => ErrorCode::Internal,
+            Refused::JournalBehind(_) => ErrorCode::Unavailable,
             Refused::NoChangeSource(_) | Refused::PositionGone { .. } => {
                 ErrorCode::FailedPrecondition
             }

@@ -557,6 +557,34 @@ async fn startup_refuses_logical_sources_that_cannot_work() {
         let err = refusal(config).await;
         assert!(err.contains(want), "{name}: {err}");
     }
+    // a slot of another plugin
+    let other = SlotGuard {
+        admin_url: t._guard.admin_url.clone(),
+        slot: format!("{}_td", t.slot),
+    };
+    let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+    let made = pool
+        .execute(AssertSqlSafe(format!(
+            "SELECT pg_create_logical_replication_slot('{}', 'test_decoding')",
+            other.slot
+        )))
+        .await;
+    pool.close().await;
+    match made {
+        Ok(_) => {
+            let err = refusal(t.config("j.sqlite").replace(
+                &format!("slot = \"{}\"", t.slot),
+                &format!("slot = \"{}\"", other.slot),
+            ))
+            .await;
+            assert!(
+                err.contains(&format!("replication slot \"{}\" uses the plugin \"test_decoding\"; the adapter reads pgoutput slots", other.slot)),
+                "{err}"
+            );
+        }
+        Err(e) => println!("no test_decoding plugin on this server ({e}): its case is skipped"),
+    }
+    drop_slot(&other.admin_url, &other.slot).await;
     // a key outside the replica identity (the primary key is `id`)
     t.db.exec(&format!(
         "ALTER PUBLICATION {} ADD TABLE lain",

@@ -31,8 +31,8 @@ use crate::db::{
 };
 use crate::error::{FetchStopped, Refused};
 use crate::kind::ColumnKind;
-use crate::logical::Feed;
 use crate::logical::journal::JournalKey;
+use crate::logical::{CatchUpError, Feed};
 use crate::receipts::{self, FetchStatus, LogEntry, ServedEntry};
 use crate::sql::{
     self, BindValue, ChangeSelect, ColRef, Cond, CurrentRows, CurrentSelect, Dialect, Horizon,
@@ -563,11 +563,20 @@ impl LogicalPoll {
             if page.is_empty() {
                 return;
             }
-            if let Some(pool) = db.postgres()
-                && let Err(e) = feed.caught_up(pool).await
-            {
-                yield Err(RecordError::Value { column: "change journal".into(), message: e.to_string() });
-                return;
+            if let Some(pool) = db.postgres() {
+                match feed.caught_up(pool).await {
+                    Ok(()) => {}
+                    Err(CatchUpError::Db(e)) => {
+                        yield Err(e.into());
+                        return;
+                    }
+                    // a reader catching up (after the adapter was stopped
+                    // a while) is not a failure: the broker polls again
+                    Err(CatchUpError::Behind(_)) => {
+                        yield Err(RecordError::Refused(Refused::JournalBehind(dataset.clone())));
+                        return;
+                    }
+                }
             }
             let keys: Vec<JournalKey> = page.iter().filter_map(|r| JournalKey::from_json(&r.key)).collect();
             let later = match feed.journal.changed_after(&dataset, lsn, &keys).await {
