@@ -225,12 +225,23 @@ impl Feed {
             match pgoutput::decode(data)? {
                 Message::Begin { xid } => open = Some((xid, Committed::default())),
                 Message::Relation(r) => {
-                    let found = targets
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, t)| t.schema == r.namespace && t.table == r.name)
-                        .filter_map(|(i, t)| Some((i, r.columns.iter().position(|c| *c == t.key)?)))
-                        .collect();
+                    let mut found = Vec::new();
+                    for (i, t) in targets.iter().enumerate() {
+                        if t.schema != r.namespace || t.table != r.name {
+                            continue;
+                        }
+                        match r.columns.iter().position(|c| *c == t.key) {
+                            Some(at) => found.push((i, at)),
+                            // the table changed under the adapter: say so
+                            // rather than follow it without its key
+                            None => tracing::error!(
+                                slot = %self.slot,
+                                dataset = %t.dataset,
+                                key = %t.key,
+                                "the table no longer has the dataset's key column; its changes are not journaled"
+                            ),
+                        }
+                    }
                     relations.insert(r.id, found);
                 }
                 Message::Insert { relation, new } => {
@@ -554,6 +565,23 @@ pub(crate) async fn check(
                 ));
             }
         }
+    }
+    let partitioned: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = coalesce($1, current_schema()) AND c.relname = $2 AND c.relkind = 'p') \
+         AND NOT coalesce((SELECT pubviaroot FROM pg_publication WHERE pubname = $3), true)",
+    )
+    .bind(schema)
+    .bind(table)
+    .bind(publication)
+    .fetch_one(pool)
+    .await?;
+    if partitioned {
+        problems.push(format!(
+            "table {qualified} is partitioned and publication {publication:?} publishes its \
+             partitions' changes under their own names; create the publication WITH \
+             (publish_via_partition_root = true)"
+        ));
     }
     let identity: Option<(String, bool)> = sqlx::query_as(
         "SELECT c.relreplident::text, c.relreplident = 'f' OR EXISTS ( \
