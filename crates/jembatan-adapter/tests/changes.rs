@@ -200,6 +200,7 @@ async fn changes_come_in_keyset_order_with_ties_tombstones_and_scope(kind: Kind)
     );
     assert_eq!((source.poll_interval_ms, source.lag_ms), (200, 0));
     assert!(source.tombstones);
+    assert_eq!(source.kind(), pb::ChangeSourceKind::PollingColumn);
 
     // one at a time, so that every tie is crossed by a position
     let scope = Some(json!({ "field": "kec", "op": "eq", "value": 1 }));
