@@ -216,113 +216,8 @@ impl Feed {
         .bind(Dialect::Postgres.quote_ident(&self.publication))
         .fetch_all(pool)
         .await?;
-        let consumed = self.consumed();
-        let mut done = Vec::new();
-        let mut xids = Vec::new();
-        let mut open: Option<(u32, Committed)> = None;
-        let mut last: Option<(u64, u64)> = None;
-        for data in &rows {
-            match pgoutput::decode(data)? {
-                Message::Begin { xid } => open = Some((xid, Committed::default())),
-                Message::Relation(r) => {
-                    let mut found = Vec::new();
-                    for (i, t) in targets.iter().enumerate() {
-                        if t.schema != r.namespace || t.table != r.name {
-                            continue;
-                        }
-                        match r.columns.iter().position(|c| *c == t.key) {
-                            Some(at) => found.push((i, at)),
-                            // the table changed under the adapter: say so
-                            // rather than follow it without its key
-                            None => tracing::error!(
-                                slot = %self.slot,
-                                dataset = %t.dataset,
-                                key = %t.key,
-                                "the table no longer has the dataset's key column; its changes are not journaled"
-                            ),
-                        }
-                    }
-                    relations.insert(r.id, found);
-                }
-                Message::Insert { relation, new } => {
-                    let tx = &mut open.as_mut().ok_or(StepError::Order)?.1;
-                    for &(t, at) in relations.get(&relation).into_iter().flatten() {
-                        if let Some(key) = key_of(&targets[t], &new, at)? {
-                            tx.keys.insert((targets[t].dataset.clone(), key), false);
-                        }
-                    }
-                }
-                Message::Update { relation, old, new } => {
-                    let tx = &mut open.as_mut().ok_or(StepError::Order)?.1;
-                    for &(t, at) in relations.get(&relation).into_iter().flatten() {
-                        let before = match &old {
-                            Some(old) => key_of(&targets[t], old, at)?,
-                            None => None,
-                        };
-                        let after = key_of(&targets[t], &new, at)?;
-                        let dataset = &targets[t].dataset;
-                        match (before, after) {
-                            (Some(b), Some(a)) if b != a => {
-                                tx.keys.insert((dataset.clone(), b), true);
-                                tx.keys.insert((dataset.clone(), a), false);
-                            }
-                            (_, Some(a)) => {
-                                tx.keys.insert((dataset.clone(), a), false);
-                            }
-                            // the new key unchanged and TOASTed: the old one names the row
-                            (Some(b), None) => {
-                                tx.keys.insert((dataset.clone(), b), false);
-                            }
-                            (None, None) => tracing::warn!(
-                                slot = %self.slot,
-                                dataset = %dataset,
-                                "an update without a readable key was skipped"
-                            ),
-                        }
-                    }
-                }
-                Message::Delete { relation, old } => {
-                    let tx = &mut open.as_mut().ok_or(StepError::Order)?.1;
-                    for &(t, at) in relations.get(&relation).into_iter().flatten() {
-                        match key_of(&targets[t], &old, at)? {
-                            Some(key) => {
-                                tx.keys.insert((targets[t].dataset.clone(), key), true);
-                            }
-                            None => tracing::warn!(
-                                slot = %self.slot,
-                                dataset = %targets[t].dataset,
-                                "a delete without its key was skipped (is the key in the replica identity?)"
-                            ),
-                        }
-                    }
-                }
-                Message::Truncate {
-                    relations: truncated,
-                } => {
-                    let tx = &mut open.as_mut().ok_or(StepError::Order)?.1;
-                    for id in truncated {
-                        for &(t, _) in relations.get(&id).into_iter().flatten() {
-                            tx.truncated.insert(targets[t].dataset.clone());
-                        }
-                    }
-                }
-                Message::Commit {
-                    commit_lsn,
-                    end_lsn,
-                    time,
-                } => {
-                    let (xid, mut tx) = open.take().ok_or(StepError::Order)?;
-                    last = Some((commit_lsn, end_lsn));
-                    if commit_lsn > consumed && !(tx.keys.is_empty() && tx.truncated.is_empty()) {
-                        tx.lsn = commit_lsn;
-                        tx.time = time.div_euclid(1_000_000) + PG_EPOCH;
-                        done.push(tx);
-                        xids.push(xid);
-                    }
-                }
-                Message::Other(_) => {}
-            }
-        }
+        let Peeked { done, xids, last } =
+            fold(&self.slot, &rows, targets, relations, self.consumed())?;
         let complete = rows.len() < PEEK_CHANGES as usize;
         let Some((commit_lsn, end_lsn)) = last else {
             if complete {
@@ -350,6 +245,137 @@ impl Feed {
         }
         Ok(true)
     }
+}
+
+/// What one peek held: the transactions committed after the journal's
+/// consumed mark that changed a dataset of the slot, their transaction
+/// ids, and the last commit's `(LSN, end LSN)`.
+#[derive(Debug, Default)]
+struct Peeked {
+    done: Vec<Committed>,
+    xids: Vec<u32>,
+    last: Option<(u64, u64)>,
+}
+
+/// Decodes a peek's messages into each committed transaction's net effect
+/// per key of each target: an insert's or update's new key (upserted), a
+/// delete's old key, an update that changes the key deleting the old one;
+/// the last change of a key in a transaction wins. `relations` keeps, per
+/// relation id, the targets on it and where their key column is.
+fn fold(
+    slot: &str,
+    rows: &[Vec<u8>],
+    targets: &[Target],
+    relations: &mut HashMap<u32, Vec<(usize, usize)>>,
+    consumed: u64,
+) -> Result<Peeked, StepError> {
+    let mut done = Vec::new();
+    let mut xids = Vec::new();
+    let mut open: Option<(u32, Committed)> = None;
+    let mut last: Option<(u64, u64)> = None;
+    for data in rows {
+        match pgoutput::decode(data)? {
+            Message::Begin { xid } => open = Some((xid, Committed::default())),
+            Message::Relation(r) => {
+                let mut found = Vec::new();
+                for (i, t) in targets.iter().enumerate() {
+                    if t.schema != r.namespace || t.table != r.name {
+                        continue;
+                    }
+                    match r.columns.iter().position(|c| *c == t.key) {
+                        Some(at) => found.push((i, at)),
+                        // the table changed under the adapter: say so
+                        // rather than follow it without its key
+                        None => tracing::error!(
+                            slot = %slot,
+                            dataset = %t.dataset,
+                            key = %t.key,
+                            "the table no longer has the dataset's key column; its changes are not journaled"
+                        ),
+                    }
+                }
+                relations.insert(r.id, found);
+            }
+            Message::Insert { relation, new } => {
+                let tx = &mut open.as_mut().ok_or(StepError::Order)?.1;
+                for &(t, at) in relations.get(&relation).into_iter().flatten() {
+                    if let Some(key) = key_of(&targets[t], &new, at)? {
+                        tx.keys.insert((targets[t].dataset.clone(), key), false);
+                    }
+                }
+            }
+            Message::Update { relation, old, new } => {
+                let tx = &mut open.as_mut().ok_or(StepError::Order)?.1;
+                for &(t, at) in relations.get(&relation).into_iter().flatten() {
+                    let before = match &old {
+                        Some(old) => key_of(&targets[t], old, at)?,
+                        None => None,
+                    };
+                    let after = key_of(&targets[t], &new, at)?;
+                    let dataset = &targets[t].dataset;
+                    match (before, after) {
+                        (Some(b), Some(a)) if b != a => {
+                            tx.keys.insert((dataset.clone(), b), true);
+                            tx.keys.insert((dataset.clone(), a), false);
+                        }
+                        (_, Some(a)) => {
+                            tx.keys.insert((dataset.clone(), a), false);
+                        }
+                        // the new key unchanged and TOASTed: the old one names the row
+                        (Some(b), None) => {
+                            tx.keys.insert((dataset.clone(), b), false);
+                        }
+                        (None, None) => tracing::warn!(
+                            slot = %slot,
+                            dataset = %dataset,
+                            "an update without a readable key was skipped"
+                        ),
+                    }
+                }
+            }
+            Message::Delete { relation, old } => {
+                let tx = &mut open.as_mut().ok_or(StepError::Order)?.1;
+                for &(t, at) in relations.get(&relation).into_iter().flatten() {
+                    match key_of(&targets[t], &old, at)? {
+                        Some(key) => {
+                            tx.keys.insert((targets[t].dataset.clone(), key), true);
+                        }
+                        None => tracing::warn!(
+                            slot = %slot,
+                            dataset = %targets[t].dataset,
+                            "a delete without its key was skipped (is the key in the replica identity?)"
+                        ),
+                    }
+                }
+            }
+            Message::Truncate {
+                relations: truncated,
+            } => {
+                let tx = &mut open.as_mut().ok_or(StepError::Order)?.1;
+                for id in truncated {
+                    for &(t, _) in relations.get(&id).into_iter().flatten() {
+                        tx.truncated.insert(targets[t].dataset.clone());
+                    }
+                }
+            }
+            Message::Commit {
+                commit_lsn,
+                end_lsn,
+                time,
+            } => {
+                let (xid, mut tx) = open.take().ok_or(StepError::Order)?;
+                last = Some((commit_lsn, end_lsn));
+                if commit_lsn > consumed && !(tx.keys.is_empty() && tx.truncated.is_empty()) {
+                    tx.lsn = commit_lsn;
+                    tx.time = time.div_euclid(1_000_000) + PG_EPOCH;
+                    done.push(tx);
+                    xids.push(xid);
+                }
+            }
+            Message::Other(_) => {}
+        }
+    }
+    Ok(Peeked { done, xids, last })
 }
 
 /// Why one step of the reader failed; the reader tries again.
@@ -620,7 +646,164 @@ pub(crate) async fn check(
 
 #[cfg(test)]
 mod tests {
+    use super::pgoutput::tests::{begin, change, commit, relation, tuple};
     use super::*;
+
+    fn targets() -> Vec<Target> {
+        vec![
+            Target {
+                dataset: "d.penduduk".into(),
+                schema: "public".into(),
+                table: "penduduk".into(),
+                key: "nik".into(),
+                integer: false,
+            },
+            Target {
+                dataset: "d.versi".into(),
+                schema: "public".into(),
+                table: "versi".into(),
+                key: "id".into(),
+                integer: true,
+            },
+        ]
+    }
+
+    /// One kept transaction: `(lsn, [(dataset, key, deleted)], truncated)`.
+    type Kept = (u64, Vec<(String, JournalKey, bool)>, Vec<String>);
+
+    fn summary(p: &Peeked) -> Vec<Kept> {
+        p.done
+            .iter()
+            .map(|c| {
+                (
+                    c.lsn,
+                    c.keys
+                        .iter()
+                        .map(|((d, k), del)| (d.clone(), k.clone(), *del))
+                        .collect(),
+                    c.truncated.iter().cloned().collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_peek_folds_into_each_transactions_net_effect_per_key() {
+        let t = |s: &str| JournalKey::Text(s.into());
+        let key = |k: &str| tuple(&[Some(k), None]);
+        let rows = vec![
+            relation(1, "public", "penduduk", &["nik", "nama"]),
+            relation(2, "public", "versi", &["nama", "id"]),
+            relation(3, "public", "lain", &["x"]),
+            // 1: an insert, an update, an update moving a key, a delete
+            begin(501),
+            change(b'I', 1, &[(b'N', tuple(&[Some("3201"), Some("Ani")]))]),
+            change(b'U', 1, &[(b'N', tuple(&[Some("3202"), Some("Budi")]))]),
+            change(
+                b'U',
+                1,
+                &[
+                    (b'K', key("3203")),
+                    (b'N', tuple(&[Some("3204"), Some("\u{0}unchanged")])),
+                ],
+            ),
+            change(b'D', 1, &[(b'K', key("3205"))]),
+            change(b'I', 3, &[(b'N', tuple(&[Some("x")]))]),
+            commit(100, 108),
+            // 2: one key inserted, then deleted; another deleted, then
+            // inserted again; an integer key; a TOASTed key left unsent
+            begin(502),
+            change(b'I', 1, &[(b'N', tuple(&[Some("3301"), Some("A")]))]),
+            change(b'D', 1, &[(b'K', key("3301"))]),
+            change(b'D', 1, &[(b'K', key("3201"))]),
+            change(b'I', 1, &[(b'N', tuple(&[Some("3201"), Some("Ani B")]))]),
+            change(b'U', 2, &[(b'N', tuple(&[Some("v"), Some("42")]))]),
+            change(
+                b'U',
+                1,
+                &[
+                    (b'K', key("3206")),
+                    (b'N', tuple(&[Some("\u{0}unchanged"), None])),
+                ],
+            ),
+            commit(200, 208),
+            // 3: only a table no dataset follows
+            begin(503),
+            change(b'I', 3, &[(b'N', tuple(&[Some("y")]))]),
+            commit(300, 308),
+            // 4: a truncate
+            begin(504),
+            {
+                let mut m = vec![b'T'];
+                m.extend(1u32.to_be_bytes());
+                m.push(0);
+                m.extend(1u32.to_be_bytes());
+                m
+            },
+            commit(400, 408),
+        ];
+        let mut relations = HashMap::new();
+        let peeked = fold("s", &rows, &targets(), &mut relations, 0).unwrap();
+        let p = "d.penduduk".to_owned();
+        assert_eq!(
+            summary(&peeked),
+            vec![
+                (
+                    100,
+                    vec![
+                        (p.clone(), t("3201"), false),
+                        (p.clone(), t("3202"), false),
+                        (p.clone(), t("3203"), true),
+                        (p.clone(), t("3204"), false),
+                        (p.clone(), t("3205"), true),
+                    ],
+                    vec![],
+                ),
+                (
+                    200,
+                    vec![
+                        (p.clone(), t("3201"), false),
+                        (p.clone(), t("3206"), false),
+                        (p.clone(), t("3301"), true),
+                        ("d.versi".into(), JournalKey::Int(42), false),
+                    ],
+                    vec![],
+                ),
+                (400, vec![], vec![p.clone()]),
+            ]
+        );
+        assert_eq!(peeked.xids, vec![501, 502, 504]);
+        assert_eq!(peeked.last, Some((400, 408)));
+
+        // read again after a crash before the slot advanced: what the
+        // journal holds already is passed over
+        let again = fold("s", &rows, &targets(), &mut relations, 200).unwrap();
+        assert_eq!(again.xids, vec![504]);
+        assert_eq!(again.last, Some((400, 408)));
+    }
+
+    #[test]
+    fn a_change_outside_a_transaction_or_a_bad_integer_key_is_an_error() {
+        let mut relations = HashMap::new();
+        let rows = vec![
+            relation(2, "public", "versi", &["id"]),
+            change(b'I', 2, &[(b'N', tuple(&[Some("1")]))]),
+        ];
+        assert!(matches!(
+            fold("s", &rows, &targets(), &mut relations, 0),
+            Err(StepError::Order)
+        ));
+        let rows = vec![
+            relation(2, "public", "versi", &["id"]),
+            begin(1),
+            change(b'I', 2, &[(b'N', tuple(&[Some("satu")]))]),
+            commit(10, 18),
+        ];
+        assert!(matches!(
+            fold("s", &rows, &targets(), &mut relations, 0),
+            Err(StepError::Key(_))
+        ));
+    }
 
     #[test]
     fn lsns_read_and_write_as_postgresql_does() {
