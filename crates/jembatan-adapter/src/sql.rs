@@ -183,6 +183,41 @@ struct Renderer {
 }
 
 impl Renderer {
+    /// `CASE WHEN <every scope condition> THEN 1 ELSE 0 END`, whether a
+    /// row is in scope, then `, <columns> FROM [schema.]table`: the tail of
+    /// a change read's result columns.
+    fn scope_flag_columns_from(
+        &mut self,
+        scope: &[&Cond],
+        columns: &[ColRef],
+        schema: Option<&str>,
+        table: &str,
+    ) {
+        self.sql.push_str("CASE WHEN ");
+        if scope.is_empty() {
+            self.sql.push_str("1=1");
+        }
+        for (i, c) in scope.iter().enumerate() {
+            if i > 0 {
+                self.sql.push_str(" AND ");
+            }
+            self.sql.push('(');
+            self.cond(c);
+            self.sql.push(')');
+        }
+        self.sql.push_str(" THEN 1 ELSE 0 END");
+        for c in columns {
+            self.sql.push_str(", ");
+            self.sql.push_str(&c.render(self.dialect));
+        }
+        self.sql.push_str(" FROM ");
+        if let Some(schema) = schema {
+            self.sql.push_str(&self.dialect.quote_ident(schema));
+            self.sql.push('.');
+        }
+        self.sql.push_str(&self.dialect.quote_ident(table));
+    }
+
     fn bind(&mut self, v: BindValue) {
         self.binds.push(v);
         let ph = self.dialect.placeholder(self.binds.len());
@@ -350,29 +385,8 @@ pub(crate) fn render_changes(dialect: Dialect, s: &ChangeSelect<'_>) -> Rendered
         }
         None => r.sql.push_str("1=0"),
     }
-    r.sql.push_str(" THEN 1 ELSE 0 END, CASE WHEN ");
-    if s.scope.is_empty() {
-        r.sql.push_str("1=1");
-    }
-    for (i, c) in s.scope.iter().enumerate() {
-        if i > 0 {
-            r.sql.push_str(" AND ");
-        }
-        r.sql.push('(');
-        r.cond(c);
-        r.sql.push(')');
-    }
-    r.sql.push_str(" THEN 1 ELSE 0 END");
-    for c in s.columns {
-        r.sql.push_str(", ");
-        r.sql.push_str(&c.render(dialect));
-    }
-    r.sql.push_str(" FROM ");
-    if let Some(schema) = s.schema {
-        r.sql.push_str(&dialect.quote_ident(schema));
-        r.sql.push('.');
-    }
-    r.sql.push_str(&dialect.quote_ident(s.table));
+    r.sql.push_str(" THEN 1 ELSE 0 END, ");
+    r.scope_flag_columns_from(s.scope, s.columns, s.schema, s.table);
     r.sql.push_str(" WHERE ");
     r.sql.push_str(&change);
     r.sql.push_str(" IS NOT NULL");
@@ -475,29 +489,8 @@ pub(crate) fn render_current(dialect: Dialect, s: &CurrentSelect<'_>) -> Rendere
     r.sql.push_str(&key);
     r.sql.push_str(", ");
     r.sql.push_str(&key);
-    r.sql.push_str(", 0, CASE WHEN ");
-    if s.scope.is_empty() {
-        r.sql.push_str("1=1");
-    }
-    for (i, c) in s.scope.iter().enumerate() {
-        if i > 0 {
-            r.sql.push_str(" AND ");
-        }
-        r.sql.push('(');
-        r.cond(c);
-        r.sql.push(')');
-    }
-    r.sql.push_str(" THEN 1 ELSE 0 END");
-    for c in s.columns {
-        r.sql.push_str(", ");
-        r.sql.push_str(&c.render(dialect));
-    }
-    r.sql.push_str(" FROM ");
-    if let Some(schema) = s.schema {
-        r.sql.push_str(&dialect.quote_ident(schema));
-        r.sql.push('.');
-    }
-    r.sql.push_str(&dialect.quote_ident(s.table));
+    r.sql.push_str(", 0, ");
+    r.scope_flag_columns_from(s.scope, s.columns, s.schema, s.table);
     match &s.rows {
         CurrentRows::After(after, limit) => {
             if let Some(after) = after {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use crate::cluster::{Certs, adapter_toml, broker_toml, consumer, write_registry_files};
 use crate::population::Population;
 use crate::{BenchError, MemoryFigures, MemoryPoint, Options};
+use jembatan_proto::v1::exchange_client::ExchangeClient;
+use tonic::transport::Channel;
 
 /// A child process killed when dropped.
 pub(crate) struct Guard {
@@ -103,50 +105,94 @@ fn targets(options: &Options) -> Vec<u64> {
     t
 }
 
+/// A broker and an adapter serving `population`, run as child processes
+/// of the `jembatan` executable, listening, with the certificates to call
+/// the broker as the consumer.
+pub(crate) struct Children {
+    pub(crate) adapter: Guard,
+    pub(crate) broker: Guard,
+    pub(crate) broker_port: u16,
+    pub(crate) certs: Certs,
+}
+
+impl Children {
+    /// Why child processes cannot be measured here, if they cannot; else
+    /// the executable to run them from.
+    pub(crate) fn executable(options: &Options) -> Result<&Path, String> {
+        let Some(exe) = &options.exe else {
+            return Err(
+                "needs the jembatan executable to run broker and adapter as child processes".into(),
+            );
+        };
+        if !Path::new("/proc/self/status").exists() {
+            return Err("no /proc/<pid>/status on this system".into());
+        }
+        Ok(exe)
+    }
+
+    /// Starts both in `dir` (created), the broker's config led by
+    /// `broker_settings` (top-level TOML lines), and waits until both
+    /// listen.
+    pub(crate) async fn start(
+        exe: &Path,
+        population: &Population,
+        dir: &Path,
+        broker_settings: &str,
+    ) -> Result<Children, BenchError> {
+        std::fs::create_dir_all(dir)?;
+        let certs = Certs::issue(&dir.join("certs"))?;
+        let (adapter_port, broker_port) = (free_port()?, free_port()?);
+        let adapter_config = dir.join("adapter.toml");
+        std::fs::write(
+            &adapter_config,
+            adapter_toml(
+                population,
+                adapter_port,
+                &certs.adapter,
+                &dir.join("receipts.jsonl"),
+            ),
+        )?;
+        write_registry_files(dir)?;
+        let broker_config = dir.join("broker.toml");
+        std::fs::write(
+            &broker_config,
+            format!(
+                "{broker_settings}{}",
+                broker_toml(broker_port, adapter_port, &certs.broker, dir)
+            ),
+        )?;
+        let mut adapter = Guard::spawn(exe, "adapter", &adapter_config, dir)?;
+        wait_listening(&mut adapter, adapter_port).await?;
+        let mut broker = Guard::spawn(exe, "broker", &broker_config, dir)?;
+        wait_listening(&mut broker, broker_port).await?;
+        Ok(Children {
+            adapter,
+            broker,
+            broker_port,
+            certs,
+        })
+    }
+
+    /// A consumer's client of the broker.
+    pub(crate) async fn consumer(&self) -> Result<ExchangeClient<Channel>, BenchError> {
+        consumer(self.broker_port, &self.certs.consumer).await
+    }
+}
+
 pub(crate) async fn run(
     options: &Options,
     population: &Population,
     dir: &Path,
 ) -> Result<MemoryFigures, BenchError> {
-    let Some(exe) = &options.exe else {
-        return Ok(MemoryFigures::Skipped(
-            "needs the jembatan executable to run broker and adapter as child processes".into(),
-        ));
+    let exe = match Children::executable(options) {
+        Ok(exe) => exe,
+        Err(why) => return Ok(MemoryFigures::Skipped(why)),
     };
-    if !Path::new("/proc/self/status").exists() {
-        return Ok(MemoryFigures::Skipped(
-            "no /proc/<pid>/status on this system".into(),
-        ));
-    }
-    let dir = dir.join("children");
-    std::fs::create_dir_all(&dir)?;
-    let certs = Certs::issue(&dir.join("certs"))?;
-    let (adapter_port, broker_port) = (free_port()?, free_port()?);
-    let adapter_config = dir.join("adapter.toml");
-    std::fs::write(
-        &adapter_config,
-        adapter_toml(
-            population,
-            adapter_port,
-            &certs.adapter,
-            &dir.join("receipts.jsonl"),
-        ),
-    )?;
-    let broker_config = dir.join("broker.toml");
-    write_registry_files(&dir)?;
-    std::fs::write(
-        &broker_config,
-        broker_toml(broker_port, adapter_port, &certs.broker, &dir),
-    )?;
-
     crate::progress(format_args!(
         "B4 memory: broker and adapter as child processes"
     ));
-    let mut adapter = Guard::spawn(exe, "adapter", &adapter_config, &dir)?;
-    wait_listening(&mut adapter, adapter_port).await?;
-    let mut broker = Guard::spawn(exe, "broker", &broker_config, &dir)?;
-    wait_listening(&mut broker, broker_port).await?;
-    let mut client = consumer(broker_port, &certs.consumer).await?;
+    let mut children = Children::start(exe, population, &dir.join("children"), "").await?;
+    let mut client = children.consumer().await?;
 
     let mut points = Vec::new();
     for rows in targets(options) {
@@ -160,8 +206,8 @@ pub(crate) async fn run(
         }
         points.push(MemoryPoint {
             rows,
-            broker_peak_rss_mib: broker.peak_rss_mib()?,
-            adapter_peak_rss_mib: adapter.peak_rss_mib()?,
+            broker_peak_rss_mib: children.broker.peak_rss_mib()?,
+            adapter_peak_rss_mib: children.adapter.peak_rss_mib()?,
         });
     }
     Ok(MemoryFigures::Measured(points))

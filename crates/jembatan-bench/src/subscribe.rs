@@ -21,10 +21,8 @@ use jembatan_proto::v1::exchange_client::ExchangeClient;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use crate::cluster::{
-    Certs, Cluster, DATASET, PURPOSE, adapter_toml, broker_toml, consumer, write_registry_files,
-};
-use crate::memory::{Guard, free_port, wait_listening};
+use crate::cluster::{Cluster, DATASET, PURPOSE};
+use crate::memory::Children;
 use crate::population::{Population, nik};
 use crate::{BenchError, Options, SubscribeFigures, SubscribeLogical, SubscribeRss};
 
@@ -251,48 +249,17 @@ pub(crate) async fn rss(
     population: &Population,
     dir: &Path,
 ) -> Result<SubscribeRss, BenchError> {
-    let Some(exe) = &options.exe else {
-        return Ok(SubscribeRss::Skipped(
-            "needs the jembatan executable to run broker and adapter as child processes".into(),
-        ));
+    let exe = match Children::executable(options) {
+        Ok(exe) => exe,
+        Err(why) => return Ok(SubscribeRss::Skipped(why)),
     };
-    if !Path::new("/proc/self/status").exists() {
-        return Ok(SubscribeRss::Skipped(
-            "no /proc/<pid>/status on this system".into(),
-        ));
-    }
-    let dir = dir.join("subscribe-children");
-    std::fs::create_dir_all(&dir)?;
-    let certs = Certs::issue(&dir.join("certs"))?;
-    let (adapter_port, broker_port) = (free_port()?, free_port()?);
-    let adapter_config = dir.join("adapter.toml");
-    std::fs::write(
-        &adapter_config,
-        adapter_toml(
-            population,
-            adapter_port,
-            &certs.adapter,
-            &dir.join("receipts.jsonl"),
-        ),
-    )?;
-    write_registry_files(&dir)?;
-    let broker_config = dir.join("broker.toml");
     // every subscription is one of the consumer's running exchanges
-    std::fs::write(
-        &broker_config,
-        format!(
-            "max_streams_per_agency = {}\n{}",
-            SUBSCRIPTIONS * 2,
-            broker_toml(broker_port, adapter_port, &certs.broker, &dir)
-        ),
-    )?;
-    let mut adapter = Guard::spawn(exe, "adapter", &adapter_config, &dir)?;
-    wait_listening(&mut adapter, adapter_port).await?;
-    let mut broker = Guard::spawn(exe, "broker", &broker_config, &dir)?;
-    wait_listening(&mut broker, broker_port).await?;
+    let settings = format!("max_streams_per_agency = {}\n", SUBSCRIPTIONS * 2);
+    let mut children =
+        Children::start(exe, population, &dir.join("subscribe-children"), &settings).await?;
     let mut clients = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
-        clients.push(consumer(broker_port, &certs.consumer).await?);
+        clients.push(children.consumer().await?);
     }
     // one subscription to the end of the table, for the cursor the others
     // resume from: they then poll and find nothing new, as subscriptions
@@ -303,7 +270,7 @@ pub(crate) async fn rss(
     ));
     let caught = catch_up(&mut clients[0], "", population.rows).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_mib = broker.rss_mib()?;
+    let idle_mib = children.broker.rss_mib()?;
     let mut streams = Vec::with_capacity(SUBSCRIPTIONS);
     for i in 0..SUBSCRIPTIONS {
         let client = &mut clients[i % CONNECTIONS];
@@ -311,8 +278,8 @@ pub(crate) async fn rss(
     }
     // a few polls of each
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let subscribed_mib = broker.rss_mib()?;
-    adapter.check_running()?;
+    let subscribed_mib = children.broker.rss_mib()?;
+    children.adapter.check_running()?;
     drop(streams);
     Ok(SubscribeRss::Measured {
         subscriptions: SUBSCRIPTIONS,
