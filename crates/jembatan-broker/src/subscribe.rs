@@ -544,8 +544,9 @@ impl Follow {
         let mut received_bytes = 0u64;
         let mut seen = Vec::with_capacity(changes.len());
         let mut records = Vec::new();
-        for change in changes.iter() {
-            let Some(position) = change.position.clone() else {
+        let polled = changes.len() as u64;
+        for change in changes {
+            let Some(position) = change.position else {
                 return Err(bad("a change without its position"));
             };
             if position.change.is_empty()
@@ -568,7 +569,7 @@ impl Follow {
                 }
                 received.update(&change.record);
                 received_bytes += change.record.len() as u64;
-                records.push(change.record.clone());
+                records.push(change.record);
             }
             seen.push(Seen {
                 hash: subject_hash(&state.audit_key, allowed.dataset.as_str(), &key),
@@ -698,7 +699,7 @@ impl Follow {
         entry.bytes = bytes;
         entry.payload_sha256 = Some(hasher.hex());
         entry.received = Some(Received {
-            rows: changes.len() as u64,
+            rows: polled,
             bytes: received_bytes,
             payload_sha256: received.hex(),
         });
