@@ -29,6 +29,7 @@ use jembatan_core::{
 use jembatan_pki::PeerCredential;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
+use jembatan_store::HeldKeys;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc};
@@ -228,6 +229,7 @@ pub(crate) async fn subscribe(
             credential,
             resume,
             delete_key,
+            held: None,
             interval,
             rows: 0,
             bytes: 0,
@@ -371,6 +373,10 @@ struct Follow {
     /// The key field a delete carries, when the consumer's records carry
     /// it in clear.
     delete_key: Option<String>,
+    /// The keys the subscription holds, loaded from the store when a
+    /// change first leaves the scope, then kept up to date with each
+    /// batch this stream records.
+    held: Option<HeldKeys>,
     interval: Duration,
     /// Totals over the stream, for its completion entry.
     rows: u64,
@@ -583,15 +589,25 @@ impl Follow {
             .filter(|s| !s.upsert)
             .map(|s| s.hash.clone())
             .collect();
-        let held: HashSet<String> = if leaving.is_empty() {
-            HashSet::new()
-        } else {
-            state
+        if !leaving.is_empty() && self.held.is_none() {
+            let held = state
                 .store
-                .subscription_holds(&self.resume.id, &leaving)
+                .subscription_keys(&self.resume.id)
                 .await
-                .map_err(|e| Stop::failed(ExchangeError::store(e)))?
-        };
+                .map_err(|e| Stop::failed(ExchangeError::store(e)))?;
+            self.held = Some(held);
+        }
+        let mut held = HashSet::new();
+        if let Some(keys) = &self.held {
+            for hash in &leaving {
+                if keys
+                    .contains(hash)
+                    .map_err(|e| Stop::failed(ExchangeError::store(e)))?
+                {
+                    held.insert(hash.as_str());
+                }
+            }
+        }
         // the upserts' records, checked and shaped as a query's
         let upserts = records.len();
         let admitted = if records.is_empty() {
@@ -636,7 +652,7 @@ impl Follow {
                     record,
                 });
                 given.push(s.hash.clone());
-            } else if held.contains(&s.hash) {
+            } else if held.contains(s.hash.as_str()) {
                 let record = match &self.delete_key {
                     Some(field) => format!(
                         "{{{}:{}}}",
@@ -668,7 +684,13 @@ impl Follow {
                 )
                 .await
             {
-                Ok(true) => self.resume.batch = next,
+                Ok(true) => {
+                    self.resume.batch = next;
+                    if let Some(keys) = &mut self.held {
+                        keys.apply(&given, &taken)
+                            .map_err(|e| Stop::failed(ExchangeError::store(e)))?;
+                    }
+                }
                 Ok(false) => {
                     return Err(Stop::new(
                         ExchangeStatus::Cancelled,

@@ -32,7 +32,7 @@ pub use registry::{
     RegistryDataset, StoredMapping, StoredSchemaVersion, UnknownVersionState, VersionState,
 };
 pub use replicas::{LeftOpen, ReplicaRow};
-pub use subscriptions::{COMPACT_EVERY, MAX_KEYS_PER_CALL, RESUMABLE_BATCHES, Resumed};
+pub use subscriptions::{COMPACT_EVERY, HeldKeys, MAX_KEYS_PER_CALL, RESUMABLE_BATCHES, Resumed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -261,6 +261,7 @@ impl Store {
                         // Durable commits: an audit entry acknowledged is on disk.
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA cache_size = -65536").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                     }
@@ -342,18 +343,6 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// The `n`th (from 1) bind placeholder of a statement built with many:
-    /// `$n` on PostgreSQL, a plain `?` on SQLite, where values are bound
-    /// in placeholder order. (SQLite finds each numbered or named
-    /// parameter by scanning the statement's list of names, which makes
-    /// binding thousands of `$n` quadratic.)
-    pub(crate) fn placeholder(&self, n: usize) -> String {
-        match self.backend {
-            Backend::Postgres => format!("${n}"),
-            Backend::Sqlite => "?".to_owned(),
-        }
     }
 
     /// The pool for the bookkeeping of running exchanges, whose commits

@@ -199,14 +199,15 @@ const TABLES: [Table; 18] = [
         key: &["subscription_id"],
     },
     Table {
-        name: "subscription_key_events",
+        name: "subscription_key_batches",
         columns: &[
             ("subscription_id", Text),
-            ("key_hash", Text),
             ("batch", Int),
-            ("given", Int),
+            ("part", Int),
+            ("given", Bytes),
+            ("taken", Bytes),
         ],
-        key: &["subscription_id", "key_hash", "batch"],
+        key: &["subscription_id", "batch", "part"],
     },
     Table {
         name: "audit_tiles",

@@ -9,11 +9,17 @@
 //! Whether a key was given must be known as of the consumer's cursor,
 //! which can be behind the last batch the broker sent (batches lost in
 //! flight when the connection broke). So each batch's gifts (upserts
-//! delivered) and takebacks (deletes delivered) are kept as events
-//! numbered by the batch, and a stream resumed from a cursor of batch
-//! `n` first drops every event after `n`: the subscription is then
-//! exactly as it was when that cursor was issued, and the same changes
-//! produce the same deliveries again.
+//! delivered) and takebacks (deletes delivered) are kept, numbered by the
+//! batch, and a stream resumed from a cursor of batch `n` first drops
+//! every batch after `n`: the subscription is then exactly as it was when
+//! that cursor was issued, and the same changes produce the same
+//! deliveries again.
+//!
+//! A batch is one row (migration 0017): its gifts and takebacks as two
+//! packed arrays of 32-byte hashes, appended at the end of the table.
+//! What a subscription holds is the fold of its rows in batch order
+//! ([`HeldKeys`]), which a stream loads once, when it first needs it, and
+//! then keeps up to date in memory as it records batches.
 //!
 //! Batches are numbered from 1; a batch is recorded only as the next of
 //! the last one recorded, and only by the stream resumed last (each
@@ -21,11 +27,13 @@
 //! subscription (the consumer resumed while an old connection lingered,
 //! perhaps on another replica), the older one records nothing more.
 //!
-//! Cost: one row (about 150 bytes with its index) per key delivered per
-//! batch, compacted every [`COMPACT_EVERY`] batches to one row per key
-//! for history older than [`RESUMABLE_BATCHES`] batches — so about 150 MB
-//! for a subscription that holds a million residents, plus the recent
-//! history. A cursor older than the compacted history is refused.
+//! Cost: 32 bytes per key delivered per batch, plus about 60 bytes per
+//! batch. Every [`COMPACT_EVERY`] batches, history older than the last
+//! [`RESUMABLE_BATCHES`] batches is folded into the set of keys held at
+//! that point (when it has grown by a quarter of that set since the last
+//! fold, so folding writes each key at most a few times over), so a
+//! subscription that holds a million residents costs about 32 MB plus its
+//! recent history. A cursor older than the folded history is refused.
 
 use std::collections::HashSet;
 
@@ -38,13 +46,109 @@ pub const MAX_KEYS_PER_CALL: usize = 20_000;
 /// Batches of history kept exact: a cursor at most this many batches
 /// behind the subscription's last batch can be resumed.
 pub const RESUMABLE_BATCHES: u64 = 4_096;
-/// How often (in batches) older history is compacted.
+/// How often (in batches) older history is folded.
 pub const COMPACT_EVERY: u64 = 256;
-/// Keys in one lookup statement (under every backend's limit on binds).
-const PER_STATEMENT: usize = 400;
-/// Events in one insert statement: four binds each, 8,000 in all, under
-/// SQLite's 32,766 and PostgreSQL's 65,535.
-const EVENTS_PER_STATEMENT: usize = 2_000;
+/// Bytes of one key hash in the packed arrays.
+const HASH_BYTES: usize = 32;
+/// Hashes in one row of folded history.
+const PER_PART: usize = MAX_KEYS_PER_CALL;
+
+/// The keys a subscription holds (given, and not taken back since), as
+/// their keyed hashes folded to 128 bits: 16 bytes a key, about 24 with
+/// the table. The hashes are HMACs under the broker's audit key, so two
+/// of a subscription's keys folding alike is as likely as guessing a
+/// 128-bit secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldKeys {
+    keys: HashSet<u128>,
+}
+
+impl HeldKeys {
+    /// Whether the key whose hash (64 hex digits) is `hash` is held.
+    pub fn contains(&self, hash: &str) -> Result<bool, StoreError> {
+        Ok(self.keys.contains(&short(&parse(hash)?)))
+    }
+
+    /// How many keys are held.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Applies a recorded batch: `given` held, then `taken` no longer.
+    pub fn apply(&mut self, given: &[String], taken: &[String]) -> Result<(), StoreError> {
+        for h in given {
+            self.keys.insert(short(&parse(h)?));
+        }
+        for h in taken {
+            self.keys.remove(&short(&parse(h)?));
+        }
+        Ok(())
+    }
+}
+
+/// A key hash as 64 hex digits, in bytes.
+fn parse(hash: &str) -> Result<[u8; HASH_BYTES], StoreError> {
+    let mut out = [0u8; HASH_BYTES];
+    hex::decode_to_slice(hash, &mut out).map_err(|_| {
+        StoreError::Invalid(format!("a key hash must be {} hex digits", 2 * HASH_BYTES))
+    })?;
+    Ok(out)
+}
+
+/// A key hash folded to 128 bits: its two halves XORed.
+fn short(hash: &[u8]) -> u128 {
+    let (mut high, mut low) = ([0u8; 16], [0u8; 16]);
+    high.copy_from_slice(&hash[..16]);
+    low.copy_from_slice(&hash[16..HASH_BYTES]);
+    u128::from_be_bytes(high) ^ u128::from_be_bytes(low)
+}
+
+/// Hashes packed end to end.
+fn pack(hashes: &[String]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(hashes.len() * HASH_BYTES);
+    for h in hashes {
+        out.extend_from_slice(&parse(h)?);
+    }
+    Ok(out)
+}
+
+/// The hashes of a packed array.
+fn unpack<'a>(what: &str, packed: &'a [u8]) -> Result<std::slice::ChunksExact<'a, u8>, StoreError> {
+    if !packed.len().is_multiple_of(HASH_BYTES) {
+        return Err(StoreError::Corrupt {
+            what: what.into(),
+            message: format!("{} bytes is not a whole number of key hashes", packed.len()),
+        });
+    }
+    Ok(packed.chunks_exact(HASH_BYTES))
+}
+
+/// Folds rows `(given, taken)` in batch order into the full hashes held.
+fn fold(
+    subscription: &str,
+    rows: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+) -> Result<HashSet<[u8; HASH_BYTES]>, StoreError> {
+    let what = format!("the key history of subscription {subscription}");
+    let mut held = HashSet::new();
+    for (given, taken) in rows {
+        for h in unpack(&what, &given)? {
+            let mut k = [0u8; HASH_BYTES];
+            k.copy_from_slice(h);
+            held.insert(k);
+        }
+        for h in unpack(&what, &taken)? {
+            let mut k = [0u8; HASH_BYTES];
+            k.copy_from_slice(h);
+            held.remove(&k);
+        }
+    }
+    Ok(held)
+}
 
 /// Whether a subscription can go on from a cursor's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +225,7 @@ impl Store {
             });
         }
         sqlx::query(
-            "DELETE FROM subscription_key_events WHERE subscription_id = $1 AND batch > $2",
+            "DELETE FROM subscription_key_batches WHERE subscription_id = $1 AND batch > $2",
         )
         .bind(subscription)
         .bind(at)
@@ -141,6 +245,14 @@ impl Store {
         })
     }
 
+    /// The keys `subscription` holds now: the fold of its recorded
+    /// batches.
+    pub async fn subscription_keys(&self, subscription: &str) -> Result<HeldKeys, StoreError> {
+        let rows = self.key_rows(subscription, i64::MAX).await?;
+        let keys = fold(subscription, rows)?.iter().map(|h| short(h)).collect();
+        Ok(HeldKeys { keys })
+    }
+
     /// Which of `key_hashes` `subscription` holds now: given, and not
     /// taken back since.
     pub async fn subscription_holds(
@@ -149,33 +261,34 @@ impl Store {
         key_hashes: &[String],
     ) -> Result<HashSet<String>, StoreError> {
         check_len(key_hashes.len())?;
-        let mut held = HashSet::new();
-        for chunk in key_hashes.chunks(PER_STATEMENT) {
-            let mut sql = String::from(
-                "SELECT e.key_hash FROM subscription_key_events e \
-                 WHERE e.subscription_id = ",
-            );
-            sql.push_str(&self.placeholder(1));
-            sql.push_str(" AND e.given = 1 AND e.key_hash IN (");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&self.placeholder(i + 2));
-            }
-            sql.push_str(
-                ") AND e.batch = (SELECT MAX(m.batch) FROM subscription_key_events m \
-                 WHERE m.subscription_id = e.subscription_id AND m.key_hash = e.key_hash)",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(subscription);
-            for hash in chunk {
-                q = q.bind(hash.as_str());
-            }
-            for row in q.fetch_all(self.pool()).await? {
-                held.insert(row.try_get::<String, _>(0)?);
+        let held = self.subscription_keys(subscription).await?;
+        let mut out = HashSet::new();
+        for h in key_hashes {
+            if held.contains(h)? {
+                out.insert(h.clone());
             }
         }
-        Ok(held)
+        Ok(out)
+    }
+
+    /// The rows `(given, taken)` of `subscription` before batch `before`,
+    /// in batch order.
+    async fn key_rows(
+        &self,
+        subscription: &str,
+        before: i64,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT given, taken FROM subscription_key_batches \
+             WHERE subscription_id = $1 AND batch < $2 ORDER BY batch, part",
+        )
+        .bind(subscription)
+        .bind(before)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get::<Vec<u8>, _>(0)?, r.try_get::<Vec<u8>, _>(1)?)))
+            .collect()
     }
 
     /// Records batch `batch` of `subscription` for the stream resumed as
@@ -194,6 +307,7 @@ impl Store {
         check_len(given.len() + taken.len())?;
         let at = to_i64(batch, "batch")?;
         let generation = to_i64(generation, "generation")?;
+        let (given, taken) = (pack(given)?, pack(taken)?);
         let mut tx = self.begin_write().await?;
         let moved = sqlx::query(
             "UPDATE subscriptions SET last_batch = $2 \
@@ -208,52 +322,19 @@ impl Store {
         if moved.rows_affected() != 1 {
             return Ok(false);
         }
-        let events: Vec<(&String, i64)> = given
-            .iter()
-            .map(|h| (h, 1))
-            .chain(taken.iter().map(|h| (h, 0)))
-            .collect();
-        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-            let mut sql = String::from(
-                "INSERT INTO subscription_key_events (subscription_id, key_hash, batch, given) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let n = 4 * i;
-                let p = |k| self.placeholder(n + k);
-                sql.push_str(&format!("({}, {}, {}, {})", p(1), p(2), p(3), p(4)));
-            }
-            sql.push_str(
-                " ON CONFLICT (subscription_id, key_hash, batch) DO UPDATE SET given = excluded.given",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (hash, given) in chunk {
-                q = q
-                    .bind(subscription)
-                    .bind(hash.as_str())
-                    .bind(at)
-                    .bind(*given);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        sqlx::query(
+            "INSERT INTO subscription_key_batches (subscription_id, batch, part, given, taken) \
+             VALUES ($1, $2, 0, $3, $4)",
+        )
+        .bind(subscription)
+        .bind(at)
+        .bind(given)
+        .bind(taken)
+        .execute(&mut *tx)
+        .await?;
         if batch.is_multiple_of(COMPACT_EVERY) && batch > RESUMABLE_BATCHES {
             let horizon = to_i64(batch - RESUMABLE_BATCHES, "horizon")?;
-            // below the horizon, only each key's last event matters, and
-            // only when it gave the key
-            sqlx::query(
-                "DELETE FROM subscription_key_events \
-                 WHERE subscription_id = $1 AND batch < $2 AND (given = 0 OR EXISTS ( \
-                   SELECT 1 FROM subscription_key_events n \
-                   WHERE n.subscription_id = subscription_key_events.subscription_id \
-                     AND n.key_hash = subscription_key_events.key_hash \
-                     AND n.batch > subscription_key_events.batch AND n.batch < $2))",
-            )
-            .bind(subscription)
-            .bind(horizon)
-            .execute(&mut *tx)
-            .await?;
+            fold_history(&mut tx, subscription, horizon).await?;
             sqlx::query("UPDATE subscriptions SET horizon = $2 WHERE subscription_id = $1")
                 .bind(subscription)
                 .bind(horizon)
@@ -266,16 +347,7 @@ impl Store {
 
     /// How many keys `subscription` holds now.
     pub async fn subscription_key_count(&self, subscription: &str) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM subscription_key_events e \
-             WHERE e.subscription_id = $1 AND e.given = 1 AND e.batch = ( \
-               SELECT MAX(m.batch) FROM subscription_key_events m \
-               WHERE m.subscription_id = e.subscription_id AND m.key_hash = e.key_hash)",
-        )
-        .bind(subscription)
-        .fetch_one(self.pool())
-        .await?;
-        crate::checkpoints::to_u64(n, "subscription key count")
+        Ok(self.subscription_keys(subscription).await?.len() as u64)
     }
 
     /// The last batch `subscription` recorded; `None` when unknown.
@@ -293,10 +365,17 @@ impl Store {
     }
 
     /// Forgets `subscription` and its history (its cursors can no longer
-    /// be resumed); returns how many key events there were.
+    /// be resumed); returns how many key hashes its history held.
     pub async fn forget_subscription(&self, subscription: &str) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM subscription_key_events WHERE subscription_id = $1")
+        let bytes: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(length(given) + length(taken)) FROM subscription_key_batches \
+             WHERE subscription_id = $1",
+        )
+        .bind(subscription)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM subscription_key_batches WHERE subscription_id = $1")
             .bind(subscription)
             .execute(&mut *tx)
             .await?;
@@ -305,6 +384,69 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok(crate::checkpoints::to_u64(bytes.unwrap_or(0), "key history size")? / HASH_BYTES as u64)
     }
+}
+
+/// Folds the history of `subscription` before batch `horizon` into rows
+/// of batch `horizon - 1` holding the keys held at that point — when the
+/// rows after the last fold have grown to a quarter of it (or there was
+/// none): a fold rewrites every key held, so folding less often keeps the
+/// writes per delivered key bounded.
+async fn fold_history(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    subscription: &str,
+    horizon: i64,
+) -> Result<(), StoreError> {
+    let sizes = sqlx::query(
+        "SELECT batch, SUM(length(given) + length(taken)) FROM subscription_key_batches \
+         WHERE subscription_id = $1 AND batch < $2 GROUP BY batch ORDER BY batch",
+    )
+    .bind(subscription)
+    .bind(horizon)
+    .fetch_all(&mut **tx)
+    .await?;
+    let sizes = sizes
+        .iter()
+        .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
+        .collect::<Result<Vec<(i64, i64)>, StoreError>>()?;
+    let Some((_, first)) = sizes.first() else {
+        return Ok(());
+    };
+    let since: i64 = sizes[1..].iter().map(|(_, n)| n).sum();
+    if sizes.len() == 1 || since * 4 < *first {
+        return Ok(());
+    }
+    let loaded = sqlx::query(
+        "SELECT given, taken FROM subscription_key_batches \
+         WHERE subscription_id = $1 AND batch < $2 ORDER BY batch, part",
+    )
+    .bind(subscription)
+    .bind(horizon)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|r| Ok((r.try_get::<Vec<u8>, _>(0)?, r.try_get::<Vec<u8>, _>(1)?)))
+    .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut held: Vec<[u8; HASH_BYTES]> = fold(subscription, loaded)?.into_iter().collect();
+    held.sort_unstable();
+    sqlx::query("DELETE FROM subscription_key_batches WHERE subscription_id = $1 AND batch < $2")
+        .bind(subscription)
+        .bind(horizon)
+        .execute(&mut **tx)
+        .await?;
+    for (part, chunk) in held.chunks(PER_PART).enumerate() {
+        sqlx::query(
+            "INSERT INTO subscription_key_batches (subscription_id, batch, part, given, taken) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(subscription)
+        .bind(horizon - 1)
+        .bind(part as i64)
+        .bind(chunk.concat())
+        .bind(Vec::<u8>::new())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

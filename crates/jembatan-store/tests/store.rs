@@ -1031,3 +1031,116 @@ async fn postgres_subscription_keys() {
     subscription_keys_rewind_to_a_cursor(store.clone()).await;
     drop_postgres(store, admin, drop_db).await;
 }
+
+/// A store at migration 0016 (the key history as one row per key and
+/// batch), with the history of two subscriptions, brought to the
+/// current schema: both hold what they held, and a cursor of an earlier
+/// batch still rewinds.
+async fn key_history_of_0016_is_kept(url: &str, backend: &str) {
+    use jembatan_store::Resumed;
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let upto = tempfile::tempdir().unwrap();
+    for file in std::fs::read_dir(&source).unwrap() {
+        let file = file.unwrap();
+        let name = file.file_name().into_string().unwrap();
+        if name.as_str() <= "0016_subscriptions.sql" {
+            std::fs::copy(file.path(), upto.path().join(&name)).unwrap();
+        }
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    sqlx::migrate::Migrator::new(upto.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let h = |i: u32| format!("{i:064x}");
+    // sub-a: batch 1 gives keys 0..3, batch 2 takes 1 back and gives 3;
+    // sub-b: batch 1 gives key 0
+    sqlx::query(
+        "INSERT INTO subscriptions (subscription_id, last_batch, horizon, generation) \
+         VALUES ('sub-a', 2, 0, 1), ('sub-b', 1, 0, 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for (sub, key, batch, given) in [
+        ("sub-a", 0, 1, 1),
+        ("sub-a", 1, 1, 1),
+        ("sub-a", 2, 1, 1),
+        ("sub-a", 1, 2, 0),
+        ("sub-a", 3, 2, 1),
+        ("sub-b", 0, 1, 1),
+    ] {
+        sqlx::query(
+            "INSERT INTO subscription_key_events (subscription_id, key_hash, batch, given) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(sub)
+        .bind(h(key))
+        .bind(batch as i64)
+        .bind(given as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    let store = Store::connect(url).await.unwrap();
+    let all: Vec<String> = (0..5).map(h).collect();
+    let held = |store: Store, sub: &'static str| {
+        let all = all.clone();
+        async move {
+            let mut v: Vec<String> = store
+                .subscription_holds(sub, &all)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(held(store.clone(), "sub-a").await, vec![h(0), h(2), h(3)]);
+    assert_eq!(held(store.clone(), "sub-b").await, vec![h(0)]);
+    assert!(matches!(
+        store.resume_subscription("sub-a", 1).await.unwrap(),
+        Resumed::Ready { generation: 2 }
+    ));
+    assert_eq!(held(store.clone(), "sub-a").await, vec![h(0), h(1), h(2)]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_key_history_of_0016_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    key_history_of_0016_is_kept(&url, "sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_key_history_of_0016_is_kept() {
+    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+        return;
+    };
+    let admin = Store::admin_pool(&url).await.unwrap();
+    let name = format!("jembatan_keys0016_{}", std::process::id());
+    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    key_history_of_0016_is_kept(&replace_db(&url, &name), "postgres").await;
+    sqlx::query(sqlx::AssertSqlSafe(drop_db))
+        .execute(&admin)
+        .await
+        .unwrap();
+}

@@ -61,6 +61,8 @@ impl SqliteWriter {
             .map_err(sqlite_error)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sqlite_error)?;
+        conn.pragma_update(None, "cache_size", -65536)
+            .map_err(sqlite_error)?;
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("jembatan-audit-writer".into())
@@ -140,7 +142,9 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<(), StoreError>
                 ])
                 .map_err(sqlite_error)?;
             // the subject index, in the same transaction as the entries
-            for hash in e.all_subjects() {
+            let mut hashes = e.all_subjects();
+            hashes.sort_unstable();
+            for hash in hashes {
                 subject.execute(params![seq, hash]).map_err(sqlite_error)?;
             }
         }
