@@ -639,7 +639,7 @@ impl fmt::Display for Report {
                     &format!("B7 broker RSS, {subscriptions} subs (vs idle)"),
                     &format!("{subscribed_mib:.1} MiB"),
                     &format!("{idle_mib:.1} MiB"),
-                    &format!("+{:.1}", subscribed_mib - idle_mib),
+                    &format!("{:+.1}", subscribed_mib - idle_mib),
                 )?,
                 SubscribeRss::Skipped(why) => writeln!(f, "B7 broker RSS: skipped ({why})")?,
             }

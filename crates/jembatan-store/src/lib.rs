@@ -341,6 +341,20 @@ impl Store {
         })
     }
 
+    /// [`Store::begin_write`] on the pool whose commits do not wait for
+    /// the disk: what it commits is durable once a later commit on the
+    /// main pool or the audit writer is (SQLite's WAL and PostgreSQL's
+    /// write-ahead log are flushed in order). For writes that an audit
+    /// entry always follows before anyone is told of them.
+    pub(crate) async fn begin_light_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.light.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.light.begin().await?,
+        })
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

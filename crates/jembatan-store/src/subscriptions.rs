@@ -296,6 +296,10 @@ impl Store {
     /// (deletes delivered), in one transaction. `false`, recording
     /// nothing, when `batch` is not the next after the last recorded or
     /// the subscription was resumed again since: another stream follows it.
+    ///
+    /// The commit does not wait for the disk: the batch is durable with
+    /// the next durable commit, which is the batch's `delivery` entry,
+    /// written before the batch is sent.
     pub async fn record_subscription_batch(
         &self,
         subscription: &str,
@@ -308,7 +312,7 @@ impl Store {
         let at = to_i64(batch, "batch")?;
         let generation = to_i64(generation, "generation")?;
         let (given, taken) = (pack(given)?, pack(taken)?);
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_light_write().await?;
         let moved = sqlx::query(
             "UPDATE subscriptions SET last_batch = $2 \
              WHERE subscription_id = $1 AND last_batch = $3 AND generation = $4",
