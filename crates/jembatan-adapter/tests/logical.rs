@@ -585,6 +585,51 @@ async fn startup_refuses_logical_sources_that_cannot_work() {
         Err(e) => println!("no test_decoding plugin on this server ({e}): its case is skipped"),
     }
     drop_slot(&other.admin_url, &other.slot).await;
+    // a role that may read the table but not replication slots
+    let role = format!("jembatan_norepl_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for sql in [
+        format!("DROP ROLE IF EXISTS {role}"),
+        format!("CREATE ROLE {role} LOGIN NOREPLICATION"),
+        format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
+        format!("GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}"),
+    ] {
+        pool.execute(AssertSqlSafe(sql)).await.unwrap();
+    }
+    let (scheme, rest) = t.db.url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let as_role = format!("{scheme}://{role}@{host}");
+    match sqlx::PgPool::connect(&as_role).await {
+        Ok(probe) => {
+            probe.close().await;
+            let config = t.config("j.sqlite");
+            let mut config: AdapterConfig = t.db.config(&config);
+            config.database = as_role.clone();
+            let err = Adapter::connect(&config)
+                .await
+                .expect_err("the adapter must refuse to start")
+                .to_string();
+            assert!(
+                err.contains(&format!(
+                    "role \"{role}\" may not read replication slots; grant it with ALTER ROLE \"{role}\" REPLICATION"
+                )),
+                "{err}"
+            );
+        }
+        Err(e) => println!("cannot log in as a new role ({e}): its case is skipped"),
+    }
+    for sql in [
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}"),
+        format!("REVOKE ALL ON SCHEMA {schema} FROM {role}"),
+        format!("DROP ROLE {role}"),
+    ] {
+        pool.execute(AssertSqlSafe(sql)).await.unwrap();
+    }
+    pool.close().await;
     // a key outside the replica identity (the primary key is `id`)
     t.db.exec(&format!(
         "ALTER PUBLICATION {} ADD TABLE lain",
