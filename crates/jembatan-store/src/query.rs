@@ -6,7 +6,7 @@
 //! parameter.
 
 use crate::checkpoints::{raw_columns, raw_entry_from_row, to_i64};
-use crate::{RawEntry, Store, StoreError};
+use crate::{Backend, RawEntry, Store, StoreError};
 
 /// Which entries to read. `None` does not filter; every filter given must
 /// match.
@@ -33,8 +33,9 @@ pub struct EntryQuery {
 }
 
 impl EntryQuery {
-    /// The WHERE clause and the values to bind, in placeholder order.
-    fn condition(&self) -> (String, Vec<String>) {
+    /// The WHERE clause and the values to bind, in placeholder order, on
+    /// `backend` (a SQLite store's subject index is in two tables).
+    fn condition(&self, backend: Backend) -> (String, Vec<String>) {
         let mut clauses = vec!["seq >= $1".to_owned()];
         let mut values = Vec::new();
         let next = |values: &mut Vec<String>, value: &str| {
@@ -62,9 +63,18 @@ impl EntryQuery {
         }
         if let Some(hash) = &self.subject_hash {
             let p = next(&mut values, hash);
-            clauses.push(format!(
-                "seq IN (SELECT seq FROM audit_subjects WHERE subject_hash = {p})"
-            ));
+            clauses.push(match backend {
+                Backend::Postgres => {
+                    format!("seq IN (SELECT seq FROM audit_subjects WHERE subject_hash = {p})")
+                }
+                Backend::Sqlite => {
+                    let q = next(&mut values, hash);
+                    format!(
+                        "seq IN (SELECT seq FROM audit_subjects WHERE subject_hash = {p} \
+                         UNION ALL SELECT seq FROM audit_subjects_recent WHERE subject_hash = {q})"
+                    )
+                }
+            });
         }
         if let Some(from) = &self.from {
             let p = next(&mut values, from);
@@ -85,7 +95,7 @@ impl Store {
         query: &EntryQuery,
         limit: u64,
     ) -> Result<Vec<RawEntry>, StoreError> {
-        let (condition, values) = query.condition();
+        let (condition, values) = query.condition(self.backend());
         let sql = format!(
             "SELECT {} FROM audit_log WHERE {condition} ORDER BY seq LIMIT ${}",
             raw_columns(self.backend()),
@@ -112,7 +122,7 @@ mod tests {
             until: Some("2026-01-01T00:00:00.000000Z".into()),
             ..Default::default()
         };
-        let (condition, values) = q.condition();
+        let (condition, values) = q.condition(Backend::Postgres);
         assert_eq!(
             condition,
             "seq >= $1 AND (consumer = $2 OR provider = $3) AND decision = $4 AND recorded_at < $5"
@@ -121,6 +131,20 @@ mod tests {
             values,
             ["dinsos", "dinsos", "deny", "2026-01-01T00:00:00.000000Z"]
         );
-        assert_eq!(EntryQuery::default().condition().0, "seq >= $1");
+        assert_eq!(
+            EntryQuery::default().condition(Backend::Sqlite).0,
+            "seq >= $1"
+        );
+        let by_subject = EntryQuery {
+            subject_hash: Some("ab".into()),
+            ..Default::default()
+        };
+        let (condition, values) = by_subject.condition(Backend::Sqlite);
+        assert!(
+            condition.contains("audit_subjects WHERE subject_hash = $2")
+                && condition.contains("audit_subjects_recent WHERE subject_hash = $3"),
+            "{condition}"
+        );
+        assert_eq!(values, ["ab", "ab"]);
     }
 }

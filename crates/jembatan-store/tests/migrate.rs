@@ -10,7 +10,7 @@ mod common;
 use jembatan_core::AuditEntry;
 use jembatan_store::migrate::{self, MigrateError, Progress, row_counts, table_names};
 use jembatan_store::verify::{catch_up_tiles, leaf_hashes, verify};
-use jembatan_store::{Agency, AuditLog, Dataset, QuotaKind, Store};
+use jembatan_store::{Agency, AuditLog, Backend, Dataset, QuotaKind, Store};
 use jembatan_tlog::merkle;
 use jembatan_tlog::note::{Checkpoint, Signer};
 use sqlx::Row;
@@ -199,7 +199,12 @@ enum Value {
 
 /// Every row of `table`, each value as it is stored, sorted.
 async fn rows(store: &Store, table: &str) -> Vec<Vec<Value>> {
-    let sql = format!("SELECT * FROM {table}");
+    // a SQLite store's subject index is in two tables (migration 0018)
+    let sql = if store.backend() == Backend::Sqlite && table == "audit_subjects" {
+        "SELECT * FROM audit_subjects UNION ALL SELECT * FROM audit_subjects_recent".to_owned()
+    } else {
+        format!("SELECT * FROM {table}")
+    };
     let mut out = Vec::new();
     for row in sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(store.pool())

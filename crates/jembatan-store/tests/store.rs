@@ -1144,3 +1144,61 @@ async fn postgres_key_history_of_0016_is_kept() {
         .await
         .unwrap();
 }
+
+/// The SQLite store's subject index in two levels: entries naming many
+/// subjects fill the recent table, the audit writer moves runs of it into
+/// the large one, and every subject is found, once, wherever its row is;
+/// the recent table gives rows up only into the large one.
+#[tokio::test]
+async fn sqlite_subject_index_moves_rows_without_losing_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Store::connect(path.to_str().unwrap()).await.unwrap();
+    let log = AuditLog::start(store.clone());
+    let per_entry = 10_000usize;
+    let entries = 9usize;
+    let hash = |e: usize, i: usize| AuditEntry::sha256(format!("{e}/{i}").as_bytes());
+    let mut seqs = Vec::new();
+    for e in 0..entries {
+        let mut x = entry(&format!("many{e}"), EntryKind::Delivery);
+        x.subjects = (0..per_entry).map(|i| hash(e, i)).collect();
+        seqs.push(log.append(x).await.unwrap().seq);
+    }
+    // one more small entry lets the writer finish moving after the last
+    log.append(entry("small", EntryKind::Decision))
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let count = |table: &str| -> i64 {
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    let (large, recent) = (count("audit_subjects"), count("audit_subjects_recent"));
+    assert_eq!(large + recent, (entries * per_entry) as i64);
+    assert!(large > 0 && recent > 0, "{large} moved, {recent} recent");
+    for (e, seq) in seqs.iter().enumerate() {
+        for i in [0, per_entry / 2, per_entry - 1] {
+            let query = EntryQuery {
+                subject_hash: Some(hash(e, i)),
+                ..Default::default()
+            };
+            let found = store.query_entries(&query, 10).await.unwrap();
+            assert_eq!(
+                found.iter().map(|r| r.seq).collect::<Vec<_>>(),
+                vec![*seq],
+                "entry {e} subject {i}"
+            );
+        }
+    }
+    // a row leaves the recent table only into the large one
+    let err = conn
+        .execute(
+            "DELETE FROM audit_subjects_recent WHERE subject_hash = \
+             (SELECT MIN(subject_hash) FROM audit_subjects_recent)",
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("leaves only into audit_subjects"), "{err}");
+    store.close().await;
+}

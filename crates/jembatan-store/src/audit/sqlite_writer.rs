@@ -5,6 +5,11 @@
 //! handed to the connection's worker thread and back, five or more per
 //! batch.
 //!
+//! The subject index rows go into `audit_subjects_recent` (migration
+//! 0018), and between batches the thread moves them into
+//! `audit_subjects` a run of consecutive hashes at a time ([`Merge`]),
+//! so the large index is written in order rather than at random.
+//!
 //! The connection is set up as the store's pool connections are (WAL,
 //! `synchronous = FULL`: a batch acknowledged is on disk). Other writers
 //! (agreements, quotas, running exchanges) keep using the pool; SQLite's
@@ -13,7 +18,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{Pending, number};
@@ -63,13 +68,28 @@ impl SqliteWriter {
             .map_err(sqlite_error)?;
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(sqlite_error)?;
+        let recent: i64 = conn
+            .query_row("SELECT COUNT(*) FROM audit_subjects_recent", [], |r| {
+                r.get(0)
+            })
+            .map_err(sqlite_error)?;
+        let mut merge = Merge::new(usize::try_from(recent).unwrap_or(0));
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("jembatan-audit-writer".into())
             .spawn(move || {
                 while let Ok(Job { mut batch, done }) = queue.recv() {
                     let written = write(&mut conn, &mut batch);
-                    let _ = done.send((batch, written));
+                    let added = match &written {
+                        Ok(added) => *added,
+                        Err(_) => 0,
+                    };
+                    let _ = done.send((batch, written.map(|_| ())));
+                    if let Err(err) = merge.after(&mut conn, added) {
+                        // the rows stay where they are, found by searches;
+                        // the next batch tries again
+                        tracing::warn!(error = %err, "cannot move subject index rows");
+                    }
                 }
             })
             .map_err(|e| {
@@ -96,7 +116,102 @@ impl SqliteWriter {
     }
 }
 
-fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<(), StoreError> {
+/// Moving subject index rows from `audit_subjects_recent` into
+/// `audit_subjects`. Once the recent table holds more than
+/// [`Merge::KEEP`] rows, each batch is followed by moving at least as
+/// many rows as it added (and at least [`Merge::LEAST`]), the next run
+/// of consecutive `(subject_hash, seq)` after the last one moved,
+/// wrapping around: a run covers a small slice of the hash order, so it
+/// touches only that slice of the large index's pages.
+struct Merge {
+    /// Rows in the recent table, as this thread counts them.
+    recent: usize,
+    /// The last row moved; the next run starts after it.
+    after: (String, i64),
+}
+
+impl Merge {
+    /// Rows the recent table keeps before moving any.
+    const KEEP: usize = 65_536;
+    /// Fewest rows one run moves.
+    const LEAST: usize = 8_192;
+
+    fn new(recent: usize) -> Merge {
+        Merge {
+            recent,
+            after: (String::new(), -1),
+        }
+    }
+
+    /// After a batch that added `added` rows: moves a run when the
+    /// recent table is over [`Merge::KEEP`].
+    fn after(&mut self, conn: &mut Connection, added: usize) -> Result<(), StoreError> {
+        self.recent += added;
+        if self.recent <= Merge::KEEP {
+            return Ok(());
+        }
+        let want = added.max(Merge::LEAST);
+        let moved = move_run(conn, &mut self.after, want)?;
+        self.recent = self.recent.saturating_sub(moved);
+        Ok(())
+    }
+}
+
+/// Moves the (at most `want`) rows of `audit_subjects_recent` after
+/// `after` into `audit_subjects`, in one transaction; `after` becomes
+/// the last row moved, or the start again when the run reached the end.
+/// Returns how many rows moved.
+fn move_run(
+    conn: &mut Connection,
+    after: &mut (String, i64),
+    want: usize,
+) -> Result<usize, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    let end: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT subject_hash, seq FROM audit_subjects_recent \
+             WHERE (subject_hash, seq) > (?1, ?2) ORDER BY subject_hash, seq \
+             LIMIT 1 OFFSET ?3",
+            params![after.0, after.1, want.saturating_sub(1) as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(sqlite_error)?;
+    // past every hash: a run to the end of the table
+    let last = end
+        .clone()
+        .unwrap_or_else(|| (char::MAX.to_string(), i64::MAX));
+    let range = "(subject_hash, seq) > (?1, ?2) AND (subject_hash, seq) <= (?3, ?4)";
+    let moved = tx
+        .execute(
+            &format!(
+                "INSERT INTO audit_subjects (subject_hash, seq) \
+                 SELECT subject_hash, seq FROM audit_subjects_recent WHERE {range} \
+                 ORDER BY subject_hash, seq"
+            ),
+            params![after.0, after.1, last.0, last.1],
+        )
+        .map_err(sqlite_error)?;
+    let deleted = tx
+        .execute(
+            &format!("DELETE FROM audit_subjects_recent WHERE {range}"),
+            params![after.0, after.1, last.0, last.1],
+        )
+        .map_err(sqlite_error)?;
+    if deleted != moved {
+        return Err(StoreError::AuditUnavailable(format!(
+            "moved {moved} subject index rows but removed {deleted}"
+        )));
+    }
+    tx.commit().map_err(sqlite_error)?;
+    *after = end.unwrap_or_else(|| (String::new(), -1));
+    Ok(moved)
+}
+
+/// Writes the batch; returns how many subject index rows it added.
+fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<usize, StoreError> {
     // IMMEDIATE: the write lock from the first statement, so the sequence
     // number read below is still the next one at the insert
     let tx = conn
@@ -108,6 +223,7 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<(), StoreError>
         })
         .map_err(sqlite_error)?;
     number(batch, next);
+    let mut added = 0usize;
     {
         let mut insert = tx
             .prepare(
@@ -118,7 +234,7 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<(), StoreError>
             )
             .map_err(sqlite_error)?;
         let mut subject = tx
-            .prepare("INSERT INTO audit_subjects (seq, subject_hash) VALUES (?, ?)")
+            .prepare("INSERT INTO audit_subjects_recent (seq, subject_hash) VALUES (?, ?)")
             .map_err(sqlite_error)?;
         for p in batch.iter() {
             let (s, e) = (&p.stored, &p.stored.entry);
@@ -146,8 +262,10 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<(), StoreError>
             hashes.sort_unstable();
             for hash in hashes {
                 subject.execute(params![seq, hash]).map_err(sqlite_error)?;
+                added += 1;
             }
         }
     }
-    tx.commit().map_err(sqlite_error)
+    tx.commit().map_err(sqlite_error)?;
+    Ok(added)
 }
