@@ -248,7 +248,7 @@ impl Store {
     /// The keys `subscription` holds now: the fold of its recorded
     /// batches.
     pub async fn subscription_keys(&self, subscription: &str) -> Result<HeldKeys, StoreError> {
-        let rows = self.key_rows(subscription, i64::MAX).await?;
+        let rows = key_rows(self.pool(), subscription, i64::MAX).await?;
         let keys = fold(subscription, rows)?.iter().map(|h| short(h)).collect();
         Ok(HeldKeys { keys })
     }
@@ -269,26 +269,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// The rows `(given, taken)` of `subscription` before batch `before`,
-    /// in batch order.
-    async fn key_rows(
-        &self,
-        subscription: &str,
-        before: i64,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT given, taken FROM subscription_key_batches \
-             WHERE subscription_id = $1 AND batch < $2 ORDER BY batch, part",
-        )
-        .bind(subscription)
-        .bind(before)
-        .fetch_all(self.pool())
-        .await?;
-        rows.into_iter()
-            .map(|r| Ok((r.try_get::<Vec<u8>, _>(0)?, r.try_get::<Vec<u8>, _>(1)?)))
-            .collect()
     }
 
     /// Records batch `batch` of `subscription` for the stream resumed as
@@ -392,6 +372,26 @@ impl Store {
     }
 }
 
+/// The rows `(given, taken)` of `subscription` before batch `before`, in
+/// batch order.
+async fn key_rows<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    subscription: &str,
+    before: i64,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT given, taken FROM subscription_key_batches \
+         WHERE subscription_id = $1 AND batch < $2 ORDER BY batch, part",
+    )
+    .bind(subscription)
+    .bind(before)
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|r| Ok((r.try_get::<Vec<u8>, _>(0)?, r.try_get::<Vec<u8>, _>(1)?)))
+        .collect()
+}
+
 /// Folds the history of `subscription` before batch `horizon` into rows
 /// of batch `horizon - 1` holding the keys held at that point — when the
 /// rows after the last fold have grown to a quarter of it (or there was
@@ -421,17 +421,7 @@ async fn fold_history(
     if sizes.len() == 1 || since * 4 < *first {
         return Ok(());
     }
-    let loaded = sqlx::query(
-        "SELECT given, taken FROM subscription_key_batches \
-         WHERE subscription_id = $1 AND batch < $2 ORDER BY batch, part",
-    )
-    .bind(subscription)
-    .bind(horizon)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(|r| Ok((r.try_get::<Vec<u8>, _>(0)?, r.try_get::<Vec<u8>, _>(1)?)))
-    .collect::<Result<Vec<_>, StoreError>>()?;
+    let loaded = key_rows(&mut **tx, subscription, horizon).await?;
     let mut held: Vec<[u8; HASH_BYTES]> = fold(subscription, loaded)?.into_iter().collect();
     held.sort_unstable();
     sqlx::query("DELETE FROM subscription_key_batches WHERE subscription_id = $1 AND batch < $2")

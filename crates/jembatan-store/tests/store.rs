@@ -352,6 +352,14 @@ async fn sqlite_filtered_queries() {
 /// A store on a fresh PostgreSQL database, and the statement that drops
 /// it; `None` (after printing why) without a server.
 async fn fresh_postgres(prefix: &str) -> Option<(Store, sqlx::AnyPool, String)> {
+    let (url, admin, drop_db) = empty_database(prefix).await?;
+    let store = Store::connect(&url).await.unwrap();
+    Some((store, admin, drop_db))
+}
+
+/// A new empty PostgreSQL database: its URL, an admin pool and the
+/// statement that drops it; `None` (after saying why) without PostgreSQL.
+async fn empty_database(prefix: &str) -> Option<(String, sqlx::AnyPool, String)> {
     let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
         println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
         return None;
@@ -367,8 +375,7 @@ async fn fresh_postgres(prefix: &str) -> Option<(Store, sqlx::AnyPool, String)> 
         .execute(&admin)
         .await
         .unwrap();
-    let store = Store::connect(&replace_db(&url, &name)).await.unwrap();
-    Some((store, admin, drop_db))
+    Some((replace_db(&url, &name), admin, drop_db))
 }
 
 async fn drop_postgres(store: Store, admin: sqlx::AnyPool, drop_db: String) {
@@ -1123,22 +1130,10 @@ async fn sqlite_key_history_of_0016_is_kept() {
 
 #[tokio::test]
 async fn postgres_key_history_of_0016_is_kept() {
-    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
-        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+    let Some((url, admin, drop_db)) = empty_database("jembatan_keys0016").await else {
         return;
     };
-    let admin = Store::admin_pool(&url).await.unwrap();
-    let name = format!("jembatan_keys0016_{}", std::process::id());
-    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    key_history_of_0016_is_kept(&replace_db(&url, &name), "postgres").await;
+    key_history_of_0016_is_kept(&url, "postgres").await;
     sqlx::query(sqlx::AssertSqlSafe(drop_db))
         .execute(&admin)
         .await
