@@ -198,6 +198,8 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, agency = %adapter.agency(), "adapter listening");
     }
+    let incoming = tls.incoming(listener);
+    let closing = incoming.closing();
     let served = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -214,9 +216,11 @@ pub async fn serve(
         // the acceptor sets TCP_NODELAY and keepalive on every
         // connection: tonic's own settings do not reach streams served
         // from an incoming stream
-        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     database_health.abort();
+    // the broker reads the last frames of each connection before it goes
+    closing.closed().await;
     served?;
     tracing::info!("adapter stopped");
     Ok(())

@@ -121,6 +121,8 @@ pub async fn serve(
     if tls.identity().role != jembatan_core::Role::Broker {
         return Err(BrokerError::NotBroker(tls.identity().to_string()));
     }
+    let incoming = tls.incoming(listener);
+    let closing = incoming.closing();
     let served = Server::builder()
         // HTTP/1.1 too, for the HTTP/JSON routes' clients (ALPN offers
         // `h2` and `http/1.1`)
@@ -134,9 +136,12 @@ pub async fn serve(
         .add_routes(routes)
         // the acceptor sets TCP_NODELAY on every connection: tonic's own
         // setting does not reach streams served from an incoming stream
-        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     store_health.abort();
+    // each consumer reads the status that ended its stream before its
+    // connection goes
+    closing.closed().await;
     served?;
     Ok(())
 }

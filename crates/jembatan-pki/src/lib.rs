@@ -42,7 +42,10 @@ pub use client::{
 pub use crl::{BadSerial, CertError, CrlError, Reason, RevocationList, RevokeOutcome, Serial};
 pub use live::RELOAD_INTERVAL;
 pub use pkcs12::{Pkcs12Error, pkcs12};
-pub use server::{RevocationCheck, RevocationLayer, Revocations, ServerTls, TlsIncoming};
+pub use server::{
+    Closing, LINGER, RevocationCheck, RevocationLayer, Revocations, ServerTls, TlsConnection,
+    TlsIncoming,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {

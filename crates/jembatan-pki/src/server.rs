@@ -5,10 +5,15 @@
 //! extensions so that [`crate::peer_identity`] refuses a certificate
 //! revoked after its connection was opened.
 //!
-//! The streams it yields are tokio-rustls server streams, so tonic puts
+//! The streams it yields wrap tokio-rustls server streams, so tonic puts
 //! the peer's certificates in each request's
 //! `TlsConnectInfo<TcpConnectInfo>` as before and [`crate::peer_identity`]
-//! reads them from there.
+//! reads them from there. A connection the server is done with is closed
+//! lingering: its write side is shut, and what the client still sends is
+//! read and dropped until the client closes too or [`LINGER`] passes.
+//! Closed at once, a socket holding bytes it has not read (a window
+//! update, a ping) is reset, and a reset makes the client drop the last
+//! frames it has not read yet: the status that ends a drained stream.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -28,13 +33,15 @@ use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::task::TaskTracker;
 use tonic::codegen::http;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpIncoming};
 
 use crate::PkiError;
 use crate::crl::Serial;
@@ -44,6 +51,10 @@ use crate::live::{Live, RELOAD_INTERVAL};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive on accepted connections.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Longest a closed connection is kept reading what its client still
+/// sends, so that the client reads the server's last frames before the
+/// socket goes.
+pub const LINGER: Duration = Duration::from_secs(3);
 
 /// A server's TLS: its certificate and key, the CA its clients must chain
 /// to, and the revocation list, all reloaded when their files change.
@@ -119,7 +130,11 @@ impl ServerTls {
         let (tx, rx) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(Arc::clone(&self.config));
         let accept = tokio::spawn(accept_loop(tcp, acceptor, tx));
-        TlsIncoming { rx, accept }
+        TlsIncoming {
+            rx,
+            accept,
+            closing: TaskTracker::new(),
+        }
     }
 
     /// The layer that lets [`crate::peer_identity`] refuse, on every
@@ -321,14 +336,144 @@ pub(crate) fn fingerprint(der: &[u8]) -> String {
 pub struct TlsIncoming {
     rx: mpsc::Receiver<TlsStream<TcpStream>>,
     accept: JoinHandle<()>,
+    /// The lingering closes of connections the server is done with.
+    closing: TaskTracker,
+}
+
+impl TlsIncoming {
+    /// What tells when the connections of this stream have all closed.
+    pub fn closing(&self) -> Closing {
+        Closing(self.closing.clone())
+    }
 }
 
 impl futures::Stream for TlsIncoming {
-    type Item = Result<TlsStream<TcpStream>, std::io::Error>;
+    type Item = Result<TlsConnection, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|next| next.map(Ok))
+        let closing = self.closing.clone();
+        self.rx.poll_recv(cx).map(|next| {
+            next.map(|tls| {
+                Ok(TlsConnection {
+                    tls: Some(tls),
+                    closing,
+                })
+            })
+        })
     }
+}
+
+/// The lingering closes of a [`TlsIncoming`]'s connections.
+#[derive(Debug, Clone)]
+pub struct Closing(TaskTracker);
+
+impl Closing {
+    /// Completes once every connection the server has let go of is
+    /// closed, at most [`LINGER`] after the last was let go. For after
+    /// the server stopped: a process that exits at once resets them.
+    pub async fn closed(self) {
+        self.0.close();
+        self.0.wait().await;
+    }
+}
+
+/// One accepted connection: a TLS stream that closes lingering when the
+/// server drops it.
+#[derive(Debug)]
+pub struct TlsConnection {
+    /// Always there until the connection is dropped.
+    tls: Option<TlsStream<TcpStream>>,
+    closing: TaskTracker,
+}
+
+impl TlsConnection {
+    fn tls(self: Pin<&mut Self>) -> Pin<&mut TlsStream<TcpStream>> {
+        Pin::new(
+            self.get_mut()
+                .tls
+                .as_mut()
+                .expect("a connection's stream is there until it is dropped"),
+        )
+    }
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = <TlsStream<TcpStream> as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tls
+            .as_ref()
+            .expect("a connection's stream is there until it is dropped")
+            .connect_info()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.tls().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.tls().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.tls().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.tls().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.tls().poll_shutdown(cx)
+    }
+}
+
+impl Drop for TlsConnection {
+    fn drop(&mut self) {
+        let Some(tls) = self.tls.take() else {
+            return;
+        };
+        // dropped outside a runtime (the runtime itself going): closed at once
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.closing.spawn(linger(tls));
+        }
+    }
+}
+
+/// Closes a connection the server is done with: shuts its write side
+/// (after what is queued), then reads and drops what the client still
+/// sends until it closes or [`LINGER`] passes.
+async fn linger(mut tls: TlsStream<TcpStream>) {
+    let _ = tokio::time::timeout(LINGER, async move {
+        // close_notify after what is queued, then the TCP write side
+        if tls.shutdown().await.is_err() {
+            return;
+        }
+        let (mut tcp, _) = tls.into_inner();
+        let mut sink = [0u8; 4096];
+        while let Ok(1..) = tcp.read(&mut sink).await {}
+    })
+    .await;
 }
 
 impl Drop for TlsIncoming {
@@ -629,6 +774,74 @@ mod tests {
         ] {
             assert!(line.contains(&want), "{want:?} missing from {line}");
         }
+    }
+
+    /// A connection the server lets go of while its client still sends
+    /// (unread bytes in the server's socket) is not reset: the client
+    /// reads everything the server wrote, then a clean end.
+    #[tokio::test]
+    async fn a_client_reads_to_the_end_of_a_connection_let_go_with_unread_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::create(&dir.path().join("ca"), "test CA").unwrap();
+        let broker = jembatan_core::Identity::new(Role::Broker, None).unwrap();
+        let server = ca
+            .issue_to(&broker, &loopback_hosts(), 1, "broker")
+            .unwrap();
+        let tls = ServerTls::load(&server).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = tls.incoming(listener);
+        let closing = incoming.closing();
+
+        let agency = jembatan_core::Identity::agency("dinsos".parse().unwrap());
+        let client = ca.issue(&agency, &[], 1).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(
+                pem_contents(ca.cert_pem().as_bytes()).unwrap(),
+            ))
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from(
+                pem_contents(client.cert_pem.as_bytes()).unwrap(),
+            )],
+            PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut stream = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+
+        // more than the sockets buffer: some of it is still queued when
+        // the server lets go
+        const SENT: usize = 16 << 20;
+        let mut connection = incoming.next().await.unwrap().unwrap();
+        let served = tokio::spawn(async move {
+            connection.write_all(&vec![7u8; SENT]).await.unwrap();
+            connection.flush().await.unwrap();
+            drop(connection);
+        });
+        // bytes the server never reads
+        stream.write_all(b"a window update").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut received = Vec::new();
+        let end = stream.read_to_end(&mut received).await;
+        served.await.unwrap();
+        assert!(end.is_ok(), "the connection was reset: {end:?}");
+        assert_eq!(received.len(), SENT);
+        drop(stream);
+        tokio::time::timeout(LINGER + Duration::from_secs(2), closing.closed())
+            .await
+            .expect("the lingering close ends once the client closed");
     }
 
     #[test]
