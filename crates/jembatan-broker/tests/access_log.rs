@@ -2,13 +2,11 @@
 //! naming the caller, the method, the status code, the duration and —
 //! on the broker — the audit entry the response names.
 
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use jembatan_proto::v1 as pb;
-use support::{Federation, agreement_toml, query};
+use jembatan_testkit::{Federation, agreement_toml, query};
 
 struct Sink(Arc<Mutex<Vec<u8>>>);
 
@@ -61,7 +59,7 @@ async fn every_rpc_has_an_access_line_naming_its_audit_entry() {
         Err(status) => status,
         Ok(response) => response.into_inner().message().await.unwrap_err(),
     };
-    let denial = support::denial_details(&denied);
+    let denial = jembatan_testkit::denial_details(&denied);
 
     let mut lines = Vec::new();
     for _ in 0..50 {

@@ -2,13 +2,13 @@
 //! on the audit log, revocation and expiry stopping running exchanges,
 //! quotas shared by replicas, and the read / verify / masked access modes.
 
-mod support;
-
 use std::time::Duration;
 
 use jembatan_core::{Decision, EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
-use support::{Federation, agreement_toml, denial_codes, eq, nik, query, run_query, string};
+use jembatan_testkit::{
+    Federation, agreement_toml, denial_codes, eq, nik, query, run_query, string,
+};
 use tonic::Code;
 
 fn terms(id: &str, fields: &[(&str, pb::AccessMode, &str)]) -> pb::ProposeRequest {
@@ -39,7 +39,7 @@ fn read(fields: &[&'static str]) -> Vec<(&'static str, pb::AccessMode, &'static 
 
 /// The agreement entries of the log, as (operation, decision, from, to).
 async fn steps(
-    b: &support::BrokerHandle,
+    b: &jembatan_testkit::BrokerHandle,
     id: &str,
 ) -> Vec<(String, Decision, Option<String>, Option<String>)> {
     let size = b.broker.audit().size().await.unwrap();
@@ -451,7 +451,7 @@ async fn revocation_through_another_replica_stops_a_running_stream() {
     let delivered = first + rest;
     assert!(delivered < ROWS, "the stream ran to its end: {delivered}");
 
-    let receipt = support::receipt_of(&status).expect("a receipt for what was delivered");
+    let receipt = jembatan_testkit::receipt_of(&status).expect("a receipt for what was delivered");
     assert_eq!(receipt.rows, delivered as u64);
     let entries = a
         .broker
@@ -947,7 +947,7 @@ async fn columns_off_the_adapters_whitelist_are_refused_at_proposal_and_approval
 /// The agreement entries of the log for `id`, as (operation, status,
 /// exchange id, error).
 async fn step_entries(
-    b: &support::BrokerHandle,
+    b: &jembatan_testkit::BrokerHandle,
     id: &str,
 ) -> Vec<(String, ExchangeStatus, String, Option<String>)> {
     let size = b.broker.audit().size().await.unwrap();
@@ -1096,7 +1096,7 @@ async fn a_denial_reports_every_candidate_agreement() {
     let mut ex = b.exchange(&f, "dinsos").await;
     let status = run_query(&mut ex, query(&["nik"])).await.end.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
-    let details = support::denial_details(&status);
+    let details = jembatan_testkit::denial_details(&status);
     let reasons: Vec<(&str, &str)> = details
         .reasons
         .iter()
@@ -1221,7 +1221,7 @@ async fn a_revoked_agreement_is_never_honoured_after_the_revocation_returns() {
 
 #[tokio::test]
 async fn a_revoked_agreement_is_never_honoured_after_the_revocation_returns_on_postgres() {
-    let Some(pg) = support::PgStore::fresh("jembatan_policy").await else {
+    let Some(pg) = jembatan_testkit::PgStore::fresh("jembatan_policy").await else {
         return;
     };
     let mut f = Federation::start(20).await;

@@ -3,212 +3,55 @@
 //! and an auditor reading the log, checkpoints and proofs — all with
 //! certificates from a development CA.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use jembatan_adapter::{Adapter, AdapterConfig};
-use jembatan_broker::{Broker, BrokerConfig};
-use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus, Identity, Role};
-use jembatan_pki::TlsFiles;
+use jembatan_broker::Broker;
+use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::audit_client::AuditClient;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
+use jembatan_testkit::{BrokerHandle, Federation, agreement_toml, nik};
 use jembatan_tlog::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 use jembatan_tlog::note::{Checkpoint, Verifier};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const ROWS: usize = 30;
 
 struct Harness {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
+    f: Federation,
     broker: Broker,
     broker_port: u16,
-    files: HashMap<String, TlsFiles>,
-    stop: watch::Sender<bool>,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-fn ident(role: Role, agency: Option<&str>) -> Identity {
-    Identity::new(role, agency.map(|a| a.parse().unwrap())).unwrap()
-}
-
-fn nik(i: usize) -> String {
-    format!("15070{i:011}")
-}
-
-async fn make_db(path: &Path) {
-    let url = format!("sqlite://{}?mode=rwc", path.display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("CREATE TABLE penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    for i in 0..ROWS {
-        sqlx::query("INSERT INTO penduduk VALUES (?, ?)")
-            .bind(nik(i))
-            .bind(format!("WARGA {i}"))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
-    pool.close().await;
-}
-
-/// A provider `prov` with one dataset, an agreement for `dinsos` only, and
-/// certificates for dinsos, dinkes, the broker, the adapter and an auditor.
-/// Checkpoints are signed only when a test asks.
+/// The federation's provider with one agreement, for `dinsos` only (`nik`
+/// and `nama`); checkpoints are signed only when a test asks.
 async fn harness() -> Harness {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    make_db(&dir.join("prov.db")).await;
-    let ids = [
-        ("broker", ident(Role::Broker, None)),
-        ("adapter", ident(Role::Adapter, Some("prov"))),
-        ("dinsos", ident(Role::Agency, Some("dinsos"))),
-        ("dinkes", ident(Role::Agency, Some("dinkes"))),
-        ("auditor", ident(Role::Auditor, None)),
-    ];
-    let all: Vec<Identity> = ids.iter().map(|(_, i)| i.clone()).collect();
-    let issued = jembatan_pki::dev_pki(&dir.join("certs"), &all).unwrap();
-    let files: HashMap<String, TlsFiles> = ids
-        .iter()
-        .map(|(n, i)| {
-            let f = issued.iter().find(|(x, _)| x == i).unwrap().1.clone();
-            (n.to_string(), f)
-        })
-        .collect();
-
-    let (stop, stop_rx) = watch::channel(false);
-    let shutdown = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-
-    let adapter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let adapter_port = adapter_listener.local_addr().unwrap().port();
-    let a = &files["adapter"];
-    let adapter_toml = format!(
-        r#"
-version = 1
-agency = "prov"
-database = "sqlite://{db}"
-listen = "127.0.0.1:{adapter_port}"
-receipt_log = "receipts.jsonl"
-[tls]
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
-[[datasets]]
-name = "penduduk"
-table = "penduduk"
-key = "nik"
-columns = ["nik", "nama"]
-"#,
-        db = dir.join("prov.db").display(),
-        ca = a.ca.display(),
-        cert = a.cert.display(),
-        key = a.key.display()
+    let f = Federation::start(ROWS).await;
+    let config = f.broker_config(
+        "checkpoint_every = 1000000\ncheckpoint_interval = \"1h\"",
+        &agreement_toml(
+            "ok-1",
+            "dinsos",
+            r#"["nik", "nama"]"#,
+            "approved",
+            "valid_until = \"2099-01-01\"",
+        ),
     );
-    let config = AdapterConfig::from_toml(&adapter_toml, &dir).unwrap();
-    let adapter = Arc::new(Adapter::connect(&config).await.unwrap());
-    tokio::spawn(jembatan_adapter::serve(
-        adapter,
-        adapter_listener,
-        config.tls.server_config().unwrap(),
-        shutdown(),
-    ));
-
-    let b = &files["broker"];
-    let broker_toml = format!(
-        r#"
-version = 1
-listen = "127.0.0.1:0"
-store = "broker.db"
-audit_key = "audit.key"
-checkpoint_every = 1000000
-checkpoint_interval = "1h"
-[tls]
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
-[[agencies]]
-id = "prov"
-name = "Provider"
-adapter = "https://127.0.0.1:{adapter_port}"
-[[agencies]]
-id = "dinsos"
-name = "Dinas Sosial"
-[[agencies]]
-id = "dinkes"
-name = "Dinas Kesehatan"
-[[datasets]]
-id = "prov.penduduk"
-key = "nik"
-[[agreements]]
-id = "ok-1"
-provider = "prov"
-consumer = "dinsos"
-dataset = "prov.penduduk"
-fields = ["nik", "nama"]
-purpose = "bansos"
-valid_from = "2020-01-01"
-valid_until = "2099-01-01"
-status = "approved"
-"#,
-        ca = b.ca.display(),
-        cert = b.cert.display(),
-        key = b.key.display(),
-    );
-    let config = BrokerConfig::from_toml(&broker_toml, &dir).unwrap();
-    let broker = Broker::start(&config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let broker_port = listener.local_addr().unwrap().port();
-    tokio::spawn(jembatan_broker::serve(
-        broker.clone(),
-        listener,
-        config.tls.server_config().unwrap(),
-        shutdown(),
-    ));
+    let BrokerHandle { broker, port } = f.broker(&config).await;
     Harness {
-        _dir: tmp,
-        dir,
+        f,
         broker,
-        broker_port,
-        files,
-        stop,
+        broker_port: port,
     }
-}
-
-async fn channel(port: u16, files: &TlsFiles) -> Channel {
-    Endpoint::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(files.client_config("localhost").unwrap())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 impl Harness {
     async fn consumer(&self, who: &str) -> ExchangeClient<Channel> {
-        ExchangeClient::new(channel(self.broker_port, &self.files[who]).await)
+        ExchangeClient::new(self.f.channel(self.broker_port, who).await)
     }
 
     async fn audit_client(&self, who: &str) -> AuditClient<Channel> {
-        AuditClient::new(channel(self.broker_port, &self.files[who]).await)
+        AuditClient::new(self.f.channel(self.broker_port, who).await)
     }
 
     /// A query by `who`; true when allowed.
@@ -255,7 +98,7 @@ impl Harness {
     }
 
     fn verifier(&self) -> Verifier {
-        std::fs::read_to_string(self.dir.join("checkpoint.key.pub"))
+        std::fs::read_to_string(self.f.dir.join("checkpoint.key.pub"))
             .unwrap()
             .trim()
             .parse()
@@ -734,7 +577,7 @@ async fn subject_lookup_finds_who_looked_a_resident_up() {
     assert!(!h.lookup("dinkes", 7).await); // 2
     assert!(h.query("dinsos").await); // 3, 4: no subject
     assert!(h.lookup("dinsos", 7).await); // 5
-    let key = jembatan_broker::read_audit_key(&h.dir.join("audit.key")).unwrap();
+    let key = jembatan_broker::read_audit_key(&h.f.dir.join("audit.key")).unwrap();
     let hash = jembatan_broker::subject_hash(&key, "prov.penduduk", &nik(7));
     assert_eq!(hash.len(), 64);
     let mut a = h.audit_client("auditor").await;
@@ -866,7 +709,7 @@ async fn every_read_of_the_log_is_itself_on_the_log() {
     // who looked at a resident's history: the read names the resident by
     // the keyed hash it was asked with, so the next lookup of that
     // resident finds the auditor's look too
-    let key = jembatan_broker::read_audit_key(&h.dir.join("audit.key")).unwrap();
+    let key = jembatan_broker::read_audit_key(&h.f.dir.join("audit.key")).unwrap();
     let hash = jembatan_broker::subject_hash(&key, "prov.penduduk", &nik(4));
     let lookup = || pb::SubjectLookupRequest {
         subject_hash: hash.clone(),

@@ -4,13 +4,11 @@
 //! client does not cancel the call itself — and the exchange's end is on
 //! the log.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use jembatan_adapter::{FetchStatus, LogEntry, read_receipt_log};
 use jembatan_core::{EntryKind, ExchangeStatus};
-use support::{Federation, agreement_toml, query};
+use jembatan_testkit::{Federation, agreement_toml, query};
 
 /// A provider whose `penduduk` is a view that counts to four billion
 /// before it finds a row.
@@ -29,7 +27,12 @@ async fn slow_provider() -> Federation {
     .await
     .unwrap();
     pool.close().await;
-    Federation::with_database(tmp, &format!("sqlite://{}", path.display()), 0).await
+    Federation::builder()
+        .dir(tmp)
+        .database(&format!("sqlite://{}", path.display()))
+        .rows(0)
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,6 @@
 //! database behind a real adapter, the broker, and consumers, all with
 //! certificates from a development CA.
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -1138,7 +1136,7 @@ async fn an_unreachable_adapter_fails_the_exchange_on_the_log() {
 
 #[tokio::test]
 async fn exchanges_work_on_a_postgres_store() {
-    let Some(pg) = support::PgStore::fresh("jembatan_e2e").await else {
+    let Some(pg) = jembatan_testkit::PgStore::fresh("jembatan_e2e").await else {
         return;
     };
     let h = harness_with_store(&pg.url).await;

@@ -4,14 +4,12 @@
 //! an agreement step and the receipts; and the completion or answered
 //! entry names the endpoint that served.
 
-mod support;
-
 use std::time::Duration;
 
 use jembatan_adapter::{LogEntry, read_receipt_log};
 use jembatan_core::{AuditEntry, EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
-use support::{Federation, agreement_toml, nik, query, run_query, string};
+use jembatan_testkit::{Federation, agreement_toml, nik, query, run_query, string};
 
 /// An endpoint nothing listens on: a port bound, then let go.
 async fn dead_endpoint() -> String {
@@ -22,7 +20,7 @@ async fn dead_endpoint() -> String {
 }
 
 /// Every entry of the broker's log, oldest first.
-async fn entries(b: &support::BrokerHandle) -> Vec<AuditEntry> {
+async fn entries(b: &jembatan_testkit::BrokerHandle) -> Vec<AuditEntry> {
     let size = b.broker.audit().size().await.unwrap();
     b.broker
         .audit()
@@ -36,7 +34,9 @@ async fn entries(b: &support::BrokerHandle) -> Vec<AuditEntry> {
 
 /// The ends of exchanges on the log (completion and answered entries), as
 /// (kind, status, endpoint).
-async fn ends(b: &support::BrokerHandle) -> Vec<(EntryKind, ExchangeStatus, Option<String>)> {
+async fn ends(
+    b: &jembatan_testkit::BrokerHandle,
+) -> Vec<(EntryKind, ExchangeStatus, Option<String>)> {
     entries(b)
         .await
         .into_iter()

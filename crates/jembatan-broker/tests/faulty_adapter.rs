@@ -6,22 +6,18 @@
 //! anything is passed over for the provider's next endpoint; one that
 //! breaks after sending records is not.
 
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
-use jembatan_broker::{Broker, BrokerConfig};
-use jembatan_core::{Decision, EntryKind, ExchangeStatus, Identity, Role};
-use jembatan_pki::TlsFiles;
+use jembatan_broker::Broker;
+use jembatan_core::{Decision, EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
-use jembatan_proto::v1::adapter_server::{Adapter, AdapterServer};
+use jembatan_proto::v1::adapter_server::Adapter;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tonic::transport::{Endpoint, Server};
+use jembatan_testkit::{Federation, agreement_toml};
 use tonic::{Code, Request, Response, Status};
 
 /// How the fake adapter misbehaves.
@@ -127,121 +123,49 @@ impl Adapter for FakeAdapter {
 }
 
 struct Harness {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
+    f: Federation,
     broker: Broker,
     client: ExchangeClient<tonic::transport::Channel>,
-    stop: watch::Sender<bool>,
     /// The receipts the (first) fake adapter was given.
     acks: Arc<Mutex<Vec<pb::AcknowledgeRequest>>>,
-    /// Each fake adapter's endpoint, as the config lists them.
-    endpoints: Vec<String>,
     /// The fetches each fake adapter was asked for.
     fetches: Vec<Arc<AtomicUsize>>,
     /// The receipts each fake adapter was given.
     all_acks: Vec<Arc<Mutex<Vec<pb::AcknowledgeRequest>>>>,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
 async fn harness(fault: Fault) -> Harness {
     harness_with(&[fault]).await
 }
 
+/// The same records in the provider's schema and translated into
+/// `dinsos.orang@1`.
+const REGISTRY: &str = r#"
+[registry]
+schemas = [
+  { dataset = "prov.penduduk", file = "prov.json" },
+  { dataset = "dinsos.orang", file = "orang.json" },
+]
+mappings = ["orang.toml"]
+"#;
+
 /// A broker whose provider lists one fake adapter endpoint per fault, in
 /// that order.
 async fn harness_with(faults: &[Fault]) -> Harness {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    let ids = [
-        Identity::new(Role::Broker, None).unwrap(),
-        Identity::new(Role::Adapter, Some("prov".parse().unwrap())).unwrap(),
-        Identity::agency("dinsos".parse().unwrap()),
-    ];
-    let issued = jembatan_pki::dev_pki(&dir.join("certs"), &ids).unwrap();
-    let files = |i: usize| -> TlsFiles { issued[i].1.clone() };
-    let (stop, rx) = watch::channel(false);
-    let shutdown = move || {
-        let mut rx = rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-
-    let (mut endpoints, mut fetches, mut all_acks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut f = Federation::builder().without_adapter().start().await;
+    let (mut fetches, mut all_acks) = (Vec::new(), Vec::new());
     for fault in faults {
         let acks = Arc::new(Mutex::new(Vec::new()));
         let count = Arc::new(AtomicUsize::new(0));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        endpoints.push(format!(
-            "https://127.0.0.1:{}",
-            listener.local_addr().unwrap().port()
-        ));
-        let tls = files(1).server_config().unwrap();
-        tokio::spawn(
-            Server::builder()
-                .add_service(AdapterServer::new(FakeAdapter {
-                    fault: *fault,
-                    acks: acks.clone(),
-                    fetches: count.clone(),
-                }))
-                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown()),
-        );
+        f.fake_adapter(FakeAdapter {
+            fault: *fault,
+            acks: acks.clone(),
+            fetches: count.clone(),
+        })
+        .await;
         fetches.push(count);
         all_acks.push(acks);
     }
-    let adapter = endpoints
-        .iter()
-        .map(|e| format!("{e:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-
-    let b = files(0);
-    let toml = format!(
-        r#"
-version = 1
-listen = "127.0.0.1:0"
-store = "broker.db"
-audit_key = "audit.key"
-[tls]
-ca = "{}"
-cert = "{}"
-key = "{}"
-[[agencies]]
-id = "prov"
-name = "Provider"
-adapter = [{adapter}]
-[[agencies]]
-id = "dinsos"
-name = "Dinas Sosial"
-[[datasets]]
-id = "prov.penduduk"
-key = "nik"
-[[agreements]]
-id = "a1"
-provider = "prov"
-consumer = "dinsos"
-dataset = "prov.penduduk"
-fields = ["nik", "nama"]
-purpose = "bansos"
-valid_from = "2020-01-01"
-status = "approved"
-[registry]
-schemas = [
-  {{ dataset = "prov.penduduk", file = "prov.json" }},
-  {{ dataset = "dinsos.orang", file = "orang.json" }},
-]
-mappings = ["orang.toml"]
-"#,
-        b.ca.display(),
-        b.cert.display(),
-        b.key.display()
-    );
-    // the same records can be asked for translated into dinsos.orang@1
     for (name, text) in [
         (
             "prov.json",
@@ -257,36 +181,19 @@ mappings = ["orang.toml"]
              [[rule]]\ntarget = \"id\"\nfrom = \"nik\"\n[[rule]]\ntarget = \"name\"\nfrom = \"nama\"\n",
         ),
     ] {
-        std::fs::write(dir.join(name), text).unwrap();
+        std::fs::write(f.dir.join(name), text).unwrap();
     }
-    let config = BrokerConfig::from_toml(&toml, &dir).unwrap();
-    let broker = Broker::start(&config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(jembatan_broker::serve(
-        broker.clone(),
-        listener,
-        config.tls.server_config().unwrap(),
-        shutdown(),
-    ));
-    let consumer = files(2);
-    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(consumer.client_config("localhost").unwrap())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let agreement = agreement_toml("a1", "dinsos", r#"["nik", "nama"]"#, "approved", "");
+    let config = f.broker_config("", &format!("{agreement}{REGISTRY}"));
+    let served = f.broker(&config).await;
+    let client = served.exchange(&f, "dinsos").await;
     Harness {
-        _dir: tmp,
-        dir,
-        broker,
-        client: ExchangeClient::new(channel),
-        stop,
+        broker: served.broker,
+        client,
         acks: all_acks[0].clone(),
-        endpoints,
         fetches,
         all_acks,
+        f,
     }
 }
 
@@ -364,7 +271,7 @@ async fn adapter_dropping_the_stream_fails_the_exchange_on_the_log() {
     assert_eq!(receipt.exchange_id, exchange_id);
     assert_eq!(receipt.rows, 10);
     assert_eq!(acks[0].dataset, "prov.penduduk");
-    let _ = &h.dir;
+    let _ = &h.f.dir;
 }
 
 #[tokio::test]
@@ -469,7 +376,7 @@ async fn an_endpoint_unavailable_before_any_record_is_passed_over_for_the_next()
     assert_eq!(c.rows, 10);
     assert_eq!(
         c.adapter_endpoint.as_deref(),
-        Some(h.endpoints[1].as_str()),
+        Some(h.f.adapters[1].as_str()),
         "the completion names the endpoint that served"
     );
     let decision = &h.broker.audit().entries(0, 1).await.unwrap()[0].entry;
@@ -492,9 +399,9 @@ async fn an_endpoint_unavailable_before_any_record_is_passed_over_for_the_next()
     let entries = h.broker.audit().entries(0, 10).await.unwrap();
     assert_eq!(
         entries[3].entry.adapter_endpoint.as_deref(),
-        Some(h.endpoints[1].as_str())
+        Some(h.f.adapters[1].as_str())
     );
-    let _ = &h.dir;
+    let _ = &h.f.dir;
 }
 
 #[tokio::test]
@@ -509,7 +416,7 @@ async fn a_stream_that_breaks_after_records_is_not_moved_to_the_next_endpoint() 
     assert_eq!(c.rows, 10);
     assert_eq!(
         c.adapter_endpoint.as_deref(),
-        Some(h.endpoints[0].as_str()),
+        Some(h.f.adapters[0].as_str()),
         "the completion names the endpoint whose stream broke"
     );
     assert_eq!(
@@ -532,7 +439,7 @@ async fn when_every_endpoint_is_unavailable_the_exchange_fails_naming_the_last_a
     assert_eq!(h.fetches[1].load(Ordering::SeqCst), 1);
     assert_eq!(
         c.adapter_endpoint.as_deref(),
-        Some(h.endpoints[1].as_str()),
+        Some(h.f.adapters[1].as_str()),
         "the last endpoint asked is named with its failure"
     );
 }

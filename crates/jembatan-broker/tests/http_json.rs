@@ -5,18 +5,16 @@
 //! clients that offer only HTTP/1.1 in ALPN, and the OpenAPI document
 //! kept equal to `docs/openapi.json`.
 
-mod support;
-
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jembatan_broker::MAX_REQUEST_BYTES;
 use jembatan_core::{Decision, ExchangeStatus};
+use jembatan_testkit::{BrokerHandle, Federation, agreement_toml, nik};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{BrokerHandle, Federation, agreement_toml, nik};
 use tokio::net::TcpStream;
 use tonic::codegen::{Bytes, http};
 
@@ -271,8 +269,13 @@ async fn subscribing_federation(rows: usize) -> (Federation, BrokerHandle) {
     pool.close().await;
     let changes =
         "\n[datasets.changes]\ncolumn = \"diubah\"\nlag = \"0s\"\npoll_interval = \"50ms\"\n";
-    let f =
-        Federation::with_dataset(tmp, &format!("sqlite://{}", db.display()), rows, changes).await;
+    let f = Federation::builder()
+        .dir(tmp)
+        .database(&format!("sqlite://{}", db.display()))
+        .rows(rows)
+        .dataset_extra(changes)
+        .start()
+        .await;
     let config = f.broker_config(
         "",
         &agreement_toml(
@@ -912,17 +915,20 @@ async fn through_grpc(f: &Federation, b: &BrokerHandle) {
         dataset: "prov.penduduk".into(),
         purpose: "bansos".into(),
         fields: vec!["nik".into(), "nama".into()],
-        key: Some(support::string(&nik(3))),
-        verify: [("nama".to_owned(), support::string("WARGA 3"))].into(),
+        key: Some(jembatan_testkit::string(&nik(3))),
+        verify: [("nama".to_owned(), jembatan_testkit::string("WARGA 3"))].into(),
         ..Default::default()
     };
     client.lookup(lookup).await.unwrap();
-    let mut query = support::query(&["nik", "nama"]);
-    query.filter = Some(support::eq("kecamatan", "15.07.01"));
-    support::run_query(&mut client, query).await.end.unwrap();
-    let mut denied = support::query(&["nik"]);
+    let mut query = jembatan_testkit::query(&["nik", "nama"]);
+    query.filter = Some(jembatan_testkit::eq("kecamatan", "15.07.01"));
+    jembatan_testkit::run_query(&mut client, query)
+        .await
+        .end
+        .unwrap();
+    let mut denied = jembatan_testkit::query(&["nik"]);
     denied.purpose = "kesehatan".into();
-    let refused = support::run_query(&mut client, denied)
+    let refused = jembatan_testkit::run_query(&mut client, denied)
         .await
         .end
         .unwrap_err();

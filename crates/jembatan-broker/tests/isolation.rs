@@ -8,15 +8,13 @@
 //! stream; a consumer holds at most `max_streams_per_provider`
 //! query streams against one provider.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use jembatan_adapter::{FetchStatus, LogEntry, read_receipt_log};
 use jembatan_core::{EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
-use support::{Federation, Kind, ProviderDb, agreement_toml, nik, query, string};
+use jembatan_testkit::{Federation, Kind, ProviderDb, agreement_toml, nik, query, string};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Streaming};
 
@@ -41,7 +39,12 @@ async fn federation(kind: Kind) -> Option<(Federation, ProviderDb)> {
         &format!(" {}", "ABCDEFGHIJ".repeat(12)),
     )
     .await?;
-    let f = Federation::with_database(tmp, &db.url, ROWS).await;
+    let f = Federation::builder()
+        .dir(tmp)
+        .database(&db.url)
+        .rows(ROWS)
+        .start()
+        .await;
     Some((f, db))
 }
 
@@ -135,7 +138,7 @@ async fn stall_test(kind: Kind, store: Option<String>) {
     let started = Instant::now();
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        support::run_query(&mut other, query(&["nik"])),
+        jembatan_testkit::run_query(&mut other, query(&["nik"])),
     )
     .await
     .unwrap_or_else(|_| panic!("{kind:?}: another agency's query stalled"));
@@ -240,7 +243,7 @@ async fn a_stream_left_unread_is_ended_cancelled_and_frees_its_slot_and_adapter_
     let mut other = b.exchange(&f, "dinkes").await;
     let mut limited = query(&["nik"]);
     limited.limit = 10;
-    let out = support::run_query(&mut other, limited.clone()).await;
+    let out = jembatan_testkit::run_query(&mut other, limited.clone()).await;
     out.end.unwrap();
     assert_eq!(out.records.len(), 10);
 
@@ -293,7 +296,7 @@ async fn a_stream_left_unread_is_ended_cancelled_and_frees_its_slot_and_adapter_
     assert!(served.rows >= completion.rows);
 
     // the slot is free again
-    let out = support::run_query(&mut holder, limited).await;
+    let out = jembatan_testkit::run_query(&mut holder, limited).await;
     out.end.unwrap();
 
     // reading on, the holder gets what was on its way, then the end
@@ -364,7 +367,9 @@ async fn provider_streams_across_replicas(store: Option<String>) {
     // another consumer has places of its own
     let mut limited = query(&["nik"]);
     limited.limit = 10;
-    let out = support::run_query(&mut client(&f, two.port, "dinkes").await, limited.clone()).await;
+    let out =
+        jembatan_testkit::run_query(&mut client(&f, two.port, "dinkes").await, limited.clone())
+            .await;
     out.end.unwrap();
     assert_eq!(out.records.len(), 10);
 
@@ -373,7 +378,10 @@ async fn provider_streams_across_replicas(store: Option<String>) {
     let mut dinsos = client(&f, two.port, "dinsos").await;
     let started = Instant::now();
     loop {
-        match support::run_query(&mut dinsos, limited.clone()).await.end {
+        match jembatan_testkit::run_query(&mut dinsos, limited.clone())
+            .await
+            .end
+        {
             Ok(()) => break,
             Err(e) if e.code() == Code::ResourceExhausted => {
                 assert!(

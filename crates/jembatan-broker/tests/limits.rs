@@ -5,60 +5,30 @@
 //! limit pass validation; hostile lookup keys reach the database only as
 //! bound values.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use jembatan_adapter::{Adapter, AdapterConfig};
-use jembatan_broker::{Broker, BrokerConfig, MAX_REQUEST_BYTES};
+use jembatan_broker::{Broker, MAX_REQUEST_BYTES};
+use jembatan_core::ExchangeStatus;
 use jembatan_core::limits::{
     MAX_FIELDS, MAX_FILTER_DEPTH, MAX_FILTER_PREDICATES, MAX_IDENT_BYTES, MAX_IN_VALUES,
     MAX_STRING_BYTES,
 };
-use jembatan_core::{ExchangeStatus, Identity, Role};
-use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
+use jembatan_testkit::{BrokerHandle, Federation, agreement_toml};
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const ROWS: usize = 20;
+/// The residents the agreement's row filter lets through: every tenth
+/// (`i % 10 == 9`) has died.
+const ALIVE: usize = ROWS - ROWS / 10;
 
 struct Harness {
-    _dir: tempfile::TempDir,
-    db: PathBuf,
+    f: Federation,
     broker: Broker,
     broker_port: u16,
-    consumer: TlsFiles,
-    stop: watch::Sender<bool>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn make_db(path: &Path) {
-    let url = format!("sqlite://{}?mode=rwc", path.display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query(
-        "CREATE TABLE penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL, status TEXT NOT NULL)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    for i in 0..ROWS {
-        sqlx::query("INSERT INTO penduduk VALUES (?, ?, 'HIDUP')")
-            .bind(format!("15070{i:011}"))
-            .bind(format!("WARGA {i}"))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
-    pool.close().await;
 }
 
 async fn rows_in(db: &Path) -> i64 {
@@ -72,128 +42,31 @@ async fn rows_in(db: &Path) -> i64 {
     n
 }
 
+/// The federation's provider; `dinsos` may read `nik` and `nama` of the
+/// living.
 async fn harness() -> Harness {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    let db = dir.join("prov.db");
-    make_db(&db).await;
-    let id = |role, agency: Option<&str>| {
-        Identity::new(role, agency.map(|a| a.parse().unwrap())).unwrap()
-    };
-    let ids = [
-        id(Role::Broker, None),
-        id(Role::Adapter, Some("prov")),
-        id(Role::Agency, Some("dinsos")),
-    ];
-    let issued = jembatan_pki::dev_pki(&dir.join("certs"), &ids).unwrap();
-    let files = |i: usize| issued.iter().find(|(x, _)| x == &ids[i]).unwrap().1.clone();
-    let (broker_tls, adapter_tls, consumer) = (files(0), files(1), files(2));
-
-    let (stop, stop_rx) = watch::channel(false);
-    let shutdown = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-
-    let adapter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let adapter_port = adapter_listener.local_addr().unwrap().port();
-    let adapter_toml = format!(
-        r#"
-version = 1
-agency = "prov"
-database = "sqlite://{db}"
-listen = "127.0.0.1:{adapter_port}"
-receipt_log = "receipts.jsonl"
-[tls]
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
-[[datasets]]
-name = "penduduk"
-table = "penduduk"
-key = "nik"
-columns = ["nik", "nama", "status"]
-"#,
-        db = db.display(),
-        ca = adapter_tls.ca.display(),
-        cert = adapter_tls.cert.display(),
-        key = adapter_tls.key.display()
+    let f = Federation::start(ROWS).await;
+    let config = f.broker_config(
+        "",
+        &agreement_toml(
+            "ok-1",
+            "dinsos",
+            r#"["nik", "nama"]"#,
+            "approved",
+            r#"row_filter = { field = "status", op = "eq", value = "HIDUP" }"#,
+        ),
     );
-    let config = AdapterConfig::from_toml(&adapter_toml, &dir).unwrap();
-    let adapter = Arc::new(Adapter::connect(&config).await.unwrap());
-    tokio::spawn(jembatan_adapter::serve(
-        adapter,
-        adapter_listener,
-        config.tls.server_config().unwrap(),
-        shutdown(),
-    ));
-
-    let broker_toml = format!(
-        r#"
-version = 1
-listen = "127.0.0.1:0"
-store = "broker.db"
-audit_key = "audit.key"
-[tls]
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
-[[agencies]]
-id = "prov"
-name = "Provider"
-adapter = "https://127.0.0.1:{adapter_port}"
-[[agencies]]
-id = "dinsos"
-name = "Dinas Sosial"
-[[datasets]]
-id = "prov.penduduk"
-key = "nik"
-[[agreements]]
-id = "ok-1"
-provider = "prov"
-consumer = "dinsos"
-dataset = "prov.penduduk"
-fields = ["nik", "nama"]
-purpose = "bansos"
-valid_from = "2020-01-01"
-row_filter = {{ field = "status", op = "eq", value = "HIDUP" }}
-status = "approved"
-"#,
-        ca = broker_tls.ca.display(),
-        cert = broker_tls.cert.display(),
-        key = broker_tls.key.display(),
-    );
-    let config = BrokerConfig::from_toml(&broker_toml, &dir).unwrap();
-    let broker = Broker::start(&config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let broker_port = listener.local_addr().unwrap().port();
-    tokio::spawn(jembatan_broker::serve(
-        broker.clone(),
-        listener,
-        config.tls.server_config().unwrap(),
-        shutdown(),
-    ));
+    let BrokerHandle { broker, port } = f.broker(&config).await;
     Harness {
-        _dir: tmp,
-        db,
+        f,
         broker,
-        broker_port,
-        consumer,
-        stop,
+        broker_port: port,
     }
 }
 
 impl Harness {
     async fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("https://localhost:{}", self.broker_port))
-            .unwrap()
-            .tls_config(self.consumer.client_config("localhost").unwrap())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        self.f.channel(self.broker_port, "dinsos").await
     }
 
     async fn client(&self) -> ExchangeClient<Channel> {
@@ -353,7 +226,7 @@ async fn query_limits_are_enforced_at_their_bounds_and_audited() {
         (
             "filter depth at max_filter_depth",
             query(&["nik"], Some(nested(MAX_FILTER_DEPTH))),
-            ok(ROWS),
+            ok(ALIVE),
         ),
         (
             "filter depth over max_filter_depth",
@@ -366,7 +239,7 @@ async fn query_limits_are_enforced_at_their_bounds_and_audited() {
         (
             "max_filter_predicates predicates",
             query(&["nik"], Some(many(MAX_FILTER_PREDICATES))),
-            ok(ROWS),
+            ok(ALIVE),
         ),
         (
             "max_filter_predicates + 1 predicates",
@@ -381,7 +254,7 @@ async fn query_limits_are_enforced_at_their_bounds_and_audited() {
         (
             "max_in_values values",
             query(&["nik"], Some(in_list(MAX_IN_VALUES))),
-            ok(ROWS),
+            ok(ALIVE),
         ),
         (
             "max_in_values + 1 values",
@@ -516,7 +389,7 @@ async fn lookup_keys_are_bounded_and_hostile_ones_find_nothing() {
         .expect("lookup")
         .into_inner();
     assert!(resp.found);
-    assert_eq!(rows_in(&h.db).await, ROWS as i64);
+    assert_eq!(rows_in(&h.f.dir.join("prov.db")).await, ROWS as i64);
 }
 
 /// Sends raw bytes as an `Exchange.Query` request.

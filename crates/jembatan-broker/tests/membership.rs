@@ -3,12 +3,10 @@
 //! at every door — exchanges, agreement steps, registry writes — and each
 //! refusal of an exchange or agreement step is on the audit log.
 
-mod support;
-
 use jembatan_core::{Decision, DenialCode, EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::registry_client::RegistryClient;
-use support::{Federation, agreement_toml, denial_codes, query, run_query, string};
+use jembatan_testkit::{Federation, agreement_toml, denial_codes, query, run_query, string};
 use tonic::Code;
 
 const LUAR: &str = "[[agencies]]\nid = \"luar\"\nname = \"Agency registered only at first\"\n";
@@ -49,7 +47,7 @@ async fn an_unregistered_agency_is_refused_at_every_door() {
         .lookup(pb::LookupRequest {
             dataset: "prov.penduduk".into(),
             purpose: "bansos".into(),
-            key: Some(string(&support::nik(1))),
+            key: Some(string(&jembatan_testkit::nik(1))),
             ..Default::default()
         })
         .await
@@ -160,7 +158,10 @@ async fn an_unregistered_agency_is_refused_at_every_door() {
     let key = jembatan_broker::read_audit_key(&f.dir.join("audit.key")).unwrap();
     assert_eq!(
         exchanges[1].entry.subject_hash.as_deref(),
-        Some(jembatan_broker::subject_hash(&key, "prov.penduduk", &support::nik(1)).as_str())
+        Some(
+            jembatan_broker::subject_hash(&key, "prov.penduduk", &jembatan_testkit::nik(1))
+                .as_str()
+        )
     );
     for e in &exchanges {
         assert_eq!(e.entry.caller, "agency:luar");

@@ -4,12 +4,11 @@
 //! configured service name. (A test binary of its own: the instruments
 //! are process-wide and installed once.)
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jembatan_testkit::{Federation, agreement_toml, query};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -17,7 +16,6 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use support::{Federation, agreement_toml, query};
 use tokio::net::TcpListener;
 
 /// Metric names received, with the `service.name` of their resource.

@@ -8,8 +8,6 @@
 //! MariaDB (the last two when `JEMBATAN_TEST_POSTGRES_URL` /
 //! `JEMBATAN_TEST_MYSQL_URL` are set).
 
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -17,7 +15,7 @@ use jembatan_core::{Decision, ExchangeStatus};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::registry_client::RegistryClient;
 use jembatan_store::EntryQuery;
-use support::*;
+use jembatan_testkit::*;
 use tonic::Code;
 
 /// Every log line of this test binary, at every level.
@@ -532,7 +530,12 @@ async fn run_corpus(store: Option<String>, adapter: Kind) {
         return;
     };
     let url = db.url.clone();
-    let mut f = Federation::with_database(tmp, &url, 10).await;
+    let mut f = Federation::builder()
+        .dir(tmp)
+        .database(&url)
+        .rows(10)
+        .start()
+        .await;
     if let Some(url) = &store {
         f.store = url.clone();
     }

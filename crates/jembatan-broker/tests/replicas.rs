@@ -2,13 +2,11 @@
 //! closed `abandoned` and stops counting against the stream limit, and
 //! checkpoints are signed by one replica at a time.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
 use jembatan_store::StoredEntry;
-use support::{Federation, agreement_toml, query, run_query};
+use jembatan_testkit::{Federation, agreement_toml, query, run_query};
 use tonic::Code;
 
 /// Fast leases, so that a replica is found gone within a second.

@@ -4,15 +4,13 @@
 //! certificate only, so this table is the whole of access control at the
 //! service level; agreement terms (tests/agreements.rs) come on top.
 
-mod support;
-
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use jembatan_proto::v1::agreements_client::AgreementsClient;
 use jembatan_proto::v1::audit_client::AuditClient;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
 use jembatan_proto::v1::registry_client::RegistryClient;
-use support::{Federation, agreement_toml, nik, string};
+use jembatan_testkit::{Federation, agreement_toml, nik, string};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -60,7 +58,7 @@ async fn call(rpc: &str, broker: Channel, adapter: Channel) -> Code {
     let mut au = AuditClient::new(broker);
     let mut ad = AdapterClient::new(adapter);
     match rpc {
-        "Exchange.Query" => first(ex.query(support::query(&["nik"]))).await,
+        "Exchange.Query" => first(ex.query(jembatan_testkit::query(&["nik"]))).await,
         "Exchange.Lookup" => code(
             ex.lookup(pb::LookupRequest {
                 dataset: "prov.penduduk".into(),

@@ -3,13 +3,11 @@
 //! running `Unavailable` with its `cancelled` completion entry on the log,
 //! and the last checkpoint, signed after, covers every entry.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use jembatan_core::{EntryKind, ExchangeStatus};
 use jembatan_proto::v1 as pb;
-use support::{Federation, agreement_toml, query};
+use jembatan_testkit::{Federation, agreement_toml, query};
 use tokio::sync::oneshot;
 use tonic::Code;
 

@@ -7,8 +7,6 @@
 //! broker), revocation, cursors bound to their subscription, and every
 //! batch on the audit log before it leaves.
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -21,7 +19,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
-use support::{BrokerHandle, Federation, Kind, ProviderDb, agreement_toml, eq, nik};
+use jembatan_testkit::{BrokerHandle, Federation, Kind, ProviderDb, agreement_toml, eq, nik};
 
 const CHANGES: &str = r#"
 [datasets.changes]
@@ -234,7 +232,13 @@ async fn federation_on(
         Source::Logical => logical_changes(&provider.replicate().await?),
     };
     let url = provider._db.url.clone();
-    let mut f = Federation::with_dataset(tmp, &url, rows, &changes).await;
+    let mut f = Federation::builder()
+        .dir(tmp)
+        .database(&url)
+        .rows(rows)
+        .dataset_extra(&changes)
+        .start()
+        .await;
     if let Some(store) = store {
         f.store = store.to_owned();
     }
@@ -664,8 +668,8 @@ async fn a_revocation_ends_a_running_subscription_permission_denied() {
     assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
     assert!(end.message().contains("revoked"), "{}", end.message());
     // with the reason, as a denial, and the entry that records it
-    assert_eq!(support::denial_codes(&end), ["revoked"]);
-    let stopped_at = support::denial_details(&end).entry_seq;
+    assert_eq!(jembatan_testkit::denial_codes(&end), ["revoked"]);
+    let stopped_at = jembatan_testkit::denial_details(&end).entry_seq;
     // and cannot be resumed
     let refused = open(&mut ex, request(&c.cursor())).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -698,7 +702,7 @@ async fn cursors_and_terms_are_checked_before_anything_flows() {
     let denied = open(&mut dinkes, request("")).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
     assert!(
-        support::denial_codes(&denied).contains(&"subscribe_not_granted".to_owned()),
+        jembatan_testkit::denial_codes(&denied).contains(&"subscribe_not_granted".to_owned()),
         "{denied:?}"
     );
     // another agency's use of the cursor
@@ -854,7 +858,7 @@ async fn random_changes(source: Source) {
 /// left open on the first ends once the subscription moved on.
 #[tokio::test]
 async fn a_subscription_resumes_on_another_replica_sharing_a_postgres_store() {
-    let Some(pg) = support::PgStore::fresh("jembatan_subs").await else {
+    let Some(pg) = jembatan_testkit::PgStore::fresh("jembatan_subs").await else {
         return;
     };
     let (f, mut p, a) = federation_on(Source::Polling(Kind::Sqlite), 12, Some(&pg.url))

@@ -4,14 +4,13 @@
 //! audit entries name), and the Prometheus endpoint counts the exchanges
 //! made, by decision, reason, rows and RPC.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jembatan_core::EntryKind;
 use jembatan_proto::v1 as pb;
+use jembatan_testkit::{Federation, agreement_toml, nik, query, string};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -19,7 +18,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use support::{Federation, agreement_toml, nik, query, string};
 use tokio::net::TcpListener;
 
 const GRANT: &str = r#"["nik", "nama", "kecamatan"]"#;

@@ -1,28 +1,33 @@
-//! Fresh provider databases on SQLite, PostgreSQL and MariaDB for the
-//! federation's adapter: the `penduduk` table of
-//! [`super::Federation::start`] on any backend, in a database made for the
-//! test and dropped after it (PostgreSQL and MariaDB when
-//! `JEMBATAN_TEST_POSTGRES_URL` / `JEMBATAN_TEST_MYSQL_URL` are set).
+//! Fresh databases for tests: the provider's `penduduk` table (the
+//! residents of [`crate::Federation::start`]) on SQLite, PostgreSQL or
+//! MariaDB, and broker stores on PostgreSQL, each made for the test and
+//! dropped after it. PostgreSQL and MariaDB are used when
+//! `JEMBATAN_TEST_POSTGRES_URL` / `JEMBATAN_TEST_MYSQL_URL` are set; without
+//! them a test says it is skipped.
 
 use std::str::FromStr;
 
 use sqlx::any::AnyConnectOptions;
 use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Executor};
 
-use super::nik;
+/// The `nik` of resident `i`: 16 digits, `15070` then `i`.
+pub fn nik(i: usize) -> String {
+    format!("15070{i:011}")
+}
 
+/// A provider database's engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     Sqlite,
     Postgres,
     MySql,
 }
 
 /// The provider's database: a fresh file, schema or database per test.
-pub(crate) struct ProviderDb {
+pub struct ProviderDb {
     kind: Kind,
     /// The URL the adapter connects with.
-    pub(crate) url: String,
+    pub url: String,
     admin_url: String,
     namespace: String,
 }
@@ -30,9 +35,9 @@ pub(crate) struct ProviderDb {
 impl ProviderDb {
     /// A fresh database holding `penduduk` with `rows` rows (each `nama`
     /// followed by `pad`), the same residents as the SQLite one
-    /// [`super::Federation::start`] makes, or `None`
+    /// [`crate::Federation::start`] makes, or `None`
     /// (after saying so) when the backend's URL is not set.
-    pub(crate) async fn new(
+    pub async fn new(
         kind: Kind,
         dir: &std::path::Path,
         rows: usize,
@@ -177,7 +182,9 @@ async fn drop_slots(pool: &AnyPool, database: &str) {
     }
 }
 
-pub(crate) async fn admin(url: &str, statement: &str) {
+/// Runs one `statement` on the database at `url` (`CREATE DATABASE`, a
+/// role, a publication), panicking with the statement when it fails.
+pub async fn admin(url: &str, statement: &str) {
     let pool = AnyPool::connect(url).await.expect("connect as admin");
     pool.execute(AssertSqlSafe(statement.to_owned()))
         .await
@@ -187,14 +194,15 @@ pub(crate) async fn admin(url: &str, statement: &str) {
 
 /// A fresh PostgreSQL database for a broker store (replicas share it), or
 /// `None` with a skip line when `JEMBATAN_TEST_POSTGRES_URL` is unset.
-pub(crate) struct PgStore {
+pub struct PgStore {
     admin_url: String,
     name: String,
-    pub(crate) url: String,
+    pub url: String,
 }
 
 impl PgStore {
-    pub(crate) async fn fresh(prefix: &str) -> Option<PgStore> {
+    /// A database named `prefix` and a random suffix.
+    pub async fn fresh(prefix: &str) -> Option<PgStore> {
         sqlx::any::install_default_drivers();
         let Ok(admin_url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
             println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
@@ -212,7 +220,7 @@ impl PgStore {
     }
 
     /// Drops the database, closing what still holds it open.
-    pub(crate) async fn drop_db(self) {
+    pub async fn drop_db(self) {
         let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         admin(&self.admin_url, &statement).await;
     }
