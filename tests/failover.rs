@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use jembatan_e2e::{Cluster, Postgres, Spec, agreement, lookup, query, run_query};
+use jembatan_e2e::{Cluster, PgStore, Spec, agreement, lookup, query, run_query};
 use jembatan_proto::v1 as pb;
 use serde_json::Value;
 use tonic::Code;
@@ -28,7 +28,7 @@ fn ends(entries: &[Value]) -> Vec<(String, Option<String>)> {
 
 #[tokio::test]
 async fn a_killed_adapter_is_passed_over_and_the_log_names_the_endpoint_that_served() {
-    let Some(pg) = Postgres::fresh("failover").await else {
+    let Some(pg) = PgStore::fresh("jembatan_e2e_failover").await else {
         return;
     };
     let mut spec = Spec::new(500, 1, "", &agreement("a1", "dinsos", ""));
@@ -76,15 +76,15 @@ async fn a_killed_adapter_is_passed_over_and_the_log_names_the_endpoint_that_ser
     let (code, words) = cluster.verify();
     assert_eq!(code, Some(0), "{words}");
     drop(cluster);
-    pg.drop_database().await;
+    pg.drop_db().await;
 }
 
 #[tokio::test]
 async fn the_consumers_deadline_stops_the_providers_postgres_statement() {
-    let Some(store) = Postgres::fresh("deadline_store").await else {
+    let Some(store) = PgStore::fresh("jembatan_e2e_deadline_store").await else {
         return;
     };
-    let Some(provider) = Postgres::fresh("deadline_provider").await else {
+    let Some(provider) = PgStore::fresh("jembatan_e2e_deadline_provider").await else {
         return;
     };
     let db = sqlx::PgPool::connect(&provider.url).await.unwrap();
@@ -184,6 +184,6 @@ status = "approved"
     cluster.stop();
     drop(cluster);
     db.close().await;
-    provider.drop_database().await;
-    store.drop_database().await;
+    provider.drop_db().await;
+    store.drop_db().await;
 }

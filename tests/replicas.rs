@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use jembatan_e2e::{Cluster, Postgres, Seen, agreement, lookup, query, read_stream, run_query};
+use jembatan_e2e::{Cluster, PgStore, Seen, agreement, lookup, query, read_stream, run_query};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
 use serde_json::Value;
@@ -85,7 +85,7 @@ async fn traffic(mut client: ExchangeClient<Channel>, stop: Arc<AtomicBool>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_stream_leaves_every_exchange_ended_once() {
-    let Some(pg) = Postgres::fresh("kill").await else {
+    let Some(pg) = PgStore::fresh("jembatan_e2e_kill").await else {
         return;
     };
     let tables = format!(
@@ -229,12 +229,12 @@ async fn a_replica_killed_mid_stream_leaves_every_exchange_ended_once() {
         }
     }
     drop(cluster);
-    pg.drop_database().await;
+    pg.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quotas_stream_limits_and_revocations_hold_across_replicas() {
-    let Some(pg) = Postgres::fresh("limits").await else {
+    let Some(pg) = PgStore::fresh("jembatan_e2e_limits").await else {
         return;
     };
     let tables = format!(
@@ -338,5 +338,5 @@ async fn quotas_stream_limits_and_revocations_hold_across_replicas() {
         assert_eq!(end["entry"]["reasons"][0]["code"], "revoked");
     }
     drop(cluster);
-    pg.drop_database().await;
+    pg.drop_db().await;
 }

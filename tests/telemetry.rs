@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jembatan_e2e::prometheus::{Exposition, scrape};
-use jembatan_e2e::{Cluster, Postgres, agreement, lookup, nik, query, run_query};
+use jembatan_e2e::{Cluster, PgStore, agreement, lookup, nik, query, run_query};
 use jembatan_proto::v1 as pb;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -200,7 +200,7 @@ fn entries_of(entries: &[serde_json::Value], exchange_id: &str) -> Vec<(String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumers_trace_spans_the_broker_and_adapter_processes_and_is_on_the_log() {
-    let Some(pg) = Postgres::fresh("telemetry_trace").await else {
+    let Some(pg) = PgStore::fresh("jembatan_e2e_telemetry_trace").await else {
         return;
     };
     let (collector, collector_port) = start_collector().await;
@@ -392,7 +392,7 @@ async fn a_consumers_trace_spans_the_broker_and_adapter_processes_and_is_on_the_
     }
 
     cluster.stop();
-    pg.drop_database().await;
+    pg.drop_db().await;
 }
 
 /// The decisions, ends and rows `entries` record for consumer `who`,
@@ -464,7 +464,7 @@ fn counted_by_the_replicas(scrapes: &[Exposition], who: &str) -> BTreeMap<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prometheus_endpoints_count_the_exchanges_made() {
-    let Some(pg) = Postgres::fresh("telemetry_metrics").await else {
+    let Some(pg) = PgStore::fresh("jembatan_e2e_telemetry_metrics").await else {
         return;
     };
     // dinsos has an agreement; dinkes has none
@@ -649,5 +649,5 @@ async fn the_prometheus_endpoints_count_the_exchanges_made() {
     }
 
     cluster.stop();
-    pg.drop_database().await;
+    pg.drop_db().await;
 }

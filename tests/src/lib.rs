@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
+use jembatan_testkit::{Kind, ProviderDb};
 use tonic::transport::{Channel, Endpoint};
 
 /// The `jembatan` binary cargo built for this profile.
@@ -145,52 +146,7 @@ pub async fn wait_for_port(port: u16, what: &Process) {
     }
 }
 
-/// A PostgreSQL database of its own for one test, dropped by
-/// [`Postgres::drop_database`].
-pub struct Postgres {
-    admin: sqlx::PgPool,
-    name: String,
-    /// The database's URL.
-    pub url: String,
-}
-
-impl Postgres {
-    /// A fresh database named after `test`; `None`, after printing why,
-    /// when `JEMBATAN_TEST_POSTGRES_URL` is not set.
-    pub async fn fresh(test: &str) -> Option<Postgres> {
-        let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
-            println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
-            return None;
-        };
-        let admin = sqlx::PgPool::connect(&url).await.expect("PostgreSQL");
-        let name = format!("jembatan_e2e_{test}_{}", std::process::id());
-        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        sqlx::query(sqlx::AssertSqlSafe(drop))
-            .execute(&admin)
-            .await
-            .expect("drop");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .expect("create");
-        let (base, _) = url.rsplit_once('/').expect("a database URL");
-        let url = format!("{base}/{name}");
-        Some(Postgres { admin, name, url })
-    }
-
-    pub async fn drop_database(self) {
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        sqlx::query(sqlx::AssertSqlSafe(drop))
-            .execute(&self.admin)
-            .await
-            .expect("drop");
-    }
-}
-
-/// The `nik` of resident `i`.
-pub fn nik(i: usize) -> String {
-    format!("15070{i:011}")
-}
+pub use jembatan_testkit::{PgStore, nik};
 
 /// A provider (`prov`, its table `penduduk` behind a real adapter — or
 /// several), two consumer agencies (`dinsos`, `dinkes`) and broker
@@ -325,7 +281,9 @@ impl Cluster {
         }
         let penduduk = match &spec.database {
             None => {
-                provider_database(&dir.join("prov.db"), spec.rows).await;
+                ProviderDb::new(Kind::Sqlite, &dir, spec.rows, "")
+                    .await
+                    .expect("SQLite is always there");
                 r#"
 [[datasets]]
 name = "penduduk"
@@ -586,30 +544,6 @@ status = "approved"
 {extra}
 "#
     )
-}
-
-async fn provider_database(path: &Path, rows: usize) {
-    let url = format!("sqlite://{}?mode=rwc", path.display());
-    let pool = sqlx::SqlitePool::connect(&url).await.expect("SQLite");
-    sqlx::query(
-        "CREATE TABLE penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL, kecamatan TEXT NOT NULL)",
-    )
-    .execute(&pool)
-    .await
-    .expect("table");
-    let mut tx = pool.begin().await.expect("transaction");
-    for i in 0..rows {
-        let kecamatan = if i % 3 == 0 { "15.07.01" } else { "15.07.02" };
-        sqlx::query("INSERT INTO penduduk VALUES (?, ?, ?)")
-            .bind(nik(i))
-            .bind(format!("WARGA {i}"))
-            .bind(kecamatan)
-            .execute(&mut *tx)
-            .await
-            .expect("row");
-    }
-    tx.commit().await.expect("commit");
-    pool.close().await;
 }
 
 /// A query of `prov.penduduk` for the bansos purpose.

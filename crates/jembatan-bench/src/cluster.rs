@@ -2,16 +2,15 @@
 //! broker with one approved agreement, served in process on loopback.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use jembatan_adapter::{Adapter, AdapterConfig};
+use jembatan_adapter::AdapterConfig;
 use jembatan_broker::{Broker, BrokerConfig};
 use jembatan_core::{Identity, Role};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use jembatan_testkit::serve::{self, ChannelOptions};
+use jembatan_testkit::{Pki, Stop};
+use tonic::transport::Channel;
 
 use crate::BenchError;
 use crate::population::{COLUMNS, Population};
@@ -163,30 +162,19 @@ fn identity(role: Role, agency: Option<&str>) -> Result<Identity, BenchError> {
 impl Certs {
     /// A development CA in `dir` and the three certificates.
     pub(crate) fn issue(dir: &Path) -> Result<Certs, BenchError> {
-        let ids = [
-            identity(Role::Broker, None)?,
-            identity(Role::Adapter, Some(PROVIDER))?,
-            identity(Role::Agency, Some(CONSUMER))?,
-        ];
-        let mut issued = jembatan_pki::dev_pki(dir, &ids)?;
-        if issued.len() != 3 {
-            return Err(BenchError::Inconsistent(
-                "dev PKI issued a wrong count".into(),
-            ));
-        }
-        let consumer = issued.pop().map(|(_, f)| f);
-        let adapter = issued.pop().map(|(_, f)| f);
-        let broker = issued.pop().map(|(_, f)| f);
-        match (broker, adapter, consumer) {
-            (Some(broker), Some(adapter), Some(consumer)) => Ok(Certs {
-                broker,
-                adapter,
-                consumer,
-            }),
-            _ => Err(BenchError::Inconsistent(
-                "dev PKI issued a wrong count".into(),
-            )),
-        }
+        let pki = Pki::issue(
+            dir,
+            &[
+                ("broker", identity(Role::Broker, None)?),
+                ("adapter", identity(Role::Adapter, Some(PROVIDER))?),
+                ("consumer", identity(Role::Agency, Some(CONSUMER))?),
+            ],
+        )?;
+        Ok(Certs {
+            broker: pki["broker"].clone(),
+            adapter: pki["adapter"].clone(),
+            consumer: pki["consumer"].clone(),
+        })
     }
 }
 
@@ -319,7 +307,7 @@ pub(crate) struct Cluster {
     pub(crate) certs: Certs,
     /// Further replicas on the same store (see [`Cluster::start_on`]).
     replicas: Vec<(Broker, u16)>,
-    stop: watch::Sender<bool>,
+    stop: Stop,
 }
 
 impl Cluster {
@@ -350,16 +338,8 @@ impl Cluster {
         let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let certs = Certs::issue(&dir.join("certs"))?;
-        let (stop, stop_rx) = watch::channel(false);
-        let shutdown = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-
-        let adapter_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let adapter_port = adapter_listener.local_addr()?.port();
+        let stop = Stop::new();
+        let (adapter_listener, adapter_port) = serve::loopback().await?;
         let text = adapter_toml_with(
             population,
             adapter_port,
@@ -368,13 +348,7 @@ impl Cluster {
             logical,
         );
         let config = AdapterConfig::from_toml(&text, &dir)?;
-        let adapter = Arc::new(Adapter::connect(&config).await?);
-        tokio::spawn(jembatan_adapter::serve(
-            adapter,
-            adapter_listener,
-            config.tls.server_config()?,
-            shutdown(),
-        ));
+        serve::adapter(&config, adapter_listener, stop.signal()).await?;
 
         write_registry_files(&dir)?;
         let text = broker_toml_on(0, adapter_port, &certs.broker, &dir, store);
@@ -382,16 +356,9 @@ impl Cluster {
             .map_err(|e| BenchError::Options(format!("broker config: {e}")))?;
         let mut started = Vec::with_capacity(brokers.max(1));
         for _ in 0..brokers.max(1) {
-            let broker = Broker::start(&config).await?;
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
-            let port = listener.local_addr()?.port();
-            tokio::spawn(jembatan_broker::serve(
-                broker.clone(),
-                listener,
-                config.tls.server_config()?,
-                shutdown(),
-            ));
-            started.push((broker, port));
+            let (listener, _) = serve::loopback().await?;
+            let served = serve::broker(&config, listener, stop.signal()).await?;
+            started.push((served.broker, served.port));
         }
         let (broker, broker_port) = started.remove(0);
         Ok(Cluster {
@@ -423,7 +390,7 @@ impl Cluster {
     }
 
     pub(crate) async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         for broker in std::iter::once(&self.broker).chain(self.replicas.iter().map(|(b, _)| b)) {
             if let Err(err) = broker.shutdown().await {
                 crate::progress(format_args!("broker shutdown: {err}"));
@@ -437,10 +404,6 @@ pub(crate) async fn consumer(
     port: u16,
     tls: &TlsFiles,
 ) -> Result<ExchangeClient<Channel>, BenchError> {
-    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
-        .map_err(|e| BenchError::Options(e.to_string()))?
-        .tls_config(tls.client_config("localhost")?)?
-        .connect()
-        .await?;
+    let channel = serve::channel(port, tls, ChannelOptions::default()).await?;
     Ok(ExchangeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }

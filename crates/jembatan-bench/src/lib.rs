@@ -174,6 +174,8 @@ pub enum BenchError {
     Broker(#[from] jembatan_broker::BrokerError),
     #[error("connection: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Serve(#[from] jembatan_testkit::serve::ServeError),
     #[error("exchange refused or failed: {0}")]
     Exchange(#[from] tonic::Status),
     #[error("i/o: {0}")]

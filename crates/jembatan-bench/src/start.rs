@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use jembatan_broker::{Broker, BrokerConfig};
 use jembatan_core::{Identity, Role};
+use jembatan_testkit::Pki;
 
 use crate::BenchError;
 use crate::audit::{BENCH_LOG_ORIGIN, bench_signer};
@@ -37,12 +38,8 @@ pub(crate) async fn time_starts(
     std::fs::create_dir_all(&dir)?;
     let broker_id = Identity::new(Role::Broker, None)
         .map_err(|e| BenchError::Inconsistent(format!("broker identity: {e}")))?;
-    let issued = jembatan_pki::dev_pki(&dir.join("certs"), std::slice::from_ref(&broker_id))?;
-    let tls = issued
-        .into_iter()
-        .find(|(id, _)| *id == broker_id)
-        .map(|(_, files)| files)
-        .ok_or_else(|| BenchError::Inconsistent("dev PKI issued no broker certificate".into()))?;
+    let pki = Pki::issue(&dir.join("certs"), &[("broker", broker_id)])?;
+    let tls = &pki["broker"];
     let signer = bench_signer()?;
     let key = dir.join("checkpoint.key");
     if !key.exists() {

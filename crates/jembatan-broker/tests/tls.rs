@@ -4,26 +4,24 @@
 //! running exchanges, and the broker talks to a provider only through a
 //! certificate carrying that provider's adapter identity.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use jembatan_adapter::{Adapter, AdapterConfig, LogEntry, read_receipt_log};
+use jembatan_adapter::{AdapterConfig, LogEntry, read_receipt_log};
 use jembatan_broker::{Broker, BrokerConfig};
 use jembatan_core::{Decision, ExchangeStatus, Identity, Role};
 use jembatan_pki::{Ca, Reason, RevocationList, Serial, TlsFiles};
 use jembatan_proto::v1 as pb;
-use jembatan_proto::v1::adapter_server::AdapterServer;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
+use jembatan_testkit::{Pki, Stop, serve};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint, Server};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
 fn ident(role: Role, agency: Option<&str>) -> Identity {
@@ -55,22 +53,16 @@ impl Default for Setup {
 /// whose fake adapter records the certificates the broker presents, the
 /// broker, and a CA directory with its revocation list.
 struct Cluster {
-    _tmp: tempfile::TempDir,
     certs: PathBuf,
     ca: Ca,
-    files: HashMap<String, TlsFiles>,
+    files: Pki,
     broker: Broker,
     broker_port: u16,
     adapter_port: u16,
     receipt_log: PathBuf,
     lab_seen: Arc<Mutex<Vec<Serial>>>,
-    stop: watch::Sender<bool>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
+    _stop: Stop,
+    _tmp: tempfile::TempDir,
 }
 
 async fn make_db(path: &Path, rows: usize) {
@@ -159,29 +151,23 @@ async fn cluster(setup: Setup) -> Cluster {
     let dir = tmp.path().to_owned();
     let certs = dir.join("certs");
     make_db(&dir.join("prov.db"), setup.rows).await;
-    let ids = [
+    let members = [
         ident(Role::Broker, None),
         ident(Role::Adapter, Some("prov")),
         ident(Role::Adapter, Some("other")),
         ident(Role::Adapter, Some("lab")),
         ident(Role::Agency, Some("dinsos")),
         ident(Role::Agency, Some("dinkes")),
-    ];
-    let issued = jembatan_pki::dev_pki(&certs, &ids).unwrap();
-    let ca = Ca::load(&certs).unwrap();
-    ca.write_crl(&RevocationList::default()).unwrap();
-    let crl = Ca::crl_path(&certs);
-    let files: HashMap<String, TlsFiles> = issued
-        .into_iter()
-        .map(|(id, f)| (jembatan_pki::default_name(&id), f))
+    ]
+    .map(|id| (jembatan_pki::default_name(&id), id));
+    let members: Vec<(&str, Identity)> = members
+        .iter()
+        .map(|(name, id)| (name.as_str(), id.clone()))
         .collect();
-    let (stop, stop_rx) = watch::channel(false);
-    let shutdown = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let files = Pki::issue(&certs, &members).unwrap();
+    let ca = files.ca().unwrap();
+    let crl = files.revocation_list().unwrap();
+    let stop = Stop::new();
     let crl_line = |on: bool| {
         if on {
             format!("crl = \"{}\"\n", crl.display())
@@ -190,8 +176,7 @@ async fn cluster(setup: Setup) -> Cluster {
         }
     };
 
-    let adapter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let adapter_port = adapter_listener.local_addr().unwrap().port();
+    let (adapter_listener, adapter_port) = serve::loopback().await.unwrap();
     let a = &files[setup.adapter_cert];
     let adapter_toml = format!(
         r#"
@@ -220,26 +205,16 @@ changes = {{ column = "diubah", poll_interval = "50ms" }}
     );
     let config = AdapterConfig::from_toml(&adapter_toml, &dir).unwrap();
     let receipt_log = config.receipt_log.clone();
-    let adapter = Arc::new(Adapter::connect(&config).await.unwrap());
-    tokio::spawn(jembatan_adapter::serve(
-        adapter,
-        adapter_listener,
-        config.tls.server_config().unwrap(),
-        shutdown(),
-    ));
+    serve::adapter(&config, adapter_listener, stop.signal())
+        .await
+        .unwrap();
 
-    let lab_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let lab_port = lab_listener.local_addr().unwrap().port();
+    let (lab_listener, lab_port) = serve::loopback().await.unwrap();
     let lab_seen = Arc::new(Mutex::new(Vec::new()));
-    let lab_tls = files["adapter-lab"].server_config().unwrap();
-    tokio::spawn(
-        Server::builder()
-            .layer(lab_tls.revocation_layer())
-            .add_service(AdapterServer::new(LabAdapter {
-                seen: lab_seen.clone(),
-            }))
-            .serve_with_incoming_shutdown(lab_tls.incoming(lab_listener), shutdown()),
-    );
+    let lab = LabAdapter {
+        seen: lab_seen.clone(),
+    };
+    serve::adapter_service(lab, &files["adapter-lab"], lab_listener, stop.signal()).unwrap();
 
     let b = &files["broker"];
     let agreement = |id: &str, provider: &str, consumer: &str| {
@@ -300,36 +275,27 @@ key = "nik"
         a3 = agreement("lab-dinsos", "lab", "dinsos"),
     );
     let config = BrokerConfig::from_toml(&broker_toml, &dir).unwrap();
-    let broker = Broker::start(&config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let broker_port = listener.local_addr().unwrap().port();
-    tokio::spawn(jembatan_broker::serve(
-        broker.clone(),
-        listener,
-        config.tls.server_config().unwrap(),
-        shutdown(),
-    ));
+    let (listener, _) = serve::loopback().await.unwrap();
+    let served = serve::broker(&config, listener, stop.signal())
+        .await
+        .unwrap();
     Cluster {
-        _tmp: tmp,
         certs,
         ca,
         files,
-        broker,
-        broker_port,
+        broker: served.broker,
+        broker_port: served.port,
         adapter_port,
         receipt_log,
         lab_seen,
-        stop,
+        _stop: stop,
+        _tmp: tmp,
     }
 }
 
 impl Cluster {
     async fn consumer(&self, who: &str) -> ExchangeClient<Channel> {
-        let channel = Endpoint::from_shared(format!("https://localhost:{}", self.broker_port))
-            .unwrap()
-            .tls_config(self.files[who].client_config("localhost").unwrap())
-            .unwrap()
-            .connect()
+        let channel = serve::channel(self.broker_port, &self.files[who], Default::default())
             .await
             .unwrap();
         ExchangeClient::new(channel)

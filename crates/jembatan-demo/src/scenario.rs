@@ -9,19 +9,18 @@
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jembatan_adapter::{Adapter, AdapterConfig};
+use jembatan_adapter::AdapterConfig;
 use jembatan_broker::{Broker, BrokerConfig};
 use jembatan_core::{Identity, Role};
 use jembatan_pki::TlsFiles;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::agreements_client::AgreementsClient;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
+use jembatan_testkit::{Stop, serve};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::data::{DataOptions, Generated, generate_with_examples};
 
@@ -482,18 +481,9 @@ async fn client(port: u16, files: &TlsFiles) -> Result<ExchangeClient<Channel>, 
 }
 
 async fn channel(port: u16, files: &TlsFiles) -> Result<Channel, DemoError> {
-    let tls = files
-        .client_config("localhost")
-        .map_err(step("client TLS"))?;
-    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
-        .map_err(step("broker endpoint"))?
-        .tls_config(tls)
-        .map_err(step("client TLS"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
+    serve::channel(port, files, Default::default())
         .await
-        .map_err(step("connect to broker"))?;
-    Ok(channel)
+        .map_err(step("connect to broker"))
 }
 
 fn key(s: &str) -> Option<pb::Scalar> {
@@ -999,13 +989,7 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
     .map_err(w("write output"))?;
 
     // 3. Adapters, one per providing agency, each with its whitelist.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let shutdown = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let stop = Stop::new();
     let mut tasks = Vec::new();
     let mut adapter_ports = Vec::new();
     for (agency, datasets) in ADAPTERS {
@@ -1029,19 +1013,14 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
         let path = dir.join(format!("adapter-{agency}.toml"));
         std::fs::write(&path, &text).map_err(step("write adapter config"))?;
         let config = AdapterConfig::load(&path).map_err(step("load adapter config"))?;
-        let adapter = Arc::new(
-            Adapter::connect(&config)
+        let served = serve::adapter(&config, listener, stop.signal())
+            .await
+            .map_err(step("start adapter"))?;
+        tasks.push(tokio::spawn(async move {
+            served
                 .await
-                .map_err(step("start adapter"))?,
-        );
-        let server_tls = config.tls.server_config().map_err(step("adapter TLS"))?;
-        tasks.push(tokio::spawn({
-            let shutdown = shutdown();
-            async move {
-                jembatan_adapter::serve(adapter, listener, server_tls, shutdown)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
         }));
         writeln!(
             out,
@@ -1077,16 +1056,15 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
     )
     .map_err(step("write broker config"))?;
     let config = BrokerConfig::load(&broker_path).map_err(step("load broker config"))?;
-    let broker = Broker::start(&config).await.map_err(step("start broker"))?;
-    let server_tls = config.tls.server_config().map_err(step("broker TLS"))?;
-    tasks.push(tokio::spawn({
-        let broker = broker.clone();
-        let shutdown = shutdown();
-        async move {
-            jembatan_broker::serve(broker, listener, server_tls, shutdown)
-                .await
-                .map_err(|e| e.to_string())
-        }
+    let served = serve::broker(&config, listener, stop.signal())
+        .await
+        .map_err(step("start broker"))?;
+    let broker = served.broker;
+    let task = served.task;
+    tasks.push(tokio::spawn(async move {
+        task.await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }));
     writeln!(
         out,
@@ -1332,7 +1310,7 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
 
     // 7. Shut down.
     drop(clients);
-    let _ = stop_tx.send(true);
+    stop.stop();
     for t in tasks {
         match tokio::time::timeout(Duration::from_secs(10), t).await {
             Ok(Ok(Ok(()))) => {}

@@ -377,7 +377,8 @@ legal_basis = "UU 17/2023"
         config: &BrokerConfig,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> (BrokerHandle, JoinHandle<Result<(), BrokerError>>) {
-        let served = serve::broker(config, shutdown).await.unwrap();
+        let (listener, _) = serve::loopback().await.unwrap();
+        let served = serve::broker(config, listener, shutdown).await.unwrap();
         let handle = BrokerHandle {
             broker: served.broker,
             port: served.port,

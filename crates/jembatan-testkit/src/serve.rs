@@ -110,7 +110,7 @@ pub fn adapter_service<A: AdapterProtocol>(
     Ok(tokio::spawn(served))
 }
 
-/// A broker started and served on a free loopback port.
+/// A broker started and served.
 pub struct ServedBroker {
     pub broker: Broker,
     pub port: u16,
@@ -120,13 +120,15 @@ pub struct ServedBroker {
 }
 
 /// Starts a broker from `config` (another replica when one runs on the
-/// same store) and serves it on a free loopback port until `shutdown`.
+/// same store; its `listen` is not used) and serves it on `listener` until
+/// `shutdown`.
 pub async fn broker(
     config: &BrokerConfig,
+    listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServedBroker, ServeError> {
+    let port = listener.local_addr()?.port();
     let broker = Broker::start(config).await?;
-    let (listener, port) = loopback().await?;
     let tls = config.tls.server_config()?;
     let task = tokio::spawn(jembatan_broker::serve(
         broker.clone(),
