@@ -2,11 +2,9 @@
 //! database behind a real adapter, the broker, and consumers, all with
 //! certificates from a development CA.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use jembatan_adapter::{Adapter, AdapterConfig, LogEntry, read_receipt_log};
+use jembatan_adapter::{AdapterConfig, LogEntry, read_receipt_log};
 use jembatan_broker::{Broker, BrokerConfig};
 use jembatan_core::{Decision, EntryKind, ExchangeStatus, Identity, Role};
 use jembatan_pki::TlsFiles;
@@ -14,30 +12,23 @@ use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
 use jembatan_proto::{DENIAL_METADATA_KEY, RECEIPT_METADATA_KEY};
+use jembatan_testkit::{Pki, Stop, serve};
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
 const ROWS: usize = 60;
 
 struct Harness {
-    _dir: tempfile::TempDir,
     dir: PathBuf,
     broker: Broker,
     broker_port: u16,
     adapter_port: u16,
-    files: HashMap<String, TlsFiles>,
+    files: Pki,
     receipt_log: PathBuf,
-    stop: watch::Sender<bool>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
+    _stop: Stop,
+    _tmp: tempfile::TempDir,
 }
 
 fn ident(role: Role, agency: Option<&str>) -> Identity {
@@ -177,26 +168,9 @@ async fn harness_with_store(store: &str) -> Harness {
         ("integrator-prov", ident(Role::Integrator, Some("prov"))),
         ("operator", ident(Role::Operator, None)),
     ];
-    let all: Vec<Identity> = ids.iter().map(|(_, i)| i.clone()).collect();
-    let issued = jembatan_pki::dev_pki(&dir.join("certs"), &all).unwrap();
-    let files: HashMap<String, TlsFiles> = ids
-        .iter()
-        .map(|(n, i)| {
-            let f = issued.iter().find(|(x, _)| x == i).unwrap().1.clone();
-            (n.to_string(), f)
-        })
-        .collect();
-
-    let (stop, stop_rx) = watch::channel(false);
-    let shutdown = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-
-    let adapter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let adapter_port = adapter_listener.local_addr().unwrap().port();
+    let files = Pki::issue(&dir.join("certs"), &ids).unwrap();
+    let stop = Stop::new();
+    let (adapter_listener, adapter_port) = serve::loopback().await.unwrap();
     let a = &files["adapter"];
     let adapter_toml = format!(
         r#"
@@ -225,13 +199,9 @@ columns = ["nik", "nama", "agama", "kecamatan", "status"]
     );
     let config = AdapterConfig::from_toml(&adapter_toml, &dir).unwrap();
     let receipt_log = config.receipt_log.clone();
-    let adapter = Arc::new(Adapter::connect(&config).await.unwrap());
-    tokio::spawn(jembatan_adapter::serve(
-        adapter,
-        adapter_listener,
-        config.tls.server_config().unwrap(),
-        shutdown(),
-    ));
+    serve::adapter(&config, adapter_listener, stop.signal())
+        .await
+        .unwrap();
 
     let b = &files["broker"];
     let agreement = |id: &str, consumer: &str, status: &str, from: &str, until: &str| {
@@ -323,34 +293,24 @@ status = "approved"
     write_registry_files(&dir);
     let broker_toml = format!("{broker_toml}{REGISTRY_TOML}");
     let config = BrokerConfig::from_toml(&broker_toml, &dir).unwrap();
-    let broker = Broker::start(&config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let broker_port = listener.local_addr().unwrap().port();
-    tokio::spawn(jembatan_broker::serve(
-        broker.clone(),
-        listener,
-        config.tls.server_config().unwrap(),
-        shutdown(),
-    ));
+    let (listener, _) = serve::loopback().await.unwrap();
+    let served = serve::broker(&config, listener, stop.signal())
+        .await
+        .unwrap();
     Harness {
-        _dir: tmp,
         dir,
-        broker,
-        broker_port,
+        broker: served.broker,
+        broker_port: served.port,
         adapter_port,
         files,
         receipt_log,
-        stop,
+        _stop: stop,
+        _tmp: tmp,
     }
 }
 
-async fn channel(port: u16, files: &TlsFiles) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(files.client_config("localhost").unwrap())
-        .unwrap()
-        .connect()
-        .await
+async fn channel(port: u16, files: &TlsFiles) -> Result<Channel, serve::ServeError> {
+    serve::channel(port, files, Default::default()).await
 }
 
 impl Harness {

@@ -695,6 +695,30 @@ mod tests {
         (capture, tracing::subscriber::set_default(subscriber))
     }
 
+    /// A TLS client trusting `ca` and presenting `cert`.
+    fn connector(ca: &Ca, cert: &crate::Issued) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(
+                pem_contents(ca.cert_pem().as_bytes()).unwrap(),
+            ))
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from(
+                pem_contents(cert.cert_pem.as_bytes()).unwrap(),
+            )],
+            PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
     /// A handshake with a certificate from another CA is refused and
     /// leaves a line naming the peer, the reason, and the certificate's
     /// subject and fingerprint.
@@ -716,24 +740,7 @@ mod tests {
         let agency = jembatan_core::Identity::agency("dinsos".parse().unwrap());
         let foreign = other.issue(&agency, &[], 1).unwrap();
         let foreign_der = pem_contents(foreign.cert_pem.as_bytes()).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(
-                pem_contents(ca.cert_pem().as_bytes()).unwrap(),
-            ))
-            .unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from(foreign_der.clone())],
-            PrivateKeyDer::from_pem_slice(foreign.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = connector(&ca, &foreign);
         let tcp = TcpStream::connect(addr).await.unwrap();
         let client_addr = tcp.local_addr().unwrap();
         // TLS 1.3: the client's side completes; the refusal is an alert on
@@ -795,26 +802,7 @@ mod tests {
 
         let agency = jembatan_core::Identity::agency("dinsos".parse().unwrap());
         let client = ca.issue(&agency, &[], 1).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(
-                pem_contents(ca.cert_pem().as_bytes()).unwrap(),
-            ))
-            .unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from(
-                pem_contents(client.cert_pem.as_bytes()).unwrap(),
-            )],
-            PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = connector(&ca, &client);
         let tcp = TcpStream::connect(addr).await.unwrap();
         let mut stream = connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)

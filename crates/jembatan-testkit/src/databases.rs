@@ -52,23 +52,13 @@ impl ProviderDb {
                 admin_url: String::new(),
                 namespace: String::new(),
             },
-            Kind::Postgres => {
-                let Ok(admin_url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
-                    println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
-                    return None;
+            Kind::Postgres | Kind::MySql => {
+                let (variable, engine) = match kind {
+                    Kind::Postgres => ("JEMBATAN_TEST_POSTGRES_URL", "PostgreSQL"),
+                    _ => ("JEMBATAN_TEST_MYSQL_URL", "MariaDB"),
                 };
-                let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
-                admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
-                ProviderDb {
-                    kind,
-                    url: format!("{base}/{name}"),
-                    admin_url,
-                    namespace: name,
-                }
-            }
-            Kind::MySql => {
-                let Ok(admin_url) = std::env::var("JEMBATAN_TEST_MYSQL_URL") else {
-                    println!("skipped: no MariaDB (set JEMBATAN_TEST_MYSQL_URL)");
+                let Ok(admin_url) = std::env::var(variable) else {
+                    println!("skipped: no {engine} (set {variable})");
                     return None;
                 };
                 let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
