@@ -235,3 +235,59 @@ agreement = dict(decision, kind="agreement", operation="agreement", filter=None,
                  fields=[], decision="allow", status="ok")
 agreement["change"] = {"action": "revoke", "from": "approved", "to": "revoked", "reason": "ended"}
 write("audit_entry", "agreement", compact(agreement))
+
+
+# --- pgoutput: a consumed-mark byte, then u16-length-prefixed messages --------
+
+def cstr(s):
+    return s.encode() + b"\0"
+
+
+def relation(rid, table, columns):
+    out = b"R" + struct.pack(">I", rid) + cstr("public") + cstr(table) + b"d"
+    out += struct.pack(">H", len(columns))
+    for c in columns:
+        out += b"\x01" + cstr(c) + struct.pack(">II", 25, 0xFFFFFFFF)
+    return out
+
+
+def tuple_(values):
+    out = struct.pack(">H", len(values))
+    for v in values:
+        if v is None:
+            out += b"n"
+        else:
+            out += b"t" + struct.pack(">I", len(v)) + v.encode()
+    return out
+
+
+def begin(xid):
+    return b"B" + struct.pack(">QQI", 0, 0, xid)
+
+
+def commit(lsn):
+    return b"C" + b"\0" + struct.pack(">QQQ", lsn, lsn + 8, 700_000_000_000_000)
+
+
+def framed(mark, messages):
+    return bytes([mark]) + b"".join(struct.pack(">H", len(m)) + m for m in messages)
+
+
+penduduk = relation(16384, "penduduk", ["nik", "nama"])
+kk = relation(16390, "kk", ["no", "kepala"])
+write("pgoutput", "insert-update-delete", framed(0, [
+    begin(700), penduduk,
+    b"I" + struct.pack(">I", 16384) + b"N" + tuple_(["1507010101900001", "SITI"]),
+    b"U" + struct.pack(">I", 16384) + b"K" + tuple_(["1507010101900001", None])
+    + b"N" + tuple_(["1507010101900002", "SITI"]),
+    commit(4096),
+    begin(701),
+    b"D" + struct.pack(">I", 16384) + b"K" + tuple_(["1507010101900002", None]),
+    commit(8192),
+]))
+write("pgoutput", "integer-key-truncate", framed(1, [
+    begin(800), kk,
+    b"I" + struct.pack(">I", 16390) + b"N" + tuple_(["42", "BUDI"]),
+    b"T" + struct.pack(">I", 1) + b"\0" + struct.pack(">I", 16390),
+    commit(12288),
+]))

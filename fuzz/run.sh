@@ -24,7 +24,7 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 build_flags=(--sanitizer none --debug-assertions)
 
-targets=(filter mapping schema_compat checkpoint receipt audit_entry)
+targets=(filter mapping schema_compat checkpoint receipt audit_entry pgoutput)
 
 if ! cargo fuzz build "${build_flags[@]}"; then
     echo "fuzz targets failed to build" >&2

@@ -596,13 +596,7 @@ impl Adapter {
             batch_size,
         } = plan;
         let started = Instant::now();
-        let time = QueryTime {
-            deadline: started + limit.duration(),
-            statement_limit: match limit {
-                TimeLimit::Caller(t) => Some(t),
-                TimeLimit::Config(_) => None,
-            },
-        };
+        let time = limit.query_time(started);
         let mut sent = Sent::default();
         let mut batch: Vec<String> = Vec::with_capacity(batch_size.min(1024));
         let mut batch_bytes = 0usize;
@@ -872,6 +866,18 @@ impl TimeLimit {
     fn duration(self) -> Duration {
         match self {
             TimeLimit::Caller(d) | TimeLimit::Config(d) => d,
+        }
+    }
+
+    /// The time of a fetch that started at `started` under this limit:
+    /// a caller's deadline is also the statement's own limit.
+    fn query_time(self, started: Instant) -> QueryTime {
+        QueryTime {
+            deadline: started + self.duration(),
+            statement_limit: match self {
+                TimeLimit::Caller(t) => Some(t),
+                TimeLimit::Config(_) => None,
+            },
         }
     }
 

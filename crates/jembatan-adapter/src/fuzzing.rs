@@ -1,6 +1,8 @@
 //! Entry points for the fuzz targets in `fuzz/` (cargo feature `fuzzing`,
-//! off by default): the adapter's filter typing and SQL rendering, and its
-//! receipt-log parser, without a database or a file. Not a stable API.
+//! off by default): the adapter's filter typing and SQL rendering, its
+//! receipt-log parser, and the decoding of a logical replication slot's
+//! `pgoutput` messages into journaled changes, without a database or a
+//! file. Not a stable API.
 
 use std::path::Path;
 
@@ -136,4 +138,58 @@ fn render_one(
 /// Parses receipt-log text as [`crate::read_receipt_log`] parses the file.
 pub fn parse_receipt_log_text(text: &str) -> Result<Vec<LogEntry>, crate::AdapterError> {
     parse_receipt_log(text, Path::new("<fuzz input>"))
+}
+
+/// What a peek of `pgoutput` messages comes to, as the logical reader
+/// folds it for the datasets `penduduk` (text key `nik` of
+/// `public.penduduk`) and `kk` (integer key `no` of `public.kk`): per
+/// committed transaction that changed them, its commit LSN and its changed
+/// keys as `(dataset, key text, deleted)`; then the last commit's
+/// `(LSN, end LSN)`. `Err` holds why the reader would refuse the peek.
+pub fn fold_pgoutput(messages: &[Vec<u8>], consumed: u64) -> Result<PgoutputFold, String> {
+    use crate::logical::{JournalKey, Target, fold};
+    let target = |dataset: &str, table: &str, key: &str, integer: bool| Target {
+        dataset: dataset.into(),
+        schema: "public".into(),
+        table: table.into(),
+        key: key.into(),
+        integer,
+    };
+    let targets = [
+        target("penduduk", "penduduk", "nik", false),
+        target("kk", "kk", "no", true),
+    ];
+    let mut relations = std::collections::HashMap::new();
+    let peeked =
+        fold("fuzz", messages, &targets, &mut relations, consumed).map_err(|e| e.to_string())?;
+    let transactions = peeked
+        .done
+        .iter()
+        .map(|tx| {
+            let keys = tx
+                .keys
+                .iter()
+                .map(|((dataset, key), deleted)| {
+                    let key = match key {
+                        JournalKey::Int(i) => i.to_string(),
+                        JournalKey::Text(t) => t.clone(),
+                    };
+                    (dataset.clone(), key, *deleted)
+                })
+                .collect();
+            (tx.lsn, keys, tx.truncated.iter().cloned().collect())
+        })
+        .collect();
+    Ok(PgoutputFold {
+        transactions,
+        last: peeked.last,
+    })
+}
+
+/// See [`fold_pgoutput`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgoutputFold {
+    /// Per transaction: commit LSN, changed keys, truncated datasets.
+    pub transactions: Vec<(u64, Vec<(String, String, bool)>, Vec<String>)>,
+    pub last: Option<(u64, u64)>,
 }

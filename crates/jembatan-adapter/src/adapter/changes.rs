@@ -751,13 +751,7 @@ impl Adapter {
             batch_size,
         } = plan;
         let started = Instant::now();
-        let time = QueryTime {
-            deadline: started + limit.duration(),
-            statement_limit: match limit {
-                TimeLimit::Caller(t) => Some(t),
-                TimeLimit::Config(_) => None,
-            },
-        };
+        let time = limit.query_time(started);
         let mut sent = Sent::default();
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;

@@ -15,7 +15,8 @@ use sqlx::PgPool;
 
 use crate::config::LogicalConfig;
 use crate::sql::Dialect;
-use journal::{Committed, Journal, JournalKey};
+pub(crate) use journal::JournalKey;
+use journal::{Committed, Journal};
 use pgoutput::{Datum, Message};
 
 /// Most changes one peek of the slot asks for (whole transactions are
@@ -251,10 +252,10 @@ impl Feed {
 /// consumed mark that changed a dataset of the slot, their transaction
 /// ids, and the last commit's `(LSN, end LSN)`.
 #[derive(Debug, Default)]
-struct Peeked {
-    done: Vec<Committed>,
-    xids: Vec<u32>,
-    last: Option<(u64, u64)>,
+pub(crate) struct Peeked {
+    pub(crate) done: Vec<Committed>,
+    pub(crate) xids: Vec<u32>,
+    pub(crate) last: Option<(u64, u64)>,
 }
 
 /// Decodes a peek's messages into each committed transaction's net effect
@@ -262,7 +263,7 @@ struct Peeked {
 /// delete's old key, an update that changes the key deleting the old one;
 /// the last change of a key in a transaction wins. `relations` keeps, per
 /// relation id, the targets on it and where their key column is.
-fn fold(
+pub(crate) fn fold(
     slot: &str,
     rows: &[Vec<u8>],
     targets: &[Target],
@@ -380,7 +381,7 @@ fn fold(
 
 /// Why one step of the reader failed; the reader tries again.
 #[derive(Debug, thiserror::Error)]
-enum StepError {
+pub(crate) enum StepError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error(transparent)]
