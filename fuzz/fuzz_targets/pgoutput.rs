@@ -35,10 +35,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(whole) = fold_pgoutput(&messages, consumed) else {
         return;
     };
-    for (lsn, keys, truncated) in &whole.transactions {
-        assert!(*lsn > consumed, "a transaction at or before the mark");
-        assert!(!keys.is_empty() || !truncated.is_empty(), "an empty transaction");
-        for (dataset, key, _) in keys {
+    for tx in &whole.transactions {
+        assert!(tx.lsn > consumed, "a transaction at or before the mark");
+        assert!(
+            !tx.keys.is_empty() || !tx.truncated.is_empty(),
+            "an empty transaction"
+        );
+        for (dataset, key, _) in &tx.keys {
             match dataset.as_str() {
                 "penduduk" => {}
                 "kk" => assert!(key.parse::<i64>().is_ok(), "integer key {key:?}"),

@@ -177,7 +177,11 @@ pub fn fold_pgoutput(messages: &[Vec<u8>], consumed: u64) -> Result<PgoutputFold
                     (dataset.clone(), key, *deleted)
                 })
                 .collect();
-            (tx.lsn, keys, tx.truncated.iter().cloned().collect())
+            FoldedTransaction {
+                lsn: tx.lsn,
+                keys,
+                truncated: tx.truncated.iter().cloned().collect(),
+            }
         })
         .collect();
     Ok(PgoutputFold {
@@ -189,7 +193,16 @@ pub fn fold_pgoutput(messages: &[Vec<u8>], consumed: u64) -> Result<PgoutputFold
 /// See [`fold_pgoutput`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgoutputFold {
-    /// Per transaction: commit LSN, changed keys, truncated datasets.
-    pub transactions: Vec<(u64, Vec<(String, String, bool)>, Vec<String>)>,
+    pub transactions: Vec<FoldedTransaction>,
     pub last: Option<(u64, u64)>,
+}
+
+/// One committed transaction of a [`PgoutputFold`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldedTransaction {
+    pub lsn: u64,
+    /// `(dataset, key text, deleted)`, the last change of each key.
+    pub keys: Vec<(String, String, bool)>,
+    /// Datasets whose table was truncated.
+    pub truncated: Vec<String>,
 }
