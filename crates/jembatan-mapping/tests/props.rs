@@ -1,8 +1,11 @@
 //! Property tests: applying never panics and never yields an invalid
 //! record; push-down gives exactly the original filter's result set.
 
+mod common;
+
 use std::sync::LazyLock;
 
+use common::{COLUMNS, altered, any_json, digits};
 use jembatan_core::{Filter, Operator, Predicate, Scalar};
 use jembatan_mapping::{CheckedMapping, Format, Mapping, Secrets, compile_schema};
 use proptest::prelude::*;
@@ -31,10 +34,6 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         secrets,
     }
 });
-
-fn digits(n: usize) -> impl Strategy<Value = String> {
-    proptest::string::string_regex(&format!("[0-9]{{{n}}}")).unwrap()
-}
 
 fn opt_text() -> impl Strategy<Value = Value> {
     prop_oneof![Just(Value::Null), "[A-Z ]{0,12}".prop_map(Value::from)]
@@ -111,61 +110,8 @@ fn penduduk() -> impl Strategy<Value = Map<String, Value>> {
     )
 }
 
-fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
-        "\\PC{0,20}".prop_map(Value::from),
-        "[0-9-]{0,12}".prop_map(Value::from),
-        prop::sample::select(vec!["L", "P", "HIDUP", "MENINGGAL", "KAWIN", "17-08-1985"])
-            .prop_map(Value::from),
-    ];
-    leaf.prop_recursive(3, 16, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
-const COLUMNS: &[&str] = &[
-    "nik",
-    "no_kk",
-    "nama_lengkap",
-    "tempat_lahir",
-    "tgl_lahir",
-    "jenis_kelamin",
-    "agama",
-    "status_perkawinan",
-    "pekerjaan",
-    "hubungan_keluarga",
-    "alamat",
-    "rt",
-    "rw",
-    "kode_desa",
-    "kode_kecamatan",
-    "status",
-];
-
 fn garbage() -> impl Strategy<Value = Map<String, Value>> {
-    (
-        penduduk(),
-        prop::collection::vec((prop::sample::select(COLUMNS), any_json()), 0..6),
-        prop::collection::vec(prop::sample::select(COLUMNS), 0..3),
-    )
-        .prop_map(|(mut r, changes, removed)| {
-            for (k, v) in changes {
-                r.insert(k.into(), v);
-            }
-            for k in removed {
-                r.remove(k);
-            }
-            r
-        })
+    altered(penduduk(), COLUMNS.to_vec(), 6, 3)
 }
 
 proptest! {
