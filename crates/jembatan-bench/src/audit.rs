@@ -32,17 +32,19 @@ pub(crate) fn bench_signer() -> Result<jembatan_tlog::note::Signer, BenchError> 
         .map_err(|e| BenchError::Inconsistent(e.to_string()))
 }
 
-/// B3 on SQLite and PostgreSQL, then `verify` and broker start times on
-/// the SQLite log filled to `verify_entries`, and again at each of
-/// `more_starts` (larger sizes, the log filled on to each).
+/// The SQLite log B3 fills, in the bench's directory.
+pub(crate) const LOG_FILE: &str = "audit-bench.db";
+
+/// B3 on SQLite and PostgreSQL, then `verify` on the SQLite log (at
+/// [`LOG_FILE`]) filled to `verify_entries`. The broker start figures are
+/// taken on that log after ([`crate::start::run`]).
 pub(crate) async fn run(
     pg_url: &str,
     dir: &Path,
     duration: Duration,
     verify_entries: u64,
-    more_starts: &[u64],
 ) -> Result<AuditFigures, BenchError> {
-    let path = dir.join("audit-bench.db");
+    let path = dir.join(LOG_FILE);
     let path_text = path
         .to_str()
         .ok_or_else(|| BenchError::Options("temporary directory is not UTF-8".into()))?;
@@ -55,24 +57,6 @@ pub(crate) async fn run(
     store.close().await;
     let sqlite = sqlite?;
     let (verify_entries, verify_seconds) = verified.transpose()?.unwrap_or_default();
-    let mut starts = Vec::new();
-    if verify_entries > 0 {
-        crate::progress(format_args!(
-            "broker start on a log of {verify_entries} entries"
-        ));
-        starts.push(crate::start::time_starts(&path, verify_entries, dir).await?);
-        for &entries in more_starts {
-            crate::progress(format_args!(
-                "filling the log to {entries} entries for the broker start figure"
-            ));
-            let store = Store::connect(path_text).await?;
-            let filled = fill_log(&store, entries).await;
-            store.close().await;
-            let (size, _) = filled?;
-            crate::progress(format_args!("broker start on a log of {size} entries"));
-            starts.push(crate::start::time_starts(&path, size, dir).await?);
-        }
-    }
     let pg = on_fresh_pg_database(pg_url, duration).await?;
     Ok(AuditFigures {
         appenders: AUDIT_APPENDERS,
@@ -82,7 +66,7 @@ pub(crate) async fn run(
         pg_per_s: pg.per_s(),
         verify_entries,
         verify_seconds,
-        starts,
+        starts: Vec::new(),
     })
 }
 

@@ -271,16 +271,13 @@ async fn run_on(
         } else {
             &[]
         };
-        report.audit = Some(
-            audit::run(
-                &options.pg_url,
-                dir,
-                options.duration,
-                verify_entries,
-                more_starts,
-            )
-            .await?,
-        );
+        let mut figures =
+            audit::run(&options.pg_url, dir, options.duration, verify_entries).await?;
+        if figures.verify_entries > 0 {
+            let log = dir.join(audit::LOG_FILE);
+            figures.starts = start::run(&log, figures.verify_entries, more_starts, dir).await?;
+        }
+        report.audit = Some(figures);
     }
     if let Some(population) = population
         && options.runs(Part::Replicas)

@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use jembatan_broker::{Broker, BrokerConfig};
 use jembatan_core::{Identity, Role};
+use jembatan_store::Store;
 use jembatan_testkit::Pki;
 
 use crate::BenchError;
-use crate::audit::{BENCH_LOG_ORIGIN, bench_signer};
+use crate::audit::{BENCH_LOG_ORIGIN, bench_signer, fill_log};
 
 /// Start times of a broker on one store.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,14 +27,38 @@ pub struct StartPoint {
     pub start_s: f64,
 }
 
+/// The start times on the SQLite log at `store` (already holding
+/// `entries` and a checkpoint of them), then on the same log filled on to
+/// each of `more` in turn.
+pub(crate) async fn run(
+    store: &Path,
+    entries: u64,
+    more: &[u64],
+    dir: &Path,
+) -> Result<Vec<StartPoint>, BenchError> {
+    crate::progress(format_args!("broker start on a log of {entries} entries"));
+    let mut starts = vec![time_starts(store, entries, dir).await?];
+    let url = store
+        .to_str()
+        .ok_or_else(|| BenchError::Options("temporary directory is not UTF-8".into()))?;
+    for &entries in more {
+        crate::progress(format_args!(
+            "filling the log to {entries} entries for the broker start figure"
+        ));
+        let filling = Store::connect(url).await?;
+        let filled = fill_log(&filling, entries).await;
+        filling.close().await;
+        let (size, _) = filled?;
+        crate::progress(format_args!("broker start on a log of {size} entries"));
+        starts.push(time_starts(store, size, dir).await?);
+    }
+    Ok(starts)
+}
+
 /// Starts and shuts down a broker on the SQLite store at `store` twice,
 /// timing each `Broker::start`. The store's checkpoints must be signed by
 /// the bench's key ([`bench_signer`]), which the broker is given.
-pub(crate) async fn time_starts(
-    store: &Path,
-    entries: u64,
-    dir: &Path,
-) -> Result<StartPoint, BenchError> {
+async fn time_starts(store: &Path, entries: u64, dir: &Path) -> Result<StartPoint, BenchError> {
     let dir = dir.join(format!("start-{entries}"));
     std::fs::create_dir_all(&dir)?;
     let broker_id = Identity::new(Role::Broker, None)
