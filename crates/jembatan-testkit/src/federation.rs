@@ -151,9 +151,16 @@ impl Builder {
     }
 }
 
+/// A running test federation: the provider's adapter (or fakes), the
+/// certificates, the directory holding them and the broker store; brokers
+/// are started on it with [`Federation::broker`]. Everything it started
+/// stops when it is dropped.
 pub struct Federation {
+    /// Where its files are (removed when it is dropped).
     pub dir: PathBuf,
+    /// The residents in the provider's table.
     pub rows: usize,
+    /// Every member's certificate, by the names of [`IDENTITIES`].
     pub files: Pki,
     /// The port of the provider's (first) adapter.
     pub adapter_port: u16,
@@ -212,6 +219,8 @@ impl Federation {
         Federation::builder().rows(rows).start().await
     }
 
+    /// A federation to build: 30 residents in SQLite behind a real
+    /// adapter unless told otherwise.
     pub fn builder() -> Builder {
         Builder {
             rows: 30,
@@ -400,10 +409,12 @@ legal_basis = "UU 17/2023"
 }
 
 impl BrokerHandle {
+    /// An `Exchange` client of this broker, as `who`.
     pub async fn exchange(&self, f: &Federation, who: &str) -> ExchangeClient<Channel> {
         ExchangeClient::new(f.channel(self.port, who).await)
     }
 
+    /// An `Agreements` client of this broker, as `who`.
     pub async fn agreements(&self, f: &Federation, who: &str) -> AgreementsClient<Channel> {
         AgreementsClient::new(f.channel(self.port, who).await)
     }

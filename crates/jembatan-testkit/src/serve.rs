@@ -39,6 +39,7 @@ pub enum ServeError {
 pub struct Stop(watch::Sender<bool>);
 
 impl Stop {
+    /// A signal not given yet.
     pub fn new() -> Stop {
         Stop(watch::Sender::new(false))
     }
@@ -113,6 +114,7 @@ pub fn adapter_service<A: AdapterProtocol>(
 /// A broker started and served.
 pub struct ServedBroker {
     pub broker: Broker,
+    /// The port of the listener it serves on.
     pub port: u16,
     /// The serving task; it ends once the shutdown signal came and every
     /// call ended.
