@@ -4,7 +4,6 @@
 //! every value a consumer sends out of the log in clear ([`Privacy`]).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Instant;
 
 use hmac::{Hmac, Mac};
@@ -24,12 +23,35 @@ pub(crate) const MAX_VERIFY_FIELDS: usize = 64;
 /// `dataset || 0x00 || key`. A key that is not a string is hashed as its
 /// JSON text (`42`, `true`).
 pub fn subject_hash(audit_key: &[u8], dataset: &str, key: &str) -> String {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(audit_key).expect("HMAC accepts keys of any length");
-    mac.update(dataset.as_bytes());
-    mac.update(&[0]);
-    mac.update(key.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    AuditKey::new(audit_key).subject_hash(dataset, key)
+}
+
+/// The broker's audit key ready to make [`subject_hash`]es: the HMAC is
+/// keyed once, so each hash costs only the blocks of its own input.
+#[derive(Clone)]
+pub(crate) struct AuditKey(Hmac<Sha256>);
+
+impl AuditKey {
+    pub(crate) fn new(key: &[u8]) -> AuditKey {
+        AuditKey(
+            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length"),
+        )
+    }
+
+    /// [`subject_hash`] under this key.
+    pub(crate) fn subject_hash(&self, dataset: &str, key: &str) -> String {
+        let mut mac = self.0.clone();
+        mac.update(dataset.as_bytes());
+        mac.update(&[0]);
+        mac.update(key.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
 }
 
 /// What the consumer asked, before validation.
@@ -89,7 +111,7 @@ pub(crate) struct Facts {
 /// tracing) in clear.
 #[derive(Debug, Clone)]
 pub(crate) struct Privacy {
-    audit_key: Arc<[u8]>,
+    audit_key: AuditKey,
     /// The store holds the dataset: its id is an identifier.
     pub(crate) dataset_known: bool,
     /// The purpose is registered (in the config, or an agreement's).
@@ -113,7 +135,7 @@ pub(crate) struct Privacy {
 }
 
 impl Privacy {
-    fn new(audit_key: Arc<[u8]>, ask: &Ask) -> Privacy {
+    fn new(audit_key: AuditKey, ask: &Ask) -> Privacy {
         use jembatan_core::ids::truncate;
         let mut values = Vec::new();
         let mut scalar = |v: &pb::Scalar| {
@@ -188,7 +210,7 @@ impl Privacy {
     /// Keyed hash and length of a name the consumer made up.
     fn hashed(&self, domain: &str, text: &str) -> jembatan_core::redact::HashedText {
         jembatan_core::redact::HashedText {
-            hmac: subject_hash(&self.audit_key, domain, text),
+            hmac: self.audit_key.subject_hash(domain, text),
             len: text.len() as u64,
         }
     }
@@ -250,8 +272,8 @@ impl jembatan_core::redact::Redactor for LogNames<'_> {
 
 /// The subject hash of a value: strings as they are, anything else as its
 /// JSON text (`42`, `true`).
-pub(crate) fn scalar_subject_hash(audit_key: &[u8], dataset: &str, value: &Scalar) -> String {
-    subject_hash(audit_key, dataset, &key_text(value))
+pub(crate) fn scalar_subject_hash(audit_key: &AuditKey, dataset: &str, value: &Scalar) -> String {
+    audit_key.subject_hash(dataset, &key_text(value))
 }
 
 /// A key as text: a string as it is, anything else as its JSON text
@@ -268,7 +290,7 @@ impl Facts {
     /// The facts of a request just received: its caller is not known yet,
     /// and every name it sends stays the consumer's until the broker
     /// knows it.
-    pub(crate) fn new(ask: &Ask, audit_key: Arc<[u8]>) -> Facts {
+    pub(crate) fn new(ask: &Ask, audit_key: AuditKey) -> Facts {
         Facts {
             exchange_id: uuid::Uuid::now_v7().to_string(),
             started: Instant::now(),
@@ -394,5 +416,34 @@ impl Facts {
 
     pub(crate) fn elapsed_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The audit key keyed once hashes exactly as an HMAC keyed for each
+    /// hash, and hashing does not use it up.
+    #[test]
+    fn a_keyed_audit_key_hashes_as_a_fresh_hmac() {
+        let long = [9u8; 100];
+        for key in [&b""[..], b"k", &[7u8; 32], &long] {
+            let keyed = AuditKey::new(key);
+            for (dataset, value) in [
+                ("", ""),
+                ("prov.penduduk", "1507010101900001"),
+                ("subscription key\0dinsos\0prov.penduduk", "42"),
+            ] {
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+                mac.update(dataset.as_bytes());
+                mac.update(&[0]);
+                mac.update(value.as_bytes());
+                let fresh = hex::encode(mac.finalize().into_bytes());
+                assert_eq!(keyed.subject_hash(dataset, value), fresh);
+                assert_eq!(keyed.subject_hash(dataset, value), fresh);
+                assert_eq!(subject_hash(key, dataset, value), fresh);
+            }
+        }
     }
 }

@@ -196,7 +196,7 @@ impl Broker {
             audit,
             adapters,
             cursors: cursor::CursorSealer::from_audit_key(&audit_key),
-            audit_key: audit_key.into(),
+            audit_key: facts::AuditKey::new(&audit_key),
             subject_fields: config
                 .datasets
                 .iter()

@@ -16,6 +16,7 @@ use crate::admit::Workers;
 use crate::cursor::CursorSealer;
 use crate::drain::Drain;
 use crate::error::ExchangeError;
+use crate::facts::AuditKey;
 use crate::isolation::Isolation;
 use crate::journal::Journal;
 use crate::lifecycle::Lifecycle;
@@ -32,7 +33,7 @@ pub(crate) struct State {
     /// Writes the entries of exchanges (see `journal.rs`).
     pub(crate) journal: Journal,
     pub(crate) adapters: AdapterPool,
-    pub(crate) audit_key: Arc<[u8]>,
+    pub(crate) audit_key: AuditKey,
     /// Per dataset, the fields whose values are subject keys (the key
     /// and the config's `subject_keys`).
     pub(crate) subject_fields: HashMap<String, BTreeSet<String>>,

@@ -39,7 +39,7 @@ use tonic::{Response, Status};
 use crate::adapters::{Lane, fails_over};
 use crate::cursor::{CursorPosition, CursorSealer, MAX_CURSOR_BYTES};
 use crate::error::{ExchangeError, from_adapter};
-use crate::facts::{Ask, subject_hash};
+use crate::facts::{Ask, AuditKey};
 use crate::lifecycle::StatusEvent;
 use crate::relay::{self, Allowed, Stop};
 use crate::state::State;
@@ -131,7 +131,7 @@ impl Resume {
     }
 
     /// The subscription as the decision entry names it.
-    pub(crate) fn mark(&self, audit_key: &[u8], dataset: &DatasetId) -> SubscriptionMark {
+    pub(crate) fn mark(&self, audit_key: &AuditKey, dataset: &DatasetId) -> SubscriptionMark {
         SubscriptionMark {
             id: self.id.clone(),
             batch: self.batch,
@@ -176,11 +176,11 @@ fn key_text(json: &str) -> Option<String> {
 }
 
 /// A position as the log keeps it: the change value, the key's hash.
-fn change_mark(audit_key: &[u8], dataset: &DatasetId, p: &pb::ChangePosition) -> ChangeMark {
+fn change_mark(audit_key: &AuditKey, dataset: &DatasetId, p: &pb::ChangePosition) -> ChangeMark {
     let key = key_text(&p.key).unwrap_or_else(|| p.key.clone());
     ChangeMark {
         change: p.change.clone(),
-        key_hash: subject_hash(audit_key, dataset.as_str(), &key),
+        key_hash: audit_key.subject_hash(dataset.as_str(), &key),
     }
 }
 
@@ -578,7 +578,7 @@ impl Follow {
                 records.push(change.record);
             }
             seen.push(Seen {
-                hash: subject_hash(&state.audit_key, allowed.dataset.as_str(), &key),
+                hash: state.audit_key.subject_hash(allowed.dataset.as_str(), &key),
                 key,
                 position,
                 upsert,
@@ -648,7 +648,7 @@ impl Follow {
                 let record = admitted.next().unwrap_or_default();
                 out.push(pb::ChangeRecord {
                     op: pb::ChangeOp::Upsert as i32,
-                    key: subject_hash(&state.audit_key, &self.handle_domain, &s.key),
+                    key: state.audit_key.subject_hash(&self.handle_domain, &s.key),
                     record,
                 });
                 given.push(s.hash.clone());
@@ -663,7 +663,7 @@ impl Follow {
                 };
                 out.push(pb::ChangeRecord {
                     op: pb::ChangeOp::Delete as i32,
-                    key: subject_hash(&state.audit_key, &self.handle_domain, &s.key),
+                    key: state.audit_key.subject_hash(&self.handle_domain, &s.key),
                     record,
                 });
                 taken.push(s.hash.clone());
