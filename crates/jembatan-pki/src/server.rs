@@ -695,6 +695,19 @@ mod tests {
         (capture, tracing::subscriber::set_default(subscriber))
     }
 
+    /// A broker's server TLS with a certificate from `ca`, accepting on a
+    /// loopback port.
+    async fn broker_on_loopback(ca: &Ca) -> (TlsIncoming, std::net::SocketAddr) {
+        let broker = jembatan_core::Identity::new(Role::Broker, None).unwrap();
+        let server = ca
+            .issue_to(&broker, &loopback_hosts(), 1, "broker")
+            .unwrap();
+        let tls = ServerTls::load(&server).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (tls.incoming(listener), addr)
+    }
+
     /// A TLS client trusting `ca` and presenting `cert`.
     fn connector(ca: &Ca, cert: &crate::Issued) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
@@ -728,14 +741,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::create(&dir.path().join("ca"), "test CA").unwrap();
         let other = Ca::create(&dir.path().join("other"), "other CA").unwrap();
-        let broker = jembatan_core::Identity::new(Role::Broker, None).unwrap();
-        let server = ca
-            .issue_to(&broker, &loopback_hosts(), 1, "broker")
-            .unwrap();
-        let tls = ServerTls::load(&server).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _incoming = tls.incoming(listener);
+        let (_incoming, addr) = broker_on_loopback(&ca).await;
 
         let agency = jembatan_core::Identity::agency("dinsos".parse().unwrap());
         let foreign = other.issue(&agency, &[], 1).unwrap();
@@ -790,14 +796,7 @@ mod tests {
     async fn a_client_reads_to_the_end_of_a_connection_let_go_with_unread_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::create(&dir.path().join("ca"), "test CA").unwrap();
-        let broker = jembatan_core::Identity::new(Role::Broker, None).unwrap();
-        let server = ca
-            .issue_to(&broker, &loopback_hosts(), 1, "broker")
-            .unwrap();
-        let tls = ServerTls::load(&server).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut incoming = tls.incoming(listener);
+        let (mut incoming, addr) = broker_on_loopback(&ca).await;
         let closing = incoming.closing();
 
         let agency = jembatan_core::Identity::agency("dinsos".parse().unwrap());
