@@ -129,7 +129,7 @@ impl Builder {
             files,
             adapter_port: 0,
             adapters: Vec::new(),
-            store: String::new(),
+            store: tmp.path().join("broker.db").display().to_string(),
             crl,
             stop: Stop::new(),
             database,
@@ -137,7 +137,6 @@ impl Builder {
             _sqlite: sqlite,
             _tmp: tmp,
         };
-        federation.store = federation.dir.join("broker.db").display().to_string();
         if self.real_adapter {
             let (listener, port) = serve::loopback().await.unwrap();
             let config = federation.adapter_config(port, "receipts.jsonl");
