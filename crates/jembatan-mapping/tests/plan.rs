@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::LazyLock;
 
-use common::{COLUMNS, altered, any_json, digits};
+use common::{altered, any_json, columns, digits};
 use jembatan_mapping::{
     ApplyError, CheckedMapping, Format, Mapping, Plan, Secrets, compile_schema,
 };
@@ -251,9 +251,9 @@ fn demo_record() -> impl Strategy<Value = Map<String, Value>> {
             r.insert("status".into(), status.into());
             r
         });
-    let mut columns = COLUMNS.to_vec();
-    columns.push("extra");
-    altered(valid, columns, 3, 2)
+    let mut altered_columns = columns();
+    altered_columns.push("extra".into());
+    altered(valid, altered_columns, 3, 2)
 }
 
 fn demo_fields() -> impl Strategy<Value = Vec<String>> {

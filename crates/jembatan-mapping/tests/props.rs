@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::LazyLock;
 
-use common::{COLUMNS, altered, any_json, digits};
+use common::{altered, any_json, columns, digits};
 use jembatan_core::{Filter, Operator, Predicate, Scalar};
 use jembatan_mapping::{CheckedMapping, Format, Mapping, Secrets, compile_schema};
 use proptest::prelude::*;
@@ -111,7 +111,7 @@ fn penduduk() -> impl Strategy<Value = Map<String, Value>> {
 }
 
 fn garbage() -> impl Strategy<Value = Map<String, Value>> {
-    altered(penduduk(), COLUMNS.to_vec(), 6, 3)
+    altered(penduduk(), columns(), 6, 3)
 }
 
 proptest! {

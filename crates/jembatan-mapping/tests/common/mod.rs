@@ -7,25 +7,18 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-/// The columns of the population registry's `penduduk`.
-pub(crate) const COLUMNS: &[&str] = &[
-    "nik",
-    "no_kk",
-    "nama_lengkap",
-    "tempat_lahir",
-    "tgl_lahir",
-    "jenis_kelamin",
-    "agama",
-    "status_perkawinan",
-    "pekerjaan",
-    "hubungan_keluarga",
-    "alamat",
-    "rt",
-    "rw",
-    "kode_desa",
-    "kode_kecamatan",
-    "status",
-];
+/// The columns of the population registry's `penduduk`, as its schema
+/// fixture lists them.
+pub(crate) fn columns() -> Vec<String> {
+    let schema: Value = serde_json::from_str(include_str!("../data/penduduk.schema.json"))
+        .expect("the penduduk schema fixture is JSON");
+    schema["properties"]
+        .as_object()
+        .expect("the schema lists its properties")
+        .keys()
+        .cloned()
+        .collect()
+}
 
 /// `n` decimal digits.
 pub(crate) fn digits(n: usize) -> impl Strategy<Value = String> {
@@ -70,7 +63,7 @@ pub(crate) fn any_json() -> impl Strategy<Value = Value> {
 /// value and up to `removed - 1` of them removed.
 pub(crate) fn altered(
     records: impl Strategy<Value = Map<String, Value>>,
-    columns: Vec<&'static str>,
+    columns: Vec<String>,
     changed: usize,
     removed: usize,
 ) -> impl Strategy<Value = Map<String, Value>> {
@@ -84,10 +77,10 @@ pub(crate) fn altered(
     )
         .prop_map(|(mut r, changes, gone)| {
             for (k, v) in changes {
-                r.insert(k.into(), v);
+                r.insert(k, v);
             }
             for k in gone {
-                r.remove(k);
+                r.remove(&k);
             }
             r
         })
