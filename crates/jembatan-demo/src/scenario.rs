@@ -476,6 +476,19 @@ fn broker_toml(port: u16, tls: &TlsFiles, base: &Path, adapter_ports: &[(&str, u
     s
 }
 
+/// A server's task, ending with why it failed (or its task did) in words,
+/// so adapters and the broker are waited for alike.
+fn server_ended<E: std::fmt::Display + Send + 'static>(
+    served: tokio::task::JoinHandle<Result<(), E>>,
+) -> tokio::task::JoinHandle<Result<(), String>> {
+    tokio::spawn(async move {
+        served
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    })
+}
+
 async fn client(port: u16, files: &TlsFiles) -> Result<ExchangeClient<Channel>, DemoError> {
     Ok(ExchangeClient::new(channel(port, files).await?))
 }
@@ -1016,12 +1029,7 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
         let served = serve::adapter(&config, listener, stop.signal())
             .await
             .map_err(step("start adapter"))?;
-        tasks.push(tokio::spawn(async move {
-            served
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
-        }));
+        tasks.push(server_ended(served));
         writeln!(
             out,
             "Adapter {agency:<12} on 127.0.0.1:{port}, whitelist: {}",
@@ -1061,11 +1069,7 @@ pub async fn run(options: &DemoOptions, out: &mut impl Write) -> Result<DemoRepo
         .map_err(step("start broker"))?;
     let broker = served.broker;
     let task = served.task;
-    tasks.push(tokio::spawn(async move {
-        task.await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
-    }));
+    tasks.push(server_ended(task));
     writeln!(
         out,
         "Broker on 127.0.0.1:{broker_port}, store {}, {} agreements",
