@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Backend, Store, StoreError};
 
-mod sqlite_writer;
+pub(crate) mod sqlite_writer;
 
 use sqlite_writer::SqliteWriter;
 

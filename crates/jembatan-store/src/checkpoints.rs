@@ -126,13 +126,18 @@ impl Store {
         row.as_ref().map(checkpoint_from_row).transpose()
     }
 
-    /// Number of entries on the audit log (one past the highest `seq`).
+    /// Number of entries on the audit log: one past the highest `seq`,
+    /// counting entries moved out to archive files (see `archive.rs`).
     pub async fn audit_log_size(&self) -> Result<u64, StoreError> {
-        let next: i64 = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_log")
-            .fetch_one(self.pool())
-            .await?
-            .try_get(0)?;
-        to_u64(next, "audit log size")
+        let row = sqlx::query(
+            "SELECT COALESCE((SELECT MAX(seq) + 1 FROM audit_log), 0),
+                    COALESCE((SELECT MAX(up_to) FROM audit_archives), 0)",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        let stored = to_u64(row.try_get(0)?, "audit log size")?;
+        let archived = to_u64(row.try_get(1)?, "archived audit log size")?;
+        Ok(stored.max(archived))
     }
 
     /// Audit log rows with `seq >= from`, at most `limit`, in order, as

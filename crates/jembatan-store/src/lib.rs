@@ -6,6 +6,7 @@
 //! and the appender's lock differ.
 
 mod agreements;
+pub mod archive;
 mod audit;
 mod checkpoints;
 pub mod migrate;

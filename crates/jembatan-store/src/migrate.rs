@@ -68,7 +68,7 @@ use Kind::{Bytes, Int, OptText, Text};
 /// Every table the store's migrations create, in an order that satisfies
 /// their foreign keys. A store holding a table or column not named here
 /// is refused rather than copied in part.
-const TABLES: [Table; 18] = [
+const TABLES: [Table; 19] = [
     Table {
         name: "agencies",
         columns: &[
@@ -152,6 +152,18 @@ const TABLES: [Table; 18] = [
             ("used", Int),
         ],
         key: &["agreement_id", "quota", "window_start"],
+    },
+    // before the log: a range archived out of it is not expected back
+    Table {
+        name: "audit_archives",
+        columns: &[
+            ("up_to", Int),
+            ("from_seq", Int),
+            ("checkpoint", Int),
+            ("file_sha256", Text),
+            ("archived_at", Text),
+        ],
+        key: &["up_to"],
     },
     Table {
         name: "audit_log",
@@ -565,9 +577,7 @@ impl Values {
 
 fn log_size(conn: &Connection) -> Result<u64, MigrateError> {
     let size: i64 = conn
-        .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_log", [], |r| {
-            r.get(0)
-        })
+        .query_row(crate::audit::sqlite_writer::NEXT_SEQ, [], |r| r.get(0))
         .map_err(source_error)?;
     Ok(u64::try_from(size).unwrap_or_default())
 }

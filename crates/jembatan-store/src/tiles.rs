@@ -11,10 +11,10 @@
 //! before it is served, and every checkpoint is checked against them
 //! before it is signed.
 
-use jembatan_tlog::merkle::Hash;
 use jembatan_tlog::merkle::tile::{
     Tile, TileBuilder, TileError, TileId, Tiles, edge, needed_for_root,
 };
+use jembatan_tlog::merkle::{CompactRange, Hash};
 use sqlx::Row;
 
 use crate::checkpoints::{to_i64, to_u64};
@@ -161,6 +161,28 @@ impl Store {
             .map(|(id, _)| tiles.get(*id).map(<[_]>::to_vec).unwrap_or_default())
             .collect();
         TileBuilder::resume(size, partial).map_err(inconsistent)
+    }
+
+    /// The tree of the first `size` leaves as a compact range (the roots
+    /// of its perfect subtrees, largest first) from the stored tiles
+    /// alone: where reading resumes when the entries before `size` have
+    /// been archived. Nothing here trusts the tiles; a root computed on
+    /// from it is checked against a signed checkpoint.
+    pub async fn tree_at(&self, size: u64) -> Result<CompactRange, StoreError> {
+        let tiles = self.tiles(&needed_for_root(size)).await?;
+        let mut hashes = Vec::with_capacity(size.count_ones() as usize);
+        let mut start = 0u64;
+        for height in (0..u64::BITS).rev() {
+            let width = 1u64 << height;
+            if size & width != 0 {
+                hashes.push(tiles.node(height, start >> height).map_err(inconsistent)?);
+                start += width;
+            }
+        }
+        CompactRange::from_parts(size, hashes).ok_or_else(|| StoreError::Corrupt {
+            what: "audit tiles".into(),
+            message: format!("no compact range of {size} leaves"),
+        })
     }
 
     /// The root of the tree of `size` leaves from the stored tiles alone.

@@ -9,6 +9,8 @@
 //! size. Since every checkpoint is compared with a prefix of the same leaf
 //! sequence, checkpoints that verify are also consistent with each other.
 //! The first problem found is reported, naming the entry or checkpoint.
+//! On a store whose oldest entries have been archived (`archive.rs`), the
+//! check starts where the stored entries do.
 
 use jembatan_core::AuditEntry;
 use jembatan_tlog::merkle::tile::{Tile, TileBuilder, TileError, TileId, needed_for_root};
@@ -32,6 +34,10 @@ pub struct VerifyReport {
     pub root: Hash,
     /// Checkpoints verified.
     pub checkpoints: usize,
+    /// Entries below this one are archived: checked through the tiles
+    /// and the signed checkpoints only (their files verify on their own,
+    /// see [`crate::archive::verify_archive`]).
+    pub archived: u64,
 }
 
 impl VerifyReport {
@@ -72,6 +78,11 @@ pub enum VerifyError {
     CheckpointRoot { size: u64 },
     #[error("the tree's tiles: {0}")]
     Tiles(#[from] TileError),
+    #[error(
+        "entries below {up_to} are archived, but no signed checkpoint at or above that size is \
+         stored: the tree where the store's entries resume cannot be checked"
+    )]
+    ArchiveUnanchored { up_to: u64 },
 }
 
 fn describe_jump(missing: u64, found: u64) -> String {
@@ -95,7 +106,8 @@ impl VerifyError {
             | VerifyError::CheckpointBeyondLog { size: n, .. }
             | VerifyError::CheckpointSignature { size: n, .. }
             | VerifyError::CheckpointNote { size: n, .. }
-            | VerifyError::CheckpointRoot { size: n } => Some(*n),
+            | VerifyError::CheckpointRoot { size: n }
+            | VerifyError::ArchiveUnanchored { up_to: n } => Some(*n),
         }
     }
 }
@@ -538,8 +550,24 @@ pub async fn verify(store: &Store, verifier: &Verifier) -> Result<VerifyReport, 
         }
         previous = Some(c.size);
     }
-    let mut range = CompactRange::new();
+    // Entries below `archived` have left the store for archive files
+    // (`archive.rs`, which verify on their own): the tree resumes there
+    // from the tiles, which the first signed checkpoint at or above it
+    // then holds to account; checkpoints below it are checked against the
+    // tiles alone.
+    let archived = store.archived_up_to().await?;
+    let mut range = match archived {
+        0 => CompactRange::new(),
+        n => store.tree_at(n).await?,
+    };
+    let mut anchored = archived == 0;
     for c in &checkpoints {
+        if c.size < archived {
+            let tiles = store.tiles(&needed_for_root(c.size)).await?;
+            check_checkpoint(c, &tiles.root(c.size)?, verifier)?;
+            continue;
+        }
+        anchored = true;
         extend(store, &mut range, Some(c.size), check_entry).await?;
         if range.size() < c.size {
             return Err(VerifyError::CheckpointBeyondLog {
@@ -549,10 +577,14 @@ pub async fn verify(store: &Store, verifier: &Verifier) -> Result<VerifyReport, 
         }
         check_checkpoint(c, &range.root(), verifier)?;
     }
+    if !anchored {
+        return Err(VerifyError::ArchiveUnanchored { up_to: archived });
+    }
     extend(store, &mut range, None, check_entry).await?;
     Ok(VerifyReport {
         size: range.size(),
         root: range.root(),
         checkpoints: checkpoints.len(),
+        archived,
     })
 }

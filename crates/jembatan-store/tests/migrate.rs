@@ -8,10 +8,10 @@
 mod common;
 
 use jembatan_core::AuditEntry;
+use jembatan_store::archive;
 use jembatan_store::migrate::{self, MigrateError, Progress, row_counts, table_names};
-use jembatan_store::verify::{catch_up_tiles, leaf_hashes, verify};
+use jembatan_store::verify::{catch_up_tiles, verify};
 use jembatan_store::{Agency, AuditLog, Backend, Dataset, QuotaKind, Store};
-use jembatan_tlog::merkle;
 use jembatan_tlog::note::{Checkpoint, Signer};
 use sqlx::Row;
 
@@ -33,9 +33,14 @@ fn signer() -> Signer {
     Signer::from_seed(ORIGIN, &[7; 32]).unwrap()
 }
 
+/// Signs a checkpoint at `size`, from the tiles (brought up to it as the
+/// broker does), so that it works on a log whose oldest entries are
+/// archived.
 async fn checkpoint(store: &Store, size: u64) {
-    let leaves = leaf_hashes(store, size).await.unwrap();
-    let root = merkle::root(&leaves);
+    let mut tiles = store.tile_builder().await.unwrap();
+    catch_up_tiles(store, &mut tiles, Some(size)).await.unwrap();
+    assert_eq!(tiles.size(), size);
+    let root = tiles.root();
     let note = Checkpoint::new(ORIGIN, size, root).sign(&signer()).unwrap();
     assert!(
         store
@@ -160,7 +165,14 @@ async fn sqlite_store(dir: &std::path::Path, entries: usize) -> (String, Store, 
             .unwrap()
     );
     let log = AuditLog::start(store.clone());
-    append(&log, 0, entries / 2).await;
+    if entries > 512 {
+        // a first range to archive
+        append(&log, 0, 256).await;
+        checkpoint(&store, 256).await;
+        append(&log, 256, entries / 2).await;
+    } else {
+        append(&log, 0, entries / 2).await;
+    }
     checkpoint(&store, (entries / 2) as u64).await;
     append(&log, entries / 2, entries).await;
     checkpoint(&store, entries as u64).await;
@@ -238,6 +250,17 @@ async fn a_sqlite_store_moves_to_postgres_value_for_value() {
     // more entries than one batch holds
     let entries = migrate::BATCH_ROWS * 2 + 345;
     let (from, source, _log) = sqlite_store(dir.path(), entries).await;
+    // its first 256 entries archived: the record of it moves too
+    let archived = archive::archive(
+        &source,
+        &signer().verifier(),
+        &archive::Bound::Below(256),
+        &dir.path().join("archive-0.jsonl"),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(archived.record.up_to, 256);
     source.close().await;
     let name = format!("jembatan_migrate_{}", std::process::id());
     let (admin, to) = database(&url, &name).await;
@@ -255,9 +278,9 @@ async fn a_sqlite_store_moves_to_postgres_value_for_value() {
     assert_eq!(audit.len(), 3, "{audit:?}");
     assert_eq!(
         audit.iter().map(|p| p.copied).collect::<Vec<_>>(),
-        [10_000, 20_000, entries as u64]
+        [10_000, 20_000, entries as u64 - 256]
     );
-    assert!(audit.iter().all(|p| p.total == entries as u64));
+    assert!(audit.iter().all(|p| p.total == entries as u64 - 256));
 
     // every value of every table, as it was
     for table in table_names() {
@@ -280,7 +303,8 @@ async fn a_sqlite_store_moves_to_postgres_value_for_value() {
         comparison.source.verified.as_ref().unwrap(),
         comparison.target.verified.as_ref().unwrap(),
     );
-    assert_eq!((t.size, t.root, t.checkpoints), (s.size, s.root, 2));
+    assert_eq!((t.size, t.root, t.checkpoints), (s.size, s.root, 3));
+    assert_eq!((s.archived, t.archived), (256, 256));
     assert_eq!(
         comparison.target.latest_checkpoint.as_ref().unwrap().0,
         entries as u64
@@ -305,7 +329,7 @@ async fn a_sqlite_store_moves_to_postgres_value_for_value() {
     assert_eq!(next.seq, entries as u64);
     checkpoint(&target, entries as u64 + 1).await;
     let report = verify(&target, &verifier).await.unwrap();
-    assert_eq!((report.size, report.checkpoints), (entries as u64 + 1, 3));
+    assert_eq!((report.size, report.checkpoints), (entries as u64 + 1, 4));
 
     // the difference is found when the stores no longer agree
     let comparison = migrate::compare(&source, &target, &verifier).await.unwrap();

@@ -24,6 +24,11 @@ use tokio::sync::oneshot;
 use super::{Pending, number};
 use crate::StoreError;
 
+/// The next entry's `seq` on a SQLite store: one past the highest stored,
+/// or past the archived range when nothing after it is stored yet.
+pub(crate) const NEXT_SEQ: &str = "SELECT max(COALESCE((SELECT MAX(seq) + 1 FROM audit_log), 0),
+            COALESCE((SELECT MAX(up_to) FROM audit_archives), 0))";
+
 /// A batch to write, and where to hand it back with the outcome.
 struct Job {
     batch: Vec<Pending>,
@@ -218,9 +223,7 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<usize, StoreErr
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_error)?;
     let next: i64 = tx
-        .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_log", [], |r| {
-            r.get(0)
-        })
+        .query_row(NEXT_SEQ, [], |r| r.get(0))
         .map_err(sqlite_error)?;
     number(batch, next);
     let mut added = 0usize;
