@@ -33,7 +33,7 @@ use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::audit_server::Audit;
 use jembatan_store::{AuditLog, EntryQuery, RawEntry, Store, StoredCheckpoint};
 use jembatan_tlog::merkle::tile::{
-    ProveFromTiles, TileError, needed_for_consistency, needed_for_inclusion,
+    ProveFromTiles, TileError, TileId, needed_for_consistency, needed_for_inclusion,
 };
 use jembatan_tlog::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 use jembatan_tlog::note::{Checkpoint, Verifier};
@@ -437,6 +437,8 @@ fn checkpoint_to_proto(c: &StoredCheckpoint) -> Result<pb::Checkpoint, Status> {
             .map(timestamp),
         next_due: None,
         next_after_entries: 0,
+        archived_up_to: 0,
+        archived_tree: Vec::new(),
     })
 }
 
@@ -672,6 +674,12 @@ impl Audit for AuditService {
             self.schedule.next_due(signed_at, chrono::Utc::now()),
         ));
         checkpoint.next_after_entries = self.schedule.every;
+        let archived = self.store.archived_up_to().await.map_err(unavailable)?;
+        if archived > 0 {
+            let tree = self.store.tree_at(archived).await.map_err(unavailable)?;
+            checkpoint.archived_up_to = archived;
+            checkpoint.archived_tree = tree.hashes().iter().map(|h| h.to_vec()).collect();
+        }
         Ok(Response::new(checkpoint))
     }
 
@@ -741,29 +749,42 @@ impl AuditService {
         }
         let root = self.signed_root(&checkpoint)?;
         let index = req.index;
-        let tiles = self
-            .store
-            .tiles(&needed_for_inclusion(index, size))
-            .await
-            .map_err(unavailable)?;
-        let entry = self
-            .store
-            .raw_entries(index, 1)
-            .await
-            .map_err(unavailable)?
-            .pop()
-            .filter(|e| e.seq == index)
-            .ok_or_else(|| mismatch(size))?;
+        let mut wanted = needed_for_inclusion(index, size);
+        // the leaf itself: from its entry, or from the tiles once archived
+        let archived = index < self.store.archived_up_to().await.map_err(unavailable)?;
+        if archived {
+            wanted.push((
+                TileId {
+                    level: 0,
+                    index: index >> 8,
+                },
+                (index % 256) as usize + 1,
+            ));
+        }
+        let tiles = self.store.tiles(&wanted).await.map_err(unavailable)?;
+        let leaf = if archived {
+            tiles
+                .node(0, index)
+                .map_err(|e| proof_failed(size, e.into()))?
+        } else {
+            let entry = self
+                .store
+                .raw_entries(index, 1)
+                .await
+                .map_err(unavailable)?
+                .pop()
+                .filter(|e| e.seq == index)
+                .ok_or_else(|| mismatch(size))?;
+            leaf_hash(&entry.entry)
+        };
         let proof = off_workers(move || {
             let proof = tiles
                 .inclusion_proof(index, size)
                 .map_err(|e| proof_failed(size, e))?;
-            verify_inclusion(&leaf_hash(&entry.entry), index, size, &proof, &root).map_err(
-                |e| {
-                    tracing::error!(size, index, error = %e, "an inclusion proof does not verify");
-                    mismatch(size)
-                },
-            )?;
+            verify_inclusion(&leaf, index, size, &proof, &root).map_err(|e| {
+                tracing::error!(size, index, error = %e, "an inclusion proof does not verify");
+                mismatch(size)
+            })?;
             Ok(proof)
         })
         .await?;

@@ -268,3 +268,51 @@ fn bad_checkpoint_settings_are_refused() {
         assert!(err.contains(want), "{extra}: {err}");
     }
 }
+
+/// A broker restarted on a store whose oldest entries were archived (while
+/// it ran) starts from the tiles as before, numbers on, signs on, and the
+/// log verifies from the archived point.
+#[tokio::test]
+async fn a_broker_starts_and_signs_on_after_its_oldest_entries_are_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    let broker = Broker::start(&config).await.unwrap();
+    for i in 0..600 {
+        broker.audit().append(entry(i)).await.unwrap();
+    }
+    assert_eq!(broker.checkpoint_now().await.unwrap(), Some(600));
+    for i in 600..610 {
+        broker.audit().append(entry(i)).await.unwrap();
+    }
+    let archive = dir.path().join("audit-0.jsonl");
+    let archived = jembatan_store::archive::archive(
+        broker.store(),
+        broker.checkpoint_verifier(),
+        &jembatan_store::archive::Bound::Below(605),
+        &archive,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (archived.record.checkpoint, archived.record.up_to),
+        (600, 512)
+    );
+    // the running broker signs on
+    broker.audit().append(entry(610)).await.unwrap();
+    assert_eq!(broker.checkpoint_now().await.unwrap(), Some(611));
+    broker.shutdown().await.unwrap();
+
+    let broker = Broker::start(&config).await.unwrap();
+    let stored = broker.audit().append(entry(611)).await.unwrap();
+    assert_eq!(stored.seq, 611);
+    assert_eq!(broker.checkpoint_now().await.unwrap(), Some(612));
+    let report = verify(broker.store(), broker.checkpoint_verifier())
+        .await
+        .unwrap();
+    assert_eq!((report.size, report.archived), (612, 512));
+    let file =
+        jembatan_store::archive::verify_archive(&archive, broker.checkpoint_verifier()).unwrap();
+    assert_eq!((file.from, file.to), (0, 600));
+    broker.shutdown().await.unwrap();
+}

@@ -72,8 +72,29 @@ async fn check(state: &State, progress: &Mutex<Progress>, lang: Lang) -> Result<
         }
         None => fill(lang, "verify_signature_unchecked", &[]),
     };
-    let mut tree = CompactRange::new();
-    let mut next = 0u64;
+    // entries below an archived point are no longer served: the tree
+    // resumes there as the broker states it, and the signed root holds
+    // that to account
+    let archived = checkpoint.archived_up_to;
+    let mut tree = match archived {
+        0 => CompactRange::new(),
+        n => checkpoint
+            .archived_tree
+            .iter()
+            .map(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|hashes| CompactRange::from_parts(n, hashes))
+            .filter(|_| n <= size)
+            .ok_or_else(|| fill(lang, "verify_bad_root", &[("size", &size.to_string())]))?,
+    };
+    if archived > 0 && tree.size() == size && tree.root().as_slice() != checkpoint.root_hash {
+        return Err(fill(
+            lang,
+            "verify_bad_root",
+            &[("size", &size.to_string())],
+        ));
+    }
+    let mut next = archived;
     let mut request = pb::QueryEntriesRequest {
         page_size: 1000,
         ..Default::default()
@@ -123,16 +144,23 @@ async fn check(state: &State, progress: &Mutex<Progress>, lang: Lang) -> Result<
             &[("n", &next.to_string()), ("size", &size.to_string())],
         ));
     }
-    Ok(fill(
+    let ok = fill(
         lang,
         "verify_ok",
         &[
-            ("n", &next.to_string()),
+            ("n", &(next - archived).to_string()),
             ("size", &size.to_string()),
             ("newer", &(next - size).to_string()),
             ("signature", &signature),
         ],
-    ))
+    );
+    Ok(match archived {
+        0 => ok,
+        n => format!(
+            "{ok} {}",
+            fill(lang, "verify_archived", &[("n", &n.to_string())])
+        ),
+    })
 }
 
 pub(crate) async fn page(AxumState(state): AxumState<Shared>, ctx: Ctx) -> Response {

@@ -695,3 +695,54 @@ pub fn verify_archive(path: &Path, verifier: &Verifier) -> Result<ArchiveReport,
         file_sha256: hex::encode(reader.sha256.finalize()),
     })
 }
+
+/// The canonical bytes of entry `seq` from an archive file, checked
+/// against the line's `entry_sha256` (its leaf hash is what a proof of it
+/// is checked with). Reads the file up to that line.
+pub fn read_entry(path: &Path, seq: u64) -> Result<Vec<u8>, ArchiveError> {
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let mut lines = std::io::BufReader::with_capacity(1 << 20, file).lines();
+    let bad = |line: u64, message: String| ArchiveError::File {
+        path: path.to_owned(),
+        line,
+        message,
+    };
+    let first = lines
+        .next()
+        .transpose()
+        .map_err(io(path))?
+        .ok_or_else(|| bad(1, "the file is empty".into()))?;
+    let header: Header =
+        serde_json::from_str(&first).map_err(|e| bad(1, format!("not an archive header: {e}")))?;
+    if seq < header.from || seq >= header.to {
+        return Err(bad(
+            1,
+            format!(
+                "entry {seq} is not in this file: it holds entries {} to {}",
+                header.from,
+                header.to.saturating_sub(1)
+            ),
+        ));
+    }
+    let number = seq - header.from + 2;
+    let text = lines
+        .nth((seq - header.from) as usize)
+        .transpose()
+        .map_err(io(path))?
+        .ok_or_else(|| bad(number, format!("the file ends before entry {seq}")))?;
+    let line: EntryLine =
+        serde_json::from_str(&text).map_err(|e| bad(number, format!("not an entry line: {e}")))?;
+    if line.seq != seq {
+        return Err(bad(
+            number,
+            format!("entry {} where {seq} belongs", line.seq),
+        ));
+    }
+    let canonical = STANDARD
+        .decode(&line.canonical)
+        .map_err(|e| bad(number, format!("entry {seq}: canonical is not base64: {e}")))?;
+    if !AuditEntry::sha256_is(&canonical, &line.entry_sha256) {
+        return Err(VerifyError::EntryHash { seq }.into());
+    }
+    Ok(canonical)
+}

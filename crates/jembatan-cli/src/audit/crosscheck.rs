@@ -28,6 +28,12 @@
 //! before delivering (the consumer went, the agreement ended; while it
 //! delivers a full batch it reads the next one ahead). A receipt may name
 //! a delivery entry instead of an exchange's end.
+//!
+//! On a store whose oldest entries are archived, lines of exchanges whose
+//! entries left with them (a receipt naming an archived entry; a fetch or
+//! poll the store has no entry of, made before its first stored entry)
+//! are counted, not compared, and the receipts' checkpoints below the
+//! archived point are compared with the tree's tiles.
 
 use jembatan_adapter::{AckedReceipt, FetchStatus, LogEntry, ServedEntry};
 use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
@@ -49,7 +55,44 @@ pub(super) struct Report {
     pub(super) receipts: u64,
     /// Distinct signed checkpoints the receipts carried.
     pub(super) checkpoints: u64,
+    /// Lines of exchanges whose entries are archived, not compared.
+    pub(super) archived: u64,
     pub(super) mismatches: Vec<String>,
+}
+
+/// Where the store's entries begin once the oldest are archived.
+struct Archived {
+    /// Entries below this one are archived.
+    up_to: u64,
+    /// When the first stored entry was recorded (none stored: `None`).
+    first: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Archived {
+    async fn of(store: &Store) -> Result<Archived, StoreError> {
+        let up_to = store.archived_up_to().await?;
+        let first = match up_to {
+            0 => None,
+            n => store
+                .raw_entries(n, 1)
+                .await?
+                .first()
+                .and_then(|e| jembatan_core::agreement::parse_instant(&e.recorded_at).ok()),
+        };
+        Ok(Archived { up_to, first })
+    }
+
+    /// Whether what the adapter did at `time` (and the broker has no entry
+    /// of) came before the store's first entry: its entries are archived.
+    fn before(&self, time: &str) -> bool {
+        if self.up_to == 0 {
+            return false;
+        }
+        let Some(first) = self.first else {
+            return true;
+        };
+        jembatan_core::agreement::parse_instant(time).is_ok_and(|t| t <= first)
+    }
 }
 
 /// A finding: an entry of the broker's log that does not parse.
@@ -78,7 +121,8 @@ pub(super) async fn crosscheck(
     verifier: Option<&Verifier>,
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
-    let changes = check_changes(store, lines, &mut report).await?;
+    let archived = Archived::of(store).await?;
+    let changes = check_changes(store, lines, &archived, &mut report).await?;
     report.mismatches.extend(changes);
     for line in lines {
         match line {
@@ -89,11 +133,19 @@ pub(super) async fn crosscheck(
                     ..EntryQuery::default()
                 };
                 let rows = store.query_entries(&query, ENTRIES_PER_EXCHANGE).await?;
+                if rows.is_empty() && archived.before(&served.time) {
+                    report.archived += 1;
+                    continue;
+                }
                 report.mismatches.extend(check_served(served, &rows));
             }
             LogEntry::Receipt(receipt) => {
                 report.receipts += 1;
                 let r = &receipt.receipt;
+                if r.decision_seq.min(r.entry_seq) < archived.up_to {
+                    report.archived += 1;
+                    continue;
+                }
                 let completion = store.raw_entries(r.entry_seq, 1).await?;
                 let decision = store.raw_entries(r.decision_seq, 1).await?;
                 report
@@ -104,7 +156,7 @@ pub(super) async fn crosscheck(
             LogEntry::Changes(_) => {}
         }
     }
-    let (checked, findings) = check_checkpoints(store, lines, verifier).await?;
+    let (checked, findings) = check_checkpoints(store, lines, verifier, archived.up_to).await?;
     report.checkpoints = checked;
     report.mismatches.extend(findings);
     Ok(report)
@@ -116,6 +168,7 @@ async fn check_checkpoints(
     store: &Store,
     lines: &[LogEntry],
     verifier: Option<&Verifier>,
+    archived: u64,
 ) -> Result<(u64, Vec<String>), StoreError> {
     let mut findings = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -147,8 +200,22 @@ async fn check_checkpoints(
     }
     let checked = wanted.len() as u64;
     wanted.sort_by_key(|(c, _)| c.size);
-    let mut range = CompactRange::new();
+    // below the archived point the tree is the tiles'; from it on, the
+    // entries continue the tree the tiles give there
+    let mut range = match archived {
+        0 => CompactRange::new(),
+        n => store.tree_at(n).await?,
+    };
     for (c, id) in wanted {
+        if c.size < archived {
+            if store.tiles_root(c.size).await? != c.root {
+                findings.push(format!(
+                    "exchange {id}: the broker's tree at size {} (archived; from its tiles) does not have the root of the checkpoint on the receipt",
+                    c.size
+                ));
+            }
+            continue;
+        }
         match catch_up(store, &mut range, Some(c.size)).await {
             Ok(()) => {}
             Err(VerifyError::Store(e)) => return Err(e),
@@ -188,12 +255,18 @@ fn is_end(kind: EntryKind) -> bool {
 async fn check_changes(
     store: &Store,
     lines: &[LogEntry],
+    archived: &Archived,
     report: &mut Report,
 ) -> Result<Vec<String>, StoreError> {
     let mut polls: std::collections::BTreeMap<&str, Vec<&ServedEntry>> = Default::default();
     for line in lines {
         if let LogEntry::Changes(poll) = line {
             report.changes += 1;
+            // delivered before the store's first entry: archived
+            if archived.before(&poll.time) {
+                report.archived += 1;
+                continue;
+            }
             polls
                 .entry(poll.exchange_id.as_str())
                 .or_default()

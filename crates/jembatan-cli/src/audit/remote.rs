@@ -165,6 +165,9 @@ struct Signed {
     signed: String,
     /// When the broker says the next one is due, in words.
     next: Option<String>,
+    /// The tree of the archived entries the broker no longer serves, as
+    /// it states it (held to account by the signed root), when any are.
+    archived: Option<CompactRange>,
 }
 
 fn refused(message: String) -> Failure {
@@ -224,11 +227,32 @@ fn open(c: &pb::Checkpoint, verifier: &Verifier) -> Result<Signed, Failure> {
             c.next_after_entries
         )
     });
+    let archived = match c.archived_up_to {
+        0 => None,
+        up_to => {
+            let hashes = c
+                .archived_tree
+                .iter()
+                .map(|h| Hash::try_from(h.as_slice()).ok())
+                .collect::<Option<Vec<Hash>>>();
+            let tree = hashes.and_then(|h| CompactRange::from_parts(up_to, h));
+            match tree {
+                Some(tree) if up_to <= size => Some(tree),
+                _ => {
+                    return Err(refused(format!(
+                        "the broker states entries below {up_to} are archived, with a tree that \
+                         does not describe them below its checkpoint at size {size}"
+                    )));
+                }
+            }
+        }
+    };
     Ok(Signed {
         size,
         root: opened.root,
         signed,
         next,
+        archived,
     })
 }
 
@@ -264,8 +288,21 @@ async fn stream_log(
     checkpoint: Option<&Signed>,
 ) -> Result<Streamed, Failure> {
     let covered = checkpoint.map_or(0, |c| c.size);
-    let mut tree = CompactRange::new();
-    let mut at_checkpoint = (covered == 0).then(CompactRange::new);
+    // entries below an archived point are not served: the tree resumes
+    // there, as the broker states it, until the signed root checks it
+    let mut tree = checkpoint
+        .and_then(|c| c.archived.clone())
+        .unwrap_or_default();
+    let mut at_checkpoint = (covered == tree.size()).then(|| tree.clone());
+    if let Some(c) = checkpoint
+        && c.size == tree.size()
+        && tree.root() != c.root
+    {
+        return Err(refused(format!(
+            "checkpoint at size {}: root does not match the archived tree the broker states",
+            c.size
+        )));
+    }
     let mut tail = Vec::new();
     let mut request = pb::QueryEntriesRequest {
         page_size: PAGE,
@@ -336,6 +373,10 @@ pub(super) async fn verify(conn: &Connection, public_key: &Path) -> Result<(), F
     let mut client = client(conn).await?;
     let first = latest(&mut client, &verifier).await?;
     let log = stream_log(&mut client, first.as_ref()).await?;
+    let archived = first
+        .as_ref()
+        .and_then(|c| c.archived.as_ref())
+        .map_or(0, CompactRange::size);
     let mut checked = Vec::new();
     if let Some(c) = &first {
         checked.push(c.size);
@@ -379,8 +420,8 @@ pub(super) async fn verify(conn: &Connection, public_key: &Path) -> Result<(), F
     };
     writeln!(
         out,
-        "verified {} entries through the broker's Audit service, root {}, against {checkpoints}",
-        log.size,
+        "verified {} through the broker's Audit service, root {}, against {checkpoints}",
+        super::entries_verified(log.size, archived),
         hex::encode(log.root),
     )?;
     let next = newest
@@ -389,6 +430,9 @@ pub(super) async fn verify(conn: &Connection, public_key: &Path) -> Result<(), F
         .unwrap_or_else(|| super::NEXT_CHECKPOINT.to_owned());
     let covered = newest.map(|c| (c.size, c.signed));
     writeln!(out, "{}", super::coverage(log.size, covered, &next))?;
+    if archived > 0 {
+        writeln!(out, "{}", super::archived_note(archived))?;
+    }
     let pages = match log.pages {
         1 => "1 page".to_owned(),
         n => format!("{n} pages"),
@@ -408,6 +452,7 @@ pub(super) async fn proof(
     index: u64,
     size: Option<u64>,
     public_key: Option<&Path>,
+    archived: Option<Hash>,
 ) -> Result<(), Failure> {
     let verifier = public_key.map(read_verifier).transpose()?;
     let mut client = client(conn).await?;
@@ -430,25 +475,36 @@ pub(super) async fn proof(
     if let Some(verifier) = &verifier {
         open(&checkpoint, verifier)?;
     }
-    let (entries, _) = page(
-        &mut client,
-        pb::QueryEntriesRequest {
-            page_size: 1,
-            page_token: index.to_string(),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let entry = entries
-        .into_iter()
-        .find(|e| e.seq == index)
-        .ok_or_else(|| refused(format!("the broker did not send entry {index}")))?;
-    if !AuditEntry::sha256_is(&entry.canonical, &entry.entry_sha256) {
-        return Err(refused(format!(
-            "entry {index}: entry_sha256 does not match the entry bytes"
-        )));
-    }
-    let leaf = leaf_hash(&entry.canonical);
+    // the entry from its archive file, or as the broker serves it
+    let leaf = match archived {
+        Some(leaf) => leaf,
+        None => {
+            let (entries, _) = page(
+                &mut client,
+                pb::QueryEntriesRequest {
+                    page_size: 1,
+                    page_token: index.to_string(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let entry = entries
+                .into_iter()
+                .find(|e| e.seq == index)
+                .ok_or_else(|| {
+                    refused(format!(
+                        "the broker did not send entry {index}; if it is archived, give the \
+                     archive file holding it with --archive FILE"
+                    ))
+                })?;
+            if !AuditEntry::sha256_is(&entry.canonical, &entry.entry_sha256) {
+                return Err(refused(format!(
+                    "entry {index}: entry_sha256 does not match the entry bytes"
+                )));
+            }
+            leaf_hash(&entry.canonical)
+        }
+    };
     let hashes = answer
         .hashes
         .iter()
