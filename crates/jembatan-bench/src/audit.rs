@@ -67,6 +67,7 @@ pub(crate) async fn run(
         verify_entries,
         verify_seconds,
         starts: Vec::new(),
+        archive: None,
     })
 }
 

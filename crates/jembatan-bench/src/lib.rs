@@ -44,7 +44,7 @@ pub use report::{
     PgStoreLookupFigures, ReplicaFigures, Report, SubscribeFigures, SubscribeLogical, SubscribeRss,
     VerifyFigures,
 };
-pub use start::StartPoint;
+pub use start::{ArchivePoint, StartPoint};
 pub use subscribe::SUBSCRIPTIONS;
 
 /// Rows in the table by default.
@@ -276,6 +276,7 @@ async fn run_on(
         if figures.verify_entries > 0 {
             let log = dir.join(audit::LOG_FILE);
             figures.starts = start::run(&log, figures.verify_entries, more_starts, dir).await?;
+            figures.archive = Some(start::archive(&log, figures.verify_entries, dir).await?);
         }
         report.audit = Some(figures);
     }

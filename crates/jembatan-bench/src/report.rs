@@ -146,6 +146,8 @@ pub struct AuditFigures {
     pub verify_seconds: f64,
     /// A broker's start on that log, and on larger ones.
     pub starts: Vec<crate::StartPoint>,
+    /// `audit archive` of that log's first entries, once started on.
+    pub archive: Option<crate::ArchivePoint>,
 }
 
 /// B4 after streaming `rows` rows (peaks are over the processes' lives).
@@ -441,6 +443,20 @@ impl Report {
                 );
                 put(&format!("broker_start_s_{n}"), json!(round(p.start_s, 3)));
             }
+            if let Some(p) = &a.archive {
+                put("archive_entries", json!(p.entries));
+                put("archive_seconds", json!(round(p.seconds, 3)));
+                // archiving reads, checks and writes every entry, then
+                // deletes it: against verify's read and check of the same
+                // number of entries in this run
+                if a.verify_seconds > 0.0 && p.seconds > 0.0 {
+                    let verify_rate = a.verify_entries as f64 / a.verify_seconds;
+                    put(
+                        "archive_vs_verify_ratio",
+                        json!(round(p.entries as f64 / p.seconds / verify_rate, 3)),
+                    );
+                }
+            }
         }
         match &self.memory {
             MemoryFigures::Measured(points) => {
@@ -698,6 +714,15 @@ impl fmt::Display for Report {
                     f,
                     "   first start (builds the tiles)",
                     &format!("{:.3} s", p.first_start_s),
+                    "",
+                    "",
+                )?;
+            }
+            if let Some(p) = &a.archive {
+                line(
+                    f,
+                    &format!("audit archive, {} entries", rows_label(p.entries)),
+                    &format!("{:.2} s", p.seconds),
                     "",
                     "",
                 )?;

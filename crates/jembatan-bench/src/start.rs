@@ -3,7 +3,8 @@
 //! them. The first start on such a store builds the tree's hash tiles
 //! (a store filled outside a broker has none); every later start resumes
 //! from the stored tiles and checks only the latest checkpoint, so its
-//! time should not grow with the log.
+//! time should not grow with the log. Then the log's first entries are
+//! archived (`audit archive`), timed.
 
 use std::path::Path;
 use std::time::Instant;
@@ -100,4 +101,50 @@ async fn start_once(config: &BrokerConfig) -> Result<f64, BenchError> {
     let seconds = started.elapsed().as_secs_f64();
     broker.shutdown().await?;
     Ok(seconds)
+}
+
+/// `audit archive` of the first entries of a log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivePoint {
+    /// Entries written to the archive file.
+    pub entries: u64,
+    /// Seconds the archive took: checking and writing the entries, then
+    /// removing them from the store.
+    pub seconds: f64,
+}
+
+/// Archives the entries of the SQLite log at `store` below `below` (which
+/// a signed checkpoint must cover; the tiles are built by [`run`]'s first
+/// start), timed.
+pub(crate) async fn archive(
+    store: &Path,
+    below: u64,
+    dir: &Path,
+) -> Result<ArchivePoint, BenchError> {
+    crate::progress(format_args!(
+        "audit archive of the log's first {below} entries"
+    ));
+    let url = store
+        .to_str()
+        .ok_or_else(|| BenchError::Options("temporary directory is not UTF-8".into()))?;
+    let opened = Store::connect(url).await?;
+    let verifier = bench_signer()?.verifier();
+    let file = dir.join("archive-0.jsonl");
+    let started = Instant::now();
+    let archived = jembatan_store::archive::archive(
+        &opened,
+        &verifier,
+        &jembatan_store::archive::Bound::Below(below),
+        &file,
+        &mut |_| {},
+    )
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    opened.close().await;
+    let archived = archived.map_err(|e| BenchError::Inconsistent(format!("audit archive: {e}")))?;
+    std::fs::remove_file(&file)?;
+    Ok(ArchivePoint {
+        entries: archived.entries,
+        seconds,
+    })
 }
