@@ -51,6 +51,14 @@ pub struct BrokerConfig {
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     #[schemars(with = "jembatan_core::config_schema::HumanDuration")]
     pub checkpoint_interval: Duration,
+    /// After start, re-check every stored audit entry and checkpoint in
+    /// the background, on one thread, as `jembatan audit verify` does, and
+    /// report the outcome (a log line and the `jembatan_audit_recheck_ok`
+    /// gauge). Start itself checks only the latest checkpoint against the
+    /// stored tiles. Turn it off where a log of billions of entries is
+    /// verified elsewhere (on a replica of the store).
+    #[serde(default = "default_true")]
+    pub recheck_log: bool,
     /// The broker's certificate and key, and the federation's CA that
     /// every agency's certificate must chain to.
     pub tls: TlsFiles,
@@ -226,6 +234,10 @@ fn default_stall_timeout() -> Duration {
 /// How long running streams may finish after a shutdown signal, when the
 /// config does not say.
 pub const DEFAULT_DRAIN_TIME: Duration = Duration::from_secs(20);
+
+fn default_true() -> bool {
+    true
+}
 
 fn default_drain_time() -> Duration {
     DEFAULT_DRAIN_TIME

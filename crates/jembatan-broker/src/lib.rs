@@ -24,6 +24,7 @@ mod lifecycle;
 mod members;
 pub mod policy;
 mod policy_cache;
+mod recheck;
 mod registry;
 mod registry_http;
 mod registry_log;
@@ -94,9 +95,15 @@ pub struct Broker {
     watcher: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
     /// The replica's heartbeat (its lease, gone replicas' exchanges).
     heartbeat: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    /// The full re-check of the log after start (`recheck.rs`), if on.
+    recheck: Arc<std::sync::Mutex<Option<JoinHandle<Rechecked>>>>,
     /// How often the server's health checks the audit log.
     pub(crate) health_interval: std::time::Duration,
 }
+
+/// The outcome of the full re-check of the log after start.
+pub type Rechecked =
+    Result<jembatan_store::verify::VerifyReport, jembatan_store::verify::VerifyError>;
 
 /// The checkpointer and its periodic task.
 #[derive(Debug)]
@@ -222,10 +229,14 @@ impl Broker {
             watcher,
             config.agreement_watch_interval,
         ));
+        let recheck = config
+            .recheck_log
+            .then(|| tokio::spawn(recheck::run(inner.store.clone(), verifier.clone())));
         Ok(Broker {
             inner,
             watcher: Arc::new(std::sync::Mutex::new(Some(watcher))),
             heartbeat: Arc::new(std::sync::Mutex::new(Some(heartbeat))),
+            recheck: Arc::new(std::sync::Mutex::new(recheck)),
             checkpoints: Arc::new(Checkpoints {
                 checkpointer,
                 task: std::sync::Mutex::new(Some(task)),
@@ -255,6 +266,14 @@ impl Broker {
         self.inner.replica.id().to_string()
     }
 
+    /// Waits for the full re-check of the log started with the broker
+    /// (`recheck_log`) and returns its outcome; `None` when it is off,
+    /// was stopped, or its outcome was taken already.
+    pub async fn log_rechecked(&self) -> Option<Rechecked> {
+        let task = self.recheck.lock().ok()?.take()?;
+        task.await.ok()
+    }
+
     /// The key that verifies this broker's checkpoints.
     pub fn checkpoint_verifier(&self) -> &Verifier {
         &self.checkpoints.verifier
@@ -263,6 +282,11 @@ impl Broker {
     /// Stops signing periodically, signs a final checkpoint and closes the
     /// store. Call it once the server has stopped.
     pub async fn shutdown(&self) -> Result<(), BrokerError> {
+        if let Ok(mut task) = self.recheck.lock()
+            && let Some(task) = task.take()
+        {
+            task.abort();
+        }
         if let Ok(mut task) = self.watcher.lock()
             && let Some(task) = task.take()
         {

@@ -316,3 +316,49 @@ async fn a_broker_starts_and_signs_on_after_its_oldest_entries_are_archived() {
     assert_eq!((file.from, file.to), (0, 600));
     broker.shutdown().await.unwrap();
 }
+
+/// Start checks only the latest checkpoint against the tiles: an entry
+/// rewritten further back does not hold it up, and the re-check the
+/// broker runs after start finds and names it. An untouched log passes.
+#[tokio::test]
+async fn the_recheck_after_start_finds_an_old_entry_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    let broker = Broker::start(&config).await.unwrap();
+    for i in 0..300 {
+        broker.audit().append(entry(i)).await.unwrap();
+    }
+    let report = broker.log_rechecked().await.unwrap().unwrap();
+    assert_eq!(report.archived, 0);
+    broker.shutdown().await.unwrap();
+
+    let broker = Broker::start(&config).await.unwrap();
+    let report = broker.log_rechecked().await.unwrap().unwrap();
+    assert_eq!(report.size, 300);
+    assert_eq!(report.checkpoints, 1);
+    broker.shutdown().await.unwrap();
+
+    let store = jembatan_store::Store::connect(config.store.as_str())
+        .await
+        .unwrap();
+    for sql in [
+        "DROP TRIGGER audit_log_no_update",
+        "UPDATE audit_log SET entry = entry || ' ' WHERE seq = 3",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    store.close().await;
+    let broker = Broker::start(&config).await.unwrap();
+    let err = broker.log_rechecked().await.unwrap().unwrap_err();
+    assert_eq!(err.position(), Some(3), "{err}");
+    broker.shutdown().await.unwrap();
+
+    // off: nothing runs
+    let off = BrokerConfig {
+        recheck_log: false,
+        ..config.clone()
+    };
+    let broker = Broker::start(&off).await.unwrap();
+    assert!(broker.log_rechecked().await.is_none());
+    broker.shutdown().await.unwrap();
+}

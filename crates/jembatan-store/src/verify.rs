@@ -126,13 +126,14 @@ async fn extend<T: Tree>(
     range: &mut T,
     stop_at: Option<u64>,
     check: Check,
+    threads: usize,
 ) -> Result<(), VerifyError> {
     let joined = |e: tokio::task::JoinError| {
         VerifyError::Store(StoreError::AuditUnavailable(format!(
             "verification task failed: {e}"
         )))
     };
-    let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let in_flight = threads.max(2);
     // Entries appended while a pass runs (by this or another replica) are
     // taken by the next pass; a pass that finds nothing new ends it.
     loop {
@@ -147,10 +148,11 @@ async fn extend<T: Tree>(
             while range.size() < end {
                 let (file, from) = (file.to_owned(), range.size());
                 let to = end.min(from + (1 << 20));
-                let hashes =
-                    tokio::task::spawn_blocking(move || sqlite::leaves(&file, from, to, check))
-                        .await
-                        .map_err(joined)??;
+                let hashes = tokio::task::spawn_blocking(move || {
+                    sqlite::leaves(&file, from, to, check, threads)
+                })
+                .await
+                .map_err(joined)??;
                 push_all(range, hashes)?;
             }
             continue;
@@ -180,9 +182,10 @@ async fn extend<T: Tree>(
                 continue;
             }
             let from = range.size();
-            let hashes = tokio::task::spawn_blocking(move || postgres::leaves(&page, from, check))
-                .await
-                .map_err(joined)??;
+            let hashes =
+                tokio::task::spawn_blocking(move || postgres::leaves(&page, from, check, threads))
+                    .await
+                    .map_err(joined)??;
             push_all(range, hashes)?;
         }
     }
@@ -362,7 +365,7 @@ pub async fn catch_up(
     range: &mut CompactRange,
     stop_at: Option<u64>,
 ) -> Result<(), VerifyError> {
-    extend(store, range, stop_at, |_| Ok(())).await
+    extend(store, range, stop_at, |_| Ok(()), all_cores()).await
 }
 
 /// Entries hashed between two writes of tiles: bounds the leaf hashes and
@@ -387,7 +390,7 @@ pub async fn catch_up_tiles(
             return Ok(());
         }
         let step = end.min(tiles.size().saturating_add(TILE_STEP));
-        extend(store, tiles, Some(step), |_| Ok(())).await?;
+        extend(store, tiles, Some(step), |_| Ok(()), all_cores()).await?;
         store.write_tiles(&tiles.take_changed()).await?;
     }
 }
@@ -535,8 +538,25 @@ pub fn check_checkpoint(
     Ok(())
 }
 
-/// Verifies the whole log and every checkpoint; see the module docs.
+/// The threads a verification reads and hashes on when nothing else is
+/// asked: every core.
+fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Verifies the whole log and every checkpoint on every core; see the
+/// module docs.
 pub async fn verify(store: &Store, verifier: &Verifier) -> Result<VerifyReport, VerifyError> {
+    verify_on(store, verifier, all_cores()).await
+}
+
+/// [`verify`] reading and hashing on at most `threads` threads: a broker
+/// re-checking its log while it serves takes one.
+pub async fn verify_on(
+    store: &Store,
+    verifier: &Verifier,
+    threads: usize,
+) -> Result<VerifyReport, VerifyError> {
     let checkpoints = store.checkpoints().await?;
     let mut previous: Option<u64> = None;
     for c in &checkpoints {
@@ -568,7 +588,7 @@ pub async fn verify(store: &Store, verifier: &Verifier) -> Result<VerifyReport, 
             continue;
         }
         anchored = true;
-        extend(store, &mut range, Some(c.size), check_entry).await?;
+        extend(store, &mut range, Some(c.size), check_entry, threads).await?;
         if range.size() < c.size {
             return Err(VerifyError::CheckpointBeyondLog {
                 size: c.size,
@@ -580,7 +600,7 @@ pub async fn verify(store: &Store, verifier: &Verifier) -> Result<VerifyReport, 
     if !anchored {
         return Err(VerifyError::ArchiveUnanchored { up_to: archived });
     }
-    extend(store, &mut range, None, check_entry).await?;
+    extend(store, &mut range, None, check_entry, threads).await?;
     Ok(VerifyReport {
         size: range.size(),
         root: range.root(),

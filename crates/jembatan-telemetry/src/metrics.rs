@@ -36,6 +36,8 @@ pub struct Metrics {
     append_failures: Counter<u64>,
     audit_queue: UpDownCounter<i64>,
     health: Gauge<u64>,
+    recheck_ok: Gauge<u64>,
+    recheck_entries: Gauge<u64>,
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
 }
@@ -198,6 +200,16 @@ impl Metrics {
                 .u64_gauge("jembatan.health")
                 .with_description("1 when the service reports SERVING on gRPC health, 0 otherwise")
                 .build(),
+            recheck_ok: meter
+                .u64_gauge("jembatan.audit.recheck.ok")
+                .with_description(
+                    "1 when the latest full re-check of the audit log since start passed, 0 when it found a problem",
+                )
+                .build(),
+            recheck_entries: meter
+                .u64_gauge("jembatan.audit.recheck.entries")
+                .with_description("Entries the latest passed full re-check of the audit log verified")
+                .build(),
             registry,
             provider,
         }
@@ -214,6 +226,15 @@ impl Metrics {
                 KeyValue::new("rpc.grpc.status_code", i64::from(code)),
             ],
         );
+    }
+
+    /// The full re-check of the audit log ended: passed over `entries`
+    /// entries, or (`None`) found a problem.
+    pub fn log_rechecked(&self, entries: Option<u64>) {
+        self.recheck_ok.record(u64::from(entries.is_some()), &[]);
+        if let Some(entries) = entries {
+            self.recheck_entries.record(entries, &[]);
+        }
     }
 
     /// An entry is on its way to the appender.

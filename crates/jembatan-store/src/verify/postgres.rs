@@ -28,8 +28,13 @@ pub(super) async fn page(reader: &PgPool, from: u64, to: u64) -> Result<Vec<PgRo
 /// Checks a page of rows that should start at `from` and returns their
 /// leaf hashes, split across the machine's cores. The first bad row in
 /// order is the one named.
-pub(super) fn leaves(page: &[PgRow], from: u64, check: Check) -> Result<Vec<Hash>, VerifyError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+pub(super) fn leaves(
+    page: &[PgRow],
+    from: u64,
+    check: Check,
+    threads: usize,
+) -> Result<Vec<Hash>, VerifyError> {
+    let threads = threads.max(1);
     let chunk = page.len().div_ceil(threads).max(256);
     let parts: Vec<(u64, &[PgRow])> = page
         .chunks(chunk)

@@ -38,14 +38,15 @@ fn open(path: &Path) -> Result<Connection, VerifyError> {
 }
 
 /// The leaf hashes of the entries `from..to`, each checked with `check`
-/// first, read on all cores. Fails naming the first bad or missing entry.
+/// first, read on `threads` threads. Fails naming the first bad or missing entry.
 pub(super) fn leaves(
     path: &Path,
     from: u64,
     to: u64,
     check: Check,
+    threads: usize,
 ) -> Result<Vec<Hash>, VerifyError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let threads = threads.max(1) as u64;
     let slice = (to - from).div_ceil(threads).clamp(1, SLICE);
     let mut hashes = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
     let mut next = from;
