@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::checkpoints::{to_i64, to_u64};
-use crate::verify::{VerifyError, check_checkpoint, check_entry};
+use crate::verify::{VerifyError, check_checkpoint, check_entry, raw_rows};
 use crate::{Backend, Store, StoreError, StoredCheckpoint, now};
 
 /// The header's format tag and version.
@@ -151,16 +151,19 @@ struct HeaderCheckpoint {
 /// `seq`, leaf hash, `entry_sha256`, the canonical bytes in base64 and
 /// the entry as JSON.
 pub fn entry_line(seq: u64, canonical: &[u8], entry_sha256: &str) -> Result<String, String> {
-    let entry: serde_json::Value =
-        serde_json::from_slice(canonical).map_err(|e| format!("entry {seq}: not JSON: {e}"))?;
-    Ok(serde_json::json!({
-        "seq": seq,
-        "leaf_hash": hex::encode(leaf_hash(canonical)),
-        "entry_sha256": entry_sha256,
-        "canonical": STANDARD.encode(canonical),
-        "entry": entry,
-    })
-    .to_string())
+    // The entry is shown as its bytes are: checked to be one JSON value,
+    // then copied in rather than parsed into a tree and written out again
+    // (a canonical entry is already compact JSON with its keys in order).
+    serde_json::from_slice::<serde::de::IgnoredAny>(canonical)
+        .map_err(|e| format!("entry {seq}: not JSON: {e}"))?;
+    let text = std::str::from_utf8(canonical).map_err(|e| format!("entry {seq}: {e}"))?;
+    let sha = serde_json::to_string(entry_sha256).map_err(|e| e.to_string())?;
+    // keys in the order a JSON map sorts them, as `audit export` always wrote
+    Ok(format!(
+        "{{\"canonical\":\"{}\",\"entry\":{text},\"entry_sha256\":{sha},\"leaf_hash\":\"{}\",\"seq\":{seq}}}",
+        STANDARD.encode(canonical),
+        hex::encode(leaf_hash(canonical)),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,7 +372,7 @@ async fn write_file(
     let mut checkpoints = covered.iter().peekable();
     while tree.size() < to {
         let next = tree.size();
-        let page = store.raw_entries(next, PAGE.min(to - next)).await?;
+        let page = raw_rows(store, next, to.min(next + PAGE)).await?;
         if page.is_empty() {
             return Err(VerifyError::CheckpointBeyondLog {
                 size: to,
@@ -745,4 +748,30 @@ pub fn read_entry(path: &Path, seq: u64) -> Result<Vec<u8>, ArchiveError> {
         return Err(VerifyError::EntryHash { seq }.into());
     }
     Ok(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line written by copying the entry's bytes in is the one a JSON
+    /// value of the same fields serializes to.
+    #[test]
+    fn an_entry_line_is_the_json_of_its_fields() {
+        let canonical = br#"{"caller":"agency:dinsos","kind":"decision","rows":3,"v":2}"#;
+        let sha = AuditEntry::sha256(canonical);
+        let entry: serde_json::Value = serde_json::from_slice(canonical).unwrap();
+        let want = serde_json::json!({
+            "seq": 7,
+            "leaf_hash": hex::encode(leaf_hash(canonical)),
+            "entry_sha256": sha,
+            "canonical": STANDARD.encode(canonical),
+            "entry": entry,
+        })
+        .to_string();
+        assert_eq!(entry_line(7, canonical, &sha).unwrap(), want);
+        let err = entry_line(8, b"{\"v\":", &sha).unwrap_err();
+        assert!(err.starts_with("entry 8: not JSON"), "{err}");
+        assert!(entry_line(9, b"{} {}", &sha).is_err());
+    }
 }

@@ -191,6 +191,37 @@ async fn extend<T: Tree>(
     }
 }
 
+/// The stored rows with `from <= seq < to`, in order, as stored (a gap
+/// is left out: the caller names it), read as [`verify`] reads them: a
+/// SQLite file directly, PostgreSQL through the typed pool. A page for
+/// callers that need the rows themselves, such as an archive.
+pub(crate) async fn raw_rows(
+    store: &Store,
+    from: u64,
+    to: u64,
+) -> Result<Vec<RawEntry>, VerifyError> {
+    let joined = |e: tokio::task::JoinError| {
+        VerifyError::Store(StoreError::AuditUnavailable(format!(
+            "reading the log stopped: {e}"
+        )))
+    };
+    if let Some(file) = store.sqlite_file() {
+        let file = file.to_owned();
+        return tokio::task::spawn_blocking(move || sqlite::rows(&file, from, to))
+            .await
+            .map_err(joined)?;
+    }
+    match store.pg_reader() {
+        Some(reader) => {
+            let page = postgres::page(&reader, from, to).await?;
+            tokio::task::spawn_blocking(move || postgres::rows(&page))
+                .await
+                .map_err(joined)?
+        }
+        None => Ok(store.raw_entries(from, to.saturating_sub(from)).await?),
+    }
+}
+
 /// The check each row gets before its leaf is hashed.
 type Check = fn(&RawEntry) -> Result<(), VerifyError>;
 

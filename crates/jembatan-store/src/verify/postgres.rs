@@ -74,3 +74,17 @@ fn fill(r: &PgRow, row: &mut super::RawEntry) -> Result<(), VerifyError> {
     super::set(&mut row.entry_sha256, sha);
     Ok(())
 }
+
+/// A page of rows as stored, in order.
+pub(super) fn rows(page: &[PgRow]) -> Result<Vec<super::RawEntry>, VerifyError> {
+    page.iter()
+        .map(|r| {
+            let mut row = super::RawEntry {
+                seq: seq(r)?,
+                ..super::RawEntry::default()
+            };
+            fill(r, &mut row)?;
+            Ok(row)
+        })
+        .collect()
+}
