@@ -213,7 +213,7 @@ pub(crate) async fn raw_rows(
     }
     match store.pg_reader() {
         Some(reader) => {
-            let page = postgres::page(&reader, from, to).await?;
+            let page = postgres::page(reader, from, to).await?;
             tokio::task::spawn_blocking(move || postgres::rows(&page))
                 .await
                 .map_err(joined)?
