@@ -61,6 +61,7 @@ pub(crate) enum AuditCommand {
     /// newest signed checkpoint within --below or --before, each checked
     /// first. Entries leave the store up to that checkpoint's size rounded
     /// down to 256; proofs of them are still served. The broker may run.
+    #[command(group(clap::ArgGroup::new("bound").required(true).args(["below", "before"])))]
     Archive {
         /// The broker store: a SQLite file path or sqlite:PATH, or
         /// postgres://...
@@ -70,11 +71,11 @@ pub(crate) enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         public_key: PathBuf,
         /// Archive entries below this seq.
-        #[arg(long, value_name = "SEQ", required_unless_present = "before")]
+        #[arg(long, value_name = "SEQ")]
         below: Option<u64>,
         /// Archive entries recorded before this time (RFC 3339 or
         /// YYYY-MM-DD).
-        #[arg(long, value_parser = instant, conflicts_with = "below")]
+        #[arg(long, value_name = "TIME", value_parser = instant)]
         before: Option<String>,
         /// The archive file to write; it must not exist.
         #[arg(long, value_name = "FILE")]

@@ -127,6 +127,20 @@ fn archiving_the_oldest_entries_of_a_running_broker() {
     );
     assert!(err.contains("entries removed from the store"), "{err}");
 
+    // a bound is required, and one only
+    let (code, _, err) = run(&[
+        "audit",
+        "archive",
+        "--store",
+        path(&store),
+        "--public-key",
+        path(&public_key),
+        "--out",
+        path(&file),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--below <SEQ>|--before <TIME>"), "{err}");
+
     // the same file is not written twice
     let (code, _, err) = run(&[
         "audit",

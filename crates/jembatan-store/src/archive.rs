@@ -255,11 +255,21 @@ pub async fn archive(
     };
     let up_to = last.size & !255;
     if up_to <= from {
-        return Err(ArchiveError::Nothing(format!(
-            "the newest signed checkpoint within the bound is at size {}, and entries below {from} \
-             are archived already (a range ends on a multiple of 256 entries)",
-            last.size
-        )));
+        return Err(ArchiveError::Nothing(if from == 0 {
+            format!(
+                "the newest signed checkpoint within the bound covers {} entries; an archived \
+                 range ends on a multiple of 256 entries, so it needs one covering at least 256",
+                last.size
+            )
+        } else {
+            format!(
+                "entries below {from} are archived already, and the newest signed checkpoint \
+                 within the bound is at size {}; an archived range ends on a multiple of 256 \
+                 entries, so the next needs one covering at least {}",
+                last.size,
+                from + 256
+            )
+        }));
     }
     let tiled = store.tiles_size().await?;
     if tiled < last.size {
