@@ -32,10 +32,8 @@ use jembatan_core::{
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::audit_server::Audit;
 use jembatan_store::{AuditLog, EntryQuery, RawEntry, Store, StoredCheckpoint};
-use jembatan_tlog::merkle::tile::{
-    ProveFromTiles, TileError, TileId, needed_for_consistency, needed_for_inclusion,
-};
-use jembatan_tlog::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
+use jembatan_tlog::merkle::tile::{ProveFromTiles, TileError, needed_for_consistency};
+use jembatan_tlog::merkle::{Hash, verify_consistency, verify_inclusion};
 use jembatan_tlog::note::{Checkpoint, Verifier};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -749,34 +747,18 @@ impl AuditService {
         }
         let root = self.signed_root(&checkpoint)?;
         let index = req.index;
-        let mut wanted = needed_for_inclusion(index, size);
-        // the leaf itself: from its entry, or from the tiles once archived
-        let archived = index < self.store.archived_up_to().await.map_err(unavailable)?;
-        if archived {
-            wanted.push((
-                TileId {
-                    level: 0,
-                    index: index >> 8,
-                },
-                (index % 256) as usize + 1,
-            ));
-        }
-        let tiles = self.store.tiles(&wanted).await.map_err(unavailable)?;
-        let leaf = if archived {
-            tiles
-                .node(0, index)
-                .map_err(|e| proof_failed(size, e.into()))?
-        } else {
-            let entry = self
-                .store
-                .raw_entries(index, 1)
-                .await
-                .map_err(unavailable)?
-                .pop()
-                .filter(|e| e.seq == index)
-                .ok_or_else(|| mismatch(size))?;
-            leaf_hash(&entry.entry)
+        let inputs = self
+            .store
+            .inclusion_inputs(index, size)
+            .await
+            .map_err(unavailable)?;
+        let leaf = match inputs.leaf {
+            Some(leaf) => leaf,
+            // an archived leaf is in a tile the store has not written
+            None if inputs.archived => return Err(AuditError::TilesBehind(size).into()),
+            None => return Err(mismatch(size)),
         };
+        let tiles = inputs.tiles;
         let proof = off_workers(move || {
             let proof = tiles
                 .inclusion_proof(index, size)

@@ -49,6 +49,24 @@ fn entry(i: u64) -> AuditEntry {
     }
 }
 
+/// Rewrites entry `seq` of the stopped broker's store, as a rogue operator
+/// with write access would (the append-only trigger dropped first).
+async fn rewrite_entry(config: &BrokerConfig, seq: u64) {
+    let store = jembatan_store::Store::connect(config.store.as_str())
+        .await
+        .unwrap();
+    for sql in [
+        "DROP TRIGGER audit_log_no_update".to_owned(),
+        format!("UPDATE audit_log SET entry = entry || ' ' WHERE seq = {seq}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    store.close().await;
+}
+
 fn config(dir: &Path, extra: &str) -> BrokerConfig {
     let certs = dir.join("certs");
     let tls = if certs.exists() {
@@ -170,16 +188,7 @@ async fn a_rewritten_entry_after_the_last_full_tile_refuses_the_start() {
     }
     broker.shutdown().await.unwrap();
 
-    let store = jembatan_store::Store::connect(config.store.as_str())
-        .await
-        .unwrap();
-    for sql in [
-        "DROP TRIGGER audit_log_no_update",
-        "UPDATE audit_log SET entry = entry || ' ' WHERE seq = 2",
-    ] {
-        sqlx::query(sql).execute(store.pool()).await.unwrap();
-    }
-    store.close().await;
+    rewrite_entry(&config, 2).await;
     let err = Broker::start(&config).await.unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -338,16 +347,7 @@ async fn the_recheck_after_start_finds_an_old_entry_rewritten() {
     assert_eq!(report.checkpoints, 1);
     broker.shutdown().await.unwrap();
 
-    let store = jembatan_store::Store::connect(config.store.as_str())
-        .await
-        .unwrap();
-    for sql in [
-        "DROP TRIGGER audit_log_no_update",
-        "UPDATE audit_log SET entry = entry || ' ' WHERE seq = 3",
-    ] {
-        sqlx::query(sql).execute(store.pool()).await.unwrap();
-    }
-    store.close().await;
+    rewrite_entry(&config, 3).await;
     let broker = Broker::start(&config).await.unwrap();
     let err = broker.log_rechecked().await.unwrap().unwrap_err();
     assert_eq!(err.position(), Some(3), "{err}");

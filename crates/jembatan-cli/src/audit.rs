@@ -25,7 +25,6 @@ use jembatan_store::archive::{
 };
 use jembatan_store::verify::{VerifyError, leaf_hashes, verify};
 use jembatan_store::{EntryQuery, Store};
-use jembatan_tlog::merkle::tile::{TileId, needed_for_inclusion};
 use jembatan_tlog::merkle::{self, leaf_hash};
 use jembatan_tlog::note::Verifier;
 
@@ -808,19 +807,12 @@ async fn from_tiles(
     index: u64,
     size: u64,
 ) -> Result<Option<(merkle::Hash, Vec<merkle::Hash>, bool)>, Failure> {
-    let read =
-        |e: jembatan_store::StoreError| Failure::Usage(anyhow!("cannot read the store: {e}"));
-    let archived = index < store.archived_up_to().await.map_err(read)?;
-    let mut wanted = needed_for_inclusion(index, size);
-    wanted.push((
-        TileId {
-            level: 0,
-            index: index >> 8,
-        },
-        (index % 256) as usize + 1,
-    ));
-    let tiles = store.tiles(&wanted).await.map_err(read)?;
-    let Ok(proof) = tiles.inclusion_proof(index, size) else {
+    let inputs = store
+        .inclusion_inputs(index, size)
+        .await
+        .map_err(|e| Failure::Usage(anyhow!("cannot read the store: {e}")))?;
+    let archived = inputs.archived;
+    let Ok(proof) = inputs.tiles.inclusion_proof(index, size) else {
         return if archived {
             Err(Failure::Refused(anyhow!(
                 "entry {index} is archived and the tree's tiles cannot prove it"
@@ -829,21 +821,13 @@ async fn from_tiles(
             Ok(None)
         };
     };
-    let leaf = if archived {
-        tiles
-            .node(0, index)
-            .map_err(|e| Failure::Refused(anyhow!("entry {index} is archived: {e}")))?
-    } else {
-        let row = store.raw_entries(index, 1).await.map_err(read)?;
-        match row.first() {
-            Some(row) if row.seq == index => leaf_hash(&row.entry),
-            _ => {
-                return Err(Failure::Refused(anyhow!(
-                    "entry {index} missing from the store"
-                )));
-            }
-        }
-    };
+    let leaf = inputs.leaf.ok_or_else(|| {
+        Failure::Refused(if archived {
+            anyhow!("entry {index} is archived and its leaf is not in the tree's tiles")
+        } else {
+            anyhow!("entry {index} missing from the store")
+        })
+    })?;
     Ok(Some((leaf, proof, archived)))
 }
 

@@ -16,9 +16,9 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Runs `jembatan ARGS`: exit code, standard output and error.
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = jembatan().args(args).output().unwrap();
+/// The exit code, standard output and error of a finished command.
+fn outcome(command: &mut std::process::Command) -> (Option<i32>, String, String) {
+    let out = command.output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -26,46 +26,35 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// Runs `jembatan ARGS`.
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    outcome(jembatan().args(args))
+}
+
 /// Runs `jembatan audit ARGS` through the demo's broker as the auditor.
 fn remote(demo: &Demo, args: &[&str]) -> (Option<i32>, String, String) {
-    let certs = demo.keep.join("certs");
-    let broker = format!("https://localhost:{}", demo.broker_port);
-    let mut all = vec!["audit"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--broker", &broker]);
-    let (ca, cert, key) = (
-        certs.join("ca.pem"),
-        certs.join("auditor.pem"),
-        certs.join("auditor-key.pem"),
-    );
-    all.extend_from_slice(&[
-        "--ca",
-        path(&ca),
-        "--cert",
-        path(&cert),
-        "--key",
+    let all = [&["audit"][..], args].concat();
+    outcome(&mut demo.command("auditor", &all))
+}
+
+/// Runs `jembatan audit archive` on the demo's store with its checkpoint
+/// key and `args`.
+fn archive(demo: &Demo, args: &[&str]) -> (Option<i32>, String, String) {
+    let store = demo.keep.join("broker.db");
+    let key = demo.keep.join("checkpoint.key.pub");
+    let common = [
+        "audit",
+        "archive",
+        "--store",
+        path(&store),
+        "--public-key",
         path(&key),
-    ]);
-    run(&all)
+    ];
+    run(&[&common[..], args].concat())
 }
 
 async fn auditor(demo: &Demo) -> AuditClient<tonic::transport::Channel> {
-    let certs = demo.keep.join("certs");
-    let files = jembatan_pki::TlsFiles {
-        ca: certs.join("ca.pem"),
-        cert: certs.join("auditor.pem"),
-        key: certs.join("auditor-key.pem"),
-        crl: None,
-    };
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", demo.broker_port))
-            .unwrap()
-            .tls_config(files.client_config("localhost").unwrap())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    AuditClient::new(channel)
+    AuditClient::new(support::channel(&demo.keep, "auditor", demo.broker_port).await)
 }
 
 /// Grows the log past 300 entries (each proof asked for is an
@@ -107,18 +96,7 @@ fn archiving_the_oldest_entries_of_a_running_broker() {
     let public_key = demo.keep.join("checkpoint.key.pub");
     let file = demo.dir.path().join("audit-0.jsonl");
 
-    let (code, out, err) = run(&[
-        "audit",
-        "archive",
-        "--store",
-        path(&store),
-        "--public-key",
-        path(&public_key),
-        "--below",
-        "300",
-        "--out",
-        path(&file),
-    ]);
+    let (code, out, err) = archive(&demo, &["--below", "300", "--out", path(&file)]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.starts_with("archived entries 0 to "), "{out}");
     assert!(
@@ -128,34 +106,26 @@ fn archiving_the_oldest_entries_of_a_running_broker() {
     assert!(err.contains("entries removed from the store"), "{err}");
 
     // a bound is required, and one only
-    let (code, _, err) = run(&[
-        "audit",
-        "archive",
-        "--store",
-        path(&store),
-        "--public-key",
-        path(&public_key),
-        "--out",
-        path(&file),
-    ]);
+    let (code, _, err) = archive(&demo, &["--out", path(&file)]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--below <SEQ>|--before <TIME>"), "{err}");
 
     // the same file is not written twice
-    let (code, _, err) = run(&[
-        "audit",
-        "archive",
-        "--store",
-        path(&store),
-        "--public-key",
-        path(&public_key),
-        "--below",
-        "300",
-        "--out",
-        path(&file),
-    ]);
+    let (code, _, err) = archive(&demo, &["--below", "300", "--out", path(&file)]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("exists already"), "{err}");
+
+    // the file holds what the log held: the key the demo looked up is
+    // not in it in clear
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("\"operation\":\"lookup\""),
+        "a lookup is archived"
+    );
+    assert!(
+        !text.contains(&demo.nik),
+        "a looked-up NIK is in the archive in clear"
+    );
 
     // the store verifies from entry 256; with the file, everything
     let verify = [
@@ -201,14 +171,7 @@ fn archiving_the_oldest_entries_of_a_running_broker() {
 
     // an archived entry's proof, from the store and through the broker,
     // is of the leaf the file holds for it
-    let line: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(&file)
-            .unwrap()
-            .lines()
-            .nth(1 + 5)
-            .unwrap(),
-    )
-    .unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().nth(1 + 5).unwrap()).unwrap();
     assert_eq!(line["seq"], 5);
     let (code, out, err) = run(&["audit", "proof", "--store", path(&store), "--index", "5"]);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -263,7 +226,6 @@ fn archiving_the_oldest_entries_of_a_running_broker() {
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
     let other = demo.dir.path().join("other.jsonl");
-    let text = std::fs::read_to_string(&file).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let mut seventh: serde_json::Value = serde_json::from_str(&lines[8]).unwrap();
     seventh["seq"] = 6.into();

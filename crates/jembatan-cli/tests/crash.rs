@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::exchange_client::ExchangeClient;
 use support::{jembatan, listen_port};
-use tonic::transport::Endpoint;
 
 struct Killed(Child);
 
@@ -63,21 +62,7 @@ fn kept_demo(parent: &Path, residents: u32) -> std::path::PathBuf {
 
 /// Dinas Sosial's exchange client of the kept demo's broker at `port`.
 async fn dinsos(dir: &Path, port: u16) -> ExchangeClient<tonic::transport::Channel> {
-    let certs = dir.join("certs");
-    let files = jembatan_pki::TlsFiles {
-        ca: certs.join("ca.pem"),
-        cert: certs.join("agency-dinsos.pem"),
-        key: certs.join("agency-dinsos-key.pem"),
-        crl: None,
-    };
-    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(files.client_config("localhost").unwrap())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    ExchangeClient::new(channel)
+    ExchangeClient::new(support::channel(dir, "agency-dinsos", port).await)
 }
 
 #[tokio::test]

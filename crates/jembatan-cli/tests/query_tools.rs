@@ -369,20 +369,7 @@ fn query_lookup_and_denial_from_the_command_line() {
 }
 
 async fn channel(demo: &Demo, who: &str, port: u16) -> tonic::transport::Channel {
-    let (ca, cert, key) = demo.cert(who);
-    let files = jembatan_pki::TlsFiles {
-        ca,
-        cert,
-        key,
-        crl: None,
-    };
-    tonic::transport::Endpoint::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(files.client_config("localhost").unwrap())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    support::channel(&demo.keep, who, port).await
 }
 
 async fn list_v1(channel: tonic::transport::Channel) -> Vec<String> {

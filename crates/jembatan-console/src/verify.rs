@@ -78,12 +78,7 @@ async fn check(state: &State, progress: &Mutex<Progress>, lang: Lang) -> Result<
     let archived = checkpoint.archived_up_to;
     let mut tree = match archived {
         0 => CompactRange::new(),
-        n => checkpoint
-            .archived_tree
-            .iter()
-            .map(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
-            .collect::<Option<Vec<_>>>()
-            .and_then(|hashes| CompactRange::from_parts(n, hashes))
+        n => CompactRange::from_slices(n, &checkpoint.archived_tree)
             .filter(|_| n <= size)
             .ok_or_else(|| fill(lang, "verify_bad_root", &[("size", &size.to_string())]))?,
     };

@@ -151,19 +151,25 @@ struct HeaderCheckpoint {
 /// `seq`, leaf hash, `entry_sha256`, the canonical bytes in base64 and
 /// the entry as JSON.
 pub fn entry_line(seq: u64, canonical: &[u8], entry_sha256: &str) -> Result<String, String> {
-    // The entry is shown as its bytes are: checked to be one JSON value,
-    // then copied in rather than parsed into a tree and written out again
-    // (a canonical entry is already compact JSON with its keys in order).
     serde_json::from_slice::<serde::de::IgnoredAny>(canonical)
         .map_err(|e| format!("entry {seq}: not JSON: {e}"))?;
     let text = std::str::from_utf8(canonical).map_err(|e| format!("entry {seq}: {e}"))?;
-    let sha = serde_json::to_string(entry_sha256).map_err(|e| e.to_string())?;
+    Ok(json_line(seq, text, entry_sha256, &leaf_hash(canonical)))
+}
+
+/// [`entry_line`] for an entry whose bytes `text` are known to be one JSON
+/// value, with its leaf hash. The entry is shown as its bytes are, copied
+/// in rather than parsed into a tree and written out again (a canonical
+/// entry is already compact JSON with its keys in order).
+fn json_line(seq: u64, text: &str, entry_sha256: &str, leaf: &Hash) -> String {
+    // a hex digest needs no escaping, but a stored column may hold anything
+    let sha = serde_json::Value::from(entry_sha256);
     // keys in the order a JSON map sorts them, as `audit export` always wrote
-    Ok(format!(
+    format!(
         "{{\"canonical\":\"{}\",\"entry\":{text},\"entry_sha256\":{sha},\"leaf_hash\":\"{}\",\"seq\":{seq}}}",
-        STANDARD.encode(canonical),
-        hex::encode(leaf_hash(canonical)),
-    ))
+        STANDARD.encode(text),
+        hex::encode(leaf),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,7 +377,7 @@ async fn write_file(
         .create_new(true)
         .open(path)
         .map_err(io(path))?;
-    let mut out = Hashing::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let mut out = Hashing::new(file);
     let text = serde_json::to_string(header).map_err(|e| ArchiveError::File {
         path: path.to_owned(),
         line: 1,
@@ -400,15 +406,20 @@ async fn write_file(
                 .into());
             }
             check_entry(row)?;
-            tree.push(leaf_hash(&row.entry))
+            let leaf = leaf_hash(&row.entry);
+            tree.push(leaf)
                 .map_err(|_| VerifyError::TreeFull { seq: row.seq })?;
-            let line = entry_line(row.seq, &row.entry, &row.entry_sha256).map_err(|message| {
-                VerifyError::NotCanonical {
-                    seq: row.seq,
-                    message,
-                }
+            // canonical, so one JSON value: its text goes in as it is
+            let text = std::str::from_utf8(&row.entry).map_err(|e| VerifyError::NotCanonical {
+                seq: row.seq,
+                message: e.to_string(),
             })?;
-            writeln!(out, "{line}").map_err(io(path))?;
+            writeln!(
+                out,
+                "{}",
+                json_line(row.seq, text, &row.entry_sha256, &leaf)
+            )
+            .map_err(io(path))?;
             while let Some(c) = checkpoints.next_if(|c| c.size == tree.size()) {
                 check_checkpoint(c, &tree.root(), verifier)?;
             }
@@ -430,31 +441,30 @@ async fn write_file(
     Ok((bytes, sha256))
 }
 
-/// A writer that counts and hashes what passes through it.
-struct Hashing<W: Write> {
-    inner: W,
+/// The archive file being written: counted and hashed as it goes.
+struct Hashing {
+    inner: std::io::BufWriter<std::fs::File>,
     sha256: Sha256,
     bytes: u64,
 }
 
-impl<W: Write> Hashing<W> {
-    fn new(inner: W) -> Self {
+impl Hashing {
+    fn new(file: std::fs::File) -> Self {
         Hashing {
-            inner,
+            inner: std::io::BufWriter::with_capacity(1 << 20, file),
             sha256: Sha256::new(),
             bytes: 0,
         }
     }
-}
 
-impl Hashing<std::io::BufWriter<std::fs::File>> {
+    /// The file, flushed, with its length and SHA-256.
     fn finish(self) -> std::io::Result<(std::fs::File, u64, String)> {
         let file = self.inner.into_inner().map_err(|e| e.into_error())?;
         Ok((file, self.bytes, hex::encode(self.sha256.finalize())))
     }
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl Write for Hashing {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.sha256.update(&buf[..n]);
@@ -558,7 +568,7 @@ pub struct ArchiveReport {
 /// to the tree of the entries up to it (the last one at the file's end).
 pub fn verify_archive(path: &Path, verifier: &Verifier) -> Result<ArchiveReport, ArchiveError> {
     let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut reader = Hashing::new(std::io::sink());
+    let mut sha256 = Sha256::new();
     let mut lines = std::io::BufReader::with_capacity(1 << 20, file);
     let bad = |line: u64, message: String| ArchiveError::File {
         path: path.to_owned(),
@@ -570,7 +580,7 @@ pub fn verify_archive(path: &Path, verifier: &Verifier) -> Result<ArchiveReport,
     let mut next_line = |text: &mut String| -> Result<bool, ArchiveError> {
         text.clear();
         let n = lines.read_line(text).map_err(io(path))?;
-        reader.write_all(text.as_bytes()).map_err(io(path))?;
+        sha256.update(text.as_bytes());
         Ok(n > 0)
     };
     number += 1;
@@ -598,17 +608,16 @@ pub fn verify_archive(path: &Path, verifier: &Verifier) -> Result<ArchiveReport,
     let hashes = header
         .tree
         .iter()
-        .map(|h| {
-            hex::decode(h)
-                .ok()
-                .and_then(|b| Hash::try_from(b.as_slice()).ok())
-        })
-        .collect::<Option<Vec<Hash>>>()
-        .ok_or_else(|| bad(number, "a tree hash is not 32 bytes of hex".into()))?;
-    let mut tree = CompactRange::from_parts(header.from, hashes).ok_or_else(|| {
+        .map(hex::decode)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad(number, "a tree hash is not hex".into()))?;
+    let mut tree = CompactRange::from_slices(header.from, &hashes).ok_or_else(|| {
         bad(
             number,
-            format!("the tree does not describe {} entries", header.from),
+            format!(
+                "the tree is not the compact range of {} entries (one 32-byte hash per set bit)",
+                header.from
+            ),
         )
     })?;
     let sizes: Vec<u64> = header.checkpoints.iter().map(|c| c.size).collect();
@@ -705,7 +714,7 @@ pub fn verify_archive(path: &Path, verifier: &Verifier) -> Result<ArchiveReport,
         to: header.to,
         root: tree.root(),
         checkpoints: verified,
-        file_sha256: hex::encode(reader.sha256.finalize()),
+        file_sha256: hex::encode(sha256.finalize()),
     })
 }
 

@@ -34,6 +34,7 @@ pub use registry::{
 };
 pub use replicas::{LeftOpen, ReplicaRow};
 pub use subscriptions::{COMPACT_EVERY, HeldKeys, MAX_KEYS_PER_CALL, RESUMABLE_BATCHES, Resumed};
+pub use tiles::InclusionInputs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

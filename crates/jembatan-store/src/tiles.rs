@@ -12,9 +12,9 @@
 //! before it is signed.
 
 use jembatan_tlog::merkle::tile::{
-    Tile, TileBuilder, TileError, TileId, Tiles, edge, needed_for_root,
+    Tile, TileBuilder, TileError, TileId, Tiles, edge, needed_for_inclusion, needed_for_root,
 };
-use jembatan_tlog::merkle::{CompactRange, Hash};
+use jembatan_tlog::merkle::{CompactRange, Hash, leaf_hash};
 use sqlx::Row;
 
 use crate::checkpoints::{to_i64, to_u64};
@@ -48,7 +48,55 @@ fn hashes_column(backend: Backend) -> &'static str {
     }
 }
 
+/// What the inclusion proof of one entry is made from.
+#[derive(Debug)]
+pub struct InclusionInputs {
+    /// The tiles the proof reads (and, once the entry is archived, the
+    /// one holding its leaf).
+    pub tiles: Tiles,
+    /// The entry's leaf hash: from its stored bytes, or from the tiles
+    /// once it is archived; `None` when neither holds it.
+    pub leaf: Option<Hash>,
+    /// Whether the entry is archived (no longer in the store).
+    pub archived: bool,
+}
+
 impl Store {
+    /// The tiles and leaf hash the inclusion proof of entry `index` in the
+    /// tree of `size` leaves needs, read in one query each. Nothing here
+    /// is trusted: a proof made from them is checked against a signed
+    /// root before it is used.
+    pub async fn inclusion_inputs(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<InclusionInputs, StoreError> {
+        let archived = index < self.archived_up_to().await?;
+        let mut wanted = needed_for_inclusion(index, size);
+        if archived {
+            let leaf_tile = TileId {
+                level: 0,
+                index: index >> 8,
+            };
+            wanted.push((leaf_tile, (index % 256) as usize + 1));
+        }
+        let tiles = self.tiles(&wanted).await?;
+        let leaf = if archived {
+            tiles.node(0, index).ok()
+        } else {
+            self.raw_entries(index, 1)
+                .await?
+                .pop()
+                .filter(|e| e.seq == index)
+                .map(|e| leaf_hash(&e.entry))
+        };
+        Ok(InclusionInputs {
+            tiles,
+            leaf,
+            archived,
+        })
+    }
+
     /// Writes tiles in one transaction, each replacing a stored one only if
     /// it is longer.
     pub async fn write_tiles(&self, tiles: &[Tile]) -> Result<(), StoreError> {

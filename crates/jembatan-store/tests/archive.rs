@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::{drop_postgres, fresh_postgres};
 use jembatan_store::archive::{ArchiveError, Bound, Progress, archive, verify_archive};
 use jembatan_store::verify::{catch_up_tiles, verify};
 use jembatan_store::{AuditLog, Store};
@@ -278,52 +279,24 @@ async fn sqlite_a_changed_archive_does_not_verify() {
     a_changed_archive_does_not_verify(sqlite(dir.path()).await, dir.path()).await;
 }
 
-/// A store on a fresh PostgreSQL database, and how to drop it; `None`
-/// (after saying why) without a server.
-async fn postgres(prefix: &str) -> Option<(Store, sqlx::AnyPool, String)> {
-    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
-        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
-        return None;
-    };
-    let admin = Store::admin_pool(&url).await.unwrap();
-    let name = format!("{prefix}_{}", std::process::id());
-    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    for sql in [drop_db.clone(), format!("CREATE DATABASE {name}")] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    let (base, _) = url.rsplit_once('/').unwrap();
-    let store = Store::connect(&format!("{base}/{name}")).await.unwrap();
-    Some((store, admin, drop_db))
-}
-
-async fn drop_postgres(admin: sqlx::AnyPool, drop_db: String) {
-    sqlx::query(sqlx::AssertSqlSafe(drop_db))
-        .execute(&admin)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn postgres_archives_ranges_that_verify_on_their_own() {
-    let Some((store, admin, drop_db)) = postgres("jembatan_archive").await else {
+    let Some((store, admin, drop_db)) = fresh_postgres("jembatan_archive").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    archives_ranges_that_verify_on_their_own(store, dir.path()).await;
-    drop_postgres(admin, drop_db).await;
+    archives_ranges_that_verify_on_their_own(store.clone(), dir.path()).await;
+    drop_postgres(store, admin, drop_db).await;
 }
 
 #[tokio::test]
 async fn postgres_a_changed_archive_does_not_verify() {
-    let Some((store, admin, drop_db)) = postgres("jembatan_archive_changed").await else {
+    let Some((store, admin, drop_db)) = fresh_postgres("jembatan_archive_changed").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    a_changed_archive_does_not_verify(store, dir.path()).await;
-    drop_postgres(admin, drop_db).await;
+    a_changed_archive_does_not_verify(store.clone(), dir.path()).await;
+    drop_postgres(store, admin, drop_db).await;
 }
 
 /// Entries the triggers refuse to let go of: without a recorded archive,

@@ -1,5 +1,8 @@
 //! Store tests on SQLite and, when `JEMBATAN_TEST_POSTGRES_URL` is set, PostgreSQL.
 
+mod common;
+
+use common::{drop_postgres, empty_database, fresh_postgres, replace_db};
 use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
 use jembatan_store::{AuditLog, EntryQuery, Store};
 
@@ -192,11 +195,6 @@ async fn postgres_appends_are_gap_free_across_replicas() {
     .unwrap();
 }
 
-fn replace_db(url: &str, db: &str) -> String {
-    let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/{db}")
-}
-
 /// Appends six entries with different consumers, decisions, times and
 /// subjects, then checks every filter of `query_entries` on `store`.
 async fn filtered_queries_match_every_filter(store: Store) {
@@ -347,43 +345,6 @@ async fn sqlite_filtered_queries() {
         .await
         .unwrap();
     filtered_queries_match_every_filter(store).await;
-}
-
-/// A store on a fresh PostgreSQL database, and the statement that drops
-/// it; `None` (after printing why) without a server.
-async fn fresh_postgres(prefix: &str) -> Option<(Store, sqlx::AnyPool, String)> {
-    let (url, admin, drop_db) = empty_database(prefix).await?;
-    let store = Store::connect(&url).await.unwrap();
-    Some((store, admin, drop_db))
-}
-
-/// A new empty PostgreSQL database: its URL, an admin pool and the
-/// statement that drops it; `None` (after saying why) without PostgreSQL.
-async fn empty_database(prefix: &str) -> Option<(String, sqlx::AnyPool, String)> {
-    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
-        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
-        return None;
-    };
-    let admin = Store::admin_pool(&url).await.unwrap();
-    let name = format!("{prefix}_{}", std::process::id());
-    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    Some((replace_db(&url, &name), admin, drop_db))
-}
-
-async fn drop_postgres(store: Store, admin: sqlx::AnyPool, drop_db: String) {
-    store.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(drop_db))
-        .execute(&admin)
-        .await
-        .unwrap();
 }
 
 #[tokio::test]

@@ -229,23 +229,15 @@ fn open(c: &pb::Checkpoint, verifier: &Verifier) -> Result<Signed, Failure> {
     });
     let archived = match c.archived_up_to {
         0 => None,
-        up_to => {
-            let hashes = c
-                .archived_tree
-                .iter()
-                .map(|h| Hash::try_from(h.as_slice()).ok())
-                .collect::<Option<Vec<Hash>>>();
-            let tree = hashes.and_then(|h| CompactRange::from_parts(up_to, h));
-            match tree {
-                Some(tree) if up_to <= size => Some(tree),
-                _ => {
-                    return Err(refused(format!(
-                        "the broker states entries below {up_to} are archived, with a tree that \
+        up_to => match CompactRange::from_slices(up_to, &c.archived_tree) {
+            Some(tree) if up_to <= size => Some(tree),
+            _ => {
+                return Err(refused(format!(
+                    "the broker states entries below {up_to} are archived, with a tree that \
                          does not describe them below its checkpoint at size {size}"
-                    )));
-                }
+                )));
             }
-        }
+        },
     };
     Ok(Signed {
         size,

@@ -28,6 +28,25 @@ impl Drop for Running {
 }
 
 /// The port a kept config's `listen = "host:port"` names.
+/// A gRPC channel to `port` on loopback with `who`'s certificate from the
+/// kept demo at `keep` (`certs/<who>.pem`), trusting its CA.
+pub(crate) async fn channel(keep: &Path, who: &str, port: u16) -> tonic::transport::Channel {
+    let certs = keep.join("certs");
+    let files = jembatan_pki::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("{who}.pem")),
+        key: certs.join(format!("{who}-key.pem")),
+        crl: None,
+    };
+    tonic::transport::Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(files.client_config("localhost").unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 pub(crate) fn listen_port(config: &Path) -> u16 {
     let text = std::fs::read_to_string(config).unwrap();
     let line = text.lines().find(|l| l.starts_with("listen")).unwrap();

@@ -91,9 +91,15 @@ fn missing(path: &Path, seq: u64) -> VerifyError {
     }
 }
 
-/// Reads, checks and hashes the rows `from..to` in order on one connection.
-/// Returns fewer hashes than rows asked for when the slice ends early.
-fn read_slice(path: &Path, from: u64, to: u64, check: Check) -> Result<Vec<Hash>, VerifyError> {
+/// Calls `each` with every stored row `from..to` and its `seq`, in
+/// order, on one connection (a missing row is skipped: the caller names
+/// gaps).
+fn each_row(
+    path: &Path,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(u64, &rusqlite::Row<'_>) -> Result<(), VerifyError>,
+) -> Result<(), VerifyError> {
     let conn = open(path)?;
     let sql = format!(
         "SELECT {} FROM audit_log WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
@@ -103,7 +109,7 @@ fn read_slice(path: &Path, from: u64, to: u64, check: Check) -> Result<Vec<Hash>
     let mut rows = statement
         .query([to_i64(from), to_i64(to)])
         .map_err(store_error)?;
-    let mut leaves = Leaves::new(from, usize::try_from(to - from).unwrap_or(0), check);
+    let mut after = from;
     while let Some(r) = rows.next().map_err(store_error)? {
         let seq = match r.get_ref(0).map_err(store_error)? {
             ValueRef::Integer(n) => u64::try_from(n).ok(),
@@ -111,12 +117,23 @@ fn read_slice(path: &Path, from: u64, to: u64, check: Check) -> Result<Vec<Hash>
         }
         .ok_or_else(|| {
             VerifyError::Store(StoreError::Corrupt {
-                what: format!("audit entry {}", leaves.expected),
+                what: format!("audit entry {after}"),
                 message: "column seq is not an integer seq".into(),
             })
         })?;
-        leaves.push(seq, |row| fill(row, r))?;
+        each(seq, r)?;
+        after = seq + 1;
     }
+    Ok(())
+}
+
+/// Reads, checks and hashes the rows `from..to` in order on one connection.
+/// Returns fewer hashes than rows asked for when the slice ends early.
+fn read_slice(path: &Path, from: u64, to: u64, check: Check) -> Result<Vec<Hash>, VerifyError> {
+    let mut leaves = Leaves::new(from, usize::try_from(to - from).unwrap_or(0), check);
+    each_row(path, from, to, |seq, r| {
+        leaves.push(seq, |row| fill(row, r))
+    })?;
     Ok(leaves.hashes)
 }
 
@@ -160,33 +177,15 @@ fn fill(row: &mut RawEntry, r: &rusqlite::Row<'_>) -> Result<(), VerifyError> {
 /// The rows `from..to` as stored, in order, read on one connection (what
 /// is missing is left out: the caller names gaps).
 pub(super) fn rows(path: &Path, from: u64, to: u64) -> Result<Vec<RawEntry>, VerifyError> {
-    let conn = open(path)?;
-    let sql = format!(
-        "SELECT {} FROM audit_log WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
-        raw_columns(Backend::Sqlite)
-    );
-    let mut statement = conn.prepare(&sql).map_err(store_error)?;
-    let mut rows = statement
-        .query([to_i64(from), to_i64(to)])
-        .map_err(store_error)?;
     let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
-    while let Some(r) = rows.next().map_err(store_error)? {
-        let seq = match r.get_ref(0).map_err(store_error)? {
-            ValueRef::Integer(n) => u64::try_from(n).ok(),
-            _ => None,
-        }
-        .ok_or_else(|| {
-            VerifyError::Store(StoreError::Corrupt {
-                what: "audit entry".into(),
-                message: "column seq is not an integer seq".into(),
-            })
-        })?;
+    each_row(path, from, to, |seq, r| {
         let mut row = RawEntry {
             seq,
             ..RawEntry::default()
         };
         fill(&mut row, r)?;
         out.push(row);
-    }
+        Ok(())
+    })?;
     Ok(out)
 }

@@ -51,6 +51,17 @@ impl CompactRange {
             .then_some(Self { size, hashes })
     }
 
+    /// [`from_parts`](Self::from_parts) with the subtree roots as byte
+    /// strings (as a wire message carries them): `None` unless each is 32
+    /// bytes and there is one per set bit of `size`.
+    pub fn from_slices<B: AsRef<[u8]>>(size: u64, hashes: &[B]) -> Option<Self> {
+        let hashes = hashes
+            .iter()
+            .map(|h| Hash::try_from(h.as_ref()).ok())
+            .collect::<Option<Vec<Hash>>>()?;
+        Self::from_parts(size, hashes)
+    }
+
     /// Number of leaves appended so far.
     pub fn size(&self) -> u64 {
         self.size
@@ -103,6 +114,19 @@ impl CompactRange {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn from_slices_takes_one_32_byte_root_per_set_bit() {
+        let leaves: Vec<Hash> = (0u8..5).map(|i| crate::merkle::leaf_hash(&[i])).collect();
+        let mut r = CompactRange::new();
+        r.extend(leaves).unwrap();
+        let bytes: Vec<Vec<u8>> = r.hashes().iter().map(|h| h.to_vec()).collect();
+        assert_eq!(CompactRange::from_slices(5, &bytes), Some(r.clone()));
+        assert_eq!(CompactRange::from_slices(7, &bytes), None);
+        let mut short = bytes.clone();
+        short[1].pop();
+        assert_eq!(CompactRange::from_slices(5, &short), None);
+    }
     use super::*;
     use crate::merkle::leaf_hash;
 
