@@ -16,10 +16,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Backend, Store, StoreError};
 
-pub(crate) mod sqlite_writer;
-
-use sqlite_writer::SqliteWriter;
-
 /// Most entries written in one transaction.
 const MAX_BATCH: usize = 1024;
 
@@ -35,8 +31,8 @@ pub struct StoredEntry {
 /// An entry waiting for the appender: serialized and hashed by the caller
 /// (so that work runs on every core, not in the one appender task), its
 /// `seq` assigned when its batch is written.
-struct Pending {
-    stored: StoredEntry,
+pub(crate) struct Pending {
+    pub(crate) stored: StoredEntry,
     reply: oneshot::Sender<Result<StoredEntry, Arc<StoreError>>>,
 }
 
@@ -219,8 +215,8 @@ async fn run_appender(
 enum Writer {
     /// One call of `jembatan_audit_append` per batch.
     Postgres,
-    /// The SQLite file's writer thread.
-    Sqlite(SqliteWriter),
+    /// The SQLite file's writer thread ([`Store::sqlite_writer`]).
+    Sqlite,
     /// No way to write (a SQLite store without a file, or a writer that did
     /// not start): every append is refused, saying why.
     Unavailable(String),
@@ -231,11 +227,8 @@ impl Writer {
         if store.backend() == Backend::Postgres {
             return Writer::Postgres;
         }
-        let Some(path) = store.sqlite_file() else {
-            return Writer::Unavailable("a SQLite store in memory has no file to write".into());
-        };
-        match SqliteWriter::start(path) {
-            Ok(writer) => Writer::Sqlite(writer),
+        match store.sqlite_writer() {
+            Ok(_) => Writer::Sqlite,
             Err(err) => {
                 tracing::error!(error = %err, "the audit log's writer did not start");
                 Writer::Unavailable(err.to_string())
@@ -253,11 +246,14 @@ async fn write_and_reply(
 ) {
     let written = match writer {
         Writer::Postgres => write_batch_pg(store, &mut batch).await,
-        Writer::Sqlite(writer) => {
-            let (back, written) = writer.write(batch).await;
-            batch = back;
-            written
-        }
+        Writer::Sqlite => match store.sqlite_writer() {
+            Ok(writer) => {
+                let (back, written) = writer.write(batch).await;
+                batch = back;
+                written
+            }
+            Err(err) => Err(err),
+        },
         Writer::Unavailable(why) => Err(StoreError::AuditUnavailable(why.clone())),
     };
     match written {
@@ -285,7 +281,7 @@ async fn write_and_reply(
 }
 
 /// Numbers the batch's entries consecutively from `next`.
-fn number(batch: &mut [Pending], next: i64) {
+pub(crate) fn number(batch: &mut [Pending], next: i64) {
     for (i, pending) in batch.iter_mut().enumerate() {
         pending.stored.seq = (next + i as i64) as u64;
     }

@@ -13,6 +13,7 @@ pub mod migrate;
 mod query;
 mod registry;
 mod replicas;
+mod sqlite_writer;
 mod subscriptions;
 mod tiles;
 pub mod verify;
@@ -42,6 +43,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("store database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A write through the SQLite store's writer thread failed.
+    #[error("store database error: {0}")]
+    Sqlite(String),
     #[error("store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store holds an unreadable {what}: {message}")]
@@ -123,6 +127,10 @@ pub struct Store {
     backend: Backend,
     /// The SQLite database file, for readers that bypass the pool.
     sqlite_file: Option<std::sync::Arc<std::path::Path>>,
+    /// The SQLite file's writer thread, started on first use and shared
+    /// by every clone: audit batches and the bookkeeping of running
+    /// exchanges ([`sqlite_writer`]).
+    writer: std::sync::Arc<std::sync::OnceLock<Result<sqlite_writer::SqliteWriter, String>>>,
     /// A typed pool on the same PostgreSQL database, connected on first
     /// use, for reading the audit log without the `Any` layer's copies.
     pg_reader: Option<sqlx::PgPool>,
@@ -294,6 +302,7 @@ impl Store {
             light,
             backend,
             sqlite_file,
+            writer: Default::default(),
             pg_reader,
         })
     }
@@ -379,6 +388,22 @@ impl Store {
     /// The SQLite database file, when the store is one on disk.
     pub(crate) fn sqlite_file(&self) -> Option<&std::path::Path> {
         self.sqlite_file.as_deref()
+    }
+
+    /// The SQLite file's writer thread, started on first use. `Err` on a
+    /// PostgreSQL store, a SQLite store in memory, or when the thread's
+    /// connection could not be opened (the reason).
+    pub(crate) fn sqlite_writer(&self) -> Result<&sqlite_writer::SqliteWriter, StoreError> {
+        let Some(path) = self.sqlite_file() else {
+            return Err(StoreError::AuditUnavailable(match self.backend {
+                Backend::Sqlite => "a SQLite store in memory has no file to write".into(),
+                Backend::Postgres => "a PostgreSQL store has no SQLite writer".into(),
+            }));
+        };
+        self.writer
+            .get_or_init(|| sqlite_writer::SqliteWriter::start(path).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|why| StoreError::AuditUnavailable(why.clone()))
     }
 
     pub async fn close(&self) {

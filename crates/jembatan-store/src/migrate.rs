@@ -577,7 +577,7 @@ impl Values {
 
 fn log_size(conn: &Connection) -> Result<u64, MigrateError> {
     let size: i64 = conn
-        .query_row(crate::audit::sqlite_writer::NEXT_SEQ, [], |r| r.get(0))
+        .query_row(crate::sqlite_writer::NEXT_SEQ, [], |r| r.get(0))
         .map_err(source_error)?;
     Ok(u64::try_from(size).unwrap_or_default())
 }

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use rusqlite::types::Value;
 use sqlx::Row;
 
 use crate::checkpoints::to_i64;
@@ -50,6 +51,36 @@ pub struct LeftOpen {
 }
 
 impl Store {
+    /// Runs one bookkeeping statement (`$1`... numbered in the order they
+    /// first appear) whose commit does not wait for the disk: on a SQLite
+    /// file through the store's writer thread, with the others waiting
+    /// at the same time, so running exchanges never wait for the write
+    /// lock behind the audit log; otherwise on the light pool. Returns
+    /// the rows it changed.
+    async fn light_write(&self, sql: String, args: Vec<Value>) -> Result<u64, StoreError> {
+        if self.backend() == Backend::Sqlite && self.sqlite_file().is_some() {
+            let writer = self.sqlite_writer()?;
+            let changed = writer
+                .light(Box::new(move |conn| {
+                    conn.prepare_cached(&sql)?
+                        .execute(rusqlite::params_from_iter(args))
+                }))
+                .await?;
+            return Ok(changed as u64);
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for arg in args {
+            query = match arg {
+                Value::Integer(n) => query.bind(n),
+                Value::Text(t) => query.bind(t),
+                Value::Real(r) => query.bind(r),
+                Value::Null => query.bind(None::<String>),
+                Value::Blob(b) => query.bind(b),
+            };
+        }
+        Ok(query.execute(self.light_pool()).await?.rows_affected())
+    }
+
     /// Registers a replica with a lease of `lease` from now.
     pub async fn register_replica(
         &self,
@@ -202,17 +233,21 @@ impl Store {
                       AND r.lease_until + $6 >= {}) < $7",
             now_ms(self.backend())
         );
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(exchange_id)
-            .bind(replica)
-            .bind(consumer)
-            .bind(now())
-            .bind(consumer)
-            .bind(millis(grace))
-            .bind(to_i64(limit))
-            .execute(self.light_pool())
+        let done = self
+            .light_write(
+                sql,
+                vec![
+                    Value::from(exchange_id.to_owned()),
+                    Value::from(replica.to_owned()),
+                    Value::from(consumer.to_owned()),
+                    Value::from(now()),
+                    Value::from(consumer.to_owned()),
+                    Value::from(millis(grace)),
+                    Value::from(to_i64(limit)),
+                ],
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Counts the open exchange `exchange_id` of `consumer` among its
@@ -254,36 +289,42 @@ impl Store {
                       AND r.lease_until + $6 >= {}) < $7",
             now_ms(self.backend())
         );
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(provider)
-            .bind(exchange_id)
-            .bind(consumer)
-            .bind(consumer)
-            .bind(provider)
-            .bind(millis(grace))
-            .bind(to_i64(limit))
-            .execute(self.light_pool())
+        let done = self
+            .light_write(
+                sql,
+                vec![
+                    Value::from(provider.to_owned()),
+                    Value::from(exchange_id.to_owned()),
+                    Value::from(consumer.to_owned()),
+                    Value::from(consumer.to_owned()),
+                    Value::from(provider.to_owned()),
+                    Value::from(millis(grace)),
+                    Value::from(to_i64(limit)),
+                ],
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Stops counting the open exchange `exchange_id` as a query stream
     /// against its provider: the adapter's stream is over. (An exchange
     /// that ends stops counting anyway: its row goes.)
     pub async fn release_provider_stream(&self, exchange_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE open_exchanges SET provider = NULL WHERE exchange_id = $1")
-            .bind(exchange_id)
-            .execute(self.light_pool())
-            .await?;
+        self.light_write(
+            "UPDATE open_exchanges SET provider = NULL WHERE exchange_id = $1".into(),
+            vec![Value::from(exchange_id.to_owned())],
+        )
+        .await?;
         Ok(())
     }
 
     /// Forgets an open exchange: it ended, or it was never allowed.
     pub async fn close_exchange(&self, exchange_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM open_exchanges WHERE exchange_id = $1")
-            .bind(exchange_id)
-            .execute(self.light_pool())
-            .await?;
+        self.light_write(
+            "DELETE FROM open_exchanges WHERE exchange_id = $1".into(),
+            vec![Value::from(exchange_id.to_owned())],
+        )
+        .await?;
         Ok(())
     }
 

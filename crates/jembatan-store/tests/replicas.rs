@@ -171,6 +171,42 @@ async fn the_limit_holds_under_concurrent_opens(stores: Vec<Store>) {
     assert_eq!(open as u64, limit);
 }
 
+/// Opens that fail (an exchange id already open) among others written at
+/// the same moment fail alone: every other open is kept.
+async fn a_failed_open_leaves_the_others(store: Store) {
+    store.register_replica("f1", "host", LEASE).await.unwrap();
+    let mut opens = tokio::task::JoinSet::new();
+    for n in 0..24 {
+        let store = store.clone();
+        opens.spawn(async move {
+            let id = if n % 2 == 0 {
+                "dup".to_owned()
+            } else {
+                format!("f{n}")
+            };
+            store.open_exchange(&id, "f1", "dinsos-f", 100, GRACE).await
+        });
+    }
+    let (mut opened, mut failed) = (0, 0);
+    while let Some(done) = opens.join_next().await {
+        match done.unwrap() {
+            Ok(true) => opened += 1,
+            Ok(false) => panic!("no open is over the limit of 100"),
+            Err(_) => failed += 1,
+        }
+    }
+    assert_eq!(
+        (opened, failed),
+        (13, 11),
+        "one of the 12 opens of \"dup\" is kept"
+    );
+    assert_eq!(store.open_exchanges_of("f1").await.unwrap().len(), 13);
+    for x in store.open_exchanges_of("f1").await.unwrap() {
+        store.close_exchange(&x).await.unwrap();
+    }
+    assert!(store.open_exchanges_of("f1").await.unwrap().is_empty());
+}
+
 /// Query streams of one consumer against one provider are counted across
 /// replicas: the limit holds whichever replica runs them, other providers
 /// and consumers count apart, a released stream or an ended exchange
@@ -309,6 +345,7 @@ async fn sqlite_replicas_leases_and_limits() {
     let store = Store::connect(path.to_str().unwrap()).await.unwrap();
     leases_and_gone_replicas(store.clone()).await;
     one_holder_per_lease(store.clone()).await;
+    a_failed_open_leaves_the_others(store.clone()).await;
     // two handles on one file, as two brokers on one machine
     let other = Store::connect(path.to_str().unwrap()).await.unwrap();
     the_limit_holds_under_concurrent_opens(vec![store.clone(), other.clone()]).await;
@@ -338,6 +375,7 @@ async fn postgres_replicas_leases_and_limits() {
     let store = Store::connect(&db_url).await.unwrap();
     leases_and_gone_replicas(store.clone()).await;
     one_holder_per_lease(store.clone()).await;
+    a_failed_open_leaves_the_others(store.clone()).await;
     // three replicas, each with its own pool
     let mut stores = vec![store];
     for _ in 0..2 {

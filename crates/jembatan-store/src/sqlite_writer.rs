@@ -1,19 +1,27 @@
-//! The SQLite store's audit writer: one thread with a connection of its
-//! own that writes each group commit whole — `BEGIN IMMEDIATE`, the next
-//! sequence number, the entries, the subject index, `COMMIT` — so a batch
-//! costs one hand-over between threads. Through sqlx every statement is
-//! handed to the connection's worker thread and back, five or more per
-//! batch.
+//! The SQLite store's writer: one thread with a connection of its own
+//! that writes the audit log's group commits and the bookkeeping of
+//! running exchanges. Everything the broker writes on its hot paths goes
+//! through it, so those writes never wait on each other for SQLite's
+//! write lock (whose busy handler sleeps a millisecond and more per try),
+//! and each costs one hand-over between threads: through sqlx every
+//! statement is handed to the connection's worker thread and back.
+//!
+//! An audit batch is written whole — `BEGIN IMMEDIATE`, the next
+//! sequence number, the entries, the subject index, `COMMIT` with
+//! `synchronous = FULL`, so a batch acknowledged is on disk. The
+//! bookkeeping statements waiting at the same time ([`LightOp`]) are
+//! written together in one transaction whose commit does not wait for
+//! the disk: each becomes durable with the next audit batch, which
+//! follows it in the same write-ahead log.
 //!
 //! The subject index rows go into `audit_subjects_recent` (migration
 //! 0018), and between batches the thread moves them into
 //! `audit_subjects` a run of consecutive hashes at a time ([`Merge`]),
 //! so the large index is written in order rather than at random.
 //!
-//! The connection is set up as the store's pool connections are (WAL,
-//! `synchronous = FULL`: a batch acknowledged is on disk). Other writers
-//! (agreements, quotas, running exchanges) keep using the pool; SQLite's
-//! write lock and busy timeout order them with this one.
+//! Other writers (agreements, quotas, the registry, other processes on
+//! the same file) keep using the pool; SQLite's write lock and busy
+//! timeout order them with this one.
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,32 +29,49 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::{Pending, number};
 use crate::StoreError;
+use crate::audit::{Pending, number};
 
 /// The next entry's `seq` on a SQLite store: one past the highest stored,
 /// or past the archived range when nothing after it is stored yet.
 pub(crate) const NEXT_SEQ: &str = "SELECT max(COALESCE((SELECT MAX(seq) + 1 FROM audit_log), 0),
             COALESCE((SELECT MAX(up_to) FROM audit_archives), 0))";
 
-/// A batch to write, and where to hand it back with the outcome.
-struct Job {
-    batch: Vec<Pending>,
-    done: oneshot::Sender<(Vec<Pending>, Result<(), StoreError>)>,
+/// Most bookkeeping statements written in one transaction.
+const MOST_LIGHT: usize = 512;
+
+/// A bookkeeping write: statements on the writer's connection, inside a
+/// savepoint of their own; returns the rows they changed.
+pub(crate) type LightOp = Box<dyn FnOnce(&Connection) -> rusqlite::Result<usize> + Send>;
+
+/// Work for the writer thread, and where to hand back the outcome.
+enum Job {
+    Append {
+        batch: Vec<Pending>,
+        done: oneshot::Sender<(Vec<Pending>, Result<(), StoreError>)>,
+    },
+    Light {
+        op: LightOp,
+        done: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
 
 /// Handle to the writer thread; the thread ends when the handle is
 /// dropped.
 #[derive(Debug)]
-pub(super) struct SqliteWriter {
+pub(crate) struct SqliteWriter {
     jobs: std::sync::mpsc::Sender<Job>,
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("entries", &self.batch.len())
-            .finish()
+        match self {
+            Job::Append { batch, .. } => f
+                .debug_struct("Append")
+                .field("entries", &batch.len())
+                .finish(),
+            Job::Light { .. } => f.debug_struct("Light").finish_non_exhaustive(),
+        }
     }
 }
 
@@ -54,10 +79,14 @@ fn sqlite_error(e: rusqlite::Error) -> StoreError {
     StoreError::AuditUnavailable(format!("cannot write the SQLite store: {e}"))
 }
 
+fn light_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite(e.to_string())
+}
+
 impl SqliteWriter {
     /// Opens the writer's connection on the store file at `path` and
     /// starts its thread.
-    pub(super) fn start(path: &Path) -> Result<SqliteWriter, StoreError> {
+    pub(crate) fn start(path: &Path) -> Result<SqliteWriter, StoreError> {
         let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -81,37 +110,58 @@ impl SqliteWriter {
         let mut merge = Merge::new(usize::try_from(recent).unwrap_or(0));
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
-            .name("jembatan-audit-writer".into())
+            .name("jembatan-store-writer".into())
             .spawn(move || {
-                while let Ok(Job { mut batch, done }) = queue.recv() {
-                    let written = write(&mut conn, &mut batch);
-                    let added = match &written {
-                        Ok(added) => *added,
-                        Err(_) => 0,
-                    };
-                    let _ = done.send((batch, written.map(|_| ())));
-                    if let Err(err) = merge.after(&mut conn, added) {
-                        // the rows stay where they are, found by searches;
-                        // the next batch tries again
-                        tracing::warn!(error = %err, "cannot move subject index rows");
+                while let Ok(first) = queue.recv() {
+                    let mut appends = Vec::new();
+                    let mut lights = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(job) = next.take() {
+                        match job {
+                            Job::Append { batch, done } => appends.push((batch, done)),
+                            Job::Light { op, done } => lights.push((op, done)),
+                        }
+                        if lights.len() < MOST_LIGHT {
+                            next = queue.try_recv().ok();
+                        }
+                    }
+                    if !lights.is_empty() {
+                        write_light(&mut conn, lights);
+                    }
+                    for (mut batch, done) in appends {
+                        let written = durable(&conn).and_then(|()| write(&mut conn, &mut batch));
+                        let added = match &written {
+                            Ok(added) => *added,
+                            Err(_) => 0,
+                        };
+                        let _ = done.send((batch, written.map(|_| ())));
+                        if let Err(err) = merge.after(&mut conn, added) {
+                            // the rows stay where they are, found by
+                            // searches; the next batch tries again
+                            tracing::warn!(error = %err, "cannot move subject index rows");
+                        }
                     }
                 }
             })
             .map_err(|e| {
-                StoreError::AuditUnavailable(format!("cannot start the audit writer: {e}"))
+                StoreError::AuditUnavailable(format!("cannot start the store's writer: {e}"))
             })?;
         Ok(SqliteWriter { jobs })
     }
 
     /// Writes `batch` in one transaction, numbering its entries after the
     /// log's last; hands the batch back with the outcome.
-    pub(super) async fn write(
+    pub(crate) async fn write(
         &self,
         batch: Vec<Pending>,
     ) -> (Vec<Pending>, Result<(), StoreError>) {
         let (done, outcome) = oneshot::channel();
-        if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(Job { batch, done }) {
-            return (job.batch, Err(StoreError::AppenderStopped));
+        if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(Job::Append { batch, done }) {
+            let batch = match job {
+                Job::Append { batch, .. } => batch,
+                Job::Light { .. } => Vec::new(),
+            };
+            return (batch, Err(StoreError::AppenderStopped));
         }
         // the thread answers every job it takes; it only stops when the
         // handle is gone
@@ -119,6 +169,69 @@ impl SqliteWriter {
             .await
             .unwrap_or_else(|_| (Vec::new(), Err(StoreError::AppenderStopped)))
     }
+
+    /// Runs a bookkeeping write, committed with the others waiting at the
+    /// same time without waiting for the disk (durable with the next
+    /// audit batch); returns the rows it changed.
+    pub(crate) async fn light(&self, op: LightOp) -> Result<usize, StoreError> {
+        let (done, outcome) = oneshot::channel();
+        if self.jobs.send(Job::Light { op, done }).is_err() {
+            return Err(StoreError::AppenderStopped);
+        }
+        outcome.await.unwrap_or(Err(StoreError::AppenderStopped))
+    }
+}
+
+/// A bookkeeping statement waiting for the writer, and its caller.
+type Waiting = (LightOp, oneshot::Sender<Result<usize, StoreError>>);
+
+/// Writes bookkeeping statements in one transaction, each in a savepoint
+/// so that one failing leaves the others; the commit does not wait for
+/// the disk. Answers each with its outcome once the commit is done.
+fn write_light(conn: &mut Connection, lights: Vec<Waiting>) {
+    let begun = conn
+        .pragma_update(None, "synchronous", "NORMAL")
+        .and_then(|()| conn.transaction_with_behavior(TransactionBehavior::Immediate));
+    let mut tx = match begun {
+        Ok(tx) => tx,
+        Err(err) => {
+            let err = err.to_string();
+            for (_, done) in lights {
+                let _ = done.send(Err(StoreError::Sqlite(err.clone())));
+            }
+            return;
+        }
+    };
+    let mut answers = Vec::with_capacity(lights.len());
+    for (op, done) in lights {
+        // a savepoint dropped unreleased rolls back to before its statement
+        let outcome = tx.savepoint().and_then(|sp| {
+            let n = op(&sp)?;
+            sp.commit()?;
+            Ok(n)
+        });
+        answers.push((done, outcome.map_err(light_error)));
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for (done, outcome) in answers {
+                let _ = done.send(outcome);
+            }
+        }
+        Err(err) => {
+            let err = err.to_string();
+            for (done, _) in answers {
+                let _ = done.send(Err(StoreError::Sqlite(err.clone())));
+            }
+        }
+    }
+}
+
+/// Puts the connection back to commits that wait for the disk, before an
+/// audit batch.
+fn durable(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite_error)
 }
 
 /// Moving subject index rows from `audit_subjects_recent` into
