@@ -781,3 +781,39 @@ async fn lookups_keep_connections_that_bulk_fetches_cannot_take() {
         .unwrap()
         .unwrap();
 }
+
+/// A fetch in parts (a batch's keys) answers part after part in the order
+/// asked, each part in key order, whether its statements run one at a
+/// time or two at once; keys that match no row are simply absent.
+#[tokio::test]
+async fn parts_answer_in_the_order_asked() {
+    let Some(db) = TestDb::new(Kind::Sqlite).await else {
+        return;
+    };
+    let adapter = wide_table(&db, 20).await;
+    let served = Served::start(adapter.clone()).await;
+    let mut client = served.client().await;
+    // parts out of key order, the last reaching past the table's rows
+    let starts = [15, 1, 9, 4, 19];
+    let want: Vec<String> = starts
+        .iter()
+        .flat_map(|&from| (from..from + 3).filter(|k| *k <= 20))
+        .map(|k| format!("{k:06}"))
+        .collect();
+    for _ in 0..5 {
+        let records = fetch_grpc(
+            &mut client,
+            in_parts(starts.iter().map(|&from| in_range(from, 3)).collect()),
+        )
+        .await
+        .unwrap();
+        let got: Vec<String> = records
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_str(r).unwrap();
+                v["nik"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+}

@@ -1215,7 +1215,7 @@ const ANSWERS_PER_BATCH: usize = 1_000;
 /// then the call's one entry is written, and only then do the answers go.
 pub(crate) async fn verify_batch(
     state: Arc<State>,
-    allowed: Allowed,
+    mut allowed: Allowed,
 ) -> Result<Response<QueryStream>, Status> {
     let mut fetch = open_fetch(&state, &allowed, Lane::Calls).await?;
     let mut tally = Tally::new(&allowed);
@@ -1264,6 +1264,9 @@ pub(crate) async fn verify_batch(
     )
     .await?;
     acknowledge(&state, &served, &allowed, receipt.clone());
+    // tens of thousands of small allocations: freed off the answer's path
+    let keys = std::mem::take(&mut allowed.batch);
+    tokio::task::spawn_blocking(move || drop((found, keys)));
     // the answers are computed and on the log: they go as fast as the
     // consumer reads
     let (tx, rx) = mpsc::channel(2);
