@@ -803,6 +803,7 @@ impl State {
             batch: parsed.batch,
             key_field: plan.key_field,
             resume,
+            policy: plan.policy,
         })
     }
 

@@ -1,6 +1,7 @@
-//! What a decision reads from the store — the dataset, and the agreements
-//! between the consumer and the dataset — kept in memory and kept exact by
-//! the store's policy version.
+//! What a decision reads from the store — the dataset, the agreements
+//! between the consumer and the dataset, and the provider's adapter
+//! endpoints — kept in memory and kept exact by the store's policy
+//! version.
 //!
 //! The store bumps the version in the same transaction as any change to
 //! agencies, datasets or agreements (triggers, migration 0015). Each
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use jembatan_core::{AgencyId, Agreement, DatasetId};
-use jembatan_store::{Dataset, Store, StoreError};
+use jembatan_store::{Agency, Dataset, Store, StoreError};
 
 /// Entries kept of each kind; past it the memory starts over.
 const MAX_ENTRIES: usize = 4096;
@@ -37,6 +38,7 @@ struct Loaded {
     version: i64,
     datasets: HashMap<DatasetId, Option<Dataset>>,
     agreements: HashMap<(AgencyId, DatasetId), Arc<[Agreement]>>,
+    agencies: HashMap<AgencyId, Option<Agency>>,
 }
 
 impl Loaded {
@@ -49,6 +51,7 @@ impl Loaded {
             self.version = at.0;
             self.datasets.clear();
             self.agreements.clear();
+            self.agencies.clear();
         }
         at.0 == self.version
     }
@@ -89,6 +92,17 @@ impl PolicyCache {
             || async { Ok(store.agreements_for(consumer, dataset).await?.into()) },
         )
         .await
+    }
+
+    /// The agency `id` (its adapter endpoints) as of `at`.
+    pub(crate) async fn agency(
+        &self,
+        store: &Store,
+        at: PolicyVersion,
+        id: &AgencyId,
+    ) -> Result<Option<Agency>, StoreError> {
+        self.remembered(at, |l| &mut l.agencies, id.clone(), || store.agency(id))
+            .await
     }
 
     /// What `map` holds under `key` at `at`, or what `load` reads from the
@@ -136,6 +150,7 @@ impl PolicyCache {
             loaded.version = i64::MIN;
             loaded.datasets.clear();
             loaded.agreements.clear();
+            loaded.agencies.clear();
             loaded
         })
     }

@@ -172,6 +172,9 @@ pub(crate) struct Allowed {
     pub(crate) key_field: Option<FieldName>,
     /// A subscription: which, and where it resumes.
     pub(crate) resume: Option<crate::subscribe::Resume>,
+    /// The policy version the decision was made at: the provider's
+    /// adapter endpoints are read as of it.
+    pub(crate) policy: crate::policy_cache::PolicyVersion,
 }
 
 /// A query's stream to the consumer: the relay's messages in order, or —
@@ -410,7 +413,10 @@ async fn fetch_at(
 /// as the exchange's completion.
 async fn open_fetch(state: &State, allowed: &Allowed, lane: Lane) -> Result<Fetching, Status> {
     let endpoints = adapter_endpoints(
-        state.store.agency(&allowed.provider).await,
+        state
+            .policy
+            .agency(&state.store, allowed.policy, &allowed.provider)
+            .await,
         &allowed.provider,
     );
     let result: Result<_, (ExchangeStatus, Status)> = async {

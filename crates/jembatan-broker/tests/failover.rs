@@ -219,3 +219,46 @@ async fn when_the_serving_endpoint_stops_exchanges_go_to_the_next() {
     assert_eq!(on_first, want_first);
     assert_eq!(on_second, want_second);
 }
+
+/// The provider's endpoints are read as of each decision's policy
+/// version: an endpoint changed in the store while the broker runs is
+/// the one the next exchange asks, though the earlier ones were served
+/// from memory.
+#[tokio::test]
+async fn an_endpoint_changed_in_the_store_is_asked_by_the_next_exchange() {
+    let f = Federation::start(10).await;
+    let live = format!("https://127.0.0.1:{}", f.adapter_port);
+    let config = f.broker_config(
+        "",
+        &agreement_toml("a1", "dinsos", r#"["nik", "nama"]"#, "approved", ""),
+    );
+    let b = f.broker(&config).await;
+    let mut dinsos = b.exchange(&f, "dinsos").await;
+    for _ in 0..3 {
+        let answer = dinsos.lookup(lookup(&nik(3))).await.unwrap().into_inner();
+        assert!(answer.found);
+    }
+    let store = b.broker.store();
+    let prov: jembatan_core::AgencyId = "prov".parse().unwrap();
+    let mut agency = store.agency(&prov).await.unwrap().unwrap();
+    agency.adapter_endpoints = vec![dead_endpoint().await];
+    store.upsert_agency(&agency).await.unwrap();
+    let refused = dinsos.lookup(lookup(&nik(3))).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    agency.adapter_endpoints = vec![live.clone()];
+    store.upsert_agency(&agency).await.unwrap();
+    let answer = dinsos.lookup(lookup(&nik(3))).await.unwrap().into_inner();
+    assert!(answer.found);
+    let ended = ends(&b).await;
+    assert_eq!(ended.len(), 5);
+    // with the live endpoint still remembered it would have been served
+    assert_eq!(
+        ended[3],
+        (EntryKind::Answered, ExchangeStatus::Failed, None),
+        "the lookup after the change asked only the endpoint the store named"
+    );
+    assert_eq!(
+        ended[4],
+        (EntryKind::Answered, ExchangeStatus::Ok, Some(live))
+    );
+}
