@@ -33,7 +33,7 @@ pub(crate) use changes::ChangeInfo;
 pub use changes::ChangesStream;
 
 /// Statements of a many-part fetch run at once (each on its own
-/// connection, the second only when a bulk connection is free).
+/// connection, the second only when a bulk connection is free for it).
 const PARTS_AT_ONCE: usize = 2;
 
 /// Most records in one batch, whatever the request asks.
@@ -617,28 +617,23 @@ impl Adapter {
                 _ => None,
             };
             // a fetch of many parts (a batch's keys) runs two statements
-            // at once when a second connection is free for it: one part's
-            // rows are read whole while the next runs, in order
+            // at once when a second bulk connection is free for it: one
+            // part's rows are read whole while the next runs, in order
             let second = match &self.bulk {
                 Some(bulk) if rendered.len() > 1 && !short => {
                     Arc::clone(bulk).try_acquire_owned().ok()
                 }
                 _ => None,
             };
-            let width = if rendered.len() > 1 && (self.bulk.is_none() || second.is_some()) {
-                PARTS_AT_ONCE
-            } else {
-                1
-            };
             let statements = futures::stream::iter(rendered)
                 .map(|statement| db::records(self.db.clone(), statement, out.clone(), time));
             let mut records: std::pin::Pin<
                 Box<dyn futures::Stream<Item = Result<String, db::RecordError>> + Send + '_>,
-            > = if width > 1 {
+            > = if second.is_some() {
                 Box::pin(
                     statements
                         .map(|rows| rows.collect::<Vec<_>>())
-                        .buffered(width)
+                        .buffered(PARTS_AT_ONCE)
                         .flat_map(futures::stream::iter),
                 )
             } else {

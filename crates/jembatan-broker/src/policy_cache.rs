@@ -48,12 +48,17 @@ impl Loaded {
     /// another decision has already seen) reads the store.
     fn usable(&mut self, at: PolicyVersion) -> bool {
         if at.0 > self.version {
-            self.version = at.0;
-            self.datasets.clear();
-            self.agreements.clear();
-            self.agencies.clear();
+            self.forget(at.0);
         }
         at.0 == self.version
+    }
+
+    /// Drops everything loaded, to be loaded again at `version`.
+    fn forget(&mut self, version: i64) {
+        self.version = version;
+        self.datasets.clear();
+        self.agreements.clear();
+        self.agencies.clear();
     }
 }
 
@@ -147,10 +152,7 @@ impl PolicyCache {
         self.inner.lock().unwrap_or_else(|poisoned| {
             self.inner.clear_poison();
             let mut loaded = poisoned.into_inner();
-            loaded.version = i64::MIN;
-            loaded.datasets.clear();
-            loaded.agreements.clear();
-            loaded.agencies.clear();
+            loaded.forget(i64::MIN);
             loaded
         })
     }

@@ -49,8 +49,11 @@ impl AuditLog {
     pub fn start(store: Store) -> AuditLog {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let appended = Arc::new(watch::Sender::new(0));
-        let writer = Arc::new(Writer::for_store(&store));
-        tokio::spawn(run_appender(store.clone(), writer, rx, appended.clone()));
+        if let (Backend::Sqlite, Err(err)) = (store.backend(), store.sqlite_writer()) {
+            // every append is refused, saying why
+            tracing::error!(error = %err, "the audit log's writer did not start");
+        }
+        tokio::spawn(run_appender(store.clone(), rx, appended.clone()));
         AuditLog {
             store,
             tx,
@@ -184,7 +187,6 @@ fn batches_in_flight(backend: Backend) -> usize {
 
 async fn run_appender(
     store: Store,
-    writer: Arc<Writer>,
     mut rx: mpsc::Receiver<Pending>,
     appended: Arc<watch::Sender<u64>>,
 ) {
@@ -199,10 +201,8 @@ async fn run_appender(
                 if received == 0 {
                     break;
                 }
-                let (store, writer, appended) = (store.clone(), writer.clone(), appended.clone());
-                writing.spawn(async move {
-                    write_and_reply(&store, &writer, batch, &appended).await
-                });
+                let (store, appended) = (store.clone(), appended.clone());
+                writing.spawn(async move { write_and_reply(&store, batch, &appended).await });
             }
             Some(_) = writing.join_next(), if !writing.is_empty() => {}
         }
@@ -210,43 +210,14 @@ async fn run_appender(
     while writing.join_next().await.is_some() {}
 }
 
-/// Where the appender writes its batches.
-#[derive(Debug)]
-enum Writer {
-    /// One call of `jembatan_audit_append` per batch.
-    Postgres,
-    /// The SQLite file's writer thread ([`Store::sqlite_writer`]).
-    Sqlite,
-    /// No way to write (a SQLite store without a file, or a writer that did
-    /// not start): every append is refused, saying why.
-    Unavailable(String),
-}
-
-impl Writer {
-    fn for_store(store: &Store) -> Writer {
-        if store.backend() == Backend::Postgres {
-            return Writer::Postgres;
-        }
-        match store.sqlite_writer() {
-            Ok(_) => Writer::Sqlite,
-            Err(err) => {
-                tracing::error!(error = %err, "the audit log's writer did not start");
-                Writer::Unavailable(err.to_string())
-            }
-        }
-    }
-}
-
 /// Writes one batch and answers its appenders.
-async fn write_and_reply(
-    store: &Store,
-    writer: &Writer,
-    mut batch: Vec<Pending>,
-    appended: &watch::Sender<u64>,
-) {
-    let written = match writer {
-        Writer::Postgres => write_batch_pg(store, &mut batch).await,
-        Writer::Sqlite => match store.sqlite_writer() {
+/// On PostgreSQL one call of `jembatan_audit_append`; on SQLite the
+/// file's writer thread ([`Store::sqlite_writer`]), or the reason there
+/// is none (a store in memory, a writer that did not start).
+async fn write_and_reply(store: &Store, mut batch: Vec<Pending>, appended: &watch::Sender<u64>) {
+    let written = match store.backend() {
+        Backend::Postgres => write_batch_pg(store, &mut batch).await,
+        Backend::Sqlite => match store.sqlite_writer() {
             Ok(writer) => {
                 let (back, written) = writer.write(batch).await;
                 batch = back;
@@ -254,7 +225,6 @@ async fn write_and_reply(
             }
             Err(err) => Err(err),
         },
-        Writer::Unavailable(why) => Err(StoreError::AuditUnavailable(why.clone())),
     };
     match written {
         Ok(()) => {

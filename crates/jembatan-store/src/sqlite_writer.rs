@@ -125,11 +125,16 @@ impl SqliteWriter {
                             next = queue.try_recv().ok();
                         }
                     }
+                    // commits that wait for the disk, but for bookkeeping
+                    let mut full = true;
                     if !lights.is_empty() {
                         write_light(&mut conn, lights);
+                        full = false;
                     }
                     for (mut batch, done) in appends {
-                        let written = durable(&conn).and_then(|()| write(&mut conn, &mut batch));
+                        let restored = if full { Ok(()) } else { durable(&conn) };
+                        full = restored.is_ok();
+                        let written = restored.and_then(|()| write(&mut conn, &mut batch));
                         let added = match &written {
                             Ok(added) => *added,
                             Err(_) => 0,
@@ -156,11 +161,9 @@ impl SqliteWriter {
         batch: Vec<Pending>,
     ) -> (Vec<Pending>, Result<(), StoreError>) {
         let (done, outcome) = oneshot::channel();
-        if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(Job::Append { batch, done }) {
-            let batch = match job {
-                Job::Append { batch, .. } => batch,
-                Job::Light { .. } => Vec::new(),
-            };
+        if let Err(std::sync::mpsc::SendError(Job::Append { batch, .. })) =
+            self.jobs.send(Job::Append { batch, done })
+        {
             return (batch, Err(StoreError::AppenderStopped));
         }
         // the thread answers every job it takes; it only stops when the

@@ -2,8 +2,11 @@
 //! and per consumer and provider) counted across replicas, gone replicas and what they left open, on SQLite and, when
 //! `JEMBATAN_TEST_POSTGRES_URL` is set, PostgreSQL.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{drop_postgres, empty_database};
 use jembatan_store::{LeftOpen, Store};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -355,23 +358,9 @@ async fn sqlite_replicas_leases_and_limits() {
 
 #[tokio::test]
 async fn postgres_replicas_leases_and_limits() {
-    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
-        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+    let Some((db_url, admin, drop_db)) = empty_database("jembatan_replicas").await else {
         return;
     };
-    let admin = Store::admin_pool(&url).await.unwrap();
-    let name = format!("jembatan_replicas_{}", std::process::id());
-    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    let db_url = format!("{base}/{name}");
     let store = Store::connect(&db_url).await.unwrap();
     leases_and_gone_replicas(store.clone()).await;
     one_holder_per_lease(store.clone()).await;
@@ -384,11 +373,8 @@ async fn postgres_replicas_leases_and_limits() {
     the_limit_holds_under_concurrent_opens(stores.clone()).await;
     provider_streams_are_counted_across_replicas(stores[0].clone()).await;
     the_provider_limit_holds_under_concurrent_takes(stores.clone()).await;
-    for store in stores {
+    for store in stores.drain(1..) {
         store.close().await;
     }
-    sqlx::query(sqlx::AssertSqlSafe(drop_db))
-        .execute(&admin)
-        .await
-        .unwrap();
+    drop_postgres(stores.remove(0), admin, drop_db).await;
 }

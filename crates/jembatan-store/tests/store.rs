@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{drop_postgres, empty_database, fresh_postgres, replace_db};
+use common::{drop_postgres, empty_database, fresh_postgres};
 use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
 use jembatan_store::{AuditLog, EntryQuery, Store};
 
@@ -137,24 +137,10 @@ async fn failed_write_is_reported_not_swallowed() {
 
 #[tokio::test]
 async fn postgres_appends_are_gap_free_across_replicas() {
-    let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
-        println!("skipped: no PostgreSQL (set JEMBATAN_TEST_POSTGRES_URL)");
+    // A fresh database per run, so the test starts from an empty log.
+    let Some((db_url, admin, drop_db)) = empty_database("jembatan_store").await else {
         return;
     };
-    // A fresh database per run, so the test starts from an empty log.
-    let admin = Store::admin_pool(&url).await.unwrap();
-    let name = format!("jembatan_store_{}", std::process::id());
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name}"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let db_url = replace_db(&url, &name);
     let a = Store::connect(&db_url).await.unwrap();
     let b = Store::connect(&db_url).await.unwrap();
     // two "replicas" append concurrently through their own appenders
@@ -185,14 +171,8 @@ async fn postgres_appends_are_gap_free_across_replicas() {
         .map(|s| (s.seq, s.entry.exchange_id.clone()))
         .collect();
     assert_eq!(at, acked);
-    a.close().await;
     b.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name}"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    drop_postgres(a, admin, drop_db).await;
 }
 
 /// Appends six entries with different consumers, decisions, times and
