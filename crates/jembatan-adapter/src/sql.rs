@@ -391,8 +391,15 @@ pub(crate) fn render_changes(dialect: Dialect, s: &ChangeSelect<'_>) -> Rendered
     r.sql.push_str(&change);
     r.sql.push_str(" IS NOT NULL");
     if let Some((after_change, after_key)) = &s.after {
-        // spelled out rather than a row comparison, so that every backend
-        // uses an index on (change, key)
+        // spelled out rather than a row comparison, with the range on the
+        // change column alone said first: PostgreSQL reads only that as
+        // the bounds of a scan of an index on (change, key), and would
+        // otherwise walk the index from its start and filter every change
+        // before the position out, on every poll
+        r.sql.push_str(" AND ");
+        r.sql.push_str(&change);
+        r.sql.push_str(" >= ");
+        r.bind(after_change.clone());
         r.sql.push_str(" AND (");
         r.sql.push_str(&change);
         r.sql.push_str(" > ");
@@ -795,15 +802,16 @@ mod tests {
             "SELECT \"diubah\", \"nik\", CASE WHEN (\"status\" = $1) THEN 1 ELSE 0 END, \
              CASE WHEN (\"kec\" = $2) AND (\"nama\" IS NOT NULL) THEN 1 ELSE 0 END, \
              \"nik\", \"nama\" FROM \"pen\"\"duduk\" WHERE \"diubah\" IS NOT NULL \
-             AND (\"diubah\" > $3 OR (\"diubah\" = $4 AND \"nik\" > $5)) \
-             AND \"diubah\" <= CURRENT_TIMESTAMP - make_interval(secs => CAST($6 AS double precision)) \
-             ORDER BY \"diubah\", \"nik\" LIMIT $7"
+             AND \"diubah\" >= $3 AND (\"diubah\" > $4 OR (\"diubah\" = $5 AND \"nik\" > $6)) \
+             AND \"diubah\" <= CURRENT_TIMESTAMP - make_interval(secs => CAST($7 AS double precision)) \
+             ORDER BY \"diubah\", \"nik\" LIMIT $8"
         );
         assert_eq!(
             pg.binds,
             vec![
                 BindValue::Text("DIHAPUS".into()),
                 BindValue::Int(1),
+                BindValue::Int(7),
                 BindValue::Int(7),
                 BindValue::Int(7),
                 BindValue::Text("3201".into()),
