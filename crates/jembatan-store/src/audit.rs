@@ -250,6 +250,28 @@ async fn write_and_reply(store: &Store, mut batch: Vec<Pending>, appended: &watc
     }
 }
 
+/// A subject's key in the subject index: the first 8 bytes of its keyed
+/// hash, big-endian, as a signed 64-bit integer. Each of the first 16
+/// characters is read as a lowercase hex digit, one that is not counting
+/// as `f` and a missing one as `0`, so that every text has a key and the
+/// migration that keyed the index (0020) computes the same one in SQL.
+/// Different hashes can share a key: a search by hash keeps only the
+/// entries that name the hash itself.
+pub fn subject_key(hash: &str) -> i64 {
+    let mut chars = hash.chars();
+    let mut key = 0u64;
+    for _ in 0..16 {
+        let digit = match chars.next() {
+            None => 0,
+            Some(c @ '0'..='9') => c as u64 - '0' as u64,
+            Some(c @ 'a'..='f') => c as u64 - 'a' as u64 + 10,
+            Some(_) => 15,
+        };
+        key = key << 4 | digit;
+    }
+    key as i64
+}
+
 /// Numbers the batch's entries consecutively from `next`.
 pub(crate) fn number(batch: &mut [Pending], next: i64) {
     for (i, pending) in batch.iter_mut().enumerate() {
@@ -279,9 +301,9 @@ struct PgRow<'a> {
 /// One row of the subject index: the entry's place in its batch and a
 /// subject hash it names.
 #[derive(serde::Serialize)]
-struct PgSubject<'a> {
+struct PgSubject {
     i: usize,
-    h: &'a str,
+    k: i64,
 }
 
 /// PostgreSQL: the whole batch in one statement and one round trip, through
@@ -312,7 +334,7 @@ async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), Stor
             }
         })
         .collect();
-    let subjects: Vec<PgSubject<'_>> = batch
+    let subjects: Vec<PgSubject> = batch
         .iter()
         .enumerate()
         .flat_map(|(i, p)| {
@@ -320,7 +342,10 @@ async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), Stor
                 .entry
                 .all_subjects()
                 .into_iter()
-                .map(move |h| PgSubject { i, h })
+                .map(move |h| PgSubject {
+                    i,
+                    k: subject_key(h),
+                })
         })
         .collect();
     // Plain data with string keys: serializing cannot fail.
@@ -331,9 +356,10 @@ async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), Stor
     let base: i64 = sqlx::query(
         "WITH appended AS (SELECT jembatan_audit_append($1::jsonb) AS base),
               indexed AS (
-                  INSERT INTO audit_subjects (seq, subject_hash)
-                  SELECT a.base + s.i, s.h
-                  FROM appended a, jsonb_to_recordset($2::jsonb) AS s(i bigint, h text))
+                  INSERT INTO audit_subjects (seq, subject_key)
+                  SELECT a.base + s.i, s.k
+                  FROM appended a, jsonb_to_recordset($2::jsonb) AS s(i bigint, k bigint)
+                  ON CONFLICT DO NOTHING)
          SELECT base FROM appended",
     )
     .bind(json)
@@ -343,4 +369,72 @@ async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), Stor
     .try_get(0)?;
     number(batch, base);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_key;
+
+    #[test]
+    fn a_subject_key_is_the_hash_first_eight_bytes() {
+        let hash = format!("{}{}", "8000000000000001", "ab".repeat(24));
+        assert_eq!(subject_key(&hash), i64::MIN + 1);
+        assert_eq!(subject_key(&"0f".repeat(32)), 0x0f0f_0f0f_0f0f_0f0f);
+        // every text has a key: a missing digit is 0, a foreign one f
+        assert_eq!(subject_key("ab"), 0xab00_0000_0000_0000_u64 as i64);
+        assert_eq!(subject_key(""), 0);
+        assert_eq!(subject_key("AB"), -1_i64 << 56);
+        assert_eq!(subject_key("é1"), 0xf100_0000_0000_0000_u64 as i64);
+    }
+
+    /// The migration that keyed the index computes, in SQL, the key the
+    /// store computes for the rows it writes.
+    #[test]
+    fn the_migration_keys_rows_as_the_store_does() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE audit_archives (up_to INTEGER);
+             CREATE TABLE audit_subjects (subject_hash TEXT NOT NULL, seq INTEGER NOT NULL,
+                 PRIMARY KEY (subject_hash, seq));
+             CREATE TABLE audit_subjects_recent (subject_hash TEXT NOT NULL,
+                 seq INTEGER NOT NULL, PRIMARY KEY (subject_hash, seq)) WITHOUT ROWID;",
+        )
+        .unwrap();
+        let texts = [
+            "ffffffffffffffff".repeat(4),
+            "0123456789abcdef".repeat(4),
+            "7fffffffffffffff0000".to_owned(),
+            "8000000000000000".to_owned(),
+            "ab".to_owned(),
+            String::new(),
+            "AB12".to_owned(),
+            "é1x".to_owned(),
+        ];
+        for (seq, text) in texts.iter().enumerate() {
+            let table = if seq % 2 == 0 {
+                "audit_subjects"
+            } else {
+                "audit_subjects_recent"
+            };
+            conn.execute(
+                &format!("INSERT INTO {table} (subject_hash, seq) VALUES (?1, ?2)"),
+                rusqlite::params![text, seq as i64],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(include_str!(
+            "../migrations/sqlite/0020_audit_subject_keys.sql"
+        ))
+        .unwrap();
+        for (seq, text) in texts.iter().enumerate() {
+            let key: i64 = conn
+                .query_row(
+                    "SELECT subject_key FROM audit_subjects WHERE seq = ?1",
+                    [seq as i64],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(key, subject_key(text), "{text:?}");
+        }
+    }
 }

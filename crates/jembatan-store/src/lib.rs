@@ -27,7 +27,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use agreements::{AgreementFilter, QuotaKind, StatusChange};
-pub use audit::{AuditLog, StoredEntry};
+pub use audit::{AuditLog, StoredEntry, subject_key};
 pub use checkpoints::{RawEntry, StoredCheckpoint};
 pub use query::EntryQuery;
 pub use registry::{

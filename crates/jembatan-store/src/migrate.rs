@@ -187,8 +187,8 @@ const TABLES: [Table; 19] = [
     },
     Table {
         name: "audit_subjects",
-        columns: &[("subject_hash", Text), ("seq", Int)],
-        key: &["subject_hash", "seq"],
+        columns: &[("subject_key", Int), ("seq", Int)],
+        key: &["subject_key", "seq"],
     },
     Table {
         name: "checkpoints",
@@ -1057,21 +1057,32 @@ mod tests {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("migrations")
                 .join(backend);
-            let mut created = Vec::new();
-            let mut dropped = Vec::new();
-            for file in std::fs::read_dir(&dir).unwrap() {
-                let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+            // the migrations in the order they run
+            let mut files: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|f| f.unwrap().path())
+                .collect();
+            files.sort();
+            let mut created: Vec<String> = Vec::new();
+            for file in files {
+                let text = std::fs::read_to_string(file).unwrap();
                 for line in text.lines() {
-                    if let Some(rest) = line.trim().strip_prefix("CREATE TABLE ") {
+                    let line = line.trim().trim_end_matches(';');
+                    if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
                         created.push(rest.split_whitespace().next().unwrap().to_owned());
                     }
                     // a table a later migration replaced is not copied
-                    if let Some(rest) = line.trim().strip_prefix("DROP TABLE ") {
-                        dropped.push(rest.trim_end_matches(';').trim().to_owned());
+                    if let Some(rest) = line.strip_prefix("DROP TABLE ") {
+                        created.retain(|t| t != rest.trim());
+                    }
+                    if let Some(rest) = line.strip_prefix("ALTER TABLE ")
+                        && let Some((from, to)) = rest.split_once(" RENAME TO ")
+                    {
+                        created.retain(|t| t != from.trim());
+                        created.push(to.trim().to_owned());
                     }
                 }
             }
-            created.retain(|t| !dropped.contains(t));
             created.sort();
             let mut known: Vec<String> = table_names().map(str::to_owned).collect();
             if backend == "sqlite" {

@@ -62,19 +62,29 @@ impl EntryQuery {
             }
         }
         if let Some(hash) = &self.subject_hash {
-            let p = next(&mut values, hash);
-            clauses.push(match backend {
-                Backend::Postgres => {
-                    format!("seq IN (SELECT seq FROM audit_subjects WHERE subject_hash = {p})")
-                }
+            // the index finds the entries under the hash's key; of them,
+            // those whose canonical text holds the hash name it
+            let key = crate::subject_key(hash).to_string();
+            let k = next(&mut values, &key);
+            let index = match backend {
+                Backend::Postgres => format!(
+                    "SELECT seq FROM audit_subjects WHERE subject_key = CAST({k} AS BIGINT)"
+                ),
                 Backend::Sqlite => {
-                    let q = next(&mut values, hash);
+                    let r = next(&mut values, &key);
                     format!(
-                        "seq IN (SELECT seq FROM audit_subjects WHERE subject_hash = {p} \
-                         UNION ALL SELECT seq FROM audit_subjects_recent WHERE subject_hash = {q})"
+                        "SELECT seq FROM audit_subjects WHERE subject_key = CAST({k} AS INTEGER) \
+                         UNION ALL SELECT seq FROM audit_subjects_recent \
+                         WHERE subject_key = CAST({r} AS INTEGER)"
                     )
                 }
-            });
+            };
+            let h = next(&mut values, &format!("\"{hash}\""));
+            let named = match backend {
+                Backend::Postgres => format!("position(convert_to({h}, 'UTF8') in entry) > 0"),
+                Backend::Sqlite => format!("instr(entry, {h}) > 0"),
+            };
+            clauses.push(format!("seq IN ({index}) AND {named}"));
         }
         if let Some(from) = &self.from {
             let p = next(&mut values, from);
@@ -135,16 +145,25 @@ mod tests {
             EntryQuery::default().condition(Backend::Sqlite).0,
             "seq >= $1"
         );
+        let hash = "0123456789abcdef".repeat(4);
         let by_subject = EntryQuery {
-            subject_hash: Some("ab".into()),
+            subject_hash: Some(hash.clone()),
             ..Default::default()
         };
         let (condition, values) = by_subject.condition(Backend::Sqlite);
+        assert_eq!(
+            condition,
+            "seq >= $1 AND seq IN (SELECT seq FROM audit_subjects \
+             WHERE subject_key = CAST($2 AS INTEGER) UNION ALL SELECT seq FROM \
+             audit_subjects_recent WHERE subject_key = CAST($3 AS INTEGER)) \
+             AND instr(entry, $4) > 0"
+        );
+        let key = 0x0123_4567_89ab_cdef_i64.to_string();
+        assert_eq!(values, [key.clone(), key, format!("\"{hash}\"")]);
+        let (condition, _) = by_subject.condition(Backend::Postgres);
         assert!(
-            condition.contains("audit_subjects WHERE subject_hash = $2")
-                && condition.contains("audit_subjects_recent WHERE subject_hash = $3"),
+            condition.ends_with("AND position(convert_to($3, 'UTF8') in entry) > 0"),
             "{condition}"
         );
-        assert_eq!(values, ["ab", "ab"]);
     }
 }

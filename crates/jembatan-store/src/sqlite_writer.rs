@@ -30,12 +30,15 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::oneshot;
 
 use crate::StoreError;
-use crate::audit::{Pending, number};
+use crate::audit::{Pending, number, subject_key};
 
 /// The next entry's `seq` on a SQLite store: one past the highest stored,
 /// or past the archived range when nothing after it is stored yet.
 pub(crate) const NEXT_SEQ: &str = "SELECT max(COALESCE((SELECT MAX(seq) + 1 FROM audit_log), 0),
             COALESCE((SELECT MAX(up_to) FROM audit_archives), 0))";
+
+/// Before every `(subject_key, seq)` row of the subject index.
+const BEFORE_ALL: (i64, i64) = (i64::MIN, -1);
 
 /// Most bookkeeping statements written in one transaction.
 const MOST_LIGHT: usize = 512;
@@ -241,14 +244,14 @@ fn durable(conn: &Connection) -> Result<(), StoreError> {
 /// `audit_subjects`. Once the recent table holds more than
 /// [`Merge::KEEP`] rows, each batch is followed by moving at least as
 /// many rows as it added (and at least [`Merge::LEAST`]), the next run
-/// of consecutive `(subject_hash, seq)` after the last one moved,
+/// of consecutive `(subject_key, seq)` after the last one moved,
 /// wrapping around: a run covers a small slice of the hash order, so it
 /// touches only that slice of the large index's pages.
 struct Merge {
     /// Rows in the recent table, as this thread counts them.
     recent: usize,
     /// The last row moved; the next run starts after it.
-    after: (String, i64),
+    after: (i64, i64),
 }
 
 impl Merge {
@@ -260,7 +263,7 @@ impl Merge {
     fn new(recent: usize) -> Merge {
         Merge {
             recent,
-            after: (String::new(), -1),
+            after: BEFORE_ALL,
         }
     }
 
@@ -284,33 +287,31 @@ impl Merge {
 /// Returns how many rows moved.
 fn move_run(
     conn: &mut Connection,
-    after: &mut (String, i64),
+    after: &mut (i64, i64),
     want: usize,
 ) -> Result<usize, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_error)?;
-    let end: Option<(String, i64)> = tx
+    let end: Option<(i64, i64)> = tx
         .query_row(
-            "SELECT subject_hash, seq FROM audit_subjects_recent \
-             WHERE (subject_hash, seq) > (?1, ?2) ORDER BY subject_hash, seq \
+            "SELECT subject_key, seq FROM audit_subjects_recent \
+             WHERE (subject_key, seq) > (?1, ?2) ORDER BY subject_key, seq \
              LIMIT 1 OFFSET ?3",
             params![after.0, after.1, want.saturating_sub(1) as i64],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()
         .map_err(sqlite_error)?;
-    // past every hash: a run to the end of the table
-    let last = end
-        .clone()
-        .unwrap_or_else(|| (char::MAX.to_string(), i64::MAX));
-    let range = "(subject_hash, seq) > (?1, ?2) AND (subject_hash, seq) <= (?3, ?4)";
+    // past every key: a run to the end of the table
+    let last = end.unwrap_or((i64::MAX, i64::MAX));
+    let range = "(subject_key, seq) > (?1, ?2) AND (subject_key, seq) <= (?3, ?4)";
     let moved = tx
         .execute(
             &format!(
-                "INSERT INTO audit_subjects (subject_hash, seq) \
-                 SELECT subject_hash, seq FROM audit_subjects_recent WHERE {range} \
-                 ORDER BY subject_hash, seq"
+                "INSERT INTO audit_subjects (subject_key, seq) \
+                 SELECT subject_key, seq FROM audit_subjects_recent WHERE {range} \
+                 ORDER BY subject_key, seq"
             ),
             params![after.0, after.1, last.0, last.1],
         )
@@ -327,7 +328,7 @@ fn move_run(
         )));
     }
     tx.commit().map_err(sqlite_error)?;
-    *after = end.unwrap_or_else(|| (String::new(), -1));
+    *after = end.unwrap_or(BEFORE_ALL);
     Ok(moved)
 }
 
@@ -353,7 +354,7 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<usize, StoreErr
             )
             .map_err(sqlite_error)?;
         let mut subject = tx
-            .prepare("INSERT INTO audit_subjects_recent (seq, subject_hash) VALUES (?, ?)")
+            .prepare("INSERT INTO audit_subjects_recent (seq, subject_key) VALUES (?, ?)")
             .map_err(sqlite_error)?;
         for p in batch.iter() {
             let (s, e) = (&p.stored, &p.stored.entry);
@@ -377,10 +378,12 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<usize, StoreErr
                 ])
                 .map_err(sqlite_error)?;
             // the subject index, in the same transaction as the entries
-            let mut hashes = e.all_subjects();
-            hashes.sort_unstable();
-            for hash in hashes {
-                subject.execute(params![seq, hash]).map_err(sqlite_error)?;
+            // in key order; hashes sharing a key are one row
+            let mut keys: Vec<i64> = e.all_subjects().into_iter().map(subject_key).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                subject.execute(params![seq, key]).map_err(sqlite_error)?;
                 added += 1;
             }
         }

@@ -4,7 +4,7 @@ mod common;
 
 use common::{drop_postgres, empty_database, fresh_postgres};
 use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
-use jembatan_store::{AuditLog, EntryQuery, Store};
+use jembatan_store::{AuditLog, EntryQuery, Store, subject_key};
 
 fn entry(exchange: &str, kind: EntryKind) -> AuditEntry {
     AuditEntry {
@@ -304,6 +304,29 @@ async fn filtered_queries_match_every_filter(store: Store) {
         ..all.clone()
     };
     assert_eq!(seqs(subject, 100).await, [6, 7]);
+    // hashes that share the index's key (their first 16 digits), in one
+    // entry and in two: each finds only the entries that name it
+    let (one, two) = (
+        format!("{}{}", "dd".repeat(8), "01".repeat(24)),
+        format!("{}{}", "dd".repeat(8), "02".repeat(24)),
+    );
+    assert_eq!(subject_key(&one), subject_key(&two));
+    let mut e = entry("q8", EntryKind::Delivery);
+    e.v = 2;
+    e.subjects = vec![one.clone(), two.clone()];
+    log.append(e).await.unwrap();
+    let mut e = entry("q9", EntryKind::Delivery);
+    e.v = 2;
+    e.subjects = vec![two.clone()];
+    log.append(e).await.unwrap();
+    let subject = |hash: &str| EntryQuery {
+        subject_hash: Some(hash.to_owned()),
+        ..all.clone()
+    };
+    assert_eq!(seqs(subject(&one), 100).await, [8]);
+    assert_eq!(seqs(subject(&two), 100).await, [8, 9]);
+    // a prefix of a hash is not the hash
+    assert!(seqs(subject(&two[..32]), 100).await.is_empty());
     let exchange = EntryQuery {
         exchange_id: Some("q3".into()),
         dataset: Some("disdukcapil.penduduk".into()),
@@ -1129,8 +1152,8 @@ async fn sqlite_subject_index_moves_rows_without_losing_any() {
     // a row leaves the recent table only into the large one
     let err = conn
         .execute(
-            "DELETE FROM audit_subjects_recent WHERE subject_hash = \
-             (SELECT MIN(subject_hash) FROM audit_subjects_recent)",
+            "DELETE FROM audit_subjects_recent WHERE subject_key = \
+             (SELECT MIN(subject_key) FROM audit_subjects_recent)",
             [],
         )
         .unwrap_err()
