@@ -1508,6 +1508,90 @@ mod tests {
         }
     }
 
+    /// A poll far into a large table reads its batch from the index on
+    /// `(change, key)`, not every change before the position: PostgreSQL
+    /// had filtered those out one by one on every poll.
+    #[tokio::test]
+    async fn a_poll_far_into_the_table_reads_only_its_batch() {
+        use crate::sql::{ChangeSelect, ColRef, Horizon, render_changes};
+        let Ok(url) = std::env::var("JEMBATAN_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: no PostgreSQL");
+            return;
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let schema = format!("jembatan_poll_{}", std::process::id());
+        let setup = format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.penduduk (nik TEXT PRIMARY KEY, nama TEXT NOT NULL,
+                 diubah TIMESTAMPTZ NOT NULL);
+             INSERT INTO {schema}.penduduk
+                 SELECT lpad(i::text, 16, '0'), 'n' || i,
+                        TIMESTAMPTZ '2026-01-01 00:00:00+00' + i * INTERVAL '1 second'
+                 FROM generate_series(1, 20000) AS i;
+             CREATE INDEX penduduk_perubahan ON {schema}.penduduk (diubah, nik);
+             ANALYZE {schema}.penduduk;"
+        );
+        pool.execute(AssertSqlSafe(setup)).await.unwrap();
+        let col = |name: &str| ColRef {
+            name: name.into(),
+            cast_to_text: false,
+        };
+        let (change, key, columns) = (col("diubah"), col("nik"), [col("nik"), col("nama")]);
+        let at = DateTime::parse_from_rfc3339("2026-01-01T05:00:00Z")
+            .unwrap()
+            .to_utc();
+        let rendered = render_changes(
+            Dialect::Postgres,
+            &ChangeSelect {
+                schema: Some(&schema),
+                table: "penduduk",
+                change: &change,
+                key: &key,
+                columns: &columns,
+                deleted: None,
+                scope: &[],
+                after: Some((
+                    BindValue::DateTimeUtc(at),
+                    BindValue::Text(format!("{:016}", 18_000)),
+                )),
+                horizon: Some(Horizon::Zoned(Duration::ZERO)),
+                limit: 100,
+            },
+        );
+        let explain = format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", rendered.sql);
+        let q = bind_postgres(sqlx::query(AssertSqlSafe(explain)), rendered.binds);
+        let plan: Value = q.fetch_one(&pool).await.unwrap().get(0);
+        pool.execute(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .await
+            .unwrap();
+        /// Rows returned and rows filtered out, over every node of a plan.
+        fn rows(node: &Value, out: &mut (u64, u64)) {
+            match node {
+                Value::Object(map) => {
+                    if map.contains_key("Node Type") {
+                        let n = |k: &str| map.get(k).and_then(Value::as_u64).unwrap_or(0);
+                        out.1 += n("Rows Removed by Filter");
+                        if map.get("Node Type").and_then(Value::as_str) == Some("Limit") {
+                            out.0 += n("Actual Rows");
+                        }
+                    }
+                    map.values().for_each(|v| rows(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| rows(v, out)),
+                _ => {}
+            }
+        }
+        let mut seen = (0, 0);
+        rows(&plan, &mut seen);
+        assert_eq!(seen.0, 100, "{plan}");
+        // the scan starts at the position: nothing before it is read
+        assert!(seen.1 < 1_000, "{} rows filtered out: {plan}", seen.1);
+    }
+
     #[test]
     fn dates_at_the_edges_are_written_as_chrono_writes_them() {
         let edges = [
