@@ -39,7 +39,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use crate::{Store, StoreError};
+use crate::{Backend, Store, StoreError};
 
 /// Most hashes one call takes.
 pub const MAX_KEYS_PER_CALL: usize = 20_000;
@@ -279,7 +279,9 @@ impl Store {
     ///
     /// The commit does not wait for the disk: the batch is durable with
     /// the next durable commit, which is the batch's `delivery` entry,
-    /// written before the batch is sent.
+    /// written before the batch is sent. On a SQLite file the store's
+    /// writer thread writes it, in the order asked before that entry,
+    /// unless the batch also folds history.
     pub async fn record_subscription_batch(
         &self,
         subscription: &str,
@@ -292,6 +294,32 @@ impl Store {
         let at = to_i64(batch, "batch")?;
         let generation = to_i64(generation, "generation")?;
         let (given, taken) = (pack(given)?, pack(taken)?);
+        let fold = batch.is_multiple_of(COMPACT_EVERY) && batch > RESUMABLE_BATCHES;
+        if !fold && self.backend() == Backend::Sqlite && self.sqlite_file().is_some() {
+            // through the store's writer thread, with the audit log's
+            // batches, rather than waiting for SQLite's write lock
+            let id = subscription.to_owned();
+            let recorded = self
+                .sqlite_writer()?
+                .light(Box::new(move |conn| {
+                    let moved = conn
+                        .prepare_cached(
+                            "UPDATE subscriptions SET last_batch = ?1 WHERE subscription_id = ?2 \
+                             AND last_batch = ?3 AND generation = ?4",
+                        )?
+                        .execute(rusqlite::params![at, id, at - 1, generation])?;
+                    if moved != 1 {
+                        return Ok(0);
+                    }
+                    conn.prepare_cached(
+                        "INSERT INTO subscription_key_batches \
+                         (subscription_id, batch, part, given, taken) VALUES (?1, ?2, 0, ?3, ?4)",
+                    )?
+                    .execute(rusqlite::params![id, at, given, taken])
+                }))
+                .await?;
+            return Ok(recorded == 1);
+        }
         let mut tx = self.begin_light_write().await?;
         let moved = sqlx::query(
             "UPDATE subscriptions SET last_batch = $2 \
@@ -316,7 +344,7 @@ impl Store {
         .bind(taken)
         .execute(&mut *tx)
         .await?;
-        if batch.is_multiple_of(COMPACT_EVERY) && batch > RESUMABLE_BATCHES {
+        if fold {
             let horizon = to_i64(batch - RESUMABLE_BATCHES, "horizon")?;
             fold_history(&mut tx, subscription, horizon).await?;
             sqlx::query("UPDATE subscriptions SET horizon = $2 WHERE subscription_id = $1")
