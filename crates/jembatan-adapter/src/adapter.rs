@@ -627,17 +627,14 @@ impl Adapter {
             };
             let statements = futures::stream::iter(rendered)
                 .map(|statement| db::records(self.db.clone(), statement, out.clone(), time));
-            let mut records: std::pin::Pin<
-                Box<dyn futures::Stream<Item = Result<String, db::RecordError>> + Send + '_>,
-            > = if second.is_some() {
-                Box::pin(
-                    statements
-                        .map(|rows| rows.collect::<Vec<_>>())
-                        .buffered(PARTS_AT_ONCE)
-                        .flat_map(futures::stream::iter),
-                )
+            let mut records = if second.is_some() {
+                statements
+                    .map(|rows| rows.collect::<Vec<_>>())
+                    .buffered(PARTS_AT_ONCE)
+                    .flat_map(futures::stream::iter)
+                    .boxed()
             } else {
-                Box::pin(statements.flatten())
+                statements.flatten().boxed()
             };
             loop {
                 let next = tokio::select! {

@@ -1332,30 +1332,27 @@ pub(crate) fn fmt_date(d: NaiveDate) -> Value {
     Value::String(d.format("%Y-%m-%d").to_string())
 }
 
-pub(crate) fn fmt_datetime(d: NaiveDateTime) -> Value {
-    let mut out = String::with_capacity(26);
+/// `%Y-%m-%dT%H:%M:%S`, and `%.6f` when the time has a fraction.
+fn datetime_text(d: NaiveDateTime) -> String {
+    let mut out = String::with_capacity(27);
     if push_date(&mut out, d.date()) {
         out.push('T');
         if push_time(&mut out, d.time()) {
-            return Value::String(out);
+            return out;
         }
     }
     let f = format!("%Y-%m-%dT%H:%M:%S{}", frac(d.nanosecond()));
-    Value::String(d.format(&f).to_string())
+    d.format(&f).to_string()
+}
+
+pub(crate) fn fmt_datetime(d: NaiveDateTime) -> Value {
+    Value::String(datetime_text(d))
 }
 
 pub(crate) fn fmt_datetime_utc(d: DateTime<Utc>) -> Value {
-    let mut out = String::with_capacity(27);
-    let naive = d.naive_utc();
-    if push_date(&mut out, naive.date()) {
-        out.push('T');
-        if push_time(&mut out, naive.time()) {
-            out.push('Z');
-            return Value::String(out);
-        }
-    }
-    let f = format!("%Y-%m-%dT%H:%M:%S{}Z", frac(d.nanosecond()));
-    Value::String(d.format(&f).to_string())
+    let mut out = datetime_text(d.naive_utc());
+    out.push('Z');
+    Value::String(out)
 }
 
 pub(crate) fn fmt_time(t: NaiveTime) -> Value {
@@ -1508,6 +1505,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn dates_at_the_edges_are_written_as_chrono_writes_them() {
+        let edges = [
+            NaiveDate::MIN.and_hms_opt(0, 0, 0).unwrap(),
+            NaiveDate::MAX
+                .and_hms_nano_opt(23, 59, 59, 999_999_999)
+                .unwrap(),
+            NaiveDate::from_ymd_opt(0, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap(),
+            NaiveDate::from_ymd_opt(-1, 12, 31)
+                .unwrap()
+                .and_hms_opt(23, 59, 59)
+                .unwrap(),
+            NaiveDate::from_ymd_opt(9999, 12, 31)
+                .unwrap()
+                .and_hms_micro_opt(23, 59, 59, 1)
+                .unwrap(),
+            NaiveDate::from_ymd_opt(10000, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap(),
+            NaiveDate::from_ymd_opt(2016, 12, 31)
+                .unwrap()
+                .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+                .unwrap(),
+            NaiveDate::from_ymd_opt(2026, 12, 6)
+                .unwrap()
+                .and_hms_nano_opt(20, 1, 2, 999)
+                .unwrap(),
+        ];
+        for d in edges {
+            assert_eq!(written(d), chrono_text(d), "{d:?}");
+        }
+    }
+
     /// A poll far into a large table reads its batch from the index on
     /// `(change, key)`, not every change before the position: PostgreSQL
     /// had filtered those out one by one on every poll.
@@ -1590,43 +1624,6 @@ mod tests {
         assert_eq!(seen.0, 100, "{plan}");
         // the scan starts at the position: nothing before it is read
         assert!(seen.1 < 1_000, "{} rows filtered out: {plan}", seen.1);
-    }
-
-    #[test]
-    fn dates_at_the_edges_are_written_as_chrono_writes_them() {
-        let edges = [
-            NaiveDate::MIN.and_hms_opt(0, 0, 0).unwrap(),
-            NaiveDate::MAX
-                .and_hms_nano_opt(23, 59, 59, 999_999_999)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(0, 1, 1)
-                .unwrap()
-                .and_hms_opt(0, 0, 0)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(-1, 12, 31)
-                .unwrap()
-                .and_hms_opt(23, 59, 59)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(9999, 12, 31)
-                .unwrap()
-                .and_hms_micro_opt(23, 59, 59, 1)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(10000, 1, 1)
-                .unwrap()
-                .and_hms_opt(0, 0, 0)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(2016, 12, 31)
-                .unwrap()
-                .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(2026, 12, 6)
-                .unwrap()
-                .and_hms_nano_opt(20, 1, 2, 999)
-                .unwrap(),
-        ];
-        for d in edges {
-            assert_eq!(written(d), chrono_text(d), "{d:?}");
-        }
     }
 
     #[test]

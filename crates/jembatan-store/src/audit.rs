@@ -272,6 +272,20 @@ pub fn subject_key(hash: &str) -> i64 {
     key as i64
 }
 
+/// The subject index keys of every subject `entry` names, in key order,
+/// each once (hashes sharing a key are one row of the index).
+pub(crate) fn subject_keys(entry: &AuditEntry) -> Vec<i64> {
+    let mut keys: Vec<i64> = entry
+        .subject_hash
+        .iter()
+        .chain(entry.subjects.iter())
+        .map(|h| subject_key(h))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// Numbers the batch's entries consecutively from `next`.
 pub(crate) fn number(batch: &mut [Pending], next: i64) {
     for (i, pending) in batch.iter_mut().enumerate() {
@@ -298,8 +312,8 @@ struct PgRow<'a> {
     entry_sha256: &'a str,
 }
 
-/// One row of the subject index: the entry's place in its batch and a
-/// subject hash it names.
+/// One row of the subject index: the entry's place in its batch and the
+/// key of a subject it names.
 #[derive(serde::Serialize)]
 struct PgSubject {
     i: usize,
@@ -338,14 +352,9 @@ async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), Stor
         .iter()
         .enumerate()
         .flat_map(|(i, p)| {
-            p.stored
-                .entry
-                .all_subjects()
+            subject_keys(&p.stored.entry)
                 .into_iter()
-                .map(move |h| PgSubject {
-                    i,
-                    k: subject_key(h),
-                })
+                .map(move |k| PgSubject { i, k })
         })
         .collect();
     // Plain data with string keys: serializing cannot fail.
@@ -358,8 +367,7 @@ async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), Stor
               indexed AS (
                   INSERT INTO audit_subjects (seq, subject_key)
                   SELECT a.base + s.i, s.k
-                  FROM appended a, jsonb_to_recordset($2::jsonb) AS s(i bigint, k bigint)
-                  ON CONFLICT DO NOTHING)
+                  FROM appended a, jsonb_to_recordset($2::jsonb) AS s(i bigint, k bigint))
          SELECT base FROM appended",
     )
     .bind(json)

@@ -390,6 +390,12 @@ impl Store {
         self.sqlite_file.as_deref()
     }
 
+    /// Whether this store writes through a writer thread: a SQLite store
+    /// on a file.
+    pub(crate) fn has_sqlite_writer(&self) -> bool {
+        self.backend == Backend::Sqlite && self.sqlite_file.is_some()
+    }
+
     /// The SQLite file's writer thread, started on first use. `Err` on a
     /// PostgreSQL store, a SQLite store in memory, or when the thread's
     /// connection could not be opened (the reason).

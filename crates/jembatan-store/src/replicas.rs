@@ -58,7 +58,7 @@ impl Store {
     /// lock behind the audit log; otherwise on the light pool. Returns
     /// the rows it changed.
     async fn light_write(&self, sql: String, args: Vec<Value>) -> Result<u64, StoreError> {
-        if self.backend() == Backend::Sqlite && self.sqlite_file().is_some() {
+        if self.has_sqlite_writer() {
             let writer = self.sqlite_writer()?;
             let changed = writer
                 .light(Box::new(move |conn| {

@@ -30,7 +30,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::oneshot;
 
 use crate::StoreError;
-use crate::audit::{Pending, number, subject_key};
+use crate::audit::{Pending, number, subject_keys};
 
 /// The next entry's `seq` on a SQLite store: one past the highest stored,
 /// or past the archived range when nothing after it is stored yet.
@@ -378,11 +378,7 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<usize, StoreErr
                 ])
                 .map_err(sqlite_error)?;
             // the subject index, in the same transaction as the entries
-            // in key order; hashes sharing a key are one row
-            let mut keys: Vec<i64> = e.all_subjects().into_iter().map(subject_key).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            for key in keys {
+            for key in subject_keys(e) {
                 subject.execute(params![seq, key]).map_err(sqlite_error)?;
                 added += 1;
             }

@@ -39,7 +39,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use crate::{Backend, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// Most hashes one call takes.
 pub const MAX_KEYS_PER_CALL: usize = 20_000;
@@ -50,6 +50,13 @@ pub const RESUMABLE_BATCHES: u64 = 4_096;
 pub const COMPACT_EVERY: u64 = 256;
 /// Bytes of one key hash in the packed arrays.
 const HASH_BYTES: usize = 32;
+/// Moves a subscription's last batch from `$3` to `$2`, for the stream
+/// of generation `$4` only.
+const NEXT_BATCH: &str = "UPDATE subscriptions SET last_batch = $2 \
+     WHERE subscription_id = $1 AND last_batch = $3 AND generation = $4";
+/// Appends a batch's keys given and taken.
+const ADD_BATCH: &str = "INSERT INTO subscription_key_batches \
+     (subscription_id, batch, part, given, taken) VALUES ($1, $2, 0, $3, $4)";
 /// Hashes in one row of folded history.
 const PER_PART: usize = MAX_KEYS_PER_CALL;
 
@@ -295,55 +302,47 @@ impl Store {
         let generation = to_i64(generation, "generation")?;
         let (given, taken) = (pack(given)?, pack(taken)?);
         let fold = batch.is_multiple_of(COMPACT_EVERY) && batch > RESUMABLE_BATCHES;
-        if !fold && self.backend() == Backend::Sqlite && self.sqlite_file().is_some() {
+        if !fold && self.has_sqlite_writer() {
             // through the store's writer thread, with the audit log's
             // batches, rather than waiting for SQLite's write lock
             let id = subscription.to_owned();
             let recorded = self
                 .sqlite_writer()?
                 .light(Box::new(move |conn| {
-                    let moved = conn
-                        .prepare_cached(
-                            "UPDATE subscriptions SET last_batch = ?1 WHERE subscription_id = ?2 \
-                             AND last_batch = ?3 AND generation = ?4",
-                        )?
-                        .execute(rusqlite::params![at, id, at - 1, generation])?;
+                    let moved =
+                        conn.prepare_cached(NEXT_BATCH)?
+                            .execute(rusqlite::named_params! {
+                                "$1": id, "$2": at, "$3": at - 1, "$4": generation,
+                            })?;
                     if moved != 1 {
                         return Ok(0);
                     }
-                    conn.prepare_cached(
-                        "INSERT INTO subscription_key_batches \
-                         (subscription_id, batch, part, given, taken) VALUES (?1, ?2, 0, ?3, ?4)",
-                    )?
-                    .execute(rusqlite::params![id, at, given, taken])
+                    conn.prepare_cached(ADD_BATCH)?
+                        .execute(rusqlite::named_params! {
+                            "$1": id, "$2": at, "$3": given, "$4": taken,
+                        })
                 }))
                 .await?;
             return Ok(recorded == 1);
         }
         let mut tx = self.begin_light_write().await?;
-        let moved = sqlx::query(
-            "UPDATE subscriptions SET last_batch = $2 \
-             WHERE subscription_id = $1 AND last_batch = $3 AND generation = $4",
-        )
-        .bind(subscription)
-        .bind(at)
-        .bind(at - 1)
-        .bind(generation)
-        .execute(&mut *tx)
-        .await?;
+        let moved = sqlx::query(NEXT_BATCH)
+            .bind(subscription)
+            .bind(at)
+            .bind(at - 1)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
         if moved.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO subscription_key_batches (subscription_id, batch, part, given, taken) \
-             VALUES ($1, $2, 0, $3, $4)",
-        )
-        .bind(subscription)
-        .bind(at)
-        .bind(given)
-        .bind(taken)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(ADD_BATCH)
+            .bind(subscription)
+            .bind(at)
+            .bind(given)
+            .bind(taken)
+            .execute(&mut *tx)
+            .await?;
         if fold {
             let horizon = to_i64(batch - RESUMABLE_BATCHES, "horizon")?;
             fold_history(&mut tx, subscription, horizon).await?;
