@@ -1507,35 +1507,22 @@ mod tests {
 
     #[test]
     fn dates_at_the_edges_are_written_as_chrono_writes_them() {
+        let at = |y, m, d, h, mi, sec, nano| {
+            NaiveDate::from_ymd_opt(y, m, d)
+                .and_then(|date| date.and_hms_nano_opt(h, mi, sec, nano))
+                .unwrap()
+        };
         let edges = [
             NaiveDate::MIN.and_hms_opt(0, 0, 0).unwrap(),
             NaiveDate::MAX
                 .and_hms_nano_opt(23, 59, 59, 999_999_999)
                 .unwrap(),
-            NaiveDate::from_ymd_opt(0, 1, 1)
-                .unwrap()
-                .and_hms_opt(0, 0, 0)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(-1, 12, 31)
-                .unwrap()
-                .and_hms_opt(23, 59, 59)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(9999, 12, 31)
-                .unwrap()
-                .and_hms_micro_opt(23, 59, 59, 1)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(10000, 1, 1)
-                .unwrap()
-                .and_hms_opt(0, 0, 0)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(2016, 12, 31)
-                .unwrap()
-                .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
-                .unwrap(),
-            NaiveDate::from_ymd_opt(2026, 12, 6)
-                .unwrap()
-                .and_hms_nano_opt(20, 1, 2, 999)
-                .unwrap(),
+            at(0, 1, 1, 0, 0, 0, 0),
+            at(-1, 12, 31, 23, 59, 59, 0),
+            at(9999, 12, 31, 23, 59, 59, 1_000),
+            at(10000, 1, 1, 0, 0, 0, 0),
+            at(2016, 12, 31, 23, 59, 59, 1_500_000_000),
+            at(2026, 12, 6, 20, 1, 2, 999),
         ];
         for d in edges {
             assert_eq!(written(d), chrono_text(d), "{d:?}");

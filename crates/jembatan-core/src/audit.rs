@@ -433,17 +433,13 @@ impl AuditEntry {
                 .is_some_and(crate::redact::filter_holds_values)
     }
 
-    /// Every subject hash the entry names: the lookup key's and those in
-    /// `subjects`, each once.
-    pub fn all_subjects(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::with_capacity(self.subjects.len() + 1);
-        let mut named = std::collections::HashSet::with_capacity(self.subjects.len() + 1);
-        for s in self.subject_hash.iter().chain(self.subjects.iter()) {
-            if named.insert(s.as_str()) {
-                out.push(s.as_str());
-            }
-        }
-        out
+    /// Every subject hash the entry names: the lookup key's, then those
+    /// in `subjects` (the lookup key's may be among them again).
+    pub fn all_subjects(&self) -> impl Iterator<Item = &str> {
+        self.subject_hash
+            .iter()
+            .chain(self.subjects.iter())
+            .map(String::as_str)
     }
 
     /// Lowercase hex SHA-256 of the canonical bytes.
@@ -483,7 +479,7 @@ mod tests {
         });
         let bytes = v2.canonical_bytes();
         assert_eq!(AuditEntry::from_canonical(&bytes).unwrap(), v2);
-        assert_eq!(v2.all_subjects(), ["ab".repeat(32)]);
+        assert_eq!(v2.all_subjects().collect::<Vec<_>>(), ["ab".repeat(32)]);
     }
 
     #[test]

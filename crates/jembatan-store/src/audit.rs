@@ -275,12 +275,7 @@ pub fn subject_key(hash: &str) -> i64 {
 /// The subject index keys of every subject `entry` names, in key order,
 /// each once (hashes sharing a key are one row of the index).
 pub(crate) fn subject_keys(entry: &AuditEntry) -> Vec<i64> {
-    let mut keys: Vec<i64> = entry
-        .subject_hash
-        .iter()
-        .chain(entry.subjects.iter())
-        .map(|h| subject_key(h))
-        .collect();
+    let mut keys: Vec<i64> = entry.all_subjects().map(subject_key).collect();
     keys.sort_unstable();
     keys.dedup();
     keys
