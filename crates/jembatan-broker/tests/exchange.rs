@@ -1253,6 +1253,9 @@ async fn records_arrive_in_the_consumers_own_schema() {
     let received = completion.received.as_ref().expect("received tally");
     assert_eq!(received.rows, want.len() as u64);
     // what the adapter logged serving is what the broker logged receiving
+    // (its line is appended as the fetch ends, which the broker does not
+    // wait for)
+    h.served_at_least(1).await;
     let served = read_receipt_log(&h.receipt_log)
         .unwrap()
         .into_iter()
