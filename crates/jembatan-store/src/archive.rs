@@ -36,7 +36,7 @@ use sqlx::Row;
 
 use crate::checkpoints::{to_i64, to_u64};
 use crate::verify::{VerifyError, check_checkpoint, check_entry, raw_rows};
-use crate::{Backend, Store, StoreError, StoredCheckpoint, now};
+use crate::{Store, StoreError, StoredCheckpoint, now};
 
 /// The header's format tag and version.
 pub const FORMAT: &str = "jembatan-audit-archive/1";
@@ -508,10 +508,7 @@ pub async fn remove_archived(
     let mut next = lowest.map_or(Ok(up_to), |n| to_u64(n, "audit entry seq"))?;
     let start = next;
     let mut removed = 0;
-    let mut tables = vec!["audit_subjects", "audit_log"];
-    if store.backend() == Backend::Sqlite {
-        tables.insert(0, "audit_subjects_recent");
-    }
+    let tables = ["audit_subjects", "audit_log"];
     while next < up_to {
         let end = up_to.min(next + DELETE_STEP);
         let mut tx = store.begin_write().await?;

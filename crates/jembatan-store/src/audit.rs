@@ -36,6 +36,24 @@ pub(crate) struct Pending {
     reply: oneshot::Sender<Result<StoredEntry, Arc<StoreError>>>,
 }
 
+/// What a pending entry's appender waits on.
+pub(crate) type Reply = oneshot::Receiver<Result<StoredEntry, Arc<StoreError>>>;
+
+impl Pending {
+    /// `entry` serialized and hashed, to be numbered when written.
+    pub(crate) fn new(entry: AuditEntry) -> (Pending, Reply) {
+        let (reply, rx) = oneshot::channel();
+        let canonical = entry.canonical_bytes();
+        let stored = StoredEntry {
+            seq: 0,
+            entry_sha256: AuditEntry::sha256(&canonical),
+            entry,
+            canonical,
+        };
+        (Pending { stored, reply }, rx)
+    }
+}
+
 /// Handle to the audit log's appender; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -82,16 +100,9 @@ impl AuditLog {
     }
 
     async fn append_queued(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        let canonical = entry.canonical_bytes();
-        let stored = StoredEntry {
-            seq: 0,
-            entry_sha256: AuditEntry::sha256(&canonical),
-            entry,
-            canonical,
-        };
+        let (pending, rx) = Pending::new(entry);
         self.tx
-            .send(Pending { stored, reply })
+            .send(pending)
             .await
             .map_err(|_| StoreError::AppenderStopped)?;
         rx.await

@@ -412,6 +412,17 @@ impl Store {
             .map_err(|why| StoreError::AuditUnavailable(why.clone()))
     }
 
+    /// Brings the subject index up to the end of the log. A SQLite
+    /// store's index trails its log (see migration 0021) and catches up
+    /// on its own; this is for a copy or a count that needs every row
+    /// now. A PostgreSQL store writes the index with its entries.
+    pub async fn catch_up_subjects(&self) -> Result<(), StoreError> {
+        if self.has_sqlite_writer() {
+            self.sqlite_writer()?.catch_up().await?;
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
         self.light.close().await;

@@ -264,30 +264,10 @@ const TABLES: [Table; 19] = [
     },
 ];
 
-/// SQLite-only tables whose rows are copied into another table of the
-/// same columns: the recent level of the subject index (migration 0018),
-/// which PostgreSQL does not have.
-const FOLDED: [(&str, &str); 1] = [("audit_subjects_recent", "audit_subjects")];
-
-/// What `table` is read from on a SQLite store: the table, with the rows
-/// of any table folded into it.
-fn sqlite_from(table: &Table) -> String {
-    let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
-    let columns = columns.join(", ");
-    let mut from = format!("SELECT {columns} FROM {}", table.name);
-    let mut folded = false;
-    for (name, into) in FOLDED {
-        if into == table.name {
-            from.push_str(&format!(" UNION ALL SELECT {columns} FROM {name}"));
-            folded = true;
-        }
-    }
-    if folded {
-        format!("({from}) AS t")
-    } else {
-        table.name.to_owned()
-    }
-}
+/// SQLite-only tables, not copied: how far the subject index has come
+/// (migration 0021; PostgreSQL writes the index with the entries, and a
+/// source's index is brought up to its log before the copy).
+const SQLITE_ONLY: [&str; 1] = ["audit_subjects_through"];
 
 /// The names of every table a migration copies, in copy order.
 pub fn table_names() -> impl Iterator<Item = &'static str> {
@@ -466,6 +446,8 @@ pub async fn migrate(
     };
     check_source_schema(&open_source(&path)?)?;
     check_target_schema(writer).await?;
+    // the copy holds every subject row the entries name
+    source.catch_up_subjects().await?;
 
     let mut tx = writer.begin().await?;
     // Appenders of any broker already started on the target wait for the
@@ -592,11 +574,20 @@ fn read_source(
     let tx = conn.unchecked_transaction().map_err(source_error)?;
     let mut rows = [0u64; TABLES.len()];
     for (i, table) in TABLES.iter().enumerate() {
-        let sql = format!("SELECT COUNT(*) FROM {}", sqlite_from(table));
+        let sql = format!("SELECT COUNT(*) FROM {}", table.name);
         let n: i64 = tx.query_row(&sql, [], |r| r.get(0)).map_err(source_error)?;
         rows[i] = u64::try_from(n).unwrap_or_default();
     }
     let log_size = log_size(&tx)?;
+    let indexed: i64 = tx
+        .query_row("SELECT seq FROM audit_subjects_through", [], |r| r.get(0))
+        .map_err(source_error)?;
+    if u64::try_from(indexed).unwrap_or_default() < log_size {
+        return Err(MigrateError::Source(format!(
+            "the subject index covers {indexed} of the log's {log_size} entries: \
+             stop every broker using the store and migrate again"
+        )));
+    }
     if sender
         .blocking_send(Message::Start(Snapshot { rows, log_size }))
         .is_err()
@@ -608,7 +599,7 @@ fn read_source(
         let sql = format!(
             "SELECT {} FROM {} ORDER BY {}",
             columns.join(", "),
-            sqlite_from(table),
+            table.name,
             table.key.join(", ")
         );
         let mut statement = tx.prepare(&sql).map_err(source_error)?;
@@ -780,16 +771,8 @@ fn check_source_schema(conn: &Connection) -> Result<(), MigrateError> {
             .map_err(source_error)?;
         found.insert(name, columns);
     }
-    // a folded table must have the columns of the table it is copied into
-    for (name, into) in FOLDED {
-        if let Some(columns) = found.remove(name)
-            && found.get(into) != Some(&columns)
-        {
-            return Err(MigrateError::UnknownSchema {
-                side: "source",
-                why: format!("table {name} does not have the columns of {into}"),
-            });
-        }
+    for name in SQLITE_ONLY {
+        found.remove(name);
     }
     compare_schema("source", &found)
 }
@@ -942,11 +925,7 @@ fn describe_checkpoint(c: &Option<(u64, String)>) -> String {
 pub async fn row_counts(store: &Store) -> Result<Vec<(&'static str, u64)>, StoreError> {
     let mut out = Vec::with_capacity(TABLES.len());
     for table in &TABLES {
-        let from = match store.backend() {
-            Backend::Sqlite => sqlite_from(table),
-            Backend::Postgres => table.name.to_owned(),
-        };
-        let sql = format!("SELECT COUNT(*) FROM {from}");
+        let sql = format!("SELECT COUNT(*) FROM {}", table.name);
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_one(store.pool())
             .await?;
@@ -956,6 +935,7 @@ pub async fn row_counts(store: &Store) -> Result<Vec<(&'static str, u64)>, Store
 }
 
 async fn side(store: &Store, verifier: &Verifier) -> Result<Side, StoreError> {
+    store.catch_up_subjects().await?;
     let verified = verify(store, verifier).await.map_err(|e| e.to_string());
     let checkpoints = store.checkpoints().await?;
     Ok(Side {
@@ -1086,7 +1066,7 @@ mod tests {
             created.sort();
             let mut known: Vec<String> = table_names().map(str::to_owned).collect();
             if backend == "sqlite" {
-                known.extend(FOLDED.iter().map(|(name, _)| (*name).to_owned()));
+                known.extend(SQLITE_ONLY.iter().map(|name| (*name).to_owned()));
             }
             known.sort();
             assert_eq!(created, known, "{backend}");

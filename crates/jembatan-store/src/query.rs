@@ -34,7 +34,7 @@ pub struct EntryQuery {
 
 impl EntryQuery {
     /// The WHERE clause and the values to bind, in placeholder order, on
-    /// `backend` (a SQLite store's subject index is in two tables).
+    /// `backend` (a SQLite store's subject index trails its log).
     fn condition(&self, backend: Backend) -> (String, Vec<String>) {
         let mut clauses = vec!["seq >= $1".to_owned()];
         let mut values = Vec::new();
@@ -70,14 +70,12 @@ impl EntryQuery {
                 Backend::Postgres => format!(
                     "SELECT seq FROM audit_subjects WHERE subject_key = CAST({k} AS BIGINT)"
                 ),
-                Backend::Sqlite => {
-                    let r = next(&mut values, &key);
-                    format!(
-                        "SELECT seq FROM audit_subjects WHERE subject_key = CAST({k} AS INTEGER) \
-                         UNION ALL SELECT seq FROM audit_subjects_recent \
-                         WHERE subject_key = CAST({r} AS INTEGER)"
-                    )
-                }
+                // and the entries the index has not reached yet
+                Backend::Sqlite => format!(
+                    "SELECT seq FROM audit_subjects WHERE subject_key = CAST({k} AS INTEGER) \
+                     UNION ALL SELECT seq FROM audit_log \
+                     WHERE seq >= (SELECT seq FROM audit_subjects_through)"
+                ),
             };
             let h = next(&mut values, &format!("\"{hash}\""));
             let named = match backend {
@@ -155,11 +153,11 @@ mod tests {
             condition,
             "seq >= $1 AND seq IN (SELECT seq FROM audit_subjects \
              WHERE subject_key = CAST($2 AS INTEGER) UNION ALL SELECT seq FROM \
-             audit_subjects_recent WHERE subject_key = CAST($3 AS INTEGER)) \
-             AND instr(entry, $4) > 0"
+             audit_log WHERE seq >= (SELECT seq FROM audit_subjects_through)) \
+             AND instr(entry, $3) > 0"
         );
         let key = 0x0123_4567_89ab_cdef_i64.to_string();
-        assert_eq!(values, [key.clone(), key, format!("\"{hash}\"")]);
+        assert_eq!(values, [key, format!("\"{hash}\"")]);
         let (condition, _) = by_subject.condition(Backend::Postgres);
         assert!(
             condition.ends_with("AND position(convert_to($3, 'UTF8') in entry) > 0"),

@@ -14,10 +14,15 @@
 //! the disk: each becomes durable with the next audit batch, which
 //! follows it in the same write-ahead log.
 //!
-//! The subject index rows go into `audit_subjects_recent` (migration
-//! 0018), and between batches the thread moves them into
-//! `audit_subjects` a run of consecutive hashes at a time ([`Merge`]),
-//! so the large index is written in order rather than at random.
+//! The subject index trails the log ([`Trail`], migration 0021): a
+//! batch's commit holds its entries only, and between batches the thread
+//! adds the subject rows of every entry written since the index last
+//! caught up, read back from the entries and sorted, so that the index
+//! is written in long ordered runs rather than a row at a random place
+//! for each subject. It catches up once the entries behind it name
+//! [`Trail::MOST_SUBJECTS`] subjects or number [`Trail::MOST_ENTRIES`],
+//! and whenever no work has come for [`Trail::IDLE`]; searches read the
+//! entries it has not reached yet from the log itself.
 //!
 //! Other writers (agreements, quotas, the registry, other processes on
 //! the same file) keep using the pool; SQLite's write lock and busy
@@ -26,19 +31,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::sync::mpsc::RecvTimeoutError;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use crate::StoreError;
-use crate::audit::{Pending, number, subject_keys};
+use crate::audit::{Pending, number, subject_key};
 
 /// The next entry's `seq` on a SQLite store: one past the highest stored,
 /// or past the archived range when nothing after it is stored yet.
 pub(crate) const NEXT_SEQ: &str = "SELECT max(COALESCE((SELECT MAX(seq) + 1 FROM audit_log), 0),
             COALESCE((SELECT MAX(up_to) FROM audit_archives), 0))";
-
-/// Before every `(subject_key, seq)` row of the subject index.
-const BEFORE_ALL: (i64, i64) = (i64::MIN, -1);
 
 /// Most bookkeeping statements written in one transaction.
 const MOST_LIGHT: usize = 512;
@@ -57,6 +61,10 @@ enum Job {
         op: LightOp,
         done: oneshot::Sender<Result<usize, StoreError>>,
     },
+    /// Bring the subject index up to the log's end now.
+    CatchUp {
+        done: oneshot::Sender<Result<u64, StoreError>>,
+    },
 }
 
 /// Handle to the writer thread; the thread ends when the handle is
@@ -74,6 +82,7 @@ impl std::fmt::Debug for Job {
                 .field("entries", &batch.len())
                 .finish(),
             Job::Light { .. } => f.debug_struct("Light").finish_non_exhaustive(),
+            Job::CatchUp { .. } => f.debug_struct("CatchUp").finish_non_exhaustive(),
         }
     }
 }
@@ -105,48 +114,62 @@ impl SqliteWriter {
             .map_err(sqlite_error)?;
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(sqlite_error)?;
-        let recent: i64 = conn
-            .query_row("SELECT COUNT(*) FROM audit_subjects_recent", [], |r| {
-                r.get(0)
-            })
-            .map_err(sqlite_error)?;
-        let mut merge = Merge::new(usize::try_from(recent).unwrap_or(0));
+        let mut trail = Trail::start(&conn)?;
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("jembatan-store-writer".into())
             .spawn(move || {
-                while let Ok(first) = queue.recv() {
+                loop {
+                    let first = if trail.waiting() {
+                        match queue.recv_timeout(Trail::IDLE) {
+                            Ok(job) => job,
+                            Err(RecvTimeoutError::Timeout) => {
+                                let _ = trail.catch_up(&mut conn);
+                                continue;
+                            }
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
+                    } else {
+                        match queue.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        }
+                    };
                     let mut appends = Vec::new();
                     let mut lights = Vec::new();
+                    let mut catch_ups = Vec::new();
                     let mut next = Some(first);
                     while let Some(job) = next.take() {
                         match job {
                             Job::Append { batch, done } => appends.push((batch, done)),
                             Job::Light { op, done } => lights.push((op, done)),
+                            Job::CatchUp { done } => catch_ups.push(done),
                         }
                         if lights.len() < MOST_LIGHT {
                             next = queue.try_recv().ok();
                         }
                     }
-                    // commits that wait for the disk, but for bookkeeping
-                    let mut full = true;
                     if !lights.is_empty() {
                         write_light(&mut conn, lights);
-                        full = false;
                     }
                     for (mut batch, done) in appends {
-                        let restored = if full { Ok(()) } else { durable(&conn) };
-                        full = restored.is_ok();
-                        let written = restored.and_then(|()| write(&mut conn, &mut batch));
-                        let added = match &written {
-                            Ok(added) => *added,
-                            Err(_) => 0,
+                        let written = write(&mut conn, &mut batch);
+                        let named = match &written {
+                            Ok(named) => Some(*named),
+                            Err(_) => None,
                         };
                         let _ = done.send((batch, written.map(|_| ())));
-                        if let Err(err) = merge.after(&mut conn, added) {
-                            // the rows stay where they are, found by
-                            // searches; the next batch tries again
-                            tracing::warn!(error = %err, "cannot move subject index rows");
+                        if let Some(named) = named {
+                            trail.after(&mut conn, named);
+                        }
+                    }
+                    if !catch_ups.is_empty() {
+                        let through = trail.catch_up(&mut conn);
+                        for done in catch_ups {
+                            let _ = done.send(match &through {
+                                Ok(n) => Ok(*n),
+                                Err(err) => Err(StoreError::AuditUnavailable(err.to_string())),
+                            });
                         }
                     }
                 }
@@ -174,6 +197,16 @@ impl SqliteWriter {
         outcome
             .await
             .unwrap_or_else(|_| (Vec::new(), Err(StoreError::AppenderStopped)))
+    }
+
+    /// Brings the subject index up to the log's end; returns the `seq`
+    /// it now reaches (every entry below it indexed).
+    pub(crate) async fn catch_up(&self) -> Result<u64, StoreError> {
+        let (done, outcome) = oneshot::channel();
+        if self.jobs.send(Job::CatchUp { done }).is_err() {
+            return Err(StoreError::AppenderStopped);
+        }
+        outcome.await.unwrap_or(Err(StoreError::AppenderStopped))
     }
 
     /// Runs a bookkeeping write, committed with the others waiting at the
@@ -233,107 +266,163 @@ fn write_light(conn: &mut Connection, lights: Vec<Waiting>) {
     }
 }
 
-/// Puts the connection back to commits that wait for the disk, before an
+/// Puts the connection back to commits that wait for the disk (the
+/// bookkeeping and the subject index commit without waiting), before an
 /// audit batch.
 fn durable(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sqlite_error)
 }
 
-/// Moving subject index rows from `audit_subjects_recent` into
-/// `audit_subjects`. Once the recent table holds more than
-/// [`Merge::KEEP`] rows, each batch is followed by moving at least as
-/// many rows as it added (and at least [`Merge::LEAST`]), the next run
-/// of consecutive `(subject_key, seq)` after the last one moved,
-/// wrapping around: a run covers a small slice of the hash order, so it
-/// touches only that slice of the large index's pages.
-struct Merge {
-    /// Rows in the recent table, as this thread counts them.
-    recent: usize,
-    /// The last row moved; the next run starts after it.
-    after: (i64, i64),
+/// The subject index behind the log: how much the writer has written
+/// since the index last caught up, and when to catch up.
+struct Trail {
+    /// Entries written since, as this thread counts them (at start, the
+    /// entries the index has not reached).
+    entries: usize,
+    /// Subjects those entries name.
+    subjects: usize,
+    /// Whether the last catch-up failed: the next waits for more work
+    /// rather than for idle time, so a lasting fault is not retried (and
+    /// logged) five times a second.
+    failed: bool,
 }
 
-impl Merge {
-    /// Rows the recent table keeps before moving any.
-    const KEEP: usize = 65_536;
-    /// Fewest rows one run moves.
-    const LEAST: usize = 8_192;
+impl Trail {
+    /// Subjects named by the entries behind the index before it catches
+    /// up: a search reads at most about this many from the log itself.
+    const MOST_SUBJECTS: usize = 262_144;
+    /// Entries behind the index before it catches up.
+    const MOST_ENTRIES: usize = 4_096;
+    /// Time without work after which the index catches up.
+    const IDLE: Duration = Duration::from_millis(200);
 
-    fn new(recent: usize) -> Merge {
-        Merge {
-            recent,
-            after: BEFORE_ALL,
+    fn start(conn: &Connection) -> Result<Trail, StoreError> {
+        let behind: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM audit_log \
+                 WHERE seq >= (SELECT seq FROM audit_subjects_through)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sqlite_error)?;
+        Ok(Trail {
+            entries: usize::try_from(behind).unwrap_or(0),
+            subjects: 0,
+            failed: false,
+        })
+    }
+
+    /// Whether entries wait for the index.
+    fn waiting(&self) -> bool {
+        self.entries > 0 && !self.failed
+    }
+
+    /// After a batch of `entries` entries naming `subjects` subjects:
+    /// catches up when the entries behind the index reach either bound.
+    fn after(&mut self, conn: &mut Connection, (entries, subjects): (usize, usize)) {
+        self.entries += entries;
+        self.subjects += subjects;
+        self.failed = false;
+        if self.subjects >= Trail::MOST_SUBJECTS || self.entries >= Trail::MOST_ENTRIES {
+            let _ = self.catch_up(conn);
         }
     }
 
-    /// After a batch that added `added` rows: moves a run when the
-    /// recent table is over [`Merge::KEEP`].
-    fn after(&mut self, conn: &mut Connection, added: usize) -> Result<(), StoreError> {
-        self.recent += added;
-        if self.recent <= Merge::KEEP {
-            return Ok(());
+    /// Indexes every entry behind the index; the `seq` it now reaches.
+    /// On failure the entries stay behind it, found by searches, and
+    /// the next catch-up tries again.
+    fn catch_up(&mut self, conn: &mut Connection) -> Result<u64, StoreError> {
+        match index_behind(conn) {
+            Ok(through) => {
+                self.entries = 0;
+                self.subjects = 0;
+                Ok(through)
+            }
+            Err(err) => {
+                self.failed = true;
+                tracing::warn!(error = %err, "cannot bring the subject index up to date");
+                Err(err)
+            }
         }
-        let want = added.max(Merge::LEAST);
-        let moved = move_run(conn, &mut self.after, want)?;
-        self.recent = self.recent.saturating_sub(moved);
-        Ok(())
     }
 }
 
-/// Moves the (at most `want`) rows of `audit_subjects_recent` after
-/// `after` into `audit_subjects`, in one transaction; `after` becomes
-/// the last row moved, or the start again when the run reached the end.
-/// Returns how many rows moved.
-fn move_run(
-    conn: &mut Connection,
-    after: &mut (i64, i64),
-    want: usize,
-) -> Result<usize, StoreError> {
+/// The subjects an entry's canonical text names: the lookup key's hash
+/// and `subjects` (see `AuditEntry::all_subjects`); every other field is
+/// skipped unread.
+#[derive(serde::Deserialize)]
+struct Named<'a> {
+    #[serde(borrow, default)]
+    subject_hash: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    subjects: Vec<std::borrow::Cow<'a, str>>,
+}
+
+/// Adds the subject rows of every entry from `audit_subjects_through`
+/// on, sorted, and moves it past them, in one transaction; returns the
+/// `seq` it reaches. The commit does not wait for the disk: the rows and
+/// the mark are lost or kept together, and the entries they come from
+/// are durable.
+fn index_behind(conn: &mut Connection) -> Result<u64, StoreError> {
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sqlite_error)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_error)?;
-    let end: Option<(i64, i64)> = tx
-        .query_row(
-            "SELECT subject_key, seq FROM audit_subjects_recent \
-             WHERE (subject_key, seq) > (?1, ?2) ORDER BY subject_key, seq \
-             LIMIT 1 OFFSET ?3",
-            params![after.0, after.1, want.saturating_sub(1) as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
+    let from: i64 = tx
+        .query_row("SELECT seq FROM audit_subjects_through", [], |r| r.get(0))
         .map_err(sqlite_error)?;
-    // past every key: a run to the end of the table
-    let last = end.unwrap_or((i64::MAX, i64::MAX));
-    let range = "(subject_key, seq) > (?1, ?2) AND (subject_key, seq) <= (?3, ?4)";
-    let moved = tx
-        .execute(
-            &format!(
-                "INSERT INTO audit_subjects (subject_key, seq) \
-                 SELECT subject_key, seq FROM audit_subjects_recent WHERE {range} \
-                 ORDER BY subject_key, seq"
-            ),
-            params![after.0, after.1, last.0, last.1],
-        )
-        .map_err(sqlite_error)?;
-    let deleted = tx
-        .execute(
-            &format!("DELETE FROM audit_subjects_recent WHERE {range}"),
-            params![after.0, after.1, last.0, last.1],
-        )
-        .map_err(sqlite_error)?;
-    if deleted != moved {
-        return Err(StoreError::AuditUnavailable(format!(
-            "moved {moved} subject index rows but removed {deleted}"
-        )));
+    let mut rows: Vec<(i64, i64)> = Vec::new();
+    let mut through = from;
+    {
+        let mut read = tx
+            .prepare("SELECT seq, entry FROM audit_log WHERE seq >= ?1 ORDER BY seq")
+            .map_err(sqlite_error)?;
+        let mut entries = read.query([from]).map_err(sqlite_error)?;
+        while let Some(row) = entries.next().map_err(sqlite_error)? {
+            let seq: i64 = row.get(0).map_err(sqlite_error)?;
+            let text = row
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_bytes()?))
+                .map_err(sqlite_error)?;
+            match serde_json::from_slice::<Named<'_>>(text) {
+                Ok(named) => rows.extend(
+                    named
+                        .subject_hash
+                        .iter()
+                        .chain(&named.subjects)
+                        .map(|hash| (subject_key(hash), seq)),
+                ),
+                // `audit verify` names the entry; the index cannot
+                Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
+            }
+            through = seq + 1;
+        }
+    }
+    rows.sort_unstable();
+    rows.dedup();
+    {
+        let mut insert = tx
+            .prepare("INSERT OR IGNORE INTO audit_subjects (subject_key, seq) VALUES (?1, ?2)")
+            .map_err(sqlite_error)?;
+        for (key, seq) in &rows {
+            insert.execute(params![key, seq]).map_err(sqlite_error)?;
+        }
+    }
+    if through > from {
+        tx.execute("UPDATE audit_subjects_through SET seq = ?1", [through])
+            .map_err(sqlite_error)?;
     }
     tx.commit().map_err(sqlite_error)?;
-    *after = end.unwrap_or(BEFORE_ALL);
-    Ok(moved)
+    Ok(u64::try_from(through).unwrap_or(0))
 }
 
-/// Writes the batch; returns how many subject index rows it added.
-fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<usize, StoreError> {
+/// Writes the batch (the subject index follows, see [`Trail`]); returns
+/// how many entries it wrote and how many subjects they name.
+fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<(usize, usize), StoreError> {
+    // the commit waits for the disk, whatever the thread wrote before
+    durable(conn)?;
     // IMMEDIATE: the write lock from the first statement, so the sequence
     // number read below is still the next one at the insert
     let tx = conn
@@ -343,7 +432,7 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<usize, StoreErr
         .query_row(NEXT_SEQ, [], |r| r.get(0))
         .map_err(sqlite_error)?;
     number(batch, next);
-    let mut added = 0usize;
+    let mut named = 0usize;
     {
         let mut insert = tx
             .prepare(
@@ -352,9 +441,6 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<usize, StoreErr
                      entry_sha256)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
-            .map_err(sqlite_error)?;
-        let mut subject = tx
-            .prepare("INSERT INTO audit_subjects_recent (seq, subject_key) VALUES (?, ?)")
             .map_err(sqlite_error)?;
         for p in batch.iter() {
             let (s, e) = (&p.stored, &p.stored.entry);
@@ -377,13 +463,158 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<usize, StoreErr
                     s.entry_sha256,
                 ])
                 .map_err(sqlite_error)?;
-            // the subject index, in the same transaction as the entries
-            for key in subject_keys(e) {
-                subject.execute(params![seq, key]).map_err(sqlite_error)?;
-                added += 1;
-            }
+            named += e.all_subjects().count();
         }
     }
     tx.commit().map_err(sqlite_error)?;
-    Ok(added)
+    Ok((batch.len(), named))
+}
+
+#[cfg(test)]
+mod tests {
+    use jembatan_core::{AuditEntry, Decision, EntryKind, ExchangeStatus};
+
+    use super::*;
+
+    fn named(subjects: &[&str]) -> AuditEntry {
+        let mut e: AuditEntry = serde_json::from_str(
+            r#"{"v":2,"kind":"delivery","exchange_id":"x","time":"2026-01-01T00:00:00.000000Z","operation":"subscribe","caller":"agency:dinsos","consumer":"dinsos","provider":"disdukcapil","dataset":"disdukcapil.penduduk","purpose":"bansos","fields":["nik"],"filter":null,"subject_hash":null,"limit":null,"agreement_id":"a","agreement_terms_sha256":null,"decision":"allow","reasons":[],"status":"ok","rows":0,"bytes":0,"payload_sha256":null,"duration_ms":null,"error":null,"trace_id":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (e.decision, e.status, e.kind),
+            (Decision::Allow, ExchangeStatus::Ok, EntryKind::Delivery)
+        );
+        e.subjects = subjects.iter().map(|s| (*s).to_owned()).collect();
+        e
+    }
+
+    async fn store_file(dir: &Path) -> Connection {
+        let path = dir.join("w.db");
+        let store = crate::Store::connect(path.to_str().unwrap()).await.unwrap();
+        store.close().await;
+        Connection::open(&path).unwrap()
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// An audit batch commits waiting for the disk whatever the
+    /// connection did before (bookkeeping and the index do not wait), and
+    /// holds only its entries: the index follows from their text.
+    #[tokio::test]
+    async fn a_batch_commits_durably_and_the_index_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = store_file(dir.path()).await;
+        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        let (a, b) = ("aa".repeat(32), "0b".repeat(32));
+        let mut batch = vec![
+            Pending::new(named(&[&a, &b])).0,
+            Pending::new(named(&[&b])).0,
+        ];
+        assert_eq!(write(&mut conn, &mut batch).unwrap(), (2, 3));
+        let synchronous: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM audit_subjects"), 0);
+        assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 0);
+
+        assert_eq!(index_behind(&mut conn).unwrap(), 2);
+        let rows: Vec<(i64, i64)> = conn
+            .prepare("SELECT subject_key, seq FROM audit_subjects ORDER BY subject_key, seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let (ka, kb) = (subject_key(&a), subject_key(&b));
+        // "aa…" is negative as a signed key
+        assert_eq!(rows, [(ka, 0), (kb, 0), (kb, 1)]);
+        // nothing behind: the mark stays, nothing is added twice
+        assert_eq!(index_behind(&mut conn).unwrap(), 2);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM audit_subjects"), 3);
+    }
+
+    /// Migration 0021 moves the rows waiting in the recent level into the
+    /// index, and starts the mark past everything stored (all of it was
+    /// indexed when written) or archived.
+    #[test]
+    fn the_migration_folds_the_recent_level_and_starts_past_the_log() {
+        for (stored, archived, mark) in
+            [(Some(7), None, 8), (Some(7), Some(20), 20), (None, None, 0)]
+        {
+            let conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch(
+                "CREATE TABLE audit_log (seq INTEGER PRIMARY KEY);
+                 CREATE TABLE audit_archives (up_to INTEGER);
+                 CREATE TABLE audit_subjects (subject_key INTEGER NOT NULL,
+                     seq INTEGER NOT NULL, PRIMARY KEY (subject_key, seq)) WITHOUT ROWID;
+                 CREATE TABLE audit_subjects_recent (subject_key INTEGER NOT NULL,
+                     seq INTEGER NOT NULL, PRIMARY KEY (subject_key, seq)) WITHOUT ROWID;
+                 INSERT INTO audit_subjects VALUES (1, 0), (5, 2);
+                 INSERT INTO audit_subjects_recent VALUES (-3, 1), (9, 2);",
+            )
+            .unwrap();
+            if let Some(seq) = stored {
+                conn.execute("INSERT INTO audit_log (seq) VALUES (?1)", [seq])
+                    .unwrap();
+            }
+            if let Some(up_to) = archived {
+                conn.execute("INSERT INTO audit_archives (up_to) VALUES (?1)", [up_to])
+                    .unwrap();
+            }
+            conn.execute_batch(include_str!(
+                "../migrations/sqlite/0021_audit_subjects_trailing.sql"
+            ))
+            .unwrap();
+            let rows: Vec<(i64, i64)> = conn
+                .prepare("SELECT subject_key, seq FROM audit_subjects")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(rows, [(-3, 1), (1, 0), (5, 2), (9, 2)]);
+            assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), mark);
+            let recent = count(
+                &conn,
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'audit_subjects_recent'",
+            );
+            assert_eq!(recent, 0);
+        }
+    }
+
+    /// The writer catches up when the entries behind the index name
+    /// enough subjects or are enough entries, not before.
+    #[tokio::test]
+    async fn the_index_catches_up_at_either_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = store_file(dir.path()).await;
+        let mut trail = Trail::start(&conn).unwrap();
+        assert!(!trail.waiting());
+        let mut batch = vec![Pending::new(named(&[&"cc".repeat(32)])).0];
+        let written = write(&mut conn, &mut batch).unwrap();
+        trail.after(&mut conn, written);
+        assert!(trail.waiting());
+        assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 0);
+        // as if the entries behind named one subject short of the bound
+        trail.subjects = Trail::MOST_SUBJECTS - 2;
+        trail.after(&mut conn, (0, 1));
+        assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 0);
+        trail.after(&mut conn, (0, 1));
+        assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 1);
+        assert!(!trail.waiting());
+        // and by entries
+        let mut batch = vec![Pending::new(named(&[])).0];
+        let written = write(&mut conn, &mut batch).unwrap();
+        trail.entries = Trail::MOST_ENTRIES - 1;
+        trail.after(&mut conn, written);
+        assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 2);
+        // a store opened with entries behind its index waits to catch up
+        let mut batch = vec![Pending::new(named(&[&"dd".repeat(32)])).0];
+        write(&mut conn, &mut batch).unwrap();
+        assert!(Trail::start(&conn).unwrap().waiting());
+    }
 }

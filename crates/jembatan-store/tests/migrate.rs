@@ -11,7 +11,7 @@ use jembatan_core::AuditEntry;
 use jembatan_store::archive;
 use jembatan_store::migrate::{self, MigrateError, Progress, row_counts, table_names};
 use jembatan_store::verify::{catch_up_tiles, verify};
-use jembatan_store::{Agency, AuditLog, Backend, Dataset, QuotaKind, Store};
+use jembatan_store::{Agency, AuditLog, Dataset, QuotaKind, Store};
 use jembatan_tlog::note::{Checkpoint, Signer};
 use sqlx::Row;
 
@@ -211,12 +211,7 @@ enum Value {
 
 /// Every row of `table`, each value as it is stored, sorted.
 async fn rows(store: &Store, table: &str) -> Vec<Vec<Value>> {
-    // a SQLite store's subject index is in two tables (migration 0018)
-    let sql = if store.backend() == Backend::Sqlite && table == "audit_subjects" {
-        "SELECT * FROM audit_subjects UNION ALL SELECT * FROM audit_subjects_recent".to_owned()
-    } else {
-        format!("SELECT * FROM {table}")
-    };
+    let sql = format!("SELECT * FROM {table}");
     let mut out = Vec::new();
     for row in sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(store.pool())
