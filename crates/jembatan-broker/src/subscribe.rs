@@ -217,6 +217,7 @@ pub(crate) async fn subscribe(
     let held = allowed.held.take();
     // subscribed before the first poll, so no revocation is missed
     let events = state.lifecycle.events.subscribe();
+    let allowed = Arc::new(allowed);
     tokio::spawn(async move {
         let interval = poll_interval(&state, &allowed).await;
         let delete_key = allowed
@@ -399,8 +400,8 @@ impl Follow {
     /// Polls and delivers until the subscription ends; returns why.
     async fn run(
         &mut self,
-        state: &State,
-        allowed: &Allowed,
+        state: &Arc<State>,
+        allowed: &Arc<Allowed>,
         tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
         mut events: broadcast::Receiver<StatusEvent>,
     ) -> Stop {
@@ -435,11 +436,20 @@ impl Follow {
                     if !changes.is_empty() {
                         let delivered = match next {
                             Some(request) => {
+                                // a task of its own, so that reading the
+                                // poll's answer runs beside this batch
+                                let (on, by) = (Arc::clone(state), Arc::clone(allowed));
+                                let reading =
+                                    tokio::spawn(async move { poll(&on, &by, request).await });
                                 let (delivered, polled) = tokio::join!(
                                     self.deliver(state, allowed, tx, changes, endpoint),
-                                    poll(state, allowed, request)
+                                    reading
                                 );
-                                ahead = Some(polled);
+                                ahead = Some(polled.unwrap_or_else(|lost| {
+                                    Err(Unpolled::Retry(Status::internal(format!(
+                                        "a poll's task ended early: {lost}"
+                                    ))))
+                                }));
                                 delivered
                             }
                             None => self.deliver(state, allowed, tx, changes, endpoint).await,
