@@ -15,7 +15,7 @@ use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use futures::{Stream, StreamExt};
 use jembatan_core::dbtls::DatabaseTls;
-use jembatan_core::record::RecordEncoder;
+use jembatan_core::record::{Cell, RecordEncoder};
 use serde_json::Value;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -962,8 +962,8 @@ pub(crate) trait RowReader: Send + 'static {
     fn read(&mut self, value: &mut ReadValue<'_>) -> Result<Self::Item, RecordError>;
 }
 
-/// Reads one value of the current row.
-pub(crate) type ReadValue<'a> = dyn FnMut(usize, Decoder) -> Result<Value, ValueError> + 'a;
+/// Reads one value of the current row (its text borrowed from the row).
+pub(crate) type ReadValue<'a> = dyn FnMut(usize, Decoder) -> Result<Cell<'a>, ValueError> + 'a;
 
 /// Rows as record texts, keys in `columns` order.
 struct RecordReader {
@@ -1032,19 +1032,21 @@ impl RowReader for ChangeReader {
 
     fn read(&mut self, value: &mut ReadValue<'_>) -> Result<ChangeRow, RecordError> {
         let mut head = |i: usize, d: Decoder, what: &str| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| value(i, d)))
-                .unwrap_or_else(|_| {
-                    Err(ValueError::Other(
-                        "the driver could not decode the value (out of range)".into(),
-                    ))
-                })
-                .map_err(|e| RecordError::Value {
-                    column: what.to_owned(),
-                    message: match e {
-                        ValueError::Db(e) => e.to_string(),
-                        ValueError::Other(m) => m,
-                    },
-                })
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                value(i, d).map(Cell::into_value)
+            }))
+            .unwrap_or_else(|_| {
+                Err(ValueError::Other(
+                    "the driver could not decode the value (out of range)".into(),
+                ))
+            })
+            .map_err(|e| RecordError::Value {
+                column: what.to_owned(),
+                message: match e {
+                    ValueError::Db(e) => e.to_string(),
+                    ValueError::Other(m) => m,
+                },
+            })
         };
         let change = head(0, self.change, "change column")?;
         let key = head(1, self.key, "change key")?;
@@ -1372,29 +1374,27 @@ fn json_text(s: String) -> Result<Value, ValueError> {
     serde_json::from_str(&s).map_err(|e| ValueError::Other(format!("stored JSON is invalid: {e}")))
 }
 
-fn sqlite_value(row: &SqliteRow, i: usize, d: Decoder) -> Result<Value, ValueError> {
+fn sqlite_value(row: &SqliteRow, i: usize, d: Decoder) -> Result<Cell<'_>, ValueError> {
     let raw = row.try_get_raw(i)?;
     if raw.is_null() {
-        return Ok(Value::Null);
+        return Ok(Cell::Json(Value::Null));
     }
-    let storage = raw.type_info().name().to_owned();
-    Ok(match storage.as_str() {
+    Ok(Cell::Json(match raw.type_info().name() {
         "INTEGER" => Value::from(row.try_get_unchecked::<i64, _>(i)?),
         "REAL" => float(row.try_get_unchecked::<f64, _>(i)?),
         "BLOB" => b64(row.try_get_unchecked::<Vec<u8>, _>(i)?),
         _ => {
-            let s: String = row.try_get_unchecked(i)?;
-            if d == Decoder::SqliteJson {
-                serde_json::from_str(&s).unwrap_or(Value::String(s))
-            } else {
-                Value::String(s)
+            let s: &str = row.try_get_unchecked(i)?;
+            if d != Decoder::SqliteJson {
+                return Ok(Cell::Text(s));
             }
+            serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
         }
-    })
+    }))
 }
 
-fn pg_value(row: &PgRow, i: usize, d: Decoder) -> Result<Value, ValueError> {
-    Ok(match d {
+fn pg_value(row: &PgRow, i: usize, d: Decoder) -> Result<Cell<'_>, ValueError> {
+    Ok(Cell::Json(match d {
         Decoder::I16 => opt(row.try_get::<Option<i16>, _>(i)?, Value::from),
         Decoder::I32 => opt(row.try_get::<Option<i32>, _>(i)?, Value::from),
         Decoder::I64 => opt(row.try_get::<Option<i64>, _>(i)?, Value::from),
@@ -1410,7 +1410,10 @@ fn pg_value(row: &PgRow, i: usize, d: Decoder) -> Result<Value, ValueError> {
         ),
         Decoder::Time => opt(row.try_get::<Option<NaiveTime>, _>(i)?, fmt_time),
         Decoder::Text | Decoder::SqliteDynamic => {
-            opt(row.try_get::<Option<String>, _>(i)?, Value::String)
+            return Ok(match row.try_get::<Option<&str>, _>(i)? {
+                Some(text) => Cell::Text(text),
+                None => Cell::Json(Value::Null),
+            });
         }
         Decoder::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, b64),
         Decoder::Json => row.try_get::<Option<Value>, _>(i)?.unwrap_or(Value::Null),
@@ -1421,14 +1424,14 @@ fn pg_value(row: &PgRow, i: usize, d: Decoder) -> Result<Value, ValueError> {
         Decoder::Uuid => opt(row.try_get::<Option<uuid::Uuid>, _>(i)?, |u| {
             Value::String(u.to_string())
         }),
-    })
+    }))
 }
 
-fn mysql_value(row: &MySqlRow, i: usize, d: Decoder) -> Result<Value, ValueError> {
+fn mysql_value(row: &MySqlRow, i: usize, d: Decoder) -> Result<Cell<'_>, ValueError> {
     if row.try_get_raw(i)?.is_null() {
-        return Ok(Value::Null);
+        return Ok(Cell::Json(Value::Null));
     }
-    Ok(match d {
+    Ok(Cell::Json(match d {
         Decoder::I16 | Decoder::I32 | Decoder::I64 => {
             Value::from(row.try_get_unchecked::<i64, _>(i)?)
         }
@@ -1441,13 +1444,13 @@ fn mysql_value(row: &MySqlRow, i: usize, d: Decoder) -> Result<Value, ValueError
         Decoder::DateTimeUtc => fmt_datetime_utc(row.try_get_unchecked::<DateTime<Utc>, _>(i)?),
         Decoder::Time => fmt_time(row.try_get_unchecked::<NaiveTime, _>(i)?),
         Decoder::Text | Decoder::SqliteDynamic | Decoder::Uuid => {
-            Value::String(row.try_get_unchecked::<String, _>(i)?)
+            return Ok(Cell::Text(row.try_get_unchecked::<&str, _>(i)?));
         }
         Decoder::Bytes => b64(row.try_get_unchecked::<Vec<u8>, _>(i)?),
         Decoder::Json | Decoder::JsonText | Decoder::SqliteJson => {
             json_text(row.try_get_unchecked::<String, _>(i)?)?
         }
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -77,7 +77,11 @@ fn records(c: &mut Criterion) {
     let mut encoder = RecordEncoder::new(COLUMNS);
     let texts: Vec<String> = rows
         .iter()
-        .map(|r| encoder.encode(|i| Ok::<_, ()>(r[i].clone())).unwrap())
+        .map(|r| {
+            encoder
+                .encode(|i| Ok::<_, ()>(r[i].clone().into()))
+                .unwrap()
+        })
         .collect();
     let batch = RecordBatch {
         records: texts.clone(),
@@ -89,7 +93,11 @@ fn records(c: &mut Criterion) {
     group.bench_function("encode_10k", |b| {
         b.iter(|| {
             for r in &rows {
-                black_box(encoder.encode(|i| Ok::<_, ()>(r[i].clone())).unwrap());
+                black_box(
+                    encoder
+                        .encode(|i| Ok::<_, ()>(r[i].clone().into()))
+                        .unwrap(),
+                );
             }
         })
     });

@@ -6,6 +6,31 @@
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
+/// One value of a record being encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    /// Text, written as a JSON string: borrowed from where it was read
+    /// (a database row), without a copy.
+    Text(&'a str),
+    Json(Value),
+}
+
+impl From<Value> for Cell<'_> {
+    fn from(v: Value) -> Self {
+        Cell::Json(v)
+    }
+}
+
+impl Cell<'_> {
+    /// The value as JSON, text copied into a string.
+    pub fn into_value(self) -> Value {
+        match self {
+            Cell::Text(text) => Value::String(text.to_owned()),
+            Cell::Json(v) => v,
+        }
+    }
+}
+
 /// Encodes records with a fixed list of keys. Each key's JSON text is
 /// written once, here; a record then costs its values and one string.
 #[derive(Debug, Clone)]
@@ -33,17 +58,21 @@ impl RecordEncoder {
 
     /// Encodes one record; `value(i)` gives the value of key `i`. The first
     /// error stops the record and is returned.
-    pub fn encode<E>(
+    pub fn encode<'v, E>(
         &mut self,
-        mut value: impl FnMut(usize) -> Result<Value, E>,
+        mut value: impl FnMut(usize) -> Result<Cell<'v>, E>,
     ) -> Result<String, E> {
         let mut out = Vec::with_capacity(self.hint);
         out.push(b'{');
         for (i, prefix) in self.prefixes.iter().enumerate() {
             out.extend_from_slice(prefix.as_bytes());
             // the compact JSON text Value's Display writes, without the
-            // formatter between; writing to a Vec cannot fail
-            let _ = serde_json::to_writer(&mut out, &value(i)?);
+            // formatter between; writing a string or a Value to a Vec
+            // cannot fail
+            let _ = match value(i)? {
+                Cell::Text(text) => serde_json::to_writer(&mut out, text),
+                Cell::Json(v) => serde_json::to_writer(&mut out, &v),
+            };
         }
         out.push(b'}');
         self.hint = self.hint.max(out.len());
@@ -105,7 +134,9 @@ mod tests {
     fn encodes_keys_in_order_with_escapes() {
         let mut encoder = RecordEncoder::new(["nik", "nama", "a\"b"]);
         let values = [json!("3201"), json!("SITI \"S\" \u{1}"), Value::Null];
-        let text = encoder.encode(|i| Ok::<_, ()>(values[i].clone())).unwrap();
+        let text = encoder
+            .encode(|i| Ok::<_, ()>(values[i].clone().into()))
+            .unwrap();
         assert_eq!(
             text,
             r#"{"nik":"3201","nama":"SITI \"S\" \u0001","a\"b":null}"#
@@ -138,14 +169,22 @@ mod tests {
 
     proptest::proptest! {
         /// The encoder writes each value as its compact JSON text, as
-        /// `Value`'s `Display` does.
+        /// `Value`'s `Display` does, text borrowed or not.
         #[test]
         fn a_record_is_each_value_as_its_json_text(
             names in proptest::collection::vec(proptest::prelude::any::<String>(), 0..6),
             values in proptest::collection::vec(any_value(), 6),
         ) {
             let mut encoder = RecordEncoder::new(names.iter().map(String::as_str));
-            let text = encoder.encode(|i| Ok::<_, ()>(values[i].clone())).unwrap();
+            // strings both borrowed and as values
+            let text = encoder
+                .encode(|i| {
+                    Ok::<_, ()>(match &values[i] {
+                        Value::String(s) if i % 2 == 0 => Cell::Text(s),
+                        v => Cell::Json(v.clone()),
+                    })
+                })
+                .unwrap();
             let mut want = String::from("{");
             for (i, name) in names.iter().enumerate() {
                 if i > 0 {
@@ -161,10 +200,10 @@ mod tests {
     #[test]
     fn an_error_stops_the_record() {
         let mut encoder = RecordEncoder::new(["a", "b"]);
-        let got = encoder.encode(|i| if i == 1 { Err(i) } else { Ok(json!(1)) });
+        let got = encoder.encode(|i| if i == 1 { Err(i) } else { Ok(json!(1).into()) });
         assert_eq!(got, Err(1));
         assert_eq!(
-            RecordEncoder::new([]).encode(|_| Ok::<_, ()>(json!(1))),
+            RecordEncoder::new([]).encode(|_| Ok::<_, ()>(json!(1).into())),
             Ok("{}".into())
         );
     }
