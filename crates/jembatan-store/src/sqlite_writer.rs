@@ -19,10 +19,12 @@
 //! adds the subject rows of every entry written since the index last
 //! caught up, read back from the entries and sorted, so that the index
 //! is written in long ordered runs rather than a row at a random place
-//! for each subject. It catches up once the entries behind it name
-//! [`Trail::MOST_SUBJECTS`] subjects or number [`Trail::MOST_ENTRIES`],
-//! and whenever no work has come for [`Trail::IDLE`]; searches read the
-//! entries it has not reached yet from the log itself.
+//! for each subject. It starts catching up once the entries behind it
+//! name [`Trail::MOST_SUBJECTS`] subjects or number
+//! [`Trail::MOST_ENTRIES`], and whenever no work has come for
+//! [`Trail::IDLE`], and writes the rows in chunks between its other
+//! work; searches read the entries it has not reached yet from the log
+//! itself.
 //!
 //! Other writers (agreements, quotas, the registry, other processes on
 //! the same file) keep using the pool; SQLite's write lock and busy
@@ -31,7 +33,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::oneshot;
@@ -120,58 +122,32 @@ impl SqliteWriter {
             .name("jembatan-store-writer".into())
             .spawn(move || {
                 loop {
-                    let first = if trail.waiting() {
+                    let first = if trail.running() {
+                        // the catch-up goes on between the other work
+                        match queue.try_recv() {
+                            Ok(job) => Some(job),
+                            Err(TryRecvError::Empty) => None,
+                            Err(TryRecvError::Disconnected) => break,
+                        }
+                    } else if trail.waiting() {
                         match queue.recv_timeout(Trail::IDLE) {
-                            Ok(job) => job,
+                            Ok(job) => Some(job),
                             Err(RecvTimeoutError::Timeout) => {
-                                let _ = trail.catch_up(&mut conn);
-                                continue;
+                                trail.begin(&mut conn);
+                                None
                             }
                             Err(RecvTimeoutError::Disconnected) => break,
                         }
                     } else {
                         match queue.recv() {
-                            Ok(job) => job,
+                            Ok(job) => Some(job),
                             Err(_) => break,
                         }
                     };
-                    let mut appends = Vec::new();
-                    let mut lights = Vec::new();
-                    let mut catch_ups = Vec::new();
-                    let mut next = Some(first);
-                    while let Some(job) = next.take() {
-                        match job {
-                            Job::Append { batch, done } => appends.push((batch, done)),
-                            Job::Light { op, done } => lights.push((op, done)),
-                            Job::CatchUp { done } => catch_ups.push(done),
-                        }
-                        if lights.len() < MOST_LIGHT {
-                            next = queue.try_recv().ok();
-                        }
+                    if let Some(first) = first {
+                        serve(&mut conn, &queue, &mut trail, first);
                     }
-                    if !lights.is_empty() {
-                        write_light(&mut conn, lights);
-                    }
-                    for (mut batch, done) in appends {
-                        let written = write(&mut conn, &mut batch);
-                        let named = match &written {
-                            Ok(named) => Some(*named),
-                            Err(_) => None,
-                        };
-                        let _ = done.send((batch, written.map(|_| ())));
-                        if let Some(named) = named {
-                            trail.after(&mut conn, named);
-                        }
-                    }
-                    if !catch_ups.is_empty() {
-                        let through = trail.catch_up(&mut conn);
-                        for done in catch_ups {
-                            let _ = done.send(match &through {
-                                Ok(n) => Ok(*n),
-                                Err(err) => Err(StoreError::AuditUnavailable(err.to_string())),
-                            });
-                        }
-                    }
+                    trail.step(&mut conn);
                 }
             })
             .map_err(|e| {
@@ -218,6 +194,53 @@ impl SqliteWriter {
             return Err(StoreError::AppenderStopped);
         }
         outcome.await.unwrap_or(Err(StoreError::AppenderStopped))
+    }
+}
+
+/// Serves `first` and the jobs waiting behind it: the bookkeeping in
+/// one transaction, then each audit batch, then any catch-up asked for.
+fn serve(
+    conn: &mut Connection,
+    queue: &std::sync::mpsc::Receiver<Job>,
+    trail: &mut Trail,
+    first: Job,
+) {
+    let mut appends = Vec::new();
+    let mut lights = Vec::new();
+    let mut catch_ups = Vec::new();
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        match job {
+            Job::Append { batch, done } => appends.push((batch, done)),
+            Job::Light { op, done } => lights.push((op, done)),
+            Job::CatchUp { done } => catch_ups.push(done),
+        }
+        if lights.len() < MOST_LIGHT {
+            next = queue.try_recv().ok();
+        }
+    }
+    if !lights.is_empty() {
+        write_light(conn, lights);
+    }
+    for (mut batch, done) in appends {
+        let written = write(conn, &mut batch);
+        let named = match &written {
+            Ok(named) => Some(*named),
+            Err(_) => None,
+        };
+        let _ = done.send((batch, written.map(|_| ())));
+        if let Some(named) = named {
+            trail.after(conn, named);
+        }
+    }
+    if !catch_ups.is_empty() {
+        let through = trail.catch_up(conn);
+        for done in catch_ups {
+            let _ = done.send(match &through {
+                Ok(n) => Ok(*n),
+                Err(err) => Err(StoreError::AuditUnavailable(err.to_string())),
+            });
+        }
     }
 }
 
@@ -275,10 +298,16 @@ fn durable(conn: &Connection) -> Result<(), StoreError> {
 }
 
 /// The subject index behind the log: how much the writer has written
-/// since the index last caught up, and when to catch up.
+/// since the index last caught up, when to catch up, and the catch-up
+/// under way. A catch-up reads the rows of the entries behind the mark
+/// ([`Run::read`]) and adds them in sorted chunks of [`Run::CHUNK`],
+/// one transaction each with the writer's other work between them, so
+/// that no audit batch waits for a whole run; the last chunk moves the
+/// mark.
 struct Trail {
-    /// Entries written since, as this thread counts them (at start, the
-    /// entries the index has not reached).
+    /// Entries written since the mark or the run under way, as this
+    /// thread counts them (at start, the entries the index has not
+    /// reached).
     entries: usize,
     /// Subjects those entries name.
     subjects: usize,
@@ -286,6 +315,16 @@ struct Trail {
     /// rather than for idle time, so a lasting fault is not retried (and
     /// logged) five times a second.
     failed: bool,
+    /// The catch-up under way.
+    run: Option<Run>,
+}
+
+/// A catch-up under way: the sorted rows of the entries from the mark
+/// up to `through`, and how many are written.
+struct Run {
+    rows: Vec<(i64, i64)>,
+    written: usize,
+    through: i64,
 }
 
 impl Trail {
@@ -310,41 +349,93 @@ impl Trail {
             entries: usize::try_from(behind).unwrap_or(0),
             subjects: 0,
             failed: false,
+            run: None,
         })
     }
 
-    /// Whether entries wait for the index.
+    /// Whether entries wait for the index to start catching up.
     fn waiting(&self) -> bool {
-        self.entries > 0 && !self.failed
+        self.entries > 0 && !self.failed && self.run.is_none()
+    }
+
+    /// Whether a catch-up is under way.
+    fn running(&self) -> bool {
+        self.run.is_some()
     }
 
     /// After a batch of `entries` entries naming `subjects` subjects:
-    /// catches up when the entries behind the index reach either bound.
+    /// starts catching up when the entries behind the index reach either
+    /// bound.
     fn after(&mut self, conn: &mut Connection, (entries, subjects): (usize, usize)) {
         self.entries += entries;
         self.subjects += subjects;
         self.failed = false;
-        if self.subjects >= Trail::MOST_SUBJECTS || self.entries >= Trail::MOST_ENTRIES {
-            let _ = self.catch_up(conn);
+        if self.run.is_none()
+            && (self.subjects >= Trail::MOST_SUBJECTS || self.entries >= Trail::MOST_ENTRIES)
+        {
+            self.begin(conn);
         }
     }
 
-    /// Indexes every entry behind the index; the `seq` it now reaches.
-    /// On failure the entries stay behind it, found by searches, and
-    /// the next catch-up tries again.
-    fn catch_up(&mut self, conn: &mut Connection) -> Result<u64, StoreError> {
-        match index_behind(conn) {
-            Ok(through) => {
+    /// Starts a catch-up of every entry behind the mark.
+    fn begin(&mut self, conn: &mut Connection) {
+        match Run::read(conn) {
+            Ok(run) => {
                 self.entries = 0;
                 self.subjects = 0;
-                Ok(through)
+                self.run = run;
             }
+            Err(err) => self.fail(err),
+        }
+    }
+
+    /// Writes the next chunk of the catch-up under way, if any.
+    fn step(&mut self, conn: &mut Connection) {
+        let Some(run) = &mut self.run else {
+            return;
+        };
+        match run.step(conn) {
+            Ok(false) => {}
+            Ok(true) => self.run = None,
             Err(err) => {
-                self.failed = true;
-                tracing::warn!(error = %err, "cannot bring the subject index up to date");
-                Err(err)
+                self.run = None;
+                // the entries stay behind the mark: the next run reads them
+                self.entries = self.entries.max(1);
+                self.fail(err);
             }
         }
+    }
+
+    fn fail(&mut self, err: StoreError) {
+        tracing::warn!(error = %err, "cannot bring the subject index up to date");
+        self.failed = true;
+    }
+
+    /// Brings the index up to the log's end now: the run under way, then
+    /// one of everything after it. Returns the mark it reaches.
+    fn catch_up(&mut self, conn: &mut Connection) -> Result<u64, StoreError> {
+        for _ in 0..2 {
+            if self.run.is_none() {
+                self.run = Run::read(conn)?;
+                self.entries = 0;
+                self.subjects = 0;
+            }
+            while let Some(run) = &mut self.run {
+                match run.step(conn) {
+                    Ok(false) => {}
+                    Ok(true) => self.run = None,
+                    Err(err) => {
+                        self.run = None;
+                        self.entries = self.entries.max(1);
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        let mark: i64 = conn
+            .query_row("SELECT seq FROM audit_subjects_through", [], |r| r.get(0))
+            .map_err(sqlite_error)?;
+        Ok(u64::try_from(mark).unwrap_or(0))
     }
 }
 
@@ -359,63 +450,103 @@ struct Named<'a> {
     subjects: Vec<std::borrow::Cow<'a, str>>,
 }
 
-/// Adds the subject rows of every entry from `audit_subjects_through`
-/// on, sorted, and moves it past them, in one transaction; returns the
-/// `seq` it reaches. The commit does not wait for the disk: the rows and
-/// the mark are lost or kept together, and the entries they come from
-/// are durable.
-fn index_behind(conn: &mut Connection) -> Result<u64, StoreError> {
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(sqlite_error)?;
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sqlite_error)?;
-    let from: i64 = tx
-        .query_row("SELECT seq FROM audit_subjects_through", [], |r| r.get(0))
-        .map_err(sqlite_error)?;
-    let mut rows: Vec<(i64, i64)> = Vec::new();
-    let mut through = from;
-    {
-        let mut read = tx
-            .prepare("SELECT seq, entry FROM audit_log WHERE seq >= ?1 ORDER BY seq")
+impl Run {
+    /// Rows written per transaction.
+    const CHUNK: usize = 16_384;
+
+    /// The rows of every entry from the mark on, read back from their
+    /// canonical text and sorted; `None` when no entry is behind it.
+    fn read(conn: &Connection) -> Result<Option<Run>, StoreError> {
+        // one read transaction: the mark and the entries as of one moment
+        let tx = conn.unchecked_transaction().map_err(sqlite_error)?;
+        let from: i64 = tx
+            .query_row("SELECT seq FROM audit_subjects_through", [], |r| r.get(0))
             .map_err(sqlite_error)?;
-        let mut entries = read.query([from]).map_err(sqlite_error)?;
-        while let Some(row) = entries.next().map_err(sqlite_error)? {
-            let seq: i64 = row.get(0).map_err(sqlite_error)?;
-            let text = row
-                .get_ref(1)
-                .and_then(|v| Ok(v.as_bytes()?))
+        let mut rows: Vec<(i64, i64)> = Vec::new();
+        let mut through = from;
+        {
+            let mut read = tx
+                .prepare("SELECT seq, entry FROM audit_log WHERE seq >= ?1 ORDER BY seq")
                 .map_err(sqlite_error)?;
-            match serde_json::from_slice::<Named<'_>>(text) {
-                Ok(named) => rows.extend(
-                    named
-                        .subject_hash
-                        .iter()
-                        .chain(&named.subjects)
-                        .map(|hash| (subject_key(hash), seq)),
-                ),
-                // `audit verify` names the entry; the index cannot
-                Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
+            let mut entries = read.query([from]).map_err(sqlite_error)?;
+            while let Some(row) = entries.next().map_err(sqlite_error)? {
+                let seq: i64 = row.get(0).map_err(sqlite_error)?;
+                let text = row
+                    .get_ref(1)
+                    .and_then(|v| Ok(v.as_bytes()?))
+                    .map_err(sqlite_error)?;
+                match serde_json::from_slice::<Named<'_>>(text) {
+                    Ok(named) => rows.extend(
+                        named
+                            .subject_hash
+                            .iter()
+                            .chain(&named.subjects)
+                            .map(|hash| (subject_key(hash), seq)),
+                    ),
+                    // `audit verify` names the entry; the index cannot
+                    Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
+                }
+                through = seq + 1;
             }
-            through = seq + 1;
         }
-    }
-    rows.sort_unstable();
-    rows.dedup();
-    {
-        let mut insert = tx
-            .prepare("INSERT OR IGNORE INTO audit_subjects (subject_key, seq) VALUES (?1, ?2)")
-            .map_err(sqlite_error)?;
-        for (key, seq) in &rows {
-            insert.execute(params![key, seq]).map_err(sqlite_error)?;
+        tx.finish().map_err(sqlite_error)?;
+        if through == from {
+            return Ok(None);
         }
+        rows.sort_unstable();
+        rows.dedup();
+        Ok(Some(Run {
+            rows,
+            written: 0,
+            through,
+        }))
     }
-    if through > from {
-        tx.execute("UPDATE audit_subjects_through SET seq = ?1", [through])
+
+    /// Adds the next chunk of rows in one transaction; the last chunk
+    /// moves the mark past the run's entries. Returns whether the run is
+    /// done. The commit does not wait for the disk: rows and mark are
+    /// lost or kept together, and the entries they come from are
+    /// durable; a row added twice (after a crash between chunks) is
+    /// added once.
+    fn step(&mut self, conn: &mut Connection) -> Result<bool, StoreError> {
+        conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite_error)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_error)?;
+        let end = self.rows.len().min(self.written + Run::CHUNK);
+        // an entry archived since the run was read has left: its rows too
+        let archived: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(up_to), 0) FROM audit_archives",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sqlite_error)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO audit_subjects (subject_key, seq) VALUES (?1, ?2)",
+                )
+                .map_err(sqlite_error)?;
+            for (key, seq) in &self.rows[self.written..end] {
+                if *seq >= archived {
+                    insert.execute(params![key, seq]).map_err(sqlite_error)?;
+                }
+            }
+        }
+        let done = end == self.rows.len();
+        if done {
+            tx.execute(
+                "UPDATE audit_subjects_through SET seq = max(seq, ?1)",
+                [self.through],
+            )
+            .map_err(sqlite_error)?;
+        }
+        tx.commit().map_err(sqlite_error)?;
+        self.written = end;
+        Ok(done)
     }
-    tx.commit().map_err(sqlite_error)?;
-    Ok(u64::try_from(through).unwrap_or(0))
 }
 
 /// Writes the batch (the subject index follows, see [`Trail`]); returns
@@ -521,7 +652,8 @@ mod tests {
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM audit_subjects"), 0);
         assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 0);
 
-        assert_eq!(index_behind(&mut conn).unwrap(), 2);
+        let mut trail = Trail::start(&conn).unwrap();
+        assert_eq!(trail.catch_up(&mut conn).unwrap(), 2);
         let rows: Vec<(i64, i64)> = conn
             .prepare("SELECT subject_key, seq FROM audit_subjects ORDER BY subject_key, seq")
             .unwrap()
@@ -533,7 +665,7 @@ mod tests {
         // "aa…" is negative as a signed key
         assert_eq!(rows, [(ka, 0), (kb, 0), (kb, 1)]);
         // nothing behind: the mark stays, nothing is added twice
-        assert_eq!(index_behind(&mut conn).unwrap(), 2);
+        assert_eq!(trail.catch_up(&mut conn).unwrap(), 2);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM audit_subjects"), 3);
     }
 
@@ -586,34 +718,46 @@ mod tests {
         }
     }
 
-    /// The writer catches up when the entries behind the index name
-    /// enough subjects or are enough entries, not before.
+    /// The writer starts catching up when the entries behind the index
+    /// name enough subjects or are enough entries, not before, and adds
+    /// their rows a chunk at a time: the mark moves with the last chunk.
     #[tokio::test]
-    async fn the_index_catches_up_at_either_bound() {
+    async fn the_index_catches_up_at_either_bound_a_chunk_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = store_file(dir.path()).await;
+        let mark = |conn: &Connection| count(conn, "SELECT seq FROM audit_subjects_through");
         let mut trail = Trail::start(&conn).unwrap();
-        assert!(!trail.waiting());
-        let mut batch = vec![Pending::new(named(&[&"cc".repeat(32)])).0];
+        assert!(!trail.waiting() && !trail.running());
+        // more subjects than one chunk holds
+        let many: Vec<String> = (0..Run::CHUNK + 10)
+            .map(|i| AuditEntry::sha256(i.to_string().as_bytes()))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut batch = vec![Pending::new(named(&many)).0];
         let written = write(&mut conn, &mut batch).unwrap();
         trail.after(&mut conn, written);
-        assert!(trail.waiting());
-        assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 0);
+        assert!(trail.waiting() && !trail.running());
         // as if the entries behind named one subject short of the bound
         trail.subjects = Trail::MOST_SUBJECTS - 2;
         trail.after(&mut conn, (0, 1));
-        assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 0);
+        assert!(!trail.running());
         trail.after(&mut conn, (0, 1));
-        assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 1);
-        assert!(!trail.waiting());
+        assert!(trail.running() && !trail.waiting());
+        trail.step(&mut conn);
+        let rows = "SELECT COUNT(*) FROM audit_subjects";
+        assert_eq!((count(&conn, rows), mark(&conn)), (Run::CHUNK as i64, 0));
+        trail.step(&mut conn);
+        assert!(!trail.running());
+        assert_eq!((count(&conn, rows), mark(&conn)), (many.len() as i64, 1));
         // and by entries
         let mut batch = vec![Pending::new(named(&[])).0];
         let written = write(&mut conn, &mut batch).unwrap();
         trail.entries = Trail::MOST_ENTRIES - 1;
         trail.after(&mut conn, written);
-        assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 2);
+        trail.step(&mut conn);
+        assert_eq!(mark(&conn), 2);
         // a store opened with entries behind its index waits to catch up
-        let mut batch = vec![Pending::new(named(&[&"dd".repeat(32)])).0];
+        let mut batch = vec![Pending::new(named(&["dd"])).0];
         write(&mut conn, &mut batch).unwrap();
         assert!(Trail::start(&conn).unwrap().waiting());
     }
