@@ -379,36 +379,16 @@ impl Trail {
 
     /// Starts a catch-up of every entry behind the mark.
     fn begin(&mut self, conn: &mut Connection) {
-        match Run::read(conn) {
-            Ok(run) => {
-                self.entries = 0;
-                self.subjects = 0;
-                self.run = run;
-            }
-            Err(err) => self.fail(err),
+        if let Err(err) = self.read(conn) {
+            self.fail(err);
         }
     }
 
     /// Writes the next chunk of the catch-up under way, if any.
     fn step(&mut self, conn: &mut Connection) {
-        let Some(run) = &mut self.run else {
-            return;
-        };
-        match run.step(conn) {
-            Ok(false) => {}
-            Ok(true) => self.run = None,
-            Err(err) => {
-                self.run = None;
-                // the entries stay behind the mark: the next run reads them
-                self.entries = self.entries.max(1);
-                self.fail(err);
-            }
+        if let Err(err) = self.try_step(conn) {
+            self.fail(err);
         }
-    }
-
-    fn fail(&mut self, err: StoreError) {
-        tracing::warn!(error = %err, "cannot bring the subject index up to date");
-        self.failed = true;
     }
 
     /// Brings the index up to the log's end now: the run under way, then
@@ -416,26 +396,50 @@ impl Trail {
     fn catch_up(&mut self, conn: &mut Connection) -> Result<u64, StoreError> {
         for _ in 0..2 {
             if self.run.is_none() {
-                self.run = Run::read(conn)?;
-                self.entries = 0;
-                self.subjects = 0;
+                self.read(conn)?;
             }
-            while let Some(run) = &mut self.run {
-                match run.step(conn) {
-                    Ok(false) => {}
-                    Ok(true) => self.run = None,
-                    Err(err) => {
-                        self.run = None;
-                        self.entries = self.entries.max(1);
-                        return Err(err);
-                    }
-                }
+            while self.running() {
+                self.try_step(conn)?;
             }
         }
         let mark: i64 = conn
             .query_row("SELECT seq FROM audit_subjects_through", [], |r| r.get(0))
             .map_err(sqlite_error)?;
         Ok(u64::try_from(mark).unwrap_or(0))
+    }
+
+    /// Reads the run of every entry behind the mark: what it counted is
+    /// in it.
+    fn read(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        self.run = Run::read(conn)?;
+        self.entries = 0;
+        self.subjects = 0;
+        Ok(())
+    }
+
+    fn try_step(&mut self, conn: &mut Connection) -> Result<(), StoreError> {
+        let Some(run) = &mut self.run else {
+            return Ok(());
+        };
+        match run.step(conn) {
+            Ok(done) => {
+                if done {
+                    self.run = None;
+                }
+                Ok(())
+            }
+            Err(err) => {
+                self.run = None;
+                // the entries stay behind the mark: the next run reads them
+                self.entries = self.entries.max(1);
+                Err(err)
+            }
+        }
+    }
+
+    fn fail(&mut self, err: StoreError) {
+        tracing::warn!(error = %err, "cannot bring the subject index up to date");
+        self.failed = true;
     }
 }
 
