@@ -580,7 +580,7 @@ fn read_source(
     }
     let log_size = log_size(&tx)?;
     let indexed: i64 = tx
-        .query_row("SELECT seq FROM audit_subjects_through", [], |r| r.get(0))
+        .query_row(crate::sqlite_writer::MARK, [], |r| r.get(0))
         .map_err(source_error)?;
     if u64::try_from(indexed).unwrap_or_default() < log_size {
         return Err(MigrateError::Source(format!(

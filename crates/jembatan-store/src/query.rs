@@ -73,8 +73,8 @@ impl EntryQuery {
                 // and the entries the index has not reached yet
                 Backend::Sqlite => format!(
                     "SELECT seq FROM audit_subjects WHERE subject_key = CAST({k} AS INTEGER) \
-                     UNION ALL SELECT seq FROM audit_log \
-                     WHERE seq >= (SELECT seq FROM audit_subjects_through)"
+                     UNION ALL SELECT seq FROM audit_log WHERE seq >= ({})",
+                    crate::sqlite_writer::MARK
                 ),
             };
             let h = next(&mut values, &format!("\"{hash}\""));

@@ -46,6 +46,9 @@ use crate::audit::{Pending, number, subject_key};
 pub(crate) const NEXT_SEQ: &str = "SELECT max(COALESCE((SELECT MAX(seq) + 1 FROM audit_log), 0),
             COALESCE((SELECT MAX(up_to) FROM audit_archives), 0))";
 
+/// The subject index's mark: every entry below it has its index rows.
+pub(crate) const MARK: &str = "SELECT seq FROM audit_subjects_through";
+
 /// Most bookkeeping statements written in one transaction.
 const MOST_LIGHT: usize = 512;
 
@@ -224,10 +227,7 @@ fn serve(
     }
     for (mut batch, done) in appends {
         let written = write(conn, &mut batch);
-        let named = match &written {
-            Ok(named) => Some(*named),
-            Err(_) => None,
-        };
+        let named = written.as_ref().ok().copied();
         let _ = done.send((batch, written.map(|_| ())));
         if let Some(named) = named {
             trail.after(conn, named);
@@ -339,8 +339,7 @@ impl Trail {
     fn start(conn: &Connection) -> Result<Trail, StoreError> {
         let behind: i64 = conn
             .query_row(
-                "SELECT COUNT(*) FROM audit_log \
-                 WHERE seq >= (SELECT seq FROM audit_subjects_through)",
+                &format!("SELECT COUNT(*) FROM audit_log WHERE seq >= ({MARK})"),
                 [],
                 |r| r.get(0),
             )
@@ -394,18 +393,21 @@ impl Trail {
     /// Brings the index up to the log's end now: the run under way, then
     /// one of everything after it. Returns the mark it reaches.
     fn catch_up(&mut self, conn: &mut Connection) -> Result<u64, StoreError> {
-        for _ in 0..2 {
-            if self.run.is_none() {
-                self.read(conn)?;
-            }
-            while self.running() {
-                self.try_step(conn)?;
-            }
-        }
+        self.finish(conn)?;
+        self.read(conn)?;
+        self.finish(conn)?;
         let mark: i64 = conn
-            .query_row("SELECT seq FROM audit_subjects_through", [], |r| r.get(0))
+            .query_row(MARK, [], |r| r.get(0))
             .map_err(sqlite_error)?;
         Ok(u64::try_from(mark).unwrap_or(0))
+    }
+
+    /// Writes the rest of the run under way, if any.
+    fn finish(&mut self, conn: &mut Connection) -> Result<(), StoreError> {
+        while self.running() {
+            self.try_step(conn)?;
+        }
+        Ok(())
     }
 
     /// Reads the run of every entry behind the mark: what it counted is
@@ -463,9 +465,7 @@ impl Run {
     fn read(conn: &Connection) -> Result<Option<Run>, StoreError> {
         // one read transaction: the mark and the entries as of one moment
         let tx = conn.unchecked_transaction().map_err(sqlite_error)?;
-        let from: i64 = tx
-            .query_row("SELECT seq FROM audit_subjects_through", [], |r| r.get(0))
-            .map_err(sqlite_error)?;
+        let from: i64 = tx.query_row(MARK, [], |r| r.get(0)).map_err(sqlite_error)?;
         let mut rows: Vec<(i64, i64)> = Vec::new();
         let mut through = from;
         {
@@ -635,6 +635,16 @@ mod tests {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
+    /// The index's rows, in key order.
+    fn index_rows(conn: &Connection) -> Vec<(i64, i64)> {
+        conn.prepare("SELECT subject_key, seq FROM audit_subjects ORDER BY subject_key, seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// An audit batch commits waiting for the disk whatever the
     /// connection did before (bookkeeping and the index do not wait), and
     /// holds only its entries: the index follows from their text.
@@ -658,13 +668,7 @@ mod tests {
 
         let mut trail = Trail::start(&conn).unwrap();
         assert_eq!(trail.catch_up(&mut conn).unwrap(), 2);
-        let rows: Vec<(i64, i64)> = conn
-            .prepare("SELECT subject_key, seq FROM audit_subjects ORDER BY subject_key, seq")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows = index_rows(&conn);
         let (ka, kb) = (subject_key(&a), subject_key(&b));
         // "aa…" is negative as a signed key
         assert_eq!(rows, [(ka, 0), (kb, 0), (kb, 1)]);
@@ -705,14 +709,7 @@ mod tests {
                 "../migrations/sqlite/0021_audit_subjects_trailing.sql"
             ))
             .unwrap();
-            let rows: Vec<(i64, i64)> = conn
-                .prepare("SELECT subject_key, seq FROM audit_subjects")
-                .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            assert_eq!(rows, [(-3, 1), (1, 0), (5, 2), (9, 2)]);
+            assert_eq!(index_rows(&conn), [(-3, 1), (1, 0), (5, 2), (9, 2)]);
             assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), mark);
             let recent = count(
                 &conn,
