@@ -677,6 +677,29 @@ mod tests {
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM audit_subjects"), 3);
     }
 
+    /// Entries archived while a catch-up is under way leave without
+    /// their rows: the run adds rows only for entries still stored.
+    #[tokio::test]
+    async fn a_catch_up_leaves_out_entries_archived_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = store_file(dir.path()).await;
+        let (a, b) = ("aa".repeat(32), "0b".repeat(32));
+        let mut batch = vec![Pending::new(named(&[&a])).0, Pending::new(named(&[&b])).0];
+        write(&mut conn, &mut batch).unwrap();
+        let mut trail = Trail::start(&conn).unwrap();
+        trail.begin(&mut conn);
+        assert!(trail.running());
+        conn.execute(
+            "INSERT INTO audit_archives (up_to, from_seq, checkpoint, file_sha256, archived_at) \
+             VALUES (1, 0, 1, 'x', 't')",
+            [],
+        )
+        .unwrap();
+        trail.finish(&mut conn).unwrap();
+        assert_eq!(index_rows(&conn), [(subject_key(&b), 1)]);
+        assert_eq!(count(&conn, MARK), 2);
+    }
+
     /// Migration 0021 moves the rows waiting in the recent level into the
     /// index, and starts the mark past everything stored (all of it was
     /// indexed when written) or archived.
