@@ -26,6 +26,12 @@
 //! work; searches read the entries it has not reached yet from the log
 //! itself.
 //!
+//! The write-ahead log is copied into the database by a thread of its
+//! own ([`Checkpointer`]) rather than in whichever of the writer's
+//! commits finds it past SQLite's threshold, so that no audit batch or
+//! bookkeeping write waits for a checkpoint (a few megabytes written and
+//! synced).
+//!
 //! Other writers (agreements, quotas, the registry, other processes on
 //! the same file) keep using the pool; SQLite's write lock and busy
 //! timeout order them with this one.
@@ -33,7 +39,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, TryRecvError};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::oneshot;
@@ -119,13 +125,22 @@ impl SqliteWriter {
             .map_err(sqlite_error)?;
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(sqlite_error)?;
+        // the checkpointer copies the log; the writer's commits do only
+        // when it has fallen far behind (or is gone)
+        conn.pragma_update(None, "wal_autocheckpoint", Checkpointer::FALLBACK_PAGES)
+            .map_err(sqlite_error)?;
+        let checkpointer = Checkpointer::start(path)?;
         let mut trail = Trail::start(&conn)?;
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("jembatan-store-writer".into())
             .spawn(move || {
+                // a job that arrived while a chunk of the index was written
+                let mut arrived: Option<Job> = None;
                 loop {
-                    let first = if trail.running() {
+                    let first = if let Some(job) = arrived.take() {
+                        Some(job)
+                    } else if trail.running() {
                         // the catch-up goes on between the other work
                         match queue.try_recv() {
                             Ok(job) => Some(job),
@@ -150,7 +165,12 @@ impl SqliteWriter {
                     if let Some(first) = first {
                         serve(&mut conn, &queue, &mut trail, first);
                     }
-                    trail.step(&mut conn);
+                    // the chunk ends early for a job that arrives meanwhile
+                    trail.step(&mut conn, &mut || {
+                        arrived = queue.try_recv().ok();
+                        arrived.is_some()
+                    });
+                    checkpointer.nudge();
                 }
             })
             .map_err(|e| {
@@ -197,6 +217,57 @@ impl SqliteWriter {
             return Err(StoreError::AppenderStopped);
         }
         outcome.await.unwrap_or(Err(StoreError::AppenderStopped))
+    }
+}
+
+/// The thread that copies the write-ahead log into the database: woken
+/// after the writer's work, it waits [`Checkpointer::EVERY`] (gathering
+/// the wake-ups of that time) and runs a passive checkpoint on its own
+/// connection, which neither waits for nor stops readers and writers.
+/// The thread ends when the writer's handle is dropped.
+struct Checkpointer {
+    wake: SyncSender<()>,
+}
+
+impl Checkpointer {
+    /// Time between two checkpoints while writes come.
+    const EVERY: Duration = Duration::from_millis(100);
+    /// Pages of log after which the writer's own commits checkpoint, as
+    /// SQLite's do by default after 1,000: only if this thread falls
+    /// that far behind.
+    const FALLBACK_PAGES: i64 = 16_384;
+
+    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite_error)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite_error)?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("jembatan-store-checkpoint".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    std::thread::sleep(Checkpointer::EVERY);
+                    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        r.get::<_, i64>(0)
+                    });
+                    if let Err(err) = checkpoint {
+                        tracing::warn!(error = %err, "cannot checkpoint the store's write-ahead log");
+                    }
+                }
+            })
+            .map_err(|e| {
+                StoreError::AuditUnavailable(format!("cannot start the store's checkpointer: {e}"))
+            })?;
+        Ok(Checkpointer { wake })
+    }
+
+    /// Asks for a checkpoint soon; one already asked for covers this.
+    fn nudge(&self) {
+        let _ = self.wake.try_send(());
     }
 }
 
@@ -383,9 +454,10 @@ impl Trail {
         }
     }
 
-    /// Writes the next chunk of the catch-up under way, if any.
-    fn step(&mut self, conn: &mut Connection) {
-        if let Err(err) = self.try_step(conn) {
+    /// Writes the next chunk of the catch-up under way, if any, ending
+    /// it early once `arrived` says other work waits.
+    fn step(&mut self, conn: &mut Connection, arrived: &mut dyn FnMut() -> bool) {
+        if let Err(err) = self.try_step(conn, arrived) {
             self.fail(err);
         }
     }
@@ -405,7 +477,7 @@ impl Trail {
     /// Writes the rest of the run under way, if any.
     fn finish(&mut self, conn: &mut Connection) -> Result<(), StoreError> {
         while self.running() {
-            self.try_step(conn)?;
+            self.try_step(conn, &mut || false)?;
         }
         Ok(())
     }
@@ -419,11 +491,15 @@ impl Trail {
         Ok(())
     }
 
-    fn try_step(&mut self, conn: &mut Connection) -> Result<(), StoreError> {
+    fn try_step(
+        &mut self,
+        conn: &mut Connection,
+        arrived: &mut dyn FnMut() -> bool,
+    ) -> Result<(), StoreError> {
         let Some(run) = &mut self.run else {
             return Ok(());
         };
-        match run.step(conn) {
+        match run.step(conn, arrived) {
             Ok(done) => {
                 if done {
                     self.run = None;
@@ -457,8 +533,11 @@ struct Named<'a> {
 }
 
 impl Run {
-    /// Rows written per transaction.
+    /// Most rows written per transaction.
     const CHUNK: usize = 16_384;
+    /// Rows a chunk writes before it asks whether other work waits, and
+    /// between two asks: a job waits for at most about this many inserts.
+    const YIELD_EVERY: usize = 1_024;
 
     /// The rows of every entry from the mark on, read back from their
     /// canonical text and sorted; `None` when no entry is behind it.
@@ -506,19 +585,26 @@ impl Run {
         }))
     }
 
-    /// Adds the next chunk of rows in one transaction; the last chunk
+    /// Adds the next chunk of rows in one transaction: up to
+    /// [`Run::CHUNK`] rows, fewer when `arrived` says (asked every
+    /// [`Run::YIELD_EVERY`] rows) that other work waits. The last chunk
     /// moves the mark past the run's entries. Returns whether the run is
     /// done. The commit does not wait for the disk: rows and mark are
     /// lost or kept together, and the entries they come from are
     /// durable; a row added twice (after a crash between chunks) is
     /// added once.
-    fn step(&mut self, conn: &mut Connection) -> Result<bool, StoreError> {
+    fn step(
+        &mut self,
+        conn: &mut Connection,
+        arrived: &mut dyn FnMut() -> bool,
+    ) -> Result<bool, StoreError> {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite_error)?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sqlite_error)?;
-        let end = self.rows.len().min(self.written + Run::CHUNK);
+        let most = self.rows.len().min(self.written + Run::CHUNK);
+        let mut end = self.written;
         // an entry archived since the run was read has left: its rows too
         let archived: i64 = tx
             .query_row(
@@ -533,9 +619,16 @@ impl Run {
                     "INSERT OR IGNORE INTO audit_subjects (subject_key, seq) VALUES (?1, ?2)",
                 )
                 .map_err(sqlite_error)?;
-            for (key, seq) in &self.rows[self.written..end] {
-                if *seq >= archived {
-                    insert.execute(params![key, seq]).map_err(sqlite_error)?;
+            while end < most {
+                let upto = most.min(end + Run::YIELD_EVERY);
+                for (key, seq) in &self.rows[end..upto] {
+                    if *seq >= archived {
+                        insert.execute(params![key, seq]).map_err(sqlite_error)?;
+                    }
+                }
+                end = upto;
+                if end < most && arrived() {
+                    break;
                 }
             }
         }
@@ -767,10 +860,10 @@ mod tests {
         assert!(!trail.running());
         trail.after(&mut conn, (0, 1));
         assert!(trail.running() && !trail.waiting());
-        trail.step(&mut conn);
+        trail.step(&mut conn, &mut || false);
         let rows = "SELECT COUNT(*) FROM audit_subjects";
         assert_eq!((count(&conn, rows), mark(&conn)), (Run::CHUNK as i64, 0));
-        trail.step(&mut conn);
+        trail.step(&mut conn, &mut || false);
         assert!(!trail.running());
         assert_eq!((count(&conn, rows), mark(&conn)), (many.len() as i64, 1));
         // and by entries
@@ -778,11 +871,84 @@ mod tests {
         let written = write(&mut conn, &mut batch).unwrap();
         trail.entries = Trail::MOST_ENTRIES - 1;
         trail.after(&mut conn, written);
-        trail.step(&mut conn);
+        trail.step(&mut conn, &mut || false);
         assert_eq!(mark(&conn), 2);
         // a store opened with entries behind its index waits to catch up
         let mut batch = vec![Pending::new(named(&["dd"])).0];
         write(&mut conn, &mut batch).unwrap();
         assert!(Trail::start(&conn).unwrap().waiting());
+    }
+
+    /// A chunk ends early, after a whole number of its steps, when other
+    /// work arrives; the mark moves only with the run's last row.
+    #[tokio::test]
+    async fn a_chunk_gives_way_to_work_that_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = store_file(dir.path()).await;
+        let mark = |conn: &Connection| count(conn, "SELECT seq FROM audit_subjects_through");
+        let rows = "SELECT COUNT(*) FROM audit_subjects";
+        let mut trail = Trail::start(&conn).unwrap();
+        let many: Vec<String> = (0..3 * Run::YIELD_EVERY + 5)
+            .map(|i| AuditEntry::sha256(i.to_string().as_bytes()))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut batch = vec![Pending::new(named(&many)).0];
+        let written = write(&mut conn, &mut batch).unwrap();
+        trail.after(&mut conn, written);
+        trail.begin(&mut conn);
+        assert!(trail.running());
+        // work waits from the start: one step of rows, then the commit
+        let mut asked = 0;
+        trail.step(&mut conn, &mut || {
+            asked += 1;
+            true
+        });
+        assert_eq!(asked, 1);
+        assert_eq!(count(&conn, rows), Run::YIELD_EVERY as i64);
+        assert!(trail.running());
+        assert_eq!(mark(&conn), 0);
+        // work arrives at the second ask
+        let mut asked = 0;
+        trail.step(&mut conn, &mut || {
+            asked += 1;
+            asked == 2
+        });
+        assert_eq!(count(&conn, rows), 3 * Run::YIELD_EVERY as i64);
+        assert_eq!(mark(&conn), 0);
+        // the rest: the last rows are never followed by an ask
+        trail.step(&mut conn, &mut || panic!("asked after the last rows"));
+        assert!(!trail.running());
+        assert_eq!((count(&conn, rows), mark(&conn)), (many.len() as i64, 1));
+    }
+
+    /// What the writer commits reaches the database file without any
+    /// other work and far below SQLite's own threshold (1,000 pages of
+    /// log): the checkpointer copies it.
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_log_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        // held open, so that no connection's close checkpoints
+        let conn = store_file(dir.path()).await;
+        let path = dir.path().join("w.db");
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let before = size();
+        let writer = SqliteWriter::start(&path).unwrap();
+        // about 130 KB of entry: some 35 pages
+        let many: Vec<String> = (0..2_000)
+            .map(|i| AuditEntry::sha256(i.to_string().as_bytes()))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let (_, written) = writer.write(vec![Pending::new(named(&many)).0]).await;
+        written.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while size() < before + 100_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {} bytes (before: {before})",
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM audit_log"), 1);
     }
 }
