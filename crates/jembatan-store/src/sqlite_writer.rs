@@ -619,14 +619,11 @@ impl Run {
                     "INSERT OR IGNORE INTO audit_subjects (subject_key, seq) VALUES (?1, ?2)",
                 )
                 .map_err(sqlite_error)?;
-            while end < most {
-                let upto = most.min(end + Run::YIELD_EVERY);
-                for (key, seq) in &self.rows[end..upto] {
-                    if *seq >= archived {
-                        insert.execute(params![key, seq]).map_err(sqlite_error)?;
-                    }
+            for part in self.rows[end..most].chunks(Run::YIELD_EVERY) {
+                for (key, seq) in part.iter().filter(|(_, seq)| *seq >= archived) {
+                    insert.execute(params![key, seq]).map_err(sqlite_error)?;
                 }
-                end = upto;
+                end += part.len();
                 if end < most && arrived() {
                     break;
                 }
@@ -717,6 +714,19 @@ mod tests {
         e
     }
 
+    /// An entry naming `n` different subjects.
+    fn naming(n: usize) -> AuditEntry {
+        let hashes: Vec<String> = (0..n)
+            .map(|i| AuditEntry::sha256(i.to_string().as_bytes()))
+            .collect();
+        named(&hashes.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The subject index's mark.
+    fn mark(conn: &Connection) -> i64 {
+        count(conn, MARK)
+    }
+
     async fn store_file(dir: &Path) -> Connection {
         let path = dir.join("w.db");
         let store = crate::Store::connect(path.to_str().unwrap()).await.unwrap();
@@ -757,7 +767,7 @@ mod tests {
             .unwrap();
         assert_eq!(synchronous, 2, "FULL");
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM audit_subjects"), 0);
-        assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), 0);
+        assert_eq!(mark(&conn), 0);
 
         let mut trail = Trail::start(&conn).unwrap();
         assert_eq!(trail.catch_up(&mut conn).unwrap(), 2);
@@ -798,7 +808,7 @@ mod tests {
     /// indexed when written) or archived.
     #[test]
     fn the_migration_folds_the_recent_level_and_starts_past_the_log() {
-        for (stored, archived, mark) in
+        for (stored, archived, starts) in
             [(Some(7), None, 8), (Some(7), Some(20), 20), (None, None, 0)]
         {
             let conn = Connection::open_in_memory().unwrap();
@@ -826,7 +836,7 @@ mod tests {
             ))
             .unwrap();
             assert_eq!(index_rows(&conn), [(-3, 1), (1, 0), (5, 2), (9, 2)]);
-            assert_eq!(count(&conn, "SELECT seq FROM audit_subjects_through"), mark);
+            assert_eq!(mark(&conn), starts);
             let recent = count(
                 &conn,
                 "SELECT COUNT(*) FROM sqlite_master WHERE name = 'audit_subjects_recent'",
@@ -842,15 +852,11 @@ mod tests {
     async fn the_index_catches_up_at_either_bound_a_chunk_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = store_file(dir.path()).await;
-        let mark = |conn: &Connection| count(conn, "SELECT seq FROM audit_subjects_through");
         let mut trail = Trail::start(&conn).unwrap();
         assert!(!trail.waiting() && !trail.running());
         // more subjects than one chunk holds
-        let many: Vec<String> = (0..Run::CHUNK + 10)
-            .map(|i| AuditEntry::sha256(i.to_string().as_bytes()))
-            .collect();
-        let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        let mut batch = vec![Pending::new(named(&many)).0];
+        let many = Run::CHUNK + 10;
+        let mut batch = vec![Pending::new(naming(many)).0];
         let written = write(&mut conn, &mut batch).unwrap();
         trail.after(&mut conn, written);
         assert!(trail.waiting() && !trail.running());
@@ -865,7 +871,7 @@ mod tests {
         assert_eq!((count(&conn, rows), mark(&conn)), (Run::CHUNK as i64, 0));
         trail.step(&mut conn, &mut || false);
         assert!(!trail.running());
-        assert_eq!((count(&conn, rows), mark(&conn)), (many.len() as i64, 1));
+        assert_eq!((count(&conn, rows), mark(&conn)), (many as i64, 1));
         // and by entries
         let mut batch = vec![Pending::new(named(&[])).0];
         let written = write(&mut conn, &mut batch).unwrap();
@@ -885,14 +891,10 @@ mod tests {
     async fn a_chunk_gives_way_to_work_that_arrives() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = store_file(dir.path()).await;
-        let mark = |conn: &Connection| count(conn, "SELECT seq FROM audit_subjects_through");
         let rows = "SELECT COUNT(*) FROM audit_subjects";
         let mut trail = Trail::start(&conn).unwrap();
-        let many: Vec<String> = (0..3 * Run::YIELD_EVERY + 5)
-            .map(|i| AuditEntry::sha256(i.to_string().as_bytes()))
-            .collect();
-        let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        let mut batch = vec![Pending::new(named(&many)).0];
+        let many = 3 * Run::YIELD_EVERY + 5;
+        let mut batch = vec![Pending::new(naming(many)).0];
         let written = write(&mut conn, &mut batch).unwrap();
         trail.after(&mut conn, written);
         trail.begin(&mut conn);
@@ -918,7 +920,7 @@ mod tests {
         // the rest: the last rows are never followed by an ask
         trail.step(&mut conn, &mut || panic!("asked after the last rows"));
         assert!(!trail.running());
-        assert_eq!((count(&conn, rows), mark(&conn)), (many.len() as i64, 1));
+        assert_eq!((count(&conn, rows), mark(&conn)), (many as i64, 1));
     }
 
     /// What the writer commits reaches the database file without any
@@ -934,11 +936,8 @@ mod tests {
         let before = size();
         let writer = SqliteWriter::start(&path).unwrap();
         // about 130 KB of entry: some 35 pages
-        let many: Vec<String> = (0..2_000)
-            .map(|i| AuditEntry::sha256(i.to_string().as_bytes()))
-            .collect();
-        let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        let (_, written) = writer.write(vec![Pending::new(named(&many)).0]).await;
+        let many = 2_000;
+        let (_, written) = writer.write(vec![Pending::new(naming(many)).0]).await;
         written.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while size() < before + 100_000 {
