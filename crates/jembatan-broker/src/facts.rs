@@ -40,16 +40,26 @@ impl AuditKey {
 
     /// [`subject_hash`] under this key.
     pub(crate) fn subject_hash(&self, dataset: &str, key: &str) -> String {
+        hash_text(&self.subject_digest(dataset, key))
+    }
+
+    /// [`subject_hash`] under this key, as its 32 bytes.
+    pub(crate) fn subject_digest(&self, dataset: &str, key: &str) -> [u8; 32] {
         let mut mac = self.0.clone();
         mac.update(dataset.as_bytes());
         mac.update(&[0]);
         mac.update(key.as_bytes());
-        let mut text = [0u8; 64];
-        // 32 bytes fill the 64 digits exactly: encoding cannot fail
-        let _ = hex::encode_to_slice(mac.finalize().into_bytes(), &mut text);
-        // hex digits are ASCII
-        String::from_utf8_lossy(&text).into_owned()
+        mac.finalize().into_bytes().into()
     }
+}
+
+/// A 32-byte hash in lowercase hex, as the log keeps it.
+pub(crate) fn hash_text(hash: &[u8; 32]) -> String {
+    let mut text = [0u8; 64];
+    // 32 bytes fill the 64 digits exactly: encoding cannot fail
+    let _ = hex::encode_to_slice(hash, &mut text);
+    // hex digits are ASCII
+    String::from_utf8(text.to_vec()).unwrap_or_default()
 }
 
 impl std::fmt::Debug for AuditKey {

@@ -20,6 +20,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use jembatan_core::{
@@ -29,7 +30,7 @@ use jembatan_core::{
 use jembatan_pki::PeerCredential;
 use jembatan_proto::v1 as pb;
 use jembatan_proto::v1::adapter_client::AdapterClient;
-use jembatan_store::HeldKeys;
+use jembatan_store::{HeldKeys, KeyHash};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc};
@@ -39,7 +40,7 @@ use tonic::{Response, Status};
 use crate::adapters::{Lane, fails_over};
 use crate::cursor::{CursorPosition, CursorSealer, MAX_CURSOR_BYTES};
 use crate::error::{ExchangeError, from_adapter};
-use crate::facts::{Ask, AuditKey};
+use crate::facts::{Ask, AuditKey, hash_text};
 use crate::lifecycle::StatusEvent;
 use crate::relay::{self, Allowed, Stop};
 use crate::state::State;
@@ -168,6 +169,12 @@ fn scope_of(ask: &Ask) -> String {
 /// A key as subject hashes take it, from the JSON text a position holds:
 /// a string as it is, anything else as its JSON text.
 fn key_text(json: &str) -> Option<String> {
+    // a string without escapes, as most keys are, is read as it stands
+    if let Some(inner) = json.strip_prefix('"').and_then(|j| j.strip_suffix('"'))
+        && !inner.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+    {
+        return Some(inner.to_owned());
+    }
     match serde_json::from_str::<serde_json::Value>(json).ok()? {
         serde_json::Value::String(s) => Some(s),
         serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Some(json.trim().to_owned()),
@@ -354,8 +361,8 @@ enum Unpolled {
 /// A change the adapter sent, read.
 struct Seen {
     position: pb::ChangePosition,
-    /// The key's subject hash: what the store and the log keep.
-    hash: String,
+    /// The key's subject hash: what the store keeps, and the log in hex.
+    hash: KeyHash,
     /// The key as the consumer's handles are made of.
     key: String,
     /// In scope and not deleted: the row's record came with it.
@@ -588,18 +595,25 @@ impl Follow {
                 records.push(change.record);
             }
             seen.push(Seen {
-                hash: state.audit_key.subject_hash(allowed.dataset.as_str(), &key),
+                hash: [0; 32],
                 key,
                 position,
                 upsert,
             });
         }
-        let leaving: Vec<String> = seen
-            .iter()
-            .filter(|s| !s.upsert)
-            .map(|s| s.hash.clone())
-            .collect();
-        if !leaving.is_empty() && self.held.is_none() {
+        // the upserts' records, checked and shaped as a query's on a
+        // worker thread while the keys are hashed here
+        let upserts = records.len();
+        let admitting = (!records.is_empty()).then(|| {
+            let first = self.received_rows + 1;
+            state.workers.admit(&allowed.admit, records, first)
+        });
+        for s in &mut seen {
+            s.hash = state
+                .audit_key
+                .subject_digest(allowed.dataset.as_str(), &s.key);
+        }
+        if self.held.is_none() && seen.iter().any(|s| !s.upsert) {
             let held = state
                 .store
                 .subscription_keys(&self.resume.id)
@@ -607,24 +621,9 @@ impl Follow {
                 .map_err(|e| Stop::failed(ExchangeError::store(e)))?;
             self.held = Some(held);
         }
-        let mut held = HashSet::new();
-        if let Some(keys) = &self.held {
-            for hash in &leaving {
-                if keys
-                    .contains(hash)
-                    .map_err(|e| Stop::failed(ExchangeError::store(e)))?
-                {
-                    held.insert(hash.as_str());
-                }
-            }
-        }
-        // the upserts' records, checked and shaped as a query's
-        let upserts = records.len();
-        let admitted = if records.is_empty() {
-            Vec::new()
-        } else {
-            let first = self.received_rows + 1;
-            match state.workers.admit(&allowed.admit, records, first).await {
+        let admitted = match admitting {
+            None => Vec::new(),
+            Some(pending) => match pending.await {
                 Ok(Ok(Ok(admitted))) => {
                     if let Some(err) = admitted.failed {
                         return Err(Stop::failed(err));
@@ -636,7 +635,7 @@ impl Follow {
                 Err(join) => {
                     return Err(Stop::failed(ExchangeError::AdmitLost(Box::new(join))));
                 }
-            }
+            },
         };
         if admitted.len() != upserts {
             return Err(bad("a record the grant does not admit"));
@@ -661,8 +660,12 @@ impl Follow {
                     key: state.audit_key.subject_hash(&self.handle_domain, &s.key),
                     record,
                 });
-                given.push(s.hash.clone());
-            } else if held.contains(s.hash.as_str()) {
+                given.push(s.hash);
+            } else if self
+                .held
+                .as_ref()
+                .is_some_and(|keys| keys.contains(&s.hash))
+            {
                 let record = match &self.delete_key {
                     Some(field) => format!(
                         "{{{}:{}}}",
@@ -676,51 +679,60 @@ impl Follow {
                     key: state.audit_key.subject_hash(&self.handle_domain, &s.key),
                     record,
                 });
-                taken.push(s.hash.clone());
+                taken.push(s.hash);
             }
             consumed += 1;
         }
         let ran_out = consumed < seen.len();
-        if !given.is_empty() || !taken.is_empty() {
-            let next = self.resume.batch + 1;
-            match state
-                .store
-                .record_subscription_batch(
-                    &self.resume.id,
-                    self.resume.generation,
-                    next,
-                    &given,
-                    &taken,
-                )
-                .await
-            {
-                Ok(true) => {
-                    self.resume.batch = next;
-                    if let Some(keys) = &mut self.held {
-                        keys.apply(&given, &taken)
-                            .map_err(|e| Stop::failed(ExchangeError::store(e)))?;
-                    }
+        // the keys given and taken are recorded (by the store's writer)
+        // while the batch's lines are hashed here
+        let next = self.resume.batch + 1;
+        let (recorded, hasher, bytes) = {
+            let (id, generation) = (self.resume.id.as_str(), self.resume.generation);
+            let mut recording = std::pin::pin!(async {
+                if given.is_empty() && taken.is_empty() {
+                    return Ok(None);
                 }
-                Ok(false) => {
-                    return Err(Stop::new(
-                        ExchangeStatus::Cancelled,
-                        ExchangeError::SubscriptionMoved,
-                    ));
-                }
-                Err(err) => return Err(Stop::failed(ExchangeError::store(err))),
+                state
+                    .store
+                    .record_subscription_batch(id, generation, next, &given, &taken)
+                    .await
+                    .map(Some)
+            });
+            // asked before the hashing, so the writer works meanwhile
+            let early = futures::poll!(recording.as_mut());
+            let mut hasher = PayloadHasher::new();
+            let mut bytes = 0u64;
+            for change in &out {
+                let parts = line_parts(change);
+                hasher.update_parts(&parts);
+                bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
             }
+            let recorded = match early {
+                Poll::Ready(recorded) => recorded,
+                Poll::Pending => recording.await,
+            };
+            (recorded, hasher, bytes)
+        };
+        match recorded {
+            Ok(None) => {}
+            Ok(Some(true)) => {
+                self.resume.batch = next;
+                if let Some(keys) = &mut self.held {
+                    keys.apply(&given, &taken);
+                }
+            }
+            Ok(Some(false)) => {
+                return Err(Stop::new(
+                    ExchangeStatus::Cancelled,
+                    ExchangeError::SubscriptionMoved,
+                ));
+            }
+            Err(err) => return Err(Stop::failed(ExchangeError::store(err))),
         }
         // an agreement changed through another replica is seen before
         // anything of the batch leaves
         self.in_force(state, allowed).await?;
-        let lines: Vec<String> = out.iter().map(line).collect();
-        let mut hasher = PayloadHasher::new();
-        let mut bytes = 0u64;
-        for l in &lines {
-            hasher.update(l);
-            self.hasher.update(l);
-            bytes += l.len() as u64;
-        }
         let last = seen[..consumed].last().map(|s| s.position.clone());
         let dataset = &allowed.dataset;
         let mut entry =
@@ -729,18 +741,22 @@ impl Follow {
                 .entry(EntryKind::Delivery, Decision::Allow, ExchangeStatus::Ok);
         entry.rows = out.len() as u64;
         entry.bytes = bytes;
-        entry.payload_sha256 = Some(hasher.hex());
+        let payload_sha256 = hasher.hex();
+        entry.payload_sha256 = Some(payload_sha256.clone());
         entry.received = Some(Received {
             rows: polled,
             bytes: received_bytes,
             payload_sha256: received.hex(),
         });
         // each key once: a poll holds one change per row
-        let mut named: HashSet<&str> = entry.subjects.iter().map(String::as_str).collect();
+        let mut named: HashSet<KeyHash> = HashSet::new();
         let mut subjects = Vec::with_capacity(given.len() + taken.len());
         for hash in given.iter().chain(taken.iter()) {
-            if named.insert(hash) {
-                subjects.push(hash.clone());
+            if named.insert(*hash) {
+                let text = hash_text(hash);
+                if !entry.subjects.contains(&text) {
+                    subjects.push(text);
+                }
             }
         }
         entry.subjects.extend(subjects);
@@ -769,10 +785,12 @@ impl Follow {
             state,
             allowed,
             stored,
-            hasher.hex(),
+            payload_sha256.clone(),
             out.len() as u64,
             bytes,
         );
+        // the stream's hash covers its delivery entries' hashes
+        self.hasher.update(&payload_sha256);
         self.rows += out.len() as u64;
         self.bytes += bytes;
         self.received_rows += upserts as u64;
@@ -959,17 +977,23 @@ impl Follow {
 }
 
 /// One change as the consumer receives it and as the payload hash
-/// covers it: `{"op":"upsert"|"delete","key":"<hex>","record":{...}}`.
-pub(crate) fn line(change: &pb::ChangeRecord) -> String {
+/// covers it, `{"op":"upsert"|"delete","key":"<hex>","record":{...}}`,
+/// in the parts it is made of (hashed without joining them).
+fn line_parts(change: &pb::ChangeRecord) -> [&str; 7] {
     let op = if change.op == pb::ChangeOp::Delete as i32 {
         "delete"
     } else {
         "upsert"
     };
-    format!(
-        "{{\"op\":\"{op}\",\"key\":\"{}\",\"record\":{}}}",
-        change.key, change.record
-    )
+    [
+        "{\"op\":\"",
+        op,
+        "\",\"key\":\"",
+        &change.key,
+        "\",\"record\":",
+        &change.record,
+        "}",
+    ]
 }
 
 /// Resolves when the subscription must end: the consumer went away, the
@@ -1028,6 +1052,12 @@ mod tests {
         assert_eq!(key_text("true").as_deref(), Some("true"));
         assert_eq!(key_text("{}"), None);
         assert_eq!(key_text("not json"), None);
+        // escapes, and text that is not one JSON string, go to the parser
+        assert_eq!(key_text(r#""a\"b""#).as_deref(), Some("a\"b"));
+        assert_eq!(key_text(r#""a\u0041""#).as_deref(), Some("aA"));
+        assert_eq!(key_text(r#""a" "b""#), None);
+        assert_eq!(key_text("\"a\tb\""), None);
+        assert_eq!(key_text("\""), None);
     }
 
     #[test]
@@ -1037,7 +1067,7 @@ mod tests {
             key: "ab".into(),
             record: r#"{"nik":"1"}"#.into(),
         };
-        let line = line(&upsert);
+        let line = line_parts(&upsert).concat();
         assert_eq!(line, r#"{"op":"upsert","key":"ab","record":{"nik":"1"}}"#);
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["record"]["nik"], "1");
@@ -1047,7 +1077,7 @@ mod tests {
             record: "{}".into(),
         };
         assert_eq!(
-            super::line(&delete),
+            line_parts(&delete).concat(),
             r#"{"op":"delete","key":"ab","record":{}}"#
         );
     }

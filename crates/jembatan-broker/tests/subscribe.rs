@@ -608,6 +608,21 @@ async fn follows_the_scope(source: Source) {
         );
         assert!(d.received.is_some() && d.adapter_endpoint.is_some());
     }
+    // each stream's end hashes its delivery entries' hashes, in order
+    let mut hashed = 0;
+    for end in &ends {
+        let hashes: Vec<&str> = deliveries
+            .iter()
+            .filter(|d| d.exchange_id == end.exchange_id)
+            .map(|d| d.payload_sha256.as_deref().unwrap())
+            .collect();
+        hashed += hashes.len();
+        assert_eq!(
+            end.payload_sha256.as_deref(),
+            Some(jembatan_core::PayloadHasher::of(&hashes).as_str())
+        );
+    }
+    assert_eq!(hashed, deliveries.len());
     let text: String = log
         .iter()
         .map(|e| String::from_utf8(e.canonical_bytes()).unwrap())

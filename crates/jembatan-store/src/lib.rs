@@ -34,7 +34,9 @@ pub use registry::{
     RegistryDataset, StoredMapping, StoredSchemaVersion, UnknownVersionState, VersionState,
 };
 pub use replicas::{LeftOpen, ReplicaRow};
-pub use subscriptions::{COMPACT_EVERY, HeldKeys, MAX_KEYS_PER_CALL, RESUMABLE_BATCHES, Resumed};
+pub use subscriptions::{
+    COMPACT_EVERY, HeldKeys, KeyHash, MAX_KEYS_PER_CALL, RESUMABLE_BATCHES, Resumed,
+};
 pub use tiles::InclusionInputs;
 
 #[derive(Debug, thiserror::Error)]

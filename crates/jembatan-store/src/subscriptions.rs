@@ -50,6 +50,10 @@ pub const RESUMABLE_BATCHES: u64 = 4_096;
 pub const COMPACT_EVERY: u64 = 256;
 /// Bytes of one key hash in the packed arrays.
 const HASH_BYTES: usize = 32;
+
+/// A key's keyed hash (HMAC-SHA-256 under the broker's audit key), as
+/// the subscription tables keep it: 32 bytes.
+pub type KeyHash = [u8; HASH_BYTES];
 /// Moves a subscription's last batch from `$3` to `$2`, for the stream
 /// of generation `$4` only.
 const NEXT_BATCH: &str = "UPDATE subscriptions SET last_batch = $2 \
@@ -71,9 +75,9 @@ pub struct HeldKeys {
 }
 
 impl HeldKeys {
-    /// Whether the key whose hash (64 hex digits) is `hash` is held.
-    pub fn contains(&self, hash: &str) -> Result<bool, StoreError> {
-        Ok(self.keys.contains(&short(&parse(hash)?)))
+    /// Whether the key whose hash is `hash` is held.
+    pub fn contains(&self, hash: &KeyHash) -> bool {
+        self.keys.contains(&short(hash))
     }
 
     /// How many keys are held.
@@ -87,14 +91,13 @@ impl HeldKeys {
     }
 
     /// Applies a recorded batch: `given` held, then `taken` no longer.
-    pub fn apply(&mut self, given: &[String], taken: &[String]) -> Result<(), StoreError> {
+    pub fn apply(&mut self, given: &[KeyHash], taken: &[KeyHash]) {
         for h in given {
-            self.keys.insert(short(&parse(h)?));
+            self.keys.insert(short(h));
         }
         for h in taken {
-            self.keys.remove(&short(&parse(h)?));
+            self.keys.remove(&short(h));
         }
-        Ok(())
     }
 }
 
@@ -116,12 +119,8 @@ fn short(hash: &[u8]) -> u128 {
 }
 
 /// Hashes packed end to end.
-fn pack(hashes: &[String]) -> Result<Vec<u8>, StoreError> {
-    let mut out = Vec::with_capacity(hashes.len() * HASH_BYTES);
-    for h in hashes {
-        out.extend_from_slice(&parse(h)?);
-    }
-    Ok(out)
+fn pack(hashes: &[KeyHash]) -> Vec<u8> {
+    hashes.concat()
 }
 
 /// The hashes of a packed array.
@@ -271,7 +270,7 @@ impl Store {
         let held = self.subscription_keys(subscription).await?;
         let mut out = HashSet::new();
         for h in key_hashes {
-            if held.contains(h)? {
+            if held.contains(&parse(h)?) {
                 out.insert(h.clone());
             }
         }
@@ -294,13 +293,13 @@ impl Store {
         subscription: &str,
         generation: u64,
         batch: u64,
-        given: &[String],
-        taken: &[String],
+        given: &[KeyHash],
+        taken: &[KeyHash],
     ) -> Result<bool, StoreError> {
         check_len(given.len() + taken.len())?;
         let at = to_i64(batch, "batch")?;
         let generation = to_i64(generation, "generation")?;
-        let (given, taken) = (pack(given)?, pack(taken)?);
+        let (given, taken) = (pack(given), pack(taken));
         let fold = batch.is_multiple_of(COMPACT_EVERY) && batch > RESUMABLE_BATCHES;
         if !fold && self.has_sqlite_writer() {
             // through the store's writer thread, with the audit log's

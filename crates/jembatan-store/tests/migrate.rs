@@ -135,7 +135,13 @@ async fn sqlite_store(dir: &std::path::Path, entries: usize) -> (String, Store, 
         );
     }
     // a subscription's delivered keys, as keyed hashes
-    let hashes: Vec<String> = (0..3).map(|i| format!("{i:064x}")).collect();
+    let hashes: Vec<jembatan_store::KeyHash> = (0..3u8)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[31] = i;
+            b
+        })
+        .collect();
     let jembatan_store::Resumed::Ready { generation } =
         store.resume_subscription("sub-1", 0).await.unwrap()
     else {

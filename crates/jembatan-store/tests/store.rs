@@ -811,6 +811,14 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
         }
     }
     let h: Vec<String> = (0..1_200).map(|i| format!("{i:064x}")).collect();
+    // the same hashes as the store takes them: `i` in the last 4 bytes
+    let k: Vec<jembatan_store::KeyHash> = (0..1_200u32)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[28..].copy_from_slice(&i.to_be_bytes());
+            b
+        })
+        .collect();
     let held = |store: Store, sub: &'static str, keys: Vec<String>| async move {
         let mut v: Vec<String> = store
             .subscription_holds(sub, &keys)
@@ -830,33 +838,33 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
     // batch 1 gives 1,200 keys (more than one statement holds)
     assert!(
         store
-            .record_subscription_batch("sub-a", gen_a, 1, &h, &[])
+            .record_subscription_batch("sub-a", gen_a, 1, &k, &[])
             .await
             .unwrap()
     );
     assert!(
         store
-            .record_subscription_batch("sub-b", gen_b, 1, &h[..1], &[])
+            .record_subscription_batch("sub-b", gen_b, 1, &k[..1], &[])
             .await
             .unwrap()
     );
     // batch 2 takes back key 7 and gives key 7 nothing else
     assert!(
         store
-            .record_subscription_batch("sub-a", gen_a, 2, &[], &h[7..8])
+            .record_subscription_batch("sub-a", gen_a, 2, &[], &k[7..8])
             .await
             .unwrap()
     );
     // a batch that is not the next one is refused, recording nothing
     assert!(
         !store
-            .record_subscription_batch("sub-a", gen_a, 2, &[], &h[8..9])
+            .record_subscription_batch("sub-a", gen_a, 2, &[], &k[8..9])
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_subscription_batch("sub-a", gen_a, 9, &[], &h[8..9])
+            .record_subscription_batch("sub-a", gen_a, 9, &[], &k[8..9])
             .await
             .unwrap()
     );
@@ -873,13 +881,13 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
     // batch 3 gives key 7 again; batch 4 takes back keys 7 and 8
     assert!(
         store
-            .record_subscription_batch("sub-a", gen_a, 3, &h[7..8], &[])
+            .record_subscription_batch("sub-a", gen_a, 3, &k[7..8], &[])
             .await
             .unwrap()
     );
     assert!(
         store
-            .record_subscription_batch("sub-a", gen_a, 4, &[], &h[7..9])
+            .record_subscription_batch("sub-a", gen_a, 4, &[], &k[7..9])
             .await
             .unwrap()
     );
@@ -908,19 +916,19 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
     // a stream resumed before the last resume records nothing more
     assert!(
         !store
-            .record_subscription_batch("sub-a", gen_a - 1, 2, &[], &h[..2])
+            .record_subscription_batch("sub-a", gen_a - 1, 2, &[], &k[..2])
             .await
             .unwrap()
     );
     // the next batch after the rewind is 2
     assert!(
         store
-            .record_subscription_batch("sub-a", gen_a, 2, &[], &h[..2])
+            .record_subscription_batch("sub-a", gen_a, 2, &[], &k[..2])
             .await
             .unwrap()
     );
     assert_eq!(store.subscription_key_count("sub-a").await.unwrap(), 1_198);
-    let too_many = vec![h[0].clone(); jembatan_store::MAX_KEYS_PER_CALL + 1];
+    let too_many = vec![k[0]; jembatan_store::MAX_KEYS_PER_CALL + 1];
     let err = store
         .record_subscription_batch("sub-a", gen_a, 3, &too_many, &[])
         .await
@@ -939,12 +947,12 @@ async fn subscription_keys_rewind_to_a_cursor(store: Store) {
     for batch in 1..=last {
         // key 0 given on odd batches and taken back on even ones; key 1
         // given once at batch 1; key 2 given at batch 2 and taken at 5
-        let (given, taken): (Vec<String>, Vec<String>) = match batch {
-            1 => (vec![h[0].clone(), h[1].clone()], vec![]),
-            2 => (vec![h[2].clone()], vec![h[0].clone()]),
-            5 => (vec![h[0].clone()], vec![h[2].clone()]),
-            b if b % 2 == 1 => (vec![h[0].clone()], vec![]),
-            _ => (vec![], vec![h[0].clone()]),
+        let (given, taken) = match batch {
+            1 => (vec![k[0], k[1]], vec![]),
+            2 => (vec![k[2]], vec![k[0]]),
+            5 => (vec![k[0]], vec![k[2]]),
+            b if b % 2 == 1 => (vec![k[0]], vec![]),
+            _ => (vec![], vec![k[0]]),
         };
         assert!(
             store
