@@ -1130,8 +1130,9 @@ pub(crate) fn rows<R: RowReader>(
                 None => {
                     let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
                     let mut rows = q.fetch(&mut **fetch.conn());
+                    let mut checked = PgChecked::default();
                     while let Some(row) = rows.next().await {
-                        yield row.map_err(RecordError::from).and_then(|r| reader.read(&mut |i, d| pg_value(&r, i, d)));
+                        yield row.map_err(RecordError::from).and_then(|r| reader.read(&mut |i, d| checked.value(&r, i, d)));
                     }
                 }
                 Some(limit) => {
@@ -1154,8 +1155,9 @@ pub(crate) fn rows<R: RowReader>(
                     {
                         let q = bind_postgres(sqlx::query(AssertSqlSafe(sql)), binds);
                         let mut rows = q.fetch(&mut *tx);
+                        let mut checked = PgChecked::default();
                         while let Some(row) = rows.next().await {
-                            yield row.map_err(RecordError::from).and_then(|r| reader.read(&mut |i, d| pg_value(&r, i, d)));
+                            yield row.map_err(RecordError::from).and_then(|r| reader.read(&mut |i, d| checked.value(&r, i, d)));
                         }
                     }
                     // the transaction only read; ending it cannot lose anything
@@ -1393,37 +1395,67 @@ fn sqlite_value(row: &SqliteRow, i: usize, d: Decoder) -> Result<Cell<'_>, Value
     }))
 }
 
-fn pg_value(row: &PgRow, i: usize, d: Decoder) -> Result<Cell<'_>, ValueError> {
+/// The columns of a PostgreSQL result whose type was checked against
+/// their decoder. Every row of a result has the same column types, so a
+/// column's values are type-checked until one that is not NULL passes,
+/// and decoded unchecked after that.
+#[derive(Default)]
+struct PgChecked(Vec<Option<Decoder>>);
+
+impl PgChecked {
+    fn value<'r>(&mut self, row: &'r PgRow, i: usize, d: Decoder) -> Result<Cell<'r>, ValueError> {
+        if self.0.get(i).copied().flatten() == Some(d) {
+            return pg_value(row, i, d, false);
+        }
+        let cell = pg_value(row, i, d, true)?;
+        // a NULL is not type-checked by the driver
+        if !row.try_get_raw(i)?.is_null() {
+            if self.0.len() <= i {
+                self.0.resize(i + 1, None);
+            }
+            self.0[i] = Some(d);
+        }
+        Ok(cell)
+    }
+}
+
+/// A value of the result's column `i` as `d` decodes it; `check`: whether
+/// the driver checks the column's type against the decoder's first.
+fn pg_value(row: &PgRow, i: usize, d: Decoder, check: bool) -> Result<Cell<'_>, ValueError> {
+    macro_rules! get {
+        ($t:ty) => {
+            if check {
+                row.try_get::<Option<$t>, _>(i)?
+            } else {
+                row.try_get_unchecked::<Option<$t>, _>(i)?
+            }
+        };
+    }
     Ok(Cell::Json(match d {
-        Decoder::I16 => opt(row.try_get::<Option<i16>, _>(i)?, Value::from),
-        Decoder::I32 => opt(row.try_get::<Option<i32>, _>(i)?, Value::from),
-        Decoder::I64 => opt(row.try_get::<Option<i64>, _>(i)?, Value::from),
-        Decoder::U64 => opt(row.try_get::<Option<i64>, _>(i)?, Value::from),
-        Decoder::F32 => opt(row.try_get::<Option<f32>, _>(i)?, float32),
-        Decoder::F64 => opt(row.try_get::<Option<f64>, _>(i)?, float),
-        Decoder::Bool => opt(row.try_get::<Option<bool>, _>(i)?, Value::Bool),
-        Decoder::Date => opt(row.try_get::<Option<NaiveDate>, _>(i)?, fmt_date),
-        Decoder::DateTime => opt(row.try_get::<Option<NaiveDateTime>, _>(i)?, fmt_datetime),
-        Decoder::DateTimeUtc => opt(
-            row.try_get::<Option<DateTime<Utc>>, _>(i)?,
-            fmt_datetime_utc,
-        ),
-        Decoder::Time => opt(row.try_get::<Option<NaiveTime>, _>(i)?, fmt_time),
+        Decoder::I16 => opt(get!(i16), Value::from),
+        Decoder::I32 => opt(get!(i32), Value::from),
+        Decoder::I64 => opt(get!(i64), Value::from),
+        Decoder::U64 => opt(get!(i64), Value::from),
+        Decoder::F32 => opt(get!(f32), float32),
+        Decoder::F64 => opt(get!(f64), float),
+        Decoder::Bool => opt(get!(bool), Value::Bool),
+        Decoder::Date => opt(get!(NaiveDate), fmt_date),
+        Decoder::DateTime => opt(get!(NaiveDateTime), fmt_datetime),
+        Decoder::DateTimeUtc => opt(get!(DateTime<Utc>), fmt_datetime_utc),
+        Decoder::Time => opt(get!(NaiveTime), fmt_time),
         Decoder::Text | Decoder::SqliteDynamic => {
-            return Ok(match row.try_get::<Option<&str>, _>(i)? {
+            return Ok(match get!(&str) {
                 Some(text) => Cell::Text(text),
                 None => Cell::Json(Value::Null),
             });
         }
-        Decoder::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, b64),
-        Decoder::Json => row.try_get::<Option<Value>, _>(i)?.unwrap_or(Value::Null),
-        Decoder::JsonText | Decoder::SqliteJson => match row.try_get::<Option<String>, _>(i)? {
+        Decoder::Bytes => opt(get!(Vec<u8>), b64),
+        Decoder::Json => get!(Value).unwrap_or(Value::Null),
+        Decoder::JsonText | Decoder::SqliteJson => match get!(String) {
             Some(s) => json_text(s)?,
             None => Value::Null,
         },
-        Decoder::Uuid => opt(row.try_get::<Option<uuid::Uuid>, _>(i)?, |u| {
-            Value::String(u.to_string())
-        }),
+        Decoder::Uuid => opt(get!(uuid::Uuid), |u| Value::String(u.to_string())),
     }))
 }
 

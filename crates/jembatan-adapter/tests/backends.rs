@@ -1174,3 +1174,41 @@ async fn unreadable_value_fails_the_fetch(kind: Kind) {
     adapter.close().await;
     db.drop_namespace().await;
 }
+
+/// A column whose type changed under a running adapter fails the fetch
+/// instead of being read with the decoder chosen at startup: PostgreSQL
+/// values are type-checked by column, from the first value that is not
+/// NULL, however many NULLs come first.
+#[tokio::test]
+async fn a_column_retyped_under_the_adapter_fails_the_fetch() {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
+        return;
+    };
+    db.exec(
+        "CREATE TABLE ukur (id integer PRIMARY KEY, v integer);\n\
+         INSERT INTO ukur VALUES (1, NULL), (2, NULL), (3, 7), (4, 8)",
+    )
+    .await;
+    let adapter = db
+        .adapter("[[datasets]]\nname = \"ukur\"\ntable = \"ukur\"\nkey = \"id\"\ncolumns = [\"id\", \"v\"]\n")
+        .await;
+    let read = |adapter| async move {
+        let mut req = fetch("ukur", &["id", "v"], None);
+        req.batch_size = 1;
+        run(adapter, req).await
+    };
+    let before = read(&adapter).await.expect("read as declared").concat();
+    assert_eq!(
+        before,
+        [
+            r#"{"id":1,"v":null}"#,
+            r#"{"id":2,"v":null}"#,
+            r#"{"id":3,"v":7}"#,
+            r#"{"id":4,"v":8}"#
+        ]
+    );
+    // eight bytes where the adapter reads four
+    db.exec("ALTER TABLE ukur ALTER COLUMN v TYPE bigint").await;
+    let status = read(&adapter).await.expect_err("a retyped column");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+}
