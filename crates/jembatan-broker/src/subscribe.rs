@@ -703,10 +703,13 @@ impl Follow {
             let early = futures::poll!(recording.as_mut());
             let mut hasher = PayloadHasher::new();
             let mut bytes = 0u64;
+            // each line written into one buffer and hashed whole
+            let mut line = String::new();
             for change in &out {
-                let parts = line_parts(change);
-                hasher.update_parts(&parts);
-                bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+                line.clear();
+                line.extend(line_parts(change));
+                hasher.update(&line);
+                bytes += line.len() as u64;
             }
             let recorded = match early {
                 Poll::Ready(recorded) => recorded,
@@ -978,7 +981,7 @@ impl Follow {
 
 /// One change as the consumer receives it and as the payload hash
 /// covers it, `{"op":"upsert"|"delete","key":"<hex>","record":{...}}`,
-/// in the parts it is made of (hashed without joining them).
+/// in the parts it is made of.
 fn line_parts(change: &pb::ChangeRecord) -> [&str; 7] {
     let op = if change.op == pb::ChangeOp::Delete as i32 {
         "delete"
