@@ -565,7 +565,8 @@ impl Follow {
         // what the adapter sent, counted as its receipt log counts it
         let mut received = PayloadHasher::new();
         let mut received_bytes = 0u64;
-        let mut seen = Vec::with_capacity(changes.len());
+        // each change's position, key and whether it is an upsert
+        let mut read = Vec::with_capacity(changes.len());
         let mut records = Vec::new();
         let polled = changes.len() as u64;
         for change in changes {
@@ -594,12 +595,7 @@ impl Follow {
                 received_bytes += change.record.len() as u64;
                 records.push(change.record);
             }
-            seen.push(Seen {
-                hash: [0; 32],
-                key,
-                position,
-                upsert,
-            });
+            read.push((position, key, upsert));
         }
         // the upserts' records, checked and shaped as a query's on a
         // worker thread while the keys are hashed here
@@ -608,11 +604,17 @@ impl Follow {
             let first = self.received_rows + 1;
             state.workers.admit(&allowed.admit, records, first)
         });
-        for s in &mut seen {
-            s.hash = state
-                .audit_key
-                .subject_digest(allowed.dataset.as_str(), &s.key);
-        }
+        let seen: Vec<Seen> = read
+            .into_iter()
+            .map(|(position, key, upsert)| Seen {
+                hash: state
+                    .audit_key
+                    .subject_digest(allowed.dataset.as_str(), &key),
+                key,
+                position,
+                upsert,
+            })
+            .collect();
         if self.held.is_none() && seen.iter().any(|s| !s.upsert) {
             let held = state
                 .store
@@ -752,16 +754,15 @@ impl Follow {
             payload_sha256: received.hex(),
         });
         // each key once: a poll holds one change per row
-        let mut named: HashSet<KeyHash> = HashSet::new();
-        let mut subjects = Vec::with_capacity(given.len() + taken.len());
-        for hash in given.iter().chain(taken.iter()) {
-            if named.insert(*hash) {
-                let text = hash_text(hash);
-                if !entry.subjects.contains(&text) {
-                    subjects.push(text);
-                }
-            }
-        }
+        let mut named: HashSet<KeyHash> = HashSet::with_capacity(given.len() + taken.len());
+        let listed: HashSet<&str> = entry.subjects.iter().map(String::as_str).collect();
+        let subjects: Vec<String> = given
+            .iter()
+            .chain(&taken)
+            .filter(|hash| named.insert(**hash))
+            .map(hash_text)
+            .filter(|text| !listed.contains(text.as_str()))
+            .collect();
         entry.subjects.extend(subjects);
         entry.adapter_endpoint = Some(endpoint.clone());
         entry.subscription = Some(SubscriptionMark {

@@ -36,6 +36,7 @@
 //! the same file) keep using the pool; SQLite's write lock and busy
 //! timeout order them with this one.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -616,13 +617,11 @@ impl Run {
             )
             .map_err(sqlite_error)?;
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO audit_subjects (subject_key, seq) VALUES (?1, ?2)",
-                )
-                .map_err(sqlite_error)?;
+            let mut insert = tx.prepare_cached(&insert_rows(1)).map_err(sqlite_error)?;
             // most rows go in groups, a statement each: fewer statements run
-            let mut group = tx.prepare_cached(&group_insert()).map_err(sqlite_error)?;
+            let mut group = tx
+                .prepare_cached(&insert_rows(Run::GROUP))
+                .map_err(sqlite_error)?;
             let mut kept = Vec::with_capacity(Run::YIELD_EVERY);
             for part in self.rows[end..most].chunks(Run::YIELD_EVERY) {
                 kept.clear();
@@ -660,14 +659,14 @@ impl Run {
     }
 }
 
-/// The statement that adds [`Run::GROUP`] rows to the subject index.
-fn group_insert() -> String {
+/// The statement that adds `n` rows to the subject index.
+fn insert_rows(n: usize) -> String {
     let mut sql = String::from("INSERT OR IGNORE INTO audit_subjects (subject_key, seq) VALUES ");
-    for i in 0..Run::GROUP {
+    for i in 0..n {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!("(?{}, ?{})", 2 * i + 1, 2 * i + 2));
+        let _ = write!(sql, "(?{}, ?{})", 2 * i + 1, 2 * i + 2);
     }
     sql
 }

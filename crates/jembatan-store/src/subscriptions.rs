@@ -54,6 +54,7 @@ const HASH_BYTES: usize = 32;
 /// A key's keyed hash (HMAC-SHA-256 under the broker's audit key), as
 /// the subscription tables keep it: 32 bytes.
 pub type KeyHash = [u8; HASH_BYTES];
+
 /// Moves a subscription's last batch from `$3` to `$2`, for the stream
 /// of generation `$4` only.
 const NEXT_BATCH: &str = "UPDATE subscriptions SET last_batch = $2 \
@@ -118,11 +119,6 @@ fn short(hash: &[u8]) -> u128 {
     u128::from_be_bytes(high) ^ u128::from_be_bytes(low)
 }
 
-/// Hashes packed end to end.
-fn pack(hashes: &[KeyHash]) -> Vec<u8> {
-    hashes.concat()
-}
-
 /// The hashes of a packed array.
 fn unpack<'a>(what: &str, packed: &'a [u8]) -> Result<std::slice::ChunksExact<'a, u8>, StoreError> {
     if !packed.len().is_multiple_of(HASH_BYTES) {
@@ -138,7 +134,7 @@ fn unpack<'a>(what: &str, packed: &'a [u8]) -> Result<std::slice::ChunksExact<'a
 fn fold(
     subscription: &str,
     rows: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
-) -> Result<HashSet<[u8; HASH_BYTES]>, StoreError> {
+) -> Result<HashSet<KeyHash>, StoreError> {
     let what = format!("the key history of subscription {subscription}");
     let mut held = HashSet::new();
     for (given, taken) in rows {
@@ -299,7 +295,8 @@ impl Store {
         check_len(given.len() + taken.len())?;
         let at = to_i64(batch, "batch")?;
         let generation = to_i64(generation, "generation")?;
-        let (given, taken) = (pack(given), pack(taken));
+        // the hashes of each list packed end to end
+        let (given, taken) = (given.concat(), taken.concat());
         let fold = batch.is_multiple_of(COMPACT_EVERY) && batch > RESUMABLE_BATCHES;
         if !fold && self.has_sqlite_writer() {
             // through the store's writer thread, with the audit log's

@@ -876,17 +876,17 @@ fn to_change(row: db::ChangeRow) -> pb::Change {
     pb::Change {
         op: op as i32,
         position: Some(pb::ChangePosition {
-            change: json_text(&row.change),
-            key: json_text(&row.key),
+            change: position_text(&row.change),
+            key: position_text(&row.key),
         }),
         in_scope: row.in_scope,
         record: row.record.unwrap_or_default(),
     }
 }
 
-/// A value's JSON text, as `Display` writes it but without going through
-/// a formatter.
-fn json_text(value: &serde_json::Value) -> String {
+/// A position value's JSON text, as `Display` writes it but without
+/// going through a formatter.
+fn position_text(value: &serde_json::Value) -> String {
     // a JSON value always serializes
     serde_json::to_string(value).unwrap_or_default()
 }
