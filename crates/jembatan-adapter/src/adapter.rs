@@ -28,6 +28,7 @@ use crate::sql::{self, ColRef, Cond, Dialect, Select};
 use crate::typed::typed_filter;
 
 mod changes;
+mod read_ahead;
 
 pub(crate) use changes::ChangeInfo;
 pub use changes::ChangesStream;
@@ -121,6 +122,8 @@ pub struct Adapter {
     /// The logical replication slots' readers, stopped when the adapter
     /// is dropped, and their journals.
     feeds: Vec<(Arc<Feed>, ReaderHandle)>,
+    /// Pages of catch-ups read ahead of their polls.
+    ahead: read_ahead::ReadAhead,
 }
 
 /// Connections of a pool of `max_connections` that bulk fetches may hold:
@@ -191,6 +194,7 @@ impl Adapter {
                         .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
                     log,
                     feeds,
+                    ahead: read_ahead::ReadAhead::default(),
                 })
             }
             Err(e) => {

@@ -40,6 +40,7 @@ per_backend!(
     integer_versions_are_read_without_a_horizon,
     startup_refuses_change_sources_that_cannot_work,
     bad_polls_are_refused_without_quoting_values,
+    full_pages_are_read_ahead_and_logged_only_once_asked,
 );
 
 const PENDUDUK: &str = r#"
@@ -290,6 +291,107 @@ async fn changes_come_in_keyset_order_with_ties_tombstones_and_scope(kind: Kind)
             .iter()
             .all(|e| matches!(e, LogEntry::Changes(c) if c.rows > 0)),
         "empty polls are not logged"
+    );
+    db.drop_namespace().await;
+}
+
+/// A catch-up's polls carry one exchange id: after a full page the next
+/// is read ahead, served to the poll that asks for it exactly as a poll
+/// reads it, and logged then; a page nobody asks for is never logged.
+async fn full_pages_are_read_ahead_and_logged_only_once_asked(kind: Kind) {
+    let Some(db) = TestDb::new(kind).await else {
+        return;
+    };
+    create_penduduk(&db, false).await;
+    let rows: Vec<(String, String, String)> = (0..7)
+        .map(|i| {
+            (
+                format!("32{i:02}"),
+                format!("Warga {i}"),
+                format!("2026-02-01T10:0{i}:00"),
+            )
+        })
+        .collect();
+    let rows: Vec<(&str, &str, i64, &str, &str)> = rows
+        .iter()
+        .map(|(nik, nama, at)| (nik.as_str(), nama.as_str(), 1, "HIDUP", at.as_str()))
+        .collect();
+    put(&db, &rows).await;
+    let adapter = db.adapter(PENDUDUK).await;
+    // the reference: every poll its own exchange, so none is read ahead
+    let (expected, _) = follow(&adapter, None, 3, None).await;
+    assert_eq!(expected.len(), 7);
+    let fresh = log_entries(&db.receipt_log(), 3).await.len();
+
+    let exchange = uuid::Uuid::new_v4().to_string();
+    let mut after = None;
+    let mut got = Vec::new();
+    let mut asked = Vec::new();
+    loop {
+        let mut req = request(None, 3, None);
+        req.exchange_id = exchange.clone();
+        req.after = after.clone();
+        // time for the page to be read ahead before it is asked for
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        asked.push(chrono::Utc::now());
+        let page = poll(&adapter, req).await.expect("poll succeeds");
+        let full = page.len() == 3;
+        after = page.last().and_then(|c| c.position.clone()).or(after);
+        got.extend(page);
+        if !full {
+            break;
+        }
+    }
+    assert_eq!(got, expected, "pages read ahead are the pages a poll reads");
+
+    let entries = log_entries(&db.receipt_log(), fresh + 3).await;
+    let ours: Vec<_> = entries
+        .iter()
+        .filter_map(|e| match e {
+            LogEntry::Changes(c) if c.exchange_id == exchange => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ours.iter().map(|c| c.rows).collect::<Vec<_>>(),
+        [3, 3, 1],
+        "one line per page asked for"
+    );
+    let read_at: Vec<chrono::DateTime<chrono::Utc>> = ours
+        .iter()
+        .map(|c| c.time.parse().expect("an RFC 3339 time"))
+        .collect();
+    assert!(read_at[0] > asked[0], "the first page is read when asked");
+    assert!(
+        read_at[1] < asked[1] && read_at[2] < asked[2],
+        "the later pages were read ahead: read {read_at:?}, asked {asked:?}"
+    );
+    for (c, page) in ours.iter().zip(got.chunks(3)) {
+        let mut hasher = jembatan_core::PayloadHasher::new();
+        for change in page {
+            hasher.update(&change.record);
+        }
+        assert_eq!(
+            c.payload_sha256,
+            hasher.hex(),
+            "a page's line hashes what it sent"
+        );
+    }
+
+    // a full page whose next page nobody asks for: only it is logged
+    let lone = uuid::Uuid::new_v4().to_string();
+    let mut req = request(None, 3, None);
+    req.exchange_id = lone.clone();
+    assert_eq!(poll(&adapter, req).await.expect("poll succeeds").len(), 3);
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let entries = jembatan_adapter::read_receipt_log(&db.receipt_log()).expect("log reads");
+    let lines = entries
+        .iter()
+        .filter(|e| matches!(e, LogEntry::Changes(c) if c.exchange_id == lone))
+        .count();
+    assert_eq!(
+        lines, 1,
+        "a page read ahead and never asked for is not logged"
     );
     db.drop_namespace().await;
 }

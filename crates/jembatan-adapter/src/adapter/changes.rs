@@ -23,7 +23,8 @@ use tonic::Status;
 
 use super::{
     Adapter, CHANNEL_CAPACITY, DEADLINE_TOLERANCE, DatasetInfo, MAX_BATCH_BYTES, MAX_BATCH_SIZE,
-    MAX_LOGGED_STRING, Sent, TimeLimit, check_columns, out_columns, typed_request_filter,
+    MAX_LOGGED_STRING, Sent, TimeLimit, check_columns, out_columns, read_ahead,
+    typed_request_filter,
 };
 use crate::config::{ChangesConfig, DEFAULT_CHANGE_LAG, DatasetConfig};
 use crate::db::{
@@ -340,6 +341,9 @@ struct ChangePlan {
     dataset: Arc<DatasetInfo>,
     rows: PlannedRows,
     batch_size: usize,
+    /// Most changes the poll returns: a poll that returns this many
+    /// leaves more behind it.
+    page: u32,
 }
 
 /// How a poll's changes are read.
@@ -691,6 +695,7 @@ impl Adapter {
             dataset: Arc::clone(&dataset),
             rows,
             batch_size: self.batch_size as usize,
+            page: limit,
         })
     }
 
@@ -707,6 +712,9 @@ impl Adapter {
         req: pb::ChangesRequest,
         timeout: Option<Duration>,
     ) -> Result<ChangesStream, Status> {
+        if let Some(page) = self.ahead.claim(&req) {
+            return Ok(self.serve_read_ahead(page));
+        }
         let limit = match timeout {
             Some(t) if t < self.max_query_time => TimeLimit::Caller(t),
             _ => TimeLimit::Config(self.max_query_time),
@@ -727,15 +735,91 @@ impl Adapter {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let adapter = Arc::clone(self);
         tokio::spawn(async move {
-            let entry = adapter.produce_changes(plan, limit, &req, tx).await;
-            if entry.rows == 0 && entry.status == FetchStatus::Ok {
-                return;
+            let polled = adapter.produce_changes(plan, limit, &req, tx).await;
+            if let Some(next) = polled.next {
+                adapter.read_ahead(next);
             }
-            if let Err(e) = adapter.log.append(&LogEntry::Changes(entry)).await {
-                tracing::error!(path = %adapter.log.path().display(), error = %e, "cannot append to the receipt log");
-            }
+            adapter.log_changes(polled.entry).await;
         });
         Ok(ReceiverStream::new(rx))
+    }
+
+    /// Appends a poll's `changes` line to the receipt log, unless it
+    /// found nothing and ended well.
+    async fn log_changes(&self, entry: ServedEntry) {
+        if entry.rows == 0 && entry.status == FetchStatus::Ok {
+            return;
+        }
+        if let Err(e) = self.log.append(&LogEntry::Changes(entry)).await {
+            tracing::error!(path = %self.log.path().display(), error = %e, "cannot append to the receipt log");
+        }
+    }
+
+    /// Starts reading ahead the page `req` asks for (see
+    /// [`read_ahead`](super::read_ahead)), if its plan still holds and a
+    /// place is free. Only polling sources are read ahead (a logical
+    /// source's pages wait on its journal), and only pages of at most
+    /// [`read_ahead::MESSAGES`] batches.
+    fn read_ahead(self: &Arc<Self>, req: pb::ChangesRequest) {
+        let Ok(plan) = self.plan_changes(&req) else {
+            return;
+        };
+        // a longer page would wait for its poll holding a connection
+        let messages = (plan.page as usize).div_ceil(plan.batch_size.max(1));
+        if !matches!(plan.rows, PlannedRows::Poll { .. }) || messages > read_ahead::MESSAGES {
+            return;
+        }
+        let Some(reading) = self.ahead.register(req.clone()) else {
+            return;
+        };
+        let adapter = Arc::clone(self);
+        tokio::spawn(async move {
+            let limit = TimeLimit::Config(adapter.max_query_time);
+            let polled = adapter
+                .produce_changes(plan, limit, &req, reading.messages)
+                .await;
+            if let Some(next) = polled.next.and_then(|next| reading.chain.full(next)) {
+                adapter.read_ahead(next);
+            }
+            // the request that takes the page logs it; none may come
+            let _ = reading.served.send(polled.entry);
+        });
+    }
+
+    /// Serves a page read ahead to the request it waited for, then logs
+    /// it as any poll: a page not sent whole is logged as cancelled.
+    fn serve_read_ahead(self: &Arc<Self>, page: read_ahead::Claimed) -> ChangesStream {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let adapter = Arc::clone(self);
+        let read_ahead::Claimed {
+            mut messages,
+            served,
+            chain,
+            slot,
+        } = page;
+        if let Some(next) = chain.asked() {
+            self.read_ahead(next);
+        }
+        tokio::spawn(async move {
+            let mut whole = true;
+            while let Some(message) = messages.recv().await {
+                if tx.send(message).await.is_err() {
+                    whole = false;
+                    break;
+                }
+            }
+            // a reading still under way stops
+            drop(messages);
+            drop(slot);
+            let Ok(mut entry) = served.await else {
+                return;
+            };
+            if !whole {
+                entry.status = FetchStatus::Cancelled;
+            }
+            adapter.log_changes(entry).await;
+        });
+        ReceiverStream::new(rx)
     }
 
     async fn produce_changes(
@@ -744,17 +828,20 @@ impl Adapter {
         limit: TimeLimit,
         req: &pb::ChangesRequest,
         tx: mpsc::Sender<Result<pb::ChangesResponse, Status>>,
-    ) -> ServedEntry {
+    ) -> Polled {
         let ChangePlan {
             dataset,
             rows,
             batch_size,
+            page,
         } = plan;
         let started = Instant::now();
         let time = limit.query_time(started);
         let mut sent = Sent::default();
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
+        // the position of the last change sent
+        let mut last = None;
         let read = async {
             let _bulk = match &self.bulk {
                 Some(bulk) => tokio::select! {
@@ -783,7 +870,9 @@ impl Adapter {
                         batch.push(change);
                         if batch.len() >= batch_size || batch_bytes >= MAX_BATCH_BYTES {
                             batch_bytes = 0;
-                            if !send_changes(&mut sent, &tx, std::mem::take(&mut batch)).await {
+                            if !send_changes(&mut sent, &mut last, &tx, std::mem::take(&mut batch))
+                                .await
+                            {
                                 return Some(FetchStatus::Cancelled);
                             }
                         }
@@ -816,7 +905,8 @@ impl Adapter {
                     }
                     None => {
                         if !batch.is_empty()
-                            && !send_changes(&mut sent, &tx, std::mem::take(&mut batch)).await
+                            && !send_changes(&mut sent, &mut last, &tx, std::mem::take(&mut batch))
+                                .await
                         {
                             return Some(FetchStatus::Cancelled);
                         }
@@ -850,19 +940,37 @@ impl Adapter {
                 "change poll finished"
             );
         }
-        ServedEntry {
-            time: receipts::now(),
-            exchange_id: truncate(&req.exchange_id, MAX_LOGGED_STRING).to_owned(),
-            dataset: dataset.id.to_string(),
-            consumer: truncate(&req.consumer, MAX_LOGGED_STRING).to_owned(),
-            purpose: truncate(&req.purpose, MAX_LOGGED_STRING).to_owned(),
-            columns: req.columns.clone(),
-            rows: sent.rows,
-            bytes: sent.bytes,
-            payload_sha256: sent.hasher.hex(),
-            status,
+        // a full page: more changes wait after its last
+        let next = (status == FetchStatus::Ok && sent.rows == u64::from(page))
+            .then(|| last.take())
+            .flatten()
+            .map(|after| pb::ChangesRequest {
+                after: Some(after),
+                ..req.clone()
+            });
+        Polled {
+            entry: ServedEntry {
+                time: receipts::now(),
+                exchange_id: truncate(&req.exchange_id, MAX_LOGGED_STRING).to_owned(),
+                dataset: dataset.id.to_string(),
+                consumer: truncate(&req.consumer, MAX_LOGGED_STRING).to_owned(),
+                purpose: truncate(&req.purpose, MAX_LOGGED_STRING).to_owned(),
+                columns: req.columns.clone(),
+                rows: sent.rows,
+                bytes: sent.bytes,
+                payload_sha256: sent.hasher.hex(),
+                status,
+            },
+            next,
         }
     }
+}
+
+/// A poll's end: its receipt, and for a full page the request for the
+/// page after it.
+struct Polled {
+    entry: ServedEntry,
+    next: Option<pb::ChangesRequest>,
 }
 
 /// A row of a change poll as the broker receives it: a deletion or a row
@@ -895,16 +1003,23 @@ fn position_text(value: &serde_json::Value) -> String {
 /// counted). The payload hash covers the records of upserts in scope.
 async fn send_changes(
     sent: &mut Sent,
+    last: &mut Option<pb::ChangePosition>,
     tx: &mpsc::Sender<Result<pb::ChangesResponse, Status>>,
     changes: Vec<pb::Change>,
 ) -> bool {
     let rows = changes.len();
+    let end = changes.last().and_then(|c| c.position.clone());
     let counted = sent.count(
         changes
             .iter()
             .filter(|c| !c.record.is_empty())
             .map(|c| c.record.as_str()),
     );
-    sent.deliver(tx, pb::ChangesResponse { changes }, rows, counted)
-        .await
+    let delivered = sent
+        .deliver(tx, pb::ChangesResponse { changes }, rows, counted)
+        .await;
+    if delivered {
+        *last = end;
+    }
+    delivered
 }
