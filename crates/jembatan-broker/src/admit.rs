@@ -189,9 +189,13 @@ impl Admit {
     fn check_record(&self, record: &str) -> Result<(), BadRecord> {
         check_size(record)?;
         // only the keys matter here
-        let keys = jembatan_core::record::record_keys(record)
-            .map_err(|e| BadRecord::NotAnObject(e.to_string()))?;
-        self.check_keys(keys.into_iter())
+        match jembatan_core::record::key_outside(record, &self.columns) {
+            Ok(None) => Ok(()),
+            Ok(Some(extra)) => Err(BadRecord::OutsideGrant(
+                jembatan_core::ids::truncate(extra, 64).to_owned(),
+            )),
+            Err(e) => Err(BadRecord::NotAnObject(e.to_string())),
+        }
     }
 
     /// The same checks as [`check_record`](Self::check_record), keeping

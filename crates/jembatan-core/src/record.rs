@@ -91,6 +91,60 @@ pub fn record_keys(record: &str) -> Result<Vec<&str>, serde_json::Error> {
     Ok(keys)
 }
 
+/// The first key of one record text that is not in `allowed`, or `None`
+/// when every key is: the check of [`record_keys`] without collecting
+/// them. Keys are looked for at their own position in `allowed` first,
+/// as a record written in the columns' order has them. Values are
+/// skipped, not built; a key written with JSON escapes is an error.
+pub fn key_outside<'a>(
+    record: &'a str,
+    allowed: &[String],
+) -> Result<Option<&'a str>, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(record);
+    let outside = KeyOutside(allowed).deserialize(&mut de)?;
+    de.end()?;
+    Ok(outside)
+}
+
+/// Finds the first key of an object outside the allowed ones.
+struct KeyOutside<'s>(&'s [String]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyOutside<'_> {
+    type Value = Option<&'de str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyOutside<'_> {
+    type Value = Option<&'de str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let allowed = self.0;
+        let mut outside = None;
+        let mut i = 0;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            map.next_value::<IgnoredAny>()?;
+            let known =
+                allowed.get(i).is_some_and(|a| a == key) || allowed.iter().any(|a| a == key);
+            if !known && outside.is_none() {
+                outside = Some(key);
+            }
+            i += 1;
+        }
+        Ok(outside)
+    }
+}
+
 /// The keys of a JSON object, in order, values skipped.
 struct Keys<'a>(Vec<&'a str>);
 
@@ -127,6 +181,29 @@ pub fn parse_record(record: &str) -> Result<Map<String, Value>, serde_json::Erro
 
 #[cfg(test)]
 mod tests {
+    use super::key_outside;
+
+    #[test]
+    fn a_key_outside_the_allowed_ones_is_found_in_any_order() {
+        let allowed: Vec<String> = ["nik", "nama", "kec"].map(String::from).to_vec();
+        let ok = r#"{"nik":"3201","nama":"Ani \"A\"","kec":{"a":[1,2]}}"#;
+        assert_eq!(key_outside(ok, &allowed).unwrap(), None);
+        let shuffled = r#"{"kec":1,"nik":"3201"}"#;
+        assert_eq!(key_outside(shuffled, &allowed).unwrap(), None);
+        let extra = r#"{"nik":"3201","alamat":"x","agama":"y"}"#;
+        assert_eq!(key_outside(extra, &allowed).unwrap(), Some("alamat"));
+        assert_eq!(key_outside("{}", &allowed).unwrap(), None);
+        for bad in [
+            "[1]",
+            "\"nik\"",
+            "{\"nik\":1",
+            "{\"nik\":1} x",
+            "{\"n\\u0069k\":1}",
+        ] {
+            assert!(key_outside(bad, &allowed).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 

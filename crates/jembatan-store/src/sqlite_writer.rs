@@ -299,6 +299,9 @@ fn serve(
     }
     for (mut batch, done) in appends {
         let written = write(conn, &mut batch);
+        if written.is_ok() {
+            trail.keep(&batch);
+        }
         let named = written.as_ref().ok().copied();
         let _ = done.send((batch, written.map(|_| ())));
         if let Some(named) = named {
@@ -389,6 +392,17 @@ struct Trail {
     failed: bool,
     /// The catch-up under way.
     run: Option<Run>,
+    /// The index rows of the entries this thread wrote since the last
+    /// run was read, so that the next run need not read them back.
+    kept: Option<Kept>,
+}
+
+/// Index rows kept from the entries written: those of every entry from
+/// `from` up to `next`, in the order written.
+struct Kept {
+    from: i64,
+    next: i64,
+    rows: Vec<(i64, i64)>,
 }
 
 /// A catch-up under way: the sorted rows of the entries from the mark
@@ -421,7 +435,38 @@ impl Trail {
             subjects: 0,
             failed: false,
             run: None,
+            kept: None,
         })
+    }
+
+    /// Keeps the index rows of a batch just written. A batch that does
+    /// not follow the rows kept (entries written by another connection
+    /// came between) drops them: the next run reads the entries back.
+    fn keep(&mut self, batch: &[Pending]) {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return;
+        };
+        let (first, next) = (first.stored.seq as i64, last.stored.seq as i64 + 1);
+        let kept = match self.kept.take() {
+            Some(kept) if kept.next == first => kept,
+            _ => Kept {
+                from: first,
+                next: first,
+                rows: Vec::new(),
+            },
+        };
+        let mut kept = kept;
+        for p in batch {
+            let seq = p.stored.seq as i64;
+            kept.rows.extend(
+                p.stored
+                    .entry
+                    .all_subjects()
+                    .map(|hash| (subject_key(hash), seq)),
+            );
+        }
+        kept.next = next;
+        self.kept = Some(kept);
     }
 
     /// Whether entries wait for the index to start catching up.
@@ -486,7 +531,7 @@ impl Trail {
     /// Reads the run of every entry behind the mark: what it counted is
     /// in it.
     fn read(&mut self, conn: &Connection) -> Result<(), StoreError> {
-        self.run = Run::read(conn)?;
+        self.run = Run::read(conn, self.kept.take())?;
         self.entries = 0;
         self.subjects = 0;
         Ok(())
@@ -542,37 +587,51 @@ impl Run {
     /// Rows one statement adds.
     const GROUP: usize = 64;
 
-    /// The rows of every entry from the mark on, read back from their
-    /// canonical text and sorted; `None` when no entry is behind it.
-    fn read(conn: &Connection) -> Result<Option<Run>, StoreError> {
+    /// The rows of every entry from the mark on, sorted: those `kept`
+    /// when it holds exactly the entries from the mark to the log's end,
+    /// otherwise read back from the entries' canonical text; `None` when
+    /// no entry is behind the mark.
+    fn read(conn: &Connection, kept: Option<Kept>) -> Result<Option<Run>, StoreError> {
         // one read transaction: the mark and the entries as of one moment
         let tx = conn.unchecked_transaction().map_err(sqlite_error)?;
         let from: i64 = tx.query_row(MARK, [], |r| r.get(0)).map_err(sqlite_error)?;
+        let end: i64 = tx
+            .query_row(NEXT_SEQ, [], |r| r.get(0))
+            .map_err(sqlite_error)?;
         let mut rows: Vec<(i64, i64)> = Vec::new();
         let mut through = from;
-        {
-            let mut read = tx
-                .prepare("SELECT seq, entry FROM audit_log WHERE seq >= ?1 ORDER BY seq")
-                .map_err(sqlite_error)?;
-            let mut entries = read.query([from]).map_err(sqlite_error)?;
-            while let Some(row) = entries.next().map_err(sqlite_error)? {
-                let seq: i64 = row.get(0).map_err(sqlite_error)?;
-                let text = row
-                    .get_ref(1)
-                    .and_then(|v| Ok(v.as_bytes()?))
+        let read_back = !kept
+            .as_ref()
+            .is_some_and(|kept| kept.from == from && kept.next == end);
+        match kept {
+            Some(kept) if !read_back => {
+                rows = kept.rows;
+                through = end;
+            }
+            _ => {
+                let mut read = tx
+                    .prepare("SELECT seq, entry FROM audit_log WHERE seq >= ?1 ORDER BY seq")
                     .map_err(sqlite_error)?;
-                match serde_json::from_slice::<Named<'_>>(text) {
-                    Ok(named) => rows.extend(
-                        named
-                            .subject_hash
-                            .iter()
-                            .chain(&named.subjects)
-                            .map(|hash| (subject_key(hash), seq)),
-                    ),
-                    // `audit verify` names the entry; the index cannot
-                    Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
+                let mut entries = read.query([from]).map_err(sqlite_error)?;
+                while let Some(row) = entries.next().map_err(sqlite_error)? {
+                    let seq: i64 = row.get(0).map_err(sqlite_error)?;
+                    let text = row
+                        .get_ref(1)
+                        .and_then(|v| Ok(v.as_bytes()?))
+                        .map_err(sqlite_error)?;
+                    match serde_json::from_slice::<Named<'_>>(text) {
+                        Ok(named) => rows.extend(
+                            named
+                                .subject_hash
+                                .iter()
+                                .chain(&named.subjects)
+                                .map(|hash| (subject_key(hash), seq)),
+                        ),
+                        // `audit verify` names the entry; the index cannot
+                        Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
+                    }
+                    through = seq + 1;
                 }
-                through = seq + 1;
             }
         }
         tx.finish().map_err(sqlite_error)?;
@@ -581,6 +640,13 @@ impl Run {
         }
         rows.sort_unstable();
         rows.dedup();
+        tracing::debug!(
+            from,
+            through,
+            rows = rows.len(),
+            read_back,
+            "the subject index catches up"
+        );
         Ok(Some(Run {
             rows,
             written: 0,
@@ -806,6 +872,50 @@ mod tests {
         // nothing behind: the mark stays, nothing is added twice
         assert_eq!(trail.catch_up(&mut conn).unwrap(), 2);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM audit_subjects"), 3);
+    }
+
+    /// A run takes the rows kept as the entries were written when they
+    /// are those of every entry behind the mark, and reads the entries
+    /// back when an entry written elsewhere came between.
+    #[tokio::test]
+    async fn a_run_takes_the_rows_kept_only_when_they_cover_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = store_file(dir.path()).await;
+        let (a, b, c) = ("aa".repeat(32), "0b".repeat(32), "0c".repeat(32));
+        let mut trail = Trail::start(&conn).unwrap();
+        let mut batch = vec![Pending::new(named(&[&a])).0, Pending::new(named(&[&b])).0];
+        write(&mut conn, &mut batch).unwrap();
+        // the rows kept stand in for the entries' own: a run that used
+        // them indexes `c` where the entries name `a` and `b`
+        let mut kept = vec![Pending::new(named(&[&c])).0, Pending::new(named(&[&c])).0];
+        number(&mut kept, 0);
+        trail.keep(&kept);
+        assert_eq!(trail.catch_up(&mut conn).unwrap(), 2);
+        let kc = subject_key(&c);
+        assert_eq!(index_rows(&conn), [(kc, 0), (kc, 1)]);
+
+        // one batch kept, then an entry written by another connection
+        let mut batch = vec![Pending::new(named(&[&c])).0];
+        write(&mut conn, &mut batch).unwrap();
+        let mut kept = vec![Pending::new(named(&[&a])).0];
+        number(&mut kept, 2);
+        trail.keep(&kept);
+        let mut outside = vec![Pending::new(named(&[&b])).0];
+        write(&mut conn, &mut outside).unwrap();
+        assert_eq!(trail.catch_up(&mut conn).unwrap(), 4);
+        let kb = subject_key(&b);
+        let mut want = vec![(kb, 3), (kc, 0), (kc, 1), (kc, 2)];
+        want.sort_unstable();
+        assert_eq!(index_rows(&conn), want, "read back from the entries");
+
+        // a kept batch that does not follow the one before starts anew
+        let mut batch = vec![Pending::new(named(&[&a])).0];
+        write(&mut conn, &mut batch).unwrap();
+        let mut far = vec![Pending::new(named(&[&c])).0];
+        number(&mut far, 9);
+        trail.keep(&far);
+        assert_eq!(trail.catch_up(&mut conn).unwrap(), 5);
+        assert!(index_rows(&conn).contains(&(subject_key(&a), 4)));
     }
 
     /// Entries archived while a catch-up is under way leave without
