@@ -17,7 +17,8 @@
 //! The subject index trails the log ([`Trail`], migration 0021): a
 //! batch's commit holds its entries only, and between batches the thread
 //! adds the subject rows of every entry written since the index last
-//! caught up, read back from the entries and sorted, so that the index
+//! caught up (kept as it wrote them, or read back from the entries when
+//! another connection wrote some in between), sorted, so that the index
 //! is written in long ordered runs rather than a row at a random place
 //! for each subject. It starts catching up once the entries behind it
 //! name [`Trail::MOST_SUBJECTS`] subjects or number
@@ -374,7 +375,7 @@ fn durable(conn: &Connection) -> Result<(), StoreError> {
 
 /// The subject index behind the log: how much the writer has written
 /// since the index last caught up, when to catch up, and the catch-up
-/// under way. A catch-up reads the rows of the entries behind the mark
+/// under way. A catch-up takes the rows of the entries behind the mark
 /// ([`Run::read`]) and adds them in sorted chunks of [`Run::CHUNK`],
 /// one transaction each with the writer's other work between them, so
 /// that no audit batch waits for a whole run; the last chunk moves the
