@@ -708,18 +708,12 @@ impl Adapter {
             status = ?status,
             "fetch finished"
         );
-        ServedEntry {
-            time: receipts::now(),
-            exchange_id: truncate(&req.exchange_id, MAX_LOGGED_STRING).to_owned(),
-            dataset: dataset.id.to_string(),
-            consumer: truncate(&req.consumer, MAX_LOGGED_STRING).to_owned(),
-            purpose: truncate(&req.purpose, MAX_LOGGED_STRING).to_owned(),
-            columns: req.columns.clone(),
-            rows: sent.rows,
-            bytes: sent.bytes,
-            payload_sha256: sent.hasher.hex(),
+        sent.entry(
+            &dataset.id,
+            [&req.exchange_id, &req.consumer, &req.purpose],
+            &req.columns,
             status,
-        }
+        )
     }
 
     /// Records the broker's receipt for an exchange this adapter served.
@@ -940,6 +934,31 @@ impl Default for Sent {
 }
 
 impl Sent {
+    /// The receipt log's line for what was sent, now: `asked` is the
+    /// request's exchange id, consumer and purpose, each cut to what the
+    /// log keeps.
+    fn entry(
+        &self,
+        dataset: &DatasetId,
+        asked: [&str; 3],
+        columns: &[String],
+        status: FetchStatus,
+    ) -> ServedEntry {
+        let [exchange_id, consumer, purpose] = asked;
+        ServedEntry {
+            time: receipts::now(),
+            exchange_id: truncate(exchange_id, MAX_LOGGED_STRING).to_owned(),
+            dataset: dataset.to_string(),
+            consumer: truncate(consumer, MAX_LOGGED_STRING).to_owned(),
+            purpose: truncate(purpose, MAX_LOGGED_STRING).to_owned(),
+            columns: columns.to_vec(),
+            rows: self.rows,
+            bytes: self.bytes,
+            payload_sha256: self.hasher.hex(),
+            status,
+        }
+    }
+
     /// Sends a batch; `false` when the receiver is gone (nothing counted).
     async fn send(
         &mut self,

@@ -181,7 +181,8 @@ pub fn parse_record(record: &str) -> Result<Map<String, Value>, serde_json::Erro
 
 #[cfg(test)]
 mod tests {
-    use super::key_outside;
+    use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_key_outside_the_allowed_ones_is_found_in_any_order() {
@@ -203,9 +204,6 @@ mod tests {
             assert!(key_outside(bad, &allowed).is_err(), "{bad}");
         }
     }
-
-    use super::*;
-    use serde_json::json;
 
     #[test]
     fn encodes_keys_in_order_with_escapes() {

@@ -448,7 +448,7 @@ impl Trail {
             return;
         };
         let (first, next) = (first.stored.seq as i64, last.stored.seq as i64 + 1);
-        let kept = match self.kept.take() {
+        let mut kept = match self.kept.take() {
             Some(kept) if kept.next == first => kept,
             _ => Kept {
                 from: first,
@@ -456,7 +456,6 @@ impl Trail {
                 rows: Vec::new(),
             },
         };
-        let mut kept = kept;
         for p in batch {
             let seq = p.stored.seq as i64;
             kept.rows.extend(
@@ -599,42 +598,13 @@ impl Run {
         let end: i64 = tx
             .query_row(NEXT_SEQ, [], |r| r.get(0))
             .map_err(sqlite_error)?;
-        let mut rows: Vec<(i64, i64)> = Vec::new();
-        let mut through = from;
         let read_back = !kept
             .as_ref()
             .is_some_and(|kept| kept.from == from && kept.next == end);
-        match kept {
-            Some(kept) if !read_back => {
-                rows = kept.rows;
-                through = end;
-            }
-            _ => {
-                let mut read = tx
-                    .prepare("SELECT seq, entry FROM audit_log WHERE seq >= ?1 ORDER BY seq")
-                    .map_err(sqlite_error)?;
-                let mut entries = read.query([from]).map_err(sqlite_error)?;
-                while let Some(row) = entries.next().map_err(sqlite_error)? {
-                    let seq: i64 = row.get(0).map_err(sqlite_error)?;
-                    let text = row
-                        .get_ref(1)
-                        .and_then(|v| Ok(v.as_bytes()?))
-                        .map_err(sqlite_error)?;
-                    match serde_json::from_slice::<Named<'_>>(text) {
-                        Ok(named) => rows.extend(
-                            named
-                                .subject_hash
-                                .iter()
-                                .chain(&named.subjects)
-                                .map(|hash| (subject_key(hash), seq)),
-                        ),
-                        // `audit verify` names the entry; the index cannot
-                        Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
-                    }
-                    through = seq + 1;
-                }
-            }
-        }
+        let (mut rows, through) = match kept {
+            Some(kept) if !read_back => (kept.rows, end),
+            _ => Run::read_back(&tx, from)?,
+        };
         tx.finish().map_err(sqlite_error)?;
         if through == from {
             return Ok(None);
@@ -653,6 +623,37 @@ impl Run {
             written: 0,
             through,
         }))
+    }
+
+    /// The rows of the entries from `from` on, read back from their
+    /// canonical text, and the sequence number after the last of them.
+    fn read_back(tx: &Connection, from: i64) -> Result<(Vec<(i64, i64)>, i64), StoreError> {
+        let mut rows = Vec::new();
+        let mut through = from;
+        let mut read = tx
+            .prepare("SELECT seq, entry FROM audit_log WHERE seq >= ?1 ORDER BY seq")
+            .map_err(sqlite_error)?;
+        let mut entries = read.query([from]).map_err(sqlite_error)?;
+        while let Some(row) = entries.next().map_err(sqlite_error)? {
+            let seq: i64 = row.get(0).map_err(sqlite_error)?;
+            let text = row
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_bytes()?))
+                .map_err(sqlite_error)?;
+            match serde_json::from_slice::<Named<'_>>(text) {
+                Ok(named) => rows.extend(
+                    named
+                        .subject_hash
+                        .iter()
+                        .chain(&named.subjects)
+                        .map(|hash| (subject_key(hash), seq)),
+                ),
+                // `audit verify` names the entry; the index cannot
+                Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
+            }
+            through = seq + 1;
+        }
+        Ok((rows, through))
     }
 
     /// Adds the next chunk of rows in one transaction: up to
@@ -909,7 +910,7 @@ mod tests {
         want.sort_unstable();
         assert_eq!(index_rows(&conn), want, "read back from the entries");
 
-        // a kept batch that does not follow the one before starts anew
+        // rows kept that do not start at the mark are not taken
         let mut batch = vec![Pending::new(named(&[&a])).0];
         write(&mut conn, &mut batch).unwrap();
         let mut far = vec![Pending::new(named(&[&c])).0];

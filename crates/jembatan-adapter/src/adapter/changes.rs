@@ -23,8 +23,7 @@ use tonic::Status;
 
 use super::{
     Adapter, CHANNEL_CAPACITY, DEADLINE_TOLERANCE, DatasetInfo, MAX_BATCH_BYTES, MAX_BATCH_SIZE,
-    MAX_LOGGED_STRING, Sent, TimeLimit, check_columns, out_columns, read_ahead,
-    typed_request_filter,
+    Sent, TimeLimit, check_columns, out_columns, read_ahead, typed_request_filter,
 };
 use crate::config::{ChangesConfig, DEFAULT_CHANGE_LAG, DatasetConfig};
 use crate::db::{
@@ -34,7 +33,7 @@ use crate::error::{FetchStopped, Refused};
 use crate::kind::ColumnKind;
 use crate::logical::journal::JournalKey;
 use crate::logical::{CatchUpError, Feed};
-use crate::receipts::{self, FetchStatus, LogEntry, ServedEntry};
+use crate::receipts::{FetchStatus, LogEntry, ServedEntry};
 use crate::sql::{
     self, BindValue, ChangeSelect, ColRef, Cond, CurrentRows, CurrentSelect, Dialect, Horizon,
 };
@@ -949,18 +948,12 @@ impl Adapter {
                 ..req.clone()
             });
         Polled {
-            entry: ServedEntry {
-                time: receipts::now(),
-                exchange_id: truncate(&req.exchange_id, MAX_LOGGED_STRING).to_owned(),
-                dataset: dataset.id.to_string(),
-                consumer: truncate(&req.consumer, MAX_LOGGED_STRING).to_owned(),
-                purpose: truncate(&req.purpose, MAX_LOGGED_STRING).to_owned(),
-                columns: req.columns.clone(),
-                rows: sent.rows,
-                bytes: sent.bytes,
-                payload_sha256: sent.hasher.hex(),
+            entry: sent.entry(
+                &dataset.id,
+                [&req.exchange_id, &req.consumer, &req.purpose],
+                &req.columns,
                 status,
-            },
+            ),
             next,
         }
     }

@@ -9,7 +9,6 @@
 //! page a poll would have read a moment earlier: the keyset order and the
 //! lag window hold as for any poll.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use tonic::Status;
 use crate::receipts::ServedEntry;
 
 /// How long a page read ahead waits for its request.
-pub(super) const KEPT: Duration = Duration::from_secs(5);
+const KEPT: Duration = Duration::from_secs(5);
 /// Pages read ahead at once, adapter-wide: each holds at most
 /// [`MESSAGES`] messages until its request comes.
 const PAGES: usize = 4;
@@ -41,13 +40,11 @@ pub(crate) struct ReadAhead {
     /// How long a page waits for its request ([`KEPT`]).
     kept: Duration,
     slots: Arc<Semaphore>,
-    next_id: AtomicU64,
 }
 
 /// A page being read, or read, ahead of its request.
 #[derive(Debug)]
 struct Page {
-    id: u64,
     /// The request it answers: a poll that matches it in every field.
     request: pb::ChangesRequest,
     claimed: Claimed,
@@ -121,7 +118,6 @@ impl ReadAhead {
             pages: Arc::default(),
             kept,
             slots: Arc::new(Semaphore::new(PAGES)),
-            next_id: AtomicU64::new(0),
         }
     }
 
@@ -140,14 +136,12 @@ impl ReadAhead {
         let (messages, rx) = mpsc::channel(MESSAGES);
         let (served, served_rx) = oneshot::channel();
         let chain = Arc::new(Chain::default());
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
             if pages.iter().any(|p| p.request == request) {
                 return None;
             }
             pages.push(Page {
-                id,
                 request,
                 claimed: Claimed {
                     messages: rx,
@@ -157,7 +151,9 @@ impl ReadAhead {
                 },
             });
         }
-        let (pages, kept) = (Arc::clone(&self.pages), self.kept);
+        // the page is known by its chain, which no other page shares (the
+        // weak reference keeps the chain's address from being reused)
+        let (pages, kept, page) = (Arc::clone(&self.pages), self.kept, Arc::downgrade(&chain));
         tokio::spawn(async move {
             tokio::time::sleep(kept).await;
             // dropping the page's receiver stops its reading
@@ -165,7 +161,7 @@ impl ReadAhead {
                 let mut pages = pages.lock().unwrap_or_else(|e| e.into_inner());
                 pages
                     .iter()
-                    .position(|p| p.id == id)
+                    .position(|p| std::ptr::eq(Arc::as_ptr(&p.claimed.chain), page.as_ptr()))
                     .map(|at| pages.swap_remove(at))
             };
             drop(dropped);
