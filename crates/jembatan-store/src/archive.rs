@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use futures::TryStreamExt;
 use jembatan_core::AuditEntry;
 use jembatan_tlog::merkle::{CompactRange, Hash, leaf_hash};
 use jembatan_tlog::note::Verifier;
@@ -34,9 +35,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use crate::audit::Named;
 use crate::checkpoints::{to_i64, to_u64};
 use crate::verify::{VerifyError, check_checkpoint, check_entry, raw_rows};
-use crate::{Store, StoreError, StoredCheckpoint, now};
+use crate::{Backend, Store, StoreError, StoredCheckpoint, now};
 
 /// The header's format tag and version.
 pub const FORMAT: &str = "jembatan-audit-archive/1";
@@ -495,10 +497,21 @@ async fn record_archive(store: &Store, record: &ArchiveRecord) -> Result<(), Sto
 
 /// Deletes what is still stored below the archived point (the entries and
 /// their subject index rows), a bounded range of entries per transaction;
-/// the rows deleted.
+/// the rows deleted. An entry's index rows are found from the subjects
+/// its canonical text names, and leave in the same transaction as it.
 pub async fn remove_archived(
     store: &Store,
     progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<u64, StoreError> {
+    remove_archived_by(store, progress, MOST_SUBJECTS_DELETED).await
+}
+
+/// [`remove_archived`], a transaction's range of entries ending early
+/// once they name `most_subjects` subjects.
+async fn remove_archived_by(
+    store: &Store,
+    progress: &mut (dyn FnMut(Progress) + Send),
+    most_subjects: usize,
 ) -> Result<u64, StoreError> {
     let up_to = store.archived_up_to().await?;
     let lowest: Option<i64> = sqlx::query("SELECT MIN(seq) FROM audit_log")
@@ -508,20 +521,19 @@ pub async fn remove_archived(
     let mut next = lowest.map_or(Ok(up_to), |n| to_u64(n, "audit entry seq"))?;
     let start = next;
     let mut removed = 0;
-    let tables = ["audit_subjects", "audit_log"];
     while next < up_to {
-        let end = up_to.min(next + DELETE_STEP);
         let mut tx = store.begin_write().await?;
-        for table in &tables {
-            // the table names are fixed; every value is bound
-            let sql = format!("DELETE FROM {table} WHERE seq >= $1 AND seq < $2");
-            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(to_i64(next))
-                .bind(to_i64(end))
-                .execute(&mut *tx)
-                .await?;
-            removed += done.rows_affected();
+        let until = up_to.min(next + DELETE_STEP);
+        let (end, rows) = indexed_below(&mut tx, next, until, most_subjects).await?;
+        for part in rows.chunks(DELETE_SUBJECTS) {
+            removed += delete_index_rows(&mut tx, store.backend(), part).await?;
         }
+        let done = sqlx::query("DELETE FROM audit_log WHERE seq >= $1 AND seq < $2")
+            .bind(to_i64(next))
+            .bind(to_i64(end))
+            .execute(&mut *tx)
+            .await?;
+        removed += done.rows_affected();
         tx.commit().await?;
         next = end;
         progress(Progress::Removing {
@@ -529,19 +541,69 @@ pub async fn remove_archived(
             total: up_to - start,
         });
     }
-    // subject index rows whose entry left before they did (none, unless an
-    // earlier run stopped between its transactions)
-    let mut tx = store.begin_write().await?;
-    for table in &tables[..tables.len() - 1] {
-        let sql = format!("DELETE FROM {table} WHERE seq < $1");
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(to_i64(up_to))
-            .execute(&mut *tx)
-            .await?;
-        removed += done.rows_affected();
-    }
-    tx.commit().await?;
     Ok(removed)
+}
+
+/// Subject index rows one statement deletes.
+const DELETE_SUBJECTS: usize = 16_384;
+
+/// Most subject index rows deleted in one transaction: a range of entries
+/// ends early, after the entry that brings its rows to this.
+const MOST_SUBJECTS_DELETED: usize = 262_144;
+
+/// The subject index rows `(subject_key, seq)` of the entries from `from`
+/// on, below `until`, and where those entries end: at `until`, or after
+/// the entry that brings the rows to `most` (never before one entry).
+async fn indexed_below(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    from: u64,
+    until: u64,
+    most: usize,
+) -> Result<(u64, Vec<(i64, i64)>), StoreError> {
+    let mut rows = Vec::new();
+    let mut end = until;
+    let mut entries =
+        sqlx::query("SELECT seq, entry FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq")
+            .bind(to_i64(from))
+            .bind(to_i64(until))
+            .fetch(&mut **tx);
+    while let Some(row) = entries.try_next().await? {
+        let seq: i64 = row.try_get(0)?;
+        let text: &[u8] = row.try_get(1)?;
+        match Named::read(text) {
+            Ok(named) => rows.extend(named.keys().map(|key| (key, seq))),
+            // such an entry has no index rows: none could be made from it
+            Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
+        }
+        if rows.len() >= most {
+            end = to_u64(seq, "audit entry seq")? + 1;
+            break;
+        }
+    }
+    Ok((end, rows))
+}
+
+/// Deletes the subject index rows `rows` (those already gone are no
+/// matter); the rows deleted.
+async fn delete_index_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    rows: &[(i64, i64)],
+) -> Result<u64, StoreError> {
+    let sql = match backend {
+        Backend::Sqlite => {
+            "DELETE FROM audit_subjects WHERE (subject_key, seq) IN \
+             (SELECT value ->> 0, value ->> 1 FROM json_each($1))"
+        }
+        Backend::Postgres => {
+            "DELETE FROM audit_subjects WHERE (subject_key, seq) IN \
+             (SELECT (e ->> 0)::bigint, (e ->> 1)::bigint FROM jsonb_array_elements($1::jsonb) AS e)"
+        }
+    };
+    // pairs of integers: serializing cannot fail
+    let json = serde_json::to_string(rows).unwrap_or_default();
+    let done = sqlx::query(sql).bind(json).execute(&mut **tx).await?;
+    Ok(done.rows_affected())
 }
 
 /// What an archive file verified to.
@@ -789,5 +851,81 @@ mod tests {
         let err = entry_line(8, b"{\"v\":", &sha).unwrap_err();
         assert!(err.starts_with("entry 8: not JSON"), "{err}");
         assert!(entry_line(9, b"{} {}", &sha).is_err());
+    }
+
+    /// A delivery entry naming `n` subjects of its own (`tag` apart).
+    fn naming(tag: usize, n: usize) -> AuditEntry {
+        let mut e: AuditEntry = serde_json::from_str(
+            r#"{"v":2,"kind":"delivery","exchange_id":"x","time":"2026-01-01T00:00:00.000000Z","operation":"subscribe","caller":"agency:dinsos","consumer":"dinsos","provider":"disdukcapil","dataset":"disdukcapil.penduduk","purpose":"bansos","fields":["nik"],"filter":null,"subject_hash":null,"limit":null,"agreement_id":"a","agreement_terms_sha256":null,"decision":"allow","reasons":[],"status":"ok","rows":0,"bytes":0,"payload_sha256":null,"duration_ms":null,"error":null,"trace_id":null}"#,
+        )
+        .unwrap();
+        e.subjects = (0..n)
+            .map(|i| AuditEntry::sha256(format!("{tag}.{i}").as_bytes()))
+            .collect();
+        e
+    }
+
+    async fn count(store: &Store, sql: &'static str) -> i64 {
+        sqlx::query(sql)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap()
+    }
+
+    /// Archived entries leave with exactly their own index rows, found
+    /// from the subjects they name, in transactions cut by the subjects
+    /// they hold; entries above the archived point keep theirs.
+    #[tokio::test]
+    async fn archived_entries_leave_with_the_index_rows_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(dir.path().join("a.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let log = crate::AuditLog::start(store.clone());
+        for i in 0..300 {
+            log.append(naming(i, 3)).await.unwrap();
+        }
+        store.catch_up_subjects().await.unwrap();
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM audit_subjects").await,
+            900
+        );
+        sqlx::query(
+            "INSERT INTO audit_archives (up_to, from_seq, checkpoint, file_sha256, archived_at)
+             VALUES (256, 0, 300, 'f', 't')",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let mut steps = Vec::new();
+        // 10 subjects a transaction: the 4th entry brings its rows to 12
+        let removed = remove_archived_by(&store, &mut |p| steps.push(p), 10)
+            .await
+            .unwrap();
+        assert_eq!(removed, 256 * 4);
+        assert_eq!(steps.len(), 64);
+        assert_eq!(
+            steps.last(),
+            Some(&Progress::Removing {
+                done: 256,
+                total: 256
+            })
+        );
+        let below = "SELECT COUNT(*) FROM audit_subjects WHERE seq < 256";
+        assert_eq!(count(&store, below).await, 0);
+        let above = "SELECT COUNT(*) FROM audit_subjects WHERE seq >= 256";
+        assert_eq!(count(&store, above).await, 44 * 3);
+        assert_eq!(count(&store, "SELECT MIN(seq) FROM audit_log").await, 256);
+        // what is left is found by subject as before
+        let last = naming(299, 3).subjects[2].clone();
+        let query = crate::EntryQuery {
+            subject_hash: Some(last),
+            ..Default::default()
+        };
+        let found = store.query_entries(&query, 10).await.unwrap();
+        assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), [299]);
+        store.close().await;
     }
 }

@@ -292,6 +292,33 @@ pub(crate) fn subject_keys(entry: &AuditEntry) -> Vec<i64> {
     keys
 }
 
+/// The subjects an entry's canonical text names: the lookup key's hash
+/// and `subjects` (see `AuditEntry::all_subjects`); every other field is
+/// skipped unread.
+#[derive(serde::Deserialize)]
+pub(crate) struct Named<'a> {
+    #[serde(borrow, default)]
+    subject_hash: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    subjects: Vec<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> Named<'a> {
+    /// The subjects named by the canonical text `text`.
+    pub(crate) fn read(text: &'a [u8]) -> Result<Named<'a>, serde_json::Error> {
+        serde_json::from_slice(text)
+    }
+
+    /// The subject index keys of the subjects named, in the entry's
+    /// order (a key may come twice).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = i64> {
+        self.subject_hash
+            .iter()
+            .chain(&self.subjects)
+            .map(|hash| subject_key(hash))
+    }
+}
+
 /// Numbers the batch's entries consecutively from `next`.
 pub(crate) fn number(batch: &mut [Pending], next: i64) {
     for (i, pending) in batch.iter_mut().enumerate() {

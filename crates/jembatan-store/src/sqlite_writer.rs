@@ -47,7 +47,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use crate::StoreError;
-use crate::audit::{Pending, number, subject_key};
+use crate::audit::{Named, Pending, number, subject_key};
 
 /// The next entry's `seq` on a SQLite store: one past the highest stored,
 /// or past the archived range when nothing after it is stored yet.
@@ -567,17 +567,6 @@ impl Trail {
     }
 }
 
-/// The subjects an entry's canonical text names: the lookup key's hash
-/// and `subjects` (see `AuditEntry::all_subjects`); every other field is
-/// skipped unread.
-#[derive(serde::Deserialize)]
-struct Named<'a> {
-    #[serde(borrow, default)]
-    subject_hash: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    subjects: Vec<std::borrow::Cow<'a, str>>,
-}
-
 impl Run {
     /// Most rows written per transaction.
     const CHUNK: usize = 16_384;
@@ -640,14 +629,8 @@ impl Run {
                 .get_ref(1)
                 .and_then(|v| Ok(v.as_bytes()?))
                 .map_err(sqlite_error)?;
-            match serde_json::from_slice::<Named<'_>>(text) {
-                Ok(named) => rows.extend(
-                    named
-                        .subject_hash
-                        .iter()
-                        .chain(&named.subjects)
-                        .map(|hash| (subject_key(hash), seq)),
-                ),
+            match Named::read(text) {
+                Ok(named) => rows.extend(named.keys().map(|key| (key, seq))),
                 // `audit verify` names the entry; the index cannot
                 Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
             }
