@@ -13,6 +13,7 @@ pub mod migrate;
 mod query;
 mod registry;
 mod replicas;
+mod sqlite_read;
 mod sqlite_writer;
 mod subscriptions;
 mod tiles;
@@ -133,6 +134,9 @@ pub struct Store {
     /// by every clone: audit batches and the bookkeeping of running
     /// exchanges ([`sqlite_writer`]).
     writer: std::sync::Arc<std::sync::OnceLock<Result<sqlite_writer::SqliteWriter, String>>>,
+    /// A read-only connection on the SQLite file for the policy version,
+    /// opened on first use (`None` when it could not be: the pool reads).
+    reader: std::sync::Arc<std::sync::OnceLock<Option<sqlite_read::Reader>>>,
     /// A typed pool on the same PostgreSQL database, connected on first
     /// use, for reading the audit log without the `Any` layer's copies.
     pg_reader: Option<sqlx::PgPool>,
@@ -305,6 +309,7 @@ impl Store {
             backend,
             sqlite_file,
             writer: Default::default(),
+            reader: Default::default(),
             pg_reader,
         })
     }
@@ -412,6 +417,21 @@ impl Store {
             .get_or_init(|| sqlite_writer::SqliteWriter::start(path).map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|why| StoreError::AuditUnavailable(why.clone()))
+    }
+
+    /// The SQLite file's read-only connection, opened on first use;
+    /// `None` on PostgreSQL, in memory, or when it cannot be opened.
+    pub(crate) fn sqlite_reader(&self) -> Option<&sqlite_read::Reader> {
+        let path = self.sqlite_file()?;
+        self.reader
+            .get_or_init(|| match sqlite_read::Reader::open(path) {
+                Ok(reader) => Some(reader),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot open a read connection on the store file; the pool reads the policy version");
+                    None
+                }
+            })
+            .as_ref()
     }
 
     /// Brings the subject index up to the end of the log. A SQLite
