@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::audit::Named;
+use crate::audit::add_index_rows;
 use crate::checkpoints::{to_i64, to_u64};
 use crate::verify::{VerifyError, check_checkpoint, check_entry, raw_rows};
 use crate::{Backend, Store, StoreError, StoredCheckpoint, now};
@@ -570,11 +570,7 @@ async fn indexed_below(
     while let Some(row) = entries.try_next().await? {
         let seq: i64 = row.try_get(0)?;
         let text: &[u8] = row.try_get(1)?;
-        match Named::read(text) {
-            Ok(named) => rows.extend(named.keys().map(|key| (key, seq))),
-            // such an entry has no index rows: none could be made from it
-            Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
-        }
+        add_index_rows(&mut rows, seq, text);
         if rows.len() >= most {
             end = to_u64(seq, "audit entry seq")? + 1;
             break;
@@ -855,14 +851,10 @@ mod tests {
 
     /// A delivery entry naming `n` subjects of its own (`tag` apart).
     fn naming(tag: usize, n: usize) -> AuditEntry {
-        let mut e: AuditEntry = serde_json::from_str(
-            r#"{"v":2,"kind":"delivery","exchange_id":"x","time":"2026-01-01T00:00:00.000000Z","operation":"subscribe","caller":"agency:dinsos","consumer":"dinsos","provider":"disdukcapil","dataset":"disdukcapil.penduduk","purpose":"bansos","fields":["nik"],"filter":null,"subject_hash":null,"limit":null,"agreement_id":"a","agreement_terms_sha256":null,"decision":"allow","reasons":[],"status":"ok","rows":0,"bytes":0,"payload_sha256":null,"duration_ms":null,"error":null,"trace_id":null}"#,
-        )
-        .unwrap();
-        e.subjects = (0..n)
+        let hashes: Vec<String> = (0..n)
             .map(|i| AuditEntry::sha256(format!("{tag}.{i}").as_bytes()))
             .collect();
-        e
+        crate::audit::delivery_naming(&hashes.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     async fn count(store: &Store, sql: &'static str) -> i64 {

@@ -296,27 +296,39 @@ pub(crate) fn subject_keys(entry: &AuditEntry) -> Vec<i64> {
 /// and `subjects` (see `AuditEntry::all_subjects`); every other field is
 /// skipped unread.
 #[derive(serde::Deserialize)]
-pub(crate) struct Named<'a> {
+struct Named<'a> {
     #[serde(borrow, default)]
     subject_hash: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     subjects: Vec<std::borrow::Cow<'a, str>>,
 }
 
-impl<'a> Named<'a> {
-    /// The subjects named by the canonical text `text`.
-    pub(crate) fn read(text: &'a [u8]) -> Result<Named<'a>, serde_json::Error> {
-        serde_json::from_slice(text)
+/// Adds to `rows` the subject index rows `(subject_key, seq)` of entry
+/// `seq`, read from its canonical text `text`, in the entry's order (a
+/// key may come twice). An entry that is not JSON has none: it is logged
+/// and skipped (`audit verify` names it).
+pub(crate) fn add_index_rows(rows: &mut Vec<(i64, i64)>, seq: i64, text: &[u8]) {
+    match serde_json::from_slice::<Named<'_>>(text) {
+        Ok(named) => rows.extend(
+            named
+                .subject_hash
+                .iter()
+                .chain(&named.subjects)
+                .map(|hash| (subject_key(hash), seq)),
+        ),
+        Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
     }
+}
 
-    /// The subject index keys of the subjects named, in the entry's
-    /// order (a key may come twice).
-    pub(crate) fn keys(&self) -> impl Iterator<Item = i64> {
-        self.subject_hash
-            .iter()
-            .chain(&self.subjects)
-            .map(|hash| subject_key(hash))
-    }
+/// A v2 delivery entry naming `subjects`, for the store's tests.
+#[cfg(test)]
+pub(crate) fn delivery_naming(subjects: &[&str]) -> AuditEntry {
+    let mut e: AuditEntry = serde_json::from_str(
+        r#"{"v":2,"kind":"delivery","exchange_id":"x","time":"2026-01-01T00:00:00.000000Z","operation":"subscribe","caller":"agency:dinsos","consumer":"dinsos","provider":"disdukcapil","dataset":"disdukcapil.penduduk","purpose":"bansos","fields":["nik"],"filter":null,"subject_hash":null,"limit":null,"agreement_id":"a","agreement_terms_sha256":null,"decision":"allow","reasons":[],"status":"ok","rows":0,"bytes":0,"payload_sha256":null,"duration_ms":null,"error":null,"trace_id":null}"#,
+    )
+    .expect("the fixture is an entry");
+    e.subjects = subjects.iter().map(|s| (*s).to_owned()).collect();
+    e
 }
 
 /// Numbers the batch's entries consecutively from `next`.

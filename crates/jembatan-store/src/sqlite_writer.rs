@@ -47,7 +47,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use crate::StoreError;
-use crate::audit::{Named, Pending, number, subject_key};
+use crate::audit::{Pending, add_index_rows, number, subject_key};
 
 /// The next entry's `seq` on a SQLite store: one past the highest stored,
 /// or past the archived range when nothing after it is stored yet.
@@ -629,11 +629,7 @@ impl Run {
                 .get_ref(1)
                 .and_then(|v| Ok(v.as_bytes()?))
                 .map_err(sqlite_error)?;
-            match Named::read(text) {
-                Ok(named) => rows.extend(named.keys().map(|key| (key, seq))),
-                // `audit verify` names the entry; the index cannot
-                Err(err) => tracing::warn!(seq, error = %err, "an audit entry is not JSON"),
-            }
+            add_index_rows(&mut rows, seq, text);
             through = seq + 1;
         }
         Ok((rows, through))
@@ -781,15 +777,11 @@ mod tests {
     use super::*;
 
     fn named(subjects: &[&str]) -> AuditEntry {
-        let mut e: AuditEntry = serde_json::from_str(
-            r#"{"v":2,"kind":"delivery","exchange_id":"x","time":"2026-01-01T00:00:00.000000Z","operation":"subscribe","caller":"agency:dinsos","consumer":"dinsos","provider":"disdukcapil","dataset":"disdukcapil.penduduk","purpose":"bansos","fields":["nik"],"filter":null,"subject_hash":null,"limit":null,"agreement_id":"a","agreement_terms_sha256":null,"decision":"allow","reasons":[],"status":"ok","rows":0,"bytes":0,"payload_sha256":null,"duration_ms":null,"error":null,"trace_id":null}"#,
-        )
-        .unwrap();
+        let e = crate::audit::delivery_naming(subjects);
         assert_eq!(
             (e.decision, e.status, e.kind),
             (Decision::Allow, ExchangeStatus::Ok, EntryKind::Delivery)
         );
-        e.subjects = subjects.iter().map(|s| (*s).to_owned()).collect();
         e
     }
 
