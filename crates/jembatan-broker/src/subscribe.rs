@@ -18,6 +18,7 @@
 //! holds to that batch, and the poll starts after that position, so
 //! every change after it is delivered exactly once more.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::task::Poll;
@@ -168,23 +169,25 @@ fn scope_of(ask: &Ask) -> String {
 
 /// A key as subject hashes take it, from the JSON text a position holds:
 /// a string as it is, anything else as its JSON text.
-fn key_text(json: &str) -> Option<String> {
+fn key_text(json: &str) -> Option<Cow<'_, str>> {
     // a string without escapes, as most keys are, is read as it stands
     if let Some(inner) = json.strip_prefix('"').and_then(|j| j.strip_suffix('"'))
         && !inner.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
     {
-        return Some(inner.to_owned());
+        return Some(Cow::Borrowed(inner));
     }
     match serde_json::from_str::<serde_json::Value>(json).ok()? {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Some(json.trim().to_owned()),
+        serde_json::Value::String(s) => Some(Cow::Owned(s)),
+        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+            Some(Cow::Borrowed(json.trim()))
+        }
         _ => None,
     }
 }
 
 /// A position as the log keeps it: the change value, the key's hash.
 fn change_mark(audit_key: &AuditKey, dataset: &DatasetId, p: &pb::ChangePosition) -> ChangeMark {
-    let key = key_text(&p.key).unwrap_or_else(|| p.key.clone());
+    let key = key_text(&p.key).unwrap_or(Cow::Borrowed(&p.key));
     ChangeMark {
         change: p.change.clone(),
         key_hash: audit_key.subject_hash(dataset.as_str(), &key),
@@ -363,8 +366,8 @@ struct Seen {
     position: pb::ChangePosition,
     /// The key's subject hash: what the store keeps, and the log in hex.
     hash: KeyHash,
-    /// The key as the consumer's handles are made of.
-    key: String,
+    /// The key's handle, the consumer's name for it (in hex on the wire).
+    handle: KeyHash,
     /// In scope and not deleted: the row's record came with it.
     upsert: bool,
 }
@@ -565,8 +568,9 @@ impl Follow {
         // what the adapter sent, counted as its receipt log counts it
         let mut received = PayloadHasher::new();
         let mut received_bytes = 0u64;
-        // each change's position, key and whether it is an upsert
-        let mut read = Vec::with_capacity(changes.len());
+        // each change's position and whether it is an upsert; its key's
+        // hashes follow below
+        let mut seen = Vec::with_capacity(changes.len());
         let mut records = Vec::new();
         let polled = changes.len() as u64;
         for change in changes {
@@ -579,9 +583,9 @@ impl Follow {
             {
                 return Err(bad("a change position that is empty or too long"));
             }
-            let Some(key) = key_text(&position.key) else {
+            if key_text(&position.key).is_none() {
                 return Err(bad("a key that is not a JSON string, number or boolean"));
-            };
+            }
             let upsert = change.op == pb::ChangeOp::Upsert as i32 && change.in_scope;
             if change.record.is_empty() {
                 if upsert {
@@ -595,7 +599,12 @@ impl Follow {
                 received_bytes += change.record.len() as u64;
                 records.push(change.record);
             }
-            read.push((position, key, upsert));
+            seen.push(Seen {
+                position,
+                hash: KeyHash::default(),
+                handle: KeyHash::default(),
+                upsert,
+            });
         }
         // the upserts' records, checked and shaped as a query's on a
         // worker thread while the keys are hashed here
@@ -604,17 +613,14 @@ impl Follow {
             let first = self.received_rows + 1;
             state.workers.admit(&allowed.admit, records, first)
         });
-        let seen: Vec<Seen> = read
-            .into_iter()
-            .map(|(position, key, upsert)| Seen {
-                hash: state
-                    .audit_key
-                    .subject_digest(allowed.dataset.as_str(), &key),
-                key,
-                position,
-                upsert,
-            })
-            .collect();
+        for s in &mut seen {
+            // checked above
+            let key = key_text(&s.position.key).unwrap_or_default();
+            s.hash = state
+                .audit_key
+                .subject_digest(allowed.dataset.as_str(), &key);
+            s.handle = state.audit_key.subject_digest(&self.handle_domain, &key);
+        }
         if self.held.is_none() && seen.iter().any(|s| !s.upsert) {
             let held = state
                 .store
@@ -659,7 +665,7 @@ impl Follow {
                 let record = admitted.next().unwrap_or_default();
                 out.push(pb::ChangeRecord {
                     op: pb::ChangeOp::Upsert as i32,
-                    key: state.audit_key.subject_hash(&self.handle_domain, &s.key),
+                    key: hash_text(&s.handle),
                     record,
                 });
                 given.push(s.hash);
@@ -678,7 +684,7 @@ impl Follow {
                 };
                 out.push(pb::ChangeRecord {
                     op: pb::ChangeOp::Delete as i32,
-                    key: state.audit_key.subject_hash(&self.handle_domain, &s.key),
+                    key: hash_text(&s.handle),
                     record,
                 });
                 taken.push(s.hash);
