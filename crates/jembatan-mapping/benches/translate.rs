@@ -109,6 +109,21 @@ fn translate(c: &mut Criterion) {
             black_box(ok)
         })
     });
+    let plan = mapping.plan(&source);
+    assert!(plan.is_compiled(), "{:?}", plan.not_compiled_because());
+    group.bench_function("plan_10k", |b| {
+        b.iter(|| {
+            let mut ok = 0usize;
+            for rec in &records {
+                let Value::Object(map) = rec else { continue };
+                if let Some(planned) = plan.translate(map, &secrets) {
+                    ok += black_box(planned.to_json(&[])).len().min(1);
+                }
+            }
+            assert!(ok > RECORDS / 2);
+            black_box(ok)
+        })
+    });
     group.bench_function("apply_only_10k", |b| {
         b.iter(|| {
             for rec in &records {

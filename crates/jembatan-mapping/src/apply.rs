@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
+use chrono::format::Parsed;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Number, Value};
@@ -15,7 +16,7 @@ use sha2::Sha256;
 use jembatan_core::ids::truncate;
 use jembatan_core::{Operator, Scalar};
 
-use crate::doc::{CastTo, Concat, Cond, DateSpec, Expr, Op, Pipeline, Rule};
+use crate::doc::{CastTo, Concat, Cond, DateItems, DateSpec, Expr, Op, Pipeline, Rule};
 use crate::path::FieldPath;
 
 /// Named secret keys for `hash` ops, supplied at run time.
@@ -562,20 +563,118 @@ pub(crate) fn date(v: &Value, spec: &DateSpec, with_time: bool) -> Result<Value,
         format: spec.parse.clone(),
     };
     let mut out = String::new();
-    let written = if with_time {
-        if let Ok(dt) = DateTime::parse_from_str(text, &spec.parse) {
-            write!(out, "{}", dt.format(&spec.format))
-        } else {
-            let dt = NaiveDateTime::parse_from_str(text, &spec.parse).map_err(|_| parse_fail())?;
-            write!(out, "{}", dt.format(&spec.format))
+    let written = match DateItems::of(spec) {
+        // what `parse_from_str` and `format` do, on the items read once
+        Some(items) => {
+            let mut parsed = Parsed::new();
+            chrono::format::parse(&mut parsed, text, items.parse.iter())
+                .map_err(|_| parse_fail())?;
+            let format = items.format.iter();
+            if with_time {
+                match parsed.to_datetime() {
+                    Ok(dt) => write!(out, "{}", dt.format_with_items(format)),
+                    Err(_) => {
+                        let dt = parsed
+                            .to_naive_datetime_with_offset(0)
+                            .map_err(|_| parse_fail())?;
+                        write!(out, "{}", dt.format_with_items(format))
+                    }
+                }
+            } else {
+                let d = parsed.to_naive_date().map_err(|_| parse_fail())?;
+                write!(out, "{}", d.format_with_items(format))
+            }
         }
-    } else {
-        let d = NaiveDate::parse_from_str(text, &spec.parse).map_err(|_| parse_fail())?;
-        write!(out, "{}", d.format(&spec.format))
+        None if with_time => {
+            if let Ok(dt) = DateTime::parse_from_str(text, &spec.parse) {
+                write!(out, "{}", dt.format(&spec.format))
+            } else {
+                let dt =
+                    NaiveDateTime::parse_from_str(text, &spec.parse).map_err(|_| parse_fail())?;
+                write!(out, "{}", dt.format(&spec.format))
+            }
+        }
+        None => {
+            let d = NaiveDate::parse_from_str(text, &spec.parse).map_err(|_| parse_fail())?;
+            write!(out, "{}", d.format(&spec.format))
+        }
     };
     written.map_err(|_| RuleFailure::Format {
         format: spec.format.clone(),
         op,
     })?;
     Ok(Value::String(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A date op whose formats are read from the strings on every use.
+    fn uncompiled(parse: &str, format: &str) -> DateSpec {
+        DateSpec {
+            parse: parse.into(),
+            format: format.into(),
+            items: DateItems::from(OnceLock::from(None)),
+        }
+    }
+
+    fn compiled(parse: &str, format: &str) -> DateSpec {
+        DateSpec {
+            parse: parse.into(),
+            format: format.into(),
+            items: DateItems::default(),
+        }
+    }
+
+    #[test]
+    fn date_items_read_once_give_what_the_strings_give() {
+        let formats = [
+            ("%Y-%m-%d", "%Y-%m-%d"),
+            ("%d-%m-%Y", "%d/%m/%Y"),
+            ("%d-%m-%Y", "%H:%M"),
+            ("%Y-%m-%d %H:%M:%S %z", "%+"),
+            ("%d/%m/%Y %H.%M", "%Y-%m-%dT%H:%M:%S"),
+            ("%d/%m/%Y %H.%M", "%+"),
+            ("%Y-%m-%dT%H:%M:%S%.f%:z", "%s"),
+            ("%Q-%m", "%Y"),
+            ("%Y", "%Q"),
+            ("%Y-%m-%d", "%e %b %Y %%"),
+        ];
+        let inputs = [
+            json!("1985-08-17"),
+            json!("17-08-1985"),
+            json!("31-02-1985"),
+            json!("2024-01-02 03:04:05 +0700"),
+            json!("02/01/2024 03.04"),
+            json!("2024-01-02T03:04:05.123+07:00"),
+            json!("1985"),
+            json!(""),
+            json!(1985),
+            json!(null),
+        ];
+        let mut compiled_any = false;
+        for (parse, format) in formats {
+            let spec = compiled(parse, format);
+            compiled_any |= DateItems::of(&spec).is_some();
+            let strings = uncompiled(parse, format);
+            assert!(DateItems::of(&strings).is_none());
+            for v in &inputs {
+                for with_time in [false, true] {
+                    let got = date(v, &spec, with_time).map_err(|e| e.to_string());
+                    let want = date(v, &strings, with_time).map_err(|e| e.to_string());
+                    assert_eq!(
+                        got, want,
+                        "{parse:?} -> {format:?} on {v} (time: {with_time})"
+                    );
+                }
+            }
+        }
+        assert!(compiled_any);
+        assert!(DateItems::of(&compiled("%Q", "%Y")).is_none());
+    }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 use chrono::format::{Item, StrftimeItems};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -269,6 +270,55 @@ impl CastTo {
 pub(crate) struct DateSpec {
     pub(crate) parse: String,
     pub(crate) format: String,
+    /// `parse` and `format` read once into chrono's items, on first use.
+    #[serde(skip)]
+    pub(crate) items: DateItems,
+}
+
+/// A date op's two format strings as chrono's items: `None` when either
+/// holds a specifier chrono does not know (the op then reads the strings
+/// on every use, and fails as chrono fails on them).
+#[derive(Clone, Default)]
+pub(crate) struct DateItems(OnceLock<Option<Arc<FormatPair>>>);
+
+/// The items of a date op's `parse` and `format`.
+pub(crate) struct FormatPair {
+    pub(crate) parse: Vec<Item<'static>>,
+    pub(crate) format: Vec<Item<'static>>,
+}
+
+impl DateItems {
+    /// The items of `spec`'s strings, read on the first call.
+    pub(crate) fn of(spec: &DateSpec) -> Option<&FormatPair> {
+        spec.items
+            .0
+            .get_or_init(|| {
+                let parse = StrftimeItems::new(&spec.parse).parse_to_owned().ok()?;
+                let format = StrftimeItems::new(&spec.format).parse_to_owned().ok()?;
+                Some(Arc::new(FormatPair { parse, format }))
+            })
+            .as_deref()
+    }
+}
+
+#[cfg(test)]
+impl From<OnceLock<Option<Arc<FormatPair>>>> for DateItems {
+    fn from(cell: OnceLock<Option<Arc<FormatPair>>>) -> DateItems {
+        DateItems(cell)
+    }
+}
+
+impl PartialEq for DateItems {
+    /// Derived from the strings, so never a difference of its own.
+    fn eq(&self, _: &DateItems) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for DateItems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DateItems")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,7 +25,7 @@
 //! the plan: the caller runs the reference path, which names the failure.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
@@ -90,9 +90,13 @@ struct Compiled {
 /// The object-level checks of one object subschema.
 #[derive(Debug, Default)]
 struct ObjectCheck {
-    properties: HashMap<String, Leaf>,
+    /// Sorted by key; each with whether it is required.
+    properties: Vec<(String, Leaf, bool)>,
     additional: Additional,
-    required: Vec<String>,
+    /// Required keys that are not properties.
+    required_others: Vec<String>,
+    /// Required keys that are properties.
+    required_properties: usize,
     min_properties: Option<u64>,
     max_properties: Option<u64>,
 }
@@ -131,7 +135,9 @@ impl Leaf {
 struct Node {
     /// Sorted by key, as the output serialises.
     entries: Vec<(String, Entry)>,
-    required: Vec<String>,
+    /// Each required key's place in `entries`; `None` when no rule
+    /// writes it.
+    required: Vec<Option<usize>>,
     min_properties: Option<u64>,
     max_properties: Option<u64>,
 }
@@ -289,9 +295,26 @@ fn build(node: &Node, values: &mut [Option<Value>]) -> Map<String, Value> {
 
 impl ObjectCheck {
     fn passes_record(&self, record: &Map<String, Value>) -> bool {
+        let mut required = 0usize;
+        // a record's keys usually come in the properties' order: each is
+        // looked for first where the one before it was found
+        let mut next = 0usize;
         for (k, v) in record {
-            let ok = match self.properties.get(k) {
-                Some(leaf) => leaf.passes(v),
+            let at = match self.properties.get(next) {
+                Some((p, _, _)) if p == k => Some(next),
+                _ => (self.properties)
+                    .binary_search_by(|(p, _, _)| p.as_str().cmp(k))
+                    .ok(),
+            };
+            if let Some(i) = at {
+                next = i + 1;
+            }
+            let property = at.map(|i| &self.properties[i]);
+            let ok = match property {
+                Some((_, leaf, is_required)) => {
+                    required += usize::from(*is_required);
+                    leaf.passes(v)
+                }
                 None => match &self.additional {
                     Additional::Any => true,
                     Additional::Deny => false,
@@ -302,7 +325,9 @@ impl ObjectCheck {
                 return false;
             }
         }
-        self.required.iter().all(|r| record.contains_key(r))
+        // a record's keys are distinct: each required property counted once
+        required == self.required_properties
+            && self.required_others.iter().all(|r| record.contains_key(r))
             && count_fits(record.len(), self.min_properties, self.max_properties)
     }
 }
@@ -334,16 +359,14 @@ impl Node {
             }
         }
         count_fits(present, self.min_properties, self.max_properties)
-            && self.required.iter().all(|r| self.has(r, values))
+            && self.required.iter().all(|r| self.has(*r, values))
     }
 
-    fn has(&self, key: &str, values: &[Option<Cow<'_, Value>>]) -> bool {
-        match self.entries.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
-            Ok(i) => match &self.entries[i].1 {
-                Entry::Value { slot, .. } => values[*slot].is_some(),
-                Entry::Object(_) => true,
-            },
-            Err(_) => false,
+    fn has(&self, entry: Option<usize>, values: &[Option<Cow<'_, Value>>]) -> bool {
+        match entry.map(|i| &self.entries[i].1) {
+            Some(Entry::Value { slot, .. }) => values[*slot].is_some(),
+            Some(Entry::Object(_)) => true,
+            None => false,
         }
     }
 }
@@ -417,18 +440,25 @@ impl Compiled {
         let source = Schemas::new(source_schema)?;
         let target = Schemas::new(target_schema)?;
         let source_root = source.object(source_schema, 0)?;
+        let required = |k: &str| source_root.required.iter().any(|r| r == k);
+        // a `BTreeMap`'s order: sorted by key
+        let properties: Vec<(String, Leaf, bool)> = source_root
+            .properties
+            .iter()
+            .map(|(k, node)| Ok((k.clone(), source.leaf(node)?, required(k))))
+            .collect::<Result<_, String>>()?;
         let source_check = ObjectCheck {
-            properties: source_root
-                .properties
-                .iter()
-                .map(|(k, node)| Ok((k.clone(), source.leaf(node)?)))
-                .collect::<Result<_, String>>()?,
+            required_properties: properties.iter().filter(|(_, _, r)| *r).count(),
+            required_others: (source_root.required.iter())
+                .filter(|r| !source_root.properties.contains_key(r.as_str()))
+                .cloned()
+                .collect(),
+            properties,
             additional: match source_root.additional {
                 None | Some(Value::Bool(true)) => Additional::Any,
                 Some(Value::Bool(false)) => Additional::Deny,
                 Some(node) => Additional::Check(source.leaf(node)?),
             },
-            required: source_root.required.clone(),
             min_properties: source_root.min_properties,
             max_properties: source_root.max_properties,
         };
@@ -720,9 +750,12 @@ impl<'s> OutCompiler<'_, 's> {
             };
             entries.push((key.clone(), entry));
         }
+        let required = (shape.required.iter())
+            .map(|r| entries.binary_search_by(|(k, _)| k.cmp(r)).ok())
+            .collect();
         Ok(Node {
             entries,
-            required: shape.required,
+            required,
             min_properties: shape.min_properties,
             max_properties: shape.max_properties,
         })

@@ -472,6 +472,7 @@ fn generated() -> impl Strategy<Value = Generated> {
         any::<bool>(),
         any::<bool>(),
         prop::option::of(0u64..4),
+        prop::bool::weighted(0.2),
     )
         .prop_map(
             move |(
@@ -482,6 +483,7 @@ fn generated() -> impl Strategy<Value = Generated> {
                 tgt_closed,
                 nested_closed,
                 min_props,
+                extra_required,
             )| {
                 let mut props = Map::new();
                 let mut required = Vec::new();
@@ -490,6 +492,10 @@ fn generated() -> impl Strategy<Value = Generated> {
                     if req {
                         required.push(json!(name));
                     }
+                }
+                if extra_required {
+                    // required, but not one of the properties
+                    required.push(json!("extra"));
                 }
                 let mut source = json!({
                     "$schema": "https://json-schema.org/draft/2020-12/schema",
