@@ -38,8 +38,10 @@ use crate::journal::Unfinished;
 use crate::state::State;
 
 /// Batches of one query being admitted at once, on worker threads, while
-/// the relay reads on.
-const IN_FLIGHT: usize = 2;
+/// the relay reads on: twice the workers of a two-core machine, so that a
+/// worker finishing a batch finds the next one waiting (each batch is at
+/// most the adapter's 1 MiB).
+const IN_FLIGHT: usize = 4;
 
 /// Records counted and hashed: what was delivered to the consumer, and
 /// what the adapter sent.
