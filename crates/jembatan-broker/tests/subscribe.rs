@@ -608,6 +608,19 @@ async fn follows_the_scope(source: Source) {
         );
         assert!(d.received.is_some() && d.adapter_endpoint.is_some());
     }
+    // a handle is the consumer's own name for a key, never the log's
+    // subject hash of it: holding one finds nobody in the subject index
+    let subjects: HashSet<&str> = deliveries
+        .iter()
+        .flat_map(|d| d.subjects.iter().map(String::as_str))
+        .collect();
+    assert!(!subjects.is_empty());
+    for handle in c.given.iter().chain(&replay.given) {
+        assert!(
+            !subjects.contains(handle.as_str()),
+            "a handle is not the subject hash of its key"
+        );
+    }
     // each stream's end hashes its delivery entries' hashes, in order
     let mut hashed = 0;
     for end in &ends {
