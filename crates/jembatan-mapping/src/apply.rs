@@ -564,6 +564,11 @@ pub(crate) fn date(v: &Value, spec: &DateSpec, with_time: bool) -> Result<Value,
     };
     let mut out = String::new();
     let written = match DateItems::of(spec) {
+        // an ISO date to the same: what chrono gives back for a date
+        // written in full
+        Some(items) if !with_time && items.iso_date && is_iso_date(text) => {
+            return Ok(Value::String(text.to_owned()));
+        }
         // what `parse_from_str` and `format` do, on the items read once
         Some(items) => {
             let mut parsed = Parsed::new();
@@ -606,6 +611,27 @@ pub(crate) fn date(v: &Value, spec: &DateSpec, with_time: bool) -> Result<Value,
     Ok(Value::String(out))
 }
 
+/// Whether `text` is a valid date written `YYYY-MM-DD` in full (every
+/// digit, no sign): the one form that `%Y-%m-%d` parses and writes back
+/// unchanged.
+fn is_iso_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let number = |digits: &[u8]| {
+        (digits.iter()).try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    match (number(&b[..4]), number(&b[5..7]), number(&b[8..])) {
+        (Some(y), Some(m), Some(d)) => {
+            i32::try_from(y).is_ok_and(|y| NaiveDate::from_ymd_opt(y, m, d).is_some())
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::OnceLock;
@@ -644,6 +670,8 @@ mod tests {
             ("%Q-%m", "%Y"),
             ("%Y", "%Q"),
             ("%Y-%m-%d", "%e %b %Y %%"),
+            ("%F", "%Y-%m-%d"),
+            ("%Y-%m-%d", "%F"),
         ];
         let inputs = [
             json!("1985-08-17"),
@@ -653,6 +681,16 @@ mod tests {
             json!("02/01/2024 03.04"),
             json!("2024-01-02T03:04:05.123+07:00"),
             json!("1985"),
+            json!("0000-01-01"),
+            json!("9999-12-31"),
+            json!("2000-02-29"),
+            json!("1900-02-29"),
+            json!("1985-13-01"),
+            json!("1985-8-17"),
+            json!("1985-08-17 "),
+            json!("+985-08-17"),
+            json!("1985/08/17"),
+            json!("１985-08-17"),
             json!(""),
             json!(1985),
             json!(null),
@@ -676,5 +714,19 @@ mod tests {
         }
         assert!(compiled_any);
         assert!(DateItems::of(&compiled("%Q", "%Y")).is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn iso_dates_written_back_are_what_chrono_writes(
+            text in "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])|[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9+ -]{8,11}",
+        ) {
+            let v = json!(text);
+            for (parse, format) in [("%Y-%m-%d", "%Y-%m-%d"), ("%F", "%F")] {
+                let got = date(&v, &compiled(parse, format), false).map_err(|e| e.to_string());
+                let want = date(&v, &uncompiled(parse, format), false).map_err(|e| e.to_string());
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
     }
 }

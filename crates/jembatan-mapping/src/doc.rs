@@ -285,6 +285,9 @@ pub(crate) struct DateItems(OnceLock<Option<Arc<FormatPair>>>);
 pub(crate) struct FormatPair {
     pub(crate) parse: Vec<Item<'static>>,
     pub(crate) format: Vec<Item<'static>>,
+    /// Both formats are the ISO date (`%Y-%m-%d` or `%F`): a date already
+    /// written that way is written back unchanged.
+    pub(crate) iso_date: bool,
 }
 
 impl DateItems {
@@ -295,7 +298,13 @@ impl DateItems {
             .get_or_init(|| {
                 let parse = StrftimeItems::new(&spec.parse).parse_to_owned().ok()?;
                 let format = StrftimeItems::new(&spec.format).parse_to_owned().ok()?;
-                Some(Arc::new(FormatPair { parse, format }))
+                let iso = |f: &str| matches!(f, "%Y-%m-%d" | "%F");
+                let iso_date = iso(&spec.parse) && iso(&spec.format);
+                Some(Arc::new(FormatPair {
+                    parse,
+                    format,
+                    iso_date,
+                }))
             })
             .as_deref()
     }
