@@ -117,7 +117,8 @@ fn translate(c: &mut Criterion) {
             for rec in &records {
                 let Value::Object(map) = rec else { continue };
                 if let Some(planned) = plan.translate(map, &secrets) {
-                    ok += black_box(planned.to_json(&[])).len().min(1);
+                    black_box(planned.to_json(&[]));
+                    ok += 1;
                 }
             }
             assert!(ok > RECORDS / 2);

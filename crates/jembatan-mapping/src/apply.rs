@@ -3,12 +3,13 @@
 //! never its content (records hold personal data), except for short code
 //! values in `value_map` failures.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-use chrono::format::Parsed;
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono::NaiveDate;
+use chrono::format::{Item, Parsed, StrftimeItems};
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Number, Value};
 use sha2::Sha256;
@@ -557,58 +558,74 @@ fn cast(v: Value, to: CastTo) -> Result<Value, RuleFailure> {
 pub(crate) fn date(v: &Value, spec: &DateSpec, with_time: bool) -> Result<Value, RuleFailure> {
     let op = if with_time { "datetime" } else { "date" };
     let text = want_str(v, op)?;
-    let parse_fail = || RuleFailure::Parse {
-        value: describe(v),
-        op,
-        format: spec.parse.clone(),
-    };
-    let mut out = String::new();
-    let written = match DateItems::of(spec) {
-        // an ISO date to the same: what chrono gives back for a date
-        // written in full
+    let converted = match DateItems::of(spec) {
+        // an ISO date to the same: chrono writes a date written in full
+        // back unchanged
         Some(items) if !with_time && items.iso_date && is_iso_date(text) => {
             return Ok(Value::String(text.to_owned()));
         }
-        // what `parse_from_str` and `format` do, on the items read once
-        Some(items) => {
-            let mut parsed = Parsed::new();
-            chrono::format::parse(&mut parsed, text, items.parse.iter())
-                .map_err(|_| parse_fail())?;
-            let format = items.format.iter();
-            if with_time {
-                match parsed.to_datetime() {
-                    Ok(dt) => write!(out, "{}", dt.format_with_items(format)),
-                    Err(_) => {
-                        let dt = parsed
-                            .to_naive_datetime_with_offset(0)
-                            .map_err(|_| parse_fail())?;
-                        write!(out, "{}", dt.format_with_items(format))
-                    }
-                }
-            } else {
-                let d = parsed.to_naive_date().map_err(|_| parse_fail())?;
-                write!(out, "{}", d.format_with_items(format))
-            }
-        }
-        None if with_time => {
-            if let Ok(dt) = DateTime::parse_from_str(text, &spec.parse) {
-                write!(out, "{}", dt.format(&spec.format))
-            } else {
-                let dt =
-                    NaiveDateTime::parse_from_str(text, &spec.parse).map_err(|_| parse_fail())?;
-                write!(out, "{}", dt.format(&spec.format))
-            }
-        }
-        None => {
-            let d = NaiveDate::parse_from_str(text, &spec.parse).map_err(|_| parse_fail())?;
-            write!(out, "{}", d.format(&spec.format))
-        }
+        Some(items) => convert(text, items.parse.iter(), items.format.iter(), with_time),
+        // a format chrono cannot read fails as chrono fails on it
+        None => convert(
+            text,
+            StrftimeItems::new(&spec.parse),
+            StrftimeItems::new(&spec.format),
+            with_time,
+        ),
     };
-    written.map_err(|_| RuleFailure::Format {
-        format: spec.format.clone(),
-        op,
-    })?;
-    Ok(Value::String(out))
+    match converted {
+        Ok(out) => Ok(Value::String(out)),
+        Err(DateFailure::Parse) => Err(RuleFailure::Parse {
+            value: describe(v),
+            op,
+            format: spec.parse.clone(),
+        }),
+        Err(DateFailure::Format) => Err(RuleFailure::Format {
+            format: spec.format.clone(),
+            op,
+        }),
+    }
+}
+
+/// Why a date op failed: reading the text, or writing the result.
+enum DateFailure {
+    Parse,
+    Format,
+}
+
+/// Parses `text` with the `parse` items and writes it with the `format`
+/// items, as chrono's `parse_from_str` and `format` do with the strings:
+/// with time, an offset when the text gives one, otherwise none.
+fn convert<'a, P, F, B, C>(
+    text: &str,
+    parse: P,
+    format: F,
+    with_time: bool,
+) -> Result<String, DateFailure>
+where
+    P: Iterator<Item = B>,
+    B: Borrow<Item<'a>>,
+    F: Iterator<Item = C> + Clone,
+    C: Borrow<Item<'a>>,
+{
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, text, parse).map_err(|_| DateFailure::Parse)?;
+    let mut out = String::new();
+    let written = if with_time {
+        match parsed.to_datetime() {
+            Ok(dt) => write!(out, "{}", dt.format_with_items(format)),
+            Err(_) => {
+                let dt =
+                    (parsed.to_naive_datetime_with_offset(0)).map_err(|_| DateFailure::Parse)?;
+                write!(out, "{}", dt.format_with_items(format))
+            }
+        }
+    } else {
+        let d = parsed.to_naive_date().map_err(|_| DateFailure::Parse)?;
+        write!(out, "{}", d.format_with_items(format))
+    };
+    written.map_err(|_| DateFailure::Format)?;
+    Ok(out)
 }
 
 /// Whether `text` is a valid date written `YYYY-MM-DD` in full (every
@@ -634,8 +651,6 @@ fn is_iso_date(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
-
     use serde_json::json;
 
     use super::*;
@@ -645,7 +660,7 @@ mod tests {
         DateSpec {
             parse: parse.into(),
             format: format.into(),
-            items: DateItems::from(OnceLock::from(None)),
+            items: DateItems::unreadable(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use chrono::format::{Item, StrftimeItems};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -279,9 +279,10 @@ pub(crate) struct DateSpec {
 /// holds a specifier chrono does not know (the op then reads the strings
 /// on every use, and fails as chrono fails on them).
 #[derive(Clone, Default)]
-pub(crate) struct DateItems(OnceLock<Option<Arc<FormatPair>>>);
+pub(crate) struct DateItems(OnceLock<Option<FormatPair>>);
 
 /// The items of a date op's `parse` and `format`.
+#[derive(Clone)]
 pub(crate) struct FormatPair {
     pub(crate) parse: Vec<Item<'static>>,
     pub(crate) format: Vec<Item<'static>>,
@@ -300,20 +301,19 @@ impl DateItems {
                 let format = StrftimeItems::new(&spec.format).parse_to_owned().ok()?;
                 let iso = |f: &str| matches!(f, "%Y-%m-%d" | "%F");
                 let iso_date = iso(&spec.parse) && iso(&spec.format);
-                Some(Arc::new(FormatPair {
+                Some(FormatPair {
                     parse,
                     format,
                     iso_date,
-                }))
+                })
             })
-            .as_deref()
+            .as_ref()
     }
-}
 
-#[cfg(test)]
-impl From<OnceLock<Option<Arc<FormatPair>>>> for DateItems {
-    fn from(cell: OnceLock<Option<Arc<FormatPair>>>) -> DateItems {
-        DateItems(cell)
+    /// Items that chrono could not read: the op reads its strings.
+    #[cfg(test)]
+    pub(crate) fn unreadable() -> DateItems {
+        DateItems(OnceLock::from(None))
     }
 }
 
