@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use jembatan_core::record::{ReadError, RecordReader};
 use jembatan_core::{Filter, MaskRule, Scalar};
 
 use crate::error::{BadRecord, Cause};
@@ -120,10 +121,11 @@ impl Admit {
         let Some(t) = &self.translation else {
             return Ok(tested);
         };
+        let mut reader = RecordReader::new(&self.columns);
         for (i, text) in records.iter().enumerate() {
-            let mut record = self.parse_record(text)?;
+            let record = read_record(&mut reader, text)?;
             if let Some(shape) = &self.shape {
-                shape_record(&mut record, shape, &mut BTreeMap::new());
+                shape_record(record, shape, &mut BTreeMap::new());
             }
             tested.checked += 1;
             match t.translator.check(record) {
@@ -157,13 +159,16 @@ impl Admit {
             return Ok(admitted);
         }
         let mut out = Vec::with_capacity(records.len());
+        // one object for the batch's records, read over each other
+        let mut reader = RecordReader::new(&self.columns);
         for (i, text) in records.iter().enumerate() {
-            let mut record = self.parse_record(text)?;
+            let record = read_record(&mut reader, text)?;
             if let Some(shape) = &self.shape {
-                shape_record(&mut record, shape, &mut admitted.verified);
+                shape_record(record, shape, &mut admitted.verified);
             }
             let Some(t) = &self.translation else {
-                out.push(Value::Object(record).to_string());
+                // the text `Value`'s `Display` writes
+                out.push(serde_json::to_string(&*record).unwrap_or_default());
                 continue;
             };
             match t
@@ -217,6 +222,22 @@ impl Admit {
             None => Ok(()),
         }
     }
+}
+
+/// Reads one record from the adapter, which must be a JSON object of
+/// granted fields, into `reader`'s object: the checks of
+/// [`Admit::parse_record`].
+fn read_record<'r>(
+    reader: &'r mut RecordReader,
+    text: &str,
+) -> Result<&'r mut Map<String, Value>, BadRecord> {
+    check_size(text)?;
+    reader.read(text).map_err(|e| match e {
+        ReadError::NotAnObject(e) => BadRecord::NotAnObject(e.to_string()),
+        ReadError::Outside(key) => {
+            BadRecord::OutsideGrant(jembatan_core::ids::truncate(&key, 64).to_owned())
+        }
+    })
 }
 
 fn check_size(record: &str) -> Result<(), BadRecord> {

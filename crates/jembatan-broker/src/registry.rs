@@ -1306,8 +1306,8 @@ impl Translator {
     /// the provider's schema, the mapping, validation against the target
     /// schema (inside the mapping's `apply`). The failure names the step,
     /// the rule and the schema's place, never a value of the record.
-    pub(crate) fn check(&self, record: Map<String, Value>) -> Result<(), CheckFailure> {
-        let value = Value::Object(record);
+    pub(crate) fn check(&self, record: &Map<String, Value>) -> Result<(), CheckFailure> {
+        let value = Value::Object(record.clone());
         if let Err(issues) = self.source_check.validate(&value) {
             let first = issues.first();
             return Err(CheckFailure {
@@ -1364,17 +1364,17 @@ impl Translator {
     /// reference path, which names the failure.
     pub(crate) fn translate(
         &self,
-        record: Map<String, Value>,
+        record: &Map<String, Value>,
         residual: Option<&Filter>,
         fields: &[String],
     ) -> Result<Option<String>, TranslateError> {
-        if let Some(planned) = self.plan.translate(&record, &self.secrets) {
+        if let Some(planned) = self.plan.translate(record, &self.secrets) {
             return match residual {
                 None => Ok(Some(planned.to_json(fields))),
                 Some(_) => deliver(planned.into_map(), residual, fields),
             };
         }
-        let value = Value::Object(record);
+        let value = Value::Object(record.clone());
         if let Err(issues) = self.source_check.validate(&value) {
             return Err(TranslateError::SourceSchema {
                 schema: self.source.clone(),

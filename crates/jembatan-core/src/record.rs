@@ -3,6 +3,8 @@
 //! their keys (to hold them to the grant) or parses them (to mask or
 //! translate).
 
+use std::borrow::Cow;
+
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
@@ -179,6 +181,248 @@ pub fn parse_record(record: &str) -> Result<Map<String, Value>, serde_json::Erro
     serde_json::from_str(record)
 }
 
+/// Reads record texts, one after another, into one object kept between
+/// them: a key the record before also had keeps its string, and a text
+/// value is written into the string it replaces. The object read is
+/// exactly what [`parse_record`] gives for the same text; only keys of a
+/// fixed list are accepted.
+///
+/// For a run of records with the same keys, as an adapter sends them,
+/// this saves building and freeing a map for every record.
+#[derive(Debug)]
+pub struct RecordReader {
+    /// The allowed keys, each once.
+    allowed: Vec<String>,
+    /// Which allowed keys the record being read holds.
+    seen: Vec<bool>,
+    record: Map<String, Value>,
+}
+
+/// Why a record text could not be read.
+#[derive(Debug)]
+pub enum ReadError<'t> {
+    /// The text is not one JSON object.
+    NotAnObject(serde_json::Error),
+    /// The object holds a key that is not allowed: the first in the text.
+    Outside(Cow<'t, str>),
+}
+
+impl RecordReader {
+    /// A reader accepting the keys in `allowed`.
+    pub fn new(allowed: &[String]) -> RecordReader {
+        let mut distinct: Vec<String> = Vec::with_capacity(allowed.len());
+        for key in allowed {
+            if !distinct.contains(key) {
+                distinct.push(key.clone());
+            }
+        }
+        RecordReader {
+            seen: vec![false; distinct.len()],
+            allowed: distinct,
+            record: Map::new(),
+        }
+    }
+
+    /// Reads one record text. A text that is not a JSON object is
+    /// [`ReadError::NotAnObject`] whatever its keys; an object with a key
+    /// outside the allowed ones is [`ReadError::Outside`].
+    pub fn read<'t>(&mut self, text: &'t str) -> Result<&mut Map<String, Value>, ReadError<'t>> {
+        use serde::de::DeserializeSeed;
+        self.seen.fill(false);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let into = ReadInto {
+            allowed: &self.allowed,
+            seen: &mut self.seen,
+            record: &mut self.record,
+        };
+        let outside = into
+            .deserialize(&mut de)
+            .and_then(|outside| de.end().map(|()| outside))
+            .map_err(ReadError::NotAnObject)?;
+        if let Some(key) = outside {
+            return Err(ReadError::Outside(key));
+        }
+        // the keys of the record before that this one does not hold
+        if self.record.len() > self.seen.iter().filter(|s| **s).count() {
+            for (key, seen) in self.allowed.iter().zip(&self.seen) {
+                if !seen {
+                    self.record.remove(key);
+                }
+            }
+        }
+        Ok(&mut self.record)
+    }
+}
+
+/// Reads one object into a kept map: the first key outside the allowed
+/// ones, if any.
+struct ReadInto<'r> {
+    allowed: &'r [String],
+    seen: &'r mut [bool],
+    record: &'r mut Map<String, Value>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ReadInto<'_> {
+    type Value = Option<Cow<'de, str>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ReadInto<'_> {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // what `Map`'s own visitor says
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut outside = None;
+        let mut i = 0;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            // a record written in the allowed keys' order has each key at
+            // its own position
+            let at = match self.allowed.get(i) {
+                Some(a) if *a == *key => Some(i),
+                _ => self.allowed.iter().position(|a| *a == *key),
+            };
+            i += 1;
+            let Some(at) = at else {
+                map.next_value::<IgnoredAny>()?;
+                outside.get_or_insert(key);
+                continue;
+            };
+            self.seen[at] = true;
+            match self.record.get_mut(&*key) {
+                Some(slot) => map.next_value_seed(InPlace(slot))?,
+                None => {
+                    let value = map.next_value::<Value>()?;
+                    self.record.insert(self.allowed[at].clone(), value);
+                }
+            }
+        }
+        Ok(outside)
+    }
+}
+
+/// An object key, borrowed from the text unless written with escapes.
+struct KeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// Reads a value over the one in place: text into its string when both
+/// are text; any other value as `Value`'s own deserializer builds it.
+struct InPlace<'v>(&'v mut Value);
+
+impl<'de> serde::de::DeserializeSeed<'de> for InPlace<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for InPlace<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        match self.0 {
+            Value::String(s) => {
+                s.clear();
+                s.push_str(v);
+            }
+            other => *other = Value::String(v.to_owned()),
+        }
+        Ok(())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        *self.0 = Value::String(v);
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        *self.0 = Value::Bool(v);
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        *self.0 = Value::from(v);
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        *self.0 = Value::from(v);
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // as `Value`'s visitor: a float JSON cannot hold is null
+        *self.0 = serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number);
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        *self.0 = Value::Null;
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        *self.0 = Value::Null;
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        use serde::Deserialize;
+        *self.0 = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        use serde::Deserialize;
+        *self.0 = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +514,117 @@ mod tests {
             want.push('}');
             proptest::prop_assert_eq!(text, want);
         }
+    }
+
+    /// Keys a generated record is made of: allowed ones, one written
+    /// with an escape, and two that are not allowed.
+    const POOL: [&str; 6] = ["nik", "nama", "a\"b", "kec", "alamat", "x"];
+
+    /// An object of keys from [`POOL`] in any order, repeats among them.
+    fn any_object_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let entry = (0..POOL.len(), any_value());
+        proptest::collection::vec(entry, 0..8).prop_map(|entries| {
+            let fields: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", Value::String(POOL[*k].into())))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        })
+    }
+
+    /// One record text: an object, an object with a key written with an
+    /// escape, or a text that is not an object.
+    fn any_record_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => any_object_text(),
+            1 => any_object_text().prop_map(|t| t.replace("\"nik\"", "\"n\\u0069k\"")),
+            1 => any_value().prop_map(|v| v.to_string()),
+            1 => ".{0,12}",
+            1 => (any_record_prefix(), ".{0,3}").prop_map(|(a, b)| a + &b),
+        ]
+    }
+
+    fn any_record_prefix() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        any_value().prop_map(|v| {
+            let text = serde_json::json!({"nik": v, "nama": "x"}).to_string();
+            let mut half = text.len() / 2;
+            while !text.is_char_boundary(half) {
+                half -= 1;
+            }
+            text[..half].to_owned()
+        })
+    }
+
+    proptest::proptest! {
+        /// Reading records one after another into one kept object gives,
+        /// for each, what parsing it alone gives, and refuses exactly the
+        /// texts that are not objects or hold a key not allowed.
+        #[test]
+        fn a_reader_reads_each_record_as_parsing_it_alone(
+            texts in proptest::collection::vec(any_record_text(), 1..12),
+        ) {
+            let allowed: Vec<String> = ["nama", "nik", "a\"b", "kec", "nik"].map(String::from).to_vec();
+            let mut reader = RecordReader::new(&allowed);
+            for text in &texts {
+                let alone = parse_record(text);
+                match (reader.read(text), alone) {
+                    (Ok(read), Ok(alone)) => {
+                        proptest::prop_assert!(alone.keys().all(|k| allowed.contains(k)));
+                        proptest::prop_assert_eq!(&*read, &alone, "{}", text);
+                    }
+                    (Err(ReadError::Outside(key)), Ok(alone)) => {
+                        proptest::prop_assert!(!allowed.iter().any(|a| *a == key));
+                        proptest::prop_assert!(alone.contains_key(&*key));
+                        // the first key not allowed in the text
+                        let first = record_keys(text)
+                            .ok()
+                            .and_then(|keys| keys.into_iter().find(|k| !allowed.iter().any(|a| a == k)));
+                        if let Some(first) = first {
+                            proptest::prop_assert_eq!(first, &*key);
+                        }
+                    }
+                    (Ok(read), Err(e)) => {
+                        proptest::prop_assert!(false, "{text}: read {read:?}, alone {e}");
+                    }
+                    (Err(ReadError::NotAnObject(_)), Err(_)) => {}
+                    // a value not allowed is only skipped: its number out of
+                    // range is not an error in it
+                    (Err(ReadError::Outside(key)), Err(_)) => {
+                        proptest::prop_assert!(!allowed.iter().any(|a| *a == key));
+                    }
+                    (Err(ReadError::NotAnObject(e)), Ok(alone)) => {
+                        proptest::prop_assert!(false, "{text}: read {e}, alone {alone:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_reader_forgets_the_keys_the_record_before_had() {
+        let allowed: Vec<String> = ["nik", "nama", "kec"].map(String::from).to_vec();
+        let mut reader = RecordReader::new(&allowed);
+        let first = reader.read(r#"{"nik":"1","nama":"A","kec":[1]}"#).unwrap();
+        assert_eq!(first.len(), 3);
+        let second = reader.read(r#"{"nama":"Budi","nik":2}"#).unwrap();
+        assert_eq!(
+            Value::Object(second.clone()),
+            json!({"nik": 2, "nama": "Budi"})
+        );
+        assert!(matches!(
+            reader.read(r#"{"nik":"3","alamat":"x","agama":1}"#),
+            Err(ReadError::Outside(k)) if k == "alamat"
+        ));
+        assert!(matches!(
+            reader.read(r#"{"nik":"3","alamat":"x""#),
+            Err(ReadError::NotAnObject(_))
+        ));
+        let third = reader.read(r#"{"kec":"K","kec":"L"}"#).unwrap();
+        assert_eq!(Value::Object(third.clone()), json!({"kec": "L"}));
+        assert!(reader.read("[]").is_err());
     }
 
     #[test]
