@@ -26,6 +26,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Map, Value, json};
 
@@ -36,6 +37,9 @@ use crate::{CheckedMapping, missing_secret};
 
 /// Deepest `$ref` chain or object nesting a plan follows.
 const MAX_DEPTH: usize = 32;
+
+/// Longest output buffer a plan makes before knowing a record's length.
+const MAX_HINT: usize = 4096;
 
 /// Keywords that assert nothing.
 const ANNOTATIONS: &[&str] = &[
@@ -85,6 +89,9 @@ struct Compiled {
     uses_secrets: bool,
     rules: Vec<Rule>,
     out: Node,
+    /// The longest output text written so far (up to [`MAX_HINT`]): the
+    /// next one's buffer is made this long, so writing it rarely grows.
+    longest: AtomicUsize,
 }
 
 /// The object-level checks of one object subschema.
@@ -135,6 +142,8 @@ impl Leaf {
 struct Node {
     /// Sorted by key, as the output serialises.
     entries: Vec<(String, Entry)>,
+    /// Each entry's key as JSON text and a colon, written once.
+    keys_json: Vec<String>,
     /// Each required key's place in `entries`; `None` when no rule
     /// writes it.
     required: Vec<Option<usize>>,
@@ -158,6 +167,7 @@ enum Entry {
 pub struct Planned<'a> {
     out: &'a Node,
     values: Vec<Option<Cow<'a, Value>>>,
+    longest: &'a AtomicUsize,
 }
 
 impl Plan {
@@ -214,6 +224,7 @@ impl Plan {
         c.out.passes(&values).then_some(Planned {
             out: &c.out,
             values,
+            longest: &c.longest,
         })
     }
 }
@@ -222,8 +233,13 @@ impl<'a> Planned<'a> {
     /// The output record's JSON text, as `serde_json` writes the output
     /// object, keeping only the top-level `fields` when any are given.
     pub fn to_json(&self, fields: &[String]) -> String {
-        let mut buf = Vec::with_capacity(256);
+        let mut buf = Vec::with_capacity(self.longest.load(Ordering::Relaxed));
         self.write(self.out, Some(fields), &mut buf);
+        // a hint only, and never above a few KiB: one long record does
+        // not make every buffer after it long
+        if buf.len() > self.longest.load(Ordering::Relaxed) && buf.len() <= MAX_HINT {
+            self.longest.fetch_max(buf.len(), Ordering::Relaxed);
+        }
         // the writer only appends `serde_json`'s UTF-8 and ASCII punctuation
         String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into())
     }
@@ -241,7 +257,7 @@ impl<'a> Planned<'a> {
     fn write(&self, node: &Node, fields: Option<&[String]>, buf: &mut Vec<u8>) {
         buf.push(b'{');
         let mut first = true;
-        for (key, entry) in &node.entries {
+        for ((key, entry), key_json) in node.entries.iter().zip(&node.keys_json) {
             if let Some(fields) = fields
                 && !fields.is_empty()
                 && !fields.iter().any(|f| f == key)
@@ -259,8 +275,7 @@ impl<'a> Planned<'a> {
                 buf.push(b',');
             }
             first = false;
-            write_json(buf, key);
-            buf.push(b':');
+            buf.extend_from_slice(key_json.as_bytes());
             match (value, entry) {
                 (Some(v), _) => write_json(buf, v),
                 (None, Entry::Object(inner)) => self.write(inner, None, buf),
@@ -491,6 +506,7 @@ impl Compiled {
             uses_secrets,
             rules: rules.clone(),
             out,
+            longest: AtomicUsize::new(256),
         })
     }
 }
@@ -753,8 +769,12 @@ impl<'s> OutCompiler<'_, 's> {
         let required = (shape.required.iter())
             .map(|r| entries.binary_search_by(|(k, _)| k.cmp(r)).ok())
             .collect();
+        let keys_json = (entries.iter())
+            .map(|(k, _)| format!("{}:", Value::String(k.clone())))
+            .collect();
         Ok(Node {
             entries,
+            keys_json,
             required,
             min_properties: shape.min_properties,
             max_properties: shape.max_properties,
