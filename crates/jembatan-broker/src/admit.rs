@@ -121,7 +121,7 @@ impl Admit {
         let Some(t) = &self.translation else {
             return Ok(tested);
         };
-        let mut reader = RecordReader::new(&self.columns);
+        let mut reader = self.reader();
         for (i, text) in records.iter().enumerate() {
             let record = read_record(&mut reader, text)?;
             if let Some(shape) = &self.shape {
@@ -160,7 +160,7 @@ impl Admit {
         }
         let mut out = Vec::with_capacity(records.len());
         // one object for the batch's records, read over each other
-        let mut reader = RecordReader::new(&self.columns);
+        let mut reader = self.reader();
         for (i, text) in records.iter().enumerate() {
             let record = read_record(&mut reader, text)?;
             if let Some(shape) = &self.shape {
@@ -203,31 +203,16 @@ impl Admit {
         }
     }
 
-    /// The same checks as [`check_record`](Self::check_record), keeping
-    /// the parsed object.
-    pub(crate) fn parse_record(&self, record: &str) -> Result<Map<String, Value>, BadRecord> {
-        check_size(record)?;
-        let map = jembatan_core::record::parse_record(record)
-            .map_err(|e| BadRecord::NotAnObject(e.to_string()))?;
-        self.check_keys(map.keys().map(String::as_str))?;
-        Ok(map)
-    }
-
-    /// Every key must be a column the exchange fetched (the grant).
-    fn check_keys<'a>(&self, mut keys: impl Iterator<Item = &'a str>) -> Result<(), BadRecord> {
-        match keys.find(|k| !self.columns.iter().any(|c| c == k)) {
-            Some(extra) => Err(BadRecord::OutsideGrant(
-                jembatan_core::ids::truncate(extra, 64).to_owned(),
-            )),
-            None => Ok(()),
-        }
+    /// A reader of this exchange's records: JSON objects of granted
+    /// fields, read with [`read_record`].
+    pub(crate) fn reader(&self) -> RecordReader {
+        RecordReader::new(&self.columns)
     }
 }
 
 /// Reads one record from the adapter, which must be a JSON object of
-/// granted fields, into `reader`'s object: the checks of
-/// [`Admit::parse_record`].
-fn read_record<'r>(
+/// granted fields, into `reader`'s object.
+pub(crate) fn read_record<'r>(
     reader: &'r mut RecordReader,
     text: &str,
 ) -> Result<&'r mut Map<String, Value>, BadRecord> {

@@ -1319,11 +1319,11 @@ fn index_by_key(
     let Some(key_field) = &allowed.key_field else {
         return Err(Stop::failed(ExchangeError::KeyField));
     };
+    let mut reader = allowed.admit.reader();
     for text in records {
-        let record = allowed
-            .admit
-            .parse_record(text)
-            .map_err(|err| bad_record(allowed, err))?;
+        let record = std::mem::take(
+            crate::admit::read_record(&mut reader, text).map_err(|err| bad_record(allowed, err))?,
+        );
         let key = match record.get(key_field.as_str()) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Null) | None => continue,
