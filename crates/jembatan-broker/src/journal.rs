@@ -169,14 +169,14 @@ impl Journal {
     }
 
     /// Writes an exchange's end from a task of its own if the replica
-    /// that opened it may still write it; the exchange is then forgotten
-    /// in the store. An end not written leaves it open, to be closed
-    /// `abandoned`.
+    /// that opened it may still write it; the exchange is forgotten in the
+    /// store in the same commit. An end not written leaves it open, to be
+    /// closed `abandoned`.
     fn write_end(
         &self,
         facts: &Facts,
         open: Option<OpenSlot>,
-        entry: AuditEntry,
+        mut entry: AuditEntry,
     ) -> tokio::task::JoinHandle<Result<StoredEntry, ExchangeError>> {
         if open.as_ref().is_some_and(|o| !o.holds()) {
             if let Some(open) = open {
@@ -184,20 +184,26 @@ impl Journal {
             }
             return tokio::spawn(async { Err(ExchangeError::LeaseLost) });
         }
-        let written = self.write(facts, entry);
+        facts.redact(&mut entry);
+        let audit = self.audit.clone();
         tokio::spawn(async move {
-            match written.await {
-                Ok(Ok(stored)) => {
-                    if let Some(open) = open {
-                        open.close().await;
+            // the exchange is forgotten with its end, in one commit
+            let ends = open
+                .as_ref()
+                .is_some_and(|slot| slot.exchange_id() == entry.exchange_id);
+            let written = if ends {
+                audit.append_end(entry).await
+            } else {
+                audit.append(entry).await
+            };
+            match written {
+                Ok(stored) => {
+                    match open {
+                        Some(open) if ends => open.forgotten(),
+                        Some(open) => open.close().await,
+                        None => {}
                     }
                     Ok(stored)
-                }
-                Ok(Err(err)) => {
-                    if let Some(open) = open {
-                        open.orphan();
-                    }
-                    Err(ExchangeError::AuditNoReceipt(Box::new(err)))
                 }
                 Err(err) => {
                     if let Some(open) = open {

@@ -486,6 +486,18 @@ impl OpenSlot {
         self.orphaned = true;
     }
 
+    /// The exchange's id.
+    pub(crate) fn exchange_id(&self) -> &str {
+        &self.exchange_id
+    }
+
+    /// The commit that made the exchange's end durable forgot it in the
+    /// store ([`jembatan_store::AuditLog::append_end`]): nothing is left
+    /// to close.
+    pub(crate) fn forgotten(mut self) {
+        self.exchange_id.clear();
+    }
+
     /// Forgets the exchange, whose end is durable, before returning: its
     /// agency's next exchange finds the slot free.
     pub(crate) async fn close(mut self) {

@@ -33,6 +33,9 @@ pub struct StoredEntry {
 /// `seq` assigned when its batch is written.
 pub(crate) struct Pending {
     pub(crate) stored: StoredEntry,
+    /// The entry ends its exchange: the exchange's row among the open
+    /// ones ([`Store::open_exchange`]) goes in the same commit.
+    pub(crate) ends: bool,
     reply: oneshot::Sender<Result<StoredEntry, Arc<StoreError>>>,
 }
 
@@ -42,6 +45,16 @@ pub(crate) type Reply = oneshot::Receiver<Result<StoredEntry, Arc<StoreError>>>;
 impl Pending {
     /// `entry` serialized and hashed, to be numbered when written.
     pub(crate) fn new(entry: AuditEntry) -> (Pending, Reply) {
+        Pending::with(entry, false)
+    }
+
+    /// `entry`, an exchange's end, to be written with its exchange
+    /// forgotten among the open ones.
+    pub(crate) fn ending(entry: AuditEntry) -> (Pending, Reply) {
+        Pending::with(entry, true)
+    }
+
+    fn with(entry: AuditEntry, ends: bool) -> (Pending, Reply) {
         let (reply, rx) = oneshot::channel();
         let canonical = entry.canonical_bytes();
         let stored = StoredEntry {
@@ -50,7 +63,14 @@ impl Pending {
             entry,
             canonical,
         };
-        (Pending { stored, reply }, rx)
+        (
+            Pending {
+                stored,
+                ends,
+                reply,
+            },
+            rx,
+        )
     }
 }
 
@@ -88,10 +108,22 @@ impl AuditLog {
     /// Appends an entry and returns once it is durably committed, with its
     /// sequence number. An error means the entry is not on the log.
     pub async fn append(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
+        self.append_pending(Pending::new(entry)).await
+    }
+
+    /// Appends an exchange's end entry and, in the same commit, forgets
+    /// the exchange among the open ones ([`Store::open_exchange`]): once
+    /// this returns `Ok` the entry is durable and the exchange no longer
+    /// counts against its agency's limit; after an error neither is so.
+    pub async fn append_end(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
+        self.append_pending(Pending::ending(entry)).await
+    }
+
+    async fn append_pending(&self, pending: (Pending, Reply)) -> Result<StoredEntry, StoreError> {
         let started = std::time::Instant::now();
         let metrics = jembatan_telemetry::metrics();
         metrics.audit_queued();
-        let result = self.append_queued(entry).await;
+        let result = self.append_queued(pending).await;
         match &result {
             Ok(stored) => metrics.audit_committed(&stored.entry, started.elapsed()),
             Err(_) => metrics.audit_failed(),
@@ -99,8 +131,10 @@ impl AuditLog {
         result
     }
 
-    async fn append_queued(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
-        let (pending, rx) = Pending::new(entry);
+    async fn append_queued(
+        &self,
+        (pending, rx): (Pending, Reply),
+    ) -> Result<StoredEntry, StoreError> {
         self.tx
             .send(pending)
             .await
@@ -403,20 +437,31 @@ async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), Stor
         })
         .collect();
     // Plain data with string keys: serializing cannot fail.
+    let ended: Vec<&str> = batch
+        .iter()
+        .filter(|p| p.ends)
+        .map(|p| p.stored.entry.exchange_id.as_str())
+        .collect();
     let json = serde_json::to_string(&rows).unwrap_or_default();
     let subjects = serde_json::to_string(&subjects).unwrap_or_default();
+    let ended = serde_json::to_string(&ended).unwrap_or_default();
     // `appended` runs once (a CTE with a volatile function is evaluated
-    // once); the index rows go in with the entries, in one transaction.
+    // once); the index rows go in with the entries, and the ended
+    // exchanges leave the open ones, in one transaction.
     let base: i64 = sqlx::query(
         "WITH appended AS (SELECT jembatan_audit_append($1::jsonb) AS base),
               indexed AS (
                   INSERT INTO audit_subjects (seq, subject_key)
                   SELECT a.base + s.i, s.k
-                  FROM appended a, jsonb_to_recordset($2::jsonb) AS s(i bigint, k bigint))
+                  FROM appended a, jsonb_to_recordset($2::jsonb) AS s(i bigint, k bigint)),
+              forgotten AS (
+                  DELETE FROM open_exchanges
+                  WHERE exchange_id IN (SELECT jsonb_array_elements_text($3::jsonb)))
          SELECT base FROM appended",
     )
     .bind(json)
     .bind(subjects)
+    .bind(ended)
     .fetch_one(store.pool())
     .await?
     .try_get(0)?;

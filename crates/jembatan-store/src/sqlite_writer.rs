@@ -718,7 +718,8 @@ fn insert_rows(n: usize) -> String {
     sql
 }
 
-/// Writes the batch (the subject index follows, see [`Trail`]); returns
+/// Writes the batch (the subject index follows, see [`Trail`]) and
+/// forgets the exchanges its end entries end among the open ones; returns
 /// how many entries it wrote and how many subjects they name.
 fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<(usize, usize), StoreError> {
     // the commit waits for the disk, whatever the thread wrote before
@@ -735,7 +736,7 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<(usize, usize),
     let mut named = 0usize;
     {
         let mut insert = tx
-            .prepare(
+            .prepare_cached(
                 "INSERT INTO audit_log (seq, exchange_id, kind, recorded_at, caller, consumer,
                      provider, dataset, purpose, decision, status, subject_hash, entry,
                      entry_sha256)
@@ -764,6 +765,17 @@ fn write(conn: &mut Connection, batch: &mut [Pending]) -> Result<(usize, usize),
                 ])
                 .map_err(sqlite_error)?;
             named += e.all_subjects().count();
+        }
+        // ended exchanges leave the open ones with their end entries
+        if batch.iter().any(|p| p.ends) {
+            let mut forget = tx
+                .prepare_cached("DELETE FROM open_exchanges WHERE exchange_id = ?")
+                .map_err(sqlite_error)?;
+            for p in batch.iter().filter(|p| p.ends) {
+                forget
+                    .execute([&p.stored.entry.exchange_id])
+                    .map_err(sqlite_error)?;
+            }
         }
     }
     tx.commit().map_err(sqlite_error)?;

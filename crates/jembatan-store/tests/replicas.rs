@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{drop_postgres, empty_database};
-use jembatan_store::{LeftOpen, Store};
+use common::{drop_postgres, empty_database, entry};
+use jembatan_store::{AuditLog, LeftOpen, Store};
 
 const LEASE: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_millis(100);
@@ -341,6 +341,58 @@ async fn the_provider_limit_holds_under_concurrent_takes(stores: Vec<Store>) {
     }
 }
 
+/// An exchange's end entry forgets the exchange among the open ones in
+/// its own commit, and only its own exchange: an entry appended as not
+/// ending anything, or ending another exchange, leaves it open.
+async fn an_end_entry_forgets_its_exchange(store: Store) {
+    store
+        .register_replica("e1", "host-e/1", LEASE)
+        .await
+        .unwrap();
+    let audit = AuditLog::start(store.clone());
+    for x in ["end-a", "end-b", "end-c"] {
+        assert!(
+            store
+                .open_exchange(x, "e1", "dinkes", 3, GRACE)
+                .await
+                .unwrap()
+        );
+    }
+    let open = || async { store.open_exchanges_of("e1").await.unwrap() };
+    assert_eq!(open().await, ["end-a", "end-b", "end-c"]);
+
+    let mut during = entry(1);
+    during.exchange_id = "end-a".into();
+    audit.append(during).await.unwrap();
+    assert_eq!(open().await, ["end-a", "end-b", "end-c"], "not an end");
+
+    let mut end = entry(1);
+    end.exchange_id = "end-b".into();
+    let stored = audit.append_end(end).await.unwrap();
+    assert_eq!(stored.entry.exchange_id, "end-b");
+    assert_eq!(open().await, ["end-a", "end-c"]);
+    assert!(
+        store
+            .open_exchange("end-d", "e1", "dinkes", 3, GRACE)
+            .await
+            .unwrap(),
+        "the agency's next exchange finds the slot free"
+    );
+
+    // ends written together, in one group commit, each forget their own
+    let ends = ["end-a", "end-c", "end-d"].map(|x| {
+        let mut end = entry(3);
+        end.exchange_id = x.into();
+        let audit = audit.clone();
+        tokio::spawn(async move { audit.append_end(end).await })
+    });
+    for end in ends {
+        end.await.unwrap().unwrap();
+    }
+    assert!(open().await.is_empty());
+    store.retire_replica("e1").await.unwrap();
+}
+
 #[tokio::test]
 async fn sqlite_replicas_leases_and_limits() {
     let dir = tempfile::tempdir().unwrap();
@@ -349,6 +401,7 @@ async fn sqlite_replicas_leases_and_limits() {
     leases_and_gone_replicas(store.clone()).await;
     one_holder_per_lease(store.clone()).await;
     a_failed_open_leaves_the_others(store.clone()).await;
+    an_end_entry_forgets_its_exchange(store.clone()).await;
     // two handles on one file, as two brokers on one machine
     let other = Store::connect(path.to_str().unwrap()).await.unwrap();
     the_limit_holds_under_concurrent_opens(vec![store.clone(), other.clone()]).await;
@@ -365,6 +418,7 @@ async fn postgres_replicas_leases_and_limits() {
     leases_and_gone_replicas(store.clone()).await;
     one_holder_per_lease(store.clone()).await;
     a_failed_open_leaves_the_others(store.clone()).await;
+    an_end_entry_forgets_its_exchange(store.clone()).await;
     // three replicas, each with its own pool
     let mut stores = vec![store];
     for _ in 0..2 {
