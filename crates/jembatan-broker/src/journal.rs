@@ -43,16 +43,36 @@ impl Journal {
     }
 
     /// The one way an exchange's entry reaches the log: redacted, then
-    /// appended by a task of its own. The handle resolves once the entry
-    /// is durable (or refused); dropping it does not stop the write.
-    fn write(
+    /// appended; `ends`: as its exchange's end, forgetting the exchange
+    /// among the open ones in the same commit. The future owns what it
+    /// needs, to run in a task of its own.
+    fn append(
         &self,
         facts: &Facts,
         mut entry: AuditEntry,
-    ) -> tokio::task::JoinHandle<Result<StoredEntry, jembatan_store::StoreError>> {
+        ends: bool,
+    ) -> impl Future<Output = Result<StoredEntry, jembatan_store::StoreError>> + Send + 'static
+    {
         facts.redact(&mut entry);
         let audit = self.audit.clone();
-        tokio::spawn(async move { audit.append(entry).await })
+        async move {
+            if ends {
+                audit.append_end(entry).await
+            } else {
+                audit.append(entry).await
+            }
+        }
+    }
+
+    /// Appends an entry (see [`Journal::append`]) by a task of its own.
+    /// The handle resolves once the entry is durable (or refused);
+    /// dropping it does not stop the write.
+    fn write(
+        &self,
+        facts: &Facts,
+        entry: AuditEntry,
+    ) -> tokio::task::JoinHandle<Result<StoredEntry, jembatan_store::StoreError>> {
+        tokio::spawn(self.append(facts, entry, false))
     }
 
     /// Writes the decision entry of a refused request (denied, invalid,
@@ -176,7 +196,7 @@ impl Journal {
         &self,
         facts: &Facts,
         open: Option<OpenSlot>,
-        mut entry: AuditEntry,
+        entry: AuditEntry,
     ) -> tokio::task::JoinHandle<Result<StoredEntry, ExchangeError>> {
         if open.as_ref().is_some_and(|o| !o.holds()) {
             if let Some(open) = open {
@@ -184,24 +204,14 @@ impl Journal {
             }
             return tokio::spawn(async { Err(ExchangeError::LeaseLost) });
         }
-        facts.redact(&mut entry);
-        let audit = self.audit.clone();
+        // the slot was opened under the facts' exchange id, which the end
+        // entry names: the store forgets it with the entry, in one commit
+        let written = self.append(facts, entry, open.is_some());
         tokio::spawn(async move {
-            // the exchange is forgotten with its end, in one commit
-            let ends = open
-                .as_ref()
-                .is_some_and(|slot| slot.exchange_id() == entry.exchange_id);
-            let written = if ends {
-                audit.append_end(entry).await
-            } else {
-                audit.append(entry).await
-            };
-            match written {
+            match written.await {
                 Ok(stored) => {
-                    match open {
-                        Some(open) if ends => open.forgotten(),
-                        Some(open) => open.close().await,
-                        None => {}
+                    if let Some(open) = open {
+                        open.forgotten();
                     }
                     Ok(stored)
                 }

@@ -486,28 +486,11 @@ impl OpenSlot {
         self.orphaned = true;
     }
 
-    /// The exchange's id.
-    pub(crate) fn exchange_id(&self) -> &str {
-        &self.exchange_id
-    }
-
     /// The commit that made the exchange's end durable forgot it in the
     /// store ([`jembatan_store::AuditLog::append_end`]): nothing is left
     /// to close.
     pub(crate) fn forgotten(mut self) {
         self.exchange_id.clear();
-    }
-
-    /// Forgets the exchange, whose end is durable, before returning: its
-    /// agency's next exchange finds the slot free.
-    pub(crate) async fn close(mut self) {
-        let exchange_id = std::mem::take(&mut self.exchange_id);
-        if let Err(err) = self.replica.store.close_exchange(&exchange_id).await {
-            // tried again at the next heartbeat, which finds the exchange
-            // ended and only forgets it
-            tracing::warn!(exchange_id, error = %err, "cannot forget an ended exchange in the store");
-            self.replica.orphan(self.replica_id.clone(), exchange_id);
-        }
     }
 }
 

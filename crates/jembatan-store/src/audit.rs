@@ -43,18 +43,10 @@ pub(crate) struct Pending {
 pub(crate) type Reply = oneshot::Receiver<Result<StoredEntry, Arc<StoreError>>>;
 
 impl Pending {
-    /// `entry` serialized and hashed, to be numbered when written.
-    pub(crate) fn new(entry: AuditEntry) -> (Pending, Reply) {
-        Pending::with(entry, false)
-    }
-
-    /// `entry`, an exchange's end, to be written with its exchange
-    /// forgotten among the open ones.
-    pub(crate) fn ending(entry: AuditEntry) -> (Pending, Reply) {
-        Pending::with(entry, true)
-    }
-
-    fn with(entry: AuditEntry, ends: bool) -> (Pending, Reply) {
+    /// `entry` serialized and hashed, to be numbered when written;
+    /// `ends`: an exchange's end, written with its exchange forgotten
+    /// among the open ones.
+    pub(crate) fn new(entry: AuditEntry, ends: bool) -> (Pending, Reply) {
         let (reply, rx) = oneshot::channel();
         let canonical = entry.canonical_bytes();
         let stored = StoredEntry {
@@ -108,7 +100,7 @@ impl AuditLog {
     /// Appends an entry and returns once it is durably committed, with its
     /// sequence number. An error means the entry is not on the log.
     pub async fn append(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
-        self.append_pending(Pending::new(entry)).await
+        self.append_as(entry, false).await
     }
 
     /// Appends an exchange's end entry and, in the same commit, forgets
@@ -116,14 +108,14 @@ impl AuditLog {
     /// this returns `Ok` the entry is durable and the exchange no longer
     /// counts against its agency's limit; after an error neither is so.
     pub async fn append_end(&self, entry: AuditEntry) -> Result<StoredEntry, StoreError> {
-        self.append_pending(Pending::ending(entry)).await
+        self.append_as(entry, true).await
     }
 
-    async fn append_pending(&self, pending: (Pending, Reply)) -> Result<StoredEntry, StoreError> {
+    async fn append_as(&self, entry: AuditEntry, ends: bool) -> Result<StoredEntry, StoreError> {
         let started = std::time::Instant::now();
         let metrics = jembatan_telemetry::metrics();
         metrics.audit_queued();
-        let result = self.append_queued(pending).await;
+        let result = self.append_queued(Pending::new(entry, ends)).await;
         match &result {
             Ok(stored) => metrics.audit_committed(&stored.entry, started.elapsed()),
             Err(_) => metrics.audit_failed(),
@@ -436,12 +428,12 @@ async fn write_batch_pg(store: &Store, batch: &mut [Pending]) -> Result<(), Stor
                 .map(move |k| PgSubject { i, k })
         })
         .collect();
-    // Plain data with string keys: serializing cannot fail.
     let ended: Vec<&str> = batch
         .iter()
         .filter(|p| p.ends)
         .map(|p| p.stored.entry.exchange_id.as_str())
         .collect();
+    // Plain data with string keys: serializing cannot fail.
     let json = serde_json::to_string(&rows).unwrap_or_default();
     let subjects = serde_json::to_string(&subjects).unwrap_or_default();
     let ended = serde_json::to_string(&ended).unwrap_or_default();

@@ -841,8 +841,8 @@ mod tests {
         conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
         let (a, b) = ("aa".repeat(32), "0b".repeat(32));
         let mut batch = vec![
-            Pending::new(named(&[&a, &b])).0,
-            Pending::new(named(&[&b])).0,
+            Pending::new(named(&[&a, &b]), false).0,
+            Pending::new(named(&[&b]), false).0,
         ];
         assert_eq!(write(&mut conn, &mut batch).unwrap(), (2, 3));
         let synchronous: i64 = conn
@@ -872,11 +872,17 @@ mod tests {
         let mut conn = store_file(dir.path()).await;
         let (a, b, c) = ("aa".repeat(32), "0b".repeat(32), "0c".repeat(32));
         let mut trail = Trail::start(&conn).unwrap();
-        let mut batch = vec![Pending::new(named(&[&a])).0, Pending::new(named(&[&b])).0];
+        let mut batch = vec![
+            Pending::new(named(&[&a]), false).0,
+            Pending::new(named(&[&b]), false).0,
+        ];
         write(&mut conn, &mut batch).unwrap();
         // the rows kept stand in for the entries' own: a run that used
         // them indexes `c` where the entries name `a` and `b`
-        let mut kept = vec![Pending::new(named(&[&c])).0, Pending::new(named(&[&c])).0];
+        let mut kept = vec![
+            Pending::new(named(&[&c]), false).0,
+            Pending::new(named(&[&c]), false).0,
+        ];
         number(&mut kept, 0);
         trail.keep(&kept);
         assert_eq!(trail.catch_up(&mut conn).unwrap(), 2);
@@ -884,12 +890,12 @@ mod tests {
         assert_eq!(index_rows(&conn), [(kc, 0), (kc, 1)]);
 
         // one batch kept, then an entry written by another connection
-        let mut batch = vec![Pending::new(named(&[&c])).0];
+        let mut batch = vec![Pending::new(named(&[&c]), false).0];
         write(&mut conn, &mut batch).unwrap();
-        let mut kept = vec![Pending::new(named(&[&a])).0];
+        let mut kept = vec![Pending::new(named(&[&a]), false).0];
         number(&mut kept, 2);
         trail.keep(&kept);
-        let mut outside = vec![Pending::new(named(&[&b])).0];
+        let mut outside = vec![Pending::new(named(&[&b]), false).0];
         write(&mut conn, &mut outside).unwrap();
         assert_eq!(trail.catch_up(&mut conn).unwrap(), 4);
         let kb = subject_key(&b);
@@ -898,9 +904,9 @@ mod tests {
         assert_eq!(index_rows(&conn), want, "read back from the entries");
 
         // rows kept that do not start at the mark are not taken
-        let mut batch = vec![Pending::new(named(&[&a])).0];
+        let mut batch = vec![Pending::new(named(&[&a]), false).0];
         write(&mut conn, &mut batch).unwrap();
-        let mut far = vec![Pending::new(named(&[&c])).0];
+        let mut far = vec![Pending::new(named(&[&c]), false).0];
         number(&mut far, 9);
         trail.keep(&far);
         assert_eq!(trail.catch_up(&mut conn).unwrap(), 5);
@@ -914,7 +920,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = store_file(dir.path()).await;
         let (a, b) = ("aa".repeat(32), "0b".repeat(32));
-        let mut batch = vec![Pending::new(named(&[&a])).0, Pending::new(named(&[&b])).0];
+        let mut batch = vec![
+            Pending::new(named(&[&a]), false).0,
+            Pending::new(named(&[&b]), false).0,
+        ];
         write(&mut conn, &mut batch).unwrap();
         let mut trail = Trail::start(&conn).unwrap();
         trail.begin(&mut conn);
@@ -983,7 +992,7 @@ mod tests {
         assert!(!trail.waiting() && !trail.running());
         // more subjects than one chunk holds
         let many = Run::CHUNK + 10;
-        let mut batch = vec![Pending::new(naming(many)).0];
+        let mut batch = vec![Pending::new(naming(many), false).0];
         let written = write(&mut conn, &mut batch).unwrap();
         trail.after(&mut conn, written);
         assert!(trail.waiting() && !trail.running());
@@ -1000,14 +1009,14 @@ mod tests {
         assert!(!trail.running());
         assert_eq!((count(&conn, rows), mark(&conn)), (many as i64, 1));
         // and by entries
-        let mut batch = vec![Pending::new(named(&[])).0];
+        let mut batch = vec![Pending::new(named(&[]), false).0];
         let written = write(&mut conn, &mut batch).unwrap();
         trail.entries = Trail::MOST_ENTRIES - 1;
         trail.after(&mut conn, written);
         trail.step(&mut conn, &mut || false);
         assert_eq!(mark(&conn), 2);
         // a store opened with entries behind its index waits to catch up
-        let mut batch = vec![Pending::new(named(&["dd"])).0];
+        let mut batch = vec![Pending::new(named(&["dd"]), false).0];
         write(&mut conn, &mut batch).unwrap();
         assert!(Trail::start(&conn).unwrap().waiting());
     }
@@ -1021,7 +1030,7 @@ mod tests {
         let rows = "SELECT COUNT(*) FROM audit_subjects";
         let mut trail = Trail::start(&conn).unwrap();
         let many = 3 * Run::YIELD_EVERY + 5;
-        let mut batch = vec![Pending::new(naming(many)).0];
+        let mut batch = vec![Pending::new(naming(many), false).0];
         let written = write(&mut conn, &mut batch).unwrap();
         trail.after(&mut conn, written);
         trail.begin(&mut conn);
@@ -1064,7 +1073,9 @@ mod tests {
         let writer = SqliteWriter::start(&path).unwrap();
         // about 130 KB of entry: some 35 pages
         let many = 2_000;
-        let (_, written) = writer.write(vec![Pending::new(naming(many)).0]).await;
+        let (_, written) = writer
+            .write(vec![Pending::new(naming(many), false).0])
+            .await;
         written.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while size() < before + 100_000 {
